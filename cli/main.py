@@ -1,0 +1,142 @@
+"""``lockstep``: check, list, run, conform, render.
+
+Exit codes: 0 the properties hold, 1 a violation, 2 bad usage or a spec error, 3 a bound was reached
+first.  Subcommands that need heavy dependencies (torch for ``run``) import them only when invoked.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from ..spec.registry import BACKENDS, UsageError, available, load, resolve
+
+
+def _params(raw: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in raw:
+        if "=" not in item:
+            raise click.UsageError(f"-p {item!r}: expected NAME=VALUE")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+class LazyGroup(click.Group):
+    """Registers ``run``, ``render`` and ``conform`` from their own modules on first use."""
+
+    lazy = {"run": "lockstep.cli.run", "render": "lockstep.cli.render", "conform": "lockstep.cli.conform"}
+
+    def list_commands(self, ctx):
+        names = set(super().list_commands(ctx))
+        for name, mod in self.lazy.items():
+            if importlib.util.find_spec(mod) is not None:
+                names.add(name)
+        return sorted(names)
+
+    def get_command(self, ctx, name):
+        cmd = super().get_command(ctx, name)
+        if cmd is None and name in self.lazy and importlib.util.find_spec(self.lazy[name]) is not None:
+            cmd = getattr(importlib.import_module(self.lazy[name]), name)
+        return cmd
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lockstep")
+def cli():
+    """lockstep: can these ranks hang, strand each other, or silently diverge?"""
+
+
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable catalogue")
+def list_(as_json):
+    """Specs, their parameters with defaults, and variants with one-line descriptions."""
+    from .report import dumps
+
+    cat = []
+    for name in available():
+        info = load(name)
+        cat.append({
+            "spec": name, "description": info.description,
+            "params": {k: {"default": p.default, "help": p.help} for k, p in info.params.items()},
+            "variants": {k: {"description": v.description, "expected": list(v.expected)} for k, v in info.variants.items()},
+            "hardened_expected": list(info.hardened_expected),
+        })
+    if as_json:
+        click.echo(dumps(cat))
+        return
+    for s in cat:
+        click.echo(f"{s['spec']}: {s['description']}")
+        click.echo("  parameters:")
+        for k, p in s["params"].items():
+            click.echo(f"    {k}={p['default']}  {p['help']}")
+        if s["variants"]:
+            click.echo("  variants (planted bugs -> verdict classes):")
+            for k, v in s["variants"].items():
+                click.echo(f"    {k}: {v['description']} -> {' or '.join(v['expected'])}")
+        click.echo("")
+
+
+def _progress():
+    """A progress line on a terminal (stderr), nothing otherwise."""
+    if not sys.stderr.isatty():
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, unit=" states", file=sys.stderr, dynamic_ncols=True, leave=False)
+
+    def update(st):
+        bar.n = st.states
+        bar.set_postfix_str(f"depth {st.depth}, {st.transitions:,} transitions", refresh=False)
+        bar.refresh()
+
+    return update, bar.close
+
+
+@cli.command()
+@click.argument("spec")
+@click.option("--variant", "-v", default=None, help="a planted-bug variant (see `lockstep list`)")
+@click.option("-p", "params", multiple=True, metavar="NAME=VALUE", help="spec parameter (repeatable)")
+@click.option("--backend", default="gloo", show_default=True, help="backend profile: " + ", ".join(BACKENDS))
+@click.option("--max-states", type=click.IntRange(min=1), default=None, help="stop with BOUND_REACHED after this many states")
+@click.option("--max-depth", type=click.IntRange(min=0), default=None, help="stop with BOUND_REACHED beyond this depth")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="seconds before BOUND_REACHED")
+@click.option("--no-reduction", is_flag=True, help="explore without partial-order or symmetry reduction")
+@click.option("--no-liveness", is_flag=True, help="skip the liveness (lasso) check")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object (schema: docs/json.md)")
+def check(spec, variant, params, backend, max_states, max_depth, timeout, no_reduction, no_liveness, as_json):
+    """Explore SPEC exhaustively and print a verdict, with the shortest counterexample on a violation.
+
+    Exit status: 0 holds, 1 violation, 2 usage or spec error, 3 bound reached first."""
+    from ..model.api import SpecError
+    from ..model.checker import Bounds, check as run_check
+    from .report import dumps, exit_code, text, to_json
+
+    try:
+        info, p = resolve(spec, variant, _params(params), backend)
+        model = info.build(p, variant, backend)
+    except UsageError as e:
+        raise click.UsageError(str(e)) from None
+    update, close = _progress()
+    try:
+        result = run_check(model, Bounds(max_states, max_depth, timeout), progress=update, liveness=not no_liveness,
+                           reduction=not no_reduction)
+    except SpecError as e:
+        close()
+        click.echo(f"lockstep: {e}", err=True)
+        sys.exit(2)
+    close()
+    if as_json:
+        click.echo(dumps(to_json(spec, variant, p, backend, result, not no_reduction)))
+    else:
+        click.echo(text(spec, variant, p, backend, result))
+    sys.exit(exit_code(result.verdict))
+
+
+def main():
+    cli(prog_name="lockstep")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Trace schema, trace conformance against the specs, Flight Recorder import."""

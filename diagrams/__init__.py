@@ -1,0 +1,1 @@
+"""Rendering of role machines, the KV lifecycle, counterexample swimlanes; the committed gallery."""

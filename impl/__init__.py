@@ -1,0 +1,1 @@
+"""The real torch.distributed implementation (the only package that imports torch)."""

@@ -1,0 +1,224 @@
+"""Explicit-state breadth-first exploration with shortest counterexamples.
+
+BFS level by level: every state is stored once with its parent and the action that reached it, so
+the first violation found is at minimal depth and its path is rebuilt by walking parents.  When a
+level yields a violation the rest of that level is still expanded, so that an end-state violation
+at the same depth is not beaten by an edge violation found earlier in queue order.
+
+Bounds (states, depth, seconds) end with BOUND_REACHED, never with HOLDS.  Liveness (weak
+fairness, lasso counterexamples) runs after safety when the model supports it; see liveness.py.
+"""
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .api import BOUND_REACHED, FAIL_FAST, HOLDS, Model, SpecError, Violation
+
+
+@dataclass
+class Bounds:
+    max_states: int | None = None
+    max_depth: int | None = None
+    timeout: float | None = None
+
+
+@dataclass
+class Stats:
+    states: int = 0
+    transitions: int = 0
+    depth: int = 0
+    seconds: float = 0.0
+    end_states: int = 0
+    fail_fast_ends: int = 0
+    peak_rss_mb: float = 0.0
+
+    @property
+    def states_per_second(self) -> float:
+        return self.states / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class Result:
+    verdict: str
+    message: str
+    stats: Stats
+    counterexample: list[dict[str, Any]] = field(default_factory=list)
+    waiting: list[dict[str, Any]] = field(default_factory=list)
+    cycle_start: int | None = None  # for LIVENESS lassos: index in counterexample where the cycle begins
+    bound: str | None = None
+    detail: dict = field(default_factory=dict)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class Explorer:
+    """Holds the explored graph: states by index, parent links, and (when liveness is wanted)
+    the edges with the acting process and the set of processes enabled in each state."""
+
+    def __init__(self, model: Model, bounds: Bounds | None = None, progress: Callable[[Stats], None] | None = None,
+                 keep_graph: bool = False):
+        self.model = model
+        self.bounds = bounds or Bounds()
+        self.progress = progress
+        self.keep_graph = keep_graph
+        self.index: dict[Any, int] = {}
+        self.states: list[Any] = []
+        self.parent: list[int] = []
+        self.via: list[Any] = []
+        self.edges: list[tuple[int, int, Any]] = []
+        self.enabled: list[frozenset] = []
+        self.stats = Stats()
+
+    # -- path reconstruction -------------------------------------------------------------
+    def path_to(self, idx: int) -> list[tuple[Any, Any, Any]]:
+        """(state, action, next) triples from an initial state to ``idx``."""
+        steps = []
+        while self.parent[idx] >= 0:
+            p = self.parent[idx]
+            steps.append((self.states[p], self.via[idx], self.states[idx]))
+            idx = p
+        steps.reverse()
+        return steps
+
+    def describe_path(self, steps) -> list[dict[str, Any]]:
+        out = []
+        for i, (s, a, n) in enumerate(steps, 1):
+            d = dict(self.model.describe(s, a, n))
+            d["step"] = i
+            out.append(d)
+        return out
+
+    # -- exploration ---------------------------------------------------------------------
+    def run(self) -> Result:
+        model, b, st = self.model, self.bounds, self.stats
+        t0 = time.perf_counter()
+        last_report = t0
+        index, states, parent, via = self.index, self.states, self.parent, self.via
+        keep = self.keep_graph
+        actor_of = getattr(model, "actor_of", None)
+
+        def add(s, p, a) -> int | None:
+            if s in index:
+                return None
+            i = len(states)
+            index[s] = i
+            states.append(s)
+            parent.append(p)
+            via.append(a)
+            return i
+
+        frontier: list[int] = []
+        for s in model.init_states():
+            i = add(s, -1, None)
+            if i is not None:
+                frontier.append(i)
+        found: list[tuple[int, Result]] = []  # (length, result) candidates in this level
+        depth = 0
+        bound_hit = None
+        successors, invariant, classify_end = model.successors, model.invariant, model.classify_end
+
+        def violation_result(v: Violation, steps, length_state_idx=None) -> Result:
+            cex = self.describe_path(steps)
+            return Result(v.verdict, v.message, st, cex, detail=dict(v.detail))
+
+        # invariants of initial states
+        for i in frontier:
+            v = invariant(states[i])
+            if v is not None:
+                found.append((0, violation_result(v, [])))
+        while frontier and not found:
+            if b.max_depth is not None and depth >= b.max_depth:
+                bound_hit = f"max-depth {b.max_depth}"
+                break
+            nxt: list[int] = []
+            for i in frontier:
+                s = states[i]
+                succ_any = False
+                en = set() if keep else None
+                try:
+                    for a, n in successors(s):
+                        succ_any = True
+                        st.transitions += 1
+                        if isinstance(n, Violation):
+                            if a is None:  # the state itself is the violation (stuck): no extra step
+                                r = violation_result(n, self.path_to(i))
+                                r.waiting = model.waiting(s)
+                                found.append((depth, r))
+                            else:
+                                found.append((depth + 1, violation_result(n, self.path_to(i) + [(s, a, n)])))
+                            continue
+                        j = add(n, i, a)
+                        if keep:
+                            actor = actor_of(a) if actor_of else None
+                            en.add(actor)
+                            self.edges.append((i, j if j is not None else index[n], actor))
+                        if j is not None:
+                            nxt.append(j)
+                            v = invariant(n)
+                            if v is not None:
+                                found.append((depth + 1, violation_result(v, self.path_to(j))))
+                except SpecError:
+                    raise
+                if keep:
+                    self.enabled.append(frozenset(en))
+                if not succ_any:
+                    st.end_states += 1
+                    kind = classify_end(s)
+                    if kind == FAIL_FAST:
+                        st.fail_fast_ends += 1
+                    elif isinstance(kind, Violation):
+                        r = violation_result(kind, self.path_to(i))
+                        r.waiting = model.waiting(s)
+                        found.append((depth, r))
+                if b.max_states is not None and len(states) >= b.max_states:
+                    bound_hit = f"max-states {b.max_states}"
+                    break
+                now = time.perf_counter()
+                if now - last_report > 0.25:
+                    last_report = now
+                    st.states, st.depth, st.seconds = len(states), depth, now - t0
+                    if b.timeout is not None and st.seconds > b.timeout:
+                        bound_hit = f"timeout {b.timeout:g}s"
+                        break
+                    if self.progress:
+                        self.progress(st)
+            if bound_hit:
+                break
+            frontier = nxt
+            if frontier:
+                depth += 1
+        st.states, st.depth, st.seconds = len(states), depth, time.perf_counter() - t0
+        st.peak_rss_mb = peak_rss_mb()
+        if found:
+            found.sort(key=lambda x: x[0])
+            return found[0][1]
+        if bound_hit:
+            return Result(BOUND_REACHED, f"bound reached ({bound_hit}) before the state space was exhausted; "
+                                         f"no violation in the {st.states} states explored", st, bound=bound_hit)
+        return Result(HOLDS, "all properties hold within the bounds", st)
+
+
+def check(model: Model, bounds: Bounds | None = None, progress=None, liveness: bool = True, reduction: bool = True) -> Result:
+    """Check safety by BFS; then, when the model defines ``pending``, liveness under weak fairness.
+
+    ``reduction=False`` asks a model that offers reductions (``set_reduction``) to explore the full
+    interleaving space."""
+    if hasattr(model, "set_reduction"):
+        model.set_reduction(reduction)
+    want_live = liveness and hasattr(model, "pending") and hasattr(model, "actor_of")
+    ex = Explorer(model, bounds, progress, keep_graph=want_live)
+    res = ex.run()
+    if res.verdict != HOLDS or not want_live:
+        return res
+    from .liveness import find_lasso
+
+    t0 = time.perf_counter()
+    lasso = find_lasso(ex)
+    ex.stats.seconds += time.perf_counter() - t0
+    ex.stats.peak_rss_mb = peak_rss_mb()
+    return lasso if lasso is not None else res

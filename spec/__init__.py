@@ -1,0 +1,1 @@
+"""Protocol specs: the c10d fabric, the envelope contract, and the shipped protocols."""

@@ -1,0 +1,1 @@
+"""The shipped protocol specs; see registry.py."""

@@ -1,0 +1,317 @@
+"""TP v1.1: the broadcast-envelope protocol (protocols.md §2.1-2.2, §3.3-3.4).
+
+Rank0 is the leader: it runs Phase A (plans the chunk), preflights, broadcasts the header (the
+commitment point), the meta object (two collectives: size, then data) and the tensors in
+tensor_specs order, then takes part in Phase B.  Workers run Phase B only.  Every generator call
+issues ``reduces`` all_reduces on the world group; the observed call count is asserted against
+``expected_generator_calls``.  Idle gaps carry NOOP heartbeats; SHUTDOWN ends the run.
+
+Modelling choices (written down because the library leaves them open):
+- rank0 is a server.  A failure it catches in preflight drops the chunk and it goes on.  An
+  exception that escapes the control plane (only possible in the planted bugs) fails the request:
+  the stream ends and rank0 stays up, issuing nothing further on the wire.  That is the FM-04
+  stranding story (OM-01: "peer still waiting").
+- workers guard only their wait for the next header with a watchdog (SCOPE_TP_WORKER_WATCHDOG_S);
+  a wait inside an envelope or inside Phase B is released only by the PG timeout, which lockstep
+  counts as a hang.
+- a second rank0 thread receives the stop request.  In the hardened protocol it only sets a flag
+  that the main thread reads between chunks; in ``shutdown-race`` it broadcasts SHUTDOWN itself.
+- env drift (a per-rank knob that differs) is the ``env-drift`` fault; the parity handshake turns
+  it into a fast failure before the first chunk.
+
+Faults: ``raise@validate``, ``raise@pickle``, ``raise@specs``, ``raise@dtype`` (rank0 raises at
+that preflight step), ``crash`` (any rank dies), ``env-drift``.  At most ``max_faults`` per run.
+"""
+from __future__ import annotations
+
+from ...model.api import COLLECTIVE_MISMATCH, DEADLOCK, FRANKEN, STRANDED
+from ..contract import HEADER_DTYPE, HEADER_SHAPE, Action, expected_generator_calls
+from ..fabric import Group, all_gather, all_reduce, broadcast
+from ..machine import FAILED, ActorDef, Protocol, Role, parse_faults
+from ..registry import Param, SpecInfo, Variant
+
+HEADER_SIG = (HEADER_DTYPE, HEADER_SHAPE)
+META_SIZE_SIG = ("int64", (1,))
+META_SIG = ("uint8", "meta")
+HIDDEN_SIG = ("float32", "hidden")
+PARITY_SIG = ("int64", "parity")
+DIGEST_SIG = ("int64", (1,))
+PREFLIGHT_STEPS = ("validate", "pickle", "specs", "dtype")
+FAULTS = tuple(f"raise@{s}" for s in PREFLIGHT_STEPS) + ("crash", "env-drift")
+
+# env = (tp_plan, recompute_every, input_digest): the knobs that change control flow
+ENV_OK = ("v1", 1, 0)
+DRIFTS = {"fm01-plan-mismatch": ("v0", 1, 0), "fm02-local-recompute": ("v1", 2, 0), "fm03-conditional-collective": ("v1", 1, 1)}
+
+
+def tensor_keys(plan) -> tuple[str, ...]:
+    """tensor_specs order (sorted by key): the envelope's tensors for a plan."""
+    recompute = plan[0]
+    keys = ["conditioning_embeds", "denoising_step_list", "latents"]
+    if recompute:
+        keys.append("context_frames")
+    return tuple(sorted(keys))
+
+
+def build(params: dict, variant: str | None, backend: str) -> Protocol:
+    n, chunks = params["ranks"], params["chunks"]
+    if n < 2:
+        from ..registry import UsageError
+        raise UsageError(f"parameter ranks={n}: tp needs at least 2 ranks")
+    faults = parse_faults(params["faults"], FAULTS)
+    steps_max, reduces, heartbeats = params["steps"], params["reduces"], params["heartbeats"]
+    v = variant
+
+    # ---------------- rank0: the leader ----------------
+    L = Role("leader", "START", dict(chunk_index=0, call_id=0, cache_epoch=0, start_frame=0, plan=None, sent=0,
+                                     calls=0, red=0, hb=0, emitted=0, dropped=0, adhoc=False),
+             doc="rank0: plans each chunk, broadcasts the envelope, takes part in Phase B")
+    header = lambda c, action: broadcast("world", 0, HEADER_SIG, (int(action), c.v.call_id, c.v.chunk_index, c.v.cache_epoch))
+
+    if v == "fm01-plan-mismatch":
+        L.local("skip_handshake", "START", "IDLE", doc="no parity handshake")
+    else:
+        def parity_done(c, envs):
+            keys = slice(0, 2) if v == "fm03-conditional-collective" else slice(0, 3)
+            if len({e[keys] for e in envs}) != 1:
+                c.goto(FAILED)
+        L.op("parity_handshake", "START", ("IDLE", FAILED), lambda c: all_gather("world", PARITY_SIG, ENV_OK),
+             after=parity_done, event="parity")
+
+    def plans(c):
+        out = []
+        first_in_epoch = c.v.start_frame == 0
+        for hard_cut in ((False, True) if c.v.chunk_index > 0 and params["hard_cuts"] else (False,)):
+            for recompute in ((False,) if first_in_epoch or hard_cut else (False, True)):
+                for steps in range(1, steps_max + 1):
+                    out.append((recompute, steps, hard_cut))
+        return out
+
+    def phase_a(c):
+        c.set(plan=c.choice, call_id=c.v.call_id + 1, sent=0, calls=0, red=0)
+
+    def commit(c):
+        # a hard cut takes effect at the commitment point: a chunk dropped in preflight leaves no trace
+        if c.v.plan[2]:
+            c.set(cache_epoch=c.v.cache_epoch + 1, start_frame=0)
+
+    L.local("phase_a", "IDLE", "PREFLIGHT", guard=lambda c: c.v.chunk_index < chunks and not c.g.stop, choose=plans, do=phase_a,
+            event="plan", doc="decide recompute, denoise steps and hard cut for this chunk")
+    L.op("heartbeat", "IDLE", "IDLE", lambda c: header(c, Action.NOOP),
+         guard=lambda c: c.v.hb < heartbeats and c.v.chunk_index < chunks and not c.g.stop,
+         do=lambda c: c.set(call_id=c.v.call_id + 1, hb=c.v.hb + 1), event="header_sent", doc="NOOP keepalive")
+    L.op("shutdown", "IDLE", "DONE", lambda c: header(c, Action.SHUTDOWN),
+         guard=lambda c: c.v.chunk_index >= chunks or c.g.stop, do=lambda c: c.set(call_id=c.v.call_id + 1), event="header_sent")
+
+    # preflight: every check before the commitment point (anti-stranding rule, protocols.md §2.9)
+    late = {"fm04-throw-after-header": "pickle", "fm07-late-dtype-check": "dtype"}.get(v)
+    drop = lambda c: c.set(chunk_index=c.v.chunk_index + 1, dropped=c.v.dropped + 1, hb=0)
+    for s in PREFLIGHT_STEPS:
+        if s != late:
+            L.local(f"preflight_fail@{s}", "PREFLIGHT", "IDLE", fault=f"raise@{s}", do=drop, event="preflight_fail",
+                    doc=f"rank0 raises in preflight step {s}: the chunk is dropped before any byte is sent")
+    L.local("preflight_ok", "PREFLIGHT", "HEADER", event="preflight_ok")
+    L.op("send_header", "HEADER", "META_SIZE", lambda c: header(c, Action.INFER), do=commit, commit=True, event="header_sent",
+         doc="the commitment point: workers now expect the whole envelope")
+    if late == "pickle":
+        L.local("meta_pickle_fails", "META_SIZE", "SERVER_IDLE", fault="raise@pickle", event="exception",
+                doc="planted bug: meta is pickled after the header; the exception escapes to the request handler")
+    L.op("send_meta_size", "META_SIZE", "META_DATA", lambda c: broadcast("world", 0, META_SIZE_SIG))
+    L.op("send_meta", "META_DATA", "TENSORS", lambda c: broadcast("world", 0, META_SIG, (c.v.plan, c.v.start_frame)))
+    if late == "dtype":
+        L.local("tensor_dtype_fails", "TENSORS", "SERVER_IDLE", fault="raise@dtype", guard=lambda c: c.v.sent == 1,
+                event="exception", doc="planted bug: an unsupported dtype is found while sending tensors")
+    L.op("send_tensor", "TENSORS", "TENSORS", lambda c: broadcast("world", 0, ("float32", tensor_keys(c.v.plan)[c.v.sent])),
+         guard=lambda c: c.v.sent < len(tensor_keys(c.v.plan)), after=lambda c, d: c.set(sent=c.v.sent + 1))
+    L.local("envelope_sent", "TENSORS", "PHASE_B", guard=lambda c: c.v.sent == len(tensor_keys(c.v.plan)))
+
+    def gen_calls(plan):
+        return expected_generator_calls(plan[0], plan[1])
+
+    def phase_b(role: Role, src: str, done: str, plan_of, adhoc_shape=None):
+        """Every generator call issues ``reduces`` all_reduces; fm08 adds an in-block broadcast."""
+        def after_reduce(c, _):
+            if c.v.red + 1 == reduces:
+                c.set(red=0, calls=c.v.calls + 1)
+            else:
+                c.set(red=c.v.red + 1)
+        if adhoc_shape is not None:
+            role.op("adhoc_broadcast", src, src, lambda c: broadcast("world", 0, ("float32", adhoc_shape(c))),
+                    guard=lambda c: c.v.calls == 0 and c.v.red == 0 and not c.v.adhoc, phase="phaseB",
+                    after=lambda c, d: c.set(adhoc=True),
+                    doc="planted bug: an in-block broadcast whose shape the worker infers locally")
+        role.op("generator_all_reduce", src, src, lambda c: all_reduce("world", HIDDEN_SIG),
+                guard=(lambda c: c.v.calls < plan_of(c) and (adhoc_shape is None or c.v.adhoc)), after=after_reduce,
+                phase="phaseB", event="generator_call")
+
+        def count_check(c):
+            if c.v.calls != plan_of(c):
+                c.goto(FAILED)
+        role.local("call_count_check", src, (done, FAILED), guard=lambda c: c.v.calls >= plan_of(c), do=count_check,
+                   event="call_count", doc="observed generator calls == expected_generator_calls, else crash")
+
+    phase_b(L, "PHASE_B", "PHASE_C", lambda c: gen_calls(c.v.plan),
+            adhoc_shape=(lambda c: ("steps", c.v.plan[1])) if v == "fm08-adhoc-broadcast" else None)
+
+    def emit(c):
+        c.set(chunk_index=c.v.chunk_index + 1, emitted=c.v.emitted + 1, start_frame=c.v.start_frame + 1, hb=0, adhoc=False)
+    L.local("emit", "PHASE_C", "IDLE", do=emit, event="chunk_emitted", doc="Phase C: decode and emit the chunk")
+
+    # ---------------- workers ----------------
+    W = Role("worker", "START", dict(env=ENV_OK, call_id=-1, chunk_index=-1, cache_epoch=0, start_frame=0, plan=None,
+                                     got=0, calls=0, red=0, adhoc=False),
+             doc="ranks 1..N-1: receive the envelope, run Phase B")
+    drift = DRIFTS.get(v)
+    W.local("load_env", "START", "ENV", event="env", doc="read the per-rank environment")
+    W.local("env_drift", "START", "ENV", fault="env-drift", do=lambda c: c.set(env=drift or ("v0", 1, 0)),
+            doc="a per-rank knob differs from rank0's")
+    if v == "fm01-plan-mismatch":
+        W.local("skip_handshake", "ENV", "WAIT_HEADER")
+    else:
+        def w_parity(c, envs):
+            keys = slice(0, 2) if v == "fm03-conditional-collective" else slice(0, 3)
+            if len({e[keys] for e in envs}) != 1:
+                c.goto(FAILED)
+        W.op("parity_handshake", "ENV", ("WAIT_HEADER", FAILED), lambda c: all_gather("world", PARITY_SIG, c.v.env),
+             after=w_parity, event="parity")
+
+    def on_header(c, hdr):
+        action, call_id, chunk, epoch = hdr
+        if call_id <= c.v.call_id or epoch < c.v.cache_epoch:
+            c.goto(FAILED)  # ID monotonicity tripwire
+            return
+        c.set(call_id=call_id)
+        if action == Action.SHUTDOWN:
+            c.goto("DONE")
+        elif action == Action.INFER:
+            c.set(chunk_index=chunk, cache_epoch=epoch, got=0, calls=0, red=0, adhoc=False)
+            c.goto("META_SIZE")
+    W.op("recv_header", "WAIT_HEADER", ("WAIT_HEADER", "META_SIZE", "DONE", FAILED),
+         lambda c: broadcast("world", 0, HEADER_SIG), after=on_header, timeout=FAILED, event="header_recv",
+         doc="wait for the next header; the watchdog guards this wait")
+    W.op("recv_meta_size", "META_SIZE", "META_DATA", lambda c: broadcast("world", 0, META_SIZE_SIG))
+
+    def on_meta(c, meta):
+        plan, start = meta
+        if plan[2]:  # hard cut: the envelope says reset; never inferred locally
+            c.set(start_frame=0)
+        c.set(plan=plan, start_frame=start)
+        if c.v.env[0] == "v0":
+            c.goto("PHASE_B")  # a v0 worker builds its own inputs: it expects no tensor broadcasts
+    W.op("recv_meta", "META_DATA", ("TENSORS", "PHASE_B"), lambda c: broadcast("world", 0, META_SIG), after=on_meta)
+    W.op("recv_tensor", "TENSORS", "TENSORS", lambda c: broadcast("world", 0, ("float32", tensor_keys(c.v.plan)[c.v.got])),
+         guard=lambda c: c.v.got < len(tensor_keys(c.v.plan)), after=lambda c, d: c.set(got=c.v.got + 1))
+    if v == "fm03-conditional-collective":
+        W.op("debug_digest", "TENSORS", "PHASE_B", lambda c: all_gather("world", DIGEST_SIG, 0),
+             guard=lambda c: c.v.got == len(tensor_keys(c.v.plan)) and c.v.env[2] == 1,
+             doc="planted bug: a debug all_gather behind a per-rank flag")
+        W.local("envelope_received", "TENSORS", "PHASE_B",
+                guard=lambda c: c.v.got == len(tensor_keys(c.v.plan)) and c.v.env[2] == 0)
+    else:
+        W.local("envelope_received", "TENSORS", "PHASE_B", guard=lambda c: c.v.got == len(tensor_keys(c.v.plan)))
+
+    if v == "fm02-local-recompute":
+        def w_calls(c):  # the worker decides recompute from its own knob, not the envelope bit
+            return expected_generator_calls(c.v.start_frame > 0 and c.v.chunk_index % c.v.env[1] == 0, c.v.plan[1])
+    elif v == "fm01-plan-mismatch":
+        def w_calls(c):  # a v0 worker runs its own pipeline, deciding recompute locally each chunk
+            if c.v.env[0] == "v0":
+                return expected_generator_calls(c.v.start_frame > 0, c.v.plan[1])
+            return gen_calls(c.v.plan)
+    else:
+        def w_calls(c):
+            return gen_calls(c.v.plan)
+    phase_b(W, "PHASE_B", "ADVANCE", w_calls,
+            adhoc_shape=(lambda c: ("steps", steps_max)) if v == "fm08-adhoc-broadcast" else None)
+    W.local("advance", "ADVANCE", "WAIT_HEADER", do=lambda c: c.set(start_frame=c.v.start_frame + 1),
+            event="cache_advance")
+
+    # ---------------- rank0's stop-request thread ----------------
+    S = Role("stopper", "WAIT", {}, doc="rank0 thread that receives the stop request")
+    if v == "shutdown-race":
+        S.op("broadcast_shutdown", "WAIT", "DONE", lambda c: broadcast("world", 0, HEADER_SIG, (int(Action.SHUTDOWN), 10**6, -1, 0)),
+             guard=lambda c: c.g.started, event="header_sent",
+             doc="planted bug: SHUTDOWN sent from a second thread, without the broadcast lock")
+    else:
+        S.local("request_stop", "WAIT", "DONE", guard=lambda c: c.g.started, do=lambda c: c.gset(stop=True),
+                doc="set the stop flag; the main thread sends SHUTDOWN between chunks")
+
+    # the stop request may only arrive once the server is up
+    L.transitions = [(_started(t) if t.src == "START" else t) for t in L.transitions]
+
+    actors = [ActorDef(0, "main", L), ActorDef(0, "stop", S)] + [ActorDef(r, "main", W) for r in range(1, n)]
+    world = Protocol(
+        name="tp", groups={"world": Group("world", tuple(range(n)))}, actors=actors,
+        shared={"stop": False, "started": False}, params=params, backend=backend, faults=faults,
+        max_faults=params["max_faults"], crash_ranks=tuple(range(n)) if "crash" in faults else (),
+        phase_groups={"phaseB": frozenset({"world"})},
+        invariants=[("FRANKEN", FRANKEN, franken)], variant=variant)
+    return world
+
+
+def _started(t):
+    """Mark the server as started when rank0 leaves START (wrap the transition's effect)."""
+    from dataclasses import replace
+
+    if t.op is None:
+        old = t.do
+        def do(c, old=old):
+            c.gset(started=True)
+            if old:
+                old(c)
+        return replace(t, do=do)
+    old_after = t.after
+    def after(c, d, old_after=old_after):
+        c.gset(started=True)
+        if old_after:
+            old_after(c, d)
+    return replace(t, after=after)
+
+
+def franken(world: Protocol, state) -> str | None:
+    """At a chunk boundary (every rank between chunks) all ranks agree on cache_epoch and
+    current_start_frame."""
+    actors = state[0]
+    seen = {}
+    for a, (ctl, v, pend) in zip(world.actors, actors):
+        if a.thread != "main":
+            continue
+        boundary = (a.role.name == "leader" and ctl == "IDLE") or (a.role.name == "worker" and ctl == "WAIT_HEADER" and pend is None)
+        if not boundary:
+            return None
+        if a.role.name == "worker" and v.call_id < 0:
+            return None
+        seen[a.rank] = (v.cache_epoch, v.start_frame)
+    if len(set(seen.values())) > 1:
+        return "ranks disagree at a chunk boundary on (cache_epoch, start_frame): " + ", ".join(
+            f"rank {r}: {s}" for r, s in sorted(seen.items()))
+    return None
+
+
+SPEC = SpecInfo(
+    name="tp",
+    description="TP v1.1 broadcast envelopes: rank0 leads, N-1 workers run Phase B in lockstep",
+    params={
+        "ranks": Param(2, "world size (rank0 + ranks-1 workers)"),
+        "chunks": Param(2, "chunks rank0 serves before SHUTDOWN"),
+        "steps": Param(2, "maximum denoise steps a plan may choose (1..steps)"),
+        "reduces": Param(1, "all_reduces per generator call"),
+        "heartbeats": Param(1, "NOOP heartbeats rank0 may send in each idle gap"),
+        "hard_cuts": Param(True, "whether Phase A may choose a hard cut"),
+        "faults": Param("all", "enabled faults: all, none, or a comma list of " + ", ".join(FAULTS)),
+        "max_faults": Param(1, "injected faults per run"),
+    },
+    variants={
+        "fm01-plan-mismatch": Variant("ranks run different plans (v0 vs v1), no parity handshake", (COLLECTIVE_MISMATCH, DEADLOCK)),
+        "fm02-local-recompute": Variant("workers decide recompute from a per-rank knob instead of the envelope bit",
+                                        (COLLECTIVE_MISMATCH, DEADLOCK)),
+        "fm03-conditional-collective": Variant("a debug all_gather behind a per-rank flag the handshake does not cover",
+                                               (DEADLOCK, COLLECTIVE_MISMATCH)),
+        "fm04-throw-after-header": Variant("meta is serialized after the header is sent; the exception escapes", (STRANDED,)),
+        "fm07-late-dtype-check": Variant("an unsupported dtype is found while sending tensors, after the header", (STRANDED,)),
+        "fm08-adhoc-broadcast": Variant("a worker infers a tensor shape locally for an in-block broadcast", (COLLECTIVE_MISMATCH,)),
+        "shutdown-race": Variant("SHUTDOWN broadcast from a second thread while an INFER broadcast is under way",
+                                 (COLLECTIVE_MISMATCH, DEADLOCK)),
+    },
+    build=build,
+)

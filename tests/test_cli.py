@@ -1,0 +1,82 @@
+"""The CLI contract: exit codes, --json schema, clear errors on bad input."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def lockstep(*args):
+    return subprocess.run([sys.executable, "-m", "lockstep", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_check_holds_exit_0_and_json_schema():
+    p = lockstep("check", "tp", "--json")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    for k in ("spec", "variant", "params", "verdict", "states", "transitions", "depth", "seconds", "counterexample", "waiting"):
+        assert k in d
+    assert d["verdict"] == "HOLDS" and d["states"] > 1000 and d["counterexample"] == []
+
+
+def test_check_violation_exit_1_with_counterexample():
+    p = lockstep("check", "tp", "--variant", "fm04-throw-after-header", "--json")
+    assert p.returncode == 1
+    d = json.loads(p.stdout)
+    assert d["verdict"] == "STRANDED"
+    step = d["counterexample"][0]
+    assert set(step) >= {"step", "rank", "role", "transition", "op", "group", "ids"}
+    assert d["waiting"] and d["waiting"][0]["waits_for"] == [0]
+
+
+def test_text_output_shows_counterexample_and_waits():
+    p = lockstep("check", "tp", "-v", "fm04-throw-after-header")
+    assert p.returncode == 1
+    assert "verdict: STRANDED" in p.stdout and "who waits on whom" in p.stdout and "[commit]" in p.stdout
+
+
+def test_bound_reached_exit_3():
+    p = lockstep("check", "tp", "--max-states", "50", "--json")
+    assert p.returncode == 3
+    assert json.loads(p.stdout)["verdict"] == "BOUND_REACHED"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("check", "nosuch"), "valid specs: tp"),
+    (("check", "tp", "--variant", "nosuch"), "valid variants: fm01-plan-mismatch"),
+    (("check", "tp", "-p", "nosuch=1"), "valid parameters: ranks"),
+    (("check", "tp", "-p", "ranks=two"), "expected an integer"),
+    (("check", "tp", "-p", "ranks"), "expected NAME=VALUE"),
+    (("check", "tp", "--backend", "mpi"), "valid backends: gloo"),
+    (("check", "tp", "-p", "faults=boom"), "valid faults"),
+    (("check", "tp", "--max-states", "0"), "max-states"),
+])
+def test_bad_input_exit_2_with_valid_choices(args, needle):
+    p = lockstep(*args)
+    assert p.returncode == 2
+    assert needle in p.stderr
+
+
+def test_list_shows_specs_params_variants():
+    p = lockstep("list")
+    assert p.returncode == 0
+    assert "tp:" in p.stdout and "ranks=2" in p.stdout and "fm04-throw-after-header" in p.stdout
+    d = json.loads(lockstep("list", "--json").stdout)
+    assert any(s["spec"] == "tp" for s in d)
+
+
+def test_spec_error_is_not_a_verdict():
+    code = (
+        "import sys\n"
+        "from lockstep.model.api import SpecError\n"
+        "from lockstep.model.checker import check\n"
+        "from lockstep.spec.fabric import Group\n"
+        "from lockstep.spec.machine import ActorDef, Protocol, Role\n"
+        "r = Role('buggy', 'A', {'x': 0})\n"
+        "r.local('explode', 'A', 'B', do=lambda c: 1 / 0)\n"
+        "w = Protocol('toy', {'world': Group('world', (0,))}, [ActorDef(0, 'main', r)])\n"
+        "try:\n    check(w)\nexcept SpecError as e:\n    print(e.where); sys.exit(0)\n"
+        "sys.exit(1)\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0 and "buggy.explode" in p.stdout
