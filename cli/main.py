@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from ..spec.registry import BACKENDS, UsageError, available, load, resolve
+from ..spec.registry import BACKENDS, UsageError, available, load, pick_backend, resolve
 
 
 def _params(raw: tuple[str, ...]) -> dict[str, str]:
@@ -98,7 +98,8 @@ def _progress():
 @click.argument("spec")
 @click.option("--variant", "-v", default=None, help="a planted-bug variant (see `lockstep list`)")
 @click.option("-p", "params", multiple=True, metavar="NAME=VALUE", help="spec parameter (repeatable)")
-@click.option("--backend", default="gloo", show_default=True, help="backend profile: " + ", ".join(BACKENDS))
+@click.option("--backend", default=None, help="backend profile: " + ", ".join(BACKENDS)
+              + " (default: the variant's documented backend, else gloo)")
 @click.option("--max-states", type=click.IntRange(min=1), default=None, help="stop with BOUND_REACHED after this many states")
 @click.option("--max-depth", type=click.IntRange(min=0), default=None, help="stop with BOUND_REACHED beyond this depth")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="seconds before BOUND_REACHED")
@@ -115,6 +116,7 @@ def check(spec, variant, params, backend, max_states, max_depth, timeout, no_red
 
     try:
         info, p = resolve(spec, variant, _params(params), backend)
+        backend = pick_backend(info, variant, backend)
         model = info.build(p, variant, backend)
     except UsageError as e:
         raise click.UsageError(str(e)) from None

@@ -211,6 +211,15 @@ def check(model: Model, bounds: Bounds | None = None, progress=None, liveness: b
     if hasattr(model, "set_reduction"):
         model.set_reduction(reduction)
     want_live = liveness and hasattr(model, "pending") and hasattr(model, "actor_of")
+    if not want_live and hasattr(model, "packed"):
+        try:
+            from .fast import check_packed  # the vectorized core; numpy is imported only here
+        except ImportError:
+            check_packed = None
+        if check_packed is not None:
+            res = check_packed(model, bounds, progress)
+            if res is not None:
+                return res
     ex = Explorer(model, bounds, progress, keep_graph=want_live)
     res = ex.run()
     if res.verdict != HOLDS or not want_live:

@@ -85,6 +85,10 @@ RESULT_FIELDS: tuple[Field, ...] = (
     Field("latents_out", "tensor", "ok", "present iff ok"),
 )
 
+# Optional result fields (not required by any rule): the reason an ok=False result carries, and the
+# leader-measured durations of §5.4 (no clock sync needed).
+RESULT_OPTIONAL_FIELDS = ("error_message", "tB_ms", "t_mesh_idle_ms", "output_digest")
+
 _FIELDS_BY_NAME = {f.name: f for f in ENVELOPE_FIELDS}
 
 
@@ -161,6 +165,32 @@ def validate_envelope(meta: Mapping[str, Any], tensors: Sequence[TensorSpec] = (
         raise ContractError("tensor_specs", "not sorted by (key, index)")
 
 
+def validate_result(meta: Mapping[str, Any], tensors: Sequence[TensorSpec] = ()) -> None:
+    """Check a result against RESULT_FIELDS; raise ContractError naming the first bad field.
+    ok=True carries latents_out; ok=False carries no tensors and an error_message (protocols.md §2.5)."""
+    for f in RESULT_FIELDS:
+        if f.kind != "tensor" and f.required == "always" and (f.name not in meta or meta[f.name] is None):
+            raise ContractError(f.name, "required field is missing")
+    if meta["result_version"] != RESULT_VERSION:
+        raise ContractError("result_version", f"unknown version {meta['result_version']!r}, expected {RESULT_VERSION}")
+    keys = {t.key for t in tensors}
+    if meta["ok"]:
+        if "latents_out" not in keys:
+            raise ContractError("latents_out", "required when ok is True but missing")
+    else:
+        if keys:
+            raise ContractError("tensor_specs", f"an ok=False result carries no tensors, got {sorted(keys)}")
+        if not meta.get("error_message"):
+            raise ContractError("error_message", "required when ok is False but missing")
+    for t in tensors:
+        if t.dtype not in WIRE_DTYPES:
+            raise ContractError(t.key, f"unsupported dtype {t.dtype!r}; allowed: {sorted(WIRE_DTYPES)}")
+        if any(d < 0 for d in t.shape):
+            raise ContractError(t.key, f"negative dimension in shape {t.shape}")
+    if list(tensors) != sort_tensor_specs(tensors):
+        raise ContractError("tensor_specs", "not sorted by (key, index)")
+
+
 class IdOrderError(ContractError):
     pass
 
@@ -219,4 +249,6 @@ PARITY_KEYS: tuple[tuple[str, str], ...] = (
     ("compile", "mesh"),
     ("fault", "world"),
     ("unsafe", "world"),
+    ("fingerprint_every", "mesh"),  # gates the shard-fingerprint all_gather (OM-12)
+    ("model", "mesh"),              # generator geometry: decides every Phase-B collective's shape
 )

@@ -14,9 +14,12 @@ process groups and shared variables (per-world, e.g. the rank0 queues), and impl
 - failure steps (backend profile): an op whose partner's process is gone fails, and the actor goes to
   the transition's ``on_error`` state;
 - quiescent steps: watchdogs and timed waits (``timeout=`` on an op, ``quiescent=True`` on a local
-  transition) fire only when no other step can happen — time passes only when nothing else can;
+  transition) fire only when no other step can happen — time passes only when nothing else can —
+  and only after a fault was injected: deadlines are the designed recovery from faults, so a
+  fault-free run that can only continue through a timeout is stuck;
 - fault steps, enabled by configuration and at most ``max_faults`` per run: named fault transitions
-  (a throw at a named point), ``crash`` (the process dies) and ``hang`` (the process wedges, alive).
+  (a throw at a named point), ``crash`` (the process dies, anywhere) and ``hang`` (the process wedges,
+  alive, at a message boundary its role declares in ``hang_points``).
 
 A state where no step but a fault can happen and some actor is still waiting is stuck: STRANDED when
 a waiter's partner is gone, wedged or idle for good, DEADLOCK when every partner is itself waiting.
@@ -68,7 +71,7 @@ class Role:
     """One machine per role (P-language style): states named by what the role waits for."""
 
     def __init__(self, name: str, init: str, vars: dict[str, Any], ids: Sequence[str] = ("call_id", "chunk_index", "cache_epoch"),
-                 doc: str = ""):
+                 doc: str = "", hang_points: Sequence[str] = ()):
         self.name = name
         self.init = init
         self.V = namedtuple(f"{name.replace('-', '_')}_vars", list(vars))
@@ -77,6 +80,8 @@ class Role:
         self.transitions: list[Transition] = []
         self.by_src: dict[str, list[int]] = {}
         self.doc = doc
+        # message boundaries where the process may wedge (the ``hang`` fault): never inside a message
+        self.hang_points = frozenset(hang_points)
 
     def _add(self, t: Transition) -> Transition:
         self.by_src.setdefault(t.src, []).append(len(self.transitions))
@@ -106,11 +111,12 @@ class Ctx:
     ``p`` (parameters), ``rank``; it writes with ``set``/``gset``, picks a destination with ``goto``
     and may flag a property failure with ``violate`` (observer checks, not behaviour)."""
 
-    __slots__ = ("v", "g", "p", "rank", "choice", "dst", "violation", "world", "actor")
+    __slots__ = ("v", "g", "p", "rank", "choice", "dst", "violation", "world", "actor", "scratch")
 
     def __init__(self, v, g, p, rank, dst, world, actor, choice=None):
         self.v, self.g, self.p, self.rank, self.dst, self.world, self.actor, self.choice = v, g, p, rank, dst, world, actor, choice
         self.violation = None
+        self.scratch = None  # what a step hands to its observer check; never part of the state
 
     def set(self, **kw) -> None:
         self.v = self.v._replace(**kw)
@@ -319,7 +325,9 @@ class Protocol:
             for i in gone_waits:
                 normal.append(self._error_step(state, i))
         quiet: list = []
-        if not normal:
+        # Deadlines are the designed recovery from faults: a run with no fault injected that can only
+        # go on by letting a timeout fire is itself stuck (a protocol that always needs the PG timeout).
+        if not normal and fu > 0:
             if self.profile.gone_peer == "timeout":
                 quiet.extend(self._error_step(state, i) for i in gone_waits)
             for i, (ctl, v, pend) in enumerate(actors):
@@ -361,7 +369,8 @@ class Protocol:
         my_local = grp.local(me)
         for j in self.actors_of_rank[peer]:
             p = actors[j][2]
-            if p is not None and p[1].kind == want and p[1].group == op.group and p[1].peer == my_local:
+            if (p is not None and p[1].kind == want and p[1].group == op.group and p[1].peer == my_local
+                    and (p[1].tag == op.tag or not self.profile.p2p_tags)):
                 return []
         return [peer]
 
@@ -500,6 +509,9 @@ class Protocol:
             for r in ranks:
                 idxs = self.actors_of_rank[r]
                 if all(self._terminal(j, actors[j][0]) and actors[j][2] is None for j in idxs):
+                    continue
+                if kind == "hang" and not all(actors[j][0] in self.actors[j].role.hang_points or self._terminal(j, actors[j][0])
+                                              for j in idxs):
                     continue
                 nl = list(actors)
                 self._kill_rank(nl, r, ctl)

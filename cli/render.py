@@ -1,0 +1,149 @@
+"""``lockstep render``: state diagrams, swimlanes and an HTML report for design review.
+
+Three forms:
+  lockstep render SPEC [--variant V] [-p NAME=VALUE ...] [--backend B] --out DIR
+  lockstep render --trace TRACE_DIR --out DIR
+  lockstep render --gallery [--check]
+
+Exit status: 0 rendered (or, with --check, the gallery is up to date), 1 the gallery is stale
+(--check), 2 bad usage, a spec error, or an unusable --out.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..spec.registry import BACKENDS, UsageError
+
+
+def _params(raw: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in raw:
+        if "=" not in item:
+            raise click.UsageError(f"-p {item!r}: expected NAME=VALUE")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _out_dir(out: Path | None, what: str) -> Path:
+    if out is None:
+        raise click.UsageError(f"{what} needs --out DIR (a new directory, or one a previous render wrote)")
+    if out.exists() and not out.is_dir():
+        raise click.UsageError(f"--out {out} is a file; expected a directory")
+    return out
+
+
+def _write(out: Path, files: dict, extra: dict | None = None) -> None:
+    from ..diagrams.output import OutputError, write_tree
+
+    try:
+        write_tree(out, files, extra)
+    except OutputError as e:
+        raise click.UsageError(str(e)) from None
+
+
+@click.command()
+@click.argument("spec", required=False)
+@click.option("--variant", "-v", default=None, help="a planted-bug variant (see `lockstep list`)")
+@click.option("-p", "params", multiple=True, metavar="NAME=VALUE", help="spec parameter (repeatable)")
+@click.option("--backend", default="gloo", show_default=True, help="backend profile: " + ", ".join(BACKENDS))
+@click.option("--out", "-o", "out", type=click.Path(path_type=Path), default=None,
+              help="output directory (created; files of yours in it are never overwritten)")
+@click.option("--max-states", type=click.IntRange(min=1), default=None,
+              help="state bound for the check and the state-space exploration [default: 100000]")
+@click.option("--png", is_flag=True, help="also write a PNG beside every graphviz SVG")
+@click.option("--trace", "trace", type=click.Path(path_type=Path), default=None,
+              help="render a recorded run (trace schema v1 directory) as a swimlane instead of a spec")
+@click.option("--gallery", is_flag=True, help="regenerate the committed gallery (diagrams/gallery/) deterministically")
+@click.option("--check", "check_only", is_flag=True, help="with --gallery: only report whether the committed gallery is up to date")
+def render(spec, variant, params, backend, out, max_states, png, trace, gallery, check_only):
+    """Render SPEC's role state diagrams, KV-cache lifecycle, reachable state space and (for a
+    violating variant) the counterexample swimlane, with an index.html linking them."""
+    modes = [m for m, on in (("SPEC", spec is not None), ("--trace", trace is not None), ("--gallery", gallery)) if on]
+    if len(modes) != 1:
+        raise click.UsageError("expected exactly one of SPEC, --trace TRACE_DIR or --gallery"
+                               + (f" (got {', '.join(modes)})" if modes else ""))
+    if check_only and not gallery:
+        raise click.UsageError("--check only applies to --gallery")
+    if gallery:
+        _gallery(out, check_only)
+    elif trace is not None:
+        _trace(trace, _out_dir(out, "--trace"))
+    else:
+        _spec(spec, variant, params, backend, _out_dir(out, "render SPEC"), max_states, png)
+
+
+def _spec(spec, variant, params, backend, out, max_states, png):
+    from ..diagrams.build import DEFAULT_MAX_STATES, render_spec
+    from ..diagrams.dot import DotMissing
+    from ..model.api import SpecError
+
+    try:
+        r = render_spec(spec, variant, _params(params), backend, max_states or DEFAULT_MAX_STATES, png=png)
+    except UsageError as e:
+        raise click.UsageError(str(e)) from None
+    except (SpecError, DotMissing) as e:
+        click.echo(f"lockstep: {e}", err=True)
+        sys.exit(2)
+    _write(out, r.files)
+    click.echo(f"{r.verdict}: {r.message}")
+    for n in r.notes:
+        click.echo(f"note: {n}")
+    click.echo(f"wrote {len(r.files)} files ({r.diagrams} diagrams) to {out}; open {out / 'index.html'}")
+
+
+def _trace(trace_dir: Path, out: Path):
+    from ..diagrams import report as R
+    from ..diagrams.swimlane import render as render_swimlane
+    from ..diagrams.trace import first_nonconforming, load, trace_swimlane
+
+    if not trace_dir.is_dir():
+        raise click.UsageError(f"--trace {trace_dir}: expected a run directory holding manifest.json and rank<N>.jsonl")
+    try:
+        run = load(trace_dir)
+    except ImportError:
+        click.echo("lockstep: render --trace is not available yet: the trace loader (lockstep.conformance.schema) "
+                   "is missing", err=True)
+        sys.exit(2)
+    except ValueError as e:  # TraceSchemaError names file, line and field
+        raise click.UsageError(f"--trace {trace_dir}: {e}") from None
+    hit, why = first_nonconforming(run)
+    sw = trace_swimlane(run, f"recorded run {trace_dir.name}", hit)
+    files = {"swimlane.svg": render_swimlane(sw).encode()}
+    body = [R.h(1, f"lockstep render — recorded run {trace_dir.name}"),
+            R.p(sw.message, "small"), R.note(why), R.image("swimlane.svg", "trace swimlane"),
+            R.steps_table(sw.steps, highlight=sw.highlight["index"] if sw.highlight else None)]
+    if sw.waiting:
+        body += [R.h(3, "Ops entered and never exited"), R.waiting_table(sw.waiting)]
+    files["index.html"] = R.page(f"lockstep render — {trace_dir.name}", body)
+    _write(out, files)
+    click.echo(why)
+    click.echo(f"wrote {len(files)} files to {out}; open {out / 'index.html'}")
+
+
+def _gallery(out, check_only):
+    from ..diagrams.gallery import GALLERY_DIR, stale, write_gallery
+
+    target = out or GALLERY_DIR
+    if check_only:
+        problems = stale(target)
+        if problems:
+            click.echo(f"the gallery at {target} is out of date ({len(problems)} differences); "
+                       "regenerate with `lockstep render --gallery`:")
+            for p in problems[:20]:
+                click.echo(f"  {p}")
+            sys.exit(1)
+        click.echo(f"the gallery at {target} is up to date")
+        return
+    if target.exists() and not target.is_dir():
+        raise click.UsageError(f"--out {target} is a file; expected a directory")
+    from ..diagrams.output import OutputError
+
+    try:
+        written = write_gallery(target)
+    except OutputError as e:
+        raise click.UsageError(str(e)) from None
+    click.echo(f"wrote the gallery ({len(written)} files) to {target}; open {target / 'index.html'}")

@@ -1,0 +1,510 @@
+"""PP0 and PP1: rank0 outside the mesh, envelopes and results point-to-point, overlap queues.
+
+World: rank0 (Stage 0: a main thread that plans, decodes and emits, and a comms thread that owns
+every ``dist`` call after startup), the leader (global rank 1, mesh group-rank 0) and, in PP1, mesh
+workers (global ranks 2..mesh).  PP0 is the same protocol with a mesh of one: Stage 1 runs Phase B
+locally, with no collectives.
+
+Startup, every rank, in the same order: ``new_group(mesh)`` (a store-based barrier over all ranks,
+members or not), the parity handshake, ``all_reduce(load_ok)`` and a barrier, all on world_pg.
+
+Per chunk: rank0's main thread plans (Phase A), preflights and puts the envelope on D_in; the comms
+thread sends header (the commitment point), meta and tensors to the leader and receives the result
+(its own header first, then ``latents_out`` when ok) into D_out; the main thread drains D_out before
+it fills D_in, applies the acceptance rules (contract.accept_result: cache_epoch, call_id,
+chunk_index) and emits or drops.  The leader receives and validates the whole envelope before any
+mesh_pg collective, then broadcasts it on mesh_pg; every mesh rank applies the KV lifecycle
+(kv.apply: the same functions as the ``kv`` spec) and runs its generator calls, each an all_reduce on
+mesh_pg; the observed call count is checked; the leader preflights the result before its header.
+
+Choices written down (protocols.md §10 leaves them open):
+- §10.1 the result path gets the anti-stranding treatment: a result header (ok, IDs, observed calls)
+  precedes ``latents_out``, and the leader preflights the result before that header.  A failed result
+  preflight sends ``ok=False`` and the leader goes on.
+- §10.2 ERROR is a terminal action (envelope version 1): a leader that rejects an envelope broadcasts
+  ERROR on mesh_pg (workers exit), sends ``ok=False`` to rank0 and exits.
+- §10.4 no ``pp_pg``: p2p runs on world_pg.
+- §10.5 rank0's result receive is timed (irecv polling): after ``patience`` empty polls it gives up
+  and exits (crash-only).  The leader and the workers guard their header waits with a watchdog; a
+  leader whose watchdog fires broadcasts ERROR before exiting.  NOOP keepalives are relayed by the leader.
+- §6.5 rank0 treats ``ok=False`` as fatal: it exits (crash-only); it never retries into broken state.
+- hard cut under overlap (§5.4): rank0 stops enqueuing, flushes D_in (those chunks are reported as
+  dropped), bumps cache_epoch, and submits the ``init_cache`` envelope; results of envelopes already
+  sent are still received and dropped by the epoch fence, never emitted.
+- mesh ranks are worker loops: an exception there kills the process; rank0 is a server.
+
+Faults (at most ``max_faults`` per run): ``raise@preflight`` (rank0 raises in preflight: the chunk is
+dropped), ``missing-override`` (rank0 plans recompute without context frames; the contract rejects it
+in preflight), ``reject@leader`` (the envelope fails the leader's validation), ``raise@result`` (the
+leader's result preflight fails), ``crash`` (any rank dies), ``hang`` (rank0 or the leader wedges).
+
+Liveness: every envelope rank0 handed to its comms thread ends in an emitted result, an explicit
+drop, or rank0's fast failure (weak fairness; see README).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ...model.api import CALL_COUNT, COLLECTIVE_MISMATCH, DEADLOCK, FRANKEN, LIVENESS, STALE_EMIT, STRANDED
+from ..contract import Action, accept_result, expected_generator_calls
+from ..fabric import Group, all_gather, all_reduce, barrier, broadcast, recv, send
+from ..machine import DEAD, FAILED, HUNG, ActorDef, Protocol, Role, parse_faults
+from ..registry import Param, UsageError, Variant
+from . import kv as KVL
+
+FAULTS = ("raise@preflight", "missing-override", "reject@leader", "raise@result", "crash", "hang")
+TAG_HEADER, TAG_META, TAG_TENSORS, TAG_RESULT, TAG_LATENTS = 1, 2, 3, 4, 5
+HEADER_SIG = ("int64", (5,))
+META_SIG = ("uint8", "meta")
+RESULT_SIG = ("int64", "result-header")
+LATENTS_SIG = ("bfloat16", "latents_out")
+HIDDEN_SIG = ("float32", "hidden")
+MESH_HEADER_SIG = ("int64", (5,))
+
+
+class Envelope(NamedTuple):
+    action: int
+    call_id: int
+    chunk_index: int
+    cache_epoch: int
+    start_frame: int
+    init_cache: bool
+    recompute: bool
+    context: object  # "rank0" | "latent" | None
+    expected_calls: int
+
+    def tensors(self) -> tuple[str, ...]:
+        keys = ["conditioning_embeds", "denoising_step_list", "latents"]
+        if self.context == "rank0":
+            keys.append("context_frames")
+        return tuple(sorted(keys))
+
+    def lifecycle(self) -> KVL.Env:
+        return KVL.Env(self.call_id, self.cache_epoch, self.start_frame, self.init_cache, False, 0, self.recompute,
+                       self.context)
+
+
+class ResultMsg(NamedTuple):
+    ok: bool
+    call_id: int
+    chunk_index: int
+    cache_epoch: int
+    observed_calls: int
+
+
+def _noop(call_id: int) -> Envelope:
+    return Envelope(int(Action.NOOP), call_id, -1, -1, 0, False, False, None, 0)
+
+
+SENTINEL = "stop"
+
+
+def contract_ok(env: Envelope, mode: str) -> bool:
+    """The envelope contract's recompute rule: context_frames iff recompute under R0a."""
+    if env.recompute and mode == "R0a":
+        return env.context == "rank0"
+    return True
+
+
+def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: str) -> Protocol:
+    chunks, depth, cuts_max = params["chunks"], params["depth"], params["hard_cuts"]
+    mode, keepalives, patience = params["recompute"], params["keepalives"], params["patience"]
+    if not 1 <= depth <= 3:
+        raise UsageError(f"parameter depth={depth}: expected 1..3 (the bounded D_in/D_out queues)")
+    faults = parse_faults(params["faults"], FAULTS)
+    v = variant
+    pp1 = mesh >= 2
+    leader = 1
+    world_ranks = tuple(range(mesh + 1))
+    mesh_ranks = tuple(range(1, mesh + 1))
+
+    def startup(role: Role, first: str, then: str, skip_new_group: bool = False, watch: bool = False):
+        """new_group(mesh) on every rank (a store barrier), parity, load_ok, barrier — same order everywhere."""
+        if not pp1:
+            role.local("no_groups", first, "PARITY", doc="PP0 has no mesh group to create")
+        elif skip_new_group:
+            role.local("skip_new_group", first, "PARITY", doc="planted bug: a non-member skips new_group(mesh)")
+        else:
+            role.op("new_group_mesh", first, "PARITY", lambda c: barrier("store"), event="new_group", timeout=FAILED,
+                    doc="new_group is collective over the default group: members and non-members call it")
+        # startup runs under a deadline (monitored_barrier / init timeout): a missing rank fails it fast
+        role.op("parity_handshake", "PARITY", "LOAD_OK", lambda c: all_gather("world", ("int64", "parity"), 0), event="parity",
+                timeout=FAILED)
+        role.op("all_reduce_load_ok", "LOAD_OK", "BARRIER", lambda c: all_reduce("world", ("int64", (1,)), 1), timeout=FAILED)
+        role.op("startup_barrier", "BARRIER", then, lambda c: barrier("world"), timeout=FAILED,
+                after=(lambda c, d: c.gset(started=True)) if watch else None)
+
+    # ---------------------------------------------------------------- rank0 main thread
+    M = Role("stage0", "START", dict(next_chunk=0, call_id=0, cache_epoch=0, start_frame=0, cuts=0, env=None,
+                                     outstanding=(), emitted=0, dropped=0, stale_dropped=0),
+             ids=("call_id", "cache_epoch"), doc="rank0 main thread: Phase A, preflight, D_in; drains D_out, accepts, emits",
+             hang_points=("RUN", "JOIN", "ABORT"))
+    startup(M, "START", "RUN", skip_new_group=(v == "nonmember-skips-new-group" and pp1), watch=True)
+
+    def plans(c):
+        out = []
+        first = c.v.next_chunk == 0
+        for cut in ((False,) if first or c.v.cuts >= cuts_max else (False, True)):
+            start = 0 if (cut or first) else c.v.start_frame
+            for rec in ((False,) if mode == "R1" or start == 0 else (False, True)):
+                out.append((cut, rec))
+        return out
+
+    def phase_a(c):
+        cut, rec = c.choice
+        first = c.v.next_chunk == 0
+        if cut:
+            # hard cut under overlap: flush unsent envelopes (dropped), bump the epoch; in-flight results
+            # are dropped by the fence when they arrive
+            flushed = [e for e in c.g.d_in if e != SENTINEL]
+            keep = tuple(o for o in c.v.outstanding if o not in flushed)
+            c.gset(d_in=())
+            c.set(cache_epoch=c.v.cache_epoch + 1, start_frame=0, cuts=c.v.cuts + 1, outstanding=keep,
+                  dropped=c.v.dropped + len(flushed))
+        start = c.v.start_frame
+        context = None if not rec else ("latent" if mode == "R0" else "rank0")
+        env = Envelope(int(Action.INFER), c.v.call_id + 1, c.v.next_chunk, c.v.cache_epoch, start, cut or first, rec, context,
+                       expected_generator_calls(rec, 1))
+        c.set(env=env, call_id=env.call_id)
+
+    room = lambda c: len(c.g.d_in) < depth
+    if v == "queue-no-drain":
+        plan_guard = lambda c: c.v.next_chunk < chunks
+    else:  # drain-before-fill: never plan while a result waits in D_out, never block on a full D_in
+        plan_guard = lambda c: c.v.next_chunk < chunks and not c.g.d_out and room(c)
+    M.local("phase_a", "RUN", "PREFLIGHT", guard=plan_guard, choose=plans, do=phase_a, event="plan",
+            doc="plan the chunk (recompute? hard cut?) and materialize the envelope")
+
+    def drop_chunk(c):
+        c.set(next_chunk=c.v.next_chunk + 1, dropped=c.v.dropped + 1, start_frame=c.v.env.start_frame)
+    M.local("preflight_fail", "PREFLIGHT", "RUN", fault="raise@preflight", do=drop_chunk, event="preflight_fail",
+            doc="preflight raises before the commitment point: the chunk is dropped, nothing was sent")
+    if mode == "R0a":
+        M.local("lose_override", "PREFLIGHT", "PREFLIGHT", fault="missing-override",
+                guard=lambda c: c.v.env.recompute and c.v.env.context == "rank0",
+                do=lambda c: c.set(env=c.v.env._replace(context=None)),
+                doc="recompute is planned but no context_frames were built")
+    checked = v != "om10-missing-override"
+    M.local("preflight_rejects", "PREFLIGHT", "RUN", guard=lambda c: checked and not contract_ok(c.v.env, mode),
+            do=drop_chunk, event="preflight_fail", doc="contract: context_frames required iff recompute (R0a)")
+
+    def enqueue(c):
+        e = c.v.env
+        c.gset(d_in=c.g.d_in + (e,))
+        c.set(next_chunk=c.v.next_chunk + 1, start_frame=e.start_frame + 1, outstanding=c.v.outstanding + (e,))
+    M.local("preflight_ok_enqueue", "PREFLIGHT", "RUN", guard=lambda c: room(c) and (not checked or contract_ok(c.v.env, mode)),
+            do=enqueue, event="preflight_ok", doc="hand the envelope to the comms thread (blocks while D_in is full)")
+
+    def accept(c):
+        res, rest = c.g.d_out[0], c.g.d_out[1:]
+        c.gset(d_out=rest)
+
+        def fatal():
+            # crash-only, but never mid-message: stop the comms thread first, then exit (§6.2)
+            c.gset(abort=True)
+            c.goto("ABORT")
+        if not c.v.outstanding or not res.ok:
+            return fatal()  # ok=False (or a result nobody asked for) is fatal
+        head = c.v.outstanding[0]
+        ok, reason = accept_result(current_epoch=c.v.cache_epoch, expected_call_id=head.call_id,
+                                   expected_chunk_index=head.chunk_index, call_id=res.call_id, chunk_index=res.chunk_index,
+                                   cache_epoch=res.cache_epoch, epoch_fence=(v != "om09-no-epoch-fence"))
+        if reason == "ahead_of_expectation" or (not ok and reason == "duplicate"):
+            return fatal()
+        c.set(outstanding=c.v.outstanding[1:])
+        if not ok:
+            c.set(stale_dropped=c.v.stale_dropped + 1, dropped=c.v.dropped + 1)
+            return
+        if res.observed_calls != head.expected_calls and v != "pp0-local-recompute":
+            return fatal()  # call-count tripwire
+        c.set(emitted=c.v.emitted + 1)
+        c.scratch = (res, head, c.v.cache_epoch)
+
+    M.local("drain_result", "RUN", ("RUN", "ABORT"), guard=lambda c: bool(c.g.d_out), do=accept, check=_emit_properties,
+            event="result", doc="drain D_out first; accept (emit) or drop by the acceptance rules")
+    M.local("abort_exit", "ABORT", FAILED, guard=lambda c: c.g.comms_done, event="exit",
+            doc="the comms thread has stopped between messages: os._exit(2)")
+    M.local("finish", "RUN", "JOIN", guard=lambda c: c.v.next_chunk >= chunks and not c.v.outstanding and not c.g.d_out,
+            do=lambda c: c.gset(d_in=c.g.d_in + (SENTINEL,)), doc="stop the comms thread: push the sentinel")
+    M.op("send_shutdown", "JOIN", "DONE", lambda c: send("world", leader, HEADER_SIG, _shutdown(c.v.call_id + 1), TAG_HEADER),
+         guard=lambda c: c.g.comms_done, do=lambda c: c.set(call_id=c.v.call_id + 1), event="header_sent", timeout=FAILED,
+         doc="after the comms thread joined, the main thread sends SHUTDOWN")
+
+    # ---------------------------------------------------------------- rank0 comms thread
+    C = Role("comms", "WAIT_START", dict(env=None, res=None, polls=0, ka=0, last_call=0),
+             ids=(), doc="rank0 comms thread: the single owner of the transport after startup",
+             hang_points=("WAIT_START", "IDLE", "RECV_RESULT", "POLL", "PUT"))
+    C.local("start", "WAIT_START", "IDLE", guard=lambda c: c.g.started)
+
+    def take(c):
+        e = c.g.d_in[0]
+        c.gset(d_in=c.g.d_in[1:])
+        if e == SENTINEL:
+            c.gset(comms_done=True)
+            c.goto("DONE")
+            return
+        c.set(env=e, polls=0, ka=0, last_call=e.call_id)
+    C.local("take_envelope", "IDLE", ("SEND_HEADER", "DONE"), guard=lambda c: bool(c.g.d_in) and not c.g.abort, do=take)
+    stop = lambda c: c.gset(comms_done=True)
+    C.local("stop_on_abort", "IDLE", "DONE", guard=lambda c: c.g.abort, do=stop, doc="the main thread aborts: stop between messages")
+    C.op("keepalive", "IDLE", "IDLE", lambda c: send("world", leader, HEADER_SIG, _noop(0), TAG_HEADER),
+         guard=lambda c: not c.g.d_in and c.v.ka < keepalives and not c.g.abort, do=lambda c: c.set(ka=c.v.ka + 1), event="header_sent", timeout=FAILED,
+         doc="NOOP keepalive while idle")
+    C.op("send_header", "SEND_HEADER", "SEND_META", lambda c: send("world", leader, HEADER_SIG, c.v.env, TAG_HEADER),
+         commit=True, event="header_sent", timeout=FAILED,
+         doc="the commitment point: the leader now expects meta and tensors; rank0's watchdog guards this wait")
+    C.op("send_meta", "SEND_META", "SEND_TENSORS", lambda c: send("world", leader, META_SIG, c.v.env.tensors(), TAG_META))
+    C.op("send_tensors", "SEND_TENSORS", "RECV_RESULT",
+         lambda c: send("world", leader, ("tensors",) + c.v.env.tensors(), None, TAG_TENSORS))
+
+    def got_result(c, res):
+        c.set(res=res)
+        if res.ok:
+            c.goto("RECV_LATENTS")
+        else:
+            c.goto("PUT")
+    poll = None if v == "om13-no-watchdog" else "POLL"
+    C.op("recv_result_header", "RECV_RESULT", ("RECV_LATENTS", "PUT"), lambda c: recv("world", leader, RESULT_SIG, TAG_RESULT),
+         after=got_result, timeout=poll, event="result_recv", doc="timed receive (irecv polling)")
+    if poll:
+        if v == "retry-forever":
+            C.local("poll_again", "POLL", "RECV_RESULT", doc="planted bug: retries the receive for ever, never gives up")
+        else:
+            C.local("poll_again", "POLL", "RECV_RESULT", guard=lambda c: c.v.polls < patience,
+                    do=lambda c: c.set(polls=c.v.polls + 1))
+            C.local("give_up", "POLL", FAILED, guard=lambda c: c.v.polls >= patience,
+                    doc="SCOPE_PP_WATCHDOG_S expired: crash-only exit")
+    C.op("recv_latents", "RECV_LATENTS", "PUT", lambda c: recv("world", leader, LATENTS_SIG, TAG_LATENTS))
+    C.local("put_result", "PUT", "IDLE", guard=lambda c: len(c.g.d_out) < depth and not c.g.abort,
+            do=lambda c: c.gset(d_out=c.g.d_out + (c.v.res,)), doc="blocks while D_out is full")
+    C.local("discard_on_abort", "PUT", "DONE", guard=lambda c: c.g.abort, do=stop)
+
+    # ---------------------------------------------------------------- the leader (mesh group-rank 0)
+    Ld = Role("leader", "START", dict(env=None, kv=KVL.KV(), call_id=-1, chunk_index=-1, cache_epoch=-1, calls=0, tensors=None),
+              doc="global rank 1, mesh group-rank 0: receives and validates the envelope, broadcasts it on mesh_pg",
+              hang_points=("WAIT_HEADER", "RESULT_PREFLIGHT"))
+    startup(Ld, "START", "WAIT_HEADER")
+    watchdog = None if v == "om13-no-watchdog" else "WATCHDOG"
+    guard_exit = "WATCHDOG" if pp1 else FAILED  # a wait at a message start under the leader's watchdog
+
+    def on_header(c, env):
+        if env.action == Action.SHUTDOWN:
+            c.goto("RELAY_SHUTDOWN" if pp1 else "DONE")
+        elif env.action == Action.NOOP:
+            c.goto("RELAY_NOOP" if pp1 else "WAIT_HEADER")
+        else:
+            if env.call_id <= c.v.call_id or env.cache_epoch < c.v.cache_epoch:
+                c.goto(FAILED)  # ID monotonicity tripwire
+                return
+            c.set(env=env, call_id=env.call_id, chunk_index=env.chunk_index, cache_epoch=env.cache_epoch, calls=0)
+            c.goto("RECV_META")
+    Ld.op("recv_header", "WAIT_HEADER", ("RECV_META", "RELAY_NOOP", "RELAY_SHUTDOWN", "DONE", "WAIT_HEADER", FAILED),
+          lambda c: recv("world", 0, HEADER_SIG, TAG_HEADER), after=on_header, timeout=watchdog, event="header_recv",
+          doc="wait for rank0's next header; the watchdog guards this wait")
+    if watchdog:
+        if pp1:
+            Ld.op("watchdog_error", "WATCHDOG", FAILED, lambda c: broadcast("mesh", 0, MESH_HEADER_SIG, (int(Action.ERROR), -1)),
+                  timeout=FAILED, event="header_sent", doc="rank0 went silent: tell the mesh to exit, then exit")
+        else:
+            Ld.local("watchdog_exit", "WATCHDOG", FAILED)
+    if pp1:
+        Ld.op("relay_noop", "RELAY_NOOP", "WAIT_HEADER", lambda c: broadcast("mesh", 0, MESH_HEADER_SIG, (int(Action.NOOP), -1)),
+              timeout=FAILED, event="header_sent", doc="keepalive relay keeps the workers' watchdogs quiet")
+        Ld.op("relay_shutdown", "RELAY_SHUTDOWN", "DONE",
+              lambda c: broadcast("mesh", 0, MESH_HEADER_SIG, (int(Action.SHUTDOWN), -1)), timeout=FAILED, event="header_sent")
+    Ld.op("recv_meta", "RECV_META", "RECV_TENSORS", lambda c: recv("world", 0, META_SIG, TAG_META))
+    Ld.op("recv_tensors", "RECV_TENSORS", "VALIDATE" if v != "om07-leader-throws" else "MESH_HEADER",
+          lambda c: recv("world", 0, ("tensors",) + c.v.env.tensors(), TAG_TENSORS))
+
+    # validation of the whole envelope, before any mesh_pg collective (protocols.md §3.6 step 4)
+    after_validate = "MESH_HEADER" if v != "om07-leader-throws" else "PHASE_B"
+    Ld.local("validate_ok", "VALIDATE", after_validate if pp1 else "PHASE_B",
+             guard=lambda c: not checked or contract_ok(c.v.env, mode), event="validate_ok")
+    Ld.local("validation_fails", "VALIDATE", "REJECT", fault="reject@leader", event="validation_fail",
+             doc="the envelope passed rank0's checks but the leader rejects it (e.g. pp_disable_vace=False)")
+    Ld.local("validation_rejects", "VALIDATE", "REJECT", guard=lambda c: checked and not contract_ok(c.v.env, mode),
+             event="validation_fail", doc="context_frames missing although recompute is planned")
+    reject_result = lambda c: send("world", 0, RESULT_SIG, ResultMsg(False, c.v.call_id, c.v.chunk_index, c.v.cache_epoch, 0),
+                                   TAG_RESULT)
+    if v == "om07-leader-throws":
+        # the pre-fix code: no ERROR action; the rejection is reported to rank0 and the leader exits
+        Ld.op("reject_reply", "REJECT", FAILED, reject_result, event="result_sent", timeout=FAILED,
+              doc="planted bug: the mesh broadcast has already started; the workers are left mid-envelope")
+    elif pp1:
+        Ld.op("broadcast_error", "REJECT", "REJECT_REPLY", lambda c: broadcast("mesh", 0, MESH_HEADER_SIG, (int(Action.ERROR), -1)),
+              timeout=FAILED, event="header_sent", doc="terminal ERROR so the workers exit instead of stranding")
+        Ld.op("reject_reply", "REJECT_REPLY", FAILED, reject_result, event="result_sent", timeout=FAILED)
+    else:
+        Ld.op("reject_reply", "REJECT", FAILED, reject_result, event="result_sent", timeout=FAILED)
+
+    if pp1:
+        Ld.op("mesh_header", "MESH_HEADER", "MESH_META",
+              lambda c: broadcast("mesh", 0, MESH_HEADER_SIG, (int(Action.INFER), c.v.call_id)), commit=True,
+              timeout=FAILED, event="header_sent", doc="the mesh commitment point")
+        Ld.op("mesh_meta", "MESH_META", "MESH_TENSORS", lambda c: broadcast("mesh", 0, META_SIG, c.v.env))
+        Ld.op("mesh_tensors", "MESH_TENSORS", "VALIDATE" if v == "om07-leader-throws" else "PHASE_B",
+              lambda c: broadcast("mesh", 0, ("tensors",) + c.v.env.tensors()))
+
+    def phase_b(role: Role, src: str, dst: str, wrong_group: bool = False):
+        """Apply the lifecycle (kv.apply), then the generator calls, then the observed-count check."""
+        def start(c):
+            c.set(kv=KVL.apply(c.v.kv, c.v.env.lifecycle(), c.rank, params["ring"], _own_start(c)), calls=0)
+        role.local("apply_lifecycle", src, "GENERATE", do=start, event="cache_advance",
+                   doc="the KV lifecycle step of the kv spec, driven only by the envelope")
+        planned = lambda c: _planned_calls(c, v)
+        if pp1:
+            wrong = lambda c: wrong_group and c.v.calls == 0
+            role.op("generator_all_reduce", "GENERATE", "GENERATE",
+                    lambda c: all_reduce("world" if wrong(c) else "mesh", HIDDEN_SIG),
+                    guard=lambda c: c.v.calls < planned(c), after=lambda c, d: c.set(calls=c.v.calls + 1), phase="phaseB",
+                    event="generator_call", doc="each generator call all_reduces on mesh_pg")
+        else:
+            role.local("generator_call", "GENERATE", "GENERATE", guard=lambda c: c.v.calls < planned(c),
+                       do=lambda c: c.set(calls=c.v.calls + 1), event="generator_call", doc="Stage 1 runs the generator locally")
+
+        def count(c):
+            if c.v.calls != c.v.env.expected_calls and v != "pp0-local-recompute":
+                c.goto(FAILED)
+        role.local("call_count_check", "GENERATE", (dst, FAILED), guard=lambda c: c.v.calls >= planned(c), do=count,
+                   event="call_count")
+
+    def _own_start(c):
+        if v == "start-frame-drift" and c.rank == mesh:  # the last mesh rank derives its own start frame
+            return c.v.kv.start_frame
+        return None
+
+    phase_b(Ld, "PHASE_B", "RESULT_PREFLIGHT", wrong_group=(v == "om08-wrong-group"))
+    result_msg = lambda c: ResultMsg(True, c.v.call_id, c.v.chunk_index, c.v.cache_epoch, c.v.calls)
+    late = v == "result-throw-after-header"
+    if not late:
+        Ld.op("result_preflight_fails", "RESULT_PREFLIGHT", "WAIT_HEADER", reject_result, fault="raise@result",
+              event="result_sent", timeout=guard_exit, doc="the result fails its preflight: an ok=False result, before any result byte")
+    Ld.local("result_preflight_ok", "RESULT_PREFLIGHT", "SEND_RESULT")
+    Ld.op("send_result_header", "SEND_RESULT", "SEND_LATENTS", lambda c: send("world", 0, RESULT_SIG, result_msg(c), TAG_RESULT),
+          commit=True, event="result_sent", timeout=guard_exit, doc="the result's commitment point")
+    if late:
+        Ld.local("latents_serialize_fails", "SEND_LATENTS", FAILED, fault="raise@result",
+                 doc="planted bug: the result is serialized after its header; the exception kills the leader")
+    Ld.op("send_latents", "SEND_LATENTS", "WAIT_HEADER", lambda c: send("world", 0, LATENTS_SIG, None, TAG_LATENTS))
+
+    # ---------------------------------------------------------------- mesh workers
+    W = Role("worker", "START", dict(env=None, kv=KVL.KV(), call_id=-1, chunk_index=-1, cache_epoch=-1, calls=0, oob=False),
+             doc="mesh ranks 2..: receive the leader's broadcast, run Phase B on mesh_pg")
+    startup(W, "START", "WAIT_HEADER")
+
+    def w_header(c, msg):
+        action = msg[0]
+        if action in (Action.SHUTDOWN, Action.ERROR):
+            c.goto("DONE")
+        elif action == Action.INFER:
+            c.goto("MESH_META")
+    W.op("recv_mesh_header", "WAIT_HEADER", ("WAIT_HEADER", "MESH_META", "DONE"),
+         lambda c: broadcast("mesh", 0, MESH_HEADER_SIG), after=w_header,
+         timeout=(FAILED if v != "om13-no-watchdog" else None), event="header_recv",
+         doc="wait for the leader's next header; the watchdog guards this wait")
+
+    def w_meta(c, env):
+        c.set(env=env, call_id=env.call_id, chunk_index=env.chunk_index, cache_epoch=env.cache_epoch)
+    W.op("recv_mesh_meta", "MESH_META", "MESH_TENSORS", lambda c: broadcast("mesh", 0, META_SIG), after=w_meta)
+    W.op("recv_mesh_tensors", "MESH_TENSORS", "PHASE_B", lambda c: broadcast("mesh", 0, ("tensors",) + c.v.env.tensors()))
+    phase_b(W, "PHASE_B", "WAIT_HEADER")
+    if v == "reset-drift":
+        W.local("out_of_band_reset", "WAIT_HEADER", "WAIT_HEADER",
+                guard=lambda c: c.rank == mesh and not c.v.oob and c.v.kv.applied > 0,
+                do=lambda c: c.set(oob=True, kv=c.v.kv._replace(phase=KVL.EPOCH_START, global_end=0, local_end=0,
+                                                                 valid_from=c.v.kv.start_frame)),
+                doc="planted bug: a rank-local endpoint clears this rank's cache outside the envelope")
+
+    # ---------------------------------------------------------------- a second transport caller
+    extra = []
+    if v == "second-transport-caller":
+        D = Role("debug", "WAIT", {}, ids=(), doc="a debug endpoint on rank0 that calls the transport directly")
+        D.op("debug_send_envelope", "WAIT", "DONE",
+             lambda c: send("world", leader, HEADER_SIG, Envelope(int(Action.INFER), 10**6, 10**6, 0, 0, False, False, None, 1), TAG_HEADER),
+             guard=lambda c: c.g.started, doc="planted bug: sends an envelope header while the comms thread owns the transport")
+        extra.append(ActorDef(0, "debug", D))
+
+    actors = [ActorDef(0, "main", M), ActorDef(0, "comms", C), ActorDef(leader, "main", Ld)]
+    actors += [ActorDef(r, "main", W) for r in range(2, mesh + 1)] + extra
+    groups = {"world": Group("world", world_ranks), "store": Group("store", world_ranks)}
+    if pp1:
+        groups["mesh"] = Group("mesh", mesh_ranks)
+    invariants = [("FRANKEN", FRANKEN, _franken)] if pp1 else []
+    return Protocol(
+        name=name, groups=groups, actors=actors,
+        shared=dict(d_in=(), d_out=(), started=False, comms_done=False, abort=False),
+        params=params, backend=backend, faults=faults, max_faults=params["max_faults"],
+        crash_ranks=world_ranks if "crash" in faults else (), hang_ranks=(0, leader) if "hang" in faults else (),
+        phase_groups={"phaseB": frozenset({"mesh"})}, invariants=invariants, pending_fn=_pending, variant=variant)
+
+
+def _shutdown(call_id: int) -> Envelope:
+    return Envelope(int(Action.SHUTDOWN), call_id, -1, -1, 0, False, False, None, 0)
+
+
+def _planned_calls(c, variant) -> int:
+    env = c.v.env
+    if variant == "pp0-local-recompute":
+        # planted bug: Stage 1 decides recompute from its own knob instead of the envelope bit
+        return expected_generator_calls(env.start_frame > 0, 1)
+    return env.expected_calls
+
+
+def _emit_properties(c):
+    """Observer checks on rank0's acceptance step (properties, not behaviour): an emitted result is
+    from the current cache_epoch, and its observed generator calls match the plan."""
+    if c.scratch is None:
+        return
+    res, head, epoch = c.scratch
+    if res.cache_epoch != epoch:
+        c.violate(STALE_EMIT, f"rank0 emits chunk {res.chunk_index} (call_id {res.call_id}) from cache_epoch "
+                              f"{res.cache_epoch} while the current epoch is {epoch}")
+    elif res.observed_calls != head.expected_calls:
+        c.violate(CALL_COUNT, f"rank0 emits chunk {res.chunk_index} computed with {res.observed_calls} generator calls; "
+                              f"the envelope planned {head.expected_calls}")
+
+
+def _franken(world: Protocol, state) -> str | None:
+    kvs = {a.rank: st[1].kv for a, st in zip(world.actors, state[0]) if a.role.name in ("leader", "worker")}
+    return KVL.franken_check(kvs)
+
+
+def _pending(world: Protocol, state) -> bool:
+    """An envelope rank0 handed to its comms thread is still open and rank0 is alive."""
+    actors = state[0]
+    main = actors[0]
+    if main[0] in (FAILED, DEAD, HUNG) or actors[1][0] in (FAILED, DEAD, HUNG):
+        return False
+    return bool(main[1].outstanding)
+
+
+def pp_params(mesh_default: int | None) -> dict[str, Param]:
+    p = {}
+    if mesh_default is not None:
+        p["mesh"] = Param(mesh_default, "mesh size (leader + mesh-1 workers); world = mesh + 1")
+    p.update({
+        "chunks": Param(3, "chunks rank0 serves before SHUTDOWN"),
+        "depth": Param(2, "D: capacity of D_in and D_out (1..3)"),
+        "hard_cuts": Param(1, "hard cuts rank0 may make after the first chunk"),
+        "recompute": Param("R0a", "recompute mode", choices=("R1", "R0a", "R0")),
+        "keepalives": Param(1, "NOOP keepalives the comms thread may send per idle gap"),
+        "patience": Param(1, "empty polls of the result receive before rank0 gives up"),
+        "ring": Param(2, "KV ring size in frames"),
+        "faults": Param("all", "enabled faults: all, none, or a comma list of " + ", ".join(FAULTS)),
+        "max_faults": Param(1, "injected faults per run"),
+    })
+    return p
+
+
+COMMON_VARIANTS = {
+    "om09-no-epoch-fence": Variant("rank0 accepts results without the cache_epoch check", (STALE_EMIT,)),
+    "om13-no-watchdog": Variant("rank0 wedges while the mesh idles and nobody watches", (STRANDED,), params={"faults": "hang"}),
+    "result-throw-after-header": Variant("the leader's result send throws after its header; the leader process dies",
+                                         (STRANDED,), params={"faults": "raise@result"}, backend="nccl"),
+    "queue-no-drain": Variant("the main thread fills D_in without draining D_out", (DEADLOCK,),
+                              params={"depth": 1, "chunks": 4, "faults": "none"}),
+    "second-transport-caller": Variant("a debug endpoint sends an envelope while the comms thread owns the transport",
+                                       (COLLECTIVE_MISMATCH, STRANDED)),
+    "retry-forever": Variant("rank0's result receive retries for ever instead of giving up", (LIVENESS,),
+                             params={"faults": "hang"}),
+}
