@@ -85,7 +85,19 @@ class Explorer:
         steps.reverse()
         return steps
 
+    def concrete(self, steps):
+        """A path of orbit representatives (symmetry reduction) made into a concrete run."""
+        concretize = getattr(self.model, "concretize", None)
+        return concretize(steps) if concretize is not None else steps
+
+    def waiting_at_end(self, steps, state):
+        """Who waits on whom at the end of the concrete run (``state`` when the path is empty)."""
+        steps = self.concrete(steps)
+        return self.model.waiting(steps[-1][2] if steps and not isinstance(steps[-1][2], Violation) else
+                                  (steps[-1][0] if steps else state))
+
     def describe_path(self, steps) -> list[dict[str, Any]]:
+        steps = self.concrete(steps)
         out = []
         for i, (s, a, n) in enumerate(steps, 1):
             d = dict(self.model.describe(s, a, n))
@@ -147,7 +159,7 @@ class Explorer:
                         if isinstance(n, Violation):
                             if a is None:  # the state itself is the violation (stuck): no extra step
                                 r = violation_result(n, self.path_to(i))
-                                r.waiting = model.waiting(s)
+                                r.waiting = self.waiting_at_end(self.path_to(i), s)
                                 found.append((depth, r))
                             else:
                                 found.append((depth + 1, violation_result(n, self.path_to(i) + [(s, a, n)])))
@@ -173,7 +185,7 @@ class Explorer:
                         st.fail_fast_ends += 1
                     elif isinstance(kind, Violation):
                         r = violation_result(kind, self.path_to(i))
-                        r.waiting = model.waiting(s)
+                        r.waiting = self.waiting_at_end(self.path_to(i), s)
                         found.append((depth, r))
                 if b.max_states is not None and len(states) >= b.max_states:
                     bound_hit = f"max-states {b.max_states}"

@@ -60,7 +60,7 @@ def find_lasso(ex):
         if pending[i] and out_deg[i] == 0 and model.classify_end(s) is None:
             steps = ex.path_to(i)
             msg = "a committed envelope is never resolved: the run ends cleanly with it still open"
-            return Result(LIVENESS, msg, ex.stats, ex.describe_path(steps), waiting=model.waiting(s))
+            return Result(LIVENESS, msg, ex.stats, ex.describe_path(steps), waiting=ex.waiting_at_end(steps, s))
 
     g = nx.DiGraph()
     edges_from: dict[int, list[tuple[int, object]]] = {}
@@ -100,7 +100,7 @@ def find_lasso(ex):
         d["in_cycle"] = k >= len(prefix)
     msg = (f"a committed envelope stays open for ever under weak fairness: after {len(prefix)} steps a cycle of "
            f"{len(cyc_steps)} steps repeats without resolving it")
-    r = Result(LIVENESS, msg, ex.stats, cex, waiting=model.waiting(states[entry]), cycle_start=len(prefix))
+    r = Result(LIVENESS, msg, ex.stats, cex, waiting=ex.waiting_at_end(prefix, states[entry]), cycle_start=len(prefix))
     r.detail = {"prefix_length": len(prefix), "cycle_length": len(cyc_steps)}
     return r
 

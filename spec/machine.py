@@ -39,6 +39,7 @@ from .fabric import COLLECTIVES, PROFILES, Group, Op, combine
 
 DONE, FAILED, DEAD, HUNG = "DONE", "FAILED", "DEAD", "HUNG"
 BUILTIN_TERMINAL = frozenset({DONE, FAILED, DEAD, HUNG})
+EXITED = frozenset({DONE, FAILED, DEAD})
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ class Protocol:
     invariants: list[tuple[str, str, Callable]] = field(default_factory=list)  # (name, verdict, fn(world, state) -> msg|None)
     pending_fn: Callable | None = None
     variant: str | None = None
+    symmetric: tuple[int, ...] = ()  # actor indices whose roles are interchangeable (symmetry reduction)
 
     def __post_init__(self):
         self.profile = PROFILES[self.backend]
@@ -174,6 +176,60 @@ class Protocol:
         if self.pending_fn is not None:
             self.pending = self._pending
             self.actor_of = self._actor_of
+        self._sym_on = len(self.symmetric) > 1
+        self._sym_keys: dict = {}
+
+    # -- symmetry reduction ------------------------------------------------------------------
+    def set_reduction(self, on: bool) -> None:
+        self._sym_on = on and len(self.symmetric) > 1
+
+    def _order_key(self, x):
+        """A deterministic total order on actor states (hash order varies between processes)."""
+        k = self._sym_keys.get(x)
+        if k is None:
+            k = self._sym_keys[x] = _sort_key(x)
+        return k
+
+    def canonical(self, state):
+        """The orbit representative: the interchangeable actors' states sorted."""
+        actors, g, fu = state
+        sym = self.symmetric
+        part = sorted((actors[i] for i in sym), key=self._order_key)
+        if all(actors[i] is p for i, p in zip(sym, part)):
+            return state
+        nl = list(actors)
+        for i, p in zip(sym, part):
+            nl[i] = p
+        return (tuple(nl), g, fu)
+
+    def successors(self, state):
+        if not self._sym_on:
+            return self.raw_successors(state)
+        canon = self.canonical
+        return [(a, n if isinstance(n, Violation) else canon(n)) for a, n in self.raw_successors(state)]
+
+    def concretize(self, steps):
+        """Turn a path of orbit representatives into a concrete run: at each step pick the raw successor
+        of the concrete state whose representative is the next state on the path."""
+        if not self._sym_on or not steps:
+            return steps
+        out = []
+        cur = steps[0][0]
+        for s, a, n in steps:
+            pick = None
+            for a2, n2 in self.raw_successors(cur):
+                if isinstance(n, Violation):
+                    if isinstance(n2, Violation) and n2.verdict == n.verdict and (a is None) == (a2 is None):
+                        pick = (a2, n2)
+                        break
+                elif not isinstance(n2, Violation) and self.canonical(n2) == n:
+                    pick = (a2, n2)
+                    break
+            if pick is None:  # cannot happen for a path of the quotient graph; keep the representative
+                return steps
+            out.append((cur, pick[0], pick[1]))
+            cur = pick[1]
+        return out
 
     # -- Model interface ----------------------------------------------------------------
     def init_states(self):
@@ -261,10 +317,9 @@ class Protocol:
                    if actors[j][2] is not None and actors[j][2][1].group == op.group and (actors[j][2][1].kind in COLLECTIVES) == coll)
 
     # -- successors --------------------------------------------------------------------------
-    def successors(self, state) -> Iterable:
+    def raw_successors(self, state) -> Iterable:
         actors, g, fu = state
         normal: list = []
-        status = None
         for i, (ctl, v, pend) in enumerate(actors):
             if pend is not None or ctl in BUILTIN_TERMINAL:
                 continue
@@ -314,13 +369,11 @@ class Protocol:
                 normal.append(self._complete_p2p(state, si, ri))
         # failure steps: an op whose partner's process is gone
         gone_waits = []
-        for i, (ctl, v, pend) in enumerate(actors):
-            if pend is None:
-                continue
-            if status is None:
-                status = self.rank_status(actors)
-            if any(status[r] == "gone" for r in self._partners(actors, i)):
-                gone_waits.append(i)
+        if any(c in EXITED for c, _, _ in actors):
+            status = self.rank_status(actors)
+            for i, (ctl, v, pend) in enumerate(actors):
+                if pend is not None and any(status[r] == "gone" for r in self._partners(actors, i)):
+                    gone_waits.append(i)
         if self.profile.gone_peer == "immediate":
             for i in gone_waits:
                 normal.append(self._error_step(state, i))
@@ -349,11 +402,8 @@ class Protocol:
         if not normal and not quiet:
             stuck = self._stuck(state)
             if stuck is not None:
-                yield (None, stuck)
-                return
-        yield from normal
-        yield from quiet
-        yield from faults
+                return [(None, stuck)]
+        return normal + quiet + faults
 
     def _partners(self, actors, i) -> list[int]:
         """Ranks whose missing call keeps actor i waiting."""
@@ -377,38 +427,47 @@ class Protocol:
     def _fire(self, state, i, tidx, t: Transition, ctl, v, g, fu):
         actors = state[0]
         a = self.actors[i]
-        where = f"{a.role.name}.{t.name}"
-        ctx = Ctx(v, g, self.params, a.rank, t.dst[0], self, i)
-        if t.guard is not None and not self._call(where + " guard", t.guard, ctx):
-            return []
-        choices = self._call(where + " choose", t.choose, ctx) if t.choose is not None else (None,)
-        out = []
-        for ch in choices:
-            c = Ctx(v, g, self.params, a.rank, t.dst[0], self, i, ch)
-            if t.do is not None:
-                self._call(where, t.do, c)
-            nfu = fu + (1 if t.fault is not None else 0)
-            act = ("t", i, tidx, ch)
-            if t.op is not None:
-                op = self._call(where + " op", t.op, c)
-                bad = self._group_rule(a, t, op)
-                if bad is not None:
-                    out.append((act, bad))
+        stage = "guard"
+        try:
+            ctx = Ctx(v, g, self.params, a.rank, t.dst[0], self, i)
+            if t.guard is not None and not t.guard(ctx):
+                return ()
+            stage = "choose"
+            choices = t.choose(ctx) if t.choose is not None else None
+            out = []
+            for ch in (choices if choices is not None else (None,)):
+                c = ctx if choices is None else Ctx(v, g, self.params, a.rank, t.dst[0], self, i, ch)
+                if t.do is not None:
+                    stage = "do"
+                    t.do(c)
+                act = ("t", i, tidx, ch)
+                if t.op is not None:
+                    stage = "op"
+                    op = t.op(c)
+                    bad = self._group_rule(a, t, op)
+                    if bad is not None:
+                        out.append((act, bad))
+                        continue
+                    nl = list(actors)
+                    nl[i] = (ctl, c.v, (tidx, op, self._queue_pos(actors, a.rank, op)))
+                else:
+                    if c.dst not in t.dst:
+                        raise SpecError(f"{a.role.name}.{t.name}",
+                                        ValueError(f"goto({c.dst!r}) is not one of the declared destinations {t.dst}"))
+                    nl = list(actors)
+                    self._finish(nl, i, c.dst, c.v)
+                if t.check is not None:
+                    stage = "check"
+                    t.check(c)
+                if c.violation is not None:
+                    out.append((act, c.violation))
                     continue
-                nl = list(actors)
-                nl[i] = (ctl, c.v, (tidx, op, self._queue_pos(actors, a.rank, op)))
-            else:
-                if c.dst not in t.dst:
-                    raise SpecError(where, ValueError(f"goto({c.dst!r}) is not one of the declared destinations {t.dst}"))
-                nl = list(actors)
-                self._finish(nl, i, c.dst, c.v)
-            if t.check is not None:
-                self._call(where + " check", t.check, c)
-            if c.violation is not None:
-                out.append((act, c.violation))
-                continue
-            out.append((act, (tuple(nl), c.g, nfu)))
-        return out
+                out.append((act, (tuple(nl), c.g, fu + 1 if t.fault is not None else fu)))
+            return out
+        except SpecError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a bug in the spec, reported with its role and transition
+            raise SpecError(f"{a.role.name}.{t.name} ({stage})", e) from e
 
     def _group_rule(self, a: ActorDef, t: Transition, op: Op):
         if op.group not in self.groups:
@@ -638,6 +697,18 @@ class Protocol:
         if ng is not None and g != () and ng != g:
             d["shared"] = self._diff(g, ng)
         return d
+
+
+def _sort_key(x):
+    if x is None:
+        return (0,)
+    if isinstance(x, (bool, int, float)):
+        return (1, x)
+    if isinstance(x, str):
+        return (2, x)
+    if isinstance(x, tuple):
+        return (3, tuple(_sort_key(e) for e in x))
+    return (4, repr(x))
 
 
 def _jsonable(x):

@@ -179,7 +179,8 @@ def build(params: dict, variant: str | None, backend: str) -> Protocol:
     actors = [ActorDef(0, "main", P)] + [ActorDef(r, "main", K) for r in range(1, mesh + 1)]
     return Protocol(name="kv", groups={"mesh": Group("mesh", tuple(range(mesh + 1)))}, actors=actors, params=params,
                     backend=backend, faults=faults, max_faults=params["max_faults"],
-                    invariants=[("FRANKEN", FRANKEN, _franken)], variant=variant)
+                    invariants=[("FRANKEN", FRANKEN, _franken)], variant=variant,
+                    symmetric=() if variant in SPEC.variants else tuple(range(1, mesh + 1)))
 
 
 def kv_role(ring: int, drift: str | None = None) -> Role:

@@ -97,6 +97,7 @@ def _noop(call_id: int) -> Envelope:
 
 
 SENTINEL = "stop"
+RANK_SPECIFIC = ("start-frame-drift", "reset-drift", "om10-missing-override")
 
 
 def contract_ok(env: Envelope, mode: str) -> bool:
@@ -435,7 +436,9 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
         shared=dict(d_in=(), d_out=(), started=False, comms_done=False, abort=False),
         params=params, backend=backend, faults=faults, max_faults=params["max_faults"],
         crash_ranks=world_ranks if "crash" in faults else (), hang_ranks=(0, leader) if "hang" in faults else (),
-        phase_groups={"phaseB": frozenset({"mesh"})}, invariants=invariants, pending_fn=_pending, variant=variant)
+        phase_groups={"phaseB": frozenset({"mesh"})}, invariants=invariants, pending_fn=_pending, variant=variant,
+        # mesh workers are interchangeable unless a planted bug singles one out by rank
+        symmetric=() if v in RANK_SPECIFIC else tuple(i for i, a in enumerate(actors) if a.role.name == "worker"))
 
 
 def _shutdown(call_id: int) -> Envelope:

@@ -245,7 +245,8 @@ def build(params: dict, variant: str | None, backend: str) -> Protocol:
         shared={"stop": False, "started": False}, params=params, backend=backend, faults=faults,
         max_faults=params["max_faults"], crash_ranks=tuple(range(n)) if "crash" in faults else (),
         phase_groups={"phaseB": frozenset({"world"})},
-        invariants=[("FRANKEN", FRANKEN, franken)], variant=variant)
+        invariants=[("FRANKEN", FRANKEN, franken)], variant=variant,
+        symmetric=tuple(range(2, len(actors))))  # the workers are interchangeable
     return world
 
 
