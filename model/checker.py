@@ -223,6 +223,8 @@ def check(model: Model, bounds: Bounds | None = None, progress=None, liveness: b
     if hasattr(model, "set_reduction"):
         model.set_reduction(reduction)
     want_live = liveness and hasattr(model, "pending") and hasattr(model, "actor_of")
+    if hasattr(model, "set_liveness"):
+        model.set_liveness(want_live)
     if not want_live and hasattr(model, "packed"):
         try:
             from .fast import check_packed  # the vectorized core; numpy is imported only here

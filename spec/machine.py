@@ -72,7 +72,7 @@ class Role:
     """One machine per role (P-language style): states named by what the role waits for."""
 
     def __init__(self, name: str, init: str, vars: dict[str, Any], ids: Sequence[str] = ("call_id", "chunk_index", "cache_epoch"),
-                 doc: str = "", hang_points: Sequence[str] = ()):
+                 doc: str = "", hang_points: Sequence[str] = (), private: bool = False, observed: Sequence[str] = ()):
         self.name = name
         self.init = init
         self.V = namedtuple(f"{name.replace('-', '_')}_vars", list(vars))
@@ -83,6 +83,10 @@ class Role:
         self.doc = doc
         # message boundaries where the process may wedge (the ``hang`` fault): never inside a message
         self.hang_points = frozenset(hang_points)
+        # partial-order reduction: a private role never reads or writes shared variables, and its
+        # ``observed`` variables are the ones properties read (a step changing them is visible)
+        self.private = private
+        self.observed = tuple(observed)
 
     def _add(self, t: Transition) -> Transition:
         self.by_src.setdefault(t.src, []).append(len(self.transitions))
@@ -178,10 +182,71 @@ class Protocol:
             self.actor_of = self._actor_of
         self._sym_on = len(self.symmetric) > 1
         self._sym_keys: dict = {}
+        self._por_reduce = True
+        self._por_live = False
+        self._por_actors = self._por_eligible_actors()
+        self._por_on = bool(self._por_actors)
+
+    # -- partial-order reduction --------------------------------------------------------------
+    def _por_eligible_actors(self) -> frozenset:
+        """Actors whose steps may form an ample set: a private role, alone on its rank, whose local
+        transitions form no cycle (so every cycle of the reduced graph passes a full expansion: C3)."""
+        out = set()
+        for i, a in enumerate(self.actors):
+            role = a.role
+            if not role.private or len(self.actors_of_rank[a.rank]) != 1:
+                continue
+            local = {}
+            for t in role.transitions:
+                if t.op is None:
+                    local.setdefault(t.src, set()).update(t.dst)
+            if not _has_cycle(local):
+                out.add(i)
+        return frozenset(out)
+
+    def set_liveness(self, on: bool) -> None:
+        """Lassos are checked on the full interleaving graph: partial-order reduction stays off."""
+        self._por_live = on
+        self._por_on = self._por_reduce and not on and bool(self._por_actors)
+
+    def _ample(self, state, normal: list):
+        """One eligible actor's steps when they are all invisible local steps or op posts.  They
+        commute with every other process's steps, nothing else can enable or disable them (the role is
+        private), a fault can only end that actor in the same normalized state, and no property reads
+        what they change: every stuck state, end state, invariant and edge violation stays reachable."""
+        actors, g, fu = state
+        faults_left = fu < self.max_faults
+        by_actor: dict[int, list] = {}
+        for st in normal:
+            a = st[0]
+            if a[0] == "t" and a[1] in self._por_actors:
+                by_actor.setdefault(a[1], []).append(st)
+        for i, steps in by_actor.items():
+            ctl, v, _ = actors[i]
+            role = self.actors[i].role
+            if faults_left:
+                if any(role.transitions[t].fault is not None for t in role.by_src.get(ctl, ())):
+                    continue
+                if "hang" in self.faults and self.actors[i].rank in self.hang_ranks and ctl in role.hang_points:
+                    continue
+            ok = True
+            for a, n in steps:
+                if isinstance(n, Violation) or role.transitions[a[2]].check is not None:
+                    ok = False
+                    break
+                nv = n[0][i][1]
+                if nv is None or any(getattr(v, f) != getattr(nv, f) for f in role.observed):
+                    ok = False
+                    break
+            if ok:
+                return steps
+        return normal
 
     # -- symmetry reduction ------------------------------------------------------------------
     def set_reduction(self, on: bool) -> None:
         self._sym_on = on and len(self.symmetric) > 1
+        self._por_reduce = on
+        self._por_on = on and not self._por_live and bool(self._por_actors)
 
     def _order_key(self, x):
         """A deterministic total order on actor states (hash order varies between processes)."""
@@ -293,15 +358,19 @@ class Protocol:
             raise SpecError(where, e) from e
 
     def _kill_rank(self, actors: list, rank: int, ctl: str):
+        # a failed, dead or wedged process keeps no variables: where exactly it stopped cannot matter
+        # to anyone, so runs that differ only there end in one state
         for j in self.actors_of_rank[rank]:
-            c, v, _ = actors[j]
+            c = actors[j][0]
             if c not in (DONE, FAILED, DEAD):
-                actors[j] = (ctl, v, None)
+                actors[j] = (ctl, None, None)
 
     def _finish(self, actors: list, i: int, ctl: str, v):
-        actors[i] = (ctl, v, None)
         if ctl in (FAILED, DEAD):  # a process that exits with an error takes its threads with it
+            actors[i] = (ctl, None, None)
             self._kill_rank(actors, self.actors[i].rank, ctl)
+        else:
+            actors[i] = (ctl, v, None)
 
     def _dequeue(self, actors: list, rank: int, group: str, kind_is_coll: bool):
         for j in self.actors_of_rank[rank]:
@@ -403,6 +472,10 @@ class Protocol:
             stuck = self._stuck(state)
             if stuck is not None:
                 return [(None, stuck)]
+        if self._por_on and len(normal) > 1:
+            amp = self._ample(state, normal)
+            if amp is not normal:
+                return amp
         return normal + quiet + faults
 
     def _partners(self, actors, i) -> list[int]:
@@ -619,6 +692,8 @@ class Protocol:
 
     # -- counterexample steps ---------------------------------------------------------------
     def _ids(self, i, v) -> dict:
+        if v is None:
+            return {}
         return {k: getattr(v, k) for k in self.actors[i].role.ids}
 
     @staticmethod
@@ -697,6 +772,21 @@ class Protocol:
         if ng is not None and g != () and ng != g:
             d["shared"] = self._diff(g, ng)
         return d
+
+
+def _has_cycle(edges: dict) -> bool:
+    """Whether a small directed graph {node: successors} has a cycle (self-loops included)."""
+    color: dict = {}
+
+    def visit(u) -> bool:
+        color[u] = 1
+        for w in edges.get(u, ()):
+            c = color.get(w, 0)
+            if c == 1 or (c == 0 and visit(w)):
+                return True
+        color[u] = 2
+        return False
+    return any(color.get(u, 0) == 0 and visit(u) for u in list(edges))
 
 
 def _sort_key(x):

@@ -186,7 +186,7 @@ def build(params: dict, variant: str | None, backend: str) -> Protocol:
 def kv_role(ring: int, drift: str | None = None) -> Role:
     """A mesh rank's cache lifecycle, one named event per transition: the lifecycle diagram."""
     K = Role("kv", UNINIT, dict(kv=KV(), env=None, call_id=-1, drifted=False),
-             ids=("call_id",), doc="a mesh rank's KV-cache lifecycle")
+             ids=("call_id",), doc="a mesh rank's KV-cache lifecycle", private=True, observed=("kv",))
 
     def on_env(c, msg):
         action, env = msg

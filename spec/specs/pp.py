@@ -283,7 +283,7 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
     # ---------------------------------------------------------------- the leader (mesh group-rank 0)
     Ld = Role("leader", "START", dict(env=None, kv=KVL.KV(), call_id=-1, chunk_index=-1, cache_epoch=-1, calls=0, tensors=None),
               doc="global rank 1, mesh group-rank 0: receives and validates the envelope, broadcasts it on mesh_pg",
-              hang_points=("WAIT_HEADER", "RESULT_PREFLIGHT"))
+              hang_points=("WAIT_HEADER", "RESULT_PREFLIGHT"), private=True, observed=("kv",))
     startup(Ld, "START", "WAIT_HEADER")
     watchdog = None if v == "om13-no-watchdog" else "WATCHDOG"
     guard_exit = "WATCHDOG" if pp1 else FAILED  # a wait at a message start under the leader's watchdog
@@ -390,7 +390,7 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
 
     # ---------------------------------------------------------------- mesh workers
     W = Role("worker", "START", dict(env=None, kv=KVL.KV(), call_id=-1, chunk_index=-1, cache_epoch=-1, calls=0, oob=False),
-             doc="mesh ranks 2..: receive the leader's broadcast, run Phase B on mesh_pg")
+             doc="mesh ranks 2..: receive the leader's broadcast, run Phase B on mesh_pg", private=True, observed=("kv",))
     startup(W, "START", "WAIT_HEADER")
 
     def w_header(c, msg):
@@ -468,7 +468,8 @@ def _emit_properties(c):
 
 
 def _franken(world: Protocol, state) -> str | None:
-    kvs = {a.rank: st[1].kv for a, st in zip(world.actors, state[0]) if a.role.name in ("leader", "worker")}
+    kvs = {a.rank: st[1].kv for a, st in zip(world.actors, state[0])
+           if a.role.name in ("leader", "worker") and st[1] is not None}
     return KVL.franken_check(kvs)
 
 

@@ -160,7 +160,8 @@ def build(params: dict, variant: str | None, backend: str) -> Protocol:
     # ---------------- workers ----------------
     W = Role("worker", "START", dict(env=ENV_OK, call_id=-1, chunk_index=-1, cache_epoch=0, start_frame=0, plan=None,
                                      got=0, calls=0, red=0, adhoc=False),
-             doc="ranks 1..N-1: receive the envelope, run Phase B")
+             doc="ranks 1..N-1: receive the envelope, run Phase B", private=True,
+             observed=("cache_epoch", "start_frame", "call_id"))
     drift = DRIFTS.get(v)
     W.local("load_env", "START", "ENV", event="env", doc="read the per-rank environment")
     W.local("env_drift", "START", "ENV", fault="env-drift", do=lambda c: c.set(env=drift or ("v0", 1, 0)),
