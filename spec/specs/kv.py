@@ -185,7 +185,7 @@ def build(params: dict, variant: str | None, backend: str) -> Protocol:
 
 def kv_role(ring: int, drift: str | None = None) -> Role:
     """A mesh rank's cache lifecycle, one named event per transition: the lifecycle diagram."""
-    K = Role("kv", UNINIT, dict(kv=KV(), env=None, call_id=-1, drifted=False),
+    K = Role("kv", UNINIT, dict(kv=KV(), env=None, call_id=-1, drifted=False, busy=False),
              ids=("call_id",), doc="a mesh rank's KV-cache lifecycle", private=True, observed=("kv",))
 
     def on_env(c, msg):
@@ -193,11 +193,11 @@ def kv_role(ring: int, drift: str | None = None) -> Role:
         if action == Action.SHUTDOWN:
             c.goto("DONE")
             return
-        c.set(env=env, call_id=env.call_id)
+        c.set(env=env, call_id=env.call_id, busy=True)
         c.goto("RESETS")
     for s in LIFECYCLE_STATES:
         K.op(f"receive_envelope@{s}", s, ("RESETS", "DONE"), lambda c: broadcast("mesh", 0, ENV_SIG), after=on_env,
-             doc="the envelope carries every lifecycle bit")
+             guard=lambda c: not c.v.busy, doc="the envelope carries every lifecycle bit")
     if drift == "reset-drift":
         for s in (STEADY_EARLY, STEADY_FULL):
             K.local(f"out_of_band_reset@{s}", s, EPOCH_START,
@@ -205,14 +205,15 @@ def kv_role(ring: int, drift: str | None = None) -> Role:
                     do=lambda c: c.set(kv=c.v.kv._replace(phase=EPOCH_START, global_end=0, local_end=0,
                                                          valid_from=c.v.kv.start_frame), drifted=True),
                     doc="planted bug: a rank-local endpoint clears this rank's cache outside the envelope")
-    K.local("hard_cut", "RESETS", "BIAS", guard=lambda c: c.v.env.init_cache, do=lambda c: c.set(kv=hard_cut(c.v.kv, c.v.env)),
+    K.local("hard_cut", "RESETS", EPOCH_START, guard=lambda c: c.v.env.init_cache, do=lambda c: c.set(kv=hard_cut(c.v.kv, c.v.env)),
             doc="init_cache: cache_epoch+1, caches cleared, indices reset")
     K.local("crossattn_reset", "RESETS", "BIAS", guard=lambda c: not c.v.env.init_cache and c.v.env.reset_xattn,
             do=lambda c: c.set(kv=crossattn_reset(c.v.kv, c.v.env)), doc="prompt change: only the cross-attention cache")
     K.local("keep_caches", "RESETS", "BIAS", guard=lambda c: not c.v.env.init_cache and not c.v.env.reset_xattn)
-    K.local("soft_transition", "BIAS", "GENERATE", guard=lambda c: c.v.env.bias != c.v.kv.bias,
-            do=lambda c: c.set(kv=soft_transition(c.v.kv, c.v.env)), doc="kv_cache_attention_bias changes")
-    K.local("same_bias", "BIAS", "GENERATE", guard=lambda c: c.v.env.bias == c.v.kv.bias)
+    for s in ("BIAS", EPOCH_START):  # after a hard cut the cache sits in EPOCH_START, empty, until it advances
+        K.local("soft_transition", s, "GENERATE", guard=lambda c: c.v.busy and c.v.env.bias != c.v.kv.bias,
+                do=lambda c: c.set(kv=soft_transition(c.v.kv, c.v.env)), doc="kv_cache_attention_bias changes")
+        K.local("same_bias", s, "GENERATE", guard=lambda c: c.v.busy and c.v.env.bias == c.v.kv.bias)
     K.local("recompute", "GENERATE", "DENOISE", guard=lambda c: c.v.env.recompute,
             do=lambda c: c.set(kv=c.v.kv._replace(inputs=(c.v.env.call_id, recompute_context(c.v.env, c.rank)))),
             doc="one extra generator call rewrites the window from the context frames")
@@ -224,7 +225,7 @@ def kv_role(ring: int, drift: str | None = None) -> Role:
         if drift == "start-frame-drift" and c.rank == 1:
             own = c.v.kv.start_frame  # planted bug: derives its own start frame, ignoring the envelope
         kv = advance(c.v.kv, c.v.env, ring, own)
-        c.set(kv=kv._replace(applied=c.v.kv.applied + 1))
+        c.set(kv=kv._replace(applied=c.v.kv.applied + 1), busy=False)
         c.goto(kv.phase)
     K.local("advance", "DENOISE", (STEADY_EARLY, STEADY_FULL), guard=lambda c: not overflows(c.v.kv, c.v.env, ring), do=adv,
             doc="append the chunk's frames; current_start_frame advances")
@@ -235,7 +236,7 @@ def kv_role(ring: int, drift: str | None = None) -> Role:
 
 def _franken(world: Protocol, state) -> str | None:
     kvs = {a.rank: st[1].kv for a, st in zip(world.actors, state[0])
-           if a.role.name == "kv" and st[0] in LIFECYCLE_STATES + ("DONE",)}  # ranks between envelopes
+           if a.role.name == "kv" and st[0] in LIFECYCLE_STATES + ("DONE",) and not st[1].busy}  # between envelopes
     return franken_check(kvs)
 
 
