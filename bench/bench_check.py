@@ -52,8 +52,12 @@ def run_child(cfg: dict) -> dict:
             if not isinstance(model, Reduced):
                 return {"skipped": "no reductions"}
         res = check(model, liveness=False, reduction=True)
-    else:
-        res = check(model, liveness=False, reduction=False)
+    else:  # the pure-Python explorer, every reduction off
+        from lockstep.model.checker import Explorer
+
+        if hasattr(model, "set_reduction"):
+            model.set_reduction(False)
+        res = Explorer(model).run()
     st = res.stats
     return {"verdict": res.verdict, "states": st.states, "transitions": st.transitions, "depth": st.depth,
             "seconds": st.seconds, "states_per_s": st.states_per_second, "peak_rss_mb": st.peak_rss_mb,
