@@ -1,0 +1,99 @@
+"""``lockstep run``: launch the real implementation (impl/) on N ranks and record traces.
+
+Exit codes: 0 the run ended as documented (a clean run: every rank clean and every chunk emitted or
+dropped with a reason; a --fault/--unsafe run: its documented signature), 1 it did not, 2 bad usage.
+Under torchrun (RANK/WORLD_SIZE/LOCAL_RANK set) this process runs one rank and exits with that
+rank's code (0 clean, 2 exception, 3 timeout).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+_FAULTS = ("om-01", "om-02", "om-03", "om-04", "om-05", "om-06", "om-07", "om-08", "om-09", "om-10", "om-11",
+           "om-12", "om-13", "c-01", "c-03")
+_UNSAFE = ("fm04-throw-after-header", "om07-leader-throws", "om09-no-epoch-fence", "o02-send-after-decode")
+_DEFAULT_WORLD = {"tp": 2, "pp0": 2, "pp1": 3}
+
+
+def _params(raw: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in raw:
+        if "=" not in item:
+            raise click.UsageError(f"-p {item!r}: expected NAME=VALUE")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+@click.command("run", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--topology", required=True, type=click.Choice(["tp", "pp0", "pp1"]),
+              help="tp: TP v1.1 (rank0 in the mesh); pp0: rank0 + one stage-1 rank; pp1: rank0 + a TP mesh")
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="world, chunks, hard_cut_at, steps, recompute_every, depth (d_in=d_out), d_in, d_out, timeout, "
+                   "decode_ms, fault_at, fault_rank, dim, heads, blocks, ... (a wrong name lists them all)")
+@click.option("--fault", type=click.Choice(_FAULTS), default=None, help="operator-matrix scenario to inject")
+@click.option("--unsafe", type=click.Choice(_UNSAFE), default=None,
+              help="test only: remove one guard (mirrors a spec variant)")
+@click.option("--backend", type=click.Choice(["gloo", "nccl"]), default="gloo", show_default=True)
+@click.option("--trace-dir", required=True, type=click.Path(file_okay=False), help="where manifest.json and rank*.jsonl go")
+@click.option("--force", is_flag=True, help="write into a non-empty trace dir (replaces only lockstep's own files)")
+@click.option("--compile", "compile_backend", is_flag=False, flag_value="aot_eager", default=None,
+              type=click.Choice(["aot_eager", "inductor", "eager"]),
+              help="run the generator under torch.compile (default backend aot_eager)")
+@click.option("--flight-recorder", "fr_dir", type=click.Path(file_okay=False), default=None,
+              help="dump each rank's Flight Recorder trace (pickle) here at exit")
+@click.option("--deadline", type=float, default=None, help="hard wall-clock limit for the whole world (seconds)")
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+def run(topology, params, fault, unsafe, backend, trace_dir, force, compile_backend, fr_dir, deadline, as_json):
+    """Start a world of ranks (fork locally, or one rank under torchrun) and summarize how it ended."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported (fork + OpenMP hazard)
+    from lockstep.impl.config import RunConfig, apply_params
+    from lockstep.impl.world import env_rank_info
+
+    raw = _params(params)
+    under_torchrun = env_rank_info() is not None
+    if "world" not in raw:
+        raw["world"] = os.environ["WORLD_SIZE"] if under_torchrun else str(_DEFAULT_WORLD[topology])
+    try:
+        cfg = apply_params(RunConfig(topology=topology, backend=backend, fault=fault or "", unsafe=unsafe or "",
+                                     compile=compile_backend or ""), raw)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    if backend == "nccl":
+        import torch
+        if not torch.cuda.is_available() or torch.cuda.device_count() < (1 if under_torchrun else cfg.world):
+            raise click.UsageError(f"--backend nccl needs one GPU per rank; this machine has "
+                                   f"{torch.cuda.device_count() if torch.cuda.is_available() else 0}")
+        if not under_torchrun:
+            raise click.UsageError("--backend nccl runs under torchrun (one process per GPU): "
+                                   "torchrun --nproc-per-node N -m lockstep.cli.run ...")
+    from lockstep.impl.launch import RunDirError, launch_local, prepare_run_dir, resolve_config, run_under_torchrun
+    try:
+        resolve_config(cfg)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    if under_torchrun:
+        try:
+            code = run_under_torchrun(cfg, trace_dir, force=force, fr_dir=fr_dir)
+        except (RunDirError, ValueError) as e:
+            raise click.UsageError(str(e)) from None
+        # Hard exit: interpreter teardown would run c10d/gloo destructors, which can abort
+        # (std::terminate -> SIGABRT) after an otherwise clean run (protocols.md §6.1/§6.2).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    try:
+        prepare_run_dir(trace_dir, force)  # refuse early, before any fork
+    except RunDirError as e:
+        raise click.UsageError(str(e)) from None
+    summary = launch_local(cfg, trace_dir, force=True, deadline_s=deadline, fr_dir=fr_dir)
+    click.echo(json.dumps(summary.to_dict(), indent=1) if as_json else summary.render())
+    sys.exit(0 if summary.ok else 1)
+
+
+if __name__ == "__main__":  # torchrun -m lockstep.cli.run ...
+    run()

@@ -1,0 +1,306 @@
+"""Launching a world: locally by fork (fast; every rank a child of this process, a hard deadline,
+SIGKILL for hung ranks) or one rank under torchrun (env:// rendezvous, LOCAL_RANK).  Writes the
+run directory (manifest.json + rank{N}.jsonl) and summarizes how the run ended."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lockstep.conformance import schema as S
+
+from .config import RunConfig, check_config
+from .faults import check_fault_config, scenario_config
+from .world import group_table, role_of
+
+OUR_FILES = ("manifest.json", "outputs.jsonl", "summary.json", ".lockstep-ready")
+
+
+class RunDirError(ValueError):
+    pass
+
+
+def prepare_run_dir(path: str | os.PathLike, force: bool) -> Path:
+    """Refuse an existing non-empty directory unless ``force``; with ``force`` only files this tool
+    writes (manifest, rank traces, outputs, logs) are replaced, nothing else is touched."""
+    d = Path(path)
+    if d.exists() and not d.is_dir():
+        raise RunDirError(f"trace dir {d} exists and is not a directory")
+    if d.exists() and any(d.iterdir()):
+        if not force:
+            raise RunDirError(f"trace dir {d} exists and is not empty; pass --force to write into it "
+                              f"(only lockstep's own files would be replaced)")
+        for p in d.iterdir():
+            if p.name in OUR_FILES or (p.name.startswith("rank") and p.name.endswith(".jsonl")):
+                p.unlink()
+        if (d / "logs").is_dir():
+            shutil.rmtree(d / "logs")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def resolve_config(cfg: RunConfig) -> RunConfig:
+    """Apply the fault scenario's overrides and reject anything that cannot run (ValueError)."""
+    cfg = scenario_config(cfg)
+    check_config(cfg)
+    check_fault_config(cfg)
+    return cfg
+
+
+def manifest(cfg: RunConfig, launcher: str) -> dict:
+    import torch
+    from lockstep.spec import contract as C
+    return {
+        "schema": S.SCHEMA_VERSION, "world_size": cfg.world, "topology": cfg.topology, "backend": cfg.backend,
+        "groups": group_table(cfg), "roles": {str(r): role_of(cfg, r) for r in range(cfg.world)},
+        "mesh_ranks": cfg.mesh_ranks, "config": cfg.to_dict(), "config_digest": cfg.digest(),
+        "fault": cfg.fault, "unsafe": cfg.unsafe, "launcher": launcher,
+        "versions": {"lockstep": "0.1.0", "torch": torch.__version__, "python": platform.python_version(),
+                     "envelope": C.ENVELOPE_VERSION, "trace_schema": S.SCHEMA_VERSION},
+        "created": time.time(),
+    }
+
+
+def write_manifest(run_dir: Path, cfg: RunConfig, launcher: str) -> None:
+    (run_dir / S.MANIFEST_NAME).write_text(json.dumps(manifest(cfg, launcher), indent=1, sort_keys=True))
+
+
+# ---------------------------------------------------------------- summary
+@dataclass
+class RankOutcome:
+    rank: int
+    role: str
+    how: str                 # clean | exception | killed | timeout | unknown
+    message: str = ""
+    exit_code: int | None = None
+
+
+@dataclass
+class RunSummary:
+    run_dir: str
+    cfg: RunConfig
+    ranks: list[RankOutcome]
+    emitted: list[int]
+    dropped: dict[int, str]
+    lost: list[int]
+    wall_s: float
+    deadline_hit: bool = False
+    problems: list[str] = field(default_factory=list)   # signature mismatches (faults) or health problems
+    stale_emitted: list[dict] = field(default_factory=list)  # STALE_EMIT evidence (unsafe om09 only)
+
+    @property
+    def clean(self) -> bool:
+        return all(r.how == "clean" for r in self.ranks) and not self.lost and not self.deadline_hit
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        return {"run_dir": self.run_dir, "topology": self.cfg.topology, "world": self.cfg.world,
+                "fault": self.cfg.fault, "unsafe": self.cfg.unsafe, "chunks": self.cfg.chunks,
+                "emitted": self.emitted, "dropped": {str(k): v for k, v in self.dropped.items()},
+                "lost": self.lost, "wall_s": round(self.wall_s, 3), "deadline_hit": self.deadline_hit,
+                "ranks": [r.__dict__ for r in self.ranks], "ok": self.ok, "problems": self.problems,
+                "stale_emitted": self.stale_emitted}
+
+    def render(self) -> str:
+        c = self.cfg
+        lines = [f"lockstep run: topology={c.topology} world={c.world} backend={c.backend} chunks={c.chunks}"
+                 + (f" fault={c.fault}" if c.fault else "") + (f" unsafe={c.unsafe}" if c.unsafe else "")
+                 + f"  ({self.wall_s:.2f}s)",
+                 f"  chunks emitted: {len(self.emitted)}/{c.chunks} {self.emitted}"]
+        if self.dropped:
+            lines.append(f"  chunks dropped: {len(self.dropped)}")
+            lines += [f"    chunk {k}: {v}" for k, v in sorted(self.dropped.items())]
+        for e in self.stale_emitted:
+            lines.append(f"  STALE_EMIT: chunk {e['chunk_index']} of cache_epoch {e['cache_epoch']} emitted while the "
+                         f"current epoch was {e['current_epoch']}")
+        if self.lost:
+            lines.append(f"  chunks unaccounted (rank0 ended without recording them): {self.lost}")
+        lines.append("  ranks:")
+        for r in self.ranks:
+            msg = f": {r.message}" if r.message else ""
+            lines.append(f"    rank {r.rank} ({r.role}): {r.how}{msg[:300]}")
+        if self.deadline_hit:
+            lines.append("  DEADLINE HIT: hung ranks were SIGKILLed")
+        if c.fault or c.unsafe:
+            lines.append("  signature: " + ("as documented" if self.ok else "MISMATCH: " + "; ".join(self.problems)))
+        elif self.problems:
+            lines.append("  problems: " + "; ".join(self.problems))
+        lines.append(f"  traces: {self.run_dir}")
+        return "\n".join(lines)
+
+
+def summarize(run_dir: str | os.PathLike, cfg: RunConfig, exit_codes: dict[int, int | None], wall_s: float,
+              deadline_hit: bool = False) -> RunSummary:
+    run = S.load_run(run_dir)
+    outcomes = []
+    for r in range(cfg.world):
+        ex = run.ranks[r].exit
+        code = exit_codes.get(r)
+        if ex is not None:
+            outcomes.append(RankOutcome(r, role_of(cfg, r), ex["how"], ex.get("message", ""), code))
+        else:
+            outcomes.append(RankOutcome(r, role_of(cfg, r), "unknown", "no exit event", code))
+    r0 = run.ranks[0]
+    emitted = [e["chunk_index"] for e in r0.of(S.CHUNK_EMITTED)]
+    dropped = {e["chunk_index"]: e["reason"] for e in r0.of(S.CHUNK_DROPPED)}
+    lost = [k for k in range(cfg.chunks) if k not in emitted and k not in dropped]
+    s = RunSummary(str(run_dir), cfg, outcomes, emitted, dropped, lost, wall_s, deadline_hit)
+    s.stale_emitted = [{k: e[k] for k in ("chunk_index", "cache_epoch", "current_epoch")}
+                       for e in r0.of(S.CHUNK_EMITTED) if e.get("stale")]
+    from .signatures import check
+    s.problems = check(s, run)
+    return s
+
+
+# ---------------------------------------------------------------- fork launcher
+def default_deadline(cfg: RunConfig) -> float:
+    base = 20.0 + 0.5 * cfg.chunks * (1 + cfg.decode_ms / 200 + cfg.mesh_ms / 200) + 3 * cfg.dist_timeout_s
+    if cfg.compile:
+        base += 120.0 if cfg.compile == "inductor" else 30.0
+    return base
+
+
+def preimport() -> None:
+    """Import once in the parent what every child would import lazily: the first functional
+    collective imports torch._dynamo (~2 s per child otherwise)."""
+    import torch._dynamo  # noqa: F401
+    import torch.distributed._functional_collectives  # noqa: F401
+
+
+def _child(cfg: RunConfig, rank: int, init_method: str, run_dir: Path, fr_dir: str | None) -> None:
+    code = 2
+    try:
+        logs = run_dir / "logs"
+        fd = os.open(str(logs / f"rank{rank}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        from .rank import run_rank
+        code = run_rank(cfg, rank, init_method, str(run_dir), fr_dir=fr_dir)
+    except BaseException:  # noqa: BLE001
+        import traceback
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def launch_local(cfg: RunConfig, run_dir: str | os.PathLike, *, force: bool = False, deadline_s: float | None = None,
+                 fr_dir: str | None = None) -> RunSummary:
+    """Fork ``cfg.world`` ranks from this process, wait for them under a hard deadline, summarize."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    cfg = resolve_config(cfg)
+    if cfg.backend == "nccl":
+        raise ValueError("the fork launcher is CPU/gloo only; run NCCL worlds under torchrun (one GPU per rank)")
+    d = prepare_run_dir(run_dir, force)
+    (d / "logs").mkdir(exist_ok=True)
+    write_manifest(d, cfg, "fork")
+    preimport()
+    deadline_s = deadline_s if deadline_s is not None else default_deadline(cfg)
+    store_dir = tempfile.mkdtemp(prefix="lockstep-store-")
+    init_method = f"file://{store_dir}/store"
+    t0 = time.monotonic()
+    pids: dict[int, int] = {}
+    for r in range(cfg.world):
+        pid = os.fork()
+        if pid == 0:
+            _child(cfg, r, init_method, d, fr_dir)
+        pids[pid] = r
+    codes: dict[int, int | None] = {}
+    deadline_hit = False
+    try:
+        while len(codes) < cfg.world:
+            for pid, r in list(pids.items()):
+                if r in codes:
+                    continue
+                got, status = os.waitpid(pid, os.WNOHANG)
+                if got:
+                    codes[r] = os.waitstatus_to_exitcode(status)
+            if len(codes) == cfg.world:
+                break
+            if time.monotonic() - t0 > deadline_s:
+                deadline_hit = True
+                for pid, r in pids.items():
+                    if r not in codes:
+                        try:
+                            os.kill(pid, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+                for pid, r in pids.items():
+                    if r not in codes:
+                        _, status = os.waitpid(pid, 0)
+                        codes[r] = os.waitstatus_to_exitcode(status)
+                break
+            time.sleep(0.01)
+    except BaseException:
+        for pid, r in pids.items():
+            if r not in codes:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                except (ProcessLookupError, ChildProcessError):
+                    pass
+        raise
+    finally:
+        shutil.rmtree(store_dir, ignore_errors=True)
+    wall = time.monotonic() - t0
+    for r, code in codes.items():
+        if code is not None and code < 0:
+            path = d / S.rank_file_name(r)
+            try:
+                tr = S.load_rank_trace(path, r)
+                has_exit = tr.exit is not None
+            except (S.TraceSchemaError, FileNotFoundError):
+                has_exit = False
+            if not has_exit:
+                sig = -code
+                S.append_event(path, r, S.RANK_EXIT, how="killed",
+                               message=f"signal {signal.Signals(sig).name}" + (" (launcher deadline)" if deadline_hit else ""),
+                               signal=sig, by="launcher" if deadline_hit else "unknown")
+    summary = summarize(d, cfg, codes, wall, deadline_hit)
+    (d / "summary.json").write_text(json.dumps(summary.to_dict(), indent=1))
+    return summary
+
+
+# ---------------------------------------------------------------- torchrun
+def run_under_torchrun(cfg: RunConfig, run_dir: str | os.PathLike, *, force: bool = False,
+                       fr_dir: str | None = None) -> int:
+    """This process is one rank started by torchrun: env:// rendezvous, LOCAL_RANK, one GPU per rank
+    on NCCL.  Rank 0 prepares the run directory before any rank writes (a store key gates them)."""
+    from .rank import run_rank
+    rank, world, local_rank = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
+    if world != cfg.world:
+        raise ValueError(f"torchrun WORLD_SIZE={world} but -p world={cfg.world}")
+    cfg = resolve_config(cfg)
+    d = Path(run_dir)
+    # Ranks share a filesystem here; rank 0 creates the directory, the others wait for its marker.
+    marker = d / ".lockstep-ready"
+    token = f"{os.environ.get('TORCHELASTIC_RUN_ID', '')}:{os.environ.get('MASTER_ADDR', '')}:{os.environ.get('MASTER_PORT', '')}"
+    if rank == 0:
+        prepare_run_dir(d, force)
+        (d / "logs").mkdir(exist_ok=True)
+        write_manifest(d, cfg, "torchrun")
+        marker.write_text(token)
+    else:
+        t0 = time.monotonic()
+        while not (marker.exists() and marker.read_text() == token):
+            if time.monotonic() - t0 > cfg.dist_timeout_s + 10:
+                raise RunDirError(f"rank 0 did not prepare {d}")
+            time.sleep(0.05)
+    preimport()  # before the rendezvous, so no rank pays the lazy dynamo import inside a collective
+    code = run_rank(cfg, rank, "env://", str(d), local_rank=local_rank, fr_dir=fr_dir)
+    return code

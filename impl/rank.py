@@ -1,0 +1,187 @@
+"""One rank from start to exit: world setup, startup tripwires, role dispatch, and an exit event
+that says how the rank ended (clean, exception + message, timeout).  Returns the exit code."""
+from __future__ import annotations
+
+import os
+import pickle
+import time
+import traceback
+
+import torch
+
+from lockstep.conformance import schema as S
+
+from . import faults, tripwires
+from .comm import Comm
+from .config import RunConfig
+from .errors import CommError, Ids, LockstepError, PeerTimeout, RequestFailed, is_timeout_message
+from .generator import Generator
+from .mesh import Ctx
+from .watchdog import Watchdog
+from .world import (ROLE_LEADER, ROLE_MESH_WORKER, ROLE_STAGE0, ROLE_STAGE1, ROLE_TP_RANK0, ROLE_TP_WORKER,
+                    init_world, role_of, tp_group_name)
+
+EXIT_CLEAN, EXIT_EXCEPTION, EXIT_TIMEOUT = 0, 2, 3
+READY_KEY = "lockstep/mesh_ready"
+FAILED_KEY = "lockstep/mesh_failed"
+
+
+def _store():
+    import torch.distributed as dist
+    return dist.distributed_c10d._get_default_store()
+REQUEST_FAILED_HOLD_MARGIN_S = 1.5
+
+
+def startup(ctx: Ctx) -> None:
+    cfg, comm, trace, world = ctx.cfg, ctx.comm, ctx.trace, ctx.world
+    tripwires.parity_handshake(comm, cfg, tripwires.parity_values(cfg))
+    if world.is_mesh_member:
+        g = ctx.tp_group
+        ar = (lambda t, purpose: comm.fc_all_reduce(t, g, purpose)) if g else None
+        gen = Generator(cfg.model, tp_rank=world.mesh_rank if g else 0, tp_size=cfg.tp_degree if g else 1,
+                        all_reduce=ar, device=world.device, compile_backend=cfg.compile)
+        gen.debug_graph_break = faults.graph_break_rank(cfg, world.rank)
+        ctx.gen = gen
+        if cfg.compile:
+            t0 = time.perf_counter()
+            with comm.phase_b(g):
+                gen.warmup()
+            first, last = comm.note_compiled_collectives(g, gen.collectives_per_call) if g else (0, 0)
+            trace.emit(S.STARTUP_STEP, name="warmup", seconds=round(time.perf_counter() - t0, 3),
+                       seq_first=first, seq_last=last, backend=cfg.compile)
+            if g:
+                tripwires.compile_health(comm, g)
+            if world.mesh_rank == 0 and world.rank != 0:
+                _store().set(READY_KEY, str(world.rank))  # READY: the mesh finished its warmup
+        if cfg.fingerprint_every > 0 and g:
+            ctx.baseline = tripwires.fingerprint_baseline(comm, g, gen.W)
+    elif cfg.compile:
+        # Outside the mesh (PP rank0): wait for READY on the store, not in a collective bounded by
+        # the short PG timeout, while the mesh compiles (protocols.md §3.2 step 7, §10.15).
+        t0 = time.perf_counter()
+        store = _store()
+        while not store.check([READY_KEY]):
+            if store.check([FAILED_KEY]):
+                raise LockstepError(f"the mesh failed during warmup: {store.get(FAILED_KEY).decode()}",
+                                    rank=world.rank, group="world")
+            if time.perf_counter() - t0 > cfg.warmup_timeout_s:
+                raise PeerTimeout(f"no READY from the mesh within warmup_timeout_s={cfg.warmup_timeout_s}",
+                                  rank=world.rank, group="world")
+            time.sleep(0.05)
+        trace.emit(S.STARTUP_STEP, name="mesh_ready", waited_s=round(time.perf_counter() - t0, 3))
+    ok = torch.ones(1, device=world.device)
+    comm.all_reduce(ok, "world", "load_ok")
+    if int(ok.item()) != cfg.world:
+        raise LockstepError(f"load_ok sum {int(ok.item())} != world {cfg.world}", rank=world.rank, group="world")
+    trace.emit(S.STARTUP_STEP, name="ready")
+
+
+def dispatch(ctx: Ctx) -> None:
+    from . import pp, tp
+    role = ctx.world.role
+    if role == ROLE_TP_RANK0:
+        tp.tp_rank0(ctx)
+    elif role == ROLE_TP_WORKER:
+        tp.worker_loop(ctx, "world")
+    elif role == ROLE_STAGE0:
+        pp.stage0(ctx)
+    elif role in (ROLE_STAGE1, ROLE_LEADER):
+        pp.pp_head(ctx)
+    elif role == ROLE_MESH_WORKER:
+        tp.worker_loop(ctx, "mesh")
+    else:  # pragma: no cover
+        raise ValueError(f"unknown role {role}")
+
+
+def _classify(e: BaseException) -> str:
+    if isinstance(e, PeerTimeout) or (isinstance(e, CommError) and e.timeout):
+        return "timeout"
+    if isinstance(e, RuntimeError) and not isinstance(e, LockstepError) and is_timeout_message(str(e)):
+        return "timeout"
+    return "exception"
+
+
+def dump_flight_recorder(fr_dir: str, ctx: Ctx | None, rank: int) -> None:
+    """Flight Recorder dump (pickle, our own process's bytes) with pg_config rebuilt from
+    dist.get_process_group_ranks (gloo leaves it empty or partial)."""
+    try:
+        import torch.distributed as dist
+        raw = torch._C._distributed_c10d._dump_fr_trace()
+        obj = pickle.loads(raw)  # trusted: produced by this very process a line above
+        if ctx is not None:
+            cfgs = dict(obj.get("pg_config") or {})
+            for name, info in ctx.world.groups.items():
+                if info.pg is None:
+                    continue
+                pg_name = dist.distributed_c10d._get_process_group_name(info.pg)
+                cfgs[pg_name] = {"name": pg_name, "desc": name, "ranks": str(list(dist.get_process_group_ranks(info.pg)))}
+            obj["pg_config"] = cfgs
+        os.makedirs(fr_dir, exist_ok=True)
+        with open(os.path.join(fr_dir, f"rank{rank}.pkl"), "wb") as f:
+            pickle.dump(obj, f)
+    except Exception as e:  # noqa: BLE001 - diagnostics must not change the outcome
+        print(f"[lockstep rank {rank}] flight recorder dump failed: {e}", flush=True)
+
+
+def run_rank(cfg: RunConfig, rank: int, init_method: str, run_dir: str | None, *, local_rank: int = 0,
+             fr_dir: str | None = None, trace_path: str | None = None) -> int:
+    torch.set_num_threads(1)
+    ecfg = faults.effective_config(cfg, rank)
+    path = trace_path or (os.path.join(run_dir, S.rank_file_name(rank)) if run_dir else None)
+    trace = S.TraceWriter(path, rank)
+    role = role_of(cfg, rank)
+    trace.emit(S.RANK_START, role=role, pid=os.getpid(), world=cfg.world, topology=cfg.topology,
+               fault=cfg.fault, unsafe=cfg.unsafe, config_digest=cfg.digest())
+    ctx: Ctx | None = None
+    code = EXIT_CLEAN
+    dispatched = False
+    try:
+        world = init_world(ecfg, rank, init_method, local_rank)
+        trace.emit(S.STARTUP_STEP, name="init", groups={n: g.ranks for n, g in world.groups.items()},
+                   mesh_rank=world.mesh_rank)
+        ids = Ids()
+        comm = Comm(world, trace, ids)
+        ctx = Ctx(ecfg, world, comm, trace, ids, run_dir,
+                  tp_group=tp_group_name(cfg) if world.is_mesh_member else None)
+        startup(ctx)
+        if role != ROLE_TP_RANK0 and role != ROLE_STAGE0:
+            c = ctx
+            ctx.watchdog = Watchdog(trace, cfg.watchdog_s, lambda: {
+                "last_header_t": c.last_header_t, "last_header": c.last_header_ids})
+        dispatched = True
+        dispatch(ctx)
+        trace.force(S.RANK_EXIT, how="clean", message="", **_last_header(ctx))
+    except RequestFailed as e:
+        # Server semantics (unsafe variants): the request failed after a commitment point; this rank
+        # stays alive and issues nothing further on the wire, then ends.
+        hold = cfg.dist_timeout_s + REQUEST_FAILED_HOLD_MARGIN_S
+        trace.force(S.MARK, note=f"request failed; holding {hold:.1f}s with no further dist calls")
+        time.sleep(hold)
+        trace.force(S.RANK_EXIT, how="exception", message=str(e), exc_type=type(e).__name__, held_s=hold,
+                    **_last_header(ctx))
+        code = EXIT_EXCEPTION
+    except BaseException as e:  # noqa: BLE001 - every ending is recorded
+        how = _classify(e)
+        if not dispatched and ctx is not None and ctx.world.is_mesh_member and cfg.compile:
+            try:  # release a rank waiting outside the mesh for READY
+                _store().set(FAILED_KEY, f"rank {rank}: {str(e)[:500]}")
+            except Exception:  # noqa: BLE001
+                pass
+        if rank == 0 and not dispatched:
+            for k in range(cfg.chunks):  # nothing was planned: account for every chunk
+                trace.force(S.CHUNK_DROPPED, chunk_index=k, reason=f"not_attempted: startup failed ({how})")
+        tb = traceback.format_exc(limit=6)
+        trace.force(S.RANK_EXIT, how=how, message=str(e)[:4000], exc_type=type(e).__name__,
+                    traceback=tb[-3000:], **_last_header(ctx))
+        code = EXIT_TIMEOUT if how == "timeout" else EXIT_EXCEPTION
+    finally:
+        if fr_dir:
+            dump_flight_recorder(fr_dir, ctx, rank)
+        trace.close()
+    return code
+
+
+def _last_header(ctx: Ctx | None) -> dict:
+    if ctx is None or not ctx.last_header_ids:
+        return {}
+    return {"last_header_t": ctx.last_header_t, "last_header": ctx.last_header_ids}
