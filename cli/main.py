@@ -11,16 +11,7 @@ import sys
 import click
 
 from ..spec.registry import BACKENDS, UsageError, available, load, pick_backend, resolve
-
-
-def _params(raw: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for item in raw:
-        if "=" not in item:
-            raise click.UsageError(f"-p {item!r}: expected NAME=VALUE")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
+from .params import parse_params
 
 
 class LazyGroup(click.Group):
@@ -115,7 +106,7 @@ def check(spec, variant, params, backend, max_states, max_depth, timeout, no_red
     from .report import dumps, exit_code, text, to_json
 
     try:
-        info, p = resolve(spec, variant, _params(params), backend)
+        info, p = resolve(spec, variant, parse_params(params), backend)
         backend = pick_backend(info, variant, backend)
         model = info.build(p, variant, backend)
     except UsageError as e:

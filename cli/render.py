@@ -16,16 +16,7 @@ from pathlib import Path
 import click
 
 from ..spec.registry import BACKENDS, UsageError
-
-
-def _params(raw: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for item in raw:
-        if "=" not in item:
-            raise click.UsageError(f"-p {item!r}: expected NAME=VALUE")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
+from .params import parse_params
 
 
 def _out_dir(out: Path | None, what: str) -> Path:
@@ -82,7 +73,7 @@ def _spec(spec, variant, params, backend, out, max_states, png):
     from ..model.api import SpecError
 
     try:
-        r = render_spec(spec, variant, _params(params), backend, max_states or DEFAULT_MAX_STATES, png=png)
+        r = render_spec(spec, variant, parse_params(params), backend, max_states or DEFAULT_MAX_STATES, png=png)
     except UsageError as e:
         raise click.UsageError(str(e)) from None
     except (SpecError, DotMissing) as e:

@@ -13,20 +13,12 @@ import sys
 
 import click
 
+from .params import parse_params
+
 _FAULTS = ("om-01", "om-02", "om-03", "om-04", "om-05", "om-06", "om-07", "om-08", "om-09", "om-10", "om-11",
            "om-12", "om-13", "c-01", "c-03")
 _UNSAFE = ("fm04-throw-after-header", "om07-leader-throws", "om09-no-epoch-fence", "o02-send-after-decode")
 _DEFAULT_WORLD = {"tp": 2, "pp0": 2, "pp1": 3}
-
-
-def _params(raw: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for item in raw:
-        if "=" not in item:
-            raise click.UsageError(f"-p {item!r}: expected NAME=VALUE")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
 
 
 @click.command("run", context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,7 +46,7 @@ def run(topology, params, fault, unsafe, backend, trace_dir, force, compile_back
     from lockstep.impl.config import RunConfig, apply_params
     from lockstep.impl.world import env_rank_info
 
-    raw = _params(params)
+    raw = parse_params(params)
     under_torchrun = env_rank_info() is not None
     if "world" not in raw:
         raw["world"] = os.environ["WORLD_SIZE"] if under_torchrun else str(_DEFAULT_WORLD[topology])
