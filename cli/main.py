@@ -96,13 +96,16 @@ def _progress():
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="seconds before BOUND_REACHED")
 @click.option("--no-reduction", is_flag=True, help="explore without partial-order or symmetry reduction")
 @click.option("--no-liveness", is_flag=True, help="skip the liveness (lasso) check")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="processes for the safety search (fork); liveness and the vectorized core stay single-process")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object (schema: docs/json.md)")
-def check(spec, variant, params, backend, max_states, max_depth, timeout, no_reduction, no_liveness, as_json):
+def check(spec, variant, params, backend, max_states, max_depth, timeout, no_reduction, no_liveness, workers, as_json):
     """Explore SPEC exhaustively and print a verdict, with the shortest counterexample on a violation.
 
     Exit status: 0 holds, 1 violation, 2 usage or spec error, 3 bound reached first."""
     from ..model.api import SpecError
-    from ..model.checker import Bounds, check as run_check
+    from ..model.checker import Bounds
+    from ..model.parallel import check as run_check, engine_for
     from .report import dumps, exit_code, text, to_json
 
     try:
@@ -111,10 +114,13 @@ def check(spec, variant, params, backend, max_states, max_depth, timeout, no_red
         model = info.build(p, variant, backend)
     except UsageError as e:
         raise click.UsageError(str(e)) from None
+    if workers > 1 and (engine := engine_for(model, not no_liveness, workers)) != "parallel":
+        hint = "; add --no-liveness" if engine == "serial" and not no_liveness else ""
+        click.echo(f"lockstep: --workers ignored: this check runs on the {engine} core{hint}", err=True)
     update, close = _progress()
     try:
         result = run_check(model, Bounds(max_states, max_depth, timeout), progress=update, liveness=not no_liveness,
-                           reduction=not no_reduction)
+                           reduction=not no_reduction, workers=workers)
     except SpecError as e:
         close()
         click.echo(f"lockstep: {e}", err=True)

@@ -1,0 +1,675 @@
+"""Multi-core safety exploration: hash-partitioned, level-synchronized BFS over forked processes.
+
+``check_parallel(model_factory, bounds, workers)`` gives the same answer as
+``checker.Explorer(model, bounds).run()`` — verdict, state count, transition count, depth, end-state
+counts and even the same counterexample (not only one of the same length) — using ``workers``
+processes.  Safety only: liveness needs the whole edge list in one place (``checker.check``).
+
+How
+---
+The parent builds the model once and forks the workers, which inherit it (and the hash seed, so
+``hash(state)`` agrees in every process).  Worker k owns the states with ``hash(state) % N == k``.
+Per BFS level:
+
+1. *expand*: each worker expands its share of the frontier, in global frontier order, and routes
+   every successor to its owner (states it owns itself stay in memory; the others are pickled, one
+   batch per destination, into a file under /dev/shm).  Edge violations, stuck states and end
+   states are classified where they are expanded, as in ``Explorer``;
+2. *merge*: each owner reads its batches and dedups against its visited set.  A state reached by
+   several parents in the level keeps the first one in serial order;
+3. the parent puts the level's new states in the order the serial explorer would have discovered
+   them: serial BFS numbers a new state by (position of its first parent in the frontier, index of
+   the successor), so every routed successor carries that key and the parent sorts the keys.
+
+Because the serial frontier order is reproduced exactly, ``Bounds.max_states`` stops at the same
+state as the serial explorer (the parent finds the frontier position where the serial loop would
+have crossed the bound, and counts states, transitions and candidates up to it), and the serial
+tie-break between same-length violations — the first found in queue order — is the same too.  The
+counterexample path is rebuilt by walking parent links across partitions and described by the
+model in the parent (``Explorer.describe_path``), so it is byte-for-byte the serial one.
+``timeout`` is checked by the workers while they expand (a level cut short counts only what the
+earlier levels found); timeouts are not deterministic in the serial explorer either.
+
+States travel as pickle protocol 5.  Role variables are namedtuple classes made at runtime (they
+cannot be pickled by reference), so every namedtuple class alive when the workers fork is
+registered under its ``id()`` — the same in every forked process — and pickled as (class id,
+fields).  A model whose states contain other unpicklable objects is not supported (error).
+
+Costs, measured on pp1 mesh=3 (bench/bench_parallel.py): each worker spends CPU on routing
+(hashing every successor once more), pickling and unpickling about one state per state it owns, and
+deduplicating; the total CPU of a 2-worker run is ~1.4-1.8x the serial CPU, so the wall-clock
+speedup on 2 idle cores is at best ~1.2-1.5x for the protocol specs, and below 1x for a spec whose
+successor function is as cheap as a pickle round trip (pipeline: use the vectorized core).  Memory:
+states that crossed a process boundary share no substructure with their neighbours (serially
+generated successors do), so the sum of the workers' RSS is ~2-2.6x the serial RSS.
+
+Requires the ``fork`` start method (Linux, macOS); elsewhere, and for ``workers <= 1``, this is
+the serial explorer.
+"""
+from __future__ import annotations
+
+import copyreg
+import gc
+import io
+import multiprocessing as mp
+import os
+import pickle
+import resource
+import shutil
+import signal
+import tempfile
+import time
+import traceback
+from multiprocessing.connection import wait as _wait_conns
+from typing import Any, Callable
+
+import numpy as np
+
+from .api import BOUND_REACHED, FAIL_FAST, HOLDS, SpecError, Violation
+from .checker import Bounds, Explorer, Result, Stats, peak_rss_mb
+
+# a routed successor's key: (global frontier position of its parent) << _SH | (successor index)
+_SH = 24
+_MASK = (1 << _SH) - 1
+_END = _MASK  # the successor index of an end-state candidate (after every real successor)
+
+# candidate kinds
+_EDGE, _STUCK, _ENDV, _INV = 0, 1, 2, 3
+
+# ---------------------------------------------------------------------------------------------
+# pickling of runtime namedtuple classes
+# ---------------------------------------------------------------------------------------------
+_REG: dict[int, type] = {}
+
+# diagnostics of the last parallel run in this process: per-worker CPU seconds, peak RSS and phase times
+LAST_RUN: dict[str, Any] = {}
+
+
+def _register_namedtuples() -> None:
+    """Every namedtuple class alive now, by id (stable across fork)."""
+    _REG.clear()
+    _DISPATCH.clear()
+    _DISPATCH.update(copyreg.dispatch_table)
+    for o in gc.get_objects():
+        if isinstance(o, type) and issubclass(o, tuple) and hasattr(o, "_fields"):
+            _REG[id(o)] = o
+
+
+def _mk(cid, vals):
+    return tuple.__new__(_REG[cid], vals)
+
+
+def _reduce_nt(o):
+    return _mk, (id(type(o)), tuple(o))
+
+
+class _Dispatch(dict):
+    """A pickler dispatch table that learns the namedtuple classes on first sight."""
+
+    def __missing__(self, t):
+        if id(t) in _REG and _REG[id(t)] is t:
+            self[t] = _reduce_nt
+            return _reduce_nt
+        raise KeyError(t)
+
+
+_DISPATCH = _Dispatch(copyreg.dispatch_table)
+
+
+def _dump(obj, f) -> None:
+    p = pickle.Pickler(f, 5)
+    p.dispatch_table = _DISPATCH
+    p.dump(obj)
+
+
+def _dumps(obj) -> bytes:
+    f = io.BytesIO()
+    _dump(obj, f)
+    return f.getvalue()
+
+
+_loads = pickle.loads
+_cpu = time.process_time
+# Garbage collection in the workers.  "level" (default): automatic collection off, one collection of
+# the young generations per BFS level (so cyclic garbage a model makes is still freed), then
+# everything alive is frozen: the stored states, all alive until the worker exits, are never scanned
+# again.  "freeze": automatic collection on, freeze per level.  "on": Python's defaults (but never
+# while a batch is pickled or unpickled).  "off": no collection at all (cycles leak).  Collections
+# over the unshared, freshly unpickled states cost pp1 workers ~30% CPU with the defaults.
+GC_MODE = "level"
+
+
+def _shm_dir() -> str:
+    for d in ("/dev/shm",):
+        if os.path.isdir(d) and os.access(d, os.W_OK):
+            return tempfile.mkdtemp(prefix="lockstep-par-", dir=d)
+    return tempfile.mkdtemp(prefix="lockstep-par-")
+
+
+# ---------------------------------------------------------------------------------------------
+# worker
+# ---------------------------------------------------------------------------------------------
+class _Worker:
+    def __init__(self, model, k: int, n: int, tmp: str, init: list, conn, counters):
+        self.model, self.k, self.n, self.tmp, self.conn, self.counters = model, k, n, tmp, conn, counters
+        self.visited: dict[Any, int] = {}
+        self.states: list = []
+        self.parent: list[int] = []  # global id (local index * n + owner) or -1
+        self.via: list = []
+        self.frontier: list[int] = []
+        self.franks: list[int] = []
+        for rank, s in init:
+            self.visited[s] = len(self.states)
+            self.frontier.append(len(self.states))
+            self.franks.append(rank)
+            self.states.append(s)
+            self.parent.append(-1)
+            self.via.append(None)
+        self.outs: list[dict] = []
+        self.cands: dict[tuple, tuple] = {}
+        self.level_start = 0
+        self.newkeys: list[int] = []
+        self.timing = {"expand": 0.0, "dump": 0.0, "load": 0.0, "dedup": 0.0, "invariant": 0.0, "sent": 0, "kept": 0}
+
+    def serve(self) -> None:
+        conn = self.conn
+        while True:
+            msg = _loads(conn.recv_bytes())
+            cmd = msg[0]
+            try:
+                if cmd == "expand":
+                    reply = self.expand(*msg[1:])
+                elif cmd == "merge":
+                    reply = self.merge(*msg[1:])
+                elif cmd == "cand":
+                    reply = self.cands[msg[1]]
+                elif cmd == "node":
+                    i = msg[1]
+                    reply = (self.states[i], self.parent[i], self.via[i])
+                elif cmd == "stop":
+                    ru = resource.getrusage(resource.RUSAGE_SELF)
+                    conn.send_bytes(_dumps(("ok", (ru.ru_maxrss / 1024.0, ru.ru_utime + ru.ru_stime, self.timing))))
+                    return
+                else:
+                    raise ValueError(f"unknown command {cmd!r}")
+            except BaseException as e:  # noqa: BLE001 - reported to the parent, which re-raises
+                conn.send_bytes(_dumps(("error", _error_payload(e))))
+                continue
+            conn.send_bytes(_dumps(("ok", reply)))
+
+    def expand(self, depth: int, ranks, deadline: float | None):
+        k, n = self.k, self.n
+        if ranks is not None:  # the global order of the states this worker added last level
+            order = np.argsort(ranks, kind="stable")
+            start = self.level_start
+            self.frontier = (order + start).tolist()
+            self.franks = ranks[order].tolist()
+        model = self.model
+        successors, classify_end = model.successors, model.classify_end
+        states = self.states
+        out: dict = {}  # every successor, first occurrence (the smallest key) only
+        frontier, franks = self.frontier, self.franks
+        nf = len(frontier)
+        trans = np.zeros(nf, dtype=np.int64)
+        ends = np.zeros(nf, dtype=np.int8)  # 0 no end, 1 clean end, 2 fail-fast end, 3 violation
+        cands: dict[tuple, tuple] = {}
+        counters = self.counters
+        done_trans = 0
+        t0 = _cpu()
+        timed_out = False
+        for pos in range(nf):
+            i = frontier[pos]
+            r = franks[pos]
+            s = states[i]
+            kb = r << _SH
+            gid = i * n + k
+            j = 0
+            for a, nx in successors(s):
+                if isinstance(nx, Violation):
+                    if a is None:
+                        cands[(depth, r, j)] = (_STUCK, gid, None, nx)
+                    else:
+                        cands[(depth + 1, r, j)] = (_EDGE, gid, a, nx)
+                else:
+                    out.setdefault(nx, (kb | j, gid, a))  # the merge drops states already visited
+                j += 1
+            trans[pos] = j
+            done_trans += j
+            if j == 0:
+                kind = classify_end(s)
+                if kind == FAIL_FAST:
+                    ends[pos] = 2
+                elif isinstance(kind, Violation):
+                    ends[pos] = 3
+                    cands[(depth, r, _END)] = (_ENDV, gid, None, kind)
+                else:
+                    ends[pos] = 1
+            if pos & 255 == 255:
+                counters[k] = done_trans
+                if deadline is not None and time.perf_counter() > deadline:
+                    timed_out = True
+                    trans = trans[:pos + 1]
+                    ends = ends[:pos + 1]
+                    break
+        counters[k] = done_trans
+        self.cands = cands
+        outs: list[dict] = [{} for _ in range(n)]
+        if not timed_out:
+            if n == 2:
+                o0, o1 = outs
+                for nx, meta in out.items():
+                    if hash(nx) & 1:
+                        o1[nx] = meta
+                    else:
+                        o0[nx] = meta
+            else:
+                for nx, meta in out.items():
+                    outs[hash(nx) % n][nx] = meta
+        del out
+        self.outs = outs
+        tm = self.timing
+        t1 = _cpu()
+        tm["expand"] += t1 - t0
+        tm["kept"] += len(outs[k])
+        if not timed_out:
+            gc.disable()  # the batches are acyclic: collecting while they are pickled is pure cost
+            for h in range(n):
+                if h != k:
+                    with open(os.path.join(self.tmp, f"{depth}.{k}.{h}"), "wb") as f:
+                        o = outs[h]
+                        _dump((list(o), list(o.values())), f)
+                    tm["sent"] += len(outs[h])
+                    outs[h] = None
+            if GC_MODE not in ("off", "level"):
+                gc.enable()
+        tm["dump"] += _cpu() - t1
+        ranks_done = np.asarray(franks[:len(trans)], dtype=np.int64)
+        return timed_out, ranks_done, trans, ends, list(cands)
+
+    def merge(self, depth: int):
+        k, n = self.k, self.n
+        visited, states, parent, via = self.visited, self.states, self.parent, self.via
+        start = self.level_start = len(states)
+        newkeys: list[int] = []
+
+        def take(items, metas):
+            for nx, (key, pgid, a) in zip(items, metas):
+                new = len(states)
+                idx = visited.setdefault(nx, new)
+                if idx == new:
+                    states.append(nx)
+                    parent.append(pgid)
+                    via.append(a)
+                    newkeys.append(key)
+                elif idx >= start and key < newkeys[idx - start]:
+                    newkeys[idx - start] = key
+                    parent[idx] = pgid
+                    via[idx] = a
+
+        tm = self.timing
+        t0 = _cpu()
+        mine = self.outs[k]
+        take(mine, mine.values())
+        self.outs = []
+        for h in range(n):
+            if h != k:
+                path = os.path.join(self.tmp, f"{depth}.{h}.{k}")
+                t1 = _cpu()
+                gc.disable()
+                with open(path, "rb") as f:
+                    items, metas = pickle.load(f)
+                if GC_MODE not in ("off", "level"):
+                    gc.enable()
+                os.unlink(path)
+                t2 = _cpu()
+                tm["load"] += t2 - t1
+                t0 += t2 - t1
+                take(items, metas)
+        t1 = _cpu()
+        tm["dedup"] += t1 - t0
+        invariant = self.model.invariant
+        inv = []
+        for off, key in enumerate(newkeys):
+            v = invariant(states[start + off])
+            if v is not None:
+                c = (depth + 1, key >> _SH, key & _MASK)
+                self.cands[c] = (_INV, (start + off) * n + k, None, v)
+                inv.append(c)
+        self.newkeys = newkeys
+        if GC_MODE == "freeze":
+            gc.freeze()  # the visited set lives until the worker exits: never scan it again
+        elif GC_MODE == "level":
+            gc.collect(1)  # cyclic garbage of this level (there is rarely any); the survivors go to
+            gc.freeze()    # the permanent generation: the visited set lives until the worker exits
+        tm["invariant"] += _cpu() - t1
+        return np.asarray(newkeys, dtype=np.int64), inv
+
+
+def _error_payload(e: BaseException):
+    if isinstance(e, SpecError):
+        cause = e.cause
+        try:
+            pickle.dumps(cause)
+        except Exception:  # noqa: BLE001
+            cause = RuntimeError(f"{type(cause).__name__}: {cause}")
+        return ("spec", e.where, cause, traceback.format_exc())
+    return ("other", f"{type(e).__name__}: {e}", traceback.format_exc())
+
+
+def _worker_main(model, k, n, tmp, init, conn, counters):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and ends the workers
+    if GC_MODE in ("off", "level"):
+        gc.disable()
+    try:
+        _Worker(model, k, n, tmp, init, conn, counters).serve()
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        pass
+    finally:
+        os._exit(0)
+
+
+class WorkerError(RuntimeError):
+    """A worker process failed outside the model (or died)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# parent
+# ---------------------------------------------------------------------------------------------
+class _Pool:
+    def __init__(self, model, n: int, init: list):
+        ctx = mp.get_context("fork")
+        self.n = n
+        self.tmp = _shm_dir()
+        self.counters = ctx.Array("q", n, lock=False)
+        _register_namedtuples()
+        parts = [[] for _ in range(n)]
+        for rank, s in enumerate(init):
+            parts[hash(s) % n].append((rank, s))
+        self.conns = []
+        self.procs = []
+        gc.collect()
+        gc.freeze()  # inherited objects stay out of the children's collections (no copy-on-write)
+        try:
+            for k in range(n):
+                a, b = ctx.Pipe(duplex=True)
+                p = ctx.Process(target=_worker_main, args=(model, k, n, self.tmp, parts[k], b, self.counters),
+                                daemon=True, name=f"lockstep-worker-{k}")
+                p.start()
+                b.close()
+                self.conns.append(a)
+                self.procs.append(p)
+        finally:
+            gc.unfreeze()
+        self.worker_rss = [0.0] * n
+        self.worker_cpu = [0.0] * n
+        self.worker_timing: list = [None] * n
+
+    def send(self, k: int, msg) -> None:
+        self.conns[k].send_bytes(_dumps(msg))
+
+    def recv(self, k: int):
+        try:
+            status, payload = _loads(self.conns[k].recv_bytes())
+        except (EOFError, ConnectionResetError) as e:
+            raise WorkerError(f"worker {k} died (exit code {self.procs[k].exitcode})") from e
+        if status == "error":
+            if payload[0] == "spec":
+                _, where, cause, tb = payload
+                raise SpecError(where, cause)
+            raise WorkerError(f"worker {k}: {payload[1]}\n{payload[2]}")
+        return payload
+
+    def call(self, k: int, msg):
+        self.send(k, msg)
+        return self.recv(k)
+
+    def gather(self, msgs, on_wait: Callable[[], None] | None = None) -> list:
+        """Send msgs[k] to every worker, wait for every reply (calling ``on_wait`` about 4 times a
+        second meanwhile)."""
+        for k, m in enumerate(msgs):
+            self.send(k, m)
+        out: list = [None] * self.n
+        pending = {self.conns[k]: k for k in range(self.n)}
+        while pending:
+            ready = _wait_conns(list(pending), timeout=0.25)
+            for c in ready:
+                k = pending.pop(c)
+                out[k] = self.recv(k)
+            if on_wait is not None and pending:
+                on_wait()
+        return out
+
+    def close(self, graceful: bool = True) -> None:
+        """Stop the workers (collecting their peak RSS and CPU time) or, after an error or ^C, kill them."""
+        for k, c in enumerate(self.conns):
+            if not graceful:
+                break
+            try:
+                c.send_bytes(_dumps(("stop",)))
+                if c.poll(5):
+                    status, payload = _loads(c.recv_bytes())
+                    if status == "ok":
+                        self.worker_rss[k], self.worker_cpu[k], self.worker_timing[k] = payload
+            except (OSError, EOFError):
+                pass
+        for p in self.procs:
+            if not graceful and p.is_alive():
+                p.terminate()
+            p.join(timeout=5)
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=5)
+        for c in self.conns:
+            c.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _fork_available() -> bool:
+    return "fork" in mp.get_all_start_methods()
+
+
+def check_parallel(model_factory, bounds: Bounds | None = None, workers: int = 2,
+                   progress: Callable[[Stats], None] | None = None) -> Result:
+    """Safety check with ``workers`` processes; the same Result as ``Explorer(model, bounds).run()``.
+
+    ``model_factory`` is a zero-argument callable returning the model (or the model itself).  It is
+    called once, in this process, before the workers fork: configure it (``set_reduction``,
+    ``set_liveness(False)``) in the factory or before the call, as for ``Explorer``."""
+    is_model = hasattr(model_factory, "successors") and not isinstance(model_factory, type)
+    model = model_factory if is_model else model_factory()
+    bounds = bounds or Bounds()
+    if workers <= 1 or not _fork_available():
+        return Explorer(model, bounds, progress).run()
+    return _Coordinator(model, bounds, workers, progress).run()
+
+
+def engine_for(model, liveness: bool = True, workers: int = 1) -> str:
+    """Which core ``check(model, liveness=..., workers=...)`` runs: ``parallel``, ``serial`` or
+    ``vectorized`` (model/fast.py).  Liveness needs the whole graph in one process and a packable
+    model is faster on the vectorized core, so both stay single-process whatever ``workers`` says."""
+    want_live = liveness and hasattr(model, "pending") and hasattr(model, "actor_of")
+    if want_live:
+        return "serial"
+    if hasattr(model, "packed"):
+        return "vectorized"
+    if workers <= 1 or not _fork_available():
+        return "serial"
+    return "parallel"
+
+
+def check(model, bounds: Bounds | None = None, progress=None, liveness: bool = True, reduction: bool = True,
+          workers: int = 1) -> Result:
+    """``checker.check`` with a ``workers`` option: the safety search runs on ``workers`` processes
+    when ``engine_for`` says ``parallel``, else exactly ``checker.check``."""
+    from .checker import check as serial_check
+
+    if engine_for(model, liveness, workers) != "parallel":
+        return serial_check(model, bounds, progress, liveness=liveness, reduction=reduction)
+    if hasattr(model, "set_reduction"):
+        model.set_reduction(reduction)
+    if hasattr(model, "set_liveness"):
+        model.set_liveness(False)
+    return check_parallel(model, bounds, workers, progress)
+
+
+class _Coordinator:
+    def __init__(self, model, bounds: Bounds, n: int, progress):
+        self.model, self.b, self.n, self.progress = model, bounds, n, progress
+        self.st = Stats()
+        self.ex = Explorer(model, bounds)  # for describe_path / waiting_at_end only
+        self.pool: _Pool | None = None
+
+    # -- counterexamples -----------------------------------------------------------------
+    def _path_to(self, gid: int) -> list:
+        """(state, action, next) triples from an initial state to the state with global id ``gid``."""
+        n = self.n
+        chain = []
+        while gid >= 0:
+            s, pgid, a = self.pool.call(gid % n, ("node", gid // n))
+            chain.append((s, a))
+            gid = pgid
+        chain.reverse()
+        return [(chain[t - 1][0], chain[t][1], chain[t][0]) for t in range(1, len(chain))]
+
+    def _result_for(self, key, owner: int) -> Result:
+        kind, gid, a, v = self.pool.call(owner, ("cand", key))
+        steps = self._path_to(gid)
+        st = self.st
+        if kind == _EDGE:
+            s = steps[-1][2] if steps else self._node_state(gid)
+            steps = steps + [(s, a, v)]
+            return Result(v.verdict, v.message, st, self.ex.describe_path(steps), detail=dict(v.detail))
+        r = Result(v.verdict, v.message, st, self.ex.describe_path(steps), detail=dict(v.detail))
+        if kind in (_STUCK, _ENDV):
+            s = steps[-1][2] if steps else self._node_state(gid)
+            r.waiting = self.ex.waiting_at_end(steps, s)
+        return r
+
+    def _node_state(self, gid: int):
+        return self.pool.call(gid % self.n, ("node", gid // self.n))[0]
+
+    # -- exploration ---------------------------------------------------------------------
+    def run(self) -> Result:
+        model, b, st, n = self.model, self.b, self.st, self.n
+        t0 = time.perf_counter()
+        deadline = t0 + b.timeout if b.timeout is not None else None
+        init: list = []
+        seen = set()
+        for s in model.init_states():
+            if s not in seen:
+                seen.add(s)
+                init.append(s)
+        del seen
+        st.states = len(init)
+        for s in init:
+            v = model.invariant(s)
+            if v is not None:
+                st.seconds = time.perf_counter() - t0
+                st.peak_rss_mb = peak_rss_mb()
+                return Result(v.verdict, v.message, st, [], detail=dict(v.detail))
+        self.pool = _Pool(model, n, init)
+        ok = False
+        try:
+            res = self._explore(init, t0, deadline)
+            ok = True
+            return res
+        finally:
+            self.pool.close(graceful=ok)
+            st.seconds = time.perf_counter() - t0
+            st.peak_rss_mb = peak_rss_mb() + sum(self.pool.worker_rss)
+            ru = resource.getrusage(resource.RUSAGE_SELF)
+            LAST_RUN.clear()
+            LAST_RUN.update(workers=self.n, worker_cpu_s=list(self.pool.worker_cpu), worker_rss_mb=list(self.pool.worker_rss),
+                            worker_timing=list(self.pool.worker_timing), parent_cpu_s=ru.ru_utime + ru.ru_stime)
+
+    def _explore(self, init, t0, deadline) -> Result:
+        b, st, n, pool = self.b, self.st, self.n, self.pool
+        depth = 0
+        frontier_size = len(init)
+        ranks_per_worker: list = [None] * n
+        bound_hit = None
+        best = None  # (key, owner)
+        last_report = [t0]
+        counters = pool.counters
+
+        def on_wait():
+            now = time.perf_counter()
+            if self.progress and now - last_report[0] > 0.25:
+                last_report[0] = now
+                saved = st.transitions
+                st.transitions = saved + sum(counters[:])
+                st.seconds = now - t0
+                self.progress(st)
+                st.transitions = saved
+
+        while frontier_size and best is None:
+            if b.max_depth is not None and depth >= b.max_depth:
+                bound_hit = f"max-depth {b.max_depth}"
+                break
+            for k in range(n):
+                counters[k] = 0
+            replies = pool.gather([("expand", depth, ranks_per_worker[k], deadline) for k in range(n)], on_wait)
+            if any(r[0] for r in replies):  # timed out inside the level
+                st.transitions += int(sum(int(r[2].sum()) for r in replies))
+                st.end_states += int(sum(int((r[3] > 0).sum()) for r in replies))
+                st.fail_fast_ends += int(sum(int((r[3] == 2).sum()) for r in replies))
+                bound_hit = f"timeout {b.timeout:g}s"
+                break
+            merged = pool.gather([("merge", depth)] * n, on_wait)
+            F = frontier_size
+            keys = [m[0] for m in merged]
+            all_keys = np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
+            cands = [(c, k) for k, r in enumerate(replies) for c in r[4]] + [(c, k) for k, m in enumerate(merged) for c in m[1]]
+            cut = None  # the frontier position after which the serial loop would have stopped
+            if b.max_states is not None:
+                newcount = np.bincount(all_keys >> _SH, minlength=F) if len(all_keys) else np.zeros(F, dtype=np.int64)
+                cum = st.states + np.cumsum(newcount)
+                p = int(np.searchsorted(cum, b.max_states, side="left"))
+                if p < F:
+                    cut = p
+            if cut is None:
+                st.transitions += int(sum(int(r[2].sum()) for r in replies))
+                st.end_states += int(sum(int((r[3] > 0).sum()) for r in replies))
+                st.fail_fast_ends += int(sum(int((r[3] == 2).sum()) for r in replies))
+                st.states += len(all_keys)
+            else:
+                for r in replies:
+                    sel = r[1] <= cut
+                    st.transitions += int(r[2][sel].sum())
+                    st.end_states += int((r[3][sel] > 0).sum())
+                    st.fail_fast_ends += int((r[3][sel] == 2).sum())
+                st.states += int((all_keys >> _SH <= cut).sum())
+                cands = [(c, k) for c, k in cands if c[1] <= cut]
+                bound_hit = f"max-states {b.max_states}"
+            if cands:
+                best = min(cands)
+            if bound_hit:
+                break
+            # the serial discovery order of the new states
+            order = np.argsort(all_keys, kind="stable")
+            ranks = np.empty(len(all_keys), dtype=np.int64)
+            ranks[order] = np.arange(len(all_keys), dtype=np.int64)
+            off = 0
+            for k in range(n):
+                ranks_per_worker[k] = ranks[off:off + len(keys[k])]
+                off += len(keys[k])
+            frontier_size = len(all_keys)
+            if frontier_size:
+                depth += 1
+            st.depth = depth
+            now = time.perf_counter()
+            st.seconds = now - t0
+            if deadline is not None and now > deadline and frontier_size and best is None:
+                bound_hit = f"timeout {b.timeout:g}s"
+                break
+            if self.progress and now - last_report[0] > 0.25:
+                last_report[0] = now
+                self.progress(st)
+        st.depth = depth
+        st.seconds = time.perf_counter() - t0
+        if best is not None:
+            return self._result_for(*best)
+        if bound_hit:
+            return Result(BOUND_REACHED, f"bound reached ({bound_hit}) before the state space was exhausted; "
+                                         f"no violation in the {st.states} states explored", st, bound=bound_hit)
+        return Result(HOLDS, "all properties hold within the bounds", st)

@@ -1,0 +1,119 @@
+"""The multi-core explorer (model/parallel.py) answers exactly as the serial Explorer: verdict,
+counts, depth, end-state counts, and the same counterexample, on protocol and pipeline specs."""
+import multiprocessing as mp
+
+import pytest
+
+from lockstep.model.api import BOUND_REACHED, HOLDS, STRANDED, SpecError
+from lockstep.model.checker import Bounds, Explorer
+from lockstep.model.parallel import check, check_parallel, engine_for
+from lockstep.spec.registry import pick_backend, resolve
+
+pytestmark = pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="needs the fork start method")
+
+
+def factory(spec, variant=None, reduction=True, **raw):
+    def make():
+        info, params = resolve(spec, variant, {k: str(v) for k, v in raw.items()})
+        model = info.build(params, variant, pick_backend(info, variant, None))
+        if hasattr(model, "set_liveness"):
+            model.set_liveness(False)
+        if hasattr(model, "set_reduction"):
+            model.set_reduction(reduction)
+        return model
+    return make
+
+
+def summary(r):
+    st = r.stats
+    return (r.verdict, r.message, r.bound, st.states, st.transitions, st.depth, st.end_states, st.fail_fast_ends)
+
+
+def same_as_serial(make, bounds=None, workers=2):
+    serial = Explorer(make(), bounds).run()
+    par = check_parallel(make, bounds, workers)
+    assert summary(par) == summary(serial)
+    assert par.counterexample == serial.counterexample
+    assert par.waiting == serial.waiting
+    assert par.detail == serial.detail
+    return par
+
+
+@pytest.mark.parametrize("reduction", [True, False])
+def test_hardened_tp_holds_with_the_same_counts(reduction):
+    r = same_as_serial(factory("tp", reduction=reduction, ranks=2, chunks=1))
+    assert r.verdict == HOLDS and r.stats.fail_fast_ends > 0
+
+
+def test_tp_variant_gives_the_same_shortest_counterexample():
+    r = same_as_serial(factory("tp", "fm04-throw-after-header"))
+    assert r.verdict == STRANDED and r.counterexample and r.waiting
+
+
+def test_unreduced_pipeline_same_counts():
+    r = same_as_serial(factory("pipeline", reduction=False, stages=3, microbatches=2, capacity=1))
+    assert r.verdict == HOLDS and r.stats.states == 508
+
+
+@pytest.mark.parametrize("bounds", [Bounds(max_states=1000), Bounds(max_depth=7)], ids=["max-states", "max-depth"])
+def test_bounds_stop_where_the_serial_explorer_stops(bounds):
+    # fm02 has more than 1000 states before its violation: the cut falls inside a BFS level, and the
+    # parallel run must count states and transitions up to the same frontier position
+    r = same_as_serial(factory("tp", "fm02-local-recompute"), bounds)
+    assert r.verdict == BOUND_REACHED
+
+
+def test_violation_found_right_at_the_state_bound():
+    # fm08's shortest violation lies in the level where 1000 states are crossed
+    r = same_as_serial(factory("tp", "fm08-adhoc-broadcast"), Bounds(max_states=1000))
+    assert r.verdict != BOUND_REACHED and r.stats.states == 1000
+
+
+def test_symmetry_reduced_counterexample_is_concretized_the_same_way():
+    same_as_serial(factory("tp", "fm03-conditional-collective", ranks=3))
+
+
+def test_three_workers():
+    same_as_serial(factory("tp", "fm04-throw-after-header", reduction=False), workers=3)
+
+
+def test_timeout_is_a_bound():
+    r = check_parallel(factory("pp1", reduction=False, mesh=3), Bounds(timeout=0.5), 2)
+    assert r.verdict == BOUND_REACHED and r.bound == "timeout 0.5s" and r.stats.transitions > 0
+
+
+def test_one_worker_is_the_serial_explorer():
+    make = factory("tp", ranks=2, chunks=1)
+    assert summary(check_parallel(make, None, 1)) == summary(Explorer(make()).run())
+
+
+class Boom:
+    name = "boom"
+
+    def init_states(self):
+        return [0]
+
+    def successors(self, s):
+        if s == 5:
+            raise SpecError("boom.step", ValueError("no"))
+        return [("inc", s + 1), ("inc2", s + 2)]
+
+    def invariant(self, s):
+        return None
+
+    def classify_end(self, s):
+        return None
+
+
+def test_spec_errors_in_a_worker_reach_the_caller():
+    with pytest.raises(SpecError, match="boom.step"):
+        check_parallel(Boom, None, 2)
+    assert not mp.active_children()
+
+
+def test_check_wrapper_keeps_liveness_and_packed_models_single_process():
+    tp = factory("tp", ranks=2, chunks=1)()
+    assert engine_for(tp, liveness=False, workers=2) == "parallel"
+    assert engine_for(factory("pipeline")(), liveness=False, workers=2) == "vectorized"
+    r = check(tp, liveness=False, workers=2)
+    assert summary(r) == summary(Explorer(factory("tp", ranks=2, chunks=1)()).run())
