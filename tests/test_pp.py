@@ -40,7 +40,7 @@ def test_nccl_variants_have_a_hardened_twin_that_fails_fast(variant, fault):
 def test_stale_result_is_dropped_never_emitted():
     r = run("pp1", "om09-no-epoch-fence")
     assert r.verdict == STALE_EMIT
-    assert any(s.get("transition") == "phase_a" and s.get("changed", {}).get("cuts") == 1 for s in r.counterexample)
+    assert any(s.get("transition") == "hard_cut" and s.get("changed", {}).get("cuts") == 1 for s in r.counterexample)
 
 
 def test_liveness_counterexample_is_a_lasso():

@@ -36,7 +36,8 @@ Choices written down (protocols.md §10 leaves them open):
 Faults (at most ``max_faults`` per run): ``raise@preflight`` (rank0 raises in preflight: the chunk is
 dropped), ``missing-override`` (rank0 plans recompute without context frames; the contract rejects it
 in preflight), ``reject@leader`` (the envelope fails the leader's validation), ``raise@result`` (the
-leader's result preflight fails), ``crash`` (any rank dies), ``hang`` (rank0 or the leader wedges).
+leader's result preflight fails), ``tripwire`` (a mesh rank's runtime tripwire fires before Phase B:
+OM-06/08/11/12 in the real system), ``crash`` (any rank dies), ``hang`` (rank0 or the leader wedges).
 
 Liveness: every envelope rank0 handed to its comms thread ends in an emitted result, an explicit
 drop, or rank0's fast failure (weak fairness; see README).
@@ -52,7 +53,7 @@ from ..machine import DEAD, FAILED, HUNG, ActorDef, Protocol, Role, parse_faults
 from ..registry import Param, UsageError, Variant
 from . import kv as KVL
 
-FAULTS = ("raise@preflight", "missing-override", "reject@leader", "raise@result", "crash", "hang")
+FAULTS = ("raise@preflight", "missing-override", "reject@leader", "raise@result", "tripwire", "crash", "hang")
 TAG_HEADER, TAG_META, TAG_TENSORS, TAG_RESULT, TAG_LATENTS = 1, 2, 3, 4, 5
 HEADER_SIG = ("int64", (5,))
 META_SIG = ("uint8", "meta")
@@ -131,48 +132,43 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
         # startup runs under a deadline (monitored_barrier / init timeout): a missing rank fails it fast
         role.op("parity_handshake", "PARITY", "LOAD_OK", lambda c: all_gather("world", ("int64", "parity"), 0), event="parity",
                 timeout=FAILED)
-        role.op("all_reduce_load_ok", "LOAD_OK", "BARRIER", lambda c: all_reduce("world", ("int64", (1,)), 1), timeout=FAILED)
+        role.op("all_reduce_load_ok", "LOAD_OK", "BARRIER", lambda c: all_reduce("world", ("float32", (1,)), 1), timeout=FAILED)
         role.op("startup_barrier", "BARRIER", then, lambda c: barrier("world"), timeout=FAILED,
                 after=(lambda c, d: c.gset(started=True)) if watch else None)
 
     # ---------------------------------------------------------------- rank0 main thread
-    M = Role("stage0", "START", dict(next_chunk=0, call_id=0, cache_epoch=0, start_frame=0, cuts=0, env=None,
+    M = Role("stage0", "START", dict(next_chunk=0, call_id=0, cache_epoch=0, start_frame=0, cuts=0, env=None, needs_init=True,
                                      outstanding=(), emitted=0, dropped=0, stale_dropped=0),
              ids=("call_id", "cache_epoch"), doc="rank0 main thread: Phase A, preflight, D_in; drains D_out, accepts, emits",
              hang_points=("RUN", "JOIN", "ABORT"))
     startup(M, "START", "RUN", skip_new_group=(v == "nonmember-skips-new-group" and pp1), watch=True)
 
     def plans(c):
-        out = []
-        first = c.v.next_chunk == 0
-        for cut in ((False,) if first or c.v.cuts >= cuts_max else (False, True)):
-            start = 0 if (cut or first) else c.v.start_frame
-            for rec in ((False,) if mode == "R1" or start == 0 else (False, True)):
-                out.append((cut, rec))
-        return out
+        return (False,) if mode == "R1" or c.v.needs_init else (False, True)
 
     def phase_a(c):
-        cut, rec = c.choice
-        first = c.v.next_chunk == 0
-        if cut:
-            # hard cut under overlap: flush unsent envelopes (dropped), bump the epoch; in-flight results
-            # are dropped by the fence when they arrive
-            flushed = [e for e in c.g.d_in if e != SENTINEL]
-            keep = tuple(o for o in c.v.outstanding if o not in flushed)
-            c.gset(d_in=())
-            c.set(cache_epoch=c.v.cache_epoch + 1, start_frame=0, cuts=c.v.cuts + 1, outstanding=keep,
-                  dropped=c.v.dropped + len(flushed))
-        start = c.v.start_frame
+        rec = c.choice
         context = None if not rec else ("latent" if mode == "R0" else "rank0")
-        env = Envelope(int(Action.INFER), c.v.call_id + 1, c.v.next_chunk, c.v.cache_epoch, start, cut or first, rec, context,
-                       expected_generator_calls(rec, 1))
+        env = Envelope(int(Action.INFER), c.v.call_id + 1, c.v.next_chunk, c.v.cache_epoch, c.v.start_frame, c.v.needs_init,
+                       rec, context, expected_generator_calls(rec, 1))
         c.set(env=env, call_id=env.call_id)
+
+    def hard_cut(c):
+        # §5.4: stop enqueuing, flush the unsent envelopes (dropped), bump the epoch; the results of envelopes
+        # already sent are still received, and dropped by the epoch fence, before the init_cache envelope goes
+        flushed = [e for e in c.g.d_in if e != SENTINEL]
+        c.gset(d_in=())
+        c.set(cache_epoch=c.v.cache_epoch + 1, start_frame=0, cuts=c.v.cuts + 1, needs_init=True,
+              outstanding=tuple(o for o in c.v.outstanding if o not in flushed), dropped=c.v.dropped + len(flushed))
+    M.local("hard_cut", "RUN", "RUN", guard=lambda c: 0 < c.v.next_chunk < chunks and c.v.cuts < cuts_max and not c.v.needs_init,
+            do=hard_cut, event="hard_cut", doc="a reset request: flush D_in, bump cache_epoch; in-flight results drain stale")
 
     room = lambda c: len(c.g.d_in) < depth
     if v == "queue-no-drain":
         plan_guard = lambda c: c.v.next_chunk < chunks
     else:  # drain-before-fill: never plan while a result waits in D_out, never block on a full D_in
-        plan_guard = lambda c: c.v.next_chunk < chunks and not c.g.d_out and room(c)
+        plan_guard = lambda c: (c.v.next_chunk < chunks and not c.g.d_out and room(c)
+                                and not (c.v.needs_init and c.v.outstanding))  # the cut envelope waits for the drain
     M.local("phase_a", "RUN", "PREFLIGHT", guard=plan_guard, choose=plans, do=phase_a, event="plan",
             doc="plan the chunk (recompute? hard cut?) and materialize the envelope")
 
@@ -192,7 +188,7 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
     def enqueue(c):
         e = c.v.env
         c.gset(d_in=c.g.d_in + (e,))
-        c.set(next_chunk=c.v.next_chunk + 1, start_frame=e.start_frame + 1, outstanding=c.v.outstanding + (e,))
+        c.set(next_chunk=c.v.next_chunk + 1, start_frame=e.start_frame + 1, outstanding=c.v.outstanding + (e,), needs_init=False)
     M.local("preflight_ok_enqueue", "PREFLIGHT", "RUN", guard=lambda c: room(c) and (not checked or contract_ok(c.v.env, mode)),
             do=enqueue, event="preflight_ok", doc="hand the envelope to the comms thread (blocks while D_in is full)")
 
@@ -301,6 +297,7 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
             c.goto("RECV_META")
     Ld.op("recv_header", "WAIT_HEADER", ("RECV_META", "RELAY_NOOP", "RELAY_SHUTDOWN", "DONE", "WAIT_HEADER", FAILED),
           lambda c: recv("world", 0, HEADER_SIG, TAG_HEADER), after=on_header, timeout=watchdog, event="header_recv",
+          on_error=watchdog if pp1 and watchdog else FAILED,
           doc="wait for rank0's next header; the watchdog guards this wait")
     if watchdog:
         if pp1:
@@ -318,7 +315,7 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
           lambda c: recv("world", 0, ("tensors",) + c.v.env.tensors(), TAG_TENSORS))
 
     # validation of the whole envelope, before any mesh_pg collective (protocols.md §3.6 step 4)
-    after_validate = "MESH_HEADER" if v != "om07-leader-throws" else "PHASE_B"
+    after_validate = "MESH_HEADER" if v != "om07-leader-throws" else "MESH_META"
     Ld.local("validate_ok", "VALIDATE", after_validate if pp1 else "PHASE_B",
              guard=lambda c: not checked or contract_ok(c.v.env, mode), event="validate_ok")
     Ld.local("validation_fails", "VALIDATE", "REJECT", fault="reject@leader", event="validation_fail",
@@ -339,11 +336,11 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
         Ld.op("reject_reply", "REJECT", FAILED, reject_result, event="result_sent", timeout=FAILED)
 
     if pp1:
-        Ld.op("mesh_header", "MESH_HEADER", "MESH_META",
+        Ld.op("mesh_header", "MESH_HEADER", "MESH_META" if v != "om07-leader-throws" else "VALIDATE",
               lambda c: broadcast("mesh", 0, MESH_HEADER_SIG, (int(Action.INFER), c.v.call_id)), commit=True,
               timeout=FAILED, event="header_sent", doc="the mesh commitment point")
         Ld.op("mesh_meta", "MESH_META", "MESH_TENSORS", lambda c: broadcast("mesh", 0, META_SIG, c.v.env))
-        Ld.op("mesh_tensors", "MESH_TENSORS", "VALIDATE" if v == "om07-leader-throws" else "PHASE_B",
+        Ld.op("mesh_tensors", "MESH_TENSORS", "PHASE_B",
               lambda c: broadcast("mesh", 0, ("tensors",) + c.v.env.tensors()))
 
     def phase_b(role: Role, src: str, dst: str, wrong_group: bool = False):
@@ -352,6 +349,8 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
             c.set(kv=KVL.apply(c.v.kv, c.v.env.lifecycle(), c.rank, params["ring"], _own_start(c)), calls=0)
         role.local("apply_lifecycle", src, "GENERATE", do=start, event="cache_advance",
                    doc="the KV lifecycle step of the kv spec, driven only by the envelope")
+        role.local("tripwire_fires", src, tripwire_exit(role), fault="tripwire", event="tripwire",
+                   doc="a runtime tripwire (input digest, weight fingerprint, group check) fires before Phase B: crash-only")
         planned = lambda c: _planned_calls(c, v)
         if pp1:
             wrong = lambda c: wrong_group and c.v.calls == 0
@@ -368,6 +367,11 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
                 c.goto(FAILED)
         role.local("call_count_check", "GENERATE", (dst, FAILED), guard=lambda c: c.v.calls >= planned(c), do=count,
                    event="call_count")
+
+    def tripwire_exit(role: Role) -> str:
+        # crash-only, even on the leader: after the mesh commitment point the workers are already in Phase B,
+        # so a terminal ERROR broadcast would pair with their first all_reduce (the checker finds exactly that)
+        return FAILED
 
     def _own_start(c):
         if v == "start-frame-drift" and c.rank == mesh:  # the last mesh rank derives its own start frame

@@ -20,7 +20,8 @@ Modelling choices (written down because the library leaves them open):
   it into a fast failure before the first chunk.
 
 Faults: ``raise@validate``, ``raise@pickle``, ``raise@specs``, ``raise@dtype`` (rank0 raises at
-that preflight step), ``crash`` (any rank dies), ``env-drift``.  At most ``max_faults`` per run.
+that preflight step), ``tripwire`` (a runtime tripwire — input digest, weight fingerprint — fires on a
+rank before Phase B and it exits), ``crash`` (any rank dies), ``env-drift``.  At most ``max_faults`` per run.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ HIDDEN_SIG = ("float32", "hidden")
 PARITY_SIG = ("int64", "parity")
 DIGEST_SIG = ("int64", (1,))
 PREFLIGHT_STEPS = ("validate", "pickle", "specs", "dtype")
-FAULTS = tuple(f"raise@{s}" for s in PREFLIGHT_STEPS) + ("crash", "env-drift")
+FAULTS = tuple(f"raise@{s}" for s in PREFLIGHT_STEPS) + ("tripwire", "crash", "env-drift")
 
 # env = (tp_plan, recompute_every, input_digest): the knobs that change control flow
 ENV_OK = ("v1", 1, 0)
@@ -140,6 +141,8 @@ def build(params: dict, variant: str | None, backend: str) -> Protocol:
                     guard=lambda c: c.v.calls == 0 and c.v.red == 0 and not c.v.adhoc, phase="phaseB",
                     after=lambda c, d: c.set(adhoc=True),
                     doc="planted bug: an in-block broadcast whose shape the worker infers locally")
+        role.local("tripwire_fires", src, FAILED, fault="tripwire", guard=lambda c: c.v.calls == 0 and c.v.red == 0,
+                   event="tripwire", doc="a runtime tripwire (input digest, weight fingerprint) fires before Phase B: crash-only")
         role.op("generator_all_reduce", src, src, lambda c: all_reduce("world", HIDDEN_SIG),
                 guard=(lambda c: c.v.calls < plan_of(c) and (adhoc_shape is None or c.v.adhoc)), after=after_reduce,
                 phase="phaseB", event="generator_call")
