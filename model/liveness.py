@@ -44,8 +44,9 @@ def _cycle_within(edges_from: dict[int, list[tuple[int, object]]], start: int, m
     return []
 
 
-def find_lasso(ex):
-    """Return a LIVENESS Result, or None when the property holds on the explored graph."""
+def find_lasso(ex, fair: bool = True):
+    """Return a LIVENESS Result, or None when the property holds on the explored graph.  With
+    ``fair=False`` any cycle through pending states counts (used to prove absence on a reduced graph)."""
     from .checker import Result
 
     model = ex.model
@@ -77,7 +78,7 @@ def find_lasso(ex):
         always_enabled = frozenset.intersection(*(ex.enabled[u] for u in comp)) - {None}
         stepping = {a for u in comp for v, a in edges_from.get(u, ()) if v in comp}
         unfair = [a for a in always_enabled if a not in stepping]
-        if unfair:
+        if unfair and fair:
             continue
         entry = min(comp, key=lambda u: len(ex.path_to(u)))
         if best is None or len(ex.path_to(entry)) < len(ex.path_to(best[0])):

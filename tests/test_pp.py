@@ -79,3 +79,14 @@ def test_kv_lifecycle_functions_agree_with_the_role():
     assert d.global_end == 3 and d.local_end == 2  # evict/roll: the ring keeps the newest 2 frames
     assert K.franken_check({1: d, 2: d}) is None
     assert "start_frame" in K.franken_check({1: d, 2: d._replace(start_frame=9)})
+
+
+@pytest.mark.parametrize("spec, variant", [("pp0", None), ("pp1", None), ("pp0", "retry-forever"), ("pp1", "retry-forever")])
+def test_liveness_verdict_is_the_same_with_and_without_reduction(spec, variant):
+    """Liveness is proved on the reduced graph when it has no pending cycle; otherwise decided on the full graph."""
+    info, params = resolve(spec, variant, {})
+    reduced = check(info.build(params, variant, "gloo"), reduction=True)
+    full = check(info.build(params, variant, "gloo"), reduction=False)
+    assert reduced.verdict == full.verdict
+    if full.verdict == HOLDS:
+        assert "reduced graph" in reduced.message and reduced.stats.states < full.stats.states
