@@ -89,4 +89,4 @@ def test_liveness_verdict_is_the_same_with_and_without_reduction(spec, variant):
     full = check(info.build(params, variant, "gloo"), reduction=False)
     assert reduced.verdict == full.verdict
     if full.verdict == HOLDS:
-        assert "reduced graph" in reduced.message and reduced.stats.states < full.stats.states
+        assert "reduced graph" in reduced.message and reduced.stats.states <= full.stats.states
