@@ -123,6 +123,8 @@ def trace_swimlane(run, title: str, highlight: tuple[int, int, str] | None = Non
     if highlight is not None:
         r, i, note = highlight
         k = where.get((r, i))
+        if k is None:  # an event the swimlane does not draw: mark the rank's last drawn event before it
+            k = max((v for (rr, ii), v in where.items() if rr == r and ii <= i), default=None)
         if k is not None and k >= 0:
             hl = {"index": k, "note": f"rank {r} event {i}: {note}"}
     ws = run.manifest.get("world_size", len(run.ranks))
@@ -141,7 +143,10 @@ def first_nonconforming(run):
     fn = getattr(conform_check, "first_unexplained", None)
     if fn is None:
         return None, "lockstep.conformance.check has no first_unexplained(run): no event highlighted"
-    hit = fn(run)
+    try:
+        hit = fn(run)
+    except Exception as e:  # noqa: BLE001 - a trace conformance cannot check: draw it without a highlight
+        return None, f"the conformance checker could not check this trace ({e}): no event highlighted"
     if hit is None:
         return None, "conformance accepts this trace"
     return (hit["rank"], hit["i"], hit.get("message", "not explained by the spec")), "conformance rejects this trace"

@@ -53,7 +53,7 @@ from ..machine import DEAD, FAILED, HUNG, ActorDef, Protocol, Role, parse_faults
 from ..registry import Param, UsageError, Variant
 from . import kv as KVL
 
-FAULTS = ("raise@preflight", "missing-override", "reject@leader", "raise@result", "tripwire", "crash", "hang")
+FAULTS = ("raise@preflight", "missing-override", "reject@leader", "raise@result", "tripwire", "env-drift", "crash", "hang")
 TAG_HEADER, TAG_META, TAG_TENSORS, TAG_RESULT, TAG_LATENTS = 1, 2, 3, 4, 5
 HEADER_SIG = ("int64", (5,))
 META_SIG = ("uint8", "meta")
@@ -122,22 +122,28 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
 
     def startup(role: Role, first: str, then: str, skip_new_group: bool = False, watch: bool = False):
         """new_group(mesh) on every rank (a store barrier), parity, load_ok, barrier — same order everywhere."""
+        role.local("load_env", first, "ENV", event="env", doc="read the knobs that change control flow")
+        role.local("env_drift", first, "ENV", fault="env-drift", do=lambda c: c.set(knob=1),
+                   doc="a per-rank knob differs (OM-04, OM-05, C-01): the parity handshake must catch it")
         if not pp1:
-            role.local("no_groups", first, "PARITY", doc="PP0 has no mesh group to create")
+            role.local("no_groups", "ENV", "PARITY", doc="PP0 has no mesh group to create")
         elif skip_new_group:
-            role.local("skip_new_group", first, "PARITY", doc="planted bug: a non-member skips new_group(mesh)")
+            role.local("skip_new_group", "ENV", "PARITY", doc="planted bug: a non-member skips new_group(mesh)")
         else:
-            role.op("new_group_mesh", first, "PARITY", lambda c: barrier("store"), event="new_group", timeout=FAILED,
+            role.op("new_group_mesh", "ENV", "PARITY", lambda c: barrier("store"), event="new_group", timeout=FAILED,
                     doc="new_group is collective over the default group: members and non-members call it")
         # startup runs under a deadline (monitored_barrier / init timeout): a missing rank fails it fast
-        role.op("parity_handshake", "PARITY", "LOAD_OK", lambda c: all_gather("world", ("int64", "parity"), 0), event="parity",
-                timeout=FAILED)
+        def parity(c, envs):
+            if len(set(envs)) != 1:
+                c.goto(FAILED)  # the per-rank diff is printed and every rank exits before the first chunk
+        role.op("parity_handshake", "PARITY", ("LOAD_OK", FAILED), lambda c: all_gather("world", ("int64", "parity"), c.v.knob),
+                after=parity, event="parity", timeout=FAILED)
         role.op("all_reduce_load_ok", "LOAD_OK", "BARRIER", lambda c: all_reduce("world", ("float32", (1,)), 1), timeout=FAILED)
         role.op("startup_barrier", "BARRIER", then, lambda c: barrier("world"), timeout=FAILED,
                 after=(lambda c, d: c.gset(started=True)) if watch else None)
 
     # ---------------------------------------------------------------- rank0 main thread
-    M = Role("stage0", "START", dict(next_chunk=0, call_id=0, cache_epoch=0, start_frame=0, cuts=0, env=None, needs_init=True,
+    M = Role("stage0", "START", dict(knob=0, next_chunk=0, call_id=0, cache_epoch=0, start_frame=0, cuts=0, env=None, needs_init=True,
                                      outstanding=(), emitted=0, dropped=0, stale_dropped=0),
              ids=("call_id", "cache_epoch"), doc="rank0 main thread: Phase A, preflight, D_in; drains D_out, accepts, emits",
              hang_points=("RUN", "JOIN", "ABORT"))
@@ -277,7 +283,7 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
     C.local("discard_on_abort", "PUT", "DONE", guard=lambda c: c.g.abort, do=stop)
 
     # ---------------------------------------------------------------- the leader (mesh group-rank 0)
-    Ld = Role("leader", "START", dict(env=None, kv=KVL.KV(), call_id=-1, chunk_index=-1, cache_epoch=-1, calls=0, tensors=None),
+    Ld = Role("leader", "START", dict(knob=0, env=None, kv=KVL.KV(), call_id=-1, chunk_index=-1, cache_epoch=-1, calls=0, tensors=None),
               doc="global rank 1, mesh group-rank 0: receives and validates the envelope, broadcasts it on mesh_pg",
               hang_points=("WAIT_HEADER", "RESULT_PREFLIGHT"), private=True, observed=("kv",))
     startup(Ld, "START", "WAIT_HEADER")
@@ -369,9 +375,10 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
                    event="call_count")
 
     def tripwire_exit(role: Role) -> str:
-        # crash-only, even on the leader: after the mesh commitment point the workers are already in Phase B,
-        # so a terminal ERROR broadcast would pair with their first all_reduce (the checker finds exactly that)
-        return FAILED
+        # never a mesh broadcast after the mesh commitment point: the workers are already in Phase B and a
+        # terminal ERROR would pair with their first all_reduce (the checker finds exactly that).  The leader
+        # only reports the failure to rank0, which is waiting for this chunk's result, then exits.
+        return "TRIP_REPLY" if role.name == "leader" else FAILED
 
     def _own_start(c):
         if v == "start-frame-drift" and c.rank == mesh:  # the last mesh rank derives its own start frame
@@ -379,6 +386,8 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
         return None
 
     phase_b(Ld, "PHASE_B", "RESULT_PREFLIGHT", wrong_group=(v == "om08-wrong-group"))
+    Ld.op("reject_reply", "TRIP_REPLY", FAILED, reject_result, event="result_sent", timeout=FAILED,
+          doc="the tripwire's ok=False result to rank0 (it waits for this chunk's result), then exit")
     result_msg = lambda c: ResultMsg(True, c.v.call_id, c.v.chunk_index, c.v.cache_epoch, c.v.calls)
     late = v == "result-throw-after-header"
     if not late:
@@ -393,7 +402,7 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
     Ld.op("send_latents", "SEND_LATENTS", "WAIT_HEADER", lambda c: send("world", 0, LATENTS_SIG, None, TAG_LATENTS))
 
     # ---------------------------------------------------------------- mesh workers
-    W = Role("worker", "START", dict(env=None, kv=KVL.KV(), call_id=-1, chunk_index=-1, cache_epoch=-1, calls=0, oob=False),
+    W = Role("worker", "START", dict(knob=0, env=None, kv=KVL.KV(), call_id=-1, chunk_index=-1, cache_epoch=-1, calls=0, oob=False),
              doc="mesh ranks 2..: receive the leader's broadcast, run Phase B on mesh_pg", private=True, observed=("kv",))
     startup(W, "START", "WAIT_HEADER")
 

@@ -1,0 +1,50 @@
+"""``lockstep conform``: check recorded traces of a real run against the spec.
+
+Exit codes: 0 the run conforms, 1 it does not (or Flight Recorder dumps show a mismatch), 2 bad input
+(the message names file, line and field).  ``--json`` prints the stable schema documented in
+docs/conformance.md.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+
+@click.command("conform", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("trace_dir", required=False, type=click.Path())
+@click.option("--spec", "spec", type=click.Choice(["auto", "tp", "pp0", "pp1"]), default="auto", show_default=True,
+              help="the spec to check against (auto: the manifest's topology)")
+@click.option("--flight-recorder", "fr_dir", type=click.Path(), default=None,
+              help="check Flight Recorder dumps (pickle or JSON, versions 2.x) in this directory instead")
+@click.option("--no-checker", is_flag=True, help="for --unsafe runs: do not run the model checker on the variant")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output (docs/conformance.md)")
+def conform(trace_dir, spec, fr_dir, no_checker, as_json):
+    """Replay TRACE_DIR (manifest.json + rank*.jsonl from `lockstep run`) against the spec: CONFORMS,
+    or per rank the first event the spec cannot explain, the spec state there and what was enabled."""
+    from lockstep.conformance import loader
+    from lockstep.conformance.report import render
+
+    try:
+        if fr_dir is not None:
+            from lockstep.conformance import flight
+            rep = flight.check_dir(fr_dir, spec=spec)
+            click.echo(json.dumps(rep, indent=1, sort_keys=True) if as_json else flight.render(rep))
+            sys.exit(0 if rep["ok"] else 1)
+        if trace_dir is None:
+            raise click.UsageError("give TRACE_DIR or --flight-recorder DUMP_DIR")
+        from lockstep.conformance.check import conform_run
+        run = loader.load(trace_dir)
+        rep = conform_run(run, spec=spec, check_variant=not no_checker)
+    except loader.BadInput as e:
+        if as_json:
+            click.echo(json.dumps({"schema": 1, "verdict": "BAD_INPUT", **e.to_dict()}, indent=1, sort_keys=True))
+        else:
+            click.echo(f"lockstep conform: bad input: {e}", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps(rep.to_dict(), indent=1, sort_keys=True, default=str))
+    else:
+        click.echo(render(rep))
+    sys.exit(0 if rep.conforms else 1)

@@ -1,0 +1,212 @@
+"""``conform``: check a recorded run against its spec.
+
+Three layers, each reporting the first thing it cannot explain:
+1. c10d matching (fabric_check.py): the raw comm ops of all ranks, including impl-only ones, match
+   per group (collectives) and per peer pair (p2p); header IDs agree between sender and receivers;
+   identifiers are consistent.
+2. replay (replay.py) of the abstracted observables (mapping.py) against the spec built from the
+   manifest (world size, chunks, steps, hard cuts, the fault's spec faults; backend gloo).
+3. for an ``--unsafe`` run: the replay against the matching spec variant, and the model checker's
+   verdict for that variant; the report says whether the run is an instance of that counterexample
+   class (e.g. ``fm04-throw-after-header: STRANDED``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..spec import registry
+from . import fabric_check, loader, mapping, monitors
+from . import schema as S
+from .replay import Replayer, ReplayResult
+
+SPEC_OF_TOPOLOGY = {"tp": "tp", "pp0": "pp0", "pp1": "pp1"}
+
+
+@dataclass
+class ConformReport:
+    trace_dir: str
+    topology: str
+    spec: str
+    variant: str | None
+    params: dict
+    conforms: bool
+    fabric: list = field(default_factory=list)       # c10d-level mismatches
+    replay: ReplayResult | None = None
+    notes: list = field(default_factory=list)
+    truncated: list = field(default_factory=list)    # ranks whose last line was cut off
+    unsafe: dict | None = None                       # {switch, variant, checker, instance, message}
+
+    def to_dict(self) -> dict:
+        return {"schema": 1, "trace_dir": self.trace_dir, "topology": self.topology, "spec": self.spec,
+                "variant": self.variant, "params": self.params,
+                "verdict": "CONFORMS" if self.conforms else "DOES_NOT_CONFORM",
+                "fabric_mismatches": self.fabric, "replay": self.replay.to_dict() if self.replay else None,
+                "truncated_ranks": self.truncated, "notes": self.notes, "unsafe": self.unsafe}
+
+
+def build_model(spec: str, variant: str | None, params: dict, backend: str = "gloo"):
+    info = registry.load(spec)
+    raw = {k: str(v) for k, v in params.items() if k in info.params}
+    _, p = registry.resolve(spec, variant, raw, backend)
+    return info.build(p, variant, backend), p
+
+
+def conform_run(run: S.RunTrace, spec: str = "auto", budget: int | None = None, check_variant: bool = True,
+                checker_timeout: float = 60.0) -> ConformReport:
+    m = run.manifest
+    topo = m["topology"]
+    if spec == "auto":
+        spec = SPEC_OF_TOPOLOGY[topo]
+    elif spec != SPEC_OF_TOPOLOGY[topo]:
+        raise loader.BadInput(f"--spec {spec} does not fit this run: its manifest says topology {topo!r}",
+                              str(run.path), None, "topology")
+    mapped = mapping.map_run(run)
+    spec_name, variant, params = mapping.spec_params(m, mapped)
+    rep = ConformReport(trace_dir=run.path, topology=topo, spec=spec_name, variant=None, params=params, conforms=False,
+                        notes=list(mapped.notes), truncated=[r for r, tr in run.ranks.items() if tr.truncated])
+    rep.fabric = fabric_check.check(run)
+    # the hardened spec, with the run's fault enabled
+    model, params = build_model(spec_name, None, params)
+    rep.params = params
+    rep.replay = Replayer(model, mapped, budget=budget).run()
+    rep.conforms = rep.replay.conforms and not rep.fabric
+    unsafe = m.get("unsafe") or m["config"].get("unsafe") or ""
+    if unsafe:
+        rep.unsafe = unsafe_report(run, mapped, unsafe, spec_name, params, budget, check_variant, checker_timeout)
+    return rep
+
+
+def unsafe_report(run, mapped, switch: str, spec_name: str, params: dict, budget, check_variant: bool,
+                  checker_timeout: float) -> dict:
+    variant = mapping.UNSAFE_VARIANT.get(switch)
+    out = {"switch": switch, "variant": variant, "checker": None, "replay_class": None, "instance": False, "message": ""}
+    if variant is None:
+        out["message"] = f"--unsafe {switch} has no spec variant: nothing to match it against"
+        return out
+    info = registry.load(spec_name)
+    if variant not in info.variants:
+        out["message"] = f"spec {spec_name} has no variant {variant}"
+        return out
+    vinfo = info.variants[variant]
+    vparams = dict(params)
+    vparams.update({k: v for k, v in vinfo.params.items() if k == "faults" and params.get("faults") == "none"})
+    # the variant replay: on gloo (the run's backend), then, if that reaches no counterexample class, on the
+    # variant's documented backend (e.g. nccl for om07: no PG timeout, so where the gloo run's ranks only time
+    # out the spec is stuck — the checker's STRANDED)
+    doc_backend = registry.pick_backend(info, variant, None)
+    cls = None
+    where = ""
+    for vbackend in dict.fromkeys(("gloo", doc_backend)):
+        vmodel, vparams = build_model(spec_name, variant, dict(vparams), vbackend)
+        vres = Replayer(vmodel, mapped, budget=budget).run()
+        out["variant_backend"] = vbackend
+        if vres.violation is not None:
+            cls = vres.violation["verdict"]
+            where = f"{vres.violation['actor']} line {vres.violation['line']}: {vres.violation['message']}"
+        elif vres.stuck is not None and _ends_match_stuck(vres, mapped):
+            cls = vres.stuck["verdict"]
+            where = vres.stuck["message"]
+        if cls is not None:
+            if vbackend != "gloo":
+                where += f"; variant replayed on its documented backend {vbackend}"
+            break
+    out["replay_class"] = cls
+    mons = monitors.monitor(run)
+    out["monitors"] = mons
+    out["variant_replay"] = vres.to_dict()
+    if check_variant:
+        from ..model.checker import Bounds, check
+        backend = registry.pick_backend(info, variant, None)  # the backend the variant is documented on
+        cm, _ = build_model(spec_name, variant, {**vparams, **vinfo.params}, backend)
+        res = check(cm, Bounds(timeout=checker_timeout))
+        out["checker"] = {"verdict": res.verdict, "message": res.message, "expected": list(vinfo.expected),
+                          "params": {**vparams, **vinfo.params}, "backend": backend}
+        checker_cls = res.verdict
+    else:
+        checker_cls = None
+    classes = {checker_cls} if checker_cls else set(vinfo.expected)
+    if (cls is None or cls not in classes):
+        hit = next((m for m in mons if m["verdict"] in classes), None)
+        if hit is not None:
+            cls = hit["verdict"]
+            where = f"rank {hit['rank']} line {hit['line']}: {hit['message']}; found by the trace monitor, the variant replay " + (
+                f"stops at rank {vres.unexplained[0].rank} line {vres.unexplained[0].line}" if vres.unexplained else "explains the run")
+            out["class_source"] = "monitor"
+        else:
+            out["class_source"] = "replay"
+    else:
+        out["class_source"] = "replay"
+    if cls is not None and cls in classes:
+        out["instance"] = True
+        out["message"] = f"this run is an instance of {variant}: {cls} ({where})"
+    elif cls is not None:
+        out["message"] = (f"the run reaches {cls} under variant {variant}, but the checker's class for it is "
+                          f"{checker_cls or '/'.join(vinfo.expected)} ({where})")
+    else:
+        first = vres.unexplained[0] if vres.unexplained else None
+        out["message"] = (f"the run is not an instance of {variant}: " +
+                          (f"rank {first.rank} line {first.line} ({first.event}) is not explained by the variant either"
+                           if first else "the variant explains it without a violation"))
+    return out
+
+
+def _ends_match_stuck(vres: ReplayResult, mapped) -> bool:
+    """The spec is stuck where the trace goes on only with failures: every observable left per actor
+    is a failed or never-completed op, or the rank's exit/kill (a rank blocked until the PG timeout or
+    the launcher's kill).  That is how a STRANDED/DEADLOCK counterexample looks in a real run."""
+    for u in vres.unexplained:
+        obs = mapped.per_actor.get(_actor_key(u))
+        if obs is None:
+            continue
+        for o in obs[_index_of(obs, u.line - 1):]:
+            if o.kind in ("exit", "crash"):
+                continue
+            if o.op is not None and o.outcome in ("failed", "pending"):
+                continue
+            return False
+    return True
+
+
+def _actor_key(u) -> tuple:
+    label = u.actor
+    th = label.split(".", 1)[1] if "." in label else "main"
+    return (u.rank, th)
+
+
+def _index_of(obs, line0: int) -> int:
+    for k, o in enumerate(obs):
+        if o.line == line0:
+            return k
+    return len(obs)
+
+
+def first_unexplained(run: S.RunTrace, budget: int | None = None) -> dict | None:
+    """The first recorded event conformance rejects, for ``lockstep render --trace``'s highlight:
+    ``{"rank", "i", "message"}`` (``i`` the event's 0-based index in its rank file), or None when the run
+    conforms.  Of the replay's first unexplained event per actor and the c10d-level mismatches, the
+    earliest by timestamp; for an ``--unsafe`` run the hardened spec's verdict (the variant is not
+    replayed, the checker not run)."""
+    mapped = mapping.map_run(run)
+    spec_name, _, params = mapping.spec_params(run.manifest, mapped)
+    model, _ = build_model(spec_name, None, params)
+    res = Replayer(model, mapped, budget=budget).run()
+    fabric = fabric_check.check(run)
+    cands = []
+
+    def t_of(rank: int, i: int) -> float:
+        evs = run.ranks[rank].events if rank in run.ranks else []
+        return evs[i]["t"] if 0 <= i < len(evs) else float("inf")
+
+    for u in res.unexplained:
+        i = u.line - 1
+        why = f"; {u.reasons[0]}" if u.reasons else ""
+        guard = f"; guard false: {u.guards[0]['transition']}: {u.guards[0]['guard']}" if u.guards else ""
+        msg = (f"{u.actor}: {u.event} is not explained by the spec (expects {'/'.join(u.expected) or 'nothing'}; "
+               f"spec state {u.spec_state}{', pending ' + u.waiting_op if u.waiting_op else ''}){why}{guard}")
+        cands.append((t_of(u.rank, i), 0, {"rank": u.rank, "i": i, "message": msg}))
+    for f in fabric:
+        i = f["line"] - 1
+        cands.append((t_of(f["rank"], i), 1, {"rank": f["rank"], "i": i, "message": f"c10d matching: {f['message']}"}))
+    if not cands:
+        return None
+    return min(cands, key=lambda c: (c[0], c[1]))[2]

@@ -1,0 +1,454 @@
+"""Trace-guided replay of a spec: find a spec behaviour whose per-actor projections equal the
+recorded observables (mapping.py), or point at the first observable the spec cannot explain.
+
+A search node is (spec state, per-actor cursor into its observables, per-actor observable of the op
+it has pending, per-actor deferred isends).  From a node only steps consistent with the trace are
+taken:
+- an observed transition (mapping.OBSERVED) must match the actor's next observable: its name, and for
+  an op its kind, group, group-local peer and, where the spec's signature is concrete, dtype and shape;
+- an unobserved transition (Phase A's choice, queue moves, ops the impl does not record) is free;
+- a fabric completion is allowed when every participant's observable completed ok; a peer-error
+  ("e") or timeout ("x") step only when the recorded op failed;
+- ``crash`` only where the rank's trace ends ``killed``; a rank's ``rank_exit`` when its actor is in a
+  terminal state that fits how it exited.
+IDs (chunk_index, cache_epoch) an observable carries must equal the spec's (``bind_ids``).
+
+Order: completions first (they commute with everything), then observable-consuming steps by the
+trace's timestamps, then free steps and deferrals; a depth-first search with a visited set and
+a node budget proportional to the trace backtracks over nondeterministic choices (the plan of a
+chunk is only revealed by its later ops).  Ranks are coupled by their collectives, so the explored
+part stays a thin band around the recorded behaviour: linear in the trace.
+"""
+from __future__ import annotations
+
+import inspect
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..model.api import Violation
+from ..spec.machine import BUILTIN_TERMINAL, DONE, FAILED, Ctx
+from .mapping import CHOICE_OBSERVED, IDS_AFTER, plan_hint, Mapped, Obs, observed_for
+
+FREE, UNOBS = -1, -2  # pend markers: no pending op / a pending op the trace does not record
+
+
+@dataclass
+class Unexplained:
+    """The first observable of an actor the spec could not explain."""
+    rank: int
+    actor: str
+    line: int                     # 1-based line in the rank's file
+    event: str
+    expected: list                # spec transition names that would explain it
+    spec_state: str               # the actor's control state there
+    ids: dict
+    enabled: list                 # transitions enabled for this actor there (names)
+    guards: list                  # [{transition, guard}] for expected transitions whose guard was false
+    reasons: list                 # why a candidate step was refused (op/ids/outcome mismatch)
+    waiting_op: str | None = None
+
+    def to_dict(self) -> dict:
+        return dict(rank=self.rank, actor=self.actor, line=self.line, event=self.event, expected=self.expected,
+                    spec_state=self.spec_state, ids=self.ids, enabled=self.enabled, false_guards=self.guards,
+                    refused=self.reasons, pending_op=self.waiting_op)
+
+
+@dataclass
+class ReplayResult:
+    conforms: bool
+    nodes: int
+    seconds: float
+    observables: int
+    explained: int
+    unexplained: list = field(default_factory=list)        # [Unexplained]
+    violation: dict | None = None      # a spec violation the trace exhibits ({verdict, message, rank, line})
+    stuck: dict | None = None          # the spec is stuck where the trace goes on ({verdict, message, waiting})
+    budget_hit: bool = False
+    end_state: Any = None
+
+    def to_dict(self) -> dict:
+        return dict(conforms=self.conforms, nodes=self.nodes, seconds=round(self.seconds, 3), observables=self.observables,
+                    explained=self.explained, unexplained=[u.to_dict() for u in self.unexplained],
+                    violation=self.violation, stuck=self.stuck, budget_exhausted=self.budget_hit)
+
+
+def bind_ids(family: str, role: str, tname: str, v, g) -> dict | None:
+    """The spec's (chunk_index, cache_epoch) an observable of this transition must carry, or None
+    (no check).  Local transitions are checked before they fire, ops after they complete."""
+    if v is None:
+        return None
+    if family == "tp":
+        if tname in ("heartbeat", "shutdown"):
+            return None
+        if tname in ("preflight_ok", "phase_a@cut"):  # the spec bumps cache_epoch at the commitment point, the impl in Phase A
+            return {"chunk_index": v.chunk_index} if tname == "preflight_ok" else None
+        return {"chunk_index": v.chunk_index, "cache_epoch": v.cache_epoch}
+    if role == "stage0":
+        if tname == "hard_cut":
+            return {"cache_epoch": v.cache_epoch}
+        if tname == "drain_result":
+            if not g.d_out:
+                return None
+            res = g.d_out[0]
+            return {"chunk_index": res.chunk_index, "cache_epoch": res.cache_epoch}
+        if tname == "preflight_ok_enqueue" and v.env is not None:
+            return {"chunk_index": v.env.chunk_index, "cache_epoch": v.env.cache_epoch}
+        return None
+    if role == "comms":
+        if v.env is None:
+            return None
+        return {"chunk_index": v.env.chunk_index, "cache_epoch": v.env.cache_epoch}
+    if role == "worker" and tname == "recv_mesh_header":
+        return None
+    return {"chunk_index": v.chunk_index, "cache_epoch": v.cache_epoch}
+
+
+def _sig_concrete(sig) -> tuple | None:
+    if (isinstance(sig, tuple) and len(sig) == 2 and isinstance(sig[0], str) and isinstance(sig[1], tuple)
+            and all(isinstance(x, int) for x in sig[1])):
+        return sig
+    return None
+
+
+def _guard_text(fn) -> str:
+    try:
+        src = inspect.getsource(fn).strip()
+    except (OSError, TypeError):
+        return getattr(fn, "__name__", "guard")
+    m = re.search(r"guard=(lambda c:.*?)(?:,\s*(?:choose|do|after|event|doc|phase|fault|commit|timeout)=|\)\s*$)", src, re.S)
+    text = m.group(1) if m else src
+    return " ".join(text.split())[:160]
+
+
+class Replayer:
+    def __init__(self, model, mapped: Mapped, budget: int | None = None, seconds: float | None = None):
+        self.model = model
+        model.set_reduction(False)
+        self.mapped = mapped
+        self.family = mapped.family
+        self.actors = model.actors
+        self.seqs: list[list[Obs]] = [mapped.per_actor.get((a.rank, a.thread), []) for a in self.actors]
+        known = {(a.rank, a.thread) for a in self.actors}
+        self.orphans = [(k, v) for k, v in mapped.per_actor.items() if k not in known and v]
+        self.observed = [observed_for(mapped.topology, a.role.name, mapped.produced((a.rank, a.thread))) for a in self.actors]
+        self.total = sum(len(s) for s in self.seqs)
+        self.budget = budget if budget is not None else 200 * self.total + 20000
+        self.seconds = seconds
+        self.rank_actors = model.actors_of_rank
+
+    # ------------------------------------------------------------------ helpers
+    def _op_refusal(self, o: Obs, op, tname: str = "") -> str | None:
+        want = o.op
+        if want is None:
+            return f"the trace has a local event ({o.label}) where the spec issues {op.short()}"
+        if want.get("mixed"):
+            return f"the parts of one {o.label} differ ({want['mixed']})"
+        if op.kind != want["kind"]:
+            return f"op: spec issues {op.kind}, trace has {want['kind']}"
+        if op.group != want["group"]:
+            return f"group: spec issues {op.kind} on {op.group}, trace on {want['group']}"
+        if op.kind in ("broadcast", "send", "recv") and op.peer != want["peer"]:
+            role = {"broadcast": "src", "send": "dst", "recv": "src"}[op.kind]
+            return f"{role}: spec {role}={op.peer}, trace {role}={want['peer']}"
+        sig = _sig_concrete(op.sig)
+        if sig is not None and want.get("dtype") is not None:
+            if sig[0] != want["dtype"] or tuple(sig[1]) != tuple(want["shape"]):
+                return f"signature: spec {sig[0]}{list(sig[1])}, trace {want['dtype']}{list(want['shape'])}"
+        return None
+
+    def _ids_refusal(self, i: int, o: Obs, tname: str, v, g) -> str | None:
+        if not o.ids:
+            return None
+        want = bind_ids(self.family, self.actors[i].role.name, tname, v, g)
+        if want is None:
+            return None
+        bad = {k: (o.ids[k], want[k]) for k in want if k in o.ids and o.ids[k] != want[k]}
+        if bad:
+            return "ids: " + ", ".join(f"{k} trace={a} spec={b}" for k, (a, b) in bad.items())
+        return None
+
+    @staticmethod
+    def _exit_fits(how: str, ctl: str, role) -> bool:
+        role_terminal = ctl not in BUILTIN_TERMINAL and ctl not in role.by_src
+        if how == "clean":
+            return ctl == DONE or role_terminal
+        if how == "exception" and ctl == DONE:
+            # a worker that leaves on the terminal ERROR action: the spec's DONE, the impl raises to exit
+            return True
+        if how in ("exception", "timeout"):
+            return ctl == FAILED or role_terminal
+        return False
+
+    # ------------------------------------------------------------------ search
+    def run(self) -> ReplayResult:
+        t0 = time.perf_counter()
+        model = self.model
+        A = len(self.actors)
+        init = next(iter(model.init_states()))
+        root = (init, (0,) * A, (FREE,) * A, ((),) * A)
+        seen = {root}
+        stack = [(root, None)]
+        best = root
+        best_score = -1
+        best_refusals: dict = {}
+        nodes = 0
+        violation = None
+        stuck = None
+        budget_hit = False
+        seqs = self.seqs
+        while stack:
+            node, it = stack[-1]
+            if it is None:
+                nodes += 1
+                if nodes > self.budget or (self.seconds and nodes % 1000 == 0 and time.perf_counter() - t0 > self.seconds):
+                    budget_hit = True
+                    break
+                state, cur, pend, dfr = node
+                score = sum(cur) - sum(len(d) for d in dfr)
+                if all(cur[i] >= len(seqs[i]) for i in range(A)) and not any(dfr):
+                    res = ReplayResult(True, nodes, time.perf_counter() - t0, self.total, self.total, end_state=state)
+                    return res
+                refusals: dict = {}
+                kids, viol, stk = self._children(node, refusals)
+                if viol is not None and (violation is None or score > violation["_score"]):
+                    violation = dict(viol, _score=score)
+                if stk is not None and (stuck is None or score >= stuck["_score"]):
+                    stuck = dict(stk, _score=score)
+                if score > best_score:
+                    best, best_score, best_refusals = node, score, refusals
+                it = iter(kids)
+                stack[-1] = (node, it)
+            nxt = next(it, None)
+            if nxt is None:
+                stack.pop()
+                continue
+            if nxt in seen:
+                continue
+            seen.add(nxt)
+            stack.append((nxt, None))
+        res = ReplayResult(False, nodes, time.perf_counter() - t0, self.total, max(best_score, 0), budget_hit=budget_hit,
+                           end_state=best[0])
+        res.unexplained = self._explain(best, best_refusals)
+        for v in (violation, stuck):
+            if v is not None:
+                v.pop("_score", None)
+        res.violation, res.stuck = violation, stuck
+        return res
+
+    def _children(self, node, refusals: dict):
+        """Trace-consistent successor nodes, best first; a violation the trace reaches; a stuck spec."""
+        state, cur, pend, dfr = node
+        seqs = self.seqs
+        model = self.model
+        succ = model.raw_successors(state)
+        completions, consuming, free, defer = [], [], [], []
+        viol = stk = None
+        actors_state = state[0]
+
+        def nxt_obs(i):
+            return seqs[i][cur[i]] if cur[i] < len(seqs[i]) else None
+
+        def refuse(i, msg):
+            refusals.setdefault(i, [])
+            if msg not in refusals[i]:
+                refusals[i].append(msg)
+
+        def can_advance(i, o):
+            # a deferred isend must take effect before the trace passes its wait
+            return all(seqs[i][d].defer_until is None or seqs[i][d].defer_until >= o.line for d in dfr[i])
+
+        for action, n in succ:
+            if action is None:
+                if isinstance(n, Violation):
+                    stk = {"verdict": n.verdict, "message": n.message, "waiting": n.detail.get("waiting", [])}
+                continue
+            kind = action[0]
+            if kind == "t":
+                _, i, tidx, ch = action
+                role = self.actors[i].role
+                t = role.transitions[tidx]
+                tname = t.name
+                pred = CHOICE_OBSERVED.get((self.family, role.name, tname))
+                if pred is not None and ch is not None and pred(ch):
+                    tname = tname + "@cut"
+                if tname not in self.observed[i]:
+                    if isinstance(n, Violation):
+                        viol = viol or self._viol(n, i, None)
+                        continue
+                    np_ = pend
+                    if t.op is not None:
+                        np_ = pend[:i] + (UNOBS,) + pend[i + 1:]
+                    # free steps of actors with nothing left to explain go last (TP's stop-request thread:
+                    # taken early it only ends the stream before the trace does)
+                    rank_ = 1 if cur[i] < len(seqs[i]) else 3
+                    if ch is not None:
+                        hint = plan_hint(self.family, role.name, t.name, seqs[i], cur[i])
+                        rank_ = 0 if hint is None or hint == ch else 2
+                    free.append((rank_, (n, cur, np_, dfr)))
+                    continue
+                # observed: the cursor observable, or the first deferred one
+                cands = []
+                o = nxt_obs(i)
+                if o is not None and o.kind == "step" and can_advance(i, o):
+                    cands.append(("cur", cur[i], o))
+                if dfr[i]:
+                    cands.append(("dfr", dfr[i][0], seqs[i][dfr[i][0]]))
+                if not cands:
+                    continue
+                for where, idx, o in cands:
+                    if tname not in o.names:
+                        refuse(i, f"line {o.line + 1} ({o.label}) is explained by {'/'.join(sorted(o.names))}, "
+                                  f"the spec offers {tname}")
+                        continue
+                    if isinstance(n, Violation):
+                        viol = viol or self._viol(n, i, o)
+                        continue
+                    v_before = actors_state[i][1]
+                    if t.op is not None:
+                        why = self._op_refusal(o, n[0][i][2][1], t.name)
+                        if why:
+                            refuse(i, f"line {o.line + 1}: {t.name}: {why}")
+                            continue
+                        np_ = pend[:i] + (idx,) + pend[i + 1:]
+                    else:
+                        if o.op is not None:
+                            refuse(i, f"line {o.line + 1}: the trace has an op ({o.label}) where the spec takes local step {t.name}")
+                            continue
+                        why = self._ids_refusal(i, o, tname, n[0][i][1] if tname in IDS_AFTER else v_before, state[1])
+                        if why is None and o.effect is not None:
+                            nv = n[0][i][1]
+                            accepted = nv is not None and v_before is not None and nv.emitted > v_before.emitted
+                            if accepted != (o.effect == "accepted"):
+                                why = (f"the trace {o.effect} the result, the spec "
+                                       f"{'accepts (emits)' if accepted else 'drops or aborts on'} it")
+                        if why:
+                            refuse(i, f"line {o.line + 1}: {t.name}: {why}")
+                            continue
+                        np_ = pend
+                    if where == "cur":
+                        nc = cur[:i] + (cur[i] + 1,) + cur[i + 1:]
+                        nd = dfr
+                    else:
+                        nc = cur
+                        nd = dfr[:i] + (dfr[i][1:],) + dfr[i + 1:]
+                    consuming.append((o.t, (n, nc, np_, nd)))
+            elif kind in ("m", "p"):
+                idxs = action[2]
+                ok = True
+                for i in idxs:
+                    p = pend[i]
+                    if p >= 0 and seqs[i][p].outcome != "ok":
+                        ok = False
+                        refuse(i, f"line {seqs[i][p].line + 1}: the spec completes {seqs[i][p].label} but the trace shows it "
+                                  f"{'failed' if seqs[i][p].outcome == 'failed' else 'never completed'}")
+                if not ok:
+                    continue
+                if isinstance(n, Violation):
+                    viol = viol or self._viol(n, idxs[0], seqs[idxs[0]][pend[idxs[0]]] if pend[idxs[0]] >= 0 else None)
+                    continue
+                bad = False
+                for i in idxs:
+                    p = pend[i]
+                    if p >= 0:
+                        o = seqs[i][p]
+                        tname = self.actors[i].role.transitions[actors_state[i][2][0]].name
+                        why = self._ids_refusal(i, o, tname, n[0][i][1], n[1])
+                        if why:
+                            refuse(i, f"line {o.line + 1}: {tname}: {why}")
+                            bad = True
+                if bad:
+                    continue
+                np_ = list(pend)
+                for i in idxs:
+                    np_[i] = FREE
+                completions.append((n, cur, tuple(np_), dfr))
+            elif kind in ("e", "x"):
+                i = action[1]
+                p = pend[i]
+                if p >= 0 and seqs[i][p].outcome != "failed":
+                    refuse(i, f"line {seqs[i][p].line + 1}: the spec lets {seqs[i][p].label} "
+                              f"{'fail (peer gone)' if kind == 'e' else 'time out'}, the trace shows it "
+                              f"{'completed' if seqs[i][p].outcome == 'ok' else 'still pending'}")
+                    continue
+                if p == UNOBS and kind == "x":
+                    o = nxt_obs(i)
+                    if o is None or o.kind != "exit":
+                        continue
+                np_ = pend[:i] + (FREE,) + pend[i + 1:]
+                completions.append((n, cur, np_, dfr))
+            elif kind == "crash":
+                r = action[1]
+                idxs = self.rank_actors[r]
+                main = [i for i in idxs if nxt_obs(i) is not None and nxt_obs(i).kind == "crash"]
+                if not main:
+                    continue
+                if any(nxt_obs(i) is not None and i not in main for i in idxs):
+                    continue
+                nc = list(cur)
+                np_ = list(pend)
+                for i in idxs:
+                    if i in main:
+                        nc[i] += 1
+                    np_[i] = FREE
+                consuming.append((nxt_obs(main[0]).t, (n, tuple(nc), tuple(np_), dfr)))
+            # "hang" never matches a recorded trace: the impl records no wedge
+        # virtual exit steps and deferrals
+        for i, (ctl, v, p) in enumerate(actors_state):
+            o = nxt_obs(i)
+            if o is None:
+                continue
+            if o.kind == "exit" and p is None and self._exit_fits(o.how, ctl, self.actors[i].role) and not dfr[i]:
+                same_rank = [j for j in self.rank_actors[self.actors[i].rank] if j != i]
+                if all(actors_state[j][0] in BUILTIN_TERMINAL or actors_state[j][0] not in self.actors[j].role.by_src
+                       for j in same_rank):
+                    consuming.append((o.t, (state, cur[:i] + (cur[i] + 1,) + cur[i + 1:], pend, dfr)))
+            elif o.kind == "exit" and p is None:
+                refuse(i, f"line {o.line + 1}: the rank exits {o.how}, the spec actor is in {ctl}")
+            if o.kind == "step" and o.defer_until is not None and can_advance(i, o):
+                defer.append((state, cur[:i] + (cur[i] + 1,) + cur[i + 1:], pend, dfr[:i] + (dfr[i] + (cur[i],),) + dfr[i + 1:]))
+        if completions:
+            return [completions[0]], viol, stk
+        consuming.sort(key=lambda x: x[0])
+        free.sort(key=lambda x: x[0])
+        return [c for _, c in consuming] + [f for _, f in free] + defer, viol, stk
+
+    def _viol(self, v: Violation, i: int, o: Obs | None) -> dict:
+        a = self.actors[i]
+        return {"verdict": v.verdict, "message": v.message, "rank": a.rank, "actor": a.label,
+                "line": (o.line + 1) if o is not None else None}
+
+    # ------------------------------------------------------------------ report
+    def _explain(self, node, refusals: dict) -> list[Unexplained]:
+        state, cur, pend, dfr = node
+        out = []
+        succ = self.model.raw_successors(state)
+        for i, a in enumerate(self.actors):
+            seq = self.seqs[i]
+            if cur[i] >= len(seq) and not dfr[i]:
+                continue
+            o = seq[dfr[i][0]] if dfr[i] else seq[cur[i]]
+            ctl, v, p = state[0][i]
+            role = a.role
+            enabled = sorted({role.transitions[act[2]].name for act, _ in succ if act is not None and act[0] == "t" and act[1] == i})
+            guards = []
+            ctx = Ctx(v, state[1], self.model.params, a.rank, ctl, self.model, i) if v is not None else None
+            for tidx in role.by_src.get(ctl, ()):
+                t = role.transitions[tidx]
+                if t.name in o.names and t.guard is not None and ctx is not None:
+                    try:
+                        ok = t.guard(ctx)
+                    except Exception:  # noqa: BLE001 - a guard that cannot be evaluated here
+                        ok = None
+                    if ok is False:
+                        guards.append({"transition": t.name, "guard": _guard_text(t.guard)})
+            ids = {k: getattr(v, k) for k in role.ids} if v is not None else {}
+            ev_name = o.label
+            out.append(Unexplained(rank=a.rank, actor=a.label, line=o.line + 1, event=ev_name,
+                                   expected=sorted(o.names), spec_state=ctl, ids=ids, enabled=enabled, guards=guards,
+                                   reasons=refusals.get(i, [])[:6], waiting_op=p[1].short() if p is not None else None))
+        for (r, th), obs in self.orphans:
+            out.append(Unexplained(rank=r, actor=f"rank{r}.{th}", line=obs[0].line + 1, event=obs[0].label, expected=[],
+                                   spec_state="(no such actor in the spec)", ids={}, enabled=[], guards=[], reasons=[]))
+        return out

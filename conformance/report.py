@@ -1,0 +1,49 @@
+"""Text rendering of a conformance report (for people; --json is for CI)."""
+from __future__ import annotations
+
+
+def render(rep) -> str:
+    r = rep.replay
+    lines = []
+    head = f"lockstep conform: {rep.trace_dir}  topology={rep.topology} spec={rep.spec}"
+    lines.append(head)
+    p = rep.params
+    lines.append("  spec params: " + ", ".join(f"{k}={v}" for k, v in sorted(p.items())))
+    for n in rep.notes:
+        lines.append(f"  note: {n}")
+    if rep.truncated:
+        lines.append(f"  note: the last line of rank(s) {', '.join(map(str, rep.truncated))} was cut off (a crashed rank); "
+                     f"its trace ends at the line before")
+    if rep.conforms:
+        lines.append(f"CONFORMS  ({r.observables} observables, {r.nodes} search nodes, {r.seconds:.2f}s)")
+    else:
+        lines.append(f"DOES NOT CONFORM  ({r.explained}/{r.observables} observables explained, {r.nodes} search nodes, "
+                     f"{r.seconds:.2f}s{', search budget exhausted' if r.budget_hit else ''})")
+    for f in rep.fabric[:10]:
+        lines.append(f"  c10d: rank {f['rank']} line {f['line']} field {f['field']}: {f['message']}")
+    if len(rep.fabric) > 10:
+        lines.append(f"  c10d: ... {len(rep.fabric) - 10} more")
+    if not r.conforms:
+        for u in r.unexplained:
+            lines.append(f"  rank {u.rank} ({u.actor}) line {u.line}: {u.event}")
+            lines.append(f"      explained by: {', '.join(u.expected)}")
+            pend = f", waiting in {u.waiting_op}" if u.waiting_op else ""
+            lines.append(f"      spec state: {u.spec_state}{pend}; ids {u.ids}")
+            lines.append(f"      enabled there: {', '.join(u.enabled) or '(nothing)'}")
+            for g in u.guards:
+                lines.append(f"      guard false: {g['transition']}: {g['guard']}")
+            for why in u.reasons[:3]:
+                lines.append(f"      refused: {why}")
+        if r.stuck is not None:
+            lines.append(f"  the spec is stuck there ({r.stuck['verdict']}): {r.stuck['message']}")
+        if r.violation is not None:
+            lines.append(f"  the trace reaches a spec violation ({r.violation['verdict']}) at {r.violation['actor']} line "
+                         f"{r.violation['line']}: {r.violation['message']}")
+    u = rep.unsafe
+    if u:
+        lines.append(f"unsafe switch {u['switch']} (spec variant {u['variant']}):")
+        if u.get("checker"):
+            c = u["checker"]
+            lines.append(f"  model checker on the variant ({c.get('backend', 'gloo')}): {c['verdict']} (documented: {'/'.join(c['expected'])}) - {c['message']}")
+        lines.append(f"  {u['message']}")
+    return "\n".join(lines)
