@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import copyreg
 import gc
+import warnings
 import io
 import multiprocessing as mp
 import os
@@ -90,9 +91,11 @@ def _register_namedtuples() -> None:
     _REG.clear()
     _DISPATCH.clear()
     _DISPATCH.update(copyreg.dispatch_table)
-    for o in gc.get_objects():
-        if isinstance(o, type) and issubclass(o, tuple) and hasattr(o, "_fields"):
-            _REG[id(o)] = o
+    with warnings.catch_warnings():  # touching some library objects (e.g. torch's deprecated aliases) warns
+        warnings.simplefilter("ignore")
+        for o in gc.get_objects():
+            if isinstance(o, type) and issubclass(o, tuple) and "_fields" in o.__dict__:
+                _REG[id(o)] = o
 
 
 def _mk(cid, vals):
