@@ -148,8 +148,9 @@ def check_dumps(dumps: dict[int, dict], groups: dict[str, list[int]]) -> dict:
             have = {r: e for r, e in calls.items() if e is not None}
             missing = [r for r, e in calls.items() if e is None and r in dumps]
             if missing:
+                e0 = next(iter(have.values())) if have else {}
                 first = {"seq": n, "kind": "missing_ranks", "missing": missing, "present": sorted(have),
-                         "op": _op(next(iter(have.values()))) if have else None}
+                         "op": _op(e0) if have else None, "sizes": e0.get("input_sizes"), "dtypes": e0.get("input_dtypes")}
                 break
             ref_r = min(have)
             ref = have[ref_r]
@@ -180,10 +181,13 @@ def check_dumps(dumps: dict[int, dict], groups: dict[str, list[int]]) -> dict:
 
 
 def check_dir(dump_dir: str | Path, spec: str = "auto") -> dict:
+    from . import flight_spec
+
     dumps, groups = load_dir(dump_dir)
     rep = check_dumps(dumps, groups)
     rep["schema"] = 1
     rep["dump_dir"] = str(dump_dir)
+    rep["spec_check"] = flight_spec.match(rep, spec)
     return rep
 
 
@@ -197,5 +201,9 @@ def render(rep: dict) -> str:
                          (f"(missing ranks {fm['missing']})" if fm["kind"] == "missing_ranks" else json.dumps(fm["ranks"])))
     for v in rep["verdicts"]:
         lines.append(f"  {v['verdict']}: {v['message']}")
+    if "spec_check" in rep:
+        from . import flight_spec
+
+        lines.extend(flight_spec.render(rep["spec_check"]))
     lines.append("CONSISTENT" if rep["ok"] else "MISMATCH")
     return "\n".join(lines)

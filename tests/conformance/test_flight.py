@@ -46,6 +46,24 @@ def test_real_unsafe_om07_dumps_stranded(fr_dumps):
     assert "first mismatch" in r.output and "missing ranks [1]" in r.output and "STRANDED" in r.output
 
 
+def test_real_om07_dump_matches_exactly_its_spec_counterexample(fr_dumps):
+    """The collective projection of the recorded hang (rank 2 entered a mesh broadcast inside an envelope,
+    the leader never did) equals the end of exactly one pp1 counterexample: om07-leader-throws.  Variants
+    whose worker waits in a header broadcast (om13, queue-no-drain) end differently."""
+    rep = json.loads(_cli("--flight-recorder", fr_dumps["om07"], "--json").output)
+    sc = rep["spec_check"]
+    assert sc["spec"] == "pp1" and sc["world"] == 3
+    assert sc["projection"] == [{"kind": "missing_ranks", "group": "mesh", "op": ["broadcast"], "present": [2],
+                                 "missing": [1], "at": ["inside"]}]
+    assert [m["variant"] for m in sc["matches"]] == ["om07-leader-throws"]
+    assert sc["matches"][0]["verdict"] == "STRANDED"
+
+
+def test_clean_dump_has_nothing_to_explain(fr_dumps):
+    rep = json.loads(_cli("--flight-recorder", fr_dumps["clean"], "--json").output)
+    assert rep["spec_check"]["projection"] == [] and rep["spec_check"]["matches"] == []
+
+
 def test_gloo_empty_pg_config_rebuilt(fr_dumps, tmp_path):
     # a gloo dump as torch writes it without lockstep's rebuild: empty ranks; the manifest beside it fills them
     d = tmp_path / "fr"

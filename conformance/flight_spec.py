@@ -1,0 +1,132 @@
+"""Flight Recorder dumps against the spec: which planted-bug counterexample a recorded hang is an
+instance of.
+
+Flight Recorder sees collectives only, so the comparison is on the collective projection of how a run
+ended: per group, the ranks that entered the first unmatched collective (and its op kind), and the ranks
+that never did.  Every variant of the spec is model-checked (on its documented backend) and the
+collective projection of its counterexample's end -- the ranks blocked in a collective on that group,
+the op kind, and the ranks they wait for; or, for a mismatch, the group and the differing op kinds -- is
+compared with the dump's.  A variant whose projection equals the dump's is named; none means the
+recorded failure is not one the spec's planted bugs explain.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from ..model.checker import check
+from ..spec.contract import HEADER_SHAPE
+from ..spec.registry import load, pick_backend, resolve
+
+# the spec's header collectives carry the contract's header signature (int64[5])
+HEADER_OP = f"sig=int64,{tuple(HEADER_SHAPE)}"
+
+
+def infer_spec(groups: dict[str, list[int]]) -> str:
+    """pp1 when a process group leaves rank 0 out (the mesh), else tp (PP0 dumps are startup-only)."""
+    world = max((len(m) for m in groups.values()), default=0)
+    if any(0 not in m and len(m) < world for m in groups.values()):
+        return "pp1"
+    return "tp"
+
+
+def _params(spec: str, world: int) -> dict[str, str]:
+    if spec == "tp":
+        return {"ranks": str(world)}
+    if spec == "pp1":
+        return {"mesh": str(world - 1)}
+    return {}
+
+
+@lru_cache(maxsize=8)
+def _variant_shapes(spec: str, world: int) -> tuple:
+    """(variant, verdict, message, shape) for every variant whose counterexample ends in a collective."""
+    info = load(spec)
+    out = []
+    for variant in info.variants:
+        _, params = resolve(spec, variant, _params(spec, world))
+        model = info.build(params, variant, pick_backend(info, variant, None))
+        res = check(model, liveness=False)
+        shape = _shape_of(res)
+        if shape is not None:
+            out.append((variant, res.verdict, res.message, shape))
+    return tuple(out)
+
+
+def _shape_of(res) -> tuple | None:
+    if res.verdict == "COLLECTIVE_MISMATCH" and "group" in res.detail:
+        kinds = frozenset(c.split()[0] for c in res.detail.get("calls", {}).values())
+        return ("mismatch", res.detail["group"], kinds)
+    if res.verdict in ("STRANDED", "DEADLOCK"):
+        blocked = [w for w in res.waiting if w.get("op") and w["op"].split()[0] in
+                   ("broadcast", "all_reduce", "all_gather", "barrier", "monitored_barrier")]
+        if not blocked:
+            return None
+        groups = {w["group"] for w in blocked}
+        if len(groups) != 1:
+            return None
+        (group,) = groups
+        kinds = frozenset(w["op"].split()[0] for w in blocked)
+        present = frozenset(w["rank"] for w in blocked)
+        missing = frozenset(r for w in blocked for r in w["waits_for"])
+        at = frozenset("header" if HEADER_OP in w["op"] else "inside" for w in blocked)
+        return ("missing", group, kinds, present, missing, at)
+    return None
+
+
+def _dump_shapes(rep: dict) -> list[tuple]:
+    out = []
+    for g, info in rep["groups"].items():
+        fm = info.get("first_mismatch")
+        if not fm:
+            continue
+        if fm["kind"] == "missing_ranks":
+            header = fm.get("sizes") == [list(HEADER_SHAPE)] and str(fm.get("dtypes")) in ("['Long']", "['Int64']")
+            out.append(("missing", g, frozenset({fm["op"]}), frozenset(fm["present"]), frozenset(fm["missing"]),
+                        frozenset({"header" if header else "inside"})))
+        elif fm["kind"] == "type":
+            out.append(("mismatch", g, frozenset(str(v).split(":")[-1].split()[0] for v in fm["ranks"].values())))
+        else:
+            out.append(("mismatch", g, None))
+    return out
+
+
+def _same(dump: tuple, spec: tuple) -> bool:
+    if dump[0] != spec[0] or dump[1] != spec[1]:
+        return False
+    if dump[0] == "mismatch":
+        return dump[2] is None or dump[2] == spec[2]
+    # same op kind, the same ranks waiting for the same partners, and at the same place: a header (the
+    # start of a message: the partner never began it) or inside a message (the partner stopped mid-way)
+    return dump[2] <= spec[2] and dump[3] == spec[3] and dump[4] == spec[4] and dump[5] == spec[5]
+
+
+def match(rep: dict, spec: str = "auto") -> dict:
+    """Compare the dump's collective projection with every variant's counterexample."""
+    groups = {g: info["members"] for g, info in rep["groups"].items()}
+    name = infer_spec(groups) if spec == "auto" else spec
+    world = len(rep["ranks"])
+    shapes = _dump_shapes(rep)
+    matches = []
+    if shapes:
+        for variant, verdict, message, shape in _variant_shapes(name, world):
+            if any(_same(d, shape) for d in shapes):
+                matches.append({"variant": variant, "verdict": verdict, "message": message})
+    return {"spec": name, "world": world, "projection": [_jsonable(s) for s in shapes], "matches": matches}
+
+
+def _jsonable(shape: tuple) -> dict:
+    if shape[0] == "missing":
+        return {"kind": "missing_ranks", "group": shape[1], "op": sorted(shape[2]), "present": sorted(shape[3]),
+                "missing": sorted(shape[4]), "at": sorted(shape[5])}
+    return {"kind": "mismatch", "group": shape[1], "ops": sorted(shape[2]) if shape[2] else None}
+
+
+def render(m: dict) -> list[str]:
+    lines = [f"  against spec {m['spec']} (world {m['world']}): "
+             + ("no failure to explain" if not m["projection"] else
+                f"{len(m['matches'])} planted bug(s) end the same way on the collective projection")]
+    for x in m["matches"]:
+        lines.append(f"    this hang is an instance of {x['variant']}: {x['verdict']} ({x['message']})")
+    if m["projection"] and not m["matches"]:
+        lines.append("    no variant of the spec ends this way: a failure the spec's planted bugs do not explain")
+    return lines
