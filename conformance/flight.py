@@ -26,6 +26,11 @@ class _PlainUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a Flight Recorder dump (plain data only)")
 
 
+def loads_plain(raw: bytes):
+    """Unpickle plain data only (no globals): the only way lockstep reads a Flight Recorder pickle."""
+    return _PlainUnpickler(io.BytesIO(raw)).load()
+
+
 def load_dump(path: str | Path) -> dict:
     p = Path(path)
     raw = p.read_bytes()
@@ -36,7 +41,7 @@ def load_dump(path: str | Path) -> dict:
             raise BadInput(f"{p}: not valid JSON ({e})", str(p)) from None
     else:
         try:
-            d = _PlainUnpickler(io.BytesIO(raw)).load()
+            d = loads_plain(raw)
         except Exception as e:  # noqa: BLE001 - any unpickling failure is bad input
             raise BadInput(f"{p}: not a plain-data Flight Recorder pickle ({e})", str(p)) from None
     if not isinstance(d, dict):

@@ -107,7 +107,9 @@ def dump_flight_recorder(fr_dir: str, ctx: Ctx | None, rank: int) -> None:
     try:
         import torch.distributed as dist
         raw = torch._C._distributed_c10d._dump_fr_trace()
-        obj = pickle.loads(raw)  # trusted: produced by this very process a line above
+        from ..conformance.flight import loads_plain
+
+        obj = loads_plain(raw)  # plain data only, as every Flight Recorder dump is read
         if ctx is not None:
             cfgs = dict(obj.get("pg_config") or {})
             for name, info in ctx.world.groups.items():

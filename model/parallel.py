@@ -319,6 +319,8 @@ class _Worker:
                 path = os.path.join(self.tmp, f"{depth}.{h}.{k}")
                 t1 = _cpu()
                 gc.disable()
+                # batches written by a sibling worker of this search into the 0700 directory the parent
+                # created (mkdtemp): our own states, never a user's file
                 with open(path, "rb") as f:
                     items, metas = pickle.load(f)
                 if GC_MODE not in ("off", "level"):

@@ -1,12 +1,12 @@
 """`lockstep run` (the click command in cli/run.py): a real run, usage errors with exit code 2,
 the trace-dir refusal, JSON output and the Flight Recorder dump."""
 import json
-import pickle
 
 import pytest
 from click.testing import CliRunner
 
 from lockstep.cli.run import run
+from lockstep.conformance.flight import load_dump
 from lockstep.conformance import schema as S
 
 
@@ -62,8 +62,7 @@ def test_flight_recorder_dump(tmp_path):
                 "--trace-dir", str(tmp_path / "t"))
     assert r.exit_code == 0, r.output
     for rank in range(3):
-        with open(fr / f"rank{rank}.pkl", "rb") as f:
-            dump = pickle.load(f)  # our own freshly written file in tmp_path
+        dump = load_dump(fr / f"rank{rank}.pkl")
         descs = {v["desc"]: v["ranks"] for v in dump["pg_config"].values()}
         assert descs.get("world") == "[0, 1, 2]"
         if rank > 0:
