@@ -60,9 +60,19 @@ class SpecInfo:
     hardened_expected: tuple[str, ...] = ("HOLDS",)
 
 
+# user specs that stand in for a shipped name in this process (``conform --spec FILE``; loading.py)
+OVERRIDES: dict[str, SpecInfo] = {}
+
+
 def load(name: str) -> SpecInfo:
+    """A shipped spec by name, or any form spec/loading.py accepts (PATH.py[:NAME], module[:NAME],
+    an entry-point name).  Raises UsageError (loading.SpecLoadError) with one line on failure."""
+    if name in OVERRIDES:
+        return OVERRIDES[name]
     if name not in SPEC_MODULES:
-        raise UsageError(f"unknown spec {name!r}; valid specs: {', '.join(available())}")
+        from .loading import load_spec
+
+        return load_spec(name)
     try:
         mod = importlib.import_module(f"lockstep.spec.specs.{name}")
     except ModuleNotFoundError as e:
