@@ -223,6 +223,8 @@ def complete_spec(ctx, param, incomplete: str):
 
 def _spec_in_ctx(ctx) -> SpecInfo | None:
     ref = ctx.params.get("spec")
+    if ref is None:  # click's resilient completion parse may leave the argument unconsumed
+        ref = next((a for a in ctx.args if not a.startswith("-")), None)
     if not ref or ref == "auto":
         return None
     try:
