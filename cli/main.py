@@ -168,8 +168,17 @@ def check(spec, variant, params, backend, max_states, max_depth, timeout, no_red
     if as_json:
         click.echo(dumps(to_json(spec, variant, p, backend, result, not no_reduction)))
     else:
-        click.echo(text(spec, variant, p, backend, result))
+        click.echo(text(spec, variant, p, backend, result, shortest_known=_no_reduction_applied(model, no_reduction)))
     sys.exit(exit_code(result.verdict))
+
+
+def _no_reduction_applied(model, no_reduction: bool) -> bool:
+    """Whether breadth-first order makes the counterexample a shortest one: no partial-order or symmetry
+    reduction took part (asked off, or the model offers none).  Unknown -> False (never claim it)."""
+    if no_reduction:
+        return True
+    por, sym = getattr(model, "_por_on", None), getattr(model, "_sym_on", None)
+    return por is False and sym is False
 
 
 def main():
