@@ -20,7 +20,7 @@ rank wants to stop.
 - ``local-decision-teardown``: as above, but a stopped rank stays alive for its teardown (saving a
   checkpoint, idling until the job ends): STRANDED on every backend.
 """
-from lockstep.model.api import STRANDED
+from lockstep.model.api import INVARIANT, STRANDED
 from lockstep.spec.fabric import Group, all_reduce
 from lockstep.spec.machine import DONE, ActorDef, Protocol, Role
 from lockstep.spec.registry import Param, SpecInfo, Variant
@@ -53,11 +53,21 @@ def trainer(params, variant) -> Role:
     return r
 
 
+def same_stop_epoch(world, state):
+    """A property: ranks that finished training finished at the same epoch (the model they save is the
+    same).  ``state[0]`` holds one (control state, variables, pending op) triple per actor."""
+    epochs = {a.rank: v.epoch for a, (ctl, v, pend) in zip(world.actors, state[0]) if ctl == DONE and v is not None}
+    if len(set(epochs.values())) > 1:
+        return "ranks stopped at different epochs: " + ", ".join(f"rank {r}: {e}" for r, e in sorted(epochs.items()))
+    return None
+
+
 def build(params, variant, backend):
     n = params["ranks"]
     role = trainer(params, variant)
     return Protocol("early-stop", groups={"world": Group("world", tuple(range(n)))}, backend=backend, params=params,
                     variant=variant, actors=[ActorDef(r, "main", role) for r in range(n)],
+                    invariants=[("same-stop-epoch", INVARIANT, same_stop_epoch)],
                     symmetric=tuple(range(n)))  # every rank runs the same role on its own data
 
 
