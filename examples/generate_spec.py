@@ -34,7 +34,7 @@ def decoder(params, variant) -> Role:
     max_tokens = params["max_tokens"]
     r = Role("decoder", "STEP", {"tok": 0, "eos": False}, ids=("tok",))
     # one decode step: gather the weights, run the forward, maybe hit EOS
-    r.op("gather_params", "STEP", "FORWARD", lambda c: all_gather("world", SHARDS, data=c.rank),
+    r.op("gather_params", "STEP", "FORWARD", lambda c: all_gather("world", SHARDS),
          guard=lambda c: not c.v.eos or variant is None)
     r.local("forward", "FORWARD", "SAMPLED", choose=lambda c: (False, True) if not c.v.eos else (True,),
             do=lambda c: c.set(tok=c.v.tok + 1, eos=c.choice or c.v.tok + 1 >= max_tokens),
