@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from ..spec.loading import SpecLoadError, complete_param, complete_spec, complete_variant
+from ..spec.loading import SpecLoadError, build_model, complete_param, complete_spec, complete_variant
 from ..spec.registry import BACKENDS, UsageError, available, load, pick_backend, resolve
 from .params import parse_params
 
@@ -19,42 +19,6 @@ def _load_failed(e: SpecLoadError):
     """A spec that cannot be loaded: one line on stderr, exit 2."""
     click.echo(f"lockstep: {e}", err=True)
     sys.exit(2)
-
-
-def build_model(info, p, variant, backend, spec: str):
-    """``info.build`` with any exception it raises reported as a spec error naming the spec and the
-    line of the spec's code that raised (a UsageError from build stays a usage error)."""
-    from ..model.api import SpecError
-
-    try:
-        return info.build(p, variant, backend)
-    except (UsageError, SpecError):
-        raise
-    except Exception as e:  # noqa: BLE001
-        import traceback
-
-        tb = traceback.extract_tb(e.__traceback__)
-        where = f" at {tb[-1].filename}:{tb[-1].lineno}" if tb else ""
-        raise SpecError(f"{info.name} build{where}", e) from e
-
-
-class LazyGroup(click.Group):
-    """Registers ``run``, ``render`` and ``conform`` from their own modules on first use."""
-
-    lazy = {"run": "lockstep.cli.run", "render": "lockstep.cli.render", "conform": "lockstep.cli.conform"}
-
-    def list_commands(self, ctx):
-        names = set(super().list_commands(ctx))
-        for name, mod in self.lazy.items():
-            if importlib.util.find_spec(mod) is not None:
-                names.add(name)
-        return sorted(names)
-
-    def get_command(self, ctx, name):
-        cmd = super().get_command(ctx, name)
-        if cmd is None and name in self.lazy and importlib.util.find_spec(self.lazy[name]) is not None:
-            cmd = getattr(importlib.import_module(self.lazy[name]), name)
-        return cmd
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -145,7 +109,7 @@ def check(spec, variant, params, backend, max_states, max_depth, timeout, no_red
     try:
         info, p = resolve(spec, variant, parse_params(params), backend)
         backend = pick_backend(info, variant, backend)
-        model = build_model(info, p, variant, backend, spec)
+        model = build_model(info, p, variant, backend)
     except SpecLoadError as e:
         _load_failed(e)
     except UsageError as e:

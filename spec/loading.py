@@ -179,6 +179,21 @@ def _why(e: BaseException, path: Path | None) -> str:
     return f"{verb}: {type(e).__name__}: {e}{where}"
 
 
+def build_model(info: SpecInfo, params: dict, variant: str | None, backend: str):
+    """``info.build`` with any exception it raises reported as a ``SpecError`` naming the spec and the
+    line of the spec's code that raised (a UsageError from build stays a usage error)."""
+    from ..model.api import SpecError
+
+    try:
+        return info.build(params, variant, backend)
+    except (UsageError, SpecError):
+        raise
+    except Exception as e:  # noqa: BLE001
+        tb = traceback.extract_tb(e.__traceback__)
+        where = f" at {tb[-1].filename}:{tb[-1].lineno}" if tb else ""
+        raise SpecError(f"{info.name} build{where}", e) from e
+
+
 # -- conformance: a user spec that describes one of the recorded topologies ----------------------
 CONFORM_TOPOLOGIES = ("tp", "pp0", "pp1")
 

@@ -100,10 +100,11 @@ def pick_backend(info: SpecInfo, variant: str | None, backend: str | None) -> st
     return (info.variants[variant].backend if variant in info.variants else None) or "gloo"
 
 
-def resolve(name: str, variant: str | None, raw_params: dict[str, str], backend: str | None = "gloo"):
-    """Validate user input and return (SpecInfo, params dict).  Raises UsageError naming the valid
-    choices for an unknown variant, parameter or backend."""
-    info = load(name)
+def resolve(name, variant: str | None, raw_params: dict[str, str], backend: str | None = "gloo"):
+    """Validate user input and return (SpecInfo, params dict).  ``name`` is anything ``load`` takes, or a
+    SpecInfo.  Raises UsageError naming the valid choices for an unknown variant, parameter or backend."""
+    info = name if isinstance(name, SpecInfo) else load(name)
+    name = info.name if isinstance(name, SpecInfo) else name
     if variant is not None and variant not in info.variants:
         raise UsageError(f"unknown variant {variant!r} of spec {name}; valid variants: {', '.join(info.variants) or '(none)'}")
     if backend is not None and backend not in BACKENDS:
