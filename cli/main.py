@@ -21,6 +21,25 @@ def _load_failed(e: SpecLoadError):
     sys.exit(2)
 
 
+class LazyGroup(click.Group):
+    """Registers ``run``, ``render`` and ``conform`` from their own modules on first use."""
+
+    lazy = {"run": "lockstep.cli.run", "render": "lockstep.cli.render", "conform": "lockstep.cli.conform"}
+
+    def list_commands(self, ctx):
+        names = set(super().list_commands(ctx))
+        for name, mod in self.lazy.items():
+            if importlib.util.find_spec(mod) is not None:
+                names.add(name)
+        return sorted(names)
+
+    def get_command(self, ctx, name):
+        cmd = super().get_command(ctx, name)
+        if cmd is None and name in self.lazy and importlib.util.find_spec(self.lazy[name]) is not None:
+            cmd = getattr(importlib.import_module(self.lazy[name]), name)
+        return cmd
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="lockstep")
 def cli():
