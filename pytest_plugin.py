@@ -6,7 +6,9 @@ path).  It collects:
 
 - files named ``*_spec.py`` that define a lockstep ``SpecInfo`` (anywhere pytest looks);
 - every ``.py`` file under the paths of the ``lockstep_specs`` ini option
-  (``[tool.pytest.ini_options] lockstep_specs = ["protocols"]``).
+  (``[tool.pytest.ini_options] lockstep_specs = ["protocols"]``)
+
+that mentions ``SPEC`` or ``SpecInfo(`` (helper modules beside the specs are left alone).
 
 Each file yields ``hardened`` (its verdict must be one of the spec's hardened classes, HOLDS unless
 it says otherwise) and one test per variant (its verdict must be one of the variant's documented
@@ -24,6 +26,7 @@ deadline and returns its trace directory (see lockstep.testing.run_world); use i
 from __future__ import annotations
 
 import fnmatch
+import re
 from pathlib import Path
 
 import pytest
@@ -55,10 +58,15 @@ def _under_spec_paths(config, path: Path) -> bool:
     return False
 
 
+_SPEC_TEXT = re.compile(r"\bSPEC\b|SpecInfo\(")
+
+
 def _defines_spec(path: Path) -> bool:
-    """A cheap look before importing a ``*_spec.py`` file: other projects use that name too."""
+    """A cheap look before importing a file: other projects name files ``*_spec.py`` too, and a spec
+    folder may hold helper modules.  A file that mentions neither ``SPEC`` nor ``SpecInfo(`` is not
+    collected; one that does but fails to load is a collection error with one line."""
     try:
-        return "SpecInfo" in path.read_text(errors="replace")
+        return _SPEC_TEXT.search(path.read_text(errors="replace")) is not None
     except OSError:
         return False
 
@@ -66,7 +74,8 @@ def _defines_spec(path: Path) -> bool:
 def pytest_collect_file(file_path: Path, parent):
     if file_path.suffix != ".py" or file_path.name.startswith(("conftest", "__")):
         return None
-    if _under_spec_paths(parent.config, file_path) or (fnmatch.fnmatch(file_path.name, SPEC_GLOB) and _defines_spec(file_path)):
+    wanted = _under_spec_paths(parent.config, file_path) or fnmatch.fnmatch(file_path.name, SPEC_GLOB)
+    if wanted and _defines_spec(file_path):
         return SpecFile.from_parent(parent, path=file_path)
     return None
 
@@ -85,15 +94,15 @@ class SpecFile(pytest.File):
         for variant in [None, *info.variants]:
             item = SpecItem.from_parent(self, name=variant or "hardened", variant=variant, params=params)
             for m in marks:
-                item.add_marker(m)
+                item.add_marker(getattr(pytest.mark, m.name)(*m.args, **m.kwargs))
             yield item
 
-    def repr_failure(self, excinfo, style=None):
+    def repr_failure(self, excinfo):
         from .spec.registry import UsageError
 
         if isinstance(excinfo.value, UsageError):
             return f"lockstep: {excinfo.value}"
-        return super().repr_failure(excinfo, style)
+        return super().repr_failure(excinfo)
 
 
 def _module_of(info):

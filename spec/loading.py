@@ -133,6 +133,9 @@ def _from_file(path: Path, attr: str, ref: str) -> SpecInfo:
     hit = _file_cache.get(key)
     if hit is not None and hit[0] == mtime:
         return hit[1]
+    dotted = _package_module(path)
+    if dotted is not None:  # a module of a package (a shipped spec file): import it by its dotted name
+        return _from_dotted(dotted, attr, ref)
     modname = "lockstep_user_spec_" + path.stem.replace("-", "_") + "_" + hashlib.sha1(str(path).encode()).hexdigest()[:8]
     folder = str(path.parent)
     if folder not in sys.path:
@@ -161,6 +164,16 @@ def _from_file(path: Path, attr: str, ref: str) -> SpecInfo:
     info = _from_module(mod, attr, str(path))
     _file_cache[key] = (mtime, info)
     return info
+
+
+def _package_module(path: Path) -> str | None:
+    """``lockstep.spec.specs.tp`` for lockstep's own spec files (they use relative imports), else None."""
+    import lockstep
+
+    root = Path(lockstep.__file__).resolve().parent
+    if root in path.parents and all((d / "__init__.py").exists() for d in path.parents if root in d.parents or d == root):
+        return "lockstep." + ".".join(path.relative_to(root).with_suffix("").parts)
+    return None
 
 
 def _syntax(e: SyntaxError) -> str:
