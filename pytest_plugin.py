@@ -106,9 +106,9 @@ class SpecFile(pytest.File):
 
 
 def _module_of(info):
-    import sys
+    from .spec.loading import module_of
 
-    return sys.modules.get(getattr(info.build, "__module__", ""), None)
+    return module_of(info)
 
 
 def _marks(mod):

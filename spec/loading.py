@@ -29,6 +29,7 @@ ENTRY_POINT_GROUP = "lockstep.specs"
 DEFAULT_ATTR = "SPEC"
 
 _file_cache: dict[tuple[str, str], tuple[float, SpecInfo]] = {}
+_module_of_spec: dict[int, object] = {}  # id(SpecInfo) -> the module that defined it (files loaded here)
 
 
 class SpecLoadError(UsageError):
@@ -163,7 +164,16 @@ def _from_file(path: Path, attr: str, ref: str) -> SpecInfo:
         raise SpecLoadError(f"{path}: cannot read: {e.strerror or e}") from None
     info = _from_module(mod, attr, str(path))
     _file_cache[key] = (mtime, info)
+    _module_of_spec[id(info)] = mod
     return info
+
+
+def module_of(info: SpecInfo):
+    """The module a spec was loaded from (its module-level settings, e.g. ``pytestmark``), or None."""
+    mod = _module_of_spec.get(id(info))
+    if mod is None:
+        mod = sys.modules.get(getattr(info.build, "__module__", ""), None)
+    return mod
 
 
 def _package_module(path: Path) -> str | None:

@@ -30,7 +30,16 @@ def test_shipped_configuration_behaves_as_documented(spec, variant):
     check_configuration(spec, variant)
 
 
-PLUGIN = ("-p", "lockstep.pytest_plugin")
+def _plugin_args() -> tuple:
+    """Installed (CI: pip install), the pytest11 entry point already loads the plugin as ``lockstep``;
+    from the source tree it must be named with -p (loading it twice is an error)."""
+    from importlib.metadata import entry_points
+
+    installed = any(ep.name == "lockstep" for ep in entry_points(group="pytest11"))
+    return () if installed else ("-p", "lockstep.pytest_plugin")
+
+
+PLUGIN = _plugin_args()
 
 
 def test_fresh_directory_one_test_per_configuration_passes(pytester):
