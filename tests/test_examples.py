@@ -80,6 +80,7 @@ def test_text_counterexample_shows_choices_full_rank_lists_and_search_order():
     assert code == 1 and "steps, shortest):" in out
 
 
+@pytest.mark.slow
 def test_the_guide_runs_as_written():
     """Every `lockstep check examples/...` command in docs/writing-a-spec.md gives the exit status the
     guide says (0 holds, 1 violation)."""

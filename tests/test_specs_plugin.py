@@ -70,6 +70,7 @@ def test_a_variant_that_is_no_longer_caught_fails(pytester):
     r.stdout.fnmatch_lines(["variant worker-skips: expected STRANDED, got HOLDS"])
 
 
+@pytest.mark.slow
 def test_ini_path_marker_params_and_options(pytester):
     d = pytester.mkdir("protocols")
     (d / "early_stop.py").write_text((EXAMPLES / "early_stop_spec.py").read_text()
