@@ -91,10 +91,18 @@ WORLD_TEST = '''
 from lockstep.testing import assert_conforms, assert_instance_of, ProtocolCheckFailed
 import pytest
 
-def test_clean_tp_run_conforms(lockstep_run):
+def test_clean_tp_run_conforms(lockstep_run, tmp_path):
     trace = lockstep_run("tp", world=2, chunks=2)
     rep = assert_conforms(trace)
     assert rep.conforms and (trace / "manifest.json").exists()
+    # a user's spec file for the same topology, through the API and through `lockstep conform --spec`
+    mine = tmp_path / "my_tp.py"
+    mine.write_text("from lockstep.spec.specs.tp import SPEC\\n")
+    assert assert_conforms(trace, spec=str(mine)).conforms
+    import subprocess, sys
+    p = subprocess.run([sys.executable, "-m", "lockstep", "conform", str(trace), "--spec", str(mine)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "CONFORMS" in p.stdout, p.stdout + p.stderr
 
 def test_unsafe_run_is_an_instance_of_its_variant(lockstep_run):
     trace = lockstep_run("tp", world=2, chunks=3, fault="om-01", unsafe="fm04-throw-after-header")
