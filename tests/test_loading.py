@@ -182,5 +182,7 @@ def test_shell_completion_of_specs_variants_and_params(tmp_path, monkeypatch):
     f = spec_file(tmp_path)
     assert completions(["check", f, "--variant"], "") == ["lonely"]
     assert completions(["check"], str(tmp_path) + "/pa") == [f]
+    assert "fm04-throw-after-header" in completions(["render", "tp", "-v"], "fm04")
+    assert completions(["conform", "--spec"], "pp") == ["pp0", "pp1"]
     monkeypatch.chdir(tmp_path)
     assert completions(["list"], "") [-1] == "pair_spec.py"
