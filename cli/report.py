@@ -81,6 +81,38 @@ def _choice(ch) -> str:
     return str(ch)
 
 
+_P2P = ("send ", "recv ")
+_FIFO = "p2p on this backend completes in posting order per rank and group"
+
+
+def _p2p_queues(waiting: list, cex: list) -> dict:
+    """(rank, group) -> the waiting p2p ops of that rank on that group, in the order the counterexample
+    posted them (its ``issued`` steps)."""
+    posted = {s.get("actor"): k for k, s in enumerate(cex) if s.get("issued")}
+    q: dict = {}
+    for w in waiting:
+        if str(w.get("op") or "").startswith(_P2P):
+            q.setdefault((w["rank"], w.get("group")), []).append(w)
+    for ws in q.values():
+        ws.sort(key=lambda w: posted.get(w.get("actor"), -1))
+    return q
+
+
+def _queued(w: dict, queues: dict) -> str:
+    """Why a p2p op waits although its matching op is posted: an earlier p2p op in its own queue, or in
+    the peer's queue ahead of the matching op (nccl's per-rank, per-group order)."""
+    mine = queues.get((w["rank"], w.get("group")), [])
+    pos = next((i for i, o in enumerate(mine) if o is w), None)
+    if pos is None:
+        return "(matching peer)"
+    if pos > 0:
+        return f"its turn: blocked behind rank {w['rank']}'s earlier {mine[pos - 1]['op']} in the same queue ({_FIFO})"
+    heads = [f"rank {r}: {ws[0]['op']}" for (r, g), ws in queues.items() if g == w.get("group") and r != w["rank"] and len(ws) > 1]
+    if heads:
+        return f"its matching op, posted but queued behind the peer's earlier op ({'; '.join(heads)}; {_FIFO})"
+    return "(matching peer)"
+
+
 def text(spec: str, variant: str | None, params: dict, backend: str, result, shortest_known: bool = False) -> str:
     """``shortest_known``: the search ran without any reduction, so breadth-first order makes the
     counterexample a shortest one (the caller knows whether reductions applied)."""
@@ -126,9 +158,10 @@ def text(spec: str, variant: str | None, params: dict, backend: str, result, sho
     if result.waiting:
         lines.append("")
         lines.append("who waits on whom:")
+        queues = _p2p_queues(result.waiting, cex or [])
         for w in result.waiting:
             if w.get("op"):
-                who = ", ".join(f"rank {r} ({s})" for r, s in w.get("partner_status", {}).items()) or "(matching peer)"
+                who = ", ".join(f"rank {r} ({s})" for r, s in w.get("partner_status", {}).items()) or _queued(w, queues)
                 lines.append(f"  rank {w['rank']} {w['role']} in {w['state']}: {w['op']}  -> waits for {who}")
             else:
                 lines.append(f"  rank {w['rank']} {w['role']} in {w['state']}: {w.get('condition', '')}")

@@ -92,3 +92,39 @@ def test_the_guide_runs_as_written():
         p = subprocess.run([sys.executable, "-m", "lockstep", *args.split()[1:]], capture_output=True, text=True,
                            timeout=120, cwd=EXAMPLES.parent)
         assert f"exit {p.returncode}" in want, (cmd, p.stdout[-500:], p.stderr)
+
+
+BATCHED = '''
+from lockstep.spec.fabric import Group, recv, send
+from lockstep.spec.machine import DONE, ActorDef, Protocol, Role
+from lockstep.spec.registry import SpecInfo
+
+SIG = ("fp32", "x")
+
+
+def build(params, variant, backend):
+    def one(kind, peer):
+        r = Role(f"{kind}{peer}", "GO", {"n": 0})
+        r.op(kind, "GO", DONE, lambda c: (send("w", peer, SIG) if kind == "send" else recv("w", peer, SIG)))
+        return r
+    actors = [ActorDef(0, "tx", one("send", 1)), ActorDef(0, "rx", one("recv", 1)),
+              ActorDef(1, "tx", one("send", 0)), ActorDef(1, "rx", one("recv", 0))]
+    return Protocol("batched", groups={"w": Group("w", (0, 1))}, backend=backend, actors=actors)
+
+
+SPEC = SpecInfo(name="batched", description="a sender and a receiver thread on each of two ranks", params={},
+                build=build, variants={})
+'''
+
+
+def test_a_p2p_op_blocked_behind_its_queue_says_so(tmp_path):
+    """On nccl p2p ops complete in posting order per rank and group: the counterexample's last lines
+    name the op each waiting op is queued behind instead of "(matching peer)"."""
+    f = tmp_path / "batched_spec.py"
+    f.write_text(BATCHED)
+    assert check(f)[0] == 0  # gloo matches by tag, in any order
+    code, out, _ = check(f, "--backend", "nccl")
+    assert code == 1 and "verdict: DEADLOCK" in out and "(matching peer)" not in out
+    waits = out.split("who waits on whom:")[1]
+    assert "blocked behind rank 0's earlier send group=w dst=1" in waits or "blocked behind rank 0's earlier recv group=w src=1" in waits
+    assert "queued behind the peer's earlier op (rank 1:" in waits or "queued behind the peer's earlier op (rank 0:" in waits
