@@ -75,6 +75,9 @@ def _spec(spec, variant, params, backend, out, max_states, png):
 
     try:
         r = render_spec(spec, variant, parse_params(params), backend, max_states or DEFAULT_MAX_STATES, png=png)
+    except L.SpecLoadError as e:  # a spec that cannot be loaded: one line, as for check
+        click.echo(f"lockstep: {e}", err=True)
+        sys.exit(2)
     except UsageError as e:
         raise click.UsageError(str(e)) from None
     except (SpecError, DotMissing) as e:

@@ -122,7 +122,7 @@ def test_entry_point_group_registers_a_spec(tmp_path, monkeypatch):
 ])
 def test_a_spec_file_that_cannot_load_is_one_line_exit_2(tmp_path, case, body, expect):
     f = spec_file(tmp_path, "bad_spec.py", body=body)
-    for cmd in (["check", f], ["list", f]):
+    for cmd in (["check", f], ["list", f], ["render", f, "--out", str(tmp_path / "r")]):
         code, out, err = run(*cmd)
         assert code == 2, (case, out, err)
         assert expect in err and str(Path(f).name) in err, err
