@@ -147,9 +147,10 @@ def test_a_spec_that_raises_in_a_transition_names_role_and_transition(tmp_path):
 def test_a_spec_whose_build_raises_is_a_spec_error(tmp_path):
     body = TWO_SPECS.format(extra="", after="").replace('    r = Role("peer"', '    params["missing"]\n    r = Role("peer"')
     f = spec_file(tmp_path, body=body)
-    code, out, err = run("check", f)
-    assert code == 2 and "spec error in pair build at " in err and "KeyError" in err
-    assert len(err.strip().splitlines()) == 1
+    for cmd in (["check", f], ["render", f, "--out", str(tmp_path / "r")]):
+        code, out, err = run(*cmd)
+        assert code == 2 and "spec error in pair build at " in err and "KeyError" in err
+        assert len(err.strip().splitlines()) == 1
 
 
 def test_one_line_through_the_real_entry_point(tmp_path):
