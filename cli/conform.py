@@ -22,7 +22,7 @@ def _spec_ref(v):  # one resolver for every command (spec/loading.py)
 
 
 def _complete(ctx, param, incomplete):
-    from lockstep.spec.loading import complete_spec
+    from lockstep.cli.params import complete_spec
     return [c for c in complete_spec(ctx, param, incomplete) if c.value in ("tp", "pp0", "pp1") or c.type != "plain"
             or c.value.endswith(".py")]
 

@@ -10,9 +10,9 @@ import sys
 
 import click
 
-from ..spec.loading import SpecLoadError, build_model, complete_param, complete_spec, complete_variant
-from ..spec.registry import BACKENDS, UsageError, available, load, pick_backend, resolve
-from .params import parse_params
+from ..spec.loading import SpecLoadError, build_model
+from ..spec.registry import BACKENDS, UsageError, load, pick_backend, resolve
+from .params import complete_param, complete_spec, complete_variant, parse_params
 
 
 def _load_failed(e: SpecLoadError):

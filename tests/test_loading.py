@@ -4,7 +4,6 @@ spec can fail to load or raise."""
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest

@@ -4,7 +4,6 @@ and the plugin itself as a user meets it: a fresh directory with one spec file a
 
 The plugin is registered through the ``pytest11`` entry point when lockstep is installed; these tests
 run lockstep from the source tree, so the inner pytest runs load it with ``-p lockstep.pytest_plugin``."""
-import textwrap
 from pathlib import Path
 
 import pytest
