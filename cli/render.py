@@ -15,8 +15,9 @@ from pathlib import Path
 
 import click
 
+from ..spec import loading as L
 from ..spec.registry import BACKENDS, UsageError
-from .params import parse_params
+from .params import complete_param, complete_spec, complete_variant, parse_params
 
 
 def _out_dir(out: Path | None, what: str) -> Path:
@@ -37,9 +38,9 @@ def _write(out: Path, files: dict, extra: dict | None = None) -> None:
 
 
 @click.command()
-@click.argument("spec", required=False)
-@click.option("--variant", "-v", default=None, help="a planted-bug variant (see `lockstep list`)")
-@click.option("-p", "params", multiple=True, metavar="NAME=VALUE", help="spec parameter (repeatable)")
+@click.argument("spec", required=False, shell_complete=complete_spec)
+@click.option("--variant", "-v", default=None, shell_complete=complete_variant, help="a planted-bug variant (see `lockstep list`)")
+@click.option("-p", "params", multiple=True, metavar="NAME=VALUE", shell_complete=complete_param, help="spec parameter (repeatable)")
 @click.option("--backend", default="gloo", show_default=True, help="backend profile: " + ", ".join(BACKENDS))
 @click.option("--out", "-o", "out", type=click.Path(path_type=Path), default=None,
               help="output directory (created; files of yours in it are never overwritten)")
@@ -74,6 +75,9 @@ def _spec(spec, variant, params, backend, out, max_states, png):
 
     try:
         r = render_spec(spec, variant, parse_params(params), backend, max_states or DEFAULT_MAX_STATES, png=png)
+    except L.SpecLoadError as e:  # a spec that cannot be loaded: one line, as for check
+        click.echo(f"lockstep: {e}", err=True)
+        sys.exit(2)
     except UsageError as e:
         raise click.UsageError(str(e)) from None
     except (SpecError, DotMissing) as e:

@@ -53,10 +53,12 @@ def slug(s: str) -> str:
 
 def _models(info, params, variant, backend):
     """Two instances: the checker may switch reductions on its own copy."""
-    m_explore = info.build(params, variant, backend)
+    from ..spec.loading import build_model  # a build that raises is a SpecError naming the spec and line
+
+    m_explore = build_model(info, params, variant, backend)
     if hasattr(m_explore, "set_reduction"):
         m_explore.set_reduction(False)
-    return m_explore, info.build(params, variant, backend)
+    return m_explore, build_model(info, params, variant, backend)
 
 
 def swimlane_for_result(model, result, title: str) -> Swimlane:
