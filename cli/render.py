@@ -40,7 +40,8 @@ def _write(out: Path, files: dict, extra: dict | None = None) -> None:
 @click.argument("spec", required=False)
 @click.option("--variant", "-v", default=None, help="a planted-bug variant (see `lockstep list`)")
 @click.option("-p", "params", multiple=True, metavar="NAME=VALUE", help="spec parameter (repeatable)")
-@click.option("--backend", default="gloo", show_default=True, help="backend profile: " + ", ".join(BACKENDS))
+@click.option("--backend", default=None, help="backend profile: " + ", ".join(BACKENDS)
+              + " (default: the variant's documented backend, else gloo; the same rule as `lockstep check`)")
 @click.option("--out", "-o", "out", type=click.Path(path_type=Path), default=None,
               help="output directory (created; files of yours in it are never overwritten)")
 @click.option("--max-states", type=click.IntRange(min=1), default=None,

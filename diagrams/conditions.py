@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 import textwrap
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -53,9 +54,11 @@ class Condition:
                     parts.append(f)
             if not parts and g.false_parts:
                 parts.append(g.false_parts[0])
-        shown = [f"{p} [{self.helpers[p]}]" if p in self.helpers else p for p in parts]
+        shown = [plain(f"{p} [{self.helpers[p]}]" if p in self.helpers else p) for p in parts]
         head = " or ".join(shown) or "no transition enabled"
-        vals = [f"{k}: {v}" for k, v in self.reads.items()] + [f"{k}={v}" for k, v in self.constants.items()]
+        text = " ".join(shown)
+        vals = [f"{k}: {v}" for k, v in self.reads.items() if k in text] + [
+            f"{k}={v}" for k, v in self.constants.items() if re.search(rf"\b{re.escape(k)}\b", text)]
         return f"waits until {head}" + (f" ({', '.join(vals)})" if vals else "")
 
     def lines(self) -> list[str]:
@@ -65,6 +68,11 @@ class Condition:
             why = f" — false: {'; '.join(g.false_parts)}" if g.false_parts else ""
             out.append(f"{g.transition}: {g.text}{why}")
         return out
+
+
+def plain(expr: str) -> str:
+    """A guard's text as a reader says it: ``c.g.d_in`` (shared) and ``c.v.x`` (own) as bare names."""
+    return re.sub(r"\bc\.[gv]\.", "", expr)
 
 
 # -- source of a function ---------------------------------------------------------------------------
@@ -282,8 +290,7 @@ def condition(world, state, i: int) -> Condition:
         if g != () and hasattr(g, name):
             cond.reads[name] = show(getattr(g, name))
     for name, val in consts.items():
-        if any(name in gi.text for gi in cond.guards) or any(name in p for gi in cond.guards for p in gi.false_parts):
-            cond.constants[name] = show(val)
+        cond.constants[name] = show(val)
     for j, b in enumerate(world.actors):
         if j == i:
             continue

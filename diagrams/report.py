@@ -20,7 +20,7 @@ vertical-align:top;text-align:left} th{background:#eef2f7}
 .verdict{font-weight:bold} .bad{color:#b00020} .ok{color:#0a7a2f} .warn{color:#b35900}
 .note{background:#fff7e0;border:1px solid #e8c66a;padding:6px 10px;margin:8px 0;font-size:13px}
 .diagram{overflow:auto;border:1px solid #e3e7ee;padding:6px;margin:6px 0 10px;background:#fff}
-.diagram img{display:block;max-width:none}
+.diagram img{display:block;max-width:none} .swimlane svg{display:block}
 img.broken{outline:4px solid #b00020} p.broken-note{background:#b00020;color:#fff;padding:8px}
 tr.cycle td{background:#f1e9fb} tr.fault td{background:#fde3e3} tr.hl td{background:#ffe2c2}
 ul.toc{font-size:13px} .small{font-size:12px;color:#556}
@@ -58,6 +58,27 @@ def h(level: int, text: str, anchor: str | None = None) -> str:
 def p(text: str, cls: str | None = None) -> str:
     c = f' class="{cls}"' if cls else ""
     return f"<p{c}>{escape(text)}</p>"
+
+
+def p_html(html: str, cls: str | None = None) -> str:
+    """A paragraph of already-escaped HTML (links built with ``link``)."""
+    c = f' class="{cls}"' if cls else ""
+    return f"<p{c}>{html}</p>"
+
+
+def inline_svg(svg: str, cls: str = "diagram swimlane") -> str:
+    """An SVG drawn into the page itself, so that its tooltips work and its ids are anchors."""
+    return f'<div class="{cls}">{svg}</div>'
+
+
+def waitfor_table(wf) -> str:
+    """The wait-for edges in full: who, through what, and every guard of a condition."""
+    rows = []
+    for e in wf.edges:
+        src, dst = wf.nodes.get(e.src), wf.nodes.get(e.dst)
+        rows.append([f"{e.src} ({src.state})" if src else e.src, "op" if e.via == "op" else "condition", e.label,
+                     f"{e.dst}: {dst.status}" + (f" in {dst.state}" if dst and dst.state else "") if dst else e.dst, e.detail])
+    return table(["waiting thread", "through", "what", "waits for", "details"], rows, mono_cols=(2,))
 
 
 def note(text: str) -> str:
@@ -126,4 +147,4 @@ def waiting_table(waiting: list[dict]) -> str:
     return table(["rank", "actor", "state", "blocked in", "waits for", "partner status"], rows, mono_cols=(3,))
 
 
-__all__ = ["page", "h", "p", "note", "image", "table", "link", "verdict_line", "steps_table", "waiting_table", "full_text"]
+__all__ = ["page", "h", "p", "p_html", "inline_svg", "waitfor_table", "note", "image", "table", "link", "verdict_line", "steps_table", "waiting_table", "full_text"]

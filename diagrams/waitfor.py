@@ -291,7 +291,7 @@ def figure(wf: WaitFor, title: str) -> graphviz.Digraph:
     for e in wf.edges:
         hot = in_cycle(wf, e) or in_chain(wf, e)
         color = "#b00020" if e.via == "op" else "#6a3d9a"
-        lab = _wrap(("⇢ " if e.via == "op" else "⌛ ") + e.label, 34)
+        lab = _wrap(("⇢ " if e.via == "op" else "until: ") + e.label, 34)
         d.edge(node_id(e.src), node_id(e.dst), lab, color=color, fontcolor=color, id=e.id, tooltip=e.detail or e.label,
                style="solid" if e.via == "op" else "dashed", penwidth="2.4" if hot else "1.2")
     return d
