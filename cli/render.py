@@ -88,9 +88,7 @@ def _spec(spec, variant, params, backend, out, max_states, png):
 
 
 def _trace(trace_dir: Path, out: Path):
-    from ..diagrams import report as R
-    from ..diagrams.swimlane import render as render_swimlane
-    from ..diagrams.trace import first_nonconforming, load, trace_swimlane
+    from ..diagrams.trace import load, render_trace
 
     if not trace_dir.is_dir():
         raise click.UsageError(f"--trace {trace_dir}: expected a run directory holding manifest.json and rank<N>.jsonl")
@@ -102,17 +100,9 @@ def _trace(trace_dir: Path, out: Path):
         sys.exit(2)
     except ValueError as e:  # TraceSchemaError names file, line and field
         raise click.UsageError(f"--trace {trace_dir}: {e}") from None
-    hit, why = first_nonconforming(run)
-    sw = trace_swimlane(run, f"recorded run {trace_dir.name}", hit)
-    files = {"swimlane.svg": render_swimlane(sw).encode()}
-    body = [R.h(1, f"lockstep render — recorded run {trace_dir.name}"),
-            R.p(sw.message, "small"), R.note(why), R.image("swimlane.svg", "trace swimlane"),
-            R.steps_table(sw.steps, highlight=sw.highlight["index"] if sw.highlight else None)]
-    if sw.waiting:
-        body += [R.h(3, "Ops entered and never exited"), R.waiting_table(sw.waiting)]
-    files["index.html"] = R.page(f"lockstep render — {trace_dir.name}", body)
+    files, line = render_trace(run, trace_dir.name)
     _write(out, files)
-    click.echo(why)
+    click.echo(line)
     click.echo(f"wrote {len(files)} files to {out}; open {out / 'index.html'}")
 
 

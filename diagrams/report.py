@@ -6,7 +6,7 @@ which the headless-browser test reads).  No timestamps: the same render gives th
 """
 from __future__ import annotations
 
-from html import escape
+from html import escape  # noqa: F401 - re-exported for pages built elsewhere
 from typing import Any, Iterable
 
 from .swimlane import full_text, ids_text
@@ -24,6 +24,9 @@ vertical-align:top;text-align:left} th{background:#eef2f7}
 img.broken{outline:4px solid #b00020} p.broken-note{background:#b00020;color:#fff;padding:8px}
 tr.cycle td{background:#f1e9fb} tr.fault td{background:#fde3e3} tr.hl td{background:#ffe2c2}
 ul.toc{font-size:13px} .small{font-size:12px;color:#556}
+.summary{border:1px solid #ccd;border-left:6px solid #8a9bb0;padding:4px 12px;margin:10px 0;font-size:13px}
+.summary.bad{border-left-color:#b00020} .summary.ok{border-left-color:#0a7a2f} .summary.expected{border-left-color:#b35900}
+table.verdicts td,table.verdicts th{font-size:13px} tr.fault td.found{color:#b00020;font-weight:bold}
 """
 
 SCRIPT = """
@@ -90,15 +93,20 @@ def image(src: str, alt: str) -> str:
 
 
 def table(headers: list[str], rows: Iterable[Iterable[Any]], row_classes: Iterable[str] | None = None,
-          mono_cols: Iterable[int] = ()) -> str:
+          mono_cols: Iterable[int] = (), raw_cols: Iterable[int] = (), row_ids: Iterable[str] | None = None) -> str:
+    """``raw_cols``: cells that are already HTML (links); ``row_ids``: an id per row (anchors)."""
     mono = set(mono_cols)
+    raw = set(raw_cols)
+    ids = list(row_ids) if row_ids is not None else None
     out = ["<table>", "<tr>" + "".join(f"<th>{escape(x)}</th>" for x in headers) + "</tr>"]
     classes = list(row_classes) if row_classes is not None else None
     for i, r in enumerate(rows):
         cls = f' class="{classes[i]}"' if classes and classes[i] else ""
+        if ids and ids[i]:
+            cls += f' id="{escape(ids[i])}"'
         cells = []
         for j, x in enumerate(r):
-            text = escape("" if x is None else str(x))
+            text = ("" if x is None else str(x)) if j in raw else escape("" if x is None else str(x))
             cells.append(f'<td class="mono">{text}</td>' if j in mono else f"<td>{text}</td>")
         out.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
     out.append("</table>")
@@ -133,7 +141,8 @@ def steps_table(steps: list[dict], cycle_start: int | None = None, highlight: in
         if highlight is not None and i == highlight:
             cls = "hl"
         classes.append(cls)
-    return table(["step", "rank", "actor", "transition", "op", "group", "ids", "more"], rows, classes, mono_cols=(4, 6, 7))
+    return table(["step", "rank", "actor", "transition", "op", "group", "ids", "more"], rows, classes, mono_cols=(4, 6, 7),
+                 row_ids=[f"row-{s.get('step', i + 1)}" for i, s in enumerate(steps)])
 
 
 def waiting_table(waiting: list[dict]) -> str:

@@ -361,7 +361,7 @@ def render(sw: Swimlane) -> str:
         c.add(f'<g class="fold" data-first="{_stepno(sw.steps, i0)}" data-last="{_stepno(sw.steps, i1)}">')
         c.add(f"<title>{escape(label)}</title>")
         c.rect(LEFT - 50, y0_ + 3, inner + 50, FOLD_H - 6, fill="#eceff3", stroke="#9aa5b4", dash="3,2", rx=3)
-        c.text(LEFT - 44, y0_ + 19, f"⋯ #{_stepno(sw.steps, i0)}–#{_stepno(sw.steps, i1)} folded: {label}", size=10,
+        c.text(LEFT - 44, y0_ + 19, f"steps {_stepno(sw.steps, i0)} to {_stepno(sw.steps, i1)} folded: {label}", size=10,
                fill="#445", maxw=inner + 40)
         c.add("</g>")
 
