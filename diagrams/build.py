@@ -72,6 +72,8 @@ def end_of(model, result):
     """(wait-for graph or None, each rank's status at the end or None) of a Protocol's counterexample."""
     if not isinstance(model, Protocol) or not result.counterexample and not result.waiting:
         return None, None
+    if result.cycle_start is not None:  # a lasso: nothing is stuck at its end, it goes round for ever
+        return None, None
     state = WF.end_state(model, result.counterexample)
     status = None
     if state is not None:
@@ -159,6 +161,8 @@ def render_spec(spec: str, variant: str | None = None, raw_params: dict[str, str
             else:
                 rel = out.add_dot(f"roles/{slug(rname)}", role_graph(role, f"{label}: role {rname} ({', '.join(labels)})",
                                                                      g.op_kinds, g.fired), png)
+                out.add_dot(f"roles/{slug(rname)}-failures", role_graph(role, f"{label}: role {rname} ({', '.join(labels)})",
+                                                                        g.op_kinds, g.fired, failures=True), png)
                 shared = False
             out.role_sources[key] = (rel, kinds)
             sections.append(R.h(3, f"role {rname} — {', '.join(labels)}", f"role-{slug(rname)}"))
@@ -166,6 +170,10 @@ def render_spec(spec: str, variant: str | None = None, raw_params: dict[str, str
                 sections.append(R.p("unchanged by this variant: the hardened spec's diagram of this role is shown (linked, not repeated)", "small"))
             if role.doc:
                 sections.append(R.p(role.doc, "small"))
+            sections.append(R.p_html("protocol view below (each state's exits to FAILED on an op error, a timeout or a "
+                                     "fault are one grey line under its name) · "
+                                     + R.link(rel[:-4] + "-failures.svg", "protocol + failures: every exit drawn as an edge"),
+                                     "small"))
             sections.append(R.image(rel, f"state diagram of role {rname}"))
             rows = transition_rows(role, g.op_kinds, g.fired)
             sections.append(R.table(["transition", "from", "to", "issues", "marks", "doc"],

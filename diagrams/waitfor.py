@@ -284,8 +284,8 @@ def figure(wf: WaitFor, title: str) -> graphviz.Digraph:
                 fill = "#eeeeee" if gone else "#fde3e3" if blocked else "white"
                 color = "gray45" if gone else "#b00020" if blocked else "gray30"
                 head = escape(n.label) + (f" · {escape(n.role)}" if n.role and n.role != n.label else "")
-                lab = f'<<B>{head}</B><BR/><FONT POINT-SIZE="9">{escape(n.state or "")}</FONT>' \
-                      f'<BR/><FONT POINT-SIZE="9" COLOR="{color}">{escape(n.status)}</FONT>>'
+                lab = f"<<B>{head}</B>" + "".join(f'<BR/><FONT POINT-SIZE="9"{extra}>{escape(x)}</FONT>'
+                                                  for x, extra in ((n.state, ""), (n.status, f' COLOR="{color}"')) if x) + ">"
                 c.node(node_id(n.id), lab, style="rounded,filled", fillcolor=fill, color=color, id=node_id(n.id),
                        penwidth="2" if blocked else "1")
     for e in wf.edges:
