@@ -85,9 +85,12 @@ def build_gallery(jobs: int | None = None) -> tuple[dict[str, bytes], dict]:
             R.p("Every shipped spec and planted-bug variant, checked and rendered from the specs themselves at default "
                 f"parameters (check bound {CHECK_STATES:,} states, each variant on its documented backend). Each name opens "
                 "its report: role state diagrams and, for a violation, who waits on whom at the end and the "
-                "counterexample swimlane. Regenerate with `lockstep render --gallery`.", "small"),
-            _verdict_table(rows, classes)]
+                "counterexample swimlane. Regenerate with `lockstep render --gallery`.", "small")]
     traces = _trace_pages(files)
+    if traces:
+        body.append(R.p_html("Recorded runs: " + " · ".join(t[0] for t in traces) + " (" + R.link("#traces", "what they show")
+                             + ")", "small"))
+    body.append(_verdict_table(rows, classes))
     if traces:
         body.append(R.h(2, "Recorded runs", "traces"))
         body.append(R.p("Runs of the real implementation (trace schema v1), replayed against the hardened spec.", "small"))

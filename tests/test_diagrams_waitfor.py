@@ -32,6 +32,7 @@ def _edge_ids_by_class(svg, cls: str) -> set[str]:
     return {g.get("id") for g in root.iter(f"{SVG}g") if g.get("class") == cls and g.get("id")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec,variant,verdict,shape", [
     ("pp0", "queue-no-drain", "DEADLOCK", "cycle"),
     ("pp1", "om07-leader-throws", "STRANDED", "chain"),
