@@ -122,10 +122,6 @@ def render_spec(spec: str, variant: str | None = None, raw_params: dict[str, str
     if variant:
         v = info.variants[variant]
         body.append(R.p(f"variant {variant}: {v.description} (documented verdicts: {' or '.join(v.expected)})"))
-    body.append(R.table(["parameter", "value"], [[k, params[k]] for k in params]
-                        + [["backend", backend + _backend_note(info, variant, explicit_backend)],
-                           ["state bound (check)", f"{max_states:,}"], ["state bound (diagrams)", f"{explore_states:,}"]],
-                        mono_cols=(1,)))
     body.append(R.verdict_line(result.verdict, result.message))
     st = result.stats
     body.append(R.p(f"checker: {st.states:,} states, {st.transitions:,} transitions, depth {st.depth}", "small"))
@@ -141,6 +137,11 @@ def render_spec(spec: str, variant: str | None = None, raw_params: dict[str, str
         body.append(R.waitfor_table(wf))
     if violation:
         body.append(R.p_html(R.link("#counterexample", f"→ the counterexample swimlane ({len(result.counterexample)} steps)")))
+    body.append(R.h(2, "Parameters", "parameters"))
+    body.append(R.table(["parameter", "value"], [[k, params[k]] for k in params]
+                        + [["backend", backend + _backend_note(info, variant, explicit_backend)],
+                           ["state bound (check)", f"{max_states:,}"], ["state bound (diagrams)", f"{explore_states:,}"]],
+                        mono_cols=(1,)))
     toc = ['<ul class="toc">']
     sections: list[str] = []
 

@@ -23,7 +23,7 @@ vertical-align:top;text-align:left} th{background:#eef2f7}
 .diagram img{display:block;max-width:none} .swimlane svg{display:block}
 img.broken{outline:4px solid #b00020} p.broken-note{background:#b00020;color:#fff;padding:8px}
 tr.cycle td{background:#f1e9fb} tr.fault td{background:#fde3e3} tr.hl td{background:#ffe2c2}
-ul.toc{font-size:13px} .small{font-size:12px;color:#556}
+#divergence,[id^="step-"],[id^="row-"]{scroll-margin-top:160px} ul.toc{font-size:13px} .small{font-size:12px;color:#556}
 .summary{border:1px solid #ccd;border-left:6px solid #8a9bb0;padding:4px 12px;margin:10px 0;font-size:13px}
 .summary.bad{border-left-color:#b00020} .summary.ok{border-left-color:#0a7a2f} .summary.expected{border-left-color:#b35900}
 table.verdicts td,table.verdicts th{font-size:13px} table.verdicts td:nth-child(-n+5){white-space:nowrap} tr.fault td.found{color:#b00020;font-weight:bold}

@@ -284,10 +284,10 @@ def render_trace(run, name: str) -> tuple[dict[str, bytes], str]:
     if errs:
         body.append(R.h(2, "Errors, faults and the first divergence, in full", "errors"))
         rows = [[R.link(f"#step-{sw.steps[k].get('step')}", str(sw.steps[k].get("step"))), sw.steps[k].get("rank"),
-                 sw.steps[k].get("trace", ""), sw.steps[k].get("transition"), sw.steps[k].get("op") or "",
-                 sw.highlight.get("note") if k == hl else ""] for k in errs]
-        body.append(R.table(["step", "rank", "where", "what", "detail", "conformance"], rows, mono_cols=(2, 4),
-                            raw_cols=(0,)))
+                 sw.steps[k].get("trace", ""), sw.steps[k].get("transition"),
+                 (sw.steps[k].get("op") or "") + (f" — first non-conforming: {sw.highlight.get('note')}" if k == hl else "")]
+                for k in errs]
+        body.append(R.table(["step", "rank", "where", "what", "detail"], rows, mono_cols=(2, 4), raw_cols=(0,)))
     if wf is not None:
         src = source_of(WF.figure(wf, f"recorded run {name}: ops entered and never exited"))
         files["waitfor.gv"] = src.encode()

@@ -182,7 +182,10 @@ def from_spec(world, waiting: list[dict], steps: list[dict], verdict: str = "") 
                 j = _pick_actor(world, state, r, w.get("op"))
                 dst = add_actor(j)
                 if status.get(r) in ("gone", "hung", "idle"):
-                    wf.nodes[dst].status = _status_word(status[r])
+                    ctl = state[0][j][0] if state is not None else ""
+                    how = {"FAILED": "gone: exited with an error", "DEAD": "gone: crashed", "DONE": "gone: finished",
+                           "HUNG": "hung: wedged"}.get(ctl) if status[r] != "idle" else None
+                    wf.nodes[dst].status = how or _status_word(status[r])
                 wf.edges.append(WaitEdge(src, dst, "op", w["op"], f"{w['op']} — waits for rank {r} "
                                                                    f"({(w.get('partner_status') or {}).get(str(r), '')})"))
         elif state is not None:
@@ -198,7 +201,7 @@ def from_spec(world, waiting: list[dict], steps: list[dict], verdict: str = "") 
                 j = label_index[lab]
                 dst = add_actor(j)
                 names = [n for n, who in cond.writers.items() if lab in who]
-                wf.edges.append(WaitEdge(src, dst, "condition", f"{w.get('state')}: {cond.short()}",
+                wf.edges.append(WaitEdge(src, dst, "condition", f"{w.get('state')}: {cond.short().replace('waits until ', 'until ', 1)}",
                                          f"{lab} writes {', '.join(names)}; " + "; ".join(cond.lines())))
     _analyse(wf)
     return wf
@@ -291,7 +294,7 @@ def figure(wf: WaitFor, title: str) -> graphviz.Digraph:
     for e in wf.edges:
         hot = in_cycle(wf, e) or in_chain(wf, e)
         color = "#b00020" if e.via == "op" else "#6a3d9a"
-        lab = _wrap(("⇢ " if e.via == "op" else "until: ") + e.label, 34)
+        lab = _wrap(("⇢ " if e.via == "op" else "") + e.label, 34)
         d.edge(node_id(e.src), node_id(e.dst), lab, color=color, fontcolor=color, id=e.id, tooltip=e.detail or e.label,
                style="solid" if e.via == "op" else "dashed", penwidth="2.4" if hot else "1.2")
     return d

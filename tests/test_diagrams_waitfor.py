@@ -72,7 +72,7 @@ def test_waitfor_edges_for_every_blocked_thread(spec, variant, verdict, shape):
     else:
         # om07: rank 2 waits in the mesh broadcast for the leader (rank 1), which exited
         assert wf.chains == [["rank2", "rank1"]]
-        assert wf.nodes["rank1"].status.startswith("gone")
+        assert wf.nodes["rank1"].status == "gone: exited with an error"
         root = ET.fromstring(swim)
         status = {g.get("data-lane"): g.get("data-status") for g in root.iter(f"{SVG}g") if g.get("class") == "lane-status"}
         assert status["1"].startswith("gone") and status["0"].startswith("gone")  # leader exited, rank0 aborted
