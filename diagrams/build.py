@@ -83,7 +83,8 @@ def end_of(model, result):
             ctls = sorted({state[0][i][0] for i in model.actors_of_rank[r]})
             how = {"FAILED": "exited with an error", "DEAD": "crashed", "DONE": "finished", "HUNG": "wedged"}
             if st in ("gone", "hung"):
-                status[r] = f"{st}: " + ", ".join(how.get(c, c) + f" ({c})" for c in ctls if c in how)
+                worst = next((c for c in ("DEAD", "FAILED", "HUNG", "DONE") if c in ctls), "")
+                status[r] = f"{st}: {how.get(worst, worst)}" + (f" ({worst})" if worst else "")
             elif st == "idle":
                 status[r] = "idle: alive, issues nothing more"
             else:
@@ -212,7 +213,8 @@ def render_spec(spec: str, variant: str | None = None, raw_params: dict[str, str
         sections.append(R.p(f"{len(g.states):,} states (> {FULL_LIMIT}): collapsed by control state per role. A node counts "
                             "the global states in which some actor of the role is in that control state; an edge counts "
                             "the steps that moved an actor between two control states, by transition.", "small"))
-        sections.append(R.image(rel, "state space collapsed by control state per role"))
+        sections.append(R.p_html("Shrunk to the page's width; " + R.link(rel, "open it at full size") + ".", "small"))
+        sections.append(R.image(rel, "state space collapsed by control state per role", fit=True))
     else:
         sections.append(R.p(f"{len(g.states):,} states (> {FULL_LIMIT}) and no role machines to collapse by: steps by actor "
                             "and transition.", "small"))

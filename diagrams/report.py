@@ -20,7 +20,7 @@ vertical-align:top;text-align:left} th{background:#eef2f7}
 .verdict{font-weight:bold} .bad{color:#b00020} .ok{color:#0a7a2f} .warn{color:#b35900}
 .note{background:#fff7e0;border:1px solid #e8c66a;padding:6px 10px;margin:8px 0;font-size:13px}
 .diagram{overflow:auto;border:1px solid #e3e7ee;padding:6px;margin:6px 0 10px;background:#fff}
-.diagram img{display:block;max-width:none} .swimlane svg{display:block}
+.diagram img{display:block;max-width:none} .diagram.fit img{max-width:100%;height:auto} .swimlane svg{display:block}
 img.broken{outline:4px solid #b00020} p.broken-note{background:#b00020;color:#fff;padding:8px}
 tr.cycle td{background:#f1e9fb} tr.fault td{background:#fde3e3} tr.hl td{background:#ffe2c2}
 #divergence,[id^="step-"],[id^="row-"]{scroll-margin-top:160px} ul.toc{font-size:13px} .small{font-size:12px;color:#556}
@@ -88,8 +88,10 @@ def note(text: str) -> str:
     return f'<div class="note">{escape(text)}</div>'
 
 
-def image(src: str, alt: str) -> str:
-    return f'<div class="diagram"><a href="{escape(src)}"><img src="{escape(src)}" alt="{escape(alt)}"></a></div>'
+def image(src: str, alt: str, fit: bool = False) -> str:
+    """``fit``: shrink a very wide drawing to the page's width (the link opens it at full size)."""
+    cls = "diagram fit" if fit else "diagram"
+    return f'<div class="{cls}"><a href="{escape(src)}"><img src="{escape(src)}" alt="{escape(alt)}"></a></div>'
 
 
 def table(headers: list[str], rows: Iterable[Iterable[Any]], row_classes: Iterable[str] | None = None,

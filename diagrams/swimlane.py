@@ -299,7 +299,11 @@ def render(sw: Swimlane) -> str:
     wait_rows = []  # (waiting entry, row top, row height)
     yw = y_end + 24
     for w in sw.waiting:
-        h = ROW_H + (2 * LINE_H if w.get("condition") else 0)
+        h = ROW_H
+        if w.get("condition"):
+            cond = wf.conditions.get(str(w.get("actor"))) if wf is not None else None
+            text = cond.short() if cond is not None else str(w.get("condition"))
+            h += LINE_H * (len(wrap(text, lane_w - 72, FS, 3)) - 1)
         wait_rows.append((w, yw, h))
         yw += h + 6
     n_wait = len(sw.waiting)
@@ -556,7 +560,7 @@ def render(sw: Swimlane) -> str:
                 what = cond.short() if cond is not None else str(w.get("condition"))
                 for j, ln in enumerate(wrap(what, bw - 10, FS, 3)):
                     c.text(x0 + 6, y0 + 16 + LINE_H * (j + 1), ln)
-                line3_y = y0 + 16 + 4 * LINE_H
+                line3_y = y0 + 16 + (len(wrap(what, bw - 10, FS, 3)) + 1) * LINE_H
             else:
                 c.text(x0 + 6, y0 + 16 + LINE_H, "⇢ " + _what(w), maxw=bw - 10)
                 line3_y = y0 + 16 + 2 * LINE_H
@@ -643,7 +647,7 @@ def render(sw: Swimlane) -> str:
 
 def _brief(status: str) -> str:
     """'waiting on a condition' -> 'waiting', 'gone (exited or crashed)' -> 'gone'."""
-    return {"waiting on a condition": "waiting", "blocked in op": "blocked"}.get(status, status.split(" (")[0])
+    return {"waiting on a condition": "waiting", "blocked in op": "blocked"}.get(status, status.split(" (")[0].split(":")[0])
 
 
 def _safe(s) -> str:

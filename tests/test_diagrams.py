@@ -261,12 +261,14 @@ def test_cli_render_trace_bad_dir(tmp_path):
 
 
 # ---- the committed gallery -------------------------------------------------------------------------
+@pytest.mark.slow
 def test_committed_gallery_is_up_to_date():
     from lockstep.diagrams.gallery import GALLERY_DIR, stale
 
     problems = stale(GALLERY_DIR)
-    assert not problems, ("the committed gallery is out of date; run `lockstep render --gallery`:\n  "
-                          + "\n  ".join(problems[:20]))
+    assert not problems, ("the committed gallery is out of date (a spec, a recorded run under diagrams/traces/ or the "
+                          "renderer changed): regenerate it with `python -m lockstep render --gallery` (about a minute) "
+                          "and commit diagrams/gallery/. Differences:\n  " + "\n  ".join(problems[:20]))
 
 
 # ---- looked at: headless Chromium loads the pages with every image -------------------------------------
