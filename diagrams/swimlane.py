@@ -570,8 +570,15 @@ def render(sw: Swimlane) -> str:
             else:
                 outs = []
                 desc = ", ".join(f"{lane_name(t)}" + (f" ({_status(w, t)})" if _status(w, t) else "") for t in _targets(w))
-            c.text(x0 + 6, line3_y, ("waits for " + desc) if desc else str(w.get("reason") or "nobody can make it true"),
-                   fill="#7a0016", maxw=bw - 10)
+            if desc:
+                line3 = "waits for " + desc
+            elif w.get("reason"):
+                line3 = str(w["reason"])
+            elif wf is not None and is_cond:
+                line3 = "no other thread writes what it reads"
+            else:
+                line3 = ""
+            c.text(x0 + 6, line3_y, line3, fill="#7a0016", maxw=bw - 10)
             c.add("</g>")
             # the wait-for edges out of this thread
             ym = y0 + h / 2
