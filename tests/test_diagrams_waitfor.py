@@ -139,12 +139,15 @@ def test_render_trace_long_run_divergence_one_click(tmp_path):
     assert height < 4000  # folded (unfolded: about 9,700 px)
 
 
+@pytest.mark.parametrize("mode", ["spec", "gallery"])
 @pytest.mark.parametrize("where", ["file", "under-file", "proc"])
-def test_render_out_errors_one_line(tmp_path, where):
+def test_render_out_errors_one_line(tmp_path, where, mode):
+    """Refused before any work (the gallery takes a minute to build): one line, exit 2, nothing touched."""
     f = tmp_path / "f"
     f.write_text("x")
     out = {"file": f, "under-file": f / "sub", "proc": Path("/proc/lockstep-render")}[where]
-    r = CliRunner().invoke(render_cmd, ["tp", "--max-states", "50", "--out", str(out)])
+    args = ["tp", "--max-states", "50"] if mode == "spec" else ["--gallery"]
+    r = CliRunner().invoke(render_cmd, args + ["--out", str(out)])
     assert r.exit_code == 2, r.output
     assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1, r.output
     assert f.read_text() == "x"
