@@ -20,7 +20,7 @@ from .swimlane import Swimlane
 
 COLLECTIVE_OPS = frozenset({"broadcast", "all_reduce", "all_gather", "barrier", "monitored_barrier"})
 IDS = ("call_id", "chunk_index", "cache_epoch")
-_SKIP = {"ev", "rank", "i", "t"} | set(IDS)
+_SKIP = {"ev", "rank", "i", "t", "ids"} | set(IDS)
 
 
 def load(trace_dir):
@@ -54,7 +54,11 @@ def run_to_steps(run) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[
         return roles.get(str(r))
 
     def ids(e):
-        return {k: e[k] for k in IDS if k in e}
+        out = {k: e[k] for k in IDS if k in e}
+        lst = e.get("ids")  # comm events: [call_id, chunk_index, cache_epoch] of the message worked on
+        if not out and isinstance(lst, list) and len(lst) == len(IDS) and any(isinstance(x, int) and x >= 0 for x in lst):
+            out = dict(zip(IDS, lst))
+        return out
 
     for e in events:
         r, ev = e["rank"], e["ev"]
@@ -181,6 +185,11 @@ def fold_plan(steps: list[dict], highlight: int | None = None, keep: set[int] | 
     if highlight is not None and 0 <= highlight < n:
         for k in range(max(0, highlight - DIVERGENCE_CONTEXT), min(n, highlight + DIVERGENCE_CONTEXT + 1)):
             shown[k] = True
+        chunk = (steps[highlight].get("ids") or {}).get("chunk_index")
+        if chunk not in (None, -1):  # the chunk the divergence is in stays expanded
+            for k, s in enumerate(steps):
+                if (s.get("ids") or {}).get("chunk_index") == chunk:
+                    shown[k] = True
     for k in list(range(min(3, n))) + list(range(max(0, n - 3), n)):
         shown[k] = True
     out, i = [], 0
