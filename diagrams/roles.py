@@ -48,8 +48,8 @@ def role_graph(role: Role, title: str, op_kinds: dict | None = None, fired: set 
 
     The protocol view (``failures=False``) draws the happy path: every exit of a state to a sink
     through an op error, a timeout or an injected fault is one grey line under that state's name
-    ("on error → FAILED"), not an edge, so nothing crosses the protocol's own edges; self-loops of a
-    state are one edge with one label line each.  ``failures=True`` draws every such exit as an edge."""
+    ("on error → FAILED"), not an edge, so nothing crosses the protocol's own edges; a state's
+    self-loops are one unlabelled loop, their transitions written in the state's box.  ``failures=True`` draws every such exit as an edge."""
     op_kinds = op_kinds or {}
     fired = fired or set()
     d = graphviz.Digraph(f"role_{_id(role.name)}")
@@ -63,6 +63,14 @@ def role_graph(role: Role, title: str, op_kinds: dict | None = None, fired: set 
     d.attr("edge", fontname=FONT, fontsize="9")
     terminal = role.terminal_states()
     exits = _failure_exits(role)
+    # self-loops: one unlabelled loop per state, its transitions written in the state's box (a loop's
+    # label beside the node collides with the edges that come back into it)
+    loop_lines: dict[str, list[str]] = {}
+    for t in role.transitions:
+        if t.src in t.dst and (failures or not _is_failure_edge(t, t.src)):
+            kinds = sorted(op_kinds.get((role.name, t.name), ())) if t.op is not None else []
+            loop_lines.setdefault(t.src, []).append(("⚡ " if t.fault else "") + t.name
+                                                    + (" ⇢ " + " | ".join(kinds) if kinds else ""))
     d.node("__init", "", shape="point", width="0.12")
     for st in role.states():
         attrs = {}
@@ -73,13 +81,9 @@ def role_graph(role: Role, title: str, op_kinds: dict | None = None, fired: set 
             else:
                 attrs.update(style="rounded,filled", fillcolor="honeydew")
         if not failures and st in exits:
-            lines = "".join(f'<BR/><FONT POINT-SIZE="8" COLOR="gray40">on error → {escape(sink)}</FONT>'
-                            for sink in sorted(exits[st]))
-            attrs["label"] = f"<{escape(st)}{lines}>"
             attrs["tooltip"] = "; ".join(f"{sink}: " + ", ".join(names) for sink, names in sorted(exits[st].items()))
-            d.node(_id(st), **attrs)
-        else:
-            d.node(_id(st), st, **attrs)
+        attrs["label"] = _state_label(st, [] if failures else sorted(exits.get(st, ())), loop_lines.get(st, []))
+        d.node(_id(st), **attrs)
     d.edge("__init", _id(role.init))
     loops: dict[str, list[tuple[str, dict]]] = {}
     error_paths: dict[tuple[str, str], list[str]] = {}
@@ -118,9 +122,8 @@ def role_graph(role: Role, title: str, op_kinds: dict | None = None, fired: set 
         if failures and t.op is not None and t.on_error not in t.dst:
             error_paths.setdefault((t.src, t.on_error), []).append(t.name)
     for st, items in loops.items():
-        lab = "\n".join(x[0].replace("\n", " ") for x in items)
         attrs = dict(items[0][1]) if len(items) == 1 else {}
-        d.edge(_id(st), _id(st), lab, **attrs)
+        d.edge(_id(st), _id(st), tooltip="; ".join(x[0].replace("\n", " ") for x in items), **attrs)
     for (src, dst), names in sorted(error_paths.items()):
         d.edge(_id(src), _id(dst), "op error", color="gray55", fontcolor="gray45", penwidth="0.7", arrowhead="empty",
                tooltip=", ".join(names), constraint="false")
@@ -131,6 +134,12 @@ def role_graph(role: Role, title: str, op_kinds: dict | None = None, fired: set 
             for sink in sorted({k for v in exits.values() for k in v}):
                 sub.node(_id(sink))
     return d
+
+
+def _state_label(st: str, sinks: list[str], loops: list[str]) -> str:
+    lines = "".join(f'<BR/><FONT POINT-SIZE="8">↻ {escape(x)}</FONT>' for x in loops)
+    lines += "".join(f'<BR/><FONT POINT-SIZE="8" COLOR="gray40">on error → {escape(sink)}</FONT>' for sink in sinks)
+    return f"<{escape(st)}{lines}>"
 
 
 def transition_rows(role: Role, op_kinds: dict | None = None, fired: set | None = None, explored: bool = True) -> list[dict]:
