@@ -285,6 +285,7 @@ def _dump_dom(page: Path) -> tuple[str, str]:
     return p.stdout, p.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
 def test_index_html_loads_in_headless_chromium(tmp_path):
     out = tmp_path / "out"
