@@ -105,6 +105,9 @@ def end_state(world, steps: list[dict]):
     def norm(x):
         return json.loads(json.dumps(x, default=str))
 
+    # without symmetry and partial-order reduction (the caller switches them off) successors are
+    # the raw ones; raw_successors is used when the world has it
+    succ = getattr(world, "raw_successors", None) or world.successors
     try:
         cur = next(iter(world.init_states()))
     except Exception:  # noqa: BLE001
@@ -114,7 +117,7 @@ def end_state(world, steps: list[dict]):
             break
         want = norm(step)
         pick = None
-        for a, n in world.raw_successors(cur):
+        for a, n in succ(cur):
             if a is None:
                 continue
             if _same(norm(world.describe(cur, a, n)), want):
