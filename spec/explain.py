@@ -42,7 +42,7 @@ class Explanation:
         return {k: getattr(b, k) for k in a._fields if getattr(a, k) != getattr(b, k)}
 
     def describe(self, state, action, nxt) -> dict:
-        actors, g, fu = state
+        actors, g, fu = state[:3]
         nactors = nxt[0] if isinstance(nxt, tuple) else None
         ng = nxt[1] if isinstance(nxt, tuple) else None
         d: dict[str, Any] = {"rank": None, "role": None, "actor": None, "transition": None, "op": None, "group": None,

@@ -36,6 +36,8 @@ class Transition:
     quiescent: bool = False
     event: str | None = None
     doc: str = ""
+    timeout_kind: str | None = None  # "recovers" | "hangs": what an op's timeout= means (fabric docs)
+    timeout_s: float | None = None   # the op timeout's duration; over a minute it hangs unless declared
 
     @property
     def targets(self) -> tuple[str, ...]:

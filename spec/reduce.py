@@ -35,7 +35,7 @@ class Reductions:
         commute with every other process's steps, nothing else can enable or disable them (the role is
         private), a fault can only end that actor in the same normalized state, and no property reads
         what they change: every stuck state, end state, invariant and edge violation stays reachable."""
-        actors, g, fu = state
+        actors, g, fu = state[:3]
         faults_left = fu < self.max_faults
         by_actor: dict[int, list] = {}
         for st in normal:
@@ -78,7 +78,7 @@ class Reductions:
 
     def canonical(self, state):
         """The orbit representative: the interchangeable actors' states sorted."""
-        actors, g, fu = state
+        actors, g, fu = state[:3]
         sym = self.symmetric
         part = sorted((actors[i] for i in sym), key=self._order_key)
         if all(actors[i] is p for i, p in zip(sym, part)):
@@ -86,7 +86,7 @@ class Reductions:
         nl = list(actors)
         for i, p in zip(sym, part):
             nl[i] = p
-        return WorldState(tuple(nl), g, fu)
+        return WorldState(tuple(nl), g, fu, state[3])
 
     def successors(self, state):
         if not self._sym_on:

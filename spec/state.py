@@ -1,8 +1,10 @@
 """Typed world states.  They are tuples in a fixed field order (readers that index them keep
 working, and a typed state equals and hashes like the plain tuple with the same fields):
 
-- ``WorldState(actors, shared, faults_used)``: one ``ActorState`` per actor (in ``Protocol.actors``
-  order), the shared variables (a namedtuple, or ``()``), the faults injected so far;
+- ``WorldState(actors, shared, faults_used, fabric)``: one ``ActorState`` per actor (in
+  ``Protocol.actors`` order), the shared variables (a namedtuple, or ``()``), the faults injected so
+  far, and the messages the fabric buffers (eager sends not yet received: ``(group, src rank, dst
+  rank, tag, sig, data)`` tuples, ordered per (group, src, dst); ``()`` on rendezvous profiles);
 - ``ActorState(ctl, vars, pending)``: control state, the role's variables (None once the process is
   gone), the op it waits on (None when it is not blocked);
 - ``PendingOp(tidx, op, pos)``: the index of the issuing transition in its role, the ``fabric.Op``,
@@ -31,3 +33,4 @@ class WorldState(NamedTuple):
     actors: tuple
     shared: Any
     faults_used: int
+    fabric: tuple = ()
