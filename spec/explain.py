@@ -94,6 +94,19 @@ class Explanation:
             if nactors is not None:
                 ch = {self.actors[i].label: self._diff(actors[i][1], nactors[i][1]) for i in (si, ri)}
                 d["changed"] = {k: v for k, v in ch.items() if v}
+        elif kind == "b":
+            _, gname, (si,) = action
+            a = self.actors[si]
+            t = a.role.transitions[actors[si][2][0]]
+            d.update(rank=a.rank, role=a.role.name, actor=a.label, transition=f"{t.name} completes (eager send, buffered)",
+                     op=actors[si][2][1].short(), group=gname, ids=self._ids(si, actors[si][1]))
+        elif kind == "r":
+            _, gname, (ri, k) = action
+            grp, src, dst, tag, sig, _data = state[3][k]
+            rop = actors[ri][2][1]
+            d.update(rank=[src, dst], role="fabric", transition="buffered send/recv completes", group=gname,
+                     op=f"send group={gname} dst={self.groups[gname].local(dst)}{f' tag={tag}' if tag else ''} "
+                        f"sig={','.join(str(x) for x in sig)} (buffered) -> {rop.short()}", ids=self._ids(ri, actors[ri][1]))
         elif kind in ("e", "x"):
             i = action[1]
             a = self.actors[i]

@@ -321,3 +321,11 @@ def test_timeout_without_kind_or_duration_is_a_spec_error():
     assert e.value.where == "r1.barrier" and "timeout_kind='recovers'" in str(e.value)
     with pytest.raises(SpecError, match="expected one of recovers, hangs"):
         check(timed_barrier("gloo", timeout_kind="sometimes"))
+
+
+def test_counterexample_names_the_buffered_steps():
+    m = ranks([[F.send("world", 1, ("float32", (4,)), 1)], [F.recv("world", 0, ("float32", (2,)))]], "gloo:eager_below=64")
+    r = check(m)
+    steps = [s["transition"] for s in r.counterexample]
+    assert "op0 completes (eager send, buffered)" in steps and steps[-1] == "buffered send/recv completes"
+    assert "(buffered) -> recv group=world src=0 sig=float32,(2,)" in r.counterexample[-1]["op"]
