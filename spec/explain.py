@@ -19,7 +19,7 @@ class Explanation:
             if ctl in BUILTIN_TERMINAL:
                 continue
             if pend is not None:
-                partners = self._partners(actors, i)
+                partners = self._partners(actors, i, state[3])
                 out.append({"rank": a.rank, "role": a.role.name, "actor": a.label, "state": ctl,
                             "op": pend[1].short(), "group": pend[1].group, "waits_for": partners,
                             "partner_status": {str(r): status[r] for r in partners}})
@@ -51,7 +51,10 @@ class Explanation:
             d.update(transition="(stuck)", verdict=nxt.verdict if isinstance(nxt, Violation) else None)
             return d
         kind = action[0]
-        if kind == "t":
+        fabric_step = self.describe_fabric_step(state, action, nxt)  # eager and non-blocking ops (world.py)
+        if fabric_step is not None:
+            d.update(fabric_step)
+        elif kind == "t":
             _, i, tidx, ch = action
             a = self.actors[i]
             t = a.role.transitions[tidx]
@@ -94,19 +97,6 @@ class Explanation:
             if nactors is not None:
                 ch = {self.actors[i].label: self._diff(actors[i][1], nactors[i][1]) for i in (si, ri)}
                 d["changed"] = {k: v for k, v in ch.items() if v}
-        elif kind == "b":
-            _, gname, (si,) = action
-            a = self.actors[si]
-            t = a.role.transitions[actors[si][2][0]]
-            d.update(rank=a.rank, role=a.role.name, actor=a.label, transition=f"{t.name} completes (eager send, buffered)",
-                     op=actors[si][2][1].short(), group=gname, ids=self._ids(si, actors[si][1]))
-        elif kind == "r":
-            _, gname, (ri, k) = action
-            grp, src, dst, tag, sig, _data = state[3][k]
-            rop = actors[ri][2][1]
-            d.update(rank=[src, dst], role="fabric", transition="buffered send/recv completes", group=gname,
-                     op=f"send group={gname} dst={self.groups[gname].local(dst)}{f' tag={tag}' if tag else ''} "
-                        f"sig={','.join(str(x) for x in sig)} (buffered) -> {rop.short()}", ids=self._ids(ri, actors[ri][1]))
         elif kind in ("e", "x"):
             i = action[1]
             a = self.actors[i]
@@ -121,6 +111,8 @@ class Explanation:
             r = action[1]
             d.update(rank=r, role=self.actors[self.actors_of_rank[r][0]].role.name, transition=f"injected {kind}",
                      fault=kind)
+        if kind == "t" and isinstance(nxt, tuple) and nxt[3] != state[3]:
+            d.update(self.posted(state, action, nxt))  # ops posted without blocking (world.py)
         if ng is not None and g != () and ng != g:
             d["shared"] = self._diff(g, ng)
         return d

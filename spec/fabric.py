@@ -43,7 +43,7 @@ SPLIT = frozenset({"all_gather", "all_to_all"})  # kinds that take v-style (unev
 COLLECTIVES = frozenset({"broadcast", "all_reduce", "all_gather", "barrier", "monitored_barrier",
                          "reduce_scatter", "all_to_all", "reduce", "scatter", "gather"})
 P2P = frozenset({"send", "recv"})
-KINDS = COLLECTIVES | P2P
+KINDS = COLLECTIVES | P2P | {"wait"}
 REDUCE_OPS = ("sum", "prod", "max", "min", "avg")
 
 # bytes per element of the dtypes a signature may name (for eager-send thresholds)
@@ -65,6 +65,8 @@ class Op(NamedTuple):
         return (self.kind, self.peer if self.kind in ROOTED else -1, self.sig, self.reduce)
 
     def short(self) -> str:
+        if self.kind == "wait":
+            return f"wait {self.data}"
         parts = [self.kind, f"group={self.group}"]
         if self.kind in ("broadcast", "scatter"):
             parts.append(f"src={self.peer}")
@@ -151,11 +153,50 @@ def recv(group: str, src: int, sig: tuple, tag: int = 0) -> Op:
     return Op("recv", group, src, tag, sig)
 
 
+# --- non-blocking ops: posted with a handle, completed by wait(handle) --------------------------------
+class Post(NamedTuple):
+    """What a transition returns to issue ops without blocking: ``isend``/``irecv``, a collective with
+    ``async_op=True``, or ``batch_isend_irecv``.  The thread moves on at once; ``wait(handle)`` later
+    blocks until every op of the handle completed and hands its ``after`` the result (a tuple, in issue
+    order, for a batch)."""
+    handle: str
+    ops: tuple
+    batch: bool = False   # NCCL group semantics: the batch's p2p ops do not wait for one another
+
+
+def post(handle: str, op: Op) -> Post:
+    """Issue any op without blocking (``async_op=True``); ``wait(handle)`` completes it."""
+    return Post(handle, (op,))
+
+
+def isend(handle: str, group: str, dst: int, sig: tuple, data: Any = None, tag: int = 0) -> Post:
+    return Post(handle, (send(group, dst, sig, data, tag),))
+
+
+def irecv(handle: str, group: str, src: int, sig: tuple, tag: int = 0) -> Post:
+    return Post(handle, (recv(group, src, sig, tag),))
+
+
+def batch_isend_irecv(handle: str, ops) -> Post:
+    """``dist.batch_isend_irecv``: p2p ops issued as one NCCL group; on peer-fifo profiles they do not
+    queue behind one another (ops issued before the batch still go first)."""
+    return Post(handle, tuple(ops), True)
+
+
+def wait(handle: str) -> Op:
+    """Block until the ops posted under ``handle`` by this thread complete (``work.wait()``)."""
+    return Op("wait", "", -1, 0, (), handle)
+
+
 # --- checks and data semantics ----------------------------------------------------------------
 def check_op(op: Any) -> str | None:
     """Why ``op`` is not a well-formed fabric op (a spec mistake), or None."""
     if not isinstance(op, Op):
         return f"op= must return a fabric op (fabric.broadcast, send, ...), got {type(op).__name__} {op!r:.60}"
+    if op.kind == "wait":
+        if not isinstance(op.data, str) or op.group or op.peer != -1 or op.tag or op.sig or op.reduce or op.splits:
+            return "wait takes one handle name (fabric.wait(handle))"
+        return None
     if op.kind not in KINDS:
         return f"unknown op kind {op.kind!r}; known kinds: {', '.join(sorted(KINDS))}"
     if not isinstance(op.group, str):
@@ -175,6 +216,24 @@ def check_op(op: Any) -> str | None:
         return f"{op.kind} takes no splits; uneven splits exist for {', '.join(sorted(SPLIT))}"
     if op.kind == "recv" and op.data is not None:
         return "recv carries no data (the matched send's data is what the recv gets)"
+    return None
+
+
+def check_post(p: Post) -> str | None:
+    if not isinstance(p.handle, str) or not p.handle:
+        return f"a posted op needs a handle name, got {p.handle!r}"
+    if not p.ops:
+        return f"post {p.handle!r}: no ops"
+    for op in p.ops:
+        bad = check_op(op)
+        if bad is not None:
+            return bad
+        if op.kind == "wait":
+            return f"post {p.handle!r}: wait is not a posted op"
+        if p.batch and op.kind not in P2P:
+            return f"batch_isend_irecv {p.handle!r}: only send and recv ops may be batched, got {op.kind}"
+    if not p.batch and len(p.ops) != 1:
+        return f"post {p.handle!r}: one op per handle (batch_isend_irecv for several)"
     return None
 
 

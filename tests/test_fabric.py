@@ -329,3 +329,103 @@ def test_counterexample_names_the_buffered_steps():
     steps = [s["transition"] for s in r.counterexample]
     assert "op0 completes (eager send, buffered)" in steps and steps[-1] == "buffered send/recv completes"
     assert "(buffered) -> recv group=world src=0 sig=float32,(2,)" in r.counterexample[-1]["op"]
+
+
+# --- non-blocking ops: isend/irecv, async collectives, batch_isend_irecv, wait ------------------------
+def posting(name: str, steps, expect=None, on_error=FAILED) -> Role:
+    """Like ``program`` but a step may post (fabric.Post: the thread moves on) or wait on a handle."""
+    r = Role(name, "S0", {"got": ()})
+    for k, step in enumerate(steps):
+        dst = f"S{k + 1}" if k + 1 < len(steps) else DONE
+
+        def after(c, data, k=k):
+            c.set(got=c.v.got + (data,))
+            if expect is not None and k in expect and data != expect[k]:
+                c.violate("INVARIANT", f"{name} step {k} got {data!r}, expected {expect[k]!r}")
+
+        r.op(f"op{k}", f"S{k}", dst, lambda c, s=step: s, after=after, on_error=on_error)
+    return r
+
+
+def exchange(backend, batched: bool, sig1=F32):
+    """Two ranks swap a tensor: isend to the other and irecv from it, then wait on both."""
+    threads = []
+    for r in (0, 1):
+        peer = 1 - r
+        sig = sig1 if r == 1 else F32
+        if batched:
+            steps = [F.batch_isend_irecv("x", [F.send("world", peer, sig, f"from{r}"), F.recv("world", peer, sig)]),
+                     F.wait("x")]
+            expect = {1: (None, f"from{peer}")}
+        else:
+            steps = [F.isend("s", "world", peer, sig, f"from{r}"), F.irecv("r", "world", peer, sig), F.wait("s"), F.wait("r")]
+            expect = {3: f"from{peer}"}
+        threads.append((r, "main", posting(f"r{r}", steps, expect)))
+    return world(*threads, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ("gloo", "nccl", "nccl-async", "mpi"))
+def test_batch_isend_irecv_exchange_holds(backend):
+    assert verdict(exchange(backend, batched=True)) == HOLDS
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batch_isend_irecv_with_mismatched_shapes(backend):
+    r = check(exchange(backend, batched=True, sig1=("float32", (8,))))
+    assert r.verdict == COLLECTIVE_MISMATCH and "matched p2p on world differ" in r.message
+
+
+def test_unbatched_isend_then_irecv_queues_behind_the_send_on_nccl():
+    """gloo (and MPI) progress isend and irecv independently; NCCL serves the ops towards one peer in issue order,
+    so two ranks that both isend first wait for each other's irecv — the reason batch_isend_irecv exists."""
+    assert verdict(exchange("gloo", batched=False)) == HOLDS
+    assert verdict(exchange("mpi", batched=False)) == HOLDS
+    r = check(exchange("nccl", batched=False))
+    assert r.verdict == DEADLOCK and "wait s" in r.message
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_async_collective_completes_through_wait(backend):
+    ops = [[F.post("h", F.all_reduce("world", F32, r + 1)), F.barrier("world"), F.wait("h")] for r in range(2)]
+    m = world(*[(r, "main", posting(f"r{r}", s, expect={2: 3})) for r, s in enumerate(ops)], backend=backend)
+    assert verdict(m) == HOLDS
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_async_collective_mismatch(backend):
+    ops = [[F.post("h", F.all_reduce("world", F32, 1)), F.wait("h")],
+           [F.post("h", F.all_gather("world", F32, 1)), F.wait("h")]]
+    m = world(*[(r, "main", posting(f"r{r}", s)) for r, s in enumerate(ops)], backend=backend)
+    r = check(m)
+    assert r.verdict == COLLECTIVE_MISMATCH and "all_gather" in r.message
+    assert any(s["transition"] == "all_reduce completes" for s in r.counterexample)
+
+
+@pytest.mark.parametrize("backend, want", [("gloo", HOLDS), ("nccl", STRANDED)])
+def test_posted_recv_from_a_crashed_peer(backend, want):
+    """gloo fails the posted irecv when its peer dies, and the wait raises; NCCL never notices."""
+    rx = posting("rx", [F.irecv("r", "world", 0, F32), F.wait("r")])
+    tx = program("tx", [F.send("world", 1, F32, 0)])
+    m = world((0, "main", tx), (1, "main", rx), backend=backend, faults=frozenset({"crash"}), crash_ranks=(0,))
+    r = check(m)
+    assert r.verdict == want, r.message
+    if want == STRANDED:
+        assert "in wait r" in r.message and "rank 0 (gone)" in r.message
+
+
+@pytest.mark.parametrize("step, why", [
+    (F.wait("nope"), "no op is outstanding under that handle"),
+    (F.batch_isend_irecv("b", [F.all_reduce("world", F32, 1)]), "only send and recv ops may be batched"),
+    (F.Post("h", (F.barrier("world"), F.barrier("world"))), "one op per handle"),
+])
+def test_bad_posts_and_waits_are_spec_errors(step, why):
+    m = world((0, "main", posting("r0", [step])), (1, "main", posting("r1", [F.barrier("world")])))
+    with pytest.raises(SpecError, match=why):
+        check(m)
+
+
+def test_reusing_an_outstanding_handle_is_a_spec_error():
+    m = world((0, "main", posting("r0", [F.isend("h", "world", 1, F32), F.isend("h", "world", 1, F32)])),
+              (1, "main", posting("r1", [F.recv("world", 0, F32)])))
+    with pytest.raises(SpecError, match="still outstanding"):
+        check(m)
