@@ -45,6 +45,7 @@ COLLECTIVES = frozenset({"broadcast", "all_reduce", "all_gather", "barrier", "mo
 P2P = frozenset({"send", "recv"})
 KINDS = COLLECTIVES | P2P | {"wait"}
 REDUCE_OPS = ("sum", "prod", "max", "min", "avg")
+_PLAIN = frozenset({"all_gather", "all_to_all", "barrier", "monitored_barrier"})  # no root, tag, reduce op
 
 # bytes per element of the dtypes a signature may name (for eager-send thresholds)
 DTYPE_BYTES = {"bool": 1, "uint8": 1, "int8": 1, "int16": 2, "float16": 2, "bfloat16": 2, "half": 2, "int32": 4,
@@ -191,6 +192,8 @@ def wait(handle: str) -> Op:
 # --- checks and data semantics ----------------------------------------------------------------
 def check_op(op: Any) -> str | None:
     """Why ``op`` is not a well-formed fabric op (a spec mistake), or None."""
+    if op.__class__ is Op and op.kind in _PLAIN and op.peer == -1 and not op.tag and not op.reduce and not op.splits:
+        return None  # the common case, checked fast: a barrier or an even all_gather
     if not isinstance(op, Op):
         return f"op= must return a fabric op (fabric.broadcast, send, ...), got {type(op).__name__} {op!r:.60}"
     if op.kind == "wait":

@@ -194,8 +194,9 @@ class Protocol(Reductions, Explanation):
         if key is None:
             return
         for j in self.actors_of_rank[rank]:
-            c, v, pend = actors[j]
+            pend = actors[j][2]
             if pend is not None and pend[2] > 0 and self._queue(pend[1]) == key:
+                c, v, _ = actors[j]
                 actors[j] = ActorState(c, v, PendingOp(pend[0], pend[1], pend[2] - 1))
         if fl:
             for j, e in enumerate(fl):
@@ -630,8 +631,10 @@ class Protocol(Reductions, Explanation):
         ng = g
         viol = None
         for member, (ref, rank, _op, _pos) in enumerate(ordered):
-            data = self._call(f"{self._ref_name(actors, fab, ref)} ({kind} data)",
-                              combine, kind, ops[0].reduce, contributions, ops[0].peer, member)
+            try:
+                data = combine(kind, ops[0].reduce, contributions, ops[0].peer, member)
+            except Exception as e:  # noqa: BLE001 - contributions the op kind cannot combine: a spec bug
+                raise SpecError(f"{self._ref_name(actors, fab, ref)} ({kind} data)", e) from e
             ng, v = self._complete_ref(nl, fl, ref, data, ng)
             viol = viol or v
             self._dequeue(nl, fl, rank, (gname, None))
