@@ -192,8 +192,19 @@ def wait(handle: str) -> Op:
 # --- checks and data semantics ----------------------------------------------------------------
 def check_op(op: Any) -> str | None:
     """Why ``op`` is not a well-formed fabric op (a spec mistake), or None."""
-    if op.__class__ is Op and op.kind in _PLAIN and op.peer == -1 and not op.tag and not op.reduce and not op.splits:
-        return None  # the common case, checked fast: a barrier or an even all_gather
+    if op.__class__ is Op:  # the common cases, checked fast
+        kind = op.kind
+        if kind in P2P:
+            if op.peer.__class__ is int and not op.reduce and not op.splits and (kind == "send" or op.data is None):
+                return None
+        elif kind in _PLAIN:
+            if op.peer == -1 and not op.tag and not op.reduce and not op.splits:
+                return None
+        elif kind == "broadcast" or kind == "all_reduce":
+            if (op.peer.__class__ is int and not op.tag and not op.splits
+                    and (op.reduce in REDUCE_OPS if kind == "all_reduce" else (not op.reduce))
+                    and (kind == "broadcast" or op.peer == -1)):
+                return None
     if not isinstance(op, Op):
         return f"op= must return a fabric op (fabric.broadcast, send, ...), got {type(op).__name__} {op!r:.60}"
     if op.kind == "wait":
@@ -331,9 +342,8 @@ class Profile:
     gone_peer: str = "immediate"    # "immediate" | "timeout" | "never"
     finished_peer: str = "gone"     # "gone" | "alive"
 
-    @property
-    def p2p_tags(self) -> bool:
-        return self.p2p_match == "tag"
+    def __post_init__(self):
+        object.__setattr__(self, "p2p_tags", self.p2p_match == "tag")  # read on every fabric step
 
     def eager(self, op: Op) -> bool:
         """Whether this send completes without waiting for its recv."""

@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable
 
 from ..model.api import COLLECTIVE_MISMATCH, DEADLOCK, FAIL_FAST, STRANDED, WRONG_GROUP, SpecError, Violation
 from .explain import Explanation
+from .fabric import P2P as P2P_KINDS
 from .fabric import (COLLECTIVES, ROOTED, Group, Op, Post, check_op, check_post, check_splits, combine, parse_profile,
                      splits_mismatch)
 from .lang import BUILTIN_TERMINAL, DEAD, DONE, EXITED, FAILED, HUNG, ActorDef, Ctx, Transition
@@ -64,9 +65,11 @@ class Protocol(Reductions, Explanation):
         except ValueError as e:
             raise SpecError(f"{self.name} backend", e) from None
         self._checked = False
+        self._recovers: dict = {}  # op transition with a timeout -> whether the timeout is a designed recovery
         self.G = namedtuple("shared_vars", list(self.shared)) if self.shared else None
         self.ranks = sorted({a.rank for a in self.actors})
         self.actors_of_rank = {r: [i for i, a in enumerate(self.actors) if a.rank == r] for r in self.ranks}
+        self._actor_rank = [a.rank for a in self.actors]
         self.member_of = {g: frozenset(grp.ranks) for g, grp in self.groups.items()}
         if self.pending_fn is not None:
             self.pending = self._pending
@@ -84,13 +87,19 @@ class Protocol(Reductions, Explanation):
             self._por_actors = frozenset()
         self._por_on = bool(self._por_actors)
 
+    def _timeout_recovers(self, role: str, t: Transition) -> bool:
+        r = self._recovers.get(id(t))
+        if r is None:
+            r = self._recovers[id(t)] = timeout_kind(role, t) == "recovers"
+        return r
+
     def _check_declarations(self):
         """Spec mistakes a run may never reach, found before exploring: every op timeout says
         whether it is the designed recovery."""
         for a in self.actors:
             for t in a.role.transitions:
                 if t.timeout and t.op is not None:
-                    timeout_kind(a.role.name, t)
+                    self._recovers[id(t)] = timeout_kind(a.role.name, t) == "recovers"
         self._checked = True
 
 
@@ -204,9 +213,9 @@ class Protocol(Reductions, Explanation):
                     fl[j] = e[:5] + (e[5] - 1,) + e[6:]
 
     def _queue_pos(self, actors, fab, rank: int, op: Op) -> int:
-        key = self._queue(op)
-        if key is None:
+        if op.kind in P2P_KINDS and self.profile.p2p_tags:
             return 0
+        key = self._queue(op)
         n = sum(1 for j in self.actors_of_rank[rank] if actors[j][2] is not None and self._queue(actors[j][2][1]) == key)
         if fab:
             n += sum(1 for e in fab if e[0] == "op" and not e[6] and self.actors[e[1]].rank == rank and self._queue(e[4]) == key)
@@ -266,29 +275,46 @@ class Protocol(Reductions, Explanation):
                 if t.fault is not None and (t.fault not in self.faults or fu >= self.max_faults):
                     continue
                 normal.extend(self._fire(state, i, tidx, t, ctl, v, g, fu))
-        eps = self._endpoints(actors, fab)
         # fabric: collectives
         by_group: dict[str, list] = {}
         sends: list = []
         recvs: list = []
-        for ep in eps:
-            op = ep[2]
-            if op.kind in COLLECTIVES:
-                if ep[3] == 0:
-                    by_group.setdefault(op.group, []).append(ep)
-            elif op.kind == "send":
-                sends.append(ep)
-            else:
-                recvs.append(ep)
+        arank = self._actor_rank
+        for i, st in enumerate(actors):
+            pend = st[2]
+            if pend is None:
+                continue
+            op = pend[1]
+            kind = op.kind
+            if kind in COLLECTIVES:
+                if pend[2] == 0:
+                    by_group.setdefault(op.group, []).append((i, arank[i], op, 0))
+            elif kind == "send":
+                sends.append((i, arank[i], op, pend[2]))
+            elif kind == "recv":
+                recvs.append((i, arank[i], op, pend[2]))
+        if fab:
+            for ep in self._endpoints(actors, fab):
+                if ep[0] >= 0:
+                    continue
+                op = ep[2]
+                if op.kind in COLLECTIVES:
+                    if ep[3] == 0:
+                        by_group.setdefault(op.group, []).append(ep)
+                elif op.kind == "send":
+                    sends.append(ep)
+                else:
+                    recvs.append(ep)
         for gname, members in by_group.items():
             if len(members) != len(self.groups[gname].ranks):
                 continue
             normal.append(self._complete_collective(state, gname, members))
         fifo = not self.profile.p2p_tags
+        eager_on = self.profile.eager_below > 0
         for sref, src_rank, sop, spos in sends:
             if fifo and spos != 0:
                 continue
-            if self.profile.eager(sop):
+            if eager_on and self.profile.eager(sop):
                 normal.append(self._buffer_send(state, sref, sop))
                 continue
             grp = self.groups[sop.group]
@@ -321,7 +347,7 @@ class Protocol(Reductions, Explanation):
         gone_waits = []
         if any(c in EXITED for c, _, _ in actors):
             status = self.rank_status(actors)
-            for ep in eps:
+            for ep in self._endpoints(actors, fab):
                 if any(status[r] == "gone" for r in self._partners_of(actors, fab, ep[1], ep[2])):
                     gone_waits.append(ep[0])
         if self.profile.gone_peer == "immediate":
@@ -340,7 +366,7 @@ class Protocol(Reductions, Explanation):
                 role = self.actors[i].role
                 if pend is not None:
                     t = role.transitions[pend[0]]
-                    if t.timeout and timeout_kind(role.name, t) == "recovers":
+                    if t.timeout and self._timeout_recovers(role.name, t):
                         nl = list(actors)
                         self._finish(nl, i, t.timeout, v)
                         quiet.append((("x", i), WorldState(tuple(nl), g, fu, fab)))
@@ -630,14 +656,23 @@ class Protocol(Reductions, Explanation):
         fl = list(fab)
         ng = g
         viol = None
+        uniform = kind in _SAME_FOR_ALL
+        data = None
+        key = (gname, None)
         for member, (ref, rank, _op, _pos) in enumerate(ordered):
-            try:
-                data = combine(kind, ops[0].reduce, contributions, ops[0].peer, member)
-            except Exception as e:  # noqa: BLE001 - contributions the op kind cannot combine: a spec bug
-                raise SpecError(f"{self._ref_name(actors, fab, ref)} ({kind} data)", e) from e
-            ng, v = self._complete_ref(nl, fl, ref, data, ng)
-            viol = viol or v
-            self._dequeue(nl, fl, rank, (gname, None))
+            if member == 0 or not uniform:
+                try:
+                    data = combine(kind, ops[0].reduce, contributions, ops[0].peer, member)
+                except Exception as e:  # noqa: BLE001 - contributions the op kind cannot combine: a spec bug
+                    raise SpecError(f"{self._ref_name(actors, fab, ref)} ({kind} data)", e) from e
+            if ref >= 0:
+                c = self._after(nl, ref, data, ng)
+                ng = c.g
+                viol = viol or c.violation
+            else:
+                ng, v = self._complete_ref(nl, fl, ref, data, ng)
+                viol = viol or v
+            self._dequeue(nl, fl, rank, key)
         if viol is not None:
             return act, viol
         return act, WorldState(tuple(nl), ng, fu, tuple(fl))
@@ -657,15 +692,16 @@ class Protocol(Reductions, Explanation):
         if sop.sig != rop.sig:
             return act, self._p2p_mismatch(sop.group, src, sop, dst, rop)
         nl = list(actors)
-        fl = list(fab)
+        fl = list(fab) if fab else None
         g1, v1 = self._complete_ref(nl, fl, sref, None, g)
         g2, v2 = self._complete_ref(nl, fl, rref, sop.data, g1)
-        self._dequeue(nl, fl, src, self._queue(sop))
-        self._dequeue(nl, fl, dst, self._queue(rop))
+        if not self.profile.p2p_tags:
+            self._dequeue(nl, fl, src, self._queue(sop))
+            self._dequeue(nl, fl, dst, self._queue(rop))
         viol = v1 or v2
         if viol is not None:
             return act, viol
-        return act, WorldState(tuple(nl), g2, fu, tuple(fl))
+        return act, WorldState(tuple(nl), g2, fu, tuple(fl) if fl else fab)
 
     def _buffer_send(self, state, sref, sop):
         """An eager send completes: the fabric keeps its message until the recv takes it."""
@@ -791,6 +827,7 @@ class Protocol(Reductions, Explanation):
         return None
 
 
+_SAME_FOR_ALL = frozenset({"broadcast", "all_reduce", "all_gather", "barrier", "monitored_barrier"})
 _OP_FAILED = ("error: partner process gone",)  # the result of a posted op whose partner is gone
 
 TIMEOUT_KINDS = ("recovers", "hangs")
