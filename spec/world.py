@@ -226,14 +226,16 @@ class Protocol(Reductions, Explanation):
         eps = [(i, self.actors[i].rank, pend[1], pend[2]) for i, (_c, _v, pend) in enumerate(actors)
                if pend is not None and pend[1].kind != "wait"]
         if fab:
-            status = None
-            for j, e in enumerate(fab):
-                if e[0] == "op" and not e[6]:
-                    status = status or self.rank_status(actors)
-                    r = self.actors[e[1]].rank
-                    if status[r] != "gone":
-                        eps.append((-1 - j, r, e[4], e[5]))
+            eps.extend((-1 - j, self._actor_rank[e[1]], e[4], e[5]) for j, e in self._live_entries(actors, fab))
         return eps
+
+    def _live_entries(self, actors, fab) -> list:
+        """(index, entry) of the posted ops not yet complete whose process is not gone."""
+        out = [(j, e) for j, e in enumerate(fab) if e[0] == "op" and not e[6]]
+        if out and any(st[0] in EXITED for st in actors):
+            status = self.rank_status(actors)
+            out = [(j, e) for j, e in out if status[self._actor_rank[e[1]]] != "gone"]
+        return out
 
     # -- buffered (eager) messages, ordered per (group, src, dst) --
     def _message_for(self, fab, rop: Op, rank: int) -> int:
@@ -408,8 +410,8 @@ class Protocol(Reductions, Explanation):
             posted = {self.actors[j].rank for j, st in enumerate(actors)
                       if st[2] is not None and st[2][1].group == op.group and st[2][1].kind in COLLECTIVES}
             if fab:
-                posted.update(self.actors[e[1]].rank for e in fab
-                              if e[0] == "op" and not e[6] and e[4].group == op.group and e[4].kind in COLLECTIVES)
+                posted.update(self._actor_rank[e[1]] for _j, e in self._live_entries(actors, fab)
+                              if e[4].group == op.group and e[4].kind in COLLECTIVES)
             return [r for r in grp.ranks if r != me and r not in posted]
         if op.kind == "send" and self.profile.eager(op):
             return []  # waits only for its own queue
@@ -426,7 +428,7 @@ class Protocol(Reductions, Explanation):
             p = actors[j][2]
             if p is not None and fits(p[1]):
                 return []
-        if fab and any(e[0] == "op" and not e[6] and self.actors[e[1]].rank == peer and fits(e[4]) for e in fab):
+        if fab and any(self._actor_rank[e[1]] == peer and fits(e[4]) for _j, e in self._live_entries(actors, fab)):
             return []
         return [peer]
 

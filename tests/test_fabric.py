@@ -429,3 +429,16 @@ def test_reusing_an_outstanding_handle_is_a_spec_error():
               (1, "main", posting("r1", [F.recv("world", 0, F32)])))
     with pytest.raises(SpecError, match="still outstanding"):
         check(m)
+
+
+@pytest.mark.parametrize("backend, want", [("gloo", HOLDS), ("nccl", STRANDED)])
+def test_async_collective_of_a_crashed_rank_is_void(backend, want):
+    """Rank 0 posts its all_reduce and may crash before waiting: the posted op dies with it, so rank 1's
+    blocking all_reduce fails at once on gloo and waits for ever on NCCL (never a deadlock)."""
+    r0 = posting("r0", [F.post("h", F.all_reduce("world", F32, 1)), F.wait("h")])
+    r1 = program("r1", [F.all_reduce("world", F32, 2)])
+    m = world((0, "main", r0), (1, "main", r1), backend=backend, faults=frozenset({"crash"}), crash_ranks=(0,))
+    r = check(m)
+    assert r.verdict == want, r.message
+    if want == STRANDED:
+        assert "rank 0 (gone)" in r.message
