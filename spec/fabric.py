@@ -26,6 +26,10 @@ the one table of presets):
 A partner that is alive but never calls (it moved on, idles, or is wedged) is never detected by any
 backend before the PG timeout, which lockstep counts as a hang, not as a recovery.
 
+A transition may also *post* ops without blocking (``isend``, ``irecv``, ``post`` for an
+``async_op=True`` collective, ``batch_isend_irecv``) under a handle, and block later in
+``wait(handle)``; posted ops take their place in the same queues as blocking ones.
+
 Op kinds and fields are checked when a transition issues an op (``check_op``): an unknown kind or a
 field its kind does not have (a root on all_reduce, a reduce op on broadcast, a tag on a collective,
 an unknown reduce op) is a mistake in the spec, reported as a SpecError naming the role and

@@ -3,8 +3,9 @@ working, and a typed state equals and hashes like the plain tuple with the same 
 
 - ``WorldState(actors, shared, faults_used, fabric)``: one ``ActorState`` per actor (in
   ``Protocol.actors`` order), the shared variables (a namedtuple, or ``()``), the faults injected so
-  far, and the messages the fabric buffers (eager sends not yet received: ``(group, src rank, dst
-  rank, tag, sig, data)`` tuples, ordered per (group, src, dst); ``()`` on rendezvous profiles);
+  far, and the fabric's own entries (``()`` while there are none): messages buffered by eager sends,
+  ``("msg", group, src rank, dst rank, tag, sig, data)``, and ops posted without blocking,
+  ``("op", actor, handle, k, op, pos, done, result)`` (docs/fabric.md);
 - ``ActorState(ctl, vars, pending)``: control state, the role's variables (None once the process is
   gone), the op it waits on (None when it is not blocked);
 - ``PendingOp(tidx, op, pos)``: the index of the issuing transition in its role, the ``fabric.Op``,
