@@ -442,3 +442,11 @@ def test_async_collective_of_a_crashed_rank_is_void(backend, want):
     assert r.verdict == want, r.message
     if want == STRANDED:
         assert "rank 0 (gone)" in r.message
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_isend_irecv_with_mismatched_shapes(backend):
+    """Unbatched isend/irecv whose shapes differ: on gloo the pair matches and mismatches; on NCCL the queue
+    order deadlocks first, so the batched form is what exposes the mismatch there."""
+    r = check(exchange(backend, batched=False, sig1=("float32", (8,))))
+    assert r.verdict == (COLLECTIVE_MISMATCH if backend == "gloo" else DEADLOCK), r.message
