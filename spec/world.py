@@ -226,8 +226,17 @@ class Protocol(Reductions, Explanation):
         eps = [(i, self.actors[i].rank, pend[1], pend[2]) for i, (_c, _v, pend) in enumerate(actors)
                if pend is not None and pend[1].kind != "wait"]
         if fab:
-            eps.extend((-1 - j, self._actor_rank[e[1]], e[4], e[5]) for j, e in self._live_entries(actors, fab))
+            eps.extend((-1 - j, self._actor_rank[e[1]], e[4], e[5]) for j, e in self._live_entries(actors, fab)
+                       if not (e[3] and self._held(fab, e)))
         return eps
+
+    @staticmethod
+    def _held(fab, e) -> bool:
+        """Within one batch, a send (recv) towards a peer waits for the batch's earlier sends (recvs)
+        towards that peer: NCCL matches them in order."""
+        op = e[4]
+        return any(f[0] == "op" and f[1] == e[1] and f[2] == e[2] and f[3] < e[3] and not f[6] and f[4].kind == op.kind
+                   and f[4].group == op.group and f[4].peer == op.peer for f in fab)
 
     def _live_entries(self, actors, fab) -> list:
         """(index, entry) of the posted ops not yet complete whose process is not gone."""

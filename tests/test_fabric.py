@@ -450,3 +450,15 @@ def test_isend_irecv_with_mismatched_shapes(backend):
     order deadlocks first, so the batched form is what exposes the mismatch there."""
     r = check(exchange(backend, batched=False, sig1=("float32", (8,))))
     assert r.verdict == (COLLECTIVE_MISMATCH if backend == "gloo" else DEADLOCK), r.message
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batch_keeps_the_order_of_sends_towards_one_peer(backend):
+    """Two sends and two recvs towards the same peer in one batch pair in order (the data lands right)."""
+    def side(r):
+        peer = 1 - r
+        ops = [F.send("world", peer, F32, f"{r}a"), F.send("world", peer, F32, f"{r}b"),
+               F.recv("world", peer, F32), F.recv("world", peer, F32)]
+        return posting(f"r{r}", [F.batch_isend_irecv("x", ops), F.wait("x")],
+                       expect={1: (None, None, f"{peer}a", f"{peer}b")})
+    assert verdict(world((0, "main", side(0)), (1, "main", side(1)), backend=backend)) == HOLDS
