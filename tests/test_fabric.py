@@ -462,3 +462,16 @@ def test_batch_keeps_the_order_of_sends_towards_one_peer(backend):
         return posting(f"r{r}", [F.batch_isend_irecv("x", ops), F.wait("x")],
                        expect={1: (None, None, f"{peer}a", f"{peer}b")})
     assert verdict(world((0, "main", side(0)), (1, "main", side(1)), backend=backend)) == HOLDS
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_deadlock_behind_a_timeout_that_hangs_is_stranded(backend):
+    """Both ranks send first (rendezvous) with a 2-hour timeout: the cycle ends only when the timeout fires."""
+    def side(r):
+        role = Role(f"r{r}", "S0", {"x": 0})
+        role.op("send", "S0", "S1", lambda c: F.send("world", 1 - r, F32), timeout=FAILED, timeout_s=7200)
+        role.op("recv", "S1", DONE, lambda c: F.recv("world", 1 - r, F32))
+        return role
+    r = check(world((0, "main", side(0)), (1, "main", side(1)), backend=backend))
+    assert r.verdict == STRANDED and "until its send timeout (7200 s) fires" in r.message
+    assert r.detail["timeout"].startswith("until its send timeout")
