@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 SPEC_MODULES = ("tp", "pp0", "pp1", "kv", "pipeline")
-BACKENDS = ("gloo", "nccl", "nccl-async")
+from .fabric import PROFILES, parse_profile
+
+BACKENDS = tuple(PROFILES)  # presets; NAME:FIELD=VALUE,... overrides a preset's fields (docs/fabric.md)
 
 
 class UsageError(ValueError):
@@ -107,8 +109,11 @@ def resolve(name, variant: str | None, raw_params: dict[str, str], backend: str 
     name = info.name if isinstance(name, SpecInfo) else name
     if variant is not None and variant not in info.variants:
         raise UsageError(f"unknown variant {variant!r} of spec {name}; valid variants: {', '.join(info.variants) or '(none)'}")
-    if backend is not None and backend not in BACKENDS:
-        raise UsageError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+    if backend is not None:
+        try:
+            parse_profile(backend)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     params = {k: p.default for k, p in info.params.items()}
     if variant is not None:
         params.update(info.variants[variant].params)

@@ -47,7 +47,7 @@ def test_bound_reached_exit_3():
     (("check", "tp", "-p", "nosuch=1"), "valid parameters: ranks"),
     (("check", "tp", "-p", "ranks=two"), "expected an integer"),
     (("check", "tp", "-p", "ranks"), "expected NAME=VALUE"),
-    (("check", "tp", "--backend", "mpi"), "valid backends: gloo"),
+    (("check", "tp", "--backend", "ucc"), "valid backends: gloo"),
     (("check", "tp", "-p", "faults=boom"), "valid faults"),
     (("check", "tp", "--max-states", "0"), "max-states"),
 ])

@@ -183,7 +183,7 @@ def test_cli_render_spec(tmp_path):
     (["tp", "--variant", "nosuch", "--out", "X"], "valid variants"),
     (["tp", "-p", "bogus=1", "--out", "X"], "valid parameters"),
     (["tp", "-p", "ranks", "--out", "X"], "NAME=VALUE"),
-    (["tp", "--backend", "mpi", "--out", "X"], "valid backends"),
+    (["tp", "--backend", "ucc", "--out", "X"], "valid backends"),
     (["tp"], "--out"),
     ([], "exactly one of"),
     (["tp", "--gallery"], "exactly one of"),

@@ -130,16 +130,16 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
         elif skip_new_group:
             role.local("skip_new_group", "ENV", "PARITY", doc="planted bug: a non-member skips new_group(mesh)")
         else:
-            role.op("new_group_mesh", "ENV", "PARITY", lambda c: barrier("store"), event="new_group", timeout=FAILED,
+            role.op("new_group_mesh", "ENV", "PARITY", lambda c: barrier("store"), event="new_group", timeout_kind="recovers", timeout=FAILED,
                     doc="new_group is collective over the default group: members and non-members call it")
         # startup runs under a deadline (monitored_barrier / init timeout): a missing rank fails it fast
         def parity(c, envs):
             if len(set(envs)) != 1:
                 c.goto(FAILED)  # the per-rank diff is printed and every rank exits before the first chunk
         role.op("parity_handshake", "PARITY", ("LOAD_OK", FAILED), lambda c: all_gather("world", ("int64", "parity"), c.v.knob),
-                after=parity, event="parity", timeout=FAILED)
-        role.op("all_reduce_load_ok", "LOAD_OK", "BARRIER", lambda c: all_reduce("world", ("float32", (1,)), 1), timeout=FAILED)
-        role.op("startup_barrier", "BARRIER", then, lambda c: barrier("world"), timeout=FAILED,
+                after=parity, event="parity", timeout_kind="recovers", timeout=FAILED)
+        role.op("all_reduce_load_ok", "LOAD_OK", "BARRIER", lambda c: all_reduce("world", ("float32", (1,)), 1), timeout_kind="recovers", timeout=FAILED)
+        role.op("startup_barrier", "BARRIER", then, lambda c: barrier("world"), timeout_kind="recovers", timeout=FAILED,
                 after=(lambda c, d: c.gset(started=True)) if watch else None)
 
     # ---------------------------------------------------------------- rank0 main thread
@@ -230,7 +230,7 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
     M.local("finish", "RUN", "JOIN", guard=lambda c: c.v.next_chunk >= chunks and not c.v.outstanding and not c.g.d_out,
             do=lambda c: c.gset(d_in=c.g.d_in + (SENTINEL,)), doc="stop the comms thread: push the sentinel")
     M.op("send_shutdown", "JOIN", "DONE", lambda c: send("world", leader, HEADER_SIG, _shutdown(c.v.call_id + 1), TAG_HEADER),
-         guard=lambda c: c.g.comms_done, do=lambda c: c.set(call_id=c.v.call_id + 1), event="header_sent", timeout=FAILED,
+         guard=lambda c: c.g.comms_done, do=lambda c: c.set(call_id=c.v.call_id + 1), event="header_sent", timeout_kind="recovers", timeout=FAILED,
          doc="after the comms thread joined, the main thread sends SHUTDOWN")
 
     # ---------------------------------------------------------------- rank0 comms thread
@@ -251,10 +251,10 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
     stop = lambda c: c.gset(comms_done=True)
     C.local("stop_on_abort", "IDLE", "DONE", guard=lambda c: c.g.abort, do=stop, doc="the main thread aborts: stop between messages")
     C.op("keepalive", "IDLE", "IDLE", lambda c: send("world", leader, HEADER_SIG, _noop(0), TAG_HEADER),
-         guard=lambda c: not c.g.d_in and c.v.ka < keepalives and not c.g.abort, do=lambda c: c.set(ka=c.v.ka + 1), event="header_sent", timeout=FAILED,
+         guard=lambda c: not c.g.d_in and c.v.ka < keepalives and not c.g.abort, do=lambda c: c.set(ka=c.v.ka + 1), event="header_sent", timeout_kind="recovers", timeout=FAILED,
          doc="NOOP keepalive while idle")
     C.op("send_header", "SEND_HEADER", "SEND_META", lambda c: send("world", leader, HEADER_SIG, c.v.env, TAG_HEADER),
-         commit=True, event="header_sent", timeout=FAILED,
+         commit=True, event="header_sent", timeout_kind="recovers", timeout=FAILED,
          doc="the commitment point: the leader now expects meta and tensors; rank0's watchdog guards this wait")
     C.op("send_meta", "SEND_META", "SEND_TENSORS", lambda c: send("world", leader, META_SIG, c.v.env.tensors(), TAG_META))
     C.op("send_tensors", "SEND_TENSORS", "RECV_RESULT",
@@ -268,7 +268,7 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
             c.goto("PUT")
     poll = None if v == "om13-no-watchdog" else "POLL"
     C.op("recv_result_header", "RECV_RESULT", ("RECV_LATENTS", "PUT"), lambda c: recv("world", leader, RESULT_SIG, TAG_RESULT),
-         after=got_result, timeout=poll, event="result_recv", doc="timed receive (irecv polling)")
+         after=got_result, timeout_kind="recovers", timeout=poll, event="result_recv", doc="timed receive (irecv polling)")
     if poll:
         if v == "retry-forever":
             C.local("poll_again", "POLL", "RECV_RESULT", doc="planted bug: retries the receive for ever, never gives up")
@@ -302,20 +302,20 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
             c.set(env=env, call_id=env.call_id, chunk_index=env.chunk_index, cache_epoch=env.cache_epoch, calls=0)
             c.goto("RECV_META")
     Ld.op("recv_header", "WAIT_HEADER", ("RECV_META", "RELAY_NOOP", "RELAY_SHUTDOWN", "DONE", "WAIT_HEADER", FAILED),
-          lambda c: recv("world", 0, HEADER_SIG, TAG_HEADER), after=on_header, timeout=watchdog, event="header_recv",
+          lambda c: recv("world", 0, HEADER_SIG, TAG_HEADER), after=on_header, timeout_kind="recovers", timeout=watchdog, event="header_recv",
           on_error=watchdog if pp1 and watchdog else FAILED,
           doc="wait for rank0's next header; the watchdog guards this wait")
     if watchdog:
         if pp1:
             Ld.op("watchdog_error", "WATCHDOG", FAILED, lambda c: broadcast("mesh", 0, MESH_HEADER_SIG, (int(Action.ERROR), -1)),
-                  timeout=FAILED, event="header_sent", doc="rank0 went silent: tell the mesh to exit, then exit")
+                  timeout_kind="recovers", timeout=FAILED, event="header_sent", doc="rank0 went silent: tell the mesh to exit, then exit")
         else:
             Ld.local("watchdog_exit", "WATCHDOG", FAILED)
     if pp1:
         Ld.op("relay_noop", "RELAY_NOOP", "WAIT_HEADER", lambda c: broadcast("mesh", 0, MESH_HEADER_SIG, (int(Action.NOOP), -1)),
-              timeout=FAILED, event="header_sent", doc="keepalive relay keeps the workers' watchdogs quiet")
+              timeout_kind="recovers", timeout=FAILED, event="header_sent", doc="keepalive relay keeps the workers' watchdogs quiet")
         Ld.op("relay_shutdown", "RELAY_SHUTDOWN", "DONE",
-              lambda c: broadcast("mesh", 0, MESH_HEADER_SIG, (int(Action.SHUTDOWN), -1)), timeout=FAILED, event="header_sent")
+              lambda c: broadcast("mesh", 0, MESH_HEADER_SIG, (int(Action.SHUTDOWN), -1)), timeout_kind="recovers", timeout=FAILED, event="header_sent")
     Ld.op("recv_meta", "RECV_META", "RECV_TENSORS", lambda c: recv("world", 0, META_SIG, TAG_META))
     Ld.op("recv_tensors", "RECV_TENSORS", "VALIDATE" if v != "om07-leader-throws" else "MESH_HEADER",
           lambda c: recv("world", 0, ("tensors",) + c.v.env.tensors(), TAG_TENSORS))
@@ -332,19 +332,19 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
                                    TAG_RESULT)
     if v == "om07-leader-throws":
         # the pre-fix code: no ERROR action; the rejection is reported to rank0 and the leader exits
-        Ld.op("reject_reply", "REJECT", FAILED, reject_result, event="result_sent", timeout=FAILED,
+        Ld.op("reject_reply", "REJECT", FAILED, reject_result, event="result_sent", timeout_kind="recovers", timeout=FAILED,
               doc="planted bug: the mesh broadcast has already started; the workers are left mid-envelope")
     elif pp1:
         Ld.op("broadcast_error", "REJECT", "REJECT_REPLY", lambda c: broadcast("mesh", 0, MESH_HEADER_SIG, (int(Action.ERROR), -1)),
-              timeout=FAILED, event="header_sent", doc="terminal ERROR so the workers exit instead of stranding")
-        Ld.op("reject_reply", "REJECT_REPLY", FAILED, reject_result, event="result_sent", timeout=FAILED)
+              timeout_kind="recovers", timeout=FAILED, event="header_sent", doc="terminal ERROR so the workers exit instead of stranding")
+        Ld.op("reject_reply", "REJECT_REPLY", FAILED, reject_result, event="result_sent", timeout_kind="recovers", timeout=FAILED)
     else:
-        Ld.op("reject_reply", "REJECT", FAILED, reject_result, event="result_sent", timeout=FAILED)
+        Ld.op("reject_reply", "REJECT", FAILED, reject_result, event="result_sent", timeout_kind="recovers", timeout=FAILED)
 
     if pp1:
         Ld.op("mesh_header", "MESH_HEADER", "MESH_META" if v != "om07-leader-throws" else "VALIDATE",
               lambda c: broadcast("mesh", 0, MESH_HEADER_SIG, (int(Action.INFER), c.v.call_id)), commit=True,
-              timeout=FAILED, event="header_sent", doc="the mesh commitment point")
+              timeout_kind="recovers", timeout=FAILED, event="header_sent", doc="the mesh commitment point")
         Ld.op("mesh_meta", "MESH_META", "MESH_TENSORS", lambda c: broadcast("mesh", 0, META_SIG, c.v.env))
         Ld.op("mesh_tensors", "MESH_TENSORS", "PHASE_B",
               lambda c: broadcast("mesh", 0, ("tensors",) + c.v.env.tensors()))
@@ -386,16 +386,16 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
         return None
 
     phase_b(Ld, "PHASE_B", "RESULT_PREFLIGHT", wrong_group=(v == "om08-wrong-group"))
-    Ld.op("reject_reply", "TRIP_REPLY", FAILED, reject_result, event="result_sent", timeout=FAILED,
+    Ld.op("reject_reply", "TRIP_REPLY", FAILED, reject_result, event="result_sent", timeout_kind="recovers", timeout=FAILED,
           doc="the tripwire's ok=False result to rank0 (it waits for this chunk's result), then exit")
     result_msg = lambda c: ResultMsg(True, c.v.call_id, c.v.chunk_index, c.v.cache_epoch, c.v.calls)
     late = v == "result-throw-after-header"
     if not late:
         Ld.op("result_preflight_fails", "RESULT_PREFLIGHT", "WAIT_HEADER", reject_result, fault="raise@result",
-              event="result_sent", timeout=guard_exit, doc="the result fails its preflight: an ok=False result, before any result byte")
+              event="result_sent", timeout_kind="recovers", timeout=guard_exit, doc="the result fails its preflight: an ok=False result, before any result byte")
     Ld.local("result_preflight_ok", "RESULT_PREFLIGHT", "SEND_RESULT")
     Ld.op("send_result_header", "SEND_RESULT", "SEND_LATENTS", lambda c: send("world", 0, RESULT_SIG, result_msg(c), TAG_RESULT),
-          commit=True, event="result_sent", timeout=guard_exit, doc="the result's commitment point")
+          commit=True, event="result_sent", timeout_kind="recovers", timeout=guard_exit, doc="the result's commitment point")
     if late:
         Ld.local("latents_serialize_fails", "SEND_LATENTS", FAILED, fault="raise@result",
                  doc="planted bug: the result is serialized after its header; the exception kills the leader")
@@ -414,7 +414,7 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
             c.goto("MESH_META")
     W.op("recv_mesh_header", "WAIT_HEADER", ("WAIT_HEADER", "MESH_META", "DONE"),
          lambda c: broadcast("mesh", 0, MESH_HEADER_SIG), after=w_header,
-         timeout=(FAILED if v != "om13-no-watchdog" else None), event="header_recv",
+         timeout_kind="recovers", timeout=(FAILED if v != "om13-no-watchdog" else None), event="header_recv",
          doc="wait for the leader's next header; the watchdog guards this wait")
 
     def w_meta(c, env):

@@ -191,7 +191,7 @@ def build(params: dict, variant: str | None, backend: str) -> Protocol:
             c.set(chunk_index=chunk, cache_epoch=epoch, got=0, calls=0, red=0, adhoc=False)
             c.goto("META_SIZE")
     W.op("recv_header", "WAIT_HEADER", ("WAIT_HEADER", "META_SIZE", "DONE", FAILED),
-         lambda c: broadcast("world", 0, HEADER_SIG), after=on_header, timeout=FAILED, event="header_recv",
+         lambda c: broadcast("world", 0, HEADER_SIG), after=on_header, timeout_kind="recovers", timeout=FAILED, event="header_recv",
          doc="wait for the next header; the watchdog guards this wait")
     W.op("recv_meta_size", "META_SIZE", "META_DATA", lambda c: broadcast("world", 0, META_SIZE_SIG))
 

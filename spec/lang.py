@@ -1,0 +1,144 @@
+"""The spec language: what an author writes.  A **role** is a control state plus immutable local
+variables (a namedtuple) and named transitions with guards; a transition is local, or issues one op
+to the fabric and blocks until the fabric completes it.  ``Ctx`` is what a transition function sees;
+``ActorDef`` places a role on a rank's thread.  The role's transition list is the diagram: rendering
+needs no second description.
+"""
+from __future__ import annotations
+
+from collections import namedtuple
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from ..model.api import Violation
+
+DONE, FAILED, DEAD, HUNG = "DONE", "FAILED", "DEAD", "HUNG"
+BUILTIN_TERMINAL = frozenset({DONE, FAILED, DEAD, HUNG})
+EXITED = frozenset({DONE, FAILED, DEAD})
+
+
+@dataclass(frozen=True)
+class Transition:
+    name: str
+    src: str
+    dst: tuple[str, ...]
+    guard: Callable | None = None
+    choose: Callable | None = None
+    do: Callable | None = None
+    op: Callable | None = None
+    after: Callable | None = None
+    check: Callable | None = None
+    fault: str | None = None
+    commit: bool = False
+    phase: str | None = None
+    on_error: str = FAILED
+    timeout: str | None = None
+    quiescent: bool = False
+    event: str | None = None
+    doc: str = ""
+    timeout_kind: str | None = None  # "recovers" | "hangs": what an op's timeout= means (fabric docs)
+    timeout_s: float | None = None   # the op timeout's duration; over a minute it hangs unless declared
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        extra = tuple(x for x in (self.on_error if self.op else None, self.timeout) if x)
+        return tuple(dict.fromkeys(self.dst + extra))
+
+
+class Role:
+    """One machine per role (P-language style): states named by what the role waits for."""
+
+    def __init__(self, name: str, init: str, vars: dict[str, Any], ids: Sequence[str] = ("call_id", "chunk_index", "cache_epoch"),
+                 doc: str = "", hang_points: Sequence[str] = (), private: bool = False, observed: Sequence[str] = ()):
+        self.name = name
+        self.init = init
+        self.V = namedtuple(f"{name.replace('-', '_')}_vars", list(vars))
+        self.init_vars = self.V(**vars)
+        self.ids = tuple(i for i in ids if i in vars)
+        self.transitions: list[Transition] = []
+        self.by_src: dict[str, list[int]] = {}
+        self.doc = doc
+        # message boundaries where the process may wedge (the ``hang`` fault): never inside a message
+        self.hang_points = frozenset(hang_points)
+        # partial-order reduction: a private role never reads or writes shared variables, and its
+        # ``observed`` variables are the ones properties read (a step changing them is visible)
+        self.private = private
+        self.observed = tuple(observed)
+
+    def _add(self, t: Transition) -> Transition:
+        self.by_src.setdefault(t.src, []).append(len(self.transitions))
+        self.transitions.append(t)
+        return t
+
+    def local(self, name: str, src: str, dst: str | Sequence[str], **kw) -> Transition:
+        return self._add(Transition(name, src, (dst,) if isinstance(dst, str) else tuple(dst), **kw))
+
+    def op(self, name: str, src: str, dst: str | Sequence[str], op: Callable, **kw) -> Transition:
+        return self._add(Transition(name, src, (dst,) if isinstance(dst, str) else tuple(dst), op=op, **kw))
+
+    def states(self) -> list[str]:
+        seen = dict.fromkeys([self.init])
+        for t in self.transitions:
+            seen.setdefault(t.src)
+            for d in t.targets:
+                seen.setdefault(d)
+        return list(seen)
+
+    def terminal_states(self) -> set[str]:
+        return {s for s in self.states() if s not in self.by_src}
+
+
+class Ctx:
+    """What a transition function sees: ``v`` (its role's variables), ``g`` (shared variables),
+    ``p`` (parameters), ``rank``; it writes with ``set``/``gset``, picks a destination with ``goto``
+    and may flag a property failure with ``violate`` (observer checks, not behaviour)."""
+
+    __slots__ = ("v", "g", "p", "rank", "choice", "dst", "violation", "world", "actor", "scratch")
+
+    def __init__(self, v, g, p, rank, dst, world, actor, choice=None):
+        self.v, self.g, self.p, self.rank, self.dst, self.world, self.actor, self.choice = v, g, p, rank, dst, world, actor, choice
+        self.violation = None
+        self.scratch = None  # what a step hands to its observer check; never part of the state
+
+    def set(self, **kw) -> None:
+        self.v = self.v._replace(**kw)
+
+    def gset(self, **kw) -> None:
+        self.g = self.g._replace(**kw)
+
+    def goto(self, state: str) -> None:
+        self.dst = state
+
+    def violate(self, verdict: str, message: str, **detail) -> None:
+        if self.violation is None:
+            self.violation = Violation(verdict, message, detail)
+
+    def local_rank(self, group: str) -> int:
+        return self.world.groups[group].local(self.rank)
+
+
+@dataclass(frozen=True)
+class ActorDef:
+    rank: int
+    thread: str
+    role: Role
+
+    @property
+    def label(self) -> str:
+        return f"rank{self.rank}" + ("" if self.thread == "main" else f".{self.thread}")
+
+
+
+def parse_faults(raw: str, known: Sequence[str]) -> frozenset:
+    """``all``, ``none`` or a comma list of fault names; unknown names are a usage error."""
+    from .registry import UsageError
+
+    if raw in ("all", "*"):
+        return frozenset(known)
+    if raw in ("none", ""):
+        return frozenset()
+    names = [x.strip() for x in raw.split(",") if x.strip()]
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise UsageError(f"unknown fault(s) {', '.join(bad)}; valid faults: all, none, {', '.join(known)}")
+    return frozenset(names)

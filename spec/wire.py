@@ -1,0 +1,375 @@
+"""The fabric's side of a ``Protocol``'s semantics: queues, matching and completion of posted ops,
+buffered (eager) messages, non-blocking ops and their waits, failures of ops whose partner is gone, and
+the counterexample records of those steps.  A mixin: world.py decides when these steps are enabled
+(``raw_successors``); fabric.py holds the ops, their data semantics and the backend profiles.
+
+An endpoint is an op posted and not complete: ``(ref, rank, op, pos)`` where ``ref`` >= 0 is the
+blocked actor and ref < 0 the fabric entry -1-ref (a non-blocking op).  Fabric entries
+(``WorldState.fabric``):
+
+- ``("msg", group, src rank, dst rank, tag, sig, data)``: a buffered eager send;
+- ``("op", actor, handle, k, op, pos, done, result)``: the k-th op posted under ``handle``.
+
+Queues: collectives per group; p2p per (group, peer) on peer-fifo profiles, none on tag ones.
+"""
+from __future__ import annotations
+
+from ..model.api import COLLECTIVE_MISMATCH, SpecError, Violation
+from .fabric import COLLECTIVES, P2P, Op, Post, check_post, combine, splits_mismatch
+from .lang import EXITED, ActorDef, Transition
+from .state import ActorState, PendingOp, WorldState
+
+_SAME_FOR_ALL = frozenset({"broadcast", "all_reduce", "all_gather", "barrier", "monitored_barrier"})
+_OP_FAILED = ("error: partner process gone",)  # the result of a posted op whose partner is gone
+
+
+class Fabric:
+    def _queue(self, op: Op):
+        if op.kind in COLLECTIVES:
+            return (op.group, None)
+        if self.profile.p2p_tags:
+            return None
+        return (op.group, op.peer)
+
+    def _dequeue(self, actors: list, fl, rank: int, key):
+        if key is None:
+            return
+        for j in self.actors_of_rank[rank]:
+            pend = actors[j][2]
+            if pend is not None and pend[2] > 0 and self._queue(pend[1]) == key:
+                c, v, _ = actors[j]
+                actors[j] = ActorState(c, v, PendingOp(pend[0], pend[1], pend[2] - 1))
+        if fl:
+            for j, e in enumerate(fl):
+                if e[0] == "op" and not e[6] and e[5] > 0 and self.actors[e[1]].rank == rank and self._queue(e[4]) == key:
+                    fl[j] = e[:5] + (e[5] - 1,) + e[6:]
+
+    def _queue_pos(self, actors, fab, rank: int, op: Op) -> int:
+        if op.kind in P2P and self.profile.p2p_tags:
+            return 0
+        key = self._queue(op)
+        n = sum(1 for j in self.actors_of_rank[rank] if actors[j][2] is not None and self._queue(actors[j][2][1]) == key)
+        if fab:
+            n += sum(1 for e in fab if e[0] == "op" and not e[6] and self.actors[e[1]].rank == rank and self._queue(e[4]) == key)
+        return n
+
+    def _endpoints(self, actors, fab) -> list:
+        """(ref, rank, op, pos) for every posted op not yet complete; ops of gone processes are void."""
+        eps = [(i, self.actors[i].rank, pend[1], pend[2]) for i, (_c, _v, pend) in enumerate(actors)
+               if pend is not None and pend[1].kind != "wait"]
+        if fab:
+            eps.extend((-1 - j, self._actor_rank[e[1]], e[4], e[5]) for j, e in self._live_entries(actors, fab)
+                       if not (e[3] and self._held(fab, e)))
+        return eps
+
+    @staticmethod
+    def _held(fab, e) -> bool:
+        """Within one batch, a send (recv) towards a peer waits for the batch's earlier sends (recvs)
+        towards that peer: NCCL matches them in order."""
+        op = e[4]
+        return any(f[0] == "op" and f[1] == e[1] and f[2] == e[2] and f[3] < e[3] and not f[6] and f[4].kind == op.kind
+                   and f[4].group == op.group and f[4].peer == op.peer for f in fab)
+
+    def _live_entries(self, actors, fab) -> list:
+        """(index, entry) of the posted ops not yet complete whose process is not gone."""
+        out = [(j, e) for j, e in enumerate(fab) if e[0] == "op" and not e[6]]
+        if out and any(st[0] in EXITED for st in actors):
+            status = self.rank_status(actors)
+            out = [(j, e) for j, e in out if status[self._actor_rank[e[1]]] != "gone"]
+        return out
+
+    # -- buffered (eager) messages, ordered per (group, src, dst) --
+    def _message_for(self, fab, rop: Op, rank: int) -> int:
+        """The index of the buffered message a recv on ``rank`` takes next, or -1."""
+        src = self.groups[rop.group].ranks[rop.peer]
+        tags = self.profile.p2p_tags
+        for k, m in enumerate(fab):
+            if m[0] == "msg" and m[1] == rop.group and m[2] == src and m[3] == rank and (not tags or m[4] == rop.tag):
+                return k
+        return -1
+
+    def _older_message(self, fab, sop: Op, src: int, dst: int) -> bool:
+        """A buffered message from src to dst that a recv must take before a rendezvous send (no overtaking)."""
+        tags = self.profile.p2p_tags
+        return any(m[0] == "msg" and m[1] == sop.group and m[2] == src and m[3] == dst and (not tags or m[4] == sop.tag)
+                   for m in fab)
+
+    @staticmethod
+    def _insert(fab, entry) -> tuple:
+        key = entry[:4]
+        k = len(fab)
+        while k > 0 and fab[k - 1][:4] > key:
+            k -= 1
+        return fab[:k] + (entry,) + fab[k:]
+
+    def _partners(self, actors, i, fab=()) -> list[int]:
+        """Ranks whose missing call keeps actor i waiting."""
+        op = actors[i][2][1]
+        me = self.actors[i].rank
+        if op.kind != "wait":
+            return self._partners_of(actors, fab, me, op)
+        out: list[int] = []
+        for e in fab or ():
+            if e[0] == "op" and e[1] == i and e[2] == op.data and not e[6]:
+                out.extend(r for r in self._partners_of(actors, fab, me, e[4]) if r not in out)
+        return out
+
+    def _partners_of(self, actors, fab, me: int, op: Op) -> list[int]:
+        grp = self.groups[op.group]
+        if op.kind in COLLECTIVES:
+            posted = {self.actors[j].rank for j, st in enumerate(actors)
+                      if st[2] is not None and st[2][1].group == op.group and st[2][1].kind in COLLECTIVES}
+            if fab:
+                posted.update(self._actor_rank[e[1]] for _j, e in self._live_entries(actors, fab)
+                              if e[4].group == op.group and e[4].kind in COLLECTIVES)
+            return [r for r in grp.ranks if r != me and r not in posted]
+        if op.kind == "send" and self.profile.eager(op):
+            return []  # waits only for its own queue
+        peer = grp.ranks[op.peer]
+        if op.kind == "recv" and fab and self._message_for(fab, op, me) >= 0:
+            return []
+        want = "recv" if op.kind == "send" else "send"
+        my_local = grp.local(me)
+        tags = self.profile.p2p_tags
+
+        def fits(p: Op) -> bool:
+            return p.kind == want and p.group == op.group and p.peer == my_local and (p.tag == op.tag or not tags)
+        for j in self.actors_of_rank[peer]:
+            p = actors[j][2]
+            if p is not None and fits(p[1]):
+                return []
+        if fab and any(self._actor_rank[e[1]] == peer and fits(e[4]) for _j, e in self._live_entries(actors, fab)):
+            return []
+        return [peer]
+
+    def _post(self, actors, fab, i, a: ActorDef, t: Transition, p: Post):
+        """The fabric with p's ops outstanding, or the WRONG_GROUP violation of one of them."""
+        bad = check_post(p)
+        if bad is not None:
+            raise SpecError(f"{a.role.name}.{t.name}", ValueError(bad))
+        if any(e[0] == "op" and e[1] == i and e[2] == p.handle for e in fab):
+            raise SpecError(f"{a.role.name}.{t.name}", ValueError(f"handle {p.handle!r} is still outstanding: wait on it first"))
+        entries = []
+        for k, op in enumerate(p.ops):
+            v = self._group_rule(a, t, op)
+            if v is not None:
+                return v
+            # a batch's ops queue only behind ops issued before the batch (NCCL group semantics)
+            pos = self._queue_pos(actors, fab, a.rank, op)
+            if not p.batch:
+                pos += sum(1 for e in entries if self._queue(e[4]) == self._queue(op) and self._queue(op) is not None)
+            entries.append(("op", i, p.handle, k, op, pos, False, None))
+        for e in entries:
+            fab = self._insert(fab, e)
+        return fab
+
+    def describe_fabric_step(self, state, action, nxt) -> dict | None:
+        actors, fab = state[0], state[3]
+        kind = action[0]
+
+        def who(ref) -> dict:
+            i = ref if ref >= 0 else fab[-1 - ref][1]
+            a = self.actors[i]
+            return {"rank": a.rank, "role": a.role.name, "actor": a.label, "ids": self._ids(i, actors[i][1])}
+
+        def op_of(ref) -> Op:
+            return actors[ref][2][1] if ref >= 0 else fab[-1 - ref][4]
+
+        if kind == "b":
+            ref = action[2][0]
+            d = who(ref)
+            name = (self.actors[ref].role.transitions[actors[ref][2][0]].name if ref >= 0
+                    else f"posted {fab[-1 - ref][2]!r}")
+            d.update(transition=f"{name} completes (eager send, buffered)", op=op_of(ref).short(), group=action[1])
+            return d
+        if kind == "r":
+            rref, k = action[2]
+            _m, group, src, dst, tag, sig, _data = fab[k]
+            sent = Op("send", group, self.groups[group].local(dst), tag, sig).short()
+            return {"rank": [src, dst], "role": "fabric", "transition": "buffered send/recv completes", "group": group,
+                    "op": f"{sent} (buffered) -> {op_of(rref).short()}", "ids": who(rref)["ids"]}
+        if kind == "M":
+            refs = action[2]
+            op = op_of(refs[0])
+            d = {"rank": [who(r)["rank"] for r in refs], "role": "fabric", "transition": f"{op.kind} completes",
+                 "op": op.short(), "group": action[1], "ids": who(refs[0])["ids"]}
+            if isinstance(nxt, Violation):
+                d["calls"] = {str(who(r)["rank"]): op_of(r).short() for r in refs}
+            return d
+        if kind == "P":
+            sref, rref = action[2]
+            return {"rank": [who(sref)["rank"], who(rref)["rank"]], "role": "fabric", "transition": "send/recv completes",
+                    "op": f"{op_of(sref).short()} -> {op_of(rref).short()}", "group": action[1], "ids": who(sref)["ids"]}
+        if kind == "w":
+            i, handle = action[1], action[2]
+            d = who(i)
+            d.update(transition=f"{self.actors[i].role.transitions[actors[i][2][0]].name} returns (wait {handle})",
+                     op=f"wait {handle}")
+            if isinstance(nxt, tuple):
+                d["dst"] = nxt[0][i][0]
+            return d
+        if kind == "e" and action[1] < 0:
+            e = fab[-1 - action[1]]
+            d = who(action[1])
+            d.update(transition=f"posted {e[2]!r} fails: partner process gone ({self.backend})", op=e[4].short(),
+                     group=e[4].group)
+            return d
+        return None
+
+    def posted(self, state, action, nxt) -> dict:
+        """What a step that posted ops without blocking adds to its counterexample record."""
+        i = action[1]
+        new = [e for e in nxt[3] if e[0] == "op" and e[1] == i and e not in state[3]]
+        if not new:
+            return {}
+        return {"op": "; ".join(e[4].short() for e in new), "group": new[0][4].group, "posted": new[0][2]}
+
+    # -- completions --------------------------------------------------------------------------
+    def _complete_ref(self, nl, fl, ref, data, g):
+        """Hand ``data`` to an endpoint: a blocked actor runs its ``after``; a posted op is marked done."""
+        if ref >= 0:
+            c = self._after(nl, ref, data, g)
+            return c.g, c.violation
+        j = -1 - ref
+        fl[j] = fl[j][:6] + (True, data)
+        return g, None
+
+    def _ref_name(self, actors, fab, ref) -> str:
+        """role.transition of an endpoint (for spec errors)."""
+        if ref >= 0:
+            a = self.actors[ref]
+            return f"{a.role.name}.{a.role.transitions[actors[ref][2][0]].name}"
+        e = fab[-1 - ref]
+        return f"{self.actors[e[1]].role.name} (posted {e[2]!r})"
+
+    def _complete_collective(self, state, gname, members):
+        actors, g, fu, fab = state
+        grp = self.groups[gname]
+        by_rank = {ep[1]: ep for ep in members}
+        ordered = [by_rank[r] for r in grp.ranks]
+        ops = [ep[2] for ep in ordered]
+        refs = tuple(ep[0] for ep in ordered)
+        act = ("m" if all(r >= 0 for r in refs) else "M", gname, refs)
+        sig0 = ops[0].signature()
+        differ = any(o.signature() != sig0 for o in ops[1:])
+        why = None if differ else splits_mismatch(ops)
+        if differ or why is not None:
+            calls = "; ".join(f"rank {ep[1]}: {ep[2].short()}" for ep in ordered)
+            return act, Violation(COLLECTIVE_MISMATCH, f"matched calls on {gname} differ: {calls}" + (f" ({why})" if why else ""),
+                                  {"group": gname, "calls": {str(ep[1]): ep[2].short() for ep in ordered}})
+        kind = ops[0].kind
+        contributions = [o.data for o in ops]
+        nl = list(actors)
+        fl = list(fab)
+        ng = g
+        viol = None
+        uniform = kind in _SAME_FOR_ALL
+        data = None
+        key = (gname, None)
+        for member, (ref, rank, _op, _pos) in enumerate(ordered):
+            if member == 0 or not uniform:
+                try:
+                    data = combine(kind, ops[0].reduce, contributions, ops[0].peer, member)
+                except Exception as e:  # noqa: BLE001 - contributions the op kind cannot combine: a spec bug
+                    raise SpecError(f"{self._ref_name(actors, fab, ref)} ({kind} data)", e) from e
+            if ref >= 0:
+                c = self._after(nl, ref, data, ng)
+                ng = c.g
+                viol = viol or c.violation
+            else:
+                ng, v = self._complete_ref(nl, fl, ref, data, ng)
+                viol = viol or v
+            self._dequeue(nl, fl, rank, key)
+        if viol is not None:
+            return act, viol
+        return act, WorldState(tuple(nl), ng, fu, tuple(fl))
+
+    def _p2p_mismatch(self, group, src_rank, sop: Op, dst_rank, rop: Op):
+        return Violation(COLLECTIVE_MISMATCH, f"matched p2p on {group} differ: rank {src_rank} sends "
+                                              f"{sop.short()}, rank {dst_rank} receives {rop.short()}",
+                         {"group": group, "send": sop.short(), "recv": rop.short()})
+
+    def _rank_of(self, fab, ref) -> int:
+        return self.actors[ref if ref >= 0 else fab[-1 - ref][1]].rank
+
+    def _complete_p2p(self, state, sref, sop, rref, rop):
+        actors, g, fu, fab = state
+        act = ("p" if sref >= 0 and rref >= 0 else "P", sop.group, (sref, rref))
+        src, dst = self._rank_of(fab, sref), self._rank_of(fab, rref)
+        if sop.sig != rop.sig:
+            return act, self._p2p_mismatch(sop.group, src, sop, dst, rop)
+        nl = list(actors)
+        fl = list(fab) if fab else None
+        g1, v1 = self._complete_ref(nl, fl, sref, None, g)
+        g2, v2 = self._complete_ref(nl, fl, rref, sop.data, g1)
+        if not self.profile.p2p_tags:
+            self._dequeue(nl, fl, src, self._queue(sop))
+            self._dequeue(nl, fl, dst, self._queue(rop))
+        viol = v1 or v2
+        if viol is not None:
+            return act, viol
+        return act, WorldState(tuple(nl), g2, fu, tuple(fl) if fl else fab)
+
+    def _buffer_send(self, state, sref, sop):
+        """An eager send completes: the fabric keeps its message until the recv takes it."""
+        actors, g, fu, fab = state
+        grp = self.groups[sop.group]
+        src = self._rank_of(fab, sref)
+        nl = list(actors)
+        fl = list(fab)
+        ng, viol = self._complete_ref(nl, fl, sref, None, g)
+        self._dequeue(nl, fl, src, self._queue(sop))
+        act = ("b", sop.group, (sref,))
+        if viol is not None:
+            return act, viol
+        return act, WorldState(tuple(nl), ng, fu, self._insert(tuple(fl), ("msg", sop.group, src, grp.ranks[sop.peer], sop.tag,
+                                                                             sop.sig, sop.data)))
+
+    def _take_message(self, state, rref, rop, k):
+        actors, g, fu, fab = state
+        _m, group, src, dst, tag, sig, data = fab[k]
+        act = ("r", group, (rref, k))
+        if sig != rop.sig:
+            sent = Op("send", group, self.groups[group].local(dst), tag, sig, data)
+            return act, self._p2p_mismatch(group, src, sent, dst, rop)
+        nl = list(actors)
+        fl = list(fab)
+        ng, viol = self._complete_ref(nl, fl, rref, data, g)
+        self._dequeue(nl, fl, dst, self._queue(rop))
+        if viol is not None:
+            return act, viol
+        del fl[k]
+        return act, WorldState(tuple(nl), ng, fu, tuple(fl))
+
+    def _wait_step(self, state, i):
+        """wait(handle) returns once every op of the handle completed; one failed op fails the wait."""
+        actors, g, fu, fab = state
+        handle = actors[i][2][1].data
+        mine = [e for e in fab if e[0] == "op" and e[1] == i and e[2] == handle]
+        if not mine or not all(e[6] for e in mine):
+            return None
+        fl = tuple(e for e in fab if not (e[0] == "op" and e[1] == i and e[2] == handle))
+        nl = list(actors)
+        act = ("w", i, handle)
+        if any(e[7] is _OP_FAILED for e in mine):
+            t = self.actors[i].role.transitions[actors[i][2][0]]
+            self._finish(nl, i, t.on_error, actors[i][1])
+            return act, WorldState(tuple(nl), g, fu, fl)
+        results = [e[7] for e in sorted(mine, key=lambda e: e[3])]
+        c = self._after(nl, i, results[0] if len(results) == 1 else tuple(results), g)
+        if c.violation is not None:
+            return act, c.violation
+        return act, WorldState(tuple(nl), c.g, fu, fl)
+
+    def _error_step(self, state, ref):
+        actors, g, fu, fab = state
+        if ref < 0:  # a posted op fails; its wait() will raise
+            fl = list(fab)
+            j = -1 - ref
+            fl[j] = fl[j][:6] + (True, _OP_FAILED)
+            return ("e", ref), WorldState(actors, g, fu, tuple(fl))
+        ctl, v, pend = actors[ref]
+        t = self.actors[ref].role.transitions[pend[0]]
+        nl = list(actors)
+        self._finish(nl, ref, t.on_error, v)
+        return ("e", ref), WorldState(tuple(nl), g, fu, fab)

@@ -1,0 +1,508 @@
+"""World semantics: a ``Protocol`` places actors (a rank's thread running a role) on ranks, declares
+the process groups and shared variables (per-world, e.g. the rank0 queues), and implements the
+checker's ``Model`` interface:
+
+- actor steps: a local transition, or issuing an op (the actor then waits in its source state);
+- fabric steps: a collective completes when every member's next call on the group is posted
+  (signatures compared), a send completes with its matching recv;
+- failure steps (backend profile): an op whose partner's process is gone fails, and the actor goes to
+  the transition's ``on_error`` state;
+- quiescent steps: watchdogs and timed waits (``timeout=`` on an op, ``quiescent=True`` on a local
+  transition) fire only when no other step can happen — time passes only when nothing else can —
+  and only after a fault was injected: deadlines are the designed recovery from faults, so a
+  fault-free run that can only continue through a timeout is stuck;
+- fault steps, enabled by configuration and at most ``max_faults`` per run: named fault transitions
+  (a throw at a named point), ``crash`` (the process dies, anywhere) and ``hang`` (the process wedges,
+  alive, at a message boundary its role declares in ``hang_points``).
+
+A state where no step but a fault can happen and some actor is still waiting is stuck: STRANDED when
+a waiter's partner is gone, wedged or idle for good, DEADLOCK when every partner is itself waiting.
+Faults never rescue a stuck state.  An end where every process finished or failed is clean or
+FAIL_FAST (crash beats hang).
+
+Matching, completion and failure of fabric ops (queues, buffered messages, posted ops and their waits)
+live in wire.py; reductions (partial order, symmetry) in reduce.py, explanations (describe, waiting) in
+explain.py; states are the typed tuples of state.py.
+"""
+from __future__ import annotations
+
+from collections import namedtuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from ..model.api import DEADLOCK, FAIL_FAST, STRANDED, WRONG_GROUP, SpecError, Violation
+from .explain import Explanation
+from .fabric import COLLECTIVES, ROOTED, Group, Op, Post, check_op, check_splits, parse_profile
+from .lang import BUILTIN_TERMINAL, DEAD, DONE, EXITED, FAILED, HUNG, ActorDef, Ctx, Transition
+from .reduce import Reductions
+from .wire import Fabric
+from .state import ActorState, PendingOp, WorldState
+
+
+@dataclass
+class Protocol(Fabric, Reductions, Explanation):
+    """A world of actors over the fabric; implements model.api.Model."""
+
+    name: str
+    groups: dict[str, Group]
+    actors: list[ActorDef]
+    shared: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    backend: str = "gloo"
+    faults: frozenset = frozenset()
+    max_faults: int = 1
+    crash_ranks: tuple[int, ...] = ()
+    hang_ranks: tuple[int, ...] = ()
+    phase_groups: dict[str, frozenset] = field(default_factory=dict)
+    invariants: list[tuple[str, str, Callable]] = field(default_factory=list)  # (name, verdict, fn(world, state) -> msg|None)
+    pending_fn: Callable | None = None
+    variant: str | None = None
+    symmetric: tuple[int, ...] = ()  # actor indices whose roles are interchangeable (symmetry reduction)
+
+    def __post_init__(self):
+        try:
+            self.profile = parse_profile(self.backend)
+        except ValueError as e:
+            raise SpecError(f"{self.name} backend", e) from None
+        self._checked = False
+        self._recovers: dict = {}  # op transition with a timeout -> whether the timeout is a designed recovery
+        self.G = namedtuple("shared_vars", list(self.shared)) if self.shared else None
+        self.ranks = sorted({a.rank for a in self.actors})
+        self.actors_of_rank = {r: [i for i, a in enumerate(self.actors) if a.rank == r] for r in self.ranks}
+        self._actor_rank = [a.rank for a in self.actors]
+        self.member_of = {g: frozenset(grp.ranks) for g, grp in self.groups.items()}
+        if self.pending_fn is not None:
+            self.pending = self._pending
+            self.actor_of = self._actor_of
+        self._sym_on = len(self.symmetric) > 1
+        self._sym_keys: dict = {}
+        self._por_reduce = True
+        self._por_live = False
+        self._por_actors = self._por_eligible_actors()
+        if self.profile.eager_below > 0:
+            # buffered messages name ranks and carry an order: no symmetry or partial-order argument
+            # covers them yet, so eager profiles explore the full interleaving graph
+            self.symmetric = ()
+            self._sym_on = False
+            self._por_actors = frozenset()
+        self._por_on = bool(self._por_actors)
+
+    def _timeout_recovers(self, role: str, t: Transition) -> bool:
+        r = self._recovers.get(id(t))
+        if r is None:
+            r = self._recovers[id(t)] = timeout_kind(role, t) == "recovers"
+        return r
+
+    def _check_declarations(self):
+        """Spec mistakes a run may never reach, found before exploring: every op timeout says
+        whether it is the designed recovery."""
+        for a in self.actors:
+            for t in a.role.transitions:
+                if t.timeout and t.op is not None:
+                    self._recovers[id(t)] = timeout_kind(a.role.name, t) == "recovers"
+        self._checked = True
+
+
+    # -- Model interface ----------------------------------------------------------------
+    def init_states(self):
+        if not self._checked:
+            self._check_declarations()
+        actors = tuple(ActorState(a.role.init, a.role.init_vars, None) for a in self.actors)
+        g = self.G(**self.shared) if self.G else ()
+        yield WorldState(actors, g, 0, ())
+
+    def invariant(self, state):
+        for name, verdict, fn in self.invariants:
+            try:
+                msg = fn(self, state)
+            except Exception as e:  # noqa: BLE001 - a spec bug, reported as such
+                raise SpecError(f"{self.name} invariant {name}", e) from e
+            if msg:
+                return Violation(verdict, f"{name}: {msg}", {"invariant": name})
+        return None
+
+    def _pending(self, state) -> bool:
+        return bool(self.pending_fn(self, state))
+
+    @staticmethod
+    def _actor_of(action):
+        if action is None:
+            return None
+        k = action[0]
+        if k == "e" and action[1] < 0:
+            return ("fabric", action[1])
+        if k in ("t", "e", "x", "w"):
+            return ("actor", action[1])
+        if k in ("m", "p", "b", "r", "M", "P"):
+            return ("fabric", action[1])
+        return None  # faults are never owed a step under fairness
+
+    # -- helpers ---------------------------------------------------------------------------
+    def vars_of(self, state, role_name: str) -> list:
+        return [st[1] for a, st in zip(self.actors, state[0]) if a.role.name == role_name]
+
+    def rank_status(self, actors) -> dict[int, str]:
+        """alive | gone (exited or crashed) | finished (returned, process alive: profiles whose finished
+        peers linger) | hung | idle (alive, terminal, issues nothing more)."""
+        out = {}
+        linger = self.profile.finished_peer == "alive"
+        for r, idxs in self.actors_of_rank.items():
+            ctls = [actors[i][0] for i in idxs]
+            if any(c in (FAILED, DEAD) for c in ctls):
+                out[r] = "gone"
+            elif all(c == DONE for c in ctls):
+                out[r] = "finished" if linger else "gone"
+            elif any(c == HUNG for c in ctls):
+                out[r] = "hung"
+            elif all(actors[i][2] is None and (actors[i][0] in BUILTIN_TERMINAL or actors[i][0] not in self.actors[i].role.by_src)
+                     for i in idxs):
+                out[r] = "idle"
+            else:
+                out[r] = "alive"
+        return out
+
+    def _terminal(self, i: int, ctl: str) -> bool:
+        return ctl in BUILTIN_TERMINAL or ctl not in self.actors[i].role.by_src
+
+    def _call(self, where: str, fn, *args):
+        try:
+            return fn(*args)
+        except SpecError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise SpecError(where, e) from e
+
+    def _kill_rank(self, actors: list, rank: int, ctl: str):
+        # a failed, dead or wedged process keeps no variables: where exactly it stopped cannot matter
+        # to anyone, so runs that differ only there end in one state
+        for j in self.actors_of_rank[rank]:
+            c = actors[j][0]
+            if c not in (DONE, FAILED, DEAD):
+                actors[j] = ActorState(ctl, None, None)
+
+    def _finish(self, actors: list, i: int, ctl: str, v):
+        if ctl in (FAILED, DEAD):  # a process that exits with an error takes its threads with it
+            actors[i] = ActorState(ctl, None, None)
+            self._kill_rank(actors, self.actors[i].rank, ctl)
+        else:
+            actors[i] = ActorState(ctl, v, None)
+
+    def raw_successors(self, state) -> Iterable:
+        actors, g, fu, fab = state
+        normal: list = []
+        for i, (ctl, v, pend) in enumerate(actors):
+            if pend is not None or ctl in BUILTIN_TERMINAL:
+                continue
+            a = self.actors[i]
+            role = a.role
+            for tidx in role.by_src.get(ctl, ()):
+                t = role.transitions[tidx]
+                if t.quiescent:
+                    continue
+                if t.fault is not None and (t.fault not in self.faults or fu >= self.max_faults):
+                    continue
+                normal.extend(self._fire(state, i, tidx, t, ctl, v, g, fu))
+        # fabric: collectives
+        by_group: dict[str, list] = {}
+        sends: list = []
+        recvs: list = []
+        arank = self._actor_rank
+        for i, st in enumerate(actors):
+            pend = st[2]
+            if pend is None:
+                continue
+            op = pend[1]
+            kind = op.kind
+            if kind in COLLECTIVES:
+                if pend[2] == 0:
+                    by_group.setdefault(op.group, []).append((i, arank[i], op, 0))
+            elif kind == "send":
+                sends.append((i, arank[i], op, pend[2]))
+            elif kind == "recv":
+                recvs.append((i, arank[i], op, pend[2]))
+        if fab:
+            for ep in self._endpoints(actors, fab):
+                if ep[0] >= 0:
+                    continue
+                op = ep[2]
+                if op.kind in COLLECTIVES:
+                    if ep[3] == 0:
+                        by_group.setdefault(op.group, []).append(ep)
+                elif op.kind == "send":
+                    sends.append(ep)
+                else:
+                    recvs.append(ep)
+        for gname, members in by_group.items():
+            if len(members) != len(self.groups[gname].ranks):
+                continue
+            normal.append(self._complete_collective(state, gname, members))
+        fifo = not self.profile.p2p_tags
+        eager_on = self.profile.eager_below > 0
+        for sref, src_rank, sop, spos in sends:
+            if fifo and spos != 0:
+                continue
+            if eager_on and self.profile.eager(sop):
+                normal.append(self._buffer_send(state, sref, sop))
+                continue
+            grp = self.groups[sop.group]
+            src_local = grp.local(src_rank)
+            dst_rank = grp.ranks[sop.peer]
+            if fab and self._older_message(fab, sop, src_rank, dst_rank):
+                continue
+            for rref, r_rank, rop, rpos in recvs:
+                if r_rank != dst_rank or rop.group != sop.group or rop.peer != src_local:
+                    continue
+                if fifo:
+                    if rpos != 0:
+                        continue
+                elif rop.tag != sop.tag:
+                    continue
+                normal.append(self._complete_p2p(state, sref, sop, rref, rop))
+        if fab:
+            for rref, r_rank, rop, rpos in recvs:
+                if fifo and rpos != 0:
+                    continue
+                k = self._message_for(fab, rop, r_rank)
+                if k >= 0:
+                    normal.append(self._take_message(state, rref, rop, k))
+            for i, (ctl, v, pend) in enumerate(actors):
+                if pend is not None and pend[1].kind == "wait":
+                    step = self._wait_step(state, i)
+                    if step is not None:
+                        normal.append(step)
+        # failure steps: an op whose partner's process is gone
+        gone_waits = []
+        if any(c in EXITED for c, _, _ in actors):
+            status = self.rank_status(actors)
+            for ep in self._endpoints(actors, fab):
+                if any(status[r] == "gone" for r in self._partners_of(actors, fab, ep[1], ep[2])):
+                    gone_waits.append(ep[0])
+        if self.profile.gone_peer == "immediate":
+            for ref in gone_waits:
+                normal.append(self._error_step(state, ref))
+        quiet: list = []
+        # Deadlines are the designed recovery from faults: a run with no fault injected that can only
+        # go on by letting a timeout fire is itself stuck (a protocol that always needs the PG timeout).
+        # A timeout declared ``hangs`` never rescues a run: the waiter is reported as stranded.
+        if not normal and fu > 0:
+            if self.profile.gone_peer == "timeout":
+                quiet.extend(self._error_step(state, ref) for ref in gone_waits)
+            for i, (ctl, v, pend) in enumerate(actors):
+                if ctl in BUILTIN_TERMINAL:
+                    continue
+                role = self.actors[i].role
+                if pend is not None:
+                    t = role.transitions[pend[0]]
+                    if t.timeout and self._timeout_recovers(role.name, t):
+                        nl = list(actors)
+                        self._finish(nl, i, t.timeout, v)
+                        quiet.append((("x", i), WorldState(tuple(nl), g, fu, fab)))
+                    continue
+                for tidx in role.by_src.get(ctl, ()):
+                    t = role.transitions[tidx]
+                    if t.quiescent:
+                        quiet.extend(self._fire(state, i, tidx, t, ctl, v, g, fu))
+        faults = self._fault_steps(state)
+        if not normal and not quiet:
+            stuck = self._stuck(state)
+            if stuck is not None:
+                return [(None, stuck)]
+        if self._por_on and len(normal) > 1:
+            amp = self._ample(state, normal)
+            if amp is not normal:
+                return amp
+        return normal + quiet + faults
+
+    def canonical(self, state):
+        # fabric entries name actors and ranks: a state holding some is its own representative
+        return state if state[3] else Reductions.canonical(self, state)
+
+    def _fire(self, state, i, tidx, t: Transition, ctl, v, g, fu):
+        actors = state[0]
+        fab = state[3]
+        a = self.actors[i]
+        stage = "guard"
+        try:
+            ctx = Ctx(v, g, self.params, a.rank, t.dst[0], self, i)
+            if t.guard is not None and not t.guard(ctx):
+                return ()
+            stage = "choose"
+            choices = t.choose(ctx) if t.choose is not None else None
+            out = []
+            for ch in (choices if choices is not None else (None,)):
+                c = ctx if choices is None else Ctx(v, g, self.params, a.rank, t.dst[0], self, i, ch)
+                if t.do is not None:
+                    stage = "do"
+                    t.do(c)
+                act = ("t", i, tidx, ch)
+                nfab = fab
+                if t.op is not None:
+                    stage = "op"
+                    op = t.op(c)
+                    if isinstance(op, Post):
+                        res = self._post(actors, fab, i, a, t, op)
+                        if isinstance(res, Violation):
+                            out.append((act, res))
+                            continue
+                        nfab = res
+                        if c.dst not in t.dst:
+                            raise SpecError(f"{a.role.name}.{t.name}",
+                                            ValueError(f"goto({c.dst!r}) is not one of the declared destinations {t.dst}"))
+                        nl = list(actors)
+                        self._finish(nl, i, c.dst, c.v)
+                    else:
+                        bad = check_op(op)
+                        if bad is not None:
+                            raise SpecError(f"{a.role.name}.{t.name}", ValueError(bad))
+                        if op.kind == "wait":
+                            if not any(e[0] == "op" and e[1] == i and e[2] == op.data for e in fab):
+                                raise SpecError(f"{a.role.name}.{t.name}",
+                                                ValueError(f"wait({op.data!r}): no op is outstanding under that handle"))
+                        else:
+                            bad = self._group_rule(a, t, op)
+                            if bad is not None:
+                                out.append((act, bad))
+                                continue
+                        nl = list(actors)
+                        pos = 0 if op.kind == "wait" else self._queue_pos(actors, fab, a.rank, op)
+                        nl[i] = ActorState(ctl, c.v, PendingOp(tidx, op, pos))
+                else:
+                    if c.dst not in t.dst:
+                        raise SpecError(f"{a.role.name}.{t.name}",
+                                        ValueError(f"goto({c.dst!r}) is not one of the declared destinations {t.dst}"))
+                    nl = list(actors)
+                    self._finish(nl, i, c.dst, c.v)
+                if t.check is not None:
+                    stage = "check"
+                    t.check(c)
+                if c.violation is not None:
+                    out.append((act, c.violation))
+                    continue
+                out.append((act, WorldState(tuple(nl), c.g, fu + 1 if t.fault is not None else fu, nfab)))
+            return out
+        except SpecError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a bug in the spec, reported with its role and transition
+            raise SpecError(f"{a.role.name}.{t.name} ({stage})", e) from e
+
+    def _group_rule(self, a: ActorDef, t: Transition, op: Op):
+        if op.group not in self.groups:
+            raise SpecError(f"{a.role.name}.{t.name}", ValueError(f"unknown group {op.group!r}"))
+        grp = self.groups[op.group]
+        bad = check_splits(op, len(grp.ranks))
+        if bad is not None:
+            raise SpecError(f"{a.role.name}.{t.name}", ValueError(bad))
+        if a.rank not in self.member_of[op.group]:
+            return Violation(WRONG_GROUP, f"rank {a.rank} ({a.role.name}) calls {op.kind} on {op.group}, a group it is not a "
+                                          f"member of (c10d: 'Invalid process group specified')",
+                             {"rank": a.rank, "group": op.group, "transition": t.name})
+        if t.phase is not None and t.phase in self.phase_groups and op.group not in self.phase_groups[t.phase]:
+            allowed = ", ".join(sorted(self.phase_groups[t.phase]))
+            return Violation(WRONG_GROUP, f"rank {a.rank} ({a.role.name}) issues {op.kind} on {op.group} in {t.phase}, where "
+                                          f"only {allowed} is allowed", {"rank": a.rank, "group": op.group, "expected": allowed,
+                                                                         "transition": t.name})
+        if op.kind not in COLLECTIVES or op.kind in ROOTED:
+            if not 0 <= op.peer < len(grp.ranks):
+                what = "root" if op.kind in ROOTED else "peer"
+                return Violation(WRONG_GROUP, f"rank {a.rank} ({a.role.name}) {op.kind} with group-local {what} {op.peer} on "
+                                              f"{op.group} of size {len(grp.ranks)}", {"rank": a.rank, "group": op.group})
+        return None
+
+    def _after(self, nl, i, data, g):
+        ctl, v, pend = nl[i]
+        a = self.actors[i]
+        t = a.role.transitions[pend[0]]
+        c = Ctx(v, g, self.params, a.rank, t.dst[0], self, i)
+        if t.after is not None:
+            self._call(f"{a.role.name}.{t.name} after", t.after, c, data)
+        if c.dst not in t.dst:
+            raise SpecError(f"{a.role.name}.{t.name}", ValueError(f"goto({c.dst!r}) is not one of the declared destinations {t.dst}"))
+        self._finish(nl, i, c.dst, c.v)
+        return c
+
+
+    def _fault_steps(self, state):
+        actors, g, fu, fab = state
+        if fu >= self.max_faults:
+            return []
+        out = []
+        for kind, ranks, ctl in (("crash", self.crash_ranks, DEAD), ("hang", self.hang_ranks, HUNG)):
+            if kind not in self.faults:
+                continue
+            for r in ranks:
+                idxs = self.actors_of_rank[r]
+                if all(self._terminal(j, actors[j][0]) and actors[j][2] is None for j in idxs):
+                    continue
+                if kind == "hang" and not all(actors[j][0] in self.actors[j].role.hang_points or self._terminal(j, actors[j][0])
+                                              for j in idxs):
+                    continue
+                nl = list(actors)
+                self._kill_rank(nl, r, ctl)
+                out.append(((kind, r), WorldState(tuple(nl), g, fu + 1, fab)))
+        return out
+
+    def _hang_timeout(self, state, w) -> str:
+        """' until its timeout ... fires' when the waiter's op declares a timeout that hangs, else ''."""
+        for i, a in enumerate(self.actors):
+            if a.label == w["actor"]:
+                pend = state[0][i][2]
+                if pend is None:
+                    return ""
+                t = a.role.transitions[pend[0]]
+                if t.timeout and timeout_kind(a.role.name, t) == "hangs":
+                    return f" until its {t.name} timeout{_duration(t)} fires (declared hangs)"
+        return ""
+
+    def _stuck(self, state):
+        actors = state[0]
+        status = self.rank_status(actors)
+        waiting = self.waiting(state)
+        if not waiting:
+            return None
+        stranded = [w for w in waiting if any(status.get(r) in ("gone", "hung", "idle", "finished") for r in w["waits_for"])]
+        timed = [w for w in waiting if self._hang_timeout(state, w)]
+        if stranded or timed:
+            w = stranded[0] if stranded else timed[0]
+            who = ", ".join(f"rank {r} ({status[r]})" for r in w["waits_for"])
+            until = self._hang_timeout(state, w)
+            what = "blocked for ever" if not until else "blocked"
+            detail = {"waiting": waiting}
+            if until:
+                detail["timeout"] = until.strip()
+            return Violation(STRANDED, f"rank {w['rank']} ({w['role']}) is {what} in {w['op'] or w['state']}{until}"
+                                       + (f" waiting on {who}" if who else ""), detail)
+        ops = "; ".join(f"rank {w['rank']} in {w['op'] or w['state']}" for w in waiting)
+        return Violation(DEADLOCK, f"every live rank is blocked and nothing can time out: {ops}", {"waiting": waiting})
+
+    def classify_end(self, state):
+        actors = state[0]
+        if any(c in (FAILED, DEAD, HUNG) for c, _, _ in actors):
+            return FAIL_FAST
+        return None
+
+
+
+TIMEOUT_KINDS = ("recovers", "hangs")
+HANG_AFTER_S = 60.0  # an op timeout longer than this is not a recovery unless declared so
+
+
+def timeout_kind(role: str, t: Transition) -> str:
+    """``recovers`` (the designed recovery: the op fails and the actor goes to ``timeout=``'s state once
+    nothing else can happen) or ``hangs`` (the waiter counts as stranded).  Declared with
+    ``timeout_kind=``; else from ``timeout_s=``: over a minute hangs."""
+    kind = getattr(t, "timeout_kind", None)
+    if kind is not None:
+        if kind not in TIMEOUT_KINDS:
+            raise SpecError(f"{role}.{t.name}", ValueError(f"timeout_kind={kind!r}: expected one of {', '.join(TIMEOUT_KINDS)}"))
+        return kind
+    secs = getattr(t, "timeout_s", None)
+    if secs is None:
+        raise SpecError(f"{role}.{t.name}", ValueError(
+            f"timeout={t.timeout!r} needs timeout_kind='recovers' (the designed recovery) or 'hangs', or a duration "
+            f"timeout_s=SECONDS (over {HANG_AFTER_S:g} s it hangs)"))
+    return "hangs" if secs > HANG_AFTER_S else "recovers"
+
+
+def _duration(t: Transition) -> str:
+    secs = getattr(t, "timeout_s", None)
+    return "" if secs is None else f" ({secs:g} s)"
