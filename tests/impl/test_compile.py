@@ -11,7 +11,7 @@ from lockstep.conformance import schema as S
 from lockstep.impl.reference import reference_outputs
 from lockstep.impl.stage0 import load_outputs
 
-from conftest import assert_collectives_match
+from helpers import assert_collectives_match
 
 
 @pytest.mark.multirank
