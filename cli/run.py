@@ -9,7 +9,6 @@ it, and exits with that rank's code (0 clean, 2 exception, 3 timeout, 130 interr
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -58,8 +57,10 @@ def run(topology, params, fault, unsafe, backend, trace_dir, force, compile_back
     1 it did not, 2 bad usage (options, paths, no torch), 130 interrupted (SIGINT/SIGTERM/SIGHUP;
     every rank is stopped and summary.json is still written, marked interrupted)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported (fork + OpenMP hazard)
-    if importlib.util.find_spec("torch") is None:
-        raise click.UsageError(NO_TORCH)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise click.UsageError(NO_TORCH) from None
     from lockstep.impl.config import RunConfig, apply_params
     from lockstep.impl.world import env_rank_info
 
