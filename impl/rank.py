@@ -47,10 +47,10 @@ def startup(ctx: Ctx) -> None:
         if cfg.compile:
             t0 = time.perf_counter()
             with comm.phase_b(g):
-                gen.warmup()
-            first, last = comm.note_compiled_collectives(g, gen.collectives_per_call) if g else (0, 0)
+                calls = gen.warmup()
+            first, last = comm.note_compiled_collectives(g, gen.collectives_per_call * calls) if g else (0, 0)
             trace.emit(S.STARTUP_STEP, name="warmup", seconds=round(time.perf_counter() - t0, 3),
-                       seq_first=first, seq_last=last, backend=cfg.compile)
+                       seq_first=first, seq_last=last, backend=cfg.compile, calls=calls)
             if g:
                 tripwires.compile_health(comm, g)
             if world.mesh_rank == 0 and world.rank != 0:
