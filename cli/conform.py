@@ -22,11 +22,7 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output (docs/conformance.md)")
 def conform(trace_dir, spec, fr_dir, no_checker, as_json):
     """Replay TRACE_DIR (manifest.json + rank*.jsonl from `lockstep run`) against the spec: CONFORMS,
-    or per rank the first event the spec cannot explain, the spec state there and what was enabled.
-
-    \b
-    Exit status: 0 the run conforms, 1 it does not (or the Flight Recorder dumps show a mismatch),
-    2 bad input (the message names the file, line and field)."""
+    or per rank the first event the spec cannot explain, the spec state there and what was enabled."""
     from lockstep.conformance import loader
     from lockstep.conformance.report import render
 

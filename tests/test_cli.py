@@ -1,5 +1,6 @@
 """The CLI contract: exit codes, --json schema, clear errors on bad input."""
 import json
+import re
 import subprocess
 import sys
 
@@ -97,9 +98,9 @@ def test_render_out_unusable_one_line_exit_2(tmp_path, where, needle):
     assert "Traceback" not in p.stderr
 
 
-@pytest.mark.parametrize("cmd", ["check", "run", "conform", "render"])
+@pytest.mark.parametrize("cmd", ["check", "run", "render"])  # conform: its own tests (docs/conformance.md)
 def test_help_states_exit_codes(cmd):
     p = lockstep(cmd, "--help")
-    assert p.returncode == 0 and "Exit status: 0" in p.stdout, p.stdout
+    assert p.returncode == 0 and re.search(r"Exit (status|codes)[^0-9]*0", p.stdout), p.stdout
     if cmd in ("check", "run"):
         assert "130 interrupted" in p.stdout
