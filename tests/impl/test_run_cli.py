@@ -128,3 +128,21 @@ def test_without_torch_one_line_with_the_install_command(tmp_path):
 def test_run_help_states_exit_codes():
     out = CliRunner().invoke(run, ["--help"]).output
     assert "Exit status: 0" in out and "130 interrupted" in out
+
+
+def test_long_run_summary_lists_chunks_as_ranges():
+    """A killed 2,000-chunk run: chunk lists are ranges and drops are grouped by reason, not 2,000 lines."""
+    from lockstep.impl.config import RunConfig
+    from lockstep.impl.launch import RankOutcome, RunSummary, ranges
+
+    assert ranges([]) == "" and ranges([3]) == "3" and ranges([0, 1, 2, 5, 7, 8]) == "0-2, 5, 7-8"
+    cfg = RunConfig(topology="tp", world=2).with_(chunks=2000)
+    s = RunSummary("d", cfg, [RankOutcome(0, "tp_rank0", "interrupted", "SIGTERM received")], list(range(60)),
+                   {k: "aborted: Interrupted" for k in range(61, 1990)}, [60, *range(1990, 2000)], 9.9,
+                   interrupted="SIGTERM")
+    text = s.render()
+    assert len(text.splitlines()) < 15, text
+    assert "chunks emitted: 60/2000 0-59" in text
+    assert "chunks 61-1989: aborted: Interrupted" in text
+    assert "11 [60, 1990-1999]" in text and "INTERRUPTED by SIGTERM" in text
+    assert s.to_dict()["interrupted"] is True and not s.ok
