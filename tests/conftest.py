@@ -15,3 +15,30 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if REAL_WORLD_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.multirank)
+
+
+# LOCKSTEP_TEST_COST=PATH: append one JSON line per test with its wall seconds and the CPU seconds it used
+# (this process and the children it reaped: forked ranks, subprocesses). CPU seconds barely change with the
+# machine's load, wall seconds do: this is how the `slow` marks (> 5 s on an idle 2-core machine) are kept honest.
+_COST = os.environ.get("LOCKSTEP_TEST_COST")
+
+
+def _cpu() -> float:
+    import resource
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if not _COST:
+        yield
+        return
+    import json
+    import time
+    t0, c0 = time.perf_counter(), _cpu()
+    yield
+    with open(_COST, "a") as f:
+        f.write(json.dumps({"test": item.nodeid, "wall_s": round(time.perf_counter() - t0, 2),
+                            "cpu_s": round(_cpu() - c0, 2),
+                            "marks": sorted({m.name for m in item.iter_markers()} & {"slow", "multirank"})}) + "\n")
