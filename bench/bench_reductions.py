@@ -70,7 +70,8 @@ def markdown(rows: list[dict], args: str) -> str:
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out = [f"Measured {when} with `python bench/bench_reductions.py {args}` on {platform.machine()}, "
            f"{os.cpu_count()} cores, Python {platform.python_version()} (safety only, every fault enabled; "
-           "seconds depend on the machine's load, state counts do not; BOUND_REACHED rows are lower bounds).", "",
+           "seconds depend on the machine's load, state counts do not; BOUND_REACHED rows are lower bounds; "
+           "peak RSS is the bench process's peak so far).", "",
            "| spec | params | reduction | verdict | states | transitions | seconds | peak RSS MB |",
            "|---|---|---|---|---:|---:|---:|---:|"]
     for r in rows:
