@@ -14,6 +14,7 @@ from lockstep.impl.stage0 import load_outputs
 from helpers import assert_collectives_match
 
 
+@pytest.mark.slow
 @pytest.mark.multirank
 @pytest.mark.parametrize("topology,n", [("tp", 2), ("pp1", 3)])
 def test_compiled_aot_eager_matches_unsharded(world, topology, n):
@@ -43,6 +44,7 @@ def test_c01_compile_on_one_rank_fails_parity(world, topology, n):
     assert all("compile" in o.message for o in s.ranks) and s.emitted == []
 
 
+@pytest.mark.slow
 @pytest.mark.multirank
 @pytest.mark.parametrize("topology,n", [("tp", 2), ("pp1", 3)])
 def test_c03_rank_only_graph_break_crashes_early(world, topology, n):
@@ -53,6 +55,7 @@ def test_c03_rank_only_graph_break_crashes_early(world, topology, n):
     assert not any(run.ranks[r].of(S.HEADER_SENT) for r in run.ranks)  # crashed before the first chunk
 
 
+@pytest.mark.slow
 @pytest.mark.multirank
 def test_inductor_with_persistent_cache(world, monkeypatch):
     cache = os.environ.get("LOCKSTEP_INDUCTOR_CACHE", os.path.expanduser("~/.cache/lockstep/inductor"))
