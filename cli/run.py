@@ -97,7 +97,7 @@ def run(topology, params, fault, unsafe, backend, trace_dir, force, compile_back
             raise click.UsageError(f"--trace-dir {trace_dir}: {e.strerror or e}") from None
         click.echo(torchrun_line(trace_dir, int(os.environ["RANK"]), code))
         # Hard exit: interpreter teardown would run c10d/gloo destructors, which can abort
-        # (std::terminate -> SIGABRT) after an otherwise clean run (protocols.md §6.1/§6.2).
+        # (std::terminate -> SIGABRT) after an otherwise clean run (docs/domain.md §6.1/§6.2).
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

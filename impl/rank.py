@@ -59,7 +59,7 @@ def startup(ctx: Ctx) -> None:
             ctx.baseline = tripwires.fingerprint_baseline(comm, g, gen.W)
     elif cfg.compile:
         # Outside the mesh (PP rank0): wait for READY on the store, not in a collective bounded by
-        # the short PG timeout, while the mesh compiles (protocols.md §3.2 step 7, §10.15).
+        # the short PG timeout, while the mesh compiles (docs/domain.md §3.2 step 7, §10.15).
         t0 = time.perf_counter()
         store = _store()
         while not store.check([READY_KEY]):

@@ -4,7 +4,7 @@ An op is what a transition issues to the fabric; the issuing process blocks unti
 completes it.  Collectives match per group: each member's next call is matched with the others'
 next call, and a signature difference (op, group-local root, dtype, shape, reduce op) is a
 COLLECTIVE_MISMATCH.  Because matching is by position, a skipped collective silently pairs with the
-next one of the same kind, exactly as measured on gloo (platform.md).  Point-to-point ops are
+next one of the same kind, exactly as measured on gloo (docs/platform-facts.md).  Point-to-point ops are
 rendezvous (a send blocks until the matching recv is posted, as measured on gloo) and match per
 (src, dst, group): by tag on gloo, FIFO ignoring tags on NCCL.  ``src``/``dst``/``root`` are always
 group-local ranks.
