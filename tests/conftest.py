@@ -55,7 +55,15 @@ def pytest_runtest_protocol(item, nextitem):
     import time
     t0, c0 = time.perf_counter(), _cpu()
     yield
+    outcome = "failed" if getattr(item, "_lockstep_failed", False) else "ok"
     with open(_COST, "a") as f:
         f.write(json.dumps({"test": item.nodeid, "wall_s": round(time.perf_counter() - t0, 2),
-                            "cpu_s": round(_cpu() - c0, 2),
+                            "cpu_s": round(_cpu() - c0, 2), "outcome": outcome,
                             "marks": sorted({m.name for m in item.iter_markers()} & {"slow", "multirank"})}) + "\n")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    rep = (yield).get_result()
+    if _COST and rep.failed:
+        item._lockstep_failed = True
