@@ -46,13 +46,15 @@ def _emitting(run_dir):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
 def test_interrupted_run_leaves_no_rank(tmp_path, sig):
     run_dir = tmp_path / "run"
-    proc = _start(["run", "--topology", "tp", "-p", "chunks=100000", "--trace-dir", str(run_dir)])
+    proc = _start(["run", "--topology", "tp", "-p", "chunks=20000", "--trace-dir", str(run_dir)])
     try:
         assert wait_until(lambda: _emitting(run_dir), 90), "the run never emitted a chunk"
         ranks = _rank_pids(run_dir, 2)
         assert ranks and all(alive(p) for p in ranks.values())
         proc.send_signal(sig)
-        out, err = proc.communicate(timeout=20)
+        # every rank ends within the launcher's grace period (3 s) plus scheduling slack on a loaded machine
+        assert wait_until(lambda: not any(alive(p) for p in ranks.values()), 15), "ranks outlived the interrupt"
+        out, err = proc.communicate(timeout=60)
         gone = wait_until(lambda: not session_members(proc.pid), 5)
         assert gone, f"processes left behind: {session_members(proc.pid)}"
         assert not any(alive(p) for p in ranks.values())
@@ -66,7 +68,7 @@ def test_interrupted_run_leaves_no_rank(tmp_path, sig):
         for r in range(2):
             last = run.ranks[r].events[-1]
             assert last["ev"] == S.RANK_EXIT and last["how"] == "interrupted", last
-        assert len(summary["emitted"]) + len(summary["dropped"]) + len(summary["lost"]) == 100000
+        assert len(summary["emitted"]) + len(summary["dropped"]) + len(summary["lost"]) == 20000
     finally:
         kill_session(proc.pid)
         proc.kill()
@@ -84,7 +86,7 @@ def test_sigterm_to_check_workers_leaves_no_worker(tmp_path):
         workers = [p for p in session_members(proc.pid) if p != proc.pid]
         time.sleep(1.5)  # let the search run a little
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=15)
+        out, err = proc.communicate(timeout=30)
         assert proc.returncode == 130, err
         assert wait_until(lambda: not session_members(proc.pid), 5), session_members(proc.pid)
         assert not any(alive(p) for p in workers)
@@ -103,7 +105,7 @@ def test_sigint_to_check_prints_partial_statistics(tmp_path):
     try:
         time.sleep(3.0)  # model built, the search under way
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=15)
+        out, err = proc.communicate(timeout=30)
         assert proc.returncode == 130, (out, err)
         assert "verdict: INTERRUPTED" in out and "Traceback" not in err and "Aborted" not in err
         explored = [ln for ln in out.splitlines() if ln.startswith("explored ")]
