@@ -12,10 +12,25 @@ import sys
 import click
 
 
+def _spec_ref(v):  # one resolver for every command (spec/loading.py)
+    from lockstep.spec.loading import spec_for_conformance
+    from lockstep.spec.registry import UsageError
+    try:
+        return spec_for_conformance(v)
+    except UsageError as e:
+        raise click.BadParameter(str(e), param_hint="--spec") from None
+
+
+def _complete(ctx, param, incomplete):
+    from lockstep.cli.params import complete_spec
+    return [c for c in complete_spec(ctx, param, incomplete) if c.value in ("tp", "pp0", "pp1") or c.type != "plain"
+            or c.value.endswith(".py")]
+
+
 @click.command("conform", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("trace_dir", required=False, type=click.Path())
-@click.option("--spec", "spec", type=click.Choice(["auto", "tp", "pp0", "pp1"]), default="auto", show_default=True,
-              help="the spec to check against (auto: the manifest's topology)")
+@click.option("--spec", "spec", default="auto", show_default=True, callback=lambda c, p, v: _spec_ref(v), shell_complete=_complete,
+              help="the spec to check against (auto: the manifest's topology; tp, pp0, pp1, or a user spec PATH.py[:NAME] / module[:NAME] whose SpecInfo.name is one of them)")
 @click.option("--flight-recorder", "fr_dir", type=click.Path(), default=None,
               help="check Flight Recorder dumps (pickle or JSON, versions 2.x) in this directory instead")
 @click.option("--no-checker", is_flag=True, help="for --unsafe runs: do not run the model checker on the variant")

@@ -12,8 +12,15 @@ import time
 
 import click
 
-from ..spec.registry import BACKENDS, UsageError, available, load, pick_backend, resolve
-from .params import parse_params
+from ..spec.loading import SpecLoadError, build_model
+from ..spec.registry import BACKENDS, UsageError, load, pick_backend, resolve
+from .params import complete_param, complete_spec, complete_variant, parse_params
+
+
+def _load_failed(e: SpecLoadError):
+    """A spec that cannot be loaded: one line on stderr, exit 2."""
+    click.echo(f"lockstep: {e}", err=True)
+    sys.exit(2)
 
 
 class LazyGroup(click.Group):
@@ -56,14 +63,20 @@ def cli():
 
 
 @cli.command("list")
+@click.argument("specs", nargs=-1, shell_complete=complete_spec)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable catalogue")
-def list_(as_json):
-    """Specs, their parameters with defaults, and variants with one-line descriptions."""
+def list_(specs, as_json):
+    """Specs (SPECS, or every shipped and installed one), their parameters with defaults, and variants
+    with one-line descriptions.  A spec is a name, PATH.py[:NAME] or package.module[:NAME]."""
+    from ..spec.loading import spec_names
     from .report import dumps
 
     cat = []
-    for name in available():
-        info = load(name)
+    for name in specs or spec_names():
+        try:
+            info = load(name)
+        except SpecLoadError as e:
+            _load_failed(e)
         cat.append({
             "spec": name, "description": info.description,
             "params": {k: {"default": p.default, "help": p.help} for k, p in info.params.items()},
@@ -107,10 +120,12 @@ def _progress(seen: dict):
 
 
 @cli.command()
-@click.argument("spec")
-@click.option("--variant", "-v", default=None, help="a planted-bug variant (see `lockstep list`)")
-@click.option("-p", "params", multiple=True, metavar="NAME=VALUE", help="spec parameter (repeatable)")
-@click.option("--backend", default=None, help="backend profile: " + ", ".join(BACKENDS)
+@click.argument("spec", shell_complete=complete_spec)
+@click.option("--variant", "-v", default=None, shell_complete=complete_variant,
+              help="a planted-bug variant (see `lockstep list`)")
+@click.option("-p", "params", multiple=True, metavar="NAME=VALUE", shell_complete=complete_param,
+              help="spec parameter (repeatable)")
+@click.option("--backend", default=None, shell_complete=lambda c, p, i: [b for b in BACKENDS if b.startswith(i)], help="backend profile: " + ", ".join(BACKENDS)
               + " (default: the variant's documented backend, else gloo)")
 @click.option("--max-states", type=click.IntRange(min=1), default=None, help="stop with BOUND_REACHED after this many states")
 @click.option("--max-depth", type=click.IntRange(min=0), default=None, help="stop with BOUND_REACHED beyond this depth")
@@ -121,7 +136,9 @@ def _progress(seen: dict):
               help="processes for the safety search (fork); liveness and the vectorized core stay single-process")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object (schema: docs/json.md)")
 def check(spec, variant, params, backend, max_states, max_depth, timeout, no_reduction, no_liveness, workers, as_json):
-    """Explore SPEC exhaustively and print a verdict, with the shortest counterexample on a violation.
+    """Explore SPEC exhaustively and print a verdict, with a counterexample on a violation.  SPEC is a
+    shipped name (`lockstep list`), a spec file PATH.py[:NAME] or package.module[:NAME] defining
+    SPEC = SpecInfo(...).
 
     \b
     Exit status: 0 holds, 1 violation, 2 usage or spec error, 3 bound reached first,
@@ -135,9 +152,14 @@ def check(spec, variant, params, backend, max_states, max_depth, timeout, no_red
     try:
         info, p = resolve(spec, variant, parse_params(params), backend)
         backend = pick_backend(info, variant, backend)
-        model = info.build(p, variant, backend)
+        model = build_model(info, p, variant, backend)
+    except SpecLoadError as e:
+        _load_failed(e)
     except UsageError as e:
         raise click.UsageError(str(e)) from None
+    except SpecError as e:
+        click.echo(f"lockstep: {e}", err=True)
+        sys.exit(2)
     if workers > 1 and (engine := engine_for(model, not no_liveness, workers)) != "parallel":
         hint = "; add --no-liveness" if engine == "serial" and not no_liveness else ""
         click.echo(f"lockstep: --workers ignored: this check runs on the {engine} core{hint}", err=True)
@@ -161,8 +183,17 @@ def check(spec, variant, params, backend, max_states, max_depth, timeout, no_red
     if as_json:
         click.echo(dumps(to_json(spec, variant, p, backend, result, not no_reduction)))
     else:
-        click.echo(text(spec, variant, p, backend, result))
+        click.echo(text(spec, variant, p, backend, result, shortest_known=_no_reduction_applied(model, no_reduction)))
     sys.exit(exit_code(result.verdict) if code is None else code)
+
+
+def _no_reduction_applied(model, no_reduction: bool) -> bool:
+    """Whether breadth-first order makes the counterexample a shortest one: no partial-order or symmetry
+    reduction took part (asked off, or the model offers none).  Unknown -> False (never claim it)."""
+    if no_reduction:
+        return True
+    por, sym = getattr(model, "_por_on", None), getattr(model, "_sym_on", None)
+    return por is False and sym is False
 
 
 def main():

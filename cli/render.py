@@ -10,21 +10,46 @@ Exit status: 0 rendered (or, with --check, the gallery is up to date), 1 the gal
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
 
+from ..spec import loading as L
 from ..spec.registry import BACKENDS, UsageError
-from .params import parse_params
+from .params import complete_param, complete_spec, complete_variant, parse_params
 
 
 def _out_dir(out: Path | None, what: str) -> Path:
     if out is None:
         raise click.UsageError(f"{what} needs --out DIR (a new directory, or one a previous render wrote)")
-    if out.exists() and not out.is_dir():
-        raise click.UsageError(f"--out {out} is a file; expected a directory")
+    check_out(out)
     return out
+
+
+def check_out(out: Path) -> None:
+    """Refuse an --out that cannot hold a render, before any work is done: one line, exit 2."""
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} is a file; expected a directory (new, or one a previous render wrote)")
+    probe = out
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        _fail(f"--out {out}: {probe} is a file, so no directory can be made under it")
+    resolved = str(out.resolve())
+    if resolved == "/proc" or resolved.startswith(("/proc/", "/sys/", "/dev/")) or resolved in ("/sys", "/dev"):
+        _fail(f"--out {out}: {resolved} is in a kernel file system (/proc, /sys, /dev), not a place for a render; "
+              "choose another directory")
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        _fail(f"--out {out}: {probe} is not writable (permission denied); choose another directory")
+
+
+def _fail(msg: str) -> None:
+    click.echo(f"lockstep render: {msg}", err=True)
+    sys.exit(2)
 
 
 def _write(out: Path, files: dict, extra: dict | None = None) -> None:
@@ -34,13 +59,16 @@ def _write(out: Path, files: dict, extra: dict | None = None) -> None:
         write_tree(out, files, extra)
     except OutputError as e:
         raise click.UsageError(str(e)) from None
+    except OSError as e:
+        _fail(f"--out {out}: cannot write there ({e.strerror or e}{': ' + e.filename if e.filename else ''})")
 
 
 @click.command()
-@click.argument("spec", required=False)
-@click.option("--variant", "-v", default=None, help="a planted-bug variant (see `lockstep list`)")
-@click.option("-p", "params", multiple=True, metavar="NAME=VALUE", help="spec parameter (repeatable)")
-@click.option("--backend", default="gloo", show_default=True, help="backend profile: " + ", ".join(BACKENDS))
+@click.argument("spec", required=False, shell_complete=complete_spec)
+@click.option("--variant", "-v", default=None, shell_complete=complete_variant, help="a planted-bug variant (see `lockstep list`)")
+@click.option("-p", "params", multiple=True, metavar="NAME=VALUE", shell_complete=complete_param, help="spec parameter (repeatable)")
+@click.option("--backend", default=None, help="backend profile: " + ", ".join(BACKENDS)
+              + " (default: the variant's documented backend, else gloo; the same rule as `lockstep check`)")
 @click.option("--out", "-o", "out", type=click.Path(path_type=Path), default=None,
               help="output directory (created; files of yours in it are never overwritten)")
 @click.option("--max-states", type=click.IntRange(min=1), default=None,
@@ -52,7 +80,16 @@ def _write(out: Path, files: dict, extra: dict | None = None) -> None:
 @click.option("--check", "check_only", is_flag=True, help="with --gallery: only report whether the committed gallery is up to date")
 def render(spec, variant, params, backend, out, max_states, png, trace, gallery, check_only):
     """Render SPEC's role state diagrams, KV-cache lifecycle, reachable state space and (for a
-    violating variant) the counterexample swimlane, with an index.html linking them."""
+    violating variant) who waits on whom at the end and the counterexample swimlane, with an
+    index.html linking them; or a recorded run (--trace); or the committed gallery (--gallery).
+
+    \b
+    Exit status:
+      0  rendered (with --gallery --check: the gallery is up to date)
+      1  --gallery --check: the gallery is stale (regenerate with `lockstep render --gallery`)
+      2  bad usage (unknown spec/variant/parameter/backend), a spec error, a bad trace directory,
+         or an unusable --out (a file, under a file, not writable, /proc), one line, nothing written
+    """
     modes = [m for m, on in (("SPEC", spec is not None), ("--trace", trace is not None), ("--gallery", gallery)) if on]
     if len(modes) != 1:
         raise click.UsageError("expected exactly one of SPEC, --trace TRACE_DIR or --gallery"
@@ -74,6 +111,9 @@ def _spec(spec, variant, params, backend, out, max_states, png):
 
     try:
         r = render_spec(spec, variant, parse_params(params), backend, max_states or DEFAULT_MAX_STATES, png=png)
+    except L.SpecLoadError as e:  # a spec that cannot be loaded: one line, as for check
+        click.echo(f"lockstep: {e}", err=True)
+        sys.exit(2)
     except UsageError as e:
         raise click.UsageError(str(e)) from None
     except (SpecError, DotMissing) as e:
@@ -87,9 +127,7 @@ def _spec(spec, variant, params, backend, out, max_states, png):
 
 
 def _trace(trace_dir: Path, out: Path):
-    from ..diagrams import report as R
-    from ..diagrams.swimlane import render as render_swimlane
-    from ..diagrams.trace import first_nonconforming, load, trace_swimlane
+    from ..diagrams.trace import load, render_trace
 
     if not trace_dir.is_dir():
         raise click.UsageError(f"--trace {trace_dir}: expected a run directory holding manifest.json and rank<N>.jsonl")
@@ -101,17 +139,9 @@ def _trace(trace_dir: Path, out: Path):
         sys.exit(2)
     except ValueError as e:  # TraceSchemaError names file, line and field
         raise click.UsageError(f"--trace {trace_dir}: {e}") from None
-    hit, why = first_nonconforming(run)
-    sw = trace_swimlane(run, f"recorded run {trace_dir.name}", hit)
-    files = {"swimlane.svg": render_swimlane(sw).encode()}
-    body = [R.h(1, f"lockstep render — recorded run {trace_dir.name}"),
-            R.p(sw.message, "small"), R.note(why), R.image("swimlane.svg", "trace swimlane"),
-            R.steps_table(sw.steps, highlight=sw.highlight["index"] if sw.highlight else None)]
-    if sw.waiting:
-        body += [R.h(3, "Ops entered and never exited"), R.waiting_table(sw.waiting)]
-    files["index.html"] = R.page(f"lockstep render — {trace_dir.name}", body)
+    files, line = render_trace(run, trace_dir.name)
     _write(out, files)
-    click.echo(why)
+    click.echo(line)
     click.echo(f"wrote {len(files)} files to {out}; open {out / 'index.html'}")
 
 
@@ -129,12 +159,13 @@ def _gallery(out, check_only):
             sys.exit(1)
         click.echo(f"the gallery at {target} is up to date")
         return
-    if target.exists() and not target.is_dir():
-        raise click.UsageError(f"--out {target} is a file; expected a directory")
+    check_out(target)
     from ..diagrams.output import OutputError
 
     try:
         written = write_gallery(target)
     except OutputError as e:
         raise click.UsageError(str(e)) from None
+    except OSError as e:
+        _fail(f"--out {target}: cannot write there ({e.strerror or e}{': ' + e.filename if e.filename else ''})")
     click.echo(f"wrote the gallery ({len(written)} files) to {target}; open {target / 'index.html'}")

@@ -73,7 +73,62 @@ def _fmt(x) -> str:
     return str(x)
 
 
-def text(spec: str, variant: str | None, params: dict, backend: str, result) -> str:
+def search_order(result, shortest_known: bool) -> str:
+    """How the counterexample was found: a lasso, the shortest one, or breadth-first under reductions
+    (partial-order and symmetry reduction may skip the interleavings of a shorter path)."""
+    if result.cycle_start is not None:
+        return "lasso"
+    if shortest_known:
+        return "shortest"
+    return "breadth-first under reduction; --no-reduction for the shortest"
+
+
+def _choice(ch) -> str:
+    """A nondeterministic choice as the step took it (``choose=``): values, not a cut-off repr."""
+    if ch is None:
+        return ""
+    if isinstance(ch, dict):
+        return " ".join(f"{k}={_choice(v)}" for k, v in ch.items())
+    if isinstance(ch, (list, tuple)):
+        return "(" + ",".join(_choice(x) for x in ch) + ")"
+    return str(ch)
+
+
+_P2P = ("send ", "recv ")
+_FIFO = "p2p on this backend completes in posting order per rank and group"
+
+
+def _p2p_queues(waiting: list, cex: list) -> dict:
+    """(rank, group) -> the waiting p2p ops of that rank on that group, in the order the counterexample
+    posted them (its ``issued`` steps)."""
+    posted = {s.get("actor"): k for k, s in enumerate(cex) if s.get("issued")}
+    q: dict = {}
+    for w in waiting:
+        if str(w.get("op") or "").startswith(_P2P):
+            q.setdefault((w["rank"], w.get("group")), []).append(w)
+    for ws in q.values():
+        ws.sort(key=lambda w: posted.get(w.get("actor"), -1))
+    return q
+
+
+def _queued(w: dict, queues: dict) -> str:
+    """Why a p2p op waits although its matching op is posted: an earlier p2p op in its own queue, or in
+    the peer's queue ahead of the matching op (nccl's per-rank, per-group order)."""
+    mine = queues.get((w["rank"], w.get("group")), [])
+    pos = next((i for i, o in enumerate(mine) if o is w), None)
+    if pos is None:
+        return "(matching peer)"
+    if pos > 0:
+        return f"its turn: blocked behind rank {w['rank']}'s earlier {mine[pos - 1]['op']} in the same queue ({_FIFO})"
+    heads = [f"rank {r}: {ws[0]['op']}" for (r, g), ws in queues.items() if g == w.get("group") and r != w["rank"] and len(ws) > 1]
+    if heads:
+        return f"its matching op, posted but queued behind the peer's earlier op ({'; '.join(heads)}; {_FIFO})"
+    return "(matching peer)"
+
+
+def text(spec: str, variant: str | None, params: dict, backend: str, result, shortest_known: bool = False) -> str:
+    """``shortest_known``: the search ran without any reduction, so breadth-first order makes the
+    counterexample a shortest one (the caller knows whether reductions applied)."""
     st = result.stats
     lines = []
     ptxt = " ".join(f"{k}={v}" for k, v in params.items())
@@ -84,10 +139,10 @@ def text(spec: str, variant: str | None, params: dict, backend: str, result) -> 
                  + (f"; {st.fail_fast_ends:,} fail-fast end states (crash beats hang)" if st.fail_fast_ends else ""))
     cex = result.counterexample
     if cex:
-        kind = "lasso" if result.cycle_start is not None else "shortest"
+        kind = search_order(result, shortest_known)
         lines.append("")
         lines.append(f"counterexample ({len(cex)} steps, {kind}):")
-        rows = [("#", "rank", "actor/role", "transition", "op", "ids", "changed")]
+        rows = [("#", "rank", "actor/role", "transition", "choice", "op", "ids", "changed")]
         for s in cex:
             who = s.get("actor") or s.get("role") or ""
             if s.get("role") == "fabric":
@@ -101,9 +156,14 @@ def text(spec: str, variant: str | None, params: dict, backend: str, result) -> 
             if s.get("shared"):
                 changed = {**changed, "shared": s["shared"]}
             mark = "@" if s.get("in_cycle") else " "
-            rows.append((f"{mark}{s['step']}", _fmt(s.get("rank")), who, tr, s.get("op") or "", _fmt(s.get("ids")),
-                         _fmt(changed)))
-        widths = [min(max(len(r[i]) for r in rows), w) for i, w in enumerate((5, 7, 14, 40, 60, 40, 80))]
+            rows.append((f"{mark}{s['step']}", _fmt(s.get("rank")), who, tr, _choice(s.get("choice")), s.get("op") or "",
+                         _fmt(s.get("ids")), _fmt(changed)))
+        # rank lists and choices are never cut (a 6-rank collective lists all six); wide free-text
+        # columns are, with the full text in --json
+        widths = [min(max(len(r[i]) for r in rows), w) for i, w in enumerate((6, 10_000, 14, 40, 10_000, 60, 40, 80))]
+        if all(not r[4] for r in rows[1:]):  # no step chose anything: drop the empty column
+            rows = [r[:4] + r[5:] for r in rows]
+            widths = widths[:4] + widths[5:]
         for r in rows:
             lines.append("  " + "  ".join(c[:w].ljust(w) for c, w in zip(r, widths)).rstrip())
         if result.cycle_start is not None:
@@ -111,9 +171,10 @@ def text(spec: str, variant: str | None, params: dict, backend: str, result) -> 
     if result.waiting:
         lines.append("")
         lines.append("who waits on whom:")
+        queues = _p2p_queues(result.waiting, cex or [])
         for w in result.waiting:
             if w.get("op"):
-                who = ", ".join(f"rank {r} ({s})" for r, s in w.get("partner_status", {}).items()) or "(matching peer)"
+                who = ", ".join(f"rank {r} ({s})" for r, s in w.get("partner_status", {}).items()) or _queued(w, queues)
                 lines.append(f"  rank {w['rank']} {w['role']} in {w['state']}: {w['op']}  -> waits for {who}")
             else:
                 lines.append(f"  rank {w['rank']} {w['role']} in {w['state']}: {w.get('condition', '')}")

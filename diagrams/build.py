@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from ..model.api import BOUND_REACHED, HOLDS
 from ..model.checker import Bounds, check
 from ..spec.machine import Protocol
-from ..spec.registry import available, resolve
+from ..spec.registry import available, pick_backend, resolve
 from . import report as R
 from .dot import run_dot, source_of
 from .roles import role_graph, transition_rows
 from .statespace import FULL_LIMIT, explore, full_graph, generic_summary, roles_in_order, summary_graph, violation_counts
 from .swimlane import Swimlane, render as render_swimlane
+from . import waitfor as WF
 
 DEFAULT_MAX_STATES = 100_000
 KV_SPEC = "kv"
@@ -53,20 +54,48 @@ def slug(s: str) -> str:
 
 def _models(info, params, variant, backend):
     """Two instances: the checker may switch reductions on its own copy."""
-    m_explore = info.build(params, variant, backend)
+    from ..spec.loading import build_model  # a build that raises is a SpecError naming the spec and line
+
+    m_explore = build_model(info, params, variant, backend)
     if hasattr(m_explore, "set_reduction"):
         m_explore.set_reduction(False)
-    return m_explore, info.build(params, variant, backend)
+    return m_explore, build_model(info, params, variant, backend)
 
 
-def swimlane_for_result(model, result, title: str) -> Swimlane:
+def swimlane_for_result(model, result, title: str, wf=None, lane_status=None) -> Swimlane:
     proto = isinstance(model, Protocol)
     return Swimlane(steps=list(result.counterexample), title=title, verdict=result.verdict, message=result.message,
                     waiting=list(result.waiting), cycle_start=result.cycle_start,
-                    lanes=list(model.ranks) if proto else None, lane_naming="rank" if proto else "role")
+                    lanes=list(model.ranks) if proto else None, lane_naming="rank" if proto else "role",
+                    waitfor=wf, lane_status=lane_status)
 
 
-def render_spec(spec: str, variant: str | None = None, raw_params: dict[str, str] | None = None, backend: str = "gloo",
+def end_of(model, result):
+    """(wait-for graph or None, each rank's status at the end or None) of a Protocol's counterexample."""
+    if not isinstance(model, Protocol) or not result.counterexample and not result.waiting:
+        return None, None
+    if result.cycle_start is not None:  # a lasso: nothing is stuck at its end, it goes round for ever
+        return None, None
+    state = WF.end_state(model, result.counterexample)
+    status = None
+    if state is not None:
+        status = {}
+        blocked = {w.get("rank") for w in result.waiting}
+        for r, st in model.rank_status(state[0]).items():
+            ctls = sorted({state[0][i][0] for i in model.actors_of_rank[r]})
+            how = {"FAILED": "exited with an error", "DEAD": "crashed", "DONE": "finished", "HUNG": "wedged"}
+            if st in ("gone", "hung"):
+                worst = next((c for c in ("DEAD", "FAILED", "HUNG", "DONE") if c in ctls), "")
+                status[r] = f"{st}: {how.get(worst, worst)}" + (f" ({worst})" if worst else "")
+            elif st == "idle":
+                status[r] = "idle: alive, issues nothing more"
+            else:
+                status[r] = "alive, blocked" if r in blocked else "alive"
+    wf = WF.from_spec(model, result.waiting, result.counterexample, result.verdict) if result.waiting else None
+    return wf, status
+
+
+def render_spec(spec: str, variant: str | None = None, raw_params: dict[str, str] | None = None, backend: str | None = None,
                 max_states: int = DEFAULT_MAX_STATES, *, explore_states: int | None = None, kv: bool = True,
                 statespace: bool = True, png: bool = False, reuse: dict | None = None, cex_json: bool = True,
                 command: str | None = None) -> Rendered:
@@ -78,7 +107,9 @@ def render_spec(spec: str, variant: str | None = None, raw_params: dict[str, str
     same and that issued no op the existing diagram lacks is linked, not drawn again (the gallery's
     variants link their hardened spec's unchanged roles)."""
     explore_states = max_states if explore_states is None else explore_states
+    explicit_backend = backend
     info, params = resolve(spec, variant, raw_params or {}, backend)
+    backend = pick_backend(info, variant, backend)  # the same rule as `lockstep check`
     m_explore, m_check = _models(info, params, variant, backend)
     label = f"{spec}" + (f" / {variant}" if variant else " (hardened)")
     out = Rendered(title=f"lockstep render — {label}")
@@ -94,13 +125,26 @@ def render_spec(spec: str, variant: str | None = None, raw_params: dict[str, str
     if variant:
         v = info.variants[variant]
         body.append(R.p(f"variant {variant}: {v.description} (documented verdicts: {' or '.join(v.expected)})"))
-    body.append(R.table(["parameter", "value"], [[k, params[k]] for k in params] + [["backend", backend],
-                                                                                      ["state bound (check)", f"{max_states:,}"],
-                                                                                      ["state bound (diagrams)", f"{explore_states:,}"]],
-                        mono_cols=(1,)))
     body.append(R.verdict_line(result.verdict, result.message))
     st = result.stats
     body.append(R.p(f"checker: {st.states:,} states, {st.transitions:,} transitions, depth {st.depth}", "small"))
+    violation = result.verdict not in (HOLDS, BOUND_REACHED)
+    wf, lane_status = end_of(m_explore, result) if violation else (None, None)
+    if wf is not None and wf.edges:
+        body.append(R.h(2, "Who waits on whom at the end", "waitfor"))
+        body.append(R.p(wf.summary() + ". An arrow A → B: A cannot move until B does — red: A is blocked in an op B "
+                        "must match; purple, dashed: A waits on a condition (its guards) that only B's steps can make "
+                        "true. The same edges end the swimlane below.", "small"))
+        rel = out.add_dot("waitfor", WF.figure(wf, f"{label}: {result.verdict}"), png)
+        body.append(R.image(rel, "wait-for graph at the end of the counterexample"))
+        body.append(R.waitfor_table(wf))
+    if violation:
+        body.append(R.p_html(R.link("#counterexample", f"→ the counterexample swimlane ({len(result.counterexample)} steps)")))
+    body.append(R.h(2, "Parameters", "parameters"))
+    body.append(R.table(["parameter", "value"], [[k, params[k]] for k in params]
+                        + [["backend", backend + _backend_note(info, variant, explicit_backend)],
+                           ["state bound (check)", f"{max_states:,}"], ["state bound (diagrams)", f"{explore_states:,}"]],
+                        mono_cols=(1,)))
     toc = ['<ul class="toc">']
     sections: list[str] = []
 
@@ -121,6 +165,8 @@ def render_spec(spec: str, variant: str | None = None, raw_params: dict[str, str
             else:
                 rel = out.add_dot(f"roles/{slug(rname)}", role_graph(role, f"{label}: role {rname} ({', '.join(labels)})",
                                                                      g.op_kinds, g.fired), png)
+                out.add_dot(f"roles/{slug(rname)}-failures", role_graph(role, f"{label}: role {rname} ({', '.join(labels)})",
+                                                                        g.op_kinds, g.fired, failures=True), png)
                 shared = False
             out.role_sources[key] = (rel, kinds)
             sections.append(R.h(3, f"role {rname} — {', '.join(labels)}", f"role-{slug(rname)}"))
@@ -128,6 +174,10 @@ def render_spec(spec: str, variant: str | None = None, raw_params: dict[str, str
                 sections.append(R.p("unchanged by this variant: the hardened spec's diagram of this role is shown (linked, not repeated)", "small"))
             if role.doc:
                 sections.append(R.p(role.doc, "small"))
+            sections.append(R.p_html("protocol view below (each state's exits to FAILED on an op error, a timeout or a "
+                                     "fault are one grey line under its name) · "
+                                     + R.link(rel[:-4] + "-failures.svg", "protocol + failures: every exit drawn as an edge"),
+                                     "small"))
             sections.append(R.image(rel, f"state diagram of role {rname}"))
             rows = transition_rows(role, g.op_kinds, g.fired)
             sections.append(R.table(["transition", "from", "to", "issues", "marks", "doc"],
@@ -153,7 +203,7 @@ def render_spec(spec: str, variant: str | None = None, raw_params: dict[str, str
     title = f"{label}: reachable states"
     if not statespace and not g.small:
         sections.append(R.note(f"The state-space diagram is drawn for the hardened spec only here; "
-                               f"`{render_command(spec, variant, raw_params or {}, backend, max_states)}` draws this one."))
+                               f"`{render_command(spec, variant, raw_params or {}, explicit_backend, max_states)}` draws this one."))
     elif g.small:
         rel = out.add_dot("statespace", full_graph(m_explore, g, f"{title} ({len(g.states)} states, every state drawn)"), png)
         sections.append(R.p(f"{len(g.states)} states (≤ {FULL_LIMIT}): every state and edge is drawn.", "small"))
@@ -165,27 +215,31 @@ def render_spec(spec: str, variant: str | None = None, raw_params: dict[str, str
         sections.append(R.p(f"{len(g.states):,} states (> {FULL_LIMIT}): collapsed by control state per role. A node counts "
                             "the global states in which some actor of the role is in that control state; an edge counts "
                             "the steps that moved an actor between two control states, by transition.", "small"))
-        sections.append(R.image(rel, "state space collapsed by control state per role"))
+        sections.append(R.p_html("Shrunk to the page's width; " + R.link(rel, "open it at full size") + ".", "small"))
+        sections.append(R.image(rel, "state space collapsed by control state per role", fit=True))
     else:
         sections.append(R.p(f"{len(g.states):,} states (> {FULL_LIMIT}) and no role machines to collapse by: steps by actor "
                             "and transition.", "small"))
         sections.append(R.table(["actor", "transition", "steps"], generic_summary(m_explore, g)))
 
     # ---- counterexample -------------------------------------------------------------------------------
-    toc.append(f"<li>{R.link('#counterexample', 'counterexample swimlane')}</li>")
-    sections.append(R.h(2, "Counterexample", "counterexample"))
-    if result.verdict in (HOLDS, BOUND_REACHED):
+    if not violation:
         why = ("the properties hold within the bounds" if result.verdict == HOLDS
                else f"no violation within the {max_states:,}-state bound")
-        sections.append(R.note(f"No counterexample to draw: {why}."))
+        body.insert(len(body), R.p(f"No counterexample: {why}.", "small"))
     else:
+        toc.append(f"<li>{R.link('#counterexample', 'counterexample swimlane')}</li>")
+        sections.append(R.h(2, "Counterexample", "counterexample"))
         sw = swimlane_for_result(m_check, result, f"{label}: {result.verdict} counterexample "
-                                                  f"({len(result.counterexample)} steps)")
-        out.files["swimlane.svg"] = render_swimlane(sw).encode()
+                                                  f"({len(result.counterexample)} steps)", wf, lane_status)
+        svg = render_swimlane(sw)
+        out.files["swimlane.svg"] = svg.encode()
         out.diagrams += 1
         if result.cycle_start is not None:
             sections.append(R.p(f"LIVENESS lasso: steps from {result.cycle_start + 1} on repeat for ever (shaded).", "small"))
-        sections.append(R.image("swimlane.svg", "counterexample swimlane"))
+        sections.append(R.p_html("Hover a step for everything it did; " + R.link("swimlane.svg", "open the swimlane alone")
+                                 + "; every step is also in the table below.", "small"))
+        sections.append(R.inline_svg(svg))
         sections.append(R.steps_table(result.counterexample, result.cycle_start))
         if result.waiting:
             sections.append(R.h(3, "Who waits on whom at the end"))
@@ -198,10 +252,18 @@ def render_spec(spec: str, variant: str | None = None, raw_params: dict[str, str
     toc.append("</ul>")
     body.extend(toc)
     body.extend(sections)
-    cmd = command or render_command(spec, variant, raw_params or {}, backend, max_states)
+    cmd = command or render_command(spec, variant, raw_params or {}, explicit_backend, max_states)
     body.append(R.p(f"Generated by `{cmd}` from spec/specs/{spec}.py.", "small"))
     out.files["index.html"] = R.page(out.title, body)
     return out
+
+
+def _backend_note(info, variant, explicit) -> str:
+    if explicit:
+        return ""
+    if variant and info.variants[variant].backend:
+        return " (the variant's documented backend)"
+    return " (default)"
 
 
 def kv_role_names(names: list[str]) -> list[str]:
@@ -221,7 +283,7 @@ def render_command(spec, variant, raw_params, backend, max_states) -> str:
         parts += ["--variant", variant]
     for k, v in sorted(raw_params.items()):
         parts += ["-p", f"{k}={v}"]
-    if backend != "gloo":
+    if backend is not None:
         parts += ["--backend", backend]
     if max_states != DEFAULT_MAX_STATES:
         parts += ["--max-states", str(max_states)]

@@ -22,10 +22,11 @@ from .dot import dot_version
 from .output import MANIFEST, manifest_bytes, write_tree
 
 GALLERY_DIR = Path(__file__).resolve().parent / "gallery"
-CHECK_STATES = 40_000    # enough for every planted bug to show its counterexample at default parameters
+CHECK_STATES = 100_000   # above every shipped spec's reachable states at default parameters (hardened pp1: ~43k)
 EXPLORE_STATES = 10_000  # the hardened specs' state-space summaries and their roles' op labels
 VARIANT_EXPLORE_STATES = 3_000  # a variant's changed roles' op labels (its state space is not drawn)
 HARDENED = "hardened"
+TRACES_DIR = Path(__file__).resolve().parent / "traces"  # recorded runs (trace schema v1) drawn in the gallery
 
 
 def _page_dir(spec: str, variant: str | None) -> str:
@@ -62,26 +63,9 @@ def build_gallery(jobs: int | None = None) -> tuple[dict[str, bytes], dict]:
     variants = {(s, v): r for s, v, r in _map(tasks, jobs)}
 
     files: dict[str, bytes] = {}
-    body = [R.h(1, "lockstep gallery"),
-            R.p("Every shipped spec and planted-bug variant, rendered from the specs themselves at default parameters: "
-                "role state diagrams, the reachable state space, and each violating variant's counterexample as a "
-                f"swimlane. Check bound {CHECK_STATES:,} states, diagram bound {EXPLORE_STATES:,} states. "
-                "Regenerate with `lockstep render --gallery`.", "small")]
-    body.append(R.h(2, "KV-cache lifecycle", "kv"))
-    if KV_SPEC in specs and hardened[KV_SPEC].role_sources:
-        body.append(R.p("The `kv` spec's role machine(s), the lifecycle every Phase B rank applies:", "small"))
-        srcs = hardened[KV_SPEC].role_sources
-        names = kv_role_names([key[0][0] for key in srcs])
-        for rel in sorted({rel for key, (rel, _k) in srcs.items() if key[0][0] in names}):
-            body.append(R.image(f"{_page_dir(KV_SPEC, None)}/{rel}", "KV-cache lifecycle"))
-    else:
-        body.append(R.note("The registry has no `kv` spec with role machines yet: no KV-cache lifecycle diagram "
-                           "(it is drawn from that spec's role once it ships)."))
+    rows, classes = [], []
     for s in specs:
         info = infos[s]
-        body.append(R.h(2, f"{s}", f"spec-{s}"))
-        body.append(R.p(info.description, "small"))
-        rows, classes = [], []
         for v in [None, *info.variants]:
             r = hardened[s] if v is None else variants[(s, v)]
             expected = info.hardened_expected if v is None else info.variants[v].expected
@@ -92,24 +76,66 @@ def build_gallery(jobs: int | None = None) -> tuple[dict[str, bytes], dict]:
             else:
                 status, cls = "differs from the documented verdicts", "fault"
             page = f"{_page_dir(s, v)}/index.html"
-            rows.append((page, v or "(hardened)", info.variants[v].description if v else "the protocol with every guard",
+            rows.append((s, page, v or "(hardened)", info.variants[v].description if v else info.description,
                          " or ".join(expected), r.verdict, status))
             classes.append(cls)
             for rel, data in r.files.items():
                 files[f"{_page_dir(s, v)}/{rel}"] = data
-        body.append(_variant_table(rows, classes))
+    body = [R.h(1, "lockstep gallery"),
+            R.p("Every shipped spec and planted-bug variant, checked and rendered from the specs themselves at default "
+                f"parameters (check bound {CHECK_STATES:,} states, each variant on its documented backend). Each name opens "
+                "its report: role state diagrams and, for a violation, who waits on whom at the end and the "
+                "counterexample swimlane. Regenerate with `lockstep render --gallery`.", "small")]
+    traces = _trace_pages(files)
+    if traces:
+        body.append(R.p_html("Recorded runs: " + " · ".join(t[0] for t in traces) + " (" + R.link("#traces", "what they show")
+                             + ")", "small"))
+    body.append(_verdict_table(rows, classes))
+    if traces:
+        body.append(R.h(2, "Recorded runs", "traces"))
+        body.append(R.p("Runs of the real implementation (trace schema v1), replayed against the hardened spec.", "small"))
+        body.append(R.table(["run", "what conformance says"], traces, raw_cols=(0,)))
+    body.append(R.h(2, "KV-cache lifecycle", "kv"))
+    if KV_SPEC in specs and hardened[KV_SPEC].role_sources:
+        body.append(R.p("The `kv` spec's role machine(s), the lifecycle every Phase B rank applies:", "small"))
+        srcs = hardened[KV_SPEC].role_sources
+        names = kv_role_names([key[0][0] for key in srcs])
+        for rel in sorted({rel for key, (rel, _k) in srcs.items() if key[0][0] in names}):
+            body.append(R.image(f"{_page_dir(KV_SPEC, None)}/{rel}", "KV-cache lifecycle"))
+    else:
+        body.append(R.note("The registry has no `kv` spec with role machines yet: no KV-cache lifecycle diagram "
+                           "(it is drawn from that spec's role once it ships)."))
     files["index.html"] = R.page("lockstep gallery", body)
     extra = {"dot_version": dot_version(), "check_states": CHECK_STATES, "explore_states": EXPLORE_STATES,
              "variant_explore_states": VARIANT_EXPLORE_STATES}
     return files, extra
 
 
-def _variant_table(rows, classes) -> str:
-    out = ["<table>", "<tr><th>variant</th><th>what is planted</th><th>documented</th><th>found</th><th></th></tr>"]
-    for (page, name, desc, expected, verdict, status), cls in zip(rows, classes):
+def _trace_pages(files: dict[str, bytes]) -> list[list[str]]:
+    """Render every recorded run under diagrams/traces/ into traces/<name>/; rows for the index."""
+    from .trace import load, render_trace
+
+    rows = []
+    if not TRACES_DIR.is_dir():
+        return rows
+    for d in sorted(p for p in TRACES_DIR.iterdir() if (p / "manifest.json").is_file()):
+        run = load(d)
+        out, line = render_trace(run, d.name)
+        for rel, data in out.items():
+            files[f"traces/{d.name}/{rel}"] = data
+        rows.append([R.link(f"traces/{d.name}/index.html", d.name) + " · "
+                     + R.link(f"traces/{d.name}/index.html#divergence", "first divergence"), line])
+    return rows
+
+
+def _verdict_table(rows, classes) -> str:
+    out = ['<table class="verdicts">', "<tr><th>spec</th><th>variant</th><th>documented</th><th>found</th><th></th>"
+           "<th>what is planted</th></tr>"]
+    for (spec, page, name, desc, expected, verdict, status), cls in zip(rows, classes):
         c = f' class="{cls}"' if cls else ""
-        out.append(f"<tr{c}><td>{R.link(page, name)}</td><td>{escape(desc)}</td><td>{escape(expected)}</td>"
-                   f"<td>{escape(verdict)}</td><td>{escape(status)}</td></tr>")
+        vcls = "ok" if verdict == "HOLDS" else "warn" if verdict == "BOUND_REACHED" else "bad"
+        out.append(f"<tr{c}><td>{escape(spec)}</td><td>{R.link(page, name)}</td><td>{escape(expected)}</td>"
+                   f'<td class="found {vcls}">{escape(verdict)}</td><td>{escape(status)}</td><td class="small">{escape(desc)}</td></tr>')
     out.append("</table>")
     return "\n".join(out)
 

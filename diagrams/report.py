@@ -6,7 +6,7 @@ which the headless-browser test reads).  No timestamps: the same render gives th
 """
 from __future__ import annotations
 
-from html import escape
+from html import escape  # noqa: F401 - re-exported for pages built elsewhere
 from typing import Any, Iterable
 
 from .swimlane import full_text, ids_text
@@ -20,10 +20,13 @@ vertical-align:top;text-align:left} th{background:#eef2f7}
 .verdict{font-weight:bold} .bad{color:#b00020} .ok{color:#0a7a2f} .warn{color:#b35900}
 .note{background:#fff7e0;border:1px solid #e8c66a;padding:6px 10px;margin:8px 0;font-size:13px}
 .diagram{overflow:auto;border:1px solid #e3e7ee;padding:6px;margin:6px 0 10px;background:#fff}
-.diagram img{display:block;max-width:none}
+.diagram img{display:block;max-width:none} .diagram.fit img{max-width:100%;height:auto} .swimlane svg{display:block}
 img.broken{outline:4px solid #b00020} p.broken-note{background:#b00020;color:#fff;padding:8px}
 tr.cycle td{background:#f1e9fb} tr.fault td{background:#fde3e3} tr.hl td{background:#ffe2c2}
-ul.toc{font-size:13px} .small{font-size:12px;color:#556}
+#divergence,[id^="step-"],[id^="row-"]{scroll-margin-top:160px} ul.toc{font-size:13px} .small{font-size:12px;color:#556}
+.summary{border:1px solid #ccd;border-left:6px solid #8a9bb0;padding:4px 12px;margin:10px 0;font-size:13px}
+.summary.bad{border-left-color:#b00020} .summary.ok{border-left-color:#0a7a2f} .summary.expected{border-left-color:#b35900}
+table.verdicts td,table.verdicts th{font-size:13px} table.verdicts td:nth-child(-n+5){white-space:nowrap} tr.fault td.found{color:#b00020;font-weight:bold}
 """
 
 SCRIPT = """
@@ -60,24 +63,52 @@ def p(text: str, cls: str | None = None) -> str:
     return f"<p{c}>{escape(text)}</p>"
 
 
+def p_html(html: str, cls: str | None = None) -> str:
+    """A paragraph of already-escaped HTML (links built with ``link``)."""
+    c = f' class="{cls}"' if cls else ""
+    return f"<p{c}>{html}</p>"
+
+
+def inline_svg(svg: str, cls: str = "diagram swimlane") -> str:
+    """An SVG drawn into the page itself, so that its tooltips work and its ids are anchors."""
+    return f'<div class="{cls}">{svg}</div>'
+
+
+def waitfor_table(wf) -> str:
+    """The wait-for edges in full: who, through what, and every guard of a condition."""
+    rows = []
+    for e in wf.edges:
+        src, dst = wf.nodes.get(e.src), wf.nodes.get(e.dst)
+        rows.append([f"{e.src} ({src.state})" if src else e.src, "op" if e.via == "op" else "condition", e.label,
+                     f"{e.dst}: {dst.status}" + (f" in {dst.state}" if dst and dst.state else "") if dst else e.dst, e.detail])
+    return table(["waiting thread", "through", "what", "waits for", "details"], rows, mono_cols=(2,))
+
+
 def note(text: str) -> str:
     return f'<div class="note">{escape(text)}</div>'
 
 
-def image(src: str, alt: str) -> str:
-    return f'<div class="diagram"><a href="{escape(src)}"><img src="{escape(src)}" alt="{escape(alt)}"></a></div>'
+def image(src: str, alt: str, fit: bool = False) -> str:
+    """``fit``: shrink a very wide drawing to the page's width (the link opens it at full size)."""
+    cls = "diagram fit" if fit else "diagram"
+    return f'<div class="{cls}"><a href="{escape(src)}"><img src="{escape(src)}" alt="{escape(alt)}"></a></div>'
 
 
 def table(headers: list[str], rows: Iterable[Iterable[Any]], row_classes: Iterable[str] | None = None,
-          mono_cols: Iterable[int] = ()) -> str:
+          mono_cols: Iterable[int] = (), raw_cols: Iterable[int] = (), row_ids: Iterable[str] | None = None) -> str:
+    """``raw_cols``: cells that are already HTML (links); ``row_ids``: an id per row (anchors)."""
     mono = set(mono_cols)
+    raw = set(raw_cols)
+    ids = list(row_ids) if row_ids is not None else None
     out = ["<table>", "<tr>" + "".join(f"<th>{escape(x)}</th>" for x in headers) + "</tr>"]
     classes = list(row_classes) if row_classes is not None else None
     for i, r in enumerate(rows):
         cls = f' class="{classes[i]}"' if classes and classes[i] else ""
+        if ids and ids[i]:
+            cls += f' id="{escape(ids[i])}"'
         cells = []
         for j, x in enumerate(r):
-            text = escape("" if x is None else str(x))
+            text = ("" if x is None else str(x)) if j in raw else escape("" if x is None else str(x))
             cells.append(f'<td class="mono">{text}</td>' if j in mono else f"<td>{text}</td>")
         out.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
     out.append("</table>")
@@ -112,7 +143,8 @@ def steps_table(steps: list[dict], cycle_start: int | None = None, highlight: in
         if highlight is not None and i == highlight:
             cls = "hl"
         classes.append(cls)
-    return table(["step", "rank", "actor", "transition", "op", "group", "ids", "more"], rows, classes, mono_cols=(4, 6, 7))
+    return table(["step", "rank", "actor", "transition", "op", "group", "ids", "more"], rows, classes, mono_cols=(4, 6, 7),
+                 row_ids=[f"row-{s.get('step', i + 1)}" for i, s in enumerate(steps)])
 
 
 def waiting_table(waiting: list[dict]) -> str:
@@ -126,4 +158,4 @@ def waiting_table(waiting: list[dict]) -> str:
     return table(["rank", "actor", "state", "blocked in", "waits for", "partner status"], rows, mono_cols=(3,))
 
 
-__all__ = ["page", "h", "p", "note", "image", "table", "link", "verdict_line", "steps_table", "waiting_table", "full_text"]
+__all__ = ["page", "h", "p", "p_html", "inline_svg", "waitfor_table", "note", "image", "table", "link", "verdict_line", "steps_table", "waiting_table", "full_text"]

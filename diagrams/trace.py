@@ -20,7 +20,7 @@ from .swimlane import Swimlane
 
 COLLECTIVE_OPS = frozenset({"broadcast", "all_reduce", "all_gather", "barrier", "monitored_barrier"})
 IDS = ("call_id", "chunk_index", "cache_epoch")
-_SKIP = {"ev", "rank", "i", "t"} | set(IDS)
+_SKIP = {"ev", "rank", "i", "t", "ids"} | set(IDS)
 
 
 def load(trace_dir):
@@ -54,7 +54,11 @@ def run_to_steps(run) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[
         return roles.get(str(r))
 
     def ids(e):
-        return {k: e[k] for k in IDS if k in e}
+        out = {k: e[k] for k in IDS if k in e}
+        lst = e.get("ids")  # comm events: [call_id, chunk_index, cache_epoch] of the message worked on
+        if not out and isinstance(lst, list) and len(lst) == len(IDS) and any(isinstance(x, int) and x >= 0 for x in lst):
+            out = dict(zip(IDS, lst))
+        return out
 
     for e in events:
         r, ev = e["rank"], e["ev"]
@@ -150,3 +154,155 @@ def first_nonconforming(run):
     if hit is None:
         return None, "conformance accepts this trace"
     return (hit["rank"], hit["i"], hit.get("message", "not explained by the spec")), "conformance rejects this trace"
+
+
+# -- long runs: fold uneventful stretches -------------------------------------------------------------
+FOLD_MIN_STEPS = 60   # shorter runs are drawn in full
+FOLD_MIN_RUN = 12     # a stretch is folded only when at least this long
+CONTEXT = 4           # steps kept drawn either side of an eventful step
+DIVERGENCE_CONTEXT = 12
+
+
+def eventful(s: dict) -> bool:
+    from .swimlane import kind_of
+
+    return (kind_of(s) in ("fault", "error", "mismatch", "note") or bool(s.get("commit")) or bool(s.get("exits"))
+            or bool(s.get("violation")))
+
+
+def fold_plan(steps: list[dict], highlight: int | None = None, keep: set[int] | None = None) -> list[tuple[int, int, str]]:
+    """(first, last, label) stretches of uneventful steps to draw as one band each: long runs only,
+    never within a few steps of a fault, an error, a commitment point, an exit or the first
+    divergence (which keeps a wider margin, so the chunks around it stay expanded)."""
+    n = len(steps)
+    if n < FOLD_MIN_STEPS:
+        return []
+    shown = [False] * n
+    marks = [i for i, s in enumerate(steps) if eventful(s)] + sorted(keep or ())
+    for i in marks:
+        for k in range(max(0, i - CONTEXT), min(n, i + CONTEXT + 1)):
+            shown[k] = True
+    if highlight is not None and 0 <= highlight < n:
+        for k in range(max(0, highlight - DIVERGENCE_CONTEXT), min(n, highlight + DIVERGENCE_CONTEXT + 1)):
+            shown[k] = True
+        chunk = (steps[highlight].get("ids") or {}).get("chunk_index")
+        if chunk not in (None, -1):  # the chunk the divergence is in stays expanded
+            for k, s in enumerate(steps):
+                if (s.get("ids") or {}).get("chunk_index") == chunk:
+                    shown[k] = True
+    for k in list(range(min(3, n))) + list(range(max(0, n - 3), n)):
+        shown[k] = True
+    out, i = [], 0
+    while i < n:
+        if shown[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < n and not shown[j + 1]:
+            j += 1
+        if j - i + 1 >= FOLD_MIN_RUN:
+            out.append((i, j, fold_label(steps[i:j + 1])))
+        i = j + 1
+    return out
+
+
+def fold_label(part: list[dict]) -> str:
+    from collections import Counter
+
+    names = Counter(str(s.get("transition")) for s in part)
+    chunks = sorted({(s.get("ids") or {}).get("chunk_index") for s in part} - {None, -1})
+    common = ", ".join(f"{t} ×{c}" for t, c in names.most_common(4))
+    where = f" (chunk{'s' if len(chunks) > 1 else ''} {', '.join(map(str, chunks))})" if chunks else ""
+    return f"{len(part)} uneventful steps{where}: {common}{', …' if len(names) > 4 else ''}"
+
+
+# -- the page of a recorded run --------------------------------------------------------------------------
+def _unsafe(run) -> tuple[str, str, tuple]:
+    """(switch, spec variant, its documented verdicts) of an --unsafe run, or ('', '', ())."""
+    m = run.manifest
+    switch = m.get("unsafe") or (m.get("config") or {}).get("unsafe") or ""
+    if not switch:
+        return "", "", ()
+    try:
+        from ..conformance.mapping import UNSAFE_VARIANT
+        from ..spec.registry import load as load_spec
+
+        variant = UNSAFE_VARIANT.get(switch, "")
+        spec = str(m.get("topology") or "")
+        info = load_spec(spec)
+        return switch, variant, tuple(info.variants[variant].expected) if variant in info.variants else ()
+    except Exception:  # noqa: BLE001 - an unknown topology or variant: say what is known
+        return switch, "", ()
+
+
+def verdict_text(run, hit, why: str) -> tuple[str, str]:
+    """(one line for the terminal, its class: ok | expected | bad | info) for a recorded run."""
+    switch, variant, expected = _unsafe(run)
+    if hit is None:
+        return why, ("ok" if why == "conformance accepts this trace" else "info")
+    r, i, msg = hit
+    ev = run.ranks[r].events[i]["ev"] if r in run.ranks and 0 <= i < len(run.ranks[r].events) else "?"
+    line = f"conformance rejects this trace: the first event the hardened spec does not explain is rank {r} line {i + 1} ({ev}): {msg}"
+    if switch:
+        doc = f", documented verdict {' or '.join(expected)}" if expected else ""
+        line += (f". This run was recorded with --unsafe {switch}, which removes a guard (spec variant {variant or '?'}{doc}):"
+                 " the hardened spec rejecting it is the expected outcome of an unsafe run")
+        return line, "expected"
+    return line, "bad"
+
+
+def render_trace(run, name: str) -> tuple[dict[str, bytes], str]:
+    """A recorded run as files ({relative path: bytes}: index.html, swimlane.svg, waitfor.svg when
+    something is left blocked) and the one-line verdict for the terminal."""
+    from . import report as R
+    from . import waitfor as WF
+    from .dot import run_dot, source_of
+    from .swimlane import render as render_swimlane
+
+    hit, why = first_nonconforming(run)
+    line, cls = verdict_text(run, hit, why)
+    sw = trace_swimlane(run, f"recorded run {name}", hit)
+    hl = sw.highlight["index"] if sw.highlight else None
+    keep = {k for k, s in enumerate(sw.steps) if s.get("issued") and any(
+        w.get("op") == s.get("op") and w.get("rank") == s.get("rank") for w in sw.waiting)}
+    sw.folds = fold_plan(sw.steps, hl, keep)
+    exits = {rt.rank: (rt.exit or {}).get("how") for rt in run.ranks.values()}
+    sw.lane_status = {r: ("finished (clean exit)" if how == "clean" else f"exited ({how})" if how else "no exit recorded")
+                      for r, how in exits.items()}
+    files: dict[str, bytes] = {}
+    wf = WF.from_trace(sw.waiting) if sw.waiting else None
+    sw.waitfor = wf
+    svg = render_swimlane(sw)
+    files["swimlane.svg"] = svg.encode()
+    body = [R.h(1, f"lockstep render — recorded run {name}"), R.p(sw.message, "small")]
+    box = {"ok": "ok", "expected": "expected", "bad": "bad", "info": "info"}[cls]
+    links = []
+    if hl is not None:
+        links.append(R.link("#divergence", f"→ jump to the first non-conforming event (step {sw.steps[hl].get('step')})"))
+    errs = [k for k, s in enumerate(sw.steps) if s.get("kind") == "error" or s.get("fault") or k == hl]
+    if errs:
+        links.append(R.link("#errors", f"→ the {len(errs)} errors and faults in full"))
+    if wf is not None:
+        links.append(R.link("#waitfor", "→ who waits on whom at the end"))
+    body.append(f'<div class="summary {box}"><p>{R.escape(line)}</p><p>{" · ".join(links)}</p></div>')
+    if sw.folds:
+        body.append(R.p(f"{len(sw.steps)} steps; {sum(b - a + 1 for a, b, _ in sw.folds)} uneventful steps are folded into "
+                        f"{len(sw.folds)} grey band(s) in the swimlane (every step is in the table at the end). Hover a step "
+                        "for everything it recorded.", "small"))
+    body.append(R.inline_svg(svg))
+    if errs:
+        body.append(R.h(2, "Errors, faults and the first divergence, in full", "errors"))
+        rows = [[R.link(f"#step-{sw.steps[k].get('step')}", str(sw.steps[k].get("step"))), sw.steps[k].get("rank"),
+                 sw.steps[k].get("trace", ""), sw.steps[k].get("transition"),
+                 (sw.steps[k].get("op") or "") + (f" — first non-conforming: {sw.highlight.get('note')}" if k == hl else "")]
+                for k in errs]
+        body.append(R.table(["step", "rank", "where", "what", "detail"], rows, mono_cols=(2, 4), raw_cols=(0,)))
+    if wf is not None:
+        src = source_of(WF.figure(wf, f"recorded run {name}: ops entered and never exited"))
+        files["waitfor.gv"] = src.encode()
+        files["waitfor.svg"] = run_dot(src, "svg")
+        body += [R.h(2, "Who waits on whom at the end", "waitfor"), R.image("waitfor.svg", "wait-for graph"),
+                 R.waiting_table(sw.waiting)]
+    body += [R.h(2, "Every step", "steps"), R.steps_table(sw.steps, highlight=hl)]
+    files["index.html"] = R.page(f"lockstep render — {name}", body)
+    return files, line

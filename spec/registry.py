@@ -60,9 +60,19 @@ class SpecInfo:
     hardened_expected: tuple[str, ...] = ("HOLDS",)
 
 
+# user specs that stand in for a shipped name in this process (``conform --spec FILE``; loading.py)
+OVERRIDES: dict[str, SpecInfo] = {}
+
+
 def load(name: str) -> SpecInfo:
+    """A shipped spec by name, or any form spec/loading.py accepts (PATH.py[:NAME], module[:NAME],
+    an entry-point name).  Raises UsageError (loading.SpecLoadError) with one line on failure."""
+    if name in OVERRIDES:
+        return OVERRIDES[name]
     if name not in SPEC_MODULES:
-        raise UsageError(f"unknown spec {name!r}; valid specs: {', '.join(available())}")
+        from .loading import load_spec
+
+        return load_spec(name)
     try:
         mod = importlib.import_module(f"lockstep.spec.specs.{name}")
     except ModuleNotFoundError as e:
@@ -90,10 +100,11 @@ def pick_backend(info: SpecInfo, variant: str | None, backend: str | None) -> st
     return (info.variants[variant].backend if variant in info.variants else None) or "gloo"
 
 
-def resolve(name: str, variant: str | None, raw_params: dict[str, str], backend: str | None = "gloo"):
-    """Validate user input and return (SpecInfo, params dict).  Raises UsageError naming the valid
-    choices for an unknown variant, parameter or backend."""
-    info = load(name)
+def resolve(name, variant: str | None, raw_params: dict[str, str], backend: str | None = "gloo"):
+    """Validate user input and return (SpecInfo, params dict).  ``name`` is anything ``load`` takes, or a
+    SpecInfo.  Raises UsageError naming the valid choices for an unknown variant, parameter or backend."""
+    info = name if isinstance(name, SpecInfo) else load(name)
+    name = info.name if isinstance(name, SpecInfo) else name
     if variant is not None and variant not in info.variants:
         raise UsageError(f"unknown variant {variant!r} of spec {name}; valid variants: {', '.join(info.variants) or '(none)'}")
     if backend is not None and backend not in BACKENDS:

@@ -1,0 +1,256 @@
+"""``lockstep.testing``: protocol checks inside a user's own test suite.
+
+    from lockstep.testing import assert_holds, assert_violation
+
+    def test_exchange_is_deadlock_free():
+        assert_holds("specs/pp_exchange_spec.py", microbatches=3)
+
+    def test_send_first_is_caught():
+        assert_violation("specs/pp_exchange_spec.py", variant="send-first", verdicts=("DEADLOCK",))
+
+``spec`` is a SpecInfo, a module defining ``SPEC``, a spec file path (str or Path, optionally
+``PATH.py:NAME``), ``package.module[:NAME]`` or a shipped spec name.  Parameters are keyword arguments
+with Python values (``ranks=3``, ``hard_cuts=False``) or the strings ``-p`` takes.  A failed assertion
+raises ``ProtocolCheckFailed`` (an AssertionError) whose message is the counterexample exactly as
+``lockstep check`` prints it.
+
+For recorded runs (the conformance side): ``run_world(topology, ...)`` runs a real gloo world under a
+hard deadline and returns its trace directory; ``assert_conforms(trace_dir)`` and
+``assert_instance_of(trace_dir, variant)`` check it.  The pytest plugin (``lockstep.pytest_plugin``)
+offers ``run_world`` as the ``lockstep_run`` fixture.
+"""
+from __future__ import annotations
+
+import os
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .spec.registry import SpecInfo, UsageError, pick_backend, resolve
+
+__all__ = ["Result", "ProtocolCheckFailed", "check", "assert_holds", "assert_violation", "check_configuration", "load",
+           "run_world", "conform", "assert_conforms", "assert_instance_of"]
+
+
+class ProtocolCheckFailed(AssertionError):
+    """A protocol assertion failed; ``result`` is the check's Result (or the conformance report)."""
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass
+class Result:
+    """One check, as plain attributes.  ``counterexample`` and ``waiting`` are the step and wait
+    records of ``lockstep check --json`` (docs/json.md)."""
+
+    spec: str
+    variant: str | None
+    params: dict
+    backend: str
+    reduction: bool
+    verdict: str
+    message: str
+    states: int
+    transitions: int
+    depth: int
+    seconds: float
+    counterexample: list = field(default_factory=list)
+    waiting: list = field(default_factory=list)
+    cycle_start: int | None = None
+    expected: tuple = ()          # the documented verdict classes of this configuration
+    shortest: bool = False        # the counterexample is a shortest one (no reduction applied)
+    cross_checked: str | None = None  # the unreduced verdict, when cross-checked
+    raw: Any = field(default=None, repr=False)  # the checker's own result object
+
+    @property
+    def holds(self) -> bool:
+        return self.verdict == "HOLDS"
+
+    @property
+    def as_expected(self) -> bool:
+        return self.verdict in self.expected
+
+    def text(self) -> str:
+        """The report ``lockstep check`` prints for this configuration."""
+        from .cli.report import text
+
+        return text(self.spec, self.variant, self.params, self.backend, self.raw, shortest_known=self.shortest)
+
+    def to_json(self) -> dict:
+        """The object ``lockstep check --json`` prints."""
+        from .cli.report import to_json
+
+        return to_json(self.spec, self.variant, self.params, self.backend, self.raw, self.reduction)
+
+
+def load(spec) -> tuple[SpecInfo, str]:
+    """(SpecInfo, the label reports use) for any accepted form of ``spec``."""
+    from .spec.loading import load_spec
+
+    if isinstance(spec, SpecInfo):
+        return spec, spec.name
+    if isinstance(spec, types.ModuleType):
+        info = getattr(spec, "SPEC", None)
+        if not isinstance(info, SpecInfo):
+            raise UsageError(f"module {spec.__name__} has no SPEC = SpecInfo(...)")
+        return info, info.name
+    if isinstance(spec, os.PathLike):
+        spec = os.fspath(spec)
+    if not isinstance(spec, str):
+        raise UsageError(f"expected a SpecInfo, a module, a spec file path or a spec name; got {type(spec).__name__}")
+    return load_spec(spec), spec
+
+
+def _raw(params: dict) -> dict[str, str]:
+    out = {}
+    for k, v in params.items():
+        out[k] = ("true" if v else "false") if isinstance(v, bool) else str(v)
+    return out
+
+
+def check(spec, variant: str | None = None, *, backend: str | None = None, reduction: bool = True,
+          liveness: bool = True, cross_check: bool = False, max_states: int | None = None,
+          max_depth: int | None = None, timeout: float | None = None, workers: int = 1, **params) -> Result:
+    """Check one configuration of ``spec`` and return its Result (never raises on a violation).
+
+    ``cross_check=True`` also explores without reductions (safety only) and raises
+    ProtocolCheckFailed if the two verdict classes differ.  Bad input raises UsageError; a spec that
+    raises while building or exploring raises model.api.SpecError naming the role and transition."""
+    from .model.checker import Bounds
+    from .model.parallel import check as run_check
+    from .spec.loading import build_model
+
+    info, label = load(spec)
+    info, p = resolve(info, variant, _raw(params), backend)
+    backend = pick_backend(info, variant, backend)
+    model = build_model(info, p, variant, backend)
+    raw = run_check(model, Bounds(max_states, max_depth, timeout), liveness=liveness, reduction=reduction,
+                    workers=workers)
+    por, sym = getattr(model, "_por_on", None), getattr(model, "_sym_on", None)
+    st = raw.stats
+    res = Result(spec=label, variant=variant, params=p, backend=backend, reduction=reduction, verdict=raw.verdict,
+                 message=raw.message, states=st.states, transitions=st.transitions, depth=st.depth,
+                 seconds=st.seconds, counterexample=list(raw.counterexample), waiting=list(raw.waiting or []),
+                 cycle_start=raw.cycle_start,
+                 expected=tuple(info.variants[variant].expected if variant else info.hardened_expected),
+                 shortest=(not reduction) or (por is False and sym is False), raw=raw)
+    if cross_check:
+        full = run_check(build_model(info, p, variant, backend), Bounds(max_states, max_depth, timeout),
+                         liveness=False, reduction=False)
+        res.cross_checked = full.verdict
+        mine = raw.verdict if raw.verdict != "LIVENESS" else None  # the unreduced run checks safety only
+        if mine is not None and full.verdict != mine and "BOUND_REACHED" not in (full.verdict, mine):
+            raise ProtocolCheckFailed(f"{label}{' --variant ' + variant if variant else ''}: reductions changed the verdict: "
+                                      f"{mine} with reductions, {full.verdict} without ({full.message})\n\n" + res.text(),
+                                      res)
+    return res
+
+
+def assert_holds(spec, *, backend: str | None = None, reduction: bool = True, cross_check: bool = False,
+                 **params) -> Result:
+    """The hardened spec proves its properties (its documented hardened verdicts: HOLDS)."""
+    r = check(spec, None, backend=backend, reduction=reduction, cross_check=cross_check, **params)
+    if not r.as_expected:
+        raise ProtocolCheckFailed(f"expected {' or '.join(r.expected)}, got {r.verdict}\n\n{r.text()}", r)
+    return r
+
+
+def assert_violation(spec, variant: str | None = None, verdicts: tuple | list | str = (), *, backend: str | None = None,
+                     reduction: bool = True, cross_check: bool = False, **params) -> Result:
+    """The configuration is caught: its verdict is one of ``verdicts`` (default: the variant's
+    documented classes; without a variant, any violation) and it comes with a counterexample."""
+    from .model.api import VIOLATIONS
+
+    r = check(spec, variant, backend=backend, reduction=reduction, cross_check=cross_check, **params)
+    want = (verdicts,) if isinstance(verdicts, str) else tuple(verdicts)
+    if not want:
+        want = r.expected if variant is not None else VIOLATIONS
+    if r.verdict not in want:
+        raise ProtocolCheckFailed(f"expected {' or '.join(want)}, got {r.verdict}: {r.message}\n\n{r.text()}", r)
+    return r
+
+
+def check_configuration(spec, variant: str | None = None, *, reduction: bool = True, cross_check: bool = False,
+                        **params) -> Result:
+    """The one definition of "this configuration behaves as documented", used by the pytest plugin and by
+    lockstep's own tests: the hardened spec yields one of its hardened classes (HOLDS), a variant one of
+    its documented classes, and a violation other than DEADLOCK comes with a counterexample."""
+    r = check(spec, variant, reduction=reduction, cross_check=cross_check, **params)
+    what = f"variant {variant}" if variant else "the hardened spec"
+    if not r.as_expected:
+        raise ProtocolCheckFailed(f"{what}: expected {' or '.join(r.expected)}, got {r.verdict}\n\n{r.text()}", r)
+    if variant and r.verdict not in ("HOLDS", "DEADLOCK", "BOUND_REACHED") and not r.counterexample:
+        raise ProtocolCheckFailed(f"{what}: {r.verdict} without a counterexample\n\n{r.text()}", r)
+    return r
+
+
+# -- recorded runs --------------------------------------------------------------------------------
+DEFAULT_WORLD = {"tp": 2, "pp0": 2, "pp1": 3}
+FAST = {"dist_timeout_s": 2.0, "heartbeat_s": 0.25, "watchdog_s": 4.0}
+
+
+def run_world(topology: str, trace_dir, *, fault: str | None = None, unsafe: str | None = None, deadline_s: float = 60.0,
+              backend: str = "gloo", **params) -> Path:
+    """Run a real ``topology`` world (forked ranks, gloo) into ``trace_dir`` under a hard deadline (hung
+    ranks are killed), and return the directory.  ``params`` are ``lockstep run -p`` parameters
+    (``world=3``, ``chunks=2``); unless given, short PG/watchdog timeouts keep a faulted run brief.
+    Raises ProtocolCheckFailed if the deadline was hit."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch: forked ranks + OpenMP hang otherwise
+    from .impl.config import RunConfig, apply_params
+    from .impl.launch import launch_local
+
+    if backend != "gloo":
+        raise UsageError("run_world forks its ranks on this machine: gloo only (run NCCL worlds under torchrun)")
+    raw = {k: str(v) for k, v in {**FAST, "world": DEFAULT_WORLD.get(topology, 2), **params}.items()}
+    cfg = apply_params(RunConfig(topology=topology, backend=backend, fault=fault or "", unsafe=unsafe or ""), raw)
+    summary = launch_local(cfg, trace_dir, force=True, deadline_s=deadline_s)
+    if summary.deadline_hit:
+        raise ProtocolCheckFailed(f"{topology} world hit its {deadline_s:g} s deadline; ranks were killed:\n{summary.render()}",
+                                  summary)
+    return Path(trace_dir)
+
+
+def conform(trace_dir, spec: str = "auto", check_variant: bool = True):
+    """The conformance report of a recorded run (what ``lockstep conform`` prints)."""
+    from .conformance import loader
+    from .conformance.check import conform_run
+    from .spec.loading import spec_for_conformance
+
+    from .spec import registry
+
+    run = loader.load(os.fspath(trace_dir))
+    saved = dict(registry.OVERRIDES)
+    try:  # a user spec stands in for the shipped one of its name only for this call
+        return conform_run(run, spec=spec_for_conformance(spec), check_variant=check_variant)
+    finally:
+        registry.OVERRIDES.clear()
+        registry.OVERRIDES.update(saved)
+
+
+def _render(rep) -> str:
+    from .conformance.report import render
+
+    return render(rep)
+
+
+def assert_conforms(trace_dir, spec: str = "auto"):
+    """Every rank's recorded run is a behaviour of the spec (CONFORMS)."""
+    rep = conform(trace_dir, spec)
+    if not rep.conforms:
+        raise ProtocolCheckFailed(f"{trace_dir} does not conform to {rep.spec}\n\n{_render(rep)}", rep)
+    return rep
+
+
+def assert_instance_of(trace_dir, variant: str, spec: str = "auto"):
+    """An ``--unsafe`` run is an instance of ``variant``'s counterexample class: the run is rejected
+    by the hardened spec and matched by the variant (the report's ``instance``)."""
+    rep = conform(trace_dir, spec)
+    u = rep.unsafe or {}
+    if u.get("variant") != variant or not u.get("instance"):
+        got = f"variant {u.get('variant')!r}, instance {u.get('instance')}" if u else "not an --unsafe run"
+        raise ProtocolCheckFailed(f"{trace_dir} is not an instance of {variant} ({got}): {u.get('message', '')}\n\n"
+                                  f"{_render(rep)}", rep)
+    return rep
