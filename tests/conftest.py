@@ -16,8 +16,6 @@ REAL_WORLD_FIXTURES = {"world", "real_run", "fast_config", "fr_dumps"}
 # tests/test_signals.py, tests/impl/test_compile.py and tests/impl/test_torchrun.py carry their own marks.
 SLOW_TESTS = {
     "tests/conformance/test_mutation.py::test_kill_rate",
-    "tests/test_diagrams.py::test_committed_gallery_is_up_to_date",
-    "tests/test_diagrams.py::test_index_html_loads_in_headless_chromium",
     "tests/test_pp.py::test_liveness_verdict_is_the_same_with_and_without_reduction[pp1-None]",
     "tests/test_pp.py::test_liveness_verdict_is_the_same_with_and_without_reduction[pp1-retry-forever]",
     "tests/test_pp.py::test_hardened_pp1_holds_with_every_fault[3]",
