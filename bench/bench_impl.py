@@ -6,7 +6,7 @@
 2. the trace recorder's overhead as a ratio, measured in ONE run (record=alternate: even chunks
    recorded, odd chunks not; ratio = median period of recorded / unrecorded chunks, TP w=2);
 3. overlap O-01: PP0 with a simulated Stage-0 decode of D ms and a Stage-1 of about the same, sweep
-   D = 1..4: median period per chunk, median mesh idle time, OverlapScore (protocols.md §5.5);
+   D = 1..4: median period per chunk, median mesh idle time, OverlapScore (docs/domain.md §5.5);
    O-02: the same at D=2 with the planted send-after-decode bug, whose signature is mesh idle ~ decode.
 """
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """State counts with and without reductions, and how cost grows with the mesh size.
 
-    python bench/bench_reductions.py [--timeout 120] [--max-mesh 8] [--json PATH]
+    python bench/bench_reductions.py [--timeout 120] [--max-mesh 8] [--json PATH] [--markdown PATH]
+
+``--markdown`` writes the rows as a table with the date, machine and command that produced them (the
+README's state-count table is pasted from it).
 
 For tp (ranks 2..), pp1 (mesh 2..--max-mesh) and pipeline: safety only (liveness off), every fault
 enabled, default parameters otherwise.  Each row is one exploration with the model's reductions on
@@ -11,7 +14,10 @@ states explored so far: that is a lower bound, not a count.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
+import platform
 import sys
 
 from lockstep.model.checker import Bounds, Explorer
@@ -35,6 +41,7 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per exploration")
     ap.add_argument("--max-mesh", type=int, default=8)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--markdown", default=None, help="write a dated markdown table here")
     a = ap.parse_args()
     configs = [("tp", {"ranks": n}) for n in (2, 3, 4)]
     configs += [("pp1", {"mesh": m}) for m in range(2, a.max_mesh + 1)]
@@ -53,7 +60,25 @@ def main() -> int:
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=2)
+    if a.markdown:
+        with open(a.markdown, "w") as f:
+            f.write(markdown(rows, " ".join(sys.argv[1:])))
     return 0
+
+
+def markdown(rows: list[dict], args: str) -> str:
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    out = [f"Measured {when} with `python bench/bench_reductions.py {args}` on {platform.machine()}, "
+           f"{os.cpu_count()} cores, Python {platform.python_version()} (safety only, every fault enabled; "
+           "seconds depend on the machine's load, state counts do not; BOUND_REACHED rows are lower bounds; "
+           "peak RSS is the bench process's peak so far).", "",
+           "| spec | params | reduction | verdict | states | transitions | seconds | peak RSS MB |",
+           "|---|---|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        p = ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "defaults"
+        out.append(f"| `{r['spec']}` | {p} | {'on' if r['reduction'] else 'off'} | {r['verdict']} | {r['states']:,} | "
+                   f"{r['transitions']:,} | {r['seconds']} | {r['peak_rss_mb']} |")
+    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """``lockstep``: check, list, run, conform, render.
 
 Exit codes: 0 the properties hold, 1 a violation, 2 bad usage or a spec error, 3 a bound was reached
-first.  Subcommands that need heavy dependencies (torch for ``run``) import them only when invoked.
+first, 130 interrupted (SIGINT/SIGTERM/SIGHUP; ``check`` prints the statistics so far).  Subcommands
+that need heavy dependencies (torch for ``run``) import them only when invoked.
 """
 from __future__ import annotations
 
 import importlib
 import sys
+import time
 
 import click
 
@@ -32,6 +34,20 @@ class LazyGroup(click.Group):
             if importlib.util.find_spec(mod) is not None:
                 names.add(name)
         return sorted(names)
+
+    def invoke(self, ctx):
+        """Any file-system error that reaches here is still one line naming the path, exit 2."""
+        try:
+            return super().invoke(ctx)
+        except OSError as e:
+            if isinstance(e, BrokenPipeError):
+                raise
+            where = f"{e.filename}: " if e.filename else ""
+            click.echo(f"lockstep: {where}{e.strerror or e}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("lockstep: interrupted", err=True)
+            ctx.exit(130)
 
     def get_command(self, ctx, name):
         cmd = super().get_command(ctx, name)
@@ -82,15 +98,20 @@ def list_(specs, as_json):
         click.echo("")
 
 
-def _progress():
-    """A progress line on a terminal (stderr), nothing otherwise."""
+def _progress(seen: dict):
+    """A progress line on a terminal (stderr), nothing otherwise; ``seen["stats"]`` always holds the
+    latest statistics the checker reported (about 4 times a second), for an interrupted check."""
+    def remember(st):
+        seen["stats"] = st
+
     if not sys.stderr.isatty():
-        return None, lambda: None
+        return remember, lambda: None
     from tqdm import tqdm
 
     bar = tqdm(total=None, unit=" states", file=sys.stderr, dynamic_ncols=True, leave=False)
 
     def update(st):
+        remember(st)
         bar.n = st.states
         bar.set_postfix_str(f"depth {st.depth}, {st.transitions:,} transitions", refresh=False)
         bar.refresh()
@@ -119,11 +140,14 @@ def check(spec, variant, params, backend, max_states, max_depth, timeout, no_red
     shipped name (`lockstep list`), a spec file PATH.py[:NAME] or package.module[:NAME] defining
     SPEC = SpecInfo(...).
 
-    Exit status: 0 holds, 1 violation, 2 usage or spec error, 3 bound reached first."""
+    \b
+    Exit status: 0 holds, 1 violation, 2 usage or spec error, 3 bound reached first,
+    130 interrupted (SIGINT/SIGTERM/SIGHUP; the statistics so far are printed, verdict INTERRUPTED)."""
     from ..model.api import SpecError
     from ..model.checker import Bounds
     from ..model.parallel import check as run_check, engine_for
-    from .report import dumps, exit_code, text, to_json
+    from .interrupt import EXIT_INTERRUPTED, signals_as_interrupt
+    from .report import dumps, exit_code, interrupted_result, text, to_json
 
     try:
         info, p = resolve(spec, variant, parse_params(params), backend)
@@ -139,20 +163,28 @@ def check(spec, variant, params, backend, max_states, max_depth, timeout, no_red
     if workers > 1 and (engine := engine_for(model, not no_liveness, workers)) != "parallel":
         hint = "; add --no-liveness" if engine == "serial" and not no_liveness else ""
         click.echo(f"lockstep: --workers ignored: this check runs on the {engine} core{hint}", err=True)
-    update, close = _progress()
+    seen: dict = {}
+    update, close = _progress(seen)
+    t0 = time.perf_counter()
+    code = None
     try:
-        result = run_check(model, Bounds(max_states, max_depth, timeout), progress=update, liveness=not no_liveness,
-                           reduction=not no_reduction, workers=workers)
+        with signals_as_interrupt():
+            result = run_check(model, Bounds(max_states, max_depth, timeout), progress=update,
+                               liveness=not no_liveness, reduction=not no_reduction, workers=workers)
     except SpecError as e:
         close()
         click.echo(f"lockstep: {e}", err=True)
         sys.exit(2)
+    except KeyboardInterrupt as e:
+        close()
+        result = interrupted_result(seen.get("stats"), time.perf_counter() - t0, str(e) or "SIGINT")
+        code = EXIT_INTERRUPTED
     close()
     if as_json:
         click.echo(dumps(to_json(spec, variant, p, backend, result, not no_reduction)))
     else:
         click.echo(text(spec, variant, p, backend, result, shortest_known=_no_reduction_applied(model, no_reduction)))
-    sys.exit(exit_code(result.verdict))
+    sys.exit(exit_code(result.verdict) if code is None else code)
 
 
 def _no_reduction_applied(model, no_reduction: bool) -> bool:

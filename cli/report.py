@@ -7,11 +7,24 @@ from typing import Any
 from ..model.api import BOUND_REACHED, HOLDS
 
 JSON_SCHEMA_VERSION = 1
-EXIT = {HOLDS: 0, BOUND_REACHED: 3}
+INTERRUPTED = "INTERRUPTED"  # a signal ended the check: not a verdict about the spec
+EXIT = {HOLDS: 0, BOUND_REACHED: 3, INTERRUPTED: 130}
 
 
 def exit_code(verdict: str) -> int:
     return EXIT.get(verdict, 1)
+
+
+def interrupted_result(stats, seconds: float, signame: str):
+    """The result of a check a signal ended: the statistics last reported (about 4 times a second)
+    and no verdict about the spec."""
+    from ..model.checker import Result, Stats, peak_rss_mb
+
+    st = Stats(**{k: getattr(stats, k) for k in Stats.__dataclass_fields__}) if stats is not None else Stats()
+    st.seconds = max(st.seconds, seconds)
+    st.peak_rss_mb = max(st.peak_rss_mb, peak_rss_mb())
+    return Result(INTERRUPTED, f"interrupted by {signame} after {seconds:.1f} s; the statistics are those "
+                               f"reached so far, nothing is proved", st, bound=None)
 
 
 def to_json(spec: str, variant: str | None, params: dict, backend: str, result, reduction: bool) -> dict[str, Any]:

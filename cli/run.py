@@ -1,9 +1,11 @@
 """``lockstep run``: launch the real implementation (impl/) on N ranks and record traces.
 
 Exit codes: 0 the run ended as documented (a clean run: every rank clean and every chunk emitted or
-dropped with a reason; a --fault/--unsafe run: its documented signature), 1 it did not, 2 bad usage.
-Under torchrun (RANK/WORLD_SIZE/LOCAL_RANK set) this process runs one rank and exits with that
-rank's code (0 clean, 2 exception, 3 timeout).
+dropped with a reason; a --fault/--unsafe run: its documented signature), 1 it did not, 2 bad usage
+(including a trace or Flight Recorder directory that cannot be written, or no torch installed),
+130 interrupted (SIGINT/SIGTERM/SIGHUP: every rank is stopped, summary.json says ``"interrupted": true``).
+Under torchrun (RANK/WORLD_SIZE/LOCAL_RANK set) this process runs one rank, prints one line about
+it, and exits with that rank's code (0 clean, 2 exception, 3 timeout, 130 interrupted).
 """
 from __future__ import annotations
 
@@ -14,11 +16,17 @@ import sys
 import click
 
 from .params import parse_params
+from .paths import writable_dir
 
 _FAULTS = ("om-01", "om-02", "om-03", "om-04", "om-05", "om-06", "om-07", "om-08", "om-09", "om-10", "om-11",
            "om-12", "om-13", "c-01", "c-03")
 _UNSAFE = ("fm04-throw-after-header", "om07-leader-throws", "om09-no-epoch-fence", "o02-send-after-decode")
 _DEFAULT_WORLD = {"tp": 2, "pp0": 2, "pp1": 3}
+RUN_JSON_SCHEMA = 1  # the version of ``run --json`` (docs/json.md)
+EXIT_INTERRUPTED = 130  # as `check`; see cli/interrupt.py
+NO_TORCH = ("lockstep run needs PyTorch, which is not installed: pip install 'lockstep[impl]' "
+            "(on CPU-only machines use PyTorch's CPU wheel index: "
+            "pip install torch --index-url https://download.pytorch.org/whl/cpu)")
 
 
 @click.command("run", context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,11 +46,21 @@ _DEFAULT_WORLD = {"tp": 2, "pp0": 2, "pp1": 3}
               help="run the generator under torch.compile (default backend aot_eager)")
 @click.option("--flight-recorder", "fr_dir", type=click.Path(file_okay=False), default=None,
               help="dump each rank's Flight Recorder trace (pickle) here at exit")
-@click.option("--deadline", type=float, default=None, help="hard wall-clock limit for the whole world (seconds)")
-@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+@click.option("--deadline", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="hard wall-clock limit for the whole world (seconds, > 0)")
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON (schema: docs/json.md)")
 def run(topology, params, fault, unsafe, backend, trace_dir, force, compile_backend, fr_dir, deadline, as_json):
-    """Start a world of ranks (fork locally, or one rank under torchrun) and summarize how it ended."""
+    """Start a world of ranks (fork locally, or one rank under torchrun) and summarize how it ended.
+
+    \b
+    Exit status: 0 the run ended as documented (clean, or the --fault/--unsafe signature),
+    1 it did not, 2 bad usage (options, paths, no torch), 130 interrupted (SIGINT/SIGTERM/SIGHUP;
+    every rank is stopped and summary.json is still written, marked interrupted)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported (fork + OpenMP hazard)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise click.UsageError(NO_TORCH) from None
     from lockstep.impl.config import RunConfig, apply_params
     from lockstep.impl.world import env_rank_info
 
@@ -68,13 +86,18 @@ def run(topology, params, fault, unsafe, backend, trace_dir, force, compile_back
         resolve_config(cfg)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
+    if fr_dir is not None:
+        writable_dir(fr_dir, "--flight-recorder")
     if under_torchrun:
         try:
             code = run_under_torchrun(cfg, trace_dir, force=force, fr_dir=fr_dir)
         except (RunDirError, ValueError) as e:
             raise click.UsageError(str(e)) from None
+        except OSError as e:
+            raise click.UsageError(f"--trace-dir {trace_dir}: {e.strerror or e}") from None
+        click.echo(torchrun_line(trace_dir, int(os.environ["RANK"]), code))
         # Hard exit: interpreter teardown would run c10d/gloo destructors, which can abort
-        # (std::terminate -> SIGABRT) after an otherwise clean run (protocols.md §6.1/§6.2).
+        # (std::terminate -> SIGABRT) after an otherwise clean run (docs/domain.md §6.1/§6.2).
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
@@ -82,9 +105,36 @@ def run(topology, params, fault, unsafe, backend, trace_dir, force, compile_back
         prepare_run_dir(trace_dir, force)  # refuse early, before any fork
     except RunDirError as e:
         raise click.UsageError(str(e)) from None
-    summary = launch_local(cfg, trace_dir, force=True, deadline_s=deadline, fr_dir=fr_dir)
-    click.echo(json.dumps(summary.to_dict(), indent=1) if as_json else summary.render())
+    except OSError:
+        pass  # writable_dir below names the problem
+    writable_dir(trace_dir, "--trace-dir")
+    from .interrupt import signals_as_interrupt
+    with signals_as_interrupt():  # before the ranks start (torch import); the launcher takes over then
+        summary = launch_local(cfg, trace_dir, force=True, deadline_s=deadline, fr_dir=fr_dir)
+    click.echo(json.dumps({"schema": RUN_JSON_SCHEMA, **summary.to_dict()}, indent=1) if as_json else summary.render())
+    if summary.interrupted:
+        sys.exit(EXIT_INTERRUPTED)
     sys.exit(0 if summary.ok else 1)
+
+
+def torchrun_line(trace_dir: str, rank: int, code: int) -> str:
+    """What one torchrun rank prints when it ends: how, and (rank 0) the chunks it emitted or dropped."""
+    from lockstep.conformance import schema as S
+    from lockstep.impl.launch import ranges
+
+    try:
+        tr = S.load_rank_trace(os.path.join(trace_dir, S.rank_file_name(rank)), rank)
+    except (OSError, S.TraceSchemaError) as e:
+        return f"lockstep run (torchrun): rank {rank} exit code {code}; its trace cannot be read: {e}"
+    ex = tr.exit or {}
+    line = f"lockstep run (torchrun): rank {rank} ended {ex.get('how', 'without an exit event')} (exit code {code})"
+    if ex.get("message"):
+        line += f": {str(ex['message'])[:200]}"
+    if rank == 0:
+        emitted = [e["chunk_index"] for e in tr.of(S.CHUNK_EMITTED)]
+        dropped = [e["chunk_index"] for e in tr.of(S.CHUNK_DROPPED)]
+        line += f"; chunks emitted {len(emitted)} [{ranges(emitted)}], dropped {len(dropped)} [{ranges(dropped)}]"
+    return line + f"; traces: {trace_dir}"
 
 
 if __name__ == "__main__":  # torchrun -m lockstep.cli.run ...

@@ -32,7 +32,7 @@ def rank_file_name(rank: int) -> str:
 
 # ---- event kinds (stable names; the conformance checker maps them onto spec transitions) ----
 RANK_START = "rank_start"            # role, mesh_rank, pid, groups this rank belongs to
-RANK_EXIT = "rank_exit"              # how: clean | exception | killed | timeout
+RANK_EXIT = "rank_exit"              # how: clean | exception | killed | timeout | interrupted
 COMM_ENTER = "comm_enter"            # a communication op is issued
 COMM_EXIT = "comm_exit"              # it completed (ok) or raised (ok=false, error)
 HEADER_SENT = "header_sent"          # control header sent (commitment point for INFER)
@@ -98,7 +98,7 @@ EVENT_FIELDS: dict[str, dict[str, type | tuple]] = {
 }
 EVENT_KINDS = frozenset(EVENT_FIELDS)
 
-EXIT_HOWS = ("clean", "exception", "killed", "timeout")
+EXIT_HOWS = ("clean", "exception", "killed", "timeout", "interrupted")
 COMM_OPS = ("broadcast", "send", "recv", "isend", "irecv", "all_reduce", "all_gather", "barrier")
 ACTIONS = ("NOOP", "INFER", "SHUTDOWN", "ERROR")
 

@@ -1,7 +1,7 @@
 """Envelopes and results as data, the preflight that runs before every commitment point, and the
 strict decoder receivers use.  The field rules come from ``lockstep.spec.contract``.
 
-Preflight order (protocols.md §2.9): validate -> serialize_meta (canonical JSON) -> tensor_specs
+Preflight order (docs/domain.md §2.9): validate -> serialize_meta (canonical JSON) -> tensor_specs
 (sorted by (key, index)) -> dtype_map -> materialize.  Only a ``Prepared`` (all five done) may be
 put on the wire; the header is built last.
 """

@@ -267,8 +267,11 @@ class Generator:
         for c in self.xattn:
             c.reset()
 
-    def warmup(self) -> None:
-        """One forward on scratch state (compile warmup); restores the real caches afterwards."""
+    def warmup(self) -> int:
+        """Compile warmup on scratch state, restoring the real caches afterwards: one forward per
+        context length the KV ring goes through (chunk 0, 1, ... until the ring is full), so that no
+        shape is first compiled inside the protocol, where a peer waits under the PG timeout.
+        Returns the number of forward calls made."""
         saved = [(r.k.clone(), r.v.clone(), r.global_end, r.local_end) for r in self.kv]
         saved_x = [(c.k, c.v) for c in self.xattn]
         saved_cond, calls = self.conditioning, self.calls
@@ -277,13 +280,16 @@ class Generator:
         self.reset_crossattn()
         self.reset_kv(0)
         x = torch.zeros(1, mc.frames_per_chunk, mc.tokens_per_frame, mc.latent_channels, device=self.device)
-        self.forward(x, 1000.0, 0)
+        starts = range(0, mc.cache_frames + mc.frames_per_chunk, mc.frames_per_chunk)
+        for start in starts:
+            self.forward(x, 1000.0, start)
         for r, (k, v, ge, le) in zip(self.kv, saved):
             r.k.copy_(k), r.v.copy_(v)
             r.global_end, r.local_end = ge, le
         for c, (k, v) in zip(self.xattn, saved_x):
             c.k, c.v = k, v
         self.conditioning, self.calls = saved_cond, calls
+        return len(starts)
 
     @property
     def indices(self) -> tuple[int, int]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lockstep.conformance import schema as S
+from lockstep.model import procs
 
 from .config import RunConfig, check_config
 from .faults import check_fault_config, scenario_config
@@ -77,7 +78,7 @@ def write_manifest(run_dir: Path, cfg: RunConfig, launcher: str) -> None:
 class RankOutcome:
     rank: int
     role: str
-    how: str                 # clean | exception | killed | timeout | unknown
+    how: str                 # clean | exception | killed | timeout | interrupted | unknown
     message: str = ""
     exit_code: int | None = None
 
@@ -94,14 +95,16 @@ class RunSummary:
     deadline_hit: bool = False
     problems: list[str] = field(default_factory=list)   # signature mismatches (faults) or health problems
     stale_emitted: list[dict] = field(default_factory=list)  # STALE_EMIT evidence (unsafe om09 only)
+    interrupted: str = ""    # the signal that interrupted the launcher (SIGINT, SIGTERM, SIGHUP), else ""
 
     @property
     def clean(self) -> bool:
-        return all(r.how == "clean" for r in self.ranks) and not self.lost and not self.deadline_hit
+        return (all(r.how == "clean" for r in self.ranks) and not self.lost and not self.deadline_hit
+                and not self.interrupted)
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.interrupted
 
     def to_dict(self) -> dict:
         return {"run_dir": self.run_dir, "topology": self.cfg.topology, "world": self.cfg.world,
@@ -109,28 +112,36 @@ class RunSummary:
                 "emitted": self.emitted, "dropped": {str(k): v for k, v in self.dropped.items()},
                 "lost": self.lost, "wall_s": round(self.wall_s, 3), "deadline_hit": self.deadline_hit,
                 "ranks": [r.__dict__ for r in self.ranks], "ok": self.ok, "problems": self.problems,
-                "stale_emitted": self.stale_emitted}
+                "stale_emitted": self.stale_emitted, "interrupted": bool(self.interrupted),
+                "signal": self.interrupted or None}
 
     def render(self) -> str:
         c = self.cfg
         lines = [f"lockstep run: topology={c.topology} world={c.world} backend={c.backend} chunks={c.chunks}"
                  + (f" fault={c.fault}" if c.fault else "") + (f" unsafe={c.unsafe}" if c.unsafe else "")
                  + f"  ({self.wall_s:.2f}s)",
-                 f"  chunks emitted: {len(self.emitted)}/{c.chunks} {self.emitted}"]
+                 f"  chunks emitted: {len(self.emitted)}/{c.chunks} {ranges(self.emitted)}"]
         if self.dropped:
             lines.append(f"  chunks dropped: {len(self.dropped)}")
-            lines += [f"    chunk {k}: {v}" for k, v in sorted(self.dropped.items())]
+            by_reason: dict[str, list[int]] = {}
+            for k, v in sorted(self.dropped.items()):
+                by_reason.setdefault(v, []).append(k)
+            for v, ks in sorted(by_reason.items(), key=lambda x: x[1][0]):
+                lines.append(f"    chunk{'s' if len(ks) > 1 else ''} {ranges(ks)}: {v}")
         for e in self.stale_emitted:
             lines.append(f"  STALE_EMIT: chunk {e['chunk_index']} of cache_epoch {e['cache_epoch']} emitted while the "
                          f"current epoch was {e['current_epoch']}")
         if self.lost:
-            lines.append(f"  chunks unaccounted (rank0 ended without recording them): {self.lost}")
+            lines.append(f"  chunks unaccounted (rank0 ended without recording them): {len(self.lost)} "
+                         f"[{ranges(self.lost)}]")
         lines.append("  ranks:")
         for r in self.ranks:
             msg = f": {r.message}" if r.message else ""
             lines.append(f"    rank {r.rank} ({r.role}): {r.how}{msg[:300]}")
         if self.deadline_hit:
             lines.append("  DEADLINE HIT: hung ranks were SIGKILLed")
+        if self.interrupted:
+            lines.append(f"  INTERRUPTED by {self.interrupted}: every rank was stopped")
         if c.fault or c.unsafe:
             lines.append("  signature: " + ("as documented" if self.ok else "MISMATCH: " + "; ".join(self.problems)))
         elif self.problems:
@@ -139,8 +150,22 @@ class RunSummary:
         return "\n".join(lines)
 
 
+def ranges(xs: list[int]) -> str:
+    """[0, 1, 2, 5, 7, 8] -> "0-2, 5, 7-8" (a long run's chunk lists stay one short line)."""
+    out: list[str] = []
+    xs = sorted(xs)
+    i = 0
+    while i < len(xs):
+        j = i
+        while j + 1 < len(xs) and xs[j + 1] == xs[j] + 1:
+            j += 1
+        out.append(str(xs[i]) if i == j else f"{xs[i]}-{xs[j]}")
+        i = j + 1
+    return ", ".join(out)
+
+
 def summarize(run_dir: str | os.PathLike, cfg: RunConfig, exit_codes: dict[int, int | None], wall_s: float,
-              deadline_hit: bool = False) -> RunSummary:
+              deadline_hit: bool = False, interrupted: str = "") -> RunSummary:
     run = S.load_run(run_dir)
     outcomes = []
     for r in range(cfg.world):
@@ -154,11 +179,12 @@ def summarize(run_dir: str | os.PathLike, cfg: RunConfig, exit_codes: dict[int, 
     emitted = [e["chunk_index"] for e in r0.of(S.CHUNK_EMITTED)]
     dropped = {e["chunk_index"]: e["reason"] for e in r0.of(S.CHUNK_DROPPED)}
     lost = [k for k in range(cfg.chunks) if k not in emitted and k not in dropped]
-    s = RunSummary(str(run_dir), cfg, outcomes, emitted, dropped, lost, wall_s, deadline_hit)
+    s = RunSummary(str(run_dir), cfg, outcomes, emitted, dropped, lost, wall_s, deadline_hit, interrupted=interrupted)
     s.stale_emitted = [{k: e[k] for k in ("chunk_index", "cache_epoch", "current_epoch")}
                        for e in r0.of(S.CHUNK_EMITTED) if e.get("stale")]
-    from .signatures import check
-    s.problems = check(s, run)
+    if not interrupted:  # an interrupted run has no documented signature to compare with
+        from .signatures import check
+        s.problems = check(s, run)
     return s
 
 
@@ -177,15 +203,18 @@ def preimport() -> None:
     import torch.distributed._functional_collectives  # noqa: F401
 
 
-def _child(cfg: RunConfig, rank: int, init_method: str, run_dir: Path, fr_dir: str | None) -> None:
+def _child(cfg: RunConfig, rank: int, init_method: str, run_dir: Path, fr_dir: str | None, pgid: int,
+           parent: int) -> None:
     code = 2
     try:
+        procs.join_group(pgid)
+        procs.die_with_parent(parent)
         logs = run_dir / "logs"
         fd = os.open(str(logs / f"rank{rank}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for sig in INTERRUPT_SIGNALS:  # run_rank installs its own handlers (an interrupted rank_exit)
+            signal.signal(sig, signal.SIG_DFL)
         from .rank import run_rank
         code = run_rank(cfg, rank, init_method, str(run_dir), fr_dir=fr_dir)
     except BaseException:  # noqa: BLE001
@@ -197,6 +226,35 @@ def _child(cfg: RunConfig, rank: int, init_method: str, run_dir: Path, fr_dir: s
             sys.stderr.flush()
         finally:
             os._exit(code)
+
+
+INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+INTERRUPT_GRACE_S = 3.0  # after forwarding SIGTERM, how long ranks get to record their exit before SIGKILL
+
+
+class _Interrupts:
+    """While active (main thread only), SIGINT/SIGTERM/SIGHUP to the launcher are recorded instead of
+    killing it, so it can stop its ranks and still write the summary."""
+
+    def __init__(self):
+        self.signal = ""
+        self.old: dict = {}
+
+    def __enter__(self):
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            for sig in INTERRUPT_SIGNALS:
+                self.old[sig] = signal.signal(sig, self._on)
+        return self
+
+    def _on(self, signum, frame):
+        if not self.signal:
+            self.signal = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, h in self.old.items():
+            signal.signal(sig, h)
+        return False
 
 
 def launch_local(cfg: RunConfig, run_dir: str | os.PathLike, *, force: bool = False, deadline_s: float | None = None,
@@ -215,14 +273,19 @@ def launch_local(cfg: RunConfig, run_dir: str | os.PathLike, *, force: bool = Fa
     init_method = f"file://{store_dir}/store"
     t0 = time.monotonic()
     pids: dict[int, int] = {}
-    for r in range(cfg.world):
-        pid = os.fork()
-        if pid == 0:
-            _child(cfg, r, init_method, d, fr_dir)
-        pids[pid] = r
     codes: dict[int, int | None] = {}
     deadline_hit = False
+    pgid = 0  # the ranks' own process group, led by rank 0: one killpg ends them and anything they started
+    me = os.getpid()
+    intr = _Interrupts().__enter__()
     try:
+        for r in range(cfg.world):
+            pid = os.fork()
+            if pid == 0:
+                _child(cfg, r, init_method, d, fr_dir, pgid, me)
+            procs.place_child(pid, pgid)
+            pgid = pgid or pid
+            pids[pid] = r
         while len(codes) < cfg.world:
             for pid, r in list(pids.items()):
                 if r in codes:
@@ -231,6 +294,9 @@ def launch_local(cfg: RunConfig, run_dir: str | os.PathLike, *, force: bool = Fa
                 if got:
                     codes[r] = os.waitstatus_to_exitcode(status)
             if len(codes) == cfg.world:
+                break
+            if intr.signal:
+                _stop_ranks(pids, codes, pgid)
                 break
             if time.monotonic() - t0 > deadline_s:
                 deadline_hit = True
@@ -247,6 +313,7 @@ def launch_local(cfg: RunConfig, run_dir: str | os.PathLike, *, force: bool = Fa
                 break
             time.sleep(0.01)
     except BaseException:
+        procs.kill_group(pgid, signal.SIGKILL)
         for pid, r in pids.items():
             if r not in codes:
                 try:
@@ -256,10 +323,12 @@ def launch_local(cfg: RunConfig, run_dir: str | os.PathLike, *, force: bool = Fa
                     pass
         raise
     finally:
+        intr.__exit__(None, None, None)
+        procs.kill_group(pgid, signal.SIGKILL)  # anything a rank started (compile workers) ends with the run
         shutil.rmtree(store_dir, ignore_errors=True)
     wall = time.monotonic() - t0
     for r, code in codes.items():
-        if code is not None and code < 0:
+        if code is not None and (code < 0 or intr.signal):
             path = d / S.rank_file_name(r)
             try:
                 tr = S.load_rank_trace(path, r)
@@ -268,12 +337,41 @@ def launch_local(cfg: RunConfig, run_dir: str | os.PathLike, *, force: bool = Fa
                 has_exit = False
             if not has_exit:
                 sig = -code
-                S.append_event(path, r, S.RANK_EXIT, how="killed",
-                               message=f"signal {signal.Signals(sig).name}" + (" (launcher deadline)" if deadline_hit else ""),
-                               signal=sig, by="launcher" if deadline_hit else "unknown")
-    summary = summarize(d, cfg, codes, wall, deadline_hit)
+                if intr.signal:
+                    ended = f"signal {signal.Signals(sig).name}" if sig > 0 else f"exit code {code}"
+                    S.append_event(path, r, S.RANK_EXIT, how="interrupted",
+                                   message=f"{intr.signal} to the launcher; the rank ended by {ended}",
+                                   signal=max(sig, 0), by="launcher")
+                else:
+                    S.append_event(path, r, S.RANK_EXIT, how="killed",
+                                   message=f"signal {signal.Signals(sig).name}" + (" (launcher deadline)" if deadline_hit else ""),
+                                   signal=sig, by="launcher" if deadline_hit else "unknown")
+    summary = summarize(d, cfg, codes, wall, deadline_hit, interrupted=intr.signal)
     (d / "summary.json").write_text(json.dumps(summary.to_dict(), indent=1))
     return summary
+
+
+def _stop_ranks(pids: dict[int, int], codes: dict[int, int | None], pgid: int) -> None:
+    """An interrupt reached the launcher: SIGTERM the ranks' group (each rank records an interrupted
+    ``rank_exit`` when it gets control), SIGKILL whatever is left after the grace period, reap all."""
+    procs.kill_group(pgid, signal.SIGTERM)
+    end = time.monotonic() + INTERRUPT_GRACE_S
+    while len(codes) < len(pids) and time.monotonic() < end:
+        for pid, r in pids.items():
+            if r not in codes:
+                got, status = os.waitpid(pid, os.WNOHANG)
+                if got:
+                    codes[r] = os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    procs.kill_group(pgid, signal.SIGKILL)
+    for pid, r in pids.items():
+        if r not in codes:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            _, status = os.waitpid(pid, 0)
+            codes[r] = os.waitstatus_to_exitcode(status)
 
 
 # ---------------------------------------------------------------- torchrun

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
+import threading
 import time
 import traceback
 
@@ -21,7 +23,7 @@ from .watchdog import Watchdog
 from .world import (ROLE_LEADER, ROLE_MESH_WORKER, ROLE_STAGE0, ROLE_STAGE1, ROLE_TP_RANK0, ROLE_TP_WORKER,
                     init_world, role_of, tp_group_name)
 
-EXIT_CLEAN, EXIT_EXCEPTION, EXIT_TIMEOUT = 0, 2, 3
+EXIT_CLEAN, EXIT_EXCEPTION, EXIT_TIMEOUT, EXIT_INTERRUPTED = 0, 2, 3, 130
 READY_KEY = "lockstep/mesh_ready"
 FAILED_KEY = "lockstep/mesh_failed"
 
@@ -45,10 +47,10 @@ def startup(ctx: Ctx) -> None:
         if cfg.compile:
             t0 = time.perf_counter()
             with comm.phase_b(g):
-                gen.warmup()
-            first, last = comm.note_compiled_collectives(g, gen.collectives_per_call) if g else (0, 0)
+                calls = gen.warmup()
+            first, last = comm.note_compiled_collectives(g, gen.collectives_per_call * calls) if g else (0, 0)
             trace.emit(S.STARTUP_STEP, name="warmup", seconds=round(time.perf_counter() - t0, 3),
-                       seq_first=first, seq_last=last, backend=cfg.compile)
+                       seq_first=first, seq_last=last, backend=cfg.compile, calls=calls)
             if g:
                 tripwires.compile_health(comm, g)
             if world.mesh_rank == 0 and world.rank != 0:
@@ -57,7 +59,7 @@ def startup(ctx: Ctx) -> None:
             ctx.baseline = tripwires.fingerprint_baseline(comm, g, gen.W)
     elif cfg.compile:
         # Outside the mesh (PP rank0): wait for READY on the store, not in a collective bounded by
-        # the short PG timeout, while the mesh compiles (protocols.md §3.2 step 7, §10.15).
+        # the short PG timeout, while the mesh compiles (docs/domain.md §3.2 step 7, §10.15).
         t0 = time.perf_counter()
         store = _store()
         while not store.check([READY_KEY]):
@@ -93,7 +95,29 @@ def dispatch(ctx: Ctx) -> None:
         raise ValueError(f"unknown role {role}")
 
 
+class Interrupted(BaseException):
+    """SIGTERM/SIGINT/SIGHUP reached this rank (the launcher forwards an interrupt, or torchrun stops its
+    workers).  A BaseException so that no ``except Exception`` in the protocol code swallows it."""
+
+
+def _install_interrupt_handlers() -> None:
+    """The first interrupt signal raises :class:`Interrupted` in the main thread, which records an
+    interrupted ``rank_exit``; later ones are ignored (the launcher SIGKILLs after a grace period)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_signal(signum, frame):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        raise Interrupted(f"{signal.Signals(signum).name} received")
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+
 def _classify(e: BaseException) -> str:
+    if isinstance(e, Interrupted):
+        return "interrupted"
     if isinstance(e, PeerTimeout) or (isinstance(e, CommError) and e.timeout):
         return "timeout"
     if isinstance(e, RuntimeError) and not isinstance(e, LockstepError) and is_timeout_message(str(e)):
@@ -128,6 +152,7 @@ def dump_flight_recorder(fr_dir: str, ctx: Ctx | None, rank: int) -> None:
 def run_rank(cfg: RunConfig, rank: int, init_method: str, run_dir: str | None, *, local_rank: int = 0,
              fr_dir: str | None = None, trace_path: str | None = None) -> int:
     torch.set_num_threads(1)
+    _install_interrupt_handlers()
     ecfg = faults.effective_config(cfg, rank)
     path = trace_path or (os.path.join(run_dir, S.rank_file_name(rank)) if run_dir else None)
     trace = S.TraceWriter(path, rank)
@@ -175,7 +200,7 @@ def run_rank(cfg: RunConfig, rank: int, init_method: str, run_dir: str | None, *
         tb = traceback.format_exc(limit=6)
         trace.force(S.RANK_EXIT, how=how, message=str(e)[:4000], exc_type=type(e).__name__,
                     traceback=tb[-3000:], **_last_header(ctx))
-        code = EXIT_TIMEOUT if how == "timeout" else EXIT_EXCEPTION
+        code = {"timeout": EXIT_TIMEOUT, "interrupted": EXIT_INTERRUPTED}.get(how, EXIT_EXCEPTION)
     finally:
         if fr_dir:
             dump_flight_recorder(fr_dir, ctx, rank)

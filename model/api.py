@@ -23,7 +23,7 @@ from typing import Any, Hashable, Iterable, Protocol
 State = Hashable
 Action = Hashable
 
-# The verdict vocabulary shared by checker, conformance and reports (DESIGN.md "Verdicts").
+# The verdict vocabulary shared by checker, conformance and reports (README.md, "Verdicts").
 HOLDS = "HOLDS"
 DEADLOCK = "DEADLOCK"
 STRANDED = "STRANDED"

@@ -67,6 +67,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .api import BOUND_REACHED, FAIL_FAST, HOLDS, SpecError, Violation
+from . import procs
 from .checker import Bounds, Explorer, Result, Stats, peak_rss_mb
 
 # a routed successor's key: (global frontier position of its parent) << _SH | (successor index)
@@ -361,8 +362,12 @@ def _error_payload(e: BaseException):
     return ("other", f"{type(e).__name__}: {e}", traceback.format_exc())
 
 
-def _worker_main(model, k, n, tmp, init, conn, counters):
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and ends the workers
+def _worker_main(model, k, n, tmp, init, conn, counters, pgid=0, parent=0):
+    procs.join_group(pgid)  # the workers' own group (the parent ends it as a whole)
+    if parent:
+        procs.die_with_parent(parent)  # even a SIGKILLed parent leaves no worker behind
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN if sig == signal.SIGINT else signal.SIG_DFL)  # the parent handles ^C
     if GC_MODE in ("off", "level"):
         gc.disable()
     try:
@@ -392,14 +397,18 @@ class _Pool:
             parts[hash(s) % n].append((rank, s))
         self.conns = []
         self.procs = []
+        self.pgid = 0  # the workers' process group, led by worker 0
         gc.collect()
         gc.freeze()  # inherited objects stay out of the children's collections (no copy-on-write)
         try:
             for k in range(n):
                 a, b = ctx.Pipe(duplex=True)
-                p = ctx.Process(target=_worker_main, args=(model, k, n, self.tmp, parts[k], b, self.counters),
+                p = ctx.Process(target=_worker_main, args=(model, k, n, self.tmp, parts[k], b, self.counters,
+                                                           self.pgid, os.getpid()),
                                 daemon=True, name=f"lockstep-worker-{k}")
                 p.start()
+                procs.place_child(p.pid, self.pgid)
+                self.pgid = self.pgid or p.pid
                 b.close()
                 self.conns.append(a)
                 self.procs.append(p)
@@ -457,6 +466,8 @@ class _Pool:
                         self.worker_rss[k], self.worker_cpu[k], self.worker_timing[k] = payload
             except (OSError, EOFError):
                 pass
+        if not graceful:
+            procs.kill_group(self.pgid, signal.SIGKILL)
         for p in self.procs:
             if not graceful and p.is_alive():
                 p.terminate()

@@ -2,7 +2,7 @@
 
 Everything that decides what crosses the wire lives here: the header layout, the actions, the
 envelope and result field tables with their required-when rules, the generator-call formula, the
-identifier monotonicity rules and rank0's result acceptance rules (protocols.md §2).  The specs
+identifier monotonicity rules and rank0's result acceptance rules (docs/domain.md §2).  The specs
 use these functions to drive their state machines; impl/ uses the same functions to validate real
 envelopes, so a contract change is one edit.
 
@@ -20,7 +20,7 @@ RESULT_VERSION = 1
 
 class Action(IntEnum):
     """Header actions.  ERROR is the terminal action a PP1 leader broadcasts when it rejects an
-    envelope (protocols.md §2.6, §10.2: adding it is why the envelope version is 1 here)."""
+    envelope (docs/domain.md §2.6, §10.2: adding it is why the envelope version is 1 here)."""
 
     NOOP = 0
     INFER = 1
@@ -28,7 +28,7 @@ class Action(IntEnum):
     ERROR = 3
 
 
-# The header is five int64 values in this order (protocols.md §2.1).
+# The header is five int64 values in this order (docs/domain.md §2.1).
 HEADER_FIELDS = ("call_id", "chunk_index", "control_epoch", "cache_epoch", "action")
 HEADER_DTYPE = "int64"
 HEADER_SHAPE = (len(HEADER_FIELDS),)
@@ -53,7 +53,7 @@ class Field:
     rule: str
 
 
-# PPEnvelopeV1 / TP v1.1 payload, merged: the fields both control planes carry (protocols.md §2.2, §2.4).
+# PPEnvelopeV1 / TP v1.1 payload, merged: the fields both control planes carry (docs/domain.md §2.2, §2.4).
 ENVELOPE_FIELDS: tuple[Field, ...] = (
     Field("envelope_version", "int", "always", f"== {ENVELOPE_VERSION}; unknown versions are rejected"),
     Field("action", "int", "always", "an Action"),
@@ -86,14 +86,14 @@ RESULT_FIELDS: tuple[Field, ...] = (
 )
 
 # Optional result fields (not required by any rule): the reason an ok=False result carries, and the
-# leader-measured durations of §5.4 (no clock sync needed).
+# leader-measured durations of docs/domain.md §5.5 (no clock sync needed).
 RESULT_OPTIONAL_FIELDS = ("error_message", "tB_ms", "t_mesh_idle_ms", "output_digest")
 
 _FIELDS_BY_NAME = {f.name: f for f in ENVELOPE_FIELDS}
 
 
 def expected_generator_calls(do_kv_recompute: bool, num_denoise_steps: int) -> int:
-    """The generator-call plan (protocols.md §3.1)."""
+    """The generator-call plan (docs/domain.md §3.1)."""
     return (1 if do_kv_recompute else 0) + num_denoise_steps
 
 
@@ -124,7 +124,7 @@ def validate_envelope(meta: Mapping[str, Any], tensors: Sequence[TensorSpec] = (
     """Check an envelope against the contract; raise ContractError naming the first bad field.
 
     ``meta`` holds the scalar fields; ``tensors`` the tensor specs.  Action-aware: NOOP and
-    SHUTDOWN skip the INFER fields (protocols.md §2.4).
+    SHUTDOWN skip the INFER fields (docs/domain.md §2.4).
     """
     for name in ("envelope_version", "action", "call_id", "cache_epoch"):
         if name not in meta:
@@ -167,7 +167,7 @@ def validate_envelope(meta: Mapping[str, Any], tensors: Sequence[TensorSpec] = (
 
 def validate_result(meta: Mapping[str, Any], tensors: Sequence[TensorSpec] = ()) -> None:
     """Check a result against RESULT_FIELDS; raise ContractError naming the first bad field.
-    ok=True carries latents_out; ok=False carries no tensors and an error_message (protocols.md §2.5)."""
+    ok=True carries latents_out; ok=False carries no tensors and an error_message (docs/domain.md §2.5)."""
     for f in RESULT_FIELDS:
         if f.kind != "tensor" and f.required == "always" and (f.name not in meta or meta[f.name] is None):
             raise ContractError(f.name, "required field is missing")
@@ -197,7 +197,7 @@ class IdOrderError(ContractError):
 
 @dataclass
 class IdTracker:
-    """Receiver-side identifier rules (protocols.md §2.7): call_id strictly increasing over all
+    """Receiver-side identifier rules (docs/domain.md §2.7): call_id strictly increasing over all
     actions; chunk_index increasing over INFER, and it may only go back when cache_epoch bumps;
     cache_epoch never decreases.  Any violation is fatal for the receiver."""
 
@@ -222,7 +222,7 @@ def accept_result(
     *, current_epoch: int, expected_call_id: int, expected_chunk_index: int,
     call_id: int, chunk_index: int, cache_epoch: int, epoch_fence: bool = True,
 ) -> tuple[bool, str]:
-    """Rank0's acceptance rules (protocols.md §2.5).  Returns (accept, reason).  A result from an
+    """Rank0's acceptance rules (docs/domain.md §2.5).  Returns (accept, reason).  A result from an
     older cache_epoch is dropped as stale; an older call_id or chunk_index is a duplicate; a result
     ahead of expectation is a protocol error (no reorder buffer).  ``epoch_fence=False`` is the
     om09 planted bug: the epoch check is skipped."""
@@ -235,7 +235,7 @@ def accept_result(
     return True, "accepted"
 
 
-# Keys that change control flow and therefore must be identical on every rank (protocols.md §6.4).
+# Keys that change control flow and therefore must be identical on every rank (docs/domain.md §6.4).
 # ``scope`` is "world" (every rank) or "mesh" (only ranks that run Phase B).
 PARITY_KEYS: tuple[tuple[str, str], ...] = (
     ("world_size", "world"),

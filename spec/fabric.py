@@ -6,7 +6,7 @@ next call, and a signature difference (op, group-local root, dtype, shape, reduc
 COLLECTIVE_MISMATCH; for v-style (uneven) all_gather and all_to_all the split sizes each rank
 declares must agree with the sizes its partners declare, or the calls mismatch too.  Because
 matching is by position, a skipped collective silently pairs with the next one of the same kind,
-exactly as measured on gloo.  ``src``/``dst``/``root`` are always group-local ranks.
+exactly as measured on gloo (docs/platform-facts.md).  ``src``/``dst``/``root`` are always group-local ranks.
 
 Point-to-point ops match per (src, dst, group).  A backend profile decides how (docs/fabric.md has
 the one table of presets):

@@ -1,5 +1,6 @@
 """The CLI contract: exit codes, --json schema, clear errors on bad input."""
 import json
+import re
 import subprocess
 import sys
 
@@ -80,3 +81,10 @@ def test_spec_error_is_not_a_verdict():
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.returncode == 0 and "buggy.explode" in p.stdout
+
+
+@pytest.mark.parametrize("cmd", ["check", "run"])  # conform and render: their own tests
+def test_help_states_exit_codes(cmd):
+    p = lockstep(cmd, "--help")
+    assert p.returncode == 0 and re.search(r"Exit (status|codes)[^0-9]*0", p.stdout), p.stdout
+    assert "130 interrupted" in p.stdout

@@ -23,7 +23,7 @@ def build(variant=None, **raw):
 
 
 def brute_force(stages, microbatches, capacity):
-    """An independent enumeration of the issue's guarded-command model: every role a program
+    """An independent enumeration of the guarded-command model (spec/specs/pipeline.py): every role a program
     counter, queues as lists, depth-first, no shared code with the spec.  Returns (states,
     transitions, dead ends that are not the all-finished state)."""
     S, M, C = stages, microbatches, capacity
@@ -78,7 +78,7 @@ def stats_of(res):
     return d
 
 
-# -- the issue's numbers ---------------------------------------------------------------------------
+# -- the reference numbers (SPIN, Rumur, TLC) ----------------------------------------------------------
 
 def test_default_counts_exact_and_no_deadlock_python_path():
     res = Explorer(build()).run()  # the pure-Python explorer, even once check() prefers the packed core

@@ -1,4 +1,4 @@
-"""PP0/PP1, the KV lifecycle and the overlap queues: the properties the issue names, one by one."""
+"""PP0/PP1, the KV lifecycle and the overlap queues: the properties the specs promise, one by one."""
 import pytest
 
 from lockstep.model.api import HOLDS, LIVENESS, STALE_EMIT, STRANDED

@@ -1,4 +1,4 @@
-"""The KV-cache lifecycle as a lockstep state machine (protocols.md §4).
+"""The KV-cache lifecycle as a lockstep state machine (docs/domain.md §4).
 
 States: UNINIT, EPOCH_START (after a hard cut, caches empty), STEADY_EARLY (the ring is not yet
 full), STEADY_FULL.  Events come only from the envelope: hard cut (cache_epoch+1, caches cleared,

@@ -17,7 +17,7 @@ mesh_pg collective, then broadcasts it on mesh_pg; every mesh rank applies the K
 (kv.apply: the same functions as the ``kv`` spec) and runs its generator calls, each an all_reduce on
 mesh_pg; the observed call count is checked; the leader preflights the result before its header.
 
-Choices written down (protocols.md §10 leaves them open):
+Choices written down (docs/domain.md §10 leaves them open):
 - §10.1 the result path gets the anti-stranding treatment: a result header (ok, IDs, observed calls)
   precedes ``latents_out``, and the leader preflights the result before that header.  A failed result
   preflight sends ``ok=False`` and the leader goes on.
@@ -320,7 +320,7 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
     Ld.op("recv_tensors", "RECV_TENSORS", "VALIDATE" if v != "om07-leader-throws" else "MESH_HEADER",
           lambda c: recv("world", 0, ("tensors",) + c.v.env.tensors(), TAG_TENSORS))
 
-    # validation of the whole envelope, before any mesh_pg collective (protocols.md §3.6 step 4)
+    # validation of the whole envelope, before any mesh_pg collective (docs/domain.md §3.6 step 4)
     after_validate = "MESH_HEADER" if v != "om07-leader-throws" else "MESH_META"
     Ld.local("validate_ok", "VALIDATE", after_validate if pp1 else "PHASE_B",
              guard=lambda c: not checked or contract_ok(c.v.env, mode), event="validate_ok")

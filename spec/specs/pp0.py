@@ -1,4 +1,4 @@
-"""PP0: rank0 (Stage 0) and one Stage-1 rank that runs Phase B locally (protocols.md §3.5).
+"""PP0: rank0 (Stage 0) and one Stage-1 rank that runs Phase B locally (docs/domain.md §3.5).
 
 The protocol, its modelling choices and its faults are those of ``pp.py`` with a mesh of one: there
 is no mesh_pg and no collective in Phase B, so the mesh-only bugs (wrong group, leader throws,

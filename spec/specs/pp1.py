@@ -1,4 +1,4 @@
-"""PP1: rank0 outside the mesh, a leader (mesh group-rank 0) and mesh workers (protocols.md §3.6).
+"""PP1: rank0 outside the mesh, a leader (mesh group-rank 0) and mesh workers (docs/domain.md §3.6).
 
 See ``pp.py`` for the protocol, the modelling choices and the faults; the KV lifecycle of every mesh
 rank is the ``kv`` spec's (``kv.apply``), and FRANKEN is checked whenever the mesh ranks have applied

@@ -1,4 +1,4 @@
-"""TP v1.1: the broadcast-envelope protocol (protocols.md §2.1-2.2, §3.3-3.4).
+"""TP v1.1: the broadcast-envelope protocol (docs/domain.md §2.1-2.2, §3.3-3.4).
 
 Rank0 is the leader: it runs Phase A (plans the chunk), preflights, broadcasts the header (the
 commitment point), the meta object (two collectives: size, then data) and the tensors in
@@ -104,7 +104,7 @@ def build(params: dict, variant: str | None, backend: str) -> Protocol:
     L.op("shutdown", "IDLE", "DONE", lambda c: header(c, Action.SHUTDOWN),
          guard=lambda c: c.v.chunk_index >= chunks or c.g.stop, do=lambda c: c.set(call_id=c.v.call_id + 1), event="header_sent")
 
-    # preflight: every check before the commitment point (anti-stranding rule, protocols.md §2.9)
+    # preflight: every check before the commitment point (anti-stranding rule, docs/domain.md §2.9)
     late = {"fm04-throw-after-header": "pickle", "fm07-late-dtype-check": "dtype"}.get(v)
     drop = lambda c: c.set(chunk_index=c.v.chunk_index + 1, dropped=c.v.dropped + 1, hb=0)
     for s in PREFLIGHT_STEPS:

@@ -1,6 +1,9 @@
 """`lockstep run` (the click command in cli/run.py): a real run, usage errors with exit code 2,
 the trace-dir refusal, JSON output and the Flight Recorder dump."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -68,3 +71,78 @@ def test_flight_recorder_dump(tmp_path):
         if rank > 0:
             assert descs.get("mesh") == "[1, 2]"
             assert dump["entries"], "the mesh ranks ran collectives"
+
+
+def _a_file(tmp_path):
+    f = tmp_path / "plain-file"
+    f.write_text("not a directory")
+    return f
+
+
+@pytest.mark.parametrize("opt,where,needle", [
+    ("--trace-dir", "under-file", "which is a file"),
+    ("--trace-dir", "/proc", "cannot write there"),
+    ("--trace-dir", "unwritable", "cannot write there (permission denied)"),
+    ("--flight-recorder", "under-file", "which is a file"),
+    ("--flight-recorder", "/proc", "cannot write there"),
+])
+def test_unusable_paths_one_line_exit_2(tmp_path, opt, where, needle):
+    """Checked before any rank starts: exit 2 and one line naming the option and the path."""
+    if where == "unwritable":
+        if os.geteuid() == 0:
+            pytest.skip("root writes anywhere")
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        path = ro / "t"
+    else:
+        path = _a_file(tmp_path) / "t" if where == "under-file" else f"/proc/lockstep-{os.getpid()}/t"
+    paths = {"--trace-dir": str(tmp_path / "ok"), opt: str(path)}
+    r = CliRunner().invoke(run, ["--topology", "tp", *[x for kv in paths.items() for x in kv]])
+    assert r.exit_code == 2, r.output
+    assert isinstance(r.exception, SystemExit)  # a usage error, not an escaped OSError
+    err = [ln for ln in r.output.splitlines() if ln.startswith("Error:")]
+    assert len(err) == 1 and opt in err[0] and str(path) in err[0] and needle in err[0], r.output
+    assert not (tmp_path / "ok" / "manifest.json").exists()  # nothing started
+
+
+def test_negative_deadline_is_refused(tmp_path):
+    r = _invoke("--topology", "tp", "--deadline", "-1", "--trace-dir", str(tmp_path / "t"))
+    assert r.exit_code == 2 and "--deadline" in r.output and "x>0" in r.output
+
+
+def test_without_torch_one_line_with_the_install_command(tmp_path):
+    """A machine without torch: no ModuleNotFoundError, the exact install commands (exit 2)."""
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from lockstep.cli.main import main\n"
+            f"sys.argv = ['lockstep', 'run', '--topology', 'tp', '--trace-dir', {str(tmp_path / 't')!r}]\n"
+            "main()")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr
+    assert "pip install 'lockstep[impl]'" in p.stderr
+    assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in p.stderr
+    assert not (tmp_path / "t").exists()
+
+
+def test_run_help_states_exit_codes():
+    out = CliRunner().invoke(run, ["--help"]).output
+    assert "Exit status: 0" in out and "130 interrupted" in out
+
+
+def test_long_run_summary_lists_chunks_as_ranges():
+    """A killed 2,000-chunk run: chunk lists are ranges and drops are grouped by reason, not 2,000 lines."""
+    from lockstep.impl.config import RunConfig
+    from lockstep.impl.launch import RankOutcome, RunSummary, ranges
+
+    assert ranges([]) == "" and ranges([3]) == "3" and ranges([0, 1, 2, 5, 7, 8]) == "0-2, 5, 7-8"
+    cfg = RunConfig(topology="tp", world=2).with_(chunks=2000)
+    s = RunSummary("d", cfg, [RankOutcome(0, "tp_rank0", "interrupted", "SIGTERM received")], list(range(60)),
+                   {k: "aborted: Interrupted" for k in range(61, 1990)}, [60, *range(1990, 2000)], 9.9,
+                   interrupted="SIGTERM")
+    text = s.render()
+    assert len(text.splitlines()) < 15, text
+    assert "chunks emitted: 60/2000 0-59" in text
+    assert "chunks 61-1989: aborted: Interrupted" in text
+    assert "11 [60, 1990-1999]" in text and "INTERRUPTED by SIGTERM" in text
+    assert s.to_dict()["interrupted"] is True and not s.ok

@@ -9,6 +9,7 @@ from lockstep.conformance import schema as S
 
 
 @pytest.mark.multirank
+@pytest.mark.slow
 def test_torchrun_tp_world(tmp_path):
     d = tmp_path / "t"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -28,3 +29,6 @@ def test_torchrun_tp_world(tmp_path):
     assert run.manifest["launcher"] == "torchrun"
     assert [run.ranks[r].exit["how"] for r in (0, 1)] == ["clean", "clean"]
     assert len(run.ranks[0].of(S.CHUNK_EMITTED)) == 3
+    text = out.decode()  # every rank prints one line about how it ended; rank 0 adds its chunks
+    assert "lockstep run (torchrun): rank 0 ended clean (exit code 0); chunks emitted 3 [0-2]" in text, text[-2000:]
+    assert "lockstep run (torchrun): rank 1 ended clean (exit code 0)" in text, text[-2000:]

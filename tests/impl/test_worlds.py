@@ -7,7 +7,7 @@ from lockstep.conformance import schema as S
 from lockstep.impl.reference import reference_outputs
 from lockstep.impl.stage0 import load_outputs
 
-from conftest import assert_collectives_match
+from helpers import assert_collectives_match
 
 TOPOLOGIES = [("tp", 2), ("pp0", 2), ("pp1", 3)]
 

@@ -1,0 +1,116 @@
+"""Interrupting lockstep: SIGTERM/SIGINT/SIGKILL to a real `lockstep run` (forked gloo ranks) and to
+`lockstep check --workers 2` leave no process behind; an interrupted run still writes its summary and
+a `rank_exit` per rank; an interrupted check prints its statistics so far and exits 130.
+
+Each command is started in a session of its own, so every process it starts, whatever process
+group it moves to, is found by session id and killed in the cleanup if the test fails."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from helpers import alive, kill_session, session_members, wait_until
+from lockstep.conformance import schema as S
+
+def _start(args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "lockstep", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+
+
+def _rank_pids(run_dir, world):
+    pids = {}
+    for r in range(world):
+        p = run_dir / S.rank_file_name(r)
+        if not p.exists():
+            return None
+        for line in p.read_text().splitlines():
+            if '"rank_start"' in line:
+                pids[r] = json.loads(line)["pid"]
+    return pids if len(pids) == world else None
+
+
+def _emitting(run_dir):
+    p = run_dir / S.rank_file_name(0)
+    return p.exists() and '"chunk_emitted"' in p.read_text()
+
+
+@pytest.mark.multirank
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
+def test_interrupted_run_leaves_no_rank(tmp_path, sig):
+    run_dir = tmp_path / "run"
+    proc = _start(["run", "--topology", "tp", "-p", "chunks=20000", "--trace-dir", str(run_dir)])
+    try:
+        assert wait_until(lambda: _emitting(run_dir), 90), "the run never emitted a chunk"
+        ranks = _rank_pids(run_dir, 2)
+        assert ranks and all(alive(p) for p in ranks.values())
+        proc.send_signal(sig)
+        # every rank ends within the launcher's grace period (3 s) plus scheduling slack on a loaded machine
+        assert wait_until(lambda: not any(alive(p) for p in ranks.values()), 15), "ranks outlived the interrupt"
+        out, err = proc.communicate(timeout=60)
+        gone = wait_until(lambda: not session_members(proc.pid), 5)
+        assert gone, f"processes left behind: {session_members(proc.pid)}"
+        assert not any(alive(p) for p in ranks.values())
+        if sig == signal.SIGKILL:  # the launcher died outright; its ranks die with it
+            return
+        assert proc.returncode == 130, (out, err)
+        assert f"INTERRUPTED by {sig.name}" in out
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["interrupted"] is True and summary["signal"] == sig.name and summary["ok"] is False
+        run = S.load_run(run_dir)
+        for r in range(2):
+            last = run.ranks[r].events[-1]
+            assert last["ev"] == S.RANK_EXIT and last["how"] == "interrupted", last
+        assert len(summary["emitted"]) + len(summary["dropped"]) + len(summary["lost"]) == 20000
+    finally:
+        kill_session(proc.pid)
+        proc.kill()
+        proc.wait()
+
+
+CHECK = ["check", "pp1", "-p", "mesh=8", "--no-liveness"]
+
+
+@pytest.mark.slow
+def test_sigterm_to_check_workers_leaves_no_worker(tmp_path):
+    proc = _start([*CHECK, "--workers", "2", "--json"])
+    try:
+        assert wait_until(lambda: len(session_members(proc.pid)) >= 3, 60), "the workers never started"
+        workers = [p for p in session_members(proc.pid) if p != proc.pid]
+        time.sleep(1.5)  # let the search run a little
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        assert wait_until(lambda: not session_members(proc.pid), 5), session_members(proc.pid)
+        assert not any(alive(p) for p in workers)
+        res = json.loads(out)
+        assert res["verdict"] == "INTERRUPTED" and "SIGTERM" in res["message"]
+        assert res["states"] > 0 and res["seconds"] > 0
+    finally:
+        kill_session(proc.pid)
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.slow
+def test_sigint_to_check_prints_partial_statistics(tmp_path):
+    proc = _start(CHECK)
+    try:
+        time.sleep(3.0)  # model built, the search under way
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, (out, err)
+        assert "verdict: INTERRUPTED" in out and "Traceback" not in err and "Aborted" not in err
+        explored = [ln for ln in out.splitlines() if ln.startswith("explored ")]
+        assert explored and int(explored[0].split()[1].replace(",", "")) > 0, out
+    finally:
+        kill_session(proc.pid)
+        proc.kill()
+        proc.wait()
