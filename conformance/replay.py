@@ -137,6 +137,8 @@ class Replayer:
         self.budget = budget if budget is not None else 200 * self.total + 20000
         self.seconds = seconds
         self.rank_actors = model.actors_of_rank
+        # actors whose steps commute with every other actor's (see _ample_actor)
+        self.solo = [bool(getattr(a.role, "private", False)) and len(model.actors_of_rank[a.rank]) == 1 for a in self.actors]
 
     # ------------------------------------------------------------------ helpers
     def _op_refusal(self, o: Obs, op, tname: str = "") -> str | None:
@@ -245,6 +247,7 @@ class Replayer:
         succ = model.raw_successors(state)
         completions, consuming, free, defer = [], [], [], []
         viol = stk = None
+        viol_actors: set = set()
         actors_state = state[0]
 
         def nxt_obs(i):
@@ -276,6 +279,7 @@ class Replayer:
                 if tname not in self.observed[i]:
                     if isinstance(n, Violation):
                         viol = viol or self._viol(n, i, None)
+                        viol_actors.add(i)
                         continue
                     np_ = pend
                     if t.op is not None:
@@ -286,7 +290,7 @@ class Replayer:
                     if ch is not None:
                         hint = plan_hint(self.family, role.name, t.name, seqs[i], cur[i])
                         rank_ = 0 if hint is None or hint == ch else 2
-                    free.append((rank_, (n, cur, np_, dfr)))
+                    free.append((rank_, i, (n, cur, np_, dfr)))
                     continue
                 # observed: the cursor observable, or the first deferred one
                 cands = []
@@ -304,6 +308,7 @@ class Replayer:
                         continue
                     if isinstance(n, Violation):
                         viol = viol or self._viol(n, i, o)
+                        viol_actors.add(i)
                         continue
                     v_before = actors_state[i][1]
                     if t.op is not None:
@@ -333,7 +338,7 @@ class Replayer:
                     else:
                         nc = cur
                         nd = dfr[:i] + (dfr[i][1:],) + dfr[i + 1:]
-                    consuming.append((o.t, (n, nc, np_, nd)))
+                    consuming.append((o.t, i, (n, nc, np_, nd)))
             elif kind in ("m", "p"):
                 idxs = action[2]
                 ok = True
@@ -392,7 +397,7 @@ class Replayer:
                     if i in main:
                         nc[i] += 1
                     np_[i] = FREE
-                consuming.append((nxt_obs(main[0]).t, (n, tuple(nc), tuple(np_), dfr)))
+                consuming.append((nxt_obs(main[0]).t, main[0] if len(idxs) == 1 else -1, (n, tuple(nc), tuple(np_), dfr)))
             # "hang" never matches a recorded trace: the impl records no wedge
         # virtual exit steps and deferrals
         for i, (ctl, v, p) in enumerate(actors_state):
@@ -403,16 +408,44 @@ class Replayer:
                 same_rank = [j for j in self.rank_actors[self.actors[i].rank] if j != i]
                 if all(actors_state[j][0] in BUILTIN_TERMINAL or actors_state[j][0] not in self.actors[j].role.by_src
                        for j in same_rank):
-                    consuming.append((o.t, (state, cur[:i] + (cur[i] + 1,) + cur[i + 1:], pend, dfr)))
+                    consuming.append((o.t, i, (state, cur[:i] + (cur[i] + 1,) + cur[i + 1:], pend, dfr)))
             elif o.kind == "exit" and p is None:
                 refuse(i, f"line {o.line + 1}: the rank exits {o.how}, the spec actor is in {ctl}")
             if o.kind == "step" and o.defer_until is not None and can_advance(i, o):
-                defer.append((state, cur[:i] + (cur[i] + 1,) + cur[i + 1:], pend, dfr[:i] + (dfr[i] + (cur[i],),) + dfr[i + 1:]))
+                defer.append((i, (state, cur[:i] + (cur[i] + 1,) + cur[i + 1:], pend, dfr[:i] + (dfr[i] + (cur[i],),) + dfr[i + 1:])))
         if completions:
             return [completions[0]], viol, stk
         consuming.sort(key=lambda x: x[0])
         free.sort(key=lambda x: x[0])
-        return [c for _, c in consuming] + [f for _, f in free] + defer, viol, stk
+        amp = self._ample_actor(consuming, free, defer, viol_actors, cur)
+        if amp is not None:
+            return ([c for _, a, c in consuming if a == amp] + [f for _, a, f in free if a == amp]
+                    + [d for a, d in defer if a == amp]), viol, stk
+        return [c for _, _, c in consuming] + [f for _, _, f in free] + [d for _, d in defer], viol, stk
+
+    def _ample_actor(self, consuming, free, defer, viol_actors, cur) -> int | None:
+        """Partial-order reduction: an actor whose trace-consistent steps may be explored alone.
+
+        A solo actor (a private role, the only thread of its rank) changes only its own control state,
+        variables, pending op and trace cursor: its steps commute with every other actor's, nothing
+        another actor does can disable them, and a completion its post enables stays enabled.  So when
+        such an actor has steps here, the interleavings with the others' steps are all equivalent and
+        only its steps need trying (an ample set; the search's visited set closes cycles).  An actor
+        with a step that reaches a spec violation is not reduced (that violation is reported).  Actors
+        with trace left to explain come first, earliest timestamp first: the search follows the run."""
+        best = None
+        for t, a, _ in consuming:
+            if a >= 0 and self.solo[a] and a not in viol_actors:
+                return a
+        for _, a, _ in free:
+            if self.solo[a] and a not in viol_actors and cur[a] < len(self.seqs[a]):
+                best = a
+                break
+        if best is None:
+            for a, _ in defer:
+                if self.solo[a] and a not in viol_actors:
+                    return a
+        return best
 
     def _viol(self, v: Violation, i: int, o: Obs | None) -> dict:
         a = self.actors[i]
