@@ -249,6 +249,8 @@ class _Builder:
         return o
 
     def exit_obs(self, thread: str, e: dict) -> None:
+        if e["how"] == "interrupted":
+            return  # a signal ended the run: the trace is a prefix, nothing for the spec to explain here
         if e["how"] == "killed":
             self.add(thread, frozenset({"crash"}), e, kind="crash", how="killed")
         else:

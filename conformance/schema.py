@@ -32,7 +32,7 @@ def rank_file_name(rank: int) -> str:
 
 # ---- event kinds (stable names; the conformance checker maps them onto spec transitions) ----
 RANK_START = "rank_start"            # role, mesh_rank, pid, groups this rank belongs to
-RANK_EXIT = "rank_exit"              # how: clean | exception | killed | timeout
+RANK_EXIT = "rank_exit"              # how: clean | exception | killed | timeout | interrupted (a signal)
 COMM_ENTER = "comm_enter"            # a communication op is issued
 COMM_EXIT = "comm_exit"              # it completed (ok) or raised (ok=false, error)
 HEADER_SENT = "header_sent"          # control header sent (commitment point for INFER)
@@ -98,7 +98,7 @@ EVENT_FIELDS: dict[str, dict[str, type | tuple]] = {
 }
 EVENT_KINDS = frozenset(EVENT_FIELDS)
 
-EXIT_HOWS = ("clean", "exception", "killed", "timeout")
+EXIT_HOWS = ("clean", "exception", "killed", "timeout", "interrupted")
 COMM_OPS = ("broadcast", "send", "recv", "isend", "irecv", "all_reduce", "all_gather", "barrier")
 ACTIONS = ("NOOP", "INFER", "SHUTDOWN", "ERROR")
 
@@ -216,6 +216,7 @@ class RunTrace:
     path: str
     manifest: dict
     ranks: dict[int, RankTrace] = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)  # the launcher's summary.json, when there is one
 
 
 def _check_type(path, line, name, value, typ) -> None:
@@ -253,7 +254,12 @@ def load_rank_trace(path: str | os.PathLike, rank: int | None = None) -> RankTra
     """Strictly load one rank file.  Only the last line may be broken, and only if it has no
     trailing newline (the rank died while writing it)."""
     p = Path(path)
-    data = p.read_text(encoding="utf-8", errors="strict")
+    raw = p.read_bytes()
+    try:
+        data = raw.decode("utf-8", errors="strict")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise TraceSchemaError(p, line, None, f"not UTF-8 text ({e.reason} at byte {e.start}): not a trace file") from None
     lines = data.split("\n")
     ends_clean = data.endswith("\n") or data == ""
     if ends_clean:
@@ -301,7 +307,9 @@ def load_run(path: str | os.PathLike) -> RunTrace:
     if not mp.exists():
         raise TraceSchemaError(mp, None, None, "manifest.json is missing")
     try:
-        m = json.loads(mp.read_text(encoding="utf-8"))
+        m = json.loads(mp.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise TraceSchemaError(mp, None, None, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise TraceSchemaError(mp, e.lineno, None, f"not valid JSON ({e.msg})") from None
     validate_manifest(m, str(mp))
