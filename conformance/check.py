@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..spec import registry
-from . import fabric_check, loader, mapping, monitors
+from . import fabric_check, loader, mapping, monitors, payload
 from . import schema as S
 from .replay import Replayer, ReplayResult
 
@@ -43,8 +43,13 @@ class ConformReport:
     @property
     def verdict(self) -> str:
         """CONFORMS | DOES_NOT_CONFORM | INCONCLUSIVE | CONFORMS_TO_VARIANT (see EXIT_CODES)."""
+        if self.was_interrupted:
+            # a signal ended the run: the trace is a prefix, cut at a different point on each rank (an op
+            # one rank saw complete may be missing its partner's record), so neither verdict is sound;
+            # the replay of the prefix is still reported (how far it got)
+            return "INCONCLUSIVE"
         if self.conforms:
-            return "INCONCLUSIVE" if self.was_interrupted else "CONFORMS"
+            return "CONFORMS"
         if self.unsafe and self.unsafe.get("instance"):
             return "CONFORMS_TO_VARIANT"
         if not self.fabric and self.replay is not None and self.replay.budget_hit:
@@ -108,7 +113,7 @@ def conform_run(run: S.RunTrace, spec: str = "auto", budget: int | None = None, 
     spec_name, variant, params = mapping.spec_params(m, mapped)
     rep = ConformReport(trace_dir=run.path, topology=topo, spec=spec_name, variant=None, params=params, conforms=False,
                         notes=list(mapped.notes), truncated=[r for r, tr in run.ranks.items() if tr.truncated])
-    rep.fabric = fabric_check.check(run)
+    rep.fabric = fabric_check.check(run) + payload.check(run)
     # the hardened spec, with the run's fault enabled, on the run's backend profile
     backend = run_backend(run)
     model, params = checkable_model(spec_name, params, backend, run)

@@ -93,6 +93,10 @@ def observed_for(topology: str, role: str, produced: set | None = None) -> froze
 TRIPWIRE_KINDS = frozenset({"input_digest", "fingerprint", "plan"})
 TRIPWIRE_EXC = frozenset({"ForbiddenOpError", "WrongGroupError"})
 
+# events that show a rank met an error before it exited raising (see _Builder.exit_obs)
+ERROR_SIGNS = frozenset({S.VALIDATION_FAIL, S.PREFLIGHT_FAIL, S.TRIPWIRE, S.WATCHDOG_FIRED, S.FAULT_INJECTED, S.PARITY_FAIL,
+                         S.REQUEST_FAILED})
+
 # impl preflight step -> TP spec preflight step (fault raise@<step>)
 TP_PREFLIGHT = {"validate": "validate", "serialize_meta": "pickle", "tensor_specs": "specs", "dtype_map": "dtype",
                 "materialize": "dtype"}
@@ -254,7 +258,11 @@ class _Builder:
         if e["how"] == "killed":
             self.add(thread, frozenset({"crash"}), e, kind="crash", how="killed")
         else:
-            self.add(thread, frozenset({"exit"}), e, kind="exit", how=e["how"])
+            o = self.add(thread, frozenset({"exit"}), e, kind="exit", how=e["how"])
+            # an exception exit where the spec's actor is DONE is the impl raising on an ERROR action:
+            # only when the rank saw one (an ERROR header, a failed op, a rejection or a tripwire)
+            o.ok = any(x["ev"] in ERROR_SIGNS or (x["ev"] in (S.HEADER_RECV, S.HEADER_SENT) and x.get("action") == "ERROR")
+                       or (x["ev"] == S.COMM_EXIT and not x["ok"]) for x in self.events[:e["i"]])
 
 
 def _tripwire_anchor(events: list[dict]) -> int | None:
@@ -488,8 +496,8 @@ def _gen_parts(ev: list[dict], gcall: dict) -> list[dict]:
     non-generator event)."""
     parts = []
     for e in reversed(ev[:gcall["i"]]):
-        if e["ev"] == S.COMM_EXIT:
-            continue
+        if e["ev"] in (S.COMM_EXIT, S.MARK):
+            continue  # a free-form annotation does not end the call's collectives
         if e["ev"] == S.COMM_ENTER and e.get("purpose") in GEN_PURPOSES:
             parts.append(e)
             continue

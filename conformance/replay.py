@@ -172,13 +172,14 @@ class Replayer:
         return None
 
     @staticmethod
-    def _exit_fits(how: str, ctl: str, role) -> bool:
+    def _exit_fits(how: str, ctl: str, role, saw_error: bool | None = True) -> bool:
         role_terminal = ctl not in BUILTIN_TERMINAL and ctl not in role.by_src
         if how == "clean":
             return ctl == DONE or role_terminal
         if how == "exception" and ctl == DONE:
-            # a worker that leaves on the terminal ERROR action: the spec's DONE, the impl raises to exit
-            return True
+            # a worker that leaves on the terminal ERROR action: the spec's DONE, the impl raises to
+            # exit -- only after the rank met an error (mapping.ERROR_SIGNS)
+            return saw_error is not False
         if how in ("exception", "timeout"):
             return ctl == FAILED or role_terminal
         return False
@@ -404,7 +405,7 @@ class Replayer:
             o = nxt_obs(i)
             if o is None:
                 continue
-            if o.kind == "exit" and p is None and self._exit_fits(o.how, ctl, self.actors[i].role) and not dfr[i]:
+            if o.kind == "exit" and p is None and self._exit_fits(o.how, ctl, self.actors[i].role, o.ok) and not dfr[i]:
                 same_rank = [j for j in self.rank_actors[self.actors[i].rank] if j != i]
                 if all(actors_state[j][0] in BUILTIN_TERMINAL or actors_state[j][0] not in self.actors[j].role.by_src
                        for j in same_rank):

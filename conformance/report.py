@@ -20,9 +20,11 @@ def render(rep) -> str:
         lines.append(f"  note: the run was interrupted ({who}): its trace is a prefix of a run; the prefix is what is checked")
     if verdict == "CONFORMS":
         lines.append(f"CONFORMS  ({r.observables} observables, {r.nodes} search nodes, {r.seconds:.2f}s)")
-    elif verdict == "INCONCLUSIVE" and rep.conforms:
-        lines.append(f"INCONCLUSIVE: the run was interrupted; what it recorded conforms ({r.observables} observables, "
-                     f"{r.nodes} search nodes, {r.seconds:.2f}s)")
+    elif verdict == "INCONCLUSIVE" and rep.was_interrupted:
+        lines.append(f"INCONCLUSIVE: the run was interrupted; the replay of what it recorded "
+                     + (f"conforms ({r.observables} observables" if rep.conforms else
+                        f"explains {r.explained}/{r.observables} observables up to the interrupt (listed below; ranks stop "
+                        f"at different points, so a gap at the end is expected") + f", {r.nodes} search nodes, {r.seconds:.2f}s)")
     elif verdict == "INCONCLUSIVE":
         lines.append(f"INCONCLUSIVE: the search budget ended the replay after {r.nodes} search nodes ({r.seconds:.2f}s); "
                      f"it got as far as {r.explained}/{r.observables} observables explained (raise --budget/--time-limit)")
