@@ -19,6 +19,7 @@ import click
 
 
 def _bad_input(e, as_json: bool) -> None:
+    e.args = (" ".join(str(e).split()),)  # one line, whatever the message quotes
     if as_json:
         click.echo(json.dumps({"schema": 1, "verdict": "BAD_INPUT", **e.to_dict()}, indent=1, sort_keys=True))
     else:

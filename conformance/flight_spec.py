@@ -121,16 +121,37 @@ def _dump_shapes(rep: dict) -> list[tuple]:
     return out
 
 
-def _same(dump: tuple, spec: tuple) -> bool:
+# the world each spec's variants are model-checked at: the smallest with every role (and two mesh
+# workers, so "some workers" and "all workers" differ).  A counterexample's end is compared by role, so
+# it holds for every larger world by the roles' symmetry; checking all variants at the dump's own world
+# costs minutes at 9 ranks.
+CHECK_WORLD = {"tp": 3, "pp1": 4, "pp0": 2}
+
+
+def role_of(spec: str, rank: int) -> str:
+    if spec == "tp":
+        return "leader" if rank == 0 else "worker"
+    if rank == 0:
+        return "stage0"
+    return "leader" if rank == 1 else "worker"
+
+
+def roles(spec: str, ranks) -> frozenset:
+    return frozenset(role_of(spec, r) for r in ranks)
+
+
+def _same(dump: tuple, spec: tuple, name: str = "tp") -> bool:
     if dump[0] != spec[0] or dump[1] != spec[1]:
         return False
     if dump[0] == "mismatch":
         # a type mismatch matches a variant whose calls differ in kind; a size/dtype mismatch one whose
         # calls are the same kind with different signatures
         return dump[3] == spec[3] and (dump[2] == spec[2] if dump[3] == "type" else dump[2] <= spec[2])
-    # same op kind, the same ranks waiting for the same partners, and at the same place: a header (the
-    # start of a message: the partner never began it) or inside a message (the partner stopped mid-way)
-    if not (dump[2] <= spec[2] and dump[3] == spec[3] and dump[4] == spec[4] and dump[5] == spec[5]):
+    # same op kind, the same roles waiting for the same partner roles, and at the same place: a header
+    # (the start of a message: the partner never began it) or inside a message (the partner stopped
+    # mid-way).  Roles, not ranks: the variants are checked at a small world (see CHECK_WORLD)
+    if not (dump[2] <= spec[2] and roles(name, dump[3]) == roles(name, spec[3]) and roles(name, dump[4]) == roles(name, spec[4])
+            and dump[5] == spec[5]):
         return False
     # and the stuck op's dtype (and shape where the spec's is concrete) agree
     if dump[6] is not None and spec[6]:
@@ -146,8 +167,8 @@ def match(rep: dict, spec: str = "auto") -> dict:
     shapes = _dump_shapes(rep)
     matches = []
     if shapes:
-        for variant, verdict, message, shape in _variant_shapes(name, world):
-            if any(_same(d, shape) for d in shapes):
+        for variant, verdict, message, shape in _variant_shapes(name, min(world, CHECK_WORLD.get(name, world))):
+            if any(_same(d, shape, name) for d in shapes):
                 matches.append({"variant": variant, "verdict": verdict, "message": message})
     return {"spec": name, "world": world, "projection": [_jsonable(s) for s in shapes], "matches": matches}
 

@@ -45,6 +45,7 @@ def load(path: str | Path) -> S.RunTrace:
     mp = str(d / S.MANIFEST_NAME)
     if m["topology"] not in TOPOLOGIES:
         raise BadInput(f"{mp}: field 'topology': {m['topology']!r} is not one of {', '.join(TOPOLOGIES)}", mp, None, "topology")
+    _check_manifest(m, mp)
     run_id = m.get("run_id")
     if run_id is not None and not isinstance(run_id, str):
         raise BadInput(f"{mp}: field 'run_id': expected a string, got {type(run_id).__name__}", mp, None, "run_id")
@@ -75,6 +76,40 @@ def load(path: str | Path) -> S.RunTrace:
             _check_ids(tr.path, k + 1, e)
     run.summary = _load_summary(d)
     return run
+
+
+def _check_manifest(m: dict, mp: str) -> None:
+    """The manifest fields conform reads beyond schema v1's required ones, with their types and ranges."""
+    def bad(field, msg):
+        raise BadInput(f"{mp}: field {field!r}: {msg}", mp, None, field)
+
+    def is_int(x):
+        return isinstance(x, int) and not isinstance(x, bool)
+
+    w = m["world_size"]
+    if not 1 <= w <= 4096:
+        bad("world_size", f"expected 1..4096 ranks, got {w}")
+    if m["backend"] not in ("gloo", "nccl"):
+        bad("backend", f"{m['backend']!r} is not one of gloo, nccl")
+    for f in ("fault", "unsafe", "launcher"):
+        if m.get(f) is not None and not isinstance(m[f], str):
+            bad(f, f"expected a string, got {type(m[f]).__name__}")
+    roles = m["roles"]
+    for k, v in roles.items():
+        if not isinstance(v, str) or not k.isdigit() or int(k) >= w:
+            bad(f"roles.{k}", f"expected a rank < {w} mapped to a role name, got {str(v)[:40]!r}")
+    cfg = m["config"]
+    for f, lo, hi in (("chunks", 0, 10**7), ("steps", 1, 10**4), ("d_in", 0, 10**4), ("d_out", 0, 10**4),
+                      ("hard_cut_at", -1, 10**7)):
+        if f in cfg and not (is_int(cfg[f]) and lo <= cfg[f] <= hi):
+            bad(f"config.{f}", f"expected an int in {lo}..{hi}, got {str(cfg[f])[:40]!r}")
+    for f in ("fault", "unsafe", "topology", "backend"):
+        if cfg.get(f) is not None and not isinstance(cfg[f], str):
+            bad(f"config.{f}", f"expected a string, got {type(cfg[f]).__name__}")
+    if "model" in cfg and not isinstance(cfg["model"], dict):
+        bad("config.model", f"expected an object, got {type(cfg['model']).__name__}")
+    if m.get("mesh_ranks") is not None and not (isinstance(m["mesh_ranks"], list) and all(is_int(x) for x in m["mesh_ranks"])):
+        bad("mesh_ranks", "expected a list of ranks")
 
 
 _RANK_FILE = re.compile(r"rank(\d+)\.jsonl")
