@@ -1,5 +1,7 @@
 """The one comm layer: every op names its group, membership is checked before calling, every op is
-recorded (enter/exit) in the rank's trace with a per-group sequence number.
+recorded (enter/exit) in the rank's trace with a per-group sequence number.  ``comm_exit`` is written
+when the op has completed on every backend: on NCCL (a CUDA device) the stream is synchronized first,
+so a rank whose partner never arrives is recorded inside the op, as on gloo.
 
 Sequence numbers: collectives count per group from 1 (Flight Recorder's ``collective_seq_id``
 convention); point-to-point ops count per (group, peer, direction) from 1 and carry ``p2p: true``.
@@ -49,6 +51,10 @@ class Comm:
         self.p2p_seq: dict[tuple, int] = defaultdict(int)
         self._phase_b_group: str | None = None
         self.in_phase_b = False
+        # NCCL returns from an op once it is enqueued on the GPU stream; the trace's comm_exit means
+        # "completed" on every backend, so on a CUDA device the op's stream is synchronized first
+        dev = getattr(world, "device", None)
+        self._sync_device = dev if (dev is not None and getattr(dev, "type", "cpu") == "cuda") else None
 
     # ---- guards --------------------------------------------------------------------------------
     def _member(self, group: str, op: str):
@@ -101,6 +107,8 @@ class Comm:
     def _finish(self, rec: dict, fn):
         try:
             out = fn()
+            if self._sync_device is not None:
+                torch.cuda.current_stream(self._sync_device).synchronize()  # completed, not just enqueued
         except Exception as e:  # noqa: BLE001 - re-raised with context
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             self.trace.emit(S.COMM_EXIT, op=rec["op"], group=rec["group"], seq=rec["seq"], ok=False,

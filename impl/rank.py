@@ -128,7 +128,15 @@ def dump_flight_recorder(fr_dir: str, ctx: Ctx | None, rank: int, *, run_id: str
         c10d = torch._C._distributed_c10d
         raw = None
         if backend == "nccl" and hasattr(c10d, "_dump_nccl_trace"):
-            raw = c10d._dump_nccl_trace(True, True, False)  # include collectives, stack traces; not only active
+            # include collectives and stack traces, not only active entries.  NCCL's watchdog marks an
+            # entry completed when it next polls: give it a moment, so a clean run's ops read completed
+            t_end = time.monotonic() + 3.0
+            while True:
+                raw = c10d._dump_nccl_trace(True, True, False)
+                states = {e.get("state") for e in loads_plain(raw).get("entries", [])}
+                if states <= {"completed"} or time.monotonic() > t_end:
+                    break
+                time.sleep(0.1)
         if raw is None or not loads_plain(raw).get("entries"):
             raw_fr = c10d._dump_fr_trace()
             raw = raw_fr if raw is None or loads_plain(raw_fr).get("entries") else raw
