@@ -28,8 +28,9 @@ SLOW_MACHINE = ["-p", "dist_timeout_s=60", "-p", "watchdog_s=90", "-p", "heartbe
 
 def run_args(topology: str, world: int, chunks: int) -> list[str]:
     args = ["--topology", topology, "-p", f"world={world}", "-p", f"chunks={chunks}"]
-    if topology == "pp1":
-        args += ["-p", "heads=8", "-p", f"hard_cut_at={chunks // 2}"]
+    if topology == "pp1":  # the mesh (world - 1 ranks) shards the heads: 8, or 16 for a mesh of 16
+        heads = max(8, world - 1)
+        args += ["-p", f"heads={heads}", "-p", f"dim={max(32, 4 * heads)}", "-p", f"hard_cut_at={chunks // 2}"]
     else:  # TP shards the heads: one per rank (the TP degree must divide them)
         args += ["-p", f"heads={world}", "-p", f"dim={8 * world}"]
     return args + SLOW_MACHINE

@@ -156,6 +156,8 @@ class Mapped:
     family: str                              # tp | pp
     per_actor: dict[tuple[int, str], list[Obs]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # (chunk_index, cache_epoch) of every chunk some rank ran a recompute call for: PP's plan hint
+    recompute_chunks: frozenset = frozenset()
 
     def produced(self, key) -> set:
         return {n for o in self.per_actor.get(key, []) for n in o.names}
@@ -285,6 +287,8 @@ def map_run(run: S.RunTrace) -> Mapped:
     topo = run.manifest["topology"]
     family = "tp" if topo == "tp" else "pp"
     m = Mapped(topology=topo, family=family)
+    m.recompute_chunks = frozenset((e["chunk_index"], e["cache_epoch"]) for tr in run.ranks.values() for e in tr.events
+                                   if e["ev"] == S.GENERATOR_CALL and e.get("kind") == "recompute")
     for r, tr in sorted(run.ranks.items()):
         role = run.manifest["roles"].get(str(r), "")
         b = _Builder(family, r, tr.events, tr.truncated)

@@ -290,6 +290,10 @@ class Replayer:
                     rank_ = 1 if cur[i] < len(seqs[i]) else 3
                     if ch is not None:
                         hint = plan_hint(self.family, role.name, t.name, seqs[i], cur[i])
+                        if hint is None and self.family == "pp" and t.name == "phase_a" and (ch is True or ch is False):
+                            # PP's plan choice is the recompute flag: a chunk some rank recomputed for
+                            v = actors_state[i][1]
+                            hint = (getattr(v, "next_chunk", None), getattr(v, "cache_epoch", None)) in self.mapped.recompute_chunks
                         rank_ = 0 if hint is None or hint == ch else 2
                     free.append((rank_, i, (n, cur, np_, dfr)))
                     continue
