@@ -130,5 +130,46 @@ def _ranges(xs: list[int]) -> str:
     return ", ".join(parts)
 
 
+
+
+
+def check_ids(run: S.RunTrace) -> list[dict]:
+    """``comm_enter.ids`` = [call_id, chunk_index, cache_epoch] of the message the op carries: on the
+    header op of an INFER message (sent or received: checked against the header event after it) and on
+    every payload op of that message (meta size, meta, tensors) up to the next header."""
+    out: list[dict] = []
+    for r, tr in sorted(run.ranks.items()):
+        evs = tr.events
+        msg_ids: list | None = None   # the current INFER message's ids, per (group, direction)
+        last_header_enter: dict | None = None
+        for e in evs:
+            k = e["ev"]
+            if k == S.COMM_ENTER:
+                p = str(e.get("purpose", ""))
+                if p in ("header", "result_header"):
+                    last_header_enter = e if p == "header" else None
+                    msg_ids = None
+                    continue
+                if msg_ids is not None and (p in ("meta_size", "meta") or p.startswith("tensor:")) and "ids" in e:
+                    if list(e["ids"]) != msg_ids:
+                        out.append(_mm("ids", r, e["i"], "ids", f"{p} of the message {msg_ids} carries ids {e['ids']}"))
+                elif p in GEN_OR_OTHER:
+                    msg_ids = None
+            elif k in (S.HEADER_SENT, S.HEADER_RECV) and e.get("action") == "INFER":
+                want = [e["call_id"], e["chunk_index"], e["cache_epoch"]]
+                h = last_header_enter
+                if h is not None and "ids" in h and k == S.HEADER_SENT and list(h["ids"]) != want:
+                    out.append(_mm("ids", r, h["i"], "ids", f"the header op of message {want} carries ids {h['ids']}"))
+                msg_ids = want
+                last_header_enter = None
+            if len(out) >= 20:
+                return out
+    return out
+
+
+GEN_OR_OTHER = frozenset({"qnorm", "knorm", "attn_out", "xattn_out", "ffn_out", "parity", "parity_size", "load_ok", "plan",
+                          "adhoc"})
+
+
 def check(run: S.RunTrace) -> list[dict]:
-    return check_payloads(run) + check_chunks(run)
+    return check_payloads(run) + check_chunks(run) + check_ids(run)

@@ -23,6 +23,12 @@ from .errors import CommError, ForbiddenOpError, Ids, WrongGroupError, is_timeou
 from .world import World
 
 
+def _ids_list(ids: Ids) -> list[int]:
+    """``comm_enter.ids``: the ids of the message the op carries (the caller's ``msg_ids``; else the
+    rank's current ids, e.g. a receiver's before it parses the header)."""
+    return [ids.call_id, ids.chunk_index, ids.cache_epoch]
+
+
 def _dtype_name(t: torch.Tensor) -> str:
     return str(t.dtype).replace("torch.", "")
 
@@ -86,7 +92,7 @@ class Comm:
 
     # ---- recording -----------------------------------------------------------------------------
     def _enter(self, op: str, group: str, purpose: str, t: torch.Tensor | None, p2p_peer: int | None = None,
-               direction: str = "", **extra) -> dict:
+               direction: str = "", msg_ids: Ids | None = None, **extra) -> dict:
         if p2p_peer is None:
             self.seq[group] += 1
             seq = self.seq[group]
@@ -95,7 +101,7 @@ class Comm:
             self.p2p_seq[key] += 1
             seq = self.p2p_seq[key]
         rec = {"op": op, "group": group, "seq": seq, "purpose": purpose,
-               "ids": [self.ids.call_id, self.ids.chunk_index, self.ids.cache_epoch], **extra}
+               "ids": _ids_list(msg_ids or self.ids), **extra}
         if p2p_peer is not None:
             rec["p2p"] = True
         if t is not None:
@@ -128,16 +134,16 @@ class Comm:
         self._finish(rec, lambda: dist.broadcast(t, group=info.pg, group_src=src))
         return t
 
-    def send(self, t: torch.Tensor, dst: int, group: str, tag: int, purpose: str) -> None:
+    def send(self, t: torch.Tensor, dst: int, group: str, tag: int, purpose: str, msg_ids: Ids | None = None) -> None:
         self._outside_phase_b("send", group)
         info = self._member(group, "send")
-        rec = self._enter("send", group, purpose, t, p2p_peer=dst, direction="send", dst=dst, tag=tag)
+        rec = self._enter("send", group, purpose, t, p2p_peer=dst, direction="send", msg_ids=msg_ids, dst=dst, tag=tag)
         self._finish(rec, lambda: dist.send(t, group=info.pg, group_dst=dst, tag=tag))
 
-    def isend(self, t: torch.Tensor, dst: int, group: str, tag: int, purpose: str) -> PendingSend:
+    def isend(self, t: torch.Tensor, dst: int, group: str, tag: int, purpose: str, msg_ids: Ids | None = None) -> PendingSend:
         self._outside_phase_b("isend", group)
         info = self._member(group, "isend")
-        rec = self._enter("isend", group, purpose, t, p2p_peer=dst, direction="send", dst=dst, tag=tag)
+        rec = self._enter("isend", group, purpose, t, p2p_peer=dst, direction="send", msg_ids=msg_ids, dst=dst, tag=tag)
         box = []
         self._finish_post(rec, lambda: box.append(dist.isend(t, group=info.pg, group_dst=dst, tag=tag)))
         return PendingSend(self, box[0], rec, t)

@@ -173,3 +173,20 @@ def test_summary_with_wrong_type_is_bad_input(tp2, tmp_path):
     d = _copy(tp2, tmp_path / "run")
     (d / "summary.json").write_text(json.dumps({"interrupted": "yes"}))
     _one_line_exit2(_cli(d), "summary.json", "'interrupted'")
+
+
+def test_comm_enter_ids_checked(real_run, tmp_path):
+    """comm_enter.ids are the ids of the message the op carries: rank 0's comms thread used to record the
+    main thread's (already planning the next chunk) on its isends; a consistent rewrite of them on a
+    payload op is caught."""
+    from lockstep.conformance import loader, payload
+    src = real_run("pp1", 3, chunks=3, hard_cut_at=1)
+    assert payload.check_ids(loader.load(src)) == []
+    d = _copy(src, tmp_path / "run")
+    evs = _events(d, 0)
+    k = next(i for i, e in enumerate(evs) if e["ev"] == "comm_enter" and e.get("purpose") == "meta" and e["ids"][1] >= 0)
+    evs[k]["ids"] = [evs[k]["ids"][0] + 1, evs[k]["ids"][1] + 1, evs[k]["ids"][2]]
+    _write(d, 0, evs)
+    out = json.loads(_cli(d, "--json").output)
+    assert out["verdict"] == "DOES_NOT_CONFORM"
+    assert any(f["kind"] == "ids" and f["line"] == k + 1 for f in out["fabric_mismatches"]), out["fabric_mismatches"]
