@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from ..spec import registry
 from . import fabric_check, loader, mapping, monitors, payload
-from . import schema as S
+from ..tracefmt import schema as S
 from .replay import Replayer, ReplayResult
 
 SPEC_OF_TOPOLOGY = {"tp": "tp", "pp0": "pp0", "pp1": "pp1"}

@@ -10,25 +10,17 @@ Flight Recorder records no point-to-point ops: those ranks' p2p waits are invisi
 """
 from __future__ import annotations
 
-import io
 import json
-import pickle
 import re
 from pathlib import Path
 
+from ..tracefmt.plain import PlainUnpickler, loads_plain  # noqa: F401 - loads_plain is re-exported
 from .loader import BadInput
 
 SUPPORTED_MAJOR = 2
 
 
-class _PlainUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):  # noqa: D401 - refuse every global: plain data only
-        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a Flight Recorder dump (plain data only)")
-
-
-def loads_plain(raw: bytes):
-    """Unpickle plain data only (no globals): the only way lockstep reads a Flight Recorder pickle."""
-    return _PlainUnpickler(io.BytesIO(raw)).load()
+_PlainUnpickler = PlainUnpickler  # the name tests and older code use
 
 
 def load_dump(path: str | Path) -> dict:

@@ -11,7 +11,7 @@ import json
 import re
 from pathlib import Path
 
-from . import schema as S
+from ..tracefmt import schema as S
 
 TOPOLOGIES = ("tp", "pp0", "pp1")
 

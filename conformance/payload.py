@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from . import schema as S
+from ..tracefmt import schema as S
 from .fabric_check import _mm
 
 ENVELOPE_TENSORS = frozenset({"latents", "conditioning_embeds", "denoising_step_list", "context_frames"})

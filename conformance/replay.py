@@ -11,7 +11,9 @@ taken:
   ("e") or timeout ("x") step only when the recorded op failed;
 - ``crash`` only where the rank's trace ends ``killed``; a rank's ``rank_exit`` when its actor is in a
   terminal state that fits how it exited.
-IDs (chunk_index, cache_epoch) an observable carries must equal the spec's (``bind_ids``).
+IDs (chunk_index, cache_epoch) an observable carries must equal the spec's (the family adapter's
+``bind_ids``); the adapter (conformance/adapters/) also names the steps and orders the plan choices,
+so this module names no spec transition.
 
 Order: completions first (they commute with everything), then observable-consuming steps by the
 trace's timestamps, then free steps and deferrals; a depth-first search with a visited set and
@@ -29,7 +31,8 @@ from typing import Any
 
 from ..model.api import Violation
 from ..spec.machine import BUILTIN_TERMINAL, DONE, FAILED, Ctx
-from .mapping import CHOICE_OBSERVED, IDS_AFTER, plan_hint, Mapped, Obs, observed_for
+from .adapters import for_topology
+from .mapping import Mapped, Obs
 
 FREE, UNOBS = -1, -2  # pend markers: no pending op / a pending op the trace does not record
 
@@ -74,37 +77,6 @@ class ReplayResult:
                     violation=self.violation, stuck=self.stuck, budget_exhausted=self.budget_hit)
 
 
-def bind_ids(family: str, role: str, tname: str, v, g) -> dict | None:
-    """The spec's (chunk_index, cache_epoch) an observable of this transition must carry, or None
-    (no check).  Local transitions are checked before they fire, ops after they complete."""
-    if v is None:
-        return None
-    if family == "tp":
-        if tname in ("heartbeat", "shutdown"):
-            return None
-        if tname in ("preflight_ok", "phase_a@cut"):  # the spec bumps cache_epoch at the commitment point, the impl in Phase A
-            return {"chunk_index": v.chunk_index} if tname == "preflight_ok" else None
-        return {"chunk_index": v.chunk_index, "cache_epoch": v.cache_epoch}
-    if role == "stage0":
-        if tname == "hard_cut":
-            return {"cache_epoch": v.cache_epoch}
-        if tname == "drain_result":
-            if not g.d_out:
-                return None
-            res = g.d_out[0]
-            return {"chunk_index": res.chunk_index, "cache_epoch": res.cache_epoch}
-        if tname == "preflight_ok_enqueue" and v.env is not None:
-            return {"chunk_index": v.env.chunk_index, "cache_epoch": v.env.cache_epoch}
-        return None
-    if role == "comms":
-        if v.env is None:
-            return None
-        return {"chunk_index": v.env.chunk_index, "cache_epoch": v.env.cache_epoch}
-    if role == "worker" and tname == "recv_mesh_header":
-        return None
-    return {"chunk_index": v.chunk_index, "cache_epoch": v.cache_epoch}
-
-
 def _sig_concrete(sig) -> tuple | None:
     if (isinstance(sig, tuple) and len(sig) == 2 and isinstance(sig[0], str) and isinstance(sig[1], tuple)
             and all(isinstance(x, int) for x in sig[1])):
@@ -128,11 +100,12 @@ class Replayer:
         model.set_reduction(False)
         self.mapped = mapped
         self.family = mapped.family
+        self.adapter = for_topology(mapped.topology)  # everything that names the family's spec transitions
         self.actors = model.actors
         self.seqs: list[list[Obs]] = [mapped.per_actor.get((a.rank, a.thread), []) for a in self.actors]
         known = {(a.rank, a.thread) for a in self.actors}
         self.orphans = [(k, v) for k, v in mapped.per_actor.items() if k not in known and v]
-        self.observed = [observed_for(mapped.topology, a.role.name, mapped.produced((a.rank, a.thread))) for a in self.actors]
+        self.observed = [self.adapter.observed(mapped.topology, a.role.name, mapped.produced((a.rank, a.thread))) for a in self.actors]
         self.total = sum(len(s) for s in self.seqs)
         self.budget = budget if budget is not None else 200 * self.total + 20000
         self.seconds = seconds
@@ -163,7 +136,7 @@ class Replayer:
     def _ids_refusal(self, i: int, o: Obs, tname: str, v, g) -> str | None:
         if not o.ids:
             return None
-        want = bind_ids(self.family, self.actors[i].role.name, tname, v, g)
+        want = self.adapter.bind_ids(self.actors[i].role.name, tname, v, g)
         if want is None:
             return None
         bad = {k: (o.ids[k], want[k]) for k in want if k in o.ids and o.ids[k] != want[k]}
@@ -274,9 +247,7 @@ class Replayer:
                 role = self.actors[i].role
                 t = role.transitions[tidx]
                 tname = t.name
-                pred = CHOICE_OBSERVED.get((self.family, role.name, tname))
-                if pred is not None and ch is not None and pred(ch):
-                    tname = tname + "@cut"
+                tname = self.adapter.step_name(role.name, tname, ch)
                 if tname not in self.observed[i]:
                     if isinstance(n, Violation):
                         viol = viol or self._viol(n, i, None)
@@ -289,11 +260,7 @@ class Replayer:
                     # taken early it only ends the stream before the trace does)
                     rank_ = 1 if cur[i] < len(seqs[i]) else 3
                     if ch is not None:
-                        hint = plan_hint(self.family, role.name, t.name, seqs[i], cur[i])
-                        if hint is None and self.family == "pp" and t.name == "phase_a" and (ch is True or ch is False):
-                            # PP's plan choice is the recompute flag: a chunk some rank recomputed for
-                            v = actors_state[i][1]
-                            hint = (getattr(v, "next_chunk", None), getattr(v, "cache_epoch", None)) in self.mapped.recompute_chunks
+                        hint = self.adapter.plan_hint(role.name, t.name, seqs[i], cur[i], actors_state[i][1], self.mapped)
                         rank_ = 0 if hint is None or hint == ch else 2
                     free.append((rank_, i, (n, cur, np_, dfr)))
                     continue
@@ -326,7 +293,7 @@ class Replayer:
                         if o.op is not None:
                             refuse(i, f"line {o.line + 1}: the trace has an op ({o.label}) where the spec takes local step {t.name}")
                             continue
-                        why = self._ids_refusal(i, o, tname, n[0][i][1] if tname in IDS_AFTER else v_before, state[1])
+                        why = self._ids_refusal(i, o, tname, n[0][i][1] if tname in self.adapter.ids_after else v_before, state[1])
                         if why is None and o.effect is not None:
                             nv = n[0][i][1]
                             accepted = nv is not None and v_before is not None and nv.emitted > v_before.emitted

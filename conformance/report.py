@@ -21,7 +21,7 @@ def render(rep) -> str:
     if verdict == "CONFORMS":
         lines.append(f"CONFORMS  ({r.observables} observables, {r.nodes} search nodes, {r.seconds:.2f}s)")
     elif verdict == "INCONCLUSIVE" and rep.was_interrupted:
-        lines.append(f"INCONCLUSIVE: the run was interrupted; the replay of what it recorded "
+        lines.append("INCONCLUSIVE: the run was interrupted; the replay of what it recorded "
                      + (f"conforms ({r.observables} observables" if rep.conforms else
                         f"explains {r.explained}/{r.observables} observables up to the interrupt (listed below; ranks stop "
                         f"at different points, so a gap at the end is expected") + f", {r.nodes} search nodes, {r.seconds:.2f}s)")

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed._functional_collectives as fc
 
-from lockstep.conformance import schema as S
+from lockstep.tracefmt import schema as S
 
 from .errors import CommError, ForbiddenOpError, Ids, WrongGroupError, is_timeout_message
 from .world import World

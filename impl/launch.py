@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lockstep.conformance import schema as S
+from lockstep.tracefmt import schema as S
 
 from .config import RunConfig, check_config
 from .faults import check_fault_config, scenario_config

@@ -10,7 +10,7 @@ import traceback
 
 import torch
 
-from lockstep.conformance import schema as S
+from lockstep.tracefmt import schema as S
 
 from . import faults, tripwires
 from .comm import Comm
@@ -122,7 +122,7 @@ def dump_flight_recorder(fr_dir: str, ctx: Ctx | None, rank: int, *, run_id: str
     NCCL the entries are only returned by ``_dump_nccl_trace`` (``_dump_fr_trace`` comes back empty)."""
     try:
         import torch.distributed as dist
-        from ..conformance.flight import loads_plain
+        from ..tracefmt.plain import loads_plain
         from .launch import fr_dump_name
 
         c10d = torch._C._distributed_c10d

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from lockstep.conformance import schema as S
+from lockstep.tracefmt import schema as S
 from lockstep.spec import contract as C
 
 from .comm import Comm, PendingSend
