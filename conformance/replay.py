@@ -186,7 +186,8 @@ class Replayer:
                 if all(cur[i] >= len(seqs[i]) for i in range(A)) and not any(dfr):
                     res = ReplayResult(True, nodes, time.perf_counter() - t0, self.total, self.total, end_state=state)
                     return res
-                refusals: dict = {}
+                # why candidate steps were refused is only reported for the furthest node: not formatted elsewhere
+                refusals: dict | None = {} if score > best_score else None
                 kids, viol, stk = self._children(node, refusals)
                 if viol is not None and (violation is None or score > violation["_score"]):
                     violation = dict(viol, _score=score)
@@ -275,7 +276,7 @@ class Replayer:
                     continue
                 for where, idx, o in cands:
                     if tname not in o.names:
-                        refuse(i, f"line {o.line + 1} ({o.label}) is explained by {'/'.join(sorted(o.names))}, "
+                        refusals is not None and refuse(i, f"line {o.line + 1} ({o.label}) is explained by {'/'.join(sorted(o.names))}, "
                                   f"the spec offers {tname}")
                         continue
                     if isinstance(n, Violation):
@@ -286,12 +287,12 @@ class Replayer:
                     if t.op is not None:
                         why = self._op_refusal(o, n[0][i][2][1], t.name)
                         if why:
-                            refuse(i, f"line {o.line + 1}: {t.name}: {why}")
+                            refusals is not None and refuse(i, f"line {o.line + 1}: {t.name}: {why}")
                             continue
                         np_ = pend[:i] + (idx,) + pend[i + 1:]
                     else:
                         if o.op is not None:
-                            refuse(i, f"line {o.line + 1}: the trace has an op ({o.label}) where the spec takes local step {t.name}")
+                            refusals is not None and refuse(i, f"line {o.line + 1}: the trace has an op ({o.label}) where the spec takes local step {t.name}")
                             continue
                         why = self._ids_refusal(i, o, tname, n[0][i][1] if tname in self.adapter.ids_after else v_before, state[1])
                         if why is None and o.effect is not None:
@@ -301,7 +302,7 @@ class Replayer:
                                 why = (f"the trace {o.effect} the result, the spec "
                                        f"{'accepts (emits)' if accepted else 'drops or aborts on'} it")
                         if why:
-                            refuse(i, f"line {o.line + 1}: {t.name}: {why}")
+                            refusals is not None and refuse(i, f"line {o.line + 1}: {t.name}: {why}")
                             continue
                         np_ = pend
                     if where == "cur":
@@ -318,7 +319,7 @@ class Replayer:
                     p = pend[i]
                     if p >= 0 and seqs[i][p].outcome != "ok":
                         ok = False
-                        refuse(i, f"line {seqs[i][p].line + 1}: the spec completes {seqs[i][p].label} but the trace shows it "
+                        refusals is not None and refuse(i, f"line {seqs[i][p].line + 1}: the spec completes {seqs[i][p].label} but the trace shows it "
                                   f"{'failed' if seqs[i][p].outcome == 'failed' else 'never completed'}")
                 if not ok:
                     continue
@@ -333,7 +334,7 @@ class Replayer:
                         tname = self.actors[i].role.transitions[actors_state[i][2][0]].name
                         why = self._ids_refusal(i, o, tname, n[0][i][1], n[1])
                         if why:
-                            refuse(i, f"line {o.line + 1}: {tname}: {why}")
+                            refusals is not None and refuse(i, f"line {o.line + 1}: {tname}: {why}")
                             bad = True
                 if bad:
                     continue
@@ -345,7 +346,7 @@ class Replayer:
                 i = action[1]
                 p = pend[i]
                 if p >= 0 and seqs[i][p].outcome != "failed":
-                    refuse(i, f"line {seqs[i][p].line + 1}: the spec lets {seqs[i][p].label} "
+                    refusals is not None and refuse(i, f"line {seqs[i][p].line + 1}: the spec lets {seqs[i][p].label} "
                               f"{'fail (peer gone)' if kind == 'e' else 'time out'}, the trace shows it "
                               f"{'completed' if seqs[i][p].outcome == 'ok' else 'still pending'}")
                     continue
@@ -382,7 +383,7 @@ class Replayer:
                        for j in same_rank):
                     consuming.append((o.t, i, (state, cur[:i] + (cur[i] + 1,) + cur[i + 1:], pend, dfr)))
             elif o.kind == "exit" and p is None:
-                refuse(i, f"line {o.line + 1}: the rank exits {o.how}, the spec actor is in {ctl}")
+                refusals is not None and refuse(i, f"line {o.line + 1}: the rank exits {o.how}, the spec actor is in {ctl}")
             if o.kind == "step" and o.defer_until is not None and can_advance(i, o):
                 defer.append((i, (state, cur[:i] + (cur[i] + 1,) + cur[i + 1:], pend, dfr[:i] + (dfr[i] + (cur[i],),) + dfr[i + 1:])))
         if completions:
