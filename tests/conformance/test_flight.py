@@ -267,3 +267,22 @@ def test_fr_dir_refused_when_not_empty(tmp_path):
         prepare_fr_dir(tmp_path, force=False)
     prepare_fr_dir(tmp_path, force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_size_mismatch_matches_only_signature_variants(tmp_path):
+    """A size mismatch on world (same op kind on both ranks) is consistent with the variants whose calls
+    differ in signature, not with those whose calls differ in kind (it used to match every one)."""
+    b = lambda seq, sizes: dict(_world_entry(seq), profiling_name="nccl:broadcast", input_sizes=[list(sizes)], input_dtypes=["Long"])
+    d0 = _meta([_world_entry(1), b(2, (5,))], 0, world=2)
+    d1 = _meta([_world_entry(1), b(2, (1,))], 1, world=2)
+    for d in (d0, d1):
+        d["pg_config"] = {"0": {"name": "0", "desc": "default_pg", "ranks": "[0, 1]"}}
+    _put(tmp_path, 0, d0)
+    _put(tmp_path, 1, d1)
+    r = _cli("--flight-recorder", tmp_path, "--spec", "tp", "--json")
+    assert r.exit_code == 1
+    got = {m["variant"] for m in json.loads(r.output)["spec_check"]["matches"]}
+    assert got and got <= {"fm08-adhoc-broadcast", "shutdown-race"}, got
+    assert not got & {"fm01-plan-mismatch", "fm02-local-recompute", "fm03-conditional-collective"}
+    text = _cli("--flight-recorder", tmp_path, "--spec", "tp").output
+    assert ("is consistent with" in text) == (len(got) > 1) and ("is an instance of" in text) == (len(got) == 1)
