@@ -231,23 +231,40 @@ def _check_type(path, line, name, value, typ) -> None:
         raise TraceSchemaError(path, line, name, f"expected {want}, got {type(value).__name__} {value!r}")
 
 
+def _exact_types(typ) -> tuple:
+    """The JSON value types that satisfy ``typ`` (a fast exact-type test; bool is never an int here)."""
+    if typ is int or typ == (int,):
+        return (int,)
+    if typ is float or typ == (int, float):
+        return (int, float)
+    return (typ,) if isinstance(typ, type) else tuple(typ)
+
+
+_COMMON_FAST = tuple((name, _exact_types(typ), typ) for name, typ in COMMON_FIELDS.items())
+_EVENT_FAST = {ev: tuple((name, _exact_types(typ), typ, _ENUMS.get((ev, name))) for name, typ in fields.items())
+               for ev, fields in EVENT_FIELDS.items()}
+
+
 def validate_event(rec: Any, path: str = "<event>", line: int | None = None) -> None:
-    if not isinstance(rec, dict):
+    if type(rec) is not dict:
         raise TraceSchemaError(path, line, None, f"an event must be a JSON object, got {type(rec).__name__}")
-    for name, typ in COMMON_FIELDS.items():
+    for name, ok_types, typ in _COMMON_FAST:
         if name not in rec:
             raise TraceSchemaError(path, line, name, "required field is missing")
-        _check_type(path, line, name, rec[name], typ)
+        if type(rec[name]) not in ok_types:
+            _check_type(path, line, name, rec[name], typ)
     ev = rec["ev"]
-    if ev not in EVENT_FIELDS:
+    fields = _EVENT_FAST.get(ev)
+    if fields is None:
         raise TraceSchemaError(path, line, "ev", f"unknown event kind {ev!r}")
-    for name, typ in EVENT_FIELDS[ev].items():
+    for name, ok_types, typ, allowed in fields:
         if name not in rec:
             raise TraceSchemaError(path, line, name, f"required for {ev} but missing")
-        _check_type(path, line, name, rec[name], typ)
-        allowed = _ENUMS.get((ev, name))
-        if allowed is not None and rec[name] not in allowed:
-            raise TraceSchemaError(path, line, name, f"{rec[name]!r} is not one of {', '.join(allowed)}")
+        v = rec[name]
+        if type(v) not in ok_types:
+            _check_type(path, line, name, v, typ)
+        if allowed is not None and v not in allowed:
+            raise TraceSchemaError(path, line, name, f"{v!r} is not one of {', '.join(allowed)}")
 
 
 def load_rank_trace(path: str | os.PathLike, rank: int | None = None) -> RankTrace:
