@@ -263,7 +263,8 @@ def check_dumps(dumps: dict[int, dict], groups: dict[str, list[int]]) -> dict:
         present_members = [r for r in members if r in dumps]
         wrapped = {r for r in present_members if _wrapped(dumps[r])}
         judged = [r for r in present_members if r in seqs or r not in wrapped]
-        reached = {str(r): max(seqs.get(r, {0: None}).keys()) for r in present_members}
+        # None: the rank's ring buffer wrapped and holds nothing of this group (how far it got is unknown)
+        reached = {str(r): (max(seqs[r]) if r in seqs else (None if r in wrapped else 0)) for r in present_members}
         first = None
         top = max((max(s) for s in seqs.values() if s), default=0)
         start = max((min(s) for s in seqs.values() if s), default=1)  # every judged rank's buffer covers it
@@ -356,7 +357,8 @@ def render(rep: dict) -> str:
     lines = [f"lockstep conform --flight-recorder {rep['dump_dir']}: ranks {rep['ranks']}, versions {', '.join(rep['versions'])}"
              + (f", run {rep['run_id']}" if rep.get("run_id") else "")]
     for g, info in rep["groups"].items():
-        lines.append(f"  group {g} {info['members']}: reached seq " + ", ".join(f"rank {r}: {s}" for r, s in info["reached"].items()))
+        lines.append(f"  group {g} {info['members']}: reached seq " + ", ".join(
+            f"rank {r}: {'? (ring buffer wrapped)' if s is None else s}" for r, s in info["reached"].items()))
         fm = info["first_mismatch"]
         if fm:
             lines.append(f"    first mismatch at #{fm['seq']}: {fm['kind']} " +
