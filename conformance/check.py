@@ -242,7 +242,7 @@ def first_unexplained(run: S.RunTrace, budget: int | None = None) -> dict | None
     spec_name, _, params = mapping.spec_params(run.manifest, mapped)
     model, _ = checkable_model(spec_name, params, run_backend(run), run)
     res = Replayer(model, mapped, budget=budget).run()
-    fabric = fabric_check.check(run)
+    fabric = fabric_check.check(run) + payload.check(run)
     cands = []
 
     def t_of(rank: int, i: int) -> float:

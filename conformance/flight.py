@@ -157,7 +157,7 @@ def load_dir(dump_dir: str | Path, allow_missing: bool = False) -> tuple[dict[in
     d = Path(dump_dir)
     if not d.is_dir():
         raise BadInput(f"{d}: no such dump directory", str(d))
-    files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix in (".pkl", ".pickle", ".json", "") and p.name != "manifest.json"
+    files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix in (".pkl", ".pickle", ".json", "") and p.name not in ("manifest.json", "summary.json")
                    and not p.name.startswith("."))
     if not files:
         raise BadInput(f"{d}: no Flight Recorder dumps (lockstep_fr_rank_<N>, or <name><N>.pkl/.json)", str(d))
