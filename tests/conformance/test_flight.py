@@ -30,6 +30,8 @@ def _cli(*args):
     return CliRunner().invoke(conform, [str(a) for a in args])
 
 
+@pytest.mark.multirank
+@pytest.mark.slow  # starts the module's two real worlds (~10 s)
 def test_real_clean_dumps_consistent(fr_dumps):
     r = _cli("--flight-recorder", fr_dumps["clean"], "--json")
     assert r.exit_code == 0, r.output
@@ -40,12 +42,15 @@ def test_real_clean_dumps_consistent(fr_dumps):
     assert all(v.startswith("2.") for v in rep["versions"])
 
 
+@pytest.mark.multirank
+@pytest.mark.slow  # model-checks the pp1 variants once (~5-13 s)
 def test_real_unsafe_om07_dumps_stranded(fr_dumps):
     r = _cli("--flight-recorder", fr_dumps["om07"])
     assert r.exit_code == 1
     assert "first mismatch" in r.output and "missing ranks [1]" in r.output and "STRANDED" in r.output
 
 
+@pytest.mark.multirank
 def test_real_om07_dump_matches_exactly_its_spec_counterexample(fr_dumps):
     """The collective projection of the recorded hang (rank 2 entered a mesh broadcast inside an envelope,
     the leader never did) equals the end of exactly one pp1 counterexample: om07-leader-throws.  Variants
@@ -59,11 +64,13 @@ def test_real_om07_dump_matches_exactly_its_spec_counterexample(fr_dumps):
     assert sc["matches"][0]["verdict"] == "STRANDED"
 
 
+@pytest.mark.multirank
 def test_clean_dump_has_nothing_to_explain(fr_dumps):
     rep = json.loads(_cli("--flight-recorder", fr_dumps["clean"], "--json").output)
     assert rep["spec_check"]["projection"] == [] and rep["spec_check"]["matches"] == []
 
 
+@pytest.mark.multirank
 def test_gloo_empty_pg_config_rebuilt(fr_dumps, tmp_path):
     # a gloo dump as torch writes it without lockstep's rebuild: empty ranks; the manifest beside it fills them
     d = tmp_path / "fr"
@@ -152,6 +159,7 @@ def _world_entry(seq):
     return _nccl_entry(seq, pg=("0", "default_pg"))
 
 
+@pytest.mark.multirank
 def test_real_dump_names_read_by_pytorch_analyzer(fr_dumps):
     """lockstep's dump names are <prefix><rank>: torch's own fr_trace infers the prefix and builds its DB."""
     fr_trace = pytest.importorskip("torch.distributed.flight_recorder.fr_trace")
@@ -160,6 +168,7 @@ def test_real_dump_names_read_by_pytorch_analyzer(fr_dumps):
     fr_trace.main([str(fr_dumps["clean"])])  # raises (ValueError/AssertionError) on names it cannot read
 
 
+@pytest.mark.multirank
 def test_real_dumps_carry_run_id_and_group_names(fr_dumps):
     dumps = [flight.load_dump(p) for p in sorted(fr_dumps["clean"].iterdir())]
     assert len({d["lockstep"]["run_id"] for d in dumps}) == 1 and dumps[0]["lockstep"]["run_id"]
@@ -288,6 +297,7 @@ def test_size_mismatch_matches_only_signature_variants(tmp_path):
     assert ("is consistent with" in text) == (len(got) > 1) and ("is an instance of" in text) == (len(got) == 1)
 
 
+@pytest.mark.multirank
 @pytest.mark.slow
 def test_real_wrapped_ring_buffer_is_consistent(tmp_path, fast_config):
     """A clean 60-chunk pp1 run: the mesh ranks' ring buffers wrap at 2,000 entries (their first record id

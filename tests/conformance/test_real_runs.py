@@ -8,6 +8,8 @@ from click.testing import CliRunner
 from lockstep.cli.conform import conform
 from lockstep.conformance import check, loader
 
+pytestmark = pytest.mark.multirank  # real gloo worlds
+
 
 def _conform(path, *extra):
     r = CliRunner().invoke(conform, [str(path), "--json", *extra])
