@@ -41,6 +41,8 @@ def render(rep) -> str:
     if not r.conforms:
         if verdict == "INCONCLUSIVE":
             lines.append("  furthest point reached (not a verdict):")
+        elif verdict == "CONFORMS_TO_VARIANT":
+            lines.append("  where the hardened spec rejects the run (the guard the --unsafe switch removes):")
         for u in r.unexplained:
             lines.append(f"  rank {u.rank} ({u.actor}) line {u.line}: {u.event}")
             lines.append(f"      explained by: {', '.join(u.expected)}")
