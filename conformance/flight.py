@@ -150,8 +150,8 @@ def _manifest_beside(d: Path) -> dict | None:
     return None
 
 
-def load_dir(dump_dir: str | Path, allow_missing: bool = False) -> tuple[dict[int, dict], dict[str, list[int]]]:
-    """The dumps of one run, by rank, and the groups (name -> global ranks).  Refused (BadInput): dumps
+def load_dir(dump_dir: str | Path, allow_missing: bool = False) -> tuple[dict[int, dict], dict[str, list[int]], dict]:
+    """The dumps of one run, by rank, the groups (name -> global ranks) and ``{world, missing}``.  Refused (BadInput): dumps
     of different runs (their run ids differ), two dumps of one rank, a rank outside the world, and --
     unless ``allow_missing`` -- a world with ranks that left no dump (named)."""
     d = Path(dump_dir)
@@ -212,10 +212,7 @@ def load_dir(dump_dir: str | Path, allow_missing: bool = False) -> tuple[dict[in
     if missing and not allow_missing:
         raise BadInput(f"{d}: no dump of rank(s) {', '.join(map(str, missing))} (world of {world}): a missing dump hides "
                        f"what that rank did; pass --allow-missing to check the others anyway", str(d), None, "rank")
-    dumps_meta = {"world": world, "missing": missing}
-    for dd in dumps.values():
-        dd.setdefault("_lockstep_seen", dumps_meta)
-    return dumps, groups
+    return dumps, groups, {"world": world, "missing": missing}
 
 
 def _entry_group(dd: dict, e: dict) -> str:
@@ -241,7 +238,7 @@ def _is_nccl(dd: dict) -> bool:
     return any(e["profiling_name"].startswith("nccl:") for e in dd["entries"])
 
 
-def check_dumps(dumps: dict[int, dict], groups: dict[str, list[int]]) -> dict:
+def check_dumps(dumps: dict[int, dict], groups: dict[str, list[int]], meta: dict | None = None) -> dict:
     """Per group, each rank's collectives by ``collective_seq_id`` (coalesced ops: several entries of
     one seq, compared as a list), compared from the first seq every rank's ring buffer still holds (a
     wrapped buffer starts later: aligned as PyTorch's analyzer does, not from the lowest seq).  Then
@@ -249,7 +246,7 @@ def check_dumps(dumps: dict[int, dict], groups: dict[str, list[int]]) -> dict:
     blocked) and p2p entries (``p2p_seq_id``)."""
     per_group = {}
     verdicts = []
-    meta = next(iter(dumps.values())).get("_lockstep_seen", {}) if dumps else {}
+    meta = meta or {}
     for g, members in sorted(groups.items()):
         seqs: dict[int, dict[int, list]] = {}
         for r in members:
@@ -340,8 +337,8 @@ def _wrapped(dd: dict) -> bool:
 def check_dir(dump_dir: str | Path, spec: str = "auto", allow_missing: bool = False) -> dict:
     from . import flight_spec
 
-    dumps, groups = load_dir(dump_dir, allow_missing=allow_missing)
-    rep = check_dumps(dumps, groups)
+    dumps, groups, meta = load_dir(dump_dir, allow_missing=allow_missing)
+    rep = check_dumps(dumps, groups, meta)
     rep["schema"] = 1
     rep["dump_dir"] = str(dump_dir)
     rep["verdict"] = "INCONCLUSIVE" if rep["empty"] else ("CONSISTENT" if rep["ok"] else "MISMATCH")
