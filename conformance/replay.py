@@ -214,12 +214,46 @@ class Replayer:
         res.violation, res.stuck = violation, stuck
         return res
 
-    def _children(self, node, refusals: dict):
-        """Trace-consistent successor nodes, best first; a violation the trace reaches; a stuck spec."""
+    def _children(self, node, refusals: dict | None):
+        """Trace-consistent successor nodes, best first; a violation the trace reaches; a stuck spec.
+
+        The solo actor whose next observable is earliest is tried alone first (its steps are an ample
+        set, see _ample_actor): the other actors' steps are not even examined when it has a trace-
+        consistent step, so a step costs the same whatever the number of ranks; otherwise every
+        actor's steps are examined."""
+        succ = self.model.raw_successors(node[0])
+        focus = self._focus(node, succ)
+        if focus is not None:
+            kids, viol, stk, own = self._children_of(node, refusals, succ, focus)
+            if own:
+                return kids, viol, stk
+        kids, viol, stk, _ = self._children_of(node, refusals, succ, None)
+        return kids, viol, stk
+
+    def _focus(self, node, succ) -> int | None:
+        state, cur, pend, dfr = node
+        best, best_t = None, None
+        seen_actors = set()
+        for action, _ in succ:
+            if action is None or action[0] != "t":
+                if action is not None and action[0] in ("m", "p", "e", "x"):
+                    return None  # completions go first, whole-node logic
+                continue
+            i = action[1]
+            if i in seen_actors or not self.solo[i]:
+                continue
+            seen_actors.add(i)
+            seq = self.seqs[i]
+            if cur[i] >= len(seq):
+                continue
+            t = seq[cur[i]].t
+            if best_t is None or t < best_t:
+                best, best_t = i, t
+        return best
+
+    def _children_of(self, node, refusals, succ, only):
         state, cur, pend, dfr = node
         seqs = self.seqs
-        model = self.model
-        succ = model.raw_successors(state)
         completions, consuming, free, defer = [], [], [], []
         viol = stk = None
         viol_actors: set = set()
@@ -245,6 +279,8 @@ class Replayer:
             kind = action[0]
             if kind == "t":
                 _, i, tidx, ch = action
+                if only is not None and i != only:
+                    continue
                 role = self.actors[i].role
                 t = role.transitions[tidx]
                 tname = t.name
@@ -374,6 +410,8 @@ class Replayer:
             # "hang" never matches a recorded trace: the impl records no wedge
         # virtual exit steps and deferrals
         for i, (ctl, v, p) in enumerate(actors_state):
+            if only is not None and i != only:
+                continue
             o = nxt_obs(i)
             if o is None:
                 continue
@@ -387,14 +425,19 @@ class Replayer:
             if o.kind == "step" and o.defer_until is not None and can_advance(i, o):
                 defer.append((i, (state, cur[:i] + (cur[i] + 1,) + cur[i + 1:], pend, dfr[:i] + (dfr[i] + (cur[i],),) + dfr[i + 1:])))
         if completions:
-            return [completions[0]], viol, stk
+            return [completions[0]], viol, stk, True
         consuming.sort(key=lambda x: x[0])
         free.sort(key=lambda x: x[0])
+        if only is not None:
+            # the focus actor alone: accepted when it has a trace-consistent step and none of its steps
+            # reaches a violation (else every actor is examined)
+            ok = only not in viol_actors and bool(consuming or free or defer)
+            return ([c for _, _, c in consuming] + [f for _, _, f in free] + [d for _, d in defer]), viol, stk, ok
         amp = self._ample_actor(consuming, free, defer, viol_actors, cur)
         if amp is not None:
             return ([c for _, a, c in consuming if a == amp] + [f for _, a, f in free if a == amp]
-                    + [d for a, d in defer if a == amp]), viol, stk
-        return [c for _, _, c in consuming] + [f for _, _, f in free] + [d for _, d in defer], viol, stk
+                    + [d for a, d in defer if a == amp]), viol, stk, True
+        return [c for _, _, c in consuming] + [f for _, _, f in free] + [d for _, d in defer], viol, stk, True
 
     def _ample_actor(self, consuming, free, defer, viol_actors, cur) -> int | None:
         """Partial-order reduction: an actor whose trace-consistent steps may be explored alone.
