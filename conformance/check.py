@@ -102,6 +102,12 @@ def checkable_model(spec_name: str, params: dict, backend: str, run: S.RunTrace,
 
 def conform_run(run: S.RunTrace, spec: str = "auto", budget: int | None = None, check_variant: bool = True,
                 checker_timeout: float = 60.0, seconds: float | None = None) -> ConformReport:
+    with loader.no_cyclic_gc():
+        return _conform_run(run, spec, budget, check_variant, checker_timeout, seconds)
+
+
+def _conform_run(run: S.RunTrace, spec: str, budget: int | None, check_variant: bool, checker_timeout: float,
+                 seconds: float | None) -> ConformReport:
     m = run.manifest
     topo = m["topology"]
     if spec == "auto":
@@ -170,7 +176,14 @@ def unsafe_report(run, mapped, switch: str, spec_name: str, params: dict, budget
         from ..model.checker import Bounds, check
         backend = registry.pick_backend(info, variant, None)  # the backend the variant is documented on
         cm, _ = build_model(spec_name, variant, {**vparams, **vinfo.params}, backend)
-        res = check(cm, Bounds(timeout=checker_timeout))
+        import gc
+        was = gc.isenabled()
+        gc.enable()  # the model checker manages its own memory: the collector runs as usual there
+        try:
+            res = check(cm, Bounds(timeout=checker_timeout))
+        finally:
+            if not was:
+                gc.disable()
         out["checker"] = {"verdict": res.verdict, "message": res.message, "expected": list(vinfo.expected),
                           "params": {**vparams, **vinfo.params}, "backend": backend}
         checker_cls = res.verdict
