@@ -283,6 +283,9 @@ class Replayer:
                     continue
                 role = self.actors[i].role
                 t = role.transitions[tidx]
+                if t.fault is not None:
+                    # a fault step spends the world's fault budget (shared): not a private step
+                    viol_actors.add(i)
                 tname = t.name
                 tname = self.adapter.step_name(role.name, tname, ch)
                 if tname not in self.observed[i]:
@@ -447,7 +450,8 @@ class Replayer:
         another actor does can disable them, and a completion its post enables stays enabled.  So when
         such an actor has steps here, the interleavings with the others' steps are all equivalent and
         only its steps need trying (an ample set; the search's visited set closes cycles).  An actor
-        with a step that reaches a spec violation is not reduced (that violation is reported).  Actors
+        with a step that reaches a spec violation, or a fault step (it spends the world's shared fault
+        budget), is not reduced (``viol_actors``).  Actors
         with trace left to explain come first, earliest timestamp first: the search follows the run."""
         best = None
         for t, a, _ in consuming:
