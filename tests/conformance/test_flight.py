@@ -315,3 +315,25 @@ def test_real_wrapped_ring_buffer_is_consistent(tmp_path, fast_config):
     rep = json.loads(r.output)
     assert r.exit_code == 0 and rep["verdict"] == "CONSISTENT", rep["verdicts"]
     assert rep["groups"]["world"]["reached"]["1"] is None  # unknown, not 0
+
+
+def test_nccl_dump_path_waits_for_completed_entries(tmp_path, monkeypatch):
+    """On NCCL the dump goes through _dump_nccl_trace (its _dump_fr_trace is empty there) and waits for
+    the watchdog to mark finished entries completed.  No GPU here: the c10d entry point is stubbed."""
+    torch = pytest.importorskip("torch")
+    from lockstep.impl.rank import dump_flight_recorder
+    c10d = torch._C._distributed_c10d
+    calls = []
+
+    def fake_nccl_trace(include_collectives, include_stack_traces, only_active):
+        calls.append((include_collectives, include_stack_traces, only_active))
+        state = "started" if len(calls) < 3 else "completed"
+        return pickle.dumps(_nccl_dump([dict(_world_entry(1), state=state)]))
+
+    monkeypatch.setattr(c10d, "_dump_nccl_trace", fake_nccl_trace, raising=False)
+    monkeypatch.setattr(c10d, "_dump_fr_trace", lambda *a: pickle.dumps(_nccl_dump([])))
+    dump_flight_recorder(str(tmp_path), None, 0, run_id="r1", backend="nccl", world=1)
+    d = flight.load_dump(tmp_path / "lockstep_fr_rank_0")
+    assert len(calls) == 3 and calls[0] == (True, True, False)
+    assert [e["state"] for e in d["entries"]] == ["completed"]
+    assert d["lockstep"] == {"run_id": "r1", "rank": 0, "world_size": 1, "backend": "nccl"} and d["rank"] == 0
