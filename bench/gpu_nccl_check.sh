@@ -17,6 +17,7 @@ set -u
 OUT=${1:-${OUT:-/tmp/lockstep-gpu-check}}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SHIM=$(mktemp -d)
+trap 'rm -rf "$SHIM"' EXIT
 ln -s "$ROOT" "$SHIM/lockstep"            # `import lockstep` = this checkout (package-dir lockstep=".")
 export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
 export OMP_NUM_THREADS=1
@@ -27,8 +28,10 @@ FAIL=0
 say() { echo "$1: $2"; [ "$1" = PASS ] || FAIL=1; }
 
 python - <<'EOF' || { echo "FAIL: torch with CUDA and one GPU needed"; exit 1; }
+import sys
 import torch
-assert torch.cuda.is_available() and torch.cuda.device_count() >= 1, "no GPU"
+if not (torch.cuda.is_available() and torch.cuda.device_count() >= 1):
+    sys.exit(f"no GPU visible to torch {torch.__version__}")
 print("torch", torch.__version__, "cuda", torch.version.cuda, "nccl", ".".join(map(str, torch.cuda.nccl.version())),
       torch.cuda.get_device_name(0))
 EOF
@@ -92,6 +95,5 @@ rc=$?
 tail -3 "$OUT/fr.txt"
 [ $rc -eq 0 ] && say PASS "conform --flight-recorder: CONSISTENT" || say FAIL "conform --flight-recorder exited $rc"
 
-rm -rf "$SHIM"
 [ $FAIL -eq 0 ] && echo "ALL PASS" || echo "SOME CHECKS FAILED"
 exit $FAIL
