@@ -3,10 +3,15 @@ rebuild gloo's empty ``pg_config``, and report per process group the sequence nu
 reached and the first cross-rank mismatch (missing ranks, collective type, sizes, dtypes), with the
 verdict class that shape of failure is an instance of.
 
-A dump is untrusted input: ``pickle.load`` is never used.  ``_PlainUnpickler.find_class`` refuses
-every global, so only plain data (dict, list, tuple, str, bytes, int, float, bool, None, which
-pickle encodes without globals) can be loaded; anything else is a BadInput naming the file.
-Flight Recorder records no point-to-point ops: those ranks' p2p waits are invisible here.
+A dump is untrusted input: ``pickle.load`` is never used.  ``PlainUnpickler.find_class``
+(tracefmt/plain.py) refuses every global, so only plain data (dict, list, tuple, str, bytes, int,
+float, bool, None, which pickle encodes without globals) can be loaded; anything else is a BadInput
+naming the file, as is every field of the wrong type.
+
+The dumps of one run only (their ``lockstep.run_id``), one per rank of the world (missing ranks are
+refused unless allowed); collectives compared per group from the first seq every rank's ring buffer
+still holds; coalesced entries of one seq compared as a list; on NCCL the entry ``state`` says where a
+rank is blocked; p2p entries (``p2p_seq_id``; gloo records none) are counted and their state read.
 """
 from __future__ import annotations
 
