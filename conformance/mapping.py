@@ -1,7 +1,9 @@
-"""The abstraction map: recorded trace events -> spec observables, one table per topology.
+"""The abstraction map: recorded trace events -> spec observables.
 
-The implementation is finer-grained than the specs.  This module is the one place that says how a
-trace event corresponds to a spec step, so a spec change needs at most an edit here.  It produces,
+The implementation is finer-grained than the specs.  This module holds the rules every protocol
+family follows and the shared machinery (``Obs``, the per-rank builder, ``map_run``, ``spec_params``);
+each family's adapter (conformance/adapters/tp.py, pp.py) holds its tables and the code that names its
+spec transitions, so a spec change needs an edit in its adapter only.  The map produces,
 per spec actor (a rank's thread), a sequence of ``Obs``: each names the spec transitions that may
 explain it, and carries what the replay checks against the spec (the op's kind, group, group-local
 peer and, where the spec is concrete, dtype/shape; the IDs after the step; the op's outcome).
@@ -22,7 +24,8 @@ Rules (every topology):
   timeout -> FAILED, or a role's own terminal state such as SERVER_IDLE).
 - an ``isend`` may take effect any time between its post and its wait (its comm_exit): the replay
   may defer it up to there (rank0's comms thread keeps up to D_in envelopes on the wire).
-Spec transitions not listed in ``OBSERVED`` for their role are unobserved: the replay takes them as
+- a ``rank_exit`` of kind ``interrupted`` ends the rank's observables (the run is a prefix).
+Spec transitions not in the adapter's ``observed`` set for their role are unobserved: the replay takes them as
 needed (Phase A's plan choice, queue moves, the spec's new_group and startup barrier ops).
 """
 from __future__ import annotations
