@@ -1,8 +1,14 @@
 """``lockstep conform``: check recorded traces of a real run against the spec.
 
-Exit codes: 0 the run conforms, 1 it does not (or Flight Recorder dumps show a mismatch), 2 bad input
-(the message names file, line and field).  ``--json`` prints the stable schema documented in
-docs/conformance.md.
+Exit codes (docs/conformance.md):
+  0  CONFORMS: the spec explains every recorded event (Flight Recorder: the dumps are CONSISTENT)
+  1  DOES NOT CONFORM: the first event the spec cannot explain is named (Flight Recorder: MISMATCH)
+  2  bad input, or a run the spec cannot model ("not checkable: ..."); one line naming file, line, field
+  3  INCONCLUSIVE: a search budget ended the replay (how far it got is printed), the run was
+     interrupted (its recorded prefix was checked), or the Flight Recorder dumps hold no entries
+  4  CONFORMS TO VARIANT: an ``--unsafe`` run the hardened spec rejects behaves exactly as its spec
+     variant predicts (the planted bug's counterexample class)
+``--json`` prints the stable schema documented in docs/conformance.md.
 """
 from __future__ import annotations
 
@@ -27,15 +33,32 @@ def _complete(ctx, param, incomplete):
             or c.value.endswith(".py")]
 
 
-@click.command("conform", context_settings={"help_option_names": ["-h", "--help"]})
+def _bad_input(e, as_json: bool) -> None:
+    e.args = (" ".join(str(e).split()),)  # one line, whatever the message quotes
+    if as_json:
+        click.echo(json.dumps({"schema": 1, "verdict": "BAD_INPUT", **e.to_dict()}, indent=1, sort_keys=True))
+    else:
+        click.echo(f"lockstep conform: {'' if str(e).startswith('not checkable') else 'bad input: '}{e}", err=True)
+    sys.exit(2)
+
+
+@click.command("conform", context_settings={"help_option_names": ["-h", "--help"]},
+               epilog="Exit codes: 0 conforms (dumps consistent), 1 does not conform (dumps mismatch), 2 bad input or "
+                      "not checkable, 3 inconclusive (budget, interrupted run, empty dumps), 4 an --unsafe run that "
+                      "conforms to its spec variant.")
 @click.argument("trace_dir", required=False, type=click.Path())
 @click.option("--spec", "spec", default="auto", show_default=True, callback=lambda c, p, v: _spec_ref(v), shell_complete=_complete,
               help="the spec to check against (auto: the manifest's topology; tp, pp0, pp1, or a user spec PATH.py[:NAME] / module[:NAME] whose SpecInfo.name is one of them)")
 @click.option("--flight-recorder", "fr_dir", type=click.Path(), default=None,
               help="check Flight Recorder dumps (pickle or JSON, versions 2.x) in this directory instead")
+@click.option("--allow-missing", is_flag=True, help="with --flight-recorder: check the dumps there although some ranks left none")
 @click.option("--no-checker", is_flag=True, help="for --unsafe runs: do not run the model checker on the variant")
+@click.option("--budget", type=click.IntRange(min=1), default=None,
+              help="search-node budget of the replay (default: proportional to the trace); reaching it is INCONCLUSIVE")
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="seconds the replay may search; reaching it is INCONCLUSIVE")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output (docs/conformance.md)")
-def conform(trace_dir, spec, fr_dir, no_checker, as_json):
+def conform(trace_dir, spec, fr_dir, allow_missing, no_checker, budget, time_limit, as_json):
     """Replay TRACE_DIR (manifest.json + rank*.jsonl from `lockstep run`) against the spec: CONFORMS,
     or per rank the first event the spec cannot explain, the spec state there and what was enabled."""
     from lockstep.conformance import loader
@@ -44,22 +67,18 @@ def conform(trace_dir, spec, fr_dir, no_checker, as_json):
     try:
         if fr_dir is not None:
             from lockstep.conformance import flight
-            rep = flight.check_dir(fr_dir, spec=spec)
-            click.echo(json.dumps(rep, indent=1, sort_keys=True) if as_json else flight.render(rep))
-            sys.exit(0 if rep["ok"] else 1)
+            rep = flight.check_dir(fr_dir, spec=spec, allow_missing=allow_missing)
+            click.echo(json.dumps(rep, indent=1, sort_keys=True, default=str) if as_json else flight.render(rep))
+            sys.exit(3 if rep["empty"] else (0 if rep["ok"] else 1))
         if trace_dir is None:
             raise click.UsageError("give TRACE_DIR or --flight-recorder DUMP_DIR")
         from lockstep.conformance.check import conform_run
         run = loader.load(trace_dir)
-        rep = conform_run(run, spec=spec, check_variant=not no_checker)
+        rep = conform_run(run, spec=spec, check_variant=not no_checker, budget=budget, seconds=time_limit)
     except loader.BadInput as e:
-        if as_json:
-            click.echo(json.dumps({"schema": 1, "verdict": "BAD_INPUT", **e.to_dict()}, indent=1, sort_keys=True))
-        else:
-            click.echo(f"lockstep conform: bad input: {e}", err=True)
-        sys.exit(2)
+        _bad_input(e, as_json)
     if as_json:
         click.echo(json.dumps(rep.to_dict(), indent=1, sort_keys=True, default=str))
     else:
         click.echo(render(rep))
-    sys.exit(0 if rep.conforms else 1)
+    sys.exit(rep.exit_code)

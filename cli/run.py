@@ -103,6 +103,9 @@ def run(topology, params, fault, unsafe, backend, trace_dir, force, compile_back
         os._exit(code)
     try:
         prepare_run_dir(trace_dir, force)  # refuse early, before any fork
+        if fr_dir is not None:
+            from lockstep.impl.launch import prepare_fr_dir
+            prepare_fr_dir(fr_dir, force)
     except RunDirError as e:
         raise click.UsageError(str(e)) from None
     except OSError:

@@ -15,11 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..spec import registry
-from . import fabric_check, loader, mapping, monitors
-from . import schema as S
+from . import fabric_check, loader, mapping, monitors, payload
+from ..tracefmt import schema as S
 from .replay import Replayer, ReplayResult
 
 SPEC_OF_TOPOLOGY = {"tp": "tp", "pp0": "pp0", "pp1": "pp1"}
+# verdict -> exit code of `lockstep conform` (2 is bad input)
+EXIT_CODES = {"CONFORMS": 0, "DOES_NOT_CONFORM": 1, "INCONCLUSIVE": 3, "CONFORMS_TO_VARIANT": 4}
 
 
 @dataclass
@@ -35,11 +37,37 @@ class ConformReport:
     notes: list = field(default_factory=list)
     truncated: list = field(default_factory=list)    # ranks whose last line was cut off
     unsafe: dict | None = None                       # {switch, variant, checker, instance, message}
+    interrupted: list = field(default_factory=list)  # ranks whose trace ends with rank_exit how=interrupted
+    run_interrupted: bool = False                    # the launcher's summary.json says interrupted
+
+    @property
+    def verdict(self) -> str:
+        """CONFORMS | DOES_NOT_CONFORM | INCONCLUSIVE | CONFORMS_TO_VARIANT (see EXIT_CODES)."""
+        if self.was_interrupted:
+            # a signal ended the run: the trace is a prefix, cut at a different point on each rank (an op
+            # one rank saw complete may be missing its partner's record), so neither verdict is sound;
+            # the replay of the prefix is still reported (how far it got)
+            return "INCONCLUSIVE"
+        if self.conforms:
+            return "CONFORMS"
+        if self.unsafe and self.unsafe.get("instance"):
+            return "CONFORMS_TO_VARIANT"
+        if not self.fabric and self.replay is not None and self.replay.budget_hit:
+            return "INCONCLUSIVE"
+        return "DOES_NOT_CONFORM"
+
+    @property
+    def was_interrupted(self) -> bool:
+        return bool(self.interrupted) or self.run_interrupted
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.verdict]
 
     def to_dict(self) -> dict:
         return {"schema": 1, "trace_dir": self.trace_dir, "topology": self.topology, "spec": self.spec,
                 "variant": self.variant, "params": self.params,
-                "verdict": "CONFORMS" if self.conforms else "DOES_NOT_CONFORM",
+                "verdict": self.verdict, "interrupted": self.was_interrupted, "interrupted_ranks": self.interrupted,
                 "fabric_mismatches": self.fabric, "replay": self.replay.to_dict() if self.replay else None,
                 "truncated_ranks": self.truncated, "notes": self.notes, "unsafe": self.unsafe}
 
@@ -51,8 +79,35 @@ def build_model(spec: str, variant: str | None, params: dict, backend: str = "gl
     return info.build(p, variant, backend), p
 
 
+class NotCheckable(loader.BadInput):
+    """A run the spec cannot be built for (e.g. a 1-rank tp world): exit 2 with "not checkable: ..."."""
+
+
+def run_backend(run: S.RunTrace) -> str:
+    b = run.manifest.get("backend", "gloo")
+    if b not in ("gloo", "nccl"):
+        raise loader.BadInput(f"{run.path}/manifest.json: field 'backend': {b!r} is not one of gloo, nccl",
+                              str(run.path), None, "backend")
+    return b
+
+
+def checkable_model(spec_name: str, params: dict, backend: str, run: S.RunTrace, variant: str | None = None):
+    try:
+        return build_model(spec_name, variant, params, backend)
+    except (registry.UsageError, ValueError, AssertionError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise NotCheckable(f"not checkable: the {spec_name} spec cannot model this run's world of "
+                           f"{run.manifest['world_size']} rank(s) on {backend} ({msg})", str(run.path), None, "world_size") from None
+
+
 def conform_run(run: S.RunTrace, spec: str = "auto", budget: int | None = None, check_variant: bool = True,
-                checker_timeout: float = 60.0) -> ConformReport:
+                checker_timeout: float = 60.0, seconds: float | None = None) -> ConformReport:
+    with loader.no_cyclic_gc():
+        return _conform_run(run, spec, budget, check_variant, checker_timeout, seconds)
+
+
+def _conform_run(run: S.RunTrace, spec: str, budget: int | None, check_variant: bool, checker_timeout: float,
+                 seconds: float | None) -> ConformReport:
     m = run.manifest
     topo = m["topology"]
     if spec == "auto":
@@ -64,11 +119,14 @@ def conform_run(run: S.RunTrace, spec: str = "auto", budget: int | None = None, 
     spec_name, variant, params = mapping.spec_params(m, mapped)
     rep = ConformReport(trace_dir=run.path, topology=topo, spec=spec_name, variant=None, params=params, conforms=False,
                         notes=list(mapped.notes), truncated=[r for r, tr in run.ranks.items() if tr.truncated])
-    rep.fabric = fabric_check.check(run)
-    # the hardened spec, with the run's fault enabled
-    model, params = build_model(spec_name, None, params)
+    rep.fabric = fabric_check.check(run) + payload.check(run)
+    # the hardened spec, with the run's fault enabled, on the run's backend profile
+    backend = run_backend(run)
+    model, params = checkable_model(spec_name, params, backend, run)
     rep.params = params
-    rep.replay = Replayer(model, mapped, budget=budget).run()
+    rep.interrupted = sorted(r for r, tr in run.ranks.items() if tr.exit is not None and tr.exit.get("how") == "interrupted")
+    rep.run_interrupted = run.summary.get("interrupted") is True
+    rep.replay = Replayer(model, mapped, budget=budget, seconds=seconds).run()
     rep.conforms = rep.replay.conforms and not rep.fabric
     unsafe = m.get("unsafe") or m["config"].get("unsafe") or ""
     if unsafe:
@@ -90,13 +148,13 @@ def unsafe_report(run, mapped, switch: str, spec_name: str, params: dict, budget
     vinfo = info.variants[variant]
     vparams = dict(params)
     vparams.update({k: v for k, v in vinfo.params.items() if k == "faults" and params.get("faults") == "none"})
-    # the variant replay: on gloo (the run's backend), then, if that reaches no counterexample class, on the
+    # the variant replay: on the run's backend, then, if that reaches no counterexample class, on the
     # variant's documented backend (e.g. nccl for om07: no PG timeout, so where the gloo run's ranks only time
     # out the spec is stuck — the checker's STRANDED)
     doc_backend = registry.pick_backend(info, variant, None)
     cls = None
     where = ""
-    for vbackend in dict.fromkeys(("gloo", doc_backend)):
+    for vbackend in dict.fromkeys((run_backend(run), doc_backend)):
         vmodel, vparams = build_model(spec_name, variant, dict(vparams), vbackend)
         vres = Replayer(vmodel, mapped, budget=budget).run()
         out["variant_backend"] = vbackend
@@ -107,7 +165,7 @@ def unsafe_report(run, mapped, switch: str, spec_name: str, params: dict, budget
             cls = vres.stuck["verdict"]
             where = vres.stuck["message"]
         if cls is not None:
-            if vbackend != "gloo":
+            if vbackend != run_backend(run):
                 where += f"; variant replayed on its documented backend {vbackend}"
             break
     out["replay_class"] = cls
@@ -118,7 +176,14 @@ def unsafe_report(run, mapped, switch: str, spec_name: str, params: dict, budget
         from ..model.checker import Bounds, check
         backend = registry.pick_backend(info, variant, None)  # the backend the variant is documented on
         cm, _ = build_model(spec_name, variant, {**vparams, **vinfo.params}, backend)
-        res = check(cm, Bounds(timeout=checker_timeout))
+        import gc
+        was = gc.isenabled()
+        gc.enable()  # the model checker manages its own memory: the collector runs as usual there
+        try:
+            res = check(cm, Bounds(timeout=checker_timeout))
+        finally:
+            if not was:
+                gc.disable()
         out["checker"] = {"verdict": res.verdict, "message": res.message, "expected": list(vinfo.expected),
                           "params": {**vparams, **vinfo.params}, "backend": backend}
         checker_cls = res.verdict
@@ -188,9 +253,9 @@ def first_unexplained(run: S.RunTrace, budget: int | None = None) -> dict | None
     replayed, the checker not run)."""
     mapped = mapping.map_run(run)
     spec_name, _, params = mapping.spec_params(run.manifest, mapped)
-    model, _ = build_model(spec_name, None, params)
+    model, _ = checkable_model(spec_name, params, run_backend(run), run)
     res = Replayer(model, mapped, budget=budget).run()
-    fabric = fabric_check.check(run)
+    fabric = fabric_check.check(run) + payload.check(run)
     cands = []
 
     def t_of(rank: int, i: int) -> float:

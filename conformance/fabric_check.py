@@ -12,7 +12,7 @@ Returns a list of mismatches, each naming rank, file line and field.
 """
 from __future__ import annotations
 
-from . import schema as S
+from ..tracefmt import schema as S
 
 SIG_FIELDS = ("op", "src", "dtype", "shape", "reduce_op")
 

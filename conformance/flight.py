@@ -3,92 +3,189 @@ rebuild gloo's empty ``pg_config``, and report per process group the sequence nu
 reached and the first cross-rank mismatch (missing ranks, collective type, sizes, dtypes), with the
 verdict class that shape of failure is an instance of.
 
-A dump is untrusted input: ``pickle.load`` is never used.  ``_PlainUnpickler.find_class`` refuses
-every global, so only plain data (dict, list, tuple, str, bytes, int, float, bool, None, which
-pickle encodes without globals) can be loaded; anything else is a BadInput naming the file.
-Flight Recorder records no point-to-point ops: those ranks' p2p waits are invisible here.
+A dump is untrusted input: ``pickle.load`` is never used.  ``PlainUnpickler.find_class``
+(tracefmt/plain.py) refuses every global, so only plain data (dict, list, tuple, str, bytes, int,
+float, bool, None, which pickle encodes without globals) can be loaded; anything else is a BadInput
+naming the file, as is every field of the wrong type.
+
+The dumps of one run only (their ``lockstep.run_id``), one per rank of the world (missing ranks are
+refused unless allowed); collectives compared per group from the first seq every rank's ring buffer
+still holds; coalesced entries of one seq compared as a list; on NCCL the entry ``state`` says where a
+rank is blocked; p2p entries (``p2p_seq_id``; gloo records none) are counted and their state read.
 """
 from __future__ import annotations
 
-import io
 import json
-import pickle
 import re
 from pathlib import Path
 
+from ..tracefmt.plain import PlainUnpickler, loads_plain  # noqa: F401 - loads_plain is re-exported
 from .loader import BadInput
 
 SUPPORTED_MAJOR = 2
 
 
-class _PlainUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):  # noqa: D401 - refuse every global: plain data only
-        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a Flight Recorder dump (plain data only)")
-
-
-def loads_plain(raw: bytes):
-    """Unpickle plain data only (no globals): the only way lockstep reads a Flight Recorder pickle."""
-    return _PlainUnpickler(io.BytesIO(raw)).load()
+_PlainUnpickler = PlainUnpickler  # the name tests and older code use
 
 
 def load_dump(path: str | Path) -> dict:
     p = Path(path)
-    raw = p.read_bytes()
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise BadInput(f"{p}: cannot read ({e.strerror or e})", str(p)) from None
     if raw[:1] in (b"{", b"["):
         try:
             d = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise BadInput(f"{p}: not valid JSON ({e})", str(p)) from None
     else:
         try:
             d = loads_plain(raw)
         except Exception as e:  # noqa: BLE001 - any unpickling failure is bad input
-            raise BadInput(f"{p}: not a plain-data Flight Recorder pickle ({e})", str(p)) from None
+            raise BadInput(f"{p}: not a plain-data Flight Recorder pickle ({str(e)[:200]})", str(p)) from None
     if not isinstance(d, dict):
         raise BadInput(f"{p}: a Flight Recorder dump is a dict, got {type(d).__name__}", str(p))
     for f in ("version", "entries"):
         if f not in d:
             raise BadInput(f"{p}: field {f!r}: required field is missing", str(p), None, f)
-    v = str(d["version"])
+    v = str(d["version"]) if isinstance(d["version"], (str, int, float)) else ""
     if not re.fullmatch(r"\d+\.\d+", v) or int(v.split(".")[0]) != SUPPORTED_MAJOR:
-        raise BadInput(f"{p}: field 'version': {v!r} is not supported (this reader knows 2.x)", str(p), None, "version")
+        raise BadInput(f"{p}: field 'version': {str(d['version'])[:40]!r} is not supported (this reader knows 2.x)", str(p), None, "version")
     if not isinstance(d["entries"], list):
-        raise BadInput(f"{p}: field 'entries': expected a list", str(p), None, "entries")
+        raise BadInput(f"{p}: field 'entries': expected a list, got {type(d['entries']).__name__}", str(p), None, "entries")
     for k, e in enumerate(d["entries"]):
-        for f in ("collective_seq_id", "profiling_name", "process_group"):
-            if not isinstance(e, dict) or f not in e:
-                raise BadInput(f"{p}: entries[{k}]: field {f!r}: required field is missing", str(p), k, f)
+        _check_entry(p, k, e)
+    pc = d.get("pg_config")
+    if pc is not None:
+        if not isinstance(pc, dict) or not all(isinstance(c, dict) for c in pc.values()):
+            raise BadInput(f"{p}: field 'pg_config': expected an object of objects", str(p), None, "pg_config")
+        for key, c in pc.items():
+            for f in ("name", "desc"):
+                if f in c and not isinstance(c[f], str):
+                    raise BadInput(f"{p}: pg_config[{key!r}]: field {f!r}: expected a string, got {type(c[f]).__name__}",
+                                   str(p), None, f)
+            if "ranks" in c and _ranks(c["ranks"]) is None and c["ranks"] not in ("[]", "", []):
+                raise BadInput(f"{p}: pg_config[{key!r}]: field 'ranks': expected a list of ints, got {str(c['ranks'])[:60]!r}",
+                               str(p), None, "ranks")
+    meta = d.get("lockstep")
+    if meta is not None:
+        if not isinstance(meta, dict):
+            raise BadInput(f"{p}: field 'lockstep': expected an object", str(p), None, "lockstep")
+        for f, typ in (("run_id", str), ("rank", int), ("world_size", int), ("backend", str)):
+            if meta.get(f) is not None and (not isinstance(meta[f], typ) or isinstance(meta[f], bool)):
+                raise BadInput(f"{p}: field 'lockstep.{f}': expected {typ.__name__}, got {type(meta[f]).__name__}",
+                               str(p), None, f"lockstep.{f}")
+    if "rank" in d and (not isinstance(d["rank"], int) or isinstance(d["rank"], bool) or d["rank"] < 0):
+        raise BadInput(f"{p}: field 'rank': expected a rank (int >= 0), got {str(d['rank'])[:40]!r}", str(p), None, "rank")
     return d
+
+
+def _int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_entry(p: Path, k: int, e) -> None:
+    """Every field conform reads, with its type: one line naming file, entry and field otherwise."""
+    where = f"{p}: entries[{k}]"
+    if not isinstance(e, dict):
+        raise BadInput(f"{where}: expected an object, got {type(e).__name__}", str(p), k, None)
+    for f in ("collective_seq_id", "profiling_name", "process_group"):
+        if f not in e:
+            raise BadInput(f"{where}: field {f!r}: required field is missing", str(p), k, f)
+
+    def bad(f, want):
+        raise BadInput(f"{where}: field {f!r}: expected {want}, got {type(e[f]).__name__} {str(e[f])[:40]!r}", str(p), k, f)
+
+    for f in ("collective_seq_id", "p2p_seq_id", "record_id", "op_id"):
+        if f in e and e[f] is not None and not (_int(e[f]) and e[f] >= 0):
+            bad(f, "an int >= 0")
+    if not isinstance(e["profiling_name"], str):
+        bad("profiling_name", "a string")
+    pg = e["process_group"]
+    if not (isinstance(pg, str) or (isinstance(pg, (list, tuple)) and len(pg) == 2 and all(isinstance(x, str) for x in pg))):
+        bad("process_group", "[name, desc] (two strings)")
+    for f in ("input_sizes", "output_sizes"):
+        if f in e and e[f] is not None:
+            v = e[f]
+            if not (isinstance(v, list) and all(isinstance(x, list) and all(_int(y) for y in x) for x in v)):
+                bad(f, "a list of shapes (lists of ints)")
+    for f in ("input_dtypes", "output_dtypes"):
+        if f in e and e[f] is not None and not (isinstance(e[f], list) and all(isinstance(x, str) for x in e[f])):
+            bad(f, "a list of dtype names")
+    if "state" in e and e["state"] is not None and e["state"] not in STATES:
+        raise BadInput(f"{where}: field 'state': {str(e['state'])[:40]!r} is not one of {', '.join(STATES)}", str(p), k, "state")
+    if "is_p2p" in e and e["is_p2p"] is not None and not isinstance(e["is_p2p"], bool):
+        bad("is_p2p", "true/false")
+
+
+STATES = ("scheduled", "started", "completed")
 
 
 def _rank_of(path: Path, d: dict) -> int:
     m = re.search(r"(\d+)(?:\.\w+)?$", path.name)
-    if "rank" in d and isinstance(d["rank"], int):
+    if "rank" in d:
         return d["rank"]
     if m:
         return int(m.group(1))
-    raise BadInput(f"{path}: cannot tell which rank this dump belongs to (name it rank<N>.pkl/.json)", str(path))
+    raise BadInput(f"{path}: cannot tell which rank this dump belongs to (name it <prefix><N>, e.g. lockstep_fr_rank_0)", str(path))
 
 
 def _ranks(s) -> list[int] | None:
     if isinstance(s, list):
-        return [int(x) for x in s]
+        return [int(x) for x in s] if all(_int(x) for x in s) else None
     if isinstance(s, str) and s.strip("[] "):
-        return [int(x) for x in s.strip("[]").split(",") if x.strip()]
+        try:
+            return [int(x) for x in s.strip("[]").split(",") if x.strip()]
+        except ValueError:
+            return None
     return None
 
 
-def load_dir(dump_dir: str | Path) -> tuple[dict[int, dict], dict[str, list[int]]]:
+def _manifest_beside(d: Path) -> dict | None:
+    for m in (d / "manifest.json", d.parent / "manifest.json"):
+        if m.exists():
+            try:
+                obj = json.loads(m.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise BadInput(f"{m}: not valid JSON ({e})", str(m)) from None
+            if not isinstance(obj, dict):
+                raise BadInput(f"{m}: expected a JSON object", str(m))
+            return obj
+    return None
+
+
+def load_dir(dump_dir: str | Path, allow_missing: bool = False) -> tuple[dict[int, dict], dict[str, list[int]], dict]:
+    """The dumps of one run, by rank, the groups (name -> global ranks) and ``{world, missing}``.  Refused (BadInput): dumps
+    of different runs (their run ids differ), two dumps of one rank, a rank outside the world, and --
+    unless ``allow_missing`` -- a world with ranks that left no dump (named)."""
     d = Path(dump_dir)
     if not d.is_dir():
         raise BadInput(f"{d}: no such dump directory", str(d))
-    files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix in (".pkl", ".pickle", ".json", "") and p.name != "manifest.json")
+    files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix in (".pkl", ".pickle", ".json", "") and p.name not in ("manifest.json", "summary.json")
+                   and not p.name.startswith("."))
     if not files:
-        raise BadInput(f"{d}: no Flight Recorder dumps (rank<N>.pkl or .json)", str(d))
-    dumps = {}
+        raise BadInput(f"{d}: no Flight Recorder dumps (lockstep_fr_rank_<N>, or <name><N>.pkl/.json)", str(d))
+    dumps: dict[int, dict] = {}
+    where: dict[int, Path] = {}
     for p in files:
         dd = load_dump(p)
-        dumps[_rank_of(p, dd)] = dd
+        r = _rank_of(p, dd)
+        if r in dumps:
+            raise BadInput(f"{p}: a second dump of rank {r} (the first is {where[r].name}): one dump per rank", str(p), None, "rank")
+        dumps[r], where[r] = dd, p
+    run_ids = {r: (dd.get("lockstep") or {}).get("run_id") for r, dd in dumps.items()}
+    distinct = {x for x in run_ids.values() if x is not None}
+    if len(distinct) > 1 or (distinct and None in run_ids.values()):
+        by = {}
+        for r, x in sorted(run_ids.items()):
+            by.setdefault(x, []).append(r)
+        raise BadInput(f"{d}: dumps from different runs (run ids " + "; ".join(f"{x}: ranks {rs}" for x, rs in by.items())
+                       + "): dumps of one run only", str(d), None, "run_id")
+    manifest = _manifest_beside(d)
+    if manifest is not None and distinct and manifest.get("run_id") not in (None, *distinct):
+        raise BadInput(f"{d}: the dumps are of run {next(iter(distinct))}, the manifest beside them of run "
+                       f"{manifest.get('run_id')}", str(d), None, "run_id")
     # pg_config: desc -> ranks; gloo leaves ranks empty: rebuild from the run manifest when there is
     # one beside the dumps, else from which ranks' dumps mention the group
     groups: dict[str, list[int]] = {}
@@ -98,16 +195,29 @@ def load_dir(dump_dir: str | Path) -> tuple[dict[int, dict], dict[str, list[int]
             rk = _ranks(cfg.get("ranks")) if isinstance(cfg, dict) else None
             if rk:
                 groups[_gname(name)] = rk
-    manifest = next((m for m in (d / "manifest.json", d.parent / "manifest.json") if m.exists()), None)
-    if manifest is not None:
-        for g, rk in json.loads(manifest.read_text()).get("groups", {}).items():
-            groups.setdefault(g, rk)
+    if manifest is not None and isinstance(manifest.get("groups"), dict):
+        for g, rk in manifest["groups"].items():
+            if isinstance(rk, list) and all(_int(x) for x in rk):
+                groups.setdefault(g, rk)
     for r, dd in dumps.items():
         for e in dd["entries"]:
             g = _entry_group(dd, e)
             if g not in groups:
                 groups[g] = sorted(rr for rr, d2 in dumps.items() if any(_entry_group(d2, x) == g for x in d2["entries"]))
-    return dumps, groups
+    worlds = {w for w in ((dd.get("lockstep") or {}).get("world_size") for dd in dumps.values()) if w is not None}
+    if manifest is not None and _int(manifest.get("world_size")):
+        worlds.add(manifest["world_size"])
+    if len(worlds) > 1:
+        raise BadInput(f"{d}: the dumps disagree on the world size ({sorted(worlds)})", str(d), None, "world_size")
+    world = next(iter(worlds)) if worlds else max([len(m) for m in groups.values()] + [max(dumps) + 1])
+    stray = sorted(r for r in dumps if r >= world)
+    if stray:
+        raise BadInput(f"{where[stray[0]]}: rank {stray[0]} is outside the world of {world} ranks", str(where[stray[0]]), None, "rank")
+    missing = sorted(set(range(world)) - set(dumps))
+    if missing and not allow_missing:
+        raise BadInput(f"{d}: no dump of rank(s) {', '.join(map(str, missing))} (world of {world}): a missing dump hides "
+                       f"what that rank did; pass --allow-missing to check the others anyway", str(d), None, "rank")
+    return dumps, groups, {"world": world, "missing": missing}
 
 
 def _entry_group(dd: dict, e: dict) -> str:
@@ -129,46 +239,64 @@ def _op(e: dict) -> str:
     return e["profiling_name"].split(":", 1)[-1].split(" ")[0]
 
 
-def check_dumps(dumps: dict[int, dict], groups: dict[str, list[int]]) -> dict:
+def _is_nccl(dd: dict) -> bool:
+    return any(e["profiling_name"].startswith("nccl:") for e in dd["entries"])
+
+
+def check_dumps(dumps: dict[int, dict], groups: dict[str, list[int]], meta: dict | None = None) -> dict:
+    """Per group, each rank's collectives by ``collective_seq_id`` (coalesced ops: several entries of
+    one seq, compared as a list), compared from the first seq every rank's ring buffer still holds (a
+    wrapped buffer starts later: aligned as PyTorch's analyzer does, not from the lowest seq).  Then
+    entry ``state`` on NCCL (an op still ``scheduled``/``started`` at dump time is where the rank is
+    blocked) and p2p entries (``p2p_seq_id``)."""
     per_group = {}
     verdicts = []
+    meta = meta or {}
     for g, members in sorted(groups.items()):
-        seqs: dict[int, dict[int, dict]] = {}
+        seqs: dict[int, dict[int, list]] = {}
         for r in members:
             dd = dumps.get(r)
             if dd is None:
                 continue
             for e in dd["entries"]:
-                if e.get("is_p2p"):
+                if e.get("is_p2p") or _entry_group(dd, e) != g:
                     continue
-                if _entry_group(dd, e) != g:
-                    continue
-                seqs.setdefault(r, {})[e["collective_seq_id"]] = e
-        reached = {str(r): max(seqs.get(r, {0: None}).keys()) for r in members}
+                seqs.setdefault(r, {}).setdefault(e["collective_seq_id"], []).append(e)
+        present_members = [r for r in members if r in dumps]
+        wrapped = {r for r in present_members if _wrapped(dumps[r])}
+        judged = [r for r in present_members if r in seqs or r not in wrapped]
+        # None: the rank's ring buffer wrapped and holds nothing of this group (how far it got is unknown)
+        reached = {str(r): (max(seqs[r]) if r in seqs else (None if r in wrapped else 0)) for r in present_members}
         first = None
         top = max((max(s) for s in seqs.values() if s), default=0)
-        low = min((min(s) for s in seqs.values() if s), default=1)
-        for n in range(low, top + 1):
-            calls = {r: seqs.get(r, {}).get(n) for r in members}
+        start = max((min(s) for s in seqs.values() if s), default=1)  # every judged rank's buffer covers it
+        for n in range(start, top + 1):
+            calls = {r: seqs.get(r, {}).get(n) for r in judged}
             have = {r: e for r, e in calls.items() if e is not None}
-            missing = [r for r, e in calls.items() if e is None and r in dumps]
+            missing = [r for r, e in calls.items() if e is None]
             if missing:
-                e0 = next(iter(have.values())) if have else {}
+                e0 = next(iter(have.values()))[0] if have else {}
                 first = {"seq": n, "kind": "missing_ranks", "missing": missing, "present": sorted(have),
                          "op": _op(e0) if have else None, "sizes": e0.get("input_sizes"), "dtypes": e0.get("input_dtypes")}
                 break
             ref_r = min(have)
             ref = have[ref_r]
-            for r, e in have.items():
+            for r, es in have.items():
                 for kind, f in (("type", _op), ("size", lambda x: x.get("input_sizes")), ("dtype", lambda x: x.get("input_dtypes"))):
-                    if f(e) != f(ref):
-                        first = {"seq": n, "kind": kind, "ranks": {str(ref_r): f(ref), str(r): f(e)}, "op": _op(ref)}
+                    if [f(x) for x in es] != [f(x) for x in ref]:
+                        fa = [f(x) for x in ref]
+                        fb = [f(x) for x in es]
+                        first = {"seq": n, "kind": kind, "ranks": {str(ref_r): fa[0] if len(fa) == 1 else fa,
+                                                                   str(r): fb[0] if len(fb) == 1 else fb}, "op": _op(ref[0])}
                         break
                 if first:
                     break
             if first:
                 break
-        per_group[g] = {"members": members, "reached": reached, "first_mismatch": first}
+        info = {"members": members, "reached": reached, "first_mismatch": first, "compared_from": start}
+        if wrapped - set(judged):
+            info["unjudged"] = sorted(wrapped - set(judged))
+        per_group[g] = info
         if first is not None:
             if first["kind"] in ("type", "size", "dtype"):
                 verdicts.append({"verdict": "COLLECTIVE_MISMATCH", "group": g,
@@ -181,25 +309,58 @@ def check_dumps(dumps: dict[int, dict], groups: dict[str, list[int]]) -> dict:
                                             f"{', '.join(str(reached[str(r)]) for r in gone)}): the ranks that entered wait "
                                             f"for partners that moved on, exited or wedged (STRANDED; DEADLOCK if those "
                                             f"partners are themselves blocked in an op Flight Recorder does not see, e.g. p2p)"})
-    return {"groups": per_group, "verdicts": verdicts, "ok": not verdicts,
+    pending = {}
+    p2p = {}
+    for r, dd in sorted(dumps.items()):
+        n = [e for e in dd["entries"] if e.get("is_p2p")]
+        if n:
+            p2p[str(r)] = {"entries": len(n), "last_p2p_seq": max(e.get("p2p_seq_id") or 0 for e in n)}
+        if not _is_nccl(dd):
+            continue  # gloo records every entry as scheduled: its state says nothing
+        for e in dd["entries"]:
+            if e.get("state") in ("scheduled", "started"):
+                pending[str(r)] = {"group": _entry_group(dd, e), "op": _op(e), "state": e["state"], "p2p": bool(e.get("is_p2p")),
+                                   "seq": e.get("p2p_seq_id") if e.get("is_p2p") else e["collective_seq_id"]}
+                break
+    if pending and not verdicts:
+        verdicts.append({"verdict": "PENDING_OP", "group": None,
+                         "message": "ranks blocked in an op at dump time (entry state): " + "; ".join(
+                             f"rank {r}: {x['op']} #{x['seq']} on {x['group']} ({x['state']})" for r, x in pending.items())})
+    empty = all(not dd["entries"] for dd in dumps.values())
+    return {"groups": per_group, "verdicts": verdicts, "ok": not verdicts and not empty, "empty": empty,
+            "pending": pending, "p2p": p2p, "world": meta.get("world", len(dumps)), "missing_ranks": meta.get("missing", []),
+            "run_id": next((x for x in ((dd.get("lockstep") or {}).get("run_id") for dd in dumps.values()) if x), None),
             "versions": sorted({str(d["version"]) for d in dumps.values()}), "ranks": sorted(dumps)}
 
 
-def check_dir(dump_dir: str | Path, spec: str = "auto") -> dict:
+def _wrapped(dd: dict) -> bool:
+    """The ring buffer overwrote its oldest entries (its first record id is not 0)."""
+    ids = [e.get("record_id") for e in dd["entries"] if e.get("record_id") is not None]
+    return bool(ids) and min(ids) > 0
+
+
+def check_dir(dump_dir: str | Path, spec: str = "auto", allow_missing: bool = False) -> dict:
     from . import flight_spec
 
-    dumps, groups = load_dir(dump_dir)
-    rep = check_dumps(dumps, groups)
+    dumps, groups, meta = load_dir(dump_dir, allow_missing=allow_missing)
+    rep = check_dumps(dumps, groups, meta)
     rep["schema"] = 1
     rep["dump_dir"] = str(dump_dir)
-    rep["spec_check"] = flight_spec.match(rep, spec)
+    rep["verdict"] = "INCONCLUSIVE" if rep["empty"] else ("CONSISTENT" if rep["ok"] else "MISMATCH")
+    try:
+        rep["spec_check"] = flight_spec.match(rep, spec)
+    except (ValueError, LookupError) as e:  # a world the spec cannot be built for (e.g. tp with 1 rank)
+        rep["spec_check"] = {"spec": spec, "world": rep["world"], "projection": [], "matches": [],
+                             "error": f"not checkable against the spec: {str(e).splitlines()[0][:200]}"}
     return rep
 
 
 def render(rep: dict) -> str:
-    lines = [f"lockstep conform --flight-recorder {rep['dump_dir']}: ranks {rep['ranks']}, versions {', '.join(rep['versions'])}"]
+    lines = [f"lockstep conform --flight-recorder {rep['dump_dir']}: ranks {rep['ranks']}, versions {', '.join(rep['versions'])}"
+             + (f", run {rep['run_id']}" if rep.get("run_id") else "")]
     for g, info in rep["groups"].items():
-        lines.append(f"  group {g} {info['members']}: reached seq " + ", ".join(f"rank {r}: {s}" for r, s in info["reached"].items()))
+        lines.append(f"  group {g} {info['members']}: reached seq " + ", ".join(
+            f"rank {r}: {'? (ring buffer wrapped)' if s is None else s}" for r, s in info["reached"].items()))
         fm = info["first_mismatch"]
         if fm:
             lines.append(f"    first mismatch at #{fm['seq']}: {fm['kind']} " +
@@ -210,5 +371,14 @@ def render(rep: dict) -> str:
         from . import flight_spec
 
         lines.extend(flight_spec.render(rep["spec_check"]))
-    lines.append("CONSISTENT" if rep["ok"] else "MISMATCH")
+    if rep.get("pending"):
+        for r, x in rep["pending"].items():
+            lines.append(f"  rank {r} at dump time: {x['op']} #{x['seq']} on {x['group']} still {x['state']}")
+    if rep.get("missing_ranks"):
+        lines.append(f"  note: no dump of rank(s) {rep['missing_ranks']} (--allow-missing): what they did is unknown")
+    if rep.get("empty"):
+        lines.append("INCONCLUSIVE: the dumps hold no entries (on NCCL, dumps taken with _dump_fr_trace are empty; "
+                     "lockstep dumps NCCL worlds with _dump_nccl_trace)")
+    else:
+        lines.append("CONSISTENT" if rep["ok"] else "MISMATCH")
     return "\n".join(lines)

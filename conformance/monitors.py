@@ -10,7 +10,7 @@ variant cannot (the impl's unsafe build may place its bug a few ops from where t
 """
 from __future__ import annotations
 
-from . import schema as S
+from ..tracefmt import schema as S
 
 
 def _last_comm(tr: S.RankTrace):

@@ -20,7 +20,7 @@ import copy
 import random
 from dataclasses import dataclass
 
-from . import schema as S
+from ..tracefmt import schema as S
 
 BEHAVIOURAL = frozenset({
     S.COMM_ENTER, S.COMM_EXIT, S.HEADER_SENT, S.HEADER_RECV, S.PREFLIGHT_OK, S.PREFLIGHT_FAIL, S.VALIDATION_FAIL,

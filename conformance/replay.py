@@ -11,7 +11,9 @@ taken:
   ("e") or timeout ("x") step only when the recorded op failed;
 - ``crash`` only where the rank's trace ends ``killed``; a rank's ``rank_exit`` when its actor is in a
   terminal state that fits how it exited.
-IDs (chunk_index, cache_epoch) an observable carries must equal the spec's (``bind_ids``).
+IDs (chunk_index, cache_epoch) an observable carries must equal the spec's (the family adapter's
+``bind_ids``); the adapter (conformance/adapters/) also names the steps and orders the plan choices,
+so this module names no spec transition.
 
 Order: completions first (they commute with everything), then observable-consuming steps by the
 trace's timestamps, then free steps and deferrals; a depth-first search with a visited set and
@@ -29,7 +31,8 @@ from typing import Any
 
 from ..model.api import Violation
 from ..spec.machine import BUILTIN_TERMINAL, DONE, FAILED, Ctx
-from .mapping import CHOICE_OBSERVED, IDS_AFTER, plan_hint, Mapped, Obs, observed_for
+from .adapters import for_topology
+from .mapping import Mapped, Obs
 
 FREE, UNOBS = -1, -2  # pend markers: no pending op / a pending op the trace does not record
 
@@ -74,37 +77,6 @@ class ReplayResult:
                     violation=self.violation, stuck=self.stuck, budget_exhausted=self.budget_hit)
 
 
-def bind_ids(family: str, role: str, tname: str, v, g) -> dict | None:
-    """The spec's (chunk_index, cache_epoch) an observable of this transition must carry, or None
-    (no check).  Local transitions are checked before they fire, ops after they complete."""
-    if v is None:
-        return None
-    if family == "tp":
-        if tname in ("heartbeat", "shutdown"):
-            return None
-        if tname in ("preflight_ok", "phase_a@cut"):  # the spec bumps cache_epoch at the commitment point, the impl in Phase A
-            return {"chunk_index": v.chunk_index} if tname == "preflight_ok" else None
-        return {"chunk_index": v.chunk_index, "cache_epoch": v.cache_epoch}
-    if role == "stage0":
-        if tname == "hard_cut":
-            return {"cache_epoch": v.cache_epoch}
-        if tname == "drain_result":
-            if not g.d_out:
-                return None
-            res = g.d_out[0]
-            return {"chunk_index": res.chunk_index, "cache_epoch": res.cache_epoch}
-        if tname == "preflight_ok_enqueue" and v.env is not None:
-            return {"chunk_index": v.env.chunk_index, "cache_epoch": v.env.cache_epoch}
-        return None
-    if role == "comms":
-        if v.env is None:
-            return None
-        return {"chunk_index": v.env.chunk_index, "cache_epoch": v.env.cache_epoch}
-    if role == "worker" and tname == "recv_mesh_header":
-        return None
-    return {"chunk_index": v.chunk_index, "cache_epoch": v.cache_epoch}
-
-
 def _sig_concrete(sig) -> tuple | None:
     if (isinstance(sig, tuple) and len(sig) == 2 and isinstance(sig[0], str) and isinstance(sig[1], tuple)
             and all(isinstance(x, int) for x in sig[1])):
@@ -128,15 +100,18 @@ class Replayer:
         model.set_reduction(False)
         self.mapped = mapped
         self.family = mapped.family
+        self.adapter = for_topology(mapped.topology)  # everything that names the family's spec transitions
         self.actors = model.actors
         self.seqs: list[list[Obs]] = [mapped.per_actor.get((a.rank, a.thread), []) for a in self.actors]
         known = {(a.rank, a.thread) for a in self.actors}
         self.orphans = [(k, v) for k, v in mapped.per_actor.items() if k not in known and v]
-        self.observed = [observed_for(mapped.topology, a.role.name, mapped.produced((a.rank, a.thread))) for a in self.actors]
+        self.observed = [self.adapter.observed(mapped.topology, a.role.name, mapped.produced((a.rank, a.thread))) for a in self.actors]
         self.total = sum(len(s) for s in self.seqs)
         self.budget = budget if budget is not None else 200 * self.total + 20000
         self.seconds = seconds
         self.rank_actors = model.actors_of_rank
+        # actors whose steps commute with every other actor's (see _ample_actor)
+        self.solo = [bool(getattr(a.role, "private", False)) and len(model.actors_of_rank[a.rank]) == 1 for a in self.actors]
 
     # ------------------------------------------------------------------ helpers
     def _op_refusal(self, o: Obs, op, tname: str = "") -> str | None:
@@ -161,7 +136,7 @@ class Replayer:
     def _ids_refusal(self, i: int, o: Obs, tname: str, v, g) -> str | None:
         if not o.ids:
             return None
-        want = bind_ids(self.family, self.actors[i].role.name, tname, v, g)
+        want = self.adapter.bind_ids(self.actors[i].role.name, tname, v, g)
         if want is None:
             return None
         bad = {k: (o.ids[k], want[k]) for k in want if k in o.ids and o.ids[k] != want[k]}
@@ -170,13 +145,14 @@ class Replayer:
         return None
 
     @staticmethod
-    def _exit_fits(how: str, ctl: str, role) -> bool:
+    def _exit_fits(how: str, ctl: str, role, saw_error: bool | None = True) -> bool:
         role_terminal = ctl not in BUILTIN_TERMINAL and ctl not in role.by_src
         if how == "clean":
             return ctl == DONE or role_terminal
         if how == "exception" and ctl == DONE:
-            # a worker that leaves on the terminal ERROR action: the spec's DONE, the impl raises to exit
-            return True
+            # a worker that leaves on the terminal ERROR action: the spec's DONE, the impl raises to
+            # exit -- only after the rank met an error (mapping.ERROR_SIGNS)
+            return saw_error is not False
         if how in ("exception", "timeout"):
             return ctl == FAILED or role_terminal
         return False
@@ -210,7 +186,8 @@ class Replayer:
                 if all(cur[i] >= len(seqs[i]) for i in range(A)) and not any(dfr):
                     res = ReplayResult(True, nodes, time.perf_counter() - t0, self.total, self.total, end_state=state)
                     return res
-                refusals: dict = {}
+                # why candidate steps were refused is only reported for the furthest node: not formatted elsewhere
+                refusals: dict | None = {} if score > best_score else None
                 kids, viol, stk = self._children(node, refusals)
                 if viol is not None and (violation is None or score > violation["_score"]):
                     violation = dict(viol, _score=score)
@@ -237,14 +214,49 @@ class Replayer:
         res.violation, res.stuck = violation, stuck
         return res
 
-    def _children(self, node, refusals: dict):
-        """Trace-consistent successor nodes, best first; a violation the trace reaches; a stuck spec."""
+    def _children(self, node, refusals: dict | None):
+        """Trace-consistent successor nodes, best first; a violation the trace reaches; a stuck spec.
+
+        The solo actor whose next observable is earliest is tried alone first (its steps are an ample
+        set, see _ample_actor): the other actors' steps are not even examined when it has a trace-
+        consistent step, so a step costs the same whatever the number of ranks; otherwise every
+        actor's steps are examined."""
+        succ = self.model.raw_successors(node[0])
+        focus = self._focus(node, succ)
+        if focus is not None:
+            kids, viol, stk, own = self._children_of(node, refusals, succ, focus)
+            if own:
+                return kids, viol, stk
+        kids, viol, stk, _ = self._children_of(node, refusals, succ, None)
+        return kids, viol, stk
+
+    def _focus(self, node, succ) -> int | None:
+        state, cur, pend, dfr = node
+        best, best_t = None, None
+        seen_actors = set()
+        for action, _ in succ:
+            if action is None or action[0] != "t":
+                if action is not None and action[0] in ("m", "p", "e", "x"):
+                    return None  # completions go first, whole-node logic
+                continue
+            i = action[1]
+            if i in seen_actors or not self.solo[i]:
+                continue
+            seen_actors.add(i)
+            seq = self.seqs[i]
+            if cur[i] >= len(seq):
+                continue
+            t = seq[cur[i]].t
+            if best_t is None or t < best_t:
+                best, best_t = i, t
+        return best
+
+    def _children_of(self, node, refusals, succ, only):
         state, cur, pend, dfr = node
         seqs = self.seqs
-        model = self.model
-        succ = model.raw_successors(state)
         completions, consuming, free, defer = [], [], [], []
         viol = stk = None
+        viol_actors: set = set()
         actors_state = state[0]
 
         def nxt_obs(i):
@@ -267,15 +279,19 @@ class Replayer:
             kind = action[0]
             if kind == "t":
                 _, i, tidx, ch = action
+                if only is not None and i != only:
+                    continue
                 role = self.actors[i].role
                 t = role.transitions[tidx]
+                if t.fault is not None:
+                    # a fault step spends the world's fault budget (shared): not a private step
+                    viol_actors.add(i)
                 tname = t.name
-                pred = CHOICE_OBSERVED.get((self.family, role.name, tname))
-                if pred is not None and ch is not None and pred(ch):
-                    tname = tname + "@cut"
+                tname = self.adapter.step_name(role.name, tname, ch)
                 if tname not in self.observed[i]:
                     if isinstance(n, Violation):
                         viol = viol or self._viol(n, i, None)
+                        viol_actors.add(i)
                         continue
                     np_ = pend
                     if t.op is not None:
@@ -284,9 +300,9 @@ class Replayer:
                     # taken early it only ends the stream before the trace does)
                     rank_ = 1 if cur[i] < len(seqs[i]) else 3
                     if ch is not None:
-                        hint = plan_hint(self.family, role.name, t.name, seqs[i], cur[i])
+                        hint = self.adapter.plan_hint(role.name, t.name, seqs[i], cur[i], actors_state[i][1], self.mapped)
                         rank_ = 0 if hint is None or hint == ch else 2
-                    free.append((rank_, (n, cur, np_, dfr)))
+                    free.append((rank_, i, (n, cur, np_, dfr)))
                     continue
                 # observed: the cursor observable, or the first deferred one
                 cands = []
@@ -299,24 +315,25 @@ class Replayer:
                     continue
                 for where, idx, o in cands:
                     if tname not in o.names:
-                        refuse(i, f"line {o.line + 1} ({o.label}) is explained by {'/'.join(sorted(o.names))}, "
+                        refusals is not None and refuse(i, f"line {o.line + 1} ({o.label}) is explained by {'/'.join(sorted(o.names))}, "
                                   f"the spec offers {tname}")
                         continue
                     if isinstance(n, Violation):
                         viol = viol or self._viol(n, i, o)
+                        viol_actors.add(i)
                         continue
                     v_before = actors_state[i][1]
                     if t.op is not None:
                         why = self._op_refusal(o, n[0][i][2][1], t.name)
                         if why:
-                            refuse(i, f"line {o.line + 1}: {t.name}: {why}")
+                            refusals is not None and refuse(i, f"line {o.line + 1}: {t.name}: {why}")
                             continue
                         np_ = pend[:i] + (idx,) + pend[i + 1:]
                     else:
                         if o.op is not None:
-                            refuse(i, f"line {o.line + 1}: the trace has an op ({o.label}) where the spec takes local step {t.name}")
+                            refusals is not None and refuse(i, f"line {o.line + 1}: the trace has an op ({o.label}) where the spec takes local step {t.name}")
                             continue
-                        why = self._ids_refusal(i, o, tname, n[0][i][1] if tname in IDS_AFTER else v_before, state[1])
+                        why = self._ids_refusal(i, o, tname, n[0][i][1] if tname in self.adapter.ids_after else v_before, state[1])
                         if why is None and o.effect is not None:
                             nv = n[0][i][1]
                             accepted = nv is not None and v_before is not None and nv.emitted > v_before.emitted
@@ -324,7 +341,7 @@ class Replayer:
                                 why = (f"the trace {o.effect} the result, the spec "
                                        f"{'accepts (emits)' if accepted else 'drops or aborts on'} it")
                         if why:
-                            refuse(i, f"line {o.line + 1}: {t.name}: {why}")
+                            refusals is not None and refuse(i, f"line {o.line + 1}: {t.name}: {why}")
                             continue
                         np_ = pend
                     if where == "cur":
@@ -333,7 +350,7 @@ class Replayer:
                     else:
                         nc = cur
                         nd = dfr[:i] + (dfr[i][1:],) + dfr[i + 1:]
-                    consuming.append((o.t, (n, nc, np_, nd)))
+                    consuming.append((o.t, i, (n, nc, np_, nd)))
             elif kind in ("m", "p"):
                 idxs = action[2]
                 ok = True
@@ -341,7 +358,7 @@ class Replayer:
                     p = pend[i]
                     if p >= 0 and seqs[i][p].outcome != "ok":
                         ok = False
-                        refuse(i, f"line {seqs[i][p].line + 1}: the spec completes {seqs[i][p].label} but the trace shows it "
+                        refusals is not None and refuse(i, f"line {seqs[i][p].line + 1}: the spec completes {seqs[i][p].label} but the trace shows it "
                                   f"{'failed' if seqs[i][p].outcome == 'failed' else 'never completed'}")
                 if not ok:
                     continue
@@ -356,7 +373,7 @@ class Replayer:
                         tname = self.actors[i].role.transitions[actors_state[i][2][0]].name
                         why = self._ids_refusal(i, o, tname, n[0][i][1], n[1])
                         if why:
-                            refuse(i, f"line {o.line + 1}: {tname}: {why}")
+                            refusals is not None and refuse(i, f"line {o.line + 1}: {tname}: {why}")
                             bad = True
                 if bad:
                     continue
@@ -368,7 +385,7 @@ class Replayer:
                 i = action[1]
                 p = pend[i]
                 if p >= 0 and seqs[i][p].outcome != "failed":
-                    refuse(i, f"line {seqs[i][p].line + 1}: the spec lets {seqs[i][p].label} "
+                    refusals is not None and refuse(i, f"line {seqs[i][p].line + 1}: the spec lets {seqs[i][p].label} "
                               f"{'fail (peer gone)' if kind == 'e' else 'time out'}, the trace shows it "
                               f"{'completed' if seqs[i][p].outcome == 'ok' else 'still pending'}")
                     continue
@@ -392,27 +409,63 @@ class Replayer:
                     if i in main:
                         nc[i] += 1
                     np_[i] = FREE
-                consuming.append((nxt_obs(main[0]).t, (n, tuple(nc), tuple(np_), dfr)))
+                consuming.append((nxt_obs(main[0]).t, main[0] if len(idxs) == 1 else -1, (n, tuple(nc), tuple(np_), dfr)))
             # "hang" never matches a recorded trace: the impl records no wedge
         # virtual exit steps and deferrals
         for i, (ctl, v, p) in enumerate(actors_state):
+            if only is not None and i != only:
+                continue
             o = nxt_obs(i)
             if o is None:
                 continue
-            if o.kind == "exit" and p is None and self._exit_fits(o.how, ctl, self.actors[i].role) and not dfr[i]:
+            if o.kind == "exit" and p is None and self._exit_fits(o.how, ctl, self.actors[i].role, o.ok) and not dfr[i]:
                 same_rank = [j for j in self.rank_actors[self.actors[i].rank] if j != i]
                 if all(actors_state[j][0] in BUILTIN_TERMINAL or actors_state[j][0] not in self.actors[j].role.by_src
                        for j in same_rank):
-                    consuming.append((o.t, (state, cur[:i] + (cur[i] + 1,) + cur[i + 1:], pend, dfr)))
+                    consuming.append((o.t, i, (state, cur[:i] + (cur[i] + 1,) + cur[i + 1:], pend, dfr)))
             elif o.kind == "exit" and p is None:
-                refuse(i, f"line {o.line + 1}: the rank exits {o.how}, the spec actor is in {ctl}")
+                refusals is not None and refuse(i, f"line {o.line + 1}: the rank exits {o.how}, the spec actor is in {ctl}")
             if o.kind == "step" and o.defer_until is not None and can_advance(i, o):
-                defer.append((state, cur[:i] + (cur[i] + 1,) + cur[i + 1:], pend, dfr[:i] + (dfr[i] + (cur[i],),) + dfr[i + 1:]))
+                defer.append((i, (state, cur[:i] + (cur[i] + 1,) + cur[i + 1:], pend, dfr[:i] + (dfr[i] + (cur[i],),) + dfr[i + 1:])))
         if completions:
-            return [completions[0]], viol, stk
+            return [completions[0]], viol, stk, True
         consuming.sort(key=lambda x: x[0])
         free.sort(key=lambda x: x[0])
-        return [c for _, c in consuming] + [f for _, f in free] + defer, viol, stk
+        if only is not None:
+            # the focus actor alone: accepted when it has a trace-consistent step and none of its steps
+            # reaches a violation (else every actor is examined)
+            ok = only not in viol_actors and bool(consuming or free or defer)
+            return ([c for _, _, c in consuming] + [f for _, _, f in free] + [d for _, d in defer]), viol, stk, ok
+        amp = self._ample_actor(consuming, free, defer, viol_actors, cur)
+        if amp is not None:
+            return ([c for _, a, c in consuming if a == amp] + [f for _, a, f in free if a == amp]
+                    + [d for a, d in defer if a == amp]), viol, stk, True
+        return [c for _, _, c in consuming] + [f for _, _, f in free] + [d for _, d in defer], viol, stk, True
+
+    def _ample_actor(self, consuming, free, defer, viol_actors, cur) -> int | None:
+        """Partial-order reduction: an actor whose trace-consistent steps may be explored alone.
+
+        A solo actor (a private role, the only thread of its rank) changes only its own control state,
+        variables, pending op and trace cursor: its steps commute with every other actor's, nothing
+        another actor does can disable them, and a completion its post enables stays enabled.  So when
+        such an actor has steps here, the interleavings with the others' steps are all equivalent and
+        only its steps need trying (an ample set; the search's visited set closes cycles).  An actor
+        with a step that reaches a spec violation, or a fault step (it spends the world's shared fault
+        budget), is not reduced (``viol_actors``).  Actors
+        with trace left to explain come first, earliest timestamp first: the search follows the run."""
+        best = None
+        for t, a, _ in consuming:
+            if a >= 0 and self.solo[a] and a not in viol_actors:
+                return a
+        for _, a, _ in free:
+            if self.solo[a] and a not in viol_actors and cur[a] < len(self.seqs[a]):
+                best = a
+                break
+        if best is None:
+            for a, _ in defer:
+                if self.solo[a] and a not in viol_actors:
+                    return a
+        return best
 
     def _viol(self, v: Violation, i: int, o: Obs | None) -> dict:
         a = self.actors[i]

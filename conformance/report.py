@@ -14,16 +14,35 @@ def render(rep) -> str:
     if rep.truncated:
         lines.append(f"  note: the last line of rank(s) {', '.join(map(str, rep.truncated))} was cut off (a crashed rank); "
                      f"its trace ends at the line before")
-    if rep.conforms:
+    verdict = rep.verdict
+    if rep.was_interrupted:
+        who = f"rank(s) {', '.join(map(str, rep.interrupted))} exited interrupted" if rep.interrupted else "the launcher says so"
+        lines.append(f"  note: the run was interrupted ({who}): its trace is a prefix of a run; the prefix is what is checked")
+    if verdict == "CONFORMS":
         lines.append(f"CONFORMS  ({r.observables} observables, {r.nodes} search nodes, {r.seconds:.2f}s)")
+    elif verdict == "INCONCLUSIVE" and rep.was_interrupted:
+        lines.append("INCONCLUSIVE: the run was interrupted; the replay of what it recorded "
+                     + (f"conforms ({r.observables} observables" if rep.conforms else
+                        f"explains {r.explained}/{r.observables} observables up to the interrupt (listed below; ranks stop "
+                        f"at different points, so a gap at the end is expected") + f", {r.nodes} search nodes, {r.seconds:.2f}s)")
+    elif verdict == "INCONCLUSIVE":
+        lines.append(f"INCONCLUSIVE: the search budget ended the replay after {r.nodes} search nodes ({r.seconds:.2f}s); "
+                     f"it got as far as {r.explained}/{r.observables} observables explained (raise --budget/--time-limit)")
+    elif verdict == "CONFORMS_TO_VARIANT":
+        lines.append(f"CONFORMS TO VARIANT {rep.unsafe['variant']}: the hardened spec rejects this --unsafe run "
+                     f"({r.explained}/{r.observables} observables explained) and it behaves as the variant predicts")
     else:
         lines.append(f"DOES NOT CONFORM  ({r.explained}/{r.observables} observables explained, {r.nodes} search nodes, "
-                     f"{r.seconds:.2f}s{', search budget exhausted' if r.budget_hit else ''})")
+                     f"{r.seconds:.2f}s)")
     for f in rep.fabric[:10]:
         lines.append(f"  c10d: rank {f['rank']} line {f['line']} field {f['field']}: {f['message']}")
     if len(rep.fabric) > 10:
         lines.append(f"  c10d: ... {len(rep.fabric) - 10} more")
     if not r.conforms:
+        if verdict == "INCONCLUSIVE":
+            lines.append("  furthest point reached (not a verdict):")
+        elif verdict == "CONFORMS_TO_VARIANT":
+            lines.append("  where the hardened spec rejects the run (the guard the --unsafe switch removes):")
         for u in r.unexplained:
             lines.append(f"  rank {u.rank} ({u.actor}) line {u.line}: {u.event}")
             lines.append(f"      explained by: {', '.join(u.expected)}")

@@ -1,5 +1,7 @@
 """The one comm layer: every op names its group, membership is checked before calling, every op is
-recorded (enter/exit) in the rank's trace with a per-group sequence number.
+recorded (enter/exit) in the rank's trace with a per-group sequence number.  ``comm_exit`` is written
+when the op has completed on every backend: on NCCL (a CUDA device) the stream is synchronized first,
+so a rank whose partner never arrives is recorded inside the op, as on gloo.
 
 Sequence numbers: collectives count per group from 1 (Flight Recorder's ``collective_seq_id``
 convention); point-to-point ops count per (group, peer, direction) from 1 and carry ``p2p: true``.
@@ -15,10 +17,16 @@ import torch
 import torch.distributed as dist
 import torch.distributed._functional_collectives as fc
 
-from lockstep.conformance import schema as S
+from lockstep.tracefmt import schema as S
 
 from .errors import CommError, ForbiddenOpError, Ids, WrongGroupError, is_timeout_message
 from .world import World
+
+
+def _ids_list(ids: Ids) -> list[int]:
+    """``comm_enter.ids``: the ids of the message the op carries (the caller's ``msg_ids``; else the
+    rank's current ids, e.g. a receiver's before it parses the header)."""
+    return [ids.call_id, ids.chunk_index, ids.cache_epoch]
 
 
 def _dtype_name(t: torch.Tensor) -> str:
@@ -49,6 +57,10 @@ class Comm:
         self.p2p_seq: dict[tuple, int] = defaultdict(int)
         self._phase_b_group: str | None = None
         self.in_phase_b = False
+        # NCCL returns from an op once it is enqueued on the GPU stream; the trace's comm_exit means
+        # "completed" on every backend, so on a CUDA device the op's stream is synchronized first
+        dev = getattr(world, "device", None)
+        self._sync_device = dev if (dev is not None and getattr(dev, "type", "cpu") == "cuda") else None
 
     # ---- guards --------------------------------------------------------------------------------
     def _member(self, group: str, op: str):
@@ -80,7 +92,7 @@ class Comm:
 
     # ---- recording -----------------------------------------------------------------------------
     def _enter(self, op: str, group: str, purpose: str, t: torch.Tensor | None, p2p_peer: int | None = None,
-               direction: str = "", **extra) -> dict:
+               direction: str = "", msg_ids: Ids | None = None, **extra) -> dict:
         if p2p_peer is None:
             self.seq[group] += 1
             seq = self.seq[group]
@@ -89,7 +101,7 @@ class Comm:
             self.p2p_seq[key] += 1
             seq = self.p2p_seq[key]
         rec = {"op": op, "group": group, "seq": seq, "purpose": purpose,
-               "ids": [self.ids.call_id, self.ids.chunk_index, self.ids.cache_epoch], **extra}
+               "ids": _ids_list(msg_ids or self.ids), **extra}
         if p2p_peer is not None:
             rec["p2p"] = True
         if t is not None:
@@ -101,6 +113,8 @@ class Comm:
     def _finish(self, rec: dict, fn):
         try:
             out = fn()
+            if self._sync_device is not None:
+                torch.cuda.current_stream(self._sync_device).synchronize()  # completed, not just enqueued
         except Exception as e:  # noqa: BLE001 - re-raised with context
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             self.trace.emit(S.COMM_EXIT, op=rec["op"], group=rec["group"], seq=rec["seq"], ok=False,
@@ -120,16 +134,16 @@ class Comm:
         self._finish(rec, lambda: dist.broadcast(t, group=info.pg, group_src=src))
         return t
 
-    def send(self, t: torch.Tensor, dst: int, group: str, tag: int, purpose: str) -> None:
+    def send(self, t: torch.Tensor, dst: int, group: str, tag: int, purpose: str, msg_ids: Ids | None = None) -> None:
         self._outside_phase_b("send", group)
         info = self._member(group, "send")
-        rec = self._enter("send", group, purpose, t, p2p_peer=dst, direction="send", dst=dst, tag=tag)
+        rec = self._enter("send", group, purpose, t, p2p_peer=dst, direction="send", msg_ids=msg_ids, dst=dst, tag=tag)
         self._finish(rec, lambda: dist.send(t, group=info.pg, group_dst=dst, tag=tag))
 
-    def isend(self, t: torch.Tensor, dst: int, group: str, tag: int, purpose: str) -> PendingSend:
+    def isend(self, t: torch.Tensor, dst: int, group: str, tag: int, purpose: str, msg_ids: Ids | None = None) -> PendingSend:
         self._outside_phase_b("isend", group)
         info = self._member(group, "isend")
-        rec = self._enter("isend", group, purpose, t, p2p_peer=dst, direction="send", dst=dst, tag=tag)
+        rec = self._enter("isend", group, purpose, t, p2p_peer=dst, direction="send", msg_ids=msg_ids, dst=dst, tag=tag)
         box = []
         self._finish_post(rec, lambda: box.append(dist.isend(t, group=info.pg, group_dst=dst, tag=tag)))
         return PendingSend(self, box[0], rec, t)

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from lockstep.conformance.schema import canonical_json
+from lockstep.tracefmt.schema import canonical_json
 
 TOPOLOGIES = ("tp", "pp0", "pp1")
 BACKENDS = ("gloo", "nccl")

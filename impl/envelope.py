@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from lockstep.conformance.schema import canonical_json
+from lockstep.tracefmt.schema import canonical_json
 from lockstep.spec import contract as C
 
 from .errors import Ids, PreflightError, ValidationFailure

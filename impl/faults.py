@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lockstep.conformance import schema as S
+from lockstep.tracefmt import schema as S
 
 from .config import RunConfig
 from .envelope import Message

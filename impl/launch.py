@@ -4,6 +4,7 @@ run directory (manifest.json + rank{N}.jsonl) and summarizes how the run ended."
 from __future__ import annotations
 
 import json
+import re
 import os
 import platform
 import shutil
@@ -14,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lockstep.conformance import schema as S
 from lockstep.model import procs
+from lockstep.tracefmt import schema as S
 
 from .config import RunConfig, check_config
 from .faults import check_fault_config, scenario_config
@@ -62,11 +63,42 @@ def manifest(cfg: RunConfig, launcher: str) -> dict:
         "schema": S.SCHEMA_VERSION, "world_size": cfg.world, "topology": cfg.topology, "backend": cfg.backend,
         "groups": group_table(cfg), "roles": {str(r): role_of(cfg, r) for r in range(cfg.world)},
         "mesh_ranks": cfg.mesh_ranks, "config": cfg.to_dict(), "config_digest": cfg.digest(),
-        "fault": cfg.fault, "unsafe": cfg.unsafe, "launcher": launcher,
+        "fault": cfg.fault, "unsafe": cfg.unsafe, "launcher": launcher, "run_id": new_run_id(),
         "versions": {"lockstep": "0.1.0", "torch": torch.__version__, "python": platform.python_version(),
                      "envelope": C.ENVELOPE_VERSION, "trace_schema": S.SCHEMA_VERSION},
         "created": time.time(),
     }
+
+
+def new_run_id() -> str:
+    """A fresh id per run: every rank file's first line and every Flight Recorder dump carries it, so
+    files of two runs are never mixed by conform."""
+    import uuid
+    return uuid.uuid4().hex[:16]
+
+
+FR_PREFIX = "lockstep_fr_rank_"  # + rank: the <prefix><rank> names PyTorch's fr_trace analyzer infers
+
+
+def fr_dump_name(rank: int) -> str:
+    return f"{FR_PREFIX}{rank}"
+
+
+def prepare_fr_dir(path: str | os.PathLike, force: bool) -> Path:
+    """The Flight Recorder dump directory: refused when it holds anything unless ``force``; with
+    ``force`` only earlier lockstep dumps are removed (an older run's dumps must never mix in)."""
+    d = Path(path)
+    if d.exists() and not d.is_dir():
+        raise RunDirError(f"flight recorder dir {d} exists and is not a directory")
+    if d.exists() and any(d.iterdir()):
+        if not force:
+            raise RunDirError(f"flight recorder dir {d} exists and is not empty; pass --force to replace "
+                              f"lockstep's dumps in it (an older run's dumps would mix with this run's)")
+        for p in d.iterdir():
+            if p.is_file() and (p.name.startswith(FR_PREFIX) or re.fullmatch(r"rank\d+\.(pkl|json)", p.name)):
+                p.unlink()
+    d.mkdir(parents=True, exist_ok=True)
+    return d
 
 
 def write_manifest(run_dir: Path, cfg: RunConfig, launcher: str) -> None:
@@ -265,6 +297,8 @@ def launch_local(cfg: RunConfig, run_dir: str | os.PathLike, *, force: bool = Fa
     if cfg.backend == "nccl":
         raise ValueError("the fork launcher is CPU/gloo only; run NCCL worlds under torchrun (one GPU per rank)")
     d = prepare_run_dir(run_dir, force)
+    if fr_dir is not None:
+        prepare_fr_dir(fr_dir, force)
     (d / "logs").mkdir(exist_ok=True)
     write_manifest(d, cfg, "fork")
     preimport()
@@ -390,6 +424,8 @@ def run_under_torchrun(cfg: RunConfig, run_dir: str | os.PathLike, *, force: boo
     token = f"{os.environ.get('TORCHELASTIC_RUN_ID', '')}:{os.environ.get('MASTER_ADDR', '')}:{os.environ.get('MASTER_PORT', '')}"
     if rank == 0:
         prepare_run_dir(d, force)
+        if fr_dir is not None:
+            prepare_fr_dir(fr_dir, force)
         (d / "logs").mkdir(exist_ok=True)
         write_manifest(d, cfg, "torchrun")
         marker.write_text(token)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lockstep.conformance import schema as S
+from lockstep.tracefmt import schema as S
 
 from . import faults, tripwires
 from .comm import Comm

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from lockstep.conformance import schema as S
+from lockstep.tracefmt import schema as S
 from lockstep.spec import contract as C
 
 from .comm import Comm

@@ -15,7 +15,7 @@ from collections import deque
 
 import torch
 
-from lockstep.conformance import schema as S
+from lockstep.tracefmt import schema as S
 from lockstep.spec import contract as C
 
 from . import faults

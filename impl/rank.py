@@ -2,6 +2,7 @@
 that says how the rank ended (clean, exception + message, timeout).  Returns the exit code."""
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import signal
@@ -11,7 +12,7 @@ import traceback
 
 import torch
 
-from lockstep.conformance import schema as S
+from lockstep.tracefmt import schema as S
 
 from . import faults, tripwires
 from .comm import Comm
@@ -125,14 +126,44 @@ def _classify(e: BaseException) -> str:
     return "exception"
 
 
-def dump_flight_recorder(fr_dir: str, ctx: Ctx | None, rank: int) -> None:
-    """Flight Recorder dump (pickle, our own process's bytes) with pg_config rebuilt from
-    dist.get_process_group_ranks (gloo leaves it empty or partial)."""
+def _run_id(run_dir: str | None) -> str | None:
+    """The run id the launcher wrote into the manifest (None without a run directory)."""
+    if not run_dir:
+        return None
+    try:
+        with open(os.path.join(run_dir, S.MANIFEST_NAME), encoding="utf-8") as f:
+            rid = json.load(f).get("run_id")
+        return rid if isinstance(rid, str) else None
+    except (OSError, ValueError):
+        return None
+
+
+def dump_flight_recorder(fr_dir: str, ctx: Ctx | None, rank: int, *, run_id: str | None = None,
+                         backend: str = "gloo", world: int | None = None) -> None:
+    """Flight Recorder dump (pickle, our own process's bytes) named ``lockstep_fr_rank_<N>`` (the
+    <prefix><rank> form PyTorch's fr_trace analyzer reads), carrying the run id, rank and world size,
+    with pg_config rebuilt from dist.get_process_group_ranks (gloo leaves it empty or partial).  On
+    NCCL the entries are only returned by ``_dump_nccl_trace`` (``_dump_fr_trace`` comes back empty)."""
     try:
         import torch.distributed as dist
-        raw = torch._C._distributed_c10d._dump_fr_trace()
-        from ..conformance.flight import loads_plain
+        from ..tracefmt.plain import loads_plain
+        from .launch import fr_dump_name
 
+        c10d = torch._C._distributed_c10d
+        raw = None
+        if backend == "nccl" and hasattr(c10d, "_dump_nccl_trace"):
+            # include collectives and stack traces, not only active entries.  NCCL's watchdog marks an
+            # entry completed when it next polls: give it a moment, so a clean run's ops read completed
+            t_end = time.monotonic() + 3.0
+            while True:
+                raw = c10d._dump_nccl_trace(True, True, False)
+                states = {e.get("state") for e in loads_plain(raw).get("entries", [])}
+                if states <= {"completed"} or time.monotonic() > t_end:
+                    break
+                time.sleep(0.1)
+        if raw is None or not loads_plain(raw).get("entries"):
+            raw_fr = c10d._dump_fr_trace()
+            raw = raw_fr if raw is None or loads_plain(raw_fr).get("entries") else raw
         obj = loads_plain(raw)  # plain data only, as every Flight Recorder dump is read
         if ctx is not None:
             cfgs = dict(obj.get("pg_config") or {})
@@ -142,8 +173,10 @@ def dump_flight_recorder(fr_dir: str, ctx: Ctx | None, rank: int) -> None:
                 pg_name = dist.distributed_c10d._get_process_group_name(info.pg)
                 cfgs[pg_name] = {"name": pg_name, "desc": name, "ranks": str(list(dist.get_process_group_ranks(info.pg)))}
             obj["pg_config"] = cfgs
+        obj["rank"] = rank
+        obj["lockstep"] = {"run_id": run_id, "rank": rank, "world_size": world, "backend": backend}
         os.makedirs(fr_dir, exist_ok=True)
-        with open(os.path.join(fr_dir, f"rank{rank}.pkl"), "wb") as f:
+        with open(os.path.join(fr_dir, fr_dump_name(rank)), "wb") as f:
             pickle.dump(obj, f)
     except Exception as e:  # noqa: BLE001 - diagnostics must not change the outcome
         print(f"[lockstep rank {rank}] flight recorder dump failed: {e}", flush=True)
@@ -157,8 +190,10 @@ def run_rank(cfg: RunConfig, rank: int, init_method: str, run_dir: str | None, *
     path = trace_path or (os.path.join(run_dir, S.rank_file_name(rank)) if run_dir else None)
     trace = S.TraceWriter(path, rank)
     role = role_of(cfg, rank)
+    run_id = _run_id(run_dir)
     trace.emit(S.RANK_START, role=role, pid=os.getpid(), world=cfg.world, topology=cfg.topology,
-               fault=cfg.fault, unsafe=cfg.unsafe, config_digest=cfg.digest())
+               fault=cfg.fault, unsafe=cfg.unsafe, config_digest=cfg.digest(), run_id=run_id,
+               backend=cfg.backend)
     ctx: Ctx | None = None
     code = EXIT_CLEAN
     dispatched = False
@@ -203,7 +238,7 @@ def run_rank(cfg: RunConfig, rank: int, init_method: str, run_dir: str | None, *
         code = {"timeout": EXIT_TIMEOUT, "interrupted": EXIT_INTERRUPTED}.get(how, EXIT_EXCEPTION)
     finally:
         if fr_dir:
-            dump_flight_recorder(fr_dir, ctx, rank)
+            dump_flight_recorder(fr_dir, ctx, rank, run_id=run_id, backend=cfg.backend, world=cfg.world)
         trace.close()
     return code
 

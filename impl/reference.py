@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lockstep.conformance import schema as S
+from lockstep.tracefmt import schema as S
 
 from .config import RunConfig
 from .generator import Generator

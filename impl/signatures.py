@@ -3,7 +3,7 @@
 must end clean on every rank with every chunk emitted or dropped with a reason."""
 from __future__ import annotations
 
-from lockstep.conformance import schema as S
+from lockstep.tracefmt import schema as S
 
 
 def _has(msg: str, *needles: str) -> bool:

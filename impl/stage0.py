@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from lockstep.conformance import schema as S
+from lockstep.tracefmt import schema as S
 from lockstep.spec import contract as C
 
 from .config import RunConfig

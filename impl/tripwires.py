@@ -9,8 +9,8 @@ from dataclasses import asdict
 
 import torch
 
-from lockstep.conformance import schema as S
-from lockstep.conformance.schema import canonical_json
+from lockstep.tracefmt import schema as S
+from lockstep.tracefmt.schema import canonical_json
 from lockstep.spec import contract as C
 
 from .comm import Comm

@@ -6,7 +6,7 @@ import os
 import threading
 import time
 
-from lockstep.conformance import schema as S
+from lockstep.tracefmt import schema as S
 
 EXIT_WATCHDOG = 3
 

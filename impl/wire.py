@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from lockstep.conformance import schema as S
+from lockstep.tracefmt import schema as S
 from lockstep.spec import contract as C
 
 from .comm import Comm, PendingSend
@@ -96,9 +96,9 @@ def p2p_post(comm: Comm, group: str, dst: int, prep: Prepared, *, result: bool, 
     pend = []
     for k, (t, tag, purpose) in enumerate(parts):
         if blocking:
-            comm.send(t, dst, group, tag, purpose)
-        else:
-            pend.append(comm.isend(t, dst, group, tag, purpose))
+            comm.send(t, dst, group, tag, purpose, msg_ids=ids)
+        else:  # the rank0 comms thread: the main thread may already plan the next chunk (comm.ids)
+            pend.append(comm.isend(t, dst, group, tag, purpose, msg_ids=ids))
         if k == 0 and not result:
             header_event(comm.trace, S.HEADER_SENT, prep.action, ids, group, dst=dst)
     return pend
@@ -107,10 +107,10 @@ def p2p_post(comm: Comm, group: str, dst: int, prep: Prepared, *, result: bool, 
 def p2p_send_bare_header(comm: Comm, group: str, dst: int, header: torch.Tensor, action: C.Action, ids: Ids,
                          blocking: bool = True) -> list[PendingSend]:
     if blocking:
-        comm.send(header, dst, group, TAG_HEADER, "header")
+        comm.send(header, dst, group, TAG_HEADER, "header", msg_ids=ids)
         out = []
     else:
-        out = [comm.isend(header, dst, group, TAG_HEADER, "header")]
+        out = [comm.isend(header, dst, group, TAG_HEADER, "header", msg_ids=ids)]
     header_event(comm.trace, S.HEADER_SENT, action, ids, group, dst=dst)
     return out
 

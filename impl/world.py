@@ -88,7 +88,7 @@ def init_world(cfg: RunConfig, rank: int, init_method: str, local_rank: int = 0)
             pg = dist.group.WORLD
         else:
             # Collective over the default group: every rank calls it, members or not (rulebook 1.3.1).
-            pg = dist.new_group(ranks, timeout=timeout)
+            pg = dist.new_group(ranks, timeout=timeout, group_desc=name)  # Flight Recorder dumps carry the name
             if pg is dist.GroupMember.NON_GROUP_MEMBER:
                 pg = None
         w.groups[name] = GroupInfo(name, pg, ranks, ranks.index(rank) if rank in ranks else None)

@@ -25,6 +25,7 @@ def _cli(*args):
     return CliRunner().invoke(conform, [str(a) for a in args])
 
 
+@pytest.mark.multirank
 def test_malformed_middle_line_names_file_line(clean_tp, tmp_path):
     d = _copy(clean_tp, tmp_path)
     p = d / "rank1.jsonl"
@@ -38,6 +39,7 @@ def test_malformed_middle_line_names_file_line(clean_tp, tmp_path):
     assert r.exit_code == 2 and "rank1.jsonl:5" in r.output
 
 
+@pytest.mark.multirank
 def test_missing_field_named(clean_tp, tmp_path):
     d = _copy(clean_tp, tmp_path)
     p = d / "rank0.jsonl"
@@ -53,6 +55,7 @@ def test_missing_field_named(clean_tp, tmp_path):
     assert out["verdict"] == "BAD_INPUT" and out["line"] == 3 and out["field"] == "group" and out["path"].endswith("rank0.jsonl")
 
 
+@pytest.mark.multirank
 def test_unknown_version_rejected(clean_tp, tmp_path):
     d = _copy(clean_tp, tmp_path)
     m = json.loads((d / "manifest.json").read_text())
@@ -62,6 +65,7 @@ def test_unknown_version_rejected(clean_tp, tmp_path):
     assert r.exit_code == 2 and "manifest.json" in r.output and "'schema'" in r.output and "version 2" in r.output
 
 
+@pytest.mark.multirank
 def test_missing_rank_rejected(clean_tp, tmp_path):
     d = _copy(clean_tp, tmp_path)
     (d / "rank1.jsonl").unlink()
@@ -69,6 +73,7 @@ def test_missing_rank_rejected(clean_tp, tmp_path):
     assert r.exit_code == 2 and "rank1.jsonl" in r.output and "missing" in r.output
 
 
+@pytest.mark.multirank
 def test_rank_file_from_another_run(clean_tp, tmp_path):
     d = _copy(clean_tp, tmp_path)
     m = json.loads((d / "manifest.json").read_text())
@@ -78,6 +83,7 @@ def test_rank_file_from_another_run(clean_tp, tmp_path):
     assert r.exit_code == 2 and "config_digest" in r.output
 
 
+@pytest.mark.multirank
 def test_truncated_last_line_ends_the_rank(real_run, tmp_path):
     # a rank killed mid-write: cut the last line of a real killed run and check the trace still loads
     src = real_run("tp", 2, chunks=3, fault="om-13", fault_at=1, idle_s=0.5)

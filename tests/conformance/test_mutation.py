@@ -1,5 +1,9 @@
 """Mutation adequacy: conform rejects mutated conforming traces (>= 500 mutants, kill rate reported)."""
+import pytest
+
 from lockstep.conformance import loader, mutate
+
+pytestmark = [pytest.mark.multirank, pytest.mark.slow]  # real gloo worlds; ~40 s
 
 
 def test_kill_rate(real_run, capsys):

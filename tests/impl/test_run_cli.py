@@ -65,7 +65,7 @@ def test_flight_recorder_dump(tmp_path):
                 "--trace-dir", str(tmp_path / "t"))
     assert r.exit_code == 0, r.output
     for rank in range(3):
-        dump = load_dump(fr / f"rank{rank}.pkl")
+        dump = load_dump(fr / f"lockstep_fr_rank_{rank}")  # the <prefix><rank> name torch's fr_trace reads
         descs = {v["desc"]: v["ranks"] for v in dump["pg_config"].values()}
         assert descs.get("world") == "[0, 1, 2]"
         if rank > 0:

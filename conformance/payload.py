@@ -1,0 +1,175 @@
+"""Run-level checks the spec's symbolic signatures cannot make: concrete payload signatures against the
+contract's field table, and rank 0's chunk accounting against the manifest.
+
+- payload: every ``tensor:<field>[k]`` op carries a tensor field of the envelope or result table (never
+  ``video``), with a wire dtype; ``denoising_step_list`` is int64 of length ``steps``; ``latents``,
+  ``latents_out``, ``context_frames`` and ``conditioning_embeds`` have the shapes the run's model
+  config gives them, and every float payload of the run has one dtype.  A tensor whose dtype or shape
+  was changed on every rank alike passes c10d matching and the symbolic replay; it fails here.
+  Runs with an injected fault or an ``--unsafe`` switch are skipped (their faults may put a bad payload
+  on the wire on purpose; the spec models that).
+- chunks: when rank 0 ended cleanly, every chunk the manifest plans (``config.chunks``) is emitted or
+  dropped exactly once on rank 0, and no other chunk is.  A run whose last chunk was cut from every
+  rank, or whose manifest promises more chunks than it ran, fails here.
+Each problem is a dict like fabric_check's mismatches (kind, rank, line, field, message).
+"""
+from __future__ import annotations
+
+import re
+
+from ..tracefmt import schema as S
+from .fabric_check import _mm
+
+ENVELOPE_TENSORS = frozenset({"latents", "conditioning_embeds", "denoising_step_list", "context_frames"})
+RESULT_TENSORS = frozenset({"latents_out"})
+FORBIDDEN_TENSORS = frozenset({"video"})
+WIRE_DTYPES = frozenset({"float32", "float16", "bfloat16", "int64"})
+_TENSOR = re.compile(r"tensor:([A-Za-z_]\w*)(\[\d+\])?$")
+
+
+def expected_shapes(cfg: dict) -> dict[str, tuple]:
+    """field -> (dtype or None for 'the run's float dtype', shape or None) from the run's config."""
+    m = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
+    out: dict[str, tuple] = {}
+    steps = cfg.get("steps")
+    out["denoising_step_list"] = ("int64", (steps,) if isinstance(steps, int) else None)
+    try:
+        lat = (1, int(m["frames_per_chunk"]), int(m["tokens_per_frame"]), int(m["latent_channels"]))
+        ctx = (1, int(m["context_frames"]), int(m["tokens_per_frame"]), int(m["latent_channels"]))
+        cond = (1, int(m["text_len"]), int(m["text_dim"]))
+    except (KeyError, TypeError, ValueError):
+        lat = ctx = cond = None
+    out["latents"] = (None, lat)
+    out["latents_out"] = (None, lat)
+    out["context_frames"] = (None, ctx)
+    out["conditioning_embeds"] = (None, cond)
+    return out
+
+
+def check_payloads(run: S.RunTrace) -> list[dict]:
+    m = run.manifest
+    cfg = m.get("config") if isinstance(m.get("config"), dict) else {}
+    if m.get("fault") or m.get("unsafe") or cfg.get("fault") or cfg.get("unsafe"):
+        return []
+    want = expected_shapes(cfg)
+    out: list[dict] = []
+    float_dtype: tuple | None = None  # (dtype, rank, line) of the first float payload
+    for r, tr in sorted(run.ranks.items()):
+        for e in tr.events:
+            if e["ev"] != S.COMM_ENTER or not str(e.get("purpose", "")).startswith("tensor:"):
+                continue
+            mt = _TENSOR.match(e["purpose"])
+            name = mt.group(1) if mt else e["purpose"]
+            if name in FORBIDDEN_TENSORS:
+                out.append(_mm("payload", r, e["i"], "purpose", f"{name} is never sent (the contract forbids it)"))
+                continue
+            if name not in ENVELOPE_TENSORS | RESULT_TENSORS:
+                out.append(_mm("payload", r, e["i"], "purpose", f"{name!r} is not a tensor field of the envelope or result"))
+                continue
+            dt, shape = e.get("dtype"), e.get("shape")
+            if dt is None:
+                continue
+            if dt not in WIRE_DTYPES:
+                out.append(_mm("payload", r, e["i"], "dtype", f"{name}: {dt} is not a wire dtype ({', '.join(sorted(WIRE_DTYPES))})"))
+                continue
+            wdt, wshape = want.get(name, (None, None))
+            if wdt is not None and dt != wdt:
+                out.append(_mm("payload", r, e["i"], "dtype", f"{name}: {dt}, the contract says {wdt}"))
+            elif wdt is None:
+                if float_dtype is None:
+                    float_dtype = (dt, r, e["i"])
+                elif dt != float_dtype[0]:
+                    out.append(_mm("payload", r, e["i"], "dtype", f"{name}: {dt}, but the run's payloads are {float_dtype[0]} "
+                                                               f"(rank {float_dtype[1]} line {float_dtype[2] + 1})"))
+            if wshape is not None and shape is not None and tuple(shape) != tuple(wshape):
+                out.append(_mm("payload", r, e["i"], "shape", f"{name}: shape {list(shape)}, the run's config gives {list(wshape)}"))
+            if len(out) >= 20:
+                return out
+    return out
+
+
+def check_chunks(run: S.RunTrace) -> list[dict]:
+    tr = run.ranks.get(0)
+    cfg = run.manifest.get("config") if isinstance(run.manifest.get("config"), dict) else {}
+    chunks = cfg.get("chunks")
+    if tr is None or not isinstance(chunks, int) or tr.truncated:
+        return []
+    ex = tr.exit
+    if ex is None or ex.get("how") != "clean":
+        return []  # an ended-early rank 0 accounts only for what it got to
+    seen: dict[int, dict] = {}
+    out: list[dict] = []
+    for e in tr.events:
+        if e["ev"] in (S.CHUNK_EMITTED, S.CHUNK_DROPPED):
+            k = e["chunk_index"]
+            if k in seen:
+                out.append(_mm("chunks", 0, e["i"], "chunk_index", f"chunk {k} accounted for twice (first at line {seen[k]['i'] + 1})"))
+            elif not 0 <= k < chunks:
+                out.append(_mm("chunks", 0, e["i"], "chunk_index", f"chunk {k} is outside the manifest's {chunks} chunks"))
+            seen[k] = e
+    lost = []
+    for k in range(chunks):  # bounded: stops after 50 lost chunks
+        if k not in seen:
+            lost.append(k)
+            if len(lost) >= 50:
+                break
+    if lost:
+        out.append(_mm("chunks", 0, ex["i"], "chunks", f"rank 0 ended cleanly without emitting or dropping chunk(s) "
+                                                      f"{_ranges(lost)}{' ...' if len(lost) >= 50 else ''} of the manifest's {chunks}"))
+    return out
+
+
+def _ranges(xs: list[int]) -> str:
+    parts, start = [], None
+    for i, x in enumerate(xs):
+        if start is None:
+            start = x
+        if i + 1 == len(xs) or xs[i + 1] != x + 1:
+            parts.append(str(start) if start == x else f"{start}-{x}")
+            start = None
+    return ", ".join(parts)
+
+
+
+
+
+def check_ids(run: S.RunTrace) -> list[dict]:
+    """``comm_enter.ids`` = [call_id, chunk_index, cache_epoch] of the message the op carries: on the
+    header op of an INFER message (sent or received: checked against the header event after it) and on
+    every payload op of that message (meta size, meta, tensors) up to the next header."""
+    out: list[dict] = []
+    for r, tr in sorted(run.ranks.items()):
+        evs = tr.events
+        msg_ids: list | None = None   # the current INFER message's ids, per (group, direction)
+        last_header_enter: dict | None = None
+        for e in evs:
+            k = e["ev"]
+            if k == S.COMM_ENTER:
+                p = str(e.get("purpose", ""))
+                if p in ("header", "result_header"):
+                    last_header_enter = e if p == "header" else None
+                    msg_ids = None
+                    continue
+                if msg_ids is not None and (p in ("meta_size", "meta") or p.startswith("tensor:")) and "ids" in e:
+                    if list(e["ids"]) != msg_ids:
+                        out.append(_mm("ids", r, e["i"], "ids", f"{p} of the message {msg_ids} carries ids {e['ids']}"))
+                elif p in GEN_OR_OTHER:
+                    msg_ids = None
+            elif k in (S.HEADER_SENT, S.HEADER_RECV) and e.get("action") == "INFER":
+                want = [e["call_id"], e["chunk_index"], e["cache_epoch"]]
+                h = last_header_enter
+                if h is not None and "ids" in h and k == S.HEADER_SENT and list(h["ids"]) != want:
+                    out.append(_mm("ids", r, h["i"], "ids", f"the header op of message {want} carries ids {h['ids']}"))
+                msg_ids = want
+                last_header_enter = None
+            if len(out) >= 20:
+                return out
+    return out
+
+
+GEN_OR_OTHER = frozenset({"qnorm", "knorm", "attn_out", "xattn_out", "ffn_out", "parity", "parity_size", "load_ok", "plan",
+                          "adhoc"})
+
+
+def check(run: S.RunTrace) -> list[dict]:
+    return check_payloads(run) + check_chunks(run) + check_ids(run)

@@ -1,0 +1,356 @@
+"""Trace schema v1: the event vocabulary, a writer that flushes every event, a strict loader.
+
+A run directory holds ``manifest.json`` (``"schema": 1``, world size, groups with their global
+ranks, backend, topology, config digest, versions) and one ``rank{N}.jsonl`` per rank.  Every line
+is one JSON object with the common fields ``ev`` (an event kind below), ``rank``, ``i`` (the
+line's index in its file, from 0) and ``t`` (wall-clock seconds, float; the ranks of a local run
+share a clock).  The per-kind fields are listed in ``EVENT_FIELDS``; extra fields are allowed and
+ignored by the loader, so adding a field is not a schema change, renaming or removing one is.
+
+The writer flushes each line as it is written, so a rank that crashes or is SIGKILLed leaves a
+readable prefix; the loader accepts a truncated (unparseable, newline-less) last line and reports
+it as ``truncated``.  Everything else that is wrong is a ``TraceSchemaError`` naming file, line and
+field.  Pure Python; no torch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+def rank_file_name(rank: int) -> str:
+    return f"rank{rank}.jsonl"
+
+
+# ---- event kinds (stable names; the conformance checker maps them onto spec transitions) ----
+RANK_START = "rank_start"            # role, mesh_rank, pid, groups this rank belongs to
+RANK_EXIT = "rank_exit"              # how: clean | exception | killed | timeout | interrupted (a signal)
+COMM_ENTER = "comm_enter"            # a communication op is issued
+COMM_EXIT = "comm_exit"              # it completed (ok) or raised (ok=false, error)
+HEADER_SENT = "header_sent"          # control header sent (commitment point for INFER)
+HEADER_RECV = "header_recv"
+PREFLIGHT_OK = "preflight_ok"
+PREFLIGHT_FAIL = "preflight_fail"    # step: validate | serialize_meta | tensor_specs | dtype_map | materialize
+VALIDATION_FAIL = "validation_fail"  # a receiver rejected what it got (leader, worker, stage1, rank0)
+PARITY_OK = "parity_ok"
+PARITY_FAIL = "parity_fail"
+TRIPWIRE = "tripwire"                # a runtime tripwire fired (digest, fingerprint, call count, ids, compile health)
+GENERATOR_CALL = "generator_call"    # one generator forward (recompute or denoise step)
+PHASE_B_END = "phase_b_end"          # expected vs observed generator calls
+RESULT_SENT = "result_sent"
+RESULT_RECV = "result_recv"
+RESULT_ACCEPTED = "result_accepted"
+RESULT_DROPPED = "result_dropped"    # reason: stale_epoch | duplicate | ahead_of_expectation | ...
+CHUNK_EMITTED = "chunk_emitted"
+CHUNK_DROPPED = "chunk_dropped"      # every planned chunk that is not emitted, with its reason
+REQUEST_FAILED = "request_failed"    # a server role failed a request after a commitment point (unsafe)
+HARD_CUT = "hard_cut"
+CACHE_RESET = "cache_reset"          # what: kv | crossattn
+CACHE_RECOMPUTE = "cache_recompute"
+CACHE_ADVANCE = "cache_advance"
+FAULT_INJECTED = "fault_injected"
+WATCHDOG_FIRED = "watchdog_fired"
+STARTUP_STEP = "startup_step"        # name: parity | warmup | compile_health | fingerprint_baseline | ready
+MARK = "mark"                        # free-form annotation (bench, launcher notes)
+
+COMMON_FIELDS: dict[str, type | tuple] = {"ev": str, "rank": int, "i": int, "t": (int, float)}
+
+_IDS = {"call_id": int, "chunk_index": int, "cache_epoch": int}
+
+EVENT_FIELDS: dict[str, dict[str, type | tuple]] = {
+    RANK_START: {"role": str, "pid": int},
+    RANK_EXIT: {"how": str, "message": str},
+    COMM_ENTER: {"op": str, "group": str, "seq": int, "purpose": str},
+    COMM_EXIT: {"op": str, "group": str, "seq": int, "ok": bool},
+    HEADER_SENT: {"action": str, "group": str, **_IDS},
+    HEADER_RECV: {"action": str, "group": str, **_IDS},
+    PREFLIGHT_OK: {"what": str, **_IDS},
+    PREFLIGHT_FAIL: {"what": str, "step": str, "field": str, "message": str, **_IDS},
+    VALIDATION_FAIL: {"where": str, "field": str, "message": str},
+    PARITY_OK: {"digest": str},
+    PARITY_FAIL: {"diff": list},
+    TRIPWIRE: {"kind": str, "message": str},
+    GENERATOR_CALL: {"kind": str, "call_index": int, **_IDS},
+    PHASE_B_END: {"expected": int, "observed": int, **_IDS},
+    RESULT_SENT: {"ok": bool, **_IDS},
+    RESULT_RECV: {"ok": bool, **_IDS},
+    RESULT_ACCEPTED: {**_IDS},
+    RESULT_DROPPED: {"reason": str, **_IDS},
+    CHUNK_EMITTED: {**_IDS},
+    CHUNK_DROPPED: {"chunk_index": int, "reason": str},
+    REQUEST_FAILED: {"message": str, **_IDS},
+    HARD_CUT: {"old_epoch": int, "new_epoch": int, "drained": int},
+    CACHE_RESET: {"what": str, "cache_epoch": int},
+    CACHE_RECOMPUTE: {"cache_epoch": int, "start_frame": int, "end_index_global": int, "end_index_local": int},
+    CACHE_ADVANCE: {"cache_epoch": int, "start_frame": int, "end_index_global": int, "end_index_local": int, "evicted": int},
+    FAULT_INJECTED: {"fault": str, "detail": str},
+    WATCHDOG_FIRED: {"idle_s": (int, float)},
+    STARTUP_STEP: {"name": str},
+    MARK: {"note": str},
+}
+EVENT_KINDS = frozenset(EVENT_FIELDS)
+
+EXIT_HOWS = ("clean", "exception", "killed", "timeout", "interrupted")
+COMM_OPS = ("broadcast", "send", "recv", "isend", "irecv", "all_reduce", "all_gather", "barrier")
+ACTIONS = ("NOOP", "INFER", "SHUTDOWN", "ERROR")
+
+_ENUMS: dict[tuple[str, str], tuple] = {
+    (RANK_EXIT, "how"): EXIT_HOWS,
+    (COMM_ENTER, "op"): COMM_OPS,
+    (COMM_EXIT, "op"): COMM_OPS,
+    (HEADER_SENT, "action"): ACTIONS,
+    (HEADER_RECV, "action"): ACTIONS,
+    (CACHE_RESET, "what"): ("kv", "crossattn"),
+}
+
+MANIFEST_FIELDS: dict[str, type | tuple] = {
+    "schema": int, "world_size": int, "topology": str, "backend": str,
+    "groups": dict, "roles": dict, "config": dict, "config_digest": str, "versions": dict,
+}
+
+
+class TraceSchemaError(ValueError):
+    """A trace does not match schema v1; names the file, line (1-based) and field."""
+
+    def __init__(self, path: str | os.PathLike, line: int | None, field_name: str | None, message: str):
+        where = f"{path}" + (f":{line}" if line is not None else "") + (f": field {field_name!r}" if field_name else "")
+        super().__init__(f"{where}: {message}")
+        self.path, self.line, self.field = str(path), line, field_name
+
+
+def canonical_json(obj: Any) -> str:
+    """Sorted keys, stable separators: the encoding digests are computed over."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+class TraceWriter:
+    """Append-only per-rank JSONL writer.  Thread-safe; each event is flushed as written."""
+
+    def __init__(self, path: str | os.PathLike | None, rank: int):
+        self.rank = rank
+        self.path = str(path) if path is not None else None
+        self._f = open(path, "a", encoding="utf-8") if path is not None else None
+        self._lock = threading.Lock()
+        self._i = 0
+        self.enabled = True  # the bench toggles recording per chunk; nothing else should
+
+    def emit(self, ev: str, **fields: Any) -> None:
+        if ev not in EVENT_KINDS:
+            raise ValueError(f"unknown trace event kind {ev!r}")
+        if self._f is None or not self.enabled:
+            return
+        with self._lock:
+            rec = {"ev": ev, "rank": self.rank, "i": self._i, "t": round(time.time(), 6)}
+            rec.update(fields)
+            line = json.dumps(rec, separators=(",", ":"), default=_json_default)
+            self._f.write(line + "\n")
+            self._f.flush()
+            self._i += 1
+
+    def force(self, ev: str, **fields: Any) -> None:
+        """Write even when recording is toggled off (exits and faults must never be lost)."""
+        was, self.enabled = self.enabled, True
+        try:
+            self.emit(ev, **fields)
+        finally:
+            self.enabled = was
+
+    def close(self) -> None:
+        with self._lock:
+            if self._f is not None:
+                self._f.close()
+                self._f = None
+
+
+def _json_default(o: Any):
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    return str(o)
+
+
+def append_event(path: str | os.PathLike, rank: int, ev: str, **fields: Any) -> None:
+    """Append one event to a rank file written by someone else (the launcher records a rank that
+    was SIGKILLed).  A torn last line (the rank died mid-write) is cut off and kept, verbatim, in
+    the appended event's ``torn_tail`` field, so the file stays strictly loadable."""
+    p = Path(path)
+    data = p.read_bytes() if p.exists() else b""
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        fields["torn_tail"] = data[cut:].decode("utf-8", errors="replace")
+        with open(p, "r+b") as f:
+            f.truncate(cut)
+        data = data[:cut]
+    rec = {"ev": ev, "rank": rank, "i": data.count(b"\n"), "t": round(time.time(), 6), **fields}
+    with open(p, "a", encoding="utf-8") as f:
+        f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+
+
+# ---------------------------------- loader ----------------------------------
+
+@dataclass
+class RankTrace:
+    rank: int
+    path: str
+    events: list[dict]
+    truncated: bool = False  # the last line was cut off (a crashed rank) and was skipped
+
+    def of(self, *kinds: str) -> list[dict]:
+        return [e for e in self.events if e["ev"] in kinds]
+
+    @property
+    def exit(self) -> dict | None:
+        ex = self.of(RANK_EXIT)
+        return ex[-1] if ex else None
+
+
+@dataclass
+class RunTrace:
+    path: str
+    manifest: dict
+    ranks: dict[int, RankTrace] = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)  # the launcher's summary.json, when there is one
+
+
+def _check_type(path, line, name, value, typ) -> None:
+    if typ is int or typ == (int,):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif typ is float or typ == (int, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, typ)
+    if not ok:
+        want = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
+        raise TraceSchemaError(path, line, name, f"expected {want}, got {type(value).__name__} {value!r}")
+
+
+def _exact_types(typ) -> tuple:
+    """The JSON value types that satisfy ``typ`` (a fast exact-type test; bool is never an int here)."""
+    if typ is int or typ == (int,):
+        return (int,)
+    if typ is float or typ == (int, float):
+        return (int, float)
+    return (typ,) if isinstance(typ, type) else tuple(typ)
+
+
+_COMMON_FAST = tuple((name, _exact_types(typ), typ) for name, typ in COMMON_FIELDS.items())
+_EVENT_FAST = {ev: tuple((name, _exact_types(typ), typ, _ENUMS.get((ev, name))) for name, typ in fields.items())
+               for ev, fields in EVENT_FIELDS.items()}
+
+
+def validate_event(rec: Any, path: str = "<event>", line: int | None = None) -> None:
+    if type(rec) is not dict:
+        raise TraceSchemaError(path, line, None, f"an event must be a JSON object, got {type(rec).__name__}")
+    for name, ok_types, typ in _COMMON_FAST:
+        if name not in rec:
+            raise TraceSchemaError(path, line, name, "required field is missing")
+        if type(rec[name]) not in ok_types:
+            _check_type(path, line, name, rec[name], typ)
+    ev = rec["ev"]
+    fields = _EVENT_FAST.get(ev)
+    if fields is None:
+        raise TraceSchemaError(path, line, "ev", f"unknown event kind {ev!r}")
+    for name, ok_types, typ, allowed in fields:
+        if name not in rec:
+            raise TraceSchemaError(path, line, name, f"required for {ev} but missing")
+        v = rec[name]
+        if type(v) not in ok_types:
+            _check_type(path, line, name, v, typ)
+        if allowed is not None and v not in allowed:
+            raise TraceSchemaError(path, line, name, f"{v!r} is not one of {', '.join(allowed)}")
+
+
+def load_rank_trace(path: str | os.PathLike, rank: int | None = None) -> RankTrace:
+    """Strictly load one rank file.  Only the last line may be broken, and only if it has no
+    trailing newline (the rank died while writing it)."""
+    p = Path(path)
+    raw = p.read_bytes()
+    try:
+        data = raw.decode("utf-8", errors="strict")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise TraceSchemaError(p, line, None, f"not UTF-8 text ({e.reason} at byte {e.start}): not a trace file") from None
+    lines = data.split("\n")
+    ends_clean = data.endswith("\n") or data == ""
+    if ends_clean:
+        lines = lines[:-1]
+    events: list[dict] = []
+    truncated = False
+    # fast path: the whole file as one JSON array (one decoder pass; the keys of all lines are shared
+    # strings, a third less memory); any problem falls back to line by line, which names the line
+    fast = None
+    try:
+        fast = json.loads("[" + ",".join(lines) + "]") if lines else []
+        if len(fast) != len(lines):
+            fast = None
+    except (json.JSONDecodeError, RecursionError):
+        fast = None
+    for n, text in enumerate(lines, start=1):
+        last = n == len(lines)
+        try:
+            rec = fast[n - 1] if fast is not None else json.loads(text)
+        except json.JSONDecodeError as e:
+            if last and not ends_clean:
+                truncated = True
+                break
+            raise TraceSchemaError(p, n, None, f"not valid JSON ({e.msg} at column {e.colno})") from None
+        validate_event(rec, str(p), n)
+        if rank is not None and rec["rank"] != rank:
+            raise TraceSchemaError(p, n, "rank", f"{rec['rank']} in the file of rank {rank}")
+        if rec["i"] != len(events):
+            raise TraceSchemaError(p, n, "i", f"{rec['i']}, expected {len(events)} (lines lost or reordered)")
+        events.append(rec)
+    if rank is None:
+        rank = events[0]["rank"] if events else -1
+    return RankTrace(rank=rank, path=str(p), events=events, truncated=truncated)
+
+
+def validate_manifest(m: Any, path: str = MANIFEST_NAME) -> None:
+    if not isinstance(m, dict):
+        raise TraceSchemaError(path, None, None, "the manifest must be a JSON object")
+    for name, typ in MANIFEST_FIELDS.items():
+        if name not in m:
+            raise TraceSchemaError(path, None, name, "required field is missing")
+        _check_type(path, None, name, m[name], typ)
+    if m["schema"] != SCHEMA_VERSION:
+        raise TraceSchemaError(path, None, "schema", f"version {m['schema']} is not supported (this reader knows {SCHEMA_VERSION})")
+    for g, ranks in m["groups"].items():
+        if not isinstance(ranks, list) or not all(isinstance(r, int) and 0 <= r < m["world_size"] for r in ranks):
+            raise TraceSchemaError(path, None, f"groups.{g}", f"expected a list of global ranks < {m['world_size']}, got {ranks!r}")
+
+
+def load_run(path: str | os.PathLike) -> RunTrace:
+    """Load a run directory: the manifest and every rank file it promises."""
+    d = Path(path)
+    mp = d / MANIFEST_NAME
+    if not mp.exists():
+        raise TraceSchemaError(mp, None, None, "manifest.json is missing")
+    try:
+        m = json.loads(mp.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise TraceSchemaError(mp, None, None, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise TraceSchemaError(mp, e.lineno, None, f"not valid JSON ({e.msg})") from None
+    validate_manifest(m, str(mp))
+    run = RunTrace(path=str(d), manifest=m)
+    for r in range(m["world_size"]):
+        rp = d / rank_file_name(r)
+        if not rp.exists():
+            raise TraceSchemaError(rp, None, None, f"the manifest promises {m['world_size']} ranks but this file is missing")
+        run.ranks[r] = load_rank_trace(rp, r)
+    return run
+
+
+def iter_events(run: RunTrace, kinds: Iterable[str] | None = None):
+    ks = set(kinds) if kinds is not None else None
+    for r in sorted(run.ranks):
+        for e in run.ranks[r].events:
+            if ks is None or e["ev"] in ks:
+                yield e
