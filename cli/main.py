@@ -114,6 +114,9 @@ def check(spec, variant, params, backend, max_states, max_depth, timeout, no_red
         model = info.build(p, variant, backend)
     except UsageError as e:
         raise click.UsageError(str(e)) from None
+    except SpecError as e:  # a declaration the world refuses when it is built
+        click.echo(f"lockstep: {e}", err=True)
+        sys.exit(2)
     if workers > 1 and (engine := engine_for(model, not no_liveness, workers)) != "parallel":
         hint = "; add --no-liveness" if engine == "serial" and not no_liveness else ""
         click.echo(f"lockstep: --workers ignored: this check runs on the {engine} core{hint}", err=True)

@@ -19,7 +19,7 @@ held_{S-1}, q_0, ..., q_S)``: ``source``/``sink`` count the microbatches put/tak
 microbatch a stage holds between receive and send (-1 for none), each queue a tuple, head first.
 Actions: ``(actor, transition)`` with actor ``"source"``, a stage index, or ``"sink"``.
 
-The model also implements the partial-order-reduction hooks of model/por.py (actor, footprint,
+The model also implements the footprint hooks of model/por.py's one ample-set rule (actor, footprint,
 local choices, progress) and ``packed()`` for the vectorized core of model/fast.py.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from lockstep.model.api import DEADLOCK, INVARIANT, STRANDED, Violation
-from lockstep.model.por import ample
+from lockstep.model.por import FootprintHooks, ample
 from lockstep.spec.registry import Param, SpecInfo, UsageError, Variant
 
 # Stage control states, in loop order.
@@ -40,7 +40,7 @@ def _name(actor) -> str:
     return actor if isinstance(actor, str) else f"stage {actor}"
 
 
-class PipelineModel:
+class PipelineModel(FootprintHooks):
     """The guarded-command pipeline.  ``lifo`` makes every queue pop its tail (the wrong end);
     ``skip_send_stage`` names a stage that drops the send of its last microbatch."""
 

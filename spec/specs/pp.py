@@ -51,6 +51,7 @@ from ..contract import Action, accept_result, expected_generator_calls
 from ..fabric import Group, all_gather, all_reduce, barrier, broadcast, recv, send
 from ..machine import DEAD, FAILED, HUNG, ActorDef, Protocol, Role, parse_faults
 from ..registry import Param, UsageError, Variant
+from ..view import WorldView
 from . import kv as KVL
 
 FAULTS = ("raise@preflight", "missing-override", "reject@leader", "raise@result", "tripwire", "env-drift", "crash", "hang")
@@ -352,7 +353,7 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
     def phase_b(role: Role, src: str, dst: str, wrong_group: bool = False):
         """Apply the lifecycle (kv.apply), then the generator calls, then the observed-count check."""
         def start(c):
-            c.set(kv=KVL.apply(c.v.kv, c.v.env.lifecycle(), c.rank, params["ring"], _own_start(c)), calls=0)
+            c.set(kv=KVL.apply(c.v.kv, c.v.env.lifecycle(), lambda: c.rank, params["ring"], _own_start(c)), calls=0)
         role.local("apply_lifecycle", src, "GENERATE", do=start, event="cache_advance",
                    doc="the KV lifecycle step of the kv spec, driven only by the envelope")
         role.local("tripwire_fires", src, tripwire_exit(role), fault="tripwire", event="tripwire",
@@ -449,7 +450,7 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
         shared=dict(d_in=(), d_out=(), started=False, comms_done=False, abort=False),
         params=params, backend=backend, faults=faults, max_faults=params["max_faults"],
         crash_ranks=world_ranks if "crash" in faults else (), hang_ranks=(0, leader) if "hang" in faults else (),
-        phase_groups={"phaseB": frozenset({"mesh"})}, invariants=invariants, pending_fn=_pending, variant=variant,
+        phase_groups={"phaseB": frozenset({"mesh"})} if pp1 else {}, invariants=invariants, pending_fn=_pending, variant=variant,
         # mesh workers are interchangeable unless a planted bug singles one out by rank
         symmetric=() if v in RANK_SPECIFIC else tuple(i for i, a in enumerate(actors) if a.role.name == "worker"))
 
@@ -480,19 +481,17 @@ def _emit_properties(c):
                               f"the envelope planned {head.expected_calls}")
 
 
-def _franken(world: Protocol, state) -> str | None:
-    kvs = {a.rank: st[1].kv for a, st in zip(world.actors, state[0])
-           if a.role.name in ("leader", "worker") and st[1] is not None}
+def _franken(world: WorldView) -> str | None:
+    kvs = {a.rank: a.vars.kv for a in world.actors() if a.role in ("leader", "worker") and a.alive}
     return KVL.franken_check(kvs)
 
 
-def _pending(world: Protocol, state) -> bool:
+def _pending(world: WorldView) -> bool:
     """An envelope rank0 handed to its comms thread is still open and rank0 is alive."""
-    actors = state[0]
-    main = actors[0]
-    if main[0] in (FAILED, DEAD, HUNG) or actors[1][0] in (FAILED, DEAD, HUNG):
+    main, comms = world.actor(0, "main"), world.actor(0, "comms")
+    if main.state in (FAILED, DEAD, HUNG) or comms.state in (FAILED, DEAD, HUNG):
         return False
-    return bool(main[1].outstanding)
+    return bool(main.vars.outstanding)
 
 
 def pp_params(mesh_default: int | None) -> dict[str, Param]:
