@@ -246,13 +246,13 @@ SPEC = SpecInfo(
     name="kv",
     description="the KV-cache lifecycle as a lockstep state machine on every mesh rank, driven only by the envelope",
     params={
-        "mesh": Param(2, "mesh ranks applying the lifecycle"),
-        "chunks": Param(3, "chunks planned"),
-        "ring": Param(2, "ring buffer size in frames (evict/roll beyond it)"),
-        "hard_cuts": Param(1, "hard cuts after the first chunk"),
+        "mesh": Param(2, "mesh ranks applying the lifecycle", min=1),
+        "chunks": Param(3, "chunks planned", min=1),
+        "ring": Param(2, "ring buffer size in frames (evict/roll beyond it)", min=1),
+        "hard_cuts": Param(1, "hard cuts after the first chunk", min=0),
         "recompute": Param("R0a", "recompute mode", choices=("R1", "R0a", "R0")),
         "faults": Param("all", "enabled faults: all, none, or " + ", ".join(FAULTS)),
-        "max_faults": Param(1, "injected faults per run"),
+        "max_faults": Param(1, "injected faults per run", min=0),
     },
     variants={
         "om10-missing-override": Variant("recompute planned without context frames; ranks fall back to local state", (FRANKEN,)),

@@ -452,9 +452,9 @@ SPEC = SpecInfo(
     description="generic benchmark: S stages pass M microbatches through S+1 bounded FIFO queues; the sink "
                 "asserts in-order arrival (646,157 states / 3,441,072 transitions at the defaults, unreduced)",
     params={
-        "stages": Param(6, "number of stages S (there are S+1 queues)"),
-        "microbatches": Param(4, "microbatches M the source puts"),
-        "capacity": Param(2, "capacity C of every queue"),
+        "stages": Param(6, "number of stages S (there are S+1 queues)", min=1),
+        "microbatches": Param(4, "microbatches M the source puts", min=1),
+        "capacity": Param(2, "capacity C of every queue", min=0),
     },
     variants={
         "lifo-queue": Variant("every queue pops its tail instead of its head, so microbatches overtake each "

@@ -224,7 +224,7 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
         c.set(emitted=c.v.emitted + 1)
         c.scratch = (res, head, c.v.cache_epoch)
 
-    M.local("drain_result", "RUN", ("RUN", "ABORT"), guard=lambda c: bool(c.g.d_out), do=accept, check=_emit_properties,
+    M.local("drain_result", "RUN", ("RUN", "ABORT"), guard=lambda c: bool(c.g.d_out), do=accept, check=_emit_properties, emit=True,
             event="result", doc="drain D_out first; accept (emit) or drop by the acceptance rules")
     M.local("abort_exit", "ABORT", FAILED, guard=lambda c: c.g.comms_done, event="exit",
             doc="the comms thread has stopped between messages: os._exit(2)")
@@ -497,17 +497,17 @@ def _pending(world: WorldView) -> bool:
 def pp_params(mesh_default: int | None) -> dict[str, Param]:
     p = {}
     if mesh_default is not None:
-        p["mesh"] = Param(mesh_default, "mesh size (leader + mesh-1 workers); world = mesh + 1")
+        p["mesh"] = Param(mesh_default, "mesh size (leader + mesh-1 workers); world = mesh + 1", min=1)
     p.update({
-        "chunks": Param(3, "chunks rank0 serves before SHUTDOWN"),
-        "depth": Param(2, "D: capacity of D_in and D_out (1..3)"),
-        "hard_cuts": Param(1, "hard cuts rank0 may make after the first chunk"),
+        "chunks": Param(3, "chunks rank0 serves before SHUTDOWN", min=1),
+        "depth": Param(2, "D: capacity of D_in and D_out (1..3)", min=1, max=3),
+        "hard_cuts": Param(1, "hard cuts rank0 may make after the first chunk", min=0),
         "recompute": Param("R0a", "recompute mode", choices=("R1", "R0a", "R0")),
-        "keepalives": Param(1, "NOOP keepalives the comms thread may send per idle gap"),
-        "patience": Param(1, "empty polls of the result receive before rank0 gives up"),
-        "ring": Param(2, "KV ring size in frames"),
+        "keepalives": Param(1, "NOOP keepalives the comms thread may send per idle gap", min=0),
+        "patience": Param(1, "empty polls of the result receive before rank0 gives up", min=0),
+        "ring": Param(2, "KV ring size in frames", min=1),
         "faults": Param("all", "enabled faults: all, none, or a comma list of " + ", ".join(FAULTS)),
-        "max_faults": Param(1, "injected faults per run"),
+        "max_faults": Param(1, "injected faults per run", min=0),
     })
     return p
 

@@ -159,7 +159,7 @@ def build(params: dict, variant: str | None, backend: str) -> Protocol:
 
     def emit(c):
         c.set(chunk_index=c.v.chunk_index + 1, emitted=c.v.emitted + 1, start_frame=c.v.start_frame + 1, hb=0, adhoc=False)
-    L.local("emit", "PHASE_C", "IDLE", do=emit, event="chunk_emitted", doc="Phase C: decode and emit the chunk")
+    L.local("emit", "PHASE_C", "IDLE", do=emit, event="chunk_emitted", emit=True, doc="Phase C: decode and emit the chunk")
 
     # ---------------- workers ----------------
     W = Role("worker", "START", dict(env=ENV_OK, call_id=-1, chunk_index=-1, cache_epoch=0, start_frame=0, plan=None,
@@ -296,14 +296,14 @@ SPEC = SpecInfo(
     name="tp",
     description="TP v1.1 broadcast envelopes: rank0 leads, N-1 workers run Phase B in lockstep",
     params={
-        "ranks": Param(2, "world size (rank0 + ranks-1 workers)"),
-        "chunks": Param(2, "chunks rank0 serves before SHUTDOWN"),
-        "steps": Param(2, "maximum denoise steps a plan may choose (1..steps)"),
-        "reduces": Param(1, "all_reduces per generator call"),
-        "heartbeats": Param(1, "NOOP heartbeats rank0 may send in each idle gap"),
+        "ranks": Param(2, "world size (rank0 + ranks-1 workers)", min=2),
+        "chunks": Param(2, "chunks rank0 serves before SHUTDOWN", min=1),
+        "steps": Param(2, "maximum denoise steps a plan may choose (1..steps)", min=1),
+        "reduces": Param(1, "all_reduces per generator call", min=1),
+        "heartbeats": Param(1, "NOOP heartbeats rank0 may send in each idle gap", min=0),
         "hard_cuts": Param(True, "whether Phase A may choose a hard cut"),
         "faults": Param("all", "enabled faults: all, none, or a comma list of " + ", ".join(FAULTS)),
-        "max_faults": Param(1, "injected faults per run"),
+        "max_faults": Param(1, "injected faults per run", min=0),
     },
     variants={
         "fm01-plan-mismatch": Variant("ranks run different plans (v0 vs v1), no parity handshake", (COLLECTIVE_MISMATCH, DEADLOCK)),
