@@ -2,7 +2,8 @@
 
 ``reachable_classes(model)`` explores the whole graph the model offers (every state, past states
 that fail an invariant; a step that is itself a violation ends there) and returns every violation
-class it can reach: DEADLOCK, STRANDED, COLLECTIVE_MISMATCH, FRANKEN ...  ``verdict_class`` maps a
+class it can reach (DEADLOCK, STRANDED, COLLECTIVE_MISMATCH, FRANKEN ...) plus FAIL_FAST when an
+end where some rank failed fast is reachable (not a violation, but a reduction must keep it).  ``verdict_class`` maps a
 verdict to HOLDS, VIOLATION, VACUOUS or BOUND_REACHED: the reduced and unreduced searches may stop
 at different first violations (a reduced graph keeps every violation reachable, not every
 shortest path), so it is the class that must agree, plus the set of reachable violation classes.
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Callable
 
-from .api import BOUND_REACHED, HOLDS, VACUOUS, Violation
+from .api import BOUND_REACHED, FAIL_FAST, HOLDS, VACUOUS, Violation
 
 
 def verdict_class(verdict: str) -> str:
@@ -53,6 +54,8 @@ def reachable_classes(model, reduction: bool, max_states: int | None = None) -> 
             end = model.classify_end(s)
             if isinstance(end, Violation):
                 classes.add(end.verdict)
+            elif end == FAIL_FAST:  # an end where a rank failed fast: a reduction must keep those too
+                classes.add(FAIL_FAST)
     return frozenset(classes), len(seen), True
 
 

@@ -322,3 +322,26 @@ def test_cli_reports_coverage_on_holds():
     d = json.loads(p.stdout)
     assert d["verdict"] == HOLDS and "kv" in d["coverage"] and "planner" in d["coverage"]
     assert d["coverage"]["planner"]["essential_fired"] == ["broadcast_envelope"]
+
+
+# ---------------------------------------------------------------- the differential test
+@pytest.mark.slow
+def test_differential_reduced_unreduced_parallel():
+    """Random protocols (tests/protogen.py): reduced, unreduced and workers=2 checks agree on the
+    verdict class and the reachable violation classes; a planted-wrong private/observed/symmetric
+    declaration is refused (SpecError) or harmless.  A few hundred specs; the >= 2,000-spec run is
+    bench/bench_differential.py."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    import protogen
+
+    @settings(max_examples=250, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def run(data):
+        pick = protogen.hypothesis_pick(data)
+        d = protogen.describe(pick)
+        diffs = protogen.compare(d, workers=pick(0, 9) == 0)
+        assert not diffs, (diffs, d)
+
+    run()
