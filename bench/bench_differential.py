@@ -27,7 +27,7 @@ def main() -> int:
     a = ap.parse_args()
     rng = random.Random(a.seed)
     t0 = time.perf_counter()
-    bad, refused, parallel = [], 0, 0
+    bad, parallel = [], 0
     for i in range(a.specs):
         d = protogen.describe(protogen.random_pick(rng))
         par = a.parallel_every > 0 and i % a.parallel_every == 0

@@ -126,11 +126,10 @@ def build(d: dict[str, Any]) -> Protocol:
     invariants = []
     if inv is not None:
         invariants.append(("INV", INVARIANT, _invariant(inv, d)))
-    pending = None
-    if d["live"]:
-        def pending(world):
-            a = next(world.actors(thread="main"))
-            return a.state not in ("DONE", FAILED, "DEAD", "HUNG") and a.state != "S0"
+    def obligation(world):
+        a = next(world.actors(thread="main"))
+        return a.state not in ("DONE", FAILED, "DEAD", "HUNG") and a.state != "S0"
+    pending = obligation if d["live"] else None
     return Protocol(
         "gen", groups, actor_defs, shared={"s": 0}, backend=d["backend"], faults=frozenset(d["faults"]),
         max_faults=d["max_faults"], crash_ranks=tuple(d["crash_ranks"]), hang_ranks=tuple(d["hang_ranks"]),
@@ -142,6 +141,8 @@ def _role(key: str, rd: dict, d: dict, inv, idx: int) -> Role:
     observed = ()
     if inv is not None and not d["plant_observed"]:
         observed = {"ctl": ("ctl",), "x": ("x",), "pending": ("ctl", "pending")}[inv["kind"]]
+    if d["live"] and idx == 0 and "ctl" not in observed:
+        observed += ("ctl",)  # the liveness obligation reads the first actor's control state
     r = Role(key, "S0", {"x": 0}, private=rd["private"], observed=observed,
              hang_points=[_state(s, rd["nstates"]) for s in rd["hang_points"]])
     for k, t in enumerate(rd["trans"]):
@@ -220,16 +221,16 @@ def _invariant(inv, d):
             return f"{A.label} x={val}" if v is not None and v.x == val and val == 2 else None
         p = A.pending
         return f"{A.label} waits in {sa}" if p is not None and A.state == sa and sa == "S1" and val == 0 else None
-    if d["sym"] and not asym:
-        # a symmetric property over the workers: no position matters
-        def fn(world):  # noqa: F811 - the symmetric form replaces the positional one
-            ws = [x for x in world.actors() if x.rank > 0]
-            if kind == "ctl":
-                return "both workers in " + sa if all(w.state == sa for w in ws) else None
-            if kind == "x":
-                return "a worker at x=2" if any(w.vars is not None and w.vars.x == 2 for w in ws) and val == 2 else None
-            return "a worker waits in S1" if any(w.pending is not None and w.state == "S1" for w in ws) and val == 0 else None
-    return fn
+
+    def sym_fn(world):
+        ws = [x for x in world.actors() if x.rank > 0]
+        if kind == "ctl":
+            return "both workers in " + sa if all(w.state == sa for w in ws) else None
+        if kind == "x":
+            return "a worker at x=2" if any(w.vars is not None and w.vars.x == 2 for w in ws) and val == 2 else None
+        return "a worker waits in S1" if any(w.pending is not None and w.state == "S1" for w in ws) and val == 0 else None
+    # a world with symmetric workers gets a property over the workers where no position matters
+    return sym_fn if d["sym"] and not asym else fn
 
 
 def compare(d: dict[str, Any], workers: bool = True) -> list[str]:
