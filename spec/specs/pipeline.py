@@ -453,7 +453,7 @@ SPEC = SpecInfo(
                 "asserts in-order arrival (646,157 states / 3,441,072 transitions at the defaults, unreduced)",
     params={
         "stages": Param(6, "number of stages S (there are S+1 queues)", min=1),
-        "microbatches": Param(4, "microbatches M the source puts", min=1),
+        "microbatches": Param(4, "microbatches M the source puts", min=0),
         "capacity": Param(2, "capacity C of every queue", min=0),
     },
     variants={
