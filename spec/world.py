@@ -74,6 +74,7 @@ class Protocol(Reductions, Explanation):
         self.validate()
         self._sym_wanted = self._sym_on = len(self.symmetric) > 1
         self._sym_keys: dict = {}
+        self._sym_checks = 0
         self._sym_ranks = frozenset(self.actors[i].rank for i in self.symmetric) if len(self.symmetric) > 1 else frozenset()
         self._ctx_flags = [(PRIVATE if a.role.private else 0) | (SYMMETRIC if i in self._sym_ranks_idx() else 0)
                            for i, a in enumerate(self.actors)]
@@ -159,7 +160,10 @@ class Protocol(Reductions, Explanation):
         if rec:
             self._check_reads(what, rec)
         if self._sym_on:
-            self._check_symmetric(what, lambda st: _quiet(fn, self, st), state, out)
+            # every state while the search is young, then one in eight: a detector, bounded in cost
+            self._sym_checks += 1
+            if self._sym_checks <= 5000 or not self._sym_checks & 7:
+                self._check_symmetric(what, lambda st: _quiet(fn, self, st), state, out)
         return out
 
     def _pending(self, state) -> bool:
