@@ -6,7 +6,8 @@
 ``--before SHIM`` compares two trees side by side: SHIM is a directory whose ``lockstep`` is an
 older checkout (e.g. ``git worktree add OLD dc6e413`` and ``SHIM/lockstep -> OLD``).  For tp ranks
 3..5 and pp1 mesh 2..8 (reductions on, safety only) each exploration runs in its own process, old
-then new, and the table gives both state counts and times.
+then new, and the table gives both state counts and CPU seconds of the search (process time: wall time
+on a shared machine measures the neighbours).
 
 For tp (ranks 2..), pp1 (mesh 2..--max-mesh) and pipeline: safety only (liveness off), every fault
 enabled, default parameters otherwise.  Each row is one exploration with the model's reductions on
@@ -46,9 +47,11 @@ spec, raw, timeout = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3])
 info, params = resolve(spec, None, {k: str(v) for k, v in raw.items()})
 model = info.build(params, None, "gloo")
 model.set_reduction(True)
+import time
+c0 = time.process_time()
 r = Explorer(model, Bounds(timeout=timeout)).run()
 print(json.dumps({"verdict": r.verdict, "states": r.stats.states, "transitions": r.stats.transitions,
-                  "seconds": round(r.stats.seconds, 2)}))
+                  "wall_s": round(r.stats.seconds, 2), "seconds": round(time.process_time() - c0, 2)}))
 """
 
 
@@ -59,7 +62,7 @@ def before_after(shim: str, timeout: float, max_mesh: int, json_path: str | None
     new_shim = os.path.dirname(os.path.dirname(os.path.abspath(lockstep.__file__)))
     configs = [("tp", {"ranks": n}) for n in (3, 4, 5)] + [("pp1", {"mesh": m}) for m in range(2, max_mesh + 1)]
     rows = []
-    print(f"{'spec':<6}{'params':<9}{'old verdict':>14}{'old states':>12}{'old s':>8}{'new verdict':>14}{'new states':>12}{'new s':>8}{'time new/old':>13}")
+    print(f"{'spec':<6}{'params':<9}{'old verdict':>14}{'old states':>12}{'old cpu s':>10}{'new verdict':>14}{'new states':>12}{'new cpu s':>10}{'cpu new/old':>12}")
     for spec, raw in configs:
         out = {}
         for key, pp in (("old", shim), ("new", new_shim)):
@@ -71,8 +74,8 @@ def before_after(shim: str, timeout: float, max_mesh: int, json_path: str | None
         o, n = out["old"], out["new"]
         ratio = n["seconds"] / o["seconds"] if o["seconds"] else float("nan")
         ptxt = ",".join(f"{k}={v}" for k, v in raw.items())
-        print(f"{spec:<6}{ptxt:<9}{o['verdict']:>14}{o['states']:>12,}{o['seconds']:>8}{n['verdict']:>14}{n['states']:>12,}"
-              f"{n['seconds']:>8}{ratio:>13.2f}", flush=True)
+        print(f"{spec:<6}{ptxt:<9}{o['verdict']:>14}{o['states']:>12,}{o['seconds']:>10}{n['verdict']:>14}{n['states']:>12,}"
+              f"{n['seconds']:>10}{ratio:>12.2f}", flush=True)
         rows.append({"spec": spec, "params": raw, "old": o, "new": n})
     if json_path:
         with open(json_path, "w") as f:
