@@ -328,7 +328,9 @@ class Protocol(Reductions, Explanation):
                 return [(None, stuck)]
         out = normal + quiet + faults
         if self._por_on and len(normal) > 1:
-            out = ample(self, state, out)
+            pa = self._por_actors
+            if any(a[0] == "t" and a[1] in pa for a, _ in normal):
+                out = ample(self, state, out)
         self.fired.update((a[1], a[2]) for a, _ in out if a is not None and a[0] == "t")
         return out
 
