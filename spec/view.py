@@ -115,7 +115,11 @@ class WorldView:
                 return ActorView(self.world, i, self.state[0][i], self._rec)
         raise KeyError(f"no actor rank{rank}.{thread}")
 
-    def actors(self, role: str | None = None, thread: str | None = None) -> Iterator[ActorView]:
-        for i, a in enumerate(self.world.actors):
-            if (role is None or a.role.name == role) and (thread is None or a.thread == thread):
-                yield ActorView(self.world, i, self.state[0][i], self._rec)
+    def actors(self, role: str | tuple[str, ...] | None = None, thread: str | None = None) -> Iterator[ActorView]:
+        """The actors in ``Protocol.actors`` order, optionally of one role (or a tuple of roles) and
+        one thread name."""
+        roles = (role,) if isinstance(role, str) else role
+        st, rec, world = self.state[0], self._rec, self.world
+        for i, a in enumerate(world.actors):
+            if (roles is None or a.role.name in roles) and (thread is None or a.thread == thread):
+                yield ActorView(world, i, st[i], rec)

@@ -482,7 +482,7 @@ def _emit_properties(c):
 
 
 def _franken(world: WorldView) -> str | None:
-    kvs = {a.rank: a.vars.kv for a in world.actors() if a.role in ("leader", "worker") and a.alive}
+    kvs = {a.rank: a.vars.kv for a in world.actors(role=("leader", "worker")) if a.alive}
     return KVL.franken_check(kvs)
 
 
