@@ -166,9 +166,10 @@ def _cross_check(spec, variant, p, backend, info, bounds, liveness, as_json):
         click.echo(text(spec, variant, p, backend, result))
         r, u = summary["reduced"], summary["unreduced"]
         click.echo("")
+        cls = lambda x: ", ".join(x["reachable_violation_classes"]) or "none"  # noqa: E731
         click.echo(f"cross-check: reduced {r['verdict']} ({r['states']:,} states), unreduced {u['verdict']} ({u['states']:,} states); "
-                   f"reachable violation classes: reduced {r['reachable_violation_classes'] or 'none'}, "
-                   f"unreduced {u['reachable_violation_classes'] or 'none'}")
+                   f"reachable violation classes and fail-fast ends: reduced {cls(r)}; unreduced {cls(u)}"
+                   + ("" if rep["agree"] else "  DISAGREE"))
     if not rep["agree"]:
         click.echo(f"lockstep: cross-check failed: {'; '.join(rep['differences'])}", err=True)
         sys.exit(2)
