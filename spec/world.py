@@ -427,7 +427,7 @@ class Protocol(Reductions, Explanation):
         ctl, v, pend = nl[i]
         a = self.actors[i]
         t = a.role.transitions[pend[0]]
-        c = Ctx(v, g, self.params, a.rank, t.dst[0], self, i)
+        c = Ctx(v, g, self.params, a.rank, t.dst[0], self, i, None, self._ctx_flags[i], t.name)
         if t.after is not None:
             self._call(f"{a.role.name}.{t.name} after", t.after, c, data)
         if c.dst not in t.dst:

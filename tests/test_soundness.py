@@ -198,6 +198,10 @@ def test_private_role_reading_shared_state_is_refused():
     w.op("sync", "MID", "DONE", lambda c: barrier("world"))
     with pytest.raises(SpecError, match=r"worker\.peek"):
         check(_pair(w, shared={"flag": True}))
+    w2 = Role("worker", "START", {"k": 0}, private=True)
+    w2.op("sync", "START", "DONE", lambda c: barrier("world"), after=lambda c, d: c.gset(flag=False))
+    with pytest.raises(SpecError, match=r"worker\.sync"):
+        check(_pair(w2, shared={"flag": True}))
 
 
 def test_invariant_reading_unobserved_private_state_is_refused():
