@@ -241,7 +241,7 @@ def compare(d: dict[str, Any], workers: bool = True) -> list[str]:
         for key, red in (("reduced", True), ("unreduced", False)):
             res = check(build(d), Bounds(max_states=MAX_STATES), liveness=d["live"], reduction=red)
             cls, _, complete = reachable_classes(build(d), red, MAX_STATES)
-            out[key] = (verdict_class(res.verdict), cls, complete, res.verdict)
+            out[key] = (verdict_class(res.verdict), cls, complete, res.verdict, end_states(build(d), red))
     except SpecError as e:
         if planted:
             return []  # refused: what a planted-wrong declaration must get
@@ -252,6 +252,8 @@ def compare(d: dict[str, Any], workers: bool = True) -> list[str]:
         diffs.append(f"verdict class: reduced {r[3]}, unreduced {u[3]}")
     if r[2] and u[2] and r[1] != u[1]:
         diffs.append(f"reachable violation classes: reduced {sorted(r[1])}, unreduced {sorted(u[1])}")
+    if r[4] is not None and u[4] is not None and r[4] != u[4]:
+        diffs.append(f"end states: {len(u[4] - r[4])} only unreduced, {len(r[4] - u[4])} only reduced")
     if workers and not d["live"]:
         from lockstep.model.parallel import check as pcheck
 
@@ -264,6 +266,34 @@ def compare(d: dict[str, Any], workers: bool = True) -> list[str]:
         elif p.verdict not in ("HOLDS", "BOUND_REACHED", "VACUOUS") and r[2] and p.verdict not in r[1]:
             diffs.append(f"workers=2 found {p.verdict}, not reachable in the reduced graph {sorted(r[1])}")
     return diffs
+
+
+def end_states(model, reduction: bool):
+    """Every end state (no step, or stuck), as orbit representatives: the partial-order reduction
+    keeps every one of them (not only their classes).  None when MAX_STATES cut the search."""
+    from collections import deque
+
+    from lockstep.model.api import Violation
+
+    model.set_reduction(reduction)
+    model.set_liveness(False)
+    canon = model.canonical if len(model.symmetric) > 1 else (lambda s: s)
+    seen, q, ends = set(), deque(), set()
+    for s in model.init_states():
+        seen.add(s)
+        q.append(s)
+    while q:
+        s = q.popleft()
+        succ = list(model.successors(s))
+        if not succ or (len(succ) == 1 and succ[0][0] is None):
+            ends.add(canon(s))
+        for _, n in succ:
+            if not isinstance(n, Violation) and n not in seen:
+                if len(seen) >= MAX_STATES:
+                    return None
+                seen.add(n)
+                q.append(n)
+    return frozenset(ends)
 
 
 def hypothesis_pick(data) -> Pick:
