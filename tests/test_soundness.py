@@ -339,7 +339,7 @@ def test_differential_reduced_unreduced_parallel():
 
     import protogen
 
-    @settings(max_examples=250, deadline=None, database=None, derandomize=True,
+    @settings(max_examples=200, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     @given(st.data())
     def run(data):
