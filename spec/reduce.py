@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from ..model.api import SpecError, Violation
+from .lang import Ctx
 from .state import WorldState
 
 
@@ -70,29 +71,44 @@ class Reductions:
 
     def por_independent(self, state, i, moves, succs) -> bool:
         actors, g, fu = state
-        if fu >= self.max_faults:
-            return True
+        if fu >= self.max_faults or not self._faults_possible:
+            return True  # no fault can be injected any more: nothing below applies
         ctl = actors[i][0]
         a = self.actors[i]
         role = a.role
         # a named fault spends the run's fault budget, which every other fault step reads
-        if any(role.transitions[t].fault is not None for t in role.by_src.get(ctl, ())):
+        if any(role.transitions[t].fault in self.faults for t in role.by_src.get(ctl, ())):
             return False
         # the step moves the actor off a hang point: it disables ``hang`` of its rank
         if "hang" in self.faults and a.rank in self.hang_ranks and ctl in role.hang_points:
             return False
-        # the step makes the actor terminal: ``crash``/``hang`` of its rank are no longer offered
-        if (("crash" in self.faults and a.rank in self.crash_ranks) or ("hang" in self.faults and a.rank in self.hang_ranks)):
-            for _, n in moves:
-                nctl, _, npend = n[0][i]
-                if npend is None and self._terminal(i, nctl):
-                    return False
-        # a stuck state offers no faults: when only this actor can move, its step could leave a stuck
-        # state and so disable the faults offered here
-        if any(x is not None and x[0] in ("crash", "hang") for x, _ in succs):
-            if not any(x is not None and x[0] not in ("crash", "hang") and not (x[0] == "t" and x[1] == i) for x, _ in succs):
+        # The stuck rule offers no fault in a state where only faults could happen.  Before this actor
+        # moves, its step keeps every state the others reach non-stuck (it stays enabled: C0), so faults
+        # are offered there; after the move that holds only if the actor still has a step of its own.
+        # So while a fault can still be injected, the step is reduced only when it leaves the actor
+        # with an enabled step (this also covers a step that ends the rank: a terminal rank is never
+        # crashed or hung).
+        for _, n in moves:
+            if not self._has_step(n, i):
                 return False
         return True
+
+    def _has_step(self, state, i) -> bool:
+        """Whether actor i (of a private role) has an enabled normal step in ``state``."""
+        ctl, v, pend = state[0][i]
+        if pend is not None or v is None:
+            return False
+        role = self.actors[i].role
+        for tidx in role.by_src.get(ctl, ()):
+            t = role.transitions[tidx]
+            if t.quiescent or (t.fault is not None and (t.fault not in self.faults or state[2] >= self.max_faults)):
+                continue
+            if t.guard is None:
+                return True
+            c = Ctx(v, state[1], self.params, self.actors[i].rank, t.dst[0], self, i, None, self._ctx_flags[i], t.name)
+            if self._call(f"{role.name}.{t.name} (guard)", t.guard, c):
+                return True
+        return False
 
     def por_no_ignoring(self, state, i, moves) -> bool:
         return True  # by eligibility: no local cycle, and an op post waits for a fabric step

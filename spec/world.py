@@ -84,6 +84,8 @@ class Protocol(Reductions, Explanation):
         self._por_live = False
         raw = any(not viewed for _, _, _, viewed in self._props) or (self._pending_view is not None and not self._pending_view[1])
         self._por_actors = frozenset() if raw else self._por_eligible_actors()
+        self._faults_possible = bool(("crash" in self.faults and self.crash_ranks) or ("hang" in self.faults and self.hang_ranks)
+                                     or any(t.fault in self.faults for a in self.actors for t in a.role.transitions))
         self._por_on = bool(self._por_actors)
         self.fired: set = set()  # (actor index, transition index) of every actor step offered so far
 
