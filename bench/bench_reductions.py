@@ -1,9 +1,16 @@
 """State counts with and without reductions, and how cost grows with the mesh size.
 
     python bench/bench_reductions.py [--timeout 120] [--max-mesh 8] [--json PATH] [--markdown PATH]
+    python bench/bench_reductions.py --before /path/to/old/shim [--json PATH]
 
 ``--markdown`` writes the rows as a table with the date, machine and command that produced them (the
 README's state-count table is pasted from it).
+
+``--before SHIM`` compares two trees side by side: SHIM is a directory whose ``lockstep`` is an
+older checkout (e.g. ``git worktree add OLD dc6e413`` and ``SHIM/lockstep -> OLD``).  For tp ranks
+3..5 and pp1 mesh 2..8 (reductions on, safety only) each exploration runs in its own process, old
+then new, and the table gives both state counts and CPU seconds of the search (process time: wall time
+on a shared machine measures the neighbours).
 
 For tp (ranks 2..), pp1 (mesh 2..--max-mesh) and pipeline: safety only (liveness off), every fault
 enabled, default parameters otherwise.  Each row is one exploration with the model's reductions on
@@ -18,6 +25,7 @@ import datetime
 import json
 import os
 import platform
+import subprocess
 import sys
 
 from lockstep.model.checker import Bounds, Explorer
@@ -36,13 +44,60 @@ def explore(spec: str, raw: dict, reduction: bool, timeout: float) -> dict:
             "peak_rss_mb": round(st.peak_rss_mb)}
 
 
+_CHILD = """
+import json, sys
+from lockstep.model.checker import Bounds, Explorer
+from lockstep.spec.registry import resolve
+spec, raw, timeout = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3])
+info, params = resolve(spec, None, {k: str(v) for k, v in raw.items()})
+model = info.build(params, None, "gloo")
+model.set_reduction(True)
+import time
+c0 = time.process_time()
+r = Explorer(model, Bounds(timeout=timeout)).run()
+print(json.dumps({"verdict": r.verdict, "states": r.stats.states, "transitions": r.stats.transitions,
+                  "wall_s": round(r.stats.seconds, 2), "seconds": round(time.process_time() - c0, 2)}))
+"""
+
+
+def before_after(shim: str, timeout: float, max_mesh: int, json_path: str | None) -> int:
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    import lockstep
+
+    new_shim = os.path.dirname(os.path.dirname(os.path.abspath(lockstep.__file__)))
+    configs = [("tp", {"ranks": n}) for n in (3, 4, 5)] + [("pp1", {"mesh": m}) for m in range(2, max_mesh + 1)]
+    rows = []
+    print(f"{'spec':<6}{'params':<9}{'old verdict':>14}{'old states':>12}{'old cpu s':>10}{'new verdict':>14}{'new states':>12}{'new cpu s':>10}{'cpu new/old':>12}")
+    for spec, raw in configs:
+        out = {}
+        for key, pp in (("old", shim), ("new", new_shim)):
+            env = dict(os.environ, PYTHONPATH=pp, OMP_NUM_THREADS="1")
+            p = subprocess.run([sys.executable, "-c", _CHILD, spec, json.dumps(raw), str(timeout)], env=env, cwd=here,
+                               capture_output=True, text=True, timeout=timeout + 120)
+            out[key] = json.loads(p.stdout) if p.returncode == 0 else {"verdict": "ERROR", "states": 0, "transitions": 0,
+                                                                        "seconds": 0.0, "error": p.stderr[-300:]}
+        o, n = out["old"], out["new"]
+        ratio = n["seconds"] / o["seconds"] if o["seconds"] else float("nan")
+        ptxt = ",".join(f"{k}={v}" for k, v in raw.items())
+        print(f"{spec:<6}{ptxt:<9}{o['verdict']:>14}{o['states']:>12,}{o['seconds']:>10}{n['verdict']:>14}{n['states']:>12,}"
+              f"{n['seconds']:>10}{ratio:>12.2f}", flush=True)
+        rows.append({"spec": spec, "params": raw, "old": o, "new": n})
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(rows, f, indent=2)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per exploration")
     ap.add_argument("--max-mesh", type=int, default=8)
     ap.add_argument("--json", default=None)
     ap.add_argument("--markdown", default=None, help="write a dated markdown table here")
+    ap.add_argument("--before", default=None, metavar="SHIM", help="compare with the lockstep found on this PYTHONPATH")
     a = ap.parse_args()
+    if a.before:
+        return before_after(a.before, a.timeout, a.max_mesh, a.json)
     configs = [("tp", {"ranks": n}) for n in (2, 3, 4)]
     configs += [("pp1", {"mesh": m}) for m in range(2, a.max_mesh + 1)]
     configs += [("pipeline", {})]

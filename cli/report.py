@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..model.api import BOUND_REACHED, HOLDS
+from ..model.api import BOUND_REACHED, HOLDS, VACUOUS
 
 JSON_SCHEMA_VERSION = 1
 INTERRUPTED = "INTERRUPTED"  # a signal ended the check: not a verdict about the spec
-EXIT = {HOLDS: 0, BOUND_REACHED: 3, INTERRUPTED: 130}
+EXIT = {HOLDS: 0, BOUND_REACHED: 3, VACUOUS: 4, INTERRUPTED: 130}
 
 
 def exit_code(verdict: str) -> int:
@@ -56,6 +56,7 @@ def to_json(spec: str, variant: str | None, params: dict, backend: str, result, 
         "counterexample": steps,
         "cycle_start": result.cycle_start,
         "waiting": result.waiting,
+        "coverage": result.detail.get("coverage"),
     }
 
 
@@ -168,6 +169,13 @@ def text(spec: str, variant: str | None, params: dict, backend: str, result, sho
             lines.append("  " + "  ".join(c[:w].ljust(w) for c, w in zip(r, widths)).rstrip())
         if result.cycle_start is not None:
             lines.append(f"  (steps marked @ form the cycle that repeats for ever, from step {result.cycle_start + 1})")
+    cov = result.detail.get("coverage") if isinstance(result.detail, dict) else None
+    if cov:
+        lines.append("")
+        lines.append("coverage (transitions of each role that fired in the explored graph):")
+        for role, c in cov.items():
+            never = f"; never fired: {', '.join(c['never_fired'])}" if c["never_fired"] else ""
+            lines.append(f"  {role}: {c['fired']}/{c['transitions']}{never}")
     if result.waiting:
         lines.append("")
         lines.append("who waits on whom:")

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .api import BOUND_REACHED, FAIL_FAST, HOLDS, Model, SpecError, Violation
+from .api import BOUND_REACHED, FAIL_FAST, HOLDS, VACUOUS, Model, SpecError, Violation
 
 
 @dataclass
@@ -217,9 +217,32 @@ class Explorer:
 
 def check(model: Model, bounds: Bounds | None = None, progress=None, liveness: bool = True, reduction: bool = True) -> Result:
     """Check safety by BFS; then, when the model defines ``pending``, liveness under weak fairness.
+    A HOLDS is then judged for coverage (``judge_coverage``).
 
     ``reduction=False`` asks a model that offers reductions (``set_reduction``) to explore the full
     interleaving space."""
+    if hasattr(model, "fired"):
+        model.fired.clear()
+    return judge_coverage(model, _check(model, bounds, progress, liveness, reduction))
+
+
+def judge_coverage(model, res: Result) -> Result:
+    """On a HOLDS of a model that reports coverage (which transitions fired): attach it, and turn
+    the verdict into VACUOUS when a role never reached any of its commitment/emission transitions
+    (a proof over runs that never do what the protocol is for proves nothing)."""
+    if res.verdict != HOLDS or not hasattr(model, "coverage") or not getattr(model, "fired", None):
+        return res
+    cov = model.coverage()
+    res.detail = {**res.detail, "coverage": cov}
+    bad = model.vacuous_roles(cov)
+    if bad:
+        what = "; ".join(f"{r} never fired {', '.join(cov[r]['essential'])}" for r in bad)
+        res.verdict = VACUOUS
+        res.message = f"no violation, but the proof is vacuous: {what}"
+    return res
+
+
+def _check(model, bounds, progress, liveness, reduction) -> Result:
     if hasattr(model, "set_reduction"):
         model.set_reduction(reduction)
     want_live = liveness and hasattr(model, "pending") and hasattr(model, "actor_of")

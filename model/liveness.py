@@ -44,6 +44,68 @@ def _cycle_within(edges_from: dict[int, list[tuple[int, object]]], start: int, m
     return []
 
 
+def _path_within(edges_from, start: int, members: set, goal) -> list[tuple[int, object, int]] | None:
+    """Shortest path inside ``members`` from ``start`` whose last edge (u, actor, v) satisfies
+    ``goal(u, actor, v)``; the empty path when ``goal(None, None, start)`` already holds."""
+    if goal(None, None, start):
+        return []
+    prev: dict[int, tuple[int, object]] = {}
+    q = deque([start])
+    seen = {start}
+    while q:
+        u = q.popleft()
+        for v, actor in edges_from.get(u, ()):
+            if v not in members:
+                continue
+            if goal(u, actor, v):
+                path = [(u, actor, v)]
+                while u != start:
+                    pu, pa = prev[u]
+                    path.append((pu, pa, u))
+                    u = pu
+                path.reverse()
+                return path
+            if v not in seen:
+                seen.add(v)
+                prev[v] = (u, actor)
+                q.append(v)
+    return None
+
+
+def fair_cycle(edges_from, enabled, entry: int, comp: set) -> list[tuple[int, object, int]]:
+    """A cycle from ``entry`` inside the SCC ``comp`` that is itself weakly fair: it takes a step of
+    every process that steps inside the SCC and passes, for every other process enabled somewhere in
+    it, a state where that process is disabled.  (The shortest cycle need not be fair.)"""
+    stepping = sorted({a for u in comp for v, a in edges_from.get(u, ()) if v in comp and a is not None}, key=repr)
+    idle = sorted({a for u in comp for a in enabled[u] if a is not None} - set(stepping), key=repr)
+    cycle: list = []
+    cur = entry
+    for a in stepping:
+        seg = _path_within(edges_from, cur, comp, lambda u, b, v, a=a: b == a)
+        if seg is None:
+            continue
+        cycle += seg
+        cur = seg[-1][2] if seg else cur
+    for b in idle:
+        seg = _path_within(edges_from, cur, comp, lambda u, x, v, b=b: b not in enabled[v])
+        if seg is None:
+            continue
+        cycle += seg
+        cur = seg[-1][2] if seg else cur
+    back = _path_within(edges_from, cur, comp, lambda u, x, v: u is not None and v == entry)
+    if cur == entry and cycle:
+        back = []
+    return cycle + (back or [])
+
+
+def is_fair(cycle, enabled) -> bool:
+    """Weak fairness of a cycle: every process enabled in all of its states takes a step in it."""
+    if not cycle:
+        return False
+    always = frozenset.intersection(*(enabled[u] for u, _, _ in cycle)) - {None}
+    return always <= {a for _, a, _ in cycle}
+
+
 def find_lasso(ex, fair: bool = True):
     """Return a LIVENESS Result, or None when the property holds on the explored graph.  With
     ``fair=False`` any cycle through pending states counts (used to prove absence on a reduced graph)."""
@@ -87,15 +149,19 @@ def find_lasso(ex, fair: bool = True):
         return None
     entry, comp = best
     prefix = ex.path_to(entry)
-    cycle = _cycle_within(edges_from, entry, set(comp))
+    cycle = fair_cycle(edges_from, ex.enabled, entry, set(comp)) if fair else _cycle_within(edges_from, entry, set(comp))
     # actions of the cycle: re-derive them from the model so describe() gets real labels
+    actor_of = getattr(model, "actor_of", None)
     cyc_steps = []
-    for u, _actor, v in cycle:
+    for u, actor, v in cycle:
         su, sv = states[u], states[v]
+        pick = None
         for a, n in model.successors(su):
-            if n == sv:
-                cyc_steps.append((su, a, sv))
-                break
+            if n == sv and (pick is None or (actor_of is not None and actor_of(a) == actor)):
+                pick = a
+                if actor_of is None or actor_of(a) == actor:
+                    break
+        cyc_steps.append((su, pick, sv))
     cex = ex.describe_path(prefix + cyc_steps)
     for k, d in enumerate(cex):
         d["in_cycle"] = k >= len(prefix)

@@ -1,33 +1,36 @@
-"""Partial-order reduction: explore one process's step where the order of independent steps does
-not matter (ample sets, Clarke/Grumberg/Peled ch. 10; Holzmann's SPIN reduction).
+"""Partial-order reduction: one ample-set rule for every model (Clarke/Grumberg/Peled ch. 10; Peled's
+ample sets; Holzmann's SPIN reduction), fed by hooks the model provides.
 
-``ample(model, state, succs)`` picks the ample subset of a state's successors for a model that
-implements the hooks below; a model calls it from ``successors`` while its reduction is on (the
-checker's ``set_reduction`` hook), and ``reduce(model)`` wraps any other hooked model.
+``ample(model, s, succs)`` returns the ample subset of a state's full successor list.  Steps are
+grouped by the process that takes them (``por_actor``; ``None`` marks a step that is never reduced
+alone: faults, fabric completions).  A process p qualifies in s, and its steps are then the ample
+set, when the model confirms, for p's steps M in s:
 
-- ``actor_of(action)``: the process that takes the step;
-- ``footprint(action)``: the shared resources the step touches, as a frozenset, chosen so that two
-  steps of different processes with disjoint footprints are independent (whenever both are
-  enabled they commute and neither disables the other); ``None`` marks a *visible* step (one that
-  may change what ``invariant`` reads or that carries an edge check), never reduced alone;
-- ``footprints()``: per process, every resource any of its steps may ever touch (static);
-- ``local_choices(state, actor)``: how many steps the process has at its current control state,
-  enabled or not;
-- ``progress(state)``: an integer measure.
+- C0 complete (``por_complete``): M is every step p can take before p itself moves: no step of
+  another process can enable a step of p;
+- C1 independent (``por_independent``): every step of M commutes with every step another process
+  (faults included) can take before p moves, and disables none of them — including steps that the
+  model's own rules offer only while some process can move (a stuck state offers no faults);
+- C2 invisible (``por_visible`` false, no edge violation): no step of M changes anything a property
+  reads (every invariant and liveness obligation declares what it reads; the model checks the
+  declaration at run time) or carries an edge check;
+- C3 no ignoring (``por_no_ignoring``): every cycle of the reduced graph passes a fully expanded
+  state (a progress measure that M strictly increases, or a structural argument).
 
-A process p qualifies in state s when all of p's steps there are enabled (``local_choices``), none
-is visible or an edge violation, their footprints are disjoint from every resource any other
-process may ever touch, and each strictly increases ``progress``.  Its steps are then the ample
-set.  Why that preserves every verdict class this checker reports:
-- C0/C1: until p moves, only other processes move, and each of their steps is independent of p's,
-  so p's steps stay enabled and commute past them; every deadlock and every end state of the full
-  graph stays reachable (ends are classified on the same states);
-- C2: ample steps are invisible, so invariants and edge checks see the same behaviours up to
-  stuttering, and visible steps are only taken from full expansions;
-- C3 (no ignoring): a reduced expansion strictly increases ``progress``, so every cycle of the
-  reduced graph passes through a fully expanded state.
-Liveness (``pending``) is not preserved by this wrapper: ``reduce`` returns a model that defines
-``pending`` unchanged, so lasso checking always runs on the full graph.
+Why every verdict class survives: take any run of the full graph from s.  By C0 and C1, p's first
+step on that run (it must come: p's steps stay enabled until p moves, and a run that ends or gets
+stuck has no step of p left enabled) can be moved to the front without changing the states after
+it, and it is one of M; runs where p never moves are matched by runs that take one step of M first
+and then the same steps, which by C1 stay enabled and lead to states that differ only in p's
+invisible part.  So every stuck state and every end state stays reachable; by C2 every state a
+property rejects has a reached counterpart that the property rejects too (p's part is invisible),
+and edge checks are never reduced; by C3 no step is postponed for ever around a cycle.  Liveness is
+not claimed here: the checker proves liveness on a reduced graph only as the absence of any cycle
+that keeps an obligation open, and otherwise checks lassos on the full graph.
+
+Two hook providers exist: ``spec.reduce.Reductions`` (the role worlds: private roles whose guards
+read only their own variables, checked at run time) and ``FootprintHooks`` (hand-written models
+such as the pipeline: static footprints and a progress measure).
 """
 from __future__ import annotations
 
@@ -35,11 +38,12 @@ from typing import Any
 
 from .api import Violation
 
-HOOKS = ("actor_of", "footprint", "footprints", "local_choices", "progress")
+HOOKS = ("por_actor", "por_complete", "por_visible", "por_independent", "por_no_ignoring")
+FOOTPRINT_HOOKS = ("actor_of", "footprint", "footprints", "local_choices", "progress")
 
 
 def supports(model) -> bool:
-    return all(hasattr(model, h) for h in HOOKS)
+    return all(hasattr(model, h) for h in HOOKS) or all(hasattr(model, h) for h in FOOTPRINT_HOOKS)
 
 
 def ample(model, s, succs: list) -> list:
@@ -47,39 +51,76 @@ def ample(model, s, succs: list) -> list:
     process's steps, or all of ``succs`` when no process qualifies."""
     if len(succs) <= 1:
         return succs
+    h = model if hasattr(model, "por_actor") else _footprint_view(model)
     by_actor: dict[Any, list] = {}
     for a, n in succs:
-        by_actor.setdefault(model.actor_of(a), []).append((a, n))
+        by_actor.setdefault(h.por_actor(a), []).append((a, n))
     if len(by_actor) == 1:
         return succs
-    others = _others(model)
-    progress = None
-    for actor, moves in by_actor.items():
-        if actor not in others or len(moves) != model.local_choices(s, actor):
+    for p, moves in by_actor.items():
+        if p is None:
             continue
-        ok = True
-        for a, n in moves:
-            fp = None if isinstance(n, Violation) else model.footprint(a)
-            if fp is None or not fp.isdisjoint(others[actor]):
-                ok = False
-                break
-            if progress is None:
-                progress = model.progress(s)
-            if model.progress(n) <= progress:
-                ok = False
-                break
-        if ok:
-            return moves
+        if not h.por_complete(s, p, moves):  # C0
+            continue
+        if any(isinstance(n, Violation) or h.por_visible(s, a, n) for a, n in moves):  # C2
+            continue
+        if not h.por_independent(s, p, moves, succs):  # C1
+            continue
+        if not h.por_no_ignoring(s, p, moves):  # C3
+            continue
+        return moves
     return succs
+
+
+class FootprintHooks:
+    """The rule's hooks derived from static footprints, for models that define:
+
+    - ``actor_of(action)``: the process that takes the step;
+    - ``footprint(action)``: the shared resources the step touches, chosen so that steps of
+      different processes with disjoint footprints are independent; ``None`` marks a visible step;
+    - ``footprints()``: per process, every resource any of its steps may ever touch (static);
+    - ``local_choices(state, actor)``: how many steps the process has at its control state, enabled
+      or not (C0 holds when all of them are enabled);
+    - ``progress(state)``: an integer measure every reduced step must strictly increase (C3)."""
+
+    def por_actor(self, action):
+        return self.actor_of(action)
+
+    def por_complete(self, s, p, moves) -> bool:
+        return len(moves) == self.local_choices(s, p)
+
+    def por_visible(self, s, action, nxt) -> bool:
+        return self.footprint(action) is None
+
+    def por_independent(self, s, p, moves, succs) -> bool:
+        others = _others(self.__dict__.get("_por_model", self)).get(p)
+        return others is not None and all(self.footprint(a).isdisjoint(others) for a, _ in moves)
+
+    def por_no_ignoring(self, s, p, moves) -> bool:
+        base = self.progress(s)
+        return all(self.progress(n) > base for _, n in moves)
+
+
+class _FootprintView(FootprintHooks):
+    def __init__(self, model):
+        self._por_model = model
+
+    def __getattr__(self, name):
+        return getattr(self._por_model, name)
+
+
+def _footprint_view(model):
+    return _FootprintView(model)
 
 
 def _others(model) -> dict[Any, frozenset]:
     """Per process, the union of every other process's static footprint (cached on the model)."""
-    cache = model.__dict__.get("_por_others")
+    d = model.__dict__
+    cache = d.get("_por_others")
     if cache is None:
         fps = model.footprints()
         cache = {p: frozenset().union(*(f for q, f in fps.items() if q != p)) for p in fps}
-        model.__dict__["_por_others"] = cache
+        d["_por_others"] = cache
     return cache
 
 

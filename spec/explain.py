@@ -10,6 +10,29 @@ from .lang import BUILTIN_TERMINAL
 
 
 class Explanation:
+    # -- coverage ------------------------------------------------------------------------------
+    def coverage(self) -> dict[str, dict]:
+        """Per role: its transitions, which fired in the explored graph and which never did (fault
+        transitions of faults not enabled are left out: they cannot fire by configuration), and its
+        essential ones (commitment or emission) and whether any fired."""
+        by_role: dict[str, tuple] = {}
+        for i, a in enumerate(self.actors):
+            by_role.setdefault(a.role.name, (a.role, set()))[1].add(i)
+        out = {}
+        for name, (role, idxs) in by_role.items():
+            fired = {t for i, t in self.fired if i in idxs}
+            fired_names = {role.transitions[k].name for k in fired}
+            possible = [t for t in role.transitions if not (t.fault and t.fault not in self.faults)]
+            never = sorted({t.name for t in possible} - fired_names)
+            essential = sorted({t.name for t in role.transitions if t.essential})
+            out[name] = {"transitions": len({t.name for t in possible}), "fired": len(fired_names), "never_fired": never,
+                         "essential": essential, "essential_fired": sorted(set(essential) & fired_names)}
+        return out
+
+    def vacuous_roles(self, cov: dict) -> list[str]:
+        """Roles with commitment/emission transitions none of which ever fired."""
+        return [r for r, c in cov.items() if c["essential"] and not c["essential_fired"]]
+
     def waiting(self, state) -> list[dict]:
         actors = state[0]
         status = self.rank_status(actors)

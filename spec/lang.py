@@ -10,7 +10,7 @@ from collections import namedtuple
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from ..model.api import Violation
+from ..model.api import SpecError, Violation
 
 DONE, FAILED, DEAD, HUNG = "DONE", "FAILED", "DEAD", "HUNG"
 BUILTIN_TERMINAL = frozenset({DONE, FAILED, DEAD, HUNG})
@@ -38,6 +38,12 @@ class Transition:
     doc: str = ""
     timeout_kind: str | None = None  # "recovers" | "hangs": what an op's timeout= means (fabric docs)
     timeout_s: float | None = None   # the op timeout's duration; over a minute it hangs unless declared
+    emit: bool = False  # an emission (a result delivered): with ``commit``, what a run exists to do
+
+    @property
+    def essential(self) -> bool:
+        """A commitment or emission: a HOLDS where one never fired is vacuous."""
+        return self.commit or self.emit
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -64,6 +70,16 @@ class Role:
         # ``observed`` variables are the ones properties read (a step changing them is visible)
         self.private = private
         self.observed = tuple(observed)
+        bad = [o for o in self.observed if o not in vars and o not in CONTROL_FIELDS]
+        if bad:
+            raise SpecError(f"role {name}", ValueError(
+                f"observed names {', '.join(map(repr, bad))} are not variables of the role; valid: "
+                f"{', '.join(list(vars) + list(CONTROL_FIELDS))}"))
+        clash = [f for f in CONTROL_FIELDS if f in vars]
+        if clash:
+            raise SpecError(f"role {name}", ValueError(f"variable names {', '.join(clash)} are reserved (control state, pending op)"))
+        # what a property may read of this role's actors without making their steps visible
+        self.visible = frozenset(self.observed)
 
     def _add(self, t: Transition) -> Transition:
         self.by_src.setdefault(t.src, []).append(len(self.transitions))
@@ -88,17 +104,50 @@ class Role:
         return {s for s in self.states() if s not in self.by_src}
 
 
+# a role's actor state beyond its variables that a property may read (``observed``): the control
+# state and the pending op (state.ActorState's field names)
+CONTROL_FIELDS = ("ctl", "pending")
+PRIVATE, SYMMETRIC = 1, 2  # Ctx flags: the declarations the world enforces while a step runs
+
+
 class Ctx:
     """What a transition function sees: ``v`` (its role's variables), ``g`` (shared variables),
     ``p`` (parameters), ``rank``; it writes with ``set``/``gset``, picks a destination with ``goto``
-    and may flag a property failure with ``violate`` (observer checks, not behaviour)."""
+    and may flag a property failure with ``violate`` (observer checks, not behaviour).
 
-    __slots__ = ("v", "g", "p", "rank", "choice", "dst", "violation", "world", "actor", "scratch")
+    Declarations are enforced here: a ``private`` role's step that touches ``g`` and a symmetric
+    actor's step that reads ``rank`` raise a SpecError naming the role and transition."""
 
-    def __init__(self, v, g, p, rank, dst, world, actor, choice=None):
-        self.v, self.g, self.p, self.rank, self.dst, self.world, self.actor, self.choice = v, g, p, rank, dst, world, actor, choice
+    __slots__ = ("v", "_g", "p", "_rank", "choice", "dst", "violation", "world", "actor", "scratch", "flags", "trans")
+
+    def __init__(self, v, g, p, rank, dst, world, actor, choice=None, flags=0, trans=None):
+        self.v, self._g, self.p, self._rank, self.dst, self.world, self.actor, self.choice = v, g, p, rank, dst, world, actor, choice
         self.violation = None
         self.scratch = None  # what a step hands to its observer check; never part of the state
+        self.flags, self.trans = flags, trans
+
+    def _refuse(self, what: str):
+        role = self.world.actors[self.actor].role.name
+        raise SpecError(f"{role}.{self.trans or '?'}", PermissionError(what))
+
+    @property
+    def g(self):
+        if self.flags & PRIVATE:
+            self._refuse("a private role reads or writes shared variables (declare it private=False)")
+        return self._g
+
+    @g.setter
+    def g(self, value):
+        if self.flags & PRIVATE:
+            self._refuse("a private role reads or writes shared variables (declare it private=False)")
+        self._g = value
+
+    @property
+    def rank(self):
+        if self.flags & SYMMETRIC:
+            self._refuse("a symmetric actor reads its rank (symmetric actors must be interchangeable; "
+                         "drop it from Protocol(symmetric=...))")
+        return self._rank
 
     def set(self, **kw) -> None:
         self.v = self.v._replace(**kw)

@@ -3,7 +3,8 @@
 """
 from __future__ import annotations
 
-from ..model.api import Violation
+from ..model.api import SpecError, Violation
+from .lang import Ctx
 from .state import WorldState
 
 
@@ -26,46 +27,124 @@ class Reductions:
         return frozenset(out)
 
     def set_liveness(self, on: bool) -> None:
-        """Lassos are checked on the full interleaving graph: partial-order reduction stays off."""
+        """Lassos are checked on the full interleaving graph: partial-order reduction and symmetry stay
+        off (weak fairness is judged per actor, and symmetry re-sorts actors after every step)."""
         self._por_live = on
         self._por_on = self._por_reduce and not on and bool(self._por_actors)
+        self._sym_on = self._sym_wanted and not on
 
-    def _ample(self, state, normal: list):
-        """One eligible actor's steps when they are all invisible local steps or op posts.  They
-        commute with every other process's steps, nothing else can enable or disable them (the role is
-        private), a fault can only end that actor in the same normalized state, and no property reads
-        what they change: every stuck state, end state, invariant and edge violation stays reachable."""
+    # -- the hooks of model/por.py's ample-set rule ---------------------------------------------
+    # An eligible actor (a private role, alone on its rank, no cycle of local transitions) takes
+    # local steps and op posts: its guards read only its own variables (the world refuses a private
+    # role's access to shared variables at run time), so nothing another process does can enable or
+    # disable its steps (C0); its steps touch only its own actor state, which another process reads
+    # only once an op is posted (a fabric step, which needs the post first) (C1, with the fault
+    # exceptions below); a step is visible when it changes a variable, the control state or the
+    # pending op that its role declares ``observed`` (C2: the world checks at run time that
+    # properties read nothing else); the actor's local steps form no cycle and an op post blocks
+    # it until a fabric step, so every cycle of the reduced graph has a full expansion (C3).
+    def por_actor(self, action):
+        if action is not None and action[0] == "t" and action[1] in self._por_actors:
+            return action[1]
+        return None
+
+    def por_complete(self, state, i, moves) -> bool:
+        return True  # private guards read only the actor's own variables and the parameters
+
+    def por_visible(self, state, action, nxt) -> bool:
+        i = action[1]
+        role = self.actors[i].role
+        if role.transitions[action[2]].check is not None:
+            return True
+        ctl, v, pend = state[0][i]
+        nctl, nv, npend = nxt[0][i]
+        if nv is None:  # the process exits: other ranks' ops now fail
+            return True
+        vis = role.visible
+        if not vis:
+            return False
+        if "ctl" in vis and nctl != ctl:
+            return True
+        if "pending" in vis and npend != pend:
+            return True
+        return any(getattr(v, f) != getattr(nv, f) for f in role.observed if f != "ctl" and f != "pending")
+
+    def por_independent(self, state, i, moves, succs) -> bool:
         actors, g, fu = state[:3]
-        faults_left = fu < self.max_faults
-        by_actor: dict[int, list] = {}
-        for st in normal:
-            a = st[0]
-            if a[0] == "t" and a[1] in self._por_actors:
-                by_actor.setdefault(a[1], []).append(st)
-        for i, steps in by_actor.items():
-            ctl, v, _ = actors[i]
-            role = self.actors[i].role
-            if faults_left:
-                if any(role.transitions[t].fault is not None for t in role.by_src.get(ctl, ())):
-                    continue
-                if "hang" in self.faults and self.actors[i].rank in self.hang_ranks and ctl in role.hang_points:
-                    continue
-            ok = True
-            for a, n in steps:
-                if isinstance(n, Violation) or role.transitions[a[2]].check is not None:
-                    ok = False
-                    break
-                nv = n[0][i][1]
-                if nv is None or any(getattr(v, f) != getattr(nv, f) for f in role.observed):
-                    ok = False
-                    break
-            if ok:
-                return steps
-        return normal
+        if fu >= self.max_faults or not self._faults_possible:
+            return True  # no fault can be injected any more: nothing below applies
+        ctl = actors[i][0]
+        a = self.actors[i]
+        role = a.role
+        # a named fault spends the run's fault budget, which every other fault step reads
+        if any(role.transitions[t].fault in self.faults for t in role.by_src.get(ctl, ())):
+            return False
+        # the step moves the actor off a hang point: it disables ``hang`` of its rank
+        if "hang" in self.faults and a.rank in self.hang_ranks and ctl in role.hang_points:
+            return False
+        # The stuck rule offers no fault in a state where only faults could happen.  Before this actor
+        # moves, its step keeps every state the others reach non-stuck (it stays enabled: C0), so faults
+        # are offered there; after the move that holds only if the actor still has a step of its own.
+        # So while a fault can still be injected, the step is reduced only when it leaves the actor
+        # with an enabled step (this also covers a step that ends the rank: a terminal rank is never
+        # crashed or hung).
+        for _, n in moves:
+            if not self._has_step(n, i):
+                return False
+        return True
+
+    def _has_step(self, state, i) -> bool:
+        """Whether actor i (of a private role) has an enabled normal step in ``state``."""
+        ctl, v, pend = state[0][i]
+        if pend is not None or v is None:
+            return False
+        role = self.actors[i].role
+        for tidx in role.by_src.get(ctl, ()):
+            t = role.transitions[tidx]
+            if t.quiescent or (t.fault is not None and (t.fault not in self.faults or state[2] >= self.max_faults)):
+                continue
+            if t.guard is None:
+                return True
+            c = Ctx(v, state[1], self.params, self.actors[i].rank, t.dst[0], self, i, None, self._ctx_flags[i], t.name)
+            if self._call(f"{role.name}.{t.name} (guard)", t.guard, c):
+                return True
+        return False
+
+    def por_no_ignoring(self, state, i, moves) -> bool:
+        return True  # by eligibility: no local cycle, and an op post waits for a fabric step
+
+    def _check_reads(self, what: str, reads) -> None:
+        """A property read of a reduced actor must be of something its role declares observed."""
+        for i, f in reads:
+            if i in self._por_actors and f not in self.actors[i].role.visible:
+                a = self.actors[i]
+                kind = {"ctl": "control state", "pending": "pending op"}.get(f, f"variable {f!r}")
+                raise SpecError(what, PermissionError(
+                    f"reads the {kind} of {a.label} (role {a.role.name}), which the role does not declare in "
+                    f"observed=...; the partial-order reduction would hide changes to it (add {f!r} to observed)"))
+
+    def _check_symmetric(self, what: str, fn, state, verdict) -> None:
+        """A property of a world with symmetric actors must not tell them apart: compare its verdict
+        on the state with two permutations that generate all others (a swap and a rotation)."""
+        actors = state[0]
+        sym = self.symmetric
+        parts = [actors[i] for i in sym]
+        if all(p == parts[0] for p in parts[1:]):
+            return
+        for perm in (parts[1:2] + parts[0:1] + parts[2:], parts[1:] + parts[:1]):
+            nl = list(actors)
+            for i, p in zip(sym, perm):
+                nl[i] = p
+            other = fn(WorldState(tuple(nl), *state[1:]))
+            if bool(other) != bool(verdict):
+                raise SpecError(what, ValueError(
+                    f"tells the symmetric actors {', '.join(self.actors[i].label for i in sym)} apart (it gives a "
+                    f"different verdict once their states are permuted); drop them from symmetric=... or make it symmetric"))
 
     # -- symmetry reduction ------------------------------------------------------------------
     def set_reduction(self, on: bool) -> None:
-        self._sym_on = on and len(self.symmetric) > 1
+        self._sym_wanted = on and len(self.symmetric) > 1
+        self._sym_on = self._sym_wanted and not self._por_live
         self._por_reduce = on
         self._por_on = on and not self._por_live and bool(self._por_actors)
 

@@ -24,6 +24,15 @@ class Param:
     default: Any
     help: str
     choices: tuple | None = None
+    min: int | None = None  # bounds of an integer parameter (inclusive); outside them is a usage error
+    max: int | None = None
+
+    def range_text(self) -> str:
+        if self.min is not None and self.max is not None:
+            return f"{self.min}..{self.max}"
+        if self.min is not None:
+            return f">= {self.min}"
+        return f"<= {self.max}"
 
     def parse(self, name: str, raw: str):
         if self.choices is not None:
@@ -38,9 +47,12 @@ class Param:
             raise UsageError(f"parameter {name}={raw!r}: expected true or false")
         if isinstance(self.default, int):
             try:
-                return int(raw)
+                val = int(raw)
             except ValueError:
                 raise UsageError(f"parameter {name}={raw!r}: expected an integer") from None
+            if (self.min is not None and val < self.min) or (self.max is not None and val > self.max):
+                raise UsageError(f"parameter {name}={val}: out of range, expected {self.range_text()}")
+            return val
         return raw
 
 

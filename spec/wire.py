@@ -229,7 +229,7 @@ class Fabric:
         """Hand ``data`` to an endpoint: a blocked actor runs its ``after``; a posted op is marked done."""
         if ref >= 0:
             c = self._after(nl, ref, data, g)
-            return c.g, c.violation
+            return c._g, c.violation
         j = -1 - ref
         fl[j] = fl[j][:6] + (True, data)
         return g, None
@@ -274,7 +274,7 @@ class Fabric:
                     raise SpecError(f"{self._ref_name(actors, fab, ref)} ({kind} data)", e) from e
             if ref >= 0:
                 c = self._after(nl, ref, data, ng)
-                ng = c.g
+                ng = c._g
                 viol = viol or c.violation
             else:
                 ng, v = self._complete_ref(nl, fl, ref, data, ng)
@@ -359,7 +359,7 @@ class Fabric:
         c = self._after(nl, i, results[0] if len(results) == 1 else tuple(results), g)
         if c.violation is not None:
             return act, c.violation
-        return act, WorldState(tuple(nl), c.g, fu, fl)
+        return act, WorldState(tuple(nl), c._g, fu, fl)
 
     def _error_step(self, state, ref):
         actors, g, fu, fab = state

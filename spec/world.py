@@ -33,10 +33,12 @@ from typing import Any, Callable, Iterable
 from ..model.api import DEADLOCK, FAIL_FAST, STRANDED, WRONG_GROUP, SpecError, Violation
 from .explain import Explanation
 from .fabric import COLLECTIVES, ROOTED, Group, Op, Post, check_op, check_splits, parse_profile
-from .lang import BUILTIN_TERMINAL, DEAD, DONE, EXITED, FAILED, HUNG, ActorDef, Ctx, Transition
+from ..model.por import ample
+from .lang import BUILTIN_TERMINAL, DEAD, DONE, EXITED, FAILED, HUNG, PRIVATE, SYMMETRIC, ActorDef, Ctx, Role, Transition
 from .reduce import Reductions
 from .wire import Fabric
 from .state import ActorState, PendingOp, WorldState
+from .view import WorldView
 
 
 @dataclass
@@ -54,8 +56,11 @@ class Protocol(Fabric, Reductions, Explanation):
     crash_ranks: tuple[int, ...] = ()
     hang_ranks: tuple[int, ...] = ()
     phase_groups: dict[str, frozenset] = field(default_factory=dict)
-    invariants: list[tuple[str, str, Callable]] = field(default_factory=list)  # (name, verdict, fn(world, state) -> msg|None)
-    pending_fn: Callable | None = None
+    # (name, verdict, fn(view) -> msg|None): fn takes a view.WorldView; a two-argument fn(world, state)
+    # is still accepted, but it reads raw tuples the world cannot watch, so it turns the
+    # partial-order reduction off
+    invariants: list[tuple[str, str, Callable]] = field(default_factory=list)
+    pending_fn: Callable | None = None  # fn(view) -> bool: a liveness obligation is open
     variant: str | None = None
     symmetric: tuple[int, ...] = ()  # actor indices whose roles are interchangeable (symmetry reduction)
 
@@ -74,18 +79,76 @@ class Protocol(Fabric, Reductions, Explanation):
         if self.pending_fn is not None:
             self.pending = self._pending
             self.actor_of = self._actor_of
-        self._sym_on = len(self.symmetric) > 1
+        self.validate()
+        self._sym_wanted = self._sym_on = len(self.symmetric) > 1
         self._sym_keys: dict = {}
+        self._sym_checks = 0
+        self._sym_ranks = frozenset(self.actors[i].rank for i in self.symmetric) if len(self.symmetric) > 1 else frozenset()
+        self._ctx_flags = [(PRIVATE if a.role.private else 0) | (SYMMETRIC if i in self._sym_ranks_idx() else 0)
+                           for i, a in enumerate(self.actors)]
+        self._props = [(name, verdict, *_as_view_fn(fn)) for name, verdict, fn in self.invariants]
+        self._pending_view = _as_view_fn(self.pending_fn) if self.pending_fn is not None else None
         self._por_reduce = True
         self._por_live = False
-        self._por_actors = self._por_eligible_actors()
+        raw = any(not viewed for _, _, _, viewed in self._props) or (self._pending_view is not None and not self._pending_view[1])
+        self._por_actors = frozenset() if raw else self._por_eligible_actors()
+        self._faults_possible = bool(("crash" in self.faults and self.crash_ranks) or ("hang" in self.faults and self.hang_ranks)
+                                     or any(t.fault in self.faults for a in self.actors for t in a.role.transitions))
         if self.profile.eager_below > 0:
             # buffered messages name ranks and carry an order: no symmetry or partial-order argument
             # covers them yet, so eager profiles explore the full interleaving graph
             self.symmetric = ()
-            self._sym_on = False
+            self._sym_on = self._sym_wanted = False
             self._por_actors = frozenset()
         self._por_on = bool(self._por_actors)
+        self.fired: set = set()  # (actor index, transition index) of every actor step offered so far
+
+    def _sym_ranks_idx(self) -> frozenset:
+        return frozenset(self.symmetric) if len(self.symmetric) > 1 else frozenset()
+
+    def validate(self) -> None:
+        """Refuse a world whose declarations cannot be right (SpecError, one line): unknown groups,
+        ranks outside the world, states no transition reaches, symmetric actors that differ."""
+        ranks = {a.rank for a in self.actors}
+        for gname, grp in self.groups.items():
+            bad = [r for r in grp.ranks if r not in ranks]
+            if bad:
+                raise SpecError(f"{self.name} group {gname}", ValueError(f"ranks {bad} run no actor"))
+        for ph, gs in self.phase_groups.items():
+            bad = sorted(x for x in gs if x not in self.groups)
+            if bad:
+                raise SpecError(f"{self.name} phase {ph}", ValueError(f"unknown groups {bad}; declared: {sorted(self.groups)}"))
+        for what, rs in (("crash_ranks", self.crash_ranks), ("hang_ranks", self.hang_ranks)):
+            bad = [r for r in rs if r not in ranks]
+            if bad:
+                raise SpecError(f"{self.name} {what}", ValueError(f"ranks {bad} run no actor"))
+        seen_roles = {}
+        for a in self.actors:
+            if seen_roles.setdefault(a.role.name, a.role) is not a.role:
+                raise SpecError(f"{self.name}", ValueError(f"two different roles are named {a.role.name!r}"))
+        for role in seen_roles.values():
+            _validate_role(role)
+        sym = self.symmetric
+        if len(sym) > 1:
+            if len(set(sym)) != len(sym) or any(not 0 <= i < len(self.actors) for i in sym):
+                raise SpecError(f"{self.name} symmetric", ValueError(f"expected distinct actor indices, got {sym}"))
+            first = self.actors[sym[0]]
+            for i in sym:
+                a = self.actors[i]
+                if a.role is not first.role or a.thread != first.thread:
+                    raise SpecError(f"{self.name} symmetric", ValueError(
+                        f"symmetric actors must run one role on one thread name: {first.label} runs {first.role.name}, "
+                        f"{a.label} runs {a.role.name}"))
+            srank = [self.actors[i].rank for i in sym]
+            if len(set(srank)) != len(srank) or any(len(self.actors_of_rank[r]) != 1 for r in srank):
+                raise SpecError(f"{self.name} symmetric", ValueError("symmetric actors must each be alone on its rank"))
+            for what, rs in (("group", None), ("crash_ranks", self.crash_ranks), ("hang_ranks", self.hang_ranks)):
+                sets = [grp.ranks for grp in self.groups.values()] if rs is None else [rs]
+                for rr in sets:
+                    inside = [r in rr for r in srank]
+                    if any(inside) and not all(inside):
+                        raise SpecError(f"{self.name} symmetric", ValueError(
+                            f"symmetric ranks {srank} are not treated alike by {what} {tuple(rr)}"))
 
     def _timeout_recovers(self, role: str, t: Transition) -> bool:
         r = self._recovers.get(id(t))
@@ -112,17 +175,32 @@ class Protocol(Fabric, Reductions, Explanation):
         yield WorldState(actors, g, 0, ())
 
     def invariant(self, state):
-        for name, verdict, fn in self.invariants:
-            try:
-                msg = fn(self, state)
-            except Exception as e:  # noqa: BLE001 - a spec bug, reported as such
-                raise SpecError(f"{self.name} invariant {name}", e) from e
+        for name, verdict, fn, _viewed in self._props:
+            msg = self._property(f"{self.name} invariant {name}", fn, state)
             if msg:
                 return Violation(verdict, f"{name}: {msg}", {"invariant": name})
         return None
 
+    def _property(self, what: str, fn, state):
+        """Evaluate a property on a view of ``state``; under reduction, check what it read."""
+        rec = set() if self._por_on else None
+        try:
+            out = fn(self, state, rec)
+        except SpecError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a spec bug, reported as such
+            raise SpecError(what, e) from e
+        if rec:
+            self._check_reads(what, rec)
+        if self._sym_on:
+            # every state while the search is young, then one in eight: a detector, bounded in cost
+            self._sym_checks += 1
+            if self._sym_checks <= 5000 or not self._sym_checks & 7:
+                self._check_symmetric(what, lambda st: _quiet(fn, self, st), state, out)
+        return out
+
     def _pending(self, state) -> bool:
-        return bool(self.pending_fn(self, state))
+        return bool(self._property(f"{self.name} liveness obligation", self._pending_view[0], state))
 
     @staticmethod
     def _actor_of(action):
@@ -307,11 +385,13 @@ class Protocol(Fabric, Reductions, Explanation):
             stuck = self._stuck(state)
             if stuck is not None:
                 return [(None, stuck)]
+        out = normal + quiet + faults
         if self._por_on and len(normal) > 1:
-            amp = self._ample(state, normal)
-            if amp is not normal:
-                return amp
-        return normal + quiet + faults
+            pa = self._por_actors
+            if any(a[0] == "t" and a[1] in pa for a, _ in normal):
+                out = ample(self, state, out)
+        self.fired.update((a[1], a[2]) for a, _ in out if a is not None and a[0] == "t")
+        return out
 
     def canonical(self, state):
         # fabric entries name actors and ranks: a state holding some is its own representative
@@ -323,14 +403,15 @@ class Protocol(Fabric, Reductions, Explanation):
         a = self.actors[i]
         stage = "guard"
         try:
-            ctx = Ctx(v, g, self.params, a.rank, t.dst[0], self, i)
+            fl = self._ctx_flags[i]
+            ctx = Ctx(v, g, self.params, a.rank, t.dst[0], self, i, None, fl, t.name)
             if t.guard is not None and not t.guard(ctx):
                 return ()
             stage = "choose"
             choices = t.choose(ctx) if t.choose is not None else None
             out = []
             for ch in (choices if choices is not None else (None,)):
-                c = ctx if choices is None else Ctx(v, g, self.params, a.rank, t.dst[0], self, i, ch)
+                c = ctx if choices is None else Ctx(v, g, self.params, a.rank, t.dst[0], self, i, ch, fl, t.name)
                 if t.do is not None:
                     stage = "do"
                     t.do(c)
@@ -359,6 +440,12 @@ class Protocol(Fabric, Reductions, Explanation):
                                 raise SpecError(f"{a.role.name}.{t.name}",
                                                 ValueError(f"wait({op.data!r}): no op is outstanding under that handle"))
                         else:
+                            if self._sym_ranks and op.peer >= 0 and op.group in self.groups \
+                                    and op.peer < len(self.groups[op.group].ranks) \
+                                    and self.groups[op.group].ranks[op.peer] in self._sym_ranks:
+                                raise SpecError(f"{a.role.name}.{t.name}", ValueError(
+                                    f"{op.kind} addresses rank {self.groups[op.group].ranks[op.peer]}, one of the symmetric "
+                                    f"ranks {sorted(self._sym_ranks)}: symmetric actors must not be told apart"))
                             bad = self._group_rule(a, t, op)
                             if bad is not None:
                                 out.append((act, bad))
@@ -378,7 +465,7 @@ class Protocol(Fabric, Reductions, Explanation):
                 if c.violation is not None:
                     out.append((act, c.violation))
                     continue
-                out.append((act, WorldState(tuple(nl), c.g, fu + 1 if t.fault is not None else fu, nfab)))
+                out.append((act, WorldState(tuple(nl), c._g, fu + 1 if t.fault is not None else fu, nfab)))
             return out
         except SpecError:
             raise
@@ -412,7 +499,7 @@ class Protocol(Fabric, Reductions, Explanation):
         ctl, v, pend = nl[i]
         a = self.actors[i]
         t = a.role.transitions[pend[0]]
-        c = Ctx(v, g, self.params, a.rank, t.dst[0], self, i)
+        c = Ctx(v, g, self.params, a.rank, t.dst[0], self, i, None, self._ctx_flags[i], t.name)
         if t.after is not None:
             self._call(f"{a.role.name}.{t.name} after", t.after, c, data)
         if c.dst not in t.dst:
@@ -506,3 +593,42 @@ def timeout_kind(role: str, t: Transition) -> str:
 def _duration(t: Transition) -> str:
     secs = getattr(t, "timeout_s", None)
     return "" if secs is None else f" ({secs:g} s)"
+
+
+def _as_view_fn(fn):
+    """(fn(world, state, record), takes_a_view) for a property written over a WorldView (one
+    parameter) or over the raw state (two parameters: world, state)."""
+    import inspect
+
+    try:
+        params = [p for p in inspect.signature(fn).parameters.values()
+                  if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = [None, None]
+    if len(params) == 1:
+        return (lambda world, state, rec: fn(WorldView(world, state, rec))), True
+    return (lambda world, state, rec: fn(world, state)), False
+
+
+def _quiet(fn, world, state):
+    try:
+        return fn(world, state, None)
+    except Exception:  # noqa: BLE001 - a permuted state the property cannot read: no verdict
+        return None
+
+
+def _validate_role(role: Role) -> None:
+    """Every state is reachable from the initial one, and every destination is a declared state."""
+    edges: dict[str, set] = {}
+    for t in role.transitions:
+        edges.setdefault(t.src, set()).update(t.targets)
+    seen, todo = {role.init}, [role.init]
+    while todo:
+        for d in edges.get(todo.pop(), ()):
+            if d not in seen:
+                seen.add(d)
+                todo.append(d)
+    dead = [s for s in role.by_src if s not in seen]
+    if dead:
+        raise SpecError(f"role {role.name}", ValueError(
+            f"states {', '.join(dead)} have transitions but no transition reaches them from {role.init}"))

@@ -29,6 +29,7 @@ from ..contract import Action
 from ..fabric import Group, broadcast
 from ..machine import ActorDef, Protocol, Role, parse_faults
 from ..registry import Param, SpecInfo, Variant
+from ..view import WorldView
 
 UNINIT, EPOCH_START, STEADY_EARLY, STEADY_FULL = "UNINIT", "EPOCH_START", "STEADY_EARLY", "STEADY_FULL"
 LIFECYCLE_STATES = (UNINIT, EPOCH_START, STEADY_EARLY, STEADY_FULL)
@@ -73,11 +74,12 @@ def soft_transition(kv: KV, env: Env) -> KV:
     return kv._replace(bias=env.bias)
 
 
-def recompute_context(env: Env, rank: int):
+def recompute_context(env: Env, rank):
     """What the recompute call reads.  A missing override falls back to rank-local state, which
-    nothing in the protocol keeps identical across ranks (FM-06): modelled as rank-specific."""
+    nothing in the protocol keeps identical across ranks (FM-06): modelled as rank-specific.
+    ``rank`` may be a function returning it: it is asked only then (a symmetric rank may not ask)."""
     if env.context is None:
-        return ("local", rank)
+        return ("local", rank() if callable(rank) else rank)
     if env.context == "latent":
         return ("latent", env.cache_epoch, env.start_frame)
     return ("rank0", env.call_id)
@@ -97,7 +99,7 @@ def overflows(kv: KV, env: Env, ring: int) -> bool:
     return env.start_frame + 1 > ring
 
 
-def apply(kv: KV, env: Env, rank: int, ring: int, start_frame: int | None = None) -> KV:
+def apply(kv: KV, env: Env, rank, ring: int, start_frame: int | None = None) -> KV:
     """The whole lifecycle step of one envelope on one rank (what pp0/pp1 embed)."""
     if env.init_cache:
         kv = hard_cut(kv, env)
@@ -186,7 +188,7 @@ def build(params: dict, variant: str | None, backend: str) -> Protocol:
 def kv_role(ring: int, drift: str | None = None) -> Role:
     """A mesh rank's cache lifecycle, one named event per transition: the lifecycle diagram."""
     K = Role("kv", UNINIT, dict(kv=KV(), env=None, call_id=-1, drifted=False, busy=False),
-             ids=("call_id",), doc="a mesh rank's KV-cache lifecycle", private=True, observed=("kv",))
+             ids=("call_id",), doc="a mesh rank's KV-cache lifecycle", private=True, observed=("ctl", "kv", "busy"))
 
     def on_env(c, msg):
         action, env = msg
@@ -215,7 +217,7 @@ def kv_role(ring: int, drift: str | None = None) -> Role:
                 do=lambda c: c.set(kv=soft_transition(c.v.kv, c.v.env)), doc="kv_cache_attention_bias changes")
         K.local("same_bias", s, "GENERATE", guard=lambda c: c.v.busy and c.v.env.bias == c.v.kv.bias)
     K.local("recompute", "GENERATE", "DENOISE", guard=lambda c: c.v.env.recompute,
-            do=lambda c: c.set(kv=c.v.kv._replace(inputs=(c.v.env.call_id, recompute_context(c.v.env, c.rank)))),
+            do=lambda c: c.set(kv=c.v.kv._replace(inputs=(c.v.env.call_id, recompute_context(c.v.env, lambda: c.rank)))),
             doc="one extra generator call rewrites the window from the context frames")
     K.local("no_recompute", "GENERATE", "DENOISE", guard=lambda c: not c.v.env.recompute,
             do=lambda c: c.set(kv=c.v.kv._replace(inputs=(c.v.env.call_id, None))))
@@ -234,9 +236,9 @@ def kv_role(ring: int, drift: str | None = None) -> Role:
     return K
 
 
-def _franken(world: Protocol, state) -> str | None:
-    kvs = {a.rank: st[1].kv for a, st in zip(world.actors, state[0])
-           if a.role.name == "kv" and st[0] in LIFECYCLE_STATES + ("DONE",) and not st[1].busy}  # between envelopes
+def _franken(world: WorldView) -> str | None:
+    kvs = {a.rank: a.vars.kv for a in world.actors(role="kv")
+           if a.state in LIFECYCLE_STATES + ("DONE",) and not a.vars.busy}  # between envelopes
     return franken_check(kvs)
 
 
@@ -244,13 +246,13 @@ SPEC = SpecInfo(
     name="kv",
     description="the KV-cache lifecycle as a lockstep state machine on every mesh rank, driven only by the envelope",
     params={
-        "mesh": Param(2, "mesh ranks applying the lifecycle"),
-        "chunks": Param(3, "chunks planned"),
-        "ring": Param(2, "ring buffer size in frames (evict/roll beyond it)"),
-        "hard_cuts": Param(1, "hard cuts after the first chunk"),
+        "mesh": Param(2, "mesh ranks applying the lifecycle", min=1),
+        "chunks": Param(3, "chunks planned", min=1),
+        "ring": Param(2, "ring buffer size in frames (evict/roll beyond it)", min=1),
+        "hard_cuts": Param(1, "hard cuts after the first chunk", min=0),
         "recompute": Param("R0a", "recompute mode", choices=("R1", "R0a", "R0")),
         "faults": Param("all", "enabled faults: all, none, or " + ", ".join(FAULTS)),
-        "max_faults": Param(1, "injected faults per run"),
+        "max_faults": Param(1, "injected faults per run", min=0),
     },
     variants={
         "om10-missing-override": Variant("recompute planned without context frames; ranks fall back to local state", (FRANKEN,)),

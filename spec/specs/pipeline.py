@@ -19,7 +19,7 @@ held_{S-1}, q_0, ..., q_S)``: ``source``/``sink`` count the microbatches put/tak
 microbatch a stage holds between receive and send (-1 for none), each queue a tuple, head first.
 Actions: ``(actor, transition)`` with actor ``"source"``, a stage index, or ``"sink"``.
 
-The model also implements the partial-order-reduction hooks of model/por.py (actor, footprint,
+The model also implements the footprint hooks of model/por.py's one ample-set rule (actor, footprint,
 local choices, progress) and ``packed()`` for the vectorized core of model/fast.py.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from lockstep.model.api import DEADLOCK, INVARIANT, STRANDED, Violation
-from lockstep.model.por import ample
+from lockstep.model.por import FootprintHooks, ample
 from lockstep.spec.registry import Param, SpecInfo, UsageError, Variant
 
 # Stage control states, in loop order.
@@ -40,7 +40,7 @@ def _name(actor) -> str:
     return actor if isinstance(actor, str) else f"stage {actor}"
 
 
-class PipelineModel:
+class PipelineModel(FootprintHooks):
     """The guarded-command pipeline.  ``lifo`` makes every queue pop its tail (the wrong end);
     ``skip_send_stage`` names a stage that drops the send of its last microbatch."""
 
@@ -452,9 +452,9 @@ SPEC = SpecInfo(
     description="generic benchmark: S stages pass M microbatches through S+1 bounded FIFO queues; the sink "
                 "asserts in-order arrival (646,157 states / 3,441,072 transitions at the defaults, unreduced)",
     params={
-        "stages": Param(6, "number of stages S (there are S+1 queues)"),
-        "microbatches": Param(4, "microbatches M the source puts"),
-        "capacity": Param(2, "capacity C of every queue"),
+        "stages": Param(6, "number of stages S (there are S+1 queues)", min=1),
+        "microbatches": Param(4, "microbatches M the source puts", min=0),
+        "capacity": Param(2, "capacity C of every queue", min=0),
     },
     variants={
         "lifo-queue": Variant("every queue pops its tail instead of its head, so microbatches overtake each "

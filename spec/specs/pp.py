@@ -51,6 +51,7 @@ from ..contract import Action, accept_result, expected_generator_calls
 from ..fabric import Group, all_gather, all_reduce, barrier, broadcast, recv, send
 from ..machine import DEAD, FAILED, HUNG, ActorDef, Protocol, Role, parse_faults
 from ..registry import Param, UsageError, Variant
+from ..view import WorldView
 from . import kv as KVL
 
 FAULTS = ("raise@preflight", "missing-override", "reject@leader", "raise@result", "tripwire", "env-drift", "crash", "hang")
@@ -223,7 +224,7 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
         c.set(emitted=c.v.emitted + 1)
         c.scratch = (res, head, c.v.cache_epoch)
 
-    M.local("drain_result", "RUN", ("RUN", "ABORT"), guard=lambda c: bool(c.g.d_out), do=accept, check=_emit_properties,
+    M.local("drain_result", "RUN", ("RUN", "ABORT"), guard=lambda c: bool(c.g.d_out), do=accept, check=_emit_properties, emit=True,
             event="result", doc="drain D_out first; accept (emit) or drop by the acceptance rules")
     M.local("abort_exit", "ABORT", FAILED, guard=lambda c: c.g.comms_done, event="exit",
             doc="the comms thread has stopped between messages: os._exit(2)")
@@ -352,7 +353,7 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
     def phase_b(role: Role, src: str, dst: str, wrong_group: bool = False):
         """Apply the lifecycle (kv.apply), then the generator calls, then the observed-count check."""
         def start(c):
-            c.set(kv=KVL.apply(c.v.kv, c.v.env.lifecycle(), c.rank, params["ring"], _own_start(c)), calls=0)
+            c.set(kv=KVL.apply(c.v.kv, c.v.env.lifecycle(), lambda: c.rank, params["ring"], _own_start(c)), calls=0)
         role.local("apply_lifecycle", src, "GENERATE", do=start, event="cache_advance",
                    doc="the KV lifecycle step of the kv spec, driven only by the envelope")
         role.local("tripwire_fires", src, tripwire_exit(role), fault="tripwire", event="tripwire",
@@ -449,7 +450,7 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
         shared=dict(d_in=(), d_out=(), started=False, comms_done=False, abort=False),
         params=params, backend=backend, faults=faults, max_faults=params["max_faults"],
         crash_ranks=world_ranks if "crash" in faults else (), hang_ranks=(0, leader) if "hang" in faults else (),
-        phase_groups={"phaseB": frozenset({"mesh"})}, invariants=invariants, pending_fn=_pending, variant=variant,
+        phase_groups={"phaseB": frozenset({"mesh"})} if pp1 else {}, invariants=invariants, pending_fn=_pending, variant=variant,
         # mesh workers are interchangeable unless a planted bug singles one out by rank
         symmetric=() if v in RANK_SPECIFIC else tuple(i for i, a in enumerate(actors) if a.role.name == "worker"))
 
@@ -480,35 +481,33 @@ def _emit_properties(c):
                               f"the envelope planned {head.expected_calls}")
 
 
-def _franken(world: Protocol, state) -> str | None:
-    kvs = {a.rank: st[1].kv for a, st in zip(world.actors, state[0])
-           if a.role.name in ("leader", "worker") and st[1] is not None}
+def _franken(world: WorldView) -> str | None:
+    kvs = {a.rank: a.vars.kv for a in world.actors(role=("leader", "worker")) if a.alive}
     return KVL.franken_check(kvs)
 
 
-def _pending(world: Protocol, state) -> bool:
+def _pending(world: WorldView) -> bool:
     """An envelope rank0 handed to its comms thread is still open and rank0 is alive."""
-    actors = state[0]
-    main = actors[0]
-    if main[0] in (FAILED, DEAD, HUNG) or actors[1][0] in (FAILED, DEAD, HUNG):
+    main, comms = world.actor(0, "main"), world.actor(0, "comms")
+    if main.state in (FAILED, DEAD, HUNG) or comms.state in (FAILED, DEAD, HUNG):
         return False
-    return bool(main[1].outstanding)
+    return bool(main.vars.outstanding)
 
 
 def pp_params(mesh_default: int | None) -> dict[str, Param]:
     p = {}
     if mesh_default is not None:
-        p["mesh"] = Param(mesh_default, "mesh size (leader + mesh-1 workers); world = mesh + 1")
+        p["mesh"] = Param(mesh_default, "mesh size (leader + mesh-1 workers); world = mesh + 1", min=1)
     p.update({
-        "chunks": Param(3, "chunks rank0 serves before SHUTDOWN"),
-        "depth": Param(2, "D: capacity of D_in and D_out (1..3)"),
-        "hard_cuts": Param(1, "hard cuts rank0 may make after the first chunk"),
+        "chunks": Param(3, "chunks rank0 serves before SHUTDOWN", min=1),
+        "depth": Param(2, "D: capacity of D_in and D_out (1..3)", min=1, max=3),
+        "hard_cuts": Param(1, "hard cuts rank0 may make after the first chunk", min=0),
         "recompute": Param("R0a", "recompute mode", choices=("R1", "R0a", "R0")),
-        "keepalives": Param(1, "NOOP keepalives the comms thread may send per idle gap"),
-        "patience": Param(1, "empty polls of the result receive before rank0 gives up"),
-        "ring": Param(2, "KV ring size in frames"),
+        "keepalives": Param(1, "NOOP keepalives the comms thread may send per idle gap", min=0),
+        "patience": Param(1, "empty polls of the result receive before rank0 gives up", min=0),
+        "ring": Param(2, "KV ring size in frames", min=1),
         "faults": Param("all", "enabled faults: all, none, or a comma list of " + ", ".join(FAULTS)),
-        "max_faults": Param(1, "injected faults per run"),
+        "max_faults": Param(1, "injected faults per run", min=0),
     })
     return p
 

@@ -29,6 +29,7 @@ from ...model.api import COLLECTIVE_MISMATCH, DEADLOCK, FRANKEN, STRANDED
 from ..contract import HEADER_DTYPE, HEADER_SHAPE, Action, expected_generator_calls
 from ..fabric import Group, all_gather, all_reduce, broadcast
 from ..machine import FAILED, ActorDef, Protocol, Role, parse_faults
+from ..view import WorldView
 from ..registry import Param, SpecInfo, Variant
 
 HEADER_SIG = (HEADER_DTYPE, HEADER_SHAPE)
@@ -158,13 +159,13 @@ def build(params: dict, variant: str | None, backend: str) -> Protocol:
 
     def emit(c):
         c.set(chunk_index=c.v.chunk_index + 1, emitted=c.v.emitted + 1, start_frame=c.v.start_frame + 1, hb=0, adhoc=False)
-    L.local("emit", "PHASE_C", "IDLE", do=emit, event="chunk_emitted", doc="Phase C: decode and emit the chunk")
+    L.local("emit", "PHASE_C", "IDLE", do=emit, event="chunk_emitted", emit=True, doc="Phase C: decode and emit the chunk")
 
     # ---------------- workers ----------------
     W = Role("worker", "START", dict(env=ENV_OK, call_id=-1, chunk_index=-1, cache_epoch=0, start_frame=0, plan=None,
                                      got=0, calls=0, red=0, adhoc=False),
              doc="ranks 1..N-1: receive the envelope, run Phase B", private=True,
-             observed=("cache_epoch", "start_frame", "call_id"))
+             observed=("ctl", "cache_epoch", "start_frame", "call_id"))
     drift = DRIFTS.get(v)
     W.local("load_env", "START", "ENV", event="env", doc="read the per-rank environment")
     W.local("env_drift", "START", "ENV", fault="env-drift", do=lambda c: c.set(env=drift or ("v0", 1, 0)),
@@ -273,20 +274,18 @@ def _started(t):
     return replace(t, after=after)
 
 
-def franken(world: Protocol, state) -> str | None:
+def franken(world: WorldView) -> str | None:
     """At a chunk boundary (every rank between chunks) all ranks agree on cache_epoch and
-    current_start_frame."""
-    actors = state[0]
+    current_start_frame.  A worker waiting for its next header is at a boundary whether or not its
+    receive is posted yet (its variables are the same either way)."""
     seen = {}
-    for a, (ctl, v, pend) in zip(world.actors, actors):
-        if a.thread != "main":
-            continue
-        boundary = (a.role.name == "leader" and ctl == "IDLE") or (a.role.name == "worker" and ctl == "WAIT_HEADER" and pend is None)
+    for a in world.actors(thread="main"):
+        boundary = (a.role == "leader" and a.state == "IDLE") or (a.role == "worker" and a.state == "WAIT_HEADER")
         if not boundary:
             return None
-        if a.role.name == "worker" and v.call_id < 0:
+        if a.role == "worker" and a.vars.call_id < 0:
             return None
-        seen[a.rank] = (v.cache_epoch, v.start_frame)
+        seen[a.rank] = (a.vars.cache_epoch, a.vars.start_frame)
     if len(set(seen.values())) > 1:
         return "ranks disagree at a chunk boundary on (cache_epoch, start_frame): " + ", ".join(
             f"rank {r}: {s}" for r, s in sorted(seen.items()))
@@ -297,14 +296,14 @@ SPEC = SpecInfo(
     name="tp",
     description="TP v1.1 broadcast envelopes: rank0 leads, N-1 workers run Phase B in lockstep",
     params={
-        "ranks": Param(2, "world size (rank0 + ranks-1 workers)"),
-        "chunks": Param(2, "chunks rank0 serves before SHUTDOWN"),
-        "steps": Param(2, "maximum denoise steps a plan may choose (1..steps)"),
-        "reduces": Param(1, "all_reduces per generator call"),
-        "heartbeats": Param(1, "NOOP heartbeats rank0 may send in each idle gap"),
+        "ranks": Param(2, "world size (rank0 + ranks-1 workers)", min=2),
+        "chunks": Param(2, "chunks rank0 serves before SHUTDOWN", min=1),
+        "steps": Param(2, "maximum denoise steps a plan may choose (1..steps)", min=1),
+        "reduces": Param(1, "all_reduces per generator call", min=1),
+        "heartbeats": Param(1, "NOOP heartbeats rank0 may send in each idle gap", min=0),
         "hard_cuts": Param(True, "whether Phase A may choose a hard cut"),
         "faults": Param("all", "enabled faults: all, none, or a comma list of " + ", ".join(FAULTS)),
-        "max_faults": Param(1, "injected faults per run"),
+        "max_faults": Param(1, "injected faults per run", min=0),
     },
     variants={
         "fm01-plan-mismatch": Variant("ranks run different plans (v0 vs v1), no parity handshake", (COLLECTIVE_MISMATCH, DEADLOCK)),

@@ -1,0 +1,125 @@
+"""A typed, read-only view of one world state, for properties (invariants, liveness obligations).
+
+A property is a function ``fn(world: WorldView) -> message | None``.  It reads actors by rank and
+thread (``world.actor(1).state``, ``.vars.cache_epoch``, ``.pending``), iterates them
+(``world.actors(role="worker")``) and reads shared variables by name (``world.shared.stop``).
+
+The view can *record* what a property read, as (actor index, field) pairs where the field is
+``ctl``, ``pending`` or a variable name.  The partial-order reduction only treats as visible what a
+role declares in ``observed``; with recording on, the world checks after every evaluation that a
+property read nothing else of a reduced actor, and refuses the spec (SpecError) when it did.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+
+class _Vars:
+    """A role's variables; every attribute read is recorded."""
+
+    __slots__ = ("_v", "_rec", "_i")
+
+    def __init__(self, v, rec, i):
+        self._v, self._rec, self._i = v, rec, i
+
+    def __getattr__(self, name):
+        self._rec.add((self._i, name))
+        return getattr(self._v, name)
+
+    def _asdict(self) -> dict:
+        for f in self._v._fields:
+            self._rec.add((self._i, f))
+        return self._v._asdict()
+
+    def __eq__(self, other):
+        return self._asdict() == (other._asdict() if isinstance(other, _Vars) else other)
+
+    __hash__ = None
+
+
+class ActorView:
+    """One actor in one state: ``state`` (control state), ``vars`` (None once the process is gone),
+    ``pending`` (the PendingOp it waits on, or None), plus its static placement."""
+
+    __slots__ = ("_world", "_i", "_st", "_rec")
+
+    def __init__(self, world, i: int, st, rec):
+        self._world, self._i, self._st, self._rec = world, i, st, rec
+
+    @property
+    def index(self) -> int:
+        return self._i
+
+    @property
+    def rank(self) -> int:
+        return self._world.actors[self._i].rank
+
+    @property
+    def thread(self) -> str:
+        return self._world.actors[self._i].thread
+
+    @property
+    def role(self) -> str:
+        return self._world.actors[self._i].role.name
+
+    @property
+    def label(self) -> str:
+        return self._world.actors[self._i].label
+
+    @property
+    def state(self) -> str:
+        if self._rec is not None:
+            self._rec.add((self._i, "ctl"))
+        return self._st[0]
+
+    @property
+    def pending(self):
+        if self._rec is not None:
+            self._rec.add((self._i, "pending"))
+        return self._st[2]
+
+    @property
+    def alive(self) -> bool:
+        """Whether the process still has its variables (not failed, crashed or wedged).  Not recorded:
+        a step that ends a process is always visible to the reduction."""
+        return self._st[1] is not None
+
+    @property
+    def vars(self):
+        v = self._st[1]
+        if v is None or self._rec is None:
+            return v
+        return _Vars(v, self._rec, self._i)
+
+
+class WorldView:
+    """The read-only view a property takes; ``state`` and ``world`` are there for code that needs
+    the raw tuple (nothing it reads through them is recorded)."""
+
+    __slots__ = ("world", "state", "_rec")
+
+    def __init__(self, world, state, record: set | None = None):
+        self.world, self.state, self._rec = world, state, record
+
+    @property
+    def shared(self) -> Any:
+        return self.state[1]
+
+    @property
+    def faults_used(self) -> int:
+        return self.state[2]
+
+    def actor(self, rank: int, thread: str = "main") -> ActorView:
+        for i in self.world.actors_of_rank[rank]:
+            if self.world.actors[i].thread == thread:
+                return ActorView(self.world, i, self.state[0][i], self._rec)
+        raise KeyError(f"no actor rank{rank}.{thread}")
+
+    def actors(self, role: str | tuple[str, ...] | None = None, thread: str | None = None) -> Iterator[ActorView]:
+        """The actors in ``Protocol.actors`` order, optionally of one role (or a tuple of roles) and
+        one thread name."""
+        roles = (role,) if isinstance(role, str) else role
+        st, rec, world = self.state[0], self._rec, self.world
+        for i, a in enumerate(world.actors):
+            if (roles is None or a.role.name in roles) and (thread is None or a.thread == thread):
+                yield ActorView(world, i, st[i], rec)

@@ -1,0 +1,307 @@
+"""A random protocol generator for differential testing of the checker's reductions.
+
+``describe(pick)`` draws a protocol *description* (plain data: printable, reproducible) from
+``pick(lo, hi)``, any source of integers in [lo, hi]: hypothesis (``hypothesis_pick``) in the test
+suite, ``random.Random`` in bench/bench_differential.py.  ``build(desc)`` turns it into a
+``Protocol``: 2-3 ranks (rank 0 sometimes with a second thread), one role per actor or one shared
+role for symmetric workers, local steps with guards over local and shared variables, collectives on
+the world and on sub-groups, tagged point-to-point, named faults, crash and hang faults, watchdog
+timeouts, invariants over control states and variables, a liveness obligation, and ``private`` /
+``observed`` / ``symmetric`` declarations that are honest or planted wrong.
+
+``compare(desc)`` checks one description reduced, unreduced and with ``workers=2`` and returns the
+list of disagreements (empty when all agree).  A planted-wrong declaration must be refused with a
+SpecError — or be harmless (the reduced and unreduced answers agree).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from lockstep.model.api import INVARIANT, SpecError
+from lockstep.model.checker import Bounds, check
+from lockstep.model.crosscheck import reachable_classes, verdict_class
+from lockstep.spec.fabric import Group, all_reduce, barrier, recv, send
+from lockstep.spec.machine import FAILED, ActorDef, Protocol, Role
+
+Pick = Callable[[int, int], int]
+MAX_STATES = 20_000
+
+
+def describe(pick: Pick) -> dict[str, Any]:
+    n = pick(2, 3)
+    sym = n == 3 and pick(0, 3) == 0  # ranks 1 and 2 share one role, declared symmetric
+    two_threads = not sym and pick(0, 4) == 0
+    actors = [(0, "main")] + ([(0, "aux")] if two_threads else []) + [(r, "main") for r in range(1, n)]
+    subgroups = [] if sym else [(0, 1)] + ([(1, 2)] if n == 3 else [])  # symmetric ranks: all or none
+    roles = {}
+    for idx, (rank, thread) in enumerate(actors):
+        key = "w" if sym and rank > 0 else f"r{idx}"
+        if key in roles:
+            continue
+        nstates = pick(2, 4)
+        trans = []
+        for s in range(nstates - 1):  # a spine S0 -> S1 -> ... so every state is reachable
+            trans.append(_draw_transition(pick, s, s + 1, nstates, rank, n, sym, subgroups, thread, spine=True))
+        for _ in range(pick(0, 3)):
+            src = pick(0, nstates - 1)
+            dst = pick(0, nstates)  # nstates means DONE
+            trans.append(_draw_transition(pick, src, dst, nstates, rank, n, sym, subgroups, thread))
+        uses_shared = any(t["guard"][0] == "g" or t["effect"][0] == "g" for t in trans)
+        private = pick(0, 3) > 0 and not uses_shared
+        plant_private = pick(0, 9) == 0 and uses_shared  # planted wrong: declared private, touches shared
+        roles[key] = {"nstates": nstates, "trans": trans, "private": private or plant_private,
+                      "planted_private": plant_private, "hang_points": [s for s in range(nstates) if pick(0, 2) == 0]}
+    inv = None
+    if pick(0, 2) > 0:
+        a, b = pick(0, len(actors) - 1), pick(0, len(actors) - 1)
+        kind = pick(0, 2)
+        inv = {"kind": ("ctl", "x", "pending")[kind], "a": a, "b": b, "sa": pick(0, 3), "sb": pick(0, 3), "val": pick(0, 2)}
+    faults = [f for f, on in (("crash", pick(0, 3) > 0), ("hang", pick(0, 2) == 0), ("boom", pick(0, 1))) if on]
+    return {
+        "ranks": n, "actors": actors, "sym": sym, "roles": roles, "subgroups": subgroups,
+        "backend": ("gloo", "nccl", "nccl-async")[pick(0, 2)],
+        "faults": faults, "max_faults": min(1, pick(0, 4)),
+        "crash_ranks": _ranks(pick, n, sym), "hang_ranks": _ranks(pick, n, sym),
+        "inv": inv, "plant_observed": pick(0, 7) == 0, "plant_asym": sym and inv is not None and pick(0, 3) == 0,
+        "live": pick(0, 3) == 0 and not sym,
+    }
+
+
+def _ranks(pick, n, sym) -> list[int]:
+    """A subset of the ranks; symmetric ranks all or none."""
+    if sym:
+        return ([0] if pick(0, 1) else []) + ([1, 2] if pick(0, 1) else [])
+    return [r for r in range(n) if pick(0, 3) > 0]
+
+
+def _draw_transition(pick, src, dst, nstates, rank, n, sym, subgroups, thread, spine=False):
+    kinds = ["local", "local", "coll", "p2p", "fault", "quiet"]
+    kind = kinds[pick(0, len(kinds) - 1)]
+    if spine and kind == "fault":
+        kind = "local"  # a fault ends in FAILED: the spine must reach the next state
+    if kind == "p2p" and (sym or thread != "main"):
+        kind = "coll"  # symmetric ranks are never addressed by rank; a second thread stays off p2p
+    if kind == "coll" and thread != "main":
+        kind = "local"
+    t: dict[str, Any] = {"kind": kind, "src": src, "dst": dst, "guard": ("none",), "effect": ("none",),
+                         "timeout": pick(0, 3) == 0, "alt": pick(0, 5) == 0 and dst != nstates}
+    g = pick(0, 7)
+    if g in (1, 2):
+        t["guard"] = ("x", pick(0, 2))
+    elif g == 3:
+        t["guard"] = ("g", pick(0, 2))
+    e = pick(0, 7)
+    if e in (1, 2):
+        t["effect"] = ("x",)
+    elif e == 3:
+        t["effect"] = ("g",)
+    if kind == "coll":
+        groups = ["world"] + [f"sub{i}" for i, grp in enumerate(subgroups) if rank in grp and not sym]
+        t["group"] = groups[pick(0, len(groups) - 1)]
+        t["op"] = ("barrier", "all_reduce")[pick(0, 1)]
+    elif kind == "p2p":
+        peers = [r for r in range(n) if r != rank]
+        t["peer"] = peers[pick(0, len(peers) - 1)]
+        t["send"] = pick(0, 1) == 1
+        t["tag"] = pick(0, 1)
+    return t
+
+
+def _state(i: int, nstates: int) -> str:
+    return "DONE" if i >= nstates else f"S{i}"
+
+
+def build(d: dict[str, Any]) -> Protocol:
+    groups = {"world": Group("world", tuple(range(d["ranks"])))}
+    for i, grp in enumerate(d["subgroups"]):
+        groups[f"sub{i}"] = Group(f"sub{i}", grp)
+    built: dict[str, Role] = {}
+    actor_defs = []
+    inv = d["inv"]
+    for idx, (rank, thread) in enumerate(d["actors"]):
+        key = "w" if d["sym"] and rank > 0 else f"r{idx}"
+        if key not in built:
+            built[key] = _role(key, d["roles"][key], d, inv, idx)
+        actor_defs.append(ActorDef(rank, thread, built[key]))
+    invariants = []
+    if inv is not None:
+        invariants.append(("INV", INVARIANT, _invariant(inv, d)))
+    def obligation(world):
+        a = next(world.actors(thread="main"))
+        return a.state not in ("DONE", FAILED, "DEAD", "HUNG") and a.state != "S0"
+    pending = obligation if d["live"] else None
+    return Protocol(
+        "gen", groups, actor_defs, shared={"s": 0}, backend=d["backend"], faults=frozenset(d["faults"]),
+        max_faults=d["max_faults"], crash_ranks=tuple(d["crash_ranks"]), hang_ranks=tuple(d["hang_ranks"]),
+        invariants=invariants, pending_fn=pending,
+        symmetric=tuple(i for i, (r, _) in enumerate(d["actors"]) if r > 0) if d["sym"] else ())
+
+
+def _role(key: str, rd: dict, d: dict, inv, idx: int) -> Role:
+    observed = ()
+    if inv is not None and not d["plant_observed"]:
+        observed = {"ctl": ("ctl",), "x": ("x",), "pending": ("ctl", "pending")}[inv["kind"]]
+    if d["live"] and idx == 0 and "ctl" not in observed:
+        observed += ("ctl",)  # the liveness obligation reads the first actor's control state
+    r = Role(key, "S0", {"x": 0}, private=rd["private"], observed=observed,
+             hang_points=[_state(s, rd["nstates"]) for s in rd["hang_points"]])
+    for k, t in enumerate(rd["trans"]):
+        src, dst = _state(t["src"], rd["nstates"]), _state(t["dst"], rd["nstates"])
+        dsts = (dst, _state(t["dst"] + 1, rd["nstates"])) if t["alt"] else (dst,)
+        guard = _guard(t["guard"])
+        do = _effect(t["effect"])
+        name = f"t{k}"
+        kw: dict[str, Any] = {}
+        if t["alt"]:
+            kw["choose"] = lambda c: (0, 1)
+            alt_targets = dsts
+            base = do
+            def do(c, base=base, alt_targets=alt_targets):
+                if base:
+                    base(c)
+                c.goto(alt_targets[c.choice])
+        if t["kind"] == "local":
+            r.local(name, src, dsts, guard=guard, do=do, **kw)
+        elif t["kind"] == "quiet":
+            r.local(name, src, dsts, guard=guard, do=do, quiescent=True, **kw)
+        elif t["kind"] == "fault":
+            r.local(name, src, FAILED, fault="boom", guard=guard)
+        else:
+            op = _op(t)
+            after = None
+            if do is not None:
+                eff = _effect(t["effect"])
+                after = (lambda c, data, eff=eff: eff(c)) if eff else None
+            r.op(name, src, dst, op, guard=guard, after=after, timeout=FAILED if t["timeout"] else None)
+    return r
+
+
+def _guard(g):
+    if g[0] == "x":
+        return lambda c, v=g[1]: c.v.x <= v
+    if g[0] == "g":
+        return lambda c, v=g[1]: c.g.s != v
+    return None
+
+
+def _effect(e):
+    if e[0] == "x":
+        return lambda c: c.set(x=(c.v.x + 1) % 3)
+    if e[0] == "g":
+        return lambda c: c.gset(s=(c.g.s + 1) % 3)
+    return None
+
+
+def _op(t):
+    if t["kind"] == "coll":
+        if t["op"] == "barrier":
+            return lambda c, grp=t["group"]: barrier(grp)
+        return lambda c, grp=t["group"]: all_reduce(grp, ("int", 1), 1)
+    peer, tag = t["peer"], t["tag"]
+    if t["send"]:
+        return lambda c: send("world", peer, ("int",), None, tag)
+    return lambda c: recv("world", peer, ("int",), tag)
+
+
+def _invariant(inv, d):
+    a, b = inv["a"], inv["b"]
+    sa, sb, val = f"S{inv['sa']}", f"S{inv['sb']}", inv["val"]
+    kind = inv["kind"]
+    asym = d["plant_asym"]
+
+    def fn(world):
+        actors = list(world.actors())
+        A, B = actors[a], actors[b]
+        if asym and A.rank > 0 and A.state == sa:  # planted: singles out one symmetric rank
+            return f"{A.label} in {sa}"
+        if kind == "ctl":
+            return f"{A.label} in {sa} while {B.label} in {sb}" if A.state == sa and B.state == sb and a != b else None
+        if kind == "x":
+            v = A.vars
+            return f"{A.label} x={val}" if v is not None and v.x == val and val == 2 else None
+        p = A.pending
+        return f"{A.label} waits in {sa}" if p is not None and A.state == sa and sa == "S1" and val == 0 else None
+
+    def sym_fn(world):
+        ws = [x for x in world.actors() if x.rank > 0]
+        if kind == "ctl":
+            return "both workers in " + sa if all(w.state == sa for w in ws) else None
+        if kind == "x":
+            return "a worker at x=2" if any(w.vars is not None and w.vars.x == 2 for w in ws) and val == 2 else None
+        return "a worker waits in S1" if any(w.pending is not None and w.state == "S1" for w in ws) and val == 0 else None
+    # a world with symmetric workers gets a property over the workers where no position matters
+    return sym_fn if d["sym"] and not asym else fn
+
+
+def compare(d: dict[str, Any], workers: bool = True) -> list[str]:
+    """Disagreements between reduced, unreduced and parallel checks of one description."""
+    planted = d["plant_observed"] or d["plant_asym"] or any(r["planted_private"] for r in d["roles"].values())
+    out = {}
+    try:
+        for key, red in (("reduced", True), ("unreduced", False)):
+            res = check(build(d), Bounds(max_states=MAX_STATES), liveness=d["live"], reduction=red)
+            cls, _, complete = reachable_classes(build(d), red, MAX_STATES)
+            out[key] = (verdict_class(res.verdict), cls, complete, res.verdict, end_states(build(d), red))
+    except SpecError as e:
+        if planted:
+            return []  # refused: what a planted-wrong declaration must get
+        return [f"SpecError on an honest spec: {e}"]
+    r, u = out["reduced"], out["unreduced"]
+    diffs = []
+    if r[0] != u[0] and "BOUND_REACHED" not in (r[0], u[0]):
+        diffs.append(f"verdict class: reduced {r[3]}, unreduced {u[3]}")
+    if r[2] and u[2] and r[1] != u[1]:
+        diffs.append(f"reachable violation classes: reduced {sorted(r[1])}, unreduced {sorted(u[1])}")
+    if r[4] is not None and u[4] is not None and r[4] != u[4]:
+        diffs.append(f"end states: {len(u[4] - r[4])} only unreduced, {len(r[4] - u[4])} only reduced")
+    if workers and not d["live"]:
+        from lockstep.model.parallel import check as pcheck
+
+        try:
+            p = pcheck(build(d), Bounds(max_states=MAX_STATES), liveness=False, reduction=True, workers=2)
+        except SpecError as e:
+            return diffs + ([] if planted else [f"SpecError with workers=2 only: {e}"])
+        if verdict_class(p.verdict) != r[0] and "BOUND_REACHED" not in (r[0], verdict_class(p.verdict)):
+            diffs.append(f"verdict class: workers=2 {p.verdict}, reduced {r[3]}")
+        elif p.verdict not in ("HOLDS", "BOUND_REACHED", "VACUOUS") and r[2] and p.verdict not in r[1]:
+            diffs.append(f"workers=2 found {p.verdict}, not reachable in the reduced graph {sorted(r[1])}")
+    return diffs
+
+
+def end_states(model, reduction: bool):
+    """Every end state (no step, or stuck), as orbit representatives: the partial-order reduction
+    keeps every one of them (not only their classes).  None when MAX_STATES cut the search."""
+    from collections import deque
+
+    from lockstep.model.api import Violation
+
+    model.set_reduction(reduction)
+    model.set_liveness(False)
+    canon = model.canonical if len(model.symmetric) > 1 else (lambda s: s)
+    seen, q, ends = set(), deque(), set()
+    for s in model.init_states():
+        seen.add(s)
+        q.append(s)
+    while q:
+        s = q.popleft()
+        succ = list(model.successors(s))
+        if not succ or (len(succ) == 1 and succ[0][0] is None):
+            ends.add(canon(s))
+        for _, n in succ:
+            if not isinstance(n, Violation) and n not in seen:
+                if len(seen) >= MAX_STATES:
+                    return None
+                seen.add(n)
+                q.append(n)
+    return frozenset(ends)
+
+
+def hypothesis_pick(data) -> Pick:
+    """A ``pick`` drawing from hypothesis's ``st.data()``."""
+    from hypothesis import strategies as st
+
+    return lambda lo, hi: data.draw(st.integers(lo, hi))
+
+
+def random_pick(rng) -> Pick:
+    return lambda lo, hi: rng.randint(lo, hi)
