@@ -255,7 +255,7 @@ def condition(world, state, i: int) -> Condition:
     except ImportError:  # the spec language moved: guards are still named, only not evaluated
         Ctx = None
 
-    actors, g, _fu = state
+    actors, g, _fu = state[:3]
     a = world.actors[i]
     ctl, v, _pend = actors[i]
     role = a.role
