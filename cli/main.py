@@ -113,8 +113,14 @@ def _progress():
 @click.option("--no-liveness", is_flag=True, help="skip the liveness (lasso) check")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="processes for the safety search (fork); liveness and the vectorized core stay single-process")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="the safety search on Ray actors (needs --no-liveness): a local instance, or ADDRESS "
+                   "`auto` / `ray://host:port`; --workers N actors (default: the CPUs); docs/scaling.md")
+@click.option("--actor-memory", default=None, metavar="SIZE",
+              help="with --ray: memory budget per actor (e.g. 2G); passing it ends the run with BOUND_REACHED")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object (schema: docs/json.md)")
-def check(spec, variant, params, backend, max_states, max_depth, timeout, no_reduction, no_liveness, workers, as_json):
+def check(spec, variant, params, backend, max_states, max_depth, timeout, no_reduction, no_liveness, workers, ray_address,
+          actor_memory, as_json):
     """Explore SPEC exhaustively and print a verdict, with a counterexample on a violation.  SPEC is a
     shipped name (`lockstep list`), a spec file PATH.py[:NAME] or package.module[:NAME] defining
     SPEC = SpecInfo(...).
@@ -122,7 +128,6 @@ def check(spec, variant, params, backend, max_states, max_depth, timeout, no_red
     Exit status: 0 holds, 1 violation, 2 usage or spec error, 3 bound reached first."""
     from ..model.api import SpecError
     from ..model.checker import Bounds
-    from ..model.parallel import check as run_check, engine_for
     from .report import dumps, exit_code, text, to_json
 
     try:
@@ -136,23 +141,61 @@ def check(spec, variant, params, backend, max_states, max_depth, timeout, no_red
     except SpecError as e:
         click.echo(f"lockstep: {e}", err=True)
         sys.exit(2)
+    if actor_memory is not None and ray_address is None:
+        raise click.UsageError("--actor-memory applies to --ray only")
+    if ray_address is not None:
+        result = _check_on_ray(spec, variant, params, backend, model, no_reduction, no_liveness,
+                               Bounds(max_states, max_depth, timeout), workers, ray_address, actor_memory, as_json)
+    else:
+        result = _check_here(model, no_reduction, no_liveness, Bounds(max_states, max_depth, timeout), workers)
+    if as_json:
+        click.echo(dumps(to_json(spec, variant, p, backend, result, not no_reduction)))
+    else:
+        click.echo(text(spec, variant, p, backend, result, shortest_known=_no_reduction_applied(model, no_reduction)))
+    sys.exit(exit_code(result.verdict))
+
+
+def _check_on_ray(spec, variant, params, backend, model, no_reduction, no_liveness, bounds, workers, address, actor_memory,
+                  as_json):
+    """``check --ray``: safety only (a model with a liveness check needs --no-liveness: usage error)."""
+    from ..model.api import SpecError
+    from ..model.parallel import engine_for
+    from . import ray_check
+
+    if not no_liveness and engine_for(model, True, 2) == "serial":
+        raise click.UsageError("--ray runs the safety search only: add --no-liveness (liveness needs the whole graph "
+                               "in one process: run it without --ray)")
+    budget = None
+    if actor_memory is not None:
+        try:
+            budget = ray_check.parse_size_mb(actor_memory)
+        except ValueError:
+            raise click.UsageError(f"--actor-memory {actor_memory!r}: expected a size such as 512M or 2G") from None
+    try:
+        return ray_check.run(spec, variant, parse_params(params), backend, not no_reduction, bounds,
+                             workers if workers > 1 else None, address, budget, quiet=as_json)
+    except SpecError as e:
+        click.echo(f"lockstep: {e}", err=True)
+        sys.exit(2)
+
+
+def _check_here(model, no_reduction, no_liveness, bounds, workers):
+    from ..model.api import SpecError
+    from ..model.parallel import check as run_check, engine_for
+
     if workers > 1 and (engine := engine_for(model, not no_liveness, workers)) != "parallel":
         hint = "; add --no-liveness" if engine == "serial" and not no_liveness else ""
         click.echo(f"lockstep: --workers ignored: this check runs on the {engine} core{hint}", err=True)
     update, close = _progress()
     try:
-        result = run_check(model, Bounds(max_states, max_depth, timeout), progress=update, liveness=not no_liveness,
+        result = run_check(model, bounds, progress=update, liveness=not no_liveness,
                            reduction=not no_reduction, workers=workers)
     except SpecError as e:
         close()
         click.echo(f"lockstep: {e}", err=True)
         sys.exit(2)
     close()
-    if as_json:
-        click.echo(dumps(to_json(spec, variant, p, backend, result, not no_reduction)))
-    else:
-        click.echo(text(spec, variant, p, backend, result, shortest_known=_no_reduction_applied(model, no_reduction)))
-    sys.exit(exit_code(result.verdict))
+    return result
 
 
 def _no_reduction_applied(model, no_reduction: bool) -> bool:
