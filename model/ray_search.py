@@ -53,6 +53,7 @@ from . import parallel as _par
 INSTALL_HINT = "pip install 'lockstep[ray]'  (or: pip install ray)"
 
 LAST_RUN: dict[str, Any] = {}
+START_TIMEOUT = 180.0  # seconds for every actor to be placed and to build its model
 
 
 class RayUnavailable(RuntimeError):
@@ -301,9 +302,18 @@ class _RayPool:
         parts: list[list] = [[] for _ in range(n)]
         for rank, s in enumerate(init):
             parts[owner_of(s, n)].append((rank, s))
-        Actor = ray.remote(PartitionActor).options(num_cpus=1, max_concurrency=2, scheduling_strategy="SPREAD")
+        # one CPU per actor; more actors than the cluster's CPUs share them (never wait for a CPU forever)
+        cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        per = min(1.0, int(cpus / n * 100) / 100) or 0.01
+        Actor = ray.remote(PartitionActor).options(num_cpus=per, max_concurrency=2, scheduling_strategy="SPREAD")
         self.actors = [Actor.remote(model_factory, k, n, dumps(parts[k])) for k in range(n)]
-        self.where = self._get([a.where.remote() for a in self.actors])
+        refs = [a.where.remote() for a in self.actors]
+        ready, _ = ray.wait(refs, num_returns=n, timeout=START_TIMEOUT)
+        if len(ready) < n:
+            self.close(graceful=False)
+            raise RayUnavailable(f"--ray: only {len(ready)} of {n} actors started within {START_TIMEOUT:g} s "
+                                 f"(cluster resources: {ray.cluster_resources()})")
+        self.where = self._get(refs)
 
     def _get(self, refs):
         try:
@@ -434,11 +444,7 @@ def _connect(ray, address: str | None, workers: int | None) -> tuple[bool, int]:
     except Exception as e:  # noqa: BLE001
         raise RayUnavailable(f"--ray {address}: cannot connect to the Ray cluster: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     cpus = int(ray.cluster_resources().get("CPU", 0))
-    n = workers or cpus
-    if n > cpus:
-        ray.shutdown()
-        raise RayUnavailable(f"--ray {address}: the cluster has {cpus} CPUs, {n} actors asked (--workers)")
-    return True, max(n, 1)
+    return True, max(workers or cpus, 1)
 
 
 def check_ray(model_factory, bounds: Bounds | None = None, workers: int | None = None, address: str | None = None,
