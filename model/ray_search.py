@@ -238,14 +238,27 @@ class _RayPartition(_par._Worker):
 
 
 class PartitionActor:
-    """The Ray actor around one ``_RayPartition`` (``ray.remote`` is applied at run time)."""
+    """The Ray actor around one ``_RayPartition`` (``ray.remote`` is applied at run time).  ``setup``
+    starts a run; an actor kept between runs (see ``_RayPool``) drops the previous run's partition."""
 
-    def __init__(self, model_factory, k: int, n: int, init_batch: bytes):
+    def __init__(self):
+        self.w = None
+
+    def setup(self, model_factory, k: int, n: int, init_batch: bytes):
+        self.w = None
+        gc.unfreeze()
+        gc.collect()
         if _par.GC_MODE in ("off", "level"):
             gc.disable()
+        import resource
+
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        self.cpu0 = ru.ru_utime + ru.ru_stime
+        self.peak = 0.0
         model = model_factory()
         self.t0 = time.perf_counter()
         self.w = _RayPartition(model, k, n, loads(init_batch))
+        return self.where()
 
     def where(self):
         import ray
@@ -264,6 +277,7 @@ class PartitionActor:
         w = self.w
         w.incoming = {h: b for h, b in enumerate(batches) if h != w.k}
         keys, inv = w.merge(depth)
+        self.peak = max(self.peak, _rss_mb())
         return keys, inv
 
     def cand(self, key) -> bytes:
@@ -275,13 +289,19 @@ class PartitionActor:
 
     def progress(self):
         w = self.w
-        return (int(w.counters[w.k]), len(w.states), len(w.frontier), _rss_mb(), time.perf_counter() - self.t0)
+        rss = _rss_mb()
+        self.peak = max(self.peak, rss)
+        return (int(w.counters[w.k]), len(w.states), len(w.frontier), rss, time.perf_counter() - self.t0)
 
     def stop(self):
         import resource
 
         ru = resource.getrusage(resource.RUSAGE_SELF)
-        return (ru.ru_maxrss / 1024.0, ru.ru_utime + ru.ru_stime, self.w.timing, len(self.w.states))
+        out = (max(_rss_mb(), self.peak), ru.ru_utime + ru.ru_stime - self.cpu0, self.w.timing, len(self.w.states))
+        self.w = None
+        gc.unfreeze()
+        gc.collect()
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,7 +310,7 @@ class PartitionActor:
 class _RayPool:
     """``parallel._Pool``'s interface over Ray actors."""
 
-    def __init__(self, ray, model_factory, n: int, init: list, budget_mb: float | None):
+    def __init__(self, ray, model_factory, n: int, init: list, budget_mb: float | None, keep: bool = False):
         self.ray, self.n, self.budget = ray, n, budget_mb
         self.counters = [0] * n
         self.worker_rss = [0.0] * n
@@ -305,9 +325,15 @@ class _RayPool:
         # one CPU per actor; more actors than the cluster's CPUs share them (never wait for a CPU forever)
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         per = min(1.0, int(cpus / n * 100) / 100) or 0.01
-        Actor = ray.remote(PartitionActor).options(num_cpus=per, max_concurrency=2, scheduling_strategy="SPREAD")
-        self.actors = [Actor.remote(model_factory, k, n, dumps(parts[k])) for k in range(n)]
-        refs = [a.where.remote() for a in self.actors]
+        cached = _KEPT.get("actors")
+        if keep and cached is not None and len(cached) == n and _KEPT.get("job") == _job_id(ray):
+            self.actors = cached
+        else:
+            _drop_kept(ray)
+            Actor = ray.remote(PartitionActor).options(num_cpus=per, max_concurrency=2, scheduling_strategy="SPREAD")
+            self.actors = [Actor.remote() for k in range(n)]
+        self.keep = keep
+        refs = [a.setup.remote(model_factory, k, n, dumps(parts[k])) for k, a in enumerate(self.actors)]
         ready, _ = ray.wait(refs, num_returns=n, timeout=START_TIMEOUT)
         if len(ready) < n:
             self.close(graceful=False)
@@ -377,23 +403,51 @@ class _RayPool:
                     self.worker_rss[k], self.worker_cpu[k], self.worker_timing[k], self.worker_states[k] = rss, cpu, timing, nstates
             except Exception:  # noqa: BLE001 - diagnostics only
                 pass
+        self.batches = []
+        if graceful and self.keep:
+            _KEPT.update(actors=self.actors, job=_job_id(ray))
+            return
+        if _KEPT.get("actors") is self.actors:
+            _KEPT.clear()
         for a in self.actors:
             try:
                 ray.kill(a)
             except Exception:  # noqa: BLE001
                 pass
-        self.batches = []
+
+
+# actors kept for the next run when the caller initialised Ray itself (a notebook, a test session):
+# the next check with the same actor count reuses them instead of starting processes again
+_KEPT: dict = {}
+
+
+def _job_id(ray):
+    try:
+        return ray.get_runtime_context().get_job_id()
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _drop_kept(ray) -> None:
+    actors = _KEPT.pop("actors", None)
+    _KEPT.clear()
+    for a in actors or ():
+        try:
+            ray.kill(a)
+        except Exception:  # noqa: BLE001
+            pass
 
 
 class _RayCoordinator(_par._Coordinator):
-    def __init__(self, ray, model_factory, model, bounds, n, progress, budget_mb, actor_progress):
+    def __init__(self, ray, model_factory, model, bounds, n, progress, budget_mb, actor_progress, keep=False):
         super().__init__(model, bounds, n, progress)
         self.ray, self.factory, self.budget, self.actor_progress = ray, model_factory, budget_mb, actor_progress
+        self.keep = keep
         if actor_progress is not None:
             self.progress = self._report
 
     def _make_pool(self, init):
-        self.pool = _RayPool(self.ray, self.factory, self.n, init, self.budget)
+        self.pool = _RayPool(self.ray, self.factory, self.n, init, self.budget, self.keep)
         return self.pool
 
     def _report(self, st: Stats) -> None:
@@ -471,10 +525,12 @@ def check_ray(model_factory, bounds: Bounds | None = None, workers: int | None =
             except ValueError:  # not the main thread
                 old_term = None
         model = model_factory()
-        coord = _RayCoordinator(ray, model_factory, model, bounds, n, progress, memory_budget_mb, actor_progress)
+        coord = _RayCoordinator(ray, model_factory, model, bounds, n, progress, memory_budget_mb, actor_progress,
+                                keep=not owned)
         return coord.run()
     finally:
         if owned:
+            _KEPT.clear()
             ray.shutdown()
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
