@@ -50,6 +50,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _node_ip() -> str:
+    try:
+        import ray._private.services as services
+
+        return services.get_node_ip_address()
+    except Exception:  # noqa: BLE001
+        return "127.0.0.1"
+
+
 def _sessions_pids(sids: set) -> list[int]:
     out = []
     for d in os.listdir("/proc"):
@@ -74,8 +83,7 @@ def start_node(head: str | None, tmp: str, env: dict) -> subprocess.Popen:
     lo = 20000 + (os.getpid() % 200) * 100 + (0 if head is None else 50)
     cmd += ["--min-worker-port", str(lo), "--max-worker-port", str(lo + 49)]
     if head is None:
-        cmd += ["--head", "--port", env["_HEAD_PORT"], "--include-dashboard", "false", "--temp-dir", tmp,
-                "--ray-client-server-port", str(free_port())]
+        cmd += ["--head", "--port", env["_HEAD_PORT"], "--include-dashboard", "false", "--temp-dir", tmp]
     else:
         cmd += ["--address", head]
     log = open(os.path.join(tmp, f"ray-start-{'head' if head is None else 'worker'}.log"), "w")
@@ -104,20 +112,25 @@ def multinode(spec, raw, reduction) -> dict:
 
     tmp = tempfile.mkdtemp(prefix="lsray-", dir="/tmp")  # short: Ray's socket paths have a length limit
     port = free_port()
+    # a throw-away cluster on this machine: no token authentication (Ray >= 2.5x enables it for
+    # `ray start --head`; a real cluster hands its token to the driver, docs/scaling.md)
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     env = {**os.environ, "_HEAD_PORT": str(port), "RAY_USAGE_STATS_ENABLED": "0"}
     procs = []
     try:
         procs.append(start_node(None, tmp, env))
-        head = f"127.0.0.1:{port}"
+        head = f"{_node_ip()}:{port}"
         t0 = time.perf_counter()
         deadline = time.time() + 120
         while True:  # the head must answer before the second node joins
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                with socket.create_connection((_node_ip(), port), timeout=1):
                     break
             except OSError:
                 if time.time() > deadline or procs[0].poll() is not None:
-                    raise RuntimeError(f"the Ray head did not start; see {tmp}/ray-start-head.log")
+                    with open(os.path.join(tmp, "ray-start-head.log")) as f:
+                        log = f.read()[-2000:]
+                    raise RuntimeError(f"the Ray head did not start:\n{log}")
                 time.sleep(0.5)
         procs.append(start_node(head, tmp, env))
         wait_nodes(head, 2)
