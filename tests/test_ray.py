@@ -178,3 +178,56 @@ def test_actor_memory_needs_ray_and_a_size():
     assert r.returncode == 2 and "--ray" in r.stderr
     r = run_cli("check", "tp", "-p", "chunks=1", "--no-liveness", "--ray", "--actor-memory", "lots")
     assert r.returncode == 2 and "512M" in r.stderr and "Traceback" not in r.stderr
+
+
+def _session_procs(sid: int) -> dict:
+    """pid -> command line of every live (non-zombie) process in session ``sid``."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+            if int(rest[3]) != sid or rest[0] == "Z":
+                continue
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                out[int(d)] = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_sigterm_shuts_the_local_instance_down():
+    pytest.importorskip("ray")
+    import signal
+    import time
+
+    p = subprocess.Popen([sys.executable, "-m", "lockstep", "check", "pp1", "-p", "mesh=3", "--no-reduction",
+                          "--no-liveness", "--ray", "--workers", "2"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.time() + 150
+        while time.time() < deadline and p.poll() is None:
+            if sum("PartitionActor" in c for c in _session_procs(p.pid).values()) >= 2:
+                break
+            time.sleep(0.5)
+        assert p.poll() is None, "the check ended before its actors were seen"
+        assert len(_session_procs(p.pid)) > 3  # driver, gcs, raylet, actors, ...
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=60)
+        deadline = time.time() + 30
+        while _session_procs(p.pid) and time.time() < deadline:
+            time.sleep(0.5)
+        assert _session_procs(p.pid) == {}
+        assert "Traceback" not in p.stderr.read().decode()
+    finally:
+        if p.poll() is None:
+            p.kill()
+        for pid in _session_procs(p.pid):
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
