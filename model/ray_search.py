@@ -30,7 +30,9 @@ It is the level-synchronous search of model/parallel.py with another transport:
 
 A local instance (``address=None``) is started with ``ray.init(num_cpus=...)`` and shut down at the
 end, also on ^C or SIGTERM; on a cluster (``"auto"``, ``"ray://host:port"``) only the actors are
-killed.  ``LAST_RUN`` holds the partitions of the last run (node, pid, states, peak RSS, CPU).
+killed.  When the caller initialised Ray itself (a test session, a notebook), the actors are kept for
+the next check with the same actor count (``setup`` replaces their partition), which saves the
+process start-up.  A SpecError raised in an actor reaches the caller as a SpecError.  ``LAST_RUN`` holds the partitions of the last run (node, pid, states, peak RSS, CPU).
 """
 from __future__ import annotations
 
@@ -237,6 +239,24 @@ class _RayPartition(_par._Worker):
         return loads(self.incoming.pop(h))
 
 
+class _SpecFailure(Exception):
+    """A SpecError raised in an actor, in a form Ray can carry back (SpecError's own pickling
+    does not round-trip)."""
+
+    def __init__(self, where, cause):
+        super().__init__(where, cause)
+        self.where, self.cause = where, cause
+
+
+def _carry(e: SpecError) -> _SpecFailure:
+    cause = e.cause
+    try:
+        pickle.dumps(cause)
+    except Exception:  # noqa: BLE001
+        cause = RuntimeError(f"{type(cause).__name__}: {cause}")
+    return _SpecFailure(e.where, cause)
+
+
 class PartitionActor:
     """The Ray actor around one ``_RayPartition`` (``ray.remote`` is applied at run time).  ``setup``
     starts a run; an actor kept between runs (see ``_RayPool``) drops the previous run's partition."""
@@ -255,7 +275,10 @@ class PartitionActor:
         ru = resource.getrusage(resource.RUSAGE_SELF)
         self.cpu0 = ru.ru_utime + ru.ru_stime
         self.peak = 0.0
-        model = model_factory()
+        try:
+            model = model_factory()
+        except SpecError as e:
+            raise _carry(e) from None
         self.t0 = time.perf_counter()
         self.w = _RayPartition(model, k, n, loads(init_batch))
         return self.where()
@@ -268,7 +291,10 @@ class PartitionActor:
     def expand(self, depth, ranks, deadline):
         w = self.w
         w.outgoing = [None] * w.n
-        reply = w.expand(depth, ranks, deadline)
+        try:
+            reply = w.expand(depth, ranks, deadline)
+        except SpecError as e:
+            raise _carry(e) from None
         out = w.outgoing
         w.outgoing = [None] * w.n
         return (reply, *out)
@@ -276,7 +302,10 @@ class PartitionActor:
     def merge(self, depth, *batches):
         w = self.w
         w.incoming = {h: b for h, b in enumerate(batches) if h != w.k}
-        keys, inv = w.merge(depth)
+        try:
+            keys, inv = w.merge(depth)
+        except SpecError as e:
+            raise _carry(e) from None
         self.peak = max(self.peak, _rss_mb())
         return keys, inv
 
@@ -339,14 +368,18 @@ class _RayPool:
             self.close(graceful=False)
             raise RayUnavailable(f"--ray: only {len(ready)} of {n} actors started within {START_TIMEOUT:g} s "
                                  f"(cluster resources: {ray.cluster_resources()})")
-        self.where = self._get(refs)
+        try:
+            self.where = self._get(refs)
+        except BaseException:
+            self.close(graceful=False)
+            raise
 
     def _get(self, refs):
         try:
             return self.ray.get(refs)
         except self.ray.exceptions.RayTaskError as e:
             c = getattr(e, "cause", None)
-            if isinstance(c, SpecError):
+            if isinstance(c, (SpecError, _SpecFailure)):
                 raise SpecError(c.where, c.cause) from None
             raise _par.WorkerError(str(e)) from None
         except self.ray.exceptions.RayActorError as e:

@@ -231,3 +231,40 @@ def test_sigterm_shuts_the_local_instance_down():
                 os.kill(pid, 9)
             except OSError:
                 pass
+
+
+class Boom:
+    """A model whose successor function raises a SpecError at state 5."""
+
+    name = "boom"
+
+    def init_states(self):
+        return [0]
+
+    def successors(self, s):
+        from lockstep.model.api import SpecError
+
+        if s == 5:
+            raise SpecError("boom.step", ValueError("no"))
+        return [("inc", s + 1), ("inc2", s + 2)]
+
+    def invariant(self, s):
+        return None
+
+    def classify_end(self, s):
+        return None
+
+
+@pytest.mark.slow
+def test_spec_errors_in_an_actor_reach_the_caller(ray_local):
+    from ray import cloudpickle
+
+    from lockstep.model.api import SpecError
+    from lockstep.model.ray_search import check_ray
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors cannot import this test module
+    try:
+        with pytest.raises(SpecError, match="boom.step"):
+            check_ray(Boom, workers=2)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
