@@ -61,12 +61,21 @@ def progress():
 
     def update(st, actors):
         bar.n = st.states
-        frontier = sum(a[2] for a in actors)
-        per = " ".join(f"[{k}] {a[1] / a[4] if a[4] > 0 else 0:,.0f} st/s {a[3]:,.0f} MB" for k, a in enumerate(actors))
-        bar.set_postfix_str(f"depth {st.depth}, {st.transitions:,} transitions, frontier {frontier:,}; {per}", refresh=False)
+        bar.set_postfix_str(progress_line(st, actors), refresh=False)
         bar.refresh()
 
     return update, bar.close
+
+
+def progress_line(st, actors) -> str:
+    """``depth 12, 3,400 transitions, frontier 610; [0] 1,200 st/s 140 MB [1] ...``: ``actors`` are the
+    actors' last (transitions, states owned, frontier, RSS MB, seconds) reports (empty before the first)."""
+    head = f"depth {st.depth}, {st.transitions:,} transitions"
+    if not actors:
+        return head
+    frontier = sum(a[2] for a in actors)
+    per = " ".join(f"[{k}] {a[1] / a[4] if a[4] > 0 else 0:,.0f} st/s {a[3]:,.0f} MB" for k, a in enumerate(actors))
+    return f"{head}, frontier {frontier:,}; {per}"
 
 
 def report_partitions() -> None:
