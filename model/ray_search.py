@@ -82,7 +82,7 @@ def require_ray():
 _M64 = (1 << 64) - 1
 _NONE = 0x5BD1E9955BD1E995
 _memo: dict = {}
-_MEMO_MAX = 1 << 20
+_MEMO_MAX = 1 << 18  # entries; the memo is cleared when full (it holds references to sub-tuples)
 
 
 def _vhash(o) -> int:
@@ -455,16 +455,27 @@ _KEPT: dict = {}
 
 
 def _job_id(ray):
+    """This driver's Ray session (job ids repeat between clusters: the session name tells them apart)."""
     try:
-        return ray.get_runtime_context().get_job_id()
+        from ray._private import worker as _w
+
+        session = getattr(getattr(_w, "_global_node", None), "session_name", None) or \
+            getattr(getattr(_w.global_worker, "node", None), "session_name", None)
+    except Exception:  # noqa: BLE001
+        session = None
+    try:
+        return (ray.get_runtime_context().get_job_id(), session)
     except Exception:  # noqa: BLE001
         return None
 
 
 def _drop_kept(ray) -> None:
+    """Kill the kept actors if they belong to this session; forget them in any case (an actor id
+    of another session may name a new actor here: never kill by it)."""
     actors = _KEPT.pop("actors", None)
+    same = _KEPT.get("job") is not None and _KEPT.get("job") == _job_id(ray)
     _KEPT.clear()
-    for a in actors or ():
+    for a in (actors or ()) if same else ():
         try:
             ray.kill(a)
         except Exception:  # noqa: BLE001
@@ -513,6 +524,8 @@ def _connect(ray, address: str | None, workers: int | None) -> tuple[bool, int]:
     """Start or join Ray; (whether this call initialised Ray and must shut it down, the actor count)."""
     import logging
 
+    if not ray.is_initialized():
+        _KEPT.clear()  # actors kept in an earlier session ended with it
     if ray.is_initialized():
         cpus = int(ray.cluster_resources().get("CPU", 0))
         return False, workers or max(cpus, 1)
