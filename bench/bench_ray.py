@@ -211,6 +211,18 @@ def main(argv=None) -> int:
             print(f"{r['run']:<18} {r['verdict']:<8} {r['states']:>10,} {r['transitions']:>12,} {r['seconds']:>9.2f} "
                   f"{ratio:>8.2f}x  {r['note']}", flush=True)
         out["rows"] = rows
+    if not a.skip_multinode and not a.multinode_only:
+        # a fresh driver process, as `lockstep check --ray=ADDRESS` is: connecting to a cluster from a
+        # process that has already run (and shut down) a local instance fails in Ray 2.60
+        # ("actor cancelled before it started running")
+        cmd = [sys.executable, os.path.abspath(__file__), a.spec, *sum((["-p", p] for p in a.params), []),
+               *(["--no-reduction"] if a.no_reduction else []), "--multinode-only"]
+        if a.json_path:
+            with open(a.json_path, "w") as f:
+                json.dump(out, f, indent=1)
+            cmd += ["--json", a.json_path + ".multinode.json"]
+        sys.stdout.flush()
+        return subprocess.call(cmd)
     if not a.skip_multinode:
         print("# simulated multi-node: ray start --head + ray start --address, 1 CPU each, 2 actors", flush=True)
         mn = multinode(a.spec, raw, reduction)

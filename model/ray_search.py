@@ -525,7 +525,10 @@ def _connect(ray, address: str | None, workers: int | None) -> tuple[bool, int]:
     import logging
 
     if not ray.is_initialized():
-        _KEPT.clear()  # actors kept in an earlier session ended with it
+        # actors kept in an earlier session ended with it; drop every handle to them now, before a new
+        # session exists (a stale handle freed later would release a reference in the new session)
+        _KEPT.clear()
+        gc.collect()
     if ray.is_initialized():
         cpus = int(ray.cluster_resources().get("CPU", 0))
         return False, workers or max(cpus, 1)
@@ -573,7 +576,10 @@ def check_ray(model_factory, bounds: Bounds | None = None, workers: int | None =
         model = model_factory()
         coord = _RayCoordinator(ray, model_factory, model, bounds, n, progress, memory_budget_mb, actor_progress,
                                 keep=not owned)
-        return coord.run()
+        try:
+            return coord.run()
+        finally:
+            coord.pool = coord.progress = coord.actor_progress = None  # no cycle keeps actor handles alive
     finally:
         if owned:
             _KEPT.clear()

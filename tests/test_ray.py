@@ -278,3 +278,15 @@ def test_spec_errors_in_an_actor_reach_the_caller(ray_local):
             check_ray(Boom, workers=2)
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.mark.slow
+def test_a_new_ray_session_does_not_reuse_or_kill_by_stale_actor_ids(ray_local):
+    # actors kept from one session must neither be reused nor killed by id in the next one (actor ids
+    # repeat between clusters): a fresh session after a shutdown checks as usual
+    import logging
+
+    same_as_serial(SpecFactory("kv", None, SMALL["kv"]))
+    ray_local.shutdown()
+    ray_local.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    same_as_serial(SpecFactory("kv", "reset-drift", SMALL["kv"]))
