@@ -187,19 +187,25 @@ def main(argv=None) -> int:
 
         make = factory(a.spec, raw, reduction)
         t = time.perf_counter()
+        c = time.process_time()
         serial = Explorer(make()).run()
         ts = time.perf_counter() - t
-        rows = [row_of("serial", serial, ts)]
+        rows = [row_of("serial", serial, ts, f"CPU {time.process_time() - c:.1f} s")]
         t = time.perf_counter()
         par = parallel.check_parallel(make, None, a.workers)
-        rows.append(row_of(f"--workers {a.workers}", par, time.perf_counter() - t))
+        wcpu = "+".join(f"{c:.1f}" for c in parallel.LAST_RUN.get("worker_cpu_s", []))
+        rows.append(row_of(f"--workers {a.workers}", par, time.perf_counter() - t, f"worker CPU {wcpu} s"))
         t = time.perf_counter()
         ray.init(num_cpus=a.workers, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         tinit = time.perf_counter() - t
         try:
             t = time.perf_counter()
             dist = check_ray(make, None, workers=a.workers)
-            rows.append(row_of(f"--ray ({a.workers} actors)", dist, time.perf_counter() - t, f"+ray.init {tinit:.1f} s"))
+            took = time.perf_counter() - t
+            from lockstep.model.ray_search import LAST_RUN
+
+            acpu = "+".join(f"{p['cpu_s']:.1f}" for p in LAST_RUN.get("partitions", []))
+            rows.append(row_of(f"--ray ({a.workers} actors)", dist, took, f"actor CPU {acpu} s; +ray.init {tinit:.1f} s"))
         finally:
             ray.shutdown()
         key = [(r["verdict"], r["states"], r["transitions"], r["depth"]) for r in rows]
