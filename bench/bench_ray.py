@@ -204,7 +204,7 @@ def main(argv=None) -> int:
             took = time.perf_counter() - t
             from lockstep.model.ray_search import LAST_RUN
 
-            acpu = "+".join(f"{p['cpu_s']:.1f}" for p in LAST_RUN.get("partitions", []))
+            acpu = "+".join(f"{p['cpu_s'] or 0:.1f}" for p in LAST_RUN.get("partitions", []))
             rows.append(row_of(f"--ray ({a.workers} actors)", dist, took, f"actor CPU {acpu} s; +ray.init {tinit:.1f} s"))
         finally:
             ray.shutdown()
@@ -237,7 +237,7 @@ def main(argv=None) -> int:
               f"same as serial: {mn['same_as_serial']}; partitions on {mn['nodes']} node(s)")
         for p in mn["partitions"]:
             print(f"  partition {p['actor']}: node {p['node'][:12]}  pid {p['pid']}  {p['states']:,} states  "
-                  f"peak RSS {p['peak_rss_mb']:,.0f} MB  CPU {p['cpu_s']:.1f} s")
+                  f"peak RSS {p['peak_rss_mb']:,.0f} MB  CPU {p['cpu_s'] or 0:.1f} s")
     if a.json_path:
         with open(a.json_path, "w") as f:
             json.dump(out, f, indent=1)

@@ -87,7 +87,8 @@ def report_partitions() -> None:
     click.echo(f"ray: {len(parts)} partitions on {len(nodes)} node(s)", err=True)
     for p in parts:
         click.echo(f"  partition {p['actor']}: node {p['node'][:12]} ({p['host']}, pid {p['pid']}), "
-                   f"{p['states']:,} states, peak RSS {p['peak_rss_mb']:,.0f} MB, CPU {p['cpu_s']:.1f} s", err=True)
+                   f"{p['states']:,} states, peak RSS {p['peak_rss_mb']:,.0f} MB, "
+                   + (f"CPU {p['cpu_s']:.1f} s" if p["cpu_s"] is not None else "CPU not reported (stopped)"), err=True)
 
 
 def run(spec, variant, raw_params: dict, backend, reduction: bool, bounds, workers, address, budget_mb, quiet: bool):

@@ -515,8 +515,10 @@ class _RayCoordinator(_par._Coordinator):
                     {"actor": k, "node": pool.where[k]["node"], "host": pool.where[k]["host"], "pid": pool.where[k]["pid"],
                      "states": pool.worker_states[k] or (pool.snapshot[k][1] if pool.snapshot[k] else 0),
                      "peak_rss_mb": round(pool.worker_rss[k] or (pool.snapshot[k][3] if pool.snapshot[k] else 0.0), 1),
-                     "cpu_s": round(pool.worker_cpu[k], 2)}
+                     "cpu_s": round(pool.worker_cpu[k], 2) if pool.worker_timing[k] is not None else None}
                     for k in range(self.n)])
+                if not any(pool.worker_rss):  # the actors were killed (error, budget, ^C): their last reports
+                    self.st.peak_rss_mb = peak_rss_mb() + sum(p["peak_rss_mb"] for p in LAST_RUN["partitions"])
             _par.LAST_RUN.clear()
 
 
