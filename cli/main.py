@@ -114,7 +114,7 @@ def _progress():
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="processes for the safety search (fork); liveness and the vectorized core stay single-process")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
-              help="the safety search on Ray actors (needs --no-liveness): a local instance, or ADDRESS "
+              help="the safety search on Ray actors (a spec with a liveness check needs --no-liveness): a local instance, or ADDRESS "
                    "`auto` / `ray://host:port`; --workers N actors (default: the CPUs); docs/scaling.md")
 @click.option("--actor-memory", default=None, metavar="SIZE",
               help="with --ray: memory budget per actor (e.g. 2G); passing it ends the run with BOUND_REACHED")
