@@ -5,7 +5,8 @@
 # directory where `import lockstep` resolves).  Prints one line per run and a table; the goal is >= 8x
 # over serial.  Each run has its own wall-clock limit (LIMIT seconds, default 900).
 set -u
-SPEC=(pp1 -p mesh=4 --no-reduction --no-liveness)
+# SPEC_ARGS overrides the spec for a smoke test, e.g. SPEC_ARGS="tp -p chunks=1" N=2 bench/ray_16core.sh
+read -r -a SPEC <<< "${SPEC_ARGS:-pp1 -p mesh=4 --no-reduction} --no-liveness"
 N=${N:-16}
 LIMIT=${LIMIT:-900}
 PY=${PYTHON:-python}
