@@ -136,8 +136,14 @@ def _progress(seen: dict):
               help="processes for the safety search (fork); liveness and the vectorized core stay single-process")
 @click.option("--cross-check", "cross", is_flag=True,
               help="run the check reduced and unreduced; exit 2 if verdict classes or reachable violation classes differ")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="the safety search on Ray actors (a spec with a liveness check needs --no-liveness): a local instance, or ADDRESS "
+                   "`auto` / `ray://host:port`; --workers N actors (default: the CPUs); docs/scaling.md")
+@click.option("--actor-memory", default=None, metavar="SIZE",
+              help="with --ray: memory budget per actor (e.g. 2G); passing it ends the run with BOUND_REACHED")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object (schema: docs/json.md)")
-def check(spec, variant, params, backend, max_states, max_depth, timeout, no_reduction, no_liveness, workers, cross, as_json):
+def check(spec, variant, params, backend, max_states, max_depth, timeout, no_reduction, no_liveness, workers, cross,
+          ray_address, actor_memory, as_json):
     """Explore SPEC exhaustively and print a verdict, with a counterexample on a violation.  SPEC is a
     shipped name (`lockstep list`), a spec file PATH.py[:NAME] or package.module[:NAME] defining
     SPEC = SpecInfo(...).
@@ -148,9 +154,7 @@ def check(spec, variant, params, backend, max_states, max_depth, timeout, no_red
     130 interrupted (SIGINT/SIGTERM/SIGHUP; the statistics so far are printed, verdict INTERRUPTED)."""
     from ..model.api import SpecError
     from ..model.checker import Bounds
-    from ..model.parallel import check as run_check, engine_for
-    from .interrupt import EXIT_INTERRUPTED, signals_as_interrupt
-    from .report import dumps, exit_code, interrupted_result, text, to_json
+    from .report import dumps, exit_code, text, to_json
 
     try:
         info, p = resolve(spec, variant, parse_params(params), backend)
@@ -163,34 +167,80 @@ def check(spec, variant, params, backend, max_states, max_depth, timeout, no_red
     except SpecError as e:  # a declaration the world refuses when it is built
         click.echo(f"lockstep: {e}", err=True)
         sys.exit(2)
+    if actor_memory is not None and ray_address is None:
+        raise click.UsageError("--actor-memory applies to --ray only")
+    bounds = Bounds(max_states, max_depth, timeout)
+    if cross:
+        if ray_address is not None:
+            raise click.UsageError("--cross-check runs both searches in this process: drop --ray")
+        _cross_check(spec, variant, p, backend, info, bounds, not no_liveness, as_json)
+        return
+    if ray_address is not None:
+        result, code = _check_on_ray(spec, variant, params, backend, model, no_reduction, no_liveness, bounds, workers,
+                                     ray_address, actor_memory, as_json)
+    else:
+        result, code = _check_here(model, no_reduction, no_liveness, bounds, workers)
+    if as_json:
+        click.echo(dumps(to_json(spec, variant, p, backend, result, not no_reduction)))
+    else:
+        click.echo(text(spec, variant, p, backend, result, shortest_known=_no_reduction_applied(model, no_reduction)))
+    sys.exit(exit_code(result.verdict) if code is None else code)
+
+
+def _check_on_ray(spec, variant, params, backend, model, no_reduction, no_liveness, bounds, workers, address, actor_memory,
+                  as_json):
+    """``check --ray``: safety only (a model with a liveness check needs --no-liveness: usage error)."""
+    from ..model.api import SpecError
+    from ..model.parallel import engine_for
+    from . import ray_check
+
+    if not no_liveness and engine_for(model, True, 2) == "serial":
+        raise click.UsageError("--ray runs the safety search only: add --no-liveness (liveness needs the whole graph "
+                               "in one process: run it without --ray)")
+    budget = None
+    if actor_memory is not None:
+        try:
+            budget = ray_check.parse_size_mb(actor_memory)
+        except ValueError:
+            raise click.UsageError(f"--actor-memory {actor_memory!r}: expected a size such as 512M or 2G") from None
+    t0 = time.perf_counter()
+    try:
+        return ray_check.run(spec, variant, parse_params(params), backend, not no_reduction, bounds,
+                             workers if workers > 1 else None, address, budget, quiet=as_json), None
+    except SpecError as e:
+        click.echo(f"lockstep: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt as e:  # the Ray session is shut down on the way out (model/ray_search.py)
+        from .interrupt import EXIT_INTERRUPTED
+        from .report import interrupted_result
+        return interrupted_result(None, time.perf_counter() - t0, str(e) or "SIGINT"), EXIT_INTERRUPTED
+
+
+def _check_here(model, no_reduction, no_liveness, bounds, workers):
+    from ..model.api import SpecError
+    from ..model.parallel import check as run_check, engine_for
+    from .interrupt import EXIT_INTERRUPTED, signals_as_interrupt
+    from .report import interrupted_result
+
     if workers > 1 and (engine := engine_for(model, not no_liveness, workers)) != "parallel":
         hint = "; add --no-liveness" if engine == "serial" and not no_liveness else ""
         click.echo(f"lockstep: --workers ignored: this check runs on the {engine} core{hint}", err=True)
-    if cross:
-        _cross_check(spec, variant, p, backend, info, Bounds(max_states, max_depth, timeout), not no_liveness, as_json)
-        return
     seen: dict = {}
     update, close = _progress(seen)
     t0 = time.perf_counter()
-    code = None
     try:
         with signals_as_interrupt():
-            result = run_check(model, Bounds(max_states, max_depth, timeout), progress=update,
-                               liveness=not no_liveness, reduction=not no_reduction, workers=workers)
+            result = run_check(model, bounds, progress=update, liveness=not no_liveness,
+                               reduction=not no_reduction, workers=workers)
     except SpecError as e:
         close()
         click.echo(f"lockstep: {e}", err=True)
         sys.exit(2)
     except KeyboardInterrupt as e:
         close()
-        result = interrupted_result(seen.get("stats"), time.perf_counter() - t0, str(e) or "SIGINT")
-        code = EXIT_INTERRUPTED
+        return interrupted_result(seen.get("stats"), time.perf_counter() - t0, str(e) or "SIGINT"), EXIT_INTERRUPTED
     close()
-    if as_json:
-        click.echo(dumps(to_json(spec, variant, p, backend, result, not no_reduction)))
-    else:
-        click.echo(text(spec, variant, p, backend, result, shortest_known=_no_reduction_applied(model, no_reduction)))
-    sys.exit(exit_code(result.verdict) if code is None else code)
+    return result, None
 
 
 def _no_reduction_applied(model, no_reduction: bool) -> bool:

@@ -257,18 +257,7 @@ class _Worker:
                     break
         counters[k] = done_trans
         self.cands = cands
-        outs: list[dict] = [{} for _ in range(n)]
-        if not timed_out:
-            if n == 2:
-                o0, o1 = outs
-                for nx, meta in out.items():
-                    if hash(nx) & 1:
-                        o1[nx] = meta
-                    else:
-                        o0[nx] = meta
-            else:
-                for nx, meta in out.items():
-                    outs[hash(nx) % n][nx] = meta
+        outs: list[dict] = self._route(out) if not timed_out else [{} for _ in range(n)]
         del out
         self.outs = outs
         tm = self.timing
@@ -277,13 +266,7 @@ class _Worker:
         tm["kept"] += len(outs[k])
         if not timed_out:
             gc.disable()  # the batches are acyclic: collecting while they are pickled is pure cost
-            for h in range(n):
-                if h != k:
-                    with open(os.path.join(self.tmp, f"{depth}.{k}.{h}"), "wb") as f:
-                        o = outs[h]
-                        _dump((list(o), list(o.values())), f)
-                    tm["sent"] += len(outs[h])
-                    outs[h] = None
+            self._send(depth, outs)
             if GC_MODE not in ("off", "level"):
                 gc.enable()
         tm["dump"] += _cpu() - t1
@@ -317,16 +300,8 @@ class _Worker:
         self.outs = []
         for h in range(n):
             if h != k:
-                path = os.path.join(self.tmp, f"{depth}.{h}.{k}")
                 t1 = _cpu()
-                gc.disable()
-                # batches written by a sibling worker of this search into the 0700 directory the parent
-                # created (mkdtemp): our own states, never a user's file
-                with open(path, "rb") as f:
-                    items, metas = pickle.load(f)
-                if GC_MODE not in ("off", "level"):
-                    gc.enable()
-                os.unlink(path)
+                items, metas = self._receive(depth, h)
                 t2 = _cpu()
                 tm["load"] += t2 - t1
                 t0 += t2 - t1
@@ -349,6 +324,48 @@ class _Worker:
             gc.freeze()    # the permanent generation: the visited set lives until the worker exits
         tm["invariant"] += _cpu() - t1
         return np.asarray(newkeys, dtype=np.int64), inv
+
+
+    # -- transport (the Ray partitions, model/ray_search.py, override these three) ------------
+    def _route(self, out: dict) -> list[dict]:
+        """Split this level's successors by owner: ``hash(state) % n`` (forked workers share the hash seed)."""
+        n = self.n
+        outs: list[dict] = [{} for _ in range(n)]
+        if n == 2:
+            o0, o1 = outs
+            for nx, meta in out.items():
+                if hash(nx) & 1:
+                    o1[nx] = meta
+                else:
+                    o0[nx] = meta
+        else:
+            for nx, meta in out.items():
+                outs[hash(nx) % n][nx] = meta
+        return outs
+
+    def _send(self, depth: int, outs: list) -> None:
+        """Ship ``outs[h]`` (h != k) to worker h: one pickled batch per destination under the run's tmp dir."""
+        k, tm = self.k, self.timing
+        for h in range(self.n):
+            if h != k:
+                with open(os.path.join(self.tmp, f"{depth}.{k}.{h}"), "wb") as f:
+                    o = outs[h]
+                    _dump((list(o), list(o.values())), f)
+                tm["sent"] += len(outs[h])
+                outs[h] = None
+
+    def _receive(self, depth: int, h: int):
+        """The batch worker h sent this worker at ``depth``: (states, metas)."""
+        path = os.path.join(self.tmp, f"{depth}.{h}.{self.k}")
+        gc.disable()
+        # batches written by a sibling worker of this search into the 0700 directory the parent
+        # created (mkdtemp): our own states, never a user's file
+        with open(path, "rb") as f:
+            items, metas = pickle.load(f)
+        if GC_MODE not in ("off", "level"):
+            gc.enable()
+        os.unlink(path)
+        return items, metas
 
 
 def _error_payload(e: BaseException):
@@ -535,6 +552,9 @@ class _Coordinator:
         self.ex = Explorer(model, bounds)  # for describe_path / waiting_at_end only
         self.pool: _Pool | None = None
 
+    def _make_pool(self, init: list):
+        return _Pool(self.model, self.n, init)
+
     # -- counterexamples -----------------------------------------------------------------
     def _path_to(self, gid: int) -> list:
         """(state, action, next) triples from an initial state to the state with global id ``gid``."""
@@ -583,7 +603,7 @@ class _Coordinator:
                 st.seconds = time.perf_counter() - t0
                 st.peak_rss_mb = peak_rss_mb()
                 return Result(v.verdict, v.message, st, [], detail=dict(v.detail))
-        self.pool = _Pool(model, n, init)
+        self.pool = self._make_pool(init)
         ok = False
         try:
             res = self._explore(init, t0, deadline)
