@@ -150,7 +150,7 @@ def check_ids(run: S.RunTrace) -> list[dict]:
                     last_header_enter = e if p == "header" else None
                     msg_ids = None
                     continue
-                if msg_ids is not None and (p in ("meta_size", "meta") or p.startswith("tensor:")) and "ids" in e:
+                if msg_ids is not None and (p in ("meta_size", "meta") or p.startswith("tensor:")) and e.get("ids") is not None:
                     if list(e["ids"]) != msg_ids:
                         out.append(_mm("ids", r, e["i"], "ids", f"{p} of the message {msg_ids} carries ids {e['ids']}"))
                 elif p in GEN_OR_OTHER:
@@ -158,7 +158,7 @@ def check_ids(run: S.RunTrace) -> list[dict]:
             elif k in (S.HEADER_SENT, S.HEADER_RECV) and e.get("action") == "INFER":
                 want = [e["call_id"], e["chunk_index"], e["cache_epoch"]]
                 h = last_header_enter
-                if h is not None and "ids" in h and k == S.HEADER_SENT and list(h["ids"]) != want:
+                if h is not None and h.get("ids") is not None and k == S.HEADER_SENT and list(h["ids"]) != want:
                     out.append(_mm("ids", r, h["i"], "ids", f"the header op of message {want} carries ids {h['ids']}"))
                 msg_ids = want
                 last_header_enter = None
