@@ -267,6 +267,33 @@ def validate_event(rec: Any, path: str = "<event>", line: int | None = None) -> 
             raise TraceSchemaError(path, line, name, f"{v!r} is not one of {', '.join(allowed)}")
 
 
+class _Compactor:
+    """Shares equal values between a file's events, in place: short strings (event kinds, ops, groups,
+    purposes, dtypes: a handful of distinct values repeated on every line) and short lists of ints or
+    strings (ids, shapes).  The JSON decoder makes a new object for every value; shared, a long trace
+    takes about half the memory (long traces hold millions of events).  Loaded events are read-only:
+    code that edits one copies it first (``dict(e)``, a new list)."""
+
+    __slots__ = ("strs", "lists")
+
+    def __init__(self):
+        self.strs: dict[str, str] = {}
+        self.lists: dict[tuple, list] = {}
+
+    def __call__(self, rec: dict) -> None:
+        strs, lists = self.strs, self.lists
+        for k, v in rec.items():
+            tv = type(v)
+            if tv is str:
+                if len(v) <= 64:
+                    rec[k] = strs.setdefault(v, v)
+            elif tv is list and len(v) <= 8:
+                try:  # keyed by the element types too: [1, true] is not [1, 1]
+                    rec[k] = lists.setdefault((tuple(map(type, v)), *v), v)
+                except TypeError:  # unhashable elements (nested lists): left as they are
+                    pass
+
+
 def load_rank_trace(path: str | os.PathLike, rank: int | None = None) -> RankTrace:
     """Strictly load one rank file.  Only the last line may be broken, and only if it has no
     trailing newline (the rank died while writing it)."""
@@ -283,6 +310,7 @@ def load_rank_trace(path: str | os.PathLike, rank: int | None = None) -> RankTra
         lines = lines[:-1]
     events: list[dict] = []
     truncated = False
+    compact = _Compactor()
     # fast path: the whole file as one JSON array (one decoder pass; the keys of all lines are shared
     # strings, a third less memory); any problem falls back to line by line, which names the line
     fast = None
@@ -306,6 +334,7 @@ def load_rank_trace(path: str | os.PathLike, rank: int | None = None) -> RankTra
             raise TraceSchemaError(p, n, "rank", f"{rec['rank']} in the file of rank {rank}")
         if rec["i"] != len(events):
             raise TraceSchemaError(p, n, "i", f"{rec['i']}, expected {len(events)} (lines lost or reordered)")
+        compact(rec)
         events.append(rec)
     if rank is None:
         rank = events[0]["rank"] if events else -1
