@@ -13,6 +13,18 @@ per-event cost to the smallest's (1.0 = flat; goal <= 1.5) and a PASS/FAIL line 
 Timings are the best of --repeat runs; each row also gives CPU time per event (process time), which
 a shared, loaded machine inflates less than wall time.  Report `uptime`'s load with the figures.  Runs use long PG timeouts so a loaded
 machine does not turn a clean run into a timed-out one.
+
+Memory: every row is measured in a fresh child process (``--measure DIR``), so its ``peak_rss_mb`` (the
+child's peak resident set, load and check together) is that trace's own; ``base_rss_mb`` is the child's
+RSS before it loads the trace (the interpreter and lockstep's modules) and ``bytes_per_event`` the peak
+above it per event.
+
+Long traces: ``--long-chunks N`` adds a row for a real tp 4-rank run of N chunks (about 455 events per
+chunk: 2,250 chunks make a 1M-event trace, 165 MB of JSONL; making it takes ~20 min here, once; it is
+reused from --trace-dir).  The targets for it: < 60 s and a flat memory.  ``--baseline PYTHONPATH``
+measures every row a second time with another checkout's ``lockstep`` (e.g. an extracted older commit:
+``git archive <commit> | tar -x -C /tmp/base/lockstep``, then ``--baseline /tmp/base``) and prints the
+two side by side.
 """
 from __future__ import annotations
 
@@ -50,8 +62,30 @@ def ensure_run(d: Path, topology: str, world: int, chunks: int) -> None:
     print(f"# made {d} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
 
 
+def _rss_mb() -> float:
+    """The current resident set of this process (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def measure_in_child(d: Path, repeat: int, pythonpath: str | None = None) -> dict:
+    """time_conform in a fresh process (its own peak RSS); ``pythonpath`` picks the lockstep it imports."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
+    out = subprocess.run([sys.executable, __file__, "--measure", str(d), "--repeat", str(repeat)], env=env,
+                         check=True, stdout=subprocess.PIPE, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def time_conform(d: Path, repeat: int) -> dict:
+    import resource
+
     from lockstep.conformance import check, loader
+    base_rss = _rss_mb()
     best = None
     for _ in range(repeat):
         c0 = time.process_time()
@@ -62,11 +96,15 @@ def time_conform(d: Path, repeat: int) -> dict:
         t2 = time.perf_counter()
         cpu = time.process_time() - c0
         if best is None or t2 - t0 < best[0]:
-            best = (t2 - t0, t1 - t0, rep, run, cpu)
-    total, load_s, rep, run, cpu = best
-    events = sum(len(t.events) for t in run.ranks.values())
-    return {"trace": str(d), "topology": run.manifest["topology"], "ranks": len(run.ranks), "events": events,
-            "observables": rep.replay.observables, "search_nodes": rep.replay.nodes, "verdict": rep.verdict,
+            # numbers only: holding the run or the report would double the next repeat's peak RSS
+            best = (t2 - t0, t1 - t0, rep.replay.observables, rep.replay.nodes, rep.verdict, run.manifest["topology"],
+                    len(run.ranks), sum(len(t.events) for t in run.ranks.values()), cpu)
+        del run, rep
+    total, load_s, observables, nodes, verdict, topology, ranks, events, cpu = best
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {"peak_rss_mb": round(peak), "base_rss_mb": round(base_rss),
+            "bytes_per_event": round((peak - base_rss) * 2**20 / events), "trace": str(d), "topology": topology, "ranks": ranks, "events": events,
+            "observables": observables, "search_nodes": nodes, "verdict": verdict,
             "load_s": round(load_s, 3), "total_s": round(total, 3), "cpu_s": round(cpu, 3),
             "us_per_event": round(1e6 * total / events, 2), "cpu_us_per_event": round(1e6 * cpu / events, 2)}
 
@@ -78,18 +116,50 @@ def main() -> int:
     ap.add_argument("--topologies", default="tp,pp1")
     ap.add_argument("--chunks", type=int, default=12)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--long-chunks", type=int, default=0,
+                    help="add a row for a real tp 4-rank run of this many chunks (2250: about 1M events)")
+    ap.add_argument("--long-repeat", type=int, default=1)
+    ap.add_argument("--baseline", default=None, metavar="PYTHONPATH",
+                    help="also measure every row with the lockstep found on this PYTHONPATH, side by side")
+    ap.add_argument("--measure", default=None, help=argparse.SUPPRESS)  # the child: one row, as JSON
     a = ap.parse_args()
+    if a.measure:
+        print(json.dumps(time_conform(Path(a.measure), a.repeat)), flush=True)
+        return 0
     base = Path(a.trace_dir)
-    worlds = [int(w) for w in a.worlds.split(",")]
+    worlds = [int(w) for w in a.worlds.split(",")] if a.worlds else []
     rows: dict[str, list[dict]] = {}
-    for topo in a.topologies.split(","):
+    side: list[tuple[dict, dict]] = []
+
+    def measure(d: Path, repeat: int) -> dict:
+        r = measure_in_child(d, repeat)
+        print(json.dumps(r), flush=True)
+        if a.baseline:
+            b = measure_in_child(d, repeat, a.baseline)
+            print(json.dumps({"baseline": a.baseline, **b}), flush=True)
+            side.append((b, r))
+        return r
+
+    for topo in (a.topologies.split(",") if worlds else []):
         for w in worlds:
             d = base / f"{topo}-w{w}-c{a.chunks}"
             ensure_run(d, topo, w, a.chunks)
-            r = time_conform(d, a.repeat)
-            print(json.dumps(r), flush=True)
-            rows.setdefault(topo, []).append(r)
+            rows.setdefault(topo, []).append(measure(d, a.repeat))
     ok = True
+    if a.long_chunks:
+        d = base / f"tp-w4-c{a.long_chunks}"
+        ensure_run(d, "tp", 4, a.long_chunks)
+        r = measure(d, a.long_repeat)
+        print(f"long trace: {r['events']:,} events, {r['total_s']} s wall ({r['cpu_s']} s cpu), peak RSS "
+              f"{r['peak_rss_mb']} MiB ({r['bytes_per_event']} bytes/event above the {r['base_rss_mb']} MiB base); "
+              f"{r['verdict']} (goal < 60 s)")
+        ok &= r["verdict"] == "CONFORMS" and r["total_s"] < 60
+    if side:
+        print(f"{'trace':<28}{'events':>10}{'before s':>10}{'after s':>9}{'before MiB':>12}{'after MiB':>11}"
+              f"{'before B/ev':>13}{'after B/ev':>12}")
+        for b, r in side:
+            print(f"{Path(r['trace']).name:<28}{r['events']:>10,}{b['total_s']:>10}{r['total_s']:>9}{b['peak_rss_mb']:>12}"
+                  f"{r['peak_rss_mb']:>11}{b['bytes_per_event']:>13}{r['bytes_per_event']:>12}")
     for topo, rs in rows.items():
         lo, hi = rs[0], rs[-1]
         ratio = hi["us_per_event"] / lo["us_per_event"]

@@ -11,7 +11,9 @@ naming the file, as is every field of the wrong type.
 The dumps of one run only (their ``lockstep.run_id``), one per rank of the world (missing ranks are
 refused unless allowed); collectives compared per group from the first seq every rank's ring buffer
 still holds; coalesced entries of one seq compared as a list; on NCCL the entry ``state`` says where a
-rank is blocked; p2p entries (``p2p_seq_id``; gloo records none) are counted and their state read.
+rank is blocked; p2p entries (``p2p_seq_id``; gloo records none) are counted, their state read, and
+every send paired with its peer's recv (``pair_p2p``: sizes and dtypes compared, ops without a
+partner reported).
 """
 from __future__ import annotations
 
@@ -309,6 +311,8 @@ def check_dumps(dumps: dict[int, dict], groups: dict[str, list[int]], meta: dict
                                             f"{', '.join(str(reached[str(r)]) for r in gone)}): the ranks that entered wait "
                                             f"for partners that moved on, exited or wedged (STRANDED; DEADLOCK if those "
                                             f"partners are themselves blocked in an op Flight Recorder does not see, e.g. p2p)"})
+    pairs, p2p_verdicts = pair_p2p(dumps, groups)
+    verdicts += p2p_verdicts
     pending = {}
     p2p = {}
     for r, dd in sorted(dumps.items()):
@@ -328,9 +332,85 @@ def check_dumps(dumps: dict[int, dict], groups: dict[str, list[int]], meta: dict
                              f"rank {r}: {x['op']} #{x['seq']} on {x['group']} ({x['state']})" for r, x in pending.items())})
     empty = all(not dd["entries"] for dd in dumps.values())
     return {"groups": per_group, "verdicts": verdicts, "ok": not verdicts and not empty, "empty": empty,
-            "pending": pending, "p2p": p2p, "world": meta.get("world", len(dumps)), "missing_ranks": meta.get("missing", []),
+            "pending": pending, "p2p": p2p, "p2p_pairs": pairs, "world": meta.get("world", len(dumps)), "missing_ranks": meta.get("missing", []),
             "run_id": next((x for x in ((dd.get("lockstep") or {}).get("run_id") for dd in dumps.values()) if x), None),
             "versions": sorted({str(d["version"]) for d in dumps.values()}), "ranks": sorted(dumps)}
+
+
+_P2P_NAME = re.compile(r"(send) (\d+)->(\d+)|(recv) (\d+)<-(\d+)")
+
+
+def _p2p_ends(e: dict) -> tuple[str, int, int] | None:
+    """(send|recv, src, dst) of a p2p entry, group-local ranks, from its ``profiling_name``
+    (``nccl:send 1->2``: rank 1 sends to 2; ``nccl:recv 2<-1``: rank 2 receives from 1), or None."""
+    m = _P2P_NAME.fullmatch(e["profiling_name"].split(":", 1)[-1].strip())
+    if m is None:
+        return None
+    if m.group(1):
+        return "send", int(m.group(2)), int(m.group(3))
+    return "recv", int(m.group(6)), int(m.group(5))
+
+
+def pair_p2p(dumps: dict[int, dict], groups: dict[str, list[int]]) -> tuple[dict, list]:
+    """Pair every p2p send with its peer's recv: per group and ordered (src, dst) pair, the k-th send
+    of src to dst with the k-th recv of dst from src (NCCL matches p2p per peer in FIFO order;
+    ``p2p_seq_id`` counts a rank's p2p ops on a group over all its peers, so it is reported, not
+    matched on).  A pair whose sizes or dtypes differ is a P2P_MISMATCH; an op left without a partner
+    (a send nobody receives, a recv nobody sends) is STRANDED: its rank waits for a peer that moved
+    on.  A pair of ranks is not judged when either's ring buffer wrapped (the first ops of the pair
+    are lost, so the k-th ones no longer correspond) or either's dump is missing.
+
+    Returns ({"group src->dst": {sends, recvs, paired, judged, first_mismatch, unmatched}}, verdicts);
+    ranks are global."""
+    ops: dict[tuple[str, int, int], dict[str, list[dict]]] = {}
+    for r, dd in sorted(dumps.items()):
+        for e in dd["entries"]:
+            if not e.get("is_p2p"):
+                continue
+            ends = _p2p_ends(e)
+            g = _entry_group(dd, e)
+            members = sorted(groups.get(g) or [])
+            if ends is None or not members or not all(0 <= x < len(members) for x in ends[1:]):
+                continue  # no peer in its name, or a group the manifest does not list: counted in "p2p" only
+            kind, src, dst = ends[0], members[ends[1]], members[ends[2]]
+            if (src if kind == "send" else dst) != r:
+                continue  # an entry of another rank's side: not this dump's own op
+            ops.setdefault((g, src, dst), {"send": [], "recv": []})[kind].append(e)
+    out: dict[str, dict] = {}
+    verdicts: list[dict] = []
+    for (g, src, dst), sides in sorted(ops.items()):
+        order = lambda x: (x.get("record_id") or 0)
+        sends, recvs = sorted(sides["send"], key=order), sorted(sides["recv"], key=order)
+        judged = all(x in dumps and not _wrapped(dumps[x]) for x in (src, dst))
+        info = {"sends": len(sends), "recvs": len(recvs), "paired": min(len(sends), len(recvs)), "judged": judged,
+                "first_mismatch": None, "unmatched": None}
+        out[f"{g} {src}->{dst}"] = info
+        if not judged:
+            continue
+        for k, (a, b) in enumerate(zip(sends, recvs)):
+            for what, f in (("size", "input_sizes"), ("dtype", "input_dtypes")):
+                if a.get(f) != b.get(f):
+                    info["first_mismatch"] = {"pair": k + 1, "differs_in": what, "send": a.get(f), "recv": b.get(f),
+                                              "send_p2p_seq": a.get("p2p_seq_id"), "recv_p2p_seq": b.get("p2p_seq_id")}
+                    verdicts.append({"verdict": "P2P_MISMATCH", "group": g,
+                                     "message": f"send #{k + 1} of rank {src} to rank {dst} on {g} (p2p seq {a.get('p2p_seq_id')}) "
+                                                f"and rank {dst}'s recv (p2p seq {b.get('p2p_seq_id')}): {what} differs "
+                                                f"({a.get(f)} sent, {b.get(f)} received)"})
+                    break
+            if info["first_mismatch"]:
+                break
+        if len(sends) != len(recvs):
+            extra, who, kind = (sends, src, "send") if len(sends) > len(recvs) else (recvs, dst, "recv")
+            e = extra[min(len(sends), len(recvs))]
+            info["unmatched"] = {"rank": who, "op": kind, "p2p_seq": e.get("p2p_seq_id"), "state": e.get("state"),
+                                 "count": abs(len(sends) - len(recvs))}
+            peer = dst if kind == "send" else src
+            verdicts.append({"verdict": "STRANDED", "group": g,
+                             "message": f"rank {who}'s {kind} #{min(len(sends), len(recvs)) + 1} "
+                                        f"{'to' if kind == 'send' else 'from'} rank {peer} on {g} (p2p seq {e.get('p2p_seq_id')}, "
+                                        f"{e.get('state')}) has no matching {'recv' if kind == 'send' else 'send'} on rank {peer}: "
+                                        f"rank {who} waits for a peer that never posted its side"})
+    return out, verdicts
 
 
 def _wrapped(dd: dict) -> bool:
@@ -371,6 +451,11 @@ def render(rep: dict) -> str:
         from . import flight_spec
 
         lines.extend(flight_spec.render(rep["spec_check"]))
+    for k, x in (rep.get("p2p_pairs") or {}).items():
+        if not x["judged"]:
+            lines.append(f"  p2p {k}: {x['sends']} sends, {x['recvs']} recvs, not paired (a ring buffer wrapped or a dump is missing)")
+        elif x["first_mismatch"] or x["unmatched"]:
+            lines.append(f"  p2p {k}: {x['sends']} sends, {x['recvs']} recvs, {x['paired']} paired")
     if rep.get("pending"):
         for r, x in rep["pending"].items():
             lines.append(f"  rank {r} at dump time: {x['op']} #{x['seq']} on {x['group']} still {x['state']}")

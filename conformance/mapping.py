@@ -60,9 +60,9 @@ KNOWN_NONCONFORMING: dict[tuple[str, str], str] = {}
 UNSAFE_VARIANT = {"fm04-throw-after-header": "fm04-throw-after-header", "om07-leader-throws": "om07-leader-throws",
                   "om09-no-epoch-fence": "om09-no-epoch-fence"}
 
-@dataclass
+@dataclass(slots=True)
 class Obs:
-    """One spec observable of one actor."""
+    """One spec observable of one actor (slotted: a long trace has hundreds of thousands)."""
     names: frozenset            # spec transition names that may explain it
     rank: int
     thread: str
@@ -155,9 +155,7 @@ class _Builder:
         return True
 
     def add(self, thread: str, names, e: dict, **kw) -> Obs:
-        if isinstance(names, str):
-            names = frozenset(names.split("|"))
-        o = Obs(names=frozenset(names), rank=self.rank, thread=thread, lines=[e["i"]], t=e["t"], **kw)
+        o = Obs(names=_names(names), rank=self.rank, thread=thread, lines=[e["i"]], t=e["t"], **kw)
         if not o.label:
             o.label = e["ev"] + (f" {e.get('op')} {e.get('purpose', '')}" if e["ev"] == S.COMM_ENTER else "")
         self.out.setdefault(thread, []).append(o)
@@ -199,6 +197,20 @@ class _Builder:
             # only when the rank saw one (an ERROR header, a failed op, a rejection or a tripwire)
             o.ok = any(x["ev"] in ERROR_SIGNS or (x["ev"] in (S.HEADER_RECV, S.HEADER_SENT) and x.get("action") == "ERROR")
                        or (x["ev"] == S.COMM_EXIT and not x["ok"]) for x in self.events[:e["i"]])
+
+
+_NAMES: dict = {}
+
+
+def _names(names) -> frozenset:
+    """The frozenset of transition names, shared between the observables that name the same ones."""
+    key = names if isinstance(names, (str, frozenset)) else frozenset(names)
+    got = _NAMES.get(key)
+    if got is None:
+        got = frozenset(key.split("|")) if isinstance(key, str) else key
+        if len(_NAMES) < 4096:
+            _NAMES[key] = got
+    return got
 
 
 def _tripwire_anchor(events: list[dict]) -> int | None:

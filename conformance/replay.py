@@ -70,11 +70,26 @@ class ReplayResult:
     stuck: dict | None = None          # the spec is stuck where the trace goes on ({verdict, message, waiting})
     budget_hit: bool = False
     end_state: Any = None
+    # the search had to go back further than its window (WINDOW) keeps: which budget ended it
+    horizon_hit: bool = False
+    peak_kept: int = 0        # the most search nodes the visited set held at once (bounded by WINDOW)
 
     def to_dict(self) -> dict:
         return dict(conforms=self.conforms, nodes=self.nodes, seconds=round(self.seconds, 3), observables=self.observables,
                     explained=self.explained, unexplained=[u.to_dict() for u in self.unexplained],
-                    violation=self.violation, stuck=self.stuck, budget_exhausted=self.budget_hit)
+                    violation=self.violation, stuck=self.stuck, budget_exhausted=self.budget_hit,
+                    window_exhausted=self.horizon_hit, peak_kept=self.peak_kept)
+
+
+# How far behind the furthest point it reached (in observables explained, summed over the actors) the
+# search keeps what it needs to go back: the visited set and the stack frames that still hold
+# untried alternatives.  A node that far behind cannot be reached again from where the search is
+# (cursors only move forward), so forgetting it from the visited set costs at most some repeated work;
+# a forgotten stack frame means a backtrack that far cannot happen: if the search runs out of
+# alternatives after forgetting one, it has not explored everything and the result is INCONCLUSIVE
+# (``horizon_hit``), never DOES NOT CONFORM.  Real runs backtrack over a chunk's plan at most (tens
+# of observables), so the window only bounds the memory of long traces: it is flat in the trace length.
+WINDOW = 20000
 
 
 def _sig_concrete(sig) -> tuple | None:
@@ -95,7 +110,8 @@ def _guard_text(fn) -> str:
 
 
 class Replayer:
-    def __init__(self, model, mapped: Mapped, budget: int | None = None, seconds: float | None = None):
+    def __init__(self, model, mapped: Mapped, budget: int | None = None, seconds: float | None = None,
+                 window: int = WINDOW):
         self.model = model
         model.set_reduction(False)
         self.mapped = mapped
@@ -109,6 +125,7 @@ class Replayer:
         self.total = sum(len(s) for s in self.seqs)
         self.budget = budget if budget is not None else 200 * self.total + 20000
         self.seconds = seconds
+        self.window = window
         self.rank_actors = model.actors_of_rank
         # actors whose steps commute with every other actor's (see _ample_actor)
         self.solo = [bool(getattr(a.role, "private", False)) and len(model.actors_of_rank[a.rank]) == 1 for a in self.actors]
@@ -164,7 +181,14 @@ class Replayer:
         A = len(self.actors)
         init = next(iter(model.init_states()))
         root = (init, (0,) * A, (FREE,) * A, ((),) * A)
-        seen = {root}
+        # the visited set by level (observables explained, summed over the actors): levels far behind the
+        # furthest one are forgotten (WINDOW)
+        seen_at: dict[int, set] = {0: {root}}
+        far = 0              # the furthest level reached
+        low = 0              # levels below this one are forgotten
+        window = self.window
+        forgot_frames = False
+        kept = peak_kept = 1  # nodes in the visited set
         stack = [(root, None)]
         best = root
         best_score = -1
@@ -184,7 +208,8 @@ class Replayer:
                 state, cur, pend, dfr = node
                 score = sum(cur) - sum(len(d) for d in dfr)
                 if all(cur[i] >= len(seqs[i]) for i in range(A)) and not any(dfr):
-                    res = ReplayResult(True, nodes, time.perf_counter() - t0, self.total, self.total, end_state=state)
+                    res = ReplayResult(True, nodes, time.perf_counter() - t0, self.total, self.total, end_state=state,
+                                       peak_kept=max(kept, peak_kept))
                     return res
                 # why candidate steps were refused is only reported for the furthest node: not formatted elsewhere
                 refusals: dict | None = {} if score > best_score else None
@@ -201,12 +226,38 @@ class Replayer:
             if nxt is None:
                 stack.pop()
                 continue
-            if nxt in seen:
+            lv = sum(nxt[1])
+            if lv < low:
+                continue  # behind the window: reached before, from a frame already left (see WINDOW)
+            bucket = seen_at.get(lv)
+            if bucket is None:
+                bucket = seen_at[lv] = set()
+            elif nxt in bucket:
                 continue
-            seen.add(nxt)
+            bucket.add(nxt)
+            kept += 1
+            if it.__length_hint__() == 0:
+                stack.pop()  # no alternatives left here: nothing to come back to (a tail call)
             stack.append((nxt, None))
-        res = ReplayResult(False, nodes, time.perf_counter() - t0, self.total, max(best_score, 0), budget_hit=budget_hit,
-                           end_state=best[0])
+            if lv > far:
+                far = lv
+                if far - window > low + window // 4:
+                    # forget the levels, and the stack frames, that far behind
+                    low = far - window
+                    if kept > peak_kept:
+                        peak_kept = kept
+                    for k in [k for k in seen_at if k < low]:
+                        kept -= len(seen_at.pop(k))
+                    cut = 0
+                    while cut < len(stack) - 1 and sum(stack[cut][0][1]) < low:
+                        cut += 1
+                    if cut:
+                        forgot_frames = True
+                        del stack[:cut]
+        horizon_hit = forgot_frames and not budget_hit
+        res = ReplayResult(False, nodes, time.perf_counter() - t0, self.total, max(best_score, 0),
+                           budget_hit=budget_hit or horizon_hit, end_state=best[0], horizon_hit=horizon_hit,
+                           peak_kept=max(kept, peak_kept))
         res.unexplained = self._explain(best, best_refusals)
         for v in (violation, stuck):
             if v is not None:

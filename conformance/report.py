@@ -25,6 +25,10 @@ def render(rep) -> str:
                      + (f"conforms ({r.observables} observables" if rep.conforms else
                         f"explains {r.explained}/{r.observables} observables up to the interrupt (listed below; ranks stop "
                         f"at different points, so a gap at the end is expected") + f", {r.nodes} search nodes, {r.seconds:.2f}s)")
+    elif verdict == "INCONCLUSIVE" and r.horizon_hit:
+        lines.append(f"INCONCLUSIVE: the replay would have to go back further than its search window keeps "
+                     f"({r.nodes} search nodes, {r.seconds:.2f}s); it got as far as {r.explained}/{r.observables} "
+                     f"observables explained")
     elif verdict == "INCONCLUSIVE":
         lines.append(f"INCONCLUSIVE: the search budget ended the replay after {r.nodes} search nodes ({r.seconds:.2f}s); "
                      f"it got as far as {r.explained}/{r.observables} observables explained (raise --budget/--time-limit)")

@@ -267,6 +267,36 @@ def validate_event(rec: Any, path: str = "<event>", line: int | None = None) -> 
             raise TraceSchemaError(path, line, name, f"{v!r} is not one of {', '.join(allowed)}")
 
 
+class _Compactor:
+    """Shares equal values between a file's events, in place: short strings (event kinds, ops, groups,
+    purposes, dtypes: a handful of distinct values repeated on every line) and short lists of ints or
+    strings (ids, shapes).  The JSON decoder makes a new object for every value; shared, a long trace
+    takes about half the memory (long traces hold millions of events).  Loaded events are read-only:
+    code that edits one copies it first (``dict(e)``, a new list)."""
+
+    __slots__ = ("strs", "lists")
+
+    def __init__(self):
+        self.strs: dict[str, str] = {}
+        self.lists: dict[tuple, list] = {}
+
+    def __call__(self, rec: dict) -> None:
+        strs, lists = self.strs, self.lists
+        for k, v in rec.items():
+            tv = type(v)
+            if tv is str:
+                if len(v) <= 64:
+                    rec[k] = strs.setdefault(v, v)
+            elif tv is list and len(v) <= 8:
+                try:  # keyed by the element types too: [1, true] is not [1, 1]
+                    rec[k] = lists.setdefault((tuple(map(type, v)), *v), v)
+                except TypeError:  # unhashable elements (nested lists): left as they are
+                    pass
+
+
+_BLOCK = 8192  # lines parsed at once: the text of a long trace is never held twice
+
+
 def load_rank_trace(path: str | os.PathLike, rank: int | None = None) -> RankTrace:
     """Strictly load one rank file.  Only the last line may be broken, and only if it has no
     trailing newline (the rank died while writing it)."""
@@ -277,36 +307,44 @@ def load_rank_trace(path: str | os.PathLike, rank: int | None = None) -> RankTra
     except UnicodeDecodeError as e:
         line = raw[:e.start].count(b"\n") + 1
         raise TraceSchemaError(p, line, None, f"not UTF-8 text ({e.reason} at byte {e.start}): not a trace file") from None
-    lines = data.split("\n")
+    del raw
     ends_clean = data.endswith("\n") or data == ""
+    lines = data.split("\n")
+    del data  # the lines hold the text now; each block of them is released once parsed
     if ends_clean:
-        lines = lines[:-1]
+        lines.pop()
     events: list[dict] = []
     truncated = False
-    # fast path: the whole file as one JSON array (one decoder pass; the keys of all lines are shared
-    # strings, a third less memory); any problem falls back to line by line, which names the line
-    fast = None
-    try:
-        fast = json.loads("[" + ",".join(lines) + "]") if lines else []
-        if len(fast) != len(lines):
-            fast = None
-    except (json.JSONDecodeError, RecursionError):
-        fast = None
-    for n, text in enumerate(lines, start=1):
-        last = n == len(lines)
+    compact = _Compactor()
+    total = len(lines)
+    for start in range(0, total, _BLOCK):
+        block = lines[start:start + _BLOCK]
+        lines[start:start + _BLOCK] = [None] * len(block)
+        # fast path: a block of lines as one JSON array (one decoder pass, its keys shared strings);
+        # any problem falls back to line by line, which names the line
         try:
-            rec = fast[n - 1] if fast is not None else json.loads(text)
-        except json.JSONDecodeError as e:
-            if last and not ends_clean:
-                truncated = True
-                break
-            raise TraceSchemaError(p, n, None, f"not valid JSON ({e.msg} at column {e.colno})") from None
-        validate_event(rec, str(p), n)
-        if rank is not None and rec["rank"] != rank:
-            raise TraceSchemaError(p, n, "rank", f"{rec['rank']} in the file of rank {rank}")
-        if rec["i"] != len(events):
-            raise TraceSchemaError(p, n, "i", f"{rec['i']}, expected {len(events)} (lines lost or reordered)")
-        events.append(rec)
+            fast = json.loads("[" + ",".join(block) + "]")
+            if len(fast) != len(block):
+                fast = None
+        except (json.JSONDecodeError, RecursionError):
+            fast = None
+        for k, text in enumerate(block):
+            n = start + k + 1
+            try:
+                rec = fast[k] if fast is not None else json.loads(text)
+            except json.JSONDecodeError as e:
+                if n == total and not ends_clean:
+                    truncated = True
+                    break
+                raise TraceSchemaError(p, n, None, f"not valid JSON ({e.msg} at column {e.colno})") from None
+            validate_event(rec, str(p), n)
+            if rank is not None and rec["rank"] != rank:
+                raise TraceSchemaError(p, n, "rank", f"{rec['rank']} in the file of rank {rank}")
+            if rec["i"] != len(events):
+                raise TraceSchemaError(p, n, "i", f"{rec['i']}, expected {len(events)} (lines lost or reordered)")
+            compact(rec)
+            events.append(rec)
+        fast = block = None
     if rank is None:
         rank = events[0]["rank"] if events else -1
     return RankTrace(rank=rank, path=str(p), events=events, truncated=truncated)

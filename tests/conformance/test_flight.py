@@ -337,3 +337,60 @@ def test_nccl_dump_path_waits_for_completed_entries(tmp_path, monkeypatch):
     assert len(calls) == 3 and calls[0] == (True, True, False)
     assert [e["state"] for e in d["entries"]] == ["completed"]
     assert d["lockstep"] == {"run_id": "r1", "rank": 0, "world_size": 1, "backend": "nccl"} and d["rank"] == 0
+
+
+# ------------------------------------------------------------------ p2p pairing (hand-built NCCL dumps)
+def _p2p(kind, record_id, p2p_seq, sizes=((4, 8),), dtypes=("Float",), state="completed"):
+    """A p2p entry on the mesh group (global ranks [1, 2]: local 0 is rank 1, local 1 is rank 2)."""
+    name = "send 0->1" if kind == "send" else "recv 1<-0"
+    return dict(_nccl_entry(record_id, op=name, sizes=sizes, dtypes=dtypes), is_p2p=True, p2p_seq_id=p2p_seq,
+                collective_seq_id=0, state=state)
+
+
+def _p2p_world(tmp_path, sends, recvs):
+    _put(tmp_path, 0, _meta([], 0))
+    _put(tmp_path, 1, _meta(sends, 1))
+    _put(tmp_path, 2, _meta(recvs, 2))
+    r = _cli("--flight-recorder", tmp_path, "--json")
+    return r, json.loads(r.output)
+
+
+def test_p2p_sends_paired_with_the_peers_recvs(tmp_path):
+    """Rank 1 sends twice to rank 2, rank 2 receives twice (its p2p seq numbers differ from the sender's:
+    they count a rank's own p2p ops): paired in FIFO order, consistent."""
+    r, rep = _p2p_world(tmp_path, [_p2p("send", 0, 1), _p2p("send", 1, 2)], [_p2p("recv", 0, 5), _p2p("recv", 1, 6)])
+    assert r.exit_code == 0 and rep["verdict"] == "CONSISTENT", rep["verdicts"]
+    assert rep["p2p_pairs"]["mesh 1->2"] == {"sends": 2, "recvs": 2, "paired": 2, "judged": True, "first_mismatch": None,
+                                             "unmatched": None}
+
+
+@pytest.mark.parametrize("field,bad,what", [("sizes", ((4, 9),), "size"), ("dtypes", ("BFloat16",), "dtype")])
+def test_p2p_pair_that_differs_is_a_mismatch(tmp_path, field, bad, what):
+    r, rep = _p2p_world(tmp_path, [_p2p("send", 0, 1), _p2p("send", 1, 2)],
+                        [_p2p("recv", 0, 5), _p2p("recv", 1, 6, **{field: bad})])
+    assert r.exit_code == 1 and rep["verdict"] == "MISMATCH"
+    fm = rep["p2p_pairs"]["mesh 1->2"]["first_mismatch"]
+    assert fm["pair"] == 2 and fm["differs_in"] == what and fm["send_p2p_seq"] == 2 and fm["recv_p2p_seq"] == 6
+    v = [x for x in rep["verdicts"] if x["verdict"] == "P2P_MISMATCH"]
+    assert len(v) == 1 and "send #2 of rank 1 to rank 2 on mesh (p2p seq 2)" in v[0]["message"]
+    assert f"{what} differs" in v[0]["message"]
+
+
+def test_p2p_send_without_a_recv_is_stranded(tmp_path):
+    """Rank 1's second send was never received: the sender waits for a peer that moved on."""
+    r, rep = _p2p_world(tmp_path, [_p2p("send", 0, 1), _p2p("send", 1, 2, state="started")], [_p2p("recv", 0, 5)])
+    assert r.exit_code == 1
+    un = rep["p2p_pairs"]["mesh 1->2"]["unmatched"]
+    assert un == {"rank": 1, "op": "send", "p2p_seq": 2, "state": "started", "count": 1}
+    v = [x for x in rep["verdicts"] if x["verdict"] == "STRANDED"]
+    assert len(v) == 1 and "rank 1's send #2 to rank 2 on mesh" in v[0]["message"]
+    text = _cli("--flight-recorder", tmp_path).output
+    assert "p2p mesh 1->2: 2 sends, 1 recvs, 1 paired" in text and "MISMATCH" in text
+
+
+def test_p2p_not_paired_across_a_wrapped_ring_buffer(tmp_path):
+    """The sender's buffer lost its first entries (record ids from 7): the k-th ops no longer correspond,
+    so the pair is reported as not judged rather than called stranded."""
+    r, rep = _p2p_world(tmp_path, [_p2p("send", 7, 8)], [_p2p("recv", 0, 1), _p2p("recv", 1, 2)])
+    x = rep["p2p_pairs"]["mesh 1->2"]
+    assert not x["judged"] and x["unmatched"] is None and r.exit_code == 0, rep["verdicts"]
