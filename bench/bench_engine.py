@@ -14,7 +14,8 @@ the PYTHONPATH shims), so peak RSS is that run's own.  Rows:
   default (reductions on, liveness on);
 - SPIN end to end (spin -a, gcc -DNOREDUCE, ./pan) on bench/pipeline.pml when spin is installed.
 
-Columns: states, transitions, seconds (the checker's own), states/s, and bytes per state: peak RSS
+Columns: states, transitions, seconds (the checker's own), CPU seconds of the check (the fairer figure
+on a shared machine), states/s (states / seconds), and bytes per state: peak RSS
 after the run minus RSS after building the model, divided by the stored states.
 """
 from __future__ import annotations
@@ -58,10 +59,12 @@ def child(row: str) -> dict:
     full.update(params)
     model = build_model(info, full, None, "gloo")
     base = _rss_kb()
+    cpu0 = time.process_time()
     res = check(model, liveness=live, reduction=reduction)
+    cpu = time.process_time() - cpu0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     st = res.stats
-    return {"verdict": res.verdict, "states": st.states, "transitions": st.transitions, "seconds": st.seconds,
+    return {"verdict": res.verdict, "states": st.states, "transitions": st.transitions, "seconds": st.seconds, "cpu_s": cpu,
             "states_per_s": st.states / st.seconds if st.seconds else 0.0,
             "bytes_per_state": max(0, peak - base) * 1024 / max(1, st.states)}
 
@@ -97,7 +100,7 @@ def main(argv=None) -> int:
     new = a.new or os.environ.get("PYTHONPATH", "")
     engines = [("new", new)] + ([("old", a.old)] if a.old else [])
     out = []
-    print(f"{'row':10} {'engine':6} {'states':>9} {'trans':>10} {'seconds':>8} {'states/s':>9} {'B/state':>8}  verdict")
+    print(f"{'row':10} {'engine':6} {'states':>9} {'trans':>10} {'seconds':>8} {'cpu s':>7} {'states/s':>9} {'B/state':>8}  verdict")
     for row in a.only or DEFAULT:
         for eng, shim in engines:
             r = {"row": row, "engine": eng, **measure(row, shim)}
@@ -106,11 +109,12 @@ def main(argv=None) -> int:
                 print(f"{row:10} {eng:6} error: {r['error']}")
             else:
                 print(f"{row:10} {eng:6} {r['states']:>9,} {r['transitions']:>10,} {r['seconds']:>8.2f} "
-                      f"{r['states_per_s']:>9,.0f} {r['bytes_per_state']:>8,.0f}  {r['verdict']}", flush=True)
+                      f"{r['cpu_s']:>7.2f} {r['states_per_s']:>9,.0f} {r['bytes_per_state']:>8,.0f}  {r['verdict']}", flush=True)
         if len(engines) == 2 and "error" not in out[-1] and "error" not in out[-2]:
             o, n = out[-1], out[-2]
             same = (o["states"], o["transitions"], o["verdict"]) == (n["states"], n["transitions"], n["verdict"])
-            print(f"{'':10} ratio  old/new time {o['seconds'] / max(n['seconds'], 1e-9):.2f}x"
+            print(f"{'':10} ratio  old/new seconds {o['seconds'] / max(n['seconds'], 1e-9):.2f}x, "
+                  f"cpu {o['cpu_s'] / max(n['cpu_s'], 1e-9):.2f}x, bytes/state {o['bytes_per_state'] / max(n['bytes_per_state'], 1):.2f}x"
                   f"{'' if same else '  COUNTS OR VERDICT DIFFER'}", flush=True)
     if not a.no_spin and (not a.only or "spin" in a.only or "user" in a.only):
         t0 = time.perf_counter()

@@ -56,7 +56,7 @@ def main() -> int:
     t0 = time.perf_counter()
     runs = {}
     for name, shim in (("new", os.environ.get("PYTHONPATH", "")), ("old", a.old)):
-        p = subprocess.run([sys.executable, __file__, "--child", "--specs", str(a.specs), "--seed", str(a.seed)],
+        p = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", "--specs", str(a.specs), "--seed", str(a.seed)],
                            env=dict(os.environ, PYTHONPATH=shim, OMP_NUM_THREADS="1", PYTHONHASHSEED="0"), capture_output=True, text=True)
         if p.returncode != 0:
             print(f"{name}: {(p.stderr.strip().splitlines() or ['failed'])[-1]}")

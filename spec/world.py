@@ -104,6 +104,11 @@ class Protocol(Fabric, Reductions, Explanation):
             self._por_actors = frozenset()
         self._por_on = bool(self._por_actors)
         self.fired: set = set()  # (actor index, transition index) of every actor step offered so far
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """(Re)build the per-actor step tables and empty the memos; run again by ``init_states`` so a
+        role changed after the world was built (tests plant bugs that way) is explored as it is now."""
         self._memo: dict = {}  # (actor, transition, vars[, shared]) -> _effects record
         self._status_memo: dict = {}
         # per actor, per control state: the transitions a step may take (quiescent ones and named
@@ -180,6 +185,7 @@ class Protocol(Fabric, Reductions, Explanation):
     def init_states(self):
         if not self._checked:
             self._check_declarations()
+        self._prepare()
         actors = tuple(ActorState(a.role.init, a.role.init_vars, None) for a in self.actors)
         g = self.G(**self.shared) if self.G else ()
         yield WorldState(actors, g, 0, ())
@@ -290,31 +296,34 @@ class Protocol(Fabric, Reductions, Explanation):
         actors, g, fu, fab = state
         normal: list = []
         steps = self._steps
-        for i, (ctl, v, pend) in enumerate(actors):
-            if pend is not None or ctl in BUILTIN_TERMINAL:
-                continue
-            for tidx, t in steps[i].get(ctl, ()):
-                if t.fault is not None and fu >= self.max_faults:
-                    continue
-                normal.extend(self._fire(state, i, tidx, t, ctl, v, g, fu))
-        # fabric: collectives
+        fire = self._fire
+        no_faults_left = fu >= self.max_faults
+        # one pass: local steps of the actors not blocked, and the posted ops sorted by kind
         by_group: dict[str, list] = {}
         sends: list = []
         recvs: list = []
         arank = self._actor_rank
-        for i, st in enumerate(actors):
-            pend = st[2]
-            if pend is None:
+        exited = False
+        for i, (ctl, v, pend) in enumerate(actors):
+            if pend is not None:
+                op = pend[1]
+                kind = op.kind
+                if kind in COLLECTIVES:
+                    if pend[2] == 0:
+                        by_group.setdefault(op.group, []).append((i, arank[i], op, 0))
+                elif kind == "send":
+                    sends.append((i, arank[i], op, pend[2]))
+                elif kind == "recv":
+                    recvs.append((i, arank[i], op, pend[2]))
                 continue
-            op = pend[1]
-            kind = op.kind
-            if kind in COLLECTIVES:
-                if pend[2] == 0:
-                    by_group.setdefault(op.group, []).append((i, arank[i], op, 0))
-            elif kind == "send":
-                sends.append((i, arank[i], op, pend[2]))
-            elif kind == "recv":
-                recvs.append((i, arank[i], op, pend[2]))
+            if ctl in BUILTIN_TERMINAL:
+                if ctl in EXITED:
+                    exited = True
+                continue
+            for tidx, t in steps[i].get(ctl, ()):
+                if t.fault is not None and no_faults_left:
+                    continue
+                normal.extend(fire(state, i, tidx, t, ctl, v, g, fu))
         if fab:
             for ep in self._endpoints(actors, fab):
                 if ep[0] >= 0:
@@ -367,7 +376,7 @@ class Protocol(Fabric, Reductions, Explanation):
                         normal.append(step)
         # failure steps: an op whose partner's process is gone
         gone_waits = []
-        if any(c in EXITED for c, _, _ in actors):
+        if exited:
             eps = self._endpoints(actors, fab)
             status = self.rank_status(actors) if eps else None
             for ep in eps:
