@@ -70,8 +70,9 @@ class Explorer:
         self.keep_graph = keep_graph
         self.index: dict[Any, int] = {}
         self.states: list[Any] = []
-        self.parent: list[int] = []
-        self.via: list[Any] = []
+        self.parent = array("i")  # index of the state each state was first reached from (-1: initial)
+        self.via: list[Any] = []  # the action that reached it (equal actions share one object)
+        self._actions: dict[Any, Any] = {}
         # the kept graph (liveness), compact: edge i is edge_src[i] -> edge_dst[i] taken by actor
         # number edge_actor[i] (actors interned in ``actor_names``; -1 for None), and state u's set
         # of enabled actors is ``enabled_sets[enabled_id[u]]`` (a few distinct sets, interned)
@@ -166,6 +167,8 @@ class Explorer:
         enabled_ids, enabled_id = self._enabled_ids, self.enabled_id
         actor_of = getattr(model, "actor_of", None)
 
+        actions = self._actions
+
         def add(s, p, a) -> int | None:
             if s in index:
                 return None
@@ -173,6 +176,10 @@ class Explorer:
             index[s] = i
             states.append(s)
             parent.append(p)
+            try:
+                a = actions.setdefault(a, a)
+            except TypeError:  # an unhashable choice in the action: kept as it is
+                pass
             via.append(a)
             return i
 
