@@ -172,7 +172,8 @@ def _role(key: str, rd: dict, d: dict, inv, idx: int) -> Role:
             if do is not None:
                 eff = _effect(t["effect"])
                 after = (lambda c, data, eff=eff: eff(c)) if eff else None
-            r.op(name, src, dst, op, guard=guard, after=after, timeout=FAILED if t["timeout"] else None)
+            r.op(name, src, dst, op, guard=guard, after=after, timeout=FAILED if t["timeout"] else None,
+                 timeout_kind="recovers" if t["timeout"] else None)
     return r
 
 
