@@ -63,11 +63,17 @@ def main() -> int:
             return 2
         runs[name] = json.loads(p.stdout.strip().splitlines()[-1])
     bad = [i for i, (n, o) in enumerate(zip(runs["new"], runs["old"])) if n != o]
+    # a lasso may enter its cycle at another state of the same depth (the new engine picks the
+    # lowest-numbered shallowest entry; the old one whatever networkx listed first): same verdict,
+    # message, counts and lengths, another path
+    lasso_only = [i for i in bad if all(x[:4] == y[:4] and x[0] == "LIVENESS" or x == y
+                                        for x, y in zip(runs["new"][i], runs["old"][i]))]
     for i in bad[:20]:
         print(f"spec {i}: new {str(runs['new'][i])[:300]}\n        old {str(runs['old'][i])[:300]}")
     print(f"{a.specs} generated specs (seed {a.seed}), reduced and unreduced with liveness: {len(bad)} differences "
-          f"between the engines, {time.perf_counter() - t0:.1f} s")
-    return 1 if bad else 0
+          f"between the engines ({len(lasso_only)} of them only in which equally shallow state a lasso's cycle is "
+          f"entered), {time.perf_counter() - t0:.1f} s")
+    return 1 if len(bad) > len(lasso_only) else 0
 
 
 if __name__ == "__main__":
