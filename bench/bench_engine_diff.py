@@ -70,10 +70,17 @@ def main() -> int:
                                         for x, y in zip(runs["new"][i], runs["old"][i]))]
     for i in bad[:20]:
         print(f"spec {i}: new {str(runs['new'][i])[:300]}\n        old {str(runs['old'][i])[:300]}")
+    # the report of an undeclared property read now names the lowest offending actor (it used to
+    # follow the set order of the reads, which varies with the string-hash seed)
+    def read_report(x, y):
+        return x[0] == y[0] == "spec error" and "does not declare in observed" in x[1] and "does not declare in observed" in y[1]
+    reads_only = [i for i in bad if i not in lasso_only and all(x == y or read_report(x, y) or (x[:4] == y[:4] and x[0] == "LIVENESS")
+                                                                for x, y in zip(runs["new"][i], runs["old"][i]))]
+    print(f"{len(reads_only)} differences only in which actor an undeclared-read report names")
     print(f"{a.specs} generated specs (seed {a.seed}), reduced and unreduced with liveness: {len(bad)} differences "
           f"between the engines ({len(lasso_only)} of them only in which equally shallow state a lasso's cycle is "
           f"entered), {time.perf_counter() - t0:.1f} s")
-    return 1 if len(bad) > len(lasso_only) else 0
+    return 1 if len(bad) > len(lasso_only) + len(reads_only) else 0
 
 
 if __name__ == "__main__":

@@ -111,6 +111,10 @@ class Protocol(Fabric, Reductions, Explanation):
         role changed after the world was built (tests plant bugs that way) is explored as it is now."""
         self._memo: dict = {}  # (actor, transition, vars[, shared]) -> _effects record
         self._status_memo: dict = {}
+        self._fault_memo: dict = {}
+        self._fault_kinds = tuple((kind, ranks, ctl) for kind, ranks, ctl in
+                                  (("crash", self.crash_ranks, DEAD), ("hang", self.hang_ranks, HUNG))
+                                  if kind in self.faults and ranks)
         # per actor, per control state: the transitions a step may take (quiescent ones and named
         # faults this configuration never injects left out)
         self._steps = [{ctl: tuple((tidx, a.role.transitions[tidx]) for tidx in tids
@@ -591,10 +595,25 @@ class Protocol(Fabric, Reductions, Explanation):
         actors, g, fu, fab = state
         if fu >= self.max_faults:
             return []
+        if not self._fault_kinds:
+            return []
+        # which (kind, rank) may strike depends only on each actor's control state and whether it waits
+        key = tuple([(st[0], st[2] is None) for st in actors])
+        which = self._fault_memo.get(key)
+        if which is None:
+            which = self._faults_that_may_strike(actors)
+            if len(self._fault_memo) < MEMO_LIMIT:
+                self._fault_memo[key] = which
         out = []
-        for kind, ranks, ctl in (("crash", self.crash_ranks, DEAD), ("hang", self.hang_ranks, HUNG)):
-            if kind not in self.faults:
-                continue
+        for kind, r, ctl in which:
+            nl = list(actors)
+            self._kill_rank(nl, r, ctl)
+            out.append(((kind, r), WorldState(tuple(nl), g, fu + 1, fab)))
+        return out
+
+    def _faults_that_may_strike(self, actors) -> tuple:
+        out = []
+        for kind, ranks, ctl in self._fault_kinds:
             for r in ranks:
                 idxs = self.actors_of_rank[r]
                 if all(self._terminal(j, actors[j][0]) and actors[j][2] is None for j in idxs):
@@ -602,10 +621,8 @@ class Protocol(Fabric, Reductions, Explanation):
                 if kind == "hang" and not all(actors[j][0] in self.actors[j].role.hang_points or self._terminal(j, actors[j][0])
                                               for j in idxs):
                     continue
-                nl = list(actors)
-                self._kill_rank(nl, r, ctl)
-                out.append(((kind, r), WorldState(tuple(nl), g, fu + 1, fab)))
-        return out
+                out.append((kind, r, ctl))
+        return tuple(out)
 
     def _hang_timeout(self, state, w) -> str:
         """' until its timeout ... fires' when the waiter's op declares a timeout that hangs, else ''."""
