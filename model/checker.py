@@ -10,8 +10,10 @@ fairness, lasso counterexamples) runs after safety when the model supports it; s
 """
 from __future__ import annotations
 
+import gc
 import resource
 import time
+from array import array
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -68,11 +70,49 @@ class Explorer:
         self.keep_graph = keep_graph
         self.index: dict[Any, int] = {}
         self.states: list[Any] = []
-        self.parent: list[int] = []
-        self.via: list[Any] = []
-        self.edges: list[tuple[int, int, Any]] = []
-        self.enabled: list[frozenset] = []
+        self.parent = array("i")  # index of the state each state was first reached from (-1: initial)
+        self.via: list[Any] = []  # the action that reached it (equal actions share one object)
+        self._actions: dict[Any, Any] = {}
+        # the kept graph (liveness), compact: edge i is edge_src[i] -> edge_dst[i] taken by actor
+        # number edge_actor[i] (actors interned in ``actor_names``; -1 for None), and state u's set
+        # of enabled actors is ``enabled_sets[enabled_id[u]]`` (a few distinct sets, interned)
+        self.edge_src, self.edge_dst, self.edge_actor = array("i"), array("i"), array("i")
+        self.actor_ids: dict[Any, int] = {}
+        self.actor_names: list[Any] = []
+        self.enabled_id = array("i")
+        self.enabled_sets: list[frozenset] = []
+        self._enabled_ids: dict[frozenset, int] = {}
         self.stats = Stats()
+
+    @property
+    def edges(self):
+        """(src, dst, actor) of every kept edge."""
+        names = self.actor_names
+        return [(i, j, names[a] if a >= 0 else None) for i, j, a in zip(self.edge_src, self.edge_dst, self.edge_actor)]
+
+    @property
+    def enabled(self):
+        """Per state, the frozenset of actors with an enabled step."""
+        sets = self.enabled_sets
+        return [sets[k] for k in self.enabled_id]
+
+    def _actor_id(self, actor) -> int:
+        if actor is None:
+            return -1
+        k = self.actor_ids.get(actor)
+        if k is None:
+            k = self.actor_ids[actor] = len(self.actor_names)
+            self.actor_names.append(actor)
+        return k
+
+    def depths(self) -> array:
+        """BFS depth of every state (the length of its path from an initial state)."""
+        parent = self.parent
+        d = array("i", bytes(4 * len(parent)))
+        for i, p in enumerate(parent):  # a parent is always stored before its children
+            if p >= 0:
+                d[i] = d[p] + 1
+        return d
 
     # -- path reconstruction -------------------------------------------------------------
     def path_to(self, idx: int) -> list[tuple[Any, Any, Any]]:
@@ -107,12 +147,27 @@ class Explorer:
 
     # -- exploration ---------------------------------------------------------------------
     def run(self) -> Result:
+        """Explore; the cyclic garbage collector is off meanwhile (the search allocates millions of
+        tuples and frees almost none: collections would only re-walk the visited set)."""
+        was_on = gc.isenabled()
+        gc.disable()
+        try:
+            return self._run()
+        finally:
+            if was_on:
+                gc.enable()
+
+    def _run(self) -> Result:
         model, b, st = self.model, self.bounds, self.stats
         t0 = time.perf_counter()
         last_report = t0
         index, states, parent, via = self.index, self.states, self.parent, self.via
         keep = self.keep_graph
+        edge_src, edge_dst, edge_actor, actor_id = self.edge_src, self.edge_dst, self.edge_actor, self._actor_id
+        enabled_ids, enabled_id = self._enabled_ids, self.enabled_id
         actor_of = getattr(model, "actor_of", None)
+
+        actions = self._actions
 
         def add(s, p, a) -> int | None:
             if s in index:
@@ -121,6 +176,10 @@ class Explorer:
             index[s] = i
             states.append(s)
             parent.append(p)
+            try:
+                a = actions.setdefault(a, a)
+            except TypeError:  # an unhashable choice in the action: kept as it is
+                pass
             via.append(a)
             return i
 
@@ -168,7 +227,9 @@ class Explorer:
                         if keep:
                             actor = actor_of(a) if actor_of else None
                             en.add(actor)
-                            self.edges.append((i, j if j is not None else index[n], actor))
+                            edge_src.append(i)
+                            edge_dst.append(j if j is not None else index[n])
+                            edge_actor.append(actor_id(actor))
                         if j is not None:
                             nxt.append(j)
                             v = invariant(n)
@@ -177,7 +238,12 @@ class Explorer:
                 except SpecError:
                     raise
                 if keep:
-                    self.enabled.append(frozenset(en))
+                    fen = frozenset(en)
+                    k = enabled_ids.get(fen)
+                    if k is None:
+                        k = enabled_ids[fen] = len(self.enabled_sets)
+                        self.enabled_sets.append(fen)
+                    enabled_id.append(k)
                 if not succ_any:
                     st.end_states += 1
                     kind = classify_end(s)

@@ -14,9 +14,40 @@ from __future__ import annotations
 
 from collections import deque
 
-import networkx as nx
-
 from .api import LIVENESS, Violation
+
+
+class _Enabled:
+    """enabled[u]: the frozenset of actors enabled in state u, read from the explorer's interned sets."""
+
+    def __init__(self, ex):
+        self.sets, self.ids = ex.enabled_sets, ex.enabled_id
+
+    def __getitem__(self, u):
+        return self.sets[self.ids[u]]
+
+
+def _scc_labels(n: int, src: list[int], dst: list[int]):
+    """Strongly connected component label of each of the ``n`` nodes of the graph src[k] -> dst[k]."""
+    try:
+        import numpy as np
+        from scipy.sparse import csr_matrix
+        from scipy.sparse.csgraph import connected_components
+    except ImportError:
+        import networkx as nx
+
+        g = nx.DiGraph()
+        g.add_nodes_from(range(n))
+        g.add_edges_from(zip(src, dst))
+        labels = [0] * n
+        for lab, comp in enumerate(nx.strongly_connected_components(g)):
+            for u in comp:
+                labels[u] = lab
+        return labels
+    m = csr_matrix((np.ones(len(src), dtype=np.int8), (np.asarray(src, dtype=np.int32), np.asarray(dst, dtype=np.int32))),
+                   shape=(n, n))
+    _, labels = connected_components(m, directed=True, connection="strong")
+    return labels.tolist()
 
 
 def _cycle_within(edges_from: dict[int, list[tuple[int, object]]], start: int, members: set[int]) -> list[tuple[int, object, int]]:
@@ -108,48 +139,73 @@ def is_fair(cycle, enabled) -> bool:
 
 def find_lasso(ex, fair: bool = True):
     """Return a LIVENESS Result, or None when the property holds on the explored graph.  With
-    ``fair=False`` any cycle through pending states counts (used to prove absence on a reduced graph)."""
+    ``fair=False`` any cycle through pending states counts (used to prove absence on a reduced graph).
+
+    The graph is the explorer's int32 edge arrays; strongly connected components come from
+    scipy.sparse.csgraph when scipy is installed, else from networkx.  Among the components that
+    admit a (fair) cycle the one whose shallowest state is shallowest wins; ties go to the component
+    holding the lowest-numbered such state, and that state is the lasso's entry."""
     from .checker import Result
 
     model = ex.model
     states = ex.states
+    n = len(states)
     pending = [bool(model.pending(s)) for s in states]
-    out_deg = [0] * len(states)
-    for i, _, _ in ex.edges:
-        out_deg[i] += 1
+    has_out = bytearray(n)
+    for i in ex.edge_src:
+        has_out[i] = 1
 
     # finite runs: a clean end (not a failure) with an obligation still open
     for i, s in enumerate(states):
-        if pending[i] and out_deg[i] == 0 and model.classify_end(s) is None:
+        if pending[i] and not has_out[i] and model.classify_end(s) is None:
             steps = ex.path_to(i)
             msg = "a committed envelope is never resolved: the run ends cleanly with it still open"
             return Result(LIVENESS, msg, ex.stats, ex.describe_path(steps), waiting=ex.waiting_at_end(steps, s))
 
-    g = nx.DiGraph()
-    edges_from: dict[int, list[tuple[int, object]]] = {}
-    for i, j, actor in ex.edges:
-        if pending[i] and pending[j]:
-            g.add_edge(i, j)
-            edges_from.setdefault(i, []).append((j, actor))
-    best = None
-    for comp in nx.strongly_connected_components(g):
-        if len(comp) == 1:
-            (u,) = comp
-            if not g.has_edge(u, u):
-                continue
-        always_enabled = frozenset.intersection(*(ex.enabled[u] for u in comp)) - {None}
-        stepping = {a for u in comp for v, a in edges_from.get(u, ()) if v in comp}
+    names = ex.actor_names
+    keep = [k for k, (i, j) in enumerate(zip(ex.edge_src, ex.edge_dst)) if pending[i] and pending[j]]
+    if not keep:
+        return None
+    src = [ex.edge_src[k] for k in keep]
+    dst = [ex.edge_dst[k] for k in keep]
+    labels = _scc_labels(n, src, dst)
+    # members of the components with an edge inside (a singleton only through a self-loop)
+    inner: dict[int, list[int]] = {}
+    for k, (i, j) in enumerate(zip(src, dst)):
+        if labels[i] == labels[j]:
+            inner.setdefault(labels[i], []).append(k)
+    depth = ex.depths()
+    enabled_of = ex.enabled_sets
+    enabled_id = ex.enabled_id
+    best = None  # (depth, entry, label)
+    for lab, ks in inner.items():
+        comp = {src[k] for k in ks}
+        stepping = {names[ex.edge_actor[keep[k]]] if ex.edge_actor[keep[k]] >= 0 else None for k in ks}
+        ids = {enabled_id[u] for u in comp}
+        always_enabled = frozenset.intersection(*(enabled_of[e] for e in ids)) - {None}
         unfair = [a for a in always_enabled if a not in stepping]
         if unfair and fair:
             continue
-        entry = min(comp, key=lambda u: len(ex.path_to(u)))
-        if best is None or len(ex.path_to(entry)) < len(ex.path_to(best[0])):
-            best = (entry, comp)
+        entry = min(comp, key=lambda u: (depth[u], u))
+        cand = (depth[entry], entry, lab)
+        if best is None or cand < best:
+            best = cand
+    if best is None:
+        return None
+    _, entry, lab = best
+    comp = {u for u in range(n) if labels[u] == lab}
+    edges_from: dict[int, list[tuple[int, object]]] = {}
+    for k, (i, j) in enumerate(zip(src, dst)):
+        if labels[i] == lab and labels[j] == lab:
+            a = ex.edge_actor[keep[k]]
+            edges_from.setdefault(i, []).append((j, names[a] if a >= 0 else None))
+    best = (entry, comp)
     if best is None:
         return None
     entry, comp = best
     prefix = ex.path_to(entry)
-    cycle = fair_cycle(edges_from, ex.enabled, entry, set(comp)) if fair else _cycle_within(edges_from, entry, set(comp))
+    enabled = _Enabled(ex)
+    cycle = fair_cycle(edges_from, enabled, entry, comp) if fair else _cycle_within(edges_from, entry, comp)
     # actions of the cycle: re-derive them from the model so describe() gets real labels
     actor_of = getattr(model, "actor_of", None)
     cyc_steps = []

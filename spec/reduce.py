@@ -115,13 +115,15 @@ class Reductions:
 
     def _check_reads(self, what: str, reads) -> None:
         """A property read of a reduced actor must be of something its role declares observed."""
-        for i, f in reads:
-            if i in self._por_actors and f not in self.actors[i].role.visible:
-                a = self.actors[i]
-                kind = {"ctl": "control state", "pending": "pending op"}.get(f, f"variable {f!r}")
-                raise SpecError(what, PermissionError(
-                    f"reads the {kind} of {a.label} (role {a.role.name}), which the role does not declare in "
-                    f"observed=...; the partial-order reduction would hide changes to it (add {f!r} to observed)"))
+        pa = self._por_actors
+        bad = [(i, f) for i, f in reads if i in pa and f not in self.actors[i].role.visible]
+        if bad:
+            i, f = min(bad)  # the same report whatever order the set iterates in (string hashes vary by process)
+            a = self.actors[i]
+            kind = {"ctl": "control state", "pending": "pending op"}.get(f, f"variable {f!r}")
+            raise SpecError(what, PermissionError(
+                f"reads the {kind} of {a.label} (role {a.role.name}), which the role does not declare in "
+                f"observed=...; the partial-order reduction would hide changes to it (add {f!r} to observed)"))
 
     def _check_symmetric(self, what: str, fn, state, verdict) -> None:
         """A property of a world with symmetric actors must not tell them apart: compare its verdict

@@ -40,6 +40,8 @@ from .wire import Fabric
 from .state import ActorState, PendingOp, WorldState
 from .view import WorldView
 
+MEMO_LIMIT = 2_000_000  # distinct (actor, transition, inputs) records kept by Protocol._fire
+
 
 @dataclass
 class Protocol(Fabric, Reductions, Explanation):
@@ -102,6 +104,23 @@ class Protocol(Fabric, Reductions, Explanation):
             self._por_actors = frozenset()
         self._por_on = bool(self._por_actors)
         self.fired: set = set()  # (actor index, transition index) of every actor step offered so far
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """(Re)build the per-actor step tables and empty the memos; run again by ``init_states`` so a
+        role changed after the world was built (tests plant bugs that way) is explored as it is now."""
+        self._memo: dict = {}  # (actor, transition, vars[, shared]) -> _effects record
+        self._status_memo: dict = {}
+        self._fault_memo: dict = {}
+        self._fault_kinds = tuple((kind, ranks, ctl) for kind, ranks, ctl in
+                                  (("crash", self.crash_ranks, DEAD), ("hang", self.hang_ranks, HUNG))
+                                  if kind in self.faults and ranks)
+        # per actor, per control state: the transitions a step may take (quiescent ones and named
+        # faults this configuration never injects left out)
+        self._steps = [{ctl: tuple((tidx, a.role.transitions[tidx]) for tidx in tids
+                                   if not a.role.transitions[tidx].quiescent
+                                   and (a.role.transitions[tidx].fault is None or a.role.transitions[tidx].fault in self.faults))
+                        for ctl, tids in a.role.by_src.items()} for a in self.actors]
 
     def _sym_ranks_idx(self) -> frozenset:
         return frozenset(self.symmetric) if len(self.symmetric) > 1 else frozenset()
@@ -170,6 +189,7 @@ class Protocol(Fabric, Reductions, Explanation):
     def init_states(self):
         if not self._checked:
             self._check_declarations()
+        self._prepare()
         actors = tuple(ActorState(a.role.init, a.role.init_vars, None) for a in self.actors)
         g = self.G(**self.shared) if self.G else ()
         yield WorldState(actors, g, 0, ())
@@ -221,7 +241,18 @@ class Protocol(Fabric, Reductions, Explanation):
 
     def rank_status(self, actors) -> dict[int, str]:
         """alive | gone (exited or crashed) | finished (returned, process alive: profiles whose finished
-        peers linger) | hung | idle (alive, terminal, issues nothing more)."""
+        peers linger) | hung | idle (alive, terminal, issues nothing more).  It depends only on each
+        actor's control state and whether it waits on an op: memoised on that.  The dict returned is
+        shared: callers must not change it."""
+        key = tuple([(st[0], st[2] is None) for st in actors])
+        out = self._status_memo.get(key)
+        if out is None:
+            out = self._rank_status(actors)
+            if len(self._status_memo) < MEMO_LIMIT:
+                self._status_memo[key] = out
+        return out
+
+    def _rank_status(self, actors) -> dict[int, str]:
         out = {}
         linger = self.profile.finished_peer == "alive"
         for r, idxs in self.actors_of_rank.items():
@@ -268,36 +299,35 @@ class Protocol(Fabric, Reductions, Explanation):
     def raw_successors(self, state) -> Iterable:
         actors, g, fu, fab = state
         normal: list = []
-        for i, (ctl, v, pend) in enumerate(actors):
-            if pend is not None or ctl in BUILTIN_TERMINAL:
-                continue
-            a = self.actors[i]
-            role = a.role
-            for tidx in role.by_src.get(ctl, ()):
-                t = role.transitions[tidx]
-                if t.quiescent:
-                    continue
-                if t.fault is not None and (t.fault not in self.faults or fu >= self.max_faults):
-                    continue
-                normal.extend(self._fire(state, i, tidx, t, ctl, v, g, fu))
-        # fabric: collectives
+        steps = self._steps
+        fire = self._fire
+        no_faults_left = fu >= self.max_faults
+        # one pass: local steps of the actors not blocked, and the posted ops sorted by kind
         by_group: dict[str, list] = {}
         sends: list = []
         recvs: list = []
         arank = self._actor_rank
-        for i, st in enumerate(actors):
-            pend = st[2]
-            if pend is None:
+        exited = False
+        for i, (ctl, v, pend) in enumerate(actors):
+            if pend is not None:
+                op = pend[1]
+                kind = op.kind
+                if kind in COLLECTIVES:
+                    if pend[2] == 0:
+                        by_group.setdefault(op.group, []).append((i, arank[i], op, 0))
+                elif kind == "send":
+                    sends.append((i, arank[i], op, pend[2]))
+                elif kind == "recv":
+                    recvs.append((i, arank[i], op, pend[2]))
                 continue
-            op = pend[1]
-            kind = op.kind
-            if kind in COLLECTIVES:
-                if pend[2] == 0:
-                    by_group.setdefault(op.group, []).append((i, arank[i], op, 0))
-            elif kind == "send":
-                sends.append((i, arank[i], op, pend[2]))
-            elif kind == "recv":
-                recvs.append((i, arank[i], op, pend[2]))
+            if ctl in BUILTIN_TERMINAL:
+                if ctl in EXITED:
+                    exited = True
+                continue
+            for tidx, t in steps[i].get(ctl, ()):
+                if t.fault is not None and no_faults_left:
+                    continue
+                normal.extend(fire(state, i, tidx, t, ctl, v, g, fu))
         if fab:
             for ep in self._endpoints(actors, fab):
                 if ep[0] >= 0:
@@ -350,9 +380,10 @@ class Protocol(Fabric, Reductions, Explanation):
                         normal.append(step)
         # failure steps: an op whose partner's process is gone
         gone_waits = []
-        if any(c in EXITED for c, _, _ in actors):
-            status = self.rank_status(actors)
-            for ep in self._endpoints(actors, fab):
+        if exited:
+            eps = self._endpoints(actors, fab)
+            status = self.rank_status(actors) if eps else None
+            for ep in eps:
                 if any(status[r] == "gone" for r in self._partners_of(actors, fab, ep[1], ep[2])):
                     gone_waits.append(ep[0])
         if self.profile.gone_peer == "immediate":
@@ -398,39 +429,47 @@ class Protocol(Fabric, Reductions, Explanation):
         return state if state[3] else Reductions.canonical(self, state)
 
     def _fire(self, state, i, tidx, t: Transition, ctl, v, g, fu):
+        """Offer transition ``tidx`` of actor ``i``.  What the spec's functions make of (local vars,
+        shared vars) is computed once per distinct input (``_effects``, memoised: spec functions are
+        pure functions of the Ctx); what depends on the rest of the world (posting the op, checking it
+        against the fabric and the groups) is redone on every call, in the original order, and a spec
+        error is raised at the same point as without the memo."""
+        private = self._ctx_flags[i] & PRIVATE
+        key = (i, tidx, v) if private else (i, tidx, v, g)
+        eff = self._memo.get(key)
+        if eff is None:
+            eff = self._effects(i, tidx, t, v, g)
+            if len(self._memo) < MEMO_LIMIT:
+                self._memo[key] = eff
+        if not eff:
+            return ()
         actors = state[0]
         fab = state[3]
         a = self.actors[i]
-        stage = "guard"
-        try:
-            fl = self._ctx_flags[i]
-            ctx = Ctx(v, g, self.params, a.rank, t.dst[0], self, i, None, fl, t.name)
-            if t.guard is not None and not t.guard(ctx):
-                return ()
-            stage = "choose"
-            choices = t.choose(ctx) if t.choose is not None else None
-            out = []
-            for ch in (choices if choices is not None else (None,)):
-                c = ctx if choices is None else Ctx(v, g, self.params, a.rank, t.dst[0], self, i, ch, fl, t.name)
-                if t.do is not None:
-                    stage = "do"
-                    t.do(c)
-                act = ("t", i, tidx, ch)
-                nfab = fab
+        out = []
+        nfu = fu + 1 if t.fault is not None else fu
+        for ch, err, stage, dst, nv, ng, op, check_err, violation in eff:
+            if err is not None:
+                if isinstance(err, SpecError):
+                    raise err
+                raise SpecError(f"{a.role.name}.{t.name} ({stage})", err) from err
+            if ng is None:
+                ng = g
+            act = ("t", i, tidx, ch)
+            nfab = fab
+            try:
                 if t.op is not None:
-                    stage = "op"
-                    op = t.op(c)
                     if isinstance(op, Post):
                         res = self._post(actors, fab, i, a, t, op)
                         if isinstance(res, Violation):
                             out.append((act, res))
                             continue
                         nfab = res
-                        if c.dst not in t.dst:
+                        if dst not in t.dst:
                             raise SpecError(f"{a.role.name}.{t.name}",
-                                            ValueError(f"goto({c.dst!r}) is not one of the declared destinations {t.dst}"))
+                                            ValueError(f"goto({dst!r}) is not one of the declared destinations {t.dst}"))
                         nl = list(actors)
-                        self._finish(nl, i, c.dst, c.v)
+                        self._finish(nl, i, dst, nv)
                     else:
                         bad = check_op(op)
                         if bad is not None:
@@ -452,25 +491,69 @@ class Protocol(Fabric, Reductions, Explanation):
                                 continue
                         nl = list(actors)
                         pos = 0 if op.kind == "wait" else self._queue_pos(actors, fab, a.rank, op)
-                        nl[i] = ActorState(ctl, c.v, PendingOp(tidx, op, pos))
+                        nl[i] = ActorState(ctl, nv, PendingOp(tidx, op, pos))
                 else:
-                    if c.dst not in t.dst:
+                    if dst not in t.dst:
                         raise SpecError(f"{a.role.name}.{t.name}",
-                                        ValueError(f"goto({c.dst!r}) is not one of the declared destinations {t.dst}"))
+                                        ValueError(f"goto({dst!r}) is not one of the declared destinations {t.dst}"))
                     nl = list(actors)
-                    self._finish(nl, i, c.dst, c.v)
-                if t.check is not None:
-                    stage = "check"
-                    t.check(c)
-                if c.violation is not None:
-                    out.append((act, c.violation))
-                    continue
-                out.append((act, WorldState(tuple(nl), c._g, fu + 1 if t.fault is not None else fu, nfab)))
-            return out
+                    self._finish(nl, i, dst, nv)
+            except SpecError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a bug in the spec, reported with its role and transition
+                raise SpecError(f"{a.role.name}.{t.name} (op)", e) from e
+            if check_err is not None:
+                if isinstance(check_err, SpecError):
+                    raise check_err
+                raise SpecError(f"{a.role.name}.{t.name} (check)", check_err) from check_err
+            if violation is not None:
+                out.append((act, violation))
+                continue
+            out.append((act, WorldState(tuple(nl), ng, nfu, nfab)))
+        return out
+
+    def _effects(self, i, tidx, t: Transition, v, g) -> tuple:
+        """Run the spec's functions of transition ``tidx`` of actor ``i`` on (v, g): () when the guard
+        is false, else one record per choice: (choice, error, stage, dst, vars, shared or None when
+        untouched by a private role, op, check error, violation).  An error in the guard or ``choose``
+        is raised here; one in a choice's ``do``/``op``/``check`` is recorded and raised by ``_fire``
+        where the unmemoised evaluation would have raised it."""
+        a = self.actors[i]
+        fl = self._ctx_flags[i]
+        private = fl & PRIVATE
+        stage = "guard"
+        try:
+            ctx = Ctx(v, g, self.params, a.rank, t.dst[0], self, i, None, fl, t.name)
+            if t.guard is not None and not t.guard(ctx):
+                return ()
+            stage = "choose"
+            choices = t.choose(ctx) if t.choose is not None else None
         except SpecError:
             raise
         except Exception as e:  # noqa: BLE001 - a bug in the spec, reported with its role and transition
             raise SpecError(f"{a.role.name}.{t.name} ({stage})", e) from e
+        out = []
+        for ch in (choices if choices is not None else (None,)):
+            c = ctx if choices is None else Ctx(v, g, self.params, a.rank, t.dst[0], self, i, ch, fl, t.name)
+            op = None
+            try:
+                if t.do is not None:
+                    stage = "do"
+                    t.do(c)
+                if t.op is not None:
+                    stage = "op"
+                    op = t.op(c)
+            except Exception as e:  # noqa: BLE001 - raised by _fire in order
+                out.append((ch, e, stage, None, None, None, None, None, None))
+                break
+            check_err = None
+            if t.check is not None:
+                try:
+                    t.check(c)
+                except Exception as e:  # noqa: BLE001 - raised by _fire in order
+                    check_err = e
+            out.append((ch, None, stage, c.dst, c.v, None if private else c._g, op, check_err, c.violation))
+        return tuple(out)
 
     def _group_rule(self, a: ActorDef, t: Transition, op: Op):
         if op.group not in self.groups:
@@ -512,10 +595,25 @@ class Protocol(Fabric, Reductions, Explanation):
         actors, g, fu, fab = state
         if fu >= self.max_faults:
             return []
+        if not self._fault_kinds:
+            return []
+        # which (kind, rank) may strike depends only on each actor's control state and whether it waits
+        key = tuple([(st[0], st[2] is None) for st in actors])
+        which = self._fault_memo.get(key)
+        if which is None:
+            which = self._faults_that_may_strike(actors)
+            if len(self._fault_memo) < MEMO_LIMIT:
+                self._fault_memo[key] = which
         out = []
-        for kind, ranks, ctl in (("crash", self.crash_ranks, DEAD), ("hang", self.hang_ranks, HUNG)):
-            if kind not in self.faults:
-                continue
+        for kind, r, ctl in which:
+            nl = list(actors)
+            self._kill_rank(nl, r, ctl)
+            out.append(((kind, r), WorldState(tuple(nl), g, fu + 1, fab)))
+        return out
+
+    def _faults_that_may_strike(self, actors) -> tuple:
+        out = []
+        for kind, ranks, ctl in self._fault_kinds:
             for r in ranks:
                 idxs = self.actors_of_rank[r]
                 if all(self._terminal(j, actors[j][0]) and actors[j][2] is None for j in idxs):
@@ -523,10 +621,8 @@ class Protocol(Fabric, Reductions, Explanation):
                 if kind == "hang" and not all(actors[j][0] in self.actors[j].role.hang_points or self._terminal(j, actors[j][0])
                                               for j in idxs):
                     continue
-                nl = list(actors)
-                self._kill_rank(nl, r, ctl)
-                out.append(((kind, r), WorldState(tuple(nl), g, fu + 1, fab)))
-        return out
+                out.append((kind, r, ctl))
+        return tuple(out)
 
     def _hang_timeout(self, state, w) -> str:
         """' until its timeout ... fires' when the waiter's op declares a timeout that hangs, else ''."""

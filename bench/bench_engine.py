@@ -1,0 +1,154 @@
+"""The generic checker, old engine against new, side by side in one run.
+
+    python bench/bench_engine.py --old /path/to/shim-of-old-checkout            # default set
+    python bench/bench_engine.py --old OLD --only user tp:3 pp1:2               # a subset
+    python bench/bench_engine.py --old OLD --json out.json
+
+Each row runs in a fresh child process for each engine (``new`` = this checkout, ``old`` = the
+checkout whose parent directory ``--old`` names, a directory holding a ``lockstep`` link to it, like
+the PYTHONPATH shims), so peak RSS is that run's own.  Rows:
+
+- ``user``/``user-por``: bench/user_pipeline_spec.py (the 6/4/2 pipeline over shared-variable queues)
+  through the generic explorer, unreduced and reduced, safety only;
+- ``tp:N``: ``tp -p ranks=N``, ``pp1:N``: ``pp1 -p mesh=N`` as ``lockstep check`` runs them by
+  default (reductions on, liveness on);
+- ``spin``: SPIN end to end (spin -a, gcc -DNOREDUCE, ./pan) on bench/pipeline.pml when spin is
+  installed (its seconds are wall time, its CPU seconds those of the three commands).
+
+Columns: states, transitions, seconds (the checker's own), CPU seconds of the check (the fairer figure
+on a shared machine), states/s (states / seconds), and bytes per state: peak RSS
+after the run minus RSS after building the model, divided by the stored states.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+USER_SPEC = HERE / "user_pipeline_spec.py"
+DEFAULT = ["user", "user-por", "spin", "tp:2", "tp:3", "tp:4", "tp:5", "tp:6",
+           "pp1:2", "pp1:3", "pp1:4", "pp1:5", "pp1:6", "pp1:7", "pp1:8"]
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def child(row: str) -> dict:
+    import resource
+
+    from lockstep.model.checker import check
+    from lockstep.spec.loading import build_model, load_spec
+
+    if row.startswith("user"):
+        info, params, reduction, live = load_spec(str(USER_SPEC)), {}, row == "user-por", False
+    else:
+        name, n = row.split(":")
+        info = load_spec(name)
+        params = {"ranks" if name == "tp" else "mesh": int(n)}
+        reduction, live = True, True
+    full = {k: p.default for k, p in info.params.items()}
+    full.update(params)
+    model = build_model(info, full, None, "gloo")
+    base = _rss_kb()
+    cpu0 = time.process_time()
+    res = check(model, liveness=live, reduction=reduction)
+    cpu = time.process_time() - cpu0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    st = res.stats
+    return {"verdict": res.verdict, "states": st.states, "transitions": st.transitions, "seconds": st.seconds, "cpu_s": cpu,
+            "states_per_s": st.states / st.seconds if st.seconds else 0.0,
+            "bytes_per_state": max(0, peak - base) * 1024 / max(1, st.states)}
+
+
+def measure(row: str, shim: str) -> dict:
+    env = dict(os.environ, PYTHONPATH=shim, OMP_NUM_THREADS="1")
+    p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", row], env=env,
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        return {"error": (p.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def spin_row() -> dict | None:
+    """SPIN end to end on bench/pipeline.pml, unreduced; ``cpu_s`` is the CPU time of spin -a, gcc
+    and pan together."""
+    import resource
+
+    sys.path.insert(0, str(HERE))
+    from bench_check import run_spin  # noqa: E402
+
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = run_spin({"stages": 6, "microbatches": 4, "capacity": 2}, reduce=False)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if out is not None and "error" not in out:
+        out["cpu_s"] = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return out
+
+
+def print_spin() -> dict | None:
+    s = spin_row()
+    if s is None:
+        print("spin: not installed (apt-get install spin), skipped")
+    elif "error" in s:
+        print(f"spin: {s['error']}")
+    else:
+        print(f"{'spin e2e':10} {'spin':6} {s['states']:>9,} {s['transitions']:>10,} {s['wall_s']:>8.2f} {s['cpu_s']:>7.2f}  "
+              f"(spin -a {s['spin_a_s']:.2f} s, gcc {s['gcc_s']:.2f} s, pan {s['pan_s']:.2f} s, wall)", flush=True)
+        return {"row": "user", "engine": "spin", **s}
+    return None
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--old", help="shim directory (holds a `lockstep` link) of the old checkout")
+    ap.add_argument("--new", help="shim directory of the new checkout (default: the one importing this)")
+    ap.add_argument("--only", nargs="*", help=f"rows to run (default: {' '.join(DEFAULT)})")
+    ap.add_argument("--no-spin", action="store_true")
+    ap.add_argument("--json", metavar="PATH")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.child:
+        print(json.dumps(child(a.child)))
+        return 0
+    new = a.new or os.environ.get("PYTHONPATH", "")
+    engines = [("new", new)] + ([("old", a.old)] if a.old else [])
+    out = []
+    print(f"{'row':10} {'engine':6} {'states':>9} {'trans':>10} {'seconds':>8} {'cpu s':>7} {'states/s':>9} {'B/state':>8}  verdict")
+    for row in a.only or DEFAULT:
+        if row == "spin":
+            if not a.no_spin:
+                s = print_spin()
+                if s:
+                    out.append(s)
+            continue
+        for eng, shim in engines:
+            r = {"row": row, "engine": eng, **measure(row, shim)}
+            out.append(r)
+            if "error" in r:
+                print(f"{row:10} {eng:6} error: {r['error']}")
+            else:
+                print(f"{row:10} {eng:6} {r['states']:>9,} {r['transitions']:>10,} {r['seconds']:>8.2f} "
+                      f"{r['cpu_s']:>7.2f} {r['states_per_s']:>9,.0f} {r['bytes_per_state']:>8,.0f}  {r['verdict']}", flush=True)
+        if len(engines) == 2 and "error" not in out[-1] and "error" not in out[-2]:
+            o, n = out[-1], out[-2]
+            same = (o["states"], o["transitions"], o["verdict"]) == (n["states"], n["transitions"], n["verdict"])
+            print(f"{'':10} ratio  old/new seconds {o['seconds'] / max(n['seconds'], 1e-9):.2f}x, "
+                  f"cpu {o['cpu_s'] / max(n['cpu_s'], 1e-9):.2f}x, bytes/state {o['bytes_per_state'] / max(n['bytes_per_state'], 1):.2f}x"
+                  f"{'' if same else '  COUNTS OR VERDICT DIFFER'}", flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
