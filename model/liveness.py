@@ -52,27 +52,7 @@ def _scc_labels(n: int, src: list[int], dst: list[int]):
 
 def _cycle_within(edges_from: dict[int, list[tuple[int, object]]], start: int, members: set[int]) -> list[tuple[int, object, int]]:
     """Shortest path start -> ... -> start inside ``members`` (BFS), as (src, actor, dst) triples."""
-    prev: dict[int, tuple[int, object]] = {}
-    q = deque([start])
-    seen = {start}
-    while q:
-        u = q.popleft()
-        for v, actor in edges_from.get(u, ()):
-            if v not in members:
-                continue
-            if v == start:
-                path = [(u, actor, v)]
-                while u != start:
-                    pu, pa = prev[u]
-                    path.append((pu, pa, u))
-                    u = pu
-                path.reverse()
-                return path
-            if v not in seen:
-                seen.add(v)
-                prev[v] = (u, actor)
-                q.append(v)
-    return []
+    return _path_within(edges_from, start, members, lambda u, actor, v: u is not None and v == start) or []
 
 
 def _path_within(edges_from, start: int, members: set, goal) -> list[tuple[int, object, int]] | None:
