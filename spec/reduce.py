@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from ..model.api import SpecError, Violation
 from .lang import Ctx
-from .state import WorldState
 
 
 class Reductions:
@@ -54,8 +53,9 @@ class Reductions:
     def por_visible(self, state, action, nxt) -> bool:
         i = action[1]
         role = self.actors[i].role
-        if role.transitions[action[2]].check is not None:
-            return True
+        t = role.transitions[action[2]]
+        if t.check is not None or (t.event is not None and t.event in self._mon_events):
+            return True  # an edge check, or an event a monitor watches
         ctl, v, pend = state[0][i]
         nctl, nv, npend = nxt[0][i]
         if nv is None:  # the process exits: other ranks' ops now fail
@@ -137,7 +137,7 @@ class Reductions:
             nl = list(actors)
             for i, p in zip(sym, perm):
                 nl[i] = p
-            other = fn(WorldState(tuple(nl), *state[1:]))
+            other = fn(type(state)(tuple(nl), *state[1:]))
             if bool(other) != bool(verdict):
                 raise SpecError(what, ValueError(
                     f"tells the symmetric actors {', '.join(self.actors[i].label for i in sym)} apart (it gives a "
@@ -159,6 +159,8 @@ class Reductions:
 
     def canonical(self, state):
         """The orbit representative: the interchangeable actors' states sorted."""
+        if len(state) > 4 and self._monitor_set.has_per_rank:
+            return self._monitor_set.canonical(self, state)  # per-rank monitors move with their ranks
         actors, g, fu = state[:3]
         sym = self.symmetric
         part = sorted((actors[i] for i in sym), key=self._order_key)
@@ -167,7 +169,7 @@ class Reductions:
         nl = list(actors)
         for i, p in zip(sym, part):
             nl[i] = p
-        return WorldState(tuple(nl), g, fu, state[3])
+        return type(state)(tuple(nl), g, fu, *state[3:])
 
     def successors(self, state):
         if not self._sym_on:

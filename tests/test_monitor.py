@@ -1,0 +1,165 @@
+"""Properties as monitors over transition ``event=`` names (spec/monitor.py): the checker's side
+(violations with shortest counterexamples, end checks, soundness under partial-order and symmetry
+reduction) and the trace side (``MonitorSet.run_events``)."""
+import pytest
+
+from lockstep.model.api import HOLDS, SpecError
+from lockstep.model.checker import Bounds, check
+from lockstep.spec.fabric import Group, broadcast
+from lockstep.spec.machine import DONE, ActorDef, Protocol, Role
+from lockstep.spec.monitor import Monitor, Reject
+from lockstep.spec.state import MonitoredState, WorldState
+
+HDR = ("int64", (1,))
+LATE = "LATE_HEADER"
+
+
+def _server(variant=None, monitors=(), workers=2, symmetric=False):
+    """rank 0 serves ``chunks`` headers then a shutdown; planted bug ``late``: one more header after
+    the shutdown (the workers take it as a header too, so the run ends cleanly: only the monitor sees it)."""
+    chunks = 2
+    L = Role("leader", "IDLE", {"sent": 0})
+    L.op("send_header", "IDLE", "IDLE", lambda c: broadcast("world", 0, HDR, 1), guard=lambda c: c.v.sent < chunks,
+         do=lambda c: c.set(sent=c.v.sent + 1), event="header_sent")
+    L.op("shutdown", "IDLE", "CLOSED" if variant == "late" else DONE, lambda c: broadcast("world", 0, HDR, 0),
+         guard=lambda c: c.v.sent >= chunks, event="shutdown_sent")
+    if variant == "late":
+        L.op("late_header", "CLOSED", DONE, lambda c: broadcast("world", 0, HDR, 0), event="header_sent")
+    W = Role("worker", "WAIT", {"got": 0, "stopped": 0}, private=True, observed=("ctl",))
+
+    def on_header(c, d):
+        if d == 0:
+            c.set(stopped=c.v.stopped + 1)
+            if c.v.stopped >= (2 if variant == "late" else 1):
+                c.goto(DONE)
+        else:
+            c.set(got=c.v.got + 1)
+            c.goto("WORK")
+    W.op("recv_header", "WAIT", ("WAIT", "WORK", DONE), lambda c: broadcast("world", 0, HDR), after=on_header,
+         event="header_recv")
+    W.local("work", "WORK", "WAIT", event="worked")
+    n = workers + 1
+    actors = [ActorDef(0, "main", L)] + [ActorDef(r, "main", W) for r in range(1, n)]
+    return Protocol("server", groups={"world": Group("world", tuple(range(n)))}, actors=actors,
+                    monitors=list(monitors), symmetric=tuple(range(1, n)) if symmetric else ())
+
+
+NO_HEADER_AFTER_SHUTDOWN = Monitor.never_after("no_header_after_shutdown", LATE, "shutdown_sent", "header_sent")
+
+
+def test_monitor_holds_on_the_correct_server_and_adds_no_states():
+    plain = check(_server())
+    mon = check(_server(monitors=[NO_HEADER_AFTER_SHUTDOWN]))
+    assert plain.verdict == mon.verdict == HOLDS
+    # the monitor's state is a function of rank 0's control state (before/after the shutdown)
+    assert mon.stats.states == plain.stats.states
+
+
+def test_planted_header_after_shutdown_is_caught_with_a_shortest_counterexample():
+    res = check(_server("late", monitors=[NO_HEADER_AFTER_SHUTDOWN]))
+    assert res.verdict == LATE
+    assert "no_header_after_shutdown" in res.message and "header_sent after shutdown_sent" in res.message
+    last = res.counterexample[-1]
+    assert last["transition"] == "late_header"
+    assert res.detail["monitor"] == "no_header_after_shutdown" and res.detail["rank"] == 0
+    # shortest on the full graph: two headers (3 posts, the completion, 2 works each; the first needs no
+    # work), the shutdown (3 posts, the completion), then the late header: 4 + 6 + 6 + 1
+    full = check(_server("late", monitors=[NO_HEADER_AFTER_SHUTDOWN]), reduction=False)
+    assert full.verdict == LATE and len(full.counterexample) == 17
+    assert len(res.counterexample) >= 17  # partial-order reduction may postpone the leader's step
+    # without the monitor the planted bug goes unnoticed: the run ends cleanly
+    assert check(_server("late")).verdict == HOLDS
+
+
+def test_states_carry_the_monitor_after_the_four_world_fields():
+    w = _server(monitors=[NO_HEADER_AFTER_SHUTDOWN])
+    s0 = next(iter(w.init_states()))
+    assert isinstance(s0, MonitoredState) and s0.monitors == ("before",)
+    assert s0[:4] == tuple(WorldState(s0.actors, s0.shared, s0.faults_used, s0.fabric))
+    assert next(iter(_server().init_states())).__class__ is WorldState
+
+
+def test_must_end_is_judged_at_clean_ends():
+    every_header_worked = Monitor("every_header_worked", "UNWORKED", "idle",
+                                  {("idle", "header_recv"): "busy", ("busy", "worked"): "idle",
+                                   ("busy", "header_recv"): "idle"},
+                                  per="rank", roles=("worker",), must_end=("idle",))
+    # a worker's last header is the shutdown: it moves the monitor to busy and the worker never works
+    res = check(_server(monitors=[every_header_worked]))
+    assert res.verdict == "UNWORKED" and "ends in monitor state busy on rank" in res.message
+    ok = Monitor("every_header_worked", "UNWORKED", "idle",
+                 {("idle", "worked"): "idle", ("idle", "header_recv"): "idle"}, per="rank", must_end=("idle",))
+    assert check(_server(monitors=[ok])).verdict == HOLDS
+
+
+def _two_private(monitors):
+    """Two private actors with one local step each, on different ranks: partial-order reduction
+    explores one order only unless the steps are visible."""
+    a = Role("first", "S", {}, private=True)
+    a.local("go", "S", DONE, event="a")
+    b = Role("second", "S", {}, private=True)
+    b.local("go", "S", DONE, event="b")
+    return Protocol("pair", groups={}, actors=[ActorDef(0, "main", a), ActorDef(1, "main", b)], monitors=list(monitors))
+
+
+def test_watched_events_are_visible_to_partial_order_reduction():
+    # "b never before a": violated only by the order rank1-then-rank0
+    m = Monitor.never_after("a_first", "ORDER", "b", "a")
+    w = _two_private([m])
+    assert w._por_on
+    reduced, full = check(w, reduction=True), check(w, reduction=False)
+    assert reduced.verdict == full.verdict == "ORDER"
+    # the same world without monitors is reduced to one order (3 states instead of 4)
+    assert check(_two_private([]), reduction=True).stats.states == 3
+    assert check(_two_private([]), reduction=False).stats.states == 4
+
+
+def test_per_rank_monitor_under_symmetry_agrees_with_the_full_graph():
+    # per-rank: a worker may work at most once (violated: each worker gets two headers)
+    once = Monitor("work_once", "TWICE", "fresh", {("fresh", "worked"): "used", ("used", "worked"): Reject("worked twice")},
+                   per="rank", roles=("worker",))
+    w = _server(monitors=[once], workers=3, symmetric=True)
+    sym, full = check(w, reduction=True), check(w, reduction=False)
+    assert sym.verdict == full.verdict == "TWICE"
+    assert len(sym.counterexample) == len(full.counterexample)
+    # a holding per-rank monitor: the symmetric graph is smaller and both agree
+    atmost2 = Monitor("work_twice", "THRICE", "z", {("z", "worked"): "o", ("o", "worked"): "t", ("t", "worked"): Reject("3")},
+                      per="rank", roles=("worker",))
+    w2 = _server(monitors=[atmost2], workers=3, symmetric=True)
+    r_sym, r_full = check(w2, reduction=True), check(w2, reduction=False)
+    assert r_sym.verdict == r_full.verdict == HOLDS
+    assert r_sym.stats.states < r_full.stats.states
+
+
+def test_when_predicate_filters_events_and_may_not_tell_symmetric_actors_apart():
+    first_rank_only = Monitor("rank1_once", "R1", "z", {("z", "worked"): "o", ("o", "worked"): Reject("rank 1 worked twice")},
+                              when=lambda ev: ev.rank == 1)
+    assert check(_server(monitors=[first_rank_only])).verdict == "R1"
+    by_vars = Monitor("second_header", "V", "z", {("z", "worked"): Reject("worked on a second header")},
+                      when=lambda ev: ev.vars.got >= 2)
+    assert check(_server(monitors=[by_vars])).verdict == "V"
+    with pytest.raises(SpecError, match="rank of a symmetric actor"):
+        check(_server(monitors=[first_rank_only], symmetric=True))
+
+
+def test_bad_monitor_declarations_are_spec_errors():
+    with pytest.raises(SpecError, match="no transition declares"):
+        _server(monitors=[Monitor.never_after("m", "V", "shutdown_sent", "nonsense")])
+    with pytest.raises(SpecError, match="per="):
+        Monitor("m", "V", "a", {("a", "x"): "b"}, per="thread")
+    with pytest.raises(SpecError, match="must_end names unknown states"):
+        Monitor("m", "V", "a", {("a", "x"): "b"}, must_end=("c",))
+    with pytest.raises(SpecError, match="two monitors are named"):
+        _server(monitors=[NO_HEADER_AFTER_SHUTDOWN, NO_HEADER_AFTER_SHUTDOWN])
+
+
+def test_run_events_on_a_recorded_order():
+    w = _server(monitors=[NO_HEADER_AFTER_SHUTDOWN])
+    ms = w._monitor_set
+    ok = [(0, "rank0", "leader", "header_sent", 3), (0, "rank0", "leader", "shutdown_sent", 9)]
+    assert ms.run_events(ok) == []
+    bad = ok + [(0, "rank0", "leader", "header_sent", 12)]
+    (rej,) = ms.run_events(bad)
+    assert rej["monitor"] == "no_header_after_shutdown" and rej["line"] == 12 and rej["rank"] == 0
+    assert rej["verdict"] == LATE and "line 12" in rej["message"]
+    assert ms.run_events(bad, skip=frozenset({"no_header_after_shutdown"})) == []
