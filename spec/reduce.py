@@ -53,9 +53,10 @@ class Reductions:
     def por_visible(self, state, action, nxt) -> bool:
         i = action[1]
         role = self.actors[i].role
-        t = role.transitions[action[2]]
-        if t.check is not None or (t.event is not None and t.event in self._mon_events):
-            return True  # an edge check, or an event a monitor watches
+        if role.transitions[action[2]].check is not None:
+            return True
+        if self._monitor_set is not None and action[2] in self._monitor_set.reach[i]:
+            return True  # the step fires an event one of the world's monitors watches (monitor.py)
         ctl, v, pend = state[0][i]
         nctl, nv, npend = nxt[0][i]
         if nv is None:  # the process exits: other ranks' ops now fail

@@ -124,7 +124,6 @@ class Protocol(Fabric, Reductions, Explanation):
                                    and (a.role.transitions[tidx].fault is None or a.role.transitions[tidx].fault in self.faults))
                         for ctl, tids in a.role.by_src.items()} for a in self.actors]
         self._monitor_set = MonitorSet(self, self.monitors) if self.monitors else None
-        self._mon_events = self._monitor_set.events if self.monitors else frozenset()
 
     def _sym_ranks_idx(self) -> frozenset:
         return frozenset(self.symmetric) if len(self.symmetric) > 1 else frozenset()
