@@ -163,3 +163,79 @@ def test_run_events_on_a_recorded_order():
     assert rej["monitor"] == "no_header_after_shutdown" and rej["line"] == 12 and rej["rank"] == 0
     assert rej["verdict"] == LATE and "line 12" in rej["message"]
     assert ms.run_events(bad, skip=frozenset({"no_header_after_shutdown"})) == []
+
+
+# ---------------------------------------------------------------------------------------------- tp
+def test_tp_monitor_adds_no_states_and_catches_a_planted_unchecked_emit():
+    from lockstep.model.api import CALL_COUNT
+    from lockstep.spec import registry
+
+    info = registry.load("tp")
+    _, p = registry.resolve("tp", None, {"chunks": "1"}, "gloo")
+    with_mon = info.build(p, None, "gloo")
+    assert [m.name for m in with_mon.monitors] == ["emit_after_count_check"]
+    bare = info.build(p, None, "gloo")
+    bare.monitors = []
+    bare._prepare()
+    for red in (True, False):
+        a, b = check(with_mon, reduction=red), check(bare, reduction=red)
+        assert a.verdict == b.verdict == HOLDS and a.stats.states == b.stats.states
+    # planted: rank 0 may emit straight from Phase B, skipping the generator-call count check
+    buggy = info.build(p, None, "gloo")
+    leader = buggy.actors[0].role
+    emit = next(t for t in leader.transitions if t.name == "emit")
+    leader.local("emit_unchecked", "PHASE_B", "IDLE", do=emit.do, event="chunk_emitted")
+    res = check(buggy)
+    assert res.verdict == CALL_COUNT and res.detail["monitor"] == "emit_after_count_check"
+    assert res.counterexample[-1]["transition"] == "emit_unchecked"
+    assert "emitted before its generator-call count check" in res.message
+
+
+def _drop_first(path, rank: int, ev: str) -> int:
+    """Remove rank's first ``ev`` record (renumbering ``i``); returns the 1-based line it had."""
+    import json
+
+    f = path / f"rank{rank}.jsonl"
+    events = [json.loads(x) for x in f.read_text().splitlines()]
+    k = next(j for j, e in enumerate(events) if e["ev"] == ev)
+    del events[k]
+    for j, e in enumerate(events):
+        e["i"] = j
+    f.write_text("".join(json.dumps(e) + "\n" for e in events))
+    return k + 1
+
+
+@pytest.mark.multirank
+@pytest.mark.slow
+def test_conform_runs_the_monitor_on_a_real_gloo_trace(tmp_path):
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from lockstep.cli.conform import conform
+    from lockstep.impl.config import RunConfig
+    from lockstep.impl.launch import launch_local, resolve_config
+
+    run = tmp_path / "tp"
+    cfg = resolve_config(RunConfig(topology="tp", world=2).with_(chunks=2, dist_timeout_s=2.0, heartbeat_s=0.25,
+                                                                   watchdog_s=4.0))
+    s = launch_local(cfg, run, deadline_s=40.0)
+    assert not s.deadline_hit, s.render()
+    r = CliRunner().invoke(conform, [str(run), "--json"])
+    out = json.loads(r.output)
+    assert r.exit_code == 0 and out["verdict"] == "CONFORMS" and out["monitor_rejections"] == []
+    # rewritten: rank 0's first Phase-B end (its count check) is gone, so its first emit comes unchecked
+    bad = tmp_path / "tp-unchecked"
+    shutil.copytree(run, bad)
+    _drop_first(bad, 0, "phase_b_end")
+    emit_line = 1 + next(j for j, x in enumerate((bad / "rank0.jsonl").read_text().splitlines())
+                         if json.loads(x)["ev"] == "chunk_emitted")
+    r = CliRunner().invoke(conform, [str(bad), "--json"])
+    out = json.loads(r.output)
+    assert r.exit_code == 1 and out["verdict"] == "DOES_NOT_CONFORM"
+    (rej,) = out["monitor_rejections"]
+    assert rej["monitor"] == "emit_after_count_check" and rej["rank"] == 0 and rej["line"] == emit_line
+    assert rej["event"] == "chunk_emitted" and rej["verdict"] == "CALL_COUNT"
+    text = CliRunner().invoke(conform, [str(bad)]).output
+    assert f"monitor emit_after_count_check (CALL_COUNT): rank 0 line {emit_line}: chunk_emitted" in text
