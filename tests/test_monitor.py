@@ -239,3 +239,31 @@ def test_conform_runs_the_monitor_on_a_real_gloo_trace(tmp_path):
     assert rej["event"] == "chunk_emitted" and rej["verdict"] == "CALL_COUNT"
     text = CliRunner().invoke(conform, [str(bad)]).output
     assert f"monitor emit_after_count_check (CALL_COUNT): rank 0 line {emit_line}: chunk_emitted" in text
+
+
+# ------------------------------------------------------------------------------------ the example
+def test_the_guide_example_through_the_cli():
+    import json
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from lockstep.cli.main import cli
+    from lockstep.spec.loading import load_spec
+
+    path = str(Path(__file__).resolve().parent.parent / "examples" / "shutdown_monitor.py")
+    for extra in ([], ["--no-reduction"]):
+        r = CliRunner().invoke(cli, ["check", path, "--json", *extra])
+        assert r.exit_code == 0 and json.loads(r.stdout)["monitor"] is None
+        r = CliRunner().invoke(cli, ["check", path, "--json", "--variant", "late-header", *extra])
+        d = json.loads(r.stdout)
+        assert r.exit_code == 1 and d["verdict"] == "LATE_HEADER"
+        assert d["monitor"] == {"monitor": "no_header_after_shutdown", "rank": 0, "actor": "rank0", "event": "header_sent",
+                                "transition": "late_header", "monitor_state": "after"}
+        assert d["counterexample"][-1]["transition"] == "late_header"
+    # the planted bug is invisible to every other property: without the monitor the variant holds
+    info = load_spec(path)
+    w = info.build({}, "late-header", "gloo")
+    w.monitors = []
+    w._prepare()
+    assert check(w).verdict == HOLDS
