@@ -43,7 +43,7 @@ def render(rep) -> str:
     if len(rep.fabric) > 10:
         lines.append(f"  c10d: ... {len(rep.fabric) - 10} more")
     for m in getattr(rep, "monitors", []):
-        lines.append(f"  monitor {m['monitor']} ({m['verdict']}): rank {m['rank']} line {m['line']}: {m['event']}: {m['message']}")
+        lines.append(f"  {m['verdict']}: {m['message']}")
     if not r.conforms:
         if verdict == "INCONCLUSIVE":
             lines.append("  furthest point reached (not a verdict):")

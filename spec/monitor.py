@@ -310,10 +310,9 @@ class MonitorSet:
                 cur = mon[s]
                 nxt = m.move(cur, event)
                 if isinstance(nxt, Reject):
-                    where = "" if m.per == "world" else f" (rank {rank}'s instance)"
                     out.append({"monitor": m.name, "verdict": m.verdict, "rank": rank, "actor": label, "line": line,
                                 "event": event, "monitor_state": cur,
-                                "message": f"monitor {m.name}{where}: {nxt.why} (rank {rank} line {line}: {event} in monitor "
+                                "message": f"monitor {m.name}: {nxt.why} (rank {rank} line {line}: {event} in monitor "
                                            f"state {cur})"})
                     dead.add(s)
                     continue

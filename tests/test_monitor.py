@@ -238,7 +238,8 @@ def test_conform_runs_the_monitor_on_a_real_gloo_trace(tmp_path):
     assert rej["monitor"] == "emit_after_count_check" and rej["rank"] == 0 and rej["line"] == emit_line
     assert rej["event"] == "chunk_emitted" and rej["verdict"] == "CALL_COUNT"
     text = CliRunner().invoke(conform, [str(bad)]).output
-    assert f"monitor emit_after_count_check (CALL_COUNT): rank 0 line {emit_line}: chunk_emitted" in text
+    assert (f"CALL_COUNT: monitor emit_after_count_check: a chunk is emitted before its generator-call count check "
+            f"(rank 0 line {emit_line}: chunk_emitted in monitor state open)") in text
 
 
 # ------------------------------------------------------------------------------------ the example
