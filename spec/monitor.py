@@ -166,9 +166,16 @@ class MonitorSet:
                 if hits:
                     table[tidx] = hits
             self.reach.append(table)
-        self.rank_slots = {r: tuple(self.base[mi] + self.rank_pos[r] for mi, m in enumerate(monitors) if m.per == "rank")
+        # per rank, the per-rank instances that rank's events can reach (a rank running none of a
+        # monitor's roles keeps its instance in the initial state for ever: nothing to move or stop)
+        role_of = {r: {world.actors[j].role.name for j in world.actors_of_rank[r]} for r in world.ranks}
+        self.rank_slots = {r: tuple(self.base[mi] + self.rank_pos[r] for mi, m in enumerate(monitors)
+                                    if m.per == "rank" and (m.roles is None or m.roles & role_of[r]))
                            for r in world.ranks}
-        self.has_per_rank = any(m.per == "rank" for m in monitors)
+        self._live = [(r, slots, tuple(world.actors_of_rank[r])) for r, slots in self.rank_slots.items() if slots]
+        self.has_per_rank = bool(self._live)
+        # whether symmetry must move per-rank instances along with the symmetric actors
+        self.moves_with_symmetry = any(self.rank_slots[world.actors[i].rank] for i in world._sym_ranks_idx())
 
     def slot(self, mi: int, rank: int) -> int:
         m = self.monitors[mi]
@@ -197,7 +204,7 @@ class MonitorSet:
                         continue
             if self.has_per_rank:
                 nm = self._stop_gone(n, nm)
-            out.append((act, MonitoredState(*n, nm)))
+            out.append((act, MonitoredState(n[0], n[1], n[2], n[3], nm)))
         return out
 
     def _advance(self, state, act, n, mon, hits):
@@ -236,12 +243,9 @@ class MonitorSet:
 
     def _stop_gone(self, n, nm):
         actors = n[0]
-        world = self.world
         out = None
-        for r, slots in self.rank_slots.items():
-            if not slots:
-                continue
-            if any(actors[j][1] is None for j in world.actors_of_rank[r]):
+        for _r, slots, idxs in self._live:
+            if any(actors[j][1] is None for j in idxs):
                 for s in slots:
                     if (out or nm)[s] is not GONE:
                         if out is None:

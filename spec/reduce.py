@@ -160,7 +160,7 @@ class Reductions:
 
     def canonical(self, state):
         """The orbit representative: the interchangeable actors' states sorted."""
-        if len(state) > 4 and self._monitor_set.has_per_rank:
+        if len(state) > 4 and self._monitor_set.moves_with_symmetry:
             return self._monitor_set.canonical(self, state)  # per-rank monitors move with their ranks
         actors, g, fu = state[:3]
         sym = self.symmetric
