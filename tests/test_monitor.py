@@ -268,3 +268,74 @@ def test_the_guide_example_through_the_cli():
     w.monitors = []
     w._prepare()
     assert check(w).verdict == HOLDS
+
+
+# ------------------------------------------------------------------------- differential (random worlds)
+def _monitored_random_world(seed: int):
+    """tests/protogen.py's random world (honest declarations only), with events on its transitions and
+    a random world monitor and per-rank monitor over them; None when the draw plants a wrong declaration."""
+    import dataclasses
+    import random
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import protogen
+
+    d = protogen.describe(protogen.random_pick(random.Random(seed)))
+    if d["plant_observed"] or d["plant_asym"] or any(r["planted_private"] for r in d["roles"].values()) or d["live"]:
+        return None
+    rng = random.Random(seed * 7919 + 1)
+    w = protogen.build(d)
+    events = ("e0", "e1", "e2")
+    for role in {a.role.name: a.role for a in w.actors}.values():
+        role.transitions[:] = [dataclasses.replace(t, event=rng.choice(events + (None,))) for t in role.transitions]
+    fired = sorted({t.event for a in w.actors for t in a.role.transitions if t.event})
+    if not fired:
+        return None
+    mons = []
+    for k, per in enumerate(("world", "rank")):
+        on = {}
+        for st in ("a", "b"):
+            for ev in fired:
+                x = rng.randint(0, 5)
+                on[(st, ev)] = Reject(f"{ev} in {st}") if x == 0 else ("a", "b")[x % 2]
+        mons.append(Monitor(f"m{k}", f"MON{k}", "a", on, per=per, must_end=("a", "b") if rng.randint(0, 1) else ("a",)))
+    w.monitors = mons
+    w._prepare()
+    return w
+
+
+def test_random_monitored_worlds_agree_reduced_and_unreduced():
+    """Reduced (partial-order, symmetry) and unreduced searches of random monitored worlds reach the
+    same violation classes (monitor verdicts included), the same end states (monitor states included)
+    and agree on the verdict class."""
+    from protogen import end_states
+
+    from lockstep.model.crosscheck import reachable_classes, verdict_class
+
+    compared = with_monitor_verdicts = 0
+    for seed in range(120):
+        if _monitored_random_world(seed) is None:
+            continue
+        out = {}
+        for red in (True, False):
+            try:
+                res = check(_monitored_random_world(seed), Bounds(max_states=20_000), liveness=False, reduction=red)
+                cls, _, complete = reachable_classes(_monitored_random_world(seed), red, 20_000)
+            except SpecError:
+                out = None
+                break
+            out[red] = (verdict_class(res.verdict), cls, complete, end_states(_monitored_random_world(seed), red))
+        if out is None:
+            continue
+        compared += 1
+        (rv, rc, rdone, rends), (uv, uc, udone, uends) = out[True], out[False]
+        if rends is not None and uends is not None:
+            assert rends == uends, f"seed {seed}: {len(uends - rends)} end states only unreduced, {len(rends - uends)} only reduced"
+        if "BOUND_REACHED" not in (rv, uv):
+            assert rv == uv, f"seed {seed}: reduced {rv}, unreduced {uv}"
+        if rdone and udone:
+            assert rc == uc, f"seed {seed}: reduced {sorted(rc)}, unreduced {sorted(uc)}"
+            with_monitor_verdicts += bool({"MON0", "MON1"} & set(uc))
+    assert compared >= 40 and with_monitor_verdicts >= 10, (compared, with_monitor_verdicts)
