@@ -303,7 +303,8 @@ def first_unexplained(run: S.RunTrace, budget: int | None = None) -> dict | None
     ``{"rank", "i", "message"}`` (``i`` the event's 0-based index in its rank file), or None when the run
     conforms.  Of the replay's first unexplained event per actor and the c10d-level mismatches, the
     earliest by timestamp; for an ``--unsafe`` run the hardened spec's verdict (the variant is not
-    replayed, the checker not run)."""
+    replayed, the checker not run); a rejection by one of the spec's monitors counts as an event conform
+    rejects."""
     mapped = mapping.map_run(run)
     spec_name, _, params = mapping.spec_params(run.manifest, mapped)
     model, _ = checkable_model(spec_name, params, run_backend(run), run)
@@ -325,6 +326,9 @@ def first_unexplained(run: S.RunTrace, budget: int | None = None) -> dict | None
     for f in fabric:
         i = f["line"] - 1
         cands.append((t_of(f["rank"], i), 1, {"rank": f["rank"], "i": i, "message": f"c10d matching: {f['message']}"}))
+    for m in trace_monitors(model, mapped)[0]:
+        i = m["line"] - 1
+        cands.append((t_of(m["rank"], i), -1, {"rank": m["rank"], "i": i, "message": f"{m['verdict']}: {m['message']}"}))
     if not cands:
         return None
     return min(cands, key=lambda c: (c[0], c[1]))[2]

@@ -238,6 +238,11 @@ def test_conform_runs_the_monitor_on_a_real_gloo_trace(tmp_path):
     assert rej["monitor"] == "emit_after_count_check" and rej["rank"] == 0 and rej["line"] == emit_line
     assert rej["event"] == "chunk_emitted" and rej["verdict"] == "CALL_COUNT"
     text = CliRunner().invoke(conform, [str(bad)]).output
+    # render --trace's highlight points at the monitor's rejection
+    from lockstep.conformance import check as conform_check, loader
+
+    hit = conform_check.first_unexplained(loader.load(str(bad)))
+    assert hit["rank"] == 0 and hit["i"] == emit_line - 1 and "emit_after_count_check" in hit["message"]
     assert (f"CALL_COUNT: monitor emit_after_count_check: a chunk is emitted before its generator-call count check "
             f"(rank 0 line {emit_line}: chunk_emitted in monitor state open)") in text
 
