@@ -259,7 +259,9 @@ class MonitorSet:
         for mi, m in enumerate(self.monitors):
             if m.must_end is None:
                 continue
-            slots = [(self.base[mi], None)] if m.per == "world" else [(self.base[mi] + p, r) for r, p in self.rank_pos.items()]
+            # per rank: the ranks that run one of the monitor's roles
+            slots = [(self.base[mi], None)] if m.per == "world" else [
+                (self.base[mi] + p, r) for r, p in self.rank_pos.items() if self.base[mi] + p in self.rank_slots[r]]
             for s, r in slots:
                 cur = mon[s]
                 if cur is GONE or cur in m.must_end:

@@ -90,6 +90,10 @@ def test_must_end_is_judged_at_clean_ends():
     ok = Monitor("every_header_worked", "UNWORKED", "idle",
                  {("idle", "worked"): "idle", ("idle", "header_recv"): "idle"}, per="rank", must_end=("idle",))
     assert check(_server(monitors=[ok])).verdict == HOLDS
+    # a per-rank must_end is judged only on the ranks that run the monitor's roles (rank 0 never works)
+    worked = Monitor("worked_once", "LAZY", "fresh", {("fresh", "worked"): "used"}, per="rank", roles=("worker",),
+                     must_end=("used",))
+    assert check(_server(monitors=[worked])).verdict == HOLDS
 
 
 def _two_private(monitors):
