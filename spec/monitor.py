@@ -286,13 +286,32 @@ class MonitorSet:
         order = sorted(sym, key=key)
         if order == list(sym):
             return state
+        return self.permute(world, state, order)
+
+    def permute(self, world, state, order):
+        """The state with symmetric actor ``order[k]``'s state (and its rank's per-rank instances) in
+        the place of ``world.symmetric[k]``."""
+        actors, mon = state[0], state[4]
+        slots, rank = self.rank_slots, world._actor_rank
         nl = list(actors)
         nm = list(mon)
-        for i_new, i_old in zip(sym, order):
+        for i_new, i_old in zip(world.symmetric, order):
             nl[i_new] = actors[i_old]
             for s_new, s_old in zip(slots[rank[i_new]], slots[rank[i_old]]):
                 nm[s_new] = mon[s_old]
         return MonitoredState(tuple(nl), state[1], state[2], state[3], tuple(nm))
+
+    def state_of(self, state, name: str, rank: int | None = None):
+        """Monitor ``name``'s state in ``state``: its world instance, or ``rank``'s per-rank instance
+        (None once that rank's process is gone)."""
+        for mi, m in enumerate(self.monitors):
+            if m.name == name:
+                if m.per == "world":
+                    return state[4][self.base[mi]]
+                if rank not in self.rank_pos:
+                    raise KeyError(f"monitor {name} is per rank: name one of the ranks {sorted(self.rank_pos)}")
+                return state[4][self.base[mi] + self.rank_pos[rank]]
+        raise KeyError(f"no monitor {name!r}; monitors: {', '.join(m.name for m in self.monitors) or '(none)'}")
 
     # -- traces --------------------------------------------------------------------------------
     def run_events(self, events: Iterable[tuple], skip: frozenset = frozenset()) -> list[dict]:

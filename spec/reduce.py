@@ -130,15 +130,20 @@ class Reductions:
         """A property of a world with symmetric actors must not tell them apart: compare its verdict
         on the state with two permutations that generate all others (a swap and a rotation)."""
         actors = state[0]
-        sym = self.symmetric
-        parts = [actors[i] for i in sym]
+        sym = list(self.symmetric)
+        ms = self._monitor_set if len(state) > 4 and self._monitor_set.moves_with_symmetry else None
+        parts = [actors[i] if ms is None else (actors[i], tuple(state[4][s] for s in ms.rank_slots[self._actor_rank[i]]))
+                 for i in sym]
         if all(p == parts[0] for p in parts[1:]):
             return
-        for perm in (parts[1:2] + parts[0:1] + parts[2:], parts[1:] + parts[:1]):
-            nl = list(actors)
-            for i, p in zip(sym, perm):
-                nl[i] = p
-            other = fn(type(state)(tuple(nl), *state[1:]))
+        for order in (sym[1:2] + sym[0:1] + sym[2:], sym[1:] + sym[:1]):
+            if ms is not None:  # per-rank monitor instances move with their actors (monitor.py)
+                other = fn(ms.permute(self, state, order))
+            else:
+                nl = list(actors)
+                for i, j in zip(sym, order):
+                    nl[i] = actors[j]
+                other = fn(type(state)(tuple(nl), *state[1:]))
             if bool(other) != bool(verdict):
                 raise SpecError(what, ValueError(
                     f"tells the symmetric actors {', '.join(self.actors[i].label for i in sym)} apart (it gives a "

@@ -14,7 +14,7 @@ HDR = ("int64", (1,))
 LATE = "LATE_HEADER"
 
 
-def _server(variant=None, monitors=(), workers=2, symmetric=False):
+def _server(variant=None, monitors=(), workers=2, symmetric=False, observed=("ctl",)):
     """rank 0 serves ``chunks`` headers then a shutdown; planted bug ``late``: one more header after
     the shutdown (the workers take it as a header too, so the run ends cleanly: only the monitor sees it)."""
     chunks = 2
@@ -25,7 +25,7 @@ def _server(variant=None, monitors=(), workers=2, symmetric=False):
          guard=lambda c: c.v.sent >= chunks, event="shutdown_sent")
     if variant == "late":
         L.op("late_header", "CLOSED", DONE, lambda c: broadcast("world", 0, HDR, 0), event="header_sent")
-    W = Role("worker", "WAIT", {"got": 0, "stopped": 0}, private=True, observed=("ctl",))
+    W = Role("worker", "WAIT", {"got": 0, "stopped": 0}, private=True, observed=observed)
 
     def on_header(c, d):
         if d == 0:
@@ -348,3 +348,28 @@ def test_random_monitored_worlds_agree_reduced_and_unreduced():
             assert rc == uc, f"seed {seed}: reduced {sorted(rc)}, unreduced {sorted(uc)}"
             with_monitor_verdicts += bool({"MON0", "MON1"} & set(uc))
     assert compared >= 40 and with_monitor_verdicts >= 10, (compared, with_monitor_verdicts)
+
+
+def test_properties_read_monitor_states_through_the_view():
+    used = Monitor("work_seen", "X", "fresh", {("fresh", "worked"): "used"}, per="rank", roles=("worker",))
+
+    def worked_after_a_header(world):  # symmetric in the workers; pairs each one's instance with its vars
+        for r in (1, 2, 3):
+            if world.monitor("work_seen", r) == "used" and world.actor(r).vars.got == 0:
+                return f"rank {r} worked before any header"
+        return None
+    w = _server(monitors=[used], workers=3, symmetric=True, observed=("ctl", "got"))
+    w.invariants = [("HEADER_FIRST", "EARLY", worked_after_a_header)]
+    w.__post_init__()
+    assert check(w).verdict == HOLDS  # symmetry on, monitors permuted with their ranks: no false refusal
+    assert check(w, reduction=False).verdict == HOLDS
+
+    def rank1_only(world):  # tells the symmetric workers apart
+        return "rank 1 worked" if world.monitor("work_seen", 1) == "used" else None
+    w2 = _server(monitors=[used], workers=3, symmetric=True)
+    w2.invariants = [("R1", "R1", rank1_only)]
+    w2.__post_init__()
+    with pytest.raises(SpecError, match="tells the symmetric actors"):
+        check(w2)
+    with pytest.raises(KeyError, match="per rank"):
+        w2._monitor_set.state_of(next(iter(w2.init_states())), "work_seen")
