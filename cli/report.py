@@ -57,6 +57,8 @@ def to_json(spec: str, variant: str | None, params: dict, backend: str, result, 
         "cycle_start": result.cycle_start,
         "waiting": result.waiting,
         "coverage": result.detail.get("coverage"),
+        # a monitor's rejection (spec/monitor.py): {monitor, rank, actor, event, transition, monitor_state}
+        "monitor": ({k: v for k, v in result.detail.items() if k != "coverage"} if "monitor" in result.detail else None),
     }
 
 

@@ -6,7 +6,9 @@ Three layers, each reporting the first thing it cannot explain:
    identifiers are consistent.
 2. replay (replay.py) of the abstracted observables (mapping.py) against the spec built from the
    manifest (world size, chunks, steps, hard cuts, the fault's spec faults; backend gloo).
-3. for an ``--unsafe`` run: the replay against the matching spec variant, and the model checker's
+3. the spec's monitors (spec/monitor.py) over the events the run recorded (``trace_monitors``): a
+   rejection names the monitor, the rank, the trace line and the event, and the run does not conform;
+4. for an ``--unsafe`` run: the replay against the matching spec variant, and the model checker's
    verdict for that variant; the report says whether the run is an instance of that counterexample
    class (e.g. ``fm04-throw-after-header: STRANDED``).
 """
@@ -39,6 +41,7 @@ class ConformReport:
     unsafe: dict | None = None                       # {switch, variant, checker, instance, message}
     interrupted: list = field(default_factory=list)  # ranks whose trace ends with rank_exit how=interrupted
     run_interrupted: bool = False                    # the launcher's summary.json says interrupted
+    monitors: list = field(default_factory=list)     # rejections by the spec's monitors (trace_monitors)
 
     @property
     def verdict(self) -> str:
@@ -52,7 +55,7 @@ class ConformReport:
             return "CONFORMS"
         if self.unsafe and self.unsafe.get("instance"):
             return "CONFORMS_TO_VARIANT"
-        if not self.fabric and self.replay is not None and self.replay.budget_hit:
+        if not self.fabric and not self.monitors and self.replay is not None and self.replay.budget_hit:
             return "INCONCLUSIVE"
         return "DOES_NOT_CONFORM"
 
@@ -68,7 +71,7 @@ class ConformReport:
         return {"schema": 1, "trace_dir": self.trace_dir, "topology": self.topology, "spec": self.spec,
                 "variant": self.variant, "params": self.params,
                 "verdict": self.verdict, "interrupted": self.was_interrupted, "interrupted_ranks": self.interrupted,
-                "fabric_mismatches": self.fabric, "replay": self.replay.to_dict() if self.replay else None,
+                "fabric_mismatches": self.fabric, "monitor_rejections": self.monitors, "replay": self.replay.to_dict() if self.replay else None,
                 "truncated_ranks": self.truncated, "notes": self.notes, "unsafe": self.unsafe}
 
 
@@ -127,11 +130,61 @@ def _conform_run(run: S.RunTrace, spec: str, budget: int | None, check_variant: 
     rep.interrupted = sorted(r for r, tr in run.ranks.items() if tr.exit is not None and tr.exit.get("how") == "interrupted")
     rep.run_interrupted = run.summary.get("interrupted") is True
     rep.replay = Replayer(model, mapped, budget=budget, seconds=seconds).run()
-    rep.conforms = rep.replay.conforms and not rep.fabric
+    rep.monitors, mnotes = trace_monitors(model, mapped)
+    rep.notes += mnotes
+    rep.conforms = rep.replay.conforms and not rep.fabric and not rep.monitors
     unsafe = m.get("unsafe") or m["config"].get("unsafe") or ""
     if unsafe:
         rep.unsafe = unsafe_report(run, mapped, unsafe, spec_name, params, budget, check_variant, checker_timeout)
     return rep
+
+
+def trace_monitors(model, mapped) -> tuple[list, list]:
+    """Run the spec's monitors over the events the run recorded: each observable of an actor maps to
+    the spec transitions that explain it (mapping.py), and those to their ``event=``.  A per-rank
+    monitor reads its rank's events in trace order, a world monitor all ranks' events in timestamp
+    order.  A monitor is skipped, with a note, when it has a ``when`` predicate (it reads spec
+    variables a trace does not record) or watches an event of a transition the trace does not record
+    (the replay takes those steps unobserved).  Returns (rejections, notes)."""
+    ms = getattr(model, "_monitor_set", None)
+    if ms is None:
+        return [], []
+    from .adapters import for_topology
+
+    adapter = for_topology(mapped.topology)
+    notes, skip = [], set()
+    for m in ms.monitors:
+        if m.when is not None:
+            skip.add(m.name)
+            notes.append(f"monitor {m.name} not run on the trace: its when= predicate reads spec variables a trace "
+                         f"does not record")
+            continue
+        for a in model.actors:
+            if m.roles is not None and a.role.name not in m.roles:
+                continue
+            seen = adapter.observed(mapped.topology, a.role.name, mapped.produced((a.rank, a.thread)))
+            hidden = sorted({t.name for t in a.role.transitions if t.event in m.events and t.name not in seen
+                             and (t.fault is None or t.fault in model.faults)})
+            if hidden:
+                skip.add(m.name)
+                notes.append(f"monitor {m.name} not run on the trace: {a.role.name} transitions "
+                             f"{', '.join(hidden)} fire events it watches but are not recorded")
+                break
+    events = []
+    for a in model.actors:
+        by_name = {t.name: t.event for t in a.role.transitions}
+        for o in mapped.per_actor.get((a.rank, a.thread), []):
+            if o.kind != "step":
+                continue
+            evs = {by_name.get(n, by_name.get(n.split("@", 1)[0])) for n in o.names} - {None}
+            if len(evs) == 1:
+                events.append((o.t, a.rank, o.line + 1, a.label, a.role.name, evs.pop()))
+            elif len(evs) > 1 and evs & ms.events:
+                notes.append(f"rank {a.rank} line {o.line + 1} ({o.label}) may be any of the events "
+                             f"{', '.join(sorted(evs))}: the monitors skip it")
+    events.sort(key=lambda x: (x[0], x[1], x[2]))
+    rejections = ms.run_events(((r, label, role, ev, line) for _t, r, line, label, role, ev in events), frozenset(skip))
+    return rejections, notes
 
 
 def unsafe_report(run, mapped, switch: str, spec_name: str, params: dict, budget, check_variant: bool,
@@ -250,7 +303,8 @@ def first_unexplained(run: S.RunTrace, budget: int | None = None) -> dict | None
     ``{"rank", "i", "message"}`` (``i`` the event's 0-based index in its rank file), or None when the run
     conforms.  Of the replay's first unexplained event per actor and the c10d-level mismatches, the
     earliest by timestamp; for an ``--unsafe`` run the hardened spec's verdict (the variant is not
-    replayed, the checker not run)."""
+    replayed, the checker not run); a rejection by one of the spec's monitors counts as an event conform
+    rejects."""
     mapped = mapping.map_run(run)
     spec_name, _, params = mapping.spec_params(run.manifest, mapped)
     model, _ = checkable_model(spec_name, params, run_backend(run), run)
@@ -272,6 +326,9 @@ def first_unexplained(run: S.RunTrace, budget: int | None = None) -> dict | None
     for f in fabric:
         i = f["line"] - 1
         cands.append((t_of(f["rank"], i), 1, {"rank": f["rank"], "i": i, "message": f"c10d matching: {f['message']}"}))
+    for m in trace_monitors(model, mapped)[0]:
+        i = m["line"] - 1
+        cands.append((t_of(m["rank"], i), -1, {"rank": m["rank"], "i": i, "message": f"{m['verdict']}: {m['message']}"}))
     if not cands:
         return None
     return min(cands, key=lambda c: (c[0], c[1]))[2]

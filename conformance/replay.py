@@ -287,7 +287,7 @@ class Replayer:
         seen_actors = set()
         for action, _ in succ:
             if action is None or action[0] != "t":
-                if action is not None and action[0] in ("m", "p", "e", "x"):
+                if action is not None and action[0] in ("m", "p", "e", "x", "M", "P", "b", "r", "w"):
                     return None  # completions go first, whole-node logic
                 continue
             i = action[1]
@@ -375,11 +375,16 @@ class Replayer:
                         continue
                     v_before = actors_state[i][1]
                     if t.op is not None:
-                        why = self._op_refusal(o, n[0][i][2][1], t.name)
+                        issued = n[0][i][2]
+                        if issued is None:  # a non-blocking post: the observable is its first posted op
+                            posted = [e[4] for e in n[3] if e[0] == "op" and e[1] == i and e not in state[3]]
+                            why = self._op_refusal(o, posted[0], t.name) if posted else None
+                        else:
+                            why = self._op_refusal(o, issued[1], t.name)
                         if why:
                             refusals is not None and refuse(i, f"line {o.line + 1}: {t.name}: {why}")
                             continue
-                        np_ = pend[:i] + (idx,) + pend[i + 1:]
+                        np_ = pend if issued is None else pend[:i] + (idx,) + pend[i + 1:]
                     else:
                         if o.op is not None:
                             refusals is not None and refuse(i, f"line {o.line + 1}: the trace has an op ({o.label}) where the spec takes local step {t.name}")
@@ -402,8 +407,16 @@ class Replayer:
                         nc = cur
                         nd = dfr[:i] + (dfr[i][1:],) + dfr[i + 1:]
                     consuming.append((o.t, i, (n, nc, np_, nd)))
-            elif kind in ("m", "p"):
-                idxs = action[2]
+            elif kind in ("m", "p", "M", "P", "b", "r", "w"):
+                # fabric completions.  Those of non-blocking ops and buffered messages (M P b r, and w:
+                # a wait returns) are internal steps: only the actors they unblock (refs >= 0) are checked
+                # against the trace, as for a blocking op (m p)
+                if kind == "w":
+                    idxs = (action[1],)
+                elif kind == "r":
+                    idxs = tuple(r for r in action[2][:1] if r >= 0)
+                else:
+                    idxs = tuple(r for r in action[2] if r >= 0)
                 ok = True
                 for i in idxs:
                     p = pend[i]

@@ -42,6 +42,8 @@ def render(rep) -> str:
         lines.append(f"  c10d: rank {f['rank']} line {f['line']} field {f['field']}: {f['message']}")
     if len(rep.fabric) > 10:
         lines.append(f"  c10d: ... {len(rep.fabric) - 10} more")
+    for m in getattr(rep, "monitors", []):
+        lines.append(f"  {m['verdict']}: {m['message']}")
     if not r.conforms:
         if verdict == "INCONCLUSIVE":
             lines.append("  furthest point reached (not a verdict):")

@@ -39,6 +39,8 @@ class StateGraph:
 
 def op_label(op) -> str:
     """Kind, group and group-local root/peer of an op: what a transition issues, without payload."""
+    if op.kind == "wait":
+        return f"wait {op.data}"
     parts = [op.kind, op.group]
     if op.kind == "broadcast":
         parts.append(f"src={op.peer}")
@@ -100,6 +102,10 @@ def _note_transition(proto: Protocol, s, a, n, g: StateGraph) -> None:
         pend = n[0][i][2]
         if pend is not None:
             g.op_kinds[(role.name, t.name)].add(op_label(pend[1]))
+        else:  # a non-blocking post: the ops it left in the fabric
+            for e in n[3]:
+                if e[0] == "op" and e[1] == i and e not in s[3]:
+                    g.op_kinds[(role.name, t.name)].add(f"post {op_label(e[4])}")
 
 
 # -- labels ------------------------------------------------------------------------------------
@@ -116,8 +122,15 @@ def action_label(model, state, action) -> str:
             return f"{op.kind} completes ({action[1]})"
         if k == "p":
             return f"send/recv completes ({action[1]})"
+        if k in ("M", "P", "b", "r", "w") or (k == "e" and action[1] < 0):
+            # fabric steps of non-blocking ops and buffered messages (spec/wire.py)
+            d = model.describe_fabric_step(state, action, None) or {}
+            r = d.get("rank")
+            who = ",".join(f"rank{x}" for x in r) if isinstance(r, list) else d.get("actor", "")
+            grp = f" ({d['group']})" if d.get("group") else ""
+            return f"{who} {d.get('transition', k)}{grp}".strip()
         if k in ("e", "x"):
-            a = model.actors[action[1]]
+            a = model.actors[action[1]]  # (an "e" of a posted op, action[1] < 0, is a fabric step above)
             return f"{a.label} {'op fails' if k == 'e' else 'timeout'}"
         return f"{k} rank{action[1]}"
     if isinstance(action, tuple):
@@ -129,7 +142,13 @@ def state_label(model, state) -> str:
     if isinstance(model, Protocol):
         lines = []
         for a, (ctl, _v, pend) in zip(model.actors, state[0]):
-            lines.append(f"{a.label}: {ctl}" + (f" ⇢ {pend[1].kind}" if pend is not None else ""))
+            lines.append(f"{a.label}: {ctl}" + (f" ⇢ {op_label(pend[1]) if pend[1].kind == 'wait' else pend[1].kind}"
+                                                  if pend is not None else ""))
+        for e in state[3]:  # the fabric's own entries: posted non-blocking ops, buffered eager sends
+            if e[0] == "op":
+                lines.append(f"{model.actors[e[1]].label} posted {e[2]}: {e[4].kind}{' ✓' if e[6] else ''}")
+            else:
+                lines.append(f"buffered {e[1]} rank{e[2]}→rank{e[3]}")
         return "\n".join(lines)
     text = repr(state)
     return "\n".join(text[i:i + 40] for i in range(0, min(len(text), 160), 40)) + ("…" if len(text) > 160 else "")
@@ -197,7 +216,7 @@ def collapse(model: Protocol, g: StateGraph):
             k = a[0]
             if k == "t" and a[1] == idx:
                 name = ac.role.transitions[a[2]].name
-            elif p0 is not None and k in ("m", "p"):
+            elif p0 is not None and k in ("m", "p", "M", "P", "b", "r", "w"):
                 name = ac.role.transitions[p0[0]].name
             elif p0 is not None and k == "e":
                 name = ac.role.transitions[p0[0]].name + " (error)"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from ..model.api import SpecError, Violation
 from .lang import Ctx
-from .state import WorldState
 
 
 class Reductions:
@@ -56,6 +55,8 @@ class Reductions:
         role = self.actors[i].role
         if role.transitions[action[2]].check is not None:
             return True
+        if self._monitor_set is not None and action[2] in self._monitor_set.reach[i]:
+            return True  # the step fires an event one of the world's monitors watches (monitor.py)
         ctl, v, pend = state[0][i]
         nctl, nv, npend = nxt[0][i]
         if nv is None:  # the process exits: other ranks' ops now fail
@@ -129,15 +130,20 @@ class Reductions:
         """A property of a world with symmetric actors must not tell them apart: compare its verdict
         on the state with two permutations that generate all others (a swap and a rotation)."""
         actors = state[0]
-        sym = self.symmetric
-        parts = [actors[i] for i in sym]
+        sym = list(self.symmetric)
+        ms = self._monitor_set if len(state) > 4 and self._monitor_set.moves_with_symmetry else None
+        parts = [actors[i] if ms is None else (actors[i], tuple(state[4][s] for s in ms.rank_slots[self._actor_rank[i]]))
+                 for i in sym]
         if all(p == parts[0] for p in parts[1:]):
             return
-        for perm in (parts[1:2] + parts[0:1] + parts[2:], parts[1:] + parts[:1]):
-            nl = list(actors)
-            for i, p in zip(sym, perm):
-                nl[i] = p
-            other = fn(WorldState(tuple(nl), *state[1:]))
+        for order in (sym[1:2] + sym[0:1] + sym[2:], sym[1:] + sym[:1]):
+            if ms is not None:  # per-rank monitor instances move with their actors (monitor.py)
+                other = fn(ms.permute(self, state, order))
+            else:
+                nl = list(actors)
+                for i, j in zip(sym, order):
+                    nl[i] = actors[j]
+                other = fn(type(state)(tuple(nl), *state[1:]))
             if bool(other) != bool(verdict):
                 raise SpecError(what, ValueError(
                     f"tells the symmetric actors {', '.join(self.actors[i].label for i in sym)} apart (it gives a "
@@ -159,6 +165,8 @@ class Reductions:
 
     def canonical(self, state):
         """The orbit representative: the interchangeable actors' states sorted."""
+        if len(state) > 4 and self._monitor_set.moves_with_symmetry:
+            return self._monitor_set.canonical(self, state)  # per-rank monitors move with their ranks
         actors, g, fu = state[:3]
         sym = self.symmetric
         part = sorted((actors[i] for i in sym), key=self._order_key)
@@ -167,7 +175,7 @@ class Reductions:
         nl = list(actors)
         for i, p in zip(sym, part):
             nl[i] = p
-        return WorldState(tuple(nl), g, fu, state[3])
+        return type(state)(tuple(nl), g, fu, *state[3:])
 
     def successors(self, state):
         if not self._sym_on:

@@ -6,6 +6,10 @@ working, and a typed state equals and hashes like the plain tuple with the same 
   far, and the fabric's own entries (``()`` while there are none): messages buffered by eager sends,
   ``("msg", group, src rank, dst rank, tag, sig, data)``, and ops posted without blocking,
   ``("op", actor, handle, k, op, pos, done, result)`` (docs/fabric.md);
+- ``MonitoredState(actors, shared, faults_used, fabric, monitors)``: the state of a world that
+  declares monitors (spec/monitor.py): the same four fields, then one entry per monitor instance (its
+  state name, or None once a per-rank instance's rank is gone).  Code that reads ``state[:4]`` or
+  ``state.actors`` reads both alike;
 - ``ActorState(ctl, vars, pending)``: control state, the role's variables (None once the process is
   gone), the op it waits on (None when it is not blocked);
 - ``PendingOp(tidx, op, pos)``: the index of the issuing transition in its role, the ``fabric.Op``,
@@ -35,3 +39,11 @@ class WorldState(NamedTuple):
     shared: Any
     faults_used: int
     fabric: tuple = ()
+
+
+class MonitoredState(NamedTuple):
+    actors: tuple
+    shared: Any
+    faults_used: int
+    fabric: tuple
+    monitors: tuple

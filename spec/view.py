@@ -109,6 +109,15 @@ class WorldView:
     def faults_used(self) -> int:
         return self.state[2]
 
+    def monitor(self, name: str, rank: int | None = None) -> str | None:
+        """The state of the world's monitor ``name`` (spec/monitor.py) here: a world monitor's, or
+        ``rank``'s instance of a per-rank monitor (None once that rank's process is gone).  Not
+        recorded: a monitor moves only on steps the partial-order reduction treats as visible."""
+        ms = getattr(self.world, "_monitor_set", None)
+        if ms is None or len(self.state) < 5:
+            raise KeyError(f"no monitor {name!r}: the world declares none")
+        return ms.state_of(self.state, name, rank)
+
     def actor(self, rank: int, thread: str = "main") -> ActorView:
         for i in self.world.actors_of_rank[rank]:
             if self.world.actors[i].thread == thread:

@@ -37,6 +37,7 @@ from ..model.por import ample
 from .lang import BUILTIN_TERMINAL, DEAD, DONE, EXITED, FAILED, HUNG, PRIVATE, SYMMETRIC, ActorDef, Ctx, Role, Transition
 from .reduce import Reductions
 from .wire import Fabric
+from .monitor import MonitorSet
 from .state import ActorState, PendingOp, WorldState
 from .view import WorldView
 
@@ -65,6 +66,7 @@ class Protocol(Fabric, Reductions, Explanation):
     pending_fn: Callable | None = None  # fn(view) -> bool: a liveness obligation is open
     variant: str | None = None
     symmetric: tuple[int, ...] = ()  # actor indices whose roles are interchangeable (symmetry reduction)
+    monitors: list = field(default_factory=list)  # monitor.Monitor properties over transition event= names
 
     def __post_init__(self):
         try:
@@ -121,6 +123,7 @@ class Protocol(Fabric, Reductions, Explanation):
                                    if not a.role.transitions[tidx].quiescent
                                    and (a.role.transitions[tidx].fault is None or a.role.transitions[tidx].fault in self.faults))
                         for ctl, tids in a.role.by_src.items()} for a in self.actors]
+        self._monitor_set = MonitorSet(self, self.monitors) if self.monitors else None
 
     def _sym_ranks_idx(self) -> frozenset:
         return frozenset(self.symmetric) if len(self.symmetric) > 1 else frozenset()
@@ -192,6 +195,9 @@ class Protocol(Fabric, Reductions, Explanation):
         self._prepare()
         actors = tuple(ActorState(a.role.init, a.role.init_vars, None) for a in self.actors)
         g = self.G(**self.shared) if self.G else ()
+        if self._monitor_set is not None:
+            yield self._monitor_set.initial(WorldState(actors, g, 0, ()))
+            return
         yield WorldState(actors, g, 0, ())
 
     def invariant(self, state):
@@ -297,6 +303,8 @@ class Protocol(Fabric, Reductions, Explanation):
             actors[i] = ActorState(ctl, v, None)
 
     def raw_successors(self, state) -> Iterable:
+        if len(state) > 4:  # a monitored world: its monitors advance around the world's steps (monitor.py)
+            return self._monitor_set.successors(state, self.raw_successors(WorldState(*state[:4])))
         actors, g, fu, fab = state
         normal: list = []
         steps = self._steps
@@ -661,6 +669,8 @@ class Protocol(Fabric, Reductions, Explanation):
         actors = state[0]
         if any(c in (FAILED, DEAD, HUNG) for c, _, _ in actors):
             return FAIL_FAST
+        if len(state) > 4:
+            return self._monitor_set.end_violation(state)
         return None
 
 

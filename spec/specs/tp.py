@@ -25,10 +25,11 @@ rank before Phase B and it exits), ``crash`` (any rank dies), ``env-drift``.  At
 """
 from __future__ import annotations
 
-from ...model.api import COLLECTIVE_MISMATCH, DEADLOCK, FRANKEN, STRANDED
+from ...model.api import CALL_COUNT, COLLECTIVE_MISMATCH, DEADLOCK, FRANKEN, STRANDED
 from ..contract import HEADER_DTYPE, HEADER_SHAPE, Action, expected_generator_calls
 from ..fabric import Group, all_gather, all_reduce, broadcast
 from ..machine import FAILED, ActorDef, Protocol, Role, parse_faults
+from ..monitor import Monitor, Reject
 from ..view import WorldView
 from ..registry import Param, SpecInfo, Variant
 
@@ -251,7 +252,8 @@ def build(params: dict, variant: str | None, backend: str) -> Protocol:
         max_faults=params["max_faults"], crash_ranks=tuple(range(n)) if "crash" in faults else (),
         phase_groups={"phaseB": frozenset({"world"})},
         invariants=[("FRANKEN", FRANKEN, franken)], variant=variant,
-        symmetric=tuple(range(2, len(actors))))  # the workers are interchangeable
+        symmetric=tuple(range(2, len(actors))),  # the workers are interchangeable
+        monitors=[EMIT_AFTER_COUNT_CHECK])
     return world
 
 
@@ -272,6 +274,18 @@ def _started(t):
         if old_after:
             old_after(c, d)
     return replace(t, after=after)
+
+
+# rank 0 emits a chunk only after its generator-call count check, and runs no generator call between
+# the check and the emit.  Run by the checker and by ``lockstep conform`` on recorded runs; its state
+# ("checked" while rank 0 is in PHASE_C) is a function of the leader's control state: it adds no states.
+EMIT_AFTER_COUNT_CHECK = Monitor(
+    "emit_after_count_check", CALL_COUNT, "open",
+    {("open", "call_count"): "checked",
+     ("open", "chunk_emitted"): Reject("a chunk is emitted before its generator-call count check"),
+     ("checked", "chunk_emitted"): "open",
+     ("checked", "generator_call"): Reject("a generator call between the count check and the emit")},
+    per="rank", roles=("leader",), doc="emit only what the call-count check passed")
 
 
 def franken(world: WorldView) -> str | None:
