@@ -139,7 +139,8 @@ class Role:
         return self.transitions[self.index(key)]
 
     def replace(self, key, **changes) -> Transition:
-        """Change fields of transition ``key`` in place (``dst`` may be one state name)."""
+        """Change fields of transition ``key`` in place (``dst`` may be one state name).  A new
+        ``guard`` without a new ``why`` drops the old ``why``: it described the old guard."""
         k = self.index(key)
         bad = sorted(set(changes) - {f.name for f in fields(Transition)})
         if bad:
@@ -147,6 +148,8 @@ class Role:
                 f"{key!r}: no transition field {', '.join(bad)}; fields: {', '.join(f.name for f in fields(Transition))}"))
         if isinstance(changes.get("dst"), str):
             changes["dst"] = (changes["dst"],)
+        if "guard" in changes and "why" not in changes:
+            changes["why"] = ""  # the old words described the old guard
         self.transitions[k] = t = replace(self.transitions[k], **changes)
         self._reindex()
         return t

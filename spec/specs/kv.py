@@ -164,17 +164,17 @@ def build(params: dict, variant: str | None, backend: str) -> Protocol:
         c.set(call_id=env.call_id, cache_epoch=epoch, start_frame=start + 1, cuts=c.v.cuts + (1 if cut and c.v.chunk_index > 0 else 0),
               bias=bias, env=env, chunk_index=c.v.chunk_index + 1)
 
-    P.local("plan_chunk", "PLAN", "SEND", guard=lambda c: c.v.chunk_index < chunks, choose=plans, do=plan)
+    P.local("plan_chunk", "PLAN", "SEND", why="chunks left", guard=lambda c: c.v.chunk_index < chunks, choose=plans, do=plan)
     if mode == "R0a":
         P.local("drop_override", "SEND", "SEND", fault="missing-override", guard=lambda c: c.v.env.recompute and c.v.env.context,
                 do=lambda c: c.set(env=c.v.env._replace(context=None)),
                 doc="rank0 plans recompute but builds no context_frames")
-    P.local("reject_missing_override", "SEND", "PLAN", guard=lambda c: c.v.env.recompute and c.v.env.context is None,
+    P.local("reject_missing_override", "SEND", "PLAN", why="recompute without context frames", guard=lambda c: c.v.env.recompute and c.v.env.context is None,
             doc="contract: context_frames required iff recompute (R0a); the chunk is dropped before sending")
     P.op("broadcast_envelope", "SEND", "PLAN", lambda c: broadcast("mesh", 0, ENV_SIG, (int(Action.INFER), c.v.env)),
-         guard=lambda c: not (c.v.env.recompute and c.v.env.context is None), commit=True)
+         why="the envelope within the contract", guard=lambda c: not (c.v.env.recompute and c.v.env.context is None), commit=True)
     P.op("broadcast_shutdown", "PLAN", "DONE", lambda c: broadcast("mesh", 0, ENV_SIG, (int(Action.SHUTDOWN), None)),
-         guard=lambda c: c.v.chunk_index >= chunks)
+         why="every chunk planned", guard=lambda c: c.v.chunk_index >= chunks)
 
     K = kv_role(ring)
     actors = [ActorDef(0, "main", P)] + [ActorDef(r, "main", K) for r in range(1, mesh + 1)]
@@ -199,24 +199,24 @@ def kv_role(ring: int) -> Role:
         c.goto("RESETS")
     for s in LIFECYCLE_STATES:
         K.op(f"receive_envelope@{s}", s, ("RESETS", "DONE"), lambda c: broadcast("mesh", 0, ENV_SIG), after=on_env,
-             guard=lambda c: not c.v.busy, doc="the envelope carries every lifecycle bit")
-    K.local("hard_cut", "RESETS", EPOCH_START, guard=lambda c: c.v.env.init_cache, do=lambda c: c.set(kv=hard_cut(c.v.kv, c.v.env)),
+             why="between envelopes", guard=lambda c: not c.v.busy, doc="the envelope carries every lifecycle bit")
+    K.local("hard_cut", "RESETS", EPOCH_START, why="init_cache", guard=lambda c: c.v.env.init_cache, do=lambda c: c.set(kv=hard_cut(c.v.kv, c.v.env)),
             doc="init_cache: cache_epoch+1, caches cleared, indices reset")
-    K.local("crossattn_reset", "RESETS", "BIAS", guard=lambda c: not c.v.env.init_cache and c.v.env.reset_xattn,
+    K.local("crossattn_reset", "RESETS", "BIAS", why="reset_crossattn, no init_cache", guard=lambda c: not c.v.env.init_cache and c.v.env.reset_xattn,
             do=lambda c: c.set(kv=crossattn_reset(c.v.kv, c.v.env)), doc="prompt change: only the cross-attention cache")
-    K.local("keep_caches", "RESETS", "BIAS", guard=lambda c: not c.v.env.init_cache and not c.v.env.reset_xattn)
+    K.local("keep_caches", "RESETS", "BIAS", why="no reset bit", guard=lambda c: not c.v.env.init_cache and not c.v.env.reset_xattn)
     for s in ("BIAS", EPOCH_START):  # after a hard cut the cache sits in EPOCH_START, empty, until it advances
-        K.local("soft_transition", s, "GENERATE", guard=lambda c: c.v.busy and c.v.env.bias != c.v.kv.bias,
+        K.local("soft_transition", s, "GENERATE", why="the bias changes", guard=lambda c: c.v.busy and c.v.env.bias != c.v.kv.bias,
                 do=lambda c: c.set(kv=soft_transition(c.v.kv, c.v.env)), doc="kv_cache_attention_bias changes")
-        K.local("same_bias", s, "GENERATE", guard=lambda c: c.v.busy and c.v.env.bias == c.v.kv.bias)
-    K.local("recompute", "GENERATE", "DENOISE", guard=lambda c: c.v.env.recompute,
+        K.local("same_bias", s, "GENERATE", why="the same bias", guard=lambda c: c.v.busy and c.v.env.bias == c.v.kv.bias)
+    K.local("recompute", "GENERATE", "DENOISE", why="recompute planned", guard=lambda c: c.v.env.recompute,
             do=lambda c: c.set(kv=c.v.kv._replace(inputs=(c.v.env.call_id, recompute_context(c.v.env, lambda: c.rank)))),
             doc="one extra generator call rewrites the window from the context frames")
-    K.local("no_recompute", "GENERATE", "DENOISE", guard=lambda c: not c.v.env.recompute,
+    K.local("no_recompute", "GENERATE", "DENOISE", why="no recompute", guard=lambda c: not c.v.env.recompute,
             do=lambda c: c.set(kv=c.v.kv._replace(inputs=(c.v.env.call_id, None))))
-    K.local("advance", "DENOISE", (STEADY_EARLY, STEADY_FULL), guard=lambda c: not overflows(c.v.kv, c.v.env, ring),
+    K.local("advance", "DENOISE", (STEADY_EARLY, STEADY_FULL), why="the ring has room", guard=lambda c: not overflows(c.v.kv, c.v.env, ring),
             do=advancer(ring), doc="append the chunk's frames; current_start_frame advances")
-    K.local("evict_roll", "DENOISE", (STEADY_FULL,), guard=lambda c: overflows(c.v.kv, c.v.env, ring), do=advancer(ring),
+    K.local("evict_roll", "DENOISE", (STEADY_FULL,), why="the ring would overflow", guard=lambda c: overflows(c.v.kv, c.v.env, ring), do=advancer(ring),
             doc="the ring would overflow: roll, deriving the local end index")
     return K
 

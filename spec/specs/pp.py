@@ -164,14 +164,14 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
         c.gset(d_in=())
         c.set(cache_epoch=c.v.cache_epoch + 1, start_frame=0, cuts=c.v.cuts + 1, needs_init=True,
               outstanding=tuple(o for o in c.v.outstanding if o not in flushed), dropped=c.v.dropped + len(flushed))
-    M.local("hard_cut", "RUN", "RUN", guard=lambda c: 0 < c.v.next_chunk < chunks and c.v.cuts < cuts_max and not c.v.needs_init,
+    M.local("hard_cut", "RUN", "RUN", why="a reset request may come: after the first chunk, cuts left, none pending", guard=lambda c: 0 < c.v.next_chunk < chunks and c.v.cuts < cuts_max and not c.v.needs_init,
             do=hard_cut, event="hard_cut", doc="a reset request: flush D_in, bump cache_epoch; in-flight results drain stale")
 
     room = lambda c: len(c.g.d_in) < depth
     # drain-before-fill: never plan while a result waits in D_out, never block on a full D_in
     plan_guard = lambda c: (c.v.next_chunk < chunks and not c.g.d_out and room(c)
                             and not (c.v.needs_init and c.v.outstanding))  # the cut envelope waits for the drain
-    M.local("phase_a", "RUN", "PREFLIGHT", guard=plan_guard, choose=plans, do=phase_a, event="plan",
+    M.local("phase_a", "RUN", "PREFLIGHT", why="chunks left, D_out drained, room in D_in, no cut envelope waiting for the drain", guard=plan_guard, choose=plans, do=phase_a, event="plan",
             doc="plan the chunk (recompute? hard cut?) and materialize the envelope")
 
     def drop_chunk(c):
@@ -183,31 +183,31 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
                 guard=lambda c: c.v.env.recompute and c.v.env.context == "rank0",
                 do=lambda c: c.set(env=c.v.env._replace(context=None)),
                 doc="recompute is planned but no context_frames were built")
-    M.local("preflight_rejects", "PREFLIGHT", "RUN", guard=lambda c: not contract_ok(c.v.env, mode),
+    M.local("preflight_rejects", "PREFLIGHT", "RUN", why="the envelope breaks the context_frames contract", guard=lambda c: not contract_ok(c.v.env, mode),
             do=drop_chunk, event="preflight_fail", doc="contract: context_frames required iff recompute (R0a)")
 
     def enqueue(c):
         e = c.v.env
         c.gset(d_in=c.g.d_in + (e,))
         c.set(next_chunk=c.v.next_chunk + 1, start_frame=e.start_frame + 1, outstanding=c.v.outstanding + (e,), needs_init=False)
-    M.local("preflight_ok_enqueue", "PREFLIGHT", "RUN", guard=lambda c: room(c) and contract_ok(c.v.env, mode),
+    M.local("preflight_ok_enqueue", "PREFLIGHT", "RUN", why="room in D_in, the envelope within the contract", guard=lambda c: room(c) and contract_ok(c.v.env, mode),
             do=enqueue, event="preflight_ok", doc="hand the envelope to the comms thread (blocks while D_in is full)")
 
-    M.local("drain_result", "RUN", ("RUN", "ABORT"), guard=lambda c: bool(c.g.d_out), do=acceptor(), check=_emit_properties, emit=True,
+    M.local("drain_result", "RUN", ("RUN", "ABORT"), why="a result in D_out", guard=lambda c: bool(c.g.d_out), do=acceptor(), check=_emit_properties, emit=True,
             event="result", doc="drain D_out first; accept (emit) or drop by the acceptance rules")
-    M.local("abort_exit", "ABORT", FAILED, guard=lambda c: c.g.comms_done, event="exit",
+    M.local("abort_exit", "ABORT", FAILED, why="the comms thread stopped", guard=lambda c: c.g.comms_done, event="exit",
             doc="the comms thread has stopped between messages: os._exit(2)")
-    M.local("finish", "RUN", "JOIN", guard=lambda c: c.v.next_chunk >= chunks and not c.v.outstanding and not c.g.d_out,
+    M.local("finish", "RUN", "JOIN", why="every chunk planned, every result drained", guard=lambda c: c.v.next_chunk >= chunks and not c.v.outstanding and not c.g.d_out,
             do=lambda c: c.gset(d_in=c.g.d_in + (SENTINEL,)), doc="stop the comms thread: push the sentinel")
     M.op("send_shutdown", "JOIN", "DONE", lambda c: send("world", leader, HEADER_SIG, _shutdown(c.v.call_id + 1), TAG_HEADER),
-         guard=lambda c: c.g.comms_done, do=lambda c: c.set(call_id=c.v.call_id + 1), event="header_sent", timeout_kind="recovers", timeout=FAILED,
+         why="the comms thread stopped", guard=lambda c: c.g.comms_done, do=lambda c: c.set(call_id=c.v.call_id + 1), event="header_sent", timeout_kind="recovers", timeout=FAILED,
          doc="after the comms thread joined, the main thread sends SHUTDOWN")
 
     # ---------------------------------------------------------------- rank0 comms thread
     C = Role("comms", "WAIT_START", dict(env=None, res=None, polls=0, ka=0, last_call=0),
              ids=(), doc="rank0 comms thread: the single owner of the transport after startup",
              hang_points=("WAIT_START", "IDLE", "RECV_RESULT", "POLL", "PUT"))
-    C.local("start", "WAIT_START", "IDLE", guard=lambda c: c.g.started)
+    C.local("start", "WAIT_START", "IDLE", why="startup done", guard=lambda c: c.g.started)
 
     def take(c):
         e = c.g.d_in[0]
@@ -217,11 +217,11 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
             c.goto("DONE")
             return
         c.set(env=e, polls=0, ka=0, last_call=e.call_id)
-    C.local("take_envelope", "IDLE", ("SEND_HEADER", "DONE"), guard=lambda c: bool(c.g.d_in) and not c.g.abort, do=take)
+    C.local("take_envelope", "IDLE", ("SEND_HEADER", "DONE"), why="an envelope in D_in, no abort", guard=lambda c: bool(c.g.d_in) and not c.g.abort, do=take)
     stop = lambda c: c.gset(comms_done=True)
-    C.local("stop_on_abort", "IDLE", "DONE", guard=lambda c: c.g.abort, do=stop, doc="the main thread aborts: stop between messages")
+    C.local("stop_on_abort", "IDLE", "DONE", why="rank0 aborts", guard=lambda c: c.g.abort, do=stop, doc="the main thread aborts: stop between messages")
     C.op("keepalive", "IDLE", "IDLE", lambda c: send("world", leader, HEADER_SIG, _noop(0), TAG_HEADER),
-         guard=lambda c: not c.g.d_in and c.v.ka < keepalives and not c.g.abort, do=lambda c: c.set(ka=c.v.ka + 1), event="header_sent", timeout_kind="recovers", timeout=FAILED,
+         why="D_in empty, keepalives left, no abort", guard=lambda c: not c.g.d_in and c.v.ka < keepalives and not c.g.abort, do=lambda c: c.set(ka=c.v.ka + 1), event="header_sent", timeout_kind="recovers", timeout=FAILED,
          doc="NOOP keepalive while idle")
     C.op("send_header", "SEND_HEADER", "SEND_META", lambda c: send("world", leader, HEADER_SIG, c.v.env, TAG_HEADER),
          commit=True, event="header_sent", timeout_kind="recovers", timeout=FAILED,
@@ -238,14 +238,14 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
             c.goto("PUT")
     C.op("recv_result_header", "RECV_RESULT", ("RECV_LATENTS", "PUT"), lambda c: recv("world", leader, RESULT_SIG, TAG_RESULT),
          after=got_result, timeout_kind="recovers", timeout="POLL", event="result_recv", doc="timed receive (irecv polling)")
-    C.local("poll_again", "POLL", "RECV_RESULT", guard=lambda c: c.v.polls < patience,
+    C.local("poll_again", "POLL", "RECV_RESULT", why="polls left", guard=lambda c: c.v.polls < patience,
             do=lambda c: c.set(polls=c.v.polls + 1))
-    C.local("give_up", "POLL", FAILED, guard=lambda c: c.v.polls >= patience,
+    C.local("give_up", "POLL", FAILED, why="patience used up", guard=lambda c: c.v.polls >= patience,
             doc="SCOPE_PP_WATCHDOG_S expired: crash-only exit")
     C.op("recv_latents", "RECV_LATENTS", "PUT", lambda c: recv("world", leader, LATENTS_SIG, TAG_LATENTS))
-    C.local("put_result", "PUT", "IDLE", guard=lambda c: len(c.g.d_out) < depth and not c.g.abort,
+    C.local("put_result", "PUT", "IDLE", why="room in D_out, no abort", guard=lambda c: len(c.g.d_out) < depth and not c.g.abort,
             do=lambda c: c.gset(d_out=c.g.d_out + (c.v.res,)), doc="blocks while D_out is full")
-    C.local("discard_on_abort", "PUT", "DONE", guard=lambda c: c.g.abort, do=stop)
+    C.local("discard_on_abort", "PUT", "DONE", why="rank0 aborts", guard=lambda c: c.g.abort, do=stop)
 
     # ---------------------------------------------------------------- the leader (mesh group-rank 0)
     Ld = Role("leader", "START", dict(knob=0, env=None, kv=KVL.KV(), call_id=-1, chunk_index=-1, cache_epoch=-1, calls=0, tensors=None),
@@ -286,10 +286,10 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
 
     # validation of the whole envelope, before any mesh_pg collective (docs/domain.md §3.6 step 4)
     Ld.local("validate_ok", "VALIDATE", "MESH_HEADER" if pp1 else "PHASE_B",
-             guard=lambda c: contract_ok(c.v.env, mode), event="validate_ok")
+             why="the envelope within the contract", guard=lambda c: contract_ok(c.v.env, mode), event="validate_ok")
     Ld.local("validation_fails", "VALIDATE", "REJECT", fault="reject@leader", event="validation_fail",
              doc="the envelope passed rank0's checks but the leader rejects it (e.g. pp_disable_vace=False)")
-    Ld.local("validation_rejects", "VALIDATE", "REJECT", guard=lambda c: not contract_ok(c.v.env, mode),
+    Ld.local("validation_rejects", "VALIDATE", "REJECT", why="the envelope breaks the contract", guard=lambda c: not contract_ok(c.v.env, mode),
              event="validation_fail", doc="context_frames missing although recompute is planned")
     reject_result = lambda c: send("world", 0, RESULT_SIG, ResultMsg(False, c.v.call_id, c.v.chunk_index, c.v.cache_epoch, 0),
                                    TAG_RESULT)
@@ -397,8 +397,8 @@ def counting(plan_of, count_check: bool = True) -> dict[str, dict]:
     def count(c):
         if c.v.calls != c.v.env.expected_calls and count_check:
             c.goto(FAILED)
-    return {"generator": dict(guard=lambda c: c.v.calls < plan_of(c)),
-            "call_count_check": dict(guard=lambda c: c.v.calls >= plan_of(c), do=count)}
+    return {"generator": dict(guard=lambda c: c.v.calls < plan_of(c), why="generator calls left"),
+            "call_count_check": dict(guard=lambda c: c.v.calls >= plan_of(c), why="the planned calls made", do=count)}
 
 
 def lifecycle(ring: int, own_start=None):
@@ -502,7 +502,7 @@ def result_throw_after_header(draft: Draft) -> None:
 def queue_no_drain(draft: Draft) -> None:
     """The main thread plans whenever chunks remain: it blocks on a full D_in without draining D_out."""
     chunks = draft.params["chunks"]
-    draft["stage0"].replace("phase_a", guard=lambda c: c.v.next_chunk < chunks)
+    draft["stage0"].replace("phase_a", guard=lambda c: c.v.next_chunk < chunks, why="chunks left")
 
 
 @PATCHES("second-transport-caller")
@@ -562,7 +562,7 @@ def missing_override(draft: Draft) -> None:
     depth = draft.params["depth"]
     M, Ld = draft["stage0"], draft["leader"]
     M.remove("preflight_rejects")
-    M.replace("preflight_ok_enqueue", guard=lambda c: len(c.g.d_in) < depth)
+    M.replace("preflight_ok_enqueue", guard=lambda c: len(c.g.d_in) < depth, why="room in D_in")
     Ld.remove("validation_rejects")
     Ld.replace("validate_ok", guard=None)
 

@@ -89,13 +89,14 @@ def build(params: dict, variant: str | None, backend: str) -> Protocol:
         if c.v.plan[2]:
             c.set(cache_epoch=c.v.cache_epoch + 1, start_frame=0)
 
-    L.local("phase_a", "IDLE", "PREFLIGHT", guard=lambda c: c.v.chunk_index < chunks and not c.g.stop, choose=plans, do=phase_a,
+    L.local("phase_a", "IDLE", "PREFLIGHT", why="chunks left, no stop request", guard=lambda c: c.v.chunk_index < chunks and not c.g.stop, choose=plans, do=phase_a,
             event="plan", doc="decide recompute, denoise steps and hard cut for this chunk")
     L.op("heartbeat", "IDLE", "IDLE", lambda c: header(c, Action.NOOP),
+         why="heartbeats left in this gap, chunks left, no stop request",
          guard=lambda c: c.v.hb < heartbeats and c.v.chunk_index < chunks and not c.g.stop,
          do=lambda c: c.set(call_id=c.v.call_id + 1, hb=c.v.hb + 1), event="header_sent", doc="NOOP keepalive")
     L.op("shutdown", "IDLE", "DONE", lambda c: header(c, Action.SHUTDOWN),
-         guard=lambda c: c.v.chunk_index >= chunks or c.g.stop, do=lambda c: c.set(call_id=c.v.call_id + 1), event="header_sent")
+         why="every chunk served, or a stop request", guard=lambda c: c.v.chunk_index >= chunks or c.g.stop, do=lambda c: c.set(call_id=c.v.call_id + 1), event="header_sent")
 
     # preflight: every check before the commitment point (anti-stranding rule, docs/domain.md §2.9)
     drop = lambda c: c.set(chunk_index=c.v.chunk_index + 1, dropped=c.v.dropped + 1, hb=0)
@@ -108,8 +109,8 @@ def build(params: dict, variant: str | None, backend: str) -> Protocol:
     L.op("send_meta_size", "META_SIZE", "META_DATA", lambda c: broadcast("world", 0, META_SIZE_SIG))
     L.op("send_meta", "META_DATA", "TENSORS", lambda c: broadcast("world", 0, META_SIG, (c.v.plan, c.v.start_frame)))
     L.op("send_tensor", "TENSORS", "TENSORS", lambda c: broadcast("world", 0, ("float32", tensor_keys(c.v.plan)[c.v.sent])),
-         guard=lambda c: c.v.sent < len(tensor_keys(c.v.plan)), after=lambda c, d: c.set(sent=c.v.sent + 1))
-    L.local("envelope_sent", "TENSORS", "PHASE_B", guard=lambda c: c.v.sent == len(tensor_keys(c.v.plan)))
+         why="tensors left to send", guard=lambda c: c.v.sent < len(tensor_keys(c.v.plan)), after=lambda c, d: c.set(sent=c.v.sent + 1))
+    L.local("envelope_sent", "TENSORS", "PHASE_B", why="every tensor sent", guard=lambda c: c.v.sent == len(tensor_keys(c.v.plan)))
     phase_b(L, "PHASE_B", "PHASE_C", planned_calls, params["reduces"])
 
     def emit(c):
@@ -152,15 +153,15 @@ def build(params: dict, variant: str | None, backend: str) -> Protocol:
             c.goto("PHASE_B")  # a v0 worker builds its own inputs: it expects no tensor broadcasts
     W.op("recv_meta", "META_DATA", ("TENSORS", "PHASE_B"), lambda c: broadcast("world", 0, META_SIG), after=on_meta)
     W.op("recv_tensor", "TENSORS", "TENSORS", lambda c: broadcast("world", 0, ("float32", tensor_keys(c.v.plan)[c.v.got])),
-         guard=lambda c: c.v.got < len(tensor_keys(c.v.plan)), after=lambda c, d: c.set(got=c.v.got + 1))
-    W.local("envelope_received", "TENSORS", "PHASE_B", guard=lambda c: c.v.got == len(tensor_keys(c.v.plan)))
+         why="tensors left to receive", guard=lambda c: c.v.got < len(tensor_keys(c.v.plan)), after=lambda c, d: c.set(got=c.v.got + 1))
+    W.local("envelope_received", "TENSORS", "PHASE_B", why="every tensor received", guard=lambda c: c.v.got == len(tensor_keys(c.v.plan)))
     phase_b(W, "PHASE_B", "ADVANCE", planned_calls, params["reduces"])
     W.local("advance", "ADVANCE", "WAIT_HEADER", do=lambda c: c.set(start_frame=c.v.start_frame + 1),
             event="cache_advance")
 
     # ---------------- rank0's stop-request thread ----------------
     S = Role("stopper", "WAIT", {}, doc="rank0 thread that receives the stop request")
-    S.local("request_stop", "WAIT", "DONE", guard=lambda c: c.g.started, do=lambda c: c.gset(stop=True),
+    S.local("request_stop", "WAIT", "DONE", why="the server is up", guard=lambda c: c.g.started, do=lambda c: c.gset(stop=True),
             doc="set the stop flag; the main thread sends SHUTDOWN between chunks")
 
     draft = PATCHES.apply(variant, Draft({"leader": L, "worker": W, "stopper": S}, params))
@@ -217,14 +218,15 @@ def counting(plan_of, reduces: int) -> dict[str, dict]:
     def count_check(c):
         if c.v.calls != plan_of(c):
             c.goto(FAILED)
-    return {"generator_all_reduce": dict(guard=lambda c: c.v.calls < plan_of(c), after=after_reduce),
-            "call_count_check": dict(guard=lambda c: c.v.calls >= plan_of(c), do=count_check)}
+    return {"generator_all_reduce": dict(guard=lambda c: c.v.calls < plan_of(c), why="generator calls left", after=after_reduce),
+            "call_count_check": dict(guard=lambda c: c.v.calls >= plan_of(c), why="the planned calls made", do=count_check)}
 
 
 def phase_b(role: Role, src: str, done: str, plan_of, reduces: int) -> None:
     """Every generator call issues ``reduces`` all_reduces; then the observed count is checked."""
     fns = counting(plan_of, reduces)
-    role.local("tripwire_fires", src, FAILED, fault="tripwire", guard=lambda c: c.v.calls == 0 and c.v.red == 0,
+    role.local("tripwire_fires", src, FAILED, fault="tripwire", why="before the first generator call",
+               guard=lambda c: c.v.calls == 0 and c.v.red == 0,
                event="tripwire", doc="a runtime tripwire (input digest, weight fingerprint) fires before Phase B: crash-only")
     role.op("generator_all_reduce", src, src, lambda c: all_reduce("world", HIDDEN_SIG), **fns["generator_all_reduce"],
             phase="phaseB", event="generator_call")
@@ -274,9 +276,10 @@ def conditional_collective(draft: Draft) -> None:
     W.replace("env_drift", do=drift_to(("v1", 1, 1)))
     with W.insert_before("envelope_received"):
         W.op("debug_digest", "TENSORS", "PHASE_B", lambda c: all_gather("world", DIGEST_SIG, 0),
-             guard=lambda c: c.v.got == len(tensor_keys(c.v.plan)) and c.v.env[2] == 1,
+             guard=lambda c: c.v.got == len(tensor_keys(c.v.plan)) and c.v.env[2] == 1, why="every tensor received, debug flag on",
              doc="planted bug: a debug all_gather behind a per-rank flag")
-    W.replace("envelope_received", guard=lambda c: c.v.got == len(tensor_keys(c.v.plan)) and c.v.env[2] == 0)
+    W.replace("envelope_received", guard=lambda c: c.v.got == len(tensor_keys(c.v.plan)) and c.v.env[2] == 0,
+              why="every tensor received, debug flag off")
 
 
 @PATCHES("fm04-throw-after-header")
@@ -295,7 +298,8 @@ def late_dtype_check(draft: Draft) -> None:
     L = draft["leader"]
     L.remove("preflight_fail@dtype")
     with L.insert_after("send_meta"):
-        L.local("tensor_dtype_fails", "TENSORS", "SERVER_IDLE", fault="raise@dtype", guard=lambda c: c.v.sent == 1,
+        L.local("tensor_dtype_fails", "TENSORS", "SERVER_IDLE", fault="raise@dtype", why="one tensor sent",
+                guard=lambda c: c.v.sent == 1,
                 event="exception", doc="planted bug: an unsupported dtype is found while sending tensors")
 
 
@@ -307,11 +311,13 @@ def adhoc_broadcast(draft: Draft) -> None:
         src = role.transition("generator_all_reduce").src
         with role.insert_before("tripwire_fires"):
             role.op("adhoc_broadcast", src, src, lambda c, shape=shape: broadcast("world", 0, ("float32", shape(c))),
-                    guard=lambda c: c.v.calls == 0 and c.v.red == 0 and not c.v.adhoc, phase="phaseB",
+                    guard=lambda c: c.v.calls == 0 and c.v.red == 0 and not c.v.adhoc, why="before the first generator call",
+                    phase="phaseB",
                     after=lambda c, d: c.set(adhoc=True),
                     doc="planted bug: an in-block broadcast whose shape the worker infers locally")
         planned = role.transition("generator_all_reduce").guard
-        role.replace("generator_all_reduce", guard=lambda c, planned=planned: planned(c) and c.v.adhoc)
+        role.replace("generator_all_reduce", guard=lambda c, planned=planned: planned(c) and c.v.adhoc,
+                     why="generator calls left, after the ad-hoc broadcast")
 
 
 @PATCHES("shutdown-race")
