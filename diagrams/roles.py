@@ -18,7 +18,7 @@ from ..spec.source import guard_text
 from .conditions import plain
 from .dot import FONT
 
-LEGEND = ("bold: commitment point · dashed red ⚡: injected fault · dotted: watchdog / timed wait\n"
+LEGEND = ("bold: commitment point · dashed red ⚡: injected fault · dotted: watchdog / timed wait · [words]: the guard, as named\n"
           "double border: terminal · ⇢ the op a transition issues · grey \"on error → X\" under a state: "
           "its op-error, timeout and fault exits to a sink (drawn as edges in the protocol + failures view)")
 
