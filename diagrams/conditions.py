@@ -62,9 +62,11 @@ class Condition:
                 parts.append(g.false_parts[0])
         shown = [plain(f"{p} [{self.helpers[p]}]" if p in self.helpers else p) for p in parts]
         head = " or ".join(shown) or "no transition enabled"
-        text = " ".join(shown)
-        labelled_reads = {r for g in shared if g.labelled and g.false_parts for r in g.reads}
-        vals = [f"{k}: {v}" for k, v in self.reads.items() if k in text or k in labelled_reads] + [
+        # the values worth showing: those the shown text names, and for a guard shown in words, those
+        # its false conjuncts (and the helpers they call) name
+        detail = [f"{p} {self.helpers.get(p, '')}" for g in shared if g.labelled for p in g.false_parts]
+        text = plain(" ".join(shown + detail))
+        vals = [f"{k}: {v}" for k, v in self.reads.items() if k in text] + [
             f"{k}={v}" for k, v in self.constants.items() if re.search(rf"\b{re.escape(k)}\b", text)]
         return f"waits until {head}" + (f" ({', '.join(vals)})" if vals else "")
 
