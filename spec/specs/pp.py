@@ -110,6 +110,7 @@ def contract_ok(env: Envelope, mode: str) -> bool:
 
 
 def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: str) -> Protocol:
+    """The hardened protocol; a planted-bug variant is a named patch on its roles (PATCHES below)."""
     chunks, depth, cuts_max = params["chunks"], params["depth"], params["hard_cuts"]
     mode, keepalives, patience = params["recompute"], params["keepalives"], params["patience"]
     if not 1 <= depth <= 3:
@@ -270,12 +271,11 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
           lambda c: recv("world", 0, HEADER_SIG, TAG_HEADER), after=on_header, timeout_kind="recovers", timeout=watchdog, event="header_recv",
           on_error=watchdog if pp1 else FAILED,
           doc="wait for rank0's next header; the watchdog guards this wait")
-    if pp1:
+    if not pp1:
+        Ld.local("watchdog_exit", "WATCHDOG", FAILED)
+    else:
         Ld.op("watchdog_error", "WATCHDOG", FAILED, lambda c: broadcast("mesh", 0, MESH_HEADER_SIG, (int(Action.ERROR), -1)),
               timeout_kind="recovers", timeout=FAILED, event="header_sent", doc="rank0 went silent: tell the mesh to exit, then exit")
-    else:
-        Ld.local("watchdog_exit", "WATCHDOG", FAILED)
-    if pp1:
         Ld.op("relay_noop", "RELAY_NOOP", "WAIT_HEADER", lambda c: broadcast("mesh", 0, MESH_HEADER_SIG, (int(Action.NOOP), -1)),
               timeout_kind="recovers", timeout=FAILED, event="header_sent", doc="keepalive relay keeps the workers' watchdogs quiet")
         Ld.op("relay_shutdown", "RELAY_SHUTDOWN", "DONE",
