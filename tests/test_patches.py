@@ -9,7 +9,7 @@ import pytest
 
 from lockstep.model.api import DEADLOCK, SpecError, Violation
 from lockstep.model.checker import check
-from lockstep.spec.fabric import Group, barrier, broadcast, recv, send
+from lockstep.spec.fabric import Group, barrier, recv, send
 from lockstep.spec.machine import DONE, FAILED, ActorDef, Protocol, Role
 from lockstep.spec.patch import Draft, Patches
 from lockstep.spec.source import guard_text
