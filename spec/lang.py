@@ -150,7 +150,13 @@ class Role:
             changes["dst"] = (changes["dst"],)
         if "guard" in changes and "why" not in changes:
             changes["why"] = ""  # the old words described the old guard
-        self.transitions[k] = t = replace(self.transitions[k], **changes)
+        t = replace(self.transitions[k], **changes)
+        stale = [f for f in ("after", "timeout", "timeout_kind", "timeout_s") if t.op is None and getattr(t, f) is not None]
+        if stale:  # a local transition would silently ignore them
+            raise SpecError(f"role {self.name}", ValueError(
+                f"{key!r} is local (op=None) but keeps op-only fields {', '.join(stale)}; clear them "
+                f"({', '.join(f'{f}=None' for f in stale)})"))
+        self.transitions[k] = t
         self._reindex()
         return t
 

@@ -58,6 +58,16 @@ def test_replace_changes_fields_in_place_and_drops_stale_why():
     assert names(r) == ["a", "b2", "c"] and r.by_src == {"A": [0], "C": [1, 2]} and t.why == "always"
 
 
+def test_an_op_made_local_must_drop_its_op_only_fields():
+    r = Role("r", "A", {})
+    r.op("sync", "A", DONE, lambda c: barrier("w"), after=lambda c, d: None, timeout=FAILED, timeout_kind="recovers")
+    with pytest.raises(SpecError, match=r"'sync' is local \(op=None\) but keeps op-only fields after, timeout, timeout_kind"):
+        r.replace("sync", op=None)
+    assert r.transition("sync").op is not None, "a refused replace changes nothing"
+    t = r.replace("sync", op=None, after=None, timeout=None, timeout_kind=None)
+    assert t.op is None
+
+
 def test_remove_keeps_the_rest_in_order():
     r = abc()
     r.remove("a", "c")
