@@ -1,9 +1,10 @@
 """Why a thread with no enabled transition waits: the condition, read from the role's own transitions.
 
 A thread that is not blocked in an op but has no enabled transition waits on a condition: the
-guards of the transitions out of its control state.  This module reads those guards' source text
-(a lambda's expression, or a named function's name and docstring), splits a guard into its
-conjuncts and evaluates each at the end state (which part is false), lists the shared variables the
+guards of the transitions out of its control state.  A guard is shown in its author's words where
+it has them (``why=``, or a named guard function's name: Transition.guard_label), else as its source
+text (a lambda's expression, spec/source.py); a lambda guard is split into its conjuncts, each
+evaluated at the end state (which part is false).  This module also lists the shared variables the
 guard reads (``c.g.NAME``, also through helper functions it calls) with their values, and finds
 which other threads write those variables (``c.gset(NAME=...)`` in their roles' transition
 functions): the threads that could make the condition true are the ones this thread waits for.
