@@ -100,6 +100,7 @@ def _sig_concrete(sig) -> tuple | None:
 
 
 def _guard_text(fn) -> str:
+    """An anonymous lambda guard's source text (a named guard or ``why=`` is its own label)."""
     try:
         src = inspect.getsource(fn).strip()
     except (OSError, TypeError):
@@ -559,7 +560,7 @@ class Replayer:
                     except Exception:  # noqa: BLE001 - a guard that cannot be evaluated here
                         ok = None
                     if ok is False:
-                        guards.append({"transition": t.name, "guard": _guard_text(t.guard)})
+                        guards.append({"transition": t.name, "guard": t.guard_label or _guard_text(t.guard)})
             ids = {k: getattr(v, k) for k in role.ids} if v is not None else {}
             ev_name = o.label
             out.append(Unexplained(rank=a.rank, actor=a.label, line=o.line + 1, event=ev_name,

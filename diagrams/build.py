@@ -180,8 +180,9 @@ def render_spec(spec: str, variant: str | None = None, raw_params: dict[str, str
                                      "small"))
             sections.append(R.image(rel, f"state diagram of role {rname}"))
             rows = transition_rows(role, g.op_kinds, g.fired)
-            sections.append(R.table(["transition", "from", "to", "issues", "marks", "doc"],
-                                    [[r["name"], r["src"], r["dst"], r["op"], r["flags"], r["doc"]] for r in rows], mono_cols=(3,)))
+            sections.append(R.table(["transition", "from", "to", "when", "issues", "marks", "doc"],
+                                    [[r["name"], r["src"], r["dst"], r["guard"], r["op"], r["flags"], r["doc"]] for r in rows],
+                                    mono_cols=(4,)))
     else:
         sections.append(R.h(2, "Role state diagrams", "roles"))
         sections.append(R.note(f"{spec} is a plain model without role machines: no role diagrams; its counterexamples "

@@ -1,9 +1,10 @@
 """Why a thread with no enabled transition waits: the condition, read from the role's own transitions.
 
 A thread that is not blocked in an op but has no enabled transition waits on a condition: the
-guards of the transitions out of its control state.  This module reads those guards' source text
-(a lambda's expression, or a named function's name and docstring), splits a guard into its
-conjuncts and evaluates each at the end state (which part is false), lists the shared variables the
+guards of the transitions out of its control state.  A guard is shown in its author's words where
+it has them (``why=``, or a named guard function's name: Transition.guard_label), else as its source
+text (a lambda's expression, spec/source.py); a lambda guard is split into its conjuncts, each
+evaluated at the end state (which part is false).  This module also lists the shared variables the
 guard reads (``c.g.NAME``, also through helper functions it calls) with their values, and finds
 which other threads write those variables (``c.gset(NAME=...)`` in their roles' transition
 functions): the threads that could make the condition true are the ones this thread waits for.
@@ -19,8 +20,9 @@ import inspect
 import re
 import textwrap
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, Callable
+
+from ..spec.source import module_tree, node_of, text
 
 
 @dataclass
@@ -30,6 +32,7 @@ class GuardInfo:
     reads: tuple[str, ...] = ()      # shared variables it reads
     false_parts: tuple[str, ...] = ()  # conjuncts that are false at the end state
     doc: str = ""
+    labelled: bool = False           # the text is the author's (``why=`` or a named guard), not source
 
 
 @dataclass
@@ -49,14 +52,21 @@ class Condition:
         shared = [g for g in normal if g.reads] or normal
         parts = []
         for g in shared:
+            if g.labelled:  # the author's words for the guard, when it is false
+                if g.false_parts and g.text not in parts:
+                    parts.append(g.text)
+                continue
             for f in (g.false_parts or (g.text,)):
-                if f not in parts and (not g.reads or any(r in f for r in g.reads) or f in self.helpers):
+                if f not in parts and (g.labelled or not g.reads or any(r in f for r in g.reads) or f in self.helpers):
                     parts.append(f)
             if not parts and g.false_parts:
                 parts.append(g.false_parts[0])
         shown = [plain(f"{p} [{self.helpers[p]}]" if p in self.helpers else p) for p in parts]
         head = " or ".join(shown) or "no transition enabled"
-        text = " ".join(shown)
+        # the values worth showing: those the shown text names, and for a guard shown in words, those
+        # its false conjuncts (and the helpers they call) name
+        detail = [f"{p} {self.helpers.get(p, '')}" for g in shared if g.labelled for p in g.false_parts]
+        text = plain(" ".join(shown + detail))
         vals = [f"{k}: {v}" for k, v in self.reads.items() if k in text] + [
             f"{k}={v}" for k, v in self.constants.items() if re.search(rf"\b{re.escape(k)}\b", text)]
         return f"waits until {head}" + (f" ({', '.join(vals)})" if vals else "")
@@ -75,48 +85,8 @@ def plain(expr: str) -> str:
     return re.sub(r"\bc\.[gv]\.", "", expr)
 
 
-# -- source of a function ---------------------------------------------------------------------------
-@lru_cache(maxsize=64)
-def _module_tree(filename: str):
-    try:
-        with open(filename, encoding="utf-8") as f:
-            return ast.parse(f.read())
-    except (OSError, SyntaxError, ValueError):
-        return None
-
-
-def _node_of(fn: Callable):
-    """The ast node (Lambda or FunctionDef) of a function, or None."""
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        return None
-    tree = _module_tree(code.co_filename)
-    if tree is None:
-        return None
-    line = code.co_firstlineno
-    if fn.__name__ != "<lambda>":
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == fn.__name__ and (
-                    node.lineno == line or any(d.lineno == line for d in node.decorator_list)):
-                return node
-        return None
-    cands = [n for n in ast.walk(tree) if isinstance(n, ast.Lambda) and n.lineno == line]
-    if len(cands) <= 1:
-        return cands[0] if cands else None
-    # several lambdas start on this line: the one whose body spans this code's instruction positions
-    pos = {(ln, col) for ln, _e, col, _ec in code.co_positions() if ln is not None and col is not None}
-
-    def score(n):
-        b = n.body
-        return sum(1 for ln, col in pos if (b.lineno, b.col_offset) <= (ln, col) <= (b.end_lineno, b.end_col_offset))
-    return max(cands, key=score)
-
-
-def _text(node) -> str:
-    try:
-        return " ".join(ast.unparse(node).split())
-    except Exception:  # noqa: BLE001 - unparse of odd nodes: no text rather than a crash
-        return ""
+# -- source of a function (spec/source.py; the names below are this module's since before) -----------
+_module_tree, _node_of, _text = module_tree, node_of, text
 
 
 def _closure(fn) -> dict[str, Any]:
@@ -271,8 +241,11 @@ def condition(world, state, i: int) -> Condition:
             cond.guards.append(GuardInfo(t.name, "quiescent (only when nothing else can move)" if t.quiescent else "always",
                                          doc=t.doc))
             continue
+        label = t.guard_label
         node = _node_of(t.guard)
-        if isinstance(node, ast.Lambda):
+        if label:
+            text = label
+        elif isinstance(node, ast.Lambda):
             text = _text(node.body)
         elif node is not None:
             text = f"{t.guard.__name__}(…)" + (f": {inspect.getdoc(t.guard).splitlines()[0]}" if inspect.getdoc(t.guard) else "")
@@ -284,10 +257,14 @@ def condition(world, state, i: int) -> Condition:
         reads += [x for x in r if x not in reads]
         consts.update(c)
         try:
-            false = _false_parts(t.guard, Ctx(v, g, world.params, a.rank, None, world, a.label)) if Ctx else []
+            ctx = Ctx(v, g, world.params, a.rank, None, world, i) if Ctx else None
+            if label:  # the author's words name the guard; its false conjuncts (a lambda's) are the detail
+                false = (_false_parts(t.guard, ctx) or [label]) if ctx is not None and not t.guard(ctx) else []
+            else:
+                false = _false_parts(t.guard, ctx) if ctx is not None else []
         except Exception:  # noqa: BLE001 - a context the guard cannot read: the guard is named, not evaluated
             false = []
-        cond.guards.append(GuardInfo(t.name, textwrap.shorten(text, 160), tuple(r), tuple(false), t.doc))
+        cond.guards.append(GuardInfo(t.name, textwrap.shorten(text, 160), tuple(r), tuple(false), t.doc, bool(label)))
     for name in reads:
         if g != () and hasattr(g, name):
             cond.reads[name] = show(getattr(g, name))

@@ -1,7 +1,8 @@
 """One state diagram per role, drawn from the role's own transition list.
 
 Control states are nodes; every transition is an edge labelled with its name and the op it issues
-(observed by exploring the model, see statespace.explore).  Marks: commitment points bold, fault
+(observed by exploring the model, see statespace.explore), and under it, in brackets, its guard
+where the author named it (``why=`` or a named guard function).  Marks: commitment points bold, fault
 transitions dashed red, timeouts and watchdogs (``timeout=`` targets, quiescent transitions)
 dotted, an op's error path thin grey, terminal states with a double border.  A transition that never
 fired within the exploration bound is drawn grey with "(not reached)".
@@ -13,9 +14,11 @@ from html import escape
 import graphviz
 
 from ..spec.machine import BUILTIN_TERMINAL, DONE, Role
+from ..spec.source import guard_text
+from .conditions import plain
 from .dot import FONT
 
-LEGEND = ("bold: commitment point · dashed red ⚡: injected fault · dotted: watchdog / timed wait\n"
+LEGEND = ("bold: commitment point · dashed red ⚡: injected fault · dotted: watchdog / timed wait · [words]: the guard, as named\n"
           "double border: terminal · ⇢ the op a transition issues · grey \"on error → X\" under a state: "
           "its op-error, timeout and fault exits to a sink (drawn as edges in the protocol + failures view)")
 
@@ -91,6 +94,8 @@ def role_graph(role: Role, title: str, op_kinds: dict | None = None, fired: set 
         key = (role.name, t.name)
         reached = (not explored) or key in fired
         lab = t.name
+        if t.guard_label:  # the author's words for the guard (why= or a named guard function)
+            lab += f"\n[{t.guard_label}]"
         if t.op is not None:
             kinds = sorted(op_kinds.get(key, ()))
             lab += "\n⇢ " + (" | ".join(kinds) if kinds else "op (not reached)" if explored else "op")
@@ -168,7 +173,7 @@ def transition_rows(role: Role, op_kinds: dict | None = None, fired: set | None 
         if t.op is not None:
             op = " | ".join(sorted(op_kinds.get(key, ()))) or "op (not reached)"
         rows.append({"name": t.name, "src": t.src, "dst": ", ".join(t.dst), "op": op, "flags": ", ".join(flags),
-                     "doc": t.doc})
+                     "guard": plain(guard_text(t)) if t.guard is not None else "", "doc": t.doc})
     return rows
 
 

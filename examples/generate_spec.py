@@ -13,6 +13,8 @@ The model: each rank decodes up to ``max_tokens`` steps; after each step it may 
 nondeterministic choice).  Each decode step is one parameter all_gather on the world group; after
 generation every rank joins one loss all_reduce (the scoring phase).
 
+Each planted bug is a named patch on the hardened role (``PATCHES`` below), not a branch in the builder.
+
 - hardened: synced loop -- a step all_reduces the done flags (max of "not done"), finished ranks
   keep gathering until nobody needs another step;
 - ``leave-on-eos``: a finished rank goes straight to scoring: its all_reduce meets another rank's
@@ -23,6 +25,7 @@ generation every rank joins one loss all_reduce (the scoring phase).
 from lockstep.model.api import COLLECTIVE_MISMATCH, STRANDED
 from lockstep.spec.fabric import Group, all_gather, all_reduce
 from lockstep.spec.machine import DONE, ActorDef, Protocol, Role
+from lockstep.spec.patch import Draft, Patches
 from lockstep.spec.registry import Param, SpecInfo, Variant
 
 SHARDS = ("bf16", "param-shards")
@@ -30,30 +33,55 @@ FLAG = ("int64", (1,))
 LOSS = ("fp32", (1,))
 
 
-def decoder(params, variant) -> Role:
+def decoder(params) -> Role:
+    """The hardened decode loop (synced_gpus): the planted bugs below are patches on it."""
     max_tokens = params["max_tokens"]
     r = Role("decoder", "STEP", {"tok": 0, "eos": False}, ids=("tok",))
     # one decode step: gather the weights, run the forward, maybe hit EOS
-    r.op("gather_params", "STEP", "FORWARD", lambda c: all_gather("world", SHARDS),
-         guard=lambda c: not c.v.eos or variant is None)
+    r.op("gather_params", "STEP", "FORWARD", lambda c: all_gather("world", SHARDS))
     r.local("forward", "FORWARD", "SAMPLED", choose=lambda c: (False, True) if not c.v.eos else (True,),
             do=lambda c: c.set(tok=c.v.tok + 1, eos=c.choice or c.v.tok + 1 >= max_tokens),
             doc="sample one token; EOS (or the length limit) ends this rank's sequences")
-    if variant is None:
-        r.op("sync_done", "SAMPLED", ("STEP", "SCORE"), lambda c: all_reduce("world", FLAG, data=int(not c.v.eos), reduce="max"),
-             after=lambda c, someone_running: c.goto("STEP" if someone_running else "SCORE"),
-             doc="synced_gpus: keep stepping while any rank still generates")
-    else:
-        r.local("next_token", "SAMPLED", "STEP", guard=lambda c: not c.v.eos)
-        r.local("leave_generate", "SAMPLED", "SCORE" if variant == "leave-on-eos" else "IDLE", guard=lambda c: c.v.eos)
-    if variant != "exit-on-eos":  # there a finished rank idles and never reaches SCORE (an unreachable state is refused)
-        r.op("allreduce_loss", "SCORE", DONE, lambda c: all_reduce("world", LOSS, data=1))
+    r.op("sync_done", "SAMPLED", ("STEP", "SCORE"), lambda c: all_reduce("world", FLAG, data=int(not c.v.eos), reduce="max"),
+         after=lambda c, someone_running: c.goto("STEP" if someone_running else "SCORE"),
+         doc="synced_gpus: keep stepping while any rank still generates")
+    r.op("allreduce_loss", "SCORE", DONE, lambda c: all_reduce("world", LOSS, data=1))
     return r
+
+
+# ---- the planted bugs: named patches on the hardened role ----
+PATCHES = Patches()
+
+
+def still_generating(c):
+    return not c.v.eos
+
+
+def unsynced(r: Role, leave_to: str) -> None:
+    """The loop without synced_gpus: a rank steps while it generates and leaves on its own EOS."""
+    r.replace("gather_params", guard=still_generating)
+    r.replace("sync_done", name="next_token", dst="STEP", op=None, after=None, doc="", guard=still_generating)
+    with r.insert_after("next_token"):
+        r.local("leave_generate", "SAMPLED", leave_to, guard=lambda c: c.v.eos, why="this rank hit EOS")
+
+
+@PATCHES("leave-on-eos")
+def leave_on_eos(draft: Draft) -> None:
+    """A finished rank goes on to scoring while the others still gather."""
+    unsynced(draft["decoder"], leave_to="SCORE")
+
+
+@PATCHES("exit-on-eos")
+def exit_on_eos(draft: Draft) -> None:
+    """A finished rank returns and idles: nobody reaches scoring (an unreachable state is refused)."""
+    unsynced(draft["decoder"], leave_to="IDLE")
+    draft["decoder"].remove("allreduce_loss")
 
 
 def build(params, variant, backend):
     n = params["ranks"]
-    role = decoder(params, variant)
+    role = decoder(params)
+    PATCHES.apply(variant, Draft({"decoder": role}, params))
     return Protocol("generate", groups={"world": Group("world", tuple(range(n)))}, backend=backend, params=params,
                     variant=variant, actors=[ActorDef(r, "main", role) for r in range(n)],
                     symmetric=tuple(range(n)))  # every rank runs the same role on its own prompts

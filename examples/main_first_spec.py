@@ -14,6 +14,9 @@ Incidents:
 The model: rank 0 downloads (the ``download-error`` fault makes it raise), every rank meets at the
 barrier, then rank 0 broadcasts the weights.
 
+Each planted bug is a named patch on the hardened role (``PATCHES`` below): here each one only moves
+a transition's destination (``Role.replace(name, dst=...)``).
+
 - hardened: the barrier is called by every rank; a failed download raises and the process exits, so on
   gloo its partners fail fast (HOLDS with fail-fast ends); on nccl without async error handling the
   same exit strands them (``--backend nccl``: STRANDED; use nccl-async or a monitored barrier there);
@@ -25,29 +28,47 @@ barrier, then rank 0 broadcasts the weights.
 from lockstep.model.api import COLLECTIVE_MISMATCH, STRANDED
 from lockstep.spec.fabric import Group, barrier, broadcast
 from lockstep.spec.machine import DONE, FAILED, ActorDef, Protocol, Role, parse_faults
+from lockstep.spec.patch import Draft, Patches
 from lockstep.spec.registry import Param, SpecInfo, Variant
 
 WEIGHTS = ("bf16", "weights")
 FAULTS = ("download-error",)
 
 
-def loader(variant) -> Role:
+def loader() -> Role:
+    """The hardened startup; the planted bugs are patches on it (below)."""
     r = Role("loader", "START", {"ckpt": None})
     r.local("download", "START", "SYNC", guard=lambda c: c.rank == 0, do=lambda c: c.set(ckpt="v1"),
             doc="rank 0 fetches the checkpoint once for the node")
-    r.local("download_fails", "START", "SERVE" if variant == "swallow-error" else FAILED, fault="download-error",
+    r.local("download_fails", "START", FAILED, fault="download-error",
             guard=lambda c: c.rank == 0, doc="the download raises")
-    r.local("wait_for_main", "START", "LOAD" if variant == "conditional-barrier" else "SYNC", guard=lambda c: c.rank != 0,
-            doc="the other ranks go to the barrier (or, in the bug, skip it)")
+    r.local("wait_for_main", "START", "SYNC", guard=lambda c: c.rank != 0,
+            doc="the other ranks go to the barrier")
     r.op("barrier", "SYNC", "LOAD", lambda c: barrier("world"))
     r.op("sync_weights", "LOAD", DONE, lambda c: broadcast("world", 0, WEIGHTS, data=c.v.ckpt),
          after=lambda c, data: c.set(ckpt=data))
     return r
 
 
+PATCHES = Patches()
+
+
+@PATCHES("conditional-barrier")
+def conditional_barrier(draft: Draft) -> None:
+    """The barrier moved inside ``if rank == 0``: the other ranks go straight to loading."""
+    draft["loader"].replace("wait_for_main", dst="LOAD", doc="planted bug: the other ranks skip the barrier")
+
+
+@PATCHES("swallow-error")
+def swallow_error(draft: Draft) -> None:
+    """rank 0 catches the download error, logs it and stays up serving."""
+    draft["loader"].replace("download_fails", dst="SERVE")
+
+
 def build(params, variant, backend):
     n = params["ranks"]
-    role = loader(variant)
+    role = loader()
+    PATCHES.apply(variant, Draft({"loader": role}, params))
     return Protocol("main-first", groups={"world": Group("world", tuple(range(n)))}, backend=backend, params=params,
                     variant=variant, actors=[ActorDef(r, "main", role) for r in range(n)],
                     faults=parse_faults(params["faults"], FAULTS))

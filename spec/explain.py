@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..model.api import Violation
-from .lang import BUILTIN_TERMINAL
+from .lang import BUILTIN_TERMINAL, Ctx
+from .source import guard_text
 
 
 class Explanation:
@@ -47,9 +48,32 @@ class Explanation:
                             "op": pend[1].short(), "group": pend[1].group, "waits_for": partners,
                             "partner_status": {str(r): status[r] for r in partners}})
             elif ctl in a.role.by_src:
+                false = self.false_guards(state, i)
                 out.append({"rank": a.rank, "role": a.role.name, "actor": a.label, "state": ctl, "op": None,
                             "group": None, "waits_for": [], "partner_status": {},
-                            "condition": "no transition enabled in " + ctl})
+                            "condition": "no transition enabled in " + ctl + (
+                                "; guard false: " + "; ".join(f"{f['transition']}: {f['guard']}" for f in false) if false else ""),
+                            "false_guards": false})
+        return out
+
+    def false_guards(self, state, i: int) -> list[dict]:
+        """The guards out of actor i's control state that are false in ``state``, each as
+        {transition, guard}: the guard's label (``why=``, a named guard) or a lambda's source text.
+        Fault transitions are left out (they wait for the fault, not for a condition)."""
+        ctl, v, _pend = state[0][i]
+        a = self.actors[i]
+        ctx = Ctx(v, state[1], self.params, a.rank, None, self, i)
+        out = []
+        for tidx in a.role.by_src.get(ctl, ()):
+            t = a.role.transitions[tidx]
+            if t.fault is not None or t.guard is None:
+                continue
+            try:
+                ok = t.guard(ctx)
+            except Exception:  # noqa: BLE001 - a guard that cannot be read here is not reported as false
+                continue
+            if not ok:
+                out.append({"transition": t.name, "guard": guard_text(t)})
         return out
 
     # -- counterexample steps ---------------------------------------------------------------

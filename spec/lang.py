@@ -7,7 +7,8 @@ needs no second description.
 from __future__ import annotations
 
 from collections import namedtuple
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Sequence
 
 from ..model.api import SpecError, Violation
@@ -39,11 +40,25 @@ class Transition:
     timeout_kind: str | None = None  # "recovers" | "hangs": what an op's timeout= means (fabric docs)
     timeout_s: float | None = None   # the op timeout's duration; over a minute it hangs unless declared
     emit: bool = False  # an emission (a result delivered): with ``commit``, what a run exists to do
+    why: str = ""  # the guard in words ("queue not full"): shown wherever the guard is shown
 
     @property
     def essential(self) -> bool:
         """A commitment or emission: a HOLDS where one never fired is vacuous."""
         return self.commit or self.emit
+
+    @property
+    def guard_label(self) -> str | None:
+        """The guard as a reader says it: ``why=``, else a named guard function's name with
+        underscores as spaces; None for no guard or an anonymous lambda (guard_text reads its source)."""
+        if self.why:
+            return self.why
+        if self.guard is None:
+            return None
+        name = getattr(self.guard, "__name__", None)
+        if not name or name == "<lambda>":
+            return None
+        return name.strip("_").replace("_", " ")
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -80,11 +95,102 @@ class Role:
             raise SpecError(f"role {name}", ValueError(f"variable names {', '.join(clash)} are reserved (control state, pending op)"))
         # what a property may read of this role's actors without making their steps visible
         self.visible = frozenset(self.observed)
+        self._cursor: int | None = None  # where local/op insert inside an insert_after/insert_before block
 
     def _add(self, t: Transition) -> Transition:
-        self.by_src.setdefault(t.src, []).append(len(self.transitions))
-        self.transitions.append(t)
+        if self._cursor is None:
+            self.by_src.setdefault(t.src, []).append(len(self.transitions))
+            self.transitions.append(t)
+        else:
+            self.transitions.insert(self._cursor, t)
+            self._cursor += 1
+            self._reindex()
         return t
+
+    def _reindex(self) -> None:
+        self.by_src = {}
+        for k, t in enumerate(self.transitions):
+            self.by_src.setdefault(t.src, []).append(k)
+
+    # -- editing the built role: what a planted-bug patch does (spec/patch.py) --------------------
+    # A transition is named by its name, or by (name, src) where the same name leaves several states.
+    # Order is kept: it decides the order successors are explored in, hence counterexamples.
+    def _lookup(self, key) -> int | None:
+        name, src = key if isinstance(key, tuple) else (key, None)
+        hits = [k for k, t in enumerate(self.transitions) if t.name == name and (src is None or t.src == src)]
+        if len(hits) > 1:
+            raise SpecError(f"role {self.name}", LookupError(
+                f"transition name {name!r} leaves several states ({', '.join(self.transitions[k].src for k in hits)}); "
+                f"name one as ({name!r}, SRC)"))
+        return hits[0] if hits else None
+
+    def index(self, key) -> int:
+        """The position of transition ``key`` (a name, or ``(name, src)``) in the role's order."""
+        k = self._lookup(key)
+        if k is None:
+            names = ", ".join(dict.fromkeys(t.name for t in self.transitions)) or "(none)"
+            raise SpecError(f"role {self.name}", LookupError(f"no transition {key!r}; transitions: {names}"))
+        return k
+
+    def __contains__(self, key) -> bool:
+        return self._lookup(key) is not None
+
+    def transition(self, key) -> Transition:
+        return self.transitions[self.index(key)]
+
+    def replace(self, key, **changes) -> Transition:
+        """Change fields of transition ``key`` in place (``dst`` may be one state name).  A new
+        ``guard`` without a new ``why`` drops the old ``why``: it described the old guard."""
+        k = self.index(key)
+        bad = sorted(set(changes) - {f.name for f in fields(Transition)})
+        if bad:
+            raise SpecError(f"role {self.name}", TypeError(
+                f"{key!r}: no transition field {', '.join(bad)}; fields: {', '.join(f.name for f in fields(Transition))}"))
+        if isinstance(changes.get("dst"), str):
+            changes["dst"] = (changes["dst"],)
+        if "guard" in changes and "why" not in changes:
+            changes["why"] = ""  # the old words described the old guard
+        t = replace(self.transitions[k], **changes)
+        stale = [f for f in ("after", "timeout", "timeout_kind", "timeout_s") if t.op is None and getattr(t, f) is not None]
+        if stale:  # a local transition would silently ignore them
+            raise SpecError(f"role {self.name}", ValueError(
+                f"{key!r} is local (op=None) but keeps op-only fields {', '.join(stale)}; clear them "
+                f"({', '.join(f'{f}=None' for f in stale)})"))
+        self.transitions[k] = t
+        self._reindex()
+        return t
+
+    def remove(self, *keys) -> None:
+        """Drop transitions (each a name or ``(name, src)``); every name must exist."""
+        drop = {self.index(key) for key in keys}
+        self.transitions = [t for k, t in enumerate(self.transitions) if k not in drop]
+        self._reindex()
+
+    @contextmanager
+    def insert_after(self, key):
+        """``with role.insert_after("send_header"): role.local(...)``: the transitions added in the
+        block go right after ``key``, in the order they are added."""
+        with self._inserting(self.index(key) + 1):
+            yield self
+
+    @contextmanager
+    def insert_before(self, key):
+        with self._inserting(self.index(key)):
+            yield self
+
+    @contextmanager
+    def _inserting(self, at: int):
+        if self._cursor is not None:
+            raise SpecError(f"role {self.name}", RuntimeError("insert_after/insert_before blocks do not nest"))
+        self._cursor = at
+        try:
+            yield
+        finally:
+            self._cursor = None
+
+    def add(self, t: Transition) -> Transition:
+        """Add a built Transition (at the end, or at the insertion point of an insert block)."""
+        return self._add(t)
 
     def local(self, name: str, src: str, dst: str | Sequence[str], **kw) -> Transition:
         return self._add(Transition(name, src, (dst,) if isinstance(dst, str) else tuple(dst), **kw))

@@ -88,11 +88,15 @@ def test_condition_names_the_guard_and_the_full_queue():
     wf = WF.from_spec(m, res.waiting, res.counterexample, res.verdict)
     cond = wf.conditions["rank0"]
     assert cond.state == "PREFLIGHT"
-    assert "room(c)" in cond.short() and "len(d_in) < depth" in cond.short()
+    # the guard's words (why=) with the values behind its false part; the false part itself in the details
+    assert cond.short() == f"waits until room in D_in, the envelope within the contract (d_in: {params['depth']} item" + (
+        "s" if params["depth"] != 1 else "") + f", depth={params['depth']})"
+    assert "preflight_ok_enqueue: room in D_in, the envelope within the contract — false: room(c)" in cond.lines()
     assert cond.reads["d_in"] == f"{params['depth']} item" + ("s" if params["depth"] != 1 else "")
     assert cond.writers["d_in"] == ["rank0.comms"]
     put = wf.conditions["rank0.comms"]
-    assert "len(d_out) < depth" in put.short() and "rank0" in put.writers["d_out"]
+    assert "room in D_out" in put.short() and "d_out: " in put.short() and "rank0" in put.writers["d_out"]
+    assert "put_result: room in D_out, no abort — false: len(c.g.d_out) < depth" in put.lines()
 
 
 def test_swimlane_without_waitfor_still_has_edge_ids():

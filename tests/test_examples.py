@@ -128,3 +128,21 @@ def test_a_p2p_op_blocked_behind_its_queue_says_so(tmp_path):
     waits = out.split("who waits on whom:")[1]
     assert "blocked behind rank 0's earlier send group=w dst=1" in waits or "blocked behind rank 0's earlier recv group=w src=1" in waits
     assert "queued behind the peer's earlier op (rank 1:" in waits or "queued behind the peer's earlier op (rank 0:" in waits
+
+
+def test_generate_example_plants_its_bugs_as_patches(tmp_path):
+    """examples/generate_spec.py writes the hardened loop once; each variant is a named patch, and a
+    patch that names a transition the role lacks is a one-line spec error (exit 2) naming the patch."""
+    info = load_spec(str(EXAMPLES / "generate_spec.py"))
+    mod = sys.modules[info.build.__module__]
+    assert set(info.variants) == set(mod.PATCHES)
+    assert "variant ==" not in (EXAMPLES / "generate_spec.py").read_text()
+    typo = tmp_path / "typo_spec.py"
+    typo.write_text((EXAMPLES / "generate_spec.py").read_text().replace('.remove("allreduce_loss")', '.remove("allreduce_los")'))
+    p = subprocess.run([sys.executable, "-m", "lockstep", "check", str(typo), "-v", "exit-on-eos"], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines() == [
+        "lockstep: spec error in patch exit-on-eos (role decoder): LookupError: no transition 'allreduce_los'; "
+        "transitions: gather_params, forward, next_token, leave_generate, allreduce_loss"]
+    assert check(typo)[0] == 0, "the hardened spec applies no patch"

@@ -28,6 +28,7 @@ from ...model.api import FRANKEN
 from ..contract import Action
 from ..fabric import Group, broadcast
 from ..machine import ActorDef, Protocol, Role, parse_faults
+from ..patch import Draft, Patches
 from ..registry import Param, SpecInfo, Variant
 from ..view import WorldView
 
@@ -163,29 +164,28 @@ def build(params: dict, variant: str | None, backend: str) -> Protocol:
         c.set(call_id=env.call_id, cache_epoch=epoch, start_frame=start + 1, cuts=c.v.cuts + (1 if cut and c.v.chunk_index > 0 else 0),
               bias=bias, env=env, chunk_index=c.v.chunk_index + 1)
 
-    P.local("plan_chunk", "PLAN", "SEND", guard=lambda c: c.v.chunk_index < chunks, choose=plans, do=plan)
+    P.local("plan_chunk", "PLAN", "SEND", why="chunks left", guard=lambda c: c.v.chunk_index < chunks, choose=plans, do=plan)
     if mode == "R0a":
         P.local("drop_override", "SEND", "SEND", fault="missing-override", guard=lambda c: c.v.env.recompute and c.v.env.context,
                 do=lambda c: c.set(env=c.v.env._replace(context=None)),
                 doc="rank0 plans recompute but builds no context_frames")
-    validate = variant != "om10-missing-override"
-    P.local("reject_missing_override", "SEND", "PLAN",
-            guard=lambda c: validate and c.v.env.recompute and c.v.env.context is None,
+    P.local("reject_missing_override", "SEND", "PLAN", why="recompute without context frames", guard=lambda c: c.v.env.recompute and c.v.env.context is None,
             doc="contract: context_frames required iff recompute (R0a); the chunk is dropped before sending")
     P.op("broadcast_envelope", "SEND", "PLAN", lambda c: broadcast("mesh", 0, ENV_SIG, (int(Action.INFER), c.v.env)),
-         guard=lambda c: not (validate and c.v.env.recompute and c.v.env.context is None), commit=True)
+         why="the envelope within the contract", guard=lambda c: not (c.v.env.recompute and c.v.env.context is None), commit=True)
     P.op("broadcast_shutdown", "PLAN", "DONE", lambda c: broadcast("mesh", 0, ENV_SIG, (int(Action.SHUTDOWN), None)),
-         guard=lambda c: c.v.chunk_index >= chunks)
+         why="every chunk planned", guard=lambda c: c.v.chunk_index >= chunks)
 
-    K = kv_role(ring, drift=variant)
+    K = kv_role(ring)
     actors = [ActorDef(0, "main", P)] + [ActorDef(r, "main", K) for r in range(1, mesh + 1)]
-    return Protocol(name="kv", groups={"mesh": Group("mesh", tuple(range(mesh + 1)))}, actors=actors, params=params,
+    draft = PATCHES.apply(variant, Draft({"planner": P, "kv": K}, params, actors))
+    return Protocol(name="kv", groups={"mesh": Group("mesh", tuple(range(mesh + 1)))}, actors=draft.actors, params=params,
                     backend=backend, faults=faults, max_faults=params["max_faults"],
                     invariants=[("FRANKEN", FRANKEN, _franken)], variant=variant,
-                    symmetric=() if variant in SPEC.variants else tuple(range(1, mesh + 1)))
+                    symmetric=() if draft.breaks_symmetry else tuple(range(1, mesh + 1)))
 
 
-def kv_role(ring: int, drift: str | None = None) -> Role:
+def kv_role(ring: int) -> Role:
     """A mesh rank's cache lifecycle, one named event per transition: the lifecycle diagram."""
     K = Role("kv", UNINIT, dict(kv=KV(), env=None, call_id=-1, drifted=False, busy=False),
              ids=("call_id",), doc="a mesh rank's KV-cache lifecycle", private=True, observed=("ctl", "kv", "busy"))
@@ -199,41 +199,71 @@ def kv_role(ring: int, drift: str | None = None) -> Role:
         c.goto("RESETS")
     for s in LIFECYCLE_STATES:
         K.op(f"receive_envelope@{s}", s, ("RESETS", "DONE"), lambda c: broadcast("mesh", 0, ENV_SIG), after=on_env,
-             guard=lambda c: not c.v.busy, doc="the envelope carries every lifecycle bit")
-    if drift == "reset-drift":
+             why="between envelopes", guard=lambda c: not c.v.busy, doc="the envelope carries every lifecycle bit")
+    K.local("hard_cut", "RESETS", EPOCH_START, why="init_cache", guard=lambda c: c.v.env.init_cache, do=lambda c: c.set(kv=hard_cut(c.v.kv, c.v.env)),
+            doc="init_cache: cache_epoch+1, caches cleared, indices reset")
+    K.local("crossattn_reset", "RESETS", "BIAS", why="reset_crossattn, no init_cache", guard=lambda c: not c.v.env.init_cache and c.v.env.reset_xattn,
+            do=lambda c: c.set(kv=crossattn_reset(c.v.kv, c.v.env)), doc="prompt change: only the cross-attention cache")
+    K.local("keep_caches", "RESETS", "BIAS", why="no reset bit", guard=lambda c: not c.v.env.init_cache and not c.v.env.reset_xattn)
+    for s in ("BIAS", EPOCH_START):  # after a hard cut the cache sits in EPOCH_START, empty, until it advances
+        K.local("soft_transition", s, "GENERATE", why="the bias changes", guard=lambda c: c.v.busy and c.v.env.bias != c.v.kv.bias,
+                do=lambda c: c.set(kv=soft_transition(c.v.kv, c.v.env)), doc="kv_cache_attention_bias changes")
+        K.local("same_bias", s, "GENERATE", why="the same bias", guard=lambda c: c.v.busy and c.v.env.bias == c.v.kv.bias)
+    K.local("recompute", "GENERATE", "DENOISE", why="recompute planned", guard=lambda c: c.v.env.recompute,
+            do=lambda c: c.set(kv=c.v.kv._replace(inputs=(c.v.env.call_id, recompute_context(c.v.env, lambda: c.rank)))),
+            doc="one extra generator call rewrites the window from the context frames")
+    K.local("no_recompute", "GENERATE", "DENOISE", why="no recompute", guard=lambda c: not c.v.env.recompute,
+            do=lambda c: c.set(kv=c.v.kv._replace(inputs=(c.v.env.call_id, None))))
+    K.local("advance", "DENOISE", (STEADY_EARLY, STEADY_FULL), why="the ring has room", guard=lambda c: not overflows(c.v.kv, c.v.env, ring),
+            do=advancer(ring), doc="append the chunk's frames; current_start_frame advances")
+    K.local("evict_roll", "DENOISE", (STEADY_FULL,), why="the ring would overflow", guard=lambda c: overflows(c.v.kv, c.v.env, ring), do=advancer(ring),
+            doc="the ring would overflow: roll, deriving the local end index")
+    return K
+
+
+def advancer(ring: int, own_start=None):
+    """The ``advance``/``evict_roll`` effect: append the chunk at the envelope's start frame, or at
+    ``own_start(c)`` where that returns a frame (a rank that derives its own)."""
+    def adv(c):
+        kv = advance(c.v.kv, c.v.env, ring, own_start(c) if own_start else None)
+        c.set(kv=kv._replace(applied=c.v.kv.applied + 1), busy=False)
+        c.goto(kv.phase)
+    return adv
+
+
+# -- the planted bugs: named patches on the hardened roles -------------------------------------
+PATCHES = Patches()
+
+
+@PATCHES("om10-missing-override", breaks_symmetry=True)
+def missing_override(draft: Draft) -> None:
+    """The planner does not check the contract: a recompute envelope without context frames goes out,
+    and each rank falls back to its own state."""
+    P = draft["planner"]
+    P.remove("reject_missing_override")
+    P.replace("broadcast_envelope", guard=None)
+
+
+@PATCHES("reset-drift", breaks_symmetry=True)
+def reset_drift(draft: Draft) -> None:
+    """Rank 1 clears its cache once, outside the envelope, through a rank-local endpoint."""
+    K = draft["kv"]
+    with K.insert_after(f"receive_envelope@{STEADY_FULL}"):
         for s in (STEADY_EARLY, STEADY_FULL):
             K.local(f"out_of_band_reset@{s}", s, EPOCH_START,
                     guard=lambda c: c.rank == 1 and not c.v.drifted,
                     do=lambda c: c.set(kv=c.v.kv._replace(phase=EPOCH_START, global_end=0, local_end=0,
                                                          valid_from=c.v.kv.start_frame), drifted=True),
                     doc="planted bug: a rank-local endpoint clears this rank's cache outside the envelope")
-    K.local("hard_cut", "RESETS", EPOCH_START, guard=lambda c: c.v.env.init_cache, do=lambda c: c.set(kv=hard_cut(c.v.kv, c.v.env)),
-            doc="init_cache: cache_epoch+1, caches cleared, indices reset")
-    K.local("crossattn_reset", "RESETS", "BIAS", guard=lambda c: not c.v.env.init_cache and c.v.env.reset_xattn,
-            do=lambda c: c.set(kv=crossattn_reset(c.v.kv, c.v.env)), doc="prompt change: only the cross-attention cache")
-    K.local("keep_caches", "RESETS", "BIAS", guard=lambda c: not c.v.env.init_cache and not c.v.env.reset_xattn)
-    for s in ("BIAS", EPOCH_START):  # after a hard cut the cache sits in EPOCH_START, empty, until it advances
-        K.local("soft_transition", s, "GENERATE", guard=lambda c: c.v.busy and c.v.env.bias != c.v.kv.bias,
-                do=lambda c: c.set(kv=soft_transition(c.v.kv, c.v.env)), doc="kv_cache_attention_bias changes")
-        K.local("same_bias", s, "GENERATE", guard=lambda c: c.v.busy and c.v.env.bias == c.v.kv.bias)
-    K.local("recompute", "GENERATE", "DENOISE", guard=lambda c: c.v.env.recompute,
-            do=lambda c: c.set(kv=c.v.kv._replace(inputs=(c.v.env.call_id, recompute_context(c.v.env, lambda: c.rank)))),
-            doc="one extra generator call rewrites the window from the context frames")
-    K.local("no_recompute", "GENERATE", "DENOISE", guard=lambda c: not c.v.env.recompute,
-            do=lambda c: c.set(kv=c.v.kv._replace(inputs=(c.v.env.call_id, None))))
 
-    def adv(c):
-        own = None
-        if drift == "start-frame-drift" and c.rank == 1:
-            own = c.v.kv.start_frame  # planted bug: derives its own start frame, ignoring the envelope
-        kv = advance(c.v.kv, c.v.env, ring, own)
-        c.set(kv=kv._replace(applied=c.v.kv.applied + 1), busy=False)
-        c.goto(kv.phase)
-    K.local("advance", "DENOISE", (STEADY_EARLY, STEADY_FULL), guard=lambda c: not overflows(c.v.kv, c.v.env, ring), do=adv,
-            doc="append the chunk's frames; current_start_frame advances")
-    K.local("evict_roll", "DENOISE", (STEADY_FULL,), guard=lambda c: overflows(c.v.kv, c.v.env, ring), do=adv,
-            doc="the ring would overflow: roll, deriving the local end index")
-    return K
+
+@PATCHES("start-frame-drift", breaks_symmetry=True)
+def start_frame_drift(draft: Draft) -> None:
+    """Rank 1 advances current_start_frame itself, ignoring the envelope's (and so its hard cuts)."""
+    ring = draft.params["ring"]
+    own = lambda c: c.v.kv.start_frame if c.rank == 1 else None  # derives its own start frame
+    for name in ("advance", "evict_roll"):
+        draft["kv"].replace(name, do=advancer(ring, own))
 
 
 def _franken(world: WorldView) -> str | None:

@@ -30,6 +30,7 @@ from ..contract import HEADER_DTYPE, HEADER_SHAPE, Action, expected_generator_ca
 from ..fabric import Group, all_gather, all_reduce, broadcast
 from ..machine import FAILED, ActorDef, Protocol, Role, parse_faults
 from ..monitor import Monitor, Reject
+from ..patch import Draft, Patches
 from ..view import WorldView
 from ..registry import Param, SpecInfo, Variant
 
@@ -44,7 +45,6 @@ FAULTS = tuple(f"raise@{s}" for s in PREFLIGHT_STEPS) + ("tripwire", "crash", "e
 
 # env = (tp_plan, recompute_every, input_digest): the knobs that change control flow
 ENV_OK = ("v1", 1, 0)
-DRIFTS = {"fm01-plan-mismatch": ("v0", 1, 0), "fm02-local-recompute": ("v1", 2, 0), "fm03-conditional-collective": ("v1", 1, 1)}
 
 
 def tensor_keys(plan) -> tuple[str, ...]:
@@ -57,29 +57,21 @@ def tensor_keys(plan) -> tuple[str, ...]:
 
 
 def build(params: dict, variant: str | None, backend: str) -> Protocol:
+    """The hardened protocol; a planted-bug variant is a named patch on its roles (PATCHES below)."""
     n, chunks = params["ranks"], params["chunks"]
     if n < 2:
         from ..registry import UsageError
         raise UsageError(f"parameter ranks={n}: tp needs at least 2 ranks")
     faults = parse_faults(params["faults"], FAULTS)
-    steps_max, reduces, heartbeats = params["steps"], params["reduces"], params["heartbeats"]
-    v = variant
+    steps_max, heartbeats = params["steps"], params["heartbeats"]
 
     # ---------------- rank0: the leader ----------------
     L = Role("leader", "START", dict(chunk_index=0, call_id=0, cache_epoch=0, start_frame=0, plan=None, sent=0,
                                      calls=0, red=0, hb=0, emitted=0, dropped=0, adhoc=False),
              doc="rank0: plans each chunk, broadcasts the envelope, takes part in Phase B")
-    header = lambda c, action: broadcast("world", 0, HEADER_SIG, (int(action), c.v.call_id, c.v.chunk_index, c.v.cache_epoch))
 
-    if v == "fm01-plan-mismatch":
-        L.local("skip_handshake", "START", "IDLE", doc="no parity handshake")
-    else:
-        def parity_done(c, envs):
-            keys = slice(0, 2) if v == "fm03-conditional-collective" else slice(0, 3)
-            if len({e[keys] for e in envs}) != 1:
-                c.goto(FAILED)
-        L.op("parity_handshake", "START", ("IDLE", FAILED), lambda c: all_gather("world", PARITY_SIG, ENV_OK),
-             after=parity_done, event="parity")
+    L.op("parity_handshake", "START", ("IDLE", FAILED), lambda c: all_gather("world", PARITY_SIG, ENV_OK),
+         after=parity_check(ENV_KEYS), event="parity")
 
     def plans(c):
         out = []
@@ -98,65 +90,29 @@ def build(params: dict, variant: str | None, backend: str) -> Protocol:
         if c.v.plan[2]:
             c.set(cache_epoch=c.v.cache_epoch + 1, start_frame=0)
 
-    L.local("phase_a", "IDLE", "PREFLIGHT", guard=lambda c: c.v.chunk_index < chunks and not c.g.stop, choose=plans, do=phase_a,
+    L.local("phase_a", "IDLE", "PREFLIGHT", why="chunks left, no stop request", guard=lambda c: c.v.chunk_index < chunks and not c.g.stop, choose=plans, do=phase_a,
             event="plan", doc="decide recompute, denoise steps and hard cut for this chunk")
     L.op("heartbeat", "IDLE", "IDLE", lambda c: header(c, Action.NOOP),
+         why="heartbeats left in this gap, chunks left, no stop request",
          guard=lambda c: c.v.hb < heartbeats and c.v.chunk_index < chunks and not c.g.stop,
          do=lambda c: c.set(call_id=c.v.call_id + 1, hb=c.v.hb + 1), event="header_sent", doc="NOOP keepalive")
     L.op("shutdown", "IDLE", "DONE", lambda c: header(c, Action.SHUTDOWN),
-         guard=lambda c: c.v.chunk_index >= chunks or c.g.stop, do=lambda c: c.set(call_id=c.v.call_id + 1), event="header_sent")
+         why="every chunk served, or a stop request", guard=lambda c: c.v.chunk_index >= chunks or c.g.stop, do=lambda c: c.set(call_id=c.v.call_id + 1), event="header_sent")
 
     # preflight: every check before the commitment point (anti-stranding rule, docs/domain.md §2.9)
-    late = {"fm04-throw-after-header": "pickle", "fm07-late-dtype-check": "dtype"}.get(v)
     drop = lambda c: c.set(chunk_index=c.v.chunk_index + 1, dropped=c.v.dropped + 1, hb=0)
     for s in PREFLIGHT_STEPS:
-        if s != late:
-            L.local(f"preflight_fail@{s}", "PREFLIGHT", "IDLE", fault=f"raise@{s}", do=drop, event="preflight_fail",
-                    doc=f"rank0 raises in preflight step {s}: the chunk is dropped before any byte is sent")
+        L.local(f"preflight_fail@{s}", "PREFLIGHT", "IDLE", fault=f"raise@{s}", do=drop, event="preflight_fail",
+                doc=f"rank0 raises in preflight step {s}: the chunk is dropped before any byte is sent")
     L.local("preflight_ok", "PREFLIGHT", "HEADER", event="preflight_ok")
     L.op("send_header", "HEADER", "META_SIZE", lambda c: header(c, Action.INFER), do=commit, commit=True, event="header_sent",
          doc="the commitment point: workers now expect the whole envelope")
-    if late == "pickle":
-        L.local("meta_pickle_fails", "META_SIZE", "SERVER_IDLE", fault="raise@pickle", event="exception",
-                doc="planted bug: meta is pickled after the header; the exception escapes to the request handler")
     L.op("send_meta_size", "META_SIZE", "META_DATA", lambda c: broadcast("world", 0, META_SIZE_SIG))
     L.op("send_meta", "META_DATA", "TENSORS", lambda c: broadcast("world", 0, META_SIG, (c.v.plan, c.v.start_frame)))
-    if late == "dtype":
-        L.local("tensor_dtype_fails", "TENSORS", "SERVER_IDLE", fault="raise@dtype", guard=lambda c: c.v.sent == 1,
-                event="exception", doc="planted bug: an unsupported dtype is found while sending tensors")
     L.op("send_tensor", "TENSORS", "TENSORS", lambda c: broadcast("world", 0, ("float32", tensor_keys(c.v.plan)[c.v.sent])),
-         guard=lambda c: c.v.sent < len(tensor_keys(c.v.plan)), after=lambda c, d: c.set(sent=c.v.sent + 1))
-    L.local("envelope_sent", "TENSORS", "PHASE_B", guard=lambda c: c.v.sent == len(tensor_keys(c.v.plan)))
-
-    def gen_calls(plan):
-        return expected_generator_calls(plan[0], plan[1])
-
-    def phase_b(role: Role, src: str, done: str, plan_of, adhoc_shape=None):
-        """Every generator call issues ``reduces`` all_reduces; fm08 adds an in-block broadcast."""
-        def after_reduce(c, _):
-            if c.v.red + 1 == reduces:
-                c.set(red=0, calls=c.v.calls + 1)
-            else:
-                c.set(red=c.v.red + 1)
-        if adhoc_shape is not None:
-            role.op("adhoc_broadcast", src, src, lambda c: broadcast("world", 0, ("float32", adhoc_shape(c))),
-                    guard=lambda c: c.v.calls == 0 and c.v.red == 0 and not c.v.adhoc, phase="phaseB",
-                    after=lambda c, d: c.set(adhoc=True),
-                    doc="planted bug: an in-block broadcast whose shape the worker infers locally")
-        role.local("tripwire_fires", src, FAILED, fault="tripwire", guard=lambda c: c.v.calls == 0 and c.v.red == 0,
-                   event="tripwire", doc="a runtime tripwire (input digest, weight fingerprint) fires before Phase B: crash-only")
-        role.op("generator_all_reduce", src, src, lambda c: all_reduce("world", HIDDEN_SIG),
-                guard=(lambda c: c.v.calls < plan_of(c) and (adhoc_shape is None or c.v.adhoc)), after=after_reduce,
-                phase="phaseB", event="generator_call")
-
-        def count_check(c):
-            if c.v.calls != plan_of(c):
-                c.goto(FAILED)
-        role.local("call_count_check", src, (done, FAILED), guard=lambda c: c.v.calls >= plan_of(c), do=count_check,
-                   event="call_count", doc="observed generator calls == expected_generator_calls, else crash")
-
-    phase_b(L, "PHASE_B", "PHASE_C", lambda c: gen_calls(c.v.plan),
-            adhoc_shape=(lambda c: ("steps", c.v.plan[1])) if v == "fm08-adhoc-broadcast" else None)
+         why="tensors left to send", guard=lambda c: c.v.sent < len(tensor_keys(c.v.plan)), after=lambda c, d: c.set(sent=c.v.sent + 1))
+    L.local("envelope_sent", "TENSORS", "PHASE_B", why="every tensor sent", guard=lambda c: c.v.sent == len(tensor_keys(c.v.plan)))
+    phase_b(L, "PHASE_B", "PHASE_C", planned_calls, params["reduces"])
 
     def emit(c):
         c.set(chunk_index=c.v.chunk_index + 1, emitted=c.v.emitted + 1, start_frame=c.v.start_frame + 1, hb=0, adhoc=False)
@@ -167,19 +123,11 @@ def build(params: dict, variant: str | None, backend: str) -> Protocol:
                                      got=0, calls=0, red=0, adhoc=False),
              doc="ranks 1..N-1: receive the envelope, run Phase B", private=True,
              observed=("ctl", "cache_epoch", "start_frame", "call_id"))
-    drift = DRIFTS.get(v)
     W.local("load_env", "START", "ENV", event="env", doc="read the per-rank environment")
-    W.local("env_drift", "START", "ENV", fault="env-drift", do=lambda c: c.set(env=drift or ("v0", 1, 0)),
+    W.local("env_drift", "START", "ENV", fault="env-drift", do=drift_to(("v0", 1, 0)),
             doc="a per-rank knob differs from rank0's")
-    if v == "fm01-plan-mismatch":
-        W.local("skip_handshake", "ENV", "WAIT_HEADER")
-    else:
-        def w_parity(c, envs):
-            keys = slice(0, 2) if v == "fm03-conditional-collective" else slice(0, 3)
-            if len({e[keys] for e in envs}) != 1:
-                c.goto(FAILED)
-        W.op("parity_handshake", "ENV", ("WAIT_HEADER", FAILED), lambda c: all_gather("world", PARITY_SIG, c.v.env),
-             after=w_parity, event="parity")
+    W.op("parity_handshake", "ENV", ("WAIT_HEADER", FAILED), lambda c: all_gather("world", PARITY_SIG, c.v.env),
+         after=parity_check(ENV_KEYS), event="parity")
 
     def on_header(c, hdr):
         action, call_id, chunk, epoch = hdr
@@ -206,41 +154,18 @@ def build(params: dict, variant: str | None, backend: str) -> Protocol:
             c.goto("PHASE_B")  # a v0 worker builds its own inputs: it expects no tensor broadcasts
     W.op("recv_meta", "META_DATA", ("TENSORS", "PHASE_B"), lambda c: broadcast("world", 0, META_SIG), after=on_meta)
     W.op("recv_tensor", "TENSORS", "TENSORS", lambda c: broadcast("world", 0, ("float32", tensor_keys(c.v.plan)[c.v.got])),
-         guard=lambda c: c.v.got < len(tensor_keys(c.v.plan)), after=lambda c, d: c.set(got=c.v.got + 1))
-    if v == "fm03-conditional-collective":
-        W.op("debug_digest", "TENSORS", "PHASE_B", lambda c: all_gather("world", DIGEST_SIG, 0),
-             guard=lambda c: c.v.got == len(tensor_keys(c.v.plan)) and c.v.env[2] == 1,
-             doc="planted bug: a debug all_gather behind a per-rank flag")
-        W.local("envelope_received", "TENSORS", "PHASE_B",
-                guard=lambda c: c.v.got == len(tensor_keys(c.v.plan)) and c.v.env[2] == 0)
-    else:
-        W.local("envelope_received", "TENSORS", "PHASE_B", guard=lambda c: c.v.got == len(tensor_keys(c.v.plan)))
-
-    if v == "fm02-local-recompute":
-        def w_calls(c):  # the worker decides recompute from its own knob, not the envelope bit
-            return expected_generator_calls(c.v.start_frame > 0 and c.v.chunk_index % c.v.env[1] == 0, c.v.plan[1])
-    elif v == "fm01-plan-mismatch":
-        def w_calls(c):  # a v0 worker runs its own pipeline, deciding recompute locally each chunk
-            if c.v.env[0] == "v0":
-                return expected_generator_calls(c.v.start_frame > 0, c.v.plan[1])
-            return gen_calls(c.v.plan)
-    else:
-        def w_calls(c):
-            return gen_calls(c.v.plan)
-    phase_b(W, "PHASE_B", "ADVANCE", w_calls,
-            adhoc_shape=(lambda c: ("steps", steps_max)) if v == "fm08-adhoc-broadcast" else None)
+         why="tensors left to receive", guard=lambda c: c.v.got < len(tensor_keys(c.v.plan)), after=lambda c, d: c.set(got=c.v.got + 1))
+    W.local("envelope_received", "TENSORS", "PHASE_B", why="every tensor received", guard=lambda c: c.v.got == len(tensor_keys(c.v.plan)))
+    phase_b(W, "PHASE_B", "ADVANCE", planned_calls, params["reduces"])
     W.local("advance", "ADVANCE", "WAIT_HEADER", do=lambda c: c.set(start_frame=c.v.start_frame + 1),
             event="cache_advance")
 
     # ---------------- rank0's stop-request thread ----------------
     S = Role("stopper", "WAIT", {}, doc="rank0 thread that receives the stop request")
-    if v == "shutdown-race":
-        S.op("broadcast_shutdown", "WAIT", "DONE", lambda c: broadcast("world", 0, HEADER_SIG, (int(Action.SHUTDOWN), 10**6, -1, 0)),
-             guard=lambda c: c.g.started, event="header_sent",
-             doc="planted bug: SHUTDOWN sent from a second thread, without the broadcast lock")
-    else:
-        S.local("request_stop", "WAIT", "DONE", guard=lambda c: c.g.started, do=lambda c: c.gset(stop=True),
-                doc="set the stop flag; the main thread sends SHUTDOWN between chunks")
+    S.local("request_stop", "WAIT", "DONE", why="the server is up", guard=lambda c: c.g.started, do=lambda c: c.gset(stop=True),
+            doc="set the stop flag; the main thread sends SHUTDOWN between chunks")
+
+    draft = PATCHES.apply(variant, Draft({"leader": L, "worker": W, "stopper": S}, params))
 
     # the stop request may only arrive once the server is up
     L.transitions = [(_started(t) if t.src == "START" else t) for t in L.transitions]
@@ -252,9 +177,158 @@ def build(params: dict, variant: str | None, backend: str) -> Protocol:
         max_faults=params["max_faults"], crash_ranks=tuple(range(n)) if "crash" in faults else (),
         phase_groups={"phaseB": frozenset({"world"})},
         invariants=[("FRANKEN", FRANKEN, franken)], variant=variant,
-        symmetric=tuple(range(2, len(actors))),  # the workers are interchangeable
+        symmetric=() if draft.breaks_symmetry else tuple(range(2, len(actors))),  # the workers are interchangeable
         monitors=[EMIT_AFTER_COUNT_CHECK])
     return world
+
+
+# ---------------- the hardened protocol's parts that the patches below reuse ----------------
+ENV_KEYS = slice(0, 3)  # the env fields the parity handshake compares: all of them
+
+
+def header(c, action):
+    return broadcast("world", 0, HEADER_SIG, (int(action), c.v.call_id, c.v.chunk_index, c.v.cache_epoch))
+
+
+def parity_check(keys: slice):
+    """The handshake's verdict: every rank's env agrees on ``keys``, else every rank fails fast."""
+    def parity_done(c, envs):
+        if len({e[keys] for e in envs}) != 1:
+            c.goto(FAILED)
+    return parity_done
+
+
+def drift_to(env):
+    """The ``env-drift`` fault: this worker's knobs become ``env``."""
+    return lambda c: c.set(env=env)
+
+
+def planned_calls(c) -> int:
+    """Generator calls the envelope's plan asks for."""
+    return expected_generator_calls(c.v.plan[0], c.v.plan[1])
+
+
+def counting(plan_of, reduces: int) -> dict[str, dict]:
+    """Phase B's call counting for a role that expects ``plan_of(c)`` generator calls: the guards and
+    effects of ``generator_all_reduce`` and ``call_count_check`` (a patch re-plans with another plan_of)."""
+    def after_reduce(c, _):
+        if c.v.red + 1 == reduces:
+            c.set(red=0, calls=c.v.calls + 1)
+        else:
+            c.set(red=c.v.red + 1)
+
+    def count_check(c):
+        if c.v.calls != plan_of(c):
+            c.goto(FAILED)
+    return {"generator_all_reduce": dict(guard=lambda c: c.v.calls < plan_of(c), why="generator calls left", after=after_reduce),
+            "call_count_check": dict(guard=lambda c: c.v.calls >= plan_of(c), why="the planned calls made", do=count_check)}
+
+
+def phase_b(role: Role, src: str, done: str, plan_of, reduces: int) -> None:
+    """Every generator call issues ``reduces`` all_reduces; then the observed count is checked."""
+    fns = counting(plan_of, reduces)
+    role.local("tripwire_fires", src, FAILED, fault="tripwire", why="before the first generator call",
+               guard=lambda c: c.v.calls == 0 and c.v.red == 0,
+               event="tripwire", doc="a runtime tripwire (input digest, weight fingerprint) fires before Phase B: crash-only")
+    role.op("generator_all_reduce", src, src, lambda c: all_reduce("world", HIDDEN_SIG), **fns["generator_all_reduce"],
+            phase="phaseB", event="generator_call")
+    role.local("call_count_check", src, (done, FAILED), **fns["call_count_check"],
+               event="call_count", doc="observed generator calls == expected_generator_calls, else crash")
+
+
+# ---------------- the planted bugs: named patches on the hardened roles ----------------
+PATCHES = Patches()
+
+
+def _recount(draft: Draft, plan_of) -> None:
+    for name, fields in counting(plan_of, draft.params["reduces"]).items():
+        draft["worker"].replace(name, **fields)
+
+
+@PATCHES("fm01-plan-mismatch")
+def plan_mismatch(draft: Draft) -> None:
+    """No parity handshake; a drifted worker runs the v0 pipeline and decides recompute locally."""
+    draft["leader"].replace("parity_handshake", name="skip_handshake", dst="IDLE", op=None, after=None, event=None,
+                            doc="no parity handshake")
+    draft["worker"].replace("parity_handshake", name="skip_handshake", dst="WAIT_HEADER", op=None, after=None, event=None)
+
+    def v0_calls(c):  # a v0 worker runs its own pipeline, deciding recompute locally each chunk
+        if c.v.env[0] == "v0":
+            return expected_generator_calls(c.v.start_frame > 0, c.v.plan[1])
+        return planned_calls(c)
+    _recount(draft, v0_calls)
+
+
+@PATCHES("fm02-local-recompute")
+def local_recompute(draft: Draft) -> None:
+    """A drifted worker's recompute interval differs, and it decides recompute from that knob."""
+    draft["worker"].replace("env_drift", do=drift_to(("v1", 2, 0)))
+
+    def local_calls(c):  # the worker decides recompute from its own knob, not the envelope bit
+        return expected_generator_calls(c.v.start_frame > 0 and c.v.chunk_index % c.v.env[1] == 0, c.v.plan[1])
+    _recount(draft, local_calls)
+
+
+@PATCHES("fm03-conditional-collective")
+def conditional_collective(draft: Draft) -> None:
+    """A per-rank debug flag the handshake does not compare gates an extra all_gather."""
+    L, W = draft["leader"], draft["worker"]
+    for role in (L, W):
+        role.replace("parity_handshake", after=parity_check(slice(0, 2)))
+    W.replace("env_drift", do=drift_to(("v1", 1, 1)))
+    with W.insert_before("envelope_received"):
+        W.op("debug_digest", "TENSORS", "PHASE_B", lambda c: all_gather("world", DIGEST_SIG, 0),
+             guard=lambda c: c.v.got == len(tensor_keys(c.v.plan)) and c.v.env[2] == 1, why="every tensor received, debug flag on",
+             doc="planted bug: a debug all_gather behind a per-rank flag")
+    W.replace("envelope_received", guard=lambda c: c.v.got == len(tensor_keys(c.v.plan)) and c.v.env[2] == 0,
+              why="every tensor received, debug flag off")
+
+
+@PATCHES("fm04-throw-after-header")
+def throw_after_header(draft: Draft) -> None:
+    """Meta is pickled after the header is on the wire: the exception escapes mid-envelope."""
+    L = draft["leader"]
+    L.remove("preflight_fail@pickle")
+    with L.insert_after("send_header"):
+        L.local("meta_pickle_fails", "META_SIZE", "SERVER_IDLE", fault="raise@pickle", event="exception",
+                doc="planted bug: meta is pickled after the header; the exception escapes to the request handler")
+
+
+@PATCHES("fm07-late-dtype-check")
+def late_dtype_check(draft: Draft) -> None:
+    """The dtype check runs while the tensors are being sent, after the header."""
+    L = draft["leader"]
+    L.remove("preflight_fail@dtype")
+    with L.insert_after("send_meta"):
+        L.local("tensor_dtype_fails", "TENSORS", "SERVER_IDLE", fault="raise@dtype", why="one tensor sent",
+                guard=lambda c: c.v.sent == 1,
+                event="exception", doc="planted bug: an unsupported dtype is found while sending tensors")
+
+
+@PATCHES("fm08-adhoc-broadcast")
+def adhoc_broadcast(draft: Draft) -> None:
+    """An in-block broadcast before the first generator call, whose shape each worker infers itself."""
+    steps_max = draft.params["steps"]
+    for role, shape in ((draft["leader"], lambda c: ("steps", c.v.plan[1])), (draft["worker"], lambda c: ("steps", steps_max))):
+        src = role.transition("generator_all_reduce").src
+        with role.insert_before("tripwire_fires"):
+            role.op("adhoc_broadcast", src, src, lambda c, shape=shape: broadcast("world", 0, ("float32", shape(c))),
+                    guard=lambda c: c.v.calls == 0 and c.v.red == 0 and not c.v.adhoc, why="before the first generator call",
+                    phase="phaseB",
+                    after=lambda c, d: c.set(adhoc=True),
+                    doc="planted bug: an in-block broadcast whose shape the worker infers locally")
+        planned = role.transition("generator_all_reduce").guard
+        role.replace("generator_all_reduce", guard=lambda c, planned=planned: planned(c) and c.v.adhoc,
+                     why="generator calls left, after the ad-hoc broadcast")
+
+
+@PATCHES("shutdown-race")
+def shutdown_race(draft: Draft) -> None:
+    """The stop thread broadcasts SHUTDOWN itself instead of setting the flag the main thread reads."""
+    draft["stopper"].replace(
+        "request_stop", name="broadcast_shutdown", do=None, event="header_sent",
+        op=lambda c: broadcast("world", 0, HEADER_SIG, (int(Action.SHUTDOWN), 10**6, -1, 0)),
+        doc="planted bug: SHUTDOWN sent from a second thread, without the broadcast lock")
 
 
 def _started(t):
