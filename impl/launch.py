@@ -438,3 +438,120 @@ def run_under_torchrun(cfg: RunConfig, run_dir: str | os.PathLike, *, force: boo
     preimport()  # before the rendezvous, so no rank pays the lazy dynamo import inside a collective
     code = run_rank(cfg, rank, "env://", str(d), local_rank=local_rank, fr_dir=fr_dir)
     return code
+
+
+# ---------------------------------------------------------------- torchrun world (from a test or a script)
+TORCHRUN_LINE = re.compile(r"lockstep run \(torchrun\): rank (\d+) .*?\(exit code (-?\d+)\)")
+
+
+def torchrun_command(cfg: RunConfig, run_dir: str | os.PathLike, *, fr_dir: str | None = None,
+                     params: dict[str, str] | None = None) -> list[str]:
+    """The command that starts ``cfg.world`` ranks of ``lockstep run`` under torchrun on this machine
+    (``--standalone``: a loopback rendezvous on a free port), whatever the backend."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+           f"--nproc-per-node={cfg.world}", "-m", "lockstep.cli.run", "--topology", cfg.topology,
+           "--backend", cfg.backend, "--trace-dir", str(run_dir), "--force"]
+    for k, v in (params or {}).items():
+        cmd += ["-p", f"{k}={v}"]
+    if "world" not in (params or {}):
+        cmd += ["-p", f"world={cfg.world}"]
+    if cfg.fault:
+        cmd += ["--fault", cfg.fault]
+    if cfg.unsafe:
+        cmd += ["--unsafe", cfg.unsafe]
+    if cfg.compile:
+        cmd += ["--compile", cfg.compile]
+    if fr_dir is not None:
+        cmd += ["--flight-recorder", str(fr_dir)]
+    return cmd
+
+
+def _children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (Linux /proc)."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            stat = (p / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 1 and int(fields[1]) == pid:
+            out.append(int(p.name))
+    return out
+
+
+def _kill_torchrun_world(proc) -> None:
+    """SIGKILL a torchrun agent and its workers.  torchrun starts each worker in a session of its own
+    (so killing the agent's process group leaves them running): the workers' groups are killed one
+    by one (each rank and anything it started), then the agent's."""
+    workers = _children(proc.pid)
+    procs.kill_group(proc.pid, signal.SIGKILL)
+    for w in workers:
+        procs.kill_group(w, signal.SIGKILL)
+        try:
+            os.kill(w, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def launch_torchrun(cfg: RunConfig, run_dir: str | os.PathLike, *, force: bool = False, deadline_s: float | None = None,
+                    fr_dir: str | None = None, params: dict[str, str] | None = None,
+                    env: dict[str, str] | None = None) -> RunSummary:
+    """Start ``cfg.world`` ranks under torchrun (one process per rank; on NCCL one GPU per rank), wait
+    for them under a hard deadline (the agent and every worker are SIGKILLed when it passes), record a
+    ``killed`` exit for a rank that left none, and summarize as :func:`launch_local` does.  The same
+    path for gloo and NCCL: only ``cfg.backend`` differs.  torchrun's own output (and every rank's) is
+    kept in ``logs/torchrun.log``."""
+    import subprocess
+
+    cfg = resolve_config(cfg)
+    d = prepare_run_dir(run_dir, force)  # refuse early; rank 0 prepares it again (with --force) for its ranks
+    if fr_dir is not None:
+        prepare_fr_dir(fr_dir, force)
+    deadline_s = deadline_s if deadline_s is not None else default_deadline(cfg) + 20.0  # + torchrun's start
+    cmd = torchrun_command(cfg, d.resolve(), fr_dir=str(Path(fr_dir).resolve()) if fr_dir is not None else None, params=params)
+    full_env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **(env or {})}
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                         start_new_session=True)
+    deadline_hit = False
+    try:
+        out, _ = p.communicate(timeout=deadline_s)
+    except subprocess.TimeoutExpired:
+        deadline_hit = True
+        _kill_torchrun_world(p)
+        out, _ = p.communicate()
+    except BaseException:
+        _kill_torchrun_world(p)
+        p.communicate()
+        raise
+    wall = time.monotonic() - t0
+    text = out.decode("utf-8", "replace")
+    (d / "logs").mkdir(exist_ok=True)
+    (d / "logs" / "torchrun.log").write_text(text)
+    codes: dict[int, int | None] = {int(r): int(c) for r, c in TORCHRUN_LINE.findall(text)}
+    if not (d / S.MANIFEST_NAME).exists():
+        raise RunDirError(f"torchrun exited {p.returncode} before rank 0 wrote {d / S.MANIFEST_NAME}"
+                          + (" (deadline hit)" if deadline_hit else "") + ":\n" + text[-2000:])
+    never: list[int] = []
+    for r in range(cfg.world):
+        path = d / S.rank_file_name(r)
+        try:
+            has_exit = S.load_rank_trace(path, r).exit is not None
+        except (S.TraceSchemaError, FileNotFoundError):
+            has_exit = False
+        if not path.exists():
+            never.append(r)
+        elif not has_exit:
+            S.append_event(path, r, S.RANK_EXIT, how="killed",
+                           message="SIGKILL (launcher deadline)" if deadline_hit else
+                           f"no exit event; torchrun exited {p.returncode}",
+                           signal=int(signal.SIGKILL) if deadline_hit else 0, by="launcher" if deadline_hit else "unknown")
+    if never:
+        raise RunDirError(f"rank(s) {', '.join(map(str, never))} never started their trace (torchrun exited {p.returncode}"
+                          + (", deadline hit: every process was killed" if deadline_hit else "") + "):\n" + text[-2000:])
+    summary = summarize(d, cfg, codes, wall, deadline_hit)
+    (d / "summary.json").write_text(json.dumps(summary.to_dict(), indent=1))
+    return summary
