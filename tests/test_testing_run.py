@@ -1,0 +1,115 @@
+"""The run fixture's backends and launchers: ``auto`` picks gloo on a machine without one GPU per rank,
+``nccl`` there is a clear NotEnoughGPUs (the fixture skips), and the torchrun launch path -- the one NCCL
+worlds take -- runs a real gloo world that conforms, and kills a hung world at its deadline.  On a GPU
+machine the only difference left is the backend string (bench/gpu_nccl_check.sh runs it on NCCL)."""
+import json
+import os
+import time
+
+import pytest
+
+from lockstep import testing as T
+from lockstep.conformance import schema as S
+from lockstep.pytest_plugin import lockstep_run  # noqa: F401 - the plugin's fixture, also where it is not installed
+
+pytest_plugins = ["pytester"]
+
+
+def test_auto_picks_gloo_without_one_gpu_per_rank(monkeypatch):
+    monkeypatch.setattr(T, "gpus", lambda: 0)
+    assert T.pick_run_backend("auto", 1) == "gloo"
+    monkeypatch.setattr(T, "gpus", lambda: 2)
+    assert T.pick_run_backend("auto", 2) == "nccl"
+    assert T.pick_run_backend("auto", 3) == "gloo"  # 3 ranks, 2 GPUs: not one per rank
+    assert T.pick_run_backend("gloo", 2) == "gloo"
+
+
+def test_auto_is_gloo_on_this_machine():
+    """What this (CPU) machine has; on a GPU machine the answer follows torch.cuda."""
+    want = "nccl" if T.gpus() >= 2 else "gloo"
+    assert T.pick_run_backend("auto", 2) == want
+
+
+def test_nccl_without_enough_gpus_is_a_usage_error_naming_both_counts(monkeypatch, tmp_path):
+    monkeypatch.setattr(T, "gpus", lambda: 1)
+    with pytest.raises(T.NotEnoughGPUs, match=r"a world of 2 needs 2, this machine has 1"):
+        T.run_world("tp", tmp_path / "t", backend="nccl", world=2)
+    assert not (tmp_path / "t").exists()  # refused before anything started
+    with pytest.raises(T.UsageError, match="expected one of auto, gloo, nccl"):
+        T.run_world("tp", tmp_path / "t", backend="mpi")
+    with pytest.raises(T.UsageError, match="gloo only"):
+        monkeypatch.setattr(T, "gpus", lambda: 2)
+        T.run_world("tp", tmp_path / "t", backend="nccl", launcher="fork", world=2)
+
+
+NCCL_TEST = '''
+from lockstep.pytest_plugin import lockstep_run
+
+def test_needs_gpus(lockstep_run):
+    lockstep_run("tp", world=2, backend="nccl")
+    raise AssertionError("no world should have started")
+'''
+
+
+def test_fixture_skips_an_nccl_world_without_gpus(pytester, monkeypatch):
+    """The fixture SKIPS (the machine cannot run what the test asks for), naming both counts."""
+    monkeypatch.setattr(T, "gpus", lambda: 0)
+    pytester.makepyfile(test_nccl=NCCL_TEST)
+    r = pytester.runpytest("-p", "no:lockstep", "-rs", "-q")
+    r.assert_outcomes(skipped=1)
+    r.stdout.fnmatch_lines(["*lockstep_run: backend='nccl' needs one GPU per rank: a world of 2 needs 2, this machine has 0*"])
+
+
+@pytest.mark.multirank
+@pytest.mark.slow  # torchrun + 2 ranks (~6 s)
+def test_torchrun_world_through_the_fixture_conforms(lockstep_run):
+    """The NCCL launch path, on gloo: torchrun, one process per rank, env:// rendezvous."""
+    trace = lockstep_run("tp", world=2, chunks=2, backend="gloo", launcher="torchrun")
+    run = S.load_run(trace)
+    assert run.manifest["launcher"] == "torchrun" and run.manifest["backend"] == "gloo"
+    summary = json.loads((trace / "summary.json").read_text())
+    assert [r["how"] for r in summary["ranks"]] == ["clean", "clean"] and summary["ok"]
+    assert [r["exit_code"] for r in summary["ranks"]] == [0, 0]
+    assert "rank 0 ended clean" in (trace / "logs" / "torchrun.log").read_text()
+    assert T.assert_conforms(trace).conforms
+
+
+@pytest.mark.multirank
+@pytest.mark.slow  # torchrun + 2 ranks, faulted (~8 s)
+def test_torchrun_unsafe_world_is_an_instance_of_its_variant(lockstep_run):
+    trace = lockstep_run("tp", world=2, chunks=3, fault="om-01", unsafe="fm04-throw-after-header", backend="gloo",
+                         launcher="torchrun")
+    T.assert_instance_of(trace, "fm04-throw-after-header")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.multirank
+@pytest.mark.slow  # the world hangs until its 25 s deadline
+def test_hung_torchrun_world_is_killed_at_the_deadline(tmp_path):
+    """fm04's stranded worker waits in the meta broadcast for the PG timeout (120 s here) and rank 0
+    holds as long: the launcher kills torchrun's agent and both workers (each in its own session) at
+    25 s (torchrun's start and the ranks' torch import take ~5 s idle, more on a loaded machine), records their ``killed`` exits, and run_world fails naming the deadline."""
+    d = tmp_path / "hung"
+    t0 = time.monotonic()
+    with pytest.raises(T.ProtocolCheckFailed, match="hit its 25 s deadline") as ei:
+        T.run_world("tp", d, fault="om-01", unsafe="fm04-throw-after-header", backend="gloo", launcher="torchrun",
+                    deadline_s=25, world=2, chunks=3, dist_timeout_s=120, watchdog_s=120)
+    assert time.monotonic() - t0 < 40, "the world outlived its deadline"
+    assert ei.value.result.deadline_hit
+    run = S.load_run(d)
+    pids = []
+    for r in (0, 1):
+        assert run.ranks[r].exit["how"] == "killed" and run.ranks[r].exit["by"] == "launcher"
+        pids.append(run.ranks[r].events[0]["pid"])
+    time.sleep(0.2)
+    assert not [p for p in pids if _alive(p)], f"ranks still running: {pids}"
+    assert "DEADLINE HIT" in ei.value.args[0]
+    assert os.path.exists(d / "summary.json")
