@@ -30,7 +30,8 @@ from typing import Any
 from .spec.registry import SpecInfo, UsageError, pick_backend, resolve
 
 __all__ = ["Result", "ProtocolCheckFailed", "check", "assert_holds", "assert_violation", "check_configuration", "load",
-           "run_world", "conform", "assert_conforms", "assert_instance_of", "NotEnoughGPUs", "pick_run_backend"]
+           "run_world", "conform", "assert_conforms", "assert_instance_of", "NotEnoughGPUs", "NotCheckable",
+           "pick_run_backend"]
 
 
 class ProtocolCheckFailed(AssertionError):
@@ -271,6 +272,14 @@ def run_world(topology: str, trace_dir, *, fault: str | None = None, unsafe: str
     return Path(trace_dir)
 
 
+def __getattr__(name):
+    if name == "NotCheckable":  # conform's "not checkable: ..." (imported lazily: no conformance import at load)
+        from .conformance.check import NotCheckable
+
+        return NotCheckable
+    raise AttributeError(name)
+
+
 def conform(trace_dir, spec: str = "auto", check_variant: bool = True):
     """The conformance report of a recorded run (what ``lockstep conform`` prints)."""
     from .conformance import loader
@@ -295,7 +304,8 @@ def _render(rep) -> str:
 
 
 def assert_conforms(trace_dir, spec: str = "auto"):
-    """Every rank's recorded run is a behaviour of the spec (CONFORMS)."""
+    """Every rank's recorded run is a behaviour of the spec (CONFORMS).  A run the spec cannot model
+    (e.g. a tp world of 1, the only NCCL world one GPU allows) raises NotCheckable (a ValueError)."""
     rep = conform(trace_dir, spec)
     if not rep.conforms:
         raise ProtocolCheckFailed(f"{trace_dir} does not conform to {rep.spec}\n\n{_render(rep)}", rep)
