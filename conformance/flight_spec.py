@@ -1,13 +1,17 @@
 """Flight Recorder dumps against the spec: which planted-bug counterexample a recorded hang is an
 instance of.
 
-Flight Recorder sees collectives only, so the comparison is on the collective projection of how a run
-ended: per group, the ranks that entered the first unmatched collective (and its op kind), and the ranks
-that never did.  Every variant of the spec is model-checked (on its documented backend) and the
+The comparison is on the collective and point-to-point projection of how a run ended: per group, the
+ranks that entered the first unmatched collective (and its op kind), and the ranks that never did; and
+the p2p ops ranks were stuck in (a send or recv without a partner, or never completed), each with its
+direction, the roles of the rank and its peer, the message part (header, meta, tensors; for results
+the result header or the latents), dtype and size.  Every variant of the spec is model-checked (on its documented backend) and the
 collective projection of its counterexample's end -- the ranks blocked in a collective on that group,
 the op kind, and the ranks they wait for; or, for a mismatch, the group and the differing op kinds -- is
-compared with the dump's.  A variant whose projection equals the dump's is named; none means the
-recorded failure is not one the spec's planted bugs explain.
+compared with the dump's, as are the p2p ops its counterexample ends blocked in.  A variant whose
+projection explains the dump's (its collective end matches, and every stuck p2p op of the dump is one
+the variant's end is blocked in) is named; none means the recorded failure is not one the spec's
+planted bugs explain.
 """
 from __future__ import annotations
 
@@ -40,7 +44,8 @@ def _params(spec: str, world: int) -> dict[str, str]:
 
 @lru_cache(maxsize=8)
 def _variant_shapes(spec: str, world: int) -> tuple:
-    """(variant, verdict, message, shape) for every variant whose counterexample ends in a collective."""
+    """(variant, verdict, message, collective shape or None, p2p shapes) for every variant whose
+    counterexample ends in a collective or a p2p op."""
     info = load(spec)
     out = []
     for variant in info.variants:
@@ -48,9 +53,68 @@ def _variant_shapes(spec: str, world: int) -> tuple:
         model = info.build(params, variant, pick_backend(info, variant, None))
         res = check(model, liveness=False)
         shape = _shape_of(res)
-        if shape is not None:
-            out.append((variant, res.verdict, res.message, shape))
+        p2p = _p2p_shapes_of(res, spec)
+        if shape is not None or p2p:
+            out.append((variant, res.verdict, res.message, shape, p2p))
     return tuple(out)
+
+
+# a spec p2p op as its counterexample prints it: "recv group=world src=1 tag=5 sig=bfloat16,latents_out"
+_P2P_OP = re.compile(r"(send|isend|recv) group=(\S+) (?:src|dst)=(\d+)(?: tag=(\d+))?")
+# the pp specs' message tags -> message part (TAG_HEADER, TAG_META, TAG_TENSORS, TAG_RESULT, TAG_LATENTS)
+SPEC_PARTS = {1: "header", 2: "meta", 3: "tensors", 4: "result", 5: "latents"}
+
+
+def _p2p_shapes_of(res, spec: str) -> tuple:
+    """The p2p ops a counterexample ends blocked in: (group, send|recv, role, peer role, part, sig)."""
+    if res.verdict not in ("STRANDED", "DEADLOCK"):
+        return ()
+    out = []
+    for w in res.waiting or []:
+        m = _P2P_OP.match(w.get("op") or "")
+        if m is None or not w.get("waits_for"):
+            continue
+        kind = "send" if m.group(1) in ("send", "isend") else "recv"
+        part = SPEC_PARTS.get(int(m.group(4))) if m.group(4) else None
+        out.append((m.group(2), kind, role_of(spec, w["rank"]), role_of(spec, w["waits_for"][0]), part,
+                    _sig_of(w["op"])))
+    return tuple(out)
+
+
+def _dump_part(spec: str, op: dict) -> str:
+    """The message part of a stuck p2p op of a dump: from the wire ``purpose`` lockstep records
+    (header, result_header, meta_size, meta, tensor:NAME[i]), else from its signature (NCCL entries:
+    int64[5] a header, int64[1] a meta size, uint8 meta bytes, anything else a tensor)."""
+    sender = op["rank"] if op["op"] == "send" else op["peer"]
+    result = role_of(spec, sender) != "stage0"  # rank0 sends envelopes, Stage 1's leader results
+    purpose = op.get("purpose") or ""
+    if purpose:
+        kind = ("header" if purpose in ("header", "result_header") else
+                "meta" if purpose in ("meta_size", "meta") else "tensor")
+    else:
+        dt, size = FR_DTYPES.get(op.get("dtype"), str(op.get("dtype")).lower()), tuple(op.get("size") or ())
+        kind = ("header" if (dt, size) == ("int64", tuple(HEADER_SHAPE)) else
+                "meta" if (dt, size) == ("int64", (1,)) or dt == "uint8" else "tensor")
+    if result:
+        return "latents" if kind == "tensor" else "result"  # the spec's result header carries the result meta
+    return {"header": "header", "meta": "meta", "tensor": "tensors"}[kind]
+
+
+def _dump_p2p_shape(spec: str, op: dict) -> tuple:
+    dt = FR_DTYPES.get(op.get("dtype"), str(op.get("dtype")).lower()) if op.get("dtype") else None
+    sig = (dt, tuple(op["size"])) if dt and op.get("size") is not None else None
+    return (op["group"], op["op"], role_of(spec, op["rank"]), role_of(spec, op["peer"]), _dump_part(spec, op), sig)
+
+
+def _same_p2p(dump: tuple, spec: tuple) -> bool:
+    """The same direction on the same group, between the same roles, in the same message part, and --
+    where the spec's signature is one wire op (a header, the meta, the latents) -- the same dtype (and
+    shape where the spec's is concrete)."""
+    if dump[:5] != spec[:5]:
+        return False
+    if dump[4] in ("header", "meta", "latents") and dump[5] is not None and spec[5] is not None:
+        return _sig_fits(spec[5], dump[5])
+    return True
 
 
 # Flight Recorder dtype names -> the contract's
@@ -160,17 +224,28 @@ def _same(dump: tuple, spec: tuple, name: str = "tp") -> bool:
 
 
 def match(rep: dict, spec: str = "auto") -> dict:
-    """Compare the dump's collective projection with every variant's counterexample."""
+    """Compare the dump's collective and p2p projection with every variant's counterexample: a variant
+    matches when its collective end matches the dump's (if the dump has one) and every p2p op the dump
+    is stuck in is one its end is blocked in (if the dump has any)."""
     groups = {g: info["members"] for g, info in rep["groups"].items()}
     name = infer_spec(groups) if spec == "auto" else spec
     world = rep.get("world", len(rep["ranks"]))
     shapes = _dump_shapes(rep)
+    stuck = list(rep.get("p2p_stuck") or [])
+    p2p = [_dump_p2p_shape(name, op) for op in stuck]
     matches = []
-    if shapes:
-        for variant, verdict, message, shape in _variant_shapes(name, min(world, CHECK_WORLD.get(name, world))):
-            if any(_same(d, shape, name) for d in shapes):
+    if shapes or p2p:
+        for variant, verdict, message, shape, pshapes in _variant_shapes(name, min(world, CHECK_WORLD.get(name, world))):
+            coll = not shapes or (shape is not None and any(_same(d, shape, name) for d in shapes))
+            pp = not p2p or all(any(_same_p2p(d, x) for x in pshapes) for d in p2p)
+            if coll and pp:
                 matches.append({"variant": variant, "verdict": verdict, "message": message})
-    return {"spec": name, "world": world, "projection": [_jsonable(s) for s in shapes], "matches": matches}
+    projection = [_jsonable(s) for s in shapes] + [
+        {"kind": "p2p", "group": op["group"], "op": op["op"], "rank": op["rank"], "peer": op["peer"],
+         "roles": [d[2], d[3]], "part": d[4], "sig": [d[5][0], list(d[5][1])] if d[5] else None,
+         "state": op.get("state"), "p2p_seq": op.get("p2p_seq"), "tag": op.get("tag"), "why": op.get("why")}
+        for op, d in zip(stuck, p2p)]
+    return {"spec": name, "world": world, "projection": projection, "matches": matches}
 
 
 def _jsonable(shape: tuple) -> dict:
@@ -184,7 +259,7 @@ def _jsonable(shape: tuple) -> dict:
 def render(m: dict) -> list[str]:
     lines = [f"  against spec {m['spec']} (world {m['world']}): "
              + ("no failure to explain" if not m["projection"] else
-                f"{len(m['matches'])} planted bug(s) end the same way on the collective projection")]
+                f"{len(m['matches'])} planted bug(s) end the same way on the collective and p2p projection")]
     if m.get("error"):
         lines.append(f"    {m['error']}")
     how = "is an instance of" if len(m["matches"]) == 1 else "is consistent with"

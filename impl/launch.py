@@ -555,3 +555,53 @@ def launch_torchrun(cfg: RunConfig, run_dir: str | os.PathLike, *, force: bool =
     summary = summarize(d, cfg, codes, wall, deadline_hit)
     (d / "summary.json").write_text(json.dumps(summary.to_dict(), indent=1))
     return summary
+
+
+# ---------------------------------------------------------------- p2p entries for Flight Recorder dumps
+# Flight Recorder dtype names (what torch writes into input_dtypes)
+FR_DTYPE_NAMES = {"float32": "Float", "int64": "Long", "uint8": "Byte", "bfloat16": "BFloat16", "float16": "Half",
+                  "int32": "Int", "float64": "Double", "bool": "Bool", "int8": "Char", "int16": "Short"}
+
+
+def fr_p2p_entries(trace_path: str | os.PathLike, rank: int, backend: str) -> list[dict]:
+    """This rank's point-to-point ops as Flight Recorder entries, from its JSONL trace.  gloo's Flight
+    Recorder records no p2p op, so lockstep's dump carries these beside torch's ``entries`` (under
+    ``lockstep.p2p_entries``; torch's own list is left as torch wrote it).  Each is an entry in the
+    format torch uses for NCCL p2p (``profiling_name`` ``gloo:send 0->1`` with group-local ranks,
+    ``is_p2p``, ``p2p_seq_id`` counting the rank's p2p ops per group, sizes and dtypes), ``state``
+    ``completed`` when the trace recorded its ``comm_exit ok``, else ``started`` (the op the rank was
+    in when it failed or was stopped), plus the ``tag`` and wire ``purpose`` (header, meta_size, meta,
+    tensor:NAME[i]) the trace knows and Flight Recorder does not."""
+    tr = S.load_rank_trace(trace_path, rank)
+    groups: dict[str, list[int]] = {}
+    for e in tr.of(S.STARTUP_STEP):
+        if isinstance(e.get("groups"), dict):
+            groups.update(e["groups"])
+    out: list[dict] = []
+    open_ops: dict[tuple, list[dict]] = {}
+    p2p_seq: dict[str, int] = {}
+    for e in tr.events:
+        if e["ev"] == S.COMM_ENTER and e.get("p2p"):
+            g = e["group"]
+            members = groups.get(g) or []
+            me = members.index(rank) if rank in members else rank
+            kind = "send" if e["op"] in ("send", "isend") else "recv"
+            peer = e.get("dst") if kind == "send" else e.get("src")
+            name = f"{backend}:send {me}->{peer}" if kind == "send" else f"{backend}:recv {me}<-{peer}"
+            p2p_seq[g] = p2p_seq.get(g, 0) + 1
+            shape = [int(x) for x in e.get("shape") or []]
+            dt = FR_DTYPE_NAMES.get(e.get("dtype"), str(e.get("dtype")))
+            ent = {"record_id": len(out), "pg_id": 0, "process_group": [g, g], "collective_seq_id": 0,
+                   "p2p_seq_id": p2p_seq[g], "op_id": len(out) + 1, "is_p2p": True, "profiling_name": name,
+                   "input_sizes": [shape], "output_sizes": [shape], "input_dtypes": [dt], "output_dtypes": [dt],
+                   "state": "started", "retired": False, "time_created_ns": int(e["t"] * 1e9),
+                   "tag": e.get("tag"), "purpose": e.get("purpose"), "recorded_by": "lockstep"}
+            out.append(ent)
+            open_ops.setdefault((e["op"], g, e["seq"]), []).append(ent)
+        elif e["ev"] == S.COMM_EXIT and open_ops.get((e["op"], e["group"], e["seq"])):
+            ent = open_ops[(e["op"], e["group"], e["seq"])].pop(0)
+            if e.get("ok"):
+                ent["state"], ent["retired"] = "completed", True
+            else:
+                ent["error"] = str(e.get("error", ""))[:200]
+    return out
