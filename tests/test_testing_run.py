@@ -113,3 +113,37 @@ def test_hung_torchrun_world_is_killed_at_the_deadline(tmp_path):
     assert not [p for p in pids if _alive(p)], f"ranks still running: {pids}"
     assert "DEADLINE HIT" in ei.value.args[0]
     assert os.path.exists(d / "summary.json")
+
+
+@pytest.mark.multirank
+@pytest.mark.slow  # torchrun + 3 ranks (~10-20 s)
+def test_lockstep_run_cli_starts_torchrun_itself(tmp_path):
+    """``lockstep run --launcher torchrun`` (the default for --backend nccl) starts the torchrun world
+    from one command, under the same deadline, and prints the same summary (here on gloo)."""
+    import subprocess
+    import sys
+
+    d = tmp_path / "t"
+    p = subprocess.run([sys.executable, "-m", "lockstep", "run", "--topology", "pp1", "--launcher", "torchrun",
+                        "-p", "chunks=2", "-p", "timeout=20", "--trace-dir", str(d), "--flight-recorder", str(tmp_path / "fr"),
+                        "--json", "--deadline", "120"],
+                       capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    out = json.loads(p.stdout)
+    assert out["ok"] and [r["how"] for r in out["ranks"]] == ["clean"] * 3 and out["emitted"] == [0, 1]
+    assert S.load_run(d).manifest["launcher"] == "torchrun"
+    assert sorted(x.name for x in (tmp_path / "fr").iterdir()) == [f"lockstep_fr_rank_{r}" for r in range(3)]
+
+
+def test_lockstep_run_cli_nccl_refusals(tmp_path):
+    """Without one GPU per rank, --backend nccl is a one-line usage error (exit 2), whatever the launcher."""
+    from click.testing import CliRunner
+
+    from lockstep.cli.run import run
+
+    for extra in ([], ["--launcher", "fork"], ["--launcher", "torchrun"]):
+        r = CliRunner().invoke(run, ["--topology", "tp", "--backend", "nccl", "--trace-dir", str(tmp_path / "t"), *extra])
+        if T.gpus() >= 2:
+            pytest.skip("this machine has GPUs")
+        assert r.exit_code == 2 and "needs one GPU per rank" in r.output and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "t").exists()
