@@ -23,7 +23,8 @@ from .paths import writable_dir
 
 _FAULTS = ("om-01", "om-02", "om-03", "om-04", "om-05", "om-06", "om-07", "om-08", "om-09", "om-10", "om-11",
            "om-12", "om-13", "c-01", "c-03")
-_UNSAFE = ("fm04-throw-after-header", "om07-leader-throws", "om09-no-epoch-fence", "o02-send-after-decode")
+_UNSAFE = ("fm04-throw-after-header", "om07-leader-throws", "om09-no-epoch-fence", "o02-send-after-decode",
+           "result-throw-after-header")
 _DEFAULT_WORLD = {"tp": 2, "pp0": 2, "pp1": 3}
 RUN_JSON_SCHEMA = 1  # the version of ``run --json`` (docs/json.md)
 EXIT_INTERRUPTED = 130  # as `check`; see cli/interrupt.py

@@ -131,6 +131,8 @@ def _check_entry(p: Path, k: int, e, field: str = "entries") -> None:
         bad("tag", "an int")
     if "purpose" in e and e["purpose"] is not None and not isinstance(e["purpose"], str):
         bad("purpose", "a string")
+    if "async" in e and e["async"] is not None and not isinstance(e["async"], bool):
+        bad("async", "true/false")
 
 
 STATES = ("scheduled", "started", "completed")
@@ -336,7 +338,7 @@ def check_dumps(dumps: dict[int, dict], groups: dict[str, list[int]], meta: dict
         # of the p2p entries lockstep recorded from the rank's trace
         states_mean = (dd["entries"] if _is_nccl(dd) else []) + (n if _p2p_from_trace(dd) else [])
         for e in sorted(states_mean, key=lambda x: x.get("time_created_ns") or 0):
-            if e.get("state") in ("scheduled", "started"):
+            if e.get("state") in ("scheduled", "started") and not e.get("async"):
                 pending[str(r)] = {"group": _entry_group(dd, e), "op": _op(e), "state": e["state"], "p2p": bool(e.get("is_p2p")),
                                    "seq": e.get("p2p_seq_id") if e.get("is_p2p") else e["collective_seq_id"]}
                 break
@@ -469,7 +471,7 @@ def stuck_p2p(dumps: dict[int, dict], groups: dict[str, list[int]], pairs: dict)
         if not (_is_nccl(dd) or _p2p_from_trace(dd)):
             continue
         for e in sorted(p2p_entries(dd), key=lambda x: x.get("time_created_ns") or 0):
-            if e.get("state") in ("scheduled", "started"):
+            if e.get("state") in ("scheduled", "started") and not e.get("async"):
                 add(r, e, "never completed")
                 break
     return sorted(out.values(), key=lambda x: (x["rank"], x["group"], x["op"], x["peer"]))

@@ -61,8 +61,9 @@ def _variant_shapes(spec: str, world: int) -> tuple:
 
 # a spec p2p op as its counterexample prints it: "recv group=world src=1 tag=5 sig=bfloat16,latents_out"
 _P2P_OP = re.compile(r"(send|isend|recv) group=(\S+) (?:src|dst)=(\d+)(?: tag=(\d+))?")
-# the pp specs' message tags -> message part (TAG_HEADER, TAG_META, TAG_TENSORS, TAG_RESULT, TAG_LATENTS)
-SPEC_PARTS = {1: "header", 2: "meta", 3: "tensors", 4: "result", 5: "latents"}
+# the pp specs' message tags (TAG_HEADER, TAG_META, TAG_TENSORS, TAG_RESULT, TAG_LATENTS) -> the message
+# and where in it: an envelope's header, meta and tensors; a result's header (carrying its meta) and latents
+SPEC_PARTS = {1: "envelope header", 2: "envelope inside", 3: "envelope inside", 4: "result header", 5: "result inside"}
 
 
 def _p2p_shapes_of(res, spec: str) -> tuple:
@@ -81,38 +82,42 @@ def _p2p_shapes_of(res, spec: str) -> tuple:
     return tuple(out)
 
 
-def _dump_part(spec: str, op: dict) -> str:
-    """The message part of a stuck p2p op of a dump: from the wire ``purpose`` lockstep records
-    (header, result_header, meta_size, meta, tensor:NAME[i]), else from its signature (NCCL entries:
+def _wire_kind(op: dict) -> str:
+    """header, meta (the meta size or bytes) or tensor: from the wire ``purpose`` lockstep records
+    (header, result_header, meta_size, meta, tensor:NAME[i]), else from the signature (NCCL entries:
     int64[5] a header, int64[1] a meta size, uint8 meta bytes, anything else a tensor)."""
-    sender = op["rank"] if op["op"] == "send" else op["peer"]
-    result = role_of(spec, sender) != "stage0"  # rank0 sends envelopes, Stage 1's leader results
     purpose = op.get("purpose") or ""
     if purpose:
-        kind = ("header" if purpose in ("header", "result_header") else
-                "meta" if purpose in ("meta_size", "meta") else "tensor")
-    else:
-        dt, size = FR_DTYPES.get(op.get("dtype"), str(op.get("dtype")).lower()), tuple(op.get("size") or ())
-        kind = ("header" if (dt, size) == ("int64", tuple(HEADER_SHAPE)) else
-                "meta" if (dt, size) == ("int64", (1,)) or dt == "uint8" else "tensor")
-    if result:
-        return "latents" if kind == "tensor" else "result"  # the spec's result header carries the result meta
-    return {"header": "header", "meta": "meta", "tensor": "tensors"}[kind]
+        return "header" if purpose in ("header", "result_header") else "meta" if purpose in ("meta_size", "meta") else "tensor"
+    dt, size = FR_DTYPES.get(op.get("dtype"), str(op.get("dtype")).lower()), tuple(op.get("size") or ())
+    return ("header" if (dt, size) == ("int64", tuple(HEADER_SHAPE)) else
+            "meta" if (dt, size) == ("int64", (1,)) or dt == "uint8" else "tensor")
+
+
+def _dump_part(spec: str, op: dict) -> str:
+    """Which message a stuck p2p op is in (rank 0 sends envelopes, Stage 1's leader results) and where:
+    its header, or inside it (the spec frames a message as header, meta, tensors; the wire as header,
+    meta size, meta bytes, one tensor per field -- "inside" is what both agree on)."""
+    sender = op["rank"] if op["op"] == "send" else op["peer"]
+    msg = "envelope" if role_of(spec, sender) == "stage0" else "result"
+    return f"{msg} {'header' if _wire_kind(op) == 'header' else 'inside'}"
 
 
 def _dump_p2p_shape(spec: str, op: dict) -> tuple:
     dt = FR_DTYPES.get(op.get("dtype"), str(op.get("dtype")).lower()) if op.get("dtype") else None
     sig = (dt, tuple(op["size"])) if dt and op.get("size") is not None else None
-    return (op["group"], op["op"], role_of(spec, op["rank"]), role_of(spec, op["peer"]), _dump_part(spec, op), sig)
+    return (op["group"], op["op"], role_of(spec, op["rank"]), role_of(spec, op["peer"]), _dump_part(spec, op), sig,
+            _wire_kind(op))
 
 
 def _same_p2p(dump: tuple, spec: tuple) -> bool:
-    """The same direction on the same group, between the same roles, in the same message part, and --
-    where the spec's signature is one wire op (a header, the meta, the latents) -- the same dtype (and
-    shape where the spec's is concrete)."""
+    """The same direction on the same group, between the same roles, in the same message and the same
+    place in it (header or inside), and the same dtype (and shape where the spec's is concrete) where
+    both are one payload: a header, or a tensor field (the wire's meta-size and meta-bytes ops are
+    framing the spec folds into its message parts, so they are not compared by dtype)."""
     if dump[:5] != spec[:5]:
         return False
-    if dump[4] in ("header", "meta", "latents") and dump[5] is not None and spec[5] is not None:
+    if dump[5] is not None and spec[5] is not None and dump[6] != "meta" and spec[5][2] != "meta":
         return _sig_fits(spec[5], dump[5])
     return True
 
@@ -235,14 +240,19 @@ def match(rep: dict, spec: str = "auto") -> dict:
     p2p = [_dump_p2p_shape(name, op) for op in stuck]
     matches = []
     if shapes or p2p:
+        idle = all(d[0] == "missing" and d[5] == frozenset({"header"}) for d in shapes)
         for variant, verdict, message, shape, pshapes in _variant_shapes(name, min(world, CHECK_WORLD.get(name, world))):
-            coll = not shapes or (shape is not None and any(_same(d, shape, name) for d in shapes))
+            # a collective end must match; but ranks waiting at a message's header for a partner that left are
+            # idle between messages (with a watchdog, not blocked for ever): a variant whose end places no rank in a
+            # collective is not contradicted by them
+            coll = (not shapes or (shape is not None and any(_same(d, shape, name) for d in shapes))
+                    or (idle and shape is None and bool(p2p)))
             pp = not p2p or all(any(_same_p2p(d, x) for x in pshapes) for d in p2p)
             if coll and pp:
                 matches.append({"variant": variant, "verdict": verdict, "message": message})
     projection = [_jsonable(s) for s in shapes] + [
         {"kind": "p2p", "group": op["group"], "op": op["op"], "rank": op["rank"], "peer": op["peer"],
-         "roles": [d[2], d[3]], "part": d[4], "sig": [d[5][0], list(d[5][1])] if d[5] else None,
+         "roles": [d[2], d[3]], "part": d[4], "wire": d[6], "sig": [d[5][0], list(d[5][1])] if d[5] else None,
          "state": op.get("state"), "p2p_seq": op.get("p2p_seq"), "tag": op.get("tag"), "why": op.get("why")}
         for op, d in zip(stuck, p2p)]
     return {"spec": name, "world": world, "projection": projection, "matches": matches}

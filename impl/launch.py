@@ -570,8 +570,9 @@ def fr_p2p_entries(trace_path: str | os.PathLike, rank: int, backend: str) -> li
     format torch uses for NCCL p2p (``profiling_name`` ``gloo:send 0->1`` with group-local ranks,
     ``is_p2p``, ``p2p_seq_id`` counting the rank's p2p ops per group, sizes and dtypes), ``state``
     ``completed`` when the trace recorded its ``comm_exit ok``, else ``started`` (the op the rank was
-    in when it failed or was stopped), plus the ``tag`` and wire ``purpose`` (header, meta_size, meta,
-    tensor:NAME[i]) the trace knows and Flight Recorder does not."""
+    in when it failed or was stopped; an ``isend`` records its exit when it is waited on, so it is
+    marked ``async``: its state says nothing), plus the ``tag`` and wire ``purpose`` (header,
+    meta_size, meta, tensor:NAME[i]) the trace knows and Flight Recorder does not."""
     tr = S.load_rank_trace(trace_path, rank)
     groups: dict[str, list[int]] = {}
     for e in tr.of(S.STARTUP_STEP):
@@ -596,6 +597,8 @@ def fr_p2p_entries(trace_path: str | os.PathLike, rank: int, backend: str) -> li
                    "input_sizes": [shape], "output_sizes": [shape], "input_dtypes": [dt], "output_dtypes": [dt],
                    "state": "started", "retired": False, "time_created_ns": int(e["t"] * 1e9),
                    "tag": e.get("tag"), "purpose": e.get("purpose"), "recorded_by": "lockstep"}
+            if e["op"] == "isend":  # posted, completed when waited on: without a wait its state says nothing
+                ent["async"] = True
             out.append(ent)
             open_ops.setdefault((e["op"], g, e["seq"]), []).append(ent)
         elif e["ev"] == S.COMM_EXIT and open_ops.get((e["op"], e["group"], e["seq"])):

@@ -147,3 +147,17 @@ def test_lockstep_run_cli_nccl_refusals(tmp_path):
             pytest.skip("this machine has GPUs")
         assert r.exit_code == 2 and "needs one GPU per rank" in r.output and "Traceback" not in r.output, r.output
     assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.multirank
+@pytest.mark.slow  # 3 forked ranks + the pp1 variants model-checked (~10 s)
+def test_unsafe_p2p_run_is_its_variant_on_the_trace_and_on_the_flight_recorder(lockstep_run):
+    """One --unsafe run whose planted bug strands a p2p receiver: the JSONL trace is an instance of
+    result-throw-after-header, and so is the Flight Recorder dump beside it."""
+    from lockstep.conformance import flight
+
+    trace = lockstep_run("pp1", chunks=3, fault_at=1, unsafe="result-throw-after-header", flight_recorder=True)
+    assert json.loads((trace / "summary.json").read_text())["ok"]  # the switch's documented signature
+    T.assert_instance_of(trace, "result-throw-after-header")
+    rep = flight.check_dir(trace / "fr")
+    assert [m["variant"] for m in rep["spec_check"]["matches"]] == ["result-throw-after-header"], flight.render(rep)
