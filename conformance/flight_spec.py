@@ -4,8 +4,8 @@ instance of.
 The comparison is on the collective and point-to-point projection of how a run ended: per group, the
 ranks that entered the first unmatched collective (and its op kind), and the ranks that never did; and
 the p2p ops ranks were stuck in (a send or recv without a partner, or never completed), each with its
-direction, the roles of the rank and its peer, the message part (header, meta, tensors; for results
-the result header or the latents), dtype and size.  Every variant of the spec is model-checked (on its documented backend) and the
+direction, the roles of the rank and its peer, the message (envelope or result) and where in it (its
+header, or inside it), dtype and size.  Every variant of the spec is model-checked (on its documented backend) and the
 collective projection of its counterexample's end -- the ranks blocked in a collective on that group,
 the op kind, and the ranks they wait for; or, for a mismatch, the group and the differing op kinds -- is
 compared with the dump's, as are the p2p ops its counterexample ends blocked in.  A variant whose
