@@ -466,6 +466,22 @@ def torchrun_command(cfg: RunConfig, run_dir: str | os.PathLike, *, fr_dir: str 
     return cmd
 
 
+def _same_lockstep_path(pythonpath: str) -> str:
+    """PYTHONPATH for the ranks, so that they import the lockstep this process imported (a source
+    checkout put on sys.path by a conftest, say), not whichever one a fresh interpreter finds first.
+    A lockstep installed in site-packages needs nothing added."""
+    import site
+
+    import lockstep
+
+    parent = os.path.dirname(os.path.abspath(list(lockstep.__path__)[0]))
+    sites = {os.path.abspath(x) for x in [*site.getsitepackages(), site.getusersitepackages()]}
+    parts = [x for x in pythonpath.split(os.pathsep) if x]
+    if parent in sites or parent in (os.path.abspath(x) for x in parts):
+        return pythonpath
+    return os.pathsep.join([parent, *parts])
+
+
 def _children(pid: int) -> list[int]:
     """The live child processes of ``pid`` (Linux /proc)."""
     out = []
@@ -513,6 +529,7 @@ def launch_torchrun(cfg: RunConfig, run_dir: str | os.PathLike, *, force: bool =
     deadline_s = deadline_s if deadline_s is not None else default_deadline(cfg) + 20.0  # + torchrun's start
     cmd = torchrun_command(cfg, d.resolve(), fr_dir=str(Path(fr_dir).resolve()) if fr_dir is not None else None, params=params)
     full_env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **(env or {})}
+    full_env["PYTHONPATH"] = _same_lockstep_path(full_env.get("PYTHONPATH", ""))
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                          start_new_session=True)

@@ -174,3 +174,21 @@ def test_unsafe_p2p_run_is_its_variant_on_the_trace_and_on_the_flight_recorder(l
     T.assert_instance_of(trace, "result-throw-after-header")
     rep = flight.check_dir(trace / "fr")
     assert [m["variant"] for m in rep["spec_check"]["matches"]] == ["result-throw-after-header"], flight.render(rep)
+
+
+def test_torchrun_ranks_import_the_same_lockstep(tmp_path):
+    """The ranks torchrun starts get a PYTHONPATH under which a fresh interpreter imports the lockstep
+    this process imported (a checkout on sys.path, not another copy installed elsewhere)."""
+    import subprocess
+    import sys
+
+    import lockstep
+    from lockstep.impl.launch import _same_lockstep_path
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = _same_lockstep_path("")
+    p = subprocess.run([sys.executable, "-c", "import lockstep, os; print(os.path.abspath(lockstep.__path__[0]))"],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == os.path.abspath(list(lockstep.__path__)[0])
+    assert _same_lockstep_path(env["PYTHONPATH"]) == env["PYTHONPATH"]  # not added twice
