@@ -14,8 +14,9 @@ with Python values (``ranks=3``, ``hard_cuts=False``) or the strings ``-p`` take
 raises ``ProtocolCheckFailed`` (an AssertionError) whose message is the counterexample exactly as
 ``lockstep check`` prints it.
 
-For recorded runs (the conformance side): ``run_world(topology, ...)`` runs a real gloo world under a
-hard deadline and returns its trace directory; ``assert_conforms(trace_dir)`` and
+For recorded runs (the conformance side): ``run_world(topology, ...)`` runs a real world (gloo with
+forked ranks, or NCCL under torchrun where torch sees one GPU per rank) under a hard deadline and
+returns its trace directory; ``assert_conforms(trace_dir)`` and
 ``assert_instance_of(trace_dir, variant)`` check it.  The pytest plugin (``lockstep.pytest_plugin``)
 offers ``run_world`` as the ``lockstep_run`` fixture.
 """
