@@ -432,12 +432,40 @@ def run_under_torchrun(cfg: RunConfig, run_dir: str | os.PathLike, *, force: boo
     else:
         t0 = time.monotonic()
         while not (marker.exists() and marker.read_text() == token):
-            if time.monotonic() - t0 > cfg.dist_timeout_s + 10:
+            if time.monotonic() - t0 > START_WAIT_S + cfg.dist_timeout_s:  # rank 0's interpreter may start later
                 raise RunDirError(f"rank 0 did not prepare {d}")
             time.sleep(0.05)
     preimport()  # before the rendezvous, so no rank pays the lazy dynamo import inside a collective
+    arrive_together(d, rank, world, token, START_WAIT_S + cfg.dist_timeout_s)
     code = run_rank(cfg, rank, "env://", str(d), local_rank=local_rank, fr_dir=fr_dir)
     return code
+
+
+START_WAIT_S = 60.0  # how long torchrun's ranks wait for each other's interpreter start before the rendezvous
+
+
+def arrive_together(d: Path, rank: int, world: int, token: str, limit_s: float) -> None:
+    """Wait until every rank of this torchrun world has started (imported torch): torchrun starts each
+    rank as a fresh interpreter, seconds apart on a loaded machine, while the rendezvous and the first
+    collectives are bounded by the run's PG timeout (2 s in tests).  A file per rank in ``logs/``,
+    carrying this run's token, so an older run's files are never taken for arrivals."""
+    mine = d / "logs" / f".arrived-{rank}"
+    mine.write_text(token)
+    t0 = time.monotonic()
+    while True:
+        missing = []
+        for r in range(world):
+            f = d / "logs" / f".arrived-{r}"
+            try:
+                if f.read_text() != token:
+                    missing.append(r)
+            except OSError:
+                missing.append(r)
+        if not missing:
+            return
+        if time.monotonic() - t0 > limit_s:
+            raise RunDirError(f"rank(s) {', '.join(map(str, missing))} of the torchrun world did not start within {limit_s:g} s")
+        time.sleep(0.05)
 
 
 # ---------------------------------------------------------------- torchrun world (from a test or a script)
