@@ -233,7 +233,8 @@ def load_dir(dump_dir: str | Path, allow_missing: bool = False) -> tuple[dict[in
     if missing and not allow_missing:
         raise BadInput(f"{d}: no dump of rank(s) {', '.join(map(str, missing))} (world of {world}): a missing dump hides "
                        f"what that rank did; pass --allow-missing to check the others anyway", str(d), None, "rank")
-    return dumps, groups, {"world": world, "missing": missing}
+    return dumps, groups, {"world": world, "missing": missing,
+                           "topology": manifest.get("topology") if manifest is not None else None}
 
 
 def _entry_group(dd: dict, e: dict) -> str:
@@ -349,7 +350,7 @@ def check_dumps(dumps: dict[int, dict], groups: dict[str, list[int]], meta: dict
     empty = all(not dd["entries"] and not p2p_entries(dd) for dd in dumps.values())
     return {"groups": per_group, "verdicts": verdicts, "ok": not verdicts and not empty, "empty": empty,
             "pending": pending, "p2p": p2p, "p2p_pairs": pairs, "p2p_stuck": stuck_p2p(dumps, groups, pairs), "world": meta.get("world", len(dumps)), "missing_ranks": meta.get("missing", []),
-            "run_id": next((x for x in ((dd.get("lockstep") or {}).get("run_id") for dd in dumps.values()) if x), None),
+            "topology": meta.get("topology"), "run_id": next((x for x in ((dd.get("lockstep") or {}).get("run_id") for dd in dumps.values()) if x), None),
             "versions": sorted({str(d["version"]) for d in dumps.values()}), "ranks": sorted(dumps)}
 
 

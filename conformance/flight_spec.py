@@ -26,12 +26,13 @@ from ..spec.registry import load, pick_backend, resolve
 HEADER_OP = f"sig=int64,{tuple(HEADER_SHAPE)}"
 
 
-def infer_spec(groups: dict[str, list[int]]) -> str:
-    """pp1 when a process group leaves rank 0 out (the mesh), else tp (PP0 dumps are startup-only)."""
+def infer_spec(groups: dict[str, list[int]], p2p: bool = False) -> str:
+    """pp1 when a process group leaves rank 0 out (the mesh); else pp0 when the ranks exchanged p2p
+    ops (envelopes and results; tp has none); else tp."""
     world = max((len(m) for m in groups.values()), default=0)
     if any(0 not in m and len(m) < world for m in groups.values()):
         return "pp1"
-    return "tp"
+    return "pp0" if p2p else "tp"
 
 
 def _params(spec: str, world: int) -> dict[str, str]:
@@ -233,7 +234,12 @@ def match(rep: dict, spec: str = "auto") -> dict:
     matches when its collective end matches the dump's (if the dump has one) and every p2p op the dump
     is stuck in is one its end is blocked in (if the dump has any)."""
     groups = {g: info["members"] for g, info in rep["groups"].items()}
-    name = infer_spec(groups) if spec == "auto" else spec
+    if spec != "auto":
+        name = spec
+    elif rep.get("topology") in CHECK_WORLD:  # the run's manifest beside the dumps says which
+        name = rep["topology"]
+    else:
+        name = infer_spec(groups, bool(rep.get("p2p")))
     world = rep.get("world", len(rep["ranks"]))
     shapes = _dump_shapes(rep)
     stuck = list(rep.get("p2p_stuck") or [])

@@ -539,3 +539,23 @@ def test_real_unsafe_result_throw_is_an_instance_of_its_variant(fr_dumps):
     text = _cli("--flight-recorder", fr_dumps["result-throw"]).output
     assert "this hang is an instance of result-throw-after-header" in text
     assert "rank 0 stuck in recv from rank 1 on world" in text and "meta_size" in text
+
+
+@pytest.mark.multirank
+@pytest.mark.slow  # a pp0 world (~5 s) and the pp0 variants model-checked
+def test_real_pp0_result_throw_is_inferred_pp0_and_matched(tmp_path, fast_config):
+    """pp0 has no mesh: the dumps alone are told from tp by their p2p ops (tp has none), and the
+    manifest beside them names the topology outright."""
+    from lockstep.impl.config import RunConfig
+    from lockstep.impl.launch import launch_local, resolve_config
+    FAST, DEADLINE = fast_config
+    cfg = resolve_config(RunConfig(topology="pp0", world=2).with_(**FAST, chunks=3, fault_at=1,
+                                                                   unsafe="result-throw-after-header"))
+    s = launch_local(cfg, tmp_path / "run", deadline_s=DEADLINE, fr_dir=tmp_path / "fr")
+    assert s.ok, s.render()
+    rep = json.loads(_cli("--flight-recorder", tmp_path / "fr", "--json").output)  # no manifest beside: inferred
+    assert rep["topology"] is None and rep["spec_check"]["spec"] == "pp0"
+    assert [m["variant"] for m in rep["spec_check"]["matches"]] == ["result-throw-after-header"]
+    (tmp_path / "fr" / "manifest.json").write_text((tmp_path / "run" / "manifest.json").read_text())
+    rep = json.loads(_cli("--flight-recorder", tmp_path / "fr", "--json").output)
+    assert rep["topology"] == "pp0" and rep["spec_check"]["spec"] == "pp0"
