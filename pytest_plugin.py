@@ -20,8 +20,8 @@ A failure prints the counterexample as ``lockstep check`` does; the terminal sum
 configuration's verdict, states and seconds.
 
 Fixtures: ``lockstep_run(topology, fault=None, unsafe=None, backend="auto", **params)`` runs a real world
-(gloo, or NCCL under torchrun where there is one GPU per rank) under a
-deadline and returns its trace directory (see lockstep.testing.run_world); use it with
+(gloo, or NCCL under torchrun where there is one GPU per rank; ``backend="nccl"`` skips without) under
+a deadline and returns its trace directory (see lockstep.testing.run_world); use it with
 ``lockstep.testing.assert_conforms`` / ``assert_instance_of``.
 """
 from __future__ import annotations
