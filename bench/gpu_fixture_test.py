@@ -9,7 +9,6 @@ Not part of lockstep's test suite (tests/ is): on a machine without a GPU, backe
 import json
 import os
 
-
 from lockstep import testing as T
 from lockstep.conformance import flight
 from lockstep.conformance import schema as S
