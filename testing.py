@@ -192,6 +192,9 @@ def check_configuration(spec, variant: str | None = None, *, reduction: bool = T
 # -- recorded runs --------------------------------------------------------------------------------
 DEFAULT_WORLD = {"tp": 2, "pp0": 2, "pp1": 3}
 FAST = {"dist_timeout_s": 2.0, "heartbeat_s": 0.25, "watchdog_s": 4.0}
+# NCCL creates its communicators in the first collectives (seconds on a cold GPU): a 2 s PG timeout
+# would fail a healthy world there
+FAST_NCCL = {"dist_timeout_s": 20.0, "heartbeat_s": 0.25, "watchdog_s": 25.0}
 
 
 BACKENDS = ("auto", "gloo", "nccl")
@@ -245,12 +248,14 @@ def run_world(topology: str, trace_dir, *, fault: str | None = None, unsafe: str
 
     if launcher not in LAUNCHERS:
         raise UsageError(f"launcher {launcher!r}: expected one of {', '.join(LAUNCHERS)}")
-    raw = {k: str(v) for k, v in {**FAST, "world": DEFAULT_WORLD.get(topology, 2), **params}.items()}
+    w = params.get("world", DEFAULT_WORLD.get(topology, 2))
     try:
-        world = int(raw["world"])
-    except ValueError:
-        raise UsageError(f"world={raw['world']!r}: expected an integer") from None
+        world = int(w)
+    except (TypeError, ValueError):
+        raise UsageError(f"world={w!r}: expected an integer") from None
     backend = pick_run_backend(backend, world)
+    fast = FAST_NCCL if backend == "nccl" else FAST
+    raw = {k: str(v) for k, v in {**fast, "world": world, **params}.items()}
     if launcher == "auto":
         launcher = "torchrun" if backend == "nccl" else "fork"
     if launcher == "fork" and backend == "nccl":
