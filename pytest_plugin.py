@@ -19,8 +19,9 @@ classes), with ids like ``tp_spec.py::fm04-throw-after-header``.  Parameters: ea
 A failure prints the counterexample as ``lockstep check`` does; the terminal summary lists every
 configuration's verdict, states and seconds.
 
-Fixtures: ``lockstep_run(topology, fault=None, unsafe=None, **params)`` runs a real gloo world under a
-deadline and returns its trace directory (see lockstep.testing.run_world); use it with
+Fixtures: ``lockstep_run(topology, fault=None, unsafe=None, backend="auto", **params)`` runs a real world
+(gloo, or NCCL under torchrun where there is one GPU per rank; ``backend="nccl"`` skips without) under
+a deadline and returns its trace directory (see lockstep.testing.run_world); use it with
 ``lockstep.testing.assert_conforms`` / ``assert_instance_of``.
 """
 from __future__ import annotations
@@ -170,11 +171,19 @@ def pytest_terminal_summary(terminalreporter, config):
 
 @pytest.fixture
 def lockstep_run(tmp_path_factory):
-    """``lockstep_run(topology, fault=None, unsafe=None, deadline_s=60, **params) -> trace dir``: a real
-    gloo world (forked ranks, killed at the deadline) recorded into a fresh temporary directory."""
-    from .testing import run_world
+    """``lockstep_run(topology, fault=None, unsafe=None, deadline_s=60, backend="auto", launcher="auto",
+    flight_recorder=False, **params) -> trace dir``: a real world recorded into a fresh temporary
+    directory, every rank killed at the deadline (see lockstep.testing.run_world).  ``backend="auto"``
+    runs NCCL under torchrun where torch sees one GPU per rank, else gloo with forked ranks;
+    ``backend="nccl"`` on a machine without one GPU per rank SKIPS the test, naming both counts."""
+    from .testing import NotEnoughGPUs, run_world
 
-    def _run(topology: str, *, fault: str | None = None, unsafe: str | None = None, deadline_s: float = 60.0, **params):
+    def _run(topology: str, *, fault: str | None = None, unsafe: str | None = None, deadline_s: float = 60.0,
+             backend: str = "auto", launcher: str = "auto", flight_recorder: bool = False, **params):
         d = tmp_path_factory.mktemp(f"lockstep-{topology}")
-        return run_world(topology, d, fault=fault, unsafe=unsafe, deadline_s=deadline_s, **params)
+        try:
+            return run_world(topology, d, fault=fault, unsafe=unsafe, deadline_s=deadline_s, backend=backend,
+                             launcher=launcher, flight_recorder=flight_recorder, **params)
+        except NotEnoughGPUs as e:
+            pytest.skip(f"lockstep_run: {e}")
     return _run

@@ -14,8 +14,9 @@ with Python values (``ranks=3``, ``hard_cuts=False``) or the strings ``-p`` take
 raises ``ProtocolCheckFailed`` (an AssertionError) whose message is the counterexample exactly as
 ``lockstep check`` prints it.
 
-For recorded runs (the conformance side): ``run_world(topology, ...)`` runs a real gloo world under a
-hard deadline and returns its trace directory; ``assert_conforms(trace_dir)`` and
+For recorded runs (the conformance side): ``run_world(topology, ...)`` runs a real world (gloo with
+forked ranks, or NCCL under torchrun where torch sees one GPU per rank) under a hard deadline and
+returns its trace directory; ``assert_conforms(trace_dir)`` and
 ``assert_instance_of(trace_dir, variant)`` check it.  The pytest plugin (``lockstep.pytest_plugin``)
 offers ``run_world`` as the ``lockstep_run`` fixture.
 """
@@ -30,7 +31,8 @@ from typing import Any
 from .spec.registry import SpecInfo, UsageError, pick_backend, resolve
 
 __all__ = ["Result", "ProtocolCheckFailed", "check", "assert_holds", "assert_violation", "check_configuration", "load",
-           "run_world", "conform", "assert_conforms", "assert_instance_of"]
+           "run_world", "conform", "assert_conforms", "assert_instance_of", "NotEnoughGPUs", "NotCheckable",
+           "pick_run_backend"]
 
 
 class ProtocolCheckFailed(AssertionError):
@@ -190,27 +192,98 @@ def check_configuration(spec, variant: str | None = None, *, reduction: bool = T
 # -- recorded runs --------------------------------------------------------------------------------
 DEFAULT_WORLD = {"tp": 2, "pp0": 2, "pp1": 3}
 FAST = {"dist_timeout_s": 2.0, "heartbeat_s": 0.25, "watchdog_s": 4.0}
+# NCCL creates its communicators in the first collectives (seconds on a cold GPU): a 2 s PG timeout
+# would fail a healthy world there
+FAST_NCCL = {"dist_timeout_s": 20.0, "heartbeat_s": 0.25, "watchdog_s": 25.0}
+
+
+BACKENDS = ("auto", "gloo", "nccl")
+LAUNCHERS = ("auto", "fork", "torchrun")
+
+
+def gpus() -> int:
+    """CUDA devices torch sees here (0 without torch's CUDA build)."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def pick_run_backend(backend: str, world: int) -> str:
+    """``auto``: nccl when torch sees at least ``world`` GPUs (one per rank), else gloo.  ``nccl``
+    without enough GPUs raises NotEnoughGPUs (a UsageError) naming both counts."""
+    if backend not in BACKENDS:
+        raise UsageError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    have = gpus() if backend != "gloo" else 0
+    if backend == "auto":
+        return "nccl" if have >= world else "gloo"
+    if backend == "nccl" and have < world:
+        raise NotEnoughGPUs(f"backend='nccl' needs one GPU per rank: a world of {world} needs {world}, "
+                            f"this machine has {have}")
+    return backend
+
+
+class NotEnoughGPUs(UsageError):
+    """An NCCL world was asked for on a machine without one GPU per rank."""
 
 
 def run_world(topology: str, trace_dir, *, fault: str | None = None, unsafe: str | None = None, deadline_s: float = 60.0,
-              backend: str = "gloo", **params) -> Path:
-    """Run a real ``topology`` world (forked ranks, gloo) into ``trace_dir`` under a hard deadline (hung
-    ranks are killed), and return the directory.  ``params`` are ``lockstep run -p`` parameters
-    (``world=3``, ``chunks=2``); unless given, short PG/watchdog timeouts keep a faulted run brief.
+              backend: str = "auto", launcher: str = "auto", flight_recorder: bool = False, **params) -> Path:
+    """Run a real ``topology`` world into ``trace_dir`` under a hard deadline (hung ranks are killed)
+    and return the directory.  ``params`` are ``lockstep run -p`` parameters (``world=3``,
+    ``chunks=2``); unless given, short PG/watchdog timeouts keep a faulted run brief.
+
+    ``backend``: ``auto`` (nccl when torch sees one GPU per rank, else gloo), ``gloo`` or ``nccl``
+    (NotEnoughGPUs, a UsageError, without one GPU per rank).  ``launcher``: ``fork`` (ranks forked from
+    this process; gloo only), ``torchrun`` (``python -m torch.distributed.run --nproc-per-node=WORLD
+    -m lockstep.cli.run ...``, one process per rank, any backend) or ``auto`` (torchrun for nccl, fork
+    for gloo).  Both launchers kill every rank at the deadline.  ``flight_recorder=True`` dumps each
+    rank's Flight Recorder into ``trace_dir/fr`` (``lockstep conform --flight-recorder``).
+
     Raises ProtocolCheckFailed if the deadline was hit."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch: forked ranks + OpenMP hang otherwise
     from .impl.config import RunConfig, apply_params
-    from .impl.launch import launch_local
+    from .impl.launch import RunDirError, launch_local, launch_torchrun
 
-    if backend != "gloo":
-        raise UsageError("run_world forks its ranks on this machine: gloo only (run NCCL worlds under torchrun)")
-    raw = {k: str(v) for k, v in {**FAST, "world": DEFAULT_WORLD.get(topology, 2), **params}.items()}
-    cfg = apply_params(RunConfig(topology=topology, backend=backend, fault=fault or "", unsafe=unsafe or ""), raw)
-    summary = launch_local(cfg, trace_dir, force=True, deadline_s=deadline_s)
+    if launcher not in LAUNCHERS:
+        raise UsageError(f"launcher {launcher!r}: expected one of {', '.join(LAUNCHERS)}")
+    w = params.get("world", DEFAULT_WORLD.get(topology, 2))
+    try:
+        world = int(w)
+    except (TypeError, ValueError):
+        raise UsageError(f"world={w!r}: expected an integer") from None
+    backend = pick_run_backend(backend, world)
+    fast = FAST_NCCL if backend == "nccl" else FAST
+    raw = {k: str(v) for k, v in {**fast, "world": world, **params}.items()}
+    if launcher == "auto":
+        launcher = "torchrun" if backend == "nccl" else "fork"
+    if launcher == "fork" and backend == "nccl":
+        raise UsageError("launcher='fork' forks its ranks from this process: gloo only (NCCL worlds run under torchrun)")
+    try:
+        cfg = apply_params(RunConfig(topology=topology, backend=backend, fault=fault or "", unsafe=unsafe or ""), raw)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    fr_dir = str(Path(trace_dir) / "fr") if flight_recorder else None
+    try:
+        if launcher == "torchrun":
+            summary = launch_torchrun(cfg, trace_dir, force=True, deadline_s=deadline_s, fr_dir=fr_dir, params=raw)
+        else:
+            summary = launch_local(cfg, trace_dir, force=True, deadline_s=deadline_s, fr_dir=fr_dir)
+    except RunDirError as e:
+        raise ProtocolCheckFailed(f"{topology} world ({backend}, {launcher}): {e}") from None
     if summary.deadline_hit:
-        raise ProtocolCheckFailed(f"{topology} world hit its {deadline_s:g} s deadline; ranks were killed:\n{summary.render()}",
-                                  summary)
+        raise ProtocolCheckFailed(f"{topology} world ({backend}, {launcher}) hit its {deadline_s:g} s deadline; "
+                                  f"ranks were killed:\n{summary.render()}", summary)
     return Path(trace_dir)
+
+
+def __getattr__(name):
+    if name == "NotCheckable":  # conform's "not checkable: ..." (imported lazily: no conformance import at load)
+        from .conformance.check import NotCheckable
+
+        return NotCheckable
+    raise AttributeError(name)
 
 
 def conform(trace_dir, spec: str = "auto", check_variant: bool = True):
@@ -237,7 +310,8 @@ def _render(rep) -> str:
 
 
 def assert_conforms(trace_dir, spec: str = "auto"):
-    """Every rank's recorded run is a behaviour of the spec (CONFORMS)."""
+    """Every rank's recorded run is a behaviour of the spec (CONFORMS).  A run the spec cannot model
+    (e.g. a tp world of 1, the only NCCL world one GPU allows) raises NotCheckable (a ValueError)."""
     rep = conform(trace_dir, spec)
     if not rep.conforms:
         raise ProtocolCheckFailed(f"{trace_dir} does not conform to {rep.spec}\n\n{_render(rep)}", rep)

@@ -11,7 +11,10 @@
 #    not at enqueue);
 # 4. `lockstep conform` on the trace: CONFORMS (0), or "not checkable: ..." (exit 2, one line) since
 #    the tp spec needs 2 ranks -- never a traceback;
-# 5. `lockstep conform --flight-recorder` on the dump: CONSISTENT (0).
+# 5. `lockstep conform --flight-recorder` on the dump: CONSISTENT (0);
+# 6. the pytest run fixture on NCCL (bench/gpu_fixture_test.py): `lockstep_run("tp", world=1,
+#    backend="nccl", flight_recorder=True)` launches through torchrun, the run is clean, its trace conforms
+#    (or is "not checkable"), its dump is CONSISTENT with every entry completed.
 # Prints one PASS/FAIL line per check and exits non-zero if any failed.  Every step has a timeout.
 set -u
 OUT=${1:-${OUT:-/tmp/lockstep-gpu-check}}
@@ -94,6 +97,13 @@ timeout 300 python -m lockstep conform --flight-recorder "$OUT/fr" > "$OUT/fr.tx
 rc=$?
 tail -3 "$OUT/fr.txt"
 [ $rc -eq 0 ] && say PASS "conform --flight-recorder: CONSISTENT" || say FAIL "conform --flight-recorder exited $rc"
+
+timeout 400 python -m pytest bench/gpu_fixture_test.py -q -s -p no:cacheprovider --basetemp "$OUT/pytest" \
+    > "$OUT/fixture.txt" 2>&1
+rc=$?
+tail -4 "$OUT/fixture.txt"
+if [ $rc -eq 0 ] && grep -q "1 passed" "$OUT/fixture.txt"; then say PASS "the lockstep_run fixture on NCCL (world 1, torchrun)"
+else say FAIL "the lockstep_run fixture on NCCL exited $rc (see $OUT/fixture.txt)"; fi
 
 [ $FAIL -eq 0 ] && echo "ALL PASS" || echo "SOME CHECKS FAILED"
 exit $FAIL

@@ -5,7 +5,10 @@ dropped with a reason; a --fault/--unsafe run: its documented signature), 1 it d
 (including a trace or Flight Recorder directory that cannot be written, or no torch installed),
 130 interrupted (SIGINT/SIGTERM/SIGHUP: every rank is stopped, summary.json says ``"interrupted": true``).
 Under torchrun (RANK/WORLD_SIZE/LOCAL_RANK set) this process runs one rank, prints one line about
-it, and exits with that rank's code (0 clean, 2 exception, 3 timeout, 130 interrupted).
+it, and exits with that rank's code (0 clean, 2 exception, 3 timeout, 130 interrupted).  With
+``--launcher torchrun`` (the default for ``--backend nccl``) this command starts torchrun itself on
+this machine, one process per rank, waits under the deadline (torchrun and every rank SIGKILLed when
+it passes) and prints the summary as for forked ranks (1 if the world never got every rank's trace).
 """
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ from .paths import writable_dir
 
 _FAULTS = ("om-01", "om-02", "om-03", "om-04", "om-05", "om-06", "om-07", "om-08", "om-09", "om-10", "om-11",
            "om-12", "om-13", "c-01", "c-03")
-_UNSAFE = ("fm04-throw-after-header", "om07-leader-throws", "om09-no-epoch-fence", "o02-send-after-decode")
+_UNSAFE = ("fm04-throw-after-header", "om07-leader-throws", "om09-no-epoch-fence", "o02-send-after-decode",
+           "result-throw-after-header")
 _DEFAULT_WORLD = {"tp": 2, "pp0": 2, "pp1": 3}
 RUN_JSON_SCHEMA = 1  # the version of ``run --json`` (docs/json.md)
 EXIT_INTERRUPTED = 130  # as `check`; see cli/interrupt.py
@@ -39,6 +43,10 @@ NO_TORCH = ("lockstep run needs PyTorch, which is not installed: pip install 'lo
 @click.option("--unsafe", type=click.Choice(_UNSAFE), default=None,
               help="test only: remove one guard (mirrors a spec variant)")
 @click.option("--backend", type=click.Choice(["gloo", "nccl"]), default="gloo", show_default=True)
+@click.option("--launcher", type=click.Choice(["auto", "fork", "torchrun"]), default="auto", show_default=True,
+              help="fork: ranks forked from this process (gloo only); torchrun: this command starts "
+                   "`python -m torch.distributed.run --nproc-per-node=WORLD` on this machine and waits for it under "
+                   "the deadline; auto: torchrun for nccl, fork for gloo")
 @click.option("--trace-dir", required=True, type=click.Path(file_okay=False), help="where manifest.json and rank*.jsonl go")
 @click.option("--force", is_flag=True, help="write into a non-empty trace dir (replaces only lockstep's own files)")
 @click.option("--compile", "compile_backend", is_flag=False, flag_value="aot_eager", default=None,
@@ -49,7 +57,7 @@ NO_TORCH = ("lockstep run needs PyTorch, which is not installed: pip install 'lo
 @click.option("--deadline", type=click.FloatRange(min=0, min_open=True), default=None,
               help="hard wall-clock limit for the whole world (seconds, > 0)")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON (schema: docs/json.md)")
-def run(topology, params, fault, unsafe, backend, trace_dir, force, compile_backend, fr_dir, deadline, as_json):
+def run(topology, params, fault, unsafe, backend, launcher, trace_dir, force, compile_backend, fr_dir, deadline, as_json):
     """Start a world of ranks (fork locally, or one rank under torchrun) and summarize how it ended.
 
     \b
@@ -78,9 +86,11 @@ def run(topology, params, fault, unsafe, backend, trace_dir, force, compile_back
         if not torch.cuda.is_available() or torch.cuda.device_count() < (1 if under_torchrun else cfg.world):
             raise click.UsageError(f"--backend nccl needs one GPU per rank; this machine has "
                                    f"{torch.cuda.device_count() if torch.cuda.is_available() else 0}")
-        if not under_torchrun:
-            raise click.UsageError("--backend nccl runs under torchrun (one process per GPU): "
-                                   "torchrun --nproc-per-node N -m lockstep.cli.run ...")
+        if not under_torchrun and launcher == "fork":
+            raise click.UsageError("--launcher fork is gloo only: --backend nccl runs one process per GPU under "
+                                   "torchrun (--launcher torchrun, the default for nccl)")
+    if launcher == "auto":
+        launcher = "torchrun" if backend == "nccl" else "fork"
     from lockstep.impl.launch import RunDirError, launch_local, prepare_run_dir, resolve_config, run_under_torchrun
     try:
         resolve_config(cfg)
@@ -111,6 +121,21 @@ def run(topology, params, fault, unsafe, backend, trace_dir, force, compile_back
     except OSError:
         pass  # writable_dir below names the problem
     writable_dir(trace_dir, "--trace-dir")
+    if launcher == "torchrun":  # this command starts the world under torchrun and waits for it
+        from lockstep.impl.launch import launch_torchrun
+
+        from .interrupt import signals_as_interrupt
+        try:
+            with signals_as_interrupt():
+                summary = launch_torchrun(cfg, trace_dir, force=True, deadline_s=deadline, fr_dir=fr_dir, params=raw)
+        except KeyboardInterrupt:  # launch_torchrun killed torchrun and every rank
+            click.echo(f"lockstep run: interrupted; torchrun and every rank were killed; traces: {trace_dir}", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except RunDirError as e:  # the world did not get as far as every rank's trace
+            click.echo(f"lockstep run: {e}", err=True)
+            sys.exit(1)
+        click.echo(json.dumps({"schema": RUN_JSON_SCHEMA, **summary.to_dict()}, indent=1) if as_json else summary.render())
+        sys.exit(0 if summary.ok else 1)
     from .interrupt import signals_as_interrupt
     with signals_as_interrupt():  # before the ranks start (torch import); the launcher takes over then
         summary = launch_local(cfg, trace_dir, force=True, deadline_s=deadline, fr_dir=fr_dir)

@@ -78,6 +78,14 @@ def load_dump(path: str | Path) -> dict:
             if meta.get(f) is not None and (not isinstance(meta[f], typ) or isinstance(meta[f], bool)):
                 raise BadInput(f"{p}: field 'lockstep.{f}': expected {typ.__name__}, got {type(meta[f]).__name__}",
                                str(p), None, f"lockstep.{f}")
+        if meta.get("p2p_entries") is not None:
+            if not isinstance(meta["p2p_entries"], list):
+                raise BadInput(f"{p}: field 'lockstep.p2p_entries': expected a list, got {type(meta['p2p_entries']).__name__}",
+                               str(p), None, "lockstep.p2p_entries")
+            for k, e in enumerate(meta["p2p_entries"]):
+                _check_entry(p, k, e, "lockstep.p2p_entries")
+                if e.get("is_p2p") is not True:
+                    raise BadInput(f"{p}: lockstep.p2p_entries[{k}]: field 'is_p2p': expected true", str(p), k, "is_p2p")
     if "rank" in d and (not isinstance(d["rank"], int) or isinstance(d["rank"], bool) or d["rank"] < 0):
         raise BadInput(f"{p}: field 'rank': expected a rank (int >= 0), got {str(d['rank'])[:40]!r}", str(p), None, "rank")
     return d
@@ -87,9 +95,9 @@ def _int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _check_entry(p: Path, k: int, e) -> None:
+def _check_entry(p: Path, k: int, e, field: str = "entries") -> None:
     """Every field conform reads, with its type: one line naming file, entry and field otherwise."""
-    where = f"{p}: entries[{k}]"
+    where = f"{p}: {field}[{k}]"
     if not isinstance(e, dict):
         raise BadInput(f"{where}: expected an object, got {type(e).__name__}", str(p), k, None)
     for f in ("collective_seq_id", "profiling_name", "process_group"):
@@ -119,6 +127,12 @@ def _check_entry(p: Path, k: int, e) -> None:
         raise BadInput(f"{where}: field 'state': {str(e['state'])[:40]!r} is not one of {', '.join(STATES)}", str(p), k, "state")
     if "is_p2p" in e and e["is_p2p"] is not None and not isinstance(e["is_p2p"], bool):
         bad("is_p2p", "true/false")
+    if "tag" in e and e["tag"] is not None and not _int(e["tag"]):
+        bad("tag", "an int")
+    if "purpose" in e and e["purpose"] is not None and not isinstance(e["purpose"], str):
+        bad("purpose", "a string")
+    if "async" in e and e["async"] is not None and not isinstance(e["async"], bool):
+        bad("async", "true/false")
 
 
 STATES = ("scheduled", "started", "completed")
@@ -219,7 +233,8 @@ def load_dir(dump_dir: str | Path, allow_missing: bool = False) -> tuple[dict[in
     if missing and not allow_missing:
         raise BadInput(f"{d}: no dump of rank(s) {', '.join(map(str, missing))} (world of {world}): a missing dump hides "
                        f"what that rank did; pass --allow-missing to check the others anyway", str(d), None, "rank")
-    return dumps, groups, {"world": world, "missing": missing}
+    return dumps, groups, {"world": world, "missing": missing,
+                           "topology": manifest.get("topology") if manifest is not None else None}
 
 
 def _entry_group(dd: dict, e: dict) -> str:
@@ -316,13 +331,15 @@ def check_dumps(dumps: dict[int, dict], groups: dict[str, list[int]], meta: dict
     pending = {}
     p2p = {}
     for r, dd in sorted(dumps.items()):
-        n = [e for e in dd["entries"] if e.get("is_p2p")]
+        n = p2p_entries(dd)
         if n:
-            p2p[str(r)] = {"entries": len(n), "last_p2p_seq": max(e.get("p2p_seq_id") or 0 for e in n)}
-        if not _is_nccl(dd):
-            continue  # gloo records every entry as scheduled: its state says nothing
-        for e in dd["entries"]:
-            if e.get("state") in ("scheduled", "started"):
+            p2p[str(r)] = {"entries": len(n), "last_p2p_seq": max(e.get("p2p_seq_id") or 0 for e in n),
+                           "recorded_by": "lockstep" if _p2p_from_trace(dd) else "torch"}
+        # gloo records every entry as scheduled: its state says nothing; NCCL's does, and so does the state
+        # of the p2p entries lockstep recorded from the rank's trace
+        states_mean = (dd["entries"] if _is_nccl(dd) else []) + (n if _p2p_from_trace(dd) else [])
+        for e in sorted(states_mean, key=lambda x: x.get("time_created_ns") or 0):
+            if e.get("state") in ("scheduled", "started") and not e.get("async"):
                 pending[str(r)] = {"group": _entry_group(dd, e), "op": _op(e), "state": e["state"], "p2p": bool(e.get("is_p2p")),
                                    "seq": e.get("p2p_seq_id") if e.get("is_p2p") else e["collective_seq_id"]}
                 break
@@ -330,10 +347,10 @@ def check_dumps(dumps: dict[int, dict], groups: dict[str, list[int]], meta: dict
         verdicts.append({"verdict": "PENDING_OP", "group": None,
                          "message": "ranks blocked in an op at dump time (entry state): " + "; ".join(
                              f"rank {r}: {x['op']} #{x['seq']} on {x['group']} ({x['state']})" for r, x in pending.items())})
-    empty = all(not dd["entries"] for dd in dumps.values())
+    empty = all(not dd["entries"] and not p2p_entries(dd) for dd in dumps.values())
     return {"groups": per_group, "verdicts": verdicts, "ok": not verdicts and not empty, "empty": empty,
-            "pending": pending, "p2p": p2p, "p2p_pairs": pairs, "world": meta.get("world", len(dumps)), "missing_ranks": meta.get("missing", []),
-            "run_id": next((x for x in ((dd.get("lockstep") or {}).get("run_id") for dd in dumps.values()) if x), None),
+            "pending": pending, "p2p": p2p, "p2p_pairs": pairs, "p2p_stuck": stuck_p2p(dumps, groups, pairs), "world": meta.get("world", len(dumps)), "missing_ranks": meta.get("missing", []),
+            "topology": meta.get("topology"), "run_id": next((x for x in ((dd.get("lockstep") or {}).get("run_id") for dd in dumps.values()) if x), None),
             "versions": sorted({str(d["version"]) for d in dumps.values()}), "ranks": sorted(dumps)}
 
 
@@ -364,9 +381,7 @@ def pair_p2p(dumps: dict[int, dict], groups: dict[str, list[int]]) -> tuple[dict
     ranks are global."""
     ops: dict[tuple[str, int, int], dict[str, list[dict]]] = {}
     for r, dd in sorted(dumps.items()):
-        for e in dd["entries"]:
-            if not e.get("is_p2p"):
-                continue
+        for e in p2p_entries(dd):
             ends = _p2p_ends(e)
             g = _entry_group(dd, e)
             members = sorted(groups.get(g) or [])
@@ -381,7 +396,7 @@ def pair_p2p(dumps: dict[int, dict], groups: dict[str, list[int]]) -> tuple[dict
     for (g, src, dst), sides in sorted(ops.items()):
         order = lambda x: (x.get("record_id") or 0)
         sends, recvs = sorted(sides["send"], key=order), sorted(sides["recv"], key=order)
-        judged = all(x in dumps and not _wrapped(dumps[x]) for x in (src, dst))
+        judged = all(x in dumps and (_p2p_from_trace(dumps[x]) or not _wrapped(dumps[x])) for x in (src, dst))
         info = {"sends": len(sends), "recvs": len(recvs), "paired": min(len(sends), len(recvs)), "judged": judged,
                 "first_mismatch": None, "unmatched": None}
         out[f"{g} {src}->{dst}"] = info
@@ -404,6 +419,7 @@ def pair_p2p(dumps: dict[int, dict], groups: dict[str, list[int]]) -> tuple[dict
             e = extra[min(len(sends), len(recvs))]
             info["unmatched"] = {"rank": who, "op": kind, "p2p_seq": e.get("p2p_seq_id"), "state": e.get("state"),
                                  "count": abs(len(sends) - len(recvs))}
+            info["_entry"] = e
             peer = dst if kind == "send" else src
             verdicts.append({"verdict": "STRANDED", "group": g,
                              "message": f"rank {who}'s {kind} #{min(len(sends), len(recvs)) + 1} "
@@ -411,6 +427,55 @@ def pair_p2p(dumps: dict[int, dict], groups: dict[str, list[int]]) -> tuple[dict
                                         f"{e.get('state')}) has no matching {'recv' if kind == 'send' else 'send'} on rank {peer}: "
                                         f"rank {who} waits for a peer that never posted its side"})
     return out, verdicts
+
+
+def p2p_entries(dd: dict) -> list[dict]:
+    """A dump's p2p entries: torch's own (NCCL records them), else the ones lockstep recorded from the
+    rank's trace (``lockstep.p2p_entries``: gloo's Flight Recorder records no p2p op)."""
+    own = [e for e in dd["entries"] if e.get("is_p2p")]
+    return own or list((dd.get("lockstep") or {}).get("p2p_entries") or [])
+
+
+def _p2p_from_trace(dd: dict) -> bool:
+    return not any(e.get("is_p2p") for e in dd["entries"]) and bool((dd.get("lockstep") or {}).get("p2p_entries"))
+
+
+def stuck_p2p(dumps: dict[int, dict], groups: dict[str, list[int]], pairs: dict) -> list[dict]:
+    """The p2p ops ranks were stuck in: ops left without a partner (``pair_p2p``'s unmatched) and ops
+    whose state says they never completed (NCCL entries; lockstep's entries from the trace), one per
+    rank, peer and direction, with what the variant match compares: group, direction, peer, the
+    message part (``purpose`` where lockstep recorded it), size, dtype and state.  Ranks are global."""
+    out: dict[tuple, dict] = {}
+
+    def add(r: int, e: dict, why: str) -> None:
+        ends = _p2p_ends(e)
+        dd = dumps[r]
+        g = _entry_group(dd, e)
+        members = sorted(groups.get(g) or [])
+        if ends is None or not all(0 <= x < len(members) for x in ends[1:]):
+            return
+        kind, src, dst = ends[0], members[ends[1]], members[ends[2]]
+        peer = dst if kind == "send" else src
+        key = (r, g, kind, peer)
+        if key in out:
+            return
+        sizes, dtypes = e.get("input_sizes") or [], e.get("input_dtypes") or []
+        out[key] = {"rank": r, "group": g, "op": kind, "peer": peer, "p2p_seq": e.get("p2p_seq_id"),
+                    "state": e.get("state"), "why": why, "size": list(sizes[0]) if sizes else None,
+                    "dtype": dtypes[0] if dtypes else None, "tag": e.get("tag"), "purpose": e.get("purpose")}
+
+    for info in pairs.values():
+        e = info.pop("_entry", None)
+        if e is not None and info.get("unmatched"):
+            add(info["unmatched"]["rank"], e, "no partner")
+    for r, dd in sorted(dumps.items()):
+        if not (_is_nccl(dd) or _p2p_from_trace(dd)):
+            continue
+        for e in sorted(p2p_entries(dd), key=lambda x: x.get("time_created_ns") or 0):
+            if e.get("state") in ("scheduled", "started") and not e.get("async"):
+                add(r, e, "never completed")
+                break
+    return sorted(out.values(), key=lambda x: (x["rank"], x["group"], x["op"], x["peer"]))
 
 
 def _wrapped(dd: dict) -> bool:
@@ -456,6 +521,10 @@ def render(rep: dict) -> str:
             lines.append(f"  p2p {k}: {x['sends']} sends, {x['recvs']} recvs, not paired (a ring buffer wrapped or a dump is missing)")
         elif x["first_mismatch"] or x["unmatched"]:
             lines.append(f"  p2p {k}: {x['sends']} sends, {x['recvs']} recvs, {x['paired']} paired")
+    for x in rep.get("p2p_stuck") or []:
+        what = f", {x['purpose']}" if x.get("purpose") else ""
+        lines.append(f"  rank {x['rank']} stuck in {x['op']} {'to' if x['op'] == 'send' else 'from'} rank {x['peer']} on "
+                     f"{x['group']} (p2p seq {x['p2p_seq']}, {x['state']}, {x['why']}; {x['dtype']}{x['size']}{what})")
     if rep.get("pending"):
         for r, x in rep["pending"].items():
             lines.append(f"  rank {r} at dump time: {x['op']} #{x['seq']} on {x['group']} still {x['state']}")

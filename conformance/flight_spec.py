@@ -1,13 +1,17 @@
 """Flight Recorder dumps against the spec: which planted-bug counterexample a recorded hang is an
 instance of.
 
-Flight Recorder sees collectives only, so the comparison is on the collective projection of how a run
-ended: per group, the ranks that entered the first unmatched collective (and its op kind), and the ranks
-that never did.  Every variant of the spec is model-checked (on its documented backend) and the
+The comparison is on the collective and point-to-point projection of how a run ended: per group, the
+ranks that entered the first unmatched collective (and its op kind), and the ranks that never did; and
+the p2p ops ranks were stuck in (a send or recv without a partner, or never completed), each with its
+direction, the roles of the rank and its peer, the message (envelope or result) and where in it (its
+header, or inside it), dtype and size.  Every variant of the spec is model-checked (on its documented backend) and the
 collective projection of its counterexample's end -- the ranks blocked in a collective on that group,
 the op kind, and the ranks they wait for; or, for a mismatch, the group and the differing op kinds -- is
-compared with the dump's.  A variant whose projection equals the dump's is named; none means the
-recorded failure is not one the spec's planted bugs explain.
+compared with the dump's, as are the p2p ops its counterexample ends blocked in.  A variant whose
+projection explains the dump's (its collective end matches, and every stuck p2p op of the dump is one
+the variant's end is blocked in) is named; none means the recorded failure is not one the spec's
+planted bugs explain.
 """
 from __future__ import annotations
 
@@ -22,12 +26,13 @@ from ..spec.registry import load, pick_backend, resolve
 HEADER_OP = f"sig=int64,{tuple(HEADER_SHAPE)}"
 
 
-def infer_spec(groups: dict[str, list[int]]) -> str:
-    """pp1 when a process group leaves rank 0 out (the mesh), else tp (PP0 dumps are startup-only)."""
+def infer_spec(groups: dict[str, list[int]], p2p: bool = False) -> str:
+    """pp1 when a process group leaves rank 0 out (the mesh); else pp0 when the ranks exchanged p2p
+    ops (envelopes and results; tp has none); else tp."""
     world = max((len(m) for m in groups.values()), default=0)
     if any(0 not in m and len(m) < world for m in groups.values()):
         return "pp1"
-    return "tp"
+    return "pp0" if p2p else "tp"
 
 
 def _params(spec: str, world: int) -> dict[str, str]:
@@ -40,7 +45,8 @@ def _params(spec: str, world: int) -> dict[str, str]:
 
 @lru_cache(maxsize=8)
 def _variant_shapes(spec: str, world: int) -> tuple:
-    """(variant, verdict, message, shape) for every variant whose counterexample ends in a collective."""
+    """(variant, verdict, message, collective shape or None, p2p shapes) for every variant whose
+    counterexample ends in a collective or a p2p op."""
     info = load(spec)
     out = []
     for variant in info.variants:
@@ -48,9 +54,73 @@ def _variant_shapes(spec: str, world: int) -> tuple:
         model = info.build(params, variant, pick_backend(info, variant, None))
         res = check(model, liveness=False)
         shape = _shape_of(res)
-        if shape is not None:
-            out.append((variant, res.verdict, res.message, shape))
+        p2p = _p2p_shapes_of(res, spec)
+        if shape is not None or p2p:
+            out.append((variant, res.verdict, res.message, shape, p2p))
     return tuple(out)
+
+
+# a spec p2p op as its counterexample prints it: "recv group=world src=1 tag=5 sig=bfloat16,latents_out"
+_P2P_OP = re.compile(r"(send|isend|recv) group=(\S+) (?:src|dst)=(\d+)(?: tag=(\d+))?")
+# the pp specs' message tags (TAG_HEADER, TAG_META, TAG_TENSORS, TAG_RESULT, TAG_LATENTS) -> the message
+# and where in it: an envelope's header, meta and tensors; a result's header (carrying its meta) and latents
+SPEC_PARTS = {1: "envelope header", 2: "envelope inside", 3: "envelope inside", 4: "result header", 5: "result inside"}
+
+
+def _p2p_shapes_of(res, spec: str) -> tuple:
+    """The p2p ops a counterexample ends blocked in: (group, send|recv, role, peer role, part, sig)."""
+    if res.verdict not in ("STRANDED", "DEADLOCK"):
+        return ()
+    out = []
+    for w in res.waiting or []:
+        m = _P2P_OP.match(w.get("op") or "")
+        if m is None or not w.get("waits_for"):
+            continue
+        kind = "send" if m.group(1) in ("send", "isend") else "recv"
+        part = SPEC_PARTS.get(int(m.group(4))) if m.group(4) else None
+        out.append((m.group(2), kind, role_of(spec, w["rank"]), role_of(spec, w["waits_for"][0]), part,
+                    _sig_of(w["op"])))
+    return tuple(out)
+
+
+def _wire_kind(op: dict) -> str:
+    """header, meta (the meta size or bytes) or tensor: from the wire ``purpose`` lockstep records
+    (header, result_header, meta_size, meta, tensor:NAME[i]), else from the signature (NCCL entries:
+    int64[5] a header, int64[1] a meta size, uint8 meta bytes, anything else a tensor)."""
+    purpose = op.get("purpose") or ""
+    if purpose:
+        return "header" if purpose in ("header", "result_header") else "meta" if purpose in ("meta_size", "meta") else "tensor"
+    dt, size = FR_DTYPES.get(op.get("dtype"), str(op.get("dtype")).lower()), tuple(op.get("size") or ())
+    return ("header" if (dt, size) == ("int64", tuple(HEADER_SHAPE)) else
+            "meta" if (dt, size) == ("int64", (1,)) or dt == "uint8" else "tensor")
+
+
+def _dump_part(spec: str, op: dict) -> str:
+    """Which message a stuck p2p op is in (rank 0 sends envelopes, Stage 1's leader results) and where:
+    its header, or inside it (the spec frames a message as header, meta, tensors; the wire as header,
+    meta size, meta bytes, one tensor per field -- "inside" is what both agree on)."""
+    sender = op["rank"] if op["op"] == "send" else op["peer"]
+    msg = "envelope" if role_of(spec, sender) == "stage0" else "result"
+    return f"{msg} {'header' if _wire_kind(op) == 'header' else 'inside'}"
+
+
+def _dump_p2p_shape(spec: str, op: dict) -> tuple:
+    dt = FR_DTYPES.get(op.get("dtype"), str(op.get("dtype")).lower()) if op.get("dtype") else None
+    sig = (dt, tuple(op["size"])) if dt and op.get("size") is not None else None
+    return (op["group"], op["op"], role_of(spec, op["rank"]), role_of(spec, op["peer"]), _dump_part(spec, op), sig,
+            _wire_kind(op))
+
+
+def _same_p2p(dump: tuple, spec: tuple) -> bool:
+    """The same direction on the same group, between the same roles, in the same message and the same
+    place in it (header or inside), and the same dtype (and shape where the spec's is concrete) where
+    both are one payload: a header, or a tensor field (the wire's meta-size and meta-bytes ops are
+    framing the spec folds into its message parts, so they are not compared by dtype)."""
+    if dump[:5] != spec[:5]:
+        return False
+    if dump[5] is not None and spec[5] is not None and dump[6] != "meta" and spec[5][2] != "meta":
+        return _sig_fits(spec[5], dump[5])
+    return True
 
 
 # Flight Recorder dtype names -> the contract's
@@ -160,17 +230,38 @@ def _same(dump: tuple, spec: tuple, name: str = "tp") -> bool:
 
 
 def match(rep: dict, spec: str = "auto") -> dict:
-    """Compare the dump's collective projection with every variant's counterexample."""
+    """Compare the dump's collective and p2p projection with every variant's counterexample: a variant
+    matches when its collective end matches the dump's (if the dump has one) and every p2p op the dump
+    is stuck in is one its end is blocked in (if the dump has any)."""
     groups = {g: info["members"] for g, info in rep["groups"].items()}
-    name = infer_spec(groups) if spec == "auto" else spec
+    if spec != "auto":
+        name = spec
+    elif rep.get("topology") in CHECK_WORLD:  # the run's manifest beside the dumps says which
+        name = rep["topology"]
+    else:
+        name = infer_spec(groups, bool(rep.get("p2p")))
     world = rep.get("world", len(rep["ranks"]))
     shapes = _dump_shapes(rep)
+    stuck = list(rep.get("p2p_stuck") or [])
+    p2p = [_dump_p2p_shape(name, op) for op in stuck]
     matches = []
-    if shapes:
-        for variant, verdict, message, shape in _variant_shapes(name, min(world, CHECK_WORLD.get(name, world))):
-            if any(_same(d, shape, name) for d in shapes):
+    if shapes or p2p:
+        idle = all(d[0] == "missing" and d[5] == frozenset({"header"}) for d in shapes)
+        for variant, verdict, message, shape, pshapes in _variant_shapes(name, min(world, CHECK_WORLD.get(name, world))):
+            # a collective end must match; but ranks waiting at a message's header for a partner that left are
+            # idle between messages (with a watchdog, not blocked for ever): a variant whose end places no rank in a
+            # collective is not contradicted by them
+            coll = (not shapes or (shape is not None and any(_same(d, shape, name) for d in shapes))
+                    or (idle and shape is None and bool(p2p)))
+            pp = not p2p or all(any(_same_p2p(d, x) for x in pshapes) for d in p2p)
+            if coll and pp:
                 matches.append({"variant": variant, "verdict": verdict, "message": message})
-    return {"spec": name, "world": world, "projection": [_jsonable(s) for s in shapes], "matches": matches}
+    projection = [_jsonable(s) for s in shapes] + [
+        {"kind": "p2p", "group": op["group"], "op": op["op"], "rank": op["rank"], "peer": op["peer"],
+         "roles": [d[2], d[3]], "part": d[4], "wire": d[6], "sig": [d[5][0], list(d[5][1])] if d[5] else None,
+         "state": op.get("state"), "p2p_seq": op.get("p2p_seq"), "tag": op.get("tag"), "why": op.get("why")}
+        for op, d in zip(stuck, p2p)]
+    return {"spec": name, "world": world, "projection": projection, "matches": matches}
 
 
 def _jsonable(shape: tuple) -> dict:
@@ -184,7 +275,7 @@ def _jsonable(shape: tuple) -> dict:
 def render(m: dict) -> list[str]:
     lines = [f"  against spec {m['spec']} (world {m['world']}): "
              + ("no failure to explain" if not m["projection"] else
-                f"{len(m['matches'])} planted bug(s) end the same way on the collective projection")]
+                f"{len(m['matches'])} planted bug(s) end the same way on the collective and p2p projection")]
     if m.get("error"):
         lines.append(f"    {m['error']}")
     how = "is an instance of" if len(m["matches"]) == 1 else "is consistent with"

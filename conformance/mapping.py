@@ -58,7 +58,7 @@ ERROR_SIGNS = frozenset({S.VALIDATION_FAIL, S.PREFLIGHT_FAIL, S.TRIPWIRE, S.WATC
 KNOWN_NONCONFORMING: dict[tuple[str, str], str] = {}
 # --unsafe switch -> spec variant (the spec and the checker's counterexample class)
 UNSAFE_VARIANT = {"fm04-throw-after-header": "fm04-throw-after-header", "om07-leader-throws": "om07-leader-throws",
-                  "om09-no-epoch-fence": "om09-no-epoch-fence"}
+                  "om09-no-epoch-fence": "om09-no-epoch-fence", "result-throw-after-header": "result-throw-after-header"}
 
 @dataclass(slots=True)
 class Obs:

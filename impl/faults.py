@@ -118,6 +118,10 @@ UNSAFE: dict[str, UnsafeInfo] = {u.name: u for u in (
     UnsafeInfo("om09-no-epoch-fence", "om-09", ("pp0", "pp1"),
                "rank0 accepts results without the cache_epoch check",
                "STALE_EMIT: the result of chunk fault_at-1 (old epoch) is emitted after the hard cut"),
+    UnsafeInfo("result-throw-after-header", "", ("pp0", "pp1"),
+               "Stage 1 sends the result of chunk fault_at as one unit: its send fails after the header",
+               "STRANDED: rank0 got the result header and blocks in the rest of the result until the PG timeout; "
+               "the leader fails the request and issues nothing further"),
     UnsafeInfo("o02-send-after-decode", "", ("pp0", "pp1"),
                "rank0 sends the next envelope only after decoding the previous result",
                "O-02 bug signature: mesh idle time tracks decode time, queues stay near 0"),

@@ -432,9 +432,224 @@ def run_under_torchrun(cfg: RunConfig, run_dir: str | os.PathLike, *, force: boo
     else:
         t0 = time.monotonic()
         while not (marker.exists() and marker.read_text() == token):
-            if time.monotonic() - t0 > cfg.dist_timeout_s + 10:
+            if time.monotonic() - t0 > START_WAIT_S + cfg.dist_timeout_s:  # rank 0's interpreter may start later
                 raise RunDirError(f"rank 0 did not prepare {d}")
             time.sleep(0.05)
     preimport()  # before the rendezvous, so no rank pays the lazy dynamo import inside a collective
+    arrive_together(d, rank, world, token, START_WAIT_S + cfg.dist_timeout_s)
     code = run_rank(cfg, rank, "env://", str(d), local_rank=local_rank, fr_dir=fr_dir)
     return code
+
+
+START_WAIT_S = 60.0  # how long torchrun's ranks wait for each other's interpreter start before the rendezvous
+
+
+def arrive_together(d: Path, rank: int, world: int, token: str, limit_s: float) -> None:
+    """Wait until every rank of this torchrun world has started (imported torch): torchrun starts each
+    rank as a fresh interpreter, seconds apart on a loaded machine, while the rendezvous and the first
+    collectives are bounded by the run's PG timeout (2 s in tests).  A file per rank in ``logs/``,
+    carrying this run's token, so an older run's files are never taken for arrivals."""
+    mine = d / "logs" / f".arrived-{rank}"
+    mine.write_text(token)
+    t0 = time.monotonic()
+    while True:
+        missing = []
+        for r in range(world):
+            f = d / "logs" / f".arrived-{r}"
+            try:
+                if f.read_text() != token:
+                    missing.append(r)
+            except OSError:
+                missing.append(r)
+        if not missing:
+            return
+        if time.monotonic() - t0 > limit_s:
+            raise RunDirError(f"rank(s) {', '.join(map(str, missing))} of the torchrun world did not start within {limit_s:g} s")
+        time.sleep(0.05)
+
+
+# ---------------------------------------------------------------- torchrun world (from a test or a script)
+TORCHRUN_LINE = re.compile(r"lockstep run \(torchrun\): rank (\d+) .*?\(exit code (-?\d+)\)")
+
+
+def torchrun_command(cfg: RunConfig, run_dir: str | os.PathLike, *, fr_dir: str | None = None,
+                     params: dict[str, str] | None = None) -> list[str]:
+    """The command that starts ``cfg.world`` ranks of ``lockstep run`` under torchrun on this machine
+    (``--standalone``: a loopback rendezvous on a free port), whatever the backend."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+           f"--nproc-per-node={cfg.world}", "-m", "lockstep.cli.run", "--topology", cfg.topology,
+           "--backend", cfg.backend, "--trace-dir", str(run_dir), "--force"]
+    for k, v in (params or {}).items():
+        cmd += ["-p", f"{k}={v}"]
+    if "world" not in (params or {}):
+        cmd += ["-p", f"world={cfg.world}"]
+    if cfg.fault:
+        cmd += ["--fault", cfg.fault]
+    if cfg.unsafe:
+        cmd += ["--unsafe", cfg.unsafe]
+    if cfg.compile:
+        cmd += ["--compile", cfg.compile]
+    if fr_dir is not None:
+        cmd += ["--flight-recorder", str(fr_dir)]
+    return cmd
+
+
+def _same_lockstep_path(pythonpath: str) -> str:
+    """PYTHONPATH for the ranks, so that they import the lockstep this process imported (a source
+    checkout put on sys.path by a conftest, say), not whichever one a fresh interpreter finds first.
+    A lockstep installed in site-packages needs nothing added."""
+    import site
+
+    import lockstep
+
+    parent = os.path.dirname(os.path.abspath(list(lockstep.__path__)[0]))
+    sites = {os.path.abspath(x) for x in [*site.getsitepackages(), site.getusersitepackages()]}
+    parts = [x for x in pythonpath.split(os.pathsep) if x]
+    if parent in sites or parent in (os.path.abspath(x) for x in parts):
+        return pythonpath
+    return os.pathsep.join([parent, *parts])
+
+
+def _children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (Linux /proc)."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            stat = (p / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 1 and int(fields[1]) == pid:
+            out.append(int(p.name))
+    return out
+
+
+def _kill_torchrun_world(proc) -> None:
+    """SIGKILL a torchrun agent and its workers.  torchrun starts each worker in a session of its own
+    (so killing the agent's process group leaves them running): the workers' groups are killed one
+    by one (each rank and anything it started), then the agent's."""
+    workers = _children(proc.pid)
+    procs.kill_group(proc.pid, signal.SIGKILL)
+    for w in workers:
+        procs.kill_group(w, signal.SIGKILL)
+        try:
+            os.kill(w, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def launch_torchrun(cfg: RunConfig, run_dir: str | os.PathLike, *, force: bool = False, deadline_s: float | None = None,
+                    fr_dir: str | None = None, params: dict[str, str] | None = None,
+                    env: dict[str, str] | None = None) -> RunSummary:
+    """Start ``cfg.world`` ranks under torchrun (one process per rank; on NCCL one GPU per rank), wait
+    for them under a hard deadline (the agent and every worker are SIGKILLed when it passes), record a
+    ``killed`` exit for a rank that left none, and summarize as :func:`launch_local` does.  The same
+    path for gloo and NCCL: only ``cfg.backend`` differs.  torchrun's own output (and every rank's) is
+    kept in ``logs/torchrun.log``."""
+    import subprocess
+
+    cfg = resolve_config(cfg)
+    d = prepare_run_dir(run_dir, force)  # refuse early; rank 0 prepares it again (with --force) for its ranks
+    if fr_dir is not None:
+        prepare_fr_dir(fr_dir, force)
+    deadline_s = deadline_s if deadline_s is not None else default_deadline(cfg) + 20.0  # + torchrun's start
+    cmd = torchrun_command(cfg, d.resolve(), fr_dir=str(Path(fr_dir).resolve()) if fr_dir is not None else None, params=params)
+    full_env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **(env or {})}
+    full_env["PYTHONPATH"] = _same_lockstep_path(full_env.get("PYTHONPATH", ""))
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                         start_new_session=True)
+    deadline_hit = False
+    try:
+        out, _ = p.communicate(timeout=deadline_s)
+    except subprocess.TimeoutExpired:
+        deadline_hit = True
+        _kill_torchrun_world(p)
+        out, _ = p.communicate()
+    except BaseException:
+        _kill_torchrun_world(p)
+        p.communicate()
+        raise
+    wall = time.monotonic() - t0
+    text = out.decode("utf-8", "replace")
+    (d / "logs").mkdir(exist_ok=True)
+    (d / "logs" / "torchrun.log").write_text(text)
+    codes: dict[int, int | None] = {int(r): int(c) for r, c in TORCHRUN_LINE.findall(text)}
+    if not (d / S.MANIFEST_NAME).exists():
+        raise RunDirError(f"torchrun exited {p.returncode} before rank 0 wrote {d / S.MANIFEST_NAME}"
+                          + (" (deadline hit)" if deadline_hit else "") + ":\n" + text[-2000:])
+    never: list[int] = []
+    for r in range(cfg.world):
+        path = d / S.rank_file_name(r)
+        try:
+            has_exit = S.load_rank_trace(path, r).exit is not None
+        except (S.TraceSchemaError, FileNotFoundError):
+            has_exit = False
+        if not path.exists():
+            never.append(r)
+        elif not has_exit:
+            S.append_event(path, r, S.RANK_EXIT, how="killed",
+                           message="SIGKILL (launcher deadline)" if deadline_hit else
+                           f"no exit event; torchrun exited {p.returncode}",
+                           signal=int(signal.SIGKILL) if deadline_hit else 0, by="launcher" if deadline_hit else "unknown")
+    if never:
+        raise RunDirError(f"rank(s) {', '.join(map(str, never))} never started their trace (torchrun exited {p.returncode}"
+                          + (", deadline hit: every process was killed" if deadline_hit else "") + "):\n" + text[-2000:])
+    summary = summarize(d, cfg, codes, wall, deadline_hit)
+    (d / "summary.json").write_text(json.dumps(summary.to_dict(), indent=1))
+    return summary
+
+
+# ---------------------------------------------------------------- p2p entries for Flight Recorder dumps
+# Flight Recorder dtype names (what torch writes into input_dtypes)
+FR_DTYPE_NAMES = {"float32": "Float", "int64": "Long", "uint8": "Byte", "bfloat16": "BFloat16", "float16": "Half",
+                  "int32": "Int", "float64": "Double", "bool": "Bool", "int8": "Char", "int16": "Short"}
+
+
+def fr_p2p_entries(trace_path: str | os.PathLike, rank: int, backend: str) -> list[dict]:
+    """This rank's point-to-point ops as Flight Recorder entries, from its JSONL trace.  gloo's Flight
+    Recorder records no p2p op, so lockstep's dump carries these beside torch's ``entries`` (under
+    ``lockstep.p2p_entries``; torch's own list is left as torch wrote it).  Each is an entry in the
+    format torch uses for NCCL p2p (``profiling_name`` ``gloo:send 0->1`` with group-local ranks,
+    ``is_p2p``, ``p2p_seq_id`` counting the rank's p2p ops per group, sizes and dtypes), ``state``
+    ``completed`` when the trace recorded its ``comm_exit ok``, else ``started`` (the op the rank was
+    in when it failed or was stopped; an ``isend`` records its exit when it is waited on, so it is
+    marked ``async``: its state says nothing), plus the ``tag`` and wire ``purpose`` (header,
+    meta_size, meta, tensor:NAME[i]) the trace knows and Flight Recorder does not."""
+    tr = S.load_rank_trace(trace_path, rank)
+    groups: dict[str, list[int]] = {}
+    for e in tr.of(S.STARTUP_STEP):
+        if isinstance(e.get("groups"), dict):
+            groups.update(e["groups"])
+    out: list[dict] = []
+    open_ops: dict[tuple, list[dict]] = {}
+    p2p_seq: dict[str, int] = {}
+    for e in tr.events:
+        if e["ev"] == S.COMM_ENTER and e.get("p2p"):
+            g = e["group"]
+            members = groups.get(g) or []
+            me = members.index(rank) if rank in members else rank
+            kind = "send" if e["op"] in ("send", "isend") else "recv"
+            peer = e.get("dst") if kind == "send" else e.get("src")
+            name = f"{backend}:send {me}->{peer}" if kind == "send" else f"{backend}:recv {me}<-{peer}"
+            p2p_seq[g] = p2p_seq.get(g, 0) + 1
+            shape = [int(x) for x in e.get("shape") or []]
+            dt = FR_DTYPE_NAMES.get(e.get("dtype"), str(e.get("dtype")))
+            ent = {"record_id": len(out), "pg_id": 0, "process_group": [g, g], "collective_seq_id": 0,
+                   "p2p_seq_id": p2p_seq[g], "op_id": len(out) + 1, "is_p2p": True, "profiling_name": name,
+                   "input_sizes": [shape], "output_sizes": [shape], "input_dtypes": [dt], "output_dtypes": [dt],
+                   "state": "started", "retired": False, "time_created_ns": int(e["t"] * 1e9),
+                   "tag": e.get("tag"), "purpose": e.get("purpose"), "recorded_by": "lockstep"}
+            if e["op"] == "isend":  # posted, completed when waited on: without a wait its state says nothing
+                ent["async"] = True
+            out.append(ent)
+            open_ops.setdefault((e["op"], g, e["seq"]), []).append(ent)
+        elif e["ev"] == S.COMM_EXIT and open_ops.get((e["op"], e["group"], e["seq"])):
+            ent = open_ops[(e["op"], e["group"], e["seq"])].pop(0)
+            if e.get("ok"):
+                ent["state"], ent["retired"] = "completed", True
+            else:
+                ent["error"] = str(e.get("error", ""))[:200]
+    return out

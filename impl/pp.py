@@ -26,7 +26,7 @@ from .mesh import Ctx, check_received, mesh_step
 from .overlap import CommsFailure, CommsThread, Received
 from .stage0 import ChunkAccount, Emitter, Planner
 from .tp import SHUTDOWN_LINGER_S, accept_ids
-from .wire import (bcast_header, bcast_payload, bcast_send, p2p_post, p2p_recv_header, p2p_recv_payload,
+from .wire import (TAG_RESULT_HEADER, bcast_header, bcast_payload, bcast_send, p2p_post, p2p_recv_header, p2p_recv_payload,
                    p2p_send_bare_header)
 
 WORLD = "world"
@@ -270,6 +270,11 @@ def pp_head(ctx: Ctx) -> None:
                       {"latents_out": out})
         rprep = preflight(res, dev, ids=ids, rank=ctx.rank, group=WORLD)
         trace.emit(S.PREFLIGHT_OK, what="result", **ids.as_dict(), **rprep.summary())
+        if cfg.unsafe == "result-throw-after-header" and ids.chunk_index == cfg.fault_at:  # the planted bug
+            comm.send(rprep.header, 0, WORLD, TAG_RESULT_HEADER, "result_header", msg_ids=ids)
+            trace.emit(S.REQUEST_FAILED, message="the result send failed after its header", **ids.as_dict())
+            raise RequestFailed("the result send failed after its header (unsafe result-throw-after-header)",
+                                rank=ctx.rank, group=WORLD, ids=ids)
         p2p_post(comm, WORLD, 0, rprep, result=True, blocking=True)
         trace.emit(S.RESULT_SENT, ok=True, **ids.as_dict(), observed_generator_calls=observed)
         last_tb1 = time.perf_counter()

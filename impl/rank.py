@@ -139,7 +139,7 @@ def _run_id(run_dir: str | None) -> str | None:
 
 
 def dump_flight_recorder(fr_dir: str, ctx: Ctx | None, rank: int, *, run_id: str | None = None,
-                         backend: str = "gloo", world: int | None = None) -> None:
+                         backend: str = "gloo", world: int | None = None, trace_path: str | None = None) -> None:
     """Flight Recorder dump (pickle, our own process's bytes) named ``lockstep_fr_rank_<N>`` (the
     <prefix><rank> form PyTorch's fr_trace analyzer reads), carrying the run id, rank and world size,
     with pg_config rebuilt from dist.get_process_group_ranks (gloo leaves it empty or partial).  On
@@ -175,6 +175,12 @@ def dump_flight_recorder(fr_dir: str, ctx: Ctx | None, rank: int, *, run_id: str
             obj["pg_config"] = cfgs
         obj["rank"] = rank
         obj["lockstep"] = {"run_id": run_id, "rank": rank, "world_size": world, "backend": backend}
+        if trace_path and not any(e.get("is_p2p") for e in obj.get("entries") or []):
+            from .launch import fr_p2p_entries  # gloo's recorder has no p2p: the trace's, beside torch's entries
+            try:
+                obj["lockstep"]["p2p_entries"] = fr_p2p_entries(trace_path, rank, backend)
+            except Exception as e:  # noqa: BLE001 - the dump itself must still be written
+                obj["lockstep"]["p2p_error"] = f"p2p entries not recorded: {str(e)[:200]}"
         os.makedirs(fr_dir, exist_ok=True)
         with open(os.path.join(fr_dir, fr_dump_name(rank)), "wb") as f:
             pickle.dump(obj, f)
@@ -238,7 +244,8 @@ def run_rank(cfg: RunConfig, rank: int, init_method: str, run_dir: str | None, *
         code = {"timeout": EXIT_TIMEOUT, "interrupted": EXIT_INTERRUPTED}.get(how, EXIT_EXCEPTION)
     finally:
         if fr_dir:
-            dump_flight_recorder(fr_dir, ctx, rank, run_id=run_id, backend=cfg.backend, world=cfg.world)
+            dump_flight_recorder(fr_dir, ctx, rank, run_id=run_id, backend=cfg.backend, world=cfg.world,
+                                 trace_path=path)
         trace.close()
     return code
 

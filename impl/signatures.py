@@ -68,6 +68,15 @@ def check(s, run) -> list[str]:
                     f"rank {r} was not last blocked in the mesh meta broadcast")
         p += _how(s, [0], "exception", "mesh error")
         return p
+    if u == "result-throw-after-header":
+        lead = 1  # the pp0 Stage-1 rank, the pp1 mesh leader
+        p += _how(s, [lead], "exception", "result send failed after its header")
+        p += _how(s, [0], "timeout", label=" (stranded result receiver)")
+        le = _last_enter(run, 0)
+        _expect(p, le is not None and le["op"] == "recv" and le.get("src") == lead and le["purpose"] == "meta_size",
+                f"rank 0 was not last blocked in the rest of the result (last op {le and le['purpose']})")
+        p += _how(s, mesh[1:] if cfg.topology == "pp1" else [], "timeout", label=" (mesh worker)")
+        return p
     if u == "om09-no-epoch-fence":
         p += _how(s, allr, "clean")
         stale = [e for e in r0.of(S.CHUNK_EMITTED) if e.get("stale")]

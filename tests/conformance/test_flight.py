@@ -17,7 +17,9 @@ def fr_dumps(tmp_path_factory, fast_config):
 
     FAST, DEADLINE = fast_config
     out = {}
-    for name, kw in {"clean": {"chunks": 1}, "om07": {"chunks": 3, "fault": "om-07", "unsafe": "om07-leader-throws"}}.items():
+    for name, kw in {"clean": {"chunks": 1}, "om07": {"chunks": 3, "fault": "om-07", "unsafe": "om07-leader-throws"},
+                     "om13": {"chunks": 3, "fault": "om-13"},
+                     "result-throw": {"chunks": 3, "fault_at": 1, "unsafe": "result-throw-after-header"}}.items():
         base = tmp_path_factory.mktemp(f"fr-{name}")
         cfg = resolve_config(RunConfig(topology="pp1", world=3).with_(**{**FAST, **kw}))
         s = launch_local(cfg, base / "run", deadline_s=DEADLINE, fr_dir=base / "fr")
@@ -31,7 +33,7 @@ def _cli(*args):
 
 
 @pytest.mark.multirank
-@pytest.mark.slow  # starts the module's two real worlds (~10 s)
+@pytest.mark.slow  # starts the module's four real worlds (~15 s)
 def test_real_clean_dumps_consistent(fr_dumps):
     r = _cli("--flight-recorder", fr_dumps["clean"], "--json")
     assert r.exit_code == 0, r.output
@@ -233,7 +235,7 @@ def test_p2p_entries_read(tmp_path):
     _put(tmp_path, 1, _meta([], 1))
     _put(tmp_path, 2, _meta([], 2))
     rep = flight.check_dir(tmp_path)
-    assert rep["p2p"]["0"] == {"entries": 1, "last_p2p_seq": 1}
+    assert rep["p2p"]["0"] == {"entries": 1, "last_p2p_seq": 1, "recorded_by": "torch"}
     assert rep["pending"]["0"]["p2p"] and not rep["ok"]
 
 
@@ -394,3 +396,166 @@ def test_p2p_not_paired_across_a_wrapped_ring_buffer(tmp_path):
     r, rep = _p2p_world(tmp_path, [_p2p("send", 7, 8)], [_p2p("recv", 0, 1), _p2p("recv", 1, 2)])
     x = rep["p2p_pairs"]["mesh 1->2"]
     assert not x["judged"] and x["unmatched"] is None and r.exit_code == 0, rep["verdicts"]
+
+
+# ------------------------------------------------------------------ p2p verdicts vs the spec's variants
+@pytest.mark.multirank
+def test_real_gloo_dumps_carry_lockstep_p2p_entries(fr_dumps):
+    """gloo's Flight Recorder records no p2p op: lockstep's dump adds the rank's p2p ops from its trace
+    (beside torch's entries, which stay as torch wrote them); in a clean run every one completed and
+    every send pairs with its peer's recv."""
+    d0 = flight.load_dump(fr_dumps["clean"] / "lockstep_fr_rank_0")
+    assert not any(e.get("is_p2p") for e in d0["entries"])
+    p2p = d0["lockstep"]["p2p_entries"]
+    assert p2p and {e["state"] for e in p2p} == {"completed"}
+    assert p2p[0]["profiling_name"] == "gloo:send 0->1" and p2p[0]["purpose"] == "header"
+    assert p2p[0]["input_sizes"] == [[5]] and p2p[0]["input_dtypes"] == ["Long"]
+    assert [e["p2p_seq_id"] for e in p2p] == list(range(1, len(p2p) + 1))
+    rep = json.loads(_cli("--flight-recorder", fr_dumps["clean"], "--json").output)
+    pairs = rep["p2p_pairs"]
+    assert set(pairs) == {"world 0->1", "world 1->0"}
+    assert all(x["judged"] and x["sends"] == x["recvs"] == x["paired"] > 0 and not x["unmatched"] for x in pairs.values())
+    assert rep["p2p"]["0"]["recorded_by"] == "lockstep" and rep["p2p_stuck"] == []
+
+
+@pytest.mark.multirank
+def test_real_unsafe_om07_has_no_stuck_p2p_op(fr_dumps):
+    """The om07 leader sends its error result before it exits: no p2p op is left, so the p2p variants
+    (om13-no-watchdog, result-throw-after-header, ...) stay out of the match."""
+    rep = json.loads(_cli("--flight-recorder", fr_dumps["om07"], "--json").output)
+    assert rep["p2p_stuck"] == [] and all(x["judged"] and not x["unmatched"] for x in rep["p2p_pairs"].values())
+    assert [m["variant"] for m in rep["spec_check"]["matches"]] == ["om07-leader-throws"]
+
+
+@pytest.mark.multirank
+@pytest.mark.slow  # model-checks the pp1 variants (~5-13 s, shared with the om07 test)
+def test_real_leader_stuck_in_header_recv_matches_the_p2p_variants(fr_dumps):
+    """OM-13: rank 0 goes away (SIGKILL, so no dump: --allow-missing) while the leader waits for the
+    next envelope header.  The leader's dump holds that recv, never completed: the stuck op is a recv
+    from stage0 of a header (int64[5]) -- the end of om13-no-watchdog and of queue-no-drain, and not
+    of second-transport-caller (the leader waits in the meta) or result-throw-after-header (rank 0
+    waits for the latents)."""
+    r = _cli("--flight-recorder", fr_dumps["om13"], "--allow-missing", "--json")
+    assert r.exit_code == 1, r.output
+    rep = json.loads(r.output)
+    proj = rep["spec_check"]["projection"]
+    assert len(proj) == 1 and proj[0]["kind"] == "p2p"
+    p = proj[0]
+    assert (p["group"], p["op"], p["rank"], p["peer"], p["roles"], p["part"], p["sig"], p["state"]) == \
+        ("world", "recv", 1, 0, ["leader", "stage0"], "envelope header", ["int64", [5]], "started")
+    assert p["tag"] == 1 and p["why"] == "never completed"
+    got = {m["variant"] for m in rep["spec_check"]["matches"]}
+    assert got == {"om13-no-watchdog", "queue-no-drain"}, got
+    text = _cli("--flight-recorder", fr_dumps["om13"], "--allow-missing").output
+    assert "this hang is consistent with om13-no-watchdog" in text and "is an instance of" not in text
+    assert "rank 1 stuck in recv from rank 0 on world" in text
+
+
+def _pp1_dump(rank, p2p):
+    d = _meta(p2p, rank)
+    d["pg_config"] = {"0": {"name": "0", "desc": "default_pg", "ranks": "[0, 1, 2]"},
+                      "1": {"name": "1", "desc": "mesh", "ranks": "[1, 2]"}}
+    return d
+
+
+def _wp2p(name, record_id, p2p_seq, sizes, dtype, state="completed"):
+    """A p2p entry on the world group (global ranks = group ranks), as NCCL records it (no tag)."""
+    return dict(_nccl_entry(record_id, op=name, sizes=(sizes,), dtypes=(dtype,), pg=("0", "default_pg")),
+                is_p2p=True, p2p_seq_id=p2p_seq, collective_seq_id=0, state=state)
+
+
+def _result_throw_world(tmp_path, latents_dtype="BFloat16"):
+    """NCCL dumps of result-throw-after-header's end: the leader sent its result header and died; rank 0
+    received the header and waits for the latents."""
+    r0 = [_wp2p("send 0->1", 0, 1, (5,), "Long"), _wp2p("recv 0<-1", 1, 2, (5,), "Long"),
+          _wp2p("recv 0<-1", 2, 3, (1, 4, 16), latents_dtype, state="started")]
+    r1 = [_wp2p("recv 1<-0", 0, 1, (5,), "Long"), _wp2p("send 1->0", 1, 2, (5,), "Long")]
+    _put(tmp_path, 0, _pp1_dump(0, r0))
+    _put(tmp_path, 1, _pp1_dump(1, r1))
+    _put(tmp_path, 2, _pp1_dump(2, []))
+    return _cli("--flight-recorder", tmp_path, "--spec", "pp1", "--json")
+
+
+def test_stranded_latents_receiver_is_an_instance_of_result_throw_after_header(tmp_path):
+    r = _result_throw_world(tmp_path)
+    assert r.exit_code == 1, r.output
+    rep = json.loads(r.output)
+    (p,) = rep["spec_check"]["projection"]
+    assert (p["rank"], p["peer"], p["op"], p["part"], p["sig"], p["why"]) == (0, 1, "recv", "result inside",
+                                                                             ["bfloat16", [1, 4, 16]], "no partner")
+    assert [m["variant"] for m in rep["spec_check"]["matches"]] == ["result-throw-after-header"]
+    text = _cli("--flight-recorder", tmp_path, "--spec", "pp1").output
+    assert "this hang is an instance of result-throw-after-header" in text
+
+
+def test_stuck_p2p_dtype_is_compared(tmp_path):
+    """The same end with float32 latents: the spec's latents are bfloat16, so no variant ends this way."""
+    rep = json.loads(_result_throw_world(tmp_path, latents_dtype="Float").output)
+    assert rep["spec_check"]["projection"][0]["sig"] == ["float32", [1, 4, 16]]
+    assert rep["spec_check"]["matches"] == []
+
+
+def test_leader_stuck_in_meta_recv_is_second_transport_caller(tmp_path):
+    """The leader got the envelope header and waits for its meta (the meta size, int64[1]) from rank 0,
+    which is wedged: second-transport-caller's end, not the header-recv variants'."""
+    r0 = [_wp2p("send 0->1", 0, 1, (5,), "Long")]
+    r1 = [_wp2p("recv 1<-0", 0, 1, (5,), "Long"), _wp2p("recv 1<-0", 1, 2, (1,), "Long", state="started")]
+    _put(tmp_path, 0, _pp1_dump(0, r0))
+    _put(tmp_path, 1, _pp1_dump(1, r1))
+    _put(tmp_path, 2, _pp1_dump(2, []))
+    rep = json.loads(_cli("--flight-recorder", tmp_path, "--spec", "pp1", "--json").output)
+    assert rep["spec_check"]["projection"][0]["part"] == "envelope inside"
+    assert [m["variant"] for m in rep["spec_check"]["matches"]] == ["second-transport-caller"]
+
+
+@pytest.mark.parametrize("value,msg", [("nope", "field 'lockstep.p2p_entries': expected a list"),
+                                       ([{"collective_seq_id": 0, "profiling_name": "gloo:send 0->1",
+                                          "process_group": ["world", "world"], "is_p2p": True, "tag": "x"}],
+                                        "lockstep.p2p_entries[0]: field 'tag'")])
+def test_bad_lockstep_p2p_entries_are_one_line(tmp_path, value, msg):
+    d = _meta([_world_entry(1)], 0, world=1)
+    d["lockstep"]["p2p_entries"] = value
+    _put(tmp_path, 0, d)
+    r = _cli("--flight-recorder", tmp_path)
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and msg in r.output, r.output
+
+
+@pytest.mark.multirank
+@pytest.mark.slow  # model-checks the pp1 variants (shared with the om07 test)
+def test_real_unsafe_result_throw_is_an_instance_of_its_variant(fr_dumps):
+    """``--unsafe result-throw-after-header`` on gloo: the leader sends the result header of chunk 1 and
+    fails the request; rank 0 got the header and waits in the rest of the result (the meta size, the
+    wire's first op after a header).  Its worker waits at the next mesh header for the leader (idle
+    between messages, not a variant's end).  Rank 0's posted isend of the next envelope is not where it
+    is blocked (an isend's state says nothing until it is waited on).  The stuck p2p op is the end of
+    result-throw-after-header only."""
+    r = _cli("--flight-recorder", fr_dumps["result-throw"], "--json")
+    assert r.exit_code == 1, r.output
+    rep = json.loads(r.output)
+    (p,) = [x for x in rep["spec_check"]["projection"] if x["kind"] == "p2p"]
+    assert (p["rank"], p["peer"], p["op"], p["roles"], p["part"], p["wire"], p["sig"]) == \
+        (0, 1, "recv", ["stage0", "leader"], "result inside", "meta", ["int64", [1]])
+    assert [m["variant"] for m in rep["spec_check"]["matches"]] == ["result-throw-after-header"]
+    text = _cli("--flight-recorder", fr_dumps["result-throw"]).output
+    assert "this hang is an instance of result-throw-after-header" in text
+    assert "rank 0 stuck in recv from rank 1 on world" in text and "meta_size" in text
+
+
+@pytest.mark.multirank
+@pytest.mark.slow  # a pp0 world (~5 s) and the pp0 variants model-checked
+def test_real_pp0_result_throw_is_inferred_pp0_and_matched(tmp_path, fast_config):
+    """pp0 has no mesh: the dumps alone are told from tp by their p2p ops (tp has none), and the
+    manifest beside them names the topology outright."""
+    from lockstep.impl.config import RunConfig
+    from lockstep.impl.launch import launch_local, resolve_config
+    FAST, DEADLINE = fast_config
+    cfg = resolve_config(RunConfig(topology="pp0", world=2).with_(**FAST, chunks=3, fault_at=1,
+                                                                   unsafe="result-throw-after-header"))
+    s = launch_local(cfg, tmp_path / "run", deadline_s=DEADLINE, fr_dir=tmp_path / "fr")
+    assert s.ok, s.render()
+    rep = json.loads(_cli("--flight-recorder", tmp_path / "fr", "--json").output)  # no manifest beside: inferred
+    assert rep["topology"] is None and rep["spec_check"]["spec"] == "pp0"
+    assert [m["variant"] for m in rep["spec_check"]["matches"]] == ["result-throw-after-header"]
+    (tmp_path / "fr" / "manifest.json").write_text((tmp_path / "run" / "manifest.json").read_text())
+    rep = json.loads(_cli("--flight-recorder", tmp_path / "fr", "--json").output)
+    assert rep["topology"] == "pp0" and rep["spec_check"]["spec"] == "pp0"
