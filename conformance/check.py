@@ -83,7 +83,7 @@ class NotCheckable(loader.BadInput):
     """A run the spec cannot be built for (e.g. a 1-rank tp world): exit 2 with "not checkable: ..."."""
 
 
-def run_backend(run: S.RunTrace) -> str:
+def run_backend(run) -> str:
     b = run.manifest.get("backend", "gloo")
     if b not in ("gloo", "nccl"):
         raise loader.BadInput(f"{run.path}/manifest.json: field 'backend': {b!r} is not one of gloo, nccl",
@@ -91,7 +91,7 @@ def run_backend(run: S.RunTrace) -> str:
     return b
 
 
-def checkable_model(spec_name: str, params: dict, backend: str, run: S.RunTrace, variant: str | None = None):
+def checkable_model(spec_name: str, params: dict, backend: str, run, variant: str | None = None):
     try:
         return build_model(spec_name, variant, params, backend)
     except (registry.UsageError, ValueError, AssertionError) as e:
@@ -102,35 +102,57 @@ def checkable_model(spec_name: str, params: dict, backend: str, run: S.RunTrace,
 
 def conform_run(run: S.RunTrace, spec: str = "auto", budget: int | None = None, check_variant: bool = True,
                 checker_timeout: float = 60.0, seconds: float | None = None) -> ConformReport:
+    """Conformance of an in-memory run (the same streamed checks as ``conform_dir``, over its event lists)."""
+    from .stream import MemSource
     with loader.no_cyclic_gc():
-        return _conform_run(run, spec, budget, check_variant, checker_timeout, seconds)
+        return _conform_source(MemSource(run), None, spec, budget, check_variant, checker_timeout, seconds, run)
 
 
-def _conform_run(run: S.RunTrace, spec: str, budget: int | None, check_variant: bool, checker_timeout: float,
-                 seconds: float | None) -> ConformReport:
-    m = run.manifest
+def conform_dir(path, spec: str = "auto", budget: int | None = None, check_variant: bool = True,
+                checker_timeout: float = 60.0, seconds: float | None = None) -> ConformReport:
+    """Conformance of a run directory, its rank files streamed (memory flat in the trace's length):
+    bad input raises loader.BadInput, as ``loader.load`` would, with the same message."""
+    src, deferred, checks = loader.open_run(path)
+    with loader.no_cyclic_gc():
+        return _conform_source(src, (deferred, checks), spec, budget, check_variant, checker_timeout, seconds, None)
+
+
+def _conform_source(src, opening, spec: str, budget: int | None, check_variant: bool, checker_timeout: float,
+                    seconds: float | None, run: S.RunTrace | None) -> ConformReport:
+    from . import stream
+    m = src.manifest
+    if opening is not None:
+        sc = stream.scan(src, validate=True, deferred=opening[0], first_checks=opening[1])
+        loader.finish_open(src)
+    else:
+        sc = stream.scan(src, validate=False)
     topo = m["topology"]
     if spec == "auto":
         spec = SPEC_OF_TOPOLOGY[topo]
     elif spec != SPEC_OF_TOPOLOGY[topo]:
         raise loader.BadInput(f"--spec {spec} does not fit this run: its manifest says topology {topo!r}",
-                              str(run.path), None, "topology")
-    mapped = mapping.map_run(run)
+                              str(src.path), None, "topology")
+    mapped = sc.mapped
     spec_name, variant, params = mapping.spec_params(m, mapped)
-    rep = ConformReport(trace_dir=run.path, topology=topo, spec=spec_name, variant=None, params=params, conforms=False,
-                        notes=list(mapped.notes), truncated=[r for r, tr in run.ranks.items() if tr.truncated])
-    rep.fabric = fabric_check.check(run) + payload.check(run)
+    rep = ConformReport(trace_dir=src.path, topology=topo, spec=spec_name, variant=None, params=params, conforms=False,
+                        notes=list(mapped.notes), truncated=sc.truncated)
+    rep.fabric = stream.scan_fabric(src, sc) + sc.payload
     # the hardened spec, with the run's fault enabled, on the run's backend profile
-    backend = run_backend(run)
-    model, params = checkable_model(spec_name, params, backend, run)
+    backend = run_backend(src)
+    model, params = checkable_model(spec_name, params, backend, src)
     rep.params = params
-    rep.interrupted = sorted(r for r, tr in run.ranks.items() if tr.exit is not None and tr.exit.get("how") == "interrupted")
-    rep.run_interrupted = run.summary.get("interrupted") is True
-    rep.replay = Replayer(model, mapped, budget=budget, seconds=seconds).run()
+    rep.interrupted = sorted(r for r, f in sc.facts.items() if f.exit is not None and f.exit.get("how") == "interrupted")
+    rep.run_interrupted = src.summary.get("interrupted") is True
+    lazy = stream.lazy_mapped(src, sc, model.actors)
+    rep.replay = Replayer(model, lazy, budget=budget, seconds=seconds).run()
     rep.conforms = rep.replay.conforms and not rep.fabric
     unsafe = m.get("unsafe") or m["config"].get("unsafe") or ""
     if unsafe:
-        rep.unsafe = unsafe_report(run, mapped, unsafe, spec_name, params, budget, check_variant, checker_timeout)
+        # the variant replay and the trace monitors read the whole run: an --unsafe run is held in memory
+        if run is None:
+            run = loader.load(src.path)
+        rep.unsafe = unsafe_report(run, mapping.map_run(run), unsafe, spec_name, params, budget, check_variant,
+                                   checker_timeout)
     return rep
 
 

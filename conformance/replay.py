@@ -254,6 +254,7 @@ class Replayer:
                     if cut:
                         forgot_frames = True
                         del stack[:cut]
+                    self._release(stack, best)
         horizon_hit = forgot_frames and not budget_hit
         res = ReplayResult(False, nodes, time.perf_counter() - t0, self.total, max(best_score, 0),
                            budget_hit=budget_hit or horizon_hit, end_state=best[0], horizon_hit=horizon_hit,
@@ -517,6 +518,23 @@ class Replayer:
                 if self.solo[a] and a not in viol_actors:
                     return a
         return best
+
+    def _release(self, stack, best) -> None:
+        """Let a streamed actor sequence (stream.LazyObs) go of the observables no node the search can
+        still expand (the stack's, the furthest one) points at: its cursor, pending op, deferred isends."""
+        nodes = [n for n, _ in stack] + [best]
+        for i, seq in enumerate(self.seqs):
+            rel = getattr(seq, "release_below", None)
+            if rel is None:
+                continue
+            floor = min(n[1][i] for n in nodes)
+            for n in nodes:
+                p = n[2][i]
+                if p >= 0 and p < floor:
+                    floor = p
+                if n[3][i]:
+                    floor = min(floor, min(n[3][i]))
+            rel(floor)
 
     def _viol(self, v: Violation, i: int, o: Obs | None) -> dict:
         a = self.actors[i]
