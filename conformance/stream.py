@@ -75,7 +75,9 @@ class DirSource(Source):
         self.path, self.manifest, self.summary = path, manifest, {}
 
     def events(self, r: int, validate: bool = False, info: S.StreamInfo | None = None):
-        return S.iter_rank_events(self.rank_path(r), r, info, validate=validate)
+        # a validating pass reads one rank at a time, in large pieces; the others hold every rank's
+        # stream open at once, in small ones
+        return S.iter_rank_events(self.rank_path(r), r, info, validate=validate, small=not validate)
 
 
 class Scan:

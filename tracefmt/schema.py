@@ -309,14 +309,16 @@ class StreamInfo:
 
 
 def iter_rank_events(path: str | os.PathLike, rank: int | None = None, info: StreamInfo | None = None,
-                     validate: bool = True, compact: "_Compactor | None" = None) -> Iterator[dict]:
+                     validate: bool = True, compact: "_Compactor | None" = None, small: bool = False) -> Iterator[dict]:
     """Stream one rank file: its events, validated, in order, holding one block of lines at a time.
 
     The same strictness (and the same errors) as loading the whole file: only the last line may be
     broken, and only if it has no trailing newline (the rank died while writing it: ``info.truncated``);
     a file that is not UTF-8 is refused naming the line of its first bad byte, whatever else is
     wrong before it (the rest of the file is read for that before any other error is raised).
-    ``validate=False`` skips the per-event schema checks (a file streamed again after a validating pass)."""
+    ``validate=False`` skips the per-event schema checks (a file streamed again after a validating pass);
+    ``small`` reads and parses in small pieces (many ranks' streams open at once)."""
+    read_size, block_lines = (_READ // 16, _BLOCK // 16) if small else (_READ, _BLOCK)
     p = Path(path)
     if info is None:
         info = StreamInfo(str(p))
@@ -326,7 +328,7 @@ def iter_rank_events(path: str | os.PathLike, rank: int | None = None, info: Str
         pending = b""
         expect = 0
         while True:
-            data = f.read(_READ)
+            data = f.read(read_size)
             if data:
                 pending += data
                 cut = pending.rfind(b"\n")
@@ -349,8 +351,8 @@ def iter_rank_events(path: str | os.PathLike, rank: int | None = None, info: Str
             if ends_clean:
                 lines.pop()
             try:
-                for start in range(0, len(lines), _BLOCK):
-                    block = lines[start:start + _BLOCK]
+                for start in range(0, len(lines), block_lines):
+                    block = lines[start:start + block_lines]
                     # fast path: a block of lines as one JSON array (one decoder pass, its keys shared
                     # strings); any problem falls back to line by line, which names the line
                     try:
