@@ -182,9 +182,12 @@ class EventWindow:
         if k == S.COMM_ENTER:
             self._open.setdefault((e["op"], e["group"], e["seq"]), []).append(e["i"])
         elif k == S.COMM_EXIT:
-            q = self._open.get((e["op"], e["group"], e["seq"]))
+            key = (e["op"], e["group"], e["seq"])
+            q = self._open.get(key)
             if q:
                 self.exits[q.pop(0)] = e
+                if not q:
+                    del self._open[key]
         self.buf.append(e)
         return True
 

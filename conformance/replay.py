@@ -522,6 +522,9 @@ class Replayer:
     def _release(self, stack, best) -> None:
         """Let a streamed actor sequence (stream.LazyObs) go of the observables no node the search can
         still expand (the stack's, the furthest one) points at: its cursor, pending op, deferred isends."""
+        forget = getattr(self.model, "forget_memos", None)
+        if forget is not None:
+            forget()  # the spec's memos of the states left behind (they grow with the trace otherwise)
         nodes = [n for n, _ in stack] + [best]
         for i, seq in enumerate(self.seqs):
             rel = getattr(seq, "release_below", None)
