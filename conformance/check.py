@@ -13,6 +13,7 @@ Three layers, each reporting the first thing it cannot explain:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..spec import registry
 from . import fabric_check, loader, mapping, monitors, payload
@@ -79,6 +80,13 @@ def build_model(spec: str, variant: str | None, params: dict, backend: str = "gl
     return info.build(p, variant, backend), p
 
 
+def _size(p) -> int:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return 0
+
+
 class NotCheckable(loader.BadInput):
     """A run the spec cannot be built for (e.g. a 1-rank tp world): exit 2 with "not checkable: ..."."""
 
@@ -108,11 +116,21 @@ def conform_run(run: S.RunTrace, spec: str = "auto", budget: int | None = None, 
         return _conform_source(MemSource(run), None, spec, budget, check_variant, checker_timeout, seconds, run)
 
 
+# rank files of a run up to this size (bytes, all ranks) are loaded whole, larger ones streamed (a small
+# run is checked faster in memory: read once, mapped once; a long one in memory that does not grow)
+STREAM_ABOVE = 16 << 20
+
+
 def conform_dir(path, spec: str = "auto", budget: int | None = None, check_variant: bool = True,
-                checker_timeout: float = 60.0, seconds: float | None = None) -> ConformReport:
-    """Conformance of a run directory, its rank files streamed (memory flat in the trace's length):
-    bad input raises loader.BadInput, as ``loader.load`` would, with the same message."""
+                checker_timeout: float = 60.0, seconds: float | None = None, stream: bool | None = None) -> ConformReport:
+    """Conformance of a run directory: its rank files streamed (memory flat in the trace's length) when
+    they are larger than STREAM_ABOVE or ``stream`` is true, else loaded whole; the same report either
+    way.  Bad input raises loader.BadInput, as ``loader.load`` would, with the same message."""
     src, deferred, checks = loader.open_run(path)
+    if stream is None:
+        stream = sum(_size(p) for p in Path(src.path).glob("rank*.jsonl")) > STREAM_ABOVE
+    if not stream:
+        return conform_run(loader.load(path), spec, budget, check_variant, checker_timeout, seconds)
     with loader.no_cyclic_gc():
         return _conform_source(src, (deferred, checks), spec, budget, check_variant, checker_timeout, seconds, None)
 

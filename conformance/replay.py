@@ -111,7 +111,7 @@ def _guard_text(fn) -> str:
 
 class Replayer:
     def __init__(self, model, mapped: Mapped, budget: int | None = None, seconds: float | None = None,
-                 window: int = WINDOW):
+                 window: int | None = None):
         self.model = model
         model.set_reduction(False)
         self.mapped = mapped
@@ -125,7 +125,7 @@ class Replayer:
         self.total = sum(len(s) for s in self.seqs)
         self.budget = budget if budget is not None else 200 * self.total + 20000
         self.seconds = seconds
-        self.window = window
+        self.window = window if window is not None else WINDOW
         self.rank_actors = model.actors_of_rank
         # actors whose steps commute with every other actor's (see _ample_actor)
         self.solo = [bool(getattr(a.role, "private", False)) and len(model.actors_of_rank[a.rank]) == 1 for a in self.actors]

@@ -147,6 +147,11 @@ def scan(src: Source, validate: bool, deferred: loader.BadInput | None = None, f
     pay_ids: list = []
     recompute: set = set()
     failed: loader.BadInput | None = None
+    # a run in memory is mapped whole, once (its observables are held anyway); a streamed one is mapped
+    # here only to count, and again, lazily, for the replay
+    eager = mapping.map_run(src.run) if isinstance(src, MemSource) and ad is not None else None
+    if eager is not None:
+        sc.mapped = mapped = eager
     for r in src.ranks():
         path = src.rank_path(r)
         if validate and not Path(path).exists():
@@ -192,11 +197,17 @@ def scan(src: Source, validate: bool, deferred: loader.BadInput | None = None, f
                     recompute.add((e["chunk_index"], e["cache_epoch"]))
 
             counts: dict[str, mapping.ActorFacts] = {}
-            _map_counts(ad, family, r, role, it, tap, counts, None, facts)
+            if eager is None:
+                _map_counts(ad, family, r, role, it, tap, counts, None, facts)
+            else:
+                for e in it:
+                    tap(e)
             facts.truncated, facts.count = info.truncated, info.count
             facts.pending = {i for q in opened.values() for i in q}
             late = anchor.late()
-            if late is not None:
+            if eager is not None:
+                pass  # the whole-run map made the observables already
+            elif late is not None:
                 # the rank's tripwire point is only known at its end: map it again knowing it
                 sc.anchors[r] = late
                 counts = {}
@@ -225,7 +236,8 @@ def scan(src: Source, validate: bool, deferred: loader.BadInput | None = None, f
     sc.compiled = shared["compiled"]
     sc.ids = ids_state.out
     sc.payload = pay.out + sc.chunks + pay_ids
-    mapped.recompute_chunks = frozenset(recompute)
+    if eager is None:
+        mapped.recompute_chunks = frozenset(recompute)
     return sc
 
 
@@ -339,6 +351,8 @@ def lazy_mapped(src: Source, sc: Scan, actors) -> mapping.Mapped:
     """The scan's Mapped with, per actor, its observables as a LazyObs (one map per rank)."""
     m = src.manifest
     mapped = sc.mapped
+    if isinstance(src, MemSource):
+        return mapped  # the whole-run map's lists
     ad = mapping.adapter_for(mapped.topology)
     keep_of: dict[int, set] = {}
     for a in actors:
