@@ -45,18 +45,15 @@ def _is_p2p(e: dict) -> bool:
 
 
 def pre_co(r: int, groups: dict, shared: dict):
-    """Per rank, as its events stream by (a coroutine: send events, then None): comm ops on an unknown
-    group, with a peer outside it, or on a group the rank is not a member of; and whether any event
-    carries a compiled seq range (``shared["compiled"]``)."""
+    """Per rank, as its comm_enter events stream by (a coroutine: send them, then None): comm ops on an
+    unknown group, with a peer outside it, or on a group the rank is not a member of."""
     out: list[dict] = []
-    last_comm = None
     while True:
         e = yield
         if e is None:
             return out
         k = e["ev"]
         if k == S.COMM_ENTER:
-            last_comm = e
             if _is_p2p(e):
                 g = groups.get(e["group"])
                 if g is None:
@@ -74,10 +71,7 @@ def pre_co(r: int, groups: dict, shared: dict):
                     out.append(_mm("group", r, e["i"], "group", f"collective on unknown group {e['group']!r}"))
                 elif r not in groups[e["group"]]:
                     out.append(_mm("group", r, e["i"], "group", f"rank {r} is not a member of {e['group']}"))
-        elif k in (S.HEADER_SENT, S.HEADER_RECV) and last_comm is not None:
-            pass
-        elif "seq_first" in e:
-            shared["compiled"] = True
+        # (a compiled seq range, ``seq_first`` on any other event, sets shared["compiled"]: stream.scan)
 
 
 class _Op:

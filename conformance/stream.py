@@ -104,29 +104,43 @@ class _Stop(Exception):
 
 
 class Fan:
-    """Coroutines fed the same events (each a check written as ``while (e := (yield)) is not None``);
-    one that returns early keeps its result."""
+    """Coroutines fed the same events (each a check written as ``while (e := (yield)) is not None``),
+    each only the event kinds it reads (None: all); one that returns early keeps its result."""
 
     def __init__(self, cos: list):
-        self.cos = list(cos)
+        self.cos = [co for co, _ in cos]
+        self.kinds = [k for _, k in cos]
         self.results: list = [None] * len(cos)
-        self.alive = list(range(len(cos)))
+        self.dead = [False] * len(cos)
+        self.routes: dict = {}
         for co in self.cos:
             next(co)
 
     def send(self, e) -> None:
-        alive = []
-        for j in self.alive:
+        k = e["ev"]
+        route = self.routes.get(k)
+        if route is None:
+            route = self.routes[k] = [j for j, ks in enumerate(self.kinds) if not self.dead[j] and (ks is None or k in ks)]
+        for j in route:
             try:
                 self.cos[j].send(e)
-                alive.append(j)
             except StopIteration as s:
                 self.results[j] = s.value
-        self.alive = alive
+                self.dead[j] = True
+                self.routes = {}
 
     def finish(self) -> list:
-        self.send(None)
+        for j, co in enumerate(self.cos):
+            if not self.dead[j]:
+                try:
+                    co.send(None)
+                except StopIteration as s:
+                    self.results[j] = s.value
         return [x if x is not None else [] for x in self.results]
+
+
+_HEADERS = frozenset({S.HEADER_SENT, S.HEADER_RECV})
+_WELL_FORMED = frozenset({S.COMM_ENTER, S.COMM_EXIT, S.RESULT_RECV, S.RESULT_SENT}) | fabric_check.BEHAVIOURAL_EVENTS
 
 
 def scan(src: Source, validate: bool, deferred: loader.BadInput | None = None, first_checks=None) -> Scan:
@@ -165,25 +179,35 @@ def scan(src: Source, validate: bool, deferred: loader.BadInput | None = None, f
                     pass
                 continue
             role = m["roles"].get(str(r), "")
-            cos = [fabric_check.pre_co(r, groups, shared), fabric_check.ids_co(r, ids_state),
-                   fabric_check.well_formed_co(r, facts, role), fabric_check.drains_co(r),
-                   payload.payloads_co(r, pay), payload.ids_co(r, pay_ids)]
+            # each check with the event kinds it reads (the identifier check: filtered in ``tap``)
+            cos = [(fabric_check.pre_co(r, groups, shared), (S.COMM_ENTER,)), (fabric_check.ids_co(r, ids_state), ()),
+                   (fabric_check.well_formed_co(r, facts, role), _WELL_FORMED),
+                   (fabric_check.drains_co(r), (S.RESULT_RECV, S.RESULT_ACCEPTED, S.RESULT_DROPPED)),
+                   (payload.payloads_co(r, pay), (S.COMM_ENTER,)), (payload.ids_co(r, pay_ids), (S.COMM_ENTER,) + tuple(_HEADERS))]
             if r == 0:
-                cos.append(payload.chunks_co(m, facts))
+                cos.append((payload.chunks_co(m, facts), (S.CHUNK_EMITTED, S.CHUNK_DROPPED)))
             fan = Fan(cos)
+            ids_co = fan.cos[1]
+            seen_comm = False
             anchor = mapping.TripwireAnchor()
             opened: dict[tuple, list] = {}
             k = 0
 
-            def tap(e, path=path, anchor=anchor, opened=opened, facts=facts, fan=fan):
-                nonlocal k
+            def tap(e, path=path, anchor=anchor, opened=opened, facts=facts, fan=fan, ids_co=ids_co):
+                nonlocal k, seen_comm
                 if first_checks is not None:
                     first_checks(r, path, k, e)
                 k += 1
                 fan.send(e)
-                anchor.feed(e)
                 ev = e["ev"]
+                if (ev == S.HEADER_SENT or ("chunk_index" in e and "call_id" in e)) and not fan.dead[1]:
+                    ids_co.send(e)  # (never returns early)
+                # a compiled seq range on any event but a comm op and the header record after one
+                if "seq_first" in e and ev != S.COMM_ENTER and not (ev in _HEADERS and seen_comm):
+                    shared["compiled"] = True
+                anchor.feed(e)
                 if ev == S.COMM_ENTER:
+                    seen_comm = True
                     opened.setdefault((e["op"], e["group"], e["seq"]), []).append(e["i"])
                 elif ev == S.COMM_EXIT:
                     q = opened.get((e["op"], e["group"], e["seq"]))
@@ -272,10 +296,16 @@ def scan_fabric(src: Source, sc: Scan | None = None) -> list[dict]:
         for e in src.events(r):
             yield e["t"], r, e
 
-    streams = [stream(r) for r in src.ranks()]
     feed = matcher.feed
-    for _, r, e in heapq.merge(*streams, key=lambda x: (x[0], x[1])):
-        feed(r, e)
+    if isinstance(src, MemSource):
+        # held anyway: rank by rank (the matching takes the ranks' events in any interleaving)
+        for r in src.ranks():
+            for e in src.events(r):
+                feed(r, e)
+    else:
+        # merged by timestamp: the ranks advance together, so only ops waiting for a partner are held
+        for _, r, e in heapq.merge(*[stream(r) for r in src.ranks()], key=lambda x: (x[0], x[1])):
+            feed(r, e)
     return sc.pre + matcher.finish(sc.compiled) + sc.ids + sc.per_rank
 
 
