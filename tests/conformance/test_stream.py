@@ -63,9 +63,10 @@ def test_reader_truncated_tail_and_gaps(tmp_path, small):
 
 
 @pytest.mark.multirank
+@pytest.mark.slow
 def test_streamed_map_is_the_whole_run_map(real_run):
     """Every actor's observables, pulled one by one from the streamed map, equal the whole-run map's."""
-    for topo, world, kw in (("tp", 3, {"chunks": 3, "hard_cut_at": 1}), ("pp1", 3, {"chunks": 3, "hard_cut_at": 2})):
+    for topo, world, kw in (("tp", 2, {"chunks": 3, "hard_cut_at": 1}), ("pp1", 3, {"chunks": 3, "hard_cut_at": 2})):
         path = real_run(topo, world, **kw)
         run = loader.load(path)
         whole = mapping.map_run(run)
@@ -105,6 +106,7 @@ def test_directory_and_memory_give_the_same_report(real_run, tmp_path):
 
 
 @pytest.mark.multirank
+@pytest.mark.slow
 def test_what_is_held_stays_bounded(real_run, monkeypatch):
     """With a small replay window a 40-chunk run still conforms, the replay holds a fraction of the
     observables at once and every event window stays small: what is held does not follow the trace."""
