@@ -154,7 +154,7 @@ class EventWindow:
     a comm_exit) stops the look-ahead for an exit that never comes; ``tap`` sees every event once, as it
     is read."""
 
-    __slots__ = ("_it", "buf", "base", "done", "exits", "_open", "pending", "gen_run", "saw_error", "tap", "pos")
+    __slots__ = ("_it", "buf", "base", "done", "exits", "_open", "pending", "gen_run", "saw_error", "tap", "pos", "whole")
 
     def __init__(self, events, pending=None, tap=None):
         self._it = iter(events)
@@ -168,16 +168,19 @@ class EventWindow:
         self.saw_error = False
         self.tap = tap
         self.pos = 0
+        self.whole = False
 
-    def _pull(self) -> bool:
-        if self.done:
-            return False
-        e = next(self._it, None)
-        if e is None:
-            self.done = True
-            return False
-        if self.tap is not None:
-            self.tap(e)
+    @classmethod
+    def of_list(cls, events: list) -> "EventWindow":
+        """A rank's events held in memory: read in place (nothing copied or forgotten), exits matched at once."""
+        w = cls(())
+        for e in events:
+            w._match(e)
+        w.buf = events
+        w.done = w.whole = True
+        return w
+
+    def _match(self, e: dict) -> None:
         k = e["ev"]
         if k == S.COMM_ENTER:
             self._open.setdefault((e["op"], e["group"], e["seq"]), []).append(e["i"])
@@ -188,6 +191,17 @@ class EventWindow:
                 self.exits[q.pop(0)] = e
                 if not q:
                     del self._open[key]
+
+    def _pull(self) -> bool:
+        if self.done:
+            return False
+        e = next(self._it, None)
+        if e is None:
+            self.done = True
+            return False
+        if self.tap is not None:
+            self.tap(e)
+        self._match(e)
         self.buf.append(e)
         return True
 
@@ -232,7 +246,7 @@ class EventWindow:
                                        or (k == S.COMM_EXIT and not e["ok"])):
                 self.saw_error = True
             j += 1
-            if j - self.base >= 4096:
+            if j - self.base >= 4096 and not self.whole:
                 # forget what is behind: exits of ops the map skipped included (none is asked for again)
                 keep = self.gen_run[0]["i"] if self.gen_run else j
                 del self.buf[:j - self.base]
@@ -402,7 +416,7 @@ def map_run(run: S.RunTrace) -> Mapped:
     for r, tr in sorted(run.ranks.items()):
         role = run.manifest["roles"].get(str(r), "")
         anchor = _tripwire_anchor(tr.events)
-        b, steps = map_rank_events(ad, family, r, role, EventWindow(tr.events), tr.truncated, anchor)
+        b, steps = map_rank_events(ad, family, r, role, EventWindow.of_list(tr.events), tr.truncated, anchor)
         for _ in steps:
             pass
         for thread, obs in b.out.items():
