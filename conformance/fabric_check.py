@@ -421,37 +421,36 @@ def ids_co(r: int, st: IdsState):
     the ranks taken in order; a sender's header call_ids strictly increase.  A coroutine over rank r's
     events (the ranks one after the other, in order), then None."""
     out, by_chunk, by_call = st.out, st.by_chunk, st.by_call
-    if True:
-        last_call: dict[str, int] = {}
-        while True:
-            e = yield
-            if e is None:
-                return
-            k = e["ev"]
-            if k == S.HEADER_SENT:
-                g = e["group"]
-                if g in last_call and e["call_id"] <= last_call[g]:
-                    out.append(_mm("ids", r, e["i"], "call_id", f"header call_id {e['call_id']} on {g} does not increase "
-                                                              f"(previous {last_call[g]})"))
-                last_call[g] = e["call_id"]
-            if k in (S.RESULT_DROPPED, S.CHUNK_DROPPED) or "chunk_index" not in e or "call_id" not in e:
-                continue
-            if k in (S.HEADER_SENT, S.HEADER_RECV) and e.get("action") != "INFER":
-                continue
-            c = e["chunk_index"]
-            if not isinstance(c, int) or c < 0:
-                continue
-            val = (e["call_id"], e.get("cache_epoch"))
-            back = by_call.get(e["call_id"]) if k != S.PREFLIGHT_FAIL else (c, r, e["i"])  # a dropped chunk's call_id is reused
-            if back is None:
-                by_call[e["call_id"]] = (c, r, e["i"])
-            elif back[0] != c:
-                out.append(_mm("ids", r, e["i"], "chunk_index", f"{k} carries call_id {e['call_id']} with chunk_index {c}, "
-                                                                f"but rank {back[1]} line {back[2] + 1} carries it with {back[0]}"))
-            seen = by_chunk.get(c)
-            if seen is None:
-                by_chunk[c] = (val, r, e["i"])
-            elif seen[0] != val:
-                f = "call_id" if seen[0][0] != val[0] else "cache_epoch"
-                out.append(_mm("ids", r, e["i"], f, f"{k} carries chunk_index {c} with (call_id, cache_epoch)={val}, but rank "
-                                                    f"{seen[1]} line {seen[2] + 1} carries it with {seen[0]}"))
+    last_call: dict[str, int] = {}
+    while True:
+        e = yield
+        if e is None:
+            return
+        k = e["ev"]
+        if k == S.HEADER_SENT:
+            g = e["group"]
+            if g in last_call and e["call_id"] <= last_call[g]:
+                out.append(_mm("ids", r, e["i"], "call_id", f"header call_id {e['call_id']} on {g} does not increase "
+                                                          f"(previous {last_call[g]})"))
+            last_call[g] = e["call_id"]
+        if k in (S.RESULT_DROPPED, S.CHUNK_DROPPED) or "chunk_index" not in e or "call_id" not in e:
+            continue
+        if k in (S.HEADER_SENT, S.HEADER_RECV) and e.get("action") != "INFER":
+            continue
+        c = e["chunk_index"]
+        if not isinstance(c, int) or c < 0:
+            continue
+        val = (e["call_id"], e.get("cache_epoch"))
+        back = by_call.get(e["call_id"]) if k != S.PREFLIGHT_FAIL else (c, r, e["i"])  # a dropped chunk's call_id is reused
+        if back is None:
+            by_call[e["call_id"]] = (c, r, e["i"])
+        elif back[0] != c:
+            out.append(_mm("ids", r, e["i"], "chunk_index", f"{k} carries call_id {e['call_id']} with chunk_index {c}, "
+                                                            f"but rank {back[1]} line {back[2] + 1} carries it with {back[0]}"))
+        seen = by_chunk.get(c)
+        if seen is None:
+            by_chunk[c] = (val, r, e["i"])
+        elif seen[0] != val:
+            f = "call_id" if seen[0][0] != val[0] else "cache_epoch"
+            out.append(_mm("ids", r, e["i"], f, f"{k} carries chunk_index {c} with (call_id, cache_epoch)={val}, but rank "
+                                                f"{seen[1]} line {seen[2] + 1} carries it with {seen[0]}"))

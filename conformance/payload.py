@@ -61,39 +61,38 @@ def payloads_co(r: int, sh: Shared):
     """Payload signatures of rank r's tensor ops (a coroutine: send the events, then None; at most 20
     problems over all ranks)."""
     out, want = sh.out, sh.want
-    if True:
-        while True:
-            e = yield
-            if e is None or len(out) >= 20 or sh.skip:
-                return
-            if e["ev"] != S.COMM_ENTER or not str(e.get("purpose", "")).startswith("tensor:"):
-                continue
-            mt = _TENSOR.match(e["purpose"])
-            name = mt.group(1) if mt else e["purpose"]
-            if name in FORBIDDEN_TENSORS:
-                out.append(_mm("payload", r, e["i"], "purpose", f"{name} is never sent (the contract forbids it)"))
-                continue
-            if name not in ENVELOPE_TENSORS | RESULT_TENSORS:
-                out.append(_mm("payload", r, e["i"], "purpose", f"{name!r} is not a tensor field of the envelope or result"))
-                continue
-            dt, shape = e.get("dtype"), e.get("shape")
-            if dt is None:
-                continue
-            if dt not in WIRE_DTYPES:
-                out.append(_mm("payload", r, e["i"], "dtype", f"{name}: {dt} is not a wire dtype ({', '.join(sorted(WIRE_DTYPES))})"))
-                continue
-            wdt, wshape = want.get(name, (None, None))
-            if wdt is not None and dt != wdt:
-                out.append(_mm("payload", r, e["i"], "dtype", f"{name}: {dt}, the contract says {wdt}"))
-            elif wdt is None:
-                fd = sh.float_dtype
-                if fd is None:
-                    sh.float_dtype = (dt, r, e["i"])
-                elif dt != fd[0]:
-                    out.append(_mm("payload", r, e["i"], "dtype", f"{name}: {dt}, but the run's payloads are {fd[0]} "
-                                                               f"(rank {fd[1]} line {fd[2] + 1})"))
-            if wshape is not None and shape is not None and tuple(shape) != tuple(wshape):
-                out.append(_mm("payload", r, e["i"], "shape", f"{name}: shape {list(shape)}, the run's config gives {list(wshape)}"))
+    while True:
+        e = yield
+        if e is None or len(out) >= 20 or sh.skip:
+            return
+        if e["ev"] != S.COMM_ENTER or not str(e.get("purpose", "")).startswith("tensor:"):
+            continue
+        mt = _TENSOR.match(e["purpose"])
+        name = mt.group(1) if mt else e["purpose"]
+        if name in FORBIDDEN_TENSORS:
+            out.append(_mm("payload", r, e["i"], "purpose", f"{name} is never sent (the contract forbids it)"))
+            continue
+        if name not in ENVELOPE_TENSORS | RESULT_TENSORS:
+            out.append(_mm("payload", r, e["i"], "purpose", f"{name!r} is not a tensor field of the envelope or result"))
+            continue
+        dt, shape = e.get("dtype"), e.get("shape")
+        if dt is None:
+            continue
+        if dt not in WIRE_DTYPES:
+            out.append(_mm("payload", r, e["i"], "dtype", f"{name}: {dt} is not a wire dtype ({', '.join(sorted(WIRE_DTYPES))})"))
+            continue
+        wdt, wshape = want.get(name, (None, None))
+        if wdt is not None and dt != wdt:
+            out.append(_mm("payload", r, e["i"], "dtype", f"{name}: {dt}, the contract says {wdt}"))
+        elif wdt is None:
+            fd = sh.float_dtype
+            if fd is None:
+                sh.float_dtype = (dt, r, e["i"])
+            elif dt != fd[0]:
+                out.append(_mm("payload", r, e["i"], "dtype", f"{name}: {dt}, but the run's payloads are {fd[0]} "
+                                                           f"(rank {fd[1]} line {fd[2] + 1})"))
+        if wshape is not None and shape is not None and tuple(shape) != tuple(wshape):
+            out.append(_mm("payload", r, e["i"], "shape", f"{name}: shape {list(shape)}, the run's config gives {list(wshape)}"))
 
 
 def chunks_co(manifest: dict, facts):
@@ -163,32 +162,31 @@ def check_ids(run: S.RunTrace) -> list[dict]:
 
 def ids_co(r: int, out: list):
     """check_ids over rank r's events as they stream by (send the events, then None)."""
-    if True:
-        msg_ids: list | None = None   # the current INFER message's ids, per (group, direction)
-        last_header_enter: dict | None = None
-        while True:
-            e = yield
-            if e is None or len(out) >= 20:
-                return
-            k = e["ev"]
-            if k == S.COMM_ENTER:
-                p = str(e.get("purpose", ""))
-                if p in ("header", "result_header"):
-                    last_header_enter = e if p == "header" else None
-                    msg_ids = None
-                    continue
-                if msg_ids is not None and (p in ("meta_size", "meta") or p.startswith("tensor:")) and e.get("ids") is not None:
-                    if list(e["ids"]) != msg_ids:
-                        out.append(_mm("ids", r, e["i"], "ids", f"{p} of the message {msg_ids} carries ids {e['ids']}"))
-                elif p in GEN_OR_OTHER:
-                    msg_ids = None
-            elif k in (S.HEADER_SENT, S.HEADER_RECV) and e.get("action") == "INFER":
-                want = [e["call_id"], e["chunk_index"], e["cache_epoch"]]
-                h = last_header_enter
-                if h is not None and h.get("ids") is not None and k == S.HEADER_SENT and list(h["ids"]) != want:
-                    out.append(_mm("ids", r, h["i"], "ids", f"the header op of message {want} carries ids {h['ids']}"))
-                msg_ids = want
-                last_header_enter = None
+    msg_ids: list | None = None   # the current INFER message's ids, per (group, direction)
+    last_header_enter: dict | None = None
+    while True:
+        e = yield
+        if e is None or len(out) >= 20:
+            return
+        k = e["ev"]
+        if k == S.COMM_ENTER:
+            p = str(e.get("purpose", ""))
+            if p in ("header", "result_header"):
+                last_header_enter = e if p == "header" else None
+                msg_ids = None
+                continue
+            if msg_ids is not None and (p in ("meta_size", "meta") or p.startswith("tensor:")) and e.get("ids") is not None:
+                if list(e["ids"]) != msg_ids:
+                    out.append(_mm("ids", r, e["i"], "ids", f"{p} of the message {msg_ids} carries ids {e['ids']}"))
+            elif p in GEN_OR_OTHER:
+                msg_ids = None
+        elif k in (S.HEADER_SENT, S.HEADER_RECV) and e.get("action") == "INFER":
+            want = [e["call_id"], e["chunk_index"], e["cache_epoch"]]
+            h = last_header_enter
+            if h is not None and h.get("ids") is not None and k == S.HEADER_SENT and list(h["ids"]) != want:
+                out.append(_mm("ids", r, h["i"], "ids", f"the header op of message {want} carries ids {h['ids']}"))
+            msg_ids = want
+            last_header_enter = None
 
 
 GEN_OR_OTHER = frozenset({"qnorm", "knorm", "attn_out", "xattn_out", "ffn_out", "parity", "parity_size", "load_ok", "plan",
