@@ -46,7 +46,8 @@ def run_args(topology: str, world: int, chunks: int) -> list[str]:
         args += ["-p", f"heads={heads}", "-p", f"dim={max(32, 4 * heads)}", "-p", f"hard_cut_at={chunks // 2}"]
     else:  # TP shards the heads: one per rank (the TP degree must divide them)
         args += ["-p", f"heads={world}", "-p", f"dim={8 * world}"]
-    return args + SLOW_MACHINE
+    # a long run on a loaded machine outlasts the launcher's default deadline: about 1 s per chunk, at least 600 s
+    return args + SLOW_MACHINE + ["--deadline", str(max(600, 2 * chunks))]
 
 
 def ensure_run(d: Path, topology: str, world: int, chunks: int) -> None:
