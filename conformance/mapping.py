@@ -271,18 +271,21 @@ def _next_event(events: EventWindow, i: int, kinds: tuple, stop_at_comm: bool = 
 
 class _Builder:
     def __init__(self, family: str, rank: int, events: EventWindow, truncated: bool, trip_anchor: int | None = None,
-                 sink=None):
+                 sink=None, anchor_known: bool = False):
         self.family, self.rank, self.events = family, rank, events
         self.out: dict[str, list[Obs]] = {}
         self.truncated = truncated
         # the rank's runtime-tripwire point (_tripwire_anchor): given when it is not a tripwire record
         # (then a first pass found it), else the first tripwire record of a pre-Phase-B kind
         self.trip_anchor = trip_anchor
-        self._trip_taken = False
+        # ``anchor_known``: the anchor was found over the whole rank, so None means the rank has none
+        self._trip_taken = anchor_known and trip_anchor is None
         self.sink = sink  # called with (thread, obs) for every observable made
 
     def tripwire(self, thread: str, e: dict) -> bool:
         """Add the ``tripwire_fires`` observable if ``e`` is this rank's runtime-tripwire point."""
+        if self._trip_taken:
+            return False
         if self.trip_anchor is not None:
             if e["i"] != self.trip_anchor:
                 return False
@@ -398,9 +401,9 @@ def _tripwire_anchor(events: list[dict]) -> int | None:
 
 
 def map_rank_events(adapter, family: str, rank: int, role: str, events: EventWindow, truncated: bool,
-                    trip_anchor: int | None = None, sink=None):
+                    trip_anchor: int | None = None, sink=None, anchor_known: bool = False):
     """A generator mapping one rank's events (one step per event); its builder's ``out`` fills as it goes."""
-    b = _Builder(family, rank, events, truncated, trip_anchor, sink)
+    b = _Builder(family, rank, events, truncated, trip_anchor, sink, anchor_known)
     return b, adapter.map_rank(b, role)
 
 
@@ -416,7 +419,8 @@ def map_run(run: S.RunTrace) -> Mapped:
     for r, tr in sorted(run.ranks.items()):
         role = run.manifest["roles"].get(str(r), "")
         anchor = _tripwire_anchor(tr.events)
-        b, steps = map_rank_events(ad, family, r, role, EventWindow.of_list(tr.events), tr.truncated, anchor)
+        b, steps = map_rank_events(ad, family, r, role, EventWindow.of_list(tr.events), tr.truncated, anchor,
+                                   anchor_known=True)
         for _ in steps:
             pass
         for thread, obs in b.out.items():

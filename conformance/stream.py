@@ -224,8 +224,19 @@ def scan(src: Source, validate: bool, deferred: loader.BadInput | None = None, f
             if eager is None:
                 _map_counts(ad, family, r, role, it, tap, counts, None, facts)
             else:
+                # held in memory and mapped already: the checks only
+                send = fan.send
                 for e in it:
-                    tap(e)
+                    send(e)
+                    ev = e["ev"]
+                    if ev == S.HEADER_SENT or ("chunk_index" in e and "call_id" in e):
+                        ids_co.send(e)
+                    if "seq_first" in e and ev != S.COMM_ENTER and not (ev in _HEADERS and seen_comm):
+                        shared["compiled"] = True
+                    if ev == S.COMM_ENTER:
+                        seen_comm = True
+                    elif ev == S.RANK_EXIT:
+                        facts.exit = e
             facts.truncated, facts.count = info.truncated, info.count
             facts.pending = {i for q in opened.values() for i in q}
             late = anchor.late()
