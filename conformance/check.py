@@ -154,15 +154,21 @@ def _conform_source(src, opening, spec: str, budget: int | None, check_variant: 
     spec_name, variant, params = mapping.spec_params(m, mapped)
     rep = ConformReport(trace_dir=src.path, topology=topo, spec=spec_name, variant=None, params=params, conforms=False,
                         notes=list(mapped.notes), truncated=sc.truncated)
-    rep.fabric = stream.scan_fabric(src, sc) + sc.payload
+    streamed = not isinstance(src, stream.MemSource)
+    if not streamed:
+        rep.fabric = stream.scan_fabric(src, sc) + sc.payload
     # the hardened spec, with the run's fault enabled, on the run's backend profile
     backend = run_backend(src)
     model, params = checkable_model(spec_name, params, backend, src)
     rep.params = params
     rep.interrupted = sorted(r for r, f in sc.facts.items() if f.exit is not None and f.exit.get("how") == "interrupted")
     rep.run_interrupted = src.summary.get("interrupted") is True
-    lazy = stream.lazy_mapped(src, sc, model.actors)
+    matcher = fabric_check.Matcher(m["groups"], src.ranks()) if streamed else None
+    lazy = stream.lazy_mapped(src, sc, model.actors, matcher)
     rep.replay = Replayer(model, lazy, budget=budget, seconds=seconds).run()
+    if streamed:
+        # the c10d matching was fed what the replay's maps read; the rest of the files now
+        rep.fabric = stream.finish_fabric(src, sc, matcher, lazy) + sc.payload
     rep.conforms = rep.replay.conforms and not rep.fabric
     unsafe = m.get("unsafe") or m["config"].get("unsafe") or ""
     if unsafe:

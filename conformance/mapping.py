@@ -116,6 +116,7 @@ class Mapped:
     # (chunk_index, cache_epoch) of every chunk some rank ran a recompute call for: PP's plan hint
     recompute_chunks: frozenset = frozenset()
     facts: dict = field(default_factory=dict)  # actor -> ActorFacts
+    rank_maps: dict = field(default_factory=dict)  # a streamed run: rank -> stream.RankMap
 
     def produced(self, key) -> set:
         f = self.facts.get(key)

@@ -1,16 +1,16 @@
 """Conformance over streams of the rank files: memory that does not grow with the trace.
 
-A run is read three times, each time as one stream per rank holding a bounded window of events:
+A run is read twice, each time as one stream per rank holding a bounded window of events:
 1. ``scan``, the ranks one after the other: the schema and loader checks (the same errors, in the
    same order, as loading every file at once), the per-rank and rank-by-rank run-level checks
    (recorder ordering, D_out drains, identifiers, payloads, chunks, message ids) as running state,
    and the abstraction map run once to count what it makes per actor (the spec's parameters and the
    replay's budget need those counts before the replay starts; the observables are not kept);
-2. ``scan_fabric``, the ranks merged by timestamp: c10d matching (fabric_check.Matcher), where a
-   collective is compared, and forgotten, once every member has reached it, so only the ops still
-   waiting for a partner are held;
-3. the replay, which pulls each actor's observables from its rank's map (``LazyObs``) as the search
-   reaches them, and lets go of those its window has left behind (replay.WINDOW).
+2. the replay, which pulls each actor's observables from its rank's map (``LazyObs``) as the search
+   reaches them, and lets go of those its window has left behind (replay.WINDOW);
+3. c10d matching (fabric_check.Matcher) is fed every event the replay's maps read, then
+   (``finish_fabric``) the rest of the files merged by timestamp: a collective is compared, and
+   forgotten, once every member has reached it, so only the ops still waiting for a partner are held.
 
 The same code runs over an in-memory run (``MemSource``: its event lists) and over a run directory
 (``DirSource``: the files), so both give the same verdicts and messages.
@@ -323,8 +323,8 @@ def scan_fabric(src: Source, sc: Scan | None = None) -> list[dict]:
 class RankMap:
     """One rank's map, run as far as its actors' observables are asked for."""
 
-    def __init__(self, ad, family, r, role, events, facts, anchor, keep: set):
-        win = mapping.EventWindow(events, facts.pending)
+    def __init__(self, ad, family, r, role, events, facts, anchor, keep: set, tap=None):
+        win = self.window = mapping.EventWindow(events, facts.pending, tap)
         self.b, self.steps = mapping.map_rank_events(ad, family, r, role, win, facts.truncated, anchor)
         self.done = False
         self.base: dict[str, int] = {}
@@ -388,8 +388,10 @@ class LazyObs:
             rm.base[self.thread] = base + drop
 
 
-def lazy_mapped(src: Source, sc: Scan, actors) -> mapping.Mapped:
-    """The scan's Mapped with, per actor, its observables as a LazyObs (one map per rank)."""
+def lazy_mapped(src: Source, sc: Scan, actors, matcher: fabric_check.Matcher | None = None) -> mapping.Mapped:
+    """The scan's Mapped with, per actor, its observables as a LazyObs (one map per rank).  With a
+    ``matcher``, every event the maps read is also fed to the c10d matching (``finish_fabric`` feeds
+    the rest): the replay's pass is also the matching's, one read of the files fewer."""
     m = src.manifest
     mapped = sc.mapped
     if isinstance(src, MemSource):
@@ -399,12 +401,31 @@ def lazy_mapped(src: Source, sc: Scan, actors) -> mapping.Mapped:
     for a in actors:
         keep_of.setdefault(a.rank, set()).add(a.thread)
     maps: dict[int, RankMap] = {}
+    for r in src.ranks():
+        tap = None
+        if matcher is not None:
+            def tap(e, r=r, feed=matcher.feed):
+                feed(r, e)
+        maps[r] = RankMap(ad, mapped.family, r, m["roles"].get(str(r), ""), src.events(r), sc.facts[r],
+                          sc.anchors.get(r), keep_of.get(r, set()), tap)
     for (r, th), f in sorted(mapped.facts.items()):
-        if r not in maps:
-            maps[r] = RankMap(ad, mapped.family, r, m["roles"].get(str(r), ""), src.events(r), sc.facts[r],
-                              sc.anchors.get(r), keep_of.get(r, set()))
         if th in keep_of.get(r, set()):
             mapped.per_actor[(r, th)] = LazyObs(maps[r], th, f.count)
         else:
             mapped.per_actor[(r, th)] = [f.first] if f.first is not None else []
+    mapped.rank_maps = maps
     return mapped
+
+
+def finish_fabric(src: Source, sc: Scan, matcher: fabric_check.Matcher, mapped: mapping.Mapped) -> list[dict]:
+    """After the replay: the events its maps did not read, merged by timestamp, to the matching; then
+    every c10d mismatch in the order of a rank-by-rank pass (as ``scan_fabric``)."""
+    def rest(r, win):
+        for e in win._it:   # past what the window read (and fed): straight from the file
+            yield e["t"], r, e
+
+    maps = mapped.rank_maps
+    feed = matcher.feed
+    for _, r, e in heapq.merge(*[rest(r, rm.window) for r, rm in maps.items()], key=lambda x: (x[0], x[1])):
+        feed(r, e)
+    return sc.pre + matcher.finish(sc.compiled) + sc.ids + sc.per_rank
