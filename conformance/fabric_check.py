@@ -94,6 +94,7 @@ class Matcher:
         self.groups = groups
         self.last: dict[int, _Op | None] = {r: None for r in ranks}   # the rank's latest op, until its next
         self.coll: dict[str, dict[int, deque]] = {}
+        self.ready: dict[str, int] = {}      # members with an op waiting, per group
         self.k: dict[str, int] = {}          # collectives matched per group
         self.broken: set = set()             # groups with a mismatch: c10d pairs nothing reliably after it
         self.count: dict[tuple, int] = {}    # (group, rank) -> collectives seen (seq check)
@@ -155,8 +156,12 @@ class Matcher:
         if kind == "coll":
             if key in self.broken:
                 return
-            self.coll.setdefault(key, {}).setdefault(r, deque()).append(op)
-            self._match_coll(key, final=False)
+            q = self.coll.setdefault(key, {}).setdefault(r, deque())
+            q.append(op)
+            if len(q) == 1:
+                n = self.ready[key] = self.ready.get(key, 0) + 1
+                if n == len(self.groups[key]):
+                    self._match_coll(key, final=False)
         else:
             if key in self.p2p_done:
                 return
@@ -173,11 +178,17 @@ class Matcher:
             if final:
                 if not any(q.get(r) for r in members):
                     return
-            elif not all(q.get(r) for r in members):
+            elif self.ready.get(g, 0) < len(members):
                 return
             k = self.k.get(g, 0)
             self.k[g] = k + 1
-            calls = {r: q[r].popleft() for r in members if q.get(r)}
+            calls = {}
+            for r in members:
+                qr = q.get(r)
+                if qr:
+                    calls[r] = qr.popleft()
+                    if not qr:
+                        self.ready[g] -= 1
             ref_r = min(calls)
             ref = calls[ref_r].e
             bad = None

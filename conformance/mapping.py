@@ -208,6 +208,8 @@ class EventWindow:
 
     def get(self, j: int) -> dict | None:
         """Event j (reading ahead as needed), or None past the end."""
+        if self.whole:
+            return self.buf[j] if j < len(self.buf) else None
         while j >= self.base + len(self.buf):
             if not self._pull():
                 return None
@@ -228,6 +230,9 @@ class EventWindow:
         return None
 
     def __iter__(self):
+        if self.whole:
+            yield from self._iter_whole()
+            return
         j = self.base
         while True:
             e = self.get(j)
@@ -254,6 +259,27 @@ class EventWindow:
                 self.base = j
                 for x in [x for x in self.exits if x < keep]:
                     del self.exits[x]
+
+
+def _iter_whole_impl(self):
+    """EventWindow.__iter__ over events held in memory (the same tracking, no reading ahead)."""
+    gen_purposes, errs = GEN_PURPOSES, ERROR_SIGNS
+    enter, exit_, mark, headers = S.COMM_ENTER, S.COMM_EXIT, S.MARK, (S.HEADER_SENT, S.HEADER_RECV)
+    for j, e in enumerate(self.buf):
+        self.pos = j
+        yield e
+        k = e["ev"]
+        if k == enter and e.get("purpose") in gen_purposes:
+            self.gen_run.append(e)
+        elif k != exit_ and k != mark:
+            if self.gen_run:
+                self.gen_run = []
+        if not self.saw_error and (k in errs or (k in headers and e.get("action") == "ERROR")
+                                   or (k == exit_ and not e["ok"])):
+            self.saw_error = True
+
+
+EventWindow._iter_whole = _iter_whole_impl
 
 
 def _next_event(events: EventWindow, i: int, kinds: tuple, stop_at_comm: bool = True) -> dict | None:
