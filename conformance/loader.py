@@ -60,8 +60,10 @@ def load(path: str | Path) -> S.RunTrace:
     if err is not None:
         raise err
     for r, tr in run.ranks.items():
-        for k, e in enumerate(tr.events):
-            rank_event_checks(run.manifest, tr.path, k, e)
+        if tr.events:
+            rank_event_checks(run.manifest, tr.path, 0, tr.events[0])
+        for k, e in enumerate(tr.events[1:], 2):
+            _check_ids(tr.path, k, e)
     run.summary = _load_summary(d)
     return run
 

@@ -379,9 +379,9 @@ def iter_rank_events(path: str | os.PathLike, rank: int | None = None, info: Str
                         expect += 1
                         if compact is not None:
                             compact(rec)
-                        info.count = expect
-                        info.last = rec
                         yield rec
+                    if expect:
+                        info.count, info.last = expect, rec
                     fast = block = None
             except TraceSchemaError:
                 # a whole-file read decodes the text before parsing it: a bad byte anywhere in the file
