@@ -9,6 +9,9 @@ Three layers, each reporting the first thing it cannot explain:
 3. for an ``--unsafe`` run: the replay against the matching spec variant, and the model checker's
    verdict for that variant; the report says whether the run is an instance of that counterexample
    class (e.g. ``fm04-throw-after-header: STRANDED``).
+A run directory larger than STREAM_ABOVE is checked over streams of its rank files (stream.py:
+memory flat in the trace's length); a smaller one, or a run in memory, over its event lists, with the
+same checks and the same report.
 """
 from __future__ import annotations
 

@@ -402,10 +402,7 @@ def lazy_mapped(src: Source, sc: Scan, actors, matcher: fabric_check.Matcher | N
         keep_of.setdefault(a.rank, set()).add(a.thread)
     maps: dict[int, RankMap] = {}
     for r in src.ranks():
-        tap = None
-        if matcher is not None:
-            def tap(e, r=r, feed=matcher.feed):
-                feed(r, e)
+        tap = _feeder(matcher.feed, r) if matcher is not None else None
         maps[r] = RankMap(ad, mapped.family, r, m["roles"].get(str(r), ""), src.events(r), sc.facts[r],
                           sc.anchors.get(r), keep_of.get(r, set()), tap)
     for (r, th), f in sorted(mapped.facts.items()):
@@ -415,6 +412,12 @@ def lazy_mapped(src: Source, sc: Scan, actors, matcher: fabric_check.Matcher | N
             mapped.per_actor[(r, th)] = [f.first] if f.first is not None else []
     mapped.rank_maps = maps
     return mapped
+
+
+def _feeder(feed, r: int):
+    def tap(e):
+        feed(r, e)
+    return tap
 
 
 def finish_fabric(src: Source, sc: Scan, matcher: fabric_check.Matcher, mapped: mapping.Mapped) -> list[dict]:
