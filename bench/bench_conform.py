@@ -14,6 +14,9 @@ Timings are the best of --repeat runs; each row also gives CPU time per event (p
 a shared, loaded machine inflates less than wall time.  Report `uptime`'s load with the figures.  Runs use long PG timeouts so a loaded
 machine does not turn a clean run into a timed-out one.
 
+A run of more than 16 MiB is streamed (``check.conform_dir``): its ``load_s`` is null (reading is not a
+separate step); a baseline checkout without ``conform_dir`` loads the run whole first.
+
 Memory: every row is measured in a fresh child process (``--measure DIR``), so its ``peak_rss_mb`` (the
 child's peak resident set, load and check together) is that trace's own; ``base_rss_mb`` is the child's
 RSS before it loads the trace (the interpreter and lockstep's modules) and ``bytes_per_event`` the peak
