@@ -323,9 +323,10 @@ def scan_fabric(src: Source, sc: Scan | None = None) -> list[dict]:
 class RankMap:
     """One rank's map, run as far as its actors' observables are asked for."""
 
-    def __init__(self, ad, family, r, role, events, facts, anchor, keep: set, tap=None):
+    def __init__(self, ad, family, r, role, events, facts, anchor, keep: set, tap=None, sink=None):
         win = self.window = mapping.EventWindow(events, facts.pending, tap)
-        self.b, self.steps = mapping.map_rank_events(ad, family, r, role, win, facts.truncated, anchor)
+        self.b, self.steps = mapping.map_rank_events(ad, family, r, role, win, facts.truncated, anchor,
+                                                     sink=(lambda th, o, r=r: sink(r, th, o)) if sink else None)
         self.done = False
         self.base: dict[str, int] = {}
         self.keep = keep   # threads whose observables the replay reads (others: the first one only)
@@ -378,6 +379,13 @@ class LazyObs:
             raise IndexError(f"observable {k} of {self.thread} was released")
         return q[k - base]
 
+    def __iter__(self):
+        # every observable from the first: only while none was released (the replay reads by index)
+        if self.rm.base.get(self.thread, 0):
+            raise RuntimeError(f"the observables of {self.thread} before {self.rm.base[self.thread]} were released: "
+                               f"read a streamed actor by index as the replay does, or hook lazy_mapped's sink")
+        return (self[j] for j in range(self.n))
+
     def release_below(self, k: int) -> None:
         rm = self.rm
         q = rm.queue(self.thread)
@@ -388,10 +396,14 @@ class LazyObs:
             rm.base[self.thread] = base + drop
 
 
-def lazy_mapped(src: Source, sc: Scan, actors, matcher: fabric_check.Matcher | None = None) -> mapping.Mapped:
+def lazy_mapped(src: Source, sc: Scan, actors, matcher: fabric_check.Matcher | None = None,
+                sink=None) -> mapping.Mapped:
     """The scan's Mapped with, per actor, its observables as a LazyObs (one map per rank).  With a
     ``matcher``, every event the maps read is also fed to the c10d matching (``finish_fabric`` feeds
-    the rest): the replay's pass is also the matching's, one read of the files fewer."""
+    the rest): the replay's pass is also the matching's, one read of the files fewer.  ``sink(rank,
+    thread, obs)`` is called with every observable as its rank's map makes it (in order per rank; the
+    map may still fold later parts into the one it made last): the hook for checks over the mapped
+    stream that should not hold it."""
     m = src.manifest
     mapped = sc.mapped
     if isinstance(src, MemSource):
@@ -404,7 +416,7 @@ def lazy_mapped(src: Source, sc: Scan, actors, matcher: fabric_check.Matcher | N
     for r in src.ranks():
         tap = _feeder(matcher.feed, r) if matcher is not None else None
         maps[r] = RankMap(ad, mapped.family, r, m["roles"].get(str(r), ""), src.events(r), sc.facts[r],
-                          sc.anchors.get(r), keep_of.get(r, set()), tap)
+                          sc.anchors.get(r), keep_of.get(r, set()), tap, sink)
     for (r, th), f in sorted(mapped.facts.items()):
         if th in keep_of.get(r, set()):
             mapped.per_actor[(r, th)] = LazyObs(maps[r], th, f.count)

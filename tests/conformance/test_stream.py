@@ -74,12 +74,18 @@ def test_streamed_map_is_the_whole_run_map(real_run):
         sc = stream.scan(src, True, deferred, checks)
         spec_name, _, params = mapping.spec_params(src.manifest, sc.mapped)
         model, _ = check.checkable_model(spec_name, params, "gloo", src)
-        lazy = stream.lazy_mapped(src, sc, model.actors)
+        made: dict = {}
+        lazy = stream.lazy_mapped(src, sc, model.actors, sink=lambda r, th, o: made.setdefault((r, th), []).append(o))
         assert set(lazy.per_actor) == set(whole.per_actor)
         for key, obs in whole.per_actor.items():
             got = lazy.per_actor[key]
             assert len(got) == len(obs) and sc.mapped.produced(key) == whole.produced(key)
             assert [got[k] for k in range(len(got))] == obs, key
+            assert list(got) == obs  # nothing released yet: iterable from the first
+        for rm in lazy.rank_maps.values():  # the hook saw every observable of every map, in order
+            while not rm.done:
+                rm.step()
+        assert made == whole.per_actor
 
 
 @pytest.mark.multirank
