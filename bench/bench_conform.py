@@ -14,12 +14,15 @@ Timings are the best of --repeat runs; each row also gives CPU time per event (p
 a shared, loaded machine inflates less than wall time.  Report `uptime`'s load with the figures.  Runs use long PG timeouts so a loaded
 machine does not turn a clean run into a timed-out one.
 
+A run of more than 16 MiB is streamed (``check.conform_dir``): its ``load_s`` is null (reading is not a
+separate step); a baseline checkout without ``conform_dir`` loads the run whole first.
+
 Memory: every row is measured in a fresh child process (``--measure DIR``), so its ``peak_rss_mb`` (the
 child's peak resident set, load and check together) is that trace's own; ``base_rss_mb`` is the child's
 RSS before it loads the trace (the interpreter and lockstep's modules) and ``bytes_per_event`` the peak
 above it per event.
 
-Long traces: ``--long-chunks N`` adds a row for a real tp 4-rank run of N chunks (about 455 events per
+Long traces: ``--long-chunks N[,N...]`` adds a row (each) for a real tp 4-rank run of N chunks (about 455 events per
 chunk: 2,250 chunks make a 1M-event trace, 165 MB of JSONL; making it takes ~20 min here, once; it is
 reused from --trace-dir).  The targets for it: < 60 s and a flat memory.  ``--baseline PYTHONPATH``
 measures every row a second time with another checkout's ``lockstep`` (e.g. an extracted older commit:
@@ -46,7 +49,8 @@ def run_args(topology: str, world: int, chunks: int) -> list[str]:
         args += ["-p", f"heads={heads}", "-p", f"dim={max(32, 4 * heads)}", "-p", f"hard_cut_at={chunks // 2}"]
     else:  # TP shards the heads: one per rank (the TP degree must divide them)
         args += ["-p", f"heads={world}", "-p", f"dim={8 * world}"]
-    return args + SLOW_MACHINE
+    # a long run on a loaded machine outlasts the launcher's default deadline: about 1 s per chunk, at least 600 s
+    return args + SLOW_MACHINE + ["--deadline", str(max(600, 2 * chunks))]
 
 
 def ensure_run(d: Path, topology: str, world: int, chunks: int) -> None:
@@ -81,31 +85,48 @@ def measure_in_child(d: Path, repeat: int, pythonpath: str | None = None) -> dic
     return json.loads(out.strip().splitlines()[-1])
 
 
+def _count_events(d: Path) -> int:
+    """Recorded events of a run: its rank files' lines (outside the timing)."""
+    n = 0
+    for p in Path(d).glob("rank*.jsonl"):
+        with open(p, "rb") as f:
+            n += sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 22), b""))
+    return n
+
+
 def time_conform(d: Path, repeat: int) -> dict:
     import resource
 
     from lockstep.conformance import check, loader
     base_rss = _rss_mb()
     best = None
+    streamed = hasattr(check, "conform_dir")  # a baseline checkout loads the whole run first
     for _ in range(repeat):
         c0 = time.process_time()
         t0 = time.perf_counter()
-        run = loader.load(d)
-        t1 = time.perf_counter()
-        rep = check.conform_run(run, check_variant=False)
+        if streamed:
+            rep = check.conform_dir(d, check_variant=False)
+            t1 = t0  # loading is not a separate step: the files are streamed
+            topology, ranks = rep.topology, len(list(Path(d).glob("rank*.jsonl")))
+        else:
+            run = loader.load(d)
+            t1 = time.perf_counter()
+            rep = check.conform_run(run, check_variant=False)
+            topology, ranks = run.manifest["topology"], len(run.ranks)
+            del run
         t2 = time.perf_counter()
         cpu = time.process_time() - c0
         if best is None or t2 - t0 < best[0]:
             # numbers only: holding the run or the report would double the next repeat's peak RSS
-            best = (t2 - t0, t1 - t0, rep.replay.observables, rep.replay.nodes, rep.verdict, run.manifest["topology"],
-                    len(run.ranks), sum(len(t.events) for t in run.ranks.values()), cpu)
-        del run, rep
+            best = (t2 - t0, t1 - t0, rep.replay.observables, rep.replay.nodes, rep.verdict, topology, ranks,
+                    _count_events(d), cpu)
+        del rep
     total, load_s, observables, nodes, verdict, topology, ranks, events, cpu = best
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return {"peak_rss_mb": round(peak), "base_rss_mb": round(base_rss),
             "bytes_per_event": round((peak - base_rss) * 2**20 / events), "trace": str(d), "topology": topology, "ranks": ranks, "events": events,
             "observables": observables, "search_nodes": nodes, "verdict": verdict,
-            "load_s": round(load_s, 3), "total_s": round(total, 3), "cpu_s": round(cpu, 3),
+            "load_s": round(load_s, 3) if load_s else None, "total_s": round(total, 3), "cpu_s": round(cpu, 3),
             "us_per_event": round(1e6 * total / events, 2), "cpu_us_per_event": round(1e6 * cpu / events, 2)}
 
 
@@ -116,8 +137,10 @@ def main() -> int:
     ap.add_argument("--topologies", default="tp,pp1")
     ap.add_argument("--chunks", type=int, default=12)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--long-chunks", type=int, default=0,
-                    help="add a row for a real tp 4-rank run of this many chunks (2250: about 1M events)")
+    ap.add_argument("--long-chunks", default="",
+                    help="add a row for a real tp 4-rank run of this many chunks (2250: about 1M events); a comma list "
+                         "(550,1100,2250: 250k, 500k, 1M events) also compares their peak RSS (flat: the largest within "
+                         "1.25x of the smallest)")
     ap.add_argument("--long-repeat", type=int, default=1)
     ap.add_argument("--baseline", default=None, metavar="PYTHONPATH",
                     help="also measure every row with the lockstep found on this PYTHONPATH, side by side")
@@ -146,14 +169,23 @@ def main() -> int:
             ensure_run(d, topo, w, a.chunks)
             rows.setdefault(topo, []).append(measure(d, a.repeat))
     ok = True
-    if a.long_chunks:
-        d = base / f"tp-w4-c{a.long_chunks}"
-        ensure_run(d, "tp", 4, a.long_chunks)
+    longs = []
+    for c in [int(x) for x in str(a.long_chunks).split(",") if x.strip() and int(x)]:
+        d = base / f"tp-w4-c{c}"
+        ensure_run(d, "tp", 4, c)
         r = measure(d, a.long_repeat)
+        longs.append(r)
         print(f"long trace: {r['events']:,} events, {r['total_s']} s wall ({r['cpu_s']} s cpu), peak RSS "
               f"{r['peak_rss_mb']} MiB ({r['bytes_per_event']} bytes/event above the {r['base_rss_mb']} MiB base); "
-              f"{r['verdict']} (goal < 60 s)")
+              f"{r['verdict']} (goal < 60 s)", flush=True)
         ok &= r["verdict"] == "CONFORMS" and r["total_s"] < 60
+    if len(longs) > 1:
+        lo, hi = min(longs, key=lambda r: r["events"]), max(longs, key=lambda r: r["events"])
+        ratio = hi["peak_rss_mb"] / lo["peak_rss_mb"]
+        per = ", ".join(f"{r['events']:,} events {r['peak_rss_mb']} MiB" for r in longs)
+        print(f"memory: peak RSS {per}; "
+              f"{hi['events'] / lo['events']:.1f}x the events take {ratio:.2f}x the memory (flat: <= 1.25)")
+        ok &= ratio <= 1.25
     if side:
         print(f"{'trace':<28}{'events':>10}{'before s':>10}{'after s':>9}{'before MiB':>12}{'after MiB':>11}"
               f"{'before B/ev':>13}{'after B/ev':>12}")

@@ -72,9 +72,8 @@ def conform(trace_dir, spec, fr_dir, allow_missing, no_checker, budget, time_lim
             sys.exit(3 if rep["empty"] else (0 if rep["ok"] else 1))
         if trace_dir is None:
             raise click.UsageError("give TRACE_DIR or --flight-recorder DUMP_DIR")
-        from lockstep.conformance.check import conform_run
-        run = loader.load(trace_dir)
-        rep = conform_run(run, spec=spec, check_variant=not no_checker, budget=budget, seconds=time_limit)
+        from lockstep.conformance.check import conform_dir
+        rep = conform_dir(trace_dir, spec=spec, check_variant=not no_checker, budget=budget, seconds=time_limit)
     except loader.BadInput as e:
         _bad_input(e, as_json)
     if as_json:

@@ -11,10 +11,14 @@ Three layers, each reporting the first thing it cannot explain:
 4. for an ``--unsafe`` run: the replay against the matching spec variant, and the model checker's
    verdict for that variant; the report says whether the run is an instance of that counterexample
    class (e.g. ``fm04-throw-after-header: STRANDED``).
+A run directory larger than STREAM_ABOVE is checked over streams of its rank files (stream.py:
+memory flat in the trace's length); a smaller one, or a run in memory, over its event lists, with the
+same checks and the same report.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..spec import registry
 from . import fabric_check, loader, mapping, monitors, payload
@@ -82,11 +86,18 @@ def build_model(spec: str, variant: str | None, params: dict, backend: str = "gl
     return info.build(p, variant, backend), p
 
 
+def _size(p) -> int:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return 0
+
+
 class NotCheckable(loader.BadInput):
     """A run the spec cannot be built for (e.g. a 1-rank tp world): exit 2 with "not checkable: ..."."""
 
 
-def run_backend(run: S.RunTrace) -> str:
+def run_backend(run) -> str:
     b = run.manifest.get("backend", "gloo")
     if b not in ("gloo", "nccl"):
         raise loader.BadInput(f"{run.path}/manifest.json: field 'backend': {b!r} is not one of gloo, nccl",
@@ -94,7 +105,7 @@ def run_backend(run: S.RunTrace) -> str:
     return b
 
 
-def checkable_model(spec_name: str, params: dict, backend: str, run: S.RunTrace, variant: str | None = None):
+def checkable_model(spec_name: str, params: dict, backend: str, run, variant: str | None = None):
     try:
         return build_model(spec_name, variant, params, backend)
     except (registry.UsageError, ValueError, AssertionError) as e:
@@ -105,45 +116,84 @@ def checkable_model(spec_name: str, params: dict, backend: str, run: S.RunTrace,
 
 def conform_run(run: S.RunTrace, spec: str = "auto", budget: int | None = None, check_variant: bool = True,
                 checker_timeout: float = 60.0, seconds: float | None = None) -> ConformReport:
+    """Conformance of an in-memory run (the same streamed checks as ``conform_dir``, over its event lists)."""
+    from .stream import MemSource
     with loader.no_cyclic_gc():
-        return _conform_run(run, spec, budget, check_variant, checker_timeout, seconds)
+        return _conform_source(MemSource(run), None, spec, budget, check_variant, checker_timeout, seconds, run)
 
 
-def _conform_run(run: S.RunTrace, spec: str, budget: int | None, check_variant: bool, checker_timeout: float,
-                 seconds: float | None) -> ConformReport:
-    m = run.manifest
+# rank files of a run up to this size (bytes, all ranks) are loaded whole, larger ones streamed (a small
+# run is checked faster in memory: read once, mapped once; a long one in memory that does not grow)
+STREAM_ABOVE = 16 << 20
+
+
+def conform_dir(path, spec: str = "auto", budget: int | None = None, check_variant: bool = True,
+                checker_timeout: float = 60.0, seconds: float | None = None, stream: bool | None = None) -> ConformReport:
+    """Conformance of a run directory: its rank files streamed (memory flat in the trace's length) when
+    they are larger than STREAM_ABOVE or ``stream`` is true, else loaded whole; the same report either
+    way.  Bad input raises loader.BadInput, as ``loader.load`` would, with the same message."""
+    src, deferred, checks = loader.open_run(path)
+    if stream is None:
+        stream = sum(_size(p) for p in Path(src.path).glob("rank*.jsonl")) > STREAM_ABOVE
+    if not stream:
+        return conform_run(loader.load(path), spec, budget, check_variant, checker_timeout, seconds)
+    with loader.no_cyclic_gc():
+        return _conform_source(src, (deferred, checks), spec, budget, check_variant, checker_timeout, seconds, None)
+
+
+def _conform_source(src, opening, spec: str, budget: int | None, check_variant: bool, checker_timeout: float,
+                    seconds: float | None, run: S.RunTrace | None) -> ConformReport:
+    from . import stream
+    m = src.manifest
+    if opening is not None:
+        sc = stream.scan(src, validate=True, deferred=opening[0], first_checks=opening[1])
+        loader.finish_open(src)
+    else:
+        sc = stream.scan(src, validate=False)
     topo = m["topology"]
     if spec == "auto":
         spec = SPEC_OF_TOPOLOGY[topo]
     elif spec != SPEC_OF_TOPOLOGY[topo]:
         raise loader.BadInput(f"--spec {spec} does not fit this run: its manifest says topology {topo!r}",
-                              str(run.path), None, "topology")
-    mapped = mapping.map_run(run)
+                              str(src.path), None, "topology")
+    mapped = sc.mapped
     spec_name, variant, params = mapping.spec_params(m, mapped)
-    rep = ConformReport(trace_dir=run.path, topology=topo, spec=spec_name, variant=None, params=params, conforms=False,
-                        notes=list(mapped.notes), truncated=[r for r, tr in run.ranks.items() if tr.truncated])
-    rep.fabric = fabric_check.check(run) + payload.check(run)
+    rep = ConformReport(trace_dir=src.path, topology=topo, spec=spec_name, variant=None, params=params, conforms=False,
+                        notes=list(mapped.notes), truncated=sc.truncated)
+    streamed = not isinstance(src, stream.MemSource)
+    if not streamed:
+        rep.fabric = stream.scan_fabric(src, sc) + sc.payload
     # the hardened spec, with the run's fault enabled, on the run's backend profile
-    backend = run_backend(run)
-    model, params = checkable_model(spec_name, params, backend, run)
+    backend = run_backend(src)
+    model, params = checkable_model(spec_name, params, backend, src)
     rep.params = params
-    rep.interrupted = sorted(r for r, tr in run.ranks.items() if tr.exit is not None and tr.exit.get("how") == "interrupted")
-    rep.run_interrupted = run.summary.get("interrupted") is True
-    rep.replay = Replayer(model, mapped, budget=budget, seconds=seconds).run()
-    rep.monitors, mnotes = trace_monitors(model, mapped)
+    rep.interrupted = sorted(r for r, f in sc.facts.items() if f.exit is not None and f.exit.get("how") == "interrupted")
+    rep.run_interrupted = src.summary.get("interrupted") is True
+    matcher = fabric_check.Matcher(m["groups"], src.ranks()) if streamed else None
+    lazy = stream.lazy_mapped(src, sc, model.actors, matcher)
+    rep.replay = Replayer(model, lazy, budget=budget, seconds=seconds).run()
+    if streamed:
+        # the c10d matching was fed what the replay's maps read; the rest of the files now
+        rep.fabric = stream.finish_fabric(src, sc, matcher, lazy) + sc.payload
+    rep.monitors, mnotes = trace_monitors(model, sc.mapped, stream.observables(src, sc))
     rep.notes += mnotes
     rep.conforms = rep.replay.conforms and not rep.fabric and not rep.monitors
     unsafe = m.get("unsafe") or m["config"].get("unsafe") or ""
     if unsafe:
-        rep.unsafe = unsafe_report(run, mapped, unsafe, spec_name, params, budget, check_variant, checker_timeout)
+        # the variant replay and the trace monitors read the whole run: an --unsafe run is held in memory
+        if run is None:
+            run = loader.load(src.path)
+        rep.unsafe = unsafe_report(run, mapping.map_run(run), unsafe, spec_name, params, budget, check_variant,
+                                   checker_timeout)
     return rep
 
 
-def trace_monitors(model, mapped) -> tuple[list, list]:
+def trace_monitors(model, mapped, observables) -> tuple[list, list]:
     """Run the spec's monitors over the events the run recorded: each observable of an actor maps to
     the spec transitions that explain it (mapping.py), and those to their ``event=``.  A per-rank
     monitor reads its rank's events in trace order, a world monitor all ranks' events in timestamp
-    order.  A monitor is skipped, with a note, when it has a ``when`` predicate (it reads spec
+    order.  ``observables`` yields ``(rank, thread, observable)`` (stream.observables: a fresh pass over
+    the rank files, so only the watched events are held).  A monitor is skipped, with a note, when it has a ``when`` predicate (it reads spec
     variables a trace does not record) or watches an event of a transition the trace does not record
     (the replay takes those steps unobserved).  Returns (rejections, notes)."""
     ms = getattr(model, "_monitor_set", None)
@@ -171,17 +221,19 @@ def trace_monitors(model, mapped) -> tuple[list, list]:
                              f"{', '.join(hidden)} fire events it watches but are not recorded")
                 break
     events = []
-    for a in model.actors:
-        by_name = {t.name: t.event for t in a.role.transitions}
-        for o in mapped.per_actor.get((a.rank, a.thread), []):
-            if o.kind != "step":
-                continue
-            evs = {by_name.get(n, by_name.get(n.split("@", 1)[0])) for n in o.names} - {None}
-            if len(evs) == 1:
-                events.append((o.t, a.rank, o.line + 1, a.label, a.role.name, evs.pop()))
-            elif len(evs) > 1 and evs & ms.events:
-                notes.append(f"rank {a.rank} line {o.line + 1} ({o.label}) may be any of the events "
-                             f"{', '.join(sorted(evs))}: the monitors skip it")
+    actors = {(a.rank, a.thread): (a, {t.name: t.event for t in a.role.transitions}) for a in model.actors}
+    for r, th, o in observables:
+        if o.kind != "step" or (r, th) not in actors:
+            continue
+        a, by_name = actors[(r, th)]
+        evs = {by_name.get(n, by_name.get(n.split("@", 1)[0])) for n in o.names} - {None}
+        if len(evs) == 1:
+            ev = evs.pop()
+            if ev in ms.events:
+                events.append((o.t, a.rank, o.line + 1, a.label, a.role.name, ev))
+        elif len(evs) > 1 and evs & ms.events:
+            notes.append(f"rank {a.rank} line {o.line + 1} ({o.label}) may be any of the events "
+                         f"{', '.join(sorted(evs))}: the monitors skip it")
     events.sort(key=lambda x: (x[0], x[1], x[2]))
     rejections = ms.run_events(((r, label, role, ev, line) for _t, r, line, label, role, ev in events), frozenset(skip))
     return rejections, notes
@@ -326,7 +378,8 @@ def first_unexplained(run: S.RunTrace, budget: int | None = None) -> dict | None
     for f in fabric:
         i = f["line"] - 1
         cands.append((t_of(f["rank"], i), 1, {"rank": f["rank"], "i": i, "message": f"c10d matching: {f['message']}"}))
-    for m in trace_monitors(model, mapped)[0]:
+    from .stream import mapped_observables
+    for m in trace_monitors(model, mapped, mapped_observables(mapped))[0]:
         i = m["line"] - 1
         cands.append((t_of(m["rank"], i), -1, {"rank": m["rank"], "i": i, "message": f"{m['verdict']}: {m['message']}"}))
     if not cands:

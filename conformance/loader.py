@@ -44,11 +44,9 @@ class BadInput(ValueError):
 
 
 def load(path: str | Path) -> S.RunTrace:
-    d = Path(path)
-    if not d.exists():
-        raise BadInput(f"{d}: no such trace directory", str(d))
-    if not d.is_dir():
-        raise BadInput(f"{d}: not a directory (expected a run directory with manifest.json and rank*.jsonl)", str(d))
+    """Load a whole run into memory (every event held; ``lockstep conform`` streams the files instead:
+    ``open_run``).  Checks as ``open_run`` and the streamed scan do, in the same order."""
+    d = _run_dir(path)
     try:
         with no_cyclic_gc():
             run = S.load_run(d)
@@ -58,41 +56,112 @@ def load(path: str | Path) -> S.RunTrace:
         raise BadInput(f"{d}: a trace file nests JSON too deeply", str(d)) from None
     except OSError as e:
         raise BadInput(f"{e.filename or d}: cannot read ({e.strerror or e})", str(e.filename or d)) from None
-    m = run.manifest
-    mp = str(d / S.MANIFEST_NAME)
-    if m["topology"] not in TOPOLOGIES:
-        raise BadInput(f"{mp}: field 'topology': {m['topology']!r} is not one of {', '.join(TOPOLOGIES)}", mp, None, "topology")
-    _check_manifest(m, mp)
-    run_id = m.get("run_id")
-    if run_id is not None and not isinstance(run_id, str):
-        raise BadInput(f"{mp}: field 'run_id': expected a string, got {type(run_id).__name__}", mp, None, "run_id")
-    stray = sorted(p.name for p in d.iterdir() if _RANK_FILE.fullmatch(p.name) and int(_RANK_FILE.fullmatch(p.name).group(1)) >= m["world_size"])
-    if stray:
-        raise BadInput(f"{d / stray[0]}: a rank file the manifest does not promise (world_size {m['world_size']}; "
-                       f"stray: {', '.join(stray)})", str(d / stray[0]), None, "world_size")
+    err = run_level_problem(d, run.manifest)
+    if err is not None:
+        raise err
     for r, tr in run.ranks.items():
-        if not tr.events:
-            continue
-        first = tr.events[0]
-        if first["ev"] != S.RANK_START:
-            raise BadInput(f"{tr.path}:1: field 'ev': the first event of a rank must be {S.RANK_START}, got {first['ev']!r}",
-                           tr.path, 1, "ev")
-        dig = first.get("config_digest")
-        if dig is not None and dig != m["config_digest"]:
-            raise BadInput(f"{tr.path}:1: field 'config_digest': {dig!r} differs from the manifest's {m['config_digest']!r} "
-                           f"(a rank file from another run?)", tr.path, 1, "config_digest")
-        rid = first.get("run_id")
-        if run_id is not None and rid != run_id:
-            raise BadInput(f"{tr.path}:1: field 'run_id': {rid!r} differs from the manifest's {run_id!r} "
-                           f"(a rank file from another run: runs are never mixed)", tr.path, 1, "run_id")
-        w = first.get("world")
-        if w is not None and w != m["world_size"]:
-            raise BadInput(f"{tr.path}:1: field 'world': this rank ran in a world of {w!r}, the manifest says "
-                           f"world_size {m['world_size']}", tr.path, 1, "world")
-        for k, e in enumerate(tr.events):
-            _check_ids(tr.path, k + 1, e)
+        if tr.events:
+            rank_event_checks(run.manifest, tr.path, 0, tr.events[0])
+        for k, e in enumerate(tr.events[1:], 2):
+            _check_ids(tr.path, k, e)
     run.summary = _load_summary(d)
     return run
+
+
+def _run_dir(path) -> Path:
+    d = Path(path)
+    if not d.exists():
+        raise BadInput(f"{d}: no such trace directory", str(d))
+    if not d.is_dir():
+        raise BadInput(f"{d}: not a directory (expected a run directory with manifest.json and rank*.jsonl)", str(d))
+    return d
+
+
+def read_manifest(d: Path) -> dict:
+    """The run's manifest, schema-checked (its problems come before any rank file's)."""
+    mp = d / S.MANIFEST_NAME
+    if not mp.exists():
+        raise BadInput(f"{mp}: manifest.json is missing", str(mp))
+    try:
+        m = json.loads(mp.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise BadInput(f"{mp}: not UTF-8 text ({e.reason} at byte {e.start})", str(mp)) from None
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{mp}:{e.lineno}: not valid JSON ({e.msg})", str(mp), e.lineno) from None
+    except RecursionError:
+        raise BadInput(f"{d}: a trace file nests JSON too deeply", str(d)) from None
+    except OSError as e:
+        raise BadInput(f"{e.filename or mp}: cannot read ({e.strerror or e})", str(e.filename or mp)) from None
+    try:
+        S.validate_manifest(m, str(mp))
+    except S.TraceSchemaError as e:
+        raise BadInput(str(e), e.path, e.line, e.field) from None
+    return m
+
+
+def run_level_problem(d: Path, m: dict) -> BadInput | None:
+    """The manifest-level problems found once every rank file is known to be schema-valid: a topology
+    conform does not know, fields out of range, a stray rank file."""
+    mp = str(d / S.MANIFEST_NAME)
+    try:
+        if m["topology"] not in TOPOLOGIES:
+            raise BadInput(f"{mp}: field 'topology': {m['topology']!r} is not one of {', '.join(TOPOLOGIES)}", mp, None, "topology")
+        _check_manifest(m, mp)
+        run_id = m.get("run_id")
+        if run_id is not None and not isinstance(run_id, str):
+            raise BadInput(f"{mp}: field 'run_id': expected a string, got {type(run_id).__name__}", mp, None, "run_id")
+        stray = sorted(p.name for p in d.iterdir() if _RANK_FILE.fullmatch(p.name) and int(_RANK_FILE.fullmatch(p.name).group(1)) >= m["world_size"])
+        if stray:
+            raise BadInput(f"{d / stray[0]}: a rank file the manifest does not promise (world_size {m['world_size']}; "
+                           f"stray: {', '.join(stray)})", str(d / stray[0]), None, "world_size")
+    except BadInput as e:
+        return e
+    return None
+
+
+def rank_event_checks(m: dict, path: str, k: int, e: dict) -> None:
+    """The loader's checks of a rank file's k-th event (0-based) beyond the schema: the first one is a
+    rank_start of this run, in this world; every ``ids`` and ``shape`` is plain data of its type."""
+    if k == 0:
+        first = e
+        if first["ev"] != S.RANK_START:
+            raise BadInput(f"{path}:1: field 'ev': the first event of a rank must be {S.RANK_START}, got {first['ev']!r}",
+                           path, 1, "ev")
+        dig = first.get("config_digest")
+        if dig is not None and dig != m["config_digest"]:
+            raise BadInput(f"{path}:1: field 'config_digest': {dig!r} differs from the manifest's {m['config_digest']!r} "
+                           f"(a rank file from another run?)", path, 1, "config_digest")
+        run_id = m.get("run_id")
+        rid = first.get("run_id")
+        if run_id is not None and rid != run_id:
+            raise BadInput(f"{path}:1: field 'run_id': {rid!r} differs from the manifest's {run_id!r} "
+                           f"(a rank file from another run: runs are never mixed)", path, 1, "run_id")
+        w = first.get("world")
+        if w is not None and w != m["world_size"]:
+            raise BadInput(f"{path}:1: field 'world': this rank ran in a world of {w!r}, the manifest says "
+                           f"world_size {m['world_size']}", path, 1, "world")
+    _check_ids(path, k + 1, e)
+
+
+def open_run(path: str | Path):
+    """A run directory to stream: ``(source, deferred, checks)`` for ``stream.scan`` -- the source (its
+    manifest read and schema-checked now), a manifest-level problem to raise once the rank files' schema
+    errors (which come first) are ruled out, and the per-event loader checks."""
+    from .stream import DirSource
+    d = _run_dir(path)
+    m = read_manifest(d)
+    src = DirSource(str(d), m)
+    deferred = run_level_problem(d, m)
+
+    def checks(r, p, k, e):
+        rank_event_checks(m, p, k, e)
+
+    return src, deferred, checks
+
+
+def finish_open(src) -> None:
+    """After the scan: the launcher's summary.json, when there is one."""
+    src.summary = _load_summary(Path(src.path))
 
 
 def _check_manifest(m: dict, mp: str) -> None:

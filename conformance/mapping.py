@@ -84,35 +84,54 @@ class Obs:
         return self.lines[0]
 
 
+class ActorFacts:
+    """What the map produced for one actor, counted as the observables were made (a streamed trace
+    does not keep them): how many, the transition names they name (OPTIONAL_RECORDS), how many carry a
+    NOOP header, how many are runtime tripwires, and the first one (an actor the spec lacks is reported
+    at it)."""
+
+    __slots__ = ("count", "names", "noops", "trips", "first")
+
+    def __init__(self):
+        self.count, self.names, self.noops, self.trips, self.first = 0, set(), 0, 0, None
+
+    def add(self, o: "Obs") -> None:
+        if self.first is None:
+            self.first = o
+        self.count += 1
+        self.names |= o.names
+        if o.action == "NOOP":
+            self.noops += 1
+        if "tripwire_fires" in o.names:
+            self.trips += 1
+
+
 @dataclass
 class Mapped:
     topology: str
     family: str                              # tp | pp
-    per_actor: dict[tuple[int, str], list[Obs]] = field(default_factory=dict)
+    # per actor its observables: a list (map_run) or a stream.LazyObs (a streamed trace)
+    per_actor: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     # (chunk_index, cache_epoch) of every chunk some rank ran a recompute call for: PP's plan hint
     recompute_chunks: frozenset = frozenset()
+    facts: dict = field(default_factory=dict)  # actor -> ActorFacts
+    rank_maps: dict = field(default_factory=dict)  # a streamed run: rank -> stream.RankMap
 
     def produced(self, key) -> set:
-        return {n for o in self.per_actor.get(key, []) for n in o.names}
+        f = self.facts.get(key)
+        return set(f.names) if f is not None else set()
+
+    def noops(self, key) -> int:
+        f = self.facts.get(key)
+        return f.noops if f is not None else 0
+
+    def trips(self) -> int:
+        return sum(f.trips for f in self.facts.values())
 
 
 def _ids(e: dict) -> dict:
     return {k: e[k] for k in ("call_id", "chunk_index", "cache_epoch") if k in e}
-
-
-def _exits(events: list[dict]) -> dict[int, dict]:
-    """comm_enter index -> its comm_exit event (matched by op, group, seq in FIFO order)."""
-    open_: dict[tuple, list[int]] = {}
-    out: dict[int, dict] = {}
-    for e in events:
-        if e["ev"] == S.COMM_ENTER:
-            open_.setdefault((e["op"], e["group"], e["seq"]), []).append(e["i"])
-        elif e["ev"] == S.COMM_EXIT:
-            q = open_.get((e["op"], e["group"], e["seq"]))
-            if q:
-                out[q.pop(0)] = e
-    return out
 
 
 def _peer(e: dict) -> int:
@@ -127,42 +146,200 @@ def _spec_kind(op: str) -> str:
     return {"isend": "send", "irecv": "recv"}.get(op, op)
 
 
-def _next_event(events: list[dict], i: int, kinds: tuple, stop_at_comm: bool = True) -> dict | None:
+class EventWindow:
+    """One rank's events as the map reads them: in order, from a list or a stream of the rank file,
+    holding only what is still needed -- the events from the one being mapped to the furthest one a
+    look-ahead read (an op's exit, the header record after it).  What the map needs from behind is kept
+    as it goes: the generator collectives right before the current event (``gen_run``) and whether an
+    error sign was seen (``saw_error``).  ``pending`` (the comm_enter indices a first pass found without
+    a comm_exit) stops the look-ahead for an exit that never comes; ``tap`` sees every event once, as it
+    is read."""
+
+    __slots__ = ("_it", "buf", "base", "done", "exits", "_open", "pending", "gen_run", "saw_error", "tap", "pos", "whole")
+
+    def __init__(self, events, pending=None, tap=None):
+        self._it = iter(events)
+        self.buf: list = []
+        self.base = 0               # index of buf[0]
+        self.done = False
+        self.exits: dict[int, dict] = {}   # comm_enter index -> its comm_exit (FIFO per op, group, seq)
+        self._open: dict[tuple, list] = {}
+        self.pending = pending
+        self.gen_run: list = []
+        self.saw_error = False
+        self.tap = tap
+        self.pos = 0
+        self.whole = False
+
+    @classmethod
+    def of_list(cls, events: list) -> "EventWindow":
+        """A rank's events held in memory: read in place (nothing copied or forgotten), exits matched at once."""
+        w = cls(())
+        for e in events:
+            w._match(e)
+        w.buf = events
+        w.done = w.whole = True
+        return w
+
+    def _match(self, e: dict) -> None:
+        k = e["ev"]
+        if k == S.COMM_ENTER:
+            self._open.setdefault((e["op"], e["group"], e["seq"]), []).append(e["i"])
+        elif k == S.COMM_EXIT:
+            key = (e["op"], e["group"], e["seq"])
+            q = self._open.get(key)
+            if q:
+                self.exits[q.pop(0)] = e
+                if not q:
+                    del self._open[key]
+
+    def _pull(self) -> bool:
+        if self.done:
+            return False
+        e = next(self._it, None)
+        if e is None:
+            self.done = True
+            return False
+        if self.tap is not None:
+            self.tap(e)
+        self._match(e)
+        self.buf.append(e)
+        return True
+
+    def get(self, j: int) -> dict | None:
+        """Event j (reading ahead as needed), or None past the end."""
+        if self.whole:
+            return self.buf[j] if j < len(self.buf) else None
+        while j >= self.base + len(self.buf):
+            if not self._pull():
+                return None
+        return self.buf[j - self.base]
+
+    def exit_of(self, i: int) -> dict | None:
+        """The comm_exit of the comm_enter at index i, or None (never exited)."""
+        ex = self.exits.pop(i, None)
+        if ex is not None:
+            return ex
+        if self.pending is not None and i in self.pending:
+            return None
+        while not self.done:
+            self._pull()
+            ex = self.exits.pop(i, None)
+            if ex is not None:
+                return ex
+        return None
+
+    def __iter__(self):
+        if self.whole:
+            yield from self._iter_whole()
+            return
+        j = self.base
+        while True:
+            e = self.get(j)
+            if e is None:
+                return
+            self.pos = j
+            yield e
+            # what the map may still ask about the past: the generator collectives right before an event,
+            # and whether an error sign came before it
+            k = e["ev"]
+            if k == S.COMM_ENTER and e.get("purpose") in GEN_PURPOSES:
+                self.gen_run.append(e)
+            elif k != S.COMM_EXIT and k != S.MARK:
+                if self.gen_run:
+                    self.gen_run = []
+            if not self.saw_error and (k in ERROR_SIGNS or (k in (S.HEADER_SENT, S.HEADER_RECV) and e.get("action") == "ERROR")
+                                       or (k == S.COMM_EXIT and not e["ok"])):
+                self.saw_error = True
+            j += 1
+            if j - self.base >= 4096 and not self.whole:
+                # forget what is behind: exits of ops the map skipped included (none is asked for again)
+                keep = self.gen_run[0]["i"] if self.gen_run else j
+                del self.buf[:j - self.base]
+                self.base = j
+                for x in [x for x in self.exits if x < keep]:
+                    del self.exits[x]
+
+
+def _iter_whole_impl(self):
+    """EventWindow.__iter__ over events held in memory (the same tracking, no reading ahead)."""
+    gen_purposes, errs = GEN_PURPOSES, ERROR_SIGNS
+    enter, exit_, mark, headers = S.COMM_ENTER, S.COMM_EXIT, S.MARK, (S.HEADER_SENT, S.HEADER_RECV)
+    for j, e in enumerate(self.buf):
+        self.pos = j
+        yield e
+        k = e["ev"]
+        if k == enter and e.get("purpose") in gen_purposes:
+            self.gen_run.append(e)
+        elif k != exit_ and k != mark:
+            if self.gen_run:
+                self.gen_run = []
+        if not self.saw_error and (k in errs or (k in headers and e.get("action") == "ERROR")
+                                   or (k == exit_ and not e["ok"])):
+            self.saw_error = True
+
+
+EventWindow._iter_whole = _iter_whole_impl
+
+
+def _next_event(events: EventWindow, i: int, kinds: tuple, stop_at_comm: bool = True) -> dict | None:
     """The first event of ``kinds`` after index i, before the next comm_enter (the op's annotation)."""
-    for e in events[i + 1:]:
+    j = i + 1
+    while True:
+        e = events.get(j)
+        if e is None:
+            return None
         if e["ev"] in kinds:
             return e
         if stop_at_comm and e["ev"] == S.COMM_ENTER:
             return None
-    return None
+        j += 1
 
 
 class _Builder:
-    def __init__(self, family: str, rank: int, events: list[dict], truncated: bool):
+    def __init__(self, family: str, rank: int, events: EventWindow, truncated: bool, trip_anchor: int | None = None,
+                 sink=None, anchor_known: bool = False):
         self.family, self.rank, self.events = family, rank, events
-        self.exits = _exits(events)
         self.out: dict[str, list[Obs]] = {}
         self.truncated = truncated
-        self.trip_anchor = _tripwire_anchor(events)
+        # the rank's runtime-tripwire point (_tripwire_anchor): given when it is not a tripwire record
+        # (then a first pass found it), else the first tripwire record of a pre-Phase-B kind
+        self.trip_anchor = trip_anchor
+        # ``anchor_known``: the anchor was found over the whole rank, so None means the rank has none
+        self._trip_taken = anchor_known and trip_anchor is None
+        self.sink = sink  # called with (thread, obs) for every observable made
 
     def tripwire(self, thread: str, e: dict) -> bool:
         """Add the ``tripwire_fires`` observable if ``e`` is this rank's runtime-tripwire point."""
-        if e["i"] != self.trip_anchor:
+        if self._trip_taken:
             return False
+        if self.trip_anchor is not None:
+            if e["i"] != self.trip_anchor:
+                return False
+        elif self._trip_taken or e["ev"] != S.TRIPWIRE or e.get("kind") not in TRIPWIRE_KINDS:
+            return False
+        self._trip_taken = True
         label = (f"tripwire {e.get('kind')}" if e["ev"] == S.TRIPWIRE else
                  f"{e['ev']} {e.get('fault', e.get('exc_type', ''))} (runtime tripwire: the rank raises before Phase B)")
         self.add(thread, "tripwire_fires", e, label=label)
         return True
+
+    def gen_parts(self) -> list[dict]:
+        """The generator collectives recorded just before the current event (back to the previous
+        non-generator event; comm_exits and free-form marks do not end them)."""
+        return list(self.events.gen_run)
 
     def add(self, thread: str, names, e: dict, **kw) -> Obs:
         o = Obs(names=_names(names), rank=self.rank, thread=thread, lines=[e["i"]], t=e["t"], **kw)
         if not o.label:
             o.label = e["ev"] + (f" {e.get('op')} {e.get('purpose', '')}" if e["ev"] == S.COMM_ENTER else "")
         self.out.setdefault(thread, []).append(o)
+        if self.sink is not None:
+            self.sink(thread, o)
         return o
 
     def op_obs(self, thread: str, names, e: dict, fold_into: Obs | None = None) -> Obs:
-        ex = self.exits.get(e["i"])
+        ex = self.events.exit_of(e["i"])
         outcome = "pending" if ex is None else ("ok" if ex["ok"] else "failed")
         if fold_into is not None:
             fold_into.lines.append(e["i"])
@@ -195,8 +372,7 @@ class _Builder:
             o = self.add(thread, frozenset({"exit"}), e, kind="exit", how=e["how"])
             # an exception exit where the spec's actor is DONE is the impl raising on an ERROR action:
             # only when the rank saw one (an ERROR header, a failed op, a rejection or a tripwire)
-            o.ok = any(x["ev"] in ERROR_SIGNS or (x["ev"] in (S.HEADER_RECV, S.HEADER_SENT) and x.get("action") == "ERROR")
-                       or (x["ev"] == S.COMM_EXIT and not x["ok"]) for x in self.events[:e["i"]])
+            o.ok = self.events.saw_error
 
 
 _NAMES: dict = {}
@@ -213,6 +389,31 @@ def _names(names) -> frozenset:
     return got
 
 
+class TripwireAnchor:
+    """Follows a rank's events to find its late tripwire anchor (see _tripwire_anchor): a rank without
+    a tripwire record that exits raising one of TRIPWIRE_EXC is anchored at its last
+    ``fault_injected`` (or the exit), which is only known at the end."""
+
+    __slots__ = ("record", "fault", "last")
+
+    def __init__(self):
+        self.record, self.fault, self.last = False, None, None
+
+    def feed(self, e: dict) -> None:
+        k = e["ev"]
+        if k == S.TRIPWIRE and e.get("kind") in TRIPWIRE_KINDS:
+            self.record = True
+        elif k == S.FAULT_INJECTED:
+            self.fault = e["i"]
+        self.last = e
+
+    def late(self) -> int | None:
+        last = self.last
+        if self.record or last is None or last["ev"] != S.RANK_EXIT or last.get("exc_type") not in TRIPWIRE_EXC:
+            return None
+        return self.fault if self.fault is not None else last["i"]
+
+
 def _tripwire_anchor(events: list[dict]) -> int | None:
     """Trace index of the rank's runtime tripwire (mapped to the spec's ``tripwire_fires``), or None:
     the first ``tripwire`` record of a pre-Phase-B kind, else, for a rank that exits raising one of
@@ -220,16 +421,22 @@ def _tripwire_anchor(events: list[dict]) -> int | None:
     for e in events:
         if e["ev"] == S.TRIPWIRE and e.get("kind") in TRIPWIRE_KINDS:
             return e["i"]
-    last = events[-1] if events else None
-    if last is None or last["ev"] != S.RANK_EXIT or last.get("exc_type") not in TRIPWIRE_EXC:
-        return None
-    for e in reversed(events):
-        if e["ev"] == S.FAULT_INJECTED:
-            return e["i"]
-    return last["i"]
+    a = TripwireAnchor()
+    for e in events:
+        a.feed(e)
+    return a.late()
+
+
+def map_rank_events(adapter, family: str, rank: int, role: str, events: EventWindow, truncated: bool,
+                    trip_anchor: int | None = None, sink=None, anchor_known: bool = False):
+    """A generator mapping one rank's events (one step per event); its builder's ``out`` fills as it goes."""
+    b = _Builder(family, rank, events, truncated, trip_anchor, sink, anchor_known)
+    return b, adapter.map_rank(b, role)
 
 
 def map_run(run: S.RunTrace) -> Mapped:
+    """The whole map of an in-memory run (every observable held: for a long trace conform streams the
+    files instead, conformance/stream.py)."""
     topo = run.manifest["topology"]
     family = "tp" if topo == "tp" else "pp"
     m = Mapped(topology=topo, family=family)
@@ -238,10 +445,16 @@ def map_run(run: S.RunTrace) -> Mapped:
     ad = adapter_for(topo)
     for r, tr in sorted(run.ranks.items()):
         role = run.manifest["roles"].get(str(r), "")
-        b = _Builder(family, r, tr.events, tr.truncated)
-        ad.map_rank(b, role)
+        anchor = _tripwire_anchor(tr.events)
+        b, steps = map_rank_events(ad, family, r, role, EventWindow.of_list(tr.events), tr.truncated, anchor,
+                                   anchor_known=True)
+        for _ in steps:
+            pass
         for thread, obs in b.out.items():
             m.per_actor[(r, thread)] = obs
+            f = m.facts[(r, thread)] = ActorFacts()
+            for o in obs:
+                f.add(o)
     return m
 
 
@@ -259,7 +472,7 @@ def spec_params(manifest: dict, mapped: Mapped) -> tuple[str, str | None, dict[s
     if fault and (topo, fault) in KNOWN_NONCONFORMING:
         mapped.notes.append(KNOWN_NONCONFORMING[(topo, fault)])
     # a tripwire fires on every mesh rank that sees the mismatch: one spec fault step each
-    trips = sum(1 for obs in mapped.per_actor.values() for o in obs if "tripwire_fires" in o.names)
+    trips = mapped.trips()
     max_faults = max(1, trips) if "tripwire" in faults else 1
     common = {"chunks": int(cfg.get("chunks", 2)), "hard_cut": int(cfg.get("hard_cut_at", -1)) >= 0, "faults": faults,
               "max_faults": max_faults}

@@ -112,7 +112,7 @@ def _guard_text(fn) -> str:
 
 class Replayer:
     def __init__(self, model, mapped: Mapped, budget: int | None = None, seconds: float | None = None,
-                 window: int = WINDOW):
+                 window: int | None = None):
         self.model = model
         model.set_reduction(False)
         self.mapped = mapped
@@ -126,7 +126,7 @@ class Replayer:
         self.total = sum(len(s) for s in self.seqs)
         self.budget = budget if budget is not None else 200 * self.total + 20000
         self.seconds = seconds
-        self.window = window
+        self.window = window if window is not None else WINDOW
         self.rank_actors = model.actors_of_rank
         # actors whose steps commute with every other actor's (see _ample_actor)
         self.solo = [bool(getattr(a.role, "private", False)) and len(model.actors_of_rank[a.rank]) == 1 for a in self.actors]
@@ -255,6 +255,7 @@ class Replayer:
                     if cut:
                         forgot_frames = True
                         del stack[:cut]
+                    self._release(stack, best)
         horizon_hit = forgot_frames and not budget_hit
         res = ReplayResult(False, nodes, time.perf_counter() - t0, self.total, max(best_score, 0),
                            budget_hit=budget_hit or horizon_hit, end_state=best[0], horizon_hit=horizon_hit,
@@ -531,6 +532,26 @@ class Replayer:
                 if self.solo[a] and a not in viol_actors:
                     return a
         return best
+
+    def _release(self, stack, best) -> None:
+        """Let a streamed actor sequence (stream.LazyObs) go of the observables no node the search can
+        still expand (the stack's, the furthest one) points at: its cursor, pending op, deferred isends."""
+        forget = getattr(self.model, "forget_memos", None)
+        if forget is not None:
+            forget()  # the spec's memos of the states left behind (they grow with the trace otherwise)
+        nodes = [n for n, _ in stack] + [best]
+        for i, seq in enumerate(self.seqs):
+            rel = getattr(seq, "release_below", None)
+            if rel is None:
+                continue
+            floor = min(n[1][i] for n in nodes)
+            for n in nodes:
+                p = n[2][i]
+                if p >= 0 and p < floor:
+                    floor = p
+                if n[3][i]:
+                    floor = min(floor, min(n[3][i]))
+            rel(floor)
 
     def _viol(self, v: Violation, i: int, o: Obs | None) -> dict:
         a = self.actors[i]

@@ -108,6 +108,12 @@ class Protocol(Fabric, Reductions, Explanation):
         self.fired: set = set()  # (actor index, transition index) of every actor step offered so far
         self._prepare()
 
+    def forget_memos(self) -> None:
+        """Empty the transition memos (a long trace replay moves on past states it never meets again)."""
+        self._memo.clear()
+        self._status_memo.clear()
+        self._fault_memo.clear()
+
     def _prepare(self) -> None:
         """(Re)build the per-actor step tables and empty the memos; run again by ``init_states`` so a
         role changed after the world was built (tests plant bugs that way) is explored as it is now."""

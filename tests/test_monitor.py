@@ -241,6 +241,12 @@ def test_conform_runs_the_monitor_on_a_real_gloo_trace(tmp_path):
     (rej,) = out["monitor_rejections"]
     assert rej["monitor"] == "emit_after_count_check" and rej["rank"] == 0 and rej["line"] == emit_line
     assert rej["event"] == "chunk_emitted" and rej["verdict"] == "CALL_COUNT"
+    # the same run read as streams (how a long run is read) gives the same rejection, and the clean one none
+    from lockstep.conformance.check import conform_dir
+
+    streamed = conform_dir(str(bad), stream=True)
+    assert [(m["monitor"], m["rank"], m["line"]) for m in streamed.monitors] == [("emit_after_count_check", 0, emit_line)]
+    assert not streamed.conforms and conform_dir(str(run), stream=True).monitors == []
     text = CliRunner().invoke(conform, [str(bad)]).output
     # render --trace's highlight points at the monitor's rejection
     from lockstep.conformance import check as conform_check, loader

@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -295,59 +295,151 @@ class _Compactor:
 
 
 _BLOCK = 8192  # lines parsed at once: the text of a long trace is never held twice
+_READ = 1 << 22  # bytes read from a rank file at once
+
+
+class StreamInfo:
+    """What a stream of one rank file found out by its end: ``truncated`` (the last line was cut
+    off), ``count`` (events read) and ``last`` (the last event)."""
+
+    __slots__ = ("path", "truncated", "count", "last")
+
+    def __init__(self, path: str):
+        self.path, self.truncated, self.count, self.last = path, False, 0, None
+
+
+def iter_rank_events(path: str | os.PathLike, rank: int | None = None, info: StreamInfo | None = None,
+                     validate: bool = True, compact: "_Compactor | None" = None, small: bool = False) -> Iterator[dict]:
+    """Stream one rank file: its events, validated, in order, holding one block of lines at a time.
+
+    The same strictness (and the same errors) as loading the whole file: only the last line may be
+    broken, and only if it has no trailing newline (the rank died while writing it: ``info.truncated``);
+    a file that is not UTF-8 is refused naming the line of its first bad byte, whatever else is
+    wrong before it (the rest of the file is read for that before any other error is raised).
+    ``validate=False`` skips the per-event schema checks (a file streamed again after a validating pass);
+    ``small`` reads and parses in small pieces (many ranks' streams open at once)."""
+    read_size, block_lines = (_READ // 16, _BLOCK // 16) if small else (_READ, _BLOCK)
+    p = Path(path)
+    if info is None:
+        info = StreamInfo(str(p))
+    with open(p, "rb") as f:
+        offset = 0      # bytes before ``pending``
+        lineno = 0      # lines before ``pending``
+        pending = b""
+        expect = 0
+        while True:
+            data = f.read(read_size)
+            if data:
+                pending += data
+                cut = pending.rfind(b"\n")
+                if cut < 0:
+                    continue
+                chunk, pending = pending[:cut + 1], pending[cut + 1:]
+                last_chunk = False
+            else:
+                chunk, pending = pending, b""
+                last_chunk = True
+                if not chunk:
+                    break
+            try:
+                text = chunk.decode("utf-8", errors="strict")
+            except UnicodeDecodeError as e:
+                raise _utf8_error(p, chunk, e, offset, lineno) from None
+            lines = text.split("\n")
+            del text
+            ends_clean = not last_chunk  # every chunk but an unterminated tail ends with a newline
+            if ends_clean:
+                lines.pop()
+            try:
+                for start in range(0, len(lines), block_lines):
+                    block = lines[start:start + block_lines]
+                    # fast path: a block of lines as one JSON array (one decoder pass, its keys shared
+                    # strings); any problem falls back to line by line, which names the line
+                    try:
+                        fast = json.loads("[" + ",".join(block) + "]")
+                        if len(fast) != len(block):
+                            fast = None
+                    except (json.JSONDecodeError, RecursionError):
+                        fast = None
+                    for k, text_ in enumerate(block):
+                        n = lineno + start + k + 1
+                        try:
+                            rec = fast[k] if fast is not None else json.loads(text_)
+                        except json.JSONDecodeError as e:
+                            if last_chunk and start + k == len(lines) - 1:
+                                info.truncated = True
+                                break
+                            raise TraceSchemaError(p, n, None, f"not valid JSON ({e.msg} at column {e.colno})") from None
+                        if validate:
+                            validate_event(rec, str(p), n)
+                            if rank is not None and rec["rank"] != rank:
+                                raise TraceSchemaError(p, n, "rank", f"{rec['rank']} in the file of rank {rank}")
+                            if rec["i"] != expect:
+                                raise TraceSchemaError(p, n, "i", f"{rec['i']}, expected {expect} (lines lost or reordered)")
+                        expect += 1
+                        if compact is not None:
+                            compact(rec)
+                        yield rec
+                    if expect:
+                        info.count, info.last = expect, rec
+                    fast = block = None
+            except TraceSchemaError:
+                # a whole-file read decodes the text before parsing it: a bad byte anywhere in the file
+                # is the error it reports, so the rest of the file is checked for one first
+                bad = _utf8_error_after(p, f, pending, offset + len(chunk), lineno + len(lines))
+                if bad is not None:
+                    raise bad from None
+                raise
+            offset += len(chunk)
+            lineno += len(lines)
+            if last_chunk:
+                break
+
+
+def _utf8_error(p: Path, chunk: bytes, e: UnicodeDecodeError, offset: int, lineno: int) -> TraceSchemaError:
+    line = lineno + chunk[:e.start].count(b"\n") + 1
+    return TraceSchemaError(p, line, None, f"not UTF-8 text ({e.reason} at byte {offset + e.start}): not a trace file")
+
+
+def _utf8_error_after(p: Path, f, pending: bytes, offset: int, lineno: int) -> TraceSchemaError | None:
+    """The first bad UTF-8 byte of the file from ``offset`` on (``pending`` read already), or None."""
+    import codecs
+    dec = codecs.getincrementaldecoder("utf-8")("strict")
+    seen = b""
+    data = pending
+    while True:
+        try:
+            dec.decode(data, final=not data)
+        except UnicodeDecodeError as e:
+            # the incremental decoder's positions are within this piece: locate it from the start
+            whole = seen + data
+            try:
+                whole.decode("utf-8")
+            except UnicodeDecodeError as e2:
+                return _utf8_error(p, whole, e2, offset, lineno)
+            return _utf8_error(p, whole, e, offset, lineno)
+        if not data:
+            return None
+        # keep what may still hold an unfinished character; count the lines of what is done
+        cut = data.rfind(b"\n")
+        if cut >= 0:
+            done, seen = seen + data[:cut + 1], data[cut + 1:]
+            offset += len(done)
+            lineno += done.count(b"\n")
+        else:
+            seen += data
+        data = f.read(_READ)
 
 
 def load_rank_trace(path: str | os.PathLike, rank: int | None = None) -> RankTrace:
-    """Strictly load one rank file.  Only the last line may be broken, and only if it has no
-    trailing newline (the rank died while writing it)."""
+    """Strictly load one rank file (``iter_rank_events`` into a list, equal values shared).  Only the
+    last line may be broken, and only if it has no trailing newline (the rank died while writing it)."""
     p = Path(path)
-    raw = p.read_bytes()
-    try:
-        data = raw.decode("utf-8", errors="strict")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise TraceSchemaError(p, line, None, f"not UTF-8 text ({e.reason} at byte {e.start}): not a trace file") from None
-    del raw
-    ends_clean = data.endswith("\n") or data == ""
-    lines = data.split("\n")
-    del data  # the lines hold the text now; each block of them is released once parsed
-    if ends_clean:
-        lines.pop()
-    events: list[dict] = []
-    truncated = False
-    compact = _Compactor()
-    total = len(lines)
-    for start in range(0, total, _BLOCK):
-        block = lines[start:start + _BLOCK]
-        lines[start:start + _BLOCK] = [None] * len(block)
-        # fast path: a block of lines as one JSON array (one decoder pass, its keys shared strings);
-        # any problem falls back to line by line, which names the line
-        try:
-            fast = json.loads("[" + ",".join(block) + "]")
-            if len(fast) != len(block):
-                fast = None
-        except (json.JSONDecodeError, RecursionError):
-            fast = None
-        for k, text in enumerate(block):
-            n = start + k + 1
-            try:
-                rec = fast[k] if fast is not None else json.loads(text)
-            except json.JSONDecodeError as e:
-                if n == total and not ends_clean:
-                    truncated = True
-                    break
-                raise TraceSchemaError(p, n, None, f"not valid JSON ({e.msg} at column {e.colno})") from None
-            validate_event(rec, str(p), n)
-            if rank is not None and rec["rank"] != rank:
-                raise TraceSchemaError(p, n, "rank", f"{rec['rank']} in the file of rank {rank}")
-            if rec["i"] != len(events):
-                raise TraceSchemaError(p, n, "i", f"{rec['i']}, expected {len(events)} (lines lost or reordered)")
-            compact(rec)
-            events.append(rec)
-        fast = block = None
+    info = StreamInfo(str(p))
+    events = list(iter_rank_events(p, rank, info, compact=_Compactor()))
     if rank is None:
         rank = events[0]["rank"] if events else -1
-    return RankTrace(rank=rank, path=str(p), events=events, truncated=truncated)
+    return RankTrace(rank=rank, path=str(p), events=events, truncated=info.truncated)
 
 
 def validate_manifest(m: Any, path: str = MANIFEST_NAME) -> None:

@@ -81,13 +81,15 @@ class PPAdapter(Adapter):
             return None
         return (getattr(v, "next_chunk", None), getattr(v, "cache_epoch", None)) in mapped.recompute_chunks
 
-    def map_rank(self, b: _Builder, role: str) -> None:
-        _map_pp(b, role)
+    def map_rank(self, b: _Builder, role: str):
+        """A generator: one step per event of the rank (the map of a streamed trace is pulled as the
+        replay needs it)."""
+        return _map_pp(b, role)
 
     def params(self, manifest: dict, mapped, common: dict) -> tuple[str, dict]:
         cfg = manifest["config"]
         topo = manifest["topology"]
-        noops = sum(1 for obs in mapped.per_actor.get((0, "comms"), []) if obs.action == "NOOP")
+        noops = mapped.noops((0, "comms"))
         params = {"chunks": common["chunks"], "depth": int(cfg.get("d_in", 2)), "hard_cuts": 1 if common["hard_cut"] else 0,
                   "recompute": "R0a", "keepalives": max(1, noops), "patience": 1, "ring": 2, "faults": common["faults"],
                   "max_faults": common["max_faults"]}
@@ -108,6 +110,7 @@ def _map_pp(b: _Builder, role: str) -> None:
     gen: Obs | None = None       # generator calls of one Phase B (denoise calls fold into one)
     gen_kind = None
     for e in ev:
+        yield
         k = e["ev"]
         if b.tripwire("main", e):
             fold = gen = None
@@ -190,7 +193,7 @@ def _map_pp(b: _Builder, role: str) -> None:
         elif k == S.GENERATOR_CALL:
             fold = None
             kind = e.get("kind")
-            parts = _gen_parts(ev, e)
+            parts = b.gen_parts()
             if gen is not None and kind == "denoise" and gen_kind == "denoise":
                 gen.lines.append(e["i"])
                 if gen.op is not None:
@@ -230,16 +233,3 @@ def _map_pp(b: _Builder, role: str) -> None:
         elif k == S.RANK_EXIT:
             b.exit_obs("main", e)
 
-
-def _gen_parts(ev: list[dict], gcall: dict) -> list[dict]:
-    """The generator collectives recorded just before a generator_call event (back to the previous
-    non-generator event)."""
-    parts = []
-    for e in reversed(ev[:gcall["i"]]):
-        if e["ev"] in (S.COMM_EXIT, S.MARK):
-            continue  # a free-form annotation does not end the call's collectives
-        if e["ev"] == S.COMM_ENTER and e.get("purpose") in GEN_PURPOSES:
-            parts.append(e)
-            continue
-        break
-    return list(reversed(parts))

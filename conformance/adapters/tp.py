@@ -69,12 +69,14 @@ class TPAdapter(Adapter):
                     steps += 1
         return (rec, steps, cut)
 
-    def map_rank(self, b: _Builder, role: str) -> None:
-        _map_tp(b, role)
+    def map_rank(self, b: _Builder, role: str):
+        """A generator: one step per event of the rank (the map of a streamed trace is pulled as the
+        replay needs it)."""
+        return _map_tp(b, role)
 
     def params(self, manifest: dict, mapped, common: dict) -> tuple[str, dict]:
         cfg = manifest["config"]
-        noops = sum(1 for obs in mapped.per_actor.get((0, "main"), []) if obs.action == "NOOP")
+        noops = mapped.noops((0, "main"))
         return "tp", {"ranks": manifest["world_size"], "chunks": common["chunks"], "steps": int(cfg.get("steps", 4)),
                       "reduces": 1, "heartbeats": max(1, noops), "hard_cuts": common["hard_cut"], "faults": common["faults"],
                       "max_faults": common["max_faults"]}
@@ -88,6 +90,7 @@ def _map_tp(b: _Builder, role: str) -> None:
     ev = b.events
     gen: Obs | None = None
     for e in ev:
+        yield
         k = e["ev"]
         if b.tripwire("main", e):
             gen = None

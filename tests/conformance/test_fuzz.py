@@ -125,6 +125,39 @@ def test_fuzz_traces(base, tmp_path):
     assert len(codes) >= 450 and 2 in codes
 
 
+@pytest.mark.slow
+def test_fuzz_streamed_equals_in_memory(base, tmp_path, monkeypatch):
+    """The same fuzzed traces, conform streaming the files and conform loading them whole: the same
+    exit code and the same output (the same one-line error for bad input, the same verdict)."""
+    from lockstep.conformance import check
+    lines = {r: (__import__("pathlib").Path(base) / f"rank{r}.jsonl").read_text().splitlines() for r in range(3)}
+    d = tmp_path / "run"
+    shutil.copytree(base, d)
+    originals = {r: (d / f"rank{r}.jsonl").read_bytes() for r in range(3)}
+    codes = []
+
+    def out(r):
+        return [x for x in r.output.splitlines() if not x.startswith(("CONFORMS", "DOES NOT", "INCONCLUSIVE"))]
+
+    @settings(max_examples=120, **SETTINGS)
+    @given(trace_mutation(lines))
+    def run(m):
+        rank, data = m
+        try:
+            (d / f"rank{rank}.jsonl").write_bytes(data)
+            monkeypatch.setattr(check, "STREAM_ABOVE", 0)
+            streamed = _invoke(d)
+            monkeypatch.setattr(check, "STREAM_ABOVE", 1 << 40)
+            whole = _invoke(d)
+            assert (streamed.exit_code, out(streamed)) == (whole.exit_code, out(whole))
+            codes.append(streamed.exit_code)
+        finally:
+            (d / f"rank{rank}.jsonl").write_bytes(originals[rank])
+
+    run()
+    assert 2 in codes and len(set(codes)) > 1
+
+
 def test_fuzz_manifests(base, tmp_path):
     d = tmp_path / "run"
     shutil.copytree(base, d)
