@@ -21,7 +21,7 @@ NOTHING = -1  # what a stage holds between send and the next receive
 
 
 def _source(M: int, C: int) -> Role:
-    r = Role("source", "PUT", {"n": 0})
+    r = Role("source", "PUT", {"n": 0}, shares=("q0",), progress=lambda v: v.n)
 
     def put(c):
         c.gset(q0=c.g.q0 + (c.v.n,))
@@ -34,7 +34,7 @@ def _source(M: int, C: int) -> Role:
 
 
 def _stage(i: int, M: int, C: int) -> Role:
-    r = Role(f"stage{i}", "READY", {"count": 0, "held": NOTHING})
+    r = Role(f"stage{i}", "READY", {"count": 0, "held": NOTHING}, shares=(), progress=lambda v: v.count)  # shares nothing but below
     qin, qout = f"q{i}", f"q{i + 1}"
 
     def receive(c):
@@ -52,16 +52,18 @@ def _stage(i: int, M: int, C: int) -> Role:
             c.goto(DONE)
 
     r.local("ready", "READY", "RECEIVE")
-    r.local("receive", "RECEIVE", "COMPUTE", guard=lambda c: len(getattr(c.g, qin)) > 0, do=receive)
+    r.local("receive", "RECEIVE", "COMPUTE", guard=lambda c: len(getattr(c.g, qin)) > 0, do=receive,
+            writes=(qin,))
     r.local("compute", "COMPUTE", "SEND")
-    r.local("send", "SEND", "COUNT", guard=lambda c: len(getattr(c.g, qout)) < C, do=send)
+    r.local("send", "SEND", "COUNT", guard=lambda c: len(getattr(c.g, qout)) < C, do=send,
+            writes=(qout,))
     r.local("count", "COUNT", ("READY", DONE), do=count)
     return r
 
 
 def _sink(S: int, M: int) -> Role:
-    r = Role("sink", "TAKE", {"n": 0})
     qin = f"q{S}"
+    r = Role("sink", "TAKE", {"n": 0}, shares=(qin,), progress=lambda v: v.n)
 
     def take(c):
         q = getattr(c.g, qin)

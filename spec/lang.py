@@ -39,6 +39,10 @@ class Transition:
     timeout_kind: str | None = None  # "recovers" | "hangs": what an op's timeout= means (fabric docs)
     timeout_s: float | None = None   # the op timeout's duration; over a minute it hangs unless declared
     emit: bool = False  # an emission (a result delivered): with ``commit``, what a run exists to do
+    # footprint (partial-order reduction): the shared variables the transition's functions (guard,
+    # choose, do, op, check, after) read and write; None: the role's ``shares`` (writes imply reads)
+    reads: tuple[str, ...] | None = None
+    writes: tuple[str, ...] | None = None
 
     @property
     def essential(self) -> bool:
@@ -55,7 +59,8 @@ class Role:
     """One machine per role (P-language style): states named by what the role waits for."""
 
     def __init__(self, name: str, init: str, vars: dict[str, Any], ids: Sequence[str] = ("call_id", "chunk_index", "cache_epoch"),
-                 doc: str = "", hang_points: Sequence[str] = (), private: bool = False, observed: Sequence[str] = ()):
+                 doc: str = "", hang_points: Sequence[str] = (), private: bool = False, observed: Sequence[str] = (),
+                 shares: Sequence[str] | None = None, progress: Callable | None = None):
         self.name = name
         self.init = init
         self.V = namedtuple(f"{name.replace('-', '_')}_vars", list(vars))
@@ -69,12 +74,22 @@ class Role:
         # partial-order reduction: a private role never reads or writes shared variables, and its
         # ``observed`` variables are the ones properties read (a step changing them is visible)
         self.private = private
+        # footprints: the shared variables every transition of the role may read and write, unless
+        # the transition declares its own ``reads=``/``writes=``; None (and no transition declaring
+        # one) leaves the role undeclared: it may touch any shared variable and is never reduced
+        self.shares = None if shares is None else tuple(shares)
+        if private and self.shares:
+            raise SpecError(f"role {name}", ValueError("a private role shares no variables: drop shares=... or private=True"))
+        # C3 of the partial-order reduction: fn(vars) -> a number that no step of the role lowers and
+        # that every step closing a loop of its local transitions raises (e.g. a loop counter); the
+        # reduction checks both on every step it takes alone, so loop states become reducible too
+        self.progress = progress
         self.observed = tuple(observed)
-        bad = [o for o in self.observed if o not in vars and o not in CONTROL_FIELDS]
+        bad = [o for o in self.observed if o not in vars and o not in CONTROL_FIELDS and o not in (self.shares or ())]
         if bad:
             raise SpecError(f"role {name}", ValueError(
                 f"observed names {', '.join(map(repr, bad))} are not variables of the role; valid: "
-                f"{', '.join(list(vars) + list(CONTROL_FIELDS))}"))
+                f"{', '.join(list(vars) + list(CONTROL_FIELDS) + list(self.shares or ()))}"))
         clash = [f for f in CONTROL_FIELDS if f in vars]
         if clash:
             raise SpecError(f"role {name}", ValueError(f"variable names {', '.join(clash)} are reserved (control state, pending op)"))
@@ -107,7 +122,7 @@ class Role:
 # a role's actor state beyond its variables that a property may read (``observed``): the control
 # state and the pending op (state.ActorState's field names)
 CONTROL_FIELDS = ("ctl", "pending")
-PRIVATE, SYMMETRIC = 1, 2  # Ctx flags: the declarations the world enforces while a step runs
+PRIVATE, SYMMETRIC, FOOTPRINT = 1, 2, 4  # Ctx flags: the declarations the world enforces while a step runs
 
 
 class Ctx:
@@ -115,8 +130,10 @@ class Ctx:
     ``p`` (parameters), ``rank``; it writes with ``set``/``gset``, picks a destination with ``goto``
     and may flag a property failure with ``violate`` (observer checks, not behaviour).
 
-    Declarations are enforced here: a ``private`` role's step that touches ``g`` and a symmetric
-    actor's step that reads ``rank`` raise a SpecError naming the role and transition."""
+    Declarations are enforced here: a ``private`` role's step that touches ``g``, a step that reads or
+    writes a shared variable outside its footprint (``reads=``/``writes=``/``shares=``, checked while
+    the partial-order reduction is on) and a symmetric actor's step that reads ``rank`` raise a
+    SpecError naming the role and transition."""
 
     __slots__ = ("v", "_g", "p", "_rank", "choice", "dst", "violation", "world", "actor", "scratch", "flags", "trans")
 
@@ -132,15 +149,36 @@ class Ctx:
 
     @property
     def g(self):
-        if self.flags & PRIVATE:
+        fl = self.flags
+        if fl & PRIVATE:
             self._refuse("a private role reads or writes shared variables (declare it private=False)")
+        if fl & FOOTPRINT:
+            return _Footprinted(self._g, self)
         return self._g
 
     @g.setter
     def g(self, value):
-        if self.flags & PRIVATE:
+        fl = self.flags
+        if fl & PRIVATE:
             self._refuse("a private role reads or writes shared variables (declare it private=False)")
+        if fl & FOOTPRINT:
+            if isinstance(value, _Footprinted):
+                value = value._g
+            old = self._g
+            writes = self.footprint()[1]
+            for f in old._fields:
+                if f not in writes and getattr(value, f) != getattr(old, f):
+                    self._outside("writes", f)
         self._g = value
+
+    def footprint(self) -> tuple[frozenset, frozenset]:
+        """(may read, may write) of the running transition: the shared variables it declares."""
+        return self.world._footprints[self.actor][self.trans]
+
+    def _outside(self, how: str, field: str):
+        reads, writes = self.footprint()
+        self._refuse(f"{how} shared variable {field!r} outside its declared footprint (reads {_names(reads)}, "
+                     f"writes {_names(writes)}); add it to reads=/writes= of the transition or shares= of the role")
 
     @property
     def rank(self):
@@ -164,6 +202,38 @@ class Ctx:
 
     def local_rank(self, group: str) -> int:
         return self.world.groups[group].local(self.rank)
+
+
+class _Footprinted:
+    """The shared variables as a step with a declared footprint sees them: reading a field outside
+    the footprint raises (a guard's reads count); ``_replace`` and ``_fields`` pass through, and the
+    Ctx checks on assignment that only declared fields changed."""
+
+    __slots__ = ("_g", "_c")
+
+    def __init__(self, g, c):
+        self._g, self._c = g, c
+
+    def __getattr__(self, name):
+        g = self._g
+        if name in g._fields:
+            if name not in self._c.footprint()[0]:
+                self._c._outside("reads", name)
+            return getattr(g, name)
+        if name in ("_replace", "_fields"):
+            return getattr(g, name)
+        self._c._outside("reads", "*")  # _asdict, iteration and the like read every field
+        return getattr(g, name)
+
+    def __iter__(self):
+        self._c._outside("reads", "*")
+
+    def __getitem__(self, k):
+        self._c._outside("reads", "*")
+
+
+def _names(fs) -> str:
+    return "(" + ", ".join(sorted(fs)) + ")" if fs else "nothing"
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,7 @@ class Protocol(Fabric, Reductions, Explanation):
             self._sym_on = self._sym_wanted = False
             self._por_actors = frozenset()
         self._por_on = bool(self._por_actors)
+        self._refresh_flags()
         self.fired: set = set()  # (actor index, transition index) of every actor step offered so far
         self._prepare()
 
