@@ -85,11 +85,12 @@ class Role:
         # reduction checks both on every step it takes alone, so loop states become reducible too
         self.progress = progress
         self.observed = tuple(observed)
-        bad = [o for o in self.observed if o not in vars and o not in CONTROL_FIELDS and o not in (self.shares or ())]
+        # a role that may share variables may also name shared variables (checked by the world)
+        bad = [o for o in self.observed if o not in vars and o not in CONTROL_FIELDS and private]
         if bad:
             raise SpecError(f"role {name}", ValueError(
                 f"observed names {', '.join(map(repr, bad))} are not variables of the role; valid: "
-                f"{', '.join(list(vars) + list(CONTROL_FIELDS) + list(self.shares or ()))}"))
+                f"{', '.join(list(vars) + list(CONTROL_FIELDS))}"))
         clash = [f for f in CONTROL_FIELDS if f in vars]
         if clash:
             raise SpecError(f"role {name}", ValueError(f"variable names {', '.join(clash)} are reserved (control state, pending op)"))

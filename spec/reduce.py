@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ..model.api import SpecError, Violation
-from .lang import FOOTPRINT, Ctx
+from .lang import CONTROL_FIELDS, DEAD, DONE, FAILED, FOOTPRINT, Ctx
 from .state import WorldState
 
 
@@ -25,17 +25,18 @@ class Reductions:
         ``_back`` (control states left by a back edge of the role's local transitions: C3)."""
         names = frozenset(self.shared)
         everything = (names, names)
-        self._footprints, self._fp_ctl, self._fp_future, self._back = [], [], [], []
+        self._footprints, self._fp_ctl, self._fp_future, self._back, self._may_fail = [], [], [], [], []
         per_role: dict = {}
         for a in self.actors:
             role = a.role
             if role.name not in per_role:
                 per_role[role.name] = _role_tables(role, names, everything)
-            fps, ctl, future, back = per_role[role.name]
+            fps, ctl, future, back, exits = per_role[role.name]
             self._footprints.append(fps)
             self._fp_ctl.append(ctl)
             self._fp_future.append(future)
             self._back.append(back)
+            self._may_fail.append(exits)
         self._fp_declared = any(c is not None and not a.role.private for a, c in zip(self.actors, self._fp_ctl))
 
     def _refresh_flags(self) -> None:
@@ -68,8 +69,9 @@ class Reductions:
     #   posted (a fabric step, which needs the post first); when p shares its rank with another thread,
     #   p takes no op steps at c (a rank's ops are queued in posting order); the fault exceptions are
     #   in ``por_independent``.  A step another thread takes that kills p's rank (FAILED, DEAD) or a
-    #   crash/hang of p's rank erases p's state whether p moved first or not; what p wrote is read
-    #   by no other actor (C1) and by no property (C2), so both orders lead to equivalent states;
+    #   crash/hang of p's rank erases p's state whether p moved first or not, but not what p wrote
+    #   nor p's state once p is DONE: while that can happen, p's steps that write a shared variable
+    #   or end p are not taken alone;
     # - C2: a step is visible when it changes a variable, the control state, the pending op or a
     #   shared variable that its role declares ``observed``, ends the process, or carries a check
     #   (the world checks at run time that properties read nothing else of a reduced actor);
@@ -94,6 +96,18 @@ class Reductions:
                 return False
         reads = self._fp_ctl[i].get(ctl)
         return not reads or not reads[0] or reads[0].isdisjoint(self._others_writes(state, i))  # C0
+
+    def _rank_may_die(self, state, i) -> bool:
+        """Whether p's rank may be crashed or hung, or another thread of it may still fail (which ends
+        the process) before p moves: p's state is then erased either way, but not what p wrote, and a
+        thread that finished (DONE) keeps its state."""
+        rank = self._actor_rank[i]
+        if state[2] < self.max_faults and (("crash" in self.faults and rank in self.crash_ranks)
+                                           or ("hang" in self.faults and rank in self.hang_ranks)):
+            return True
+        actors = state[0]
+        return any(j != i and actors[j][1] is not None and actors[j][0] in self._may_fail[j]
+                   for j in self.actors_of_rank[rank])
 
     def _others_writes(self, state, i) -> frozenset:
         out = frozenset()
@@ -131,9 +145,9 @@ class Reductions:
             return True
         if "pending" in vis and npend != pend:
             return True
-        shares = role.shares or ()
+        fields = v._fields
         g, ng = state[1], nxt[1]
-        return any(getattr(g, f) != getattr(ng, f) if f in shares else getattr(v, f) != getattr(nv, f)
+        return any(getattr(v, f) != getattr(nv, f) if f in fields else getattr(g, f) != getattr(ng, f)
                    for f in role.observed if f != "ctl" and f != "pending")
 
     def por_independent(self, state, i, moves, succs) -> bool:
@@ -142,6 +156,10 @@ class Reductions:
         fp = self._fp_ctl[i].get(ctl)
         if fp is not None and fp[1] and not fp[1].isdisjoint(self._others_touch(state, i)):
             return False  # C1: another actor may read or write what p writes (p's reads: por_complete)
+        if (fp is not None and fp[1] or any(n[0][i][0] == DONE for _, n in moves)) and self._rank_may_die(state, i):
+            # killing p's rank erases p's state, but neither what p wrote nor a thread that is DONE:
+            # the kill before p's step and the kill after it would lead to different states
+            return False
         if fu >= self.max_faults or not self._faults_possible:
             return True  # no fault can be injected any more: nothing below applies
         a = self.actors[i]
@@ -219,8 +237,10 @@ class Reductions:
             i, f = min(bad)  # the same report whatever order the set iterates in (string hashes vary by process)
             a = self.actors[i]
             kind = {"ctl": "control state", "pending": "pending op"}.get(f, f"variable {f!r}")
-            if f in (a.role.shares or ()) or any(f in w for _, w in self._fp_ctl[i].values()):
-                kind = f"shared variable {f!r}, which it writes,"
+            if f not in a.role.V._fields and f not in CONTROL_FIELDS:
+                raise SpecError(what, PermissionError(
+                    f"reads shared variable {f!r}, which {a.label} (role {a.role.name}) may write, and the role does not "
+                    f"declare it in observed=...; the partial-order reduction would hide changes to it (add {f!r} to observed)"))
             raise SpecError(what, PermissionError(
                 f"reads the {kind} of {a.label} (role {a.role.name}), which the role does not declare in "
                 f"observed=...; the partial-order reduction would hide changes to it (add {f!r} to observed)"))
@@ -316,7 +336,7 @@ def _sort_key(x):
 
 def _role_tables(role, names: frozenset, everything: tuple):
     """(footprints by transition name, by control state, reachable from each control state, control
-    states with a back edge) of one role; None tables for a role that declares nothing."""
+    states with a back edge, control states from which it may fail) of one role; None tables for a role that declares nothing."""
     declared = role.private or role.shares is not None or any(t.reads is not None or t.writes is not None
                                                              for t in role.transitions)
     fps: dict = {}
@@ -337,9 +357,11 @@ def _role_tables(role, names: frozenset, everything: tuple):
                     f"{', '.join(sorted(names)) or 'none'}"))
             pr, pw = fps.get(t.name, (frozenset(), frozenset()))  # transitions sharing a name: the union
             fps[t.name] = (pr | r, pw | w)
-        for o in role.observed:
-            if o in (role.shares or ()) and o not in names:
-                raise SpecError(f"role {role.name}", ValueError(f"observed names {o!r}, which is not a shared variable"))
+    bad = [o for o in role.observed if o not in role.V._fields and o not in CONTROL_FIELDS and o not in names]
+    if bad:
+        raise SpecError(f"role {role.name}", ValueError(
+            f"observed names {', '.join(map(repr, bad))} are neither variables of the role nor shared variables; valid: "
+            f"{', '.join(list(role.V._fields) + list(CONTROL_FIELDS) + sorted(names))}"))
     edges: dict = {}
     local: dict = {}
     for t in role.transitions:
@@ -368,7 +390,16 @@ def _role_tables(role, names: frozenset, everything: tuple):
             r, w = r | fr, w | fw
         future[ctl] = (r, w)
     back = _back_edge_sources(local, role.init)
-    return (fps if declared else {}), (by_ctl if declared else None), future, back
+    # control states from which the role may still end in FAILED or DEAD (a failed op, a fault)
+    fails = {c for c in role.by_src if any(d in (FAILED, DEAD) for k in role.by_src[c] for d in role.transitions[k].targets)}
+    changed = True
+    while changed:
+        changed = False
+        for c in role.by_src:
+            if c not in fails and any(d in fails for d in edges.get(c, ())):
+                fails.add(c)
+                changed = True
+    return (fps if declared else {}), (by_ctl if declared else None), future, back, frozenset(fails)
 
 
 def _back_edge_sources(edges: dict, init) -> frozenset:
