@@ -43,6 +43,10 @@ class Transition:
     # choose, do, op, check, after) read and write; None: the role's ``shares`` (writes imply reads)
     reads: tuple[str, ...] | None = None
     writes: tuple[str, ...] | None = None
+    # FIFO ends (shared variables holding a ``Fifo``): the transition only appends to these (``put``,
+    # after testing ``has_room``) or only takes their head (``take``/``head``, after ``nonempty``)
+    puts: tuple[str, ...] | None = None
+    takes: tuple[str, ...] | None = None
 
     @property
     def essential(self) -> bool:
@@ -136,13 +140,14 @@ class Ctx:
     the partial-order reduction is on) and a symmetric actor's step that reads ``rank`` raise a
     SpecError naming the role and transition."""
 
-    __slots__ = ("v", "_g", "p", "_rank", "choice", "dst", "violation", "world", "actor", "scratch", "flags", "trans")
+    __slots__ = ("v", "_g", "p", "_rank", "choice", "dst", "violation", "world", "actor", "scratch", "flags", "trans", "_qneg")
 
     def __init__(self, v, g, p, rank, dst, world, actor, choice=None, flags=0, trans=None):
         self.v, self._g, self.p, self._rank, self.dst, self.world, self.actor, self.choice = v, g, p, rank, dst, world, actor, choice
         self.violation = None
         self.scratch = None  # what a step hands to its observer check; never part of the state
         self.flags, self.trans = flags, trans
+        self._qneg = None  # a FIFO end found full or empty while the step ran (checked by queue_check)
 
     def _refuse(self, what: str):
         role = self.world.actors[self.actor].role.name
@@ -166,20 +171,43 @@ class Ctx:
             if isinstance(value, _Footprinted):
                 value = value._g
             old = self._g
-            writes = self.footprint()[1]
+            _, writes, puts, takes = self.footprint()
+            conv = {}
             for f in old._fields:
-                if f not in writes and getattr(value, f) != getattr(old, f):
-                    self._outside("writes", f)
+                b = getattr(value, f)
+                if isinstance(b, _Append) and f in puts:
+                    conv[f] = getattr(old, f).put(b.item)
+                elif b is _DROP_HEAD and f in takes:
+                    conv[f] = Fifo(getattr(old, f)[1:])
+            if conv:
+                value = value._replace(**conv)
+            for f in old._fields:
+                a, b = getattr(old, f), getattr(value, f)
+                if f in writes or a == b:
+                    continue
+                if f in puts and isinstance(b, Fifo) and len(b) > len(a) and b[:len(a)] == a:
+                    continue
+                if f in takes and isinstance(b, Fifo) and len(b) < len(a) and b == a[len(a) - len(b):]:
+                    continue
+                self._outside("writes", f)
         self._g = value
 
-    def footprint(self) -> tuple[frozenset, frozenset]:
-        """(may read, may write) of the running transition: the shared variables it declares."""
+    def queue_check(self) -> None:
+        """A step declaring ``puts``/``takes`` that runs although it found its queue full/empty."""
+        how, field = self._qneg
+        self._refuse(f"runs although it found FIFO {field!r} {how}: a transition declaring "
+                     f"{'puts' if how == 'full' else 'takes'}=({field!r},) must run only while the queue "
+                     f"{'has room' if how == 'full' else 'is non-empty'} (test it in the guard) and must not look at it otherwise")
+
+    def footprint(self) -> tuple[frozenset, frozenset, frozenset, frozenset]:
+        """(may read, may write, puts, takes) of the running transition: the shared variables it declares."""
         return self.world._footprints[self.actor][self.trans]
 
     def _outside(self, how: str, field: str):
-        reads, writes = self.footprint()
+        reads, writes, puts, takes = self.footprint()
+        ends = (f", puts {_names(puts)}" if puts else "") + (f", takes {_names(takes)}" if takes else "")
         self._refuse(f"{how} shared variable {field!r} outside its declared footprint (reads {_names(reads)}, "
-                     f"writes {_names(writes)}); add it to reads=/writes= of the transition or shares= of the role")
+                     f"writes {_names(writes)}{ends}); add it to reads=/writes= of the transition or shares= of the role")
 
     @property
     def rank(self):
@@ -218,9 +246,14 @@ class _Footprinted:
     def __getattr__(self, name):
         g = self._g
         if name in g._fields:
-            if name not in self._c.footprint()[0]:
-                self._c._outside("reads", name)
-            return getattr(g, name)
+            reads, _, puts, takes = self._c.footprint()
+            if name in reads:
+                return getattr(g, name)
+            if name in puts:
+                return _PutEnd(getattr(g, name), self._c, name)
+            if name in takes:
+                return _TakeEnd(getattr(g, name), self._c, name)
+            self._c._outside("reads", name)
         if name in ("_replace", "_fields"):
             return getattr(g, name)
         self._c._outside("reads", "*")  # _asdict, iteration and the like read every field
@@ -231,6 +264,112 @@ class _Footprinted:
 
     def __getitem__(self, k):
         self._c._outside("reads", "*")
+
+
+class Fifo(tuple):
+    """A FIFO queue held in a shared variable: an immutable tuple, head first.  A transition that
+    declares ``puts=("q",)`` sees only ``q.has_room(capacity)`` and ``q.put(item)``; one that
+    declares ``takes=("q",)`` sees only ``q.nonempty()``, ``q.head`` and ``q.take()`` (head, rest).
+    With one putter and one taker, a put and a take commute and neither disables the other: the
+    partial-order reduction treats the two ends as independent (the SPIN idea of exclusive send
+    and receive channels)."""
+
+    __slots__ = ()
+
+    def put(self, item) -> "Fifo":
+        return Fifo(tuple.__add__(self, (item,)))
+
+    def take(self) -> tuple:
+        return self[0], Fifo(self[1:])
+
+    @property
+    def head(self):
+        return self[0]
+
+    def nonempty(self) -> bool:
+        return len(self) > 0
+
+    def has_room(self, capacity: int) -> bool:
+        return len(self) < capacity
+
+
+class _QueueEnd:
+    __slots__ = ("_q", "_c", "_f")
+
+    def __init__(self, q, c, f):
+        if not isinstance(q, Fifo):
+            c._refuse(f"declares {self._what}=({f!r},) but {f!r} holds a {type(q).__name__}, not a Fifo")
+        self._q, self._c, self._f = q, c, f
+
+    def __getattr__(self, name):
+        self._c._refuse(f"uses {name!r} of FIFO {self._f!r}, which it declares in {self._what}=: "
+                        f"only {', '.join(self._allowed)} are allowed there")
+
+    def __len__(self):
+        self._c._refuse(f"takes len() of FIFO {self._f!r}, which it declares in {self._what}=: only {', '.join(self._allowed)} are allowed there")
+
+    def __bool__(self):
+        self._c._refuse(f"tests FIFO {self._f!r}, which it declares in {self._what}=, for truth: only {', '.join(self._allowed)} are allowed there")
+
+    def _saw(self, how: str) -> None:
+        if self._c._qneg is None:
+            self._c._qneg = (how, self._f)
+
+
+class _PutEnd(_QueueEnd):
+    __slots__ = ()
+    _what, _allowed = "puts", ("has_room(capacity)", "put(item)")
+
+    def has_room(self, capacity):
+        ok = self._q.has_room(capacity)
+        if not ok:
+            self._saw("full")
+        return ok
+
+    def put(self, item):
+        return _Append(item)  # what the queue becomes is worked out on assignment: it is not for reading
+
+
+class _TakeEnd(_QueueEnd):
+    __slots__ = ()
+    _what, _allowed = "takes", ("nonempty()", "head", "take()")
+
+    def nonempty(self):
+        ok = self._q.nonempty()
+        if not ok:
+            self._saw("empty")
+        return ok
+
+    @property
+    def head(self):
+        if not self._q:
+            self._saw("empty")
+            self._c.queue_check()
+        return self._q[0]
+
+    def take(self):
+        if not self._q:
+            self._saw("empty")
+            self._c.queue_check()
+        return self._q[0], _DROP_HEAD  # the rest is worked out on assignment: it is not for reading
+
+
+class _Append:
+    """``q.put(item)`` as a step that declares ``puts`` sees it: assign it to ``q`` (``gset``)."""
+
+    __slots__ = ("item",)
+
+    def __init__(self, item):
+        self.item = item
+
+
+class _DropHead:
+    """The rest of ``q.take()`` as a step that declares ``takes`` sees it: assign it to ``q``."""
+
+    __slots__ = ()
+
+
+_DROP_HEAD = _DropHead()
 
 
 def _names(fs) -> str:

@@ -24,7 +24,7 @@ class Reductions:
         (reads, writes) of every transition reachable from it: what the actor may still touch) and
         ``_back`` (control states left by a back edge of the role's local transitions: C3)."""
         names = frozenset(self.shared)
-        everything = (names, names)
+        everything = (names, names, frozenset(), frozenset())
         self._footprints, self._fp_ctl, self._fp_future, self._back, self._may_fail = [], [], [], [], []
         per_role: dict = {}
         for a in self.actors:
@@ -94,8 +94,33 @@ class Reductions:
             role = self.actors[i].role
             if any(role.transitions[t].op is not None for t in role.by_src.get(ctl, ())):
                 return False
-        reads = self._fp_ctl[i].get(ctl)
-        return not reads or not reads[0] or reads[0].isdisjoint(self._others_writes(state, i))  # C0
+        fp = self._fp_ctl[i].get(ctl)
+        if fp is None or not (fp[0] or fp[2] or fp[3]):
+            return True
+        o = self._others(state, i)
+        if _conflict(fp, o):  # C0 and C1: nothing p reads changes, nothing p writes is touched by another
+            return False
+        P, T = fp[2] & o[3], fp[3] & o[2]
+        if P or T:  # C0 for FIFO ends: a put waiting for room, or a take for an item, could be enabled
+            enabled = {a[2] for a, _ in moves}
+            role = self.actors[i].role
+            fps = self._footprints[i]
+            for k in role.by_src.get(ctl, ()):
+                f = fps[role.transitions[k].name]
+                if (f[2] & P or f[3] & T) and k not in enabled:
+                    return False
+        return True
+
+    def _others(self, state, i) -> tuple:
+        """(reads, writes, puts, takes): what every other actor may still touch."""
+        R = W = P = T = frozenset()
+        fut = self._fp_future
+        for j, st in enumerate(state[0]):
+            if j != i and st[1] is not None:
+                f = fut[j].get(st[0])
+                if f is not None:
+                    R, W, P, T = R | f[0], W | f[1], P | f[2], T | f[3]
+        return R, W, P, T
 
     def _rank_may_die(self, state, i) -> bool:
         """Whether p's rank may be crashed or hung, or another thread of it may still fail (which ends
@@ -108,26 +133,6 @@ class Reductions:
         actors = state[0]
         return any(j != i and actors[j][1] is not None and actors[j][0] in self._may_fail[j]
                    for j in self.actors_of_rank[rank])
-
-    def _others_writes(self, state, i) -> frozenset:
-        out = frozenset()
-        fut = self._fp_future
-        for j, st in enumerate(state[0]):
-            if j != i and st[1] is not None:
-                f = fut[j].get(st[0])
-                if f is not None and f[1]:
-                    out = out | f[1]
-        return out
-
-    def _others_touch(self, state, i) -> frozenset:
-        out = frozenset()
-        fut = self._fp_future
-        for j, st in enumerate(state[0]):
-            if j != i and st[1] is not None:
-                f = fut[j].get(st[0])
-                if f is not None and (f[0] or f[1]):
-                    out = out | f[0] | f[1]
-        return out
 
     def por_visible(self, state, action, nxt) -> bool:
         i = action[1]
@@ -153,10 +158,9 @@ class Reductions:
     def por_independent(self, state, i, moves, succs) -> bool:
         actors, g, fu = state[:3]
         ctl = actors[i][0]
-        fp = self._fp_ctl[i].get(ctl)
-        if fp is not None and fp[1] and not fp[1].isdisjoint(self._others_touch(state, i)):
-            return False  # C1: another actor may read or write what p writes (p's reads: por_complete)
-        if (fp is not None and fp[1] or any(n[0][i][0] == DONE for _, n in moves)) and self._rank_may_die(state, i):
+        fp = self._fp_ctl[i].get(ctl)  # C1's footprint part is checked with C0 in por_complete
+        if (fp is not None and (fp[1] or fp[2] or fp[3]) or any(n[0][i][0] == DONE for _, n in moves)) \
+                and self._rank_may_die(state, i):
             # killing p's rank erases p's state, but neither what p wrote nor a thread that is DONE:
             # the kill before p's step and the kill after it would lead to different states
             return False
@@ -177,15 +181,15 @@ class Reductions:
         # So while a fault can still be injected, the step is reduced only when it leaves the actor
         # with such a step (this also covers a step that ends the rank: a terminal rank is never
         # crashed or hung).
-        writes = None
+        o = None
         for _, n in moves:
             if not self._has_step(n, i):
                 return False
             nfp = self._fp_ctl[i].get(n[0][i][0])
-            if nfp is not None and nfp[0]:
-                if writes is None:
-                    writes = self._others_writes(state, i)
-                if not nfp[0].isdisjoint(writes):
+            if nfp is not None and (nfp[0] or nfp[2] or nfp[3]):
+                if o is None:
+                    o = self._others(state, i)
+                if _conflict(nfp, o):
                     return False
         return True
     def _has_step(self, state, i) -> bool:
@@ -232,7 +236,7 @@ class Reductions:
         for j, f in reads:
             if j == -1:
                 bad += [(i, f) for i in pa if f not in self.actors[i].role.visible
-                        and any(f in w for _, w in self._fp_ctl[i].values())]
+                        and any(f in w or f in pu or f in ta for _, w, pu, ta in self._fp_ctl[i].values())]
         if bad:
             i, f = min(bad)  # the same report whatever order the set iterates in (string hashes vary by process)
             a = self.actors[i]
@@ -334,6 +338,15 @@ def _sort_key(x):
 
 
 
+def _conflict(fp: tuple, o: tuple) -> bool:
+    """Whether steps with footprint ``fp`` (reads, writes, puts, takes) may fail to commute with, or
+    enable or disable, steps of others that touch ``o``: any write against any access, a read
+    against a change, a FIFO end against any other use of the queue than the opposite end."""
+    R, W, P, T = fp
+    Ro, Wo, Po, To = o
+    return bool(W & (Ro | Wo | Po | To) or R & (Wo | Po | To) or P & (Ro | Wo | Po) or T & (Ro | Wo | To))
+
+
 def _role_tables(role, names: frozenset, everything: tuple):
     """(footprints by transition name, by control state, reachable from each control state, control
     states with a back edge, control states from which it may fail) of one role; None tables for a role that declares nothing."""
@@ -343,20 +356,22 @@ def _role_tables(role, names: frozenset, everything: tuple):
     if declared:
         default = () if role.private else (role.shares or ())
         for t in role.transitions:
+            pu = ta = frozenset()
             if role.private:
                 r = w = frozenset()
-            elif t.reads is None and t.writes is None:
+            elif t.reads is None and t.writes is None and t.puts is None and t.takes is None:
                 r = w = frozenset(default)
             else:
                 w = frozenset(t.writes or ())
                 r = frozenset(t.reads or ()) | w
-            bad = sorted((r | w) - names)
+                pu, ta = frozenset(t.puts or ()) - r, frozenset(t.takes or ()) - r  # a plain access covers an end
+            bad = sorted((r | w | pu | ta) - names)
             if bad:
                 raise SpecError(f"{role.name}.{t.name}", ValueError(
                     f"footprint names {', '.join(map(repr, bad))}, which are not shared variables; declared: "
                     f"{', '.join(sorted(names)) or 'none'}"))
-            pr, pw = fps.get(t.name, (frozenset(), frozenset()))  # transitions sharing a name: the union
-            fps[t.name] = (pr | r, pw | w)
+            pr, pw, pp, pt = fps.get(t.name, (frozenset(),) * 4)  # transitions sharing a name: the union
+            fps[t.name] = (pr | r, pw | w, pp | pu, pt | ta)
     bad = [o for o in role.observed if o not in role.V._fields and o not in CONTROL_FIELDS and o not in names]
     if bad:
         raise SpecError(f"role {role.name}", ValueError(
@@ -370,12 +385,11 @@ def _role_tables(role, names: frozenset, everything: tuple):
             local.setdefault(t.src, set()).update(t.targets)
     by_ctl: dict = {}
     for ctl, tids in role.by_src.items():
-        r = w = frozenset()
+        acc = (frozenset(),) * 4
         for k in tids:
-            t = role.transitions[k]
-            fr, fw = fps[t.name] if declared else everything
-            r, w = r | fr, w | fw
-        by_ctl[ctl] = (r, w)
+            f = fps[role.transitions[k].name] if declared else everything
+            acc = tuple(x | y for x, y in zip(acc, f))
+        by_ctl[ctl] = acc
     future: dict = {}
     for ctl in role.by_src:
         seen, todo = {ctl}, [ctl]
@@ -384,11 +398,11 @@ def _role_tables(role, names: frozenset, everything: tuple):
                 if d not in seen:
                     seen.add(d)
                     todo.append(d)
-        r = w = frozenset()
+        acc = (frozenset(),) * 4
         for c in seen:
-            fr, fw = by_ctl.get(c, (frozenset(), frozenset()))
-            r, w = r | fr, w | fw
-        future[ctl] = (r, w)
+            if c in by_ctl:
+                acc = tuple(x | y for x, y in zip(acc, by_ctl[c]))
+        future[ctl] = acc
     back = _back_edge_sources(local, role.init)
     # control states from which the role may still end in FAILED or DEAD (a failed op, a fault)
     fails = {c for c in role.by_src if any(d in (FAILED, DEAD) for k in role.by_src[c] for d in role.transitions[k].targets)}

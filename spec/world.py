@@ -527,6 +527,8 @@ class Protocol(Fabric, Reductions, Explanation):
             ctx = Ctx(v, g, self.params, a.rank, t.dst[0], self, i, None, fl, t.name)
             if t.guard is not None and not t.guard(ctx):
                 return ()
+            if ctx._qneg is not None:
+                ctx.queue_check()
             stage = "choose"
             choices = t.choose(ctx) if t.choose is not None else None
         except SpecError:
@@ -544,6 +546,8 @@ class Protocol(Fabric, Reductions, Explanation):
                 if t.op is not None:
                     stage = "op"
                     op = t.op(c)
+                if c._qneg is not None:
+                    c.queue_check()
             except Exception as e:  # noqa: BLE001 - raised by _fire in order
                 out.append((ch, e, stage, None, None, None, None, None, None))
                 break
@@ -586,6 +590,8 @@ class Protocol(Fabric, Reductions, Explanation):
         c = Ctx(v, g, self.params, a.rank, t.dst[0], self, i, None, self._ctx_flags[i], t.name)
         if t.after is not None:
             self._call(f"{a.role.name}.{t.name} after", t.after, c, data)
+            if c._qneg is not None:
+                c.queue_check()
         if c.dst not in t.dst:
             raise SpecError(f"{a.role.name}.{t.name}", ValueError(f"goto({c.dst!r}) is not one of the declared destinations {t.dst}"))
         self._finish(nl, i, c.dst, c.v)
