@@ -44,7 +44,7 @@ transition reachable from its current control state; an undeclared role may touc
 variable).  p's steps qualify when
 - C0: R ∩ W' = ∅: no other actor can change what p's guards read, so a disabled step of p stays
   disabled and an enabled one enabled until p moves;
-- C1: W ∩ (R' ∪ W') = ∅ besides: a step of p and a step of another actor touch disjoint shared
+- C1: W ∩ (R' ∪ W') = ∅ besides (FIFO ends below): a step of p and a step of another actor touch disjoint shared
   variables and disjoint actor states, so they commute and neither enables or disables the other
   through a shared variable.  What links actors otherwise is handled as for private roles: op posts
   (a thread sharing its rank takes no op step alone: a rank's ops are queued in posting order),
@@ -59,9 +59,18 @@ variable).  p's steps qualify when
   state, raises.  On a cycle of steps taken alone every actor that moves returns to its state; its
   steps close a cycle of its local transitions (op steps end only in fabric steps, never taken
   alone), which holds a back edge: a contradiction either way.
-Independence here is per variable: a queue's put and take on one shared variable are dependent (the
-hand-written pipeline splits each queue into a head and a tail, which commute; a role world cannot
-tell that a tuple is used as a FIFO).
+Independence is per variable, with one refinement: FIFO ends.  A shared variable holding a ``Fifo``
+may be declared, per transition, ``puts=`` (the step sees only ``has_room(capacity)`` and ``put``)
+or ``takes=`` (only ``nonempty()``, ``head`` and ``take()``; the rest of the queue is not readable),
+and a step that runs although it found its queue full (puts) or empty (takes) is refused: so a put
+runs only while there is room and a take only while there is an item, and neither looks further.
+A put of p and a take of another actor on one queue then commute (``(x+a)[1:] == x[1:]+a`` when x
+is non-empty, which the enabled take guarantees) and neither disables the other: a take only adds
+room, a put only adds an item behind the head.  A FIFO end conflicts with any other use of the
+queue by another actor (a second putter or taker, a plain read or write).  C0 for FIFO ends: a put
+waiting for room, or a take for an item, could be enabled by the opposite end, so when another actor
+may use the opposite end, every transition of p at c on that end must be enabled.  This is the
+head/tail split of the hand-written pipeline, and SPIN's exclusive send/receive channels.
 """
 from __future__ import annotations
 

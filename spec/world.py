@@ -527,10 +527,10 @@ class Protocol(Fabric, Reductions, Explanation):
             ctx = Ctx(v, g, self.params, a.rank, t.dst[0], self, i, None, fl, t.name)
             if t.guard is not None and not t.guard(ctx):
                 return ()
-            if ctx._qneg is not None:
-                ctx.queue_check()
             stage = "choose"
             choices = t.choose(ctx) if t.choose is not None else None
+            if ctx._qneg is not None:  # a FIFO end found full/empty by a step that runs (guard, choose)
+                ctx.queue_check()
         except SpecError:
             raise
         except Exception as e:  # noqa: BLE001 - a bug in the spec, reported with its role and transition

@@ -8,7 +8,8 @@ role for symmetric workers, local steps with guards over local and shared variab
 the world and on sub-groups, tagged point-to-point, named faults, crash and hang faults, watchdog
 timeouts, invariants over control states and variables, a liveness obligation, and ``private`` /
 ``observed`` / ``symmetric`` declarations and footprints (a role's ``shares=`` or each transition's
-``reads=``/``writes=`` over two shared variables) that are honest or planted wrong, and progress
+``reads=``/``writes=`` over two shared variables, ``puts=``/``takes=`` on a FIFO queue) that are honest or
+planted wrong, and progress
 measures (any function: the reduction checks what it relies on).
 
 ``compare(desc)`` checks one description reduced, unreduced and with ``workers=2`` and returns the
@@ -23,7 +24,7 @@ from lockstep.model.api import INVARIANT, SpecError
 from lockstep.model.checker import Bounds, check
 from lockstep.model.crosscheck import reachable_classes, verdict_class
 from lockstep.spec.fabric import Group, all_reduce, barrier, recv, send
-from lockstep.spec.machine import FAILED, ActorDef, Protocol, Role
+from lockstep.spec.machine import FAILED, ActorDef, Fifo, Protocol, Role
 
 Pick = Callable[[int, int], int]
 MAX_STATES = 20_000
@@ -49,7 +50,7 @@ def describe(pick: Pick) -> dict[str, Any]:
             src = pick(0, nstates - 1)
             dst = pick(0, nstates)  # nstates means DONE
             trans.append(_draw_transition(pick, src, dst, nstates, rank, n, sym, subgroups, thread))
-        uses_shared = any(t["guard"][0] == "g" or t["effect"][0] == "g" for t in trans)
+        uses_shared = any(t["guard"][0] in ("g", "room", "nonempty") or t["effect"][0] in ("g", "put", "take") for t in trans)
         private = pick(0, 3) > 0 and not uses_shared
         plant_private = pick(0, 9) == 0 and uses_shared  # planted wrong: declared private, touches shared
         # footprints for a role that shares: undeclared, the role's ``shares``, or per transition;
@@ -104,6 +105,12 @@ def _draw_transition(pick, src, dst, nstates, rank, n, sym, subgroups, thread, s
         t["effect"] = ("x",)
     elif e in (3, 4):
         t["effect"] = ("g", SHARED[pick(0, len(SHARED) - 1)])
+    elif e == 5:  # a FIFO put, run only while the queue has room
+        t["effect"], t["guard"] = ("put",), ("room", pick(1, 2))
+    elif e == 6:  # a FIFO take, run only while the queue holds an item
+        t["effect"], t["guard"] = ("take",), ("nonempty",)
+    if kind in ("coll", "p2p") and t["effect"][0] in ("put", "take"):
+        t["effect"] = ("none",)  # an op's effect runs at completion, when the guard's room or item may be gone
     if kind == "coll":
         groups = ["world"] + [f"sub{i}" for i, grp in enumerate(subgroups) if rank in grp and not sym]
         t["group"] = groups[pick(0, len(groups) - 1)]
@@ -140,7 +147,7 @@ def build(d: dict[str, Any]) -> Protocol:
         return a.state not in ("DONE", FAILED, "DEAD", "HUNG") and a.state != "S0"
     pending = obligation if d["live"] else None
     return Protocol(
-        "gen", groups, actor_defs, shared={v: 0 for v in SHARED}, backend=d["backend"], faults=frozenset(d["faults"]),
+        "gen", groups, actor_defs, shared={**{v: 0 for v in SHARED}, "f": Fifo()}, backend=d["backend"], faults=frozenset(d["faults"]),
         max_faults=d["max_faults"], crash_ranks=tuple(d["crash_ranks"]), hang_ranks=tuple(d["hang_ranks"]),
         invariants=invariants, pending_fn=pending,
         symmetric=tuple(i for i, (r, _) in enumerate(d["actors"]) if r > 0) if d["sym"] else ())
@@ -157,8 +164,8 @@ def _role(key: str, rd: dict, d: dict, inv, idx: int) -> Role:
     fp = rd.get("footprint", "none")
     fps = _footprints(rd) if fp != "none" else {}
     shares = None
-    if fp == "role":
-        shares = tuple(sorted(set().union(*(r | w for r, w in fps.values()))))
+    if fp == "role":  # the role's shares: plain reads and writes (a FIFO end used as a plain variable)
+        shares = tuple(sorted(set().union(*(set().union(*f) for f in fps.values()))))
     progress = {"none": None, "x": lambda v: v.x, "negx": lambda v: -v.x}[rd.get("progress", "none")]
     r = Role(key, "S0", {"x": 0}, private=rd["private"], observed=observed,
              hang_points=[_state(s, rd["nstates"]) for s in rd["hang_points"]], shares=shares, progress=progress)
@@ -166,8 +173,9 @@ def _role(key: str, rd: dict, d: dict, inv, idx: int) -> Role:
         src, dst = _state(t["src"], rd["nstates"]), _state(t["dst"], rd["nstates"])
         fkw: dict[str, Any] = {}
         if fp == "trans":
-            reads, writes = fps[k]
-            fkw = {"reads": tuple(sorted(reads)), "writes": tuple(sorted(writes))}
+            reads, writes, puts, takes = fps[k]
+            fkw = {"reads": tuple(sorted(reads)), "writes": tuple(sorted(writes)),
+                   "puts": tuple(sorted(puts)), "takes": tuple(sorted(takes))}
         dsts = (dst, _state(t["dst"] + 1, rd["nstates"])) if t["alt"] else (dst,)
         guard = _guard(t["guard"])
         do = _effect(t["effect"])
@@ -204,21 +212,22 @@ def _footprints(rd) -> dict[int, tuple[set, set]]:
     one variable from one transition's footprint (the ``plant_pick``-th that touches any)."""
     out = {}
     for k, t in enumerate(rd["trans"]):
-        reads, writes = set(), set()
-        if t["guard"][0] == "g":
+        reads, writes, puts, takes = set(), set(), set(), set()
+        g, e = t["guard"][0], t["effect"][0] if t["kind"] != "fault" else "none"  # a fault runs no effect
+        if g == "g":
             reads.add(_var(t["guard"], 2))
-        if t["effect"][0] == "g" and t["kind"] != "fault":  # a fault transition runs no effect
+        if e == "g":
             writes.add(_var(t["effect"], 1))
-        out[k] = (reads, writes)
+        if g == "room" or e == "put":
+            puts.add("f")
+        if g == "nonempty" or e == "take":
+            takes.add("f")
+        out[k] = (reads, writes, puts, takes)
     if rd.get("planted_footprint"):
-        touching = [k for k, (r, w) in out.items() if r or w]
+        touching = [k for k, f in out.items() if any(f)]
         if touching:
             k = touching[rd["plant_pick"] % len(touching)]
-            r, w = out[k]
-            if w:
-                w.pop()
-            else:
-                r.pop()
+            next(x for x in reversed(out[k]) if x).pop()
     return out
 
 
@@ -231,6 +240,10 @@ def _guard(g):
         return lambda c, v=g[1]: c.v.x <= v
     if g[0] == "g":
         return lambda c, v=g[1], f=_var(g, 2): getattr(c.g, f) != v
+    if g[0] == "room":
+        return lambda c, cap=g[1]: c.g.f.has_room(cap)
+    if g[0] == "nonempty":
+        return lambda c: c.g.f.nonempty()
     return None
 
 
@@ -239,6 +252,14 @@ def _effect(e):
         return lambda c: c.set(x=(c.v.x + 1) % 3)
     if e[0] == "g":
         return lambda c, f=_var(e, 1): c.gset(**{f: (getattr(c.g, f) + 1) % 3})
+    if e[0] == "put":
+        return lambda c: c.gset(f=c.g.f.put(c.v.x))
+    if e[0] == "take":
+        def take(c):
+            item, rest = c.g.f.take()
+            c.gset(f=rest)
+            c.set(x=item)
+        return take
     return None
 
 
