@@ -333,7 +333,7 @@ def test_cli_reports_coverage_on_holds():
 def test_differential_reduced_unreduced_parallel():
     """Random protocols (tests/protogen.py): reduced, unreduced and workers=2 checks agree on the
     verdict class and the reachable violation classes; a planted-wrong private/observed/symmetric
-    declaration is refused (SpecError) or harmless.  A few hundred specs; the >= 2,000-spec run is
+    declaration or footprint (reads=/writes=/shares=/puts=/takes=) is refused (SpecError) or harmless.  A few hundred specs; the >= 2,000-spec run is
     bench/bench_differential.py."""
     from hypothesis import HealthCheck, given, settings, strategies as st
 
