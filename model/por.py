@@ -28,9 +28,49 @@ and edge checks are never reduced; by C3 no step is postponed for ever around a 
 not claimed here: the checker proves liveness on a reduced graph only as the absence of any cycle
 that keeps an obligation open, and otherwise checks lassos on the full graph.
 
-Two hook providers exist: ``spec.reduce.Reductions`` (the role worlds: private roles whose guards
-read only their own variables, checked at run time) and ``FootprintHooks`` (hand-written models
-such as the pipeline: static footprints and a progress measure).
+Two hook providers exist: ``spec.reduce.Reductions`` (the role worlds) and ``FootprintHooks``
+(hand-written models such as the pipeline: static footprints and a progress measure).
+
+The role worlds, footprint case.  A role declares what each transition shares: ``private`` (nothing),
+or per transition the shared variables its functions read and write (``reads=``/``writes=``, or the
+role's ``shares=``; a write counts as a read; guards are read).  The Ctx refuses, while the
+reduction is on, any access outside the declaration (SpecError naming role, transition and field).
+Checked accesses suffice: a run of the full graph whose first undeclared access is step t consists,
+before t, of steps that keep their declarations, so by the commutations below the reduced search
+reaches a state that agrees with t's on everything t read up to that access, and evaluates it there.
+For actor p at control state c, let R and W be what p's transitions at c (enabled or not) may read and
+write, and let R', W' be what every other actor may still read and write (the footprints of every
+transition reachable from its current control state; an undeclared role may touch every shared
+variable).  p's steps qualify when
+- C0: R ∩ W' = ∅: no other actor can change what p's guards read, so a disabled step of p stays
+  disabled and an enabled one enabled until p moves;
+- C1: W ∩ (R' ∪ W') = ∅ besides (FIFO ends below): a step of p and a step of another actor touch disjoint shared
+  variables and disjoint actor states, so they commute and neither enables or disables the other
+  through a shared variable.  What links actors otherwise is handled as for private roles: op posts
+  (a thread sharing its rank takes no op step alone: a rank's ops are queued in posting order),
+  faults, the stuck rule, and a kill of p's rank (a crash or hang, or another thread of the rank
+  failing), which erases p's state whichever came first, but not what p wrote, nor a finished (DONE)
+  thread: while a kill can come, p's steps that write shared variables or end p are not taken alone;
+- C2: a step is visible when it changes what its role declares ``observed``, shared variables
+  included, and a property read of a shared variable that a reduced role may write but does not
+  declare observed is refused;
+- C3: c is left by no back edge of a depth-first search of the role's local transitions, or the role
+  declares a ``progress`` measure that the step, taken alone, does not lower and, from a back-edge
+  state, raises.  On a cycle of steps taken alone every actor that moves returns to its state; its
+  steps close a cycle of its local transitions (op steps end only in fabric steps, never taken
+  alone), which holds a back edge: a contradiction either way.
+Independence is per variable, with one refinement: FIFO ends.  A shared variable holding a ``Fifo``
+may be declared, per transition, ``puts=`` (the step sees only ``has_room(capacity)`` and ``put``)
+or ``takes=`` (only ``nonempty()``, ``head`` and ``take()``; the rest of the queue is not readable),
+and a step that runs although it found its queue full (puts) or empty (takes) is refused: so a put
+runs only while there is room and a take only while there is an item, and neither looks further.
+A put of p and a take of another actor on one queue then commute (``(x+a)[1:] == x[1:]+a`` when x
+is non-empty, which the enabled take guarantees) and neither disables the other: a take only adds
+room, a put only adds an item behind the head.  A FIFO end conflicts with any other use of the
+queue by another actor (a second putter or taker, a plain read or write).  C0 for FIFO ends: a put
+waiting for room, or a take for an item, could be enabled by the opposite end, so when another actor
+may use the opposite end, every transition of p at c on that end must be enabled.  This is the
+head/tail split of the hand-written pipeline, and SPIN's exclusive send/receive channels.
 """
 from __future__ import annotations
 

@@ -41,6 +41,14 @@ class Transition:
     timeout_s: float | None = None   # the op timeout's duration; over a minute it hangs unless declared
     emit: bool = False  # an emission (a result delivered): with ``commit``, what a run exists to do
     why: str = ""  # the guard in words ("queue not full"): shown wherever the guard is shown
+    # footprint (partial-order reduction): the shared variables the transition's functions (guard,
+    # choose, do, op, check, after) read and write; None: the role's ``shares`` (writes imply reads)
+    reads: tuple[str, ...] | None = None
+    writes: tuple[str, ...] | None = None
+    # FIFO ends (shared variables holding a ``Fifo``): the transition only appends to these (``put``,
+    # after testing ``has_room``) or only takes their head (``take``/``head``, after ``nonempty``)
+    puts: tuple[str, ...] | None = None
+    takes: tuple[str, ...] | None = None
 
     @property
     def essential(self) -> bool:
@@ -70,7 +78,8 @@ class Role:
     """One machine per role (P-language style): states named by what the role waits for."""
 
     def __init__(self, name: str, init: str, vars: dict[str, Any], ids: Sequence[str] = ("call_id", "chunk_index", "cache_epoch"),
-                 doc: str = "", hang_points: Sequence[str] = (), private: bool = False, observed: Sequence[str] = ()):
+                 doc: str = "", hang_points: Sequence[str] = (), private: bool = False, observed: Sequence[str] = (),
+                 shares: Sequence[str] | None = None, progress: Callable | None = None):
         self.name = name
         self.init = init
         self.V = namedtuple(f"{name.replace('-', '_')}_vars", list(vars))
@@ -84,8 +93,19 @@ class Role:
         # partial-order reduction: a private role never reads or writes shared variables, and its
         # ``observed`` variables are the ones properties read (a step changing them is visible)
         self.private = private
+        # footprints: the shared variables every transition of the role may read and write, unless
+        # the transition declares its own ``reads=``/``writes=``; None (and no transition declaring
+        # one) leaves the role undeclared: it may touch any shared variable and is never reduced
+        self.shares = None if shares is None else tuple(shares)
+        if private and self.shares:
+            raise SpecError(f"role {name}", ValueError("a private role shares no variables: drop shares=... or private=True"))
+        # C3 of the partial-order reduction: fn(vars) -> a number that no step of the role lowers and
+        # that every step closing a loop of its local transitions raises (e.g. a loop counter); the
+        # reduction checks both on every step it takes alone, so loop states become reducible too
+        self.progress = progress
         self.observed = tuple(observed)
-        bad = [o for o in self.observed if o not in vars and o not in CONTROL_FIELDS]
+        # a role that may share variables may also name shared variables (checked by the world)
+        bad = [o for o in self.observed if o not in vars and o not in CONTROL_FIELDS and private]
         if bad:
             raise SpecError(f"role {name}", ValueError(
                 f"observed names {', '.join(map(repr, bad))} are not variables of the role; valid: "
@@ -213,7 +233,7 @@ class Role:
 # a role's actor state beyond its variables that a property may read (``observed``): the control
 # state and the pending op (state.ActorState's field names)
 CONTROL_FIELDS = ("ctl", "pending")
-PRIVATE, SYMMETRIC = 1, 2  # Ctx flags: the declarations the world enforces while a step runs
+PRIVATE, SYMMETRIC, FOOTPRINT = 1, 2, 4  # Ctx flags: the declarations the world enforces while a step runs
 
 
 class Ctx:
@@ -221,16 +241,19 @@ class Ctx:
     ``p`` (parameters), ``rank``; it writes with ``set``/``gset``, picks a destination with ``goto``
     and may flag a property failure with ``violate`` (observer checks, not behaviour).
 
-    Declarations are enforced here: a ``private`` role's step that touches ``g`` and a symmetric
-    actor's step that reads ``rank`` raise a SpecError naming the role and transition."""
+    Declarations are enforced here: a ``private`` role's step that touches ``g``, a step that reads or
+    writes a shared variable outside its footprint (``reads=``/``writes=``/``shares=``, checked while
+    the partial-order reduction is on) and a symmetric actor's step that reads ``rank`` raise a
+    SpecError naming the role and transition."""
 
-    __slots__ = ("v", "_g", "p", "_rank", "choice", "dst", "violation", "world", "actor", "scratch", "flags", "trans")
+    __slots__ = ("v", "_g", "p", "_rank", "choice", "dst", "violation", "world", "actor", "scratch", "flags", "trans", "_qneg")
 
     def __init__(self, v, g, p, rank, dst, world, actor, choice=None, flags=0, trans=None):
         self.v, self._g, self.p, self._rank, self.dst, self.world, self.actor, self.choice = v, g, p, rank, dst, world, actor, choice
         self.violation = None
         self.scratch = None  # what a step hands to its observer check; never part of the state
         self.flags, self.trans = flags, trans
+        self._qneg = None  # a FIFO end found full or empty while the step ran (checked by queue_check)
 
     def _refuse(self, what: str):
         role = self.world.actors[self.actor].role.name
@@ -238,15 +261,59 @@ class Ctx:
 
     @property
     def g(self):
-        if self.flags & PRIVATE:
+        fl = self.flags
+        if fl & PRIVATE:
             self._refuse("a private role reads or writes shared variables (declare it private=False)")
+        if fl & FOOTPRINT:
+            return _Footprinted(self._g, self)
         return self._g
 
     @g.setter
     def g(self, value):
-        if self.flags & PRIVATE:
+        fl = self.flags
+        if fl & PRIVATE:
             self._refuse("a private role reads or writes shared variables (declare it private=False)")
+        if fl & FOOTPRINT:
+            if isinstance(value, _Footprinted):
+                value = value._g
+            old = self._g
+            _, writes, puts, takes = self.footprint()
+            conv = {}
+            for f in old._fields:
+                b = getattr(value, f)
+                if isinstance(b, _Append) and f in puts:
+                    conv[f] = getattr(old, f).put(b.item)
+                elif b is _DROP_HEAD and f in takes:
+                    conv[f] = Fifo(getattr(old, f)[1:])
+            if conv:
+                value = value._replace(**conv)
+            for f in old._fields:
+                a, b = getattr(old, f), getattr(value, f)
+                if f in writes or a == b:
+                    continue
+                if f in puts and isinstance(b, Fifo) and len(b) > len(a) and b[:len(a)] == a:
+                    continue
+                if f in takes and isinstance(b, Fifo) and len(b) < len(a) and b == a[len(a) - len(b):]:
+                    continue
+                self._outside("writes", f)
         self._g = value
+
+    def queue_check(self) -> None:
+        """A step declaring ``puts``/``takes`` that runs although it found its queue full/empty."""
+        how, field = self._qneg
+        self._refuse(f"runs although it found FIFO {field!r} {how}: a transition declaring "
+                     f"{'puts' if how == 'full' else 'takes'}=({field!r},) must run only while the queue "
+                     f"{'has room' if how == 'full' else 'is non-empty'} (test it in the guard) and must not look at it otherwise")
+
+    def footprint(self) -> tuple[frozenset, frozenset, frozenset, frozenset]:
+        """(may read, may write, puts, takes) of the running transition: the shared variables it declares."""
+        return self.world._footprints[self.actor][self.trans]
+
+    def _outside(self, how: str, field: str):
+        reads, writes, puts, takes = self.footprint()
+        ends = (f", puts {_names(puts)}" if puts else "") + (f", takes {_names(takes)}" if takes else "")
+        self._refuse(f"{how} shared variable {field!r} outside its declared footprint (reads {_names(reads)}, "
+                     f"writes {_names(writes)}{ends}); add it to reads=/writes= of the transition or shares= of the role")
 
     @property
     def rank(self):
@@ -270,6 +337,149 @@ class Ctx:
 
     def local_rank(self, group: str) -> int:
         return self.world.groups[group].local(self.rank)
+
+
+class _Footprinted:
+    """The shared variables as a step with a declared footprint sees them: reading a field outside
+    the footprint raises (a guard's reads count); ``_replace`` and ``_fields`` pass through, and the
+    Ctx checks on assignment that only declared fields changed."""
+
+    __slots__ = ("_g", "_c")
+
+    def __init__(self, g, c):
+        self._g, self._c = g, c
+
+    def __getattr__(self, name):
+        g = self._g
+        if name in g._fields:
+            reads, _, puts, takes = self._c.footprint()
+            if name in reads:
+                return getattr(g, name)
+            if name in puts:
+                return _PutEnd(getattr(g, name), self._c, name)
+            if name in takes:
+                return _TakeEnd(getattr(g, name), self._c, name)
+            self._c._outside("reads", name)
+        if name in ("_replace", "_fields"):
+            return getattr(g, name)
+        self._c._outside("reads", "*")  # _asdict, iteration and the like read every field
+        return getattr(g, name)
+
+    def __iter__(self):
+        self._c._outside("reads", "*")
+
+    def __getitem__(self, k):
+        self._c._outside("reads", "*")
+
+
+class Fifo(tuple):
+    """A FIFO queue held in a shared variable: an immutable tuple, head first.  A transition that
+    declares ``puts=("q",)`` sees only ``q.has_room(capacity)`` and ``q.put(item)``; one that
+    declares ``takes=("q",)`` sees only ``q.nonempty()``, ``q.head`` and ``q.take()`` (head, rest).
+    With one putter and one taker, a put and a take commute and neither disables the other: the
+    partial-order reduction treats the two ends as independent (the SPIN idea of exclusive send
+    and receive channels)."""
+
+    __slots__ = ()
+
+    def put(self, item) -> "Fifo":
+        return Fifo(tuple.__add__(self, (item,)))
+
+    def take(self) -> tuple:
+        return self[0], Fifo(self[1:])
+
+    @property
+    def head(self):
+        return self[0]
+
+    def nonempty(self) -> bool:
+        return len(self) > 0
+
+    def has_room(self, capacity: int) -> bool:
+        return len(self) < capacity
+
+
+class _QueueEnd:
+    __slots__ = ("_q", "_c", "_f")
+
+    def __init__(self, q, c, f):
+        if not isinstance(q, Fifo):
+            c._refuse(f"declares {self._what}=({f!r},) but {f!r} holds a {type(q).__name__}, not a Fifo")
+        self._q, self._c, self._f = q, c, f
+
+    def __getattr__(self, name):
+        self._c._refuse(f"uses {name!r} of FIFO {self._f!r}, which it declares in {self._what}=: "
+                        f"only {', '.join(self._allowed)} are allowed there")
+
+    def __len__(self):
+        self._c._refuse(f"takes len() of FIFO {self._f!r}, which it declares in {self._what}=: only {', '.join(self._allowed)} are allowed there")
+
+    def __bool__(self):
+        self._c._refuse(f"tests FIFO {self._f!r}, which it declares in {self._what}=, for truth: only {', '.join(self._allowed)} are allowed there")
+
+    def _saw(self, how: str) -> None:
+        if self._c._qneg is None:
+            self._c._qneg = (how, self._f)
+
+
+class _PutEnd(_QueueEnd):
+    __slots__ = ()
+    _what, _allowed = "puts", ("has_room(capacity)", "put(item)")
+
+    def has_room(self, capacity):
+        ok = self._q.has_room(capacity)
+        if not ok:
+            self._saw("full")
+        return ok
+
+    def put(self, item):
+        return _Append(item)  # what the queue becomes is worked out on assignment: it is not for reading
+
+
+class _TakeEnd(_QueueEnd):
+    __slots__ = ()
+    _what, _allowed = "takes", ("nonempty()", "head", "take()")
+
+    def nonempty(self):
+        ok = self._q.nonempty()
+        if not ok:
+            self._saw("empty")
+        return ok
+
+    @property
+    def head(self):
+        if not self._q:
+            self._saw("empty")
+            self._c.queue_check()
+        return self._q[0]
+
+    def take(self):
+        if not self._q:
+            self._saw("empty")
+            self._c.queue_check()
+        return self._q[0], _DROP_HEAD  # the rest is worked out on assignment: it is not for reading
+
+
+class _Append:
+    """``q.put(item)`` as a step that declares ``puts`` sees it: assign it to ``q`` (``gset``)."""
+
+    __slots__ = ("item",)
+
+    def __init__(self, item):
+        self.item = item
+
+
+class _DropHead:
+    """The rest of ``q.take()`` as a step that declares ``takes`` sees it: assign it to ``q``."""
+
+    __slots__ = ()
+
+
+_DROP_HEAD = _DropHead()
+
+
+def _names(fs) -> str:
+    return "(" + ", ".join(sorted(fs)) + ")" if fs else "nothing"
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,9 @@ symmetry reduction), explain.py (describe, waiting).  This module re-exports the
 """
 from __future__ import annotations
 
-from .lang import BUILTIN_TERMINAL, DEAD, DONE, EXITED, FAILED, HUNG, ActorDef, Ctx, Role, Transition, parse_faults
+from .lang import BUILTIN_TERMINAL, DEAD, DONE, EXITED, FAILED, HUNG, ActorDef, Ctx, Fifo, Role, Transition, parse_faults
 from .state import ActorState, PendingOp, WorldState
 from .world import Protocol
 
-__all__ = ["BUILTIN_TERMINAL", "DEAD", "DONE", "EXITED", "FAILED", "HUNG", "ActorDef", "ActorState", "Ctx", "PendingOp",
+__all__ = ["BUILTIN_TERMINAL", "DEAD", "DONE", "EXITED", "FAILED", "HUNG", "ActorDef", "ActorState", "Ctx", "Fifo", "PendingOp",
            "Protocol", "Role", "Transition", "WorldState", "parse_faults"]

@@ -4,26 +4,50 @@
 from __future__ import annotations
 
 from ..model.api import SpecError, Violation
-from .lang import Ctx
+from .lang import CONTROL_FIELDS, DEAD, DONE, FAILED, FOOTPRINT, Ctx
+from .state import WorldState
 
 
 class Reductions:
     # -- partial-order reduction --------------------------------------------------------------
     def _por_eligible_actors(self) -> frozenset:
-        """Actors whose steps may form an ample set: a private role, alone on its rank, whose local
-        transitions form no cycle (so every cycle of the reduced graph passes a full expansion: C3)."""
-        out = set()
-        for i, a in enumerate(self.actors):
+        """Actors whose steps may form an ample set: those of a role that declares what it shares
+        (``private``: nothing; ``shares=``/``reads=``/``writes=``: footprints).  Whether one qualifies in
+        a state is decided there (model/por.py's rule, the hooks below).  Builds the footprint tables."""
+        self._footprint_tables()
+        return frozenset(i for i in range(len(self.actors)) if self._fp_ctl[i] is not None)
+
+    def _footprint_tables(self) -> None:
+        """Per actor: ``_footprints`` (transition name -> (may read, may write), for the Ctx's
+        enforcement; reads include writes), ``_fp_ctl`` (control state -> (reads, writes) of every
+        transition leaving it; None for a role that declares nothing), ``_fp_future`` (control state ->
+        (reads, writes) of every transition reachable from it: what the actor may still touch) and
+        ``_back`` (control states left by a back edge of the role's local transitions: C3)."""
+        names = frozenset(self.shared)
+        everything = (names, names, frozenset(), frozenset())
+        self._footprints, self._fp_ctl, self._fp_future, self._back, self._may_fail = [], [], [], [], []
+        per_role: dict = {}
+        for a in self.actors:
             role = a.role
-            if not role.private or len(self.actors_of_rank[a.rank]) != 1:
-                continue
-            local = {}
-            for t in role.transitions:
-                if t.op is None:
-                    local.setdefault(t.src, set()).update(t.dst)
-            if not _has_cycle(local):
-                out.add(i)
-        return frozenset(out)
+            if role.name not in per_role:
+                per_role[role.name] = _role_tables(role, names, everything)
+            fps, ctl, future, back, exits = per_role[role.name]
+            self._footprints.append(fps)
+            self._fp_ctl.append(ctl)
+            self._fp_future.append(future)
+            self._back.append(back)
+            self._may_fail.append(exits)
+        self._fp_declared = any(c is not None and not a.role.private for a, c in zip(self.actors, self._fp_ctl))
+
+    def _refresh_flags(self) -> None:
+        """The footprint check runs while the reduction is on (it relies on the declarations only
+        then); the memo of step effects is emptied when that changes."""
+        want = [bool(self._por_on and self._fp_ctl[i] is not None and not a.role.private and self._footprints[i])
+                for i, a in enumerate(self.actors)]
+        flags = [(f & ~FOOTPRINT) | (FOOTPRINT if w else 0) for f, w in zip(self._ctx_flags, want)]
+        if flags != self._ctx_flags:
+            self._ctx_flags = flags
+            self._memo = {}
 
     def set_liveness(self, on: bool) -> None:
         """Lassos are checked on the full interleaving graph: partial-order reduction and symmetry stay
@@ -31,24 +55,84 @@ class Reductions:
         self._por_live = on
         self._por_on = self._por_reduce and not on and bool(self._por_actors)
         self._sym_on = self._sym_wanted and not on
+        self._refresh_flags()
 
     # -- the hooks of model/por.py's ample-set rule ---------------------------------------------
-    # An eligible actor (a private role, alone on its rank, no cycle of local transitions) takes
-    # local steps and op posts: its guards read only its own variables (the world refuses a private
-    # role's access to shared variables at run time), so nothing another process does can enable or
-    # disable its steps (C0); its steps touch only its own actor state, which another process reads
-    # only once an op is posted (a fabric step, which needs the post first) (C1, with the fault
-    # exceptions below); a step is visible when it changes a variable, the control state or the
-    # pending op that its role declares ``observed`` (C2: the world checks at run time that
-    # properties read nothing else); the actor's local steps form no cycle and an op post blocks
-    # it until a fabric step, so every cycle of the reduced graph has a full expansion (C3).
+    # An eligible actor p declares what it shares: nothing (``private``) or, per transition, the shared
+    # variables it reads and writes (footprints; the Ctx refuses any other access while the reduction
+    # is on).  In a state where p is at control state c, p qualifies when:
+    # - C0: every guard of p's transitions at c reads only p's own variables, the parameters and shared
+    #   variables no other actor may still write: what is disabled stays disabled until p moves;
+    # - C1: no other actor may still (from its current control state on) write what p's transitions at
+    #   c read, or read or write what they write, so steps commute and none disables another; p's
+    #   steps touch otherwise only p's own actor state, which another process reads only once an op is
+    #   posted (a fabric step, which needs the post first); when p shares its rank with another thread,
+    #   p takes no op steps at c (a rank's ops are queued in posting order); the fault exceptions are
+    #   in ``por_independent``.  A step another thread takes that kills p's rank (FAILED, DEAD) or a
+    #   crash/hang of p's rank erases p's state whether p moved first or not, but not what p wrote
+    #   nor p's state once p is DONE: while that can happen, p's steps that write a shared variable
+    #   or end p are not taken alone;
+    # - C2: a step is visible when it changes a variable, the control state, the pending op or a
+    #   shared variable that its role declares ``observed``, ends the process, or carries a check
+    #   (the world checks at run time that properties read nothing else of a reduced actor);
+    # - C3: c is left by no back edge of the role's local transitions (a depth-first search from the
+    #   initial state): a cycle of the reduced graph returns every actor that moves on it to its
+    #   state, so some actor's local steps close a cycle of its role's local graph, which holds a
+    #   back edge, taken from a fully expanded state; an op step blocks the actor until a fabric step,
+    #   which is never reduced alone.  A role that declares ``progress`` may be reduced at c too, when
+    #   the step raises the measure (``por_no_ignoring``).
     def por_actor(self, action):
         if action is not None and action[0] == "t" and action[1] in self._por_actors:
             return action[1]
         return None
 
     def por_complete(self, state, i, moves) -> bool:
-        return True  # private guards read only the actor's own variables and the parameters
+        ctl = state[0][i][0]
+        if ctl in self._back[i] and self.actors[i].role.progress is None:  # C3 (por_no_ignoring)
+            return False
+        if len(self.actors_of_rank[self._actor_rank[i]]) > 1:
+            role = self.actors[i].role
+            if any(role.transitions[t].op is not None for t in role.by_src.get(ctl, ())):
+                return False
+        fp = self._fp_ctl[i].get(ctl)
+        if fp is None or not (fp[0] or fp[2] or fp[3]):
+            return True
+        o = self._others(state, i)
+        if _conflict(fp, o):  # C0 and C1: nothing p reads changes, nothing p writes is touched by another
+            return False
+        P, T = fp[2] & o[3], fp[3] & o[2]
+        if P or T:  # C0 for FIFO ends: a put waiting for room, or a take for an item, could be enabled
+            enabled = {a[2] for a, _ in moves}
+            role = self.actors[i].role
+            fps = self._footprints[i]
+            for k in role.by_src.get(ctl, ()):
+                f = fps[role.transitions[k].name]
+                if (f[2] & P or f[3] & T) and k not in enabled:
+                    return False
+        return True
+
+    def _others(self, state, i) -> tuple:
+        """(reads, writes, puts, takes): what every other actor may still touch."""
+        R = W = P = T = frozenset()
+        fut = self._fp_future
+        for j, st in enumerate(state[0]):
+            if j != i and st[1] is not None:
+                f = fut[j].get(st[0])
+                if f is not None:
+                    R, W, P, T = R | f[0], W | f[1], P | f[2], T | f[3]
+        return R, W, P, T
+
+    def _rank_may_die(self, state, i) -> bool:
+        """Whether p's rank may be crashed or hung, or another thread of it may still fail (which ends
+        the process) before p moves: p's state is then erased either way, but not what p wrote, and a
+        thread that finished (DONE) keeps its state."""
+        rank = self._actor_rank[i]
+        if state[2] < self.max_faults and (("crash" in self.faults and rank in self.crash_ranks)
+                                           or ("hang" in self.faults and rank in self.hang_ranks)):
+            return True
+        actors = state[0]
+        return any(j != i and actors[j][1] is not None and actors[j][0] in self._may_fail[j]
+                   for j in self.actors_of_rank[rank])
 
     def por_visible(self, state, action, nxt) -> bool:
         i = action[1]
@@ -68,13 +152,22 @@ class Reductions:
             return True
         if "pending" in vis and npend != pend:
             return True
-        return any(getattr(v, f) != getattr(nv, f) for f in role.observed if f != "ctl" and f != "pending")
+        fields = v._fields
+        g, ng = state[1], nxt[1]
+        return any(getattr(v, f) != getattr(nv, f) if f in fields else getattr(g, f) != getattr(ng, f)
+                   for f in role.observed if f != "ctl" and f != "pending")
 
     def por_independent(self, state, i, moves, succs) -> bool:
         actors, g, fu = state[:3]
+        ctl = actors[i][0]
+        fp = self._fp_ctl[i].get(ctl)  # C1's footprint part is checked with C0 in por_complete
+        if (fp is not None and (fp[1] or fp[2] or fp[3]) or any(n[0][i][0] == DONE for _, n in moves)) \
+                and self._rank_may_die(state, i):
+            # killing p's rank erases p's state, but neither what p wrote nor a thread that is DONE:
+            # the kill before p's step and the kill after it would lead to different states
+            return False
         if fu >= self.max_faults or not self._faults_possible:
             return True  # no fault can be injected any more: nothing below applies
-        ctl = actors[i][0]
         a = self.actors[i]
         role = a.role
         # a named fault spends the run's fault budget, which every other fault step reads
@@ -85,15 +178,22 @@ class Reductions:
             return False
         # The stuck rule offers no fault in a state where only faults could happen.  Before this actor
         # moves, its step keeps every state the others reach non-stuck (it stays enabled: C0), so faults
-        # are offered there; after the move that holds only if the actor still has a step of its own.
+        # are offered there; after the move that holds only if the actor still has a step of its own
+        # that no other actor can disable (its guards read nothing another actor may write).
         # So while a fault can still be injected, the step is reduced only when it leaves the actor
-        # with an enabled step (this also covers a step that ends the rank: a terminal rank is never
+        # with such a step (this also covers a step that ends the rank: a terminal rank is never
         # crashed or hung).
+        o = None
         for _, n in moves:
             if not self._has_step(n, i):
                 return False
+            nfp = self._fp_ctl[i].get(n[0][i][0])
+            if nfp is not None and (nfp[0] or nfp[2] or nfp[3]):
+                if o is None:
+                    o = self._others(state, i)
+                if _conflict(nfp, o):
+                    return False
         return True
-
     def _has_step(self, state, i) -> bool:
         """Whether actor i (of a private role) has an enabled normal step in ``state``."""
         ctl, v, pend = state[0][i]
@@ -112,16 +212,41 @@ class Reductions:
         return False
 
     def por_no_ignoring(self, state, i, moves) -> bool:
-        return True  # by eligibility: no local cycle, and an op post waits for a fabric step
+        """C3.  Without a declared progress measure, ``por_complete`` already refused control states
+        left by a back edge.  With one, every step taken alone must not lower it, and one from a
+        back-edge state must raise it: a cycle of steps taken alone would return each actor moving on
+        it to its own state, so across its steps the measure rises and never falls: no such cycle."""
+        role = self.actors[i].role
+        if role.progress is None:
+            return True
+        v = state[0][i][1]
+        where = f"{role.name} progress"
+        before = self._call(where, role.progress, v)
+        strict = state[0][i][0] in self._back[i]
+        for _, n in moves:
+            after = self._call(where, role.progress, n[0][i][1])
+            if after < before or (strict and not after > before):
+                return False
+        return True
 
     def _check_reads(self, what: str, reads) -> None:
-        """A property read of a reduced actor must be of something its role declares observed."""
+        """A property read of a reduced actor must be of something its role declares observed; a
+        property read of a shared variable (recorded as actor -1) must be declared observed by every
+        reduced role that may write it."""
         pa = self._por_actors
         bad = [(i, f) for i, f in reads if i in pa and f not in self.actors[i].role.visible]
+        for j, f in reads:
+            if j == -1:
+                bad += [(i, f) for i in pa if f not in self.actors[i].role.visible
+                        and any(f in w or f in pu or f in ta for _, w, pu, ta in self._fp_ctl[i].values())]
         if bad:
             i, f = min(bad)  # the same report whatever order the set iterates in (string hashes vary by process)
             a = self.actors[i]
             kind = {"ctl": "control state", "pending": "pending op"}.get(f, f"variable {f!r}")
+            if f not in a.role.V._fields and f not in CONTROL_FIELDS:
+                raise SpecError(what, PermissionError(
+                    f"reads shared variable {f!r}, which {a.label} (role {a.role.name}) may write, and the role does not "
+                    f"declare it in observed=...; the partial-order reduction would hide changes to it (add {f!r} to observed)"))
             raise SpecError(what, PermissionError(
                 f"reads the {kind} of {a.label} (role {a.role.name}), which the role does not declare in "
                 f"observed=...; the partial-order reduction would hide changes to it (add {f!r} to observed)"))
@@ -155,6 +280,7 @@ class Reductions:
         self._sym_on = self._sym_wanted and not self._por_live
         self._por_reduce = on
         self._por_on = on and not self._por_live and bool(self._por_actors)
+        self._refresh_flags()
 
     def _order_key(self, x):
         """A deterministic total order on actor states (hash order varies between processes)."""
@@ -207,21 +333,6 @@ class Reductions:
         return out
 
 
-def _has_cycle(edges: dict) -> bool:
-    """Whether a small directed graph {node: successors} has a cycle (self-loops included)."""
-    color: dict = {}
-
-    def visit(u) -> bool:
-        color[u] = 1
-        for w in edges.get(u, ()):
-            c = color.get(w, 0)
-            if c == 1 or (c == 0 and visit(w)):
-                return True
-        color[u] = 2
-        return False
-    return any(color.get(u, 0) == 0 and visit(u) for u in list(edges))
-
-
 def _sort_key(x):
     if x is None:
         return (0,)
@@ -234,3 +345,108 @@ def _sort_key(x):
     return (4, repr(x))
 
 
+
+
+def _conflict(fp: tuple, o: tuple) -> bool:
+    """Whether steps with footprint ``fp`` (reads, writes, puts, takes) may fail to commute with, or
+    enable or disable, steps of others that touch ``o``: any write against any access, a read
+    against a change, a FIFO end against any other use of the queue than the opposite end."""
+    R, W, P, T = fp
+    Ro, Wo, Po, To = o
+    return bool(W & (Ro | Wo | Po | To) or R & (Wo | Po | To) or P & (Ro | Wo | Po) or T & (Ro | Wo | To))
+
+
+def _role_tables(role, names: frozenset, everything: tuple):
+    """(footprints by transition name, by control state, reachable from each control state, control
+    states with a back edge, control states from which it may fail) of one role; None tables for a role that declares nothing."""
+    declared = role.private or role.shares is not None or any(t.reads is not None or t.writes is not None
+                                                             for t in role.transitions)
+    fps: dict = {}
+    if declared:
+        default = () if role.private else (role.shares or ())
+        for t in role.transitions:
+            pu = ta = frozenset()
+            if role.private:
+                r = w = frozenset()
+            elif t.reads is None and t.writes is None and t.puts is None and t.takes is None:
+                r = w = frozenset(default)
+            else:
+                w = frozenset(t.writes or ())
+                r = frozenset(t.reads or ()) | w
+                pu, ta = frozenset(t.puts or ()) - r, frozenset(t.takes or ()) - r  # a plain access covers an end
+            bad = sorted((r | w | pu | ta) - names)
+            if bad:
+                raise SpecError(f"{role.name}.{t.name}", ValueError(
+                    f"footprint names {', '.join(map(repr, bad))}, which are not shared variables; declared: "
+                    f"{', '.join(sorted(names)) or 'none'}"))
+            pr, pw, pp, pt = fps.get(t.name, (frozenset(),) * 4)  # transitions sharing a name: the union
+            fps[t.name] = (pr | r, pw | w, pp | pu, pt | ta)
+    bad = [o for o in role.observed if o not in role.V._fields and o not in CONTROL_FIELDS and o not in names]
+    if bad:
+        raise SpecError(f"role {role.name}", ValueError(
+            f"observed names {', '.join(map(repr, bad))} are neither variables of the role nor shared variables; valid: "
+            f"{', '.join(list(role.V._fields) + list(CONTROL_FIELDS) + sorted(names))}"))
+    edges: dict = {}
+    local: dict = {}
+    for t in role.transitions:
+        edges.setdefault(t.src, set()).update(t.targets)
+        if t.op is None:
+            local.setdefault(t.src, set()).update(t.targets)
+    by_ctl: dict = {}
+    for ctl, tids in role.by_src.items():
+        acc = (frozenset(),) * 4
+        for k in tids:
+            f = fps[role.transitions[k].name] if declared else everything
+            acc = tuple(x | y for x, y in zip(acc, f))
+        by_ctl[ctl] = acc
+    future: dict = {}
+    for ctl in role.by_src:
+        seen, todo = {ctl}, [ctl]
+        while todo:
+            for d in edges.get(todo.pop(), ()):
+                if d not in seen:
+                    seen.add(d)
+                    todo.append(d)
+        acc = (frozenset(),) * 4
+        for c in seen:
+            if c in by_ctl:
+                acc = tuple(x | y for x, y in zip(acc, by_ctl[c]))
+        future[ctl] = acc
+    back = _back_edge_sources(local, role.init)
+    # control states from which the role may still end in FAILED or DEAD (a failed op, a fault)
+    fails = {c for c in role.by_src if any(d in (FAILED, DEAD) for k in role.by_src[c] for d in role.transitions[k].targets)}
+    changed = True
+    while changed:
+        changed = False
+        for c in role.by_src:
+            if c not in fails and any(d in fails for d in edges.get(c, ())):
+                fails.add(c)
+                changed = True
+    return (fps if declared else {}), (by_ctl if declared else None), future, back, frozenset(fails)
+
+
+def _back_edge_sources(edges: dict, init) -> frozenset:
+    """The sources of the back edges of a depth-first search of {node: successors} from ``init``
+    (then from every node not reached): every cycle holds at least one back edge."""
+    color: dict = {}
+    out = set()
+    roots = [init] + sorted(edges, key=str)
+    for root in roots:
+        if color.get(root, 0):
+            continue
+        color[root] = 1
+        stack = [(root, iter(sorted(edges.get(root, ()), key=str)))]
+        while stack:
+            u, it = stack[-1]
+            w = next(it, None)
+            if w is None:
+                color[u] = 2
+                stack.pop()
+                continue
+            c = color.get(w, 0)
+            if c == 1:
+                out.add(u)
+            elif c == 0:
+                color[w] = 1
+                stack.append((w, iter(sorted(edges.get(w, ()), key=str))))
+    return frozenset(out)

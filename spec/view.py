@@ -103,7 +103,10 @@ class WorldView:
 
     @property
     def shared(self) -> Any:
-        return self.state[1]
+        g = self.state[1]
+        if self._rec is None or not hasattr(g, "_fields"):
+            return g
+        return _Vars(g, self._rec, -1)  # recorded as actor -1: the world checks who may write them
 
     @property
     def faults_used(self) -> int:

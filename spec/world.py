@@ -105,6 +105,7 @@ class Protocol(Fabric, Reductions, Explanation):
             self._sym_on = self._sym_wanted = False
             self._por_actors = frozenset()
         self._por_on = bool(self._por_actors)
+        self._refresh_flags()
         self.fired: set = set()  # (actor index, transition index) of every actor step offered so far
         self._prepare()
 
@@ -542,6 +543,8 @@ class Protocol(Fabric, Reductions, Explanation):
                 return ()
             stage = "choose"
             choices = t.choose(ctx) if t.choose is not None else None
+            if ctx._qneg is not None:  # a FIFO end found full/empty by a step that runs (guard, choose)
+                ctx.queue_check()
         except SpecError:
             raise
         except Exception as e:  # noqa: BLE001 - a bug in the spec, reported with its role and transition
@@ -557,6 +560,8 @@ class Protocol(Fabric, Reductions, Explanation):
                 if t.op is not None:
                     stage = "op"
                     op = t.op(c)
+                if c._qneg is not None:
+                    c.queue_check()
             except Exception as e:  # noqa: BLE001 - raised by _fire in order
                 out.append((ch, e, stage, None, None, None, None, None, None))
                 break
@@ -599,6 +604,8 @@ class Protocol(Fabric, Reductions, Explanation):
         c = Ctx(v, g, self.params, a.rank, t.dst[0], self, i, None, self._ctx_flags[i], t.name)
         if t.after is not None:
             self._call(f"{a.role.name}.{t.name} after", t.after, c, data)
+            if c._qneg is not None:
+                c.queue_check()
         if c.dst not in t.dst:
             raise SpecError(f"{a.role.name}.{t.name}", ValueError(f"goto({c.dst!r}) is not one of the declared destinations {t.dst}"))
         self._finish(nl, i, c.dst, c.v)

@@ -7,7 +7,10 @@ suite, ``random.Random`` in bench/bench_differential.py.  ``build(desc)`` turns 
 role for symmetric workers, local steps with guards over local and shared variables, collectives on
 the world and on sub-groups, tagged point-to-point, named faults, crash and hang faults, watchdog
 timeouts, invariants over control states and variables, a liveness obligation, and ``private`` /
-``observed`` / ``symmetric`` declarations that are honest or planted wrong.
+``observed`` / ``symmetric`` declarations and footprints (a role's ``shares=`` or each transition's
+``reads=``/``writes=`` over two shared variables, ``puts=``/``takes=`` on a FIFO queue) that are honest or
+planted wrong, and progress
+measures (any function: the reduction checks what it relies on).
 
 ``compare(desc)`` checks one description reduced, unreduced and with ``workers=2`` and returns the
 list of disagreements (empty when all agree).  A planted-wrong declaration must be refused with a
@@ -21,10 +24,11 @@ from lockstep.model.api import INVARIANT, SpecError
 from lockstep.model.checker import Bounds, check
 from lockstep.model.crosscheck import reachable_classes, verdict_class
 from lockstep.spec.fabric import Group, all_reduce, barrier, recv, send
-from lockstep.spec.machine import FAILED, ActorDef, Protocol, Role
+from lockstep.spec.machine import FAILED, ActorDef, Fifo, Protocol, Role
 
 Pick = Callable[[int, int], int]
 MAX_STATES = 20_000
+SHARED = ("s", "u")  # shared variables; descriptions from before footprints name only "s"
 
 
 def describe(pick: Pick) -> dict[str, Any]:
@@ -46,16 +50,22 @@ def describe(pick: Pick) -> dict[str, Any]:
             src = pick(0, nstates - 1)
             dst = pick(0, nstates)  # nstates means DONE
             trans.append(_draw_transition(pick, src, dst, nstates, rank, n, sym, subgroups, thread))
-        uses_shared = any(t["guard"][0] == "g" or t["effect"][0] == "g" for t in trans)
+        uses_shared = any(t["guard"][0] in ("g", "room", "nonempty") or t["effect"][0] in ("g", "put", "take") for t in trans)
         private = pick(0, 3) > 0 and not uses_shared
         plant_private = pick(0, 9) == 0 and uses_shared  # planted wrong: declared private, touches shared
+        # footprints for a role that shares: undeclared, the role's ``shares``, or per transition;
+        # honest, or planted wrong (one variable a transition touches left out)
+        fp = ("none", "role", "trans", "trans")[pick(0, 3)] if uses_shared and not plant_private else "none"
+        plant_fp = fp != "none" and pick(0, 5) == 0
+        progress = ("none", "x", "negx")[pick(0, 2)] if fp != "none" or private else "none"
         roles[key] = {"nstates": nstates, "trans": trans, "private": private or plant_private,
-                      "planted_private": plant_private, "hang_points": [s for s in range(nstates) if pick(0, 2) == 0]}
+                      "planted_private": plant_private, "hang_points": [s for s in range(nstates) if pick(0, 2) == 0],
+                      "footprint": fp, "planted_footprint": plant_fp, "plant_pick": pick(0, 7), "progress": progress}
     inv = None
     if pick(0, 2) > 0:
         a, b = pick(0, len(actors) - 1), pick(0, len(actors) - 1)
-        kind = pick(0, 2)
-        inv = {"kind": ("ctl", "x", "pending")[kind], "a": a, "b": b, "sa": pick(0, 3), "sb": pick(0, 3), "val": pick(0, 2)}
+        kind = pick(0, 3)
+        inv = {"kind": ("ctl", "x", "pending", "g")[kind], "var": SHARED[pick(0, len(SHARED) - 1)], "a": a, "b": b, "sa": pick(0, 3), "sb": pick(0, 3), "val": pick(0, 2)}
     faults = [f for f, on in (("crash", pick(0, 3) > 0), ("hang", pick(0, 2) == 0), ("boom", pick(0, 1))) if on]
     return {
         "ranks": n, "actors": actors, "sym": sym, "roles": roles, "subgroups": subgroups,
@@ -88,13 +98,19 @@ def _draw_transition(pick, src, dst, nstates, rank, n, sym, subgroups, thread, s
     g = pick(0, 7)
     if g in (1, 2):
         t["guard"] = ("x", pick(0, 2))
-    elif g == 3:
-        t["guard"] = ("g", pick(0, 2))
+    elif g in (3, 4):
+        t["guard"] = ("g", pick(0, 2), SHARED[pick(0, len(SHARED) - 1)])
     e = pick(0, 7)
     if e in (1, 2):
         t["effect"] = ("x",)
-    elif e == 3:
-        t["effect"] = ("g",)
+    elif e in (3, 4):
+        t["effect"] = ("g", SHARED[pick(0, len(SHARED) - 1)])
+    elif e == 5:  # a FIFO put, run only while the queue has room
+        t["effect"], t["guard"] = ("put",), ("room", pick(1, 2))
+    elif e == 6:  # a FIFO take, run only while the queue holds an item
+        t["effect"], t["guard"] = ("take",), ("nonempty",)
+    if kind in ("coll", "p2p") and t["effect"][0] in ("put", "take"):
+        t["effect"] = ("none",)  # an op's effect runs at completion, when the guard's room or item may be gone
     if kind == "coll":
         groups = ["world"] + [f"sub{i}" for i, grp in enumerate(subgroups) if rank in grp and not sym]
         t["group"] = groups[pick(0, len(groups) - 1)]
@@ -131,7 +147,7 @@ def build(d: dict[str, Any]) -> Protocol:
         return a.state not in ("DONE", FAILED, "DEAD", "HUNG") and a.state != "S0"
     pending = obligation if d["live"] else None
     return Protocol(
-        "gen", groups, actor_defs, shared={"s": 0}, backend=d["backend"], faults=frozenset(d["faults"]),
+        "gen", groups, actor_defs, shared={**{v: 0 for v in SHARED}, "f": Fifo()}, backend=d["backend"], faults=frozenset(d["faults"]),
         max_faults=d["max_faults"], crash_ranks=tuple(d["crash_ranks"]), hang_ranks=tuple(d["hang_ranks"]),
         invariants=invariants, pending_fn=pending,
         symmetric=tuple(i for i, (r, _) in enumerate(d["actors"]) if r > 0) if d["sym"] else ())
@@ -140,13 +156,26 @@ def build(d: dict[str, Any]) -> Protocol:
 def _role(key: str, rd: dict, d: dict, inv, idx: int) -> Role:
     observed = ()
     if inv is not None and not d["plant_observed"]:
-        observed = {"ctl": ("ctl",), "x": ("x",), "pending": ("ctl", "pending")}[inv["kind"]]
+        observed = {"ctl": ("ctl",), "x": ("x",), "pending": ("ctl", "pending"), "g": ()}[inv["kind"]]
+        if inv["kind"] == "g" and not rd["private"]:
+            observed = (inv["var"],)  # the invariant reads a shared variable: every role that may write it
     if d["live"] and idx == 0 and "ctl" not in observed:
         observed += ("ctl",)  # the liveness obligation reads the first actor's control state
+    fp = rd.get("footprint", "none")
+    fps = _footprints(rd) if fp != "none" else {}
+    shares = None
+    if fp == "role":  # the role's shares: plain reads and writes (a FIFO end used as a plain variable)
+        shares = tuple(sorted(set().union(*(set().union(*f) for f in fps.values()))))
+    progress = {"none": None, "x": lambda v: v.x, "negx": lambda v: -v.x}[rd.get("progress", "none")]
     r = Role(key, "S0", {"x": 0}, private=rd["private"], observed=observed,
-             hang_points=[_state(s, rd["nstates"]) for s in rd["hang_points"]])
+             hang_points=[_state(s, rd["nstates"]) for s in rd["hang_points"]], shares=shares, progress=progress)
     for k, t in enumerate(rd["trans"]):
         src, dst = _state(t["src"], rd["nstates"]), _state(t["dst"], rd["nstates"])
+        fkw: dict[str, Any] = {}
+        if fp == "trans":
+            reads, writes, puts, takes = fps[k]
+            fkw = {"reads": tuple(sorted(reads)), "writes": tuple(sorted(writes)),
+                   "puts": tuple(sorted(puts)), "takes": tuple(sorted(takes))}
         dsts = (dst, _state(t["dst"] + 1, rd["nstates"])) if t["alt"] else (dst,)
         guard = _guard(t["guard"])
         do = _effect(t["effect"])
@@ -160,12 +189,13 @@ def _role(key: str, rd: dict, d: dict, inv, idx: int) -> Role:
                 if base:
                     base(c)
                 c.goto(alt_targets[c.choice])
+        kw.update(fkw)
         if t["kind"] == "local":
             r.local(name, src, dsts, guard=guard, do=do, **kw)
         elif t["kind"] == "quiet":
             r.local(name, src, dsts, guard=guard, do=do, quiescent=True, **kw)
         elif t["kind"] == "fault":
-            r.local(name, src, FAILED, fault="boom", guard=guard)
+            r.local(name, src, FAILED, fault="boom", guard=guard, **fkw)
         else:
             op = _op(t)
             after = None
@@ -173,15 +203,47 @@ def _role(key: str, rd: dict, d: dict, inv, idx: int) -> Role:
                 eff = _effect(t["effect"])
                 after = (lambda c, data, eff=eff: eff(c)) if eff else None
             r.op(name, src, dst, op, guard=guard, after=after, timeout=FAILED if t["timeout"] else None,
-                 timeout_kind="recovers" if t["timeout"] else None)
+                 timeout_kind="recovers" if t["timeout"] else None, **fkw)
     return r
+
+
+def _footprints(rd) -> dict[int, tuple[set, set]]:
+    """Per transition, the shared variables it reads and writes (honest); a planted-wrong role loses
+    one variable from one transition's footprint (the ``plant_pick``-th that touches any)."""
+    out = {}
+    for k, t in enumerate(rd["trans"]):
+        reads, writes, puts, takes = set(), set(), set(), set()
+        g, e = t["guard"][0], t["effect"][0] if t["kind"] != "fault" else "none"  # a fault runs no effect
+        if g == "g":
+            reads.add(_var(t["guard"], 2))
+        if e == "g":
+            writes.add(_var(t["effect"], 1))
+        if g == "room" or e == "put":
+            puts.add("f")
+        if g == "nonempty" or e == "take":
+            takes.add("f")
+        out[k] = (reads, writes, puts, takes)
+    if rd.get("planted_footprint"):
+        touching = [k for k, f in out.items() if any(f)]
+        if touching:
+            k = touching[rd["plant_pick"] % len(touching)]
+            next(x for x in reversed(out[k]) if x).pop()
+    return out
+
+
+def _var(x, i) -> str:
+    return x[i] if len(x) > i else "s"
 
 
 def _guard(g):
     if g[0] == "x":
         return lambda c, v=g[1]: c.v.x <= v
     if g[0] == "g":
-        return lambda c, v=g[1]: c.g.s != v
+        return lambda c, v=g[1], f=_var(g, 2): getattr(c.g, f) != v
+    if g[0] == "room":
+        return lambda c, cap=g[1]: c.g.f.has_room(cap)
+    if g[0] == "nonempty":
+        return lambda c: c.g.f.nonempty()
     return None
 
 
@@ -189,7 +251,15 @@ def _effect(e):
     if e[0] == "x":
         return lambda c: c.set(x=(c.v.x + 1) % 3)
     if e[0] == "g":
-        return lambda c: c.gset(s=(c.g.s + 1) % 3)
+        return lambda c, f=_var(e, 1): c.gset(**{f: (getattr(c.g, f) + 1) % 3})
+    if e[0] == "put":
+        return lambda c: c.gset(f=c.g.f.put(c.v.x))
+    if e[0] == "take":
+        def take(c):
+            item, rest = c.g.f.take()
+            c.gset(f=rest)
+            c.set(x=item)
+        return take
     return None
 
 
@@ -220,6 +290,8 @@ def _invariant(inv, d):
         if kind == "x":
             v = A.vars
             return f"{A.label} x={val}" if v is not None and v.x == val and val == 2 else None
+        if kind == "g":
+            return f"{inv['var']}=2" if getattr(world.shared, inv["var"]) == 2 and val > 0 else None
         p = A.pending
         return f"{A.label} waits in {sa}" if p is not None and A.state == sa and sa == "S1" and val == 0 else None
 
@@ -229,6 +301,8 @@ def _invariant(inv, d):
             return "both workers in " + sa if all(w.state == sa for w in ws) else None
         if kind == "x":
             return "a worker at x=2" if any(w.vars is not None and w.vars.x == 2 for w in ws) and val == 2 else None
+        if kind == "g":
+            return f"{inv['var']}=2" if getattr(world.shared, inv["var"]) == 2 and val > 0 else None
         return "a worker waits in S1" if any(w.pending is not None and w.state == "S1" for w in ws) and val == 0 else None
     # a world with symmetric workers gets a property over the workers where no position matters
     return sym_fn if d["sym"] and not asym else fn
@@ -236,7 +310,8 @@ def _invariant(inv, d):
 
 def compare(d: dict[str, Any], workers: bool = True) -> list[str]:
     """Disagreements between reduced, unreduced and parallel checks of one description."""
-    planted = d["plant_observed"] or d["plant_asym"] or any(r["planted_private"] for r in d["roles"].values())
+    planted = d["plant_observed"] or d["plant_asym"] or any(r["planted_private"] or r.get("planted_footprint")
+                                                            for r in d["roles"].values())
     out = {}
     try:
         for key, red in (("reduced", True), ("unreduced", False)):

@@ -49,7 +49,7 @@ from typing import NamedTuple
 from ...model.api import CALL_COUNT, COLLECTIVE_MISMATCH, DEADLOCK, FRANKEN, LIVENESS, STALE_EMIT, STRANDED
 from ..contract import Action, accept_result, expected_generator_calls
 from ..fabric import Group, all_gather, all_reduce, barrier, broadcast, recv, send
-from ..machine import DEAD, FAILED, HUNG, ActorDef, Protocol, Role, parse_faults
+from ..machine import FAILED, ActorDef, Protocol, Role, parse_faults
 from ..patch import Draft, Patches
 from ..registry import Param, UsageError, Variant
 from ..view import WorldView
@@ -139,13 +139,13 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
                 after=parity, event="parity", timeout_kind="recovers", timeout=FAILED)
         role.op("all_reduce_load_ok", "LOAD_OK", "BARRIER", lambda c: all_reduce("world", ("float32", (1,)), 1), timeout_kind="recovers", timeout=FAILED)
         role.op("startup_barrier", "BARRIER", then, lambda c: barrier("world"), timeout_kind="recovers", timeout=FAILED,
-                after=(lambda c, d: c.gset(started=True)) if watch else None)
+                after=(lambda c, d: c.gset(started=True)) if watch else None, writes=("started",) if watch else None)
 
     # ---------------------------------------------------------------- rank0 main thread
     M = Role("stage0", "START", dict(knob=0, next_chunk=0, call_id=0, cache_epoch=0, start_frame=0, cuts=0, env=None, needs_init=True,
                                      outstanding=(), emitted=0, dropped=0, stale_dropped=0),
              ids=("call_id", "cache_epoch"), doc="rank0 main thread: Phase A, preflight, D_in; drains D_out, accepts, emits",
-             hang_points=("RUN", "JOIN", "ABORT"))
+             hang_points=("RUN", "JOIN", "ABORT"), shares=(), observed=("outstanding",))  # footprints: per transition below
     startup(M, "START", "RUN", watch=True)
 
     def plans(c):
@@ -166,14 +166,15 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
         c.set(cache_epoch=c.v.cache_epoch + 1, start_frame=0, cuts=c.v.cuts + 1, needs_init=True,
               outstanding=tuple(o for o in c.v.outstanding if o not in flushed), dropped=c.v.dropped + len(flushed))
     M.local("hard_cut", "RUN", "RUN", why="a reset request may come: after the first chunk, cuts left, none pending", guard=lambda c: 0 < c.v.next_chunk < chunks and c.v.cuts < cuts_max and not c.v.needs_init,
-            do=hard_cut, event="hard_cut", doc="a reset request: flush D_in, bump cache_epoch; in-flight results drain stale")
+            do=hard_cut, event="hard_cut", doc="a reset request: flush D_in, bump cache_epoch; in-flight results drain stale",
+            writes=("d_in",))
 
     room = lambda c: len(c.g.d_in) < depth
     # drain-before-fill: never plan while a result waits in D_out, never block on a full D_in
     plan_guard = lambda c: (c.v.next_chunk < chunks and not c.g.d_out and room(c)
                             and not (c.v.needs_init and c.v.outstanding))  # the cut envelope waits for the drain
     M.local("phase_a", "RUN", "PREFLIGHT", why="chunks left, D_out drained, room in D_in, no cut envelope waiting for the drain", guard=plan_guard, choose=plans, do=phase_a, event="plan",
-            doc="plan the chunk (recompute? hard cut?) and materialize the envelope")
+            doc="plan the chunk (recompute? hard cut?) and materialize the envelope", reads=("d_in", "d_out"))
 
     def drop_chunk(c):
         c.set(next_chunk=c.v.next_chunk + 1, dropped=c.v.dropped + 1, start_frame=c.v.env.start_frame)
@@ -192,23 +193,25 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
         c.gset(d_in=c.g.d_in + (e,))
         c.set(next_chunk=c.v.next_chunk + 1, start_frame=e.start_frame + 1, outstanding=c.v.outstanding + (e,), needs_init=False)
     M.local("preflight_ok_enqueue", "PREFLIGHT", "RUN", why="room in D_in, the envelope within the contract", guard=lambda c: room(c) and contract_ok(c.v.env, mode),
-            do=enqueue, event="preflight_ok", doc="hand the envelope to the comms thread (blocks while D_in is full)")
+            do=enqueue, event="preflight_ok", doc="hand the envelope to the comms thread (blocks while D_in is full)",
+            writes=("d_in",))
 
     M.local("drain_result", "RUN", ("RUN", "ABORT"), why="a result in D_out", guard=lambda c: bool(c.g.d_out), do=acceptor(), check=_emit_properties, emit=True,
-            event="result", doc="drain D_out first; accept (emit) or drop by the acceptance rules")
+            event="result", doc="drain D_out first; accept (emit) or drop by the acceptance rules", writes=("d_out", "abort"))
     M.local("abort_exit", "ABORT", FAILED, why="the comms thread stopped", guard=lambda c: c.g.comms_done, event="exit",
-            doc="the comms thread has stopped between messages: os._exit(2)")
+            doc="the comms thread has stopped between messages: os._exit(2)", reads=("comms_done",))
     M.local("finish", "RUN", "JOIN", why="every chunk planned, every result drained", guard=lambda c: c.v.next_chunk >= chunks and not c.v.outstanding and not c.g.d_out,
-            do=lambda c: c.gset(d_in=c.g.d_in + (SENTINEL,)), doc="stop the comms thread: push the sentinel")
+            do=lambda c: c.gset(d_in=c.g.d_in + (SENTINEL,)), doc="stop the comms thread: push the sentinel",
+            reads=("d_out",), writes=("d_in",))
     M.op("send_shutdown", "JOIN", "DONE", lambda c: send("world", leader, HEADER_SIG, _shutdown(c.v.call_id + 1), TAG_HEADER),
          why="the comms thread stopped", guard=lambda c: c.g.comms_done, do=lambda c: c.set(call_id=c.v.call_id + 1), event="header_sent", timeout_kind="recovers", timeout=FAILED,
-         doc="after the comms thread joined, the main thread sends SHUTDOWN")
+         doc="after the comms thread joined, the main thread sends SHUTDOWN", reads=("comms_done",))
 
     # ---------------------------------------------------------------- rank0 comms thread
     C = Role("comms", "WAIT_START", dict(env=None, res=None, polls=0, ka=0, last_call=0),
              ids=(), doc="rank0 comms thread: the single owner of the transport after startup",
-             hang_points=("WAIT_START", "IDLE", "RECV_RESULT", "POLL", "PUT"))
-    C.local("start", "WAIT_START", "IDLE", why="startup done", guard=lambda c: c.g.started)
+             hang_points=("WAIT_START", "IDLE", "RECV_RESULT", "POLL", "PUT"), shares=())
+    C.local("start", "WAIT_START", "IDLE", why="startup done", guard=lambda c: c.g.started, reads=("started",))
 
     def take(c):
         e = c.g.d_in[0]
@@ -218,12 +221,14 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
             c.goto("DONE")
             return
         c.set(env=e, polls=0, ka=0, last_call=e.call_id)
-    C.local("take_envelope", "IDLE", ("SEND_HEADER", "DONE"), why="an envelope in D_in, no abort", guard=lambda c: bool(c.g.d_in) and not c.g.abort, do=take)
+    C.local("take_envelope", "IDLE", ("SEND_HEADER", "DONE"), why="an envelope in D_in, no abort", guard=lambda c: bool(c.g.d_in) and not c.g.abort, do=take,
+            reads=("abort",), writes=("d_in", "comms_done"))
     stop = lambda c: c.gset(comms_done=True)
-    C.local("stop_on_abort", "IDLE", "DONE", why="rank0 aborts", guard=lambda c: c.g.abort, do=stop, doc="the main thread aborts: stop between messages")
+    C.local("stop_on_abort", "IDLE", "DONE", why="rank0 aborts", guard=lambda c: c.g.abort, do=stop, doc="the main thread aborts: stop between messages",
+            reads=("abort",), writes=("comms_done",))
     C.op("keepalive", "IDLE", "IDLE", lambda c: send("world", leader, HEADER_SIG, _noop(0), TAG_HEADER),
          why="D_in empty, keepalives left, no abort", guard=lambda c: not c.g.d_in and c.v.ka < keepalives and not c.g.abort, do=lambda c: c.set(ka=c.v.ka + 1), event="header_sent", timeout_kind="recovers", timeout=FAILED,
-         doc="NOOP keepalive while idle")
+         doc="NOOP keepalive while idle", reads=("d_in", "abort"))
     C.op("send_header", "SEND_HEADER", "SEND_META", lambda c: send("world", leader, HEADER_SIG, c.v.env, TAG_HEADER),
          commit=True, event="header_sent", timeout_kind="recovers", timeout=FAILED,
          doc="the commitment point: the leader now expects meta and tensors; rank0's watchdog guards this wait")
@@ -245,8 +250,8 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
             doc="SCOPE_PP_WATCHDOG_S expired: crash-only exit")
     C.op("recv_latents", "RECV_LATENTS", "PUT", lambda c: recv("world", leader, LATENTS_SIG, TAG_LATENTS))
     C.local("put_result", "PUT", "IDLE", why="room in D_out, no abort", guard=lambda c: len(c.g.d_out) < depth and not c.g.abort,
-            do=lambda c: c.gset(d_out=c.g.d_out + (c.v.res,)), doc="blocks while D_out is full")
-    C.local("discard_on_abort", "PUT", "DONE", why="rank0 aborts", guard=lambda c: c.g.abort, do=stop)
+            do=lambda c: c.gset(d_out=c.g.d_out + (c.v.res,)), doc="blocks while D_out is full", reads=("abort",), writes=("d_out",))
+    C.local("discard_on_abort", "PUT", "DONE", why="rank0 aborts", guard=lambda c: c.g.abort, do=stop, reads=("abort",), writes=("comms_done",))
 
     # ---------------------------------------------------------------- the leader (mesh group-rank 0)
     Ld = Role("leader", "START", dict(knob=0, env=None, kv=KVL.KV(), call_id=-1, chunk_index=-1, cache_epoch=-1, calls=0, tensors=None),
@@ -461,7 +466,7 @@ def _franken(world: WorldView) -> str | None:
 def _pending(world: WorldView) -> bool:
     """An envelope rank0 handed to its comms thread is still open and rank0 is alive."""
     main, comms = world.actor(0, "main"), world.actor(0, "comms")
-    if main.state in (FAILED, DEAD, HUNG) or comms.state in (FAILED, DEAD, HUNG):
+    if not main.alive or not comms.alive:  # FAILED, DEAD or HUNG: the process kept no variables
         return False
     return bool(main.vars.outstanding)
 
