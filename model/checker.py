@@ -11,51 +11,12 @@ fairness, lasso counterexamples) runs after safety when the model supports it; s
 from __future__ import annotations
 
 import gc
-import resource
 import time
 from array import array
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .api import BOUND_REACHED, FAIL_FAST, HOLDS, VACUOUS, Model, SpecError, Violation
-
-
-@dataclass
-class Bounds:
-    max_states: int | None = None
-    max_depth: int | None = None
-    timeout: float | None = None
-
-
-@dataclass
-class Stats:
-    states: int = 0
-    transitions: int = 0
-    depth: int = 0
-    seconds: float = 0.0
-    end_states: int = 0
-    fail_fast_ends: int = 0
-    peak_rss_mb: float = 0.0
-
-    @property
-    def states_per_second(self) -> float:
-        return self.states / self.seconds if self.seconds > 0 else 0.0
-
-
-@dataclass
-class Result:
-    verdict: str
-    message: str
-    stats: Stats
-    counterexample: list[dict[str, Any]] = field(default_factory=list)
-    waiting: list[dict[str, Any]] = field(default_factory=list)
-    cycle_start: int | None = None  # for LIVENESS lassos: index in counterexample where the cycle begins
-    bound: str | None = None
-    detail: dict = field(default_factory=dict)
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+from .result import Bounds, Result, Stats, peak_rss_mb  # re-exported: the old import path keeps working
 
 
 class Explorer:

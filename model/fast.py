@@ -34,7 +34,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .api import BOUND_REACHED, FAIL_FAST, HOLDS, Model, Violation
-from .checker import Bounds, Result, Stats, peak_rss_mb
+from .result import Bounds, Result, Stats, peak_rss_mb
 
 
 class _Collision(Exception):

@@ -68,7 +68,8 @@ import numpy as np
 
 from .api import BOUND_REACHED, FAIL_FAST, HOLDS, SpecError, Violation
 from . import procs
-from .checker import Bounds, Explorer, Result, Stats, peak_rss_mb
+from .checker import Explorer
+from .result import Bounds, Result, Stats, peak_rss_mb
 
 # a routed successor's key: (global frontier position of its parent) << _SH | (successor index)
 _SH = 24

@@ -49,7 +49,7 @@ from enum import Enum
 from typing import Any, Callable
 
 from .api import BOUND_REACHED, SpecError
-from .checker import Bounds, Result, Stats, peak_rss_mb
+from .result import Bounds, Result, Stats, peak_rss_mb
 from . import parallel as _par
 
 INSTALL_HINT = "pip install 'lockstep[ray]'  (or: pip install ray)"
