@@ -66,7 +66,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .api import BOUND_REACHED, FAIL_FAST, HOLDS, SpecError, Violation
+from .api import BOUND_REACHED, FAIL_FAST, HOLDS, Model, SpecError, Violation
 from . import procs
 from .checker import Explorer
 from .result import Bounds, Result, Stats, peak_rss_mb
@@ -507,43 +507,14 @@ def check_parallel(model_factory, bounds: Bounds | None = None, workers: int = 2
     """Safety check with ``workers`` processes; the same Result as ``Explorer(model, bounds).run()``.
 
     ``model_factory`` is a zero-argument callable returning the model (or the model itself).  It is
-    called once, in this process, before the workers fork: configure it (``set_reduction``,
-    ``set_liveness(False)``) in the factory or before the call, as for ``Explorer``."""
-    is_model = hasattr(model_factory, "successors") and not isinstance(model_factory, type)
+    called once, in this process, before the workers fork: configure it (``features.configure``) in the
+    factory or before the call, as for ``Explorer``; ``engine.check`` does this for you."""
+    is_model = isinstance(model_factory, Model) and not isinstance(model_factory, type)
     model = model_factory if is_model else model_factory()
     bounds = bounds or Bounds()
     if workers <= 1 or not _fork_available():
         return Explorer(model, bounds, progress).run()
     return _Coordinator(model, bounds, workers, progress).run()
-
-
-def engine_for(model, liveness: bool = True, workers: int = 1) -> str:
-    """Which core ``check(model, liveness=..., workers=...)`` runs: ``parallel``, ``serial`` or
-    ``vectorized`` (model/fast.py).  Liveness needs the whole graph in one process and a packable
-    model is faster on the vectorized core, so both stay single-process whatever ``workers`` says."""
-    want_live = liveness and hasattr(model, "pending") and hasattr(model, "actor_of")
-    if want_live:
-        return "serial"
-    if hasattr(model, "packed"):
-        return "vectorized"
-    if workers <= 1 or not _fork_available():
-        return "serial"
-    return "parallel"
-
-
-def check(model, bounds: Bounds | None = None, progress=None, liveness: bool = True, reduction: bool = True,
-          workers: int = 1) -> Result:
-    """``checker.check`` with a ``workers`` option: the safety search runs on ``workers`` processes
-    when ``engine_for`` says ``parallel``, else exactly ``checker.check``."""
-    from .checker import check as serial_check
-
-    if engine_for(model, liveness, workers) != "parallel":
-        return serial_check(model, bounds, progress, liveness=liveness, reduction=reduction)
-    if hasattr(model, "set_reduction"):
-        model.set_reduction(reduction)
-    if hasattr(model, "set_liveness"):
-        model.set_liveness(False)
-    return check_parallel(model, bounds, workers, progress)
 
 
 class _Coordinator:

@@ -45,6 +45,10 @@ class Result:
     cycle_start: int | None = None  # for LIVENESS lassos: index in counterexample where the cycle begins
     bound: str | None = None
     detail: dict = field(default_factory=dict)
+    # set by model.engine.check: whether a reduced graph was searched (False: a counterexample is a
+    # shortest one; None: unknown), and the --cross-check summary (docs/json.md's "cross_check")
+    reduced: bool | None = None
+    cross_check: dict | None = None
 
 
 def peak_rss_mb() -> float:

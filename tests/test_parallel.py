@@ -6,7 +6,9 @@ import pytest
 
 from lockstep.model.api import BOUND_REACHED, HOLDS, STRANDED, SpecError
 from lockstep.model.checker import Bounds, Explorer
-from lockstep.model.parallel import check, check_parallel, engine_for
+from lockstep.model.engine import CheckOptions, check, plan
+from lockstep.model.features import configure
+from lockstep.model.parallel import check_parallel
 from lockstep.spec.registry import pick_backend, resolve
 
 pytestmark = pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="needs the fork start method")
@@ -16,11 +18,7 @@ def factory(spec, variant=None, reduction=True, **raw):
     def make():
         info, params = resolve(spec, variant, {k: str(v) for k, v in raw.items()})
         model = info.build(params, variant, pick_backend(info, variant, None))
-        if hasattr(model, "set_liveness"):
-            model.set_liveness(False)
-        if hasattr(model, "set_reduction"):
-            model.set_reduction(reduction)
-        return model
+        return configure(model, reduction, liveness=False)
     return make
 
 
@@ -116,9 +114,10 @@ def test_spec_errors_in_a_worker_reach_the_caller():
     assert not mp.active_children()
 
 
-def test_check_wrapper_keeps_liveness_and_packed_models_single_process():
+def test_engine_keeps_liveness_and_packed_models_single_process():
     tp = factory("tp", ranks=2, chunks=1)()
-    assert engine_for(tp, liveness=False, workers=2) == "parallel"
-    assert engine_for(factory("pipeline")(), liveness=False, workers=2) == "vectorized"
-    r = check(tp, liveness=False, workers=2)
+    two = CheckOptions(liveness=False, workers=2)
+    assert plan(tp, two) == "parallel"
+    assert plan(factory("pipeline")(), two) == "vectorized"
+    r = check(tp, two)
     assert summary(r) == summary(Explorer(factory("tp", ranks=2, chunks=1)()).run())
