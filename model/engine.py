@@ -201,7 +201,8 @@ def _ray(model, options: CheckOptions, build) -> Result:
 
     if build is None:
         raise OptionsError("the Ray search builds the model in every actor: pass build=, a picklable factory")
-    return check_ray(Configured(build, options.reduction), options.bounds,
+    configure(model, options.reduction, liveness=False)  # as every actor's copy
+    return check_ray(Configured(build, options.reduction), options.bounds, model=model,
                      workers=options.workers if options.workers > 1 else None,
                      address=None if options.ray == "local" else options.ray,
                      progress=options.progress, memory_budget_mb=options.actor_memory_mb,

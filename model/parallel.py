@@ -69,6 +69,7 @@ import numpy as np
 from .api import BOUND_REACHED, FAIL_FAST, HOLDS, Model, SpecError, Violation
 from . import procs
 from .checker import Explorer
+from .features import COVERAGE, features_of
 from .result import Bounds, Result, Stats, peak_rss_mb
 
 # a routed successor's key: (global frontier position of its parent) << _SH | (successor index)
@@ -193,7 +194,8 @@ class _Worker:
                     reply = (self.states[i], self.parent[i], self.via[i])
                 elif cmd == "stop":
                     ru = resource.getrusage(resource.RUSAGE_SELF)
-                    conn.send_bytes(_dumps(("ok", (ru.ru_maxrss / 1024.0, ru.ru_utime + ru.ru_stime, self.timing))))
+                    conn.send_bytes(_dumps(("ok", (ru.ru_maxrss / 1024.0, ru.ru_utime + ru.ru_stime, self.timing,
+                                                   self.fired()))))
                     return
                 else:
                     raise ValueError(f"unknown command {cmd!r}")
@@ -201,6 +203,10 @@ class _Worker:
                 conn.send_bytes(_dumps(("error", _error_payload(e))))
                 continue
             conn.send_bytes(_dumps(("ok", reply)))
+
+    def fired(self):
+        """The transitions this worker's model saw fire (coverage), or None when the model reports none."""
+        return set(self.model.fired) if COVERAGE in features_of(self.model) else None
 
     def expand(self, depth: int, ranks, deadline: float | None):
         k, n = self.k, self.n
@@ -435,6 +441,7 @@ class _Pool:
         self.worker_rss = [0.0] * n
         self.worker_cpu = [0.0] * n
         self.worker_timing: list = [None] * n
+        self.worker_fired: list = [None] * n
 
     def send(self, k: int, msg) -> None:
         self.conns[k].send_bytes(_dumps(msg))
@@ -481,7 +488,7 @@ class _Pool:
                 if c.poll(5):
                     status, payload = _loads(c.recv_bytes())
                     if status == "ok":
-                        self.worker_rss[k], self.worker_cpu[k], self.worker_timing[k] = payload
+                        self.worker_rss[k], self.worker_cpu[k], self.worker_timing[k], self.worker_fired[k] = payload
             except (OSError, EOFError):
                 pass
         if not graceful:
@@ -583,12 +590,23 @@ class _Coordinator:
             return res
         finally:
             self.pool.close(graceful=ok)
+            self._collect_coverage()
             st.seconds = time.perf_counter() - t0
             st.peak_rss_mb = peak_rss_mb() + sum(self.pool.worker_rss)
             ru = resource.getrusage(resource.RUSAGE_SELF)
             LAST_RUN.clear()
             LAST_RUN.update(workers=self.n, worker_cpu_s=list(self.pool.worker_cpu), worker_rss_mb=list(self.pool.worker_rss),
                             worker_timing=list(self.pool.worker_timing), parent_cpu_s=ru.ru_utime + ru.ru_stime)
+
+    def _collect_coverage(self) -> None:
+        """The workers' coverage (which transitions fired) into this process's model, so that the engine
+        judges a parallel HOLDS for vacuity as it judges a serial one."""
+        pool = self.pool
+        if pool is None or COVERAGE not in features_of(self.model):
+            return
+        for fired in pool.worker_fired:
+            if fired:
+                self.model.fired.update(fired)
 
     def _explore(self, init, t0, deadline) -> Result:
         b, st, n, pool = self.b, self.st, self.n, self.pool

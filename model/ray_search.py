@@ -326,7 +326,8 @@ class PartitionActor:
         import resource
 
         ru = resource.getrusage(resource.RUSAGE_SELF)
-        out = (max(_rss_mb(), self.peak), ru.ru_utime + ru.ru_stime - self.cpu0, self.w.timing, len(self.w.states))
+        out = (max(_rss_mb(), self.peak), ru.ru_utime + ru.ru_stime - self.cpu0, self.w.timing, len(self.w.states),
+               self.w.fired())
         self.w = None
         gc.unfreeze()
         gc.collect()
@@ -346,6 +347,7 @@ class _RayPool:
         self.worker_cpu = [0.0] * n
         self.worker_timing: list = [None] * n
         self.worker_states = [0] * n
+        self.worker_fired: list = [None] * n
         self.snapshot: list = [None] * n  # the last progress() of every actor
         self.batches: list = []  # batches[k][h]: ObjectRef of what actor k sent actor h this level
         parts: list[list] = [[] for _ in range(n)]
@@ -432,8 +434,9 @@ class _RayPool:
         ray = self.ray
         if graceful:
             try:
-                for k, (rss, cpu, timing, nstates) in enumerate(ray.get([a.stop.remote() for a in self.actors], timeout=30)):
+                for k, (rss, cpu, timing, nstates, fired) in enumerate(ray.get([a.stop.remote() for a in self.actors], timeout=30)):
                     self.worker_rss[k], self.worker_cpu[k], self.worker_timing[k], self.worker_states[k] = rss, cpu, timing, nstates
+                    self.worker_fired[k] = fired
             except Exception:  # noqa: BLE001 - diagnostics only
                 pass
         self.batches = []
@@ -554,7 +557,7 @@ def _connect(ray, address: str | None, workers: int | None) -> tuple[bool, int]:
 
 def check_ray(model_factory, bounds: Bounds | None = None, workers: int | None = None, address: str | None = None,
               progress: Callable[[Stats], None] | None = None, memory_budget_mb: float | None = None,
-              actor_progress: Callable[[Stats, list], None] | None = None) -> Result:
+              actor_progress: Callable[[Stats, list], None] | None = None, model=None) -> Result:
     """Safety check on ``workers`` Ray actors; the same Result as ``Explorer(model, bounds).run()``.
 
     ``model_factory``: a picklable zero-argument callable that returns the model configured for the
@@ -562,7 +565,9 @@ def check_ray(model_factory, bounds: Bounds | None = None, workers: int | None =
     ``address``: None starts (and afterwards stops) a local instance; else ``"auto"`` or
     ``"ray://host:port"``.  ``workers``: the actor count (default: the CPUs Ray sees).  If Ray is
     already initialised in this process it is used as it is and left running.
-    ``actor_progress(stats, [(transitions, states, frontier, rss_mb, seconds) per actor])``."""
+    ``actor_progress(stats, [(transitions, states, frontier, rss_mb, seconds) per actor])``.  ``model``:
+    the driver's own copy, configured as the factory configures its models (default: one more from
+    the factory); the actors' coverage (which transitions fired) is added to its ``fired``."""
     ray = require_ray()
     bounds = bounds or Bounds()
     owned, n = _connect(ray, address, workers)
@@ -575,7 +580,7 @@ def check_ray(model_factory, bounds: Bounds | None = None, workers: int | None =
                 old_term = signal.signal(signal.SIGTERM, on_term)
             except ValueError:  # not the main thread
                 old_term = None
-        model = model_factory()
+        model = model_factory() if model is None else model
         coord = _RayCoordinator(ray, model_factory, model, bounds, n, progress, memory_budget_mb, actor_progress,
                                 keep=not owned)
         try:
