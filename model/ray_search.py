@@ -219,20 +219,21 @@ class _RayPartition(_par._Worker):
         self.outgoing: list = [None] * n
         self.incoming: dict[int, bytes] = {}
 
-    def _route(self, out: dict) -> list[dict]:
+    def _route(self, out: dict) -> list[tuple[list, list]]:
         n = self.n
-        outs: list[dict] = [{} for _ in range(n)]
+        outs = [([], []) for _ in range(n)]
         for nx, meta in out.items():
-            outs[owner_of(nx, n)][nx] = meta
+            sl, ml = outs[owner_of(nx, n)]
+            sl.append(nx)
+            ml.append(meta)
         return outs
 
     def _send(self, depth: int, outs: list) -> None:
         k, tm = self.k, self.timing
         for h in range(self.n):
             if h != k:
-                o = outs[h]
-                self.outgoing[h] = dumps((list(o), list(o.values())))
-                tm["sent"] += len(o)
+                self.outgoing[h] = dumps(outs[h])
+                tm["sent"] += len(outs[h][0])
                 outs[h] = None
 
     def _receive(self, depth: int, h: int):

@@ -121,3 +121,41 @@ def test_engine_keeps_liveness_and_packed_models_single_process():
     assert plan(factory("pipeline")(), two) == "vectorized"
     r = check(tp, two)
     assert summary(r) == summary(Explorer(factory("tp", ranks=2, chunks=1)()).run())
+
+
+def test_compact_batches_round_trip_and_share_actor_states():
+    """The encoding workers send each other (parallel._Encoder): equal states come back, actor states
+    shared between the states of a batch and across batches, actions too; a batch that cannot be
+    encoded (unhashable action, non-tuple state) travels as it is."""
+    from lockstep.model import parallel as P
+
+    model = factory("tp", "fm04-throw-after-header", reduction=False)()
+    P._register_namedtuples()
+    states, metas = [], []
+    for s in model.init_states():
+        for j, (a, n) in enumerate(model.successors(s)):
+            if not hasattr(n, "verdict"):
+                for jj, (a2, n2) in enumerate(model.successors(n)):
+                    if not hasattr(n2, "verdict"):
+                        states.append(n2)
+                        metas.append((j << 8 | jj, 7, a2))
+    assert len(states) > 3
+    enc, dec = P._Encoder(), P._Decoder()
+    half = len(states) // 2
+    got = []
+    for lo, hi in ((0, half), (half, len(states))):
+        batch = enc.batch(states[lo:hi], metas[lo:hi])
+        assert batch[0] == "enc"
+        items, ms = dec.unbatch(P._loads(P._dumps(batch)))
+        got += list(zip(items, ms))
+    assert [s for s, _ in got] == states and [type(s) for s, _ in got] == [type(s) for s in states]
+    assert [m for _, m in got] == metas
+    first = {}
+    for s, _ in got:  # equal actor states are one object again after decoding
+        for x in s.actors:
+            assert first.setdefault(x, x) is x
+    raw = enc.batch([states[0]], [(0, 1, ["unhashable"])])
+    assert raw[0] == "raw" and dec.unbatch(raw) == ([states[0]], [(0, 1, ["unhashable"])])
+    again = enc.batch(states[:2], metas[:2])  # the table is still in step after a raw batch
+    assert again[0] == "enc" and dec.unbatch(again)[0] == states[:2]
+    assert enc.batch([3, 4], [(0, 0, "a"), (1, 0, "b")])[0] == "raw"
