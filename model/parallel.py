@@ -143,6 +143,9 @@ _cpu = time.process_time
 # while a batch is pickled or unpickled).  "off": no collection at all (cycles leak).  Collections
 # over the unshared, freshly unpickled states cost pp1 workers ~30% CPU with the defaults.
 GC_MODE = "level"
+# How batches travel between forked workers: "compact" (``_Encoder``: values numbered per destination)
+# or "pickle" (the states pickled as they are; the earlier transport, kept for bench/bench_parallel.py)
+TRANSPORT = "compact"
 
 
 def _shm_dir() -> str:
@@ -177,7 +180,10 @@ class _Worker:
         self.cands: dict[tuple, tuple] = {}
         self.level_start = 0
         self.newkeys: list[int] = []
-        self.timing = {"expand": 0.0, "dump": 0.0, "load": 0.0, "dedup": 0.0, "invariant": 0.0, "sent": 0, "kept": 0}
+        # CPU seconds per phase, states sent and kept, and per level the CPU of the expand and of the
+        # merge phase (each phase ends at a barrier: the slowest worker sets the pace)
+        self.timing = {"expand": 0.0, "dump": 0.0, "load": 0.0, "dedup": 0.0, "invariant": 0.0, "sent": 0, "kept": 0,
+                       "level_expand": [], "level_merge": []}
 
     def serve(self) -> None:
         conn = self.conn
@@ -279,6 +285,7 @@ class _Worker:
             if GC_MODE not in ("off", "level"):
                 gc.enable()
         tm["dump"] += _cpu() - t1
+        tm["level_expand"].append(_cpu() - t0)
         ranks_done = np.asarray(franks[:len(trans)], dtype=np.int64)
         return timed_out, ranks_done, trans, ends, list(cands)
 
@@ -303,7 +310,7 @@ class _Worker:
                     via[idx] = a
 
         tm = self.timing
-        t0 = _cpu()
+        t0 = t_start = _cpu()
         take(*self.outs[k])
         self.outs = []
         for h in range(n):
@@ -331,6 +338,7 @@ class _Worker:
             gc.collect(1)  # cyclic garbage of this level (there is rarely any); the survivors go to
             gc.freeze()    # the permanent generation: the visited set lives until the worker exits
         tm["invariant"] += _cpu() - t1
+        tm["level_merge"].append(_cpu() - t_start)
         return np.asarray(newkeys, dtype=np.int64), inv
 
 
@@ -365,7 +373,7 @@ class _Worker:
         for h in range(self.n):
             if h != k:
                 items, metas = outs[h]
-                batch = self.encoders[h].batch(items, metas)
+                batch = self.encoders[h].batch(items, metas) if TRANSPORT == "compact" else ("raw", items, metas)
                 with open(os.path.join(self.tmp, f"{depth}.{k}.{h}"), "wb") as f:
                     _dump(batch, f)
                 tm["sent"] += len(items)
@@ -605,6 +613,21 @@ class _Pool:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def critical_path(timings: list) -> float | None:
+    """The search's CPU critical path: per level, the slowest worker's expand plus the slowest worker's
+    merge, summed.  On a machine with a free core per worker the wall time is about this plus the
+    parent's share and the pipe latency; on a shared machine it is the steadier figure (wall time
+    there measures the other processes too).  None when a worker's timings are missing."""
+    if not timings or any(t is None or "level_expand" not in t for t in timings):
+        return None
+    total = 0.0
+    for key in ("level_expand", "level_merge"):
+        levels = max(len(t[key]) for t in timings)
+        for lv in range(levels):
+            total += max((t[key][lv] for t in timings if lv < len(t[key])), default=0.0)
+    return total
+
+
 def _fork_available() -> bool:
     return "fork" in mp.get_all_start_methods()
 
@@ -696,7 +719,8 @@ class _Coordinator:
             ru = resource.getrusage(resource.RUSAGE_SELF)
             LAST_RUN.clear()
             LAST_RUN.update(workers=self.n, worker_cpu_s=list(self.pool.worker_cpu), worker_rss_mb=list(self.pool.worker_rss),
-                            worker_timing=list(self.pool.worker_timing), parent_cpu_s=ru.ru_utime + ru.ru_stime)
+                            worker_timing=list(self.pool.worker_timing), parent_cpu_s=ru.ru_utime + ru.ru_stime,
+                            critical_path_cpu_s=critical_path(self.pool.worker_timing))
 
     def _collect_coverage(self) -> None:
         """The workers' coverage (which transitions fired) into this process's model, so that the engine
