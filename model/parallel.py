@@ -409,14 +409,27 @@ class _Encoder:
     states that crossed a process boundary share their actor states again (less memory, and the
     model's memo tables compare them by identity).  Values are numbered by equality, exactly as the
     visited set tells states apart.  A state that is not a tuple, or a batch with an unhashable
-    action, travels pickled as it is."""
+    action, travels pickled as it is, and so do flat states (``structured``)."""
 
     def __init__(self):
         self.ids: dict = {}
         self.sent = 0  # values already shipped (the destination's table length)
         self.new: list = []
+        self.worth: bool | None = None  # decided on the first state: see ``structured``
+
+    @staticmethod
+    def structured(s) -> bool:
+        """Whether numbering pays for states like ``s``: some field holds tuples (a world state: actor
+        states, shared variables).  A flat state (integers, tuples of integers: the pipeline) pickles
+        faster as it is than it is numbered value by value."""
+        return isinstance(s, tuple) and any(
+            isinstance(f, tuple) and (type(f) is not tuple or any(isinstance(e, tuple) for e in f)) for f in s)
 
     def batch(self, items: list, metas: list):
+        if self.worth is None and items:
+            self.worth = self.structured(items[0])
+        if not self.worth:
+            return ("raw", items, metas)
         ids, new = self.ids, self.new
         get = ids.get
         enc = []

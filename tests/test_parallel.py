@@ -158,4 +158,7 @@ def test_compact_batches_round_trip_and_share_actor_states():
     assert raw[0] == "raw" and dec.unbatch(raw) == ([states[0]], [(0, 1, ["unhashable"])])
     again = enc.batch(states[:2], metas[:2])  # the table is still in step after a raw batch
     assert again[0] == "enc" and dec.unbatch(again)[0] == states[:2]
-    assert enc.batch([3, 4], [(0, 0, "a"), (1, 0, "b")])[0] == "raw"
+    assert P._Encoder().batch([3, 4], [(0, 0, "a"), (1, 0, "b")])[0] == "raw"
+    flat = (0, 1, (2, 3), ())  # the pipeline's kind of state: pickled as it is
+    assert not P._Encoder.structured(flat) and P._Encoder().batch([flat], [(0, 0, "a")])[0] == "raw"
+    assert P._Encoder.structured(states[0])
