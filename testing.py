@@ -121,27 +121,26 @@ def check(spec, variant: str | None = None, *, backend: str | None = None, reduc
     ``cross_check=True`` also explores without reductions (safety only) and raises
     ProtocolCheckFailed if the two verdict classes differ.  Bad input raises UsageError; a spec that
     raises while building or exploring raises model.api.SpecError naming the role and transition."""
-    from .model.checker import Bounds
-    from .model.parallel import check as run_check
+    from .model.engine import CheckOptions, check as run_check
+    from .model.result import Bounds
     from .spec.loading import build_model
 
     info, label = load(spec)
     info, p = resolve(info, variant, _raw(params), backend)
     backend = pick_backend(info, variant, backend)
     model = build_model(info, p, variant, backend)
-    raw = run_check(model, Bounds(max_states, max_depth, timeout), liveness=liveness, reduction=reduction,
-                    workers=workers)
-    por, sym = getattr(model, "_por_on", None), getattr(model, "_sym_on", None)
+    options = CheckOptions(bounds=Bounds(max_states, max_depth, timeout), reduction=reduction, liveness=liveness,
+                           workers=workers)
+    raw = run_check(model, options)
     st = raw.stats
     res = Result(spec=label, variant=variant, params=p, backend=backend, reduction=reduction, verdict=raw.verdict,
                  message=raw.message, states=st.states, transitions=st.transitions, depth=st.depth,
                  seconds=st.seconds, counterexample=list(raw.counterexample), waiting=list(raw.waiting or []),
                  cycle_start=raw.cycle_start,
                  expected=tuple(info.variants[variant].expected if variant else info.hardened_expected),
-                 shortest=(not reduction) or (por is False and sym is False), raw=raw)
+                 shortest=raw.reduced is False, raw=raw)
     if cross_check:
-        full = run_check(build_model(info, p, variant, backend), Bounds(max_states, max_depth, timeout),
-                         liveness=False, reduction=False)
+        full = run_check(build_model(info, p, variant, backend), options.replace(liveness=False, reduction=False))
         res.cross_checked = full.verdict
         mine = raw.verdict if raw.verdict != "LIVENESS" else None  # the unreduced run checks safety only
         if mine is not None and full.verdict != mine and "BOUND_REACHED" not in (full.verdict, mine):

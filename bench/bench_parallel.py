@@ -1,18 +1,24 @@
-"""Serial explorer vs multi-core exploration (model/parallel.py) on the same models.
+"""Serial explorer vs multi-core exploration (model/parallel.py) on the same models, side by side in one process.
 
-    python bench/bench_parallel.py [--workers 2] [--repeat 1] [--timeout 600] [--quick] [--json PATH]
+    python bench/bench_parallel.py [--workers 2] [--transport compact,pickle] [--repeat 1] [--timeout 600]
+                                   [--config pp1:mesh=3:off ...] [--quick] [--json PATH]
 
-Rows: pp1 mesh=3 without and with reductions, and the pipeline spec (default size, pure-Python
-path, no reduction).  Each row runs ``Explorer(model).run()`` (workers=1) and
-``check_parallel(factory, workers=N)``, checks that verdict, states, transitions and depth agree,
-and prints the wall time of each (best of --repeat), the speedup, and the CPU seconds of each run
-summed over every process (on a shared machine the CPU columns are the steadier comparison: a
-parallel run cannot beat serial by more than serial CPU / max worker CPU).  ``load`` is the
-1-minute load average when the row finished: other processes compete for the same cores.  Liveness is off (the parallel
-core is safety only).  ``--quick`` uses small sizes (a smoke test of the script itself).
+Each config (SPEC:NAME=VALUE,...:on|off for reduction; default pp1 mesh=3 unreduced and reduced, and the
+pipeline spec on its pure-Python path) runs ``Explorer(model).run()`` once (the reference) and then
+``check_parallel(factory, workers=N)`` for every N in ``--workers`` (comma-separated) and every
+transport in ``--transport`` (``compact``: the numbered-values encoding; ``pickle``: the states pickled
+as they are, the earlier transport).  Every run must agree with the serial one on verdict, states,
+transitions and depth (``MISMATCH`` otherwise, exit 1).
 
-RSS: for the parallel runs, the sum of the parent's and every worker's peak RSS (an upper bound:
-copy-on-write pages inherited from the parent count in every process).
+Columns: ``wall`` seconds; ``cpu`` seconds summed over every process; ``max w`` the busiest worker's CPU;
+``crit`` the CPU critical path (per BFS level, the slowest worker's expand phase plus the slowest
+worker's merge phase: each phase ends at a barrier); ``eff wall`` = serial wall / (N x wall) and
+``eff crit`` = serial CPU / (N x crit).  On an idle machine with N free cores wall ~ crit and the two
+efficiencies agree; on a shared machine wall time also measures the other processes, and ``eff crit``
+is the figure to read (it still includes every cost of the parallel search: routing, encoding, files,
+unpickling, the second deduplication, waiting for the slowest worker at each barrier).  ``load`` is
+the 1-minute load average at the end of the row.  RSS of a parallel run: the parent's plus every
+worker's peak (an upper bound).  Liveness is off (the parallel core is safety only).
 """
 from __future__ import annotations
 
@@ -22,75 +28,104 @@ import os
 import sys
 import time
 
-from lockstep.model.checker import Bounds, Explorer
 from lockstep.model import parallel
+from lockstep.model.checker import Explorer
+from lockstep.model.features import configure
+from lockstep.model.result import Bounds
 from lockstep.spec.registry import resolve
 
 
 def factory(spec: str, raw: dict, reduction: bool):
     def make():
         info, params = resolve(spec, None, {k: str(v) for k, v in raw.items()})
-        model = info.build(params, None, "gloo")
-        if hasattr(model, "set_liveness"):
-            model.set_liveness(False)
-        model.set_reduction(reduction)
-        return model
+        return configure(info.build(params, None, "gloo"), reduction, liveness=False)
     return make
 
 
-def timed(fn, repeat: int, par: bool):
-    """(best wall seconds, CPU seconds of that run over every process, result)."""
-    best, res = None, None
-    for _ in range(repeat):
-        c = time.process_time()
-        t = time.perf_counter()
-        r = fn()
-        dt = time.perf_counter() - t
-        cpu = time.process_time() - c
-        if par and parallel.LAST_RUN:
-            cpu += sum(parallel.LAST_RUN["worker_cpu_s"])
-        if best is None or dt < best[0]:
-            best, res = (dt, cpu), r
-    return best[0], best[1], res
+def parse_config(text: str):
+    """``pp1:mesh=3:off`` -> ("pp1", {"mesh": "3"}, False)."""
+    parts = text.split(":")
+    spec = parts[0]
+    raw = dict(kv.split("=", 1) for kv in parts[1].split(",") if kv) if len(parts) > 1 else {}
+    red = (parts[2] if len(parts) > 2 else "off") == "on"
+    return spec, raw, red
+
+
+def timed(fn):
+    """(wall seconds, CPU seconds of the run over every process, result)."""
+    c = time.process_time()
+    t = time.perf_counter()
+    r = fn()
+    return time.perf_counter() - t, time.process_time() - c, r
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--workers", default="2", help="comma-separated worker counts (default 2)")
+    ap.add_argument("--transport", default="compact", help="comma-separated: compact, pickle")
+    ap.add_argument("--config", action="append", default=None, metavar="SPEC:PARAMS:on|off")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each parallel configuration (the best wall is kept)")
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
-    if a.quick:
+    counts = [int(x) for x in a.workers.split(",")]
+    transports = a.transport.split(",")
+    if a.config:
+        configs = [parse_config(c) for c in a.config]
+    elif a.quick:
         configs = [("pp1", {"mesh": 2}, False), ("pp1", {"mesh": 2}, True), ("pipeline", {"stages": 3, "microbatches": 3}, False)]
     else:
         configs = [("pp1", {"mesh": 3}, False), ("pp1", {"mesh": 3}, True), ("pipeline", {}, False)]
-    print(f"cores: {os.cpu_count()}, workers: {a.workers}")
-    print(f"{'spec':<10}{'params':<18}{'red':>4}{'verdict':>9}{'states':>10}{'transitions':>13}"
-          f"{'serial s':>10}{'par s':>8}{'speedup':>9}{'cpu ser':>9}{'cpu par':>9}{'RSS ser':>9}{'RSS par':>9}{'load':>6}")
+    print(f"cores: {os.cpu_count()}, workers: {counts}, transports: {transports}")
+    print(f"{'spec':<9}{'params':<14}{'red':>4}{'run':>13}{'states':>10}{'wall':>8}{'cpu':>8}{'max w':>7}{'crit':>7}"
+          f"{'eff wall':>9}{'eff crit':>9}{'RSS MB':>8}{'load':>6}")
     rows = []
     ok = True
     for spec, raw, red in configs:
         make = factory(spec, raw, red)
         bounds = Bounds(timeout=a.timeout)
-        parallel.LAST_RUN.clear()
-        ts, cs, rs = timed(lambda: Explorer(make(), bounds).run(), a.repeat, False)
-        tp, cp, rp = timed(lambda: parallel.check_parallel(make, bounds, a.workers), a.repeat, True)
-        same = (rs.verdict, rs.stats.states, rs.stats.transitions, rs.stats.depth) == \
-               (rp.verdict, rp.stats.states, rp.stats.transitions, rp.stats.depth)
-        ok &= same
-        row = {"spec": spec, "params": raw, "reduction": red, "verdict": rs.verdict, "states": rs.stats.states,
-               "transitions": rs.stats.transitions, "serial_s": round(ts, 2), "parallel_s": round(tp, 2),
-               "serial_cpu_s": round(cs, 2), "parallel_cpu_s": round(cp, 2), "load_avg": os.getloadavg()[0],
-               "workers": a.workers, "speedup": round(ts / tp, 2), "same": same,
-               "serial_rss_mb": round(rs.stats.peak_rss_mb), "parallel_rss_mb": round(rp.stats.peak_rss_mb)}
-        rows.append(row)
         ptxt = ",".join(f"{k}={v}" for k, v in raw.items()) or "-"
-        print(f"{spec:<10}{ptxt:<18}{'on' if red else 'off':>4}{rs.verdict:>9}{rs.stats.states:>10,}{rs.stats.transitions:>13,}"
-              f"{ts:>10.2f}{tp:>8.2f}{ts / tp:>8.2f}x{cs:>9.2f}{cp:>9.2f}{row['serial_rss_mb']:>9}{row['parallel_rss_mb']:>9}"
-              f"{row['load_avg']:>6.1f}"
-              + ("" if same else "  MISMATCH"), flush=True)
+        ts, cs, rs = timed(lambda: Explorer(make(), bounds).run())
+        head = f"{spec:<9}{ptxt:<14}{'on' if red else 'off':>4}"
+        print(f"{head}{'serial':>13}{rs.stats.states:>10,}{ts:>8.2f}{cs:>8.2f}{'':>7}{'':>7}{'':>9}{'':>9}"
+              f"{rs.stats.peak_rss_mb:>8.0f}{os.getloadavg()[0]:>6.1f}", flush=True)
+        rows.append({"spec": spec, "params": raw, "reduction": red, "run": "serial", "workers": 1, "verdict": rs.verdict,
+                     "states": rs.stats.states, "transitions": rs.stats.transitions, "wall_s": round(ts, 3),
+                     "cpu_s": round(cs, 3), "rss_mb": round(rs.stats.peak_rss_mb)})
+        for transport in transports:
+            for n in counts:
+                parallel.TRANSPORT = transport
+                best = None
+                for _ in range(a.repeat):
+                    parallel.LAST_RUN.clear()
+                    tp, cp, rp = timed(lambda: parallel.check_parallel(make, bounds, n))
+                    last = dict(parallel.LAST_RUN)
+                    cp += sum(last.get("worker_cpu_s", [])) if last else 0.0
+                    if best is None or tp < best[0]:
+                        best = (tp, cp, rp, last)
+                tp, cp, rp, last = best
+                parallel.TRANSPORT = "compact"
+                same = (rs.verdict, rs.stats.states, rs.stats.transitions, rs.stats.depth) == \
+                       (rp.verdict, rp.stats.states, rp.stats.transitions, rp.stats.depth)
+                ok &= same
+                crit = last.get("critical_path_cpu_s") if last else None
+                maxw = max(last["worker_cpu_s"]) if last else None
+                eff_wall = ts / (n * tp)
+                eff_crit = cs / (n * crit) if crit else None
+                name = f"{n}w {transport}"
+                print(f"{head}{name:>13}{rp.stats.states:>10,}{tp:>8.2f}{cp:>8.2f}"
+                      f"{(f'{maxw:.2f}' if maxw is not None else '-'):>7}{(f'{crit:.2f}' if crit else '-'):>7}"
+                      f"{eff_wall:>9.2f}{(f'{eff_crit:.2f}' if eff_crit else '-'):>9}{rp.stats.peak_rss_mb:>8.0f}"
+                      f"{os.getloadavg()[0]:>6.1f}" + ("" if same else "  MISMATCH"), flush=True)
+                rows.append({"spec": spec, "params": raw, "reduction": red, "run": name, "workers": n,
+                             "transport": transport, "verdict": rp.verdict, "states": rp.stats.states,
+                             "transitions": rp.stats.transitions, "wall_s": round(tp, 3), "cpu_s": round(cp, 3),
+                             "max_worker_cpu_s": maxw, "critical_path_cpu_s": crit, "efficiency_wall": round(eff_wall, 3),
+                             "efficiency_critical_path": round(eff_crit, 3) if eff_crit else None,
+                             "rss_mb": round(rp.stats.peak_rss_mb), "same": same,
+                             "worker_timing": [{k: v for k, v in t.items() if not k.startswith("level_")}
+                                               for t in (last.get("worker_timing") or []) if t]})
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -3,7 +3,8 @@
 # with 16 actors on `pp1 -p mesh=4 --no-reduction` (about 1M states), safety only.  Run from the
 # repository root on an idle 16-core machine with lockstep[ray] installed (or PYTHONPATH pointing at a
 # directory where `import lockstep` resolves).  Prints one line per run and a table; the goal is >= 8x
-# over serial.  Each run has its own wall-clock limit (LIMIT seconds, default 900).
+# over serial.  Each run has its own wall-clock limit (LIMIT seconds, default 900).  For the 1/2/4/8/16-worker
+# table of --workers alone (efficiency per worker count), see bench/multicore_16.sh.
 set -u
 # SPEC_ARGS overrides the spec for a smoke test, e.g. SPEC_ARGS="tp -p chunks=1" N=2 bench/ray_16core.sh
 read -r -a SPEC <<< "${SPEC_ARGS:-pp1 -p mesh=4 --no-reduction} --no-liveness"

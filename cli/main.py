@@ -153,7 +153,8 @@ def check(spec, variant, params, backend, max_states, max_depth, timeout, no_red
     reached first, 4 vacuous (no violation, but a role never reached its commitment/emission),
     130 interrupted (SIGINT/SIGTERM/SIGHUP; the statistics so far are printed, verdict INTERRUPTED)."""
     from ..model.api import SpecError
-    from ..model.checker import Bounds
+    from ..model.engine import CheckOptions
+    from ..model.result import Bounds
     from .report import dumps, exit_code, text, to_json
 
     try:
@@ -169,73 +170,83 @@ def check(spec, variant, params, backend, max_states, max_depth, timeout, no_red
         sys.exit(2)
     if actor_memory is not None and ray_address is None:
         raise click.UsageError("--actor-memory applies to --ray only")
-    bounds = Bounds(max_states, max_depth, timeout)
-    if cross:
-        if ray_address is not None:
-            raise click.UsageError("--cross-check runs both searches in this process: drop --ray")
-        _cross_check(spec, variant, p, backend, info, bounds, not no_liveness, as_json)
-        return
-    if ray_address is not None:
-        result, code = _check_on_ray(spec, variant, params, backend, model, no_reduction, no_liveness, bounds, workers,
-                                     ray_address, actor_memory, as_json)
-    else:
-        result, code = _check_here(model, no_reduction, no_liveness, bounds, workers)
-    if as_json:
-        click.echo(dumps(to_json(spec, variant, p, backend, result, not no_reduction)))
-    else:
-        click.echo(text(spec, variant, p, backend, result, shortest_known=_no_reduction_applied(model, no_reduction)))
-    sys.exit(exit_code(result.verdict) if code is None else code)
-
-
-def _check_on_ray(spec, variant, params, backend, model, no_reduction, no_liveness, bounds, workers, address, actor_memory,
-                  as_json):
-    """``check --ray``: safety only (a model with a liveness check needs --no-liveness: usage error)."""
-    from ..model.api import SpecError
-    from ..model.parallel import engine_for
-    from . import ray_check
-
-    if not no_liveness and engine_for(model, True, 2) == "serial":
-        raise click.UsageError("--ray runs the safety search only: add --no-liveness (liveness needs the whole graph "
-                               "in one process: run it without --ray)")
+    if cross and ray_address is not None:
+        raise click.UsageError("--cross-check runs both searches in this process: drop --ray")
     budget = None
     if actor_memory is not None:
+        from . import ray_check
+
         try:
             budget = ray_check.parse_size_mb(actor_memory)
         except ValueError:
             raise click.UsageError(f"--actor-memory {actor_memory!r}: expected a size such as 512M or 2G") from None
+    options = CheckOptions(bounds=Bounds(max_states, max_depth, timeout), reduction=not no_reduction,
+                           liveness=not no_liveness, workers=workers, ray=ray_address, actor_memory_mb=budget,
+                           cross_check=cross)
+    if cross:
+        _cross_check(spec, variant, p, backend, info, model, options, as_json)
+        return
+    if ray_address is not None:
+        result, code = _check_on_ray(spec, variant, params, backend, model, options, as_json)
+    else:
+        result, code = _check_here(model, options)
+    if as_json:
+        click.echo(dumps(to_json(spec, variant, p, backend, result, not no_reduction)))
+    else:
+        click.echo(text(spec, variant, p, backend, result, shortest_known=result.reduced is False))
+    sys.exit(exit_code(result.verdict) if code is None else code)
+
+
+def _spec_error(e) -> None:
+    click.echo(f"lockstep: {e}", err=True)
+    sys.exit(2)
+
+
+def _check_on_ray(spec, variant, params, backend, model, options, as_json):
+    """``check --ray``: safety only (a model with a liveness check needs --no-liveness: usage error)."""
+    from ..model.api import SpecError
+    from ..model.engine import wants_liveness
+    from . import ray_check
+
+    try:
+        if wants_liveness(model, options):
+            raise click.UsageError("--ray runs the safety search only: add --no-liveness (liveness needs the whole graph "
+                                   "in one process: run it without --ray)")
+    except SpecError as e:  # the model's declared features do not match its methods
+        _spec_error(e)
     t0 = time.perf_counter()
     try:
-        return ray_check.run(spec, variant, parse_params(params), backend, not no_reduction, bounds,
-                             workers if workers > 1 else None, address, budget, quiet=as_json), None
+        return ray_check.run(spec, variant, parse_params(params), backend, model, options, quiet=as_json), None
     except SpecError as e:
-        click.echo(f"lockstep: {e}", err=True)
-        sys.exit(2)
+        _spec_error(e)
     except KeyboardInterrupt as e:  # the Ray session is shut down on the way out (model/ray_search.py)
         from .interrupt import EXIT_INTERRUPTED
         from .report import interrupted_result
         return interrupted_result(None, time.perf_counter() - t0, str(e) or "SIGINT"), EXIT_INTERRUPTED
 
 
-def _check_here(model, no_reduction, no_liveness, bounds, workers):
+def _check_here(model, options):
     from ..model.api import SpecError
-    from ..model.parallel import check as run_check, engine_for
+    from ..model.engine import check as run_check, plan
     from .interrupt import EXIT_INTERRUPTED, signals_as_interrupt
     from .report import interrupted_result
 
-    if workers > 1 and (engine := engine_for(model, not no_liveness, workers)) != "parallel":
-        hint = "; add --no-liveness" if engine == "serial" and not no_liveness else ""
-        click.echo(f"lockstep: --workers ignored: this check runs on the {engine} core{hint}", err=True)
+    try:
+        if options.workers > 1 and (engine := plan(model, options)) != "parallel":
+            hint = "; add --no-liveness" if engine == "liveness" else ""
+            core = "serial" if engine == "liveness" else engine
+            click.echo(f"lockstep: --workers ignored: this check runs on the {core} core{hint}", err=True)
+    except SpecError as e:
+        _spec_error(e)
     seen: dict = {}
     update, close = _progress(seen)
     t0 = time.perf_counter()
     try:
         with signals_as_interrupt():
-            result = run_check(model, bounds, progress=update, liveness=not no_liveness,
-                               reduction=not no_reduction, workers=workers)
+            result = run_check(model, options.replace(progress=update))
     except SpecError as e:
         close()
-        click.echo(f"lockstep: {e}", err=True)
-        sys.exit(2)
+        _spec_error(e)
     except KeyboardInterrupt as e:
         close()
         return interrupted_result(seen.get("stats"), time.perf_counter() - t0, str(e) or "SIGINT"), EXIT_INTERRUPTED
@@ -243,31 +254,17 @@ def _check_here(model, no_reduction, no_liveness, bounds, workers):
     return result, None
 
 
-def _no_reduction_applied(model, no_reduction: bool) -> bool:
-    """Whether breadth-first order makes the counterexample a shortest one: no partial-order or symmetry
-    reduction took part (asked off, or the model offers none).  Unknown -> False (never claim it)."""
-    if no_reduction:
-        return True
-    por, sym = getattr(model, "_por_on", None), getattr(model, "_sym_on", None)
-    return por is False and sym is False
-
-
-def _cross_check(spec, variant, p, backend, info, bounds, liveness, as_json):
+def _cross_check(spec, variant, p, backend, info, model, options, as_json):
     """``check --cross-check``: the reduced result is reported when both searches agree."""
     from ..model.api import SpecError
-    from ..model.checker import check as run_check
-    from ..model.crosscheck import cross_check
+    from ..model.engine import check as run_check
     from .report import dumps, exit_code, text, to_json
 
     try:
-        rep = cross_check(lambda: build_model(info, p, variant, backend),
-                          lambda m, red: run_check(m, bounds, liveness=liveness, reduction=red), bounds.max_states)
+        result = run_check(model, options, build=lambda: build_model(info, p, variant, backend))
     except SpecError as e:
-        click.echo(f"lockstep: {e}", err=True)
-        sys.exit(2)
-    result = rep["reduced"]["result"]
-    summary = {k: {f: v for f, v in rep[k].items() if f != "result"} for k in ("reduced", "unreduced")}
-    summary.update(agree=rep["agree"], differences=rep["differences"])
+        _spec_error(e)
+    summary = result.cross_check
     if as_json:
         out = to_json(spec, variant, p, backend, result, True)
         out["cross_check"] = summary
@@ -279,9 +276,9 @@ def _cross_check(spec, variant, p, backend, info, bounds, liveness, as_json):
         cls = lambda x: ", ".join(x["reachable_violation_classes"]) or "none"  # noqa: E731
         click.echo(f"cross-check: reduced {r['verdict']} ({r['states']:,} states), unreduced {u['verdict']} ({u['states']:,} states); "
                    f"reachable violation classes and fail-fast ends: reduced {cls(r)}; unreduced {cls(u)}"
-                   + ("" if rep["agree"] else "  DISAGREE"))
-    if not rep["agree"]:
-        click.echo(f"lockstep: cross-check failed: {'; '.join(rep['differences'])}", err=True)
+                   + ("" if summary["agree"] else "  DISAGREE"))
+    if not summary["agree"]:
+        click.echo(f"lockstep: cross-check failed: {'; '.join(summary['differences'])}", err=True)
         sys.exit(2)
     sys.exit(exit_code(result.verdict))
 

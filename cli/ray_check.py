@@ -1,7 +1,8 @@
 """``lockstep check ... --ray [ADDRESS]``: the CLI side of model/ray_search.py.
 
 ``SpecFactory`` is the picklable recipe every Ray actor builds its model from (a spec reference,
-variant, raw parameters, backend, reduction on/off); the rest is the terminal progress line and the
+variant, raw parameters, backend; reduction on/off for direct ``check_ray`` callers — the engine
+configures the model itself); ``run`` hands the check to ``model.engine.check``; the rest is the terminal progress line and the
 per-partition report (stderr, text mode only)."""
 from __future__ import annotations
 
@@ -27,13 +28,11 @@ class SpecFactory:
         from ..spec.loading import build_model
         from ..spec.registry import pick_backend, resolve
 
+        from ..model.features import configure
+
         info, p = resolve(self.spec, self.variant, dict(self.params), self.backend)
         model = build_model(info, p, self.variant, pick_backend(info, self.variant, self.backend))
-        if hasattr(model, "set_liveness"):
-            model.set_liveness(False)
-        if hasattr(model, "set_reduction"):
-            model.set_reduction(self.reduction)
-        return model
+        return configure(model, self.reduction, liveness=False)
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.I)
@@ -91,15 +90,17 @@ def report_partitions() -> None:
                    + (f"CPU {p['cpu_s']:.1f} s" if p["cpu_s"] is not None else "CPU not reported (stopped)"), err=True)
 
 
-def run(spec, variant, raw_params: dict, backend, reduction: bool, bounds, workers, address, budget_mb, quiet: bool):
-    """The check on Ray; a Result.  One-line errors (exit 2) for a missing Ray or an unreachable cluster."""
-    from ..model.ray_search import RayUnavailable, check_ray
+def run(spec, variant, raw_params: dict, backend, model, options, quiet: bool):
+    """The check of ``model`` (built from the same spec in this process) on Ray (``options``: an
+    engine.CheckOptions with ``ray`` set); a Result.  One-line errors
+    (exit 2) for a missing Ray or an unreachable cluster."""
+    from ..model.engine import check
+    from ..model.ray_search import RayUnavailable
 
     update, close = progress()
+    factory = SpecFactory(spec, variant, dict(raw_params), backend, options.reduction)
     try:
-        result = check_ray(SpecFactory(spec, variant, dict(raw_params), backend, reduction), bounds,
-                           workers=workers, address=None if address == "local" else address,
-                           memory_budget_mb=budget_mb, actor_progress=update)
+        result = check(model, options.replace(actor_progress=update), build=factory)
     except RayUnavailable as e:
         close()
         click.echo(f"lockstep: {e}", err=True)

@@ -56,9 +56,9 @@ def _models(info, params, variant, backend):
     """Two instances: the checker may switch reductions on its own copy."""
     from ..spec.loading import build_model  # a build that raises is a SpecError naming the spec and line
 
-    m_explore = build_model(info, params, variant, backend)
-    if hasattr(m_explore, "set_reduction"):
-        m_explore.set_reduction(False)
+    from ..model.features import configure
+
+    m_explore = configure(build_model(info, params, variant, backend), reduction=False, liveness=False)
     return m_explore, build_model(info, params, variant, backend)
 
 
@@ -302,9 +302,9 @@ def kv_section(out: Rendered, spec: str, model=None, g=None, png: bool = False, 
         return sec
     if model is None:
         info, params = resolve(KV_SPEC, None, {})
-        model = info.build(params, None, "gloo")
-        if hasattr(model, "set_reduction"):
-            model.set_reduction(False)
+        from ..model.features import configure
+
+        model = configure(info.build(params, None, "gloo"), reduction=False, liveness=False)
         g = explore(model, 20_000)
     if not isinstance(model, Protocol):
         msg = "The `kv` spec is a plain model without role machines, so there is no lifecycle diagram to draw from it."

@@ -12,13 +12,15 @@ A model provides:
 - ``describe(state, action, next)``: a human/JSON step record, only called for counterexamples;
 - ``waiting(state)``: who waits on whom in a stuck state, for the final line of a counterexample.
 
-Liveness is optional: a model that defines ``pending(state)`` (a committed obligation is open) and
-``actor_of(action)`` (the process that takes a step, for weak fairness) is checked for lassos.
+Everything else is optional and declared in the model's ``features`` (model/features.py): reductions,
+liveness (``pending(state)``: a committed obligation is open; ``actor_of(action)``: the process that
+takes a step, for weak fairness), a packed form, symmetry, coverage.  ``isinstance(x, Model)`` tells a
+model from a factory of models.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Iterable, Protocol
+from typing import Any, Hashable, Iterable, Protocol, runtime_checkable
 
 State = Hashable
 Action = Hashable
@@ -51,6 +53,7 @@ class Violation:
     detail: dict = field(default_factory=dict, hash=False, compare=False)
 
 
+@runtime_checkable
 class Model(Protocol):
     name: str
 

@@ -11,51 +11,12 @@ fairness, lasso counterexamples) runs after safety when the model supports it; s
 from __future__ import annotations
 
 import gc
-import resource
 import time
 from array import array
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .api import BOUND_REACHED, FAIL_FAST, HOLDS, VACUOUS, Model, SpecError, Violation
-
-
-@dataclass
-class Bounds:
-    max_states: int | None = None
-    max_depth: int | None = None
-    timeout: float | None = None
-
-
-@dataclass
-class Stats:
-    states: int = 0
-    transitions: int = 0
-    depth: int = 0
-    seconds: float = 0.0
-    end_states: int = 0
-    fail_fast_ends: int = 0
-    peak_rss_mb: float = 0.0
-
-    @property
-    def states_per_second(self) -> float:
-        return self.states / self.seconds if self.seconds > 0 else 0.0
-
-
-@dataclass
-class Result:
-    verdict: str
-    message: str
-    stats: Stats
-    counterexample: list[dict[str, Any]] = field(default_factory=list)
-    waiting: list[dict[str, Any]] = field(default_factory=list)
-    cycle_start: int | None = None  # for LIVENESS lassos: index in counterexample where the cycle begins
-    bound: str | None = None
-    detail: dict = field(default_factory=dict)
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+from .api import BOUND_REACHED, FAIL_FAST, HOLDS, Model, SpecError, Violation
+from .result import Bounds, Result, Stats, peak_rss_mb  # re-exported: the old import path keeps working
 
 
 class Explorer:
@@ -282,84 +243,16 @@ class Explorer:
 
 
 def check(model: Model, bounds: Bounds | None = None, progress=None, liveness: bool = True, reduction: bool = True) -> Result:
-    """Check safety by BFS; then, when the model defines ``pending``, liveness under weak fairness.
-    A HOLDS is then judged for coverage (``judge_coverage``).
+    """``model.engine.check(model, CheckOptions(bounds, reduction, liveness))`` (kept for existing
+    callers; new code builds a CheckOptions and calls the engine)."""
+    from .engine import CheckOptions, check as engine_check
 
-    ``reduction=False`` asks a model that offers reductions (``set_reduction``) to explore the full
-    interleaving space."""
-    if hasattr(model, "fired"):
-        model.fired.clear()
-    return judge_coverage(model, _check(model, bounds, progress, liveness, reduction))
+    return engine_check(model, CheckOptions(bounds=bounds or Bounds(), reduction=reduction, liveness=liveness,
+                                            progress=progress))
 
 
 def judge_coverage(model, res: Result) -> Result:
-    """On a HOLDS of a model that reports coverage (which transitions fired): attach it, and turn
-    the verdict into VACUOUS when a role never reached any of its commitment/emission transitions
-    (a proof over runs that never do what the protocol is for proves nothing)."""
-    if res.verdict != HOLDS or not hasattr(model, "coverage") or not getattr(model, "fired", None):
-        return res
-    cov = model.coverage()
-    res.detail = {**res.detail, "coverage": cov}
-    bad = model.vacuous_roles(cov)
-    if bad:
-        what = "; ".join(f"{r} never fired {', '.join(cov[r]['essential'])}" for r in bad)
-        res.verdict = VACUOUS
-        res.message = f"no violation, but the proof is vacuous: {what}"
-    return res
+    """``model.engine.judge_coverage`` (kept for existing callers)."""
+    from .engine import judge_coverage as judge
 
-
-def _check(model, bounds, progress, liveness, reduction) -> Result:
-    if hasattr(model, "set_reduction"):
-        model.set_reduction(reduction)
-    want_live = liveness and hasattr(model, "pending") and hasattr(model, "actor_of")
-    if want_live and reduction and hasattr(model, "set_liveness"):
-        proved = _liveness_on_reduced_graph(model, bounds, progress)
-        if proved is not None:
-            return proved
-    if hasattr(model, "set_liveness"):
-        model.set_liveness(want_live)
-    if not want_live and hasattr(model, "packed"):
-        try:
-            from .fast import check_packed  # the vectorized core; numpy is imported only here
-        except ImportError:
-            check_packed = None
-        if check_packed is not None:
-            res = check_packed(model, bounds, progress)
-            if res is not None:
-                return res
-    ex = Explorer(model, bounds, progress, keep_graph=want_live)
-    res = ex.run()
-    if res.verdict != HOLDS or not want_live:
-        return res
-    from .liveness import find_lasso
-
-    t0 = time.perf_counter()
-    lasso = find_lasso(ex)
-    ex.stats.seconds += time.perf_counter() - t0
-    ex.stats.peak_rss_mb = peak_rss_mb()
-    return lasso if lasso is not None else res
-
-
-def _liveness_on_reduced_graph(model, bounds, progress) -> Result | None:
-    """Try to prove liveness on the partial-order-reduced graph.  Ample steps never change what
-    ``pending`` reads and every reduced cycle passes a full expansion, so every infinite run of the full
-    graph has a stuttering-equivalent run here: when the reduced graph has no cycle through pending
-    states and no clean end with an obligation open, no run of the full graph can keep an obligation
-    open for ever, fair or not.  Safety verdicts found here are final (as with --no-liveness).  When a
-    pending cycle exists here, its fairness cannot be judged on reduced successor sets: return None and
-    let the caller decide on the full graph."""
-    from .liveness import find_lasso
-
-    model.set_liveness(False)
-    ex = Explorer(model, bounds, progress, keep_graph=True)
-    res = ex.run()
-    if res.verdict != HOLDS:
-        return res
-    t0 = time.perf_counter()
-    lasso = find_lasso(ex, fair=False)
-    ex.stats.seconds += time.perf_counter() - t0
-    ex.stats.peak_rss_mb = peak_rss_mb()
-    if lasso is None:
-        res.message = "all properties hold within the bounds (liveness proved on the reduced graph: no cycle keeps an obligation open)"
-        return res
-    return None
+    return judge(model, res)

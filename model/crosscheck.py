@@ -14,6 +14,7 @@ from collections import deque
 from typing import Callable
 
 from .api import BOUND_REACHED, FAIL_FAST, HOLDS, VACUOUS, Violation
+from .features import configure
 
 
 def verdict_class(verdict: str) -> str:
@@ -23,10 +24,7 @@ def verdict_class(verdict: str) -> str:
 def reachable_classes(model, reduction: bool, max_states: int | None = None) -> tuple[frozenset, int, bool]:
     """(violation classes reachable, states explored, complete) on the reduced or full graph.
     ``complete`` is False when ``max_states`` stopped the search first."""
-    if hasattr(model, "set_reduction"):
-        model.set_reduction(reduction)
-    if hasattr(model, "set_liveness"):
-        model.set_liveness(False)
+    configure(model, reduction, liveness=False)
     seen = set()
     q = deque()
     for s in model.init_states():

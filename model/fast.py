@@ -34,7 +34,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .api import BOUND_REACHED, FAIL_FAST, HOLDS, Model, Violation
-from .checker import Bounds, Result, Stats, peak_rss_mb
+from .result import Bounds, Result, Stats, peak_rss_mb
 
 
 class _Collision(Exception):
@@ -179,8 +179,9 @@ def _describe(model: Model, steps) -> list[dict[str, Any]]:
 
 def packed_of(model: Model):
     """The model's packed form, or None when it has none (or declines for these parameters)."""
-    fn = getattr(model, "packed", None)
-    return fn() if fn is not None else None
+    from .features import PACKED, features_of
+
+    return model.packed() if PACKED in features_of(model) else None
 
 
 def check_packed(model: Model, bounds: Bounds | None = None, progress: Callable[[Stats], None] | None = None):

@@ -125,7 +125,7 @@ def find_lasso(ex, fair: bool = True):
     scipy.sparse.csgraph when scipy is installed, else from networkx.  Among the components that
     admit a (fair) cycle the one whose shallowest state is shallowest wins; ties go to the component
     holding the lowest-numbered such state, and that state is the lasso's entry."""
-    from .checker import Result
+    from .result import Result
 
     model = ex.model
     states = ex.states

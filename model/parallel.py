@@ -66,9 +66,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .api import BOUND_REACHED, FAIL_FAST, HOLDS, SpecError, Violation
+from .api import BOUND_REACHED, FAIL_FAST, HOLDS, Model, SpecError, Violation
 from . import procs
-from .checker import Bounds, Explorer, Result, Stats, peak_rss_mb
+from .checker import Explorer
+from .features import COVERAGE, features_of
+from .result import Bounds, Result, Stats, peak_rss_mb
 
 # a routed successor's key: (global frontier position of its parent) << _SH | (successor index)
 _SH = 24
@@ -141,6 +143,9 @@ _cpu = time.process_time
 # while a batch is pickled or unpickled).  "off": no collection at all (cycles leak).  Collections
 # over the unshared, freshly unpickled states cost pp1 workers ~30% CPU with the defaults.
 GC_MODE = "level"
+# How batches travel between forked workers: "compact" (``_Encoder``: values numbered per destination)
+# or "pickle" (the states pickled as they are; the earlier transport, kept for bench/bench_parallel.py)
+TRANSPORT = "compact"
 
 
 def _shm_dir() -> str:
@@ -169,11 +174,16 @@ class _Worker:
             self.states.append(s)
             self.parent.append(-1)
             self.via.append(None)
-        self.outs: list[dict] = []
+        self.outs: list = []
+        self.encoders: list | None = None  # per destination (fork transport)
+        self.decoders: list | None = None  # per source
         self.cands: dict[tuple, tuple] = {}
         self.level_start = 0
         self.newkeys: list[int] = []
-        self.timing = {"expand": 0.0, "dump": 0.0, "load": 0.0, "dedup": 0.0, "invariant": 0.0, "sent": 0, "kept": 0}
+        # CPU seconds per phase, states sent and kept, and per level the CPU of the expand and of the
+        # merge phase (each phase ends at a barrier: the slowest worker sets the pace)
+        self.timing = {"expand": 0.0, "dump": 0.0, "load": 0.0, "dedup": 0.0, "invariant": 0.0, "sent": 0, "kept": 0,
+                       "level_expand": [], "level_merge": []}
 
     def serve(self) -> None:
         conn = self.conn
@@ -192,7 +202,8 @@ class _Worker:
                     reply = (self.states[i], self.parent[i], self.via[i])
                 elif cmd == "stop":
                     ru = resource.getrusage(resource.RUSAGE_SELF)
-                    conn.send_bytes(_dumps(("ok", (ru.ru_maxrss / 1024.0, ru.ru_utime + ru.ru_stime, self.timing))))
+                    conn.send_bytes(_dumps(("ok", (ru.ru_maxrss / 1024.0, ru.ru_utime + ru.ru_stime, self.timing,
+                                                   self.fired()))))
                     return
                 else:
                     raise ValueError(f"unknown command {cmd!r}")
@@ -200,6 +211,10 @@ class _Worker:
                 conn.send_bytes(_dumps(("error", _error_payload(e))))
                 continue
             conn.send_bytes(_dumps(("ok", reply)))
+
+    def fired(self):
+        """The transitions this worker's model saw fire (coverage), or None when the model reports none."""
+        return set(self.model.fired) if COVERAGE in features_of(self.model) else None
 
     def expand(self, depth: int, ranks, deadline: float | None):
         k, n = self.k, self.n
@@ -257,19 +272,20 @@ class _Worker:
                     break
         counters[k] = done_trans
         self.cands = cands
-        outs: list[dict] = self._route(out) if not timed_out else [{} for _ in range(n)]
+        outs: list = self._route(out) if not timed_out else [([], []) for _ in range(n)]
         del out
         self.outs = outs
         tm = self.timing
         t1 = _cpu()
         tm["expand"] += t1 - t0
-        tm["kept"] += len(outs[k])
+        tm["kept"] += len(outs[k][0])
         if not timed_out:
             gc.disable()  # the batches are acyclic: collecting while they are pickled is pure cost
             self._send(depth, outs)
             if GC_MODE not in ("off", "level"):
                 gc.enable()
         tm["dump"] += _cpu() - t1
+        tm["level_expand"].append(_cpu() - t0)
         ranks_done = np.asarray(franks[:len(trans)], dtype=np.int64)
         return timed_out, ranks_done, trans, ends, list(cands)
 
@@ -294,9 +310,8 @@ class _Worker:
                     via[idx] = a
 
         tm = self.timing
-        t0 = _cpu()
-        mine = self.outs[k]
-        take(mine, mine.values())
+        t0 = t_start = _cpu()
+        take(*self.outs[k])
         self.outs = []
         for h in range(n):
             if h != k:
@@ -323,35 +338,45 @@ class _Worker:
             gc.collect(1)  # cyclic garbage of this level (there is rarely any); the survivors go to
             gc.freeze()    # the permanent generation: the visited set lives until the worker exits
         tm["invariant"] += _cpu() - t1
+        tm["level_merge"].append(_cpu() - t_start)
         return np.asarray(newkeys, dtype=np.int64), inv
 
 
     # -- transport (the Ray partitions, model/ray_search.py, override these three) ------------
-    def _route(self, out: dict) -> list[dict]:
-        """Split this level's successors by owner: ``hash(state) % n`` (forked workers share the hash seed)."""
+    def _route(self, out: dict) -> list[tuple[list, list]]:
+        """Split this level's successors by owner, ``hash(state) % n`` (forked workers share the hash
+        seed), into (states, metas) lists per owner, in ``out``'s order."""
         n = self.n
-        outs: list[dict] = [{} for _ in range(n)]
+        outs = [([], []) for _ in range(n)]
         if n == 2:
-            o0, o1 = outs
+            (s0, m0), (s1, m1) = outs
             for nx, meta in out.items():
                 if hash(nx) & 1:
-                    o1[nx] = meta
+                    s1.append(nx)
+                    m1.append(meta)
                 else:
-                    o0[nx] = meta
+                    s0.append(nx)
+                    m0.append(meta)
         else:
             for nx, meta in out.items():
-                outs[hash(nx) % n][nx] = meta
+                sl, ml = outs[hash(nx) % n]
+                sl.append(nx)
+                ml.append(meta)
         return outs
 
     def _send(self, depth: int, outs: list) -> None:
-        """Ship ``outs[h]`` (h != k) to worker h: one pickled batch per destination under the run's tmp dir."""
+        """Ship ``outs[h]`` (h != k) to worker h: one batch per destination, a file under the run's tmp
+        dir, in the compact encoding of ``_Encoder``."""
         k, tm = self.k, self.timing
+        if self.encoders is None:
+            self.encoders = [_Encoder() for _ in range(self.n)]
         for h in range(self.n):
             if h != k:
+                items, metas = outs[h]
+                batch = self.encoders[h].batch(items, metas) if TRANSPORT == "compact" else ("raw", items, metas)
                 with open(os.path.join(self.tmp, f"{depth}.{k}.{h}"), "wb") as f:
-                    o = outs[h]
-                    _dump((list(o), list(o.values())), f)
-                tm["sent"] += len(outs[h])
+                    _dump(batch, f)
+                tm["sent"] += len(items)
                 outs[h] = None
 
     def _receive(self, depth: int, h: int):
@@ -361,10 +386,113 @@ class _Worker:
         # batches written by a sibling worker of this search into the 0700 directory the parent
         # created (mkdtemp): our own states, never a user's file
         with open(path, "rb") as f:
-            items, metas = pickle.load(f)
+            batch = pickle.load(f)
+        if self.decoders is None:
+            self.decoders = [_Decoder() for _ in range(self.n)]
+        out = self.decoders[h].unbatch(batch)
         if GC_MODE not in ("off", "level"):
             gc.enable()
         os.unlink(path)
+        return out
+
+
+class _Encoder:
+    """The compact form of the states one worker sends another (one encoder per destination, alive for
+    the whole search, mirrored by a ``_Decoder`` at the destination).
+
+    A state is a tuple (usually a namedtuple) whose fields are either values or plain tuples of
+    values (a world state: the tuple of actor states, the shared variables, ...).  Each such value is
+    sent once, the first time it crosses to that destination, and afterwards as its number in the
+    order of first sending; a state becomes (class id, number or tuple of numbers per field) — plain
+    ints and tuples of ints, which pickle without a Python call per object and come out about 2.5x
+    smaller.  Actions are numbered the same way.  The receiver rebuilds states from its table, so
+    states that crossed a process boundary share their actor states again (less memory, and the
+    model's memo tables compare them by identity).  Values are numbered by equality, exactly as the
+    visited set tells states apart.  A state that is not a tuple, or a batch with an unhashable
+    action, travels pickled as it is, and so do flat states (``structured``)."""
+
+    def __init__(self):
+        self.ids: dict = {}
+        self.sent = 0  # values already shipped (the destination's table length)
+        self.new: list = []
+        self.worth: bool | None = None  # decided on the first state: see ``structured``
+
+    @staticmethod
+    def structured(s) -> bool:
+        """Whether numbering pays for states like ``s``: some field holds tuples (a world state: actor
+        states, shared variables).  A flat state (integers, tuples of integers: the pipeline) pickles
+        faster as it is than it is numbered value by value."""
+        return isinstance(s, tuple) and any(
+            isinstance(f, tuple) and (type(f) is not tuple or any(isinstance(e, tuple) for e in f)) for f in s)
+
+    def batch(self, items: list, metas: list):
+        if self.worth is None and items:
+            self.worth = self.structured(items[0])
+        if not self.worth:
+            return ("raw", items, metas)
+        ids, new = self.ids, self.new
+        get = ids.get
+        enc = []
+        try:
+            for s in items:
+                t = type(s)
+                if not isinstance(s, tuple) or (t is not tuple and _REG.get(id(t)) is not t):
+                    raise _Raw
+                parts = [0 if t is tuple else id(t)]
+                for f in s:
+                    if type(f) is tuple:
+                        fe = []
+                        for e in f:
+                            i = get(e)
+                            if i is None:
+                                i = ids[e] = len(ids)
+                                new.append(e)
+                            fe.append(i)
+                        parts.append(tuple(fe))
+                    else:
+                        i = get(f)
+                        if i is None:
+                            i = ids[f] = len(ids)
+                            new.append(f)
+                        parts.append(i)
+                enc.append(tuple(parts))
+            acts = []
+            for _, _, a in metas:
+                i = get(a)
+                if i is None:
+                    i = ids[a] = len(ids)
+                    new.append(a)
+                acts.append(i)
+        except (_Raw, TypeError):
+            new.clear()  # nothing of this batch is shipped encoded: forget what it numbered
+            for v in [v for v, i in ids.items() if i >= self.sent]:
+                del ids[v]
+            return ("raw", items, metas)
+        defs, self.new = new, []
+        self.sent = len(ids)
+        return ("enc", defs, enc, [m[0] for m in metas], [m[1] for m in metas], acts)
+
+
+class _Raw(Exception):
+    pass
+
+
+class _Decoder:
+    """The receiving side of one ``_Encoder``."""
+
+    def __init__(self):
+        self.table: list = []
+
+    def unbatch(self, batch):
+        if batch[0] == "raw":
+            return batch[1], batch[2]
+        _, defs, enc, keys, gids, acts = batch
+        tbl = self.table
+        tbl.extend(defs)
+        new, reg = tuple.__new__, _REG
+        items = [new(reg[p[0]] if p[0] else tuple, [tbl[x] if type(x) is int else tuple([tbl[i] for i in x]) for x in p[1:]])
+                 for p in enc]
+        metas = list(zip(keys, gids, [tbl[i] for i in acts]))
         return items, metas
 
 
@@ -434,6 +562,7 @@ class _Pool:
         self.worker_rss = [0.0] * n
         self.worker_cpu = [0.0] * n
         self.worker_timing: list = [None] * n
+        self.worker_fired: list = [None] * n
 
     def send(self, k: int, msg) -> None:
         self.conns[k].send_bytes(_dumps(msg))
@@ -480,7 +609,7 @@ class _Pool:
                 if c.poll(5):
                     status, payload = _loads(c.recv_bytes())
                     if status == "ok":
-                        self.worker_rss[k], self.worker_cpu[k], self.worker_timing[k] = payload
+                        self.worker_rss[k], self.worker_cpu[k], self.worker_timing[k], self.worker_fired[k] = payload
             except (OSError, EOFError):
                 pass
         if not graceful:
@@ -497,6 +626,21 @@ class _Pool:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def critical_path(timings: list) -> float | None:
+    """The search's CPU critical path: per level, the slowest worker's expand plus the slowest worker's
+    merge, summed.  On a machine with a free core per worker the wall time is about this plus the
+    parent's share and the pipe latency; on a shared machine it is the steadier figure (wall time
+    there measures the other processes too).  None when a worker's timings are missing."""
+    if not timings or any(t is None or "level_expand" not in t for t in timings):
+        return None
+    total = 0.0
+    for key in ("level_expand", "level_merge"):
+        levels = max(len(t[key]) for t in timings)
+        for lv in range(levels):
+            total += max((t[key][lv] for t in timings if lv < len(t[key])), default=0.0)
+    return total
+
+
 def _fork_available() -> bool:
     return "fork" in mp.get_all_start_methods()
 
@@ -506,43 +650,14 @@ def check_parallel(model_factory, bounds: Bounds | None = None, workers: int = 2
     """Safety check with ``workers`` processes; the same Result as ``Explorer(model, bounds).run()``.
 
     ``model_factory`` is a zero-argument callable returning the model (or the model itself).  It is
-    called once, in this process, before the workers fork: configure it (``set_reduction``,
-    ``set_liveness(False)``) in the factory or before the call, as for ``Explorer``."""
-    is_model = hasattr(model_factory, "successors") and not isinstance(model_factory, type)
+    called once, in this process, before the workers fork: configure it (``features.configure``) in the
+    factory or before the call, as for ``Explorer``; ``engine.check`` does this for you."""
+    is_model = isinstance(model_factory, Model) and not isinstance(model_factory, type)
     model = model_factory if is_model else model_factory()
     bounds = bounds or Bounds()
     if workers <= 1 or not _fork_available():
         return Explorer(model, bounds, progress).run()
     return _Coordinator(model, bounds, workers, progress).run()
-
-
-def engine_for(model, liveness: bool = True, workers: int = 1) -> str:
-    """Which core ``check(model, liveness=..., workers=...)`` runs: ``parallel``, ``serial`` or
-    ``vectorized`` (model/fast.py).  Liveness needs the whole graph in one process and a packable
-    model is faster on the vectorized core, so both stay single-process whatever ``workers`` says."""
-    want_live = liveness and hasattr(model, "pending") and hasattr(model, "actor_of")
-    if want_live:
-        return "serial"
-    if hasattr(model, "packed"):
-        return "vectorized"
-    if workers <= 1 or not _fork_available():
-        return "serial"
-    return "parallel"
-
-
-def check(model, bounds: Bounds | None = None, progress=None, liveness: bool = True, reduction: bool = True,
-          workers: int = 1) -> Result:
-    """``checker.check`` with a ``workers`` option: the safety search runs on ``workers`` processes
-    when ``engine_for`` says ``parallel``, else exactly ``checker.check``."""
-    from .checker import check as serial_check
-
-    if engine_for(model, liveness, workers) != "parallel":
-        return serial_check(model, bounds, progress, liveness=liveness, reduction=reduction)
-    if hasattr(model, "set_reduction"):
-        model.set_reduction(reduction)
-    if hasattr(model, "set_liveness"):
-        model.set_liveness(False)
-    return check_parallel(model, bounds, workers, progress)
 
 
 class _Coordinator:
@@ -611,12 +726,24 @@ class _Coordinator:
             return res
         finally:
             self.pool.close(graceful=ok)
+            self._collect_coverage()
             st.seconds = time.perf_counter() - t0
             st.peak_rss_mb = peak_rss_mb() + sum(self.pool.worker_rss)
             ru = resource.getrusage(resource.RUSAGE_SELF)
             LAST_RUN.clear()
             LAST_RUN.update(workers=self.n, worker_cpu_s=list(self.pool.worker_cpu), worker_rss_mb=list(self.pool.worker_rss),
-                            worker_timing=list(self.pool.worker_timing), parent_cpu_s=ru.ru_utime + ru.ru_stime)
+                            worker_timing=list(self.pool.worker_timing), parent_cpu_s=ru.ru_utime + ru.ru_stime,
+                            critical_path_cpu_s=critical_path(self.pool.worker_timing))
+
+    def _collect_coverage(self) -> None:
+        """The workers' coverage (which transitions fired) into this process's model, so that the engine
+        judges a parallel HOLDS for vacuity as it judges a serial one."""
+        pool = self.pool
+        if pool is None or COVERAGE not in features_of(self.model):
+            return
+        for fired in pool.worker_fired:
+            if fired:
+                self.model.fired.update(fired)
 
     def _explore(self, init, t0, deadline) -> Result:
         b, st, n, pool = self.b, self.st, self.n, self.pool

@@ -172,6 +172,12 @@ class Reduced:
         self.model = model
         self.name = f"{model.name}+por"
 
+    @property
+    def features(self) -> frozenset:
+        from .features import PACKED, REDUCTION, features_of
+
+        return features_of(self.model) - {PACKED, REDUCTION}  # always reduced; the packed core is unreduced
+
     def __getattr__(self, name):
         if name in ("packed", "set_reduction"):  # the packed core is the unreduced path
             raise AttributeError(name)

@@ -49,7 +49,7 @@ from enum import Enum
 from typing import Any, Callable
 
 from .api import BOUND_REACHED, SpecError
-from .checker import Bounds, Result, Stats, peak_rss_mb
+from .result import Bounds, Result, Stats, peak_rss_mb
 from . import parallel as _par
 
 INSTALL_HINT = "pip install 'lockstep[ray]'  (or: pip install ray)"
@@ -219,20 +219,21 @@ class _RayPartition(_par._Worker):
         self.outgoing: list = [None] * n
         self.incoming: dict[int, bytes] = {}
 
-    def _route(self, out: dict) -> list[dict]:
+    def _route(self, out: dict) -> list[tuple[list, list]]:
         n = self.n
-        outs: list[dict] = [{} for _ in range(n)]
+        outs = [([], []) for _ in range(n)]
         for nx, meta in out.items():
-            outs[owner_of(nx, n)][nx] = meta
+            sl, ml = outs[owner_of(nx, n)]
+            sl.append(nx)
+            ml.append(meta)
         return outs
 
     def _send(self, depth: int, outs: list) -> None:
         k, tm = self.k, self.timing
         for h in range(self.n):
             if h != k:
-                o = outs[h]
-                self.outgoing[h] = dumps((list(o), list(o.values())))
-                tm["sent"] += len(o)
+                self.outgoing[h] = dumps(outs[h])
+                tm["sent"] += len(outs[h][0])
                 outs[h] = None
 
     def _receive(self, depth: int, h: int):
@@ -326,7 +327,8 @@ class PartitionActor:
         import resource
 
         ru = resource.getrusage(resource.RUSAGE_SELF)
-        out = (max(_rss_mb(), self.peak), ru.ru_utime + ru.ru_stime - self.cpu0, self.w.timing, len(self.w.states))
+        out = (max(_rss_mb(), self.peak), ru.ru_utime + ru.ru_stime - self.cpu0, self.w.timing, len(self.w.states),
+               self.w.fired())
         self.w = None
         gc.unfreeze()
         gc.collect()
@@ -346,6 +348,7 @@ class _RayPool:
         self.worker_cpu = [0.0] * n
         self.worker_timing: list = [None] * n
         self.worker_states = [0] * n
+        self.worker_fired: list = [None] * n
         self.snapshot: list = [None] * n  # the last progress() of every actor
         self.batches: list = []  # batches[k][h]: ObjectRef of what actor k sent actor h this level
         parts: list[list] = [[] for _ in range(n)]
@@ -432,8 +435,9 @@ class _RayPool:
         ray = self.ray
         if graceful:
             try:
-                for k, (rss, cpu, timing, nstates) in enumerate(ray.get([a.stop.remote() for a in self.actors], timeout=30)):
+                for k, (rss, cpu, timing, nstates, fired) in enumerate(ray.get([a.stop.remote() for a in self.actors], timeout=30)):
                     self.worker_rss[k], self.worker_cpu[k], self.worker_timing[k], self.worker_states[k] = rss, cpu, timing, nstates
+                    self.worker_fired[k] = fired
             except Exception:  # noqa: BLE001 - diagnostics only
                 pass
         self.batches = []
@@ -554,7 +558,7 @@ def _connect(ray, address: str | None, workers: int | None) -> tuple[bool, int]:
 
 def check_ray(model_factory, bounds: Bounds | None = None, workers: int | None = None, address: str | None = None,
               progress: Callable[[Stats], None] | None = None, memory_budget_mb: float | None = None,
-              actor_progress: Callable[[Stats, list], None] | None = None) -> Result:
+              actor_progress: Callable[[Stats, list], None] | None = None, model=None) -> Result:
     """Safety check on ``workers`` Ray actors; the same Result as ``Explorer(model, bounds).run()``.
 
     ``model_factory``: a picklable zero-argument callable that returns the model configured for the
@@ -562,7 +566,9 @@ def check_ray(model_factory, bounds: Bounds | None = None, workers: int | None =
     ``address``: None starts (and afterwards stops) a local instance; else ``"auto"`` or
     ``"ray://host:port"``.  ``workers``: the actor count (default: the CPUs Ray sees).  If Ray is
     already initialised in this process it is used as it is and left running.
-    ``actor_progress(stats, [(transitions, states, frontier, rss_mb, seconds) per actor])``."""
+    ``actor_progress(stats, [(transitions, states, frontier, rss_mb, seconds) per actor])``.  ``model``:
+    the driver's own copy, configured as the factory configures its models (default: one more from
+    the factory); the actors' coverage (which transitions fired) is added to its ``fired``."""
     ray = require_ray()
     bounds = bounds or Bounds()
     owned, n = _connect(ray, address, workers)
@@ -575,7 +581,7 @@ def check_ray(model_factory, bounds: Bounds | None = None, workers: int | None =
                 old_term = signal.signal(signal.SIGTERM, on_term)
             except ValueError:  # not the main thread
                 old_term = None
-        model = model_factory()
+        model = model_factory() if model is None else model
         coord = _RayCoordinator(ray, model_factory, model, bounds, n, progress, memory_budget_mb, actor_progress,
                                 keep=not owned)
         try:

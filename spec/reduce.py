@@ -282,6 +282,10 @@ class Reductions:
         self._por_on = on and not self._por_live and bool(self._por_actors)
         self._refresh_flags()
 
+    def reducing(self) -> bool:
+        """Whether the next search explores a reduced graph (partial-order or symmetry reduction on)."""
+        return bool(self._por_on or self._sym_on)
+
     def _order_key(self, x):
         """A deterministic total order on actor states (hash order varies between processes)."""
         k = self._sym_keys.get(x)

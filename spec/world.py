@@ -41,6 +41,8 @@ from .monitor import MonitorSet
 from .state import ActorState, PendingOp, WorldState
 from .view import WorldView
 
+_WORLD_FEATURES = frozenset({"reduction", "liveness-mode", "symmetry", "coverage"})  # model/features.py
+_LIVE_FEATURES = frozenset({"liveness"})
 MEMO_LIMIT = 2_000_000  # distinct (actor, transition, inputs) records kept by Protocol._fire
 
 
@@ -231,6 +233,11 @@ class Protocol(Fabric, Reductions, Explanation):
             if self._sym_checks <= 5000 or not self._sym_checks & 7:
                 self._check_symmetric(what, lambda st: _quiet(fn, self, st), state, out)
         return out
+
+    @property
+    def features(self) -> frozenset:
+        """What this world offers the checker (model/features.py); liveness only with an obligation."""
+        return _WORLD_FEATURES | _LIVE_FEATURES if self.pending_fn is not None else _WORLD_FEATURES
 
     def _pending(self, state) -> bool:
         return bool(self._property(f"{self.name} liveness obligation", self._pending_view[0], state))

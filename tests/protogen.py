@@ -331,10 +331,10 @@ def compare(d: dict[str, Any], workers: bool = True) -> list[str]:
     if r[4] is not None and u[4] is not None and r[4] != u[4]:
         diffs.append(f"end states: {len(u[4] - r[4])} only unreduced, {len(r[4] - u[4])} only reduced")
     if workers and not d["live"]:
-        from lockstep.model.parallel import check as pcheck
+        from lockstep.model.engine import CheckOptions, check as echeck
 
         try:
-            p = pcheck(build(d), Bounds(max_states=MAX_STATES), liveness=False, reduction=True, workers=2)
+            p = echeck(build(d), CheckOptions(bounds=Bounds(max_states=MAX_STATES), liveness=False, workers=2))
         except SpecError as e:
             return diffs + ([] if planted else [f"SpecError with workers=2 only: {e}"])
         if verdict_class(p.verdict) != r[0] and "BOUND_REACHED" not in (r[0], verdict_class(p.verdict)):

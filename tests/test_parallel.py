@@ -6,7 +6,9 @@ import pytest
 
 from lockstep.model.api import BOUND_REACHED, HOLDS, STRANDED, SpecError
 from lockstep.model.checker import Bounds, Explorer
-from lockstep.model.parallel import check, check_parallel, engine_for
+from lockstep.model.engine import CheckOptions, check, plan
+from lockstep.model.features import configure
+from lockstep.model.parallel import check_parallel
 from lockstep.spec.registry import pick_backend, resolve
 
 pytestmark = pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="needs the fork start method")
@@ -16,11 +18,7 @@ def factory(spec, variant=None, reduction=True, **raw):
     def make():
         info, params = resolve(spec, variant, {k: str(v) for k, v in raw.items()})
         model = info.build(params, variant, pick_backend(info, variant, None))
-        if hasattr(model, "set_liveness"):
-            model.set_liveness(False)
-        if hasattr(model, "set_reduction"):
-            model.set_reduction(reduction)
-        return model
+        return configure(model, reduction, liveness=False)
     return make
 
 
@@ -116,9 +114,51 @@ def test_spec_errors_in_a_worker_reach_the_caller():
     assert not mp.active_children()
 
 
-def test_check_wrapper_keeps_liveness_and_packed_models_single_process():
+def test_engine_keeps_liveness_and_packed_models_single_process():
     tp = factory("tp", ranks=2, chunks=1)()
-    assert engine_for(tp, liveness=False, workers=2) == "parallel"
-    assert engine_for(factory("pipeline")(), liveness=False, workers=2) == "vectorized"
-    r = check(tp, liveness=False, workers=2)
+    two = CheckOptions(liveness=False, workers=2)
+    assert plan(tp, two) == "parallel"
+    assert plan(factory("pipeline")(), two) == "vectorized"
+    r = check(tp, two)
     assert summary(r) == summary(Explorer(factory("tp", ranks=2, chunks=1)()).run())
+
+
+def test_compact_batches_round_trip_and_share_actor_states():
+    """The encoding workers send each other (parallel._Encoder): equal states come back, actor states
+    shared between the states of a batch and across batches, actions too; a batch that cannot be
+    encoded (unhashable action, non-tuple state) travels as it is."""
+    from lockstep.model import parallel as P
+
+    model = factory("tp", "fm04-throw-after-header", reduction=False)()
+    P._register_namedtuples()
+    states, metas = [], []
+    for s in model.init_states():
+        for j, (a, n) in enumerate(model.successors(s)):
+            if not hasattr(n, "verdict"):
+                for jj, (a2, n2) in enumerate(model.successors(n)):
+                    if not hasattr(n2, "verdict"):
+                        states.append(n2)
+                        metas.append((j << 8 | jj, 7, a2))
+    assert len(states) > 3
+    enc, dec = P._Encoder(), P._Decoder()
+    half = len(states) // 2
+    got = []
+    for lo, hi in ((0, half), (half, len(states))):
+        batch = enc.batch(states[lo:hi], metas[lo:hi])
+        assert batch[0] == "enc"
+        items, ms = dec.unbatch(P._loads(P._dumps(batch)))
+        got += list(zip(items, ms))
+    assert [s for s, _ in got] == states and [type(s) for s, _ in got] == [type(s) for s in states]
+    assert [m for _, m in got] == metas
+    first = {}
+    for s, _ in got:  # equal actor states are one object again after decoding
+        for x in s.actors:
+            assert first.setdefault(x, x) is x
+    raw = enc.batch([states[0]], [(0, 1, ["unhashable"])])
+    assert raw[0] == "raw" and dec.unbatch(raw) == ([states[0]], [(0, 1, ["unhashable"])])
+    again = enc.batch(states[:2], metas[:2])  # the table is still in step after a raw batch
+    assert again[0] == "enc" and dec.unbatch(again)[0] == states[:2]
+    assert P._Encoder().batch([3, 4], [(0, 0, "a"), (1, 0, "b")])[0] == "raw"
+    flat = (0, 1, (2, 3), ())  # the pipeline's kind of state: pickled as it is
+    assert not P._Encoder.structured(flat) and P._Encoder().batch([flat], [(0, 0, "a")])[0] == "raw"
+    assert P._Encoder.structured(states[0])

@@ -60,9 +60,14 @@ class PipelineModel(FootprintHooks):
     def init_states(self):
         return [(0, 0) + (READY, 0, NOTHING) * self.stages + ((),) * (self.stages + 1)]
 
+    features = frozenset({"reduction", "packed"})  # model/features.py
+
     def set_reduction(self, on: bool):
         """Partial-order reduction (model/por.py) on or off; the checker calls this."""
         self.reduction = on
+
+    def reducing(self) -> bool:
+        return self.reduction
 
     def successors(self, s):
         if self.reduction:

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The multi-core table of docs/scaling.md on one machine: serial, then 2/4/8/16 forked workers
+# (``--workers N``, model/parallel.py), on `pp1 -p mesh=4 --no-reduction` (about 1M states) and
+# `pp1 -p mesh=8` (reduced), safety only, side by side in one process per spec (bench/bench_parallel.py).
+# Run from the repository root on an idle machine with at least 16 cores, with lockstep installed (or
+# PYTHONPATH pointing where `import lockstep` resolves):
+#
+#     bench/multicore_16.sh                 # the full table (tens of minutes on 16 cores)
+#     WORKERS=2,4 CONFIGS="pp1:mesh=2:off" bench/multicore_16.sh   # a smoke test of the script itself
+#
+# Prints one row per run (wall, CPU, busiest worker, CPU critical path, efficiency by wall and by
+# critical path: the goal is >= 0.6 at 8 workers) and writes JSON next to the log in OUT (default: a
+# new temporary directory).  Each spec has its own wall-clock limit (LIMIT seconds, default 3600).
+set -u
+WORKERS=${WORKERS:-2,4,8,16}
+CONFIGS=${CONFIGS:-"pp1:mesh=4:off pp1:mesh=8:on"}
+LIMIT=${LIMIT:-3600}
+PY=${PYTHON:-python}
+OUT=${OUT:-$(mktemp -d)}
+export OMP_NUM_THREADS=1
+here=$(cd "$(dirname "$0")" && pwd)
+echo "# $(nproc) cores, $(uname -n), $(date -u), load $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)"
+if [ "$(nproc)" -lt 16 ]; then
+  echo "# note: fewer than 16 cores: rows with more workers than cores measure time sharing, not scaling"
+fi
+rc=0
+i=0
+for cfg in $CONFIGS; do
+  i=$((i + 1))
+  timeout "$LIMIT" "$PY" "$here/bench_parallel.py" --config "$cfg" --workers "$WORKERS" --transport compact \
+    --json "$OUT/multicore_$i.json" 2>&1 | tee "$OUT/multicore_$i.log"
+  r=${PIPESTATUS[0]}
+  [ "$r" -ne 0 ] && { echo "# $cfg: exit $r"; rc=1; }
+done
+echo "# results in $OUT"
+exit $rc
