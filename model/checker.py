@@ -211,10 +211,10 @@ class Explorer:
                 s = states[i]
                 succ_any = False
                 en = set() if keep else None
+                ntrans = 0
                 try:
                     for a, n in successors(s):
-                        succ_any = True
-                        st.transitions += 1
+                        ntrans += 1
                         if isinstance(n, Violation):
                             if a is None:  # the state itself is the violation (stuck): no extra step
                                 r = violation_result(n, self.path_to(i))
@@ -223,20 +223,32 @@ class Explorer:
                             else:
                                 found.append((depth + 1, violation_result(n, self.path_to(i) + [(s, a, n)])))
                             continue
-                        j = add(n, i, a)
+                        # one hash of the successor: stored under the next index unless already there
+                        nst = len(states)
+                        j = index.setdefault(n, nst)
                         if keep:
                             actor = actor_of(a) if actor_of else None
                             en.add(actor)
                             edge_src.append(i)
-                            edge_dst.append(j if j is not None else index[n])
+                            edge_dst.append(j)
                             edge_actor.append(actor_id(actor))
-                        if j is not None:
+                        if j == nst:
+                            states.append(n)
+                            parent.append(i)
+                            try:
+                                a = actions.setdefault(a, a)
+                            except TypeError:  # an unhashable choice in the action: kept as it is
+                                pass
+                            via.append(a)
                             nxt.append(j)
                             v = invariant(n)
                             if v is not None:
                                 found.append((depth + 1, violation_result(v, self.path_to(j))))
                 except SpecError:
                     raise
+                finally:
+                    st.transitions += ntrans
+                    succ_any = ntrans > 0
                 if keep:
                     fen = frozenset(en)
                     k = enabled_ids.get(fen)

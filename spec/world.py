@@ -26,6 +26,7 @@ explain.py; states are the typed tuples of state.py.
 """
 from __future__ import annotations
 
+import operator
 from collections import namedtuple
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -38,8 +39,10 @@ from .lang import BUILTIN_TERMINAL, DEAD, DONE, EXITED, FAILED, HUNG, PRIVATE, S
 from .reduce import Reductions
 from .wire import Fabric
 from .state import ActorState, PendingOp, WorldState
-from .view import WorldView
+from .view import ALIVE, RAW, SHARED, WORLD, WorldView
 
+_FAST, _VIOLATION, _SLOW = 0, 1, 2  # kinds of the records of Protocol._local_steps
+_new_world = tuple.__new__  # WorldState(...) without the namedtuple's Python-level __new__
 MEMO_LIMIT = 2_000_000  # distinct (actor, transition, inputs) records kept by Protocol._fire
 
 
@@ -110,8 +113,15 @@ class Protocol(Fabric, Reductions, Explanation):
         """(Re)build the per-actor step tables and empty the memos; run again by ``init_states`` so a
         role changed after the world was built (tests plant bugs that way) is explored as it is now."""
         self._memo: dict = {}  # (actor, transition, vars[, shared]) -> _effects record
+        self._local_memo: dict = {}  # (actor, actor state[, shared], faults spent) -> _local_steps
         self._status_memo: dict = {}
         self._fault_memo: dict = {}
+        self._canon_memo: dict = {}  # symmetric actors' states -> their sorted order, () when already sorted
+        self._sym_get = operator.itemgetter(*self.symmetric) if len(self.symmetric) > 1 else None
+        # view properties memoised on the values they read (_PropertyMemo)
+        self._prop_memo = {fn: _PropertyMemo() for _, _, fn, viewed in self._props if viewed}
+        if self._pending_view is not None and self._pending_view[1]:
+            self._prop_memo[self._pending_view[0]] = _PropertyMemo(is_pending=True)
         self._fault_kinds = tuple((kind, ranks, ctl) for kind, ranks, ctl in
                                   (("crash", self.crash_ranks, DEAD), ("hang", self.hang_ranks, HUNG))
                                   if kind in self.faults and ranks)
@@ -202,21 +212,30 @@ class Protocol(Fabric, Reductions, Explanation):
         return None
 
     def _property(self, what: str, fn, state):
-        """Evaluate a property on a view of ``state``; under reduction, check what it read."""
-        rec = set() if self._por_on else None
-        try:
-            out = fn(self, state, rec)
-        except SpecError:
-            raise
-        except Exception as e:  # noqa: BLE001 - a spec bug, reported as such
-            raise SpecError(what, e) from e
-        if rec:
-            self._check_reads(what, rec)
+        """Evaluate a property on a view of ``state``; under reduction, check what it read.  A view
+        property is memoised on the values it read (``_PropertyMemo``): an evaluation that reads the
+        same fields with the same values takes the same path and returns the same result.  A hit
+        whose result is a violation is evaluated again, so its message is the one this state gives."""
+        memo = self._prop_memo.get(fn)
+        out = _MISS if memo is None else memo.lookup(state)
+        if out is _MISS or (out and not memo.is_pending):
+            rec = set() if memo is not None or self._por_on else None
+            try:
+                out = fn(self, state, rec)
+            except SpecError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a spec bug, reported as such
+                raise SpecError(what, e) from e
+            if rec and self._por_on:
+                self._check_reads(what, rec if memo is None else
+                                  [r for r in rec if r[0] >= 0 and r[1] != ALIVE])
+            if memo is not None:
+                memo.store(rec, state, out)
         if self._sym_on:
             # every state while the search is young, then one in eight: a detector, bounded in cost
             self._sym_checks += 1
             if self._sym_checks <= 5000 or not self._sym_checks & 7:
-                self._check_symmetric(what, lambda st: _quiet(fn, self, st), state, out)
+                self._check_symmetric(what, lambda st: _quiet(fn, self, st, memo), state, out)
         return out
 
     def _pending(self, state) -> bool:
@@ -299,8 +318,10 @@ class Protocol(Fabric, Reductions, Explanation):
     def raw_successors(self, state) -> Iterable:
         actors, g, fu, fab = state
         normal: list = []
-        steps = self._steps
         fire = self._fire
+        local = self._local_memo
+        used: list = []  # the (actor, transition) pairs of the memoised local steps offered
+        slow = False  # whether a step came from _fire (its pairs are read off the output)
         no_faults_left = fu >= self.max_faults
         # one pass: local steps of the actors not blocked, and the posted ops sorted by kind
         by_group: dict[str, list] = {}
@@ -324,10 +345,26 @@ class Protocol(Fabric, Reductions, Explanation):
                 if ctl in EXITED:
                     exited = True
                 continue
-            for tidx, t in steps[i].get(ctl, ()):
-                if t.fault is not None and no_faults_left:
-                    continue
-                normal.extend(fire(state, i, tidx, t, ctl, v, g, fu))
+            st = actors[i]
+            key = (i, st, no_faults_left) if self._ctx_flags[i] & PRIVATE else (i, st, g, no_faults_left)
+            entry = local.get(key)
+            if entry is None:
+                entry = self._local_steps(i, st, g, no_faults_left)
+                if len(local) < MEMO_LIMIT:
+                    local[key] = entry
+            pairs, items = entry
+            if pairs:
+                used.append(pairs)
+            for kind, a, x, ng, dfu in items:
+                if kind == _FAST:
+                    nl = list(actors)
+                    nl[i] = x
+                    normal.append((a, _new_world(WorldState, (tuple(nl), g if ng is None else ng, fu + dfu, fab))))
+                elif kind == _VIOLATION:
+                    normal.append((a, x))
+                else:
+                    slow = True
+                    normal.extend(fire(state, i, a, x, ctl, v, g, fu))
         if fab:
             for ep in self._endpoints(actors, fab):
                 if ep[0] >= 0:
@@ -410,6 +447,7 @@ class Protocol(Fabric, Reductions, Explanation):
                 for tidx in role.by_src.get(ctl, ()):
                     t = role.transitions[tidx]
                     if t.quiescent:
+                        slow = True
                         quiet.extend(self._fire(state, i, tidx, t, ctl, v, g, fu))
         faults = self._fault_steps(state)
         if not normal and not quiet:
@@ -421,12 +459,80 @@ class Protocol(Fabric, Reductions, Explanation):
             pa = self._por_actors
             if any(a[0] == "t" and a[1] in pa for a, _ in normal):
                 out = ample(self, state, out)
-        self.fired.update((a[1], a[2]) for a, _ in out if a is not None and a[0] == "t")
+                slow = True
+        if slow:
+            self.fired.update((a[1], a[2]) for a, _ in out if a is not None and a[0] == "t")
+        else:  # every actor step in ``out`` came from the memoised local steps
+            fired = self.fired
+            for pairs in used:
+                fired.update(pairs)
         return out
 
+    def _local_steps(self, i, st, g, no_faults_left) -> tuple:
+        """The steps of actor ``i`` (not blocked, not terminal) from actor state ``st`` under shared
+        variables ``g``, in transition order, as records (kind, action, new actor state or violation,
+        new shared variables or None, faults spent): ``_FAST`` for a local step that only replaces
+        the actor's state (and the shared variables), ``_VIOLATION`` for one that flags a violation,
+        ``_SLOW`` (kind, tidx, transition) for anything else (ops, process exits, errors), which
+        ``_fire`` runs on the whole state.  Memoised per (actor, actor state, shared variables when the
+        role is not private, whether faults are spent): every record depends on those alone.
+        Returns (the (actor, transition) pairs of the fast and violation records, the records)."""
+        ctl, v, _ = st
+        items = []
+        pairs = []
+        private = self._ctx_flags[i] & PRIVATE
+        for tidx, t in self._steps[i].get(ctl, ()):
+            if t.fault is not None and no_faults_left:
+                continue
+            if t.op is not None:
+                items.append((_SLOW, tidx, t, None, 0))
+                continue
+            key = (i, tidx, v) if private else (i, tidx, v, g)
+            eff = self._memo.get(key)
+            if eff is None:
+                try:
+                    eff = self._effects(i, tidx, t, v, g)
+                except SpecError:  # raised again by _fire, after the steps before it
+                    items.append((_SLOW, tidx, t, None, 0))
+                    break
+                if len(self._memo) < MEMO_LIMIT:
+                    self._memo[key] = eff
+            if any(err is not None or check_err is not None or dst not in t.dst or (dst in (FAILED, DEAD) and violation is None)
+                   for _, err, _, dst, _, _, _, check_err, violation in eff):
+                items.append((_SLOW, tidx, t, None, 0))
+                continue
+            dfu = 1 if t.fault is not None else 0
+            for ch, _, _, dst, nv, ng, _, _, violation in eff:
+                act = ("t", i, tidx, ch)
+                if violation is not None:
+                    items.append((_VIOLATION, act, violation, None, 0))
+                else:
+                    items.append((_FAST, act, ActorState(dst, nv, None), ng, dfu))
+            if eff:
+                pairs.append((i, tidx))
+        return tuple(pairs), tuple(items)
+
     def canonical(self, state):
+        """The orbit representative (Reductions.canonical), memoised on the symmetric actors' states:
+        the sorted order of a tuple of actor states is computed once."""
         # fabric entries name actors and ranks: a state holding some is its own representative
-        return state if state[3] else Reductions.canonical(self, state)
+        if state[3] or self._sym_get is None:
+            return state
+        actors = state[0]
+        parts = self._sym_get(actors)
+        perm = self._canon_memo.get(parts)
+        if perm is None:
+            perm = tuple(sorted(parts, key=self._order_key))
+            if all(x is y for x, y in zip(parts, perm)):
+                perm = ()
+            if len(self._canon_memo) < MEMO_LIMIT:
+                self._canon_memo[parts] = perm
+        if not perm:
+            return state
+        nl = list(actors)
+        for i, p in zip(self.symmetric, perm):
+            nl[i] = p
+        return _new_world(WorldState, (tuple(nl), state[1], state[2], state[3]))
 
     def _fire(self, state, i, tidx, t: Transition, ctl, v, g, fu):
         """Offer transition ``tidx`` of actor ``i``.  What the spec's functions make of (local vars,
@@ -706,11 +812,85 @@ def _as_view_fn(fn):
     return (lambda world, state, rec: fn(world, state)), False
 
 
-def _quiet(fn, world, state):
+def _quiet(fn, world, state, memo=None):
+    if memo is not None:
+        out = memo.lookup(state)
+        if out is not _MISS:
+            return out
     try:
         return fn(world, state, None)
     except Exception:  # noqa: BLE001 - a permuted state the property cannot read: no verdict
         return None
+
+
+_MISS = object()
+_ABSENT = object()  # the value of a variable of an actor without variables, in a memo key
+MEMO_SHAPES = 32  # distinct read sets a property memo keeps
+
+
+class _PropertyMemo:
+    """Results of one view property, keyed on what it read.  Each distinct read set (a *shape*: the
+    sorted (actor, field) entries an evaluation recorded) gets a compiled key function and a table
+    from the values at those fields to the result.  A state whose values at a shape's fields are
+    equal to a stored key makes the property read exactly those fields again, with the same
+    values, so it returns the same result: properties are deterministic functions of what they read
+    through the view.  An evaluation that took the raw state is not stored."""
+
+    __slots__ = ("shapes", "by_reads", "is_pending")
+
+    def __init__(self, is_pending: bool = False):
+        self.shapes: list = []  # [key function, table]
+        self.by_reads: dict = {}
+        self.is_pending = is_pending
+
+    def lookup(self, state):
+        for key, table in self.shapes:
+            try:
+                out = table.get(key(state), _MISS)
+            except TypeError:  # an unhashable value read
+                continue
+            if out is not _MISS:
+                return out
+        return _MISS
+
+    def store(self, rec, state, out) -> None:
+        if (WORLD, RAW) in rec:
+            return
+        reads = tuple(sorted(rec, key=lambda r: (r[0], str(r[1]))))
+        shape = self.by_reads.get(reads)
+        if shape is None:
+            if len(self.shapes) >= MEMO_SHAPES:
+                return
+            shape = self.by_reads[reads] = [_key_function(reads), {}]
+            self.shapes.append(shape)
+        key, table = shape
+        if len(table) < MEMO_LIMIT:
+            try:
+                table[key(state)] = out
+            except TypeError:
+                pass
+
+
+def _key_function(reads):
+    """state -> the tuple of the values at ``reads`` (compiled once per shape)."""
+    parts = []
+    for i, f in reads:
+        if i == WORLD:
+            parts.append("S[2]" if f == "faults_used" else "None")
+        elif i == SHARED:
+            parts.append(f"getattr(S[1], {f!r}, M)")
+        elif f == ALIVE:
+            parts.append(f"A[{i}][1] is None")
+        elif f == "ctl":
+            parts.append(f"A[{i}][0]")
+        elif f == "pending":
+            parts.append(f"A[{i}][2]")
+        else:
+            parts.append(f"getattr(A[{i}][1], {f!r}, M)")
+    src = "def key(S):\n    A = S[0]\n    return (" + "".join(p + ", " for p in parts) + ")\n"
+    ns = {"M": _ABSENT}
+    exec(src, ns)  # noqa: S102 - generated from field names the view recorded
+    return ns["key"]
 
 
 def _validate_role(role: Role) -> None:
