@@ -41,7 +41,7 @@ from .wire import Fabric
 from .state import ActorState, PendingOp, WorldState
 from .view import ALIVE, RAW, SHARED, WORLD, WorldView
 
-_FAST, _VIOLATION, _SLOW = 0, 1, 2  # kinds of the records of Protocol._local_steps
+_FAST, _VIOLATION, _SLOW, _OP = 0, 1, 2, 3  # kinds of the records of Protocol._local_steps
 _new_world = tuple.__new__  # WorldState(...) without the namedtuple's Python-level __new__
 MEMO_LIMIT = 2_000_000  # distinct (actor, transition, inputs) records kept by Protocol._fire
 
@@ -113,7 +113,12 @@ class Protocol(Fabric, Reductions, Explanation):
         """(Re)build the per-actor step tables and empty the memos; run again by ``init_states`` so a
         role changed after the world was built (tests plant bugs that way) is explored as it is now."""
         self._memo: dict = {}  # (actor, transition, vars[, shared]) -> _effects record
-        self._local_memo: dict = {}  # (actor, actor state[, shared], faults spent) -> _local_steps
+        # per whether faults are spent, per actor: actor state (private role) or (actor state, shared
+        # variables' number in _gids) -> _local_steps
+        self._local_memo = {nfl: [{} for _ in self.actors] for nfl in (False, True)}
+        self._local_size = 0
+        self._gids: dict = {}
+        self._private = [bool(f & PRIVATE) for f in self._ctx_flags]
         self._status_memo: dict = {}
         self._fault_memo: dict = {}
         self._canon_memo: dict = {}  # symmetric actors' states -> their sorted order, () when already sorted
@@ -319,7 +324,11 @@ class Protocol(Fabric, Reductions, Explanation):
         actors, g, fu, fab = state
         normal: list = []
         fire = self._fire
-        local = self._local_memo
+        no_faults_left = fu >= self.max_faults
+        local = self._local_memo[no_faults_left]
+        private = self._private
+        gid = None  # the shared variables' interned number, looked up once per state
+        pend_any = False
         used: list = []  # the (actor, transition) pairs of the memoised local steps offered
         slow = False  # whether a step came from _fire (its pairs are read off the output)
         no_faults_left = fu >= self.max_faults
@@ -329,8 +338,10 @@ class Protocol(Fabric, Reductions, Explanation):
         recvs: list = []
         arank = self._actor_rank
         exited = False
-        for i, (ctl, v, pend) in enumerate(actors):
+        for i, st in enumerate(actors):
+            pend = st[2]
             if pend is not None:
+                pend_any = True
                 op = pend[1]
                 kind = op.kind
                 if kind in COLLECTIVES:
@@ -341,17 +352,27 @@ class Protocol(Fabric, Reductions, Explanation):
                 elif kind == "recv":
                     recvs.append((i, arank[i], op, pend[2]))
                 continue
+            ctl = st[0]
             if ctl in BUILTIN_TERMINAL:
                 if ctl in EXITED:
                     exited = True
                 continue
-            st = actors[i]
-            key = (i, st, no_faults_left) if self._ctx_flags[i] & PRIVATE else (i, st, g, no_faults_left)
-            entry = local.get(key)
+            if private[i]:
+                key = st
+            else:
+                if gid is None:
+                    gid = self._gids.get(g)
+                    if gid is None:
+                        gid = len(self._gids) if len(self._gids) < MEMO_LIMIT else g
+                        if gid is not g:
+                            self._gids[g] = gid
+                key = (st, gid)
+            entry = local[i].get(key)
             if entry is None:
                 entry = self._local_steps(i, st, g, no_faults_left)
-                if len(local) < MEMO_LIMIT:
-                    local[key] = entry
+                if self._local_size < MEMO_LIMIT:
+                    self._local_size += 1
+                    local[i][key] = entry
             pairs, items = entry
             if pairs:
                 used.append(pairs)
@@ -360,11 +381,20 @@ class Protocol(Fabric, Reductions, Explanation):
                     nl = list(actors)
                     nl[i] = x
                     normal.append((a, _new_world(WorldState, (tuple(nl), g if ng is None else ng, fu + dfu, fab))))
+                elif kind == _OP:
+                    otidx, op, octl, nv, solo, by_pos = x
+                    pos = 0 if solo and not fab else self._queue_pos(actors, fab, arank[i], op)
+                    na = by_pos.get(pos)
+                    if na is None:
+                        na = by_pos[pos] = ActorState(octl, nv, PendingOp(otidx, op, pos))
+                    nl = list(actors)
+                    nl[i] = na
+                    normal.append((a, _new_world(WorldState, (tuple(nl), g if ng is None else ng, fu + dfu, fab))))
                 elif kind == _VIOLATION:
                     normal.append((a, x))
                 else:
                     slow = True
-                    normal.extend(fire(state, i, a, x, ctl, v, g, fu))
+                    normal.extend(fire(state, i, a, x, ctl, st[1], g, fu))
         if fab:
             for ep in self._endpoints(actors, fab):
                 if ep[0] >= 0:
@@ -417,7 +447,7 @@ class Protocol(Fabric, Reductions, Explanation):
                         normal.append(step)
         # failure steps: an op whose partner's process is gone
         gone_waits = []
-        if exited:
+        if exited and (pend_any or fab):  # no posted op: no endpoints
             eps = self._endpoints(actors, fab)
             status = self.rank_status(actors) if eps else None
             for ep in eps:
@@ -484,9 +514,6 @@ class Protocol(Fabric, Reductions, Explanation):
         for tidx, t in self._steps[i].get(ctl, ()):
             if t.fault is not None and no_faults_left:
                 continue
-            if t.op is not None:
-                items.append((_SLOW, tidx, t, None, 0))
-                continue
             key = (i, tidx, v) if private else (i, tidx, v, g)
             eff = self._memo.get(key)
             if eff is None:
@@ -497,6 +524,19 @@ class Protocol(Fabric, Reductions, Explanation):
                     break
                 if len(self._memo) < MEMO_LIMIT:
                     self._memo[key] = eff
+            if t.op is not None:
+                try:
+                    recs = self._op_records(i, tidx, t, ctl, eff)
+                except SpecError:  # raised again by _fire, after the steps before it
+                    items.append((_SLOW, tidx, t, None, 0))
+                    break
+                if recs is None:
+                    items.append((_SLOW, tidx, t, None, 0))
+                    continue
+                items.extend(recs)
+                if eff:
+                    pairs.append((i, tidx))
+                continue
             if any(err is not None or check_err is not None or dst not in t.dst or (dst in (FAILED, DEAD) and violation is None)
                    for _, err, _, dst, _, _, _, check_err, violation in eff):
                 items.append((_SLOW, tidx, t, None, 0))
@@ -511,6 +551,40 @@ class Protocol(Fabric, Reductions, Explanation):
             if eff:
                 pairs.append((i, tidx))
         return tuple(pairs), tuple(items)
+
+    def _op_records(self, i, tidx, t: Transition, ctl, eff):
+        """``_local_steps``' records for an op transition whose every choice issues one plain op
+        (not a wait, not a batch) that passes the checks ``_fire`` makes: ``_OP`` (the actor then waits
+        on it; its queue position is counted on the whole state) or ``_VIOLATION`` (the group rules);
+        None when a choice needs ``_fire``.  A SpecError is one ``_fire`` raises too."""
+        a = self.actors[i]
+        out = []
+        solo = len(self.actors_of_rank[a.rank]) == 1
+        dfu = 1 if t.fault is not None else 0
+        for ch, err, _, _, nv, ng, op, check_err, violation in eff:
+            if err is not None or isinstance(op, Post):
+                return None
+            try:
+                if check_op(op) is not None or op.kind == "wait":
+                    return None
+            except Exception:  # noqa: BLE001 - _fire reports it
+                return None
+            if self._sym_ranks and op.peer >= 0 and op.group in self.groups \
+                    and op.peer < len(self.groups[op.group].ranks) \
+                    and self.groups[op.group].ranks[op.peer] in self._sym_ranks:
+                return None
+            act = ("t", i, tidx, ch)
+            bad = self._group_rule(a, t, op)
+            if bad is not None:
+                out.append((_VIOLATION, act, bad, None, 0))
+                continue
+            if check_err is not None:
+                return None
+            if violation is not None:
+                out.append((_VIOLATION, act, violation, None, 0))
+                continue
+            out.append((_OP, act, (tidx, op, ctl, nv, solo, {}), ng, dfu))
+        return out
 
     def canonical(self, state):
         """The orbit representative (Reductions.canonical), memoised on the symmetric actors' states:
