@@ -479,7 +479,7 @@ class Protocol(Fabric, Reductions, Explanation):
                     if t.quiescent:
                         slow = True
                         quiet.extend(self._fire(state, i, tidx, t, ctl, v, g, fu))
-        faults = self._fault_steps(state)
+        faults = self._fault_steps(state) if self._fault_kinds and not no_faults_left else []
         if not normal and not quiet:
             stuck = self._stuck(state)
             if stuck is not None:
