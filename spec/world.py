@@ -43,8 +43,9 @@ from .view import ALIVE, RAW, SHARED, WORLD, WorldView
 
 _FAST, _VIOLATION, _SLOW, _OP = 0, 1, 2, 3  # kinds of the records of Protocol._local_steps
 _new_world = tuple.__new__  # WorldState(...) without the namedtuple's Python-level __new__
-MEMO_LIMIT = 2_000_000
-ID_MEMO_LIMIT = 200_000  # entries of an identity-keyed memo (it keeps its keys' objects alive): cleared when full  # distinct (actor, transition, inputs) records kept by Protocol._fire
+MEMO_LIMIT = 2_000_000  # distinct records kept by each memo (effects, local steps, property values, ...)
+ID_MEMO_LIMIT = 8192  # entries of an identity-keyed memo: a small cache of recent objects (it keeps its keys'
+# objects alive, garbage successors included, so it is cleared when full)
 
 
 @dataclass
