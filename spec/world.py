@@ -495,10 +495,8 @@ class Protocol(Fabric, Reductions, Explanation):
                 slow = True
         if slow:
             self.fired.update((a[1], a[2]) for a, _ in out if a is not None and a[0] == "t")
-        else:  # every actor step in ``out`` came from the memoised local steps
-            fired = self.fired
-            for pairs in used:
-                fired.update(pairs)
+        elif used:  # every actor step in ``out`` came from the memoised local steps
+            self.fired.update(*used)
         return out
 
     def _local_steps(self, i, st, g, no_faults_left) -> tuple:
