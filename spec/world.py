@@ -334,7 +334,7 @@ class Protocol(Fabric, Reductions, Explanation):
         pend_any = False
         used: list = []  # the (actor, transition) pairs of the memoised local steps offered
         slow = False  # whether a step came from _fire (its pairs are read off the output)
-        no_faults_left = fu >= self.max_faults
+        new_world, world_state, fast, append = _new_world, WorldState, _FAST, normal.append
         # one pass: local steps of the actors not blocked, and the posted ops sorted by kind
         by_group: dict[str, list] = {}
         sends: list = []
@@ -380,10 +380,10 @@ class Protocol(Fabric, Reductions, Explanation):
             if pairs:
                 used.append(pairs)
             for kind, a, x, ng, dfu in items:
-                if kind == _FAST:
+                if kind == fast:
                     nl = list(actors)
                     nl[i] = x
-                    normal.append((a, _new_world(WorldState, (tuple(nl), g if ng is None else ng, fu + dfu, fab))))
+                    append((a, new_world(world_state, (tuple(nl), g if ng is None else ng, fu + dfu if dfu else fu, fab))))
                 elif kind == _OP:
                     otidx, op, octl, nv, solo, by_pos = x
                     pos = 0 if solo and not fab else self._queue_pos(actors, fab, arank[i], op)
