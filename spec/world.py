@@ -44,8 +44,6 @@ from .view import ALIVE, RAW, SHARED, WORLD, WorldView
 _FAST, _VIOLATION, _SLOW, _OP = 0, 1, 2, 3  # kinds of the records of Protocol._local_steps
 _new_world = tuple.__new__  # WorldState(...) without the namedtuple's Python-level __new__
 MEMO_LIMIT = 2_000_000  # distinct records kept by each memo (effects, local steps, property values, ...)
-ID_MEMO_LIMIT = 8192  # entries of an identity-keyed memo: a small cache of recent objects (it keeps its keys'
-# objects alive, garbage successors included, so it is cleared when full)
 
 
 @dataclass
@@ -124,7 +122,6 @@ class Protocol(Fabric, Reductions, Explanation):
         self._status_memo: dict = {}
         self._fault_memo: dict = {}
         self._canon_memo: dict = {}  # symmetric actors' states -> their sorted order, () when already sorted
-        self._canon_ids: dict = {}  # their ids -> (the states, their sorted order)
         self._sym_get = operator.itemgetter(*self.symmetric) if len(self.symmetric) > 1 else None
         # view properties memoised on the values they read (_PropertyMemo)
         self._prop_memo = {fn: _PropertyMemo() for _, _, fn, viewed in self._props if viewed}
@@ -595,23 +592,13 @@ class Protocol(Fabric, Reductions, Explanation):
             return state
         actors = state[0]
         parts = self._sym_get(actors)
-        # first by the parts' identities (the memoised steps share actor states; the entry keeps the
-        # parts alive, so an id cannot name another object meanwhile), then by their values
-        ids = tuple(map(id, parts))
-        hit = self._canon_ids.get(ids)
-        if hit is not None:
-            perm = hit[1]
-        else:
-            perm = self._canon_memo.get(parts)
-            if perm is None:
-                perm = tuple(sorted(parts, key=self._order_key))
-                if all(x is y for x, y in zip(parts, perm)):
-                    perm = ()
-                if len(self._canon_memo) < MEMO_LIMIT:
-                    self._canon_memo[parts] = perm
-            if len(self._canon_ids) >= ID_MEMO_LIMIT:
-                self._canon_ids.clear()
-            self._canon_ids[ids] = (parts, perm)
+        perm = self._canon_memo.get(parts)
+        if perm is None:
+            perm = tuple(sorted(parts, key=self._order_key))
+            if all(x is y for x, y in zip(parts, perm)):
+                perm = ()
+            if len(self._canon_memo) < MEMO_LIMIT:
+                self._canon_memo[parts] = perm
         if not perm:
             return state
         nl = list(actors)
@@ -921,42 +908,22 @@ class _PropertyMemo:
     values, so it returns the same result: properties are deterministic functions of what they read
     through the view.  An evaluation that took the raw state is not stored."""
 
-    __slots__ = ("shapes", "by_reads", "is_pending", "parts", "objects", "by_id")
+    __slots__ = ("shapes", "by_reads", "is_pending")
 
     def __init__(self, is_pending: bool = False):
         self.shapes: list = []  # [key function, table]
         self.by_reads: dict = {}
         self.is_pending = is_pending
-        # Before the values, the identities: ``objects(state)`` gives the parts of the state any shape
-        # reads from (actor states, shared variables, faults used); the same objects give the same
-        # result.  ``by_id`` keeps the objects of its keys alive, so an id names one object meanwhile.
-        self.parts: tuple = ()
-        self.objects = None
-        self.by_id: dict = {}
 
     def lookup(self, state):
-        objects = self.objects
-        if objects is not None:
-            objs = objects(state)
-            ids = tuple(map(id, objs))
-            hit = self.by_id.get(ids)
-            if hit is not None:
-                return hit[1]
         for key, table in self.shapes:
             try:
                 out = table.get(key(state), _MISS)
             except TypeError:  # an unhashable value read
                 continue
             if out is not _MISS:
-                if objects is not None:
-                    self._remember(ids, objs, out)
                 return out
         return _MISS
-
-    def _remember(self, ids, objs, out) -> None:
-        if len(self.by_id) >= ID_MEMO_LIMIT:
-            self.by_id.clear()
-        self.by_id[ids] = (objs, out)
 
     def store(self, rec, state, out) -> None:
         if (WORLD, RAW) in rec:
@@ -968,30 +935,12 @@ class _PropertyMemo:
                 return
             shape = self.by_reads[reads] = [_key_function(reads), {}]
             self.shapes.append(shape)
-            parts = set(self.parts)
-            parts.update(SHARED if i == SHARED else (WORLD if i == WORLD else i) for i, _ in reads)
-            if parts != set(self.parts):
-                self.parts = tuple(sorted(parts))
-                self.objects = _objects_function(self.parts)
-                self.by_id.clear()
         key, table = shape
         if len(table) < MEMO_LIMIT:
             try:
                 table[key(state)] = out
             except TypeError:
-                return
-        if self.objects is not None:
-            objs = self.objects(state)
-            self._remember(tuple(map(id, objs)), objs, out)
-
-
-def _objects_function(parts):
-    """state -> the tuple of the parts of ``state`` a property memo reads from (compiled)."""
-    exprs = ["S[1]" if p == SHARED else ("S[2]" if p == WORLD else f"A[{p}]") for p in parts]
-    src = "def objects(S):\n    A = S[0]\n    return (" + "".join(e + ", " for e in exprs) + ")\n"
-    ns: dict = {}
-    exec(src, ns)  # noqa: S102 - generated from actor indices
-    return ns["objects"]
+                pass
 
 
 def _key_function(reads):
