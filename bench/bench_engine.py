@@ -11,13 +11,17 @@ the PYTHONPATH shims), so peak RSS is that run's own.  Rows:
 - ``user``/``user-por``: bench/user_pipeline_spec.py (the 6/4/2 pipeline over shared-variable queues)
   through the generic explorer, unreduced and reduced, safety only;
 - ``tp:N``: ``tp -p ranks=N``, ``pp1:N``: ``pp1 -p mesh=N`` as ``lockstep check`` runs them by
-  default (reductions on, liveness on);
+  default (reductions on, liveness on); ``pp1:N:full`` (or ``tp:N:full``) the same with
+  ``--no-reduction`` (liveness on);
 - ``spin``: SPIN end to end (spin -a, gcc -DNOREDUCE, ./pan) on bench/pipeline.pml when spin is
   installed (its seconds are wall time, its CPU seconds those of the three commands).
 
 Columns: states, transitions, seconds (the checker's own), CPU seconds of the check (the fairer figure
-on a shared machine), states/s (states / seconds), and bytes per state: peak RSS
-after the run minus RSS after building the model, divided by the stored states.
+on a shared machine), states/s (states / seconds), bytes per state: peak RSS after the run minus RSS
+after building the model, divided by the stored states, and the run's peak RSS in MB.
+
+``--markdown PATH`` writes the rows as Markdown tables, old and new side by side on one line per row
+(the tables of README and docs/performance.md), with the load average before and after the run.
 """
 from __future__ import annotations
 
@@ -52,10 +56,10 @@ def child(row: str) -> dict:
     if row.startswith("user"):
         info, params, reduction, live = load_spec(str(USER_SPEC)), {}, row == "user-por", False
     else:
-        name, n = row.split(":")
+        name, n, *flags = row.split(":")
         info = load_spec(name)
         params = {"ranks" if name == "tp" else "mesh": int(n)}
-        reduction, live = True, True
+        reduction, live = "full" not in flags, True
     full = {k: p.default for k, p in info.params.items()}
     full.update(params)
     model = build_model(info, full, None, "gloo")
@@ -67,7 +71,7 @@ def child(row: str) -> dict:
     st = res.stats
     return {"verdict": res.verdict, "states": st.states, "transitions": st.transitions, "seconds": st.seconds, "cpu_s": cpu,
             "states_per_s": st.states / st.seconds if st.seconds else 0.0,
-            "bytes_per_state": max(0, peak - base) * 1024 / max(1, st.states)}
+            "bytes_per_state": max(0, peak - base) * 1024 / max(1, st.states), "peak_rss_mb": peak / 1024}
 
 
 def measure(row: str, shim: str) -> dict:
@@ -115,6 +119,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", help=f"rows to run (default: {' '.join(DEFAULT)})")
     ap.add_argument("--no-spin", action="store_true")
     ap.add_argument("--json", metavar="PATH")
+    ap.add_argument("--markdown", metavar="PATH", help="write the rows as Markdown tables (old and new side by side)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
@@ -123,6 +128,7 @@ def main(argv=None) -> int:
     new = a.new or os.environ.get("PYTHONPATH", "")
     engines = [("new", new)] + ([("old", a.old)] if a.old else [])
     out = []
+    load0 = os.getloadavg()
     print(f"{'row':10} {'engine':6} {'states':>9} {'trans':>10} {'seconds':>8} {'cpu s':>7} {'states/s':>9} {'B/state':>8}  verdict")
     for row in a.only or DEFAULT:
         if row == "spin":
@@ -147,7 +153,56 @@ def main(argv=None) -> int:
                   f"{'' if same else '  COUNTS OR VERDICT DIFFER'}", flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
+    if a.markdown:
+        Path(a.markdown).write_text(markdown(out, load0, os.getloadavg()))
     return 0
+
+
+ROW_NAMES = {"user": "user-written 6/4/2 pipeline, `--no-reduction --no-liveness`",
+             "user-por": "user-written 6/4/2 pipeline, reduced, `--no-liveness`"}
+
+
+def row_name(row: str) -> str:
+    if row in ROW_NAMES:
+        return ROW_NAMES[row]
+    name, n, *flags = row.split(":")
+    return f"`{name} -p {'ranks' if name == 'tp' else 'mesh'}={n}{' --no-reduction' if 'full' in flags else ''}`"
+
+
+def markdown(out: list, load0, load1) -> str:
+    """One table per spec family (user pipeline and SPIN, tp, pp1): a line per row, new and old side by side."""
+    by_row: dict = {}
+    for r in out:
+        by_row.setdefault(r["row"], {})[r["engine"]] = r
+    fams: dict = {}
+    for row in by_row:
+        fams.setdefault(row.split(":")[0].replace("user-por", "user"), []).append(row)
+    lines = [f"Load average (1, 5, 15 min) before the run {load0[0]:.1f} {load0[1]:.1f} {load0[2]:.1f}, "
+             f"after {load1[0]:.1f} {load1[1]:.1f} {load1[2]:.1f}; CPU seconds are the fairer figure on a shared machine.", ""]
+
+    def cells(r):
+        if r is None or "error" in r:
+            return ["–"] * 5
+        return [f"{r['seconds']:.2f}", f"{r['cpu_s']:.2f}", f"{r['states_per_s']:,.0f}", f"{r['bytes_per_state']:,.0f}",
+                f"{r.get('peak_rss_mb', 0):,.0f}"]
+    for fam, rows in fams.items():
+        lines += ["| run | states | new s | new CPU s | new states/s | new B/state | new peak MB | old s | old CPU s | "
+                  "old states/s | old B/state | old peak MB | CPU old/new |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for row in rows:
+            e = by_row[row]
+            n, o = e.get("new"), e.get("old")
+            if n or o:
+                ref = n if n and "error" not in n else o
+                states = f"{ref['states']:,}" if ref and "error" not in ref else "–"
+                ratio = (f"{o['cpu_s'] / max(n['cpu_s'], 1e-9):.2f}×" if n and o and "error" not in n and "error" not in o else "")
+                lines.append(f"| {row_name(row)} | {states} | " + " | ".join(cells(n)) + " | " + " | ".join(cells(o)) + f" | {ratio} |")
+            if "spin" in e:
+                sp = e["spin"]
+                lines.append(f"| SPIN 6.5 end to end (spin -a, gcc, pan; wall s, CPU s), same model | {sp['states']:,} | "
+                             f"{sp['wall_s']:.2f} | {sp['cpu_s']:.2f} | | | | | | | | | |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ class Explorer:
         self.actor_names: list[Any] = []
         self.enabled_id = array("i")
         self.enabled_sets: list[frozenset] = []
-        self._enabled_ids: dict[frozenset, int] = {}
+        self._enabled_ids: dict[frozenset, int] = {}  # frozenset of actor numbers -> index in enabled_sets
         self.stats = Stats()
 
     @property
@@ -129,6 +129,7 @@ class Explorer:
         actor_of = getattr(model, "actor_of", None)
 
         actions = self._actions
+        action_aid: dict = {}  # action -> its actor's number (liveness graph)
 
         def add(s, p, a) -> int | None:
             if s in index:
@@ -172,10 +173,10 @@ class Explorer:
                 s = states[i]
                 succ_any = False
                 en = set() if keep else None
+                ntrans = 0
                 try:
                     for a, n in successors(s):
-                        succ_any = True
-                        st.transitions += 1
+                        ntrans += 1
                         if isinstance(n, Violation):
                             if a is None:  # the state itself is the violation (stuck): no extra step
                                 r = violation_result(n, self.path_to(i))
@@ -184,26 +185,44 @@ class Explorer:
                             else:
                                 found.append((depth + 1, violation_result(n, self.path_to(i) + [(s, a, n)])))
                             continue
-                        j = add(n, i, a)
+                        # one hash of the successor: stored under the next index unless already there
+                        nst = len(states)
+                        j = index.setdefault(n, nst)
                         if keep:
-                            actor = actor_of(a) if actor_of else None
-                            en.add(actor)
+                            try:
+                                aid = action_aid.get(a)
+                            except TypeError:  # an unhashable choice in the action
+                                aid = actor_id(actor_of(a) if actor_of else None)
+                            if aid is None:
+                                aid = action_aid[a] = actor_id(actor_of(a) if actor_of else None)
+                            en.add(aid)
                             edge_src.append(i)
-                            edge_dst.append(j if j is not None else index[n])
-                            edge_actor.append(actor_id(actor))
-                        if j is not None:
+                            edge_dst.append(j)
+                            edge_actor.append(aid)
+                        if j == nst:
+                            states.append(n)
+                            parent.append(i)
+                            try:
+                                a = actions.setdefault(a, a)
+                            except TypeError:  # an unhashable choice in the action: kept as it is
+                                pass
+                            via.append(a)
                             nxt.append(j)
                             v = invariant(n)
                             if v is not None:
                                 found.append((depth + 1, violation_result(v, self.path_to(j))))
                 except SpecError:
                     raise
+                finally:
+                    st.transitions += ntrans
+                    succ_any = ntrans > 0
                 if keep:
-                    fen = frozenset(en)
+                    fen = frozenset(en)  # of actor numbers: one set of names per distinct set of numbers
                     k = enabled_ids.get(fen)
                     if k is None:
                         k = enabled_ids[fen] = len(self.enabled_sets)
-                        self.enabled_sets.append(fen)
+                        names = self.actor_names
+                        self.enabled_sets.append(frozenset(names[x] if x >= 0 else None for x in fen))
                     enabled_id.append(k)
                 if not succ_any:
                     st.end_states += 1

@@ -28,7 +28,8 @@ class _Enabled:
 
 
 def _scc_labels(n: int, src: list[int], dst: list[int]):
-    """Strongly connected component label of each of the ``n`` nodes of the graph src[k] -> dst[k]."""
+    """Strongly connected component label of each of the ``n`` nodes of the graph src[k] -> dst[k]
+    (a numpy array with scipy, else a list)."""
     try:
         import numpy as np
         from scipy.sparse import csr_matrix
@@ -38,7 +39,7 @@ def _scc_labels(n: int, src: list[int], dst: list[int]):
 
         g = nx.DiGraph()
         g.add_nodes_from(range(n))
-        g.add_edges_from(zip(src, dst))
+        g.add_edges_from(zip(src.tolist() if hasattr(src, "tolist") else src, dst.tolist() if hasattr(dst, "tolist") else dst))
         labels = [0] * n
         for lab, comp in enumerate(nx.strongly_connected_components(g)):
             for u in comp:
@@ -47,7 +48,7 @@ def _scc_labels(n: int, src: list[int], dst: list[int]):
     m = csr_matrix((np.ones(len(src), dtype=np.int8), (np.asarray(src, dtype=np.int32), np.asarray(dst, dtype=np.int32))),
                    shape=(n, n))
     _, labels = connected_components(m, directed=True, connection="strong")
-    return labels.tolist()
+    return labels
 
 
 def _cycle_within(edges_from: dict[int, list[tuple[int, object]]], start: int, members: set[int]) -> list[tuple[int, object, int]]:
@@ -127,40 +128,44 @@ def find_lasso(ex, fair: bool = True):
     holding the lowest-numbered such state, and that state is the lasso's entry."""
     from .result import Result
 
+    import numpy as np
+
     model = ex.model
     states = ex.states
     n = len(states)
-    pending = [bool(model.pending(s)) for s in states]
-    has_out = bytearray(n)
-    for i in ex.edge_src:
-        has_out[i] = 1
+    pending = np.fromiter((bool(model.pending(s)) for s in states), dtype=bool, count=n)
+    esrc = np.frombuffer(ex.edge_src, dtype=np.int32) if len(ex.edge_src) else np.zeros(0, dtype=np.int32)
+    edst = np.frombuffer(ex.edge_dst, dtype=np.int32) if len(ex.edge_dst) else np.zeros(0, dtype=np.int32)
+    eact = np.frombuffer(ex.edge_actor, dtype=np.int32) if len(ex.edge_actor) else np.zeros(0, dtype=np.int32)
+    has_out = np.zeros(n, dtype=bool)
+    has_out[esrc] = True
 
     # finite runs: a clean end (not a failure) with an obligation still open
-    for i, s in enumerate(states):
-        if pending[i] and not has_out[i] and model.classify_end(s) is None:
+    for i in np.flatnonzero(pending & ~has_out).tolist():
+        s = states[i]
+        if model.classify_end(s) is None:
             steps = ex.path_to(i)
             msg = "a committed envelope is never resolved: the run ends cleanly with it still open"
             return Result(LIVENESS, msg, ex.stats, ex.describe_path(steps), waiting=ex.waiting_at_end(steps, s))
 
     names = ex.actor_names
-    keep = [k for k, (i, j) in enumerate(zip(ex.edge_src, ex.edge_dst)) if pending[i] and pending[j]]
-    if not keep:
+    keep = np.flatnonzero(pending[esrc] & pending[edst])  # edges between pending states, in edge order
+    if not len(keep):
         return None
-    src = [ex.edge_src[k] for k in keep]
-    dst = [ex.edge_dst[k] for k in keep]
-    labels = _scc_labels(n, src, dst)
+    src, dst, act = esrc[keep], edst[keep], eact[keep]
+    labels = np.asarray(_scc_labels(n, src, dst))
     # members of the components with an edge inside (a singleton only through a self-loop)
+    inside = np.flatnonzero(labels[src] == labels[dst])
     inner: dict[int, list[int]] = {}
-    for k, (i, j) in enumerate(zip(src, dst)):
-        if labels[i] == labels[j]:
-            inner.setdefault(labels[i], []).append(k)
+    for k, lab in zip(inside.tolist(), labels[src[inside]].tolist()):
+        inner.setdefault(lab, []).append(k)
     depth = ex.depths()
     enabled_of = ex.enabled_sets
     enabled_id = ex.enabled_id
     best = None  # (depth, entry, label)
     for lab, ks in inner.items():
-        comp = {src[k] for k in ks}
-        stepping = {names[ex.edge_actor[keep[k]]] if ex.edge_actor[keep[k]] >= 0 else None for k in ks}
+        comp = set(src[ks].tolist())
+        stepping = {names[a] if a >= 0 else None for a in act[ks].tolist()}
         ids = {enabled_id[u] for u in comp}
         always_enabled = frozenset.intersection(*(enabled_of[e] for e in ids)) - {None}
         unfair = [a for a in always_enabled if a not in stepping]
@@ -173,12 +178,11 @@ def find_lasso(ex, fair: bool = True):
     if best is None:
         return None
     _, entry, lab = best
-    comp = {u for u in range(n) if labels[u] == lab}
+    comp = set(np.flatnonzero(labels == lab).tolist())
     edges_from: dict[int, list[tuple[int, object]]] = {}
-    for k, (i, j) in enumerate(zip(src, dst)):
-        if labels[i] == lab and labels[j] == lab:
-            a = ex.edge_actor[keep[k]]
-            edges_from.setdefault(i, []).append((j, names[a] if a >= 0 else None))
+    within = np.flatnonzero((labels[src] == lab) & (labels[dst] == lab))
+    for i, j, a in zip(src[within].tolist(), dst[within].tolist(), act[within].tolist()):
+        edges_from.setdefault(i, []).append((j, names[a] if a >= 0 else None))
     best = (entry, comp)
     if best is None:
         return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from ..model.api import SpecError, Violation
 from .lang import CONTROL_FIELDS, DEAD, DONE, FAILED, FOOTPRINT, Ctx
 from .state import WorldState
+from .view import SHARED
 
 
 class Reductions:
@@ -231,12 +232,12 @@ class Reductions:
 
     def _check_reads(self, what: str, reads) -> None:
         """A property read of a reduced actor must be of something its role declares observed; a
-        property read of a shared variable (recorded as actor -1) must be declared observed by every
+        property read of a shared variable (recorded as actor SHARED) must be declared observed by every
         reduced role that may write it."""
         pa = self._por_actors
         bad = [(i, f) for i, f in reads if i in pa and f not in self.actors[i].role.visible]
         for j, f in reads:
-            if j == -1:
+            if j == SHARED:
                 bad += [(i, f) for i in pa if f not in self.actors[i].role.visible
                         and any(f in w or f in pu or f in ta for _, w, pu, ta in self._fp_ctl[i].values())]
         if bad:

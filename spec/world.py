@@ -26,6 +26,7 @@ explain.py; states are the typed tuples of state.py.
 """
 from __future__ import annotations
 
+import operator
 from collections import namedtuple
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -39,11 +40,13 @@ from .reduce import Reductions
 from .wire import Fabric
 from .monitor import MonitorSet
 from .state import ActorState, PendingOp, WorldState
-from .view import WorldView
+from .view import ALIVE, RAW, SHARED, WORLD, WorldView
 
 _WORLD_FEATURES = frozenset({"reduction", "liveness-mode", "symmetry", "coverage"})  # model/features.py
 _LIVE_FEATURES = frozenset({"liveness"})
-MEMO_LIMIT = 2_000_000  # distinct (actor, transition, inputs) records kept by Protocol._fire
+_FAST, _VIOLATION, _SLOW, _OP = 0, 1, 2, 3  # kinds of the records of Protocol._local_steps
+_new_world = tuple.__new__  # WorldState(...) without the namedtuple's Python-level __new__
+MEMO_LIMIT = 2_000_000  # distinct records kept by each memo (effects, local steps, property values, ...)
 
 
 @dataclass
@@ -121,8 +124,20 @@ class Protocol(Fabric, Reductions, Explanation):
         """(Re)build the per-actor step tables and empty the memos; run again by ``init_states`` so a
         role changed after the world was built (tests plant bugs that way) is explored as it is now."""
         self._memo: dict = {}  # (actor, transition, vars[, shared]) -> _effects record
+        # per whether faults are spent, per actor: actor state (private role) or (actor state, shared
+        # variables' number in _gids) -> _local_steps
+        self._local_memo = {nfl: [{} for _ in self.actors] for nfl in (False, True)}
+        self._local_size = 0
+        self._gids: dict = {}
+        self._private = [bool(f & PRIVATE) for f in self._ctx_flags]
         self._status_memo: dict = {}
         self._fault_memo: dict = {}
+        self._canon_memo: dict = {}  # symmetric actors' states -> their sorted order, () when already sorted
+        self._sym_get = operator.itemgetter(*self.symmetric) if len(self.symmetric) > 1 else None
+        # view properties memoised on the values they read (_PropertyMemo)
+        self._prop_memo = {fn: _PropertyMemo() for _, _, fn, viewed in self._props if viewed}
+        if self._pending_view is not None and self._pending_view[1]:
+            self._prop_memo[self._pending_view[0]] = _PropertyMemo(is_pending=True)
         self._fault_kinds = tuple((kind, ranks, ctl) for kind, ranks, ctl in
                                   (("crash", self.crash_ranks, DEAD), ("hang", self.hang_ranks, HUNG))
                                   if kind in self.faults and ranks)
@@ -217,21 +232,31 @@ class Protocol(Fabric, Reductions, Explanation):
         return None
 
     def _property(self, what: str, fn, state):
-        """Evaluate a property on a view of ``state``; under reduction, check what it read."""
-        rec = set() if self._por_on else None
-        try:
-            out = fn(self, state, rec)
-        except SpecError:
-            raise
-        except Exception as e:  # noqa: BLE001 - a spec bug, reported as such
-            raise SpecError(what, e) from e
-        if rec:
-            self._check_reads(what, rec)
+        """Evaluate a property on a view of ``state``; under reduction, check what it read.  A view
+        property is memoised on the values it read (``_PropertyMemo``): an evaluation that reads the
+        same fields with the same values takes the same path and returns the same result.  A hit
+        whose result is a violation is evaluated again, so its message is the one this state gives."""
+        memo = self._prop_memo.get(fn)
+        out = _MISS if memo is None else memo.lookup(state)
+        if out is _MISS or (out and not memo.is_pending):
+            rec = set() if memo is not None or self._por_on else None
+            try:
+                out = fn(self, state, rec)
+            except SpecError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a spec bug, reported as such
+                raise SpecError(what, e) from e
+            if rec and self._por_on:
+                # what the reduction must see: actors' fields (not whether they are alive, which no
+                # reduced step changes unseen) and shared variables
+                self._check_reads(what, [r for r in rec if (r[0] >= 0 and r[1] != ALIVE) or r[0] == SHARED])
+            if memo is not None:
+                memo.store(rec, state, out)
         if self._sym_on:
             # every state while the search is young, then one in eight: a detector, bounded in cost
             self._sym_checks += 1
             if self._sym_checks <= 5000 or not self._sym_checks & 7:
-                self._check_symmetric(what, lambda st: _quiet(fn, self, st), state, out)
+                self._check_symmetric(what, lambda st: _quiet(fn, self, st, memo), state, out)
         return out
 
     @property
@@ -321,17 +346,25 @@ class Protocol(Fabric, Reductions, Explanation):
             return self._monitor_set.successors(state, self.raw_successors(WorldState(*state[:4])))
         actors, g, fu, fab = state
         normal: list = []
-        steps = self._steps
         fire = self._fire
         no_faults_left = fu >= self.max_faults
+        local = self._local_memo[no_faults_left]
+        private = self._private
+        gid = None  # the shared variables' interned number, looked up once per state
+        pend_any = False
+        used: list = []  # the (actor, transition) pairs of the memoised local steps offered
+        slow = False  # whether a step came from _fire (its pairs are read off the output)
+        new_world, world_state, fast, append = _new_world, WorldState, _FAST, normal.append
         # one pass: local steps of the actors not blocked, and the posted ops sorted by kind
         by_group: dict[str, list] = {}
         sends: list = []
         recvs: list = []
         arank = self._actor_rank
         exited = False
-        for i, (ctl, v, pend) in enumerate(actors):
+        for i, st in enumerate(actors):
+            pend = st[2]
             if pend is not None:
+                pend_any = True
                 op = pend[1]
                 kind = op.kind
                 if kind in COLLECTIVES:
@@ -342,14 +375,49 @@ class Protocol(Fabric, Reductions, Explanation):
                 elif kind == "recv":
                     recvs.append((i, arank[i], op, pend[2]))
                 continue
+            ctl = st[0]
             if ctl in BUILTIN_TERMINAL:
                 if ctl in EXITED:
                     exited = True
                 continue
-            for tidx, t in steps[i].get(ctl, ()):
-                if t.fault is not None and no_faults_left:
-                    continue
-                normal.extend(fire(state, i, tidx, t, ctl, v, g, fu))
+            if private[i]:
+                key = st
+            else:
+                if gid is None:
+                    gid = self._gids.get(g)
+                    if gid is None:
+                        gid = len(self._gids) if len(self._gids) < MEMO_LIMIT else g
+                        if gid is not g:
+                            self._gids[g] = gid
+                key = (st, gid)
+            entry = local[i].get(key)
+            if entry is None:
+                entry = self._local_steps(i, st, g, no_faults_left)
+                if self._local_size < MEMO_LIMIT:
+                    self._local_size += 1
+                    local[i][key] = entry
+            pairs, items = entry
+            if pairs:
+                used.append(pairs)
+            for kind, a, x, ng, dfu in items:
+                if kind == fast:
+                    nl = list(actors)
+                    nl[i] = x
+                    append((a, new_world(world_state, (tuple(nl), g if ng is None else ng, fu + dfu if dfu else fu, fab))))
+                elif kind == _OP:
+                    otidx, op, octl, nv, solo, by_pos = x
+                    pos = 0 if solo and not fab else self._queue_pos(actors, fab, arank[i], op)
+                    na = by_pos.get(pos)
+                    if na is None:
+                        na = by_pos[pos] = ActorState(octl, nv, PendingOp(otidx, op, pos))
+                    nl = list(actors)
+                    nl[i] = na
+                    normal.append((a, _new_world(WorldState, (tuple(nl), g if ng is None else ng, fu + dfu, fab))))
+                elif kind == _VIOLATION:
+                    normal.append((a, x))
+                else:
+                    slow = True
+                    normal.extend(fire(state, i, a, x, ctl, st[1], g, fu))
         if fab:
             for ep in self._endpoints(actors, fab):
                 if ep[0] >= 0:
@@ -402,7 +470,7 @@ class Protocol(Fabric, Reductions, Explanation):
                         normal.append(step)
         # failure steps: an op whose partner's process is gone
         gone_waits = []
-        if exited:
+        if exited and (pend_any or fab):  # no posted op: no endpoints
             eps = self._endpoints(actors, fab)
             status = self.rank_status(actors) if eps else None
             for ep in eps:
@@ -432,8 +500,9 @@ class Protocol(Fabric, Reductions, Explanation):
                 for tidx in role.by_src.get(ctl, ()):
                     t = role.transitions[tidx]
                     if t.quiescent:
+                        slow = True
                         quiet.extend(self._fire(state, i, tidx, t, ctl, v, g, fu))
-        faults = self._fault_steps(state)
+        faults = self._fault_steps(state) if self._fault_kinds and not no_faults_left else []
         if not normal and not quiet:
             stuck = self._stuck(state)
             if stuck is not None:
@@ -443,12 +512,126 @@ class Protocol(Fabric, Reductions, Explanation):
             pa = self._por_actors
             if any(a[0] == "t" and a[1] in pa for a, _ in normal):
                 out = ample(self, state, out)
-        self.fired.update((a[1], a[2]) for a, _ in out if a is not None and a[0] == "t")
+                slow = True
+        if slow:
+            self.fired.update((a[1], a[2]) for a, _ in out if a is not None and a[0] == "t")
+        elif used:  # every actor step in ``out`` came from the memoised local steps
+            self.fired.update(*used)
+        return out
+
+    def _local_steps(self, i, st, g, no_faults_left) -> tuple:
+        """The steps of actor ``i`` (not blocked, not terminal) from actor state ``st`` under shared
+        variables ``g``, in transition order, as records (kind, action, new actor state or violation,
+        new shared variables or None, faults spent): ``_FAST`` for a local step that only replaces
+        the actor's state (and the shared variables), ``_VIOLATION`` for one that flags a violation,
+        ``_SLOW`` (kind, tidx, transition) for anything else (ops, process exits, errors), which
+        ``_fire`` runs on the whole state.  Memoised per (actor, actor state, shared variables when the
+        role is not private, whether faults are spent): every record depends on those alone.
+        Returns (the (actor, transition) pairs of the fast and violation records, the records)."""
+        ctl, v, _ = st
+        items = []
+        pairs = []
+        private = self._ctx_flags[i] & PRIVATE
+        for tidx, t in self._steps[i].get(ctl, ()):
+            if t.fault is not None and no_faults_left:
+                continue
+            key = (i, tidx, v) if private else (i, tidx, v, g)
+            eff = self._memo.get(key)
+            if eff is None:
+                try:
+                    eff = self._effects(i, tidx, t, v, g)
+                except SpecError:  # raised again by _fire, after the steps before it
+                    items.append((_SLOW, tidx, t, None, 0))
+                    break
+                if len(self._memo) < MEMO_LIMIT:
+                    self._memo[key] = eff
+            if t.op is not None:
+                try:
+                    recs = self._op_records(i, tidx, t, ctl, eff)
+                except SpecError:  # raised again by _fire, after the steps before it
+                    items.append((_SLOW, tidx, t, None, 0))
+                    break
+                if recs is None:
+                    items.append((_SLOW, tidx, t, None, 0))
+                    continue
+                items.extend(recs)
+                if eff:
+                    pairs.append((i, tidx))
+                continue
+            if any(err is not None or check_err is not None or dst not in t.dst or (dst in (FAILED, DEAD) and violation is None)
+                   for _, err, _, dst, _, _, _, check_err, violation in eff):
+                items.append((_SLOW, tidx, t, None, 0))
+                continue
+            dfu = 1 if t.fault is not None else 0
+            for ch, _, _, dst, nv, ng, _, _, violation in eff:
+                act = ("t", i, tidx, ch)
+                if violation is not None:
+                    items.append((_VIOLATION, act, violation, None, 0))
+                else:
+                    items.append((_FAST, act, ActorState(dst, nv, None), ng, dfu))
+            if eff:
+                pairs.append((i, tidx))
+        return tuple(pairs), tuple(items)
+
+    def _op_records(self, i, tidx, t: Transition, ctl, eff):
+        """``_local_steps``' records for an op transition whose every choice issues one plain op
+        (not a wait, not a batch) that passes the checks ``_fire`` makes: ``_OP`` (the actor then waits
+        on it; its queue position is counted on the whole state) or ``_VIOLATION`` (the group rules);
+        None when a choice needs ``_fire``.  A SpecError is one ``_fire`` raises too."""
+        a = self.actors[i]
+        out = []
+        solo = len(self.actors_of_rank[a.rank]) == 1
+        dfu = 1 if t.fault is not None else 0
+        for ch, err, _, _, nv, ng, op, check_err, violation in eff:
+            if err is not None or isinstance(op, Post):
+                return None
+            try:
+                if check_op(op) is not None or op.kind == "wait":
+                    return None
+            except Exception:  # noqa: BLE001 - _fire reports it
+                return None
+            if self._sym_ranks and op.peer >= 0 and op.group in self.groups \
+                    and op.peer < len(self.groups[op.group].ranks) \
+                    and self.groups[op.group].ranks[op.peer] in self._sym_ranks:
+                return None
+            act = ("t", i, tidx, ch)
+            bad = self._group_rule(a, t, op)
+            if bad is not None:
+                out.append((_VIOLATION, act, bad, None, 0))
+                continue
+            if check_err is not None:
+                return None
+            if violation is not None:
+                out.append((_VIOLATION, act, violation, None, 0))
+                continue
+            out.append((_OP, act, (tidx, op, ctl, nv, solo, {}), ng, dfu))
         return out
 
     def canonical(self, state):
+        """The orbit representative (Reductions.canonical), memoised on the symmetric actors' states:
+        the sorted order of a tuple of actor states is computed once."""
         # fabric entries name actors and ranks: a state holding some is its own representative
-        return state if state[3] else Reductions.canonical(self, state)
+        if state[3] or self._sym_get is None:
+            return state
+        if len(state) > 4 and self._monitor_set.moves_with_symmetry:
+            return self._monitor_set.canonical(self, state)  # per-rank monitors move with their ranks
+        actors = state[0]
+        parts = self._sym_get(actors)
+        perm = self._canon_memo.get(parts)
+        if perm is None:
+            perm = tuple(sorted(parts, key=self._order_key))
+            if all(x is y for x, y in zip(parts, perm)):
+                perm = ()
+            if len(self._canon_memo) < MEMO_LIMIT:
+                self._canon_memo[parts] = perm
+        if not perm:
+            return state
+        nl = list(actors)
+        for i, p in zip(self.symmetric, perm):
+            nl[i] = p
+        if len(state) > 4:  # a monitored world's state keeps its monitors
+            return type(state)(tuple(nl), *state[1:])
+        return _new_world(WorldState, (tuple(nl), state[1], state[2], state[3]))
 
     def _fire(self, state, i, tidx, t: Transition, ctl, v, g, fu):
         """Offer transition ``tidx`` of actor ``i``.  What the spec's functions make of (local vars,
@@ -736,11 +919,85 @@ def _as_view_fn(fn):
     return (lambda world, state, rec: fn(world, state)), False
 
 
-def _quiet(fn, world, state):
+def _quiet(fn, world, state, memo=None):
+    if memo is not None:
+        out = memo.lookup(state)
+        if out is not _MISS:
+            return out
     try:
         return fn(world, state, None)
     except Exception:  # noqa: BLE001 - a permuted state the property cannot read: no verdict
         return None
+
+
+_MISS = object()
+_ABSENT = object()  # the value of a variable of an actor without variables, in a memo key
+MEMO_SHAPES = 32  # distinct read sets a property memo keeps
+
+
+class _PropertyMemo:
+    """Results of one view property, keyed on what it read.  Each distinct read set (a *shape*: the
+    sorted (actor, field) entries an evaluation recorded) gets a compiled key function and a table
+    from the values at those fields to the result.  A state whose values at a shape's fields are
+    equal to a stored key makes the property read exactly those fields again, with the same
+    values, so it returns the same result: properties are deterministic functions of what they read
+    through the view.  An evaluation that took the raw state is not stored."""
+
+    __slots__ = ("shapes", "by_reads", "is_pending")
+
+    def __init__(self, is_pending: bool = False):
+        self.shapes: list = []  # [key function, table]
+        self.by_reads: dict = {}
+        self.is_pending = is_pending
+
+    def lookup(self, state):
+        for key, table in self.shapes:
+            try:
+                out = table.get(key(state), _MISS)
+            except TypeError:  # an unhashable value read
+                continue
+            if out is not _MISS:
+                return out
+        return _MISS
+
+    def store(self, rec, state, out) -> None:
+        if (WORLD, RAW) in rec:
+            return
+        reads = tuple(sorted(rec, key=lambda r: (r[0], str(r[1]))))
+        shape = self.by_reads.get(reads)
+        if shape is None:
+            if len(self.shapes) >= MEMO_SHAPES:
+                return
+            shape = self.by_reads[reads] = [_key_function(reads), {}]
+            self.shapes.append(shape)
+        key, table = shape
+        if len(table) < MEMO_LIMIT:
+            try:
+                table[key(state)] = out
+            except TypeError:
+                pass
+
+
+def _key_function(reads):
+    """state -> the tuple of the values at ``reads`` (compiled once per shape)."""
+    parts = []
+    for i, f in reads:
+        if i == WORLD:
+            parts.append("S[2]" if f == "faults_used" else "None")
+        elif i == SHARED:
+            parts.append(f"getattr(S[1], {f!r}, M)")
+        elif f == ALIVE:
+            parts.append(f"A[{i}][1] is None")
+        elif f == "ctl":
+            parts.append(f"A[{i}][0]")
+        elif f == "pending":
+            parts.append(f"A[{i}][2]")
+        else:
+            parts.append(f"getattr(A[{i}][1], {f!r}, M)")
+    src = "def key(S):\n    A = S[0]\n    return (" + "".join(p + ", " for p in parts) + ")\n"
+    ns = {"M": _ABSENT}
+    exec(src, ns)  # noqa: S102 - generated from field names the view recorded
+    return ns["key"]
 
 
 def _validate_role(role: Role) -> None:

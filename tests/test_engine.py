@@ -109,3 +109,124 @@ def test_kept_graph_is_compact_and_complete():
     for k in range(0, len(edges), 101):
         i, j, _ = edges[k]
         assert any(n == ex.states[j] for _, n in model.successors(ex.states[i]))
+
+
+# -- the memoised successor function against the reference path (every step through _fire) ------------
+
+def _model(name, **params):
+    info = load_spec(str(USER_PIPELINE) if name == "user" else name)
+    full = {k: p.default for k, p in info.params.items()}
+    full.update(params)
+    return build_model(info, full, None, "gloo")
+
+
+def _reference_local_steps(model):
+    """_local_steps as the reference path: every transition a _SLOW record, run by _fire."""
+    from lockstep.spec import world
+
+    def local_steps(i, st, g, no_faults_left):
+        return (), tuple((world._SLOW, tidx, t, None, 0) for tidx, t in model._steps[i].get(st[0], ())
+                         if not (t.fault is not None and no_faults_left))
+    return local_steps
+
+
+@pytest.mark.parametrize("name,params,reduction", [
+    ("user", {"stages": 2, "microbatches": 2, "capacity": 1}, False),
+    ("tp", {"ranks": 2}, False),
+    ("tp", {"ranks": 2}, True),
+    pytest.param("pp1", {"mesh": 2}, True, marks=pytest.mark.slow),
+    ("pp0", {}, False),
+])
+def test_memoised_successors_equal_the_reference_on_every_state(name, params, reduction):
+    model = _model(name, **params)
+    model.set_reduction(reduction)
+    ex = Explorer(model, keep_graph=False)
+    res = ex.run()
+    assert res.stats.states > 50
+    fast_fired = set(model.fired)
+    ref = _model(name, **params)
+    ref.set_reduction(reduction)
+    list(ref.init_states())
+    ref._local_steps = _reference_local_steps(ref)
+    ref_ex = Explorer(ref, keep_graph=False)
+    ref_res = ref_ex.run()
+    assert (ref_res.verdict, ref_res.message, ref_res.stats.states, ref_res.stats.transitions) == \
+        (res.verdict, res.message, res.stats.states, res.stats.transitions)
+    assert ref_res.counterexample == res.counterexample
+    assert ref.fired == fast_fired
+    for k in range(0, len(ex.states), 7):
+        s = ex.states[k]
+        assert list(model.successors(s)) == list(ref.successors(s))
+
+
+@pytest.mark.slow
+def test_memoised_properties_and_canonical_forms_equal_direct_evaluation():
+    from lockstep.spec.reduce import Reductions
+
+    model = _model("pp1", mesh=3)
+    ex = Explorer(model)
+    assert ex.run().verdict == "HOLDS"
+    fn = model._props[0][2]
+    assert model._prop_memo[fn].shapes  # the invariant was memoised
+    for k in range(0, len(ex.states), 11):
+        s = ex.states[k]
+        for name, _verdict, fn, viewed in model._props:
+            assert model._property(name, fn, s) == fn(model, s, None)
+        assert model.pending(s) == bool(model._pending_view[0](model, s, None))
+        assert model.canonical(s) == Reductions.canonical(model, s)
+
+
+def test_property_memo_tells_apart_states_that_differ_in_what_it_read():
+    r = Role("r", "A", {"x": 0, "y": 0}, private=True)
+    r.local("inc", "A", ("A", DONE), do=lambda c: c.set(x=c.v.x + 1) if c.v.x < 3 else c.goto(DONE))
+    r.local("bump", "A", "A", guard=lambda c: c.v.y < 2, do=lambda c: c.set(y=c.v.y + 1))
+    calls = []
+
+    def inv(world):
+        calls.append(1)
+        a = world.actor(0)
+        if a.vars is None:
+            return None
+        # reads y only when x is 2: two shapes of reads
+        return f"x=2 and y={a.vars.y}" if a.vars.x == 2 and a.vars.y == 2 else None
+    w = Protocol("memo-props", groups={}, actors=[ActorDef(0, "main", r)], invariants=[("XY", INVARIANT, inv)])
+    res = check(w, liveness=False, reduction=False)
+    assert res.verdict == INVARIANT and res.message == "XY: x=2 and y=2"
+    assert len(res.counterexample) == 4  # two bumps and two increments, in some order
+    # memoised: fewer evaluations than states (x, y) reached, plus the re-evaluated violation
+    assert len(calls) < res.stats.states + 1
+
+
+def test_liveness_lasso_on_the_numpy_graph_matches_networkx_components():
+    import networkx as nx
+
+    from lockstep.model import liveness
+
+    model = _model("pp0")
+    info = load_spec("pp0")
+    full = {k: p.default for k, p in info.params.items()}
+    full.update(info.variants["retry-forever"].params)
+    model = build_model(info, full, "retry-forever", info.variants["retry-forever"].backend or "gloo")
+    res = check(model, liveness=True, reduction=True)
+    assert res.verdict == "LIVENESS" and res.cycle_start is not None
+    # the same lasso with networkx computing the components
+    orig = liveness._scc_labels
+
+    def nx_labels(n, src, dst):
+        g = nx.DiGraph()
+        g.add_nodes_from(range(n))
+        g.add_edges_from(zip(src.tolist(), dst.tolist()))
+        comps = sorted((sorted(c) for c in nx.strongly_connected_components(g)), key=lambda c: c[0])
+        out = [0] * n
+        for lab, comp in enumerate(comps):
+            for u in comp:
+                out[u] = lab
+        return out
+    liveness._scc_labels = nx_labels
+    try:
+        model2 = build_model(info, full, "retry-forever", info.variants["retry-forever"].backend or "gloo")
+        res2 = check(model2, liveness=True, reduction=True)
+    finally:
+        liveness._scc_labels = orig
+    assert (res2.verdict, res2.message, res2.cycle_start, len(res2.counterexample)) == \
+        (res.verdict, res.message, res.cycle_start, len(res.counterexample))
