@@ -363,6 +363,7 @@ class Protocol(Fabric, Reductions, Explanation):
         recvs: list = []
         arank = self._actor_rank
         exited = False
+        track = len(self.fired) < self._pairs_total  # coverage still incomplete: note the pairs offered
         for i, st in enumerate(actors):
             pend = st[2]
             if pend is not None:
@@ -399,7 +400,7 @@ class Protocol(Fabric, Reductions, Explanation):
                     self._local_size += 1
                     local[i][key] = entry
             pairs, items = entry
-            if pairs:
+            if pairs and track:
                 used.append(pairs)
             for kind, a, x, ng, dfu in items:
                 if kind == fast:
