@@ -1,6 +1,6 @@
 """Old engine against new on random protocols: the same generated specs (tests/protogen.py) checked by
 two checkouts, reduced and unreduced, with liveness; every difference in verdict, message, state or
-transition count or counterexample is printed.
+transition count, counterexample or coverage (the transitions that fired) is printed.
 
     python bench/bench_engine_diff.py --old /path/to/old-shim --specs 500 --seed 1
     python bench/bench_engine_diff.py --old /path/to/old-shim --shipped     # every shipped spec and variant
@@ -27,6 +27,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
 
+def _coverage(model) -> list:
+    """The (actor, transition) pairs that fired in the explored graph (coverage), sorted."""
+    return sorted(map(list, getattr(model, "fired", ())))
+
+
 def records(specs: int, seed: int) -> list:
     import protogen
 
@@ -40,9 +45,10 @@ def records(specs: int, seed: int) -> list:
         row = []
         for reduction in (True, False):
             try:
-                res = check(protogen.build(d), liveness=True, reduction=reduction)
+                model = protogen.build(d)
+                res = check(model, liveness=True, reduction=reduction)
                 row.append([res.verdict, res.message, res.stats.states, res.stats.transitions,
-                            json.dumps(res.counterexample, sort_keys=True, default=repr)])
+                            json.dumps(res.counterexample, sort_keys=True, default=repr), _coverage(model)])
             except SpecError as e:
                 row.append(["spec error", str(e)])
         out.append(row)
@@ -65,10 +71,10 @@ def shipped_records(max_states: int) -> list:
             row = [name, variant]
             for reduction in (True, False):
                 try:
-                    res = check(build_model(info, p, variant, backend), Bounds(max_states=max_states), liveness=True,
-                                reduction=reduction)
+                    model = build_model(info, p, variant, backend)
+                    res = check(model, Bounds(max_states=max_states), liveness=True, reduction=reduction)
                     row.append([res.verdict, res.message, res.stats.states, res.stats.transitions,
-                                json.dumps(res.counterexample, sort_keys=True, default=repr)])
+                                json.dumps(res.counterexample, sort_keys=True, default=repr), _coverage(model)])
                 except SpecError as e:
                     row.append(["spec error", str(e)])
             out.append(row)

@@ -112,6 +112,8 @@ class Protocol(Fabric, Reductions, Explanation):
         self._por_on = bool(self._por_actors)
         self._refresh_flags()
         self.fired: set = set()  # (actor index, transition index) of every actor step offered so far
+        # how many such pairs there are: once ``fired`` holds them all, adding more changes nothing
+        self._pairs_total = sum(len(a.role.transitions) for a in self.actors)
         self._prepare()
 
     def forget_memos(self) -> None:
@@ -361,6 +363,7 @@ class Protocol(Fabric, Reductions, Explanation):
         recvs: list = []
         arank = self._actor_rank
         exited = False
+        track = len(self.fired) < self._pairs_total  # coverage still incomplete: note the pairs offered
         for i, st in enumerate(actors):
             pend = st[2]
             if pend is not None:
@@ -397,7 +400,7 @@ class Protocol(Fabric, Reductions, Explanation):
                     self._local_size += 1
                     local[i][key] = entry
             pairs, items = entry
-            if pairs:
+            if pairs and track:
                 used.append(pairs)
             for kind, a, x, ng, dfu in items:
                 if kind == fast:
@@ -513,6 +516,8 @@ class Protocol(Fabric, Reductions, Explanation):
             if any(a[0] == "t" and a[1] in pa for a, _ in normal):
                 out = ample(self, state, out)
                 slow = True
+        if len(self.fired) >= self._pairs_total:  # every transition of every actor has fired already
+            return out
         if slow:
             self.fired.update((a[1], a[2]) for a, _ in out if a is not None and a[0] == "t")
         elif used:  # every actor step in ``out`` came from the memoised local steps
