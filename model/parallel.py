@@ -67,7 +67,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .api import BOUND_REACHED, FAIL_FAST, HOLDS, Model, SpecError, Violation
-from . import procs
+from . import procs, safepickle
 from .checker import Explorer
 from .features import COVERAGE, features_of
 from .result import Bounds, Result, Stats, peak_rss_mb
@@ -109,6 +109,9 @@ def _reduce_nt(o):
     return _mk, (id(type(o)), tuple(o))
 
 
+_REBUILDERS = {(__name__, "_mk"): _mk}  # the one function a batch may call (model/safepickle.py)
+
+
 class _Dispatch(dict):
     """A pickler dispatch table that learns the namedtuple classes on first sight."""
 
@@ -134,7 +137,10 @@ def _dumps(obj) -> bytes:
     return f.getvalue()
 
 
-_loads = pickle.loads
+def _loads(b: bytes):
+    return safepickle.loads(b, _REBUILDERS)
+
+
 _cpu = time.process_time
 # Garbage collection in the workers.  "level" (default): automatic collection off, one collection of
 # the young generations per BFS level (so cyclic garbage a model makes is still freed), then
@@ -386,7 +392,7 @@ class _Worker:
         # batches written by a sibling worker of this search into the 0700 directory the parent
         # created (mkdtemp): our own states, never a user's file
         with open(path, "rb") as f:
-            batch = pickle.load(f)
+            batch = safepickle.load(f, _REBUILDERS)
         if self.decoders is None:
             self.decoders = [_Decoder() for _ in range(self.n)]
         out = self.decoders[h].unbatch(batch)

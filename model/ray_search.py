@@ -51,6 +51,7 @@ from typing import Any, Callable
 from .api import BOUND_REACHED, SpecError
 from .result import Bounds, Result, Stats, peak_rss_mb
 from . import parallel as _par
+from . import safepickle
 
 INSTALL_HINT = "pip install 'lockstep[ray]'  (or: pip install ray)"
 
@@ -198,8 +199,8 @@ def dumps(obj) -> bytes:
 
 
 def loads(b: bytes):
-    # only batches and replies made by this search's own actors and driver reach here
-    return pickle.loads(b)
+    # batches and replies of this search's own actors and driver, through the restricted unpickler
+    return safepickle.loads(b, {(__name__, "_mk_nt"): _mk_nt})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -162,3 +162,35 @@ def test_compact_batches_round_trip_and_share_actor_states():
     flat = (0, 1, (2, 3), ())  # the pipeline's kind of state: pickled as it is
     assert not P._Encoder.structured(flat) and P._Encoder().batch([flat], [(0, 0, "a")])[0] == "raw"
     assert P._Encoder.structured(states[0])
+
+
+def test_search_batches_are_read_by_a_restricted_unpickler():
+    """Worker batches and Ray replies rebuild data only: the spec's namedtuples and exceptions come back,
+    a pickle naming os.system or subprocess.Popen is refused before anything runs."""
+    import os
+    import pickle
+    import subprocess
+
+    from lockstep.model import parallel, ray_search, safepickle
+    from lockstep.spec.state import ActorState
+
+    parallel._register_namedtuples()
+    st = ((ActorState("IDLE", ("v",), None),), frozenset({1}), 0)
+    assert parallel._loads(parallel._dumps(st)) == st
+    assert ray_search.loads(ray_search.dumps(st)) == st
+    err = parallel._loads(parallel._dumps(("error", ValueError("boom"))))
+    assert err[0] == "error" and isinstance(err[1], ValueError) and str(err[1]) == "boom"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    class Spawn:
+        def __reduce__(self):
+            return (subprocess.Popen, (["true"],))
+
+    for bad in (Evil(), Spawn()):
+        raw = pickle.dumps(bad)
+        for load in (parallel._loads, ray_search.loads, safepickle.loads):
+            with pytest.raises(pickle.UnpicklingError, match="not allowed in a search batch"):
+                load(raw)
