@@ -9,6 +9,7 @@ import os
 import platform
 import shutil
 import signal
+import threading
 import sys
 import tempfile
 import time
@@ -540,6 +541,38 @@ def _kill_torchrun_world(proc) -> None:
             pass
 
 
+class _SignalsKillWorld:
+    """While waiting for torchrun (main thread only): SIGTERM or SIGHUP to this process first kills the
+    torchrun world (its workers run in sessions of their own and would outlive this process), and is
+    then delivered again under the handler that was there before (``resend``): the default ends the
+    process as the signal meant, the CLI's turns it into an interrupt."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self, kill):
+        self.kill, self.old, self.got = kill, {}, None
+
+    def _on(self, signum, frame):
+        if self.got is None:
+            self.got = signum
+            self.kill()
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self.old[sig] = signal.signal(sig, self._on)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, h in self.old.items():
+            signal.signal(sig, h)
+        self.old = {}
+
+    def resend(self) -> None:
+        if self.got is not None:
+            signal.raise_signal(self.got)
+
+
 def launch_torchrun(cfg: RunConfig, run_dir: str | os.PathLike, *, force: bool = False, deadline_s: float | None = None,
                     fr_dir: str | None = None, params: dict[str, str] | None = None,
                     env: dict[str, str] | None = None) -> RunSummary:
@@ -562,8 +595,10 @@ def launch_torchrun(cfg: RunConfig, run_dir: str | os.PathLike, *, force: bool =
     p = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                          start_new_session=True)
     deadline_hit = False
+    caught = _SignalsKillWorld(lambda: _kill_torchrun_world(p))
     try:
-        out, _ = p.communicate(timeout=deadline_s)
+        with caught:
+            out, _ = p.communicate(timeout=deadline_s)
     except subprocess.TimeoutExpired:
         deadline_hit = True
         _kill_torchrun_world(p)
@@ -572,6 +607,7 @@ def launch_torchrun(cfg: RunConfig, run_dir: str | os.PathLike, *, force: bool =
         _kill_torchrun_world(p)
         p.communicate()
         raise
+    caught.resend()  # a SIGTERM/SIGHUP that came while waiting: the world is gone, now the caller's turn
     wall = time.monotonic() - t0
     text = out.decode("utf-8", "replace")
     (d / "logs").mkdir(exist_ok=True)

@@ -102,6 +102,40 @@ def _processes_naming(text: str) -> list[int]:
 
 
 @pytest.mark.multirank
+@pytest.mark.slow  # torchrun's start and the ranks' torch import take a few seconds
+def test_sigterm_to_the_caller_kills_the_torchrun_world(tmp_path):
+    """torchrun's workers run in sessions of their own: a SIGTERM to the process that called run_world
+    (a CI job cancelled, ``timeout``) must not leave them running.  The caller kills the world, then
+    dies by the SIGTERM as it would have."""
+    import signal
+    import subprocess
+    import sys
+
+    d = tmp_path / "term"
+    code = ("from lockstep import testing as T; "
+            f"T.run_world('tp', {str(d)!r}, fault='om-01', unsafe='fm04-throw-after-header', backend='gloo', "
+            "launcher='torchrun', deadline_s=120, world=2, chunks=3, dist_timeout_s=120, watchdog_s=120)")
+    p = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        t0 = time.monotonic()
+        while len(_processes_naming(str(d))) < 3 and time.monotonic() - t0 < 60:  # the agent and two ranks
+            time.sleep(0.2)
+        assert len(_processes_naming(str(d))) >= 3, "the torchrun world never started"
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=30) == -signal.SIGTERM
+        time.sleep(0.5)
+        assert _processes_naming(str(d)) == [], "processes of the world outlived the SIGTERM"
+    finally:
+        if p.poll() is None:
+            p.kill()
+        for pid in _processes_naming(str(d)):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.mark.multirank
 @pytest.mark.slow  # the world hangs until its 25 s deadline
 def test_hung_torchrun_world_is_killed_at_the_deadline(tmp_path):
     """fm04's stranded worker waits in the meta broadcast for the PG timeout (120 s here) and rank 0
