@@ -23,14 +23,13 @@ part stays a thin band around the recorded behaviour: linear in the trace.
 """
 from __future__ import annotations
 
-import inspect
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..model.api import Violation
 from ..spec.machine import BUILTIN_TERMINAL, DONE, FAILED, Ctx
+from ..spec.source import guard_text
 from .adapters import for_topology
 from .mapping import Mapped, Obs
 
@@ -97,17 +96,6 @@ def _sig_concrete(sig) -> tuple | None:
             and all(isinstance(x, int) for x in sig[1])):
         return sig
     return None
-
-
-def _guard_text(fn) -> str:
-    """An anonymous lambda guard's source text (a named guard or ``why=`` is its own label)."""
-    try:
-        src = inspect.getsource(fn).strip()
-    except (OSError, TypeError):
-        return getattr(fn, "__name__", "guard")
-    m = re.search(r"guard=(lambda c:.*?)(?:,\s*(?:choose|do|after|event|doc|phase|fault|commit|timeout)=|\)\s*$)", src, re.S)
-    text = m.group(1) if m else src
-    return " ".join(text.split())[:160]
 
 
 class Replayer:
@@ -581,7 +569,7 @@ class Replayer:
                     except Exception:  # noqa: BLE001 - a guard that cannot be evaluated here
                         ok = None
                     if ok is False:
-                        guards.append({"transition": t.name, "guard": t.guard_label or _guard_text(t.guard)})
+                        guards.append({"transition": t.name, "guard": guard_text(t)})
             ids = {k: getattr(v, k) for k in role.ids} if v is not None else {}
             ev_name = o.label
             out.append(Unexplained(rank=a.rank, actor=a.label, line=o.line + 1, event=ev_name,
