@@ -16,7 +16,31 @@ from array import array
 from typing import Any, Callable
 
 from .api import BOUND_REACHED, FAIL_FAST, HOLDS, Model, SpecError, Violation
+from .features import KEYED, features_of
 from .result import Bounds, Result, Stats, peak_rss_mb  # re-exported: the old import path keeps working
+
+
+class KeyedStates:
+    """The explored states of a keyed search (model/features.py's ``keyed``): kept as their keys (a
+    tuple of small integers instead of nested tuples) and rebuilt by the model on access."""
+
+    __slots__ = ("keys", "state_of")
+
+    def __init__(self, state_of: Callable[[Any], Any]):
+        self.keys: list = []
+        self.state_of = state_of
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int):
+        return self.state_of(self.keys[i])
+
+    def __iter__(self):
+        return map(self.state_of, self.keys)
+
+    def append(self, key) -> None:
+        self.keys.append(key)
 
 
 class Explorer:
@@ -122,6 +146,14 @@ class Explorer:
         model, b, st = self.model, self.bounds, self.stats
         t0 = time.perf_counter()
         last_report = t0
+        # a keyed model numbers its states: the index and the stored states are keys, and a successor
+        # that comes as its key is built only when it is new
+        keyed = KEYED in features_of(model) and model.keyed()
+        if keyed and not self.states:
+            self.states = KeyedStates(model.state_of)
+        key_of = model.state_key if keyed else None
+        state_of = model.state_of if keyed else None
+        keys = self.states.keys if keyed else None
         index, states, parent, via = self.index, self.states, self.parent, self.via
         keep = self.keep_graph
         edge_src, edge_dst, edge_actor, actor_id = self.edge_src, self.edge_dst, self.edge_actor, self._actor_id
@@ -132,11 +164,12 @@ class Explorer:
         action_aid: dict = {}  # action -> its actor's number (liveness graph)
 
         def add(s, p, a) -> int | None:
-            if s in index:
+            k = key_of(s) if keyed else s
+            if k in index:
                 return None
             i = len(states)
-            index[s] = i
-            states.append(s)
+            index[k] = i
+            states.append(k)
             parent.append(p)
             try:
                 a = actions.setdefault(a, a)
@@ -146,22 +179,26 @@ class Explorer:
             return i
 
         frontier: list[int] = []
+        fstates: list = []  # the frontier's states (a keyed search stores only keys)
         for s in model.init_states():
             i = add(s, -1, None)
             if i is not None:
                 frontier.append(i)
+                fstates.append(s)
         found: list[tuple[int, Result]] = []  # (length, result) candidates in this level
         depth = 0
         bound_hit = None
         successors, invariant, classify_end = model.successors, model.invariant, model.classify_end
+        if keyed:
+            successors = model.keyed_successors
 
         def violation_result(v: Violation, steps, length_state_idx=None) -> Result:
             cex = self.describe_path(steps)
             return Result(v.verdict, v.message, st, cex, detail=dict(v.detail))
 
         # invariants of initial states
-        for i in frontier:
-            v = invariant(states[i])
+        for s in fstates:
+            v = invariant(s)
             if v is not None:
                 found.append((0, violation_result(v, [])))
         while frontier and not found:
@@ -169,15 +206,17 @@ class Explorer:
                 bound_hit = f"max-depth {b.max_depth}"
                 break
             nxt: list[int] = []
-            for i in frontier:
-                s = states[i]
+            nxt_states: list = []
+            for i, s in zip(frontier, fstates):
                 succ_any = False
                 en = set() if keep else None
                 ntrans = 0
                 try:
-                    for a, n in successors(s):
+                    for a, n in (successors(s, keys[i]) if keyed else successors(s)):
                         ntrans += 1
-                        if isinstance(n, Violation):
+                        if keyed and type(n) is int:  # the successor's key: built below only if new
+                            k, n = n, None
+                        elif isinstance(n, Violation):
                             if a is None:  # the state itself is the violation (stuck): no extra step
                                 r = violation_result(n, self.path_to(i))
                                 r.waiting = self.waiting_at_end(self.path_to(i), s)
@@ -185,9 +224,11 @@ class Explorer:
                             else:
                                 found.append((depth + 1, violation_result(n, self.path_to(i) + [(s, a, n)])))
                             continue
+                        else:
+                            k = key_of(n) if keyed else n
                         # one hash of the successor: stored under the next index unless already there
-                        nst = len(states)
-                        j = index.setdefault(n, nst)
+                        nst = len(parent)
+                        j = index.setdefault(k, nst)
                         if keep:
                             try:
                                 aid = action_aid.get(a)
@@ -200,7 +241,9 @@ class Explorer:
                             edge_dst.append(j)
                             edge_actor.append(aid)
                         if j == nst:
-                            states.append(n)
+                            if n is None:
+                                n = state_of(k)
+                            states.append(k)
                             parent.append(i)
                             try:
                                 a = actions.setdefault(a, a)
@@ -208,6 +251,7 @@ class Explorer:
                                 pass
                             via.append(a)
                             nxt.append(j)
+                            nxt_states.append(n)
                             v = invariant(n)
                             if v is not None:
                                 found.append((depth + 1, violation_result(v, self.path_to(j))))
@@ -247,7 +291,7 @@ class Explorer:
                         self.progress(st)
             if bound_hit:
                 break
-            frontier = nxt
+            frontier, fstates = nxt, nxt_states
             if frontier:
                 depth += 1
         st.states, st.depth, st.seconds = len(states), depth, time.perf_counter() - t0

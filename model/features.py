@@ -23,6 +23,10 @@ feature                   what the model provides, and what the engine does with
 ``coverage``              ``fired`` (a set the successor function fills), ``coverage()`` and
                           ``vacuous_roles(coverage)``: a HOLDS over runs where a role never reaches
                           its commitment becomes VACUOUS
+``keyed``                 ``keyed()``: whether this search may key states by numbers;
+                          ``state_key(state)``, ``state_of(key)`` and ``keyed_successors(state, key)``
+                          (successors as states or as keys).  The serial explorer then keeps keys
+                          (small integers per actor state) instead of nested state tuples
 ========================  =========================================================================
 
 A model without a ``features`` attribute (a quick hand-written model, a test double) gets the
@@ -42,6 +46,7 @@ LIVENESS_MODE = "liveness-mode"
 PACKED = "packed"
 SYMMETRY = "symmetry"
 COVERAGE = "coverage"
+KEYED = "keyed"
 
 
 @runtime_checkable
@@ -87,6 +92,23 @@ class CoverageReporting(Protocol):
     def vacuous_roles(self, coverage: dict) -> list: ...
 
 
+@runtime_checkable
+class Keyed(Protocol):
+    """States keyed by numbers.  ``state_key(state)`` is a hashable key with ``state_key(a) ==
+    state_key(b)`` exactly when ``a == b``, and ``state_of(state_key(s)) == s``;
+    ``keyed_successors(state, state_key(state))`` yields what ``successors(state)`` yields, in the same
+    order, except that a successor may come as its key when that key is an ``int`` (a state is never
+    an int).  Only used while ``keyed()`` is true."""
+
+    def keyed(self) -> bool: ...
+
+    def state_key(self, state: Any) -> Any: ...
+
+    def state_of(self, key: Any) -> Any: ...
+
+    def keyed_successors(self, state: Any, key: Any) -> Any: ...
+
+
 PROTOCOLS: dict[str, type] = {
     REDUCTION: Reducible,
     LIVENESS: LivenessChecked,
@@ -94,6 +116,7 @@ PROTOCOLS: dict[str, type] = {
     PACKED: Packable,
     SYMMETRY: Symmetric,
     COVERAGE: CoverageReporting,
+    KEYED: Keyed,
 }
 KNOWN = frozenset(PROTOCOLS)
 _DECLARED = {REDUCTION: ReducibleWithStatus}  # where a declaration asks for more than inference does
@@ -106,6 +129,7 @@ _MEMBERS: dict[str, tuple[str, ...]] = {
     PACKED: ("packed",),
     SYMMETRY: ("concretize",),
     COVERAGE: ("fired", "coverage", "vacuous_roles"),
+    KEYED: ("keyed", "state_key", "state_of", "keyed_successors"),
 }
 
 
@@ -171,6 +195,7 @@ def has(model, feature: str) -> bool:
     return feature in features_of(model)
 
 
-__all__ = ["REDUCTION", "LIVENESS", "LIVENESS_MODE", "PACKED", "SYMMETRY", "COVERAGE", "KNOWN", "PROTOCOLS",
+__all__ = ["REDUCTION", "LIVENESS", "LIVENESS_MODE", "PACKED", "SYMMETRY", "COVERAGE", "KEYED", "KNOWN", "PROTOCOLS",
            "Reducible", "ReducibleWithStatus", "LivenessChecked", "LivenessMode", "Packable", "Symmetric", "CoverageReporting",
+           "Keyed",
            "features_of", "infer_features", "reducing", "configure", "has"]

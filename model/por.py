@@ -174,12 +174,13 @@ class Reduced:
 
     @property
     def features(self) -> frozenset:
-        from .features import PACKED, REDUCTION, features_of
+        from .features import KEYED, PACKED, REDUCTION, features_of
 
-        return features_of(self.model) - {PACKED, REDUCTION}  # always reduced; the packed core is unreduced
+        # always reduced (keyed successors are the unreduced ones); the packed core is unreduced
+        return features_of(self.model) - {KEYED, PACKED, REDUCTION}
 
     def __getattr__(self, name):
-        if name in ("packed", "set_reduction"):  # the packed core is the unreduced path
+        if name in ("packed", "set_reduction", "keyed"):  # the packed core and keyed successors are unreduced
             raise AttributeError(name)
         return getattr(self.model, name)
 

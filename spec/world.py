@@ -27,6 +27,7 @@ explain.py; states are the typed tuples of state.py.
 from __future__ import annotations
 
 import operator
+from array import array
 from collections import namedtuple
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -42,7 +43,7 @@ from .monitor import MonitorSet
 from .state import ActorState, PendingOp, WorldState
 from .view import ALIVE, RAW, SHARED, WORLD, WorldView
 
-_WORLD_FEATURES = frozenset({"reduction", "liveness-mode", "symmetry", "coverage"})  # model/features.py
+_WORLD_FEATURES = frozenset({"reduction", "liveness-mode", "symmetry", "coverage", "keyed"})  # model/features.py
 _LIVE_FEATURES = frozenset({"liveness"})
 _FAST, _VIOLATION, _SLOW, _OP = 0, 1, 2, 3  # kinds of the records of Protocol._local_steps
 _new_world = tuple.__new__  # WorldState(...) without the namedtuple's Python-level __new__
@@ -114,6 +115,15 @@ class Protocol(Fabric, Reductions, Explanation):
         self.fired: set = set()  # (actor index, transition index) of every actor step offered so far
         # how many such pairs there are: once ``fired`` holds them all, adding more changes nothing
         self._pairs_total = sum(len(a.role.transitions) for a in self.actors)
+        # integer keys (``keyed``): per actor, its distinct actor states numbered in order of first
+        # sight (value -> number, number -> the one object kept for it, id(that object) -> number), and
+        # the shared variables likewise; never emptied, so a key stays valid for the world's lifetime
+        self._anum: list[dict] = [{} for _ in self.actors]
+        self._areps: list[list] = [[] for _ in self.actors]
+        self._aids: list[dict] = [{} for _ in self.actors]
+        self._gnum: dict = {}
+        self._greps: list = []
+        self._kparent = None  # (key, actors, shared, faults used) of the state keyed_successors expanded last
         self._prepare()
 
     def forget_memos(self) -> None:
@@ -131,6 +141,10 @@ class Protocol(Fabric, Reductions, Explanation):
         self._local_memo = {nfl: [{} for _ in self.actors] for nfl in (False, True)}
         self._local_size = 0
         self._gids: dict = {}
+        # the same, keyed by numbers (keyed_successors): actor state number (private role) or (actor
+        # state number, shared variables' number) -> _local_steps with each fast record's new actor
+        # state and shared variables given as their numbers
+        self._klocal_memo = {nfl: [{} for _ in self.actors] for nfl in (False, True)}
         self._private = [bool(f & PRIVATE) for f in self._ctx_flags]
         self._status_memo: dict = {}
         self._fault_memo: dict = {}
@@ -343,10 +357,19 @@ class Protocol(Fabric, Reductions, Explanation):
         else:
             actors[i] = ActorState(ctl, v, None)
 
-    def raw_successors(self, state) -> Iterable:
+    def raw_successors(self, state, key=None) -> Iterable:
+        """The successors of ``state``: (action, next state or Violation) in a fixed order.  With
+        ``key`` (``keyed_successors``: its ``state_key``), a successor made by a memoised local step
+        comes as its key instead, built from ``key`` and the numbers the memo record carries."""
         if len(state) > 4:  # a monitored world: its monitors advance around the world's steps (monitor.py)
             return self._monitor_set.successors(state, self.raw_successors(WorldState(*state[:4])))
         actors, g, fu, fab = state
+        keyed = key is not None and type(key) is int  # a state with fabric entries is its own key
+        if keyed:
+            klocal = self._klocal_memo[fu >= self.max_faults]
+            nums = _numbers(key, len(actors))
+            gk = nums[-2]
+            self._kparent = (key, actors, g, fu)  # state_of builds this state's successors from it
         normal: list = []
         fire = self._fire
         no_faults_left = fu >= self.max_faults
@@ -383,27 +406,39 @@ class Protocol(Fabric, Reductions, Explanation):
                 if ctl in EXITED:
                     exited = True
                 continue
-            if private[i]:
-                key = st
+            if keyed:
+                mk = nums[i] if private[i] else (nums[i], gk)
+                entry = klocal[i].get(mk)
+                if entry is None:
+                    entry = self._keyed_steps(i, st, g, no_faults_left, nums[i], gk)
+                    if self._local_size < MEMO_LIMIT:
+                        self._local_size += 1
+                        klocal[i][mk] = entry
             else:
-                if gid is None:
-                    gid = self._gids.get(g)
+                if private[i]:
+                    mk = st
+                else:
                     if gid is None:
-                        gid = len(self._gids) if len(self._gids) < MEMO_LIMIT else g
-                        if gid is not g:
-                            self._gids[g] = gid
-                key = (st, gid)
-            entry = local[i].get(key)
-            if entry is None:
-                entry = self._local_steps(i, st, g, no_faults_left)
-                if self._local_size < MEMO_LIMIT:
-                    self._local_size += 1
-                    local[i][key] = entry
+                        gid = self._gids.get(g)
+                        if gid is None:
+                            gid = len(self._gids) if len(self._gids) < MEMO_LIMIT else g
+                            if gid is not g:
+                                self._gids[g] = gid
+                    mk = (st, gid)
+                entry = local[i].get(mk)
+                if entry is None:
+                    entry = self._local_steps(i, st, g, no_faults_left)
+                    if self._local_size < MEMO_LIMIT:
+                        self._local_size += 1
+                        local[i][mk] = entry
             pairs, items = entry
             if pairs and track:
                 used.append(pairs)
             for kind, a, x, ng, dfu in items:
                 if kind == fast:
+                    if keyed:  # x: what the step adds to the key (_keyed_steps); the successor as its key
+                        append((a, key + x))
+                        continue
                     nl = list(actors)
                     nl[i] = x
                     append((a, new_world(world_state, (tuple(nl), g if ng is None else ng, fu + dfu if dfu else fu, fab))))
@@ -523,6 +558,89 @@ class Protocol(Fabric, Reductions, Explanation):
         elif used:  # every actor step in ``out`` came from the memoised local steps
             self.fired.update(*used)
         return out
+
+    def _keyed_steps(self, i, st, g, no_faults_left, an: int, gn: int) -> tuple:
+        """``_local_steps`` of actor ``i`` in actor state number ``an`` under shared variables number
+        ``gn``, each fast record carrying instead of the new actor state what the step adds to the
+        state's key (``state_key``): the change of actor i's number, of the shared variables' number
+        and of the faults used, each in its field."""
+        pairs, items = self._local_steps(i, st, g, no_faults_left)
+        n = len(self.actors)
+        out = []
+        for k, a, x, ng, dfu in items:
+            if k == _FAST:
+                d = (self._actor_number(i, x) - an) << (KEY_BITS * i)
+                if ng is not None:
+                    d += (self._shared_number(ng) - gn) << (KEY_BITS * n)
+                if dfu:
+                    d += dfu << (KEY_BITS * (n + 1))
+                out.append((k, a, d, None, 0))
+            else:
+                out.append((k, a, x, ng, dfu))
+        return pairs, tuple(out)
+
+    # -- integer keys (model/features.py's ``keyed``) ----------------------------------------------
+    def keyed(self) -> bool:
+        """Whether the explorer may key this search's states by numbers: the successors are the raw
+        ones (no ample sets nor orbit representatives, which read whole states) and carry no monitors."""
+        return not self._por_on and not self._sym_on and self._monitor_set is None
+
+    def keyed_successors(self, state, key):
+        return self.raw_successors(state, key)
+
+    def state_key(self, state):
+        """One int: the number of each actor's state, then the shared variables' number, then the
+        faults used, in fields of KEY_BITS bits (lowest first).  Equal keys exactly for equal states.
+        A state with fabric entries or monitors is its own key."""
+        if len(state) > 4 or state[3]:
+            return state
+        aids = self._aids
+        out = array("I")
+        for i, a in enumerate(state[0]):
+            n = aids[i].get(id(a))  # the object kept for a number: found without hashing it
+            out.append(self._actor_number(i, a) if n is None else n)
+        out.append(self._shared_number(state[1]))
+        out.append(state[2])
+        return int.from_bytes(out.tobytes(), "little")
+
+    def state_of(self, key):
+        """The state whose ``state_key`` is ``key``.  A key that differs in one actor's field from the
+        state last expanded by ``keyed_successors`` (a local step's successor) is built from that state."""
+        if type(key) is not int:
+            return key
+        reps = self._areps
+        p = self._kparent
+        if p is not None:
+            d = key ^ p[0]
+            i = (d.bit_length() - 1) // KEY_BITS
+            if d and i == ((d & -d).bit_length() - 1) // KEY_BITS and i < len(reps):
+                nl = list(p[1])
+                nl[i] = reps[i][(key >> (KEY_BITS * i)) & KEY_MASK]
+                return _new_world(WorldState, (tuple(nl), p[2], p[3], ()))
+        nums = _numbers(key, len(reps))
+        return _new_world(WorldState, (tuple(map(list.__getitem__, reps, nums)), self._greps[nums[-2]], nums[-1], ()))
+
+    def _actor_number(self, i: int, a) -> int:
+        table = self._anum[i]
+        n = table.get(a)
+        if n is None:
+            n = len(self._areps[i])
+            if n >> KEY_BITS:
+                raise SpecError(f"{self.actors[i].label} states", OverflowError(f"more than 2**{KEY_BITS} distinct states"))
+            table[a] = n
+            self._areps[i].append(a)
+            self._aids[i][id(a)] = n
+        return n
+
+    def _shared_number(self, g) -> int:
+        n = self._gnum.get(g)
+        if n is None:
+            n = len(self._greps)
+            if n >> KEY_BITS:
+                raise SpecError(f"{self.name} shared variables", OverflowError(f"more than 2**{KEY_BITS} distinct values"))
+            self._gnum[g] = n
+            self._greps.append(g)
+        return n
 
     def _local_steps(self, i, st, g, no_faults_left) -> tuple:
         """The steps of actor ``i`` (not blocked, not terminal) from actor state ``st`` under shared
@@ -933,6 +1051,15 @@ def _quiet(fn, world, state, memo=None):
         return fn(world, state, None)
     except Exception:  # noqa: BLE001 - a permuted state the property cannot read: no verdict
         return None
+
+
+KEY_BITS = 32  # width of each field of a state key (state_key)
+KEY_MASK = (1 << KEY_BITS) - 1
+
+
+def _numbers(key: int, nactors: int) -> memoryview:
+    """The fields of a state key: the actors' numbers, the shared variables' number, faults used."""
+    return memoryview(key.to_bytes(4 * (nactors + 2), "little")).cast("I")
 
 
 _MISS = object()

@@ -230,3 +230,87 @@ def test_liveness_lasso_on_the_numpy_graph_matches_networkx_components():
         liveness._scc_labels = orig
     assert (res2.verdict, res2.message, res2.cycle_start, len(res2.counterexample)) == \
         (res.verdict, res.message, res.cycle_start, len(res.counterexample))
+
+
+# -- integer-keyed searches (model/features.py's ``keyed``) against the state-keyed search ---------------
+
+KEYED_CASES = [
+    ("user", {"stages": 2, "microbatches": 2, "capacity": 1}, None, False),
+    ("pp0", {}, None, False),
+    ("pp0", {}, "pp0-local-recompute", False),
+    ("kv", {}, None, False),
+    ("kv", {}, "reset-drift", False),
+    pytest.param("pp1", {"mesh": 2}, None, True, marks=pytest.mark.slow),
+]
+
+
+def _variant_model(name, params, variant):
+    info = load_spec(str(USER_PIPELINE) if name == "user" else name)
+    full = {k: p.default for k, p in info.params.items()}
+    if variant is not None:
+        full.update(info.variants[variant].params)
+    full.update(params)
+    return build_model(info, full, variant, "gloo")
+
+
+@pytest.mark.parametrize("name,params,variant,liveness", KEYED_CASES)
+def test_keyed_search_equals_the_state_keyed_search(name, params, variant, liveness):
+    """The same unreduced graph explored with integer keys and with the states themselves as keys:
+    same verdict, counts, counterexample, states in the same order, same kept graph."""
+    runs = []
+    for keyed in (True, False):
+        model = _variant_model(name, params, variant)
+        model.set_reduction(False)
+        model.set_liveness(liveness)
+        if not keyed:
+            model.keyed = lambda: False
+        assert model.keyed() is keyed
+        ex = Explorer(model, keep_graph=liveness)
+        runs.append((ex, ex.run()))
+    (kex, kres), (sex, sres) = runs
+    assert kres.stats.states > 50
+    assert (kres.verdict, kres.message, kres.stats.states, kres.stats.transitions, kres.stats.end_states) == \
+        (sres.verdict, sres.message, sres.stats.states, sres.stats.transitions, sres.stats.end_states)
+    assert kres.counterexample == sres.counterexample
+    assert type(kex.states).__name__ == "KeyedStates" and isinstance(sex.states, list)
+    assert list(kex.states) == sex.states
+    assert (list(kex.edge_src), list(kex.edge_dst), list(kex.edge_actor)) == \
+        (list(sex.edge_src), list(sex.edge_dst), list(sex.edge_actor))
+
+
+@pytest.mark.parametrize("name,params,variant,liveness", KEYED_CASES[:5])
+def test_keyed_successors_are_the_raw_successors_as_keys(name, params, variant, liveness):
+    """On every explored state: keys and states convert both ways, and keyed_successors gives the raw
+    successors in the same order, some as their keys."""
+    model = _variant_model(name, params, variant)
+    model.set_reduction(False)
+    ex = Explorer(model)
+    ex.run()
+    as_keys = 0
+    for k in ex.states.keys:
+        s = model.state_of(k)
+        assert model.state_key(s) == k and model.state_of(model.state_key(s)) == s
+        raw = list(model.raw_successors(s))
+        keyed = list(model.keyed_successors(s, k))
+        assert [a for a, _ in keyed] == [a for a, _ in raw]
+        for (_, n), (_, r) in zip(keyed, raw):
+            if type(n) is int:
+                as_keys += 1
+                assert model.state_of(n) == r and model.state_key(r) == n
+            else:
+                assert n == r
+    assert as_keys > 0
+
+
+def test_reduced_and_monitored_searches_are_not_keyed():
+    """Ample sets, orbit representatives and monitors read whole states: those searches keep states."""
+    pp0 = _model("pp0")
+    pp0.set_reduction(True)
+    assert not pp0.keyed()
+    pp0.set_reduction(False)
+    assert pp0.keyed()
+    tp = _model("tp", ranks=2)  # declares a monitor
+    tp.set_reduction(False)
+    assert not tp.keyed()
+    ex = Explorer(tp)
+    assert ex.run().verdict == "HOLDS" and isinstance(ex.states, list)
