@@ -212,8 +212,12 @@ class Explorer:
                 en = set() if keep else None
                 ntrans = 0
                 try:
-                    for a, n in (successors(s, keys[i]) if keyed else successors(s)):
-                        ntrans += 1
+                    succs = successors(s, keys[i]) if keyed else successors(s)
+                    if type(succs) is not list:
+                        succs = list(succs)
+                    ntrans = len(succs)
+                    nst = len(parent)  # the index the next new state gets
+                    for a, n in succs:
                         if keyed and type(n) is int:  # the successor's key: built below only if new
                             k, n = n, None
                         elif isinstance(n, Violation):
@@ -227,7 +231,6 @@ class Explorer:
                         else:
                             k = key_of(n) if keyed else n
                         # one hash of the successor: stored under the next index unless already there
-                        nst = len(parent)
                         j = index.setdefault(k, nst)
                         if keep:
                             try:
@@ -241,6 +244,7 @@ class Explorer:
                             edge_dst.append(j)
                             edge_actor.append(aid)
                         if j == nst:
+                            nst += 1
                             if n is None:
                                 n = state_of(k)
                             states.append(k)

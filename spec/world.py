@@ -141,9 +141,8 @@ class Protocol(Fabric, Reductions, Explanation):
         self._local_memo = {nfl: [{} for _ in self.actors] for nfl in (False, True)}
         self._local_size = 0
         self._gids: dict = {}
-        # the same, keyed by numbers (keyed_successors): actor state number (private role) or (actor
-        # state number, shared variables' number) -> _local_steps with each fast record's new actor
-        # state and shared variables given as their numbers
+        # the same, keyed by numbers (keyed_successors): actor state number (private role), or it
+        # | shared variables' number << KEY_BITS -> _keyed_steps
         self._klocal_memo = {nfl: [{} for _ in self.actors] for nfl in (False, True)}
         self._private = [bool(f & PRIVATE) for f in self._ctx_flags]
         self._status_memo: dict = {}
@@ -368,7 +367,7 @@ class Protocol(Fabric, Reductions, Explanation):
         if keyed:
             klocal = self._klocal_memo[fu >= self.max_faults]
             nums = _numbers(key, len(actors))
-            gk = nums[-2]
+            gk = nums[-2] << KEY_BITS  # memo keys: actor state number | shared variables' number << KEY_BITS
             self._kparent = (key, actors, g, fu)  # state_of builds this state's successors from it
         normal: list = []
         fire = self._fire
@@ -407,10 +406,10 @@ class Protocol(Fabric, Reductions, Explanation):
                     exited = True
                 continue
             if keyed:
-                mk = nums[i] if private[i] else (nums[i], gk)
+                mk = nums[i] if private[i] else nums[i] | gk
                 entry = klocal[i].get(mk)
                 if entry is None:
-                    entry = self._keyed_steps(i, st, g, no_faults_left, nums[i], gk)
+                    entry = self._keyed_steps(i, st, g, no_faults_left, nums[i], gk >> KEY_BITS)
                     if self._local_size < MEMO_LIMIT:
                         self._local_size += 1
                         klocal[i][mk] = entry
@@ -559,6 +558,8 @@ class Protocol(Fabric, Reductions, Explanation):
             self.fired.update(*used)
         return out
 
+    keyed_successors = raw_successors  # (state, its state_key): some successors come as keys
+
     def _keyed_steps(self, i, st, g, no_faults_left, an: int, gn: int) -> tuple:
         """``_local_steps`` of actor ``i`` in actor state number ``an`` under shared variables number
         ``gn``, each fast record carrying instead of the new actor state what the step adds to the
@@ -585,9 +586,6 @@ class Protocol(Fabric, Reductions, Explanation):
         ones (no ample sets nor orbit representatives, which read whole states) and carry no monitors."""
         return not self._por_on and not self._sym_on and self._monitor_set is None
 
-    def keyed_successors(self, state, key):
-        return self.raw_successors(state, key)
-
     def state_key(self, state):
         """One int: the number of each actor's state, then the shared variables' number, then the
         faults used, in fields of KEY_BITS bits (lowest first).  Equal keys exactly for equal states.
@@ -610,14 +608,20 @@ class Protocol(Fabric, Reductions, Explanation):
             return key
         reps = self._areps
         p = self._kparent
+        n = len(reps)
         if p is not None:
             d = key ^ p[0]
-            i = (d.bit_length() - 1) // KEY_BITS
-            if d and i == ((d & -d).bit_length() - 1) // KEY_BITS and i < len(reps):
+            low = d & ((1 << (KEY_BITS * n)) - 1)  # the actors' fields that differ
+            i = (low.bit_length() - 1) // KEY_BITS
+            if low and i == ((low & -low).bit_length() - 1) // KEY_BITS:  # one actor's field
                 nl = list(p[1])
                 nl[i] = reps[i][(key >> (KEY_BITS * i)) & KEY_MASK]
-                return _new_world(WorldState, (tuple(nl), p[2], p[3], ()))
-        nums = _numbers(key, len(reps))
+                high = d >> (KEY_BITS * n)
+                if not high:
+                    return _new_world(WorldState, (tuple(nl), p[2], p[3], ()))
+                g = self._greps[(key >> (KEY_BITS * n)) & KEY_MASK] if high & KEY_MASK else p[2]
+                return _new_world(WorldState, (tuple(nl), g, key >> (KEY_BITS * (n + 1)), ()))
+        nums = _numbers(key, n)
         return _new_world(WorldState, (tuple(map(list.__getitem__, reps, nums)), self._greps[nums[-2]], nums[-1], ()))
 
     def _actor_number(self, i: int, a) -> int:
