@@ -27,7 +27,7 @@ explain.py; states are the typed tuples of state.py.
 from __future__ import annotations
 
 import operator
-from array import array
+import struct
 from collections import namedtuple
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -124,6 +124,8 @@ class Protocol(Fabric, Reductions, Explanation):
         self._gnum: dict = {}
         self._greps: list = []
         self._kparent = None  # (key, actors, shared, faults used) of the state keyed_successors expanded last
+        # a key's fields as bytes: the actors' numbers, the shared variables' number, the faults used
+        self._key_fields = struct.Struct(f"<{len(self.actors) + 2}I")
         self._prepare()
 
     def forget_memos(self) -> None:
@@ -366,7 +368,7 @@ class Protocol(Fabric, Reductions, Explanation):
         keyed = key is not None and type(key) is int  # a state with fabric entries is its own key
         if keyed:
             klocal = self._klocal_memo[fu >= self.max_faults]
-            nums = _numbers(key, len(actors))
+            nums = self._key_fields.unpack(key.to_bytes(self._key_fields.size, "little"))
             gk = nums[-2] << KEY_BITS  # memo keys: actor state number | shared variables' number << KEY_BITS
             self._kparent = (key, actors, g, fu)  # state_of builds this state's successors from it
         normal: list = []
@@ -593,13 +595,13 @@ class Protocol(Fabric, Reductions, Explanation):
         if len(state) > 4 or state[3]:
             return state
         aids = self._aids
-        out = array("I")
+        out = []
         for i, a in enumerate(state[0]):
             n = aids[i].get(id(a))  # the object kept for a number: found without hashing it
             out.append(self._actor_number(i, a) if n is None else n)
         out.append(self._shared_number(state[1]))
         out.append(state[2])
-        return int.from_bytes(out.tobytes(), "little")
+        return int.from_bytes(self._key_fields.pack(*out), "little")
 
     def state_of(self, key):
         """The state whose ``state_key`` is ``key``.  A key that differs in one actor's field from the
@@ -621,7 +623,7 @@ class Protocol(Fabric, Reductions, Explanation):
                     return _new_world(WorldState, (tuple(nl), p[2], p[3], ()))
                 g = self._greps[(key >> (KEY_BITS * n)) & KEY_MASK] if high & KEY_MASK else p[2]
                 return _new_world(WorldState, (tuple(nl), g, key >> (KEY_BITS * (n + 1)), ()))
-        nums = _numbers(key, n)
+        nums = self._key_fields.unpack(key.to_bytes(self._key_fields.size, "little"))
         return _new_world(WorldState, (tuple(map(list.__getitem__, reps, nums)), self._greps[nums[-2]], nums[-1], ()))
 
     def _actor_number(self, i: int, a) -> int:
@@ -1059,11 +1061,6 @@ def _quiet(fn, world, state, memo=None):
 
 KEY_BITS = 32  # width of each field of a state key (state_key)
 KEY_MASK = (1 << KEY_BITS) - 1
-
-
-def _numbers(key: int, nactors: int) -> memoryview:
-    """The fields of a state key: the actors' numbers, the shared variables' number, faults used."""
-    return memoryview(key.to_bytes(4 * (nactors + 2), "little")).cast("I")
 
 
 _MISS = object()
