@@ -415,6 +415,12 @@ class Protocol(Fabric, Reductions, Explanation):
                     if self._local_size < MEMO_LIMIT:
                         self._local_size += 1
                         klocal[i][mk] = entry
+                if entry[2] is not None:  # local steps only: each successor is the key plus a constant
+                    if entry[0] and track:
+                        used.append(entry[0])
+                    for a, d in entry[2]:
+                        append((a, key + d))
+                    continue
             else:
                 if private[i]:
                     mk = st
@@ -432,7 +438,7 @@ class Protocol(Fabric, Reductions, Explanation):
                     if self._local_size < MEMO_LIMIT:
                         self._local_size += 1
                         local[i][mk] = entry
-            pairs, items = entry
+            pairs, items = entry[0], entry[1]
             if pairs and track:
                 used.append(pairs)
             for kind, a, x, ng, dfu in items:
@@ -473,8 +479,9 @@ class Protocol(Fabric, Reductions, Explanation):
             if len(members) != len(self.groups[gname].ranks):
                 continue
             normal.append(self._complete_collective(state, gname, members))
-        fifo = not self.profile.p2p_tags
-        eager_on = self.profile.eager_below > 0
+        if sends or recvs:
+            fifo = not self.profile.p2p_tags
+            eager_on = self.profile.eager_below > 0
         for sref, src_rank, sop, spos in sends:
             if fifo and spos != 0:
                 continue
@@ -566,7 +573,8 @@ class Protocol(Fabric, Reductions, Explanation):
         """``_local_steps`` of actor ``i`` in actor state number ``an`` under shared variables number
         ``gn``, each fast record carrying instead of the new actor state what the step adds to the
         state's key (``state_key``): the change of actor i's number, of the shared variables' number
-        and of the faults used, each in its field."""
+        and of the faults used, each in its field.  A third item lists (action, what it adds) when
+        every record is a fast one (else None)."""
         pairs, items = self._local_steps(i, st, g, no_faults_left)
         n = len(self.actors)
         out = []
@@ -580,7 +588,8 @@ class Protocol(Fabric, Reductions, Explanation):
                 out.append((k, a, d, None, 0))
             else:
                 out.append((k, a, x, ng, dfu))
-        return pairs, tuple(out)
+        only_fast = tuple((a, d) for _, a, d, _, _ in out) if all(r[0] == _FAST for r in out) else None
+        return pairs, tuple(out), only_fast
 
     # -- integer keys (model/features.py's ``keyed``) ----------------------------------------------
     def keyed(self) -> bool:
