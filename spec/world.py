@@ -123,7 +123,8 @@ class Protocol(Fabric, Reductions, Explanation):
         self._aids: list[dict] = [{} for _ in self.actors]
         self._gnum: dict = {}
         self._greps: list = []
-        self._kparent = None  # (key, actors, shared, faults used) of the state keyed_successors expanded last
+        # (key, actors, shared, faults used, key fields) of the state keyed_successors expanded last
+        self._kparent = None
         # a key's fields as bytes: the actors' numbers, the shared variables' number, the faults used
         self._key_fields = struct.Struct(f"<{len(self.actors) + 2}I")
         self._prepare()
@@ -165,6 +166,7 @@ class Protocol(Fabric, Reductions, Explanation):
                                    and (a.role.transitions[tidx].fault is None or a.role.transitions[tidx].fault in self.faults))
                         for ctl, tids in a.role.by_src.items()} for a in self.actors]
         self._monitor_set = MonitorSet(self, self.monitors) if self.monitors else None
+        self._issues_ops = any(t.op is not None for a in self.actors for t in a.role.transitions)
 
     def _sym_ranks_idx(self) -> frozenset:
         return frozenset(self.symmetric) if len(self.symmetric) > 1 else frozenset()
@@ -370,7 +372,7 @@ class Protocol(Fabric, Reductions, Explanation):
             klocal = self._klocal_memo[fu >= self.max_faults]
             nums = self._key_fields.unpack(key.to_bytes(self._key_fields.size, "little"))
             gk = nums[-2] << KEY_BITS  # memo keys: actor state number | shared variables' number << KEY_BITS
-            self._kparent = (key, actors, g, fu)  # state_of builds this state's successors from it
+            self._kparent = (key, actors, g, fu, nums)  # state_of and state_key build its successors' from it
         normal: list = []
         fire = self._fire
         no_faults_left = fu >= self.max_faults
@@ -593,9 +595,11 @@ class Protocol(Fabric, Reductions, Explanation):
 
     # -- integer keys (model/features.py's ``keyed``) ----------------------------------------------
     def keyed(self) -> bool:
-        """Whether the explorer may key this search's states by numbers: the successors are the raw
-        ones (no ample sets nor orbit representatives, which read whole states) and carry no monitors."""
-        return not self._por_on and not self._sym_on and self._monitor_set is None
+        """Whether the explorer keys this search's states by numbers: the successors are the raw ones
+        (no ample sets nor orbit representatives, which read whole states), carry no monitors, and come
+        from local steps (no role issues ops: op, fabric and failure steps make whole states, and keying
+        those costs more than it saves)."""
+        return not self._por_on and not self._sym_on and self._monitor_set is None and not self._issues_ops
 
     def state_key(self, state):
         """One int: the number of each actor's state, then the shared variables' number, then the
@@ -603,9 +607,21 @@ class Protocol(Fabric, Reductions, Explanation):
         A state with fabric entries or monitors is its own key."""
         if len(state) > 4 or state[3]:
             return state
+        actors = state[0]
+        p = self._kparent
+        if p is not None and p[1] is not actors:  # a successor of the state expanded last: what changed
+            key = p[0]
+            nums = p[4]
+            for i, (a, b) in enumerate(zip(actors, p[1])):
+                if a is not b:
+                    key += (self._actor_number(i, a) - nums[i]) << (KEY_BITS * i)
+            n = len(actors)
+            if state[1] is not p[2]:
+                key += (self._shared_number(state[1]) - nums[n]) << (KEY_BITS * n)
+            return key + ((state[2] - p[3]) << (KEY_BITS * (n + 1)))
         aids = self._aids
         out = []
-        for i, a in enumerate(state[0]):
+        for i, a in enumerate(actors):
             n = aids[i].get(id(a))  # the object kept for a number: found without hashing it
             out.append(self._actor_number(i, a) if n is None else n)
         out.append(self._shared_number(state[1]))

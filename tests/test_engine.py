@@ -262,6 +262,7 @@ def test_keyed_search_equals_the_state_keyed_search(name, params, variant, liven
         model = _variant_model(name, params, variant)
         model.set_reduction(False)
         model.set_liveness(liveness)
+        model._issues_ops = False  # keyed by default only without ops (a matter of speed): forced here
         if not keyed:
             model.keyed = lambda: False
         assert model.keyed() is keyed
@@ -284,6 +285,7 @@ def test_keyed_successors_are_the_raw_successors_as_keys(name, params, variant, 
     successors in the same order, some as their keys."""
     model = _variant_model(name, params, variant)
     model.set_reduction(False)
+    model._issues_ops = False
     ex = Explorer(model)
     ex.run()
     as_keys = 0
@@ -302,15 +304,50 @@ def test_keyed_successors_are_the_raw_successors_as_keys(name, params, variant, 
     assert as_keys > 0
 
 
-def test_reduced_and_monitored_searches_are_not_keyed():
-    """Ample sets, orbit representatives and monitors read whole states: those searches keep states."""
+def test_reduced_monitored_and_op_issuing_searches_are_not_keyed():
+    """Ample sets, orbit representatives and monitors read whole states: those searches keep states;
+    so do worlds whose roles issue ops (their steps make whole states)."""
+    user = _model("user", stages=2, microbatches=2, capacity=1)
+    user.set_reduction(True)
+    assert not user.keyed()
+    user.set_reduction(False)
+    assert user.keyed()
+    ex = Explorer(user)
+    assert ex.run().verdict == "HOLDS" and type(ex.states).__name__ == "KeyedStates"
     pp0 = _model("pp0")
-    pp0.set_reduction(True)
-    assert not pp0.keyed()
     pp0.set_reduction(False)
-    assert pp0.keyed()
+    assert not pp0.keyed()
     tp = _model("tp", ranks=2)  # declares a monitor
     tp.set_reduction(False)
     assert not tp.keyed()
     ex = Explorer(tp)
     assert ex.run().verdict == "HOLDS" and isinstance(ex.states, list)
+
+
+def test_keyed_search_equals_the_state_keyed_search_on_random_protocols():
+    """Random protocols (tests/protogen.py: ops, faults, timeouts, FIFO queues, liveness), unreduced,
+    keyed (forced) and not: same verdicts, counts and counterexamples."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import protogen
+
+    rng = random.Random(7)
+    compared = 0
+    for _ in range(60):
+        d = protogen.describe(protogen.random_pick(rng))
+        out = []
+        for keyed in (True, False):
+            model = protogen.build(d)
+            model._issues_ops = False
+            if not keyed:
+                model.keyed = lambda: False
+            try:
+                res = check(model, liveness=True, reduction=False)
+            except SpecError as e:
+                out.append(("spec error", str(e)))
+                continue
+            out.append((res.verdict, res.message, res.stats.states, res.stats.transitions, res.counterexample))
+        assert out[0] == out[1], d
+        compared += out[0][0] != "spec error"
+    assert compared > 30
