@@ -281,7 +281,7 @@ class Explorer:
                         r = violation_result(kind, self.path_to(i))
                         r.waiting = self.waiting_at_end(self.path_to(i), s)
                         found.append((depth, r))
-                if b.max_states is not None and len(states) >= b.max_states:
+                if b.max_states is not None and len(parent) >= b.max_states:
                     bound_hit = f"max-states {b.max_states}"
                     break
                 now = time.perf_counter()

@@ -569,7 +569,39 @@ class Protocol(Fabric, Reductions, Explanation):
             self.fired.update(*used)
         return out
 
-    keyed_successors = raw_successors  # (state, its state_key): some successors come as keys
+    def keyed_successors(self, state, key):
+        """``raw_successors(state, key)``, with a shortcut for the states of a keyed world (no role
+        issues ops: no posted op, no fabric entry, no failure step) where every actor's steps are
+        memoised local steps and no crash or hang can strike: the successors are then the key plus
+        each record's constant, in the same order.  Anything else goes through raw_successors."""
+        actors, g, fu = state[0], state[1], state[2]
+        if type(key) is not int or (self._fault_kinds and fu < self.max_faults):
+            return self.raw_successors(state, key)
+        nums = self._key_fields.unpack(key.to_bytes(self._key_fields.size, "little"))
+        gk = nums[-2] << KEY_BITS
+        klocal = self._klocal_memo[fu >= self.max_faults]
+        private = self._private
+        out: list = []
+        append = out.append
+        used: list = []
+        for i, st in enumerate(actors):
+            if st[0] in BUILTIN_TERMINAL:
+                continue
+            if st[2] is not None:  # blocked in an op (a world with ops keyed by force: tests)
+                return self.raw_successors(state, key)
+            entry = klocal[i].get(nums[i] if private[i] else nums[i] | gk)
+            if entry is None or entry[2] is None:  # not memoised yet, or not only local steps
+                return self.raw_successors(state, key)
+            if entry[0]:
+                used.append(entry[0])
+            for a, d in entry[2]:
+                append((a, key + d))
+        if not out:  # stuck, or only quiescent steps
+            return self.raw_successors(state, key)
+        self._kparent = (key, actors, g, fu, nums)
+        if used and len(self.fired) < self._pairs_total:
+            self.fired.update(*used)
+        return out
 
     def _keyed_steps(self, i, st, g, no_faults_left, an: int, gn: int) -> tuple:
         """``_local_steps`` of actor ``i`` in actor state number ``an`` under shared variables number

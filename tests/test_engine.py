@@ -277,6 +277,7 @@ def test_keyed_search_equals_the_state_keyed_search(name, params, variant, liven
     assert list(kex.states) == sex.states
     assert (list(kex.edge_src), list(kex.edge_dst), list(kex.edge_actor)) == \
         (list(sex.edge_src), list(sex.edge_dst), list(sex.edge_actor))
+    assert kex.model.fired == sex.model.fired  # coverage
 
 
 @pytest.mark.parametrize("name,params,variant,liveness", KEYED_CASES[:5])
