@@ -16,7 +16,7 @@ from array import array
 from typing import Any, Callable
 
 from .api import BOUND_REACHED, FAIL_FAST, HOLDS, Model, SpecError, Violation
-from .features import KEYED, features_of
+from .features import KEYED, LIVENESS, SYMMETRY, features_of
 from .result import Bounds, Result, Stats, peak_rss_mb  # re-exported: the old import path keeps working
 
 
@@ -112,8 +112,7 @@ class Explorer:
 
     def concrete(self, steps):
         """A path of orbit representatives (symmetry reduction) made into a concrete run."""
-        concretize = getattr(self.model, "concretize", None)
-        return concretize(steps) if concretize is not None else steps
+        return self.model.concretize(steps) if SYMMETRY in features_of(self.model) else steps
 
     def waiting_at_end(self, steps, state):
         """Who waits on whom at the end of the concrete run (``state`` when the path is empty)."""
@@ -148,7 +147,8 @@ class Explorer:
         last_report = t0
         # a keyed model numbers its states: the index and the stored states are keys, and a successor
         # that comes as its key is built only when it is new
-        keyed = KEYED in features_of(model) and model.keyed()
+        features = features_of(model)
+        keyed = KEYED in features and model.keyed()
         if keyed and not self.states:
             self.states = KeyedStates(model.state_of)
         key_of = model.state_key if keyed else None
@@ -158,7 +158,7 @@ class Explorer:
         keep = self.keep_graph
         edge_src, edge_dst, edge_actor, actor_id = self.edge_src, self.edge_dst, self.edge_actor, self._actor_id
         enabled_ids, enabled_id = self._enabled_ids, self.enabled_id
-        actor_of = getattr(model, "actor_of", None)
+        actor_of = model.actor_of if LIVENESS in features else None  # the kept graph's actors (weak fairness)
 
         actions = self._actions
         action_aid: dict = {}  # action -> its actor's number (liveness graph)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import deque
 
 from .api import LIVENESS, Violation
+from .features import LIVENESS as LIVENESS_FEATURE, features_of
 
 
 class _Enabled:
@@ -191,7 +192,7 @@ def find_lasso(ex, fair: bool = True):
     enabled = _Enabled(ex)
     cycle = fair_cycle(edges_from, enabled, entry, comp) if fair else _cycle_within(edges_from, entry, comp)
     # actions of the cycle: re-derive them from the model so describe() gets real labels
-    actor_of = getattr(model, "actor_of", None)
+    actor_of = model.actor_of if LIVENESS_FEATURE in features_of(model) else None
     cyc_steps = []
     for u, actor, v in cycle:
         su, sv = states[u], states[v]
