@@ -16,12 +16,16 @@ unreduced graph has the same 646,157 states at the defaults (S=6, M=4, C=2).
 
     lockstep check bench/user_pipeline_spec.py --no-reduction --no-liveness
     lockstep check bench/user_pipeline_spec.py -p stages=3 -p microbatches=2
+    lockstep check bench/user_pipeline_spec.py --variant source-skips --no-reduction   # INVARIANT
 
 bench/bench_engine.py times it through the generic explorer next to SPIN on bench/pipeline.pml.
 """
 from lockstep.model.api import INVARIANT
 from lockstep.spec.machine import DONE, ActorDef, Fifo, Protocol, Role
-from lockstep.spec.registry import Param, SpecInfo
+from lockstep.spec.patch import Draft, Patches
+from lockstep.spec.registry import Param, SpecInfo, Variant
+
+PATCHES = Patches()
 
 NOTHING = -1  # what a stage holds between send and the next receive
 
@@ -82,11 +86,26 @@ def _sink(S: int, M: int) -> Role:
     return r
 
 
+@PATCHES("source-skips")
+def source_skips(draft):
+    """the source skips microbatch 2 (it counts 1 -> 3); the sink finds 3 where it expects 2"""
+    M = draft.params["microbatches"]
+
+    def put(c):
+        c.gset(q0=c.g.q0.put(c.v.n))
+        c.set(n=c.v.n + (2 if c.v.n == 1 else 1))
+        if c.v.n >= M:
+            c.goto(DONE)
+
+    draft.role("source").replace("put", do=put)
+
+
 def build(params, variant, backend):
     S, M, C = params["stages"], params["microbatches"], params["capacity"]
     roles = [_source(M, C)] + [_stage(i, M, C) for i in range(S)] + [_sink(S, M)]
-    return Protocol(f"user-pipeline(S={S},M={M},C={C})", groups={}, backend=backend,
-                    actors=[ActorDef(k, "main", role) for k, role in enumerate(roles)],
+    actors = [ActorDef(k, "main", role) for k, role in enumerate(roles)]
+    draft = PATCHES.apply(variant, Draft({r.name: r for r in roles}, params, actors))
+    return Protocol(f"user-pipeline(S={S},M={M},C={C})", groups={}, backend=backend, actors=draft.actors,
                     shared={f"q{k}": Fifo() for k in range(S + 1)})
 
 
@@ -94,4 +113,4 @@ SPEC = SpecInfo(name="user-pipeline", description="the 6/4/2 pipeline over share
                 params={"stages": Param(6, "pipeline stages", min=1, max=12),
                         "microbatches": Param(4, "microbatches through the pipeline", min=1, max=8),
                         "capacity": Param(2, "queue capacity", min=1, max=4)},
-                build=build, variants={})
+                build=build, variants={"source-skips": Variant("the source skips a microbatch", ("INVARIANT",))})

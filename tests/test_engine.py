@@ -236,6 +236,7 @@ def test_liveness_lasso_on_the_numpy_graph_matches_networkx_components():
 
 KEYED_CASES = [
     ("user", {"stages": 2, "microbatches": 2, "capacity": 1}, None, False),
+    ("user", {"stages": 3, "microbatches": 4, "capacity": 1}, "source-skips", False),
     ("pp0", {}, None, False),
     ("pp0", {}, "pp0-local-recompute", False),
     ("kv", {}, None, False),
