@@ -53,7 +53,8 @@ class Explorer:
         self.bounds = bounds or Bounds()
         self.progress = progress
         self.keep_graph = keep_graph
-        self.index: dict[Any, int] = {}
+        # the visited set: key -> index when the graph is kept (an edge names its target), else a set
+        self.index: dict[Any, int] | set = {} if keep_graph else set()
         self.states: list[Any] = []
         self.parent = array("i")  # index of the state each state was first reached from (-1: initial)
         self.via: list[Any] = []  # the action that reached it (equal actions share one object)
@@ -168,7 +169,10 @@ class Explorer:
             if k in index:
                 return None
             i = len(states)
-            index[k] = i
+            if keep:
+                index[k] = i
+            else:
+                index.add(k)
             states.append(k)
             parent.append(p)
             try:
@@ -230,9 +234,8 @@ class Explorer:
                             continue
                         else:
                             k = key_of(n) if keyed else n
-                        # one hash of the successor: stored under the next index unless already there
-                        j = index.setdefault(k, nst)
-                        if keep:
+                        if keep:  # one hash of the successor: stored under the next index unless already there
+                            j = index.setdefault(k, nst)
                             try:
                                 aid = action_aid.get(a)
                             except TypeError:  # an unhashable choice in the action
@@ -243,22 +246,28 @@ class Explorer:
                             edge_src.append(i)
                             edge_dst.append(j)
                             edge_actor.append(aid)
-                        if j == nst:
-                            nst += 1
-                            if n is None:
-                                n = state_of(k)
-                            states.append(k)
-                            parent.append(i)
-                            try:
-                                a = actions.setdefault(a, a)
-                            except TypeError:  # an unhashable choice in the action: kept as it is
-                                pass
-                            via.append(a)
-                            nxt.append(j)
-                            nxt_states.append(n)
-                            v = invariant(n)
-                            if v is not None:
-                                found.append((depth + 1, violation_result(v, self.path_to(j))))
+                            if j != nst:
+                                continue
+                        elif k in index:
+                            continue
+                        else:
+                            index.add(k)
+                            j = nst
+                        nst += 1
+                        if n is None:
+                            n = state_of(k)
+                        states.append(k)
+                        parent.append(i)
+                        try:
+                            a = actions.setdefault(a, a)
+                        except TypeError:  # an unhashable choice in the action: kept as it is
+                            pass
+                        via.append(a)
+                        nxt.append(j)
+                        nxt_states.append(n)
+                        v = invariant(n)
+                        if v is not None:
+                            found.append((depth + 1, violation_result(v, self.path_to(j))))
                 except SpecError:
                     raise
                 finally:
