@@ -88,7 +88,8 @@ def _sink(S: int, M: int) -> Role:
 
 @PATCHES("source-skips")
 def source_skips(draft):
-    """the source skips microbatch 2 (it counts 1 -> 3); the sink finds 3 where it expects 2"""
+    """the source skips microbatch 2 (it counts 1 -> 3): with 4 or more microbatches the sink finds 3 where it
+    expects 2 (INVARIANT); with 3 the stages wait for a third microbatch that never comes (DEADLOCK)"""
     M = draft.params["microbatches"]
 
     def put(c):
