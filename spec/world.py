@@ -937,7 +937,11 @@ def _quiet(fn, world, state, memo=None):
 
 _MISS = object()
 _ABSENT = object()  # the value of a variable of an actor without variables, in a memo key
-MEMO_SHAPES = 32  # distinct read sets a property memo keeps
+MEMO_SHAPES = 256  # distinct read sets a property memo keeps
+
+
+def _read_order(r):
+    return (r[0], str(r[1]))
 
 
 class _PropertyMemo:
@@ -946,17 +950,31 @@ class _PropertyMemo:
     from the values at those fields to the result.  A state whose values at a shape's fields are
     equal to a stored key makes the property read exactly those fields again, with the same
     values, so it returns the same result: properties are deterministic functions of what they read
-    through the view.  An evaluation that took the raw state is not stored."""
+    through the view.  An evaluation that took the raw state is not stored.
 
-    __slots__ = ("shapes", "by_reads", "is_pending")
+    Any shape whose key matches gives the right result, so the order shapes are tried in is free.
+    A lookup does not walk every shape: the fields every shape reads (the *common* fields, e.g. which
+    actors are alive) index the shapes by their stored values there, and a state tries only the
+    shapes holding an entry with its own values at the common fields (the others cannot match)."""
+
+    __slots__ = ("shapes", "by_reads", "is_pending", "common_key", "index", "seen")
 
     def __init__(self, is_pending: bool = False):
-        self.shapes: list = []  # [key function, table]
+        self.shapes: list = []  # [key function, table, reads, positions of the common fields in reads, number]
         self.by_reads: dict = {}
         self.is_pending = is_pending
+        self.common_key = _key_function(())  # state -> its values at the common fields
+        self.index: dict = {}  # values at the common fields -> ((key, table), ...) of the shapes that hold them
+        self.seen: set = set()  # (values at the common fields, shape number) in ``index``
 
     def lookup(self, state):
-        for key, table in self.shapes:
+        try:
+            cands = self.index.get(self.common_key(state))
+        except TypeError:  # an unhashable value read: try every shape
+            cands = [(s[0], s[1]) for s in self.shapes]
+        if cands is None:
+            return _MISS
+        for key, table in cands:
             try:
                 out = table.get(key(state), _MISS)
             except TypeError:  # an unhashable value read
@@ -968,19 +986,41 @@ class _PropertyMemo:
     def store(self, rec, state, out) -> None:
         if (WORLD, RAW) in rec:
             return
-        reads = tuple(sorted(rec, key=lambda r: (r[0], str(r[1]))))
+        reads = tuple(sorted(rec, key=_read_order))
         shape = self.by_reads.get(reads)
         if shape is None:
             if len(self.shapes) >= MEMO_SHAPES:
                 return
-            shape = self.by_reads[reads] = [_key_function(reads), {}]
+            shape = self.by_reads[reads] = [_key_function(reads), {}, reads, (), len(self.shapes)]
             self.shapes.append(shape)
-        key, table = shape
+            self._reindex()
+        key, table = shape[0], shape[1]
         if len(table) < MEMO_LIMIT:
             try:
-                table[key(state)] = out
+                k = key(state)
+                table[k] = out
             except TypeError:
-                pass
+                return
+            self._add(shape, k)
+
+    def _add(self, shape, k) -> None:
+        n = shape[4]
+        ck = tuple([k[p] for p in shape[3]])
+        if (ck, n) not in self.seen:
+            self.seen.add((ck, n))
+            self.index[ck] = self.index.get(ck, ()) + ((shape[0], shape[1]),)
+
+    def _reindex(self) -> None:
+        """A shape was added: the common fields may have shrunk; index every stored entry again."""
+        common = frozenset(self.shapes[0][2]).intersection(*(s[2] for s in self.shapes[1:]))
+        order = tuple(sorted(common, key=_read_order))
+        self.common_key = _key_function(order)
+        self.index, self.seen = {}, set()
+        for shape in self.shapes:
+            pos = {r: p for p, r in enumerate(shape[2])}
+            shape[3] = tuple(pos[r] for r in order)
+            for k in shape[1]:
+                self._add(shape, k)
 
 
 def _key_function(reads):
