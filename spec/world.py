@@ -120,6 +120,7 @@ class Protocol(Fabric, Reductions, Explanation):
         """Empty the transition memos (a long trace replay moves on past states it never meets again)."""
         self._memo.clear()
         self._status_memo.clear()
+        self._gone_memo.clear()
         self._fault_memo.clear()
 
     def _prepare(self) -> None:
@@ -133,13 +134,19 @@ class Protocol(Fabric, Reductions, Explanation):
         self._gids: dict = {}
         self._private = [bool(f & PRIVATE) for f in self._ctx_flags]
         self._status_memo: dict = {}
+        self._gone_memo: dict = {}
         self._fault_memo: dict = {}
         self._canon_memo: dict = {}  # symmetric actors' states -> their sorted order, () when already sorted
+        self._vis_fns: dict = {}  # actor -> its compiled por_visible (Reductions._visibility)
+        self._pc_static: list = [{} for _ in self.actors]  # per actor, ctl -> Reductions._complete_static
         self._sym_get = operator.itemgetter(*self.symmetric) if len(self.symmetric) > 1 else None
         # view properties memoised on the values they read (_PropertyMemo)
         self._prop_memo = {fn: _PropertyMemo() for _, _, fn, viewed in self._props if viewed}
         if self._pending_view is not None and self._pending_view[1]:
             self._prop_memo[self._pending_view[0]] = _PropertyMemo(is_pending=True)
+        # the same, for the permuted states the symmetry check evaluates (kept apart: a hit in
+        # ``_prop_memo`` skips the read checks, which permuted states never went through)
+        self._sym_memo = {fn: _PropertyMemo() for fn in self._prop_memo}
         self._fault_kinds = tuple((kind, ranks, ctl) for kind, ranks, ctl in
                                   (("crash", self.crash_ranks, DEAD), ("hang", self.hang_ranks, HUNG))
                                   if kind in self.faults and ranks)
@@ -258,7 +265,8 @@ class Protocol(Fabric, Reductions, Explanation):
             # every state while the search is young, then one in eight: a detector, bounded in cost
             self._sym_checks += 1
             if self._sym_checks <= 5000 or not self._sym_checks & 7:
-                self._check_symmetric(what, lambda st: _quiet(fn, self, st, memo), state, out)
+                shadow = self._sym_memo.get(fn)
+                self._check_symmetric(what, lambda st: _quiet(fn, self, st, memo, shadow), state, out)
         return out
 
     @property
@@ -297,6 +305,17 @@ class Protocol(Fabric, Reductions, Explanation):
             out = self._rank_status(actors)
             if len(self._status_memo) < MEMO_LIMIT:
                 self._status_memo[key] = out
+        return out
+
+    def _gone_ranks(self, actors) -> frozenset:
+        """The ranks whose status is ``gone`` (memoised like ``rank_status``)."""
+        key = tuple([(st[0], st[2] is None) for st in actors])
+        out = self._gone_memo.get(key)
+        if out is None:
+            status = self.rank_status(actors)
+            out = frozenset(r for r, s in status.items() if s == "gone")
+            if len(self._gone_memo) < MEMO_LIMIT:
+                self._gone_memo[key] = out
         return out
 
     def _rank_status(self, actors) -> dict[int, str]:
@@ -474,11 +493,11 @@ class Protocol(Fabric, Reductions, Explanation):
         # failure steps: an op whose partner's process is gone
         gone_waits = []
         if exited and (pend_any or fab):  # no posted op: no endpoints
-            eps = self._endpoints(actors, fab)
-            status = self.rank_status(actors) if eps else None
-            for ep in eps:
-                if any(status[r] == "gone" for r in self._partners_of(actors, fab, ep[1], ep[2])):
-                    gone_waits.append(ep[0])
+            gone = self._gone_ranks(actors)
+            if gone:  # else no op waits on a gone process
+                for ep in self._endpoints(actors, fab):
+                    if not gone.isdisjoint(self._partners_of(actors, fab, ep[1], ep[2])):
+                        gone_waits.append(ep[0])
         if self.profile.gone_peer == "immediate":
             for ref in gone_waits:
                 normal.append(self._error_step(state, ref))
@@ -924,15 +943,25 @@ def _as_view_fn(fn):
     return (lambda world, state, rec: fn(world, state)), False
 
 
-def _quiet(fn, world, state, memo=None):
+def _quiet(fn, world, state, memo=None, shadow=None):
+    """The property on a permuted state, or None when it cannot read it; looked up in the property's
+    memo, then in ``shadow``, where what it gives on permuted states is memoised."""
     if memo is not None:
         out = memo.lookup(state)
         if out is not _MISS:
             return out
+    if shadow is not None:
+        out = shadow.lookup(state)
+        if out is not _MISS:
+            return out
+    rec = set() if shadow is not None else None
     try:
-        return fn(world, state, None)
+        out = fn(world, state, rec)
     except Exception:  # noqa: BLE001 - a permuted state the property cannot read: no verdict
         return None
+    if shadow is not None:
+        shadow.store(rec, state, out)
+    return out
 
 
 _MISS = object()
