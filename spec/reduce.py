@@ -217,23 +217,18 @@ class Reductions:
                    for f in role.observed if f != "ctl" and f != "pending")
 
     def por_independent(self, state, i, moves, succs) -> bool:
-        actors, g, fu = state[:3]
-        ctl = actors[i][0]
-        fp = self._fp_ctl[i].get(ctl)  # C1's footprint part is checked with C0 in por_complete
-        if (fp is not None and (fp[1] or fp[2] or fp[3]) or any(n[0][i][0] == DONE for _, n in moves)) \
-                and self._rank_may_die(state, i):
+        ctl = state[0][i][0]
+        st = self._pi_static[i].get(ctl)
+        if st is None:
+            st = self._pi_static[i][ctl] = self._independent_static(i, ctl)
+        writes, blocks_faults = st
+        if (writes or any(n[0][i][0] == DONE for _, n in moves)) and self._rank_may_die(state, i):
             # killing p's rank erases p's state, but neither what p wrote nor a thread that is DONE:
             # the kill before p's step and the kill after it would lead to different states
             return False
-        if fu >= self.max_faults or not self._faults_possible:
+        if state[2] >= self.max_faults or not self._faults_possible:
             return True  # no fault can be injected any more: nothing below applies
-        a = self.actors[i]
-        role = a.role
-        # a named fault spends the run's fault budget, which every other fault step reads
-        if any(role.transitions[t].fault in self.faults for t in role.by_src.get(ctl, ())):
-            return False
-        # the step moves the actor off a hang point: it disables ``hang`` of its rank
-        if "hang" in self.faults and a.rank in self.hang_ranks and ctl in role.hang_points:
+        if blocks_faults:
             return False
         # The stuck rule offers no fault in a state where only faults could happen.  Before this actor
         # moves, its step keeps every state the others reach non-stuck (it stays enabled: C0), so faults
@@ -253,6 +248,19 @@ class Reductions:
                 if _conflict(nfp, o):
                     return False
         return True
+
+    def _independent_static(self, i, ctl) -> tuple:
+        """What ``por_independent`` reads of actor i's control state alone: (its transitions there may
+        write, put or take a shared variable; a step there interacts with the faults by itself: a
+        named fault spends the run's fault budget, which every other fault step reads, and a step
+        off a hang point disables ``hang`` of its rank)."""
+        fp = self._fp_ctl[i].get(ctl)  # C1's footprint part is checked with C0 in por_complete
+        a = self.actors[i]
+        role = a.role
+        named = any(role.transitions[t].fault in self.faults for t in role.by_src.get(ctl, ()))
+        hang_point = "hang" in self.faults and a.rank in self.hang_ranks and ctl in role.hang_points
+        return bool(fp is not None and (fp[1] or fp[2] or fp[3])), named or hang_point
+
     def _has_step(self, state, i) -> bool:
         """Whether actor i (of a private role) has an enabled normal step in ``state``."""
         ctl, v, pend = state[0][i]

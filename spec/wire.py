@@ -114,15 +114,29 @@ class Fabric:
                 out.extend(r for r in self._partners_of(actors, fab, me, e[4]) if r not in out)
         return out
 
-    def _partners_of(self, actors, fab, me: int, op: Op) -> list[int]:
+    def _posted_collectives(self, actors, fab) -> dict:
+        """group -> the ranks that posted a collective on it (waiting on it, or a live fabric entry)."""
+        out: dict = {}
+        arank = self._actor_rank
+        for j, st in enumerate(actors):
+            p = st[2]
+            if p is not None and p[1].kind in COLLECTIVES:
+                out.setdefault(p[1].group, set()).add(arank[j])
+        if fab:
+            for _j, e in self._live_entries(actors, fab):
+                if e[4].kind in COLLECTIVES:
+                    out.setdefault(e[4].group, set()).add(arank[e[1]])
+        return out
+
+    def _partners_of(self, actors, fab, me: int, op: Op, posted: dict | None = None) -> list[int]:
+        """Ranks whose missing call keeps ``me``'s ``op`` waiting; ``posted``: ``_posted_collectives``
+        of this state, when the caller has it."""
         grp = self.groups[op.group]
         if op.kind in COLLECTIVES:
-            posted = {self.actors[j].rank for j, st in enumerate(actors)
-                      if st[2] is not None and st[2][1].group == op.group and st[2][1].kind in COLLECTIVES}
-            if fab:
-                posted.update(self._actor_rank[e[1]] for _j, e in self._live_entries(actors, fab)
-                              if e[4].group == op.group and e[4].kind in COLLECTIVES)
-            return [r for r in grp.ranks if r != me and r not in posted]
+            if posted is None:
+                posted = self._posted_collectives(actors, fab)
+            got = posted.get(op.group, ())
+            return [r for r in grp.ranks if r != me and r not in got]
         if op.kind == "send" and self.profile.eager(op):
             return []  # waits only for its own queue
         peer = grp.ranks[op.peer]

@@ -139,6 +139,7 @@ class Protocol(Fabric, Reductions, Explanation):
         self._canon_memo: dict = {}  # symmetric actors' states -> their sorted order, () when already sorted
         self._vis_fns: dict = {}  # actor -> its compiled por_visible (Reductions._visibility)
         self._pc_static: list = [{} for _ in self.actors]  # per actor, ctl -> Reductions._complete_static
+        self._pi_static: list = [{} for _ in self.actors]  # per actor, ctl -> Reductions._independent_static
         self._sym_get = operator.itemgetter(*self.symmetric) if len(self.symmetric) > 1 else None
         # view properties memoised on the values they read (_PropertyMemo)
         self._prop_memo = {fn: _PropertyMemo() for _, _, fn, viewed in self._props if viewed}
@@ -308,8 +309,8 @@ class Protocol(Fabric, Reductions, Explanation):
         return out
 
     def _gone_ranks(self, actors) -> frozenset:
-        """The ranks whose status is ``gone`` (memoised like ``rank_status``)."""
-        key = tuple([(st[0], st[2] is None) for st in actors])
+        """The ranks whose status is ``gone``, memoised on the control states (which alone decide it)."""
+        key = tuple([st[0] for st in actors])
         out = self._gone_memo.get(key)
         if out is None:
             status = self.rank_status(actors)
@@ -495,8 +496,19 @@ class Protocol(Fabric, Reductions, Explanation):
         if exited and (pend_any or fab):  # no posted op: no endpoints
             gone = self._gone_ranks(actors)
             if gone:  # else no op waits on a gone process
+                posted = None
+                groups = self.groups
                 for ep in self._endpoints(actors, fab):
-                    if not gone.isdisjoint(self._partners_of(actors, fab, ep[1], ep[2])):
+                    op = ep[2]
+                    # the partners are ranks of the op's group; of a point-to-point op, its peer alone
+                    if op.kind in COLLECTIVES:
+                        if gone.isdisjoint(groups[op.group].ranks):
+                            continue
+                        if posted is None:
+                            posted = self._posted_collectives(actors, fab)
+                    elif groups[op.group].ranks[op.peer] not in gone:
+                        continue
+                    if not gone.isdisjoint(self._partners_of(actors, fab, ep[1], op, posted)):
                         gone_waits.append(ep[0])
         if self.profile.gone_peer == "immediate":
             for ref in gone_waits:
@@ -836,14 +848,21 @@ class Protocol(Fabric, Reductions, Explanation):
         key = tuple([(st[0], st[2] is None) for st in actors])
         which = self._fault_memo.get(key)
         if which is None:
-            which = self._faults_that_may_strike(actors)
+            # with what ``_kill_rank`` writes: it too reads only the control states
+            which = []
+            for kind, r, ctl in self._faults_that_may_strike(actors):
+                dead = ActorState(ctl, None, None)
+                which.append(((kind, r), tuple((j, dead) for j in self.actors_of_rank[r]
+                                               if actors[j][0] not in (DONE, FAILED, DEAD))))
+            which = tuple(which)
             if len(self._fault_memo) < MEMO_LIMIT:
                 self._fault_memo[key] = which
         out = []
-        for kind, r, ctl in which:
+        for act, kills in which:
             nl = list(actors)
-            self._kill_rank(nl, r, ctl)
-            out.append(((kind, r), WorldState(tuple(nl), g, fu + 1, fab)))
+            for j, dead in kills:
+                nl[j] = dead
+            out.append((act, _new_world(WorldState, (tuple(nl), g, fu + 1, fab))))
         return out
 
     def _faults_that_may_strike(self, actors) -> tuple:
