@@ -97,6 +97,9 @@ class Protocol(Fabric, Reductions, Explanation):
                            for i, a in enumerate(self.actors)]
         self._props = [(name, verdict, *_as_view_fn(fn)) for name, verdict, fn in self.invariants]
         self._pending_view = _as_view_fn(self.pending_fn) if self.pending_fn is not None else None
+        # where a property's error is reported
+        self._prop_what = [f"{self.name} invariant {name}" for name, _, _, _ in self._props]
+        self._pending_what = f"{self.name} liveness obligation"
         self._por_reduce = True
         self._por_live = False
         raw = any(not viewed for _, _, _, viewed in self._props) or (self._pending_view is not None and not self._pending_view[1])
@@ -141,6 +144,8 @@ class Protocol(Fabric, Reductions, Explanation):
         self._pc_static: list = [{} for _ in self.actors]  # per actor, ctl -> Reductions._complete_static
         self._pi_static: list = [{} for _ in self.actors]  # per actor, ctl -> Reductions._independent_static
         self._sym_get = operator.itemgetter(*self.symmetric) if len(self.symmetric) > 1 else None
+        sym = tuple(self.symmetric)
+        self._sym_span = (sym[0], sym[-1] + 1) if len(sym) > 1 and sym == tuple(range(sym[0], sym[-1] + 1)) else None
         # view properties memoised on the values they read (_PropertyMemo)
         self._prop_memo = {fn: _PropertyMemo() for _, _, fn, viewed in self._props if viewed}
         if self._pending_view is not None and self._pending_view[1]:
@@ -235,8 +240,8 @@ class Protocol(Fabric, Reductions, Explanation):
         yield WorldState(actors, g, 0, ())
 
     def invariant(self, state):
-        for name, verdict, fn, _viewed in self._props:
-            msg = self._property(f"{self.name} invariant {name}", fn, state)
+        for (name, verdict, fn, _viewed), what in zip(self._props, self._prop_what):
+            msg = self._property(what, fn, state)
             if msg:
                 return Violation(verdict, f"{name}: {msg}", {"invariant": name})
         return None
@@ -276,7 +281,7 @@ class Protocol(Fabric, Reductions, Explanation):
         return _WORLD_FEATURES | _LIVE_FEATURES if self.pending_fn is not None else _WORLD_FEATURES
 
     def _pending(self, state) -> bool:
-        return bool(self._property(f"{self.name} liveness obligation", self._pending_view[0], state))
+        return bool(self._property(self._pending_what, self._pending_view[0], state))
 
     @staticmethod
     def _actor_of(action):
@@ -662,6 +667,10 @@ class Protocol(Fabric, Reductions, Explanation):
                 self._canon_memo[parts] = perm
         if not perm:
             return state
+        span = self._sym_span
+        if span is not None and len(state) == 4:  # the symmetric actors are a run: splice it
+            lo, hi = span
+            return _new_world(WorldState, (actors[:lo] + perm + actors[hi:], state[1], state[2], state[3]))
         nl = list(actors)
         for i, p in zip(self.symmetric, perm):
             nl[i] = p
