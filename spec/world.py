@@ -648,6 +648,28 @@ class Protocol(Fabric, Reductions, Explanation):
             out.append((_OP, act, (tidx, op, ctl, nv, solo, {}), ng, dfu))
         return out
 
+    def successors(self, state):
+        """Reductions.successors, with ``canonical``'s memo hit inlined for a consecutive run of
+        symmetric actors."""
+        span = self._sym_span
+        if not self._sym_on or span is None:
+            return Reductions.successors(self, state)
+        lo, hi = span
+        memo = self._canon_memo
+        canon = self.canonical
+        out = []
+        for a, n in self.raw_successors(state):
+            if n.__class__ is WorldState and not n[3]:
+                actors = n[0]
+                perm = memo.get(actors[lo:hi])
+                if perm is not None:
+                    if perm:
+                        n = _new_world(WorldState, (actors[:lo] + perm + actors[hi:], n[1], n[2], n[3]))
+                    out.append((a, n))
+                    continue
+            out.append((a, n if isinstance(n, Violation) else canon(n)))
+        return out
+
     def canonical(self, state):
         """The orbit representative (Reductions.canonical), memoised on the symmetric actors' states:
         the sorted order of a tuple of actor states is computed once."""
