@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lockstep.model.api import INVARIANT, SpecError
+from lockstep.model.api import INVARIANT, SpecError, Violation
 from lockstep.model.checker import Explorer, check
 from lockstep.model.liveness import _scc_labels
 from lockstep.spec.loading import build_model, load_spec
@@ -174,6 +174,10 @@ def test_memoised_properties_and_canonical_forms_equal_direct_evaluation():
             assert model._property(name, fn, s) == fn(model, s, None)
         assert model.pending(s) == bool(model._pending_view[0](model, s, None))
         assert model.canonical(s) == Reductions.canonical(model, s)
+        assert model.successors(s) == Reductions.successors(model, s)  # the inlined memo hit
+        for a, n in model.raw_successors(s):  # the compiled visibility test against the plain one
+            if model.por_actor(a) is not None and not isinstance(n, Violation):
+                assert model.por_visible(s, a, n) == model._por_visible(s, a, n)
 
 
 def test_property_memo_tells_apart_states_that_differ_in_what_it_read():
