@@ -19,6 +19,8 @@ from .fabric import COLLECTIVES, P2P, Op, Post, check_post, combine, splits_mism
 from .lang import EXITED, ActorDef, Transition
 from .state import ActorState, PendingOp, WorldState
 
+_new_state = tuple.__new__  # WorldState(...) without the namedtuple's Python-level __new__
+
 _SAME_FOR_ALL = frozenset({"broadcast", "all_reduce", "all_gather", "barrier", "monitored_barrier"})
 _OP_FAILED = ("error: partner process gone",)  # the result of a posted op whose partner is gone
 
@@ -296,7 +298,7 @@ class Fabric:
             self._dequeue(nl, fl, rank, key)
         if viol is not None:
             return act, viol
-        return act, WorldState(tuple(nl), ng, fu, tuple(fl))
+        return act, _new_state(WorldState, (tuple(nl), ng, fu, tuple(fl)))
 
     def _p2p_mismatch(self, group, src_rank, sop: Op, dst_rank, rop: Op):
         return Violation(COLLECTIVE_MISMATCH, f"matched p2p on {group} differ: rank {src_rank} sends "
@@ -322,7 +324,7 @@ class Fabric:
         viol = v1 or v2
         if viol is not None:
             return act, viol
-        return act, WorldState(tuple(nl), g2, fu, tuple(fl) if fl else fab)
+        return act, _new_state(WorldState, (tuple(nl), g2, fu, tuple(fl) if fl else fab))
 
     def _buffer_send(self, state, sref, sop):
         """An eager send completes: the fabric keeps its message until the recv takes it."""
@@ -353,7 +355,7 @@ class Fabric:
         if viol is not None:
             return act, viol
         del fl[k]
-        return act, WorldState(tuple(nl), ng, fu, tuple(fl))
+        return act, _new_state(WorldState, (tuple(nl), ng, fu, tuple(fl)))
 
     def _wait_step(self, state, i):
         """wait(handle) returns once every op of the handle completed; one failed op fails the wait."""
@@ -368,12 +370,12 @@ class Fabric:
         if any(e[7] is _OP_FAILED for e in mine):
             t = self.actors[i].role.transitions[actors[i][2][0]]
             self._finish(nl, i, t.on_error, actors[i][1])
-            return act, WorldState(tuple(nl), g, fu, fl)
+            return act, _new_state(WorldState, (tuple(nl), g, fu, fl))
         results = [e[7] for e in sorted(mine, key=lambda e: e[3])]
         c = self._after(nl, i, results[0] if len(results) == 1 else tuple(results), g)
         if c.violation is not None:
             return act, c.violation
-        return act, WorldState(tuple(nl), c._g, fu, fl)
+        return act, _new_state(WorldState, (tuple(nl), c._g, fu, fl))
 
     def _error_step(self, state, ref):
         actors, g, fu, fab = state
@@ -381,9 +383,9 @@ class Fabric:
             fl = list(fab)
             j = -1 - ref
             fl[j] = fl[j][:6] + (True, _OP_FAILED)
-            return ("e", ref), WorldState(actors, g, fu, tuple(fl))
+            return ("e", ref), _new_state(WorldState, (actors, g, fu, tuple(fl)))
         ctl, v, pend = actors[ref]
         t = self.actors[ref].role.transitions[pend[0]]
         nl = list(actors)
         self._finish(nl, ref, t.on_error, v)
-        return ("e", ref), WorldState(tuple(nl), g, fu, fab)
+        return ("e", ref), _new_state(WorldState, (tuple(nl), g, fu, fab))

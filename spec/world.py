@@ -45,7 +45,7 @@ from .view import ALIVE, RAW, SHARED, WORLD, WorldView
 _WORLD_FEATURES = frozenset({"reduction", "liveness-mode", "symmetry", "coverage"})  # model/features.py
 _LIVE_FEATURES = frozenset({"liveness"})
 _FAST, _VIOLATION, _SLOW, _OP = 0, 1, 2, 3  # kinds of the records of Protocol._local_steps
-_new_world = tuple.__new__  # WorldState(...) without the namedtuple's Python-level __new__
+_new_world = tuple.__new__  # WorldState(...) (or ActorState(...)) without the namedtuple's Python-level __new__
 MEMO_LIMIT = 2_000_000  # distinct records kept by each memo (effects, local steps, property values, ...)
 
 
@@ -359,14 +359,14 @@ class Protocol(Fabric, Reductions, Explanation):
         for j in self.actors_of_rank[rank]:
             c = actors[j][0]
             if c not in (DONE, FAILED, DEAD):
-                actors[j] = ActorState(ctl, None, None)
+                actors[j] = _new_world(ActorState, (ctl, None, None))
 
     def _finish(self, actors: list, i: int, ctl: str, v):
         if ctl in (FAILED, DEAD):  # a process that exits with an error takes its threads with it
-            actors[i] = ActorState(ctl, None, None)
+            actors[i] = _new_world(ActorState, (ctl, None, None))
             self._kill_rank(actors, self.actors[i].rank, ctl)
         else:
-            actors[i] = ActorState(ctl, v, None)
+            actors[i] = _new_world(ActorState, (ctl, v, None))
 
     def raw_successors(self, state) -> Iterable:
         if len(state) > 4:  # a monitored world: its monitors advance around the world's steps (monitor.py)
