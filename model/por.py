@@ -92,9 +92,13 @@ def ample(model, s, succs: list) -> list:
     if len(succs) <= 1:
         return succs
     h = model if hasattr(model, "por_actor") else _footprint_view(model)
-    by_actor: dict[Any, list] = {}
-    for a, n in succs:
-        by_actor.setdefault(h.por_actor(a), []).append((a, n))
+    groups = getattr(h, "por_groups", None)  # optional hook: the grouping below, done by the model
+    if groups is not None:
+        by_actor = groups(succs)
+    else:
+        by_actor: dict[Any, list] = {}
+        for a, n in succs:
+            by_actor.setdefault(h.por_actor(a), []).append((a, n))
     if len(by_actor) == 1:
         return succs
     for p, moves in by_actor.items():

@@ -87,17 +87,26 @@ class Reductions:
             return action[1]
         return None
 
+    def por_groups(self, succs) -> dict:
+        """``succs`` grouped by ``por_actor`` (model/por.py), in order of first appearance."""
+        pa = self._por_actors
+        by_actor: dict = {}
+        for a, n in succs:
+            p = a[1] if a is not None and a[0] == "t" and a[1] in pa else None
+            g = by_actor.get(p)
+            if g is None:
+                by_actor[p] = [(a, n)]
+            else:
+                g.append((a, n))
+        return by_actor
+
     def por_complete(self, state, i, moves) -> bool:
         ctl = state[0][i][0]
-        if ctl in self._back[i] and self.actors[i].role.progress is None:  # C3 (por_no_ignoring)
-            return False
-        if len(self.actors_of_rank[self._actor_rank[i]]) > 1:
-            role = self.actors[i].role
-            if any(role.transitions[t].op is not None for t in role.by_src.get(ctl, ())):
-                return False
-        fp = self._fp_ctl[i].get(ctl)
-        if fp is None or not (fp[0] or fp[2] or fp[3]):
-            return True
+        fp = self._pc_static[i].get(ctl, _UNSET)
+        if fp is _UNSET:
+            fp = self._pc_static[i][ctl] = self._complete_static(i, ctl)
+        if fp.__class__ is bool:
+            return fp
         o = self._others(state, i)
         if _conflict(fp, o):  # C0 and C1: nothing p reads changes, nothing p writes is touched by another
             return False
@@ -111,6 +120,21 @@ class Reductions:
                 if (f[2] & P or f[3] & T) and k not in enabled:
                     return False
         return True
+
+    def _complete_static(self, i, ctl):
+        """What ``por_complete`` decides from actor i's control state alone: False (C3 without a
+        progress measure, or an op step of a thread sharing its rank), True (nothing shared is
+        read, put or taken), or the footprint whose conflicts with the others decide."""
+        role = self.actors[i].role
+        if ctl in self._back[i] and role.progress is None:  # C3 (por_no_ignoring)
+            return False
+        if len(self.actors_of_rank[self._actor_rank[i]]) > 1:
+            if any(role.transitions[t].op is not None for t in role.by_src.get(ctl, ())):
+                return False
+        fp = self._fp_ctl[i].get(ctl)
+        if fp is None or not (fp[0] or fp[2] or fp[3]):
+            return True
+        return fp
 
     def _others(self, state, i) -> tuple:
         """(reads, writes, puts, takes): what every other actor may still touch."""
@@ -136,6 +160,40 @@ class Reductions:
                    for j in self.actors_of_rank[rank])
 
     def por_visible(self, state, action, nxt) -> bool:
+        fn = self._vis_fns.get(action[1])
+        if fn is None:
+            fn = self._vis_fns[action[1]] = self._visibility(action[1])
+        return fn(state, action, nxt)
+
+    def _visibility(self, i):
+        """``por_visible`` for actor i's steps, compiled from its role's declarations: the same tests
+        in the same order, on the fields its role observes."""
+        role = self.actors[i].role
+        hot = {k for k, t in enumerate(role.transitions) if t.check is not None}
+        if self._monitor_set is not None:
+            hot |= set(self._monitor_set.reach[i])
+        vis = role.visible
+        lines = ["def visible(state, action, nxt):",
+                 "    if action[2] in HOT: return True",
+                 f"    st = state[0][{i}]; nst = nxt[0][{i}]",
+                 "    if nst[1] is None: return True"]
+        if not vis:
+            lines.append("    return False")
+        else:
+            if "ctl" in vis:
+                lines.append("    if nst[0] != st[0]: return True")
+            if "pending" in vis:
+                lines.append("    if nst[2] != st[2]: return True")
+            fields = role.V._fields
+            tests = [f"st[1].{f} != nst[1].{f}" if f in fields else f"state[1].{f} != nxt[1].{f}"
+                     for f in role.observed if f != "ctl" and f != "pending"]
+            lines.append("    if st[1].__class__ is not V: return slow(state, action, nxt)")
+            lines.append(f"    return bool({' or '.join(tests)})" if tests else "    return False")
+        ns = {"HOT": frozenset(hot), "V": role.V, "slow": self._por_visible}
+        exec("\n".join(lines), ns)  # noqa: S102 - generated from the role's declared field names
+        return ns["visible"]
+
+    def _por_visible(self, state, action, nxt) -> bool:
         i = action[1]
         role = self.actors[i].role
         if role.transitions[action[2]].check is not None:
@@ -159,23 +217,18 @@ class Reductions:
                    for f in role.observed if f != "ctl" and f != "pending")
 
     def por_independent(self, state, i, moves, succs) -> bool:
-        actors, g, fu = state[:3]
-        ctl = actors[i][0]
-        fp = self._fp_ctl[i].get(ctl)  # C1's footprint part is checked with C0 in por_complete
-        if (fp is not None and (fp[1] or fp[2] or fp[3]) or any(n[0][i][0] == DONE for _, n in moves)) \
-                and self._rank_may_die(state, i):
+        ctl = state[0][i][0]
+        st = self._pi_static[i].get(ctl)
+        if st is None:
+            st = self._pi_static[i][ctl] = self._independent_static(i, ctl)
+        writes, blocks_faults = st
+        if (writes or any(n[0][i][0] == DONE for _, n in moves)) and self._rank_may_die(state, i):
             # killing p's rank erases p's state, but neither what p wrote nor a thread that is DONE:
             # the kill before p's step and the kill after it would lead to different states
             return False
-        if fu >= self.max_faults or not self._faults_possible:
+        if state[2] >= self.max_faults or not self._faults_possible:
             return True  # no fault can be injected any more: nothing below applies
-        a = self.actors[i]
-        role = a.role
-        # a named fault spends the run's fault budget, which every other fault step reads
-        if any(role.transitions[t].fault in self.faults for t in role.by_src.get(ctl, ())):
-            return False
-        # the step moves the actor off a hang point: it disables ``hang`` of its rank
-        if "hang" in self.faults and a.rank in self.hang_ranks and ctl in role.hang_points:
+        if blocks_faults:
             return False
         # The stuck rule offers no fault in a state where only faults could happen.  Before this actor
         # moves, its step keeps every state the others reach non-stuck (it stays enabled: C0), so faults
@@ -195,6 +248,19 @@ class Reductions:
                 if _conflict(nfp, o):
                     return False
         return True
+
+    def _independent_static(self, i, ctl) -> tuple:
+        """What ``por_independent`` reads of actor i's control state alone: (its transitions there may
+        write, put or take a shared variable; a step there interacts with the faults by itself: a
+        named fault spends the run's fault budget, which every other fault step reads, and a step
+        off a hang point disables ``hang`` of its rank)."""
+        fp = self._fp_ctl[i].get(ctl)  # C1's footprint part is checked with C0 in por_complete
+        a = self.actors[i]
+        role = a.role
+        named = any(role.transitions[t].fault in self.faults for t in role.by_src.get(ctl, ()))
+        hang_point = "hang" in self.faults and a.rank in self.hang_ranks and ctl in role.hang_points
+        return bool(fp is not None and (fp[1] or fp[2] or fp[3])), named or hang_point
+
     def _has_step(self, state, i) -> bool:
         """Whether actor i (of a private role) has an enabled normal step in ``state``."""
         ctl, v, pend = state[0][i]
@@ -336,6 +402,9 @@ class Reductions:
             out.append((cur, pick[0], pick[1]))
             cur = pick[1]
         return out
+
+
+_UNSET = object()
 
 
 def _sort_key(x):

@@ -19,6 +19,8 @@ from .fabric import COLLECTIVES, P2P, Op, Post, check_post, combine, splits_mism
 from .lang import EXITED, ActorDef, Transition
 from .state import ActorState, PendingOp, WorldState
 
+_new_state = tuple.__new__  # WorldState(...) without the namedtuple's Python-level __new__
+
 _SAME_FOR_ALL = frozenset({"broadcast", "all_reduce", "all_gather", "barrier", "monitored_barrier"})
 _OP_FAILED = ("error: partner process gone",)  # the result of a posted op whose partner is gone
 
@@ -114,15 +116,29 @@ class Fabric:
                 out.extend(r for r in self._partners_of(actors, fab, me, e[4]) if r not in out)
         return out
 
-    def _partners_of(self, actors, fab, me: int, op: Op) -> list[int]:
+    def _posted_collectives(self, actors, fab) -> dict:
+        """group -> the ranks that posted a collective on it (waiting on it, or a live fabric entry)."""
+        out: dict = {}
+        arank = self._actor_rank
+        for j, st in enumerate(actors):
+            p = st[2]
+            if p is not None and p[1].kind in COLLECTIVES:
+                out.setdefault(p[1].group, set()).add(arank[j])
+        if fab:
+            for _j, e in self._live_entries(actors, fab):
+                if e[4].kind in COLLECTIVES:
+                    out.setdefault(e[4].group, set()).add(arank[e[1]])
+        return out
+
+    def _partners_of(self, actors, fab, me: int, op: Op, posted: dict | None = None) -> list[int]:
+        """Ranks whose missing call keeps ``me``'s ``op`` waiting; ``posted``: ``_posted_collectives``
+        of this state, when the caller has it."""
         grp = self.groups[op.group]
         if op.kind in COLLECTIVES:
-            posted = {self.actors[j].rank for j, st in enumerate(actors)
-                      if st[2] is not None and st[2][1].group == op.group and st[2][1].kind in COLLECTIVES}
-            if fab:
-                posted.update(self._actor_rank[e[1]] for _j, e in self._live_entries(actors, fab)
-                              if e[4].group == op.group and e[4].kind in COLLECTIVES)
-            return [r for r in grp.ranks if r != me and r not in posted]
+            if posted is None:
+                posted = self._posted_collectives(actors, fab)
+            got = posted.get(op.group, ())
+            return [r for r in grp.ranks if r != me and r not in got]
         if op.kind == "send" and self.profile.eager(op):
             return []  # waits only for its own queue
         peer = grp.ranks[op.peer]
@@ -282,7 +298,7 @@ class Fabric:
             self._dequeue(nl, fl, rank, key)
         if viol is not None:
             return act, viol
-        return act, WorldState(tuple(nl), ng, fu, tuple(fl))
+        return act, _new_state(WorldState, (tuple(nl), ng, fu, tuple(fl)))
 
     def _p2p_mismatch(self, group, src_rank, sop: Op, dst_rank, rop: Op):
         return Violation(COLLECTIVE_MISMATCH, f"matched p2p on {group} differ: rank {src_rank} sends "
@@ -308,7 +324,7 @@ class Fabric:
         viol = v1 or v2
         if viol is not None:
             return act, viol
-        return act, WorldState(tuple(nl), g2, fu, tuple(fl) if fl else fab)
+        return act, _new_state(WorldState, (tuple(nl), g2, fu, tuple(fl) if fl else fab))
 
     def _buffer_send(self, state, sref, sop):
         """An eager send completes: the fabric keeps its message until the recv takes it."""
@@ -339,7 +355,7 @@ class Fabric:
         if viol is not None:
             return act, viol
         del fl[k]
-        return act, WorldState(tuple(nl), ng, fu, tuple(fl))
+        return act, _new_state(WorldState, (tuple(nl), ng, fu, tuple(fl)))
 
     def _wait_step(self, state, i):
         """wait(handle) returns once every op of the handle completed; one failed op fails the wait."""
@@ -354,12 +370,12 @@ class Fabric:
         if any(e[7] is _OP_FAILED for e in mine):
             t = self.actors[i].role.transitions[actors[i][2][0]]
             self._finish(nl, i, t.on_error, actors[i][1])
-            return act, WorldState(tuple(nl), g, fu, fl)
+            return act, _new_state(WorldState, (tuple(nl), g, fu, fl))
         results = [e[7] for e in sorted(mine, key=lambda e: e[3])]
         c = self._after(nl, i, results[0] if len(results) == 1 else tuple(results), g)
         if c.violation is not None:
             return act, c.violation
-        return act, WorldState(tuple(nl), c._g, fu, fl)
+        return act, _new_state(WorldState, (tuple(nl), c._g, fu, fl))
 
     def _error_step(self, state, ref):
         actors, g, fu, fab = state
@@ -367,9 +383,9 @@ class Fabric:
             fl = list(fab)
             j = -1 - ref
             fl[j] = fl[j][:6] + (True, _OP_FAILED)
-            return ("e", ref), WorldState(actors, g, fu, tuple(fl))
+            return ("e", ref), _new_state(WorldState, (actors, g, fu, tuple(fl)))
         ctl, v, pend = actors[ref]
         t = self.actors[ref].role.transitions[pend[0]]
         nl = list(actors)
         self._finish(nl, ref, t.on_error, v)
-        return ("e", ref), WorldState(tuple(nl), g, fu, fab)
+        return ("e", ref), _new_state(WorldState, (tuple(nl), g, fu, fab))

@@ -46,7 +46,7 @@ from .view import ALIVE, RAW, SHARED, WORLD, WorldView
 _WORLD_FEATURES = frozenset({"reduction", "liveness-mode", "symmetry", "coverage", "keyed"})  # model/features.py
 _LIVE_FEATURES = frozenset({"liveness"})
 _FAST, _VIOLATION, _SLOW, _OP = 0, 1, 2, 3  # kinds of the records of Protocol._local_steps
-_new_world = tuple.__new__  # WorldState(...) without the namedtuple's Python-level __new__
+_new_world = tuple.__new__  # WorldState(...) (or ActorState(...)) without the namedtuple's Python-level __new__
 MEMO_LIMIT = 2_000_000  # distinct records kept by each memo (effects, local steps, property values, ...)
 
 
@@ -98,6 +98,9 @@ class Protocol(Fabric, Reductions, Explanation):
                            for i, a in enumerate(self.actors)]
         self._props = [(name, verdict, *_as_view_fn(fn)) for name, verdict, fn in self.invariants]
         self._pending_view = _as_view_fn(self.pending_fn) if self.pending_fn is not None else None
+        # where a property's error is reported
+        self._prop_what = [f"{self.name} invariant {name}" for name, _, _, _ in self._props]
+        self._pending_what = f"{self.name} liveness obligation"
         self._por_reduce = True
         self._por_live = False
         raw = any(not viewed for _, _, _, viewed in self._props) or (self._pending_view is not None and not self._pending_view[1])
@@ -133,6 +136,7 @@ class Protocol(Fabric, Reductions, Explanation):
         """Empty the transition memos (a long trace replay moves on past states it never meets again)."""
         self._memo.clear()
         self._status_memo.clear()
+        self._gone_memo.clear()
         self._fault_memo.clear()
 
     def _prepare(self) -> None:
@@ -149,13 +153,22 @@ class Protocol(Fabric, Reductions, Explanation):
         self._klocal_memo = {nfl: [{} for _ in self.actors] for nfl in (False, True)}
         self._private = [bool(f & PRIVATE) for f in self._ctx_flags]
         self._status_memo: dict = {}
+        self._gone_memo: dict = {}
         self._fault_memo: dict = {}
         self._canon_memo: dict = {}  # symmetric actors' states -> their sorted order, () when already sorted
+        self._vis_fns: dict = {}  # actor -> its compiled por_visible (Reductions._visibility)
+        self._pc_static: list = [{} for _ in self.actors]  # per actor, ctl -> Reductions._complete_static
+        self._pi_static: list = [{} for _ in self.actors]  # per actor, ctl -> Reductions._independent_static
         self._sym_get = operator.itemgetter(*self.symmetric) if len(self.symmetric) > 1 else None
+        sym = tuple(self.symmetric)
+        self._sym_span = (sym[0], sym[-1] + 1) if len(sym) > 1 and sym == tuple(range(sym[0], sym[-1] + 1)) else None
         # view properties memoised on the values they read (_PropertyMemo)
         self._prop_memo = {fn: _PropertyMemo() for _, _, fn, viewed in self._props if viewed}
         if self._pending_view is not None and self._pending_view[1]:
             self._prop_memo[self._pending_view[0]] = _PropertyMemo(is_pending=True)
+        # the same, for the permuted states the symmetry check evaluates (kept apart: a hit in
+        # ``_prop_memo`` skips the read checks, which permuted states never went through)
+        self._sym_memo = {fn: _PropertyMemo() for fn in self._prop_memo}
         self._fault_kinds = tuple((kind, ranks, ctl) for kind, ranks, ctl in
                                   (("crash", self.crash_ranks, DEAD), ("hang", self.hang_ranks, HUNG))
                                   if kind in self.faults and ranks)
@@ -244,8 +257,8 @@ class Protocol(Fabric, Reductions, Explanation):
         yield WorldState(actors, g, 0, ())
 
     def invariant(self, state):
-        for name, verdict, fn, _viewed in self._props:
-            msg = self._property(f"{self.name} invariant {name}", fn, state)
+        for (name, verdict, fn, _viewed), what in zip(self._props, self._prop_what):
+            msg = self._property(what, fn, state)
             if msg:
                 return Violation(verdict, f"{name}: {msg}", {"invariant": name})
         return None
@@ -275,7 +288,8 @@ class Protocol(Fabric, Reductions, Explanation):
             # every state while the search is young, then one in eight: a detector, bounded in cost
             self._sym_checks += 1
             if self._sym_checks <= 5000 or not self._sym_checks & 7:
-                self._check_symmetric(what, lambda st: _quiet(fn, self, st, memo), state, out)
+                shadow = self._sym_memo.get(fn)
+                self._check_symmetric(what, lambda st: _quiet(fn, self, st, memo, shadow), state, out)
         return out
 
     @property
@@ -284,7 +298,7 @@ class Protocol(Fabric, Reductions, Explanation):
         return _WORLD_FEATURES | _LIVE_FEATURES if self.pending_fn is not None else _WORLD_FEATURES
 
     def _pending(self, state) -> bool:
-        return bool(self._property(f"{self.name} liveness obligation", self._pending_view[0], state))
+        return bool(self._property(self._pending_what, self._pending_view[0], state))
 
     @staticmethod
     def _actor_of(action):
@@ -314,6 +328,17 @@ class Protocol(Fabric, Reductions, Explanation):
             out = self._rank_status(actors)
             if len(self._status_memo) < MEMO_LIMIT:
                 self._status_memo[key] = out
+        return out
+
+    def _gone_ranks(self, actors) -> frozenset:
+        """The ranks whose status is ``gone``, memoised on the control states (which alone decide it)."""
+        key = tuple([st[0] for st in actors])
+        out = self._gone_memo.get(key)
+        if out is None:
+            status = self.rank_status(actors)
+            out = frozenset(r for r, s in status.items() if s == "gone")
+            if len(self._gone_memo) < MEMO_LIMIT:
+                self._gone_memo[key] = out
         return out
 
     def _rank_status(self, actors) -> dict[int, str]:
@@ -351,14 +376,14 @@ class Protocol(Fabric, Reductions, Explanation):
         for j in self.actors_of_rank[rank]:
             c = actors[j][0]
             if c not in (DONE, FAILED, DEAD):
-                actors[j] = ActorState(ctl, None, None)
+                actors[j] = _new_world(ActorState, (ctl, None, None))
 
     def _finish(self, actors: list, i: int, ctl: str, v):
         if ctl in (FAILED, DEAD):  # a process that exits with an error takes its threads with it
-            actors[i] = ActorState(ctl, None, None)
+            actors[i] = _new_world(ActorState, (ctl, None, None))
             self._kill_rank(actors, self.actors[i].rank, ctl)
         else:
-            actors[i] = ActorState(ctl, v, None)
+            actors[i] = _new_world(ActorState, (ctl, v, None))
 
     def raw_successors(self, state, key=None) -> Iterable:
         """The successors of ``state``: (action, next state or Violation) in a fixed order.  With
@@ -519,11 +544,22 @@ class Protocol(Fabric, Reductions, Explanation):
         # failure steps: an op whose partner's process is gone
         gone_waits = []
         if exited and (pend_any or fab):  # no posted op: no endpoints
-            eps = self._endpoints(actors, fab)
-            status = self.rank_status(actors) if eps else None
-            for ep in eps:
-                if any(status[r] == "gone" for r in self._partners_of(actors, fab, ep[1], ep[2])):
-                    gone_waits.append(ep[0])
+            gone = self._gone_ranks(actors)
+            if gone:  # else no op waits on a gone process
+                posted = None
+                groups = self.groups
+                for ep in self._endpoints(actors, fab):
+                    op = ep[2]
+                    # the partners are ranks of the op's group; of a point-to-point op, its peer alone
+                    if op.kind in COLLECTIVES:
+                        if gone.isdisjoint(groups[op.group].ranks):
+                            continue
+                        if posted is None:
+                            posted = self._posted_collectives(actors, fab)
+                    elif groups[op.group].ranks[op.peer] not in gone:
+                        continue
+                    if not gone.isdisjoint(self._partners_of(actors, fab, ep[1], op, posted)):
+                        gone_waits.append(ep[0])
         if self.profile.gone_peer == "immediate":
             for ref in gone_waits:
                 normal.append(self._error_step(state, ref))
@@ -793,6 +829,28 @@ class Protocol(Fabric, Reductions, Explanation):
             out.append((_OP, act, (tidx, op, ctl, nv, solo, {}), ng, dfu))
         return out
 
+    def successors(self, state):
+        """Reductions.successors, with ``canonical``'s memo hit inlined for a consecutive run of
+        symmetric actors."""
+        span = self._sym_span
+        if not self._sym_on or span is None:
+            return Reductions.successors(self, state)
+        lo, hi = span
+        memo = self._canon_memo
+        canon = self.canonical
+        out = []
+        for a, n in self.raw_successors(state):
+            if n.__class__ is WorldState and not n[3]:
+                actors = n[0]
+                perm = memo.get(actors[lo:hi])
+                if perm is not None:
+                    if perm:
+                        n = _new_world(WorldState, (actors[:lo] + perm + actors[hi:], n[1], n[2], n[3]))
+                    out.append((a, n))
+                    continue
+            out.append((a, n if isinstance(n, Violation) else canon(n)))
+        return out
+
     def canonical(self, state):
         """The orbit representative (Reductions.canonical), memoised on the symmetric actors' states:
         the sorted order of a tuple of actor states is computed once."""
@@ -812,6 +870,10 @@ class Protocol(Fabric, Reductions, Explanation):
                 self._canon_memo[parts] = perm
         if not perm:
             return state
+        span = self._sym_span
+        if span is not None and len(state) == 4:  # the symmetric actors are a run: splice it
+            lo, hi = span
+            return _new_world(WorldState, (actors[:lo] + perm + actors[hi:], state[1], state[2], state[3]))
         nl = list(actors)
         for i, p in zip(self.symmetric, perm):
             nl[i] = p
@@ -998,14 +1060,21 @@ class Protocol(Fabric, Reductions, Explanation):
         key = tuple([(st[0], st[2] is None) for st in actors])
         which = self._fault_memo.get(key)
         if which is None:
-            which = self._faults_that_may_strike(actors)
+            # with what ``_kill_rank`` writes: it too reads only the control states
+            which = []
+            for kind, r, ctl in self._faults_that_may_strike(actors):
+                dead = ActorState(ctl, None, None)
+                which.append(((kind, r), tuple((j, dead) for j in self.actors_of_rank[r]
+                                               if actors[j][0] not in (DONE, FAILED, DEAD))))
+            which = tuple(which)
             if len(self._fault_memo) < MEMO_LIMIT:
                 self._fault_memo[key] = which
         out = []
-        for kind, r, ctl in which:
+        for act, kills in which:
             nl = list(actors)
-            self._kill_rank(nl, r, ctl)
-            out.append(((kind, r), WorldState(tuple(nl), g, fu + 1, fab)))
+            for j, dead in kills:
+                nl[j] = dead
+            out.append((act, _new_world(WorldState, (tuple(nl), g, fu + 1, fab))))
         return out
 
     def _faults_that_may_strike(self, actors) -> tuple:
@@ -1105,15 +1174,25 @@ def _as_view_fn(fn):
     return (lambda world, state, rec: fn(world, state)), False
 
 
-def _quiet(fn, world, state, memo=None):
+def _quiet(fn, world, state, memo=None, shadow=None):
+    """The property on a permuted state, or None when it cannot read it; looked up in the property's
+    memo, then in ``shadow``, where what it gives on permuted states is memoised."""
     if memo is not None:
         out = memo.lookup(state)
         if out is not _MISS:
             return out
+    if shadow is not None:
+        out = shadow.lookup(state)
+        if out is not _MISS:
+            return out
+    rec = set() if shadow is not None else None
     try:
-        return fn(world, state, None)
+        out = fn(world, state, rec)
     except Exception:  # noqa: BLE001 - a permuted state the property cannot read: no verdict
         return None
+    if shadow is not None:
+        shadow.store(rec, state, out)
+    return out
 
 
 KEY_BITS = 32  # width of each field of a state key (state_key)
@@ -1122,7 +1201,11 @@ KEY_MASK = (1 << KEY_BITS) - 1
 
 _MISS = object()
 _ABSENT = object()  # the value of a variable of an actor without variables, in a memo key
-MEMO_SHAPES = 32  # distinct read sets a property memo keeps
+MEMO_SHAPES = 256  # distinct read sets a property memo keeps
+
+
+def _read_order(r):
+    return (r[0], str(r[1]))
 
 
 class _PropertyMemo:
@@ -1131,17 +1214,31 @@ class _PropertyMemo:
     from the values at those fields to the result.  A state whose values at a shape's fields are
     equal to a stored key makes the property read exactly those fields again, with the same
     values, so it returns the same result: properties are deterministic functions of what they read
-    through the view.  An evaluation that took the raw state is not stored."""
+    through the view.  An evaluation that took the raw state is not stored.
 
-    __slots__ = ("shapes", "by_reads", "is_pending")
+    Any shape whose key matches gives the right result, so the order shapes are tried in is free.
+    A lookup does not walk every shape: the fields every shape reads (the *common* fields, e.g. which
+    actors are alive) index the shapes by their stored values there, and a state tries only the
+    shapes holding an entry with its own values at the common fields (the others cannot match)."""
+
+    __slots__ = ("shapes", "by_reads", "is_pending", "common_key", "index", "seen")
 
     def __init__(self, is_pending: bool = False):
-        self.shapes: list = []  # [key function, table]
+        self.shapes: list = []  # [key function, table, reads, positions of the common fields in reads, number]
         self.by_reads: dict = {}
         self.is_pending = is_pending
+        self.common_key = _key_function(())  # state -> its values at the common fields
+        self.index: dict = {}  # values at the common fields -> ((key, table), ...) of the shapes that hold them
+        self.seen: set = set()  # (values at the common fields, shape number) in ``index``
 
     def lookup(self, state):
-        for key, table in self.shapes:
+        try:
+            cands = self.index.get(self.common_key(state))
+        except TypeError:  # an unhashable value read: try every shape
+            cands = [(s[0], s[1]) for s in self.shapes]
+        if cands is None:
+            return _MISS
+        for key, table in cands:
             try:
                 out = table.get(key(state), _MISS)
             except TypeError:  # an unhashable value read
@@ -1153,19 +1250,41 @@ class _PropertyMemo:
     def store(self, rec, state, out) -> None:
         if (WORLD, RAW) in rec:
             return
-        reads = tuple(sorted(rec, key=lambda r: (r[0], str(r[1]))))
+        reads = tuple(sorted(rec, key=_read_order))
         shape = self.by_reads.get(reads)
         if shape is None:
             if len(self.shapes) >= MEMO_SHAPES:
                 return
-            shape = self.by_reads[reads] = [_key_function(reads), {}]
+            shape = self.by_reads[reads] = [_key_function(reads), {}, reads, (), len(self.shapes)]
             self.shapes.append(shape)
-        key, table = shape
+            self._reindex()
+        key, table = shape[0], shape[1]
         if len(table) < MEMO_LIMIT:
             try:
-                table[key(state)] = out
+                k = key(state)
+                table[k] = out
             except TypeError:
-                pass
+                return
+            self._add(shape, k)
+
+    def _add(self, shape, k) -> None:
+        n = shape[4]
+        ck = tuple([k[p] for p in shape[3]])
+        if (ck, n) not in self.seen:
+            self.seen.add((ck, n))
+            self.index[ck] = self.index.get(ck, ()) + ((shape[0], shape[1]),)
+
+    def _reindex(self) -> None:
+        """A shape was added: the common fields may have shrunk; index every stored entry again."""
+        common = frozenset(self.shapes[0][2]).intersection(*(s[2] for s in self.shapes[1:]))
+        order = tuple(sorted(common, key=_read_order))
+        self.common_key = _key_function(order)
+        self.index, self.seen = {}, set()
+        for shape in self.shapes:
+            pos = {r: p for p, r in enumerate(shape[2])}
+            shape[3] = tuple(pos[r] for r in order)
+            for k in shape[1]:
+                self._add(shape, k)
 
 
 def _key_function(reads):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lockstep.model.api import INVARIANT, SpecError
+from lockstep.model.api import INVARIANT, SpecError, Violation
 from lockstep.model.checker import Explorer, check
 from lockstep.model.liveness import _scc_labels
 from lockstep.spec.loading import build_model, load_spec
@@ -174,6 +174,10 @@ def test_memoised_properties_and_canonical_forms_equal_direct_evaluation():
             assert model._property(name, fn, s) == fn(model, s, None)
         assert model.pending(s) == bool(model._pending_view[0](model, s, None))
         assert model.canonical(s) == Reductions.canonical(model, s)
+        assert model.successors(s) == Reductions.successors(model, s)  # the inlined memo hit
+        for a, n in model.raw_successors(s):  # the compiled visibility test against the plain one
+            if model.por_actor(a) is not None and not isinstance(n, Violation):
+                assert model.por_visible(s, a, n) == model._por_visible(s, a, n)
 
 
 def test_property_memo_tells_apart_states_that_differ_in_what_it_read():
@@ -195,6 +199,39 @@ def test_property_memo_tells_apart_states_that_differ_in_what_it_read():
     assert len(res.counterexample) == 4  # two bumps and two increments, in some order
     # memoised: fewer evaluations than states (x, y) reached, plus the re-evaluated violation
     assert len(calls) < res.stats.states + 1
+
+
+def test_property_memo_index_finds_every_shape_as_the_common_reads_shrink():
+    """The memo indexes its shapes by the values at the fields every shape reads; adding a shape that
+    reads fewer fields re-indexes the others, and every stored entry is still found."""
+    from lockstep.spec.state import ActorState, WorldState
+    from lockstep.spec.world import _MISS, _PropertyMemo
+    from lockstep.spec.view import ALIVE
+
+    V = Role("v", "A", {"x": 0, "y": 0}).V
+
+    def st(*xs):  # actor k alive with x=xs[k] (y=k), or gone when xs[k] is None
+        return WorldState(tuple(ActorState("A", None if x is None else V(x, k), None) for k, x in enumerate(xs)), (), 0, ())
+
+    def reads(s):  # what a property "x of every alive actor, y of actor 0 when x0 == 1" reads
+        rec = {(k, ALIVE) for k in range(len(s[0]))}
+        for k, a in enumerate(s[0]):
+            if a[1] is not None:
+                rec.add((k, "x"))
+                if k == 0 and a[1].x == 1:
+                    rec.add((0, "y"))
+        return rec
+    memo = _PropertyMemo()
+    states = [st(1, 2, 3), st(2, 2, 3), st(None, 2, 3), st(1, None, None), st(5, 6, None), st(None, None, None)]
+    for n, s in enumerate(states):
+        assert memo.lookup(s) is _MISS
+        memo.store(reads(s), s, f"r{n}")
+        for m, t in enumerate(states[:n + 1]):
+            assert memo.lookup(t) == f"r{m}"
+    assert len(memo.shapes) == 6  # every state read a different set of fields
+    assert memo.lookup(st(1, 2, 4)) is _MISS and memo.lookup(st(None, 2, 4)) is _MISS
+    other_y = WorldState((ActorState("A", V(2, 9), None),) + st(2, 2, 3)[0][1:], (), 0, ())
+    assert memo.lookup(other_y) == "r1"  # y of actor 0 is not read when x0 != 1
 
 
 def test_liveness_lasso_on_the_numpy_graph_matches_networkx_components():
