@@ -1195,7 +1195,7 @@ def _quiet(fn, world, state, memo=None, shadow=None):
     return out
 
 
-KEY_BITS = 32  # width of each field of a state key (state_key)
+KEY_BITS = 32  # width of each field of a state key (state_key; packed as struct "I", 4 bytes)
 KEY_MASK = (1 << KEY_BITS) - 1
 
 
