@@ -78,7 +78,7 @@ from typing import Any
 
 from .api import Violation
 
-HOOKS = ("por_actor", "por_complete", "por_visible", "por_independent", "por_no_ignoring")
+HOOKS = ("por_actor", "por_groups", "por_complete", "por_visible", "por_independent", "por_no_ignoring")
 FOOTPRINT_HOOKS = ("actor_of", "footprint", "footprints", "local_choices", "progress")
 
 
@@ -92,13 +92,7 @@ def ample(model, s, succs: list) -> list:
     if len(succs) <= 1:
         return succs
     h = model if hasattr(model, "por_actor") else _footprint_view(model)
-    groups = getattr(h, "por_groups", None)  # optional hook: the grouping below, done by the model
-    if groups is not None:
-        by_actor = groups(succs)
-    else:
-        by_actor: dict[Any, list] = {}
-        for a, n in succs:
-            by_actor.setdefault(h.por_actor(a), []).append((a, n))
+    by_actor = h.por_groups(succs)
     if len(by_actor) == 1:
         return succs
     for p, moves in by_actor.items():
@@ -116,6 +110,15 @@ def ample(model, s, succs: list) -> list:
     return succs
 
 
+def group_by_actor(h, succs) -> dict:
+    """``succs`` grouped by ``h.por_actor`` in order of first appearance (the ``por_groups`` hook of a
+    model with no faster way)."""
+    by_actor: dict[Any, list] = {}
+    for a, n in succs:
+        by_actor.setdefault(h.por_actor(a), []).append((a, n))
+    return by_actor
+
+
 class FootprintHooks:
     """The rule's hooks derived from static footprints, for models that define:
 
@@ -129,6 +132,9 @@ class FootprintHooks:
 
     def por_actor(self, action):
         return self.actor_of(action)
+
+    def por_groups(self, succs) -> dict:
+        return group_by_actor(self, succs)
 
     def por_complete(self, s, p, moves) -> bool:
         return len(moves) == self.local_choices(s, p)
