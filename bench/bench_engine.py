@@ -9,7 +9,8 @@ checkout whose parent directory ``--old`` names, a directory holding a ``lockste
 the PYTHONPATH shims), so peak RSS is that run's own.  Rows:
 
 - ``user``/``user-por``: bench/user_pipeline_spec.py (the 6/4/2 pipeline over shared-variable queues)
-  through the generic explorer, unreduced and reduced, safety only;
+  through the generic explorer, unreduced and reduced, safety only; each engine runs its own
+  checkout's copy of the file (same unreduced graph; older copies queue in plain tuples);
 - ``tp:N``: ``tp -p ranks=N``, ``pp1:N``: ``pp1 -p mesh=N`` as ``lockstep check`` runs them by
   default (reductions on, liveness on); ``pp1:N:full`` (or ``tp:N:full``) the same with
   ``--no-reduction`` (liveness on);
@@ -54,7 +55,7 @@ def child(row: str) -> dict:
     from lockstep.spec.loading import build_model, load_spec
 
     if row.startswith("user"):
-        info, params, reduction, live = load_spec(str(USER_SPEC)), {}, row == "user-por", False
+        info, params, reduction, live = load_spec(str(_user_spec())), {}, row == "user-por", False
     else:
         name, n, *flags = row.split(":")
         info = load_spec(name)
@@ -72,6 +73,15 @@ def child(row: str) -> dict:
     return {"verdict": res.verdict, "states": st.states, "transitions": st.transitions, "seconds": st.seconds, "cpu_s": cpu,
             "states_per_s": st.states / st.seconds if st.seconds else 0.0,
             "bytes_per_state": max(0, peak - base) * 1024 / max(1, st.states), "peak_rss_mb": peak / 1024}
+
+
+def _user_spec() -> Path:
+    """The user pipeline spec of the checkout being measured (an old checkout may predate what this
+    checkout's copy imports, e.g. ``Fifo``); this checkout's copy when that one has none."""
+    import lockstep
+
+    own = Path(lockstep.__file__).parent / "bench" / "user_pipeline_spec.py"
+    return own if own.exists() else USER_SPEC
 
 
 def measure(row: str, shim: str) -> dict:
