@@ -12,10 +12,6 @@ cuts both at the same state).
 
 ``--old`` is a directory holding a ``lockstep`` link to the old checkout (a PYTHONPATH shim); the new
 engine is the checkout this script belongs to, imported through the current PYTHONPATH.
-
-``--force-keyed`` makes the new engine key its unreduced searches by integers (docs/engine.md) in every
-world, also those whose roles issue ops (where it is off by default, for speed), so that the keyed path
-is compared with the old engine on every spec.
 """
 from __future__ import annotations
 
@@ -29,16 +25,6 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
-
-
-FORCE_KEYED = False
-
-
-def _keyed(model):
-    """The model, keyed in every unreduced search when --force-keyed asks for it."""
-    if FORCE_KEYED and hasattr(model, "_issues_ops"):
-        model._issues_ops = False
-    return model
 
 
 def _coverage(model) -> list:
@@ -59,7 +45,7 @@ def records(specs: int, seed: int) -> list:
         row = []
         for reduction in (True, False):
             try:
-                model = _keyed(protogen.build(d))
+                model = protogen.build(d)
                 res = check(model, liveness=True, reduction=reduction)
                 row.append([res.verdict, res.message, res.stats.states, res.stats.transitions,
                             json.dumps(res.counterexample, sort_keys=True, default=repr), _coverage(model)])
@@ -85,7 +71,7 @@ def shipped_records(max_states: int) -> list:
             row = [name, variant]
             for reduction in (True, False):
                 try:
-                    model = _keyed(build_model(info, p, variant, backend))
+                    model = build_model(info, p, variant, backend)
                     res = check(model, Bounds(max_states=max_states), liveness=True, reduction=reduction)
                     row.append([res.verdict, res.message, res.stats.states, res.stats.transitions,
                                 json.dumps(res.counterexample, sort_keys=True, default=repr), _coverage(model)])
@@ -102,20 +88,16 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--shipped", action="store_true", help="every shipped spec and variant instead of generated specs")
     ap.add_argument("--max-states", type=int, default=300_000, help="state bound per check with --shipped")
-    ap.add_argument("--force-keyed", action="store_true", help="the new engine keys every unreduced search by integers")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        global FORCE_KEYED
-        FORCE_KEYED = a.force_keyed
         print(json.dumps(shipped_records(a.max_states) if a.shipped else records(a.specs, a.seed)))
         return 0
     t0 = time.perf_counter()
     runs = {}
     extra = ["--shipped", "--max-states", str(a.max_states)] if a.shipped else []
     for name, shim in (("new", os.environ.get("PYTHONPATH", "")), ("old", a.old)):
-        force = ["--force-keyed"] if a.force_keyed and name == "new" else []
-        p = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", "--specs", str(a.specs), "--seed", str(a.seed)] + extra + force,
+        p = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", "--specs", str(a.specs), "--seed", str(a.seed)] + extra,
                            env=dict(os.environ, PYTHONPATH=shim, OMP_NUM_THREADS="1", PYTHONHASHSEED="0"), capture_output=True, text=True)
         if p.returncode != 0:
             print(f"{name}: {(p.stderr.strip().splitlines() or ['failed'])[-1]}")

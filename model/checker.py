@@ -66,6 +66,9 @@ class Explorer:
         self.actor_ids: dict[Any, int] = {}
         self.actor_names: list[Any] = []
         self.enabled_id = array("i")
+        # a keyed liveness search notes each state's obligation when it is found (``pending``), so
+        # that the lasso search need not rebuild every state from its key; empty otherwise
+        self.pending_flags = bytearray()
         self.enabled_sets: list[frozenset] = []
         self._enabled_ids: dict[frozenset, int] = {}  # frozenset of actor numbers -> index in enabled_sets
         self.stats = Stats()
@@ -160,6 +163,8 @@ class Explorer:
         edge_src, edge_dst, edge_actor, actor_id = self.edge_src, self.edge_dst, self.edge_actor, self._actor_id
         enabled_ids, enabled_id = self._enabled_ids, self.enabled_id
         actor_of = model.actor_of if LIVENESS in features else None  # the kept graph's actors (weak fairness)
+        flags = self.pending_flags
+        pending = model.pending if keyed and keep and LIVENESS in features else None
 
         actions = self._actions
         action_aid: dict = {}  # action -> its actor's number (liveness graph)
@@ -180,6 +185,8 @@ class Explorer:
             except TypeError:  # an unhashable choice in the action: kept as it is
                 pass
             via.append(a)
+            if pending is not None:
+                flags.append(bool(pending(s)))
             return i
 
         frontier: list[int] = []
@@ -265,6 +272,8 @@ class Explorer:
                         via.append(a)
                         nxt.append(j)
                         nxt_states.append(n)
+                        if pending is not None:
+                            flags.append(bool(pending(n)))
                         v = invariant(n)
                         if v is not None:
                             found.append((depth + 1, violation_result(v, self.path_to(j))))

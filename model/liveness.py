@@ -134,7 +134,10 @@ def find_lasso(ex, fair: bool = True):
     model = ex.model
     states = ex.states
     n = len(states)
-    pending = np.fromiter((bool(model.pending(s)) for s in states), dtype=bool, count=n)
+    if len(ex.pending_flags) == n:  # noted during the search (a keyed search)
+        pending = np.frombuffer(bytes(ex.pending_flags), dtype=bool)
+    else:
+        pending = np.fromiter((bool(model.pending(s)) for s in states), dtype=bool, count=n)
     esrc = np.frombuffer(ex.edge_src, dtype=np.int32) if len(ex.edge_src) else np.zeros(0, dtype=np.int32)
     edst = np.frombuffer(ex.edge_dst, dtype=np.int32) if len(ex.edge_dst) else np.zeros(0, dtype=np.int32)
     eact = np.frombuffer(ex.edge_actor, dtype=np.int32) if len(ex.edge_actor) else np.zeros(0, dtype=np.int32)

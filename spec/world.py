@@ -179,7 +179,6 @@ class Protocol(Fabric, Reductions, Explanation):
                                    and (a.role.transitions[tidx].fault is None or a.role.transitions[tidx].fault in self.faults))
                         for ctl, tids in a.role.by_src.items()} for a in self.actors]
         self._monitor_set = MonitorSet(self, self.monitors) if self.monitors else None
-        self._issues_ops = any(t.op is not None for a in self.actors for t in a.role.transitions)
 
     def _sym_ranks_idx(self) -> frozenset:
         return frozenset(self.symmetric) if len(self.symmetric) > 1 else frozenset()
@@ -396,7 +395,8 @@ class Protocol(Fabric, Reductions, Explanation):
         if keyed:
             klocal = self._klocal_memo[fu >= self.max_faults]
             nums = self._key_fields.unpack(key.to_bytes(self._key_fields.size, "little"))
-            gk = nums[-2] << KEY_BITS  # memo keys: actor state number | shared variables' number << KEY_BITS
+            gpos, gk_n = len(actors), nums[-2]
+            gk = gk_n << KEY_BITS  # memo keys: actor state number | shared variables' number << KEY_BITS
             self._kparent = (key, actors, g, fu, nums)  # state_of and state_key build its successors' from it
         normal: list = []
         fire = self._fire
@@ -482,6 +482,18 @@ class Protocol(Fabric, Reductions, Explanation):
                     na = by_pos.get(pos)
                     if na is None:
                         na = by_pos[pos] = ActorState(octl, nv, PendingOp(otidx, op, pos))
+                    if keyed:  # ng: the shared variables' number (_keyed_steps); the successor as its key
+                        an = self._aids[i].get(id(na))
+                        if an is None:
+                            an = self._actor_number(i, na)
+                            na = by_pos[pos] = self._areps[i][an]  # the kept object: found by id next time
+                        nk = key + ((an - nums[i]) << (KEY_BITS * i))
+                        if ng is not None:
+                            nk += (ng - gk_n) << (KEY_BITS * gpos)
+                        if dfu:
+                            nk += dfu << (KEY_BITS * (gpos + 1))
+                        normal.append((a, nk))
+                        continue
                     nl = list(actors)
                     nl[i] = na
                     normal.append((a, _new_world(WorldState, (tuple(nl), g if ng is None else ng, fu + dfu, fab))))
@@ -586,7 +598,7 @@ class Protocol(Fabric, Reductions, Explanation):
                     if t.quiescent:
                         slow = True
                         quiet.extend(self._fire(state, i, tidx, t, ctl, v, g, fu))
-        faults = self._fault_steps(state) if self._fault_kinds and not no_faults_left else []
+        faults = self._fault_steps(state, key if keyed else None) if self._fault_kinds and not no_faults_left else []
         if not normal and not quiet:
             stuck = self._stuck(state)
             if stuck is not None:
@@ -656,6 +668,8 @@ class Protocol(Fabric, Reductions, Explanation):
                 if dfu:
                     d += dfu << (KEY_BITS * (n + 1))
                 out.append((k, a, d, None, 0))
+            elif k == _OP:  # its new shared variables as their number (raw_successors' keyed op branch)
+                out.append((k, a, x, None if ng is None else self._shared_number(ng), dfu))
             else:
                 out.append((k, a, x, ng, dfu))
         only_fast = tuple((a, d) for _, a, d, _, _ in out) if all(r[0] == _FAST for r in out) else None
@@ -664,10 +678,8 @@ class Protocol(Fabric, Reductions, Explanation):
     # -- integer keys (model/features.py's ``keyed``) ----------------------------------------------
     def keyed(self) -> bool:
         """Whether the explorer keys this search's states by numbers: the successors are the raw ones
-        (no ample sets nor orbit representatives, which read whole states), carry no monitors, and come
-        from local steps (no role issues ops: op, fabric and failure steps make whole states, and keying
-        those costs more than it saves)."""
-        return not self._por_on and not self._sym_on and self._monitor_set is None and not self._issues_ops
+        (no ample sets nor orbit representatives, which read whole states) and carry no monitors."""
+        return not self._por_on and not self._sym_on and self._monitor_set is None
 
     def state_key(self, state):
         """One int: the number of each actor's state, then the shared variables' number, then the
@@ -1050,7 +1062,9 @@ class Protocol(Fabric, Reductions, Explanation):
         return c
 
 
-    def _fault_steps(self, state):
+    def _fault_steps(self, state, skey=None):
+        """The crash and hang steps that may strike now; with ``skey`` (the state's key, from
+        raw_successors in a keyed search) each successor comes as its key."""
         actors, g, fu, fab = state
         if fu >= self.max_faults:
             return []
@@ -1070,6 +1084,16 @@ class Protocol(Fabric, Reductions, Explanation):
             if len(self._fault_memo) < MEMO_LIMIT:
                 self._fault_memo[key] = which
         out = []
+        if skey is not None:  # keyed_successors: the successors as their keys (state_key)
+            aids, nums = self._aids, self._kparent[4]
+            spent = 1 << (KEY_BITS * (len(actors) + 1))
+            for act, kills in which:
+                nk = skey + spent
+                for j, dead in kills:
+                    dn = aids[j].get(id(dead))
+                    nk += ((self._actor_number(j, dead) if dn is None else dn) - nums[j]) << (KEY_BITS * j)
+                out.append((act, nk))
+            return out
         for act, kills in which:
             nl = list(actors)
             for j, dead in kills:

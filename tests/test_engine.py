@@ -300,7 +300,6 @@ def test_keyed_search_equals_the_state_keyed_search(name, params, variant, liven
         model = _variant_model(name, params, variant)
         model.set_reduction(False)
         model.set_liveness(liveness)
-        model._issues_ops = False  # keyed by default only without ops (a matter of speed): forced here
         if not keyed:
             model.keyed = lambda: False
         assert model.keyed() is keyed
@@ -324,7 +323,6 @@ def test_keyed_successors_are_the_raw_successors_as_keys(name, params, variant, 
     successors in the same order, some as their keys."""
     model = _variant_model(name, params, variant)
     model.set_reduction(False)
-    model._issues_ops = False
     ex = Explorer(model)
     ex.run()
     as_keys = 0
@@ -343,9 +341,8 @@ def test_keyed_successors_are_the_raw_successors_as_keys(name, params, variant, 
     assert as_keys > 0
 
 
-def test_reduced_monitored_and_op_issuing_searches_are_not_keyed():
-    """Ample sets, orbit representatives and monitors read whole states: those searches keep states;
-    so do worlds whose roles issue ops (their steps make whole states)."""
+def test_reduced_and_monitored_searches_are_not_keyed():
+    """Ample sets, orbit representatives and monitors read whole states: those searches keep states."""
     user = _model("user", stages=2, microbatches=2, capacity=1)
     user.set_reduction(True)
     assert not user.keyed()
@@ -354,8 +351,10 @@ def test_reduced_monitored_and_op_issuing_searches_are_not_keyed():
     ex = Explorer(user)
     assert ex.run().verdict == "HOLDS" and type(ex.states).__name__ == "KeyedStates"
     pp0 = _model("pp0")
-    pp0.set_reduction(False)
+    pp0.set_reduction(True)
     assert not pp0.keyed()
+    pp0.set_reduction(False)
+    assert pp0.keyed()
     tp = _model("tp", ranks=2)  # declares a monitor
     tp.set_reduction(False)
     assert not tp.keyed()
@@ -365,7 +364,7 @@ def test_reduced_monitored_and_op_issuing_searches_are_not_keyed():
 
 def test_keyed_search_equals_the_state_keyed_search_on_random_protocols():
     """Random protocols (tests/protogen.py: ops, faults, timeouts, FIFO queues, liveness), unreduced,
-    keyed (forced) and not: same verdicts, counts and counterexamples."""
+    keyed and not: same verdicts, counts and counterexamples."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -378,7 +377,6 @@ def test_keyed_search_equals_the_state_keyed_search_on_random_protocols():
         out = []
         for keyed in (True, False):
             model = protogen.build(d)
-            model._issues_ops = False
             if not keyed:
                 model.keyed = lambda: False
             try:
