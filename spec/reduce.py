@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from ..model.api import SpecError, Violation
 from .lang import CONTROL_FIELDS, DEAD, DONE, FAILED, FOOTPRINT, Ctx
-from .state import WorldState
 from .view import SHARED
 
 
