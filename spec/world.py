@@ -27,6 +27,8 @@ explain.py; states are the typed tuples of state.py.
 from __future__ import annotations
 
 import operator
+from itertools import compress
+from operator import is_not
 import struct
 from collections import namedtuple
 from dataclasses import dataclass, field
@@ -102,6 +104,9 @@ class Protocol(Fabric, Reductions, Explanation):
         self._prop_what = [f"{self.name} invariant {name}" for name, _, _, _ in self._props]
         self._pending_what = f"{self.name} liveness obligation"
         self._por_reduce = True
+        # two shortcuts of raw_successors that change no state the search reaches (tests turn them off
+        # to compare): twins' steps left out (_twins), the ample set found first (_ample_first)
+        self._twin_steps = self._ample_shortcut = True
         self._por_live = False
         raw = any(not viewed for _, _, _, viewed in self._props) or (self._pending_view is not None and not self._pending_view[1])
         self._por_actors = frozenset() if raw else self._por_eligible_actors()
@@ -128,6 +133,7 @@ class Protocol(Fabric, Reductions, Explanation):
         self._greps: list = []
         # (key, actors, shared, faults used, key fields) of the state keyed_successors expanded last
         self._kparent = None
+        self._actor_range = range(len(self.actors))
         # a key's fields as bytes: the actors' numbers, the shared variables' number, the faults used
         self._key_fields = struct.Struct(f"<{len(self.actors) + 2}I")
         self._prepare()
@@ -156,6 +162,7 @@ class Protocol(Fabric, Reductions, Explanation):
         self._gone_memo: dict = {}
         self._fault_memo: dict = {}
         self._canon_memo: dict = {}  # symmetric actors' states -> their sorted order, () when already sorted
+        self._twin_memo: dict = {}  # symmetric actors' states -> the later of equal ones (_twins)
         self._vis_fns: dict = {}  # actor -> its compiled por_visible (Reductions._visibility)
         self._pc_static: list = [{} for _ in self.actors]  # per actor, ctl -> Reductions._complete_static
         self._pi_static: list = [{} for _ in self.actors]  # per actor, ctl -> Reductions._independent_static
@@ -392,6 +399,12 @@ class Protocol(Fabric, Reductions, Explanation):
             return self._monitor_set.successors(state, self.raw_successors(WorldState(*state[:4])))
         actors, g, fu, fab = state
         keyed = key is not None and type(key) is int  # a state with fabric entries is its own key
+        # symmetric actors equal to an earlier one: their own steps lead where the earlier one's do
+        twins = self._twins(actors) if self._twin_steps and self._sym_on and not fab and self._monitor_set is None else None
+        if self._ample_shortcut and self._por_on and not keyed:
+            first = self._ample_first(state, twins)
+            if first is not None:
+                return first
         if keyed:
             klocal = self._klocal_memo[fu >= self.max_faults]
             nums = self._key_fields.unpack(key.to_bytes(self._key_fields.size, "little"))
@@ -433,6 +446,8 @@ class Protocol(Fabric, Reductions, Explanation):
             if ctl in BUILTIN_TERMINAL:
                 if ctl in EXITED:
                     exited = True
+                continue
+            if twins and i in twins:
                 continue
             if keyed:
                 mk = nums[i] if private[i] else nums[i] | gk
@@ -477,26 +492,25 @@ class Protocol(Fabric, Reductions, Explanation):
                     nl[i] = x
                     append((a, new_world(world_state, (tuple(nl), g if ng is None else ng, fu + dfu if dfu else fu, fab))))
                 elif kind == _OP:
+                    if not keyed:
+                        normal.append((a, self._post(state, i, x, ng, dfu)))
+                        continue
                     otidx, op, octl, nv, solo, by_pos = x
                     pos = 0 if solo and not fab else self._queue_pos(actors, fab, arank[i], op)
                     na = by_pos.get(pos)
                     if na is None:
                         na = by_pos[pos] = ActorState(octl, nv, PendingOp(otidx, op, pos))
-                    if keyed:  # ng: the shared variables' number (_keyed_steps); the successor as its key
-                        an = self._aids[i].get(id(na))
-                        if an is None:
-                            an = self._actor_number(i, na)
-                            na = by_pos[pos] = self._areps[i][an]  # the kept object: found by id next time
-                        nk = key + ((an - nums[i]) << (KEY_BITS * i))
-                        if ng is not None:
-                            nk += (ng - gk_n) << (KEY_BITS * gpos)
-                        if dfu:
-                            nk += dfu << (KEY_BITS * (gpos + 1))
-                        normal.append((a, nk))
-                        continue
-                    nl = list(actors)
-                    nl[i] = na
-                    normal.append((a, _new_world(WorldState, (tuple(nl), g if ng is None else ng, fu + dfu, fab))))
+                    # keyed: ng is the shared variables' number (_keyed_steps); the successor as its key
+                    an = self._aids[i].get(id(na))
+                    if an is None:
+                        an = self._actor_number(i, na)
+                        na = by_pos[pos] = self._areps[i][an]  # the kept object: found by id next time
+                    nk = key + ((an - nums[i]) << (KEY_BITS * i))
+                    if ng is not None:
+                        nk += (ng - gk_n) << (KEY_BITS * gpos)
+                    if dfu:
+                        nk += dfu << (KEY_BITS * (gpos + 1))
+                    normal.append((a, nk))
                 elif kind == _VIOLATION:
                     normal.append((a, x))
                 else:
@@ -571,7 +585,8 @@ class Protocol(Fabric, Reductions, Explanation):
                     elif groups[op.group].ranks[op.peer] not in gone:
                         continue
                     if not gone.isdisjoint(self._partners_of(actors, fab, ep[1], op, posted)):
-                        gone_waits.append(ep[0])
+                        if not (twins and ep[0] in twins):
+                            gone_waits.append(ep[0])
         if self.profile.gone_peer == "immediate":
             for ref in gone_waits:
                 normal.append(self._error_step(state, ref))
@@ -583,7 +598,7 @@ class Protocol(Fabric, Reductions, Explanation):
             if self.profile.gone_peer == "timeout":
                 quiet.extend(self._error_step(state, ref) for ref in gone_waits)
             for i, (ctl, v, pend) in enumerate(actors):
-                if ctl in BUILTIN_TERMINAL:
+                if ctl in BUILTIN_TERMINAL or (twins and i in twins):
                     continue
                 role = self.actors[i].role
                 if pend is not None:
@@ -598,7 +613,7 @@ class Protocol(Fabric, Reductions, Explanation):
                     if t.quiescent:
                         slow = True
                         quiet.extend(self._fire(state, i, tidx, t, ctl, v, g, fu))
-        faults = self._fault_steps(state, key if keyed else None) if self._fault_kinds and not no_faults_left else []
+        faults = self._fault_steps(state, key if keyed else None, twins) if self._fault_kinds and not no_faults_left else []
         if not normal and not quiet:
             stuck = self._stuck(state)
             if stuck is not None:
@@ -616,6 +631,102 @@ class Protocol(Fabric, Reductions, Explanation):
         elif used:  # every actor step in ``out`` came from the memoised local steps
             self.fired.update(*used)
         return out
+
+    def _post(self, state, i, x, ng, dfu):
+        """The successor of ``state`` in which actor i posts the op of a ``_OP`` record (x, ng, dfu)."""
+        actors, g, fu, fab = state
+        otidx, op, octl, nv, solo, by_pos = x
+        pos = 0 if solo and not fab else self._queue_pos(actors, fab, self._actor_rank[i], op)
+        na = by_pos.get(pos)
+        if na is None:
+            na = by_pos[pos] = ActorState(octl, nv, PendingOp(otidx, op, pos))
+        nl = list(actors)
+        nl[i] = na
+        return _new_world(WorldState, (tuple(nl), g if ng is None else ng, fu + dfu, fab))
+
+    def _ample_first(self, state, twins):
+        """The ample set ``raw_successors`` would pick, found without building the other actors'
+        successors, or None when this shortcut cannot tell (then the full list is built and reduced).
+        model/por.py's rule takes the first qualifying process in the order its steps appear, and an
+        actor's memoised local steps come in actor order before anything else: so the first actor
+        here, in actor order, whose steps qualify is the one the rule would take from the full list,
+        provided the rule runs at all (two or more steps besides the stuck rule): the actor has two
+        steps, or another actor has a step too.  It stops at the first actor whose steps it cannot
+        read from the memo (not memoised yet, or a step that is not a plain local step or an op
+        post), so a spec error is raised where the full pass would raise it."""
+        actors, g, fu, fab = state
+        pa = self._por_actors
+        local = self._local_memo[fu >= self.max_faults]
+        private = self._private
+        gid = None
+        other = False  # another actor (before this one) has a step
+        for i, st in enumerate(actors):
+            if st[2] is not None or st[0] in BUILTIN_TERMINAL or (twins and i in twins):
+                continue
+            if private[i]:
+                entry = local[i].get(st)
+            else:
+                if gid is None:
+                    gid = self._gids.get(g)
+                    if gid is None:
+                        return None
+                entry = local[i].get((st, gid))
+            if entry is None:
+                return None
+            items = entry[1]
+            if not items:
+                continue
+            if any(r[0] == _SLOW for r in items):
+                return None
+            if i not in pa or self._pc_static[i].get(st[0]) is False or self._refused_alone(state, i, st[0]):
+                other = True  # not eligible, or refused whatever its steps are (checked again in full below)
+                continue
+            moves = []
+            for kind, a, x, ng, dfu in items:
+                if kind == _FAST:
+                    nl = list(actors)
+                    nl[i] = x
+                    moves.append((a, _new_world(WorldState, (tuple(nl), g if ng is None else ng, fu + dfu if dfu else fu, fab))))
+                elif kind == _OP:
+                    moves.append((a, self._post(state, i, x, ng, dfu)))
+                elif kind == _VIOLATION:
+                    moves = None
+                    break
+            if moves is not None:
+                if not (len(moves) > 1 or other or self._another_step(state, i, twins, local, gid)):
+                    return None  # one step and no other known: whether the rule runs is for the full pass to find
+                if self.por_complete(state, i, moves) and not any(self.por_visible(state, a, n) for a, n in moves) \
+                        and self.por_independent(state, i, moves, None) and self.por_no_ignoring(state, i, moves):
+                    if len(self.fired) < self._pairs_total:
+                        self.fired.update((i, a[2]) for a, _ in moves)
+                    return moves
+            other = True
+        return None
+
+    def _refused_alone(self, state, i, ctl) -> bool:
+        """Whether ``por_independent`` refuses actor i's steps at ``ctl`` before looking at them: a
+        step there writes shared variables while i's rank may still be killed, or interacts with
+        the faults by itself while one can still be injected."""
+        st = self._pi_static[i].get(ctl)
+        if st is None:
+            return False
+        writes, blocks_faults = st
+        if writes and self._rank_may_die(state, i):
+            return True
+        return blocks_faults and state[2] < self.max_faults and self._faults_possible
+
+    def _another_step(self, state, i, twins, local, gid) -> bool:
+        """Whether an actor after i has a memoised local step in ``state``."""
+        actors = state[0]
+        private = self._private
+        for j in range(i + 1, len(actors)):
+            st = actors[j]
+            if st[2] is not None or st[0] in BUILTIN_TERMINAL or (twins and j in twins):
+                continue
+            entry = local[j].get(st if private[j] else (st, gid))
+            if entry is not None and any(r[0] != _SLOW for r in entry[1]):
+                return True
+        return False
 
     def keyed_successors(self, state, key):
         """``raw_successors(state, key)``, with a shortcut for the states of a keyed world (no role
@@ -677,8 +788,9 @@ class Protocol(Fabric, Reductions, Explanation):
 
     # -- integer keys (model/features.py's ``keyed``) ----------------------------------------------
     def keyed(self) -> bool:
-        """Whether the explorer keys this search's states by numbers: the successors are the raw ones
-        (no ample sets nor orbit representatives, which read whole states) and carry no monitors."""
+        """Whether the explorer keys this search's states by numbers: states that carry no monitors.
+        A reduced search (ample sets, orbit representatives: they read whole states) builds its
+        successors as states and keys them by what changed from the state expanded."""
         return not self._por_on and not self._sym_on and self._monitor_set is None
 
     def state_key(self, state):
@@ -689,12 +801,14 @@ class Protocol(Fabric, Reductions, Explanation):
             return state
         actors = state[0]
         p = self._kparent
-        if p is not None and p[1] is not actors:  # a successor of the state expanded last: what changed
+        if p is not None:  # from the state expanded last (usually this one's parent): what changed
             key = p[0]
             nums = p[4]
-            for i, (a, b) in enumerate(zip(actors, p[1])):
-                if a is not b:
-                    key += (self._actor_number(i, a) - nums[i]) << (KEY_BITS * i)
+            aids = self._aids
+            for i in compress(self._actor_range, map(is_not, actors, p[1])):
+                a = actors[i]
+                n = aids[i].get(id(a))  # the object kept for a number: found without hashing it
+                key += ((self._actor_number(i, a) if n is None else n) - nums[i]) << (KEY_BITS * i)
             n = len(actors)
             if state[1] is not p[2]:
                 key += (self._shared_number(state[1]) - nums[n]) << (KEY_BITS * n)
@@ -862,6 +976,29 @@ class Protocol(Fabric, Reductions, Explanation):
                     continue
             out.append((a, n if isinstance(n, Violation) else canon(n)))
         return out
+
+    def _twins(self, actors):
+        """The symmetric actors whose state equals an earlier symmetric actor's (a frozenset, empty when
+        none; memoised on the symmetric actors' states).  Sound under the symmetry reduction's own
+        premise: swapping two symmetric actors in equal states maps the state (no fabric entries, no
+        monitors) to itself, so each step of the later one is matched by the same step of the earlier
+        one into a state of the same orbit, and the orbit's representative is what the search keeps.
+        Leaving the later one's steps out changes no state the search reaches, only how many edges
+        lead there."""
+        span = self._sym_span
+        parts = actors[span[0]:span[1]] if span is not None else self._sym_get(actors)
+        tw = self._twin_memo.get(parts)
+        if tw is None:
+            seen, later = set(), []
+            for i, p in zip(self.symmetric, parts):
+                if p in seen:
+                    later.append(i)
+                else:
+                    seen.add(p)
+            tw = frozenset(later)
+            if len(self._twin_memo) < MEMO_LIMIT:
+                self._twin_memo[parts] = tw
+        return tw
 
     def canonical(self, state):
         """The orbit representative (Reductions.canonical), memoised on the symmetric actors' states:
@@ -1062,9 +1199,10 @@ class Protocol(Fabric, Reductions, Explanation):
         return c
 
 
-    def _fault_steps(self, state, skey=None):
+    def _fault_steps(self, state, skey=None, twins=None):
         """The crash and hang steps that may strike now; with ``skey`` (the state's key, from
-        raw_successors in a keyed search) each successor comes as its key."""
+        raw_successors in a keyed search) each successor comes as its key.  ``twins`` (``_twins``):
+        symmetric actors whose rank's faults are left out, as an earlier twin's lead to the same orbit."""
         actors, g, fu, fab = state
         if fu >= self.max_faults:
             return []
@@ -1083,6 +1221,10 @@ class Protocol(Fabric, Reductions, Explanation):
             which = tuple(which)
             if len(self._fault_memo) < MEMO_LIMIT:
                 self._fault_memo[key] = which
+        if twins:
+            arank = self._actor_rank
+            skip = {arank[j] for j in twins}
+            which = [w for w in which if w[0][1] not in skip]
         out = []
         if skey is not None:  # keyed_successors: the successors as their keys (state_key)
             aids, nums = self._aids, self._kparent[4]

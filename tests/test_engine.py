@@ -388,3 +388,77 @@ def test_keyed_search_equals_the_state_keyed_search_on_random_protocols():
         assert out[0] == out[1], d
         compared += out[0][0] != "spec error"
     assert compared > 30
+
+
+# -- shortcuts of the reduced search: twins' steps left out, the ample set found first ------------
+def _search_with(model, twins: bool, first: bool, liveness: bool):
+    model._twin_steps, model._ample_shortcut = twins, first
+    model.fired.clear()
+    res = check(model, liveness=liveness, reduction=True)
+    return res, set(model.fired)
+
+
+SHORTCUT_CASES = [
+    pytest.param("pp1", {"mesh": 3}, None, marks=pytest.mark.slow),
+    ("pp1", {"mesh": 3}, "om09-no-epoch-fence"),
+    pytest.param("pp1", {"mesh": 3}, "retry-forever", marks=pytest.mark.slow),
+    ("pp0", {}, "pp0-local-recompute"),
+    ("tp", {"ranks": 3}, None),
+    ("user", {"stages": 3, "microbatches": 4, "capacity": 1}, "source-skips"),
+]
+
+
+@pytest.mark.parametrize("name,params,variant", SHORTCUT_CASES)
+def test_reduced_search_shortcuts_change_no_reached_state(name, params, variant):
+    """The ample set found before the other actors' successors are built is the one the rule takes
+    from the full list (everything equal: counts, counterexample, coverage); leaving out the steps of
+    a symmetric actor equal to an earlier one reaches the same states in the same order (same
+    verdict, states, counterexample), over fewer edges."""
+    runs = {}
+    for twins, first in ((False, False), (False, True), (True, True)):
+        runs[twins, first] = _search_with(_variant_model(name, params, variant), twins, first, liveness=True)
+    (ref, ref_fired), (fst, fst_fired), (both, both_fired) = runs[False, False], runs[False, True], runs[True, True]
+    assert ref.stats.states > 50
+    assert (fst.verdict, fst.message, fst.stats.states, fst.stats.transitions, fst.stats.end_states, fst.counterexample) == \
+        (ref.verdict, ref.message, ref.stats.states, ref.stats.transitions, ref.stats.end_states, ref.counterexample)
+    assert fst_fired == ref_fired
+    assert (both.verdict, both.message, both.stats.states, both.stats.end_states, both.counterexample) == \
+        (ref.verdict, ref.message, ref.stats.states, ref.stats.end_states, ref.counterexample)
+    assert both.stats.transitions <= ref.stats.transitions
+    model = _variant_model(name, params, variant)
+    if len(model.symmetric) > 1 and not model._monitor_set and ref.reduced:  # (a lasso comes from the full graph)
+        assert both.stats.transitions < ref.stats.transitions  # the twins' steps were left out
+    roles = {a.role.name: {k for k in range(len(a.role.transitions))} for a in model.actors}
+    by_role = lambda fired: {(model.actors[i].role.name, t) for i, t in fired}  # noqa: E731
+    assert by_role(both_fired) == by_role(ref_fired) and roles  # coverage per role is unchanged
+
+
+def test_reduced_search_shortcuts_on_random_protocols():
+    """Random protocols (tests/protogen.py; a third of the three-rank ones declare two symmetric
+    workers), reduced with liveness: the shortcuts on and off give the same verdicts, state counts and
+    counterexamples; the ample shortcut alone changes nothing at all."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import protogen
+
+    rng = random.Random(11)
+    compared = fewer = 0
+    for _ in range(300):
+        d = protogen.describe(protogen.random_pick(rng))
+        out = []
+        for twins, first in ((False, False), (False, True), (True, True)):
+            model = protogen.build(d)
+            try:
+                res, fired = _search_with(model, twins, first, liveness=True)
+            except SpecError as e:
+                out.append(("spec error", str(e)))
+                continue
+            out.append((res.verdict, res.message, res.stats.states, res.counterexample, res.stats.transitions, fired))
+        assert out[1] == out[0], d
+        assert out[2][:4] == out[0][:4], d
+        if out[0][0] != "spec error":
+            compared += 1
+            assert out[2][4] <= out[0][4], d
+            fewer += out[2][4] < out[0][4]
+    assert compared > 150 and fewer > 10
