@@ -261,7 +261,17 @@ class Reductions:
         return bool(fp is not None and (fp[1] or fp[2] or fp[3])), named or hang_point
 
     def _has_step(self, state, i) -> bool:
-        """Whether actor i (of a private role) has an enabled normal step in ``state``."""
+        """Whether actor i (of a private role) has an enabled normal step in ``state`` (memoised on
+        what it reads: the actor's state, the shared variables, whether faults are spent)."""
+        key = (i, state[0][i], state[1], state[2] >= self.max_faults)
+        out = self._has_step_memo.get(key)
+        if out is None:
+            out = self._has_step_memo[key] = self._find_step(state, i)
+            if len(self._has_step_memo) >= _MEMO_CAP:
+                self._has_step_memo.clear()
+        return out
+
+    def _find_step(self, state, i) -> bool:
         ctl, v, pend = state[0][i]
         if pend is not None or v is None:
             return False
@@ -404,6 +414,7 @@ class Reductions:
 
 
 _UNSET = object()
+_MEMO_CAP = 1_000_000  # entries of the _has_step memo before it starts again
 
 
 def _sort_key(x):

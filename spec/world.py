@@ -164,6 +164,7 @@ class Protocol(Fabric, Reductions, Explanation):
         self._canon_memo: dict = {}  # symmetric actors' states -> their sorted order, () when already sorted
         self._twin_memo: dict = {}  # symmetric actors' states -> the later of equal ones (_twins)
         self._vis_fns: dict = {}  # actor -> its compiled por_visible (Reductions._visibility)
+        self._has_step_memo: dict = {}  # Reductions._has_step
         self._pc_static: list = [{} for _ in self.actors]  # per actor, ctl -> Reductions._complete_static
         self._pi_static: list = [{} for _ in self.actors]  # per actor, ctl -> Reductions._independent_static
         self._sym_get = operator.itemgetter(*self.symmetric) if len(self.symmetric) > 1 else None
@@ -401,10 +402,14 @@ class Protocol(Fabric, Reductions, Explanation):
         keyed = key is not None and type(key) is int  # a state with fabric entries is its own key
         # symmetric actors equal to an earlier one: their own steps lead where the earlier one's do
         twins = self._twins(actors) if self._twin_steps and self._sym_on and not fab and self._monitor_set is None else None
+        scanned = False  # _ample_first looked at every candidate and none qualifies
+        built = None  # actor -> its successors, as _ample_first built them
         if self._ample_shortcut and self._por_on and not keyed:
-            first = self._ample_first(state, twins)
-            if first is not None:
+            built = {}
+            first = self._ample_first(state, twins, built)
+            if first:
                 return first
+            scanned = first is not None
         if keyed:
             klocal = self._klocal_memo[fu >= self.max_faults]
             nums = self._key_fields.unpack(key.to_bytes(self._key_fields.size, "little"))
@@ -483,6 +488,11 @@ class Protocol(Fabric, Reductions, Explanation):
             pairs, items = entry[0], entry[1]
             if pairs and track:
                 used.append(pairs)
+            if built:
+                moves = built.get(i)
+                if moves is not None:
+                    normal.extend(moves)
+                    continue
             for kind, a, x, ng, dfu in items:
                 if kind == fast:
                     if keyed:  # x: what the step adds to the key (_keyed_steps); the successor as its key
@@ -619,7 +629,7 @@ class Protocol(Fabric, Reductions, Explanation):
             if stuck is not None:
                 return [(None, stuck)]
         out = normal + quiet + faults
-        if self._por_on and len(normal) > 1:
+        if self._por_on and len(normal) > 1 and not scanned:
             pa = self._por_actors
             if any(a[0] == "t" and a[1] in pa for a, _ in normal):
                 out = ample(self, state, out)
@@ -644,16 +654,18 @@ class Protocol(Fabric, Reductions, Explanation):
         nl[i] = na
         return _new_world(WorldState, (tuple(nl), g if ng is None else ng, fu + dfu, fab))
 
-    def _ample_first(self, state, twins):
+    def _ample_first(self, state, twins, built: dict):
         """The ample set ``raw_successors`` would pick, found without building the other actors'
-        successors, or None when this shortcut cannot tell (then the full list is built and reduced).
+        successors; () when no actor's steps qualify (the rule would reduce nothing); None when this
+        shortcut cannot tell (then the full list is built and reduced).
         model/por.py's rule takes the first qualifying process in the order its steps appear, and an
         actor's memoised local steps come in actor order before anything else: so the first actor
         here, in actor order, whose steps qualify is the one the rule would take from the full list,
         provided the rule runs at all (two or more steps besides the stuck rule): the actor has two
         steps, or another actor has a step too.  It stops at the first actor whose steps it cannot
         read from the memo (not memoised yet, or a step that is not a plain local step or an op
-        post), so a spec error is raised where the full pass would raise it."""
+        post), so a spec error is raised where the full pass would raise it.  The successors it built
+        for actors whose steps do not qualify are left in ``built`` for the full pass."""
         actors, g, fu, fab = state
         pa = self._por_actors
         local = self._local_memo[fu >= self.max_faults]
@@ -679,7 +691,7 @@ class Protocol(Fabric, Reductions, Explanation):
             if any(r[0] == _SLOW for r in items):
                 return None
             if i not in pa or self._pc_static[i].get(st[0]) is False or self._refused_alone(state, i, st[0]):
-                other = True  # not eligible, or refused whatever its steps are (checked again in full below)
+                other = True  # not eligible, or refused whatever its steps are
                 continue
             moves = []
             for kind, a, x, ng, dfu in items:
@@ -693,6 +705,7 @@ class Protocol(Fabric, Reductions, Explanation):
                     moves = None
                     break
             if moves is not None:
+                built[i] = moves
                 if not (len(moves) > 1 or other or self._another_step(state, i, twins, local, gid)):
                     return None  # one step and no other known: whether the rule runs is for the full pass to find
                 if self.por_complete(state, i, moves) and not any(self.por_visible(state, a, n) for a, n in moves) \
@@ -701,7 +714,7 @@ class Protocol(Fabric, Reductions, Explanation):
                         self.fired.update((i, a[2]) for a, _ in moves)
                     return moves
             other = True
-        return None
+        return ()
 
     def _refused_alone(self, state, i, ctl) -> bool:
         """Whether ``por_independent`` refuses actor i's steps at ``ctl`` before looking at them: a
