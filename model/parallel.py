@@ -707,7 +707,7 @@ class _Coordinator:
 
     # -- exploration ---------------------------------------------------------------------
     def run(self) -> Result:
-        model, b, st, n = self.model, self.b, self.st, self.n
+        model, b, st = self.model, self.b, self.st
         t0 = time.perf_counter()
         deadline = t0 + b.timeout if b.timeout is not None else None
         init: list = []

@@ -664,8 +664,11 @@ class Protocol(Fabric, Reductions, Explanation):
         provided the rule runs at all (two or more steps besides the stuck rule): the actor has two
         steps, or another actor has a step too.  It stops at the first actor whose steps it cannot
         read from the memo (not memoised yet, or a step that is not a plain local step or an op
-        post), so a spec error is raised where the full pass would raise it.  The successors it built
-        for actors whose steps do not qualify are left in ``built`` for the full pass."""
+        post), so a spec error in an actor before the chosen one is raised where the full pass
+        raises it; the steps of the actors after it are not evaluated in this state, and like every
+        step the reduction postpones they are evaluated where they are taken (C3), which is all the
+        footprint argument of model/por.py relies on.  The successors it built for actors whose steps
+        do not qualify are left in ``built`` for the full pass."""
         actors, g, fu, fab = state
         pa = self._por_actors
         local = self._local_memo[fu >= self.max_faults]
