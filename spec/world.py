@@ -503,7 +503,7 @@ class Protocol(Fabric, Reductions, Explanation):
                     append((a, new_world(world_state, (tuple(nl), g if ng is None else ng, fu + dfu if dfu else fu, fab))))
                 elif kind == _OP:
                     if not keyed:
-                        normal.append((a, self._post(state, i, x, ng, dfu)))
+                        normal.append((a, self._posted(state, i, x, ng, dfu)))
                         continue
                     otidx, op, octl, nv, solo, by_pos = x
                     pos = 0 if solo and not fab else self._queue_pos(actors, fab, arank[i], op)
@@ -642,7 +642,7 @@ class Protocol(Fabric, Reductions, Explanation):
             self.fired.update(*used)
         return out
 
-    def _post(self, state, i, x, ng, dfu):
+    def _posted(self, state, i, x, ng, dfu):
         """The successor of ``state`` in which actor i posts the op of a ``_OP`` record (x, ng, dfu)."""
         actors, g, fu, fab = state
         otidx, op, octl, nv, solo, by_pos = x
@@ -703,7 +703,7 @@ class Protocol(Fabric, Reductions, Explanation):
                     nl[i] = x
                     moves.append((a, _new_world(WorldState, (tuple(nl), g if ng is None else ng, fu + dfu if dfu else fu, fab))))
                 elif kind == _OP:
-                    moves.append((a, self._post(state, i, x, ng, dfu)))
+                    moves.append((a, self._posted(state, i, x, ng, dfu)))
                 elif kind == _VIOLATION:
                     moves = None
                     break
