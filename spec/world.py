@@ -392,16 +392,21 @@ class Protocol(Fabric, Reductions, Explanation):
         else:
             actors[i] = _new_world(ActorState, (ctl, v, None))
 
-    def raw_successors(self, state, key=None) -> Iterable:
+    def raw_successors(self, state, key=None, twins=None) -> Iterable:
         """The successors of ``state``: (action, next state or Violation) in a fixed order.  With
         ``key`` (``keyed_successors``: its ``state_key``), a successor made by a memoised local step
-        comes as its key instead, built from ``key`` and the numbers the memo record carries."""
+        comes as its key instead, built from ``key`` and the numbers the memo record carries.
+        ``twins``: the symmetric actors whose own steps are left out (``_twins``; found here for a
+        world without monitors)."""
         if len(state) > 4:  # a monitored world: its monitors advance around the world's steps (monitor.py)
-            return self._monitor_set.successors(state, self.raw_successors(WorldState(*state[:4])))
+            if self._twin_steps and self._sym_on and not state[3]:
+                twins = self._twins(state[0], state[4])
+            return self._monitor_set.successors(state, self.raw_successors(WorldState(*state[:4]), twins=twins))
         actors, g, fu, fab = state
         keyed = key is not None and type(key) is int  # a state with fabric entries is its own key
         # symmetric actors equal to an earlier one: their own steps lead where the earlier one's do
-        twins = self._twins(actors) if self._twin_steps and self._sym_on and not fab and self._monitor_set is None else None
+        if twins is None and self._twin_steps and self._sym_on and not fab and self._monitor_set is None:
+            twins = self._twins(actors)
         scanned = False  # _ample_first looked at every candidate and none qualifies
         built = None  # actor -> its successors, as _ample_first built them
         if self._ample_shortcut and self._por_on and not keyed:
@@ -993,16 +998,22 @@ class Protocol(Fabric, Reductions, Explanation):
             out.append((a, n if isinstance(n, Violation) else canon(n)))
         return out
 
-    def _twins(self, actors):
+    def _twins(self, actors, monitors=None):
         """The symmetric actors whose state equals an earlier symmetric actor's (a frozenset, empty when
-        none; memoised on the symmetric actors' states).  Sound under the symmetry reduction's own
-        premise: swapping two symmetric actors in equal states maps the state (no fabric entries, no
-        monitors) to itself, so each step of the later one is matched by the same step of the earlier
-        one into a state of the same orbit, and the orbit's representative is what the search keeps.
-        Leaving the later one's steps out changes no state the search reaches, only how many edges
-        lead there."""
-        span = self._sym_span
-        parts = actors[span[0]:span[1]] if span is not None else self._sym_get(actors)
+        none; memoised on the symmetric actors' states).  With ``monitors`` (a monitored state's
+        instances), an actor's state includes its rank's per-rank monitor instances, which move with
+        it under symmetry.  Sound under the symmetry reduction's own premise: swapping two symmetric
+        actors in equal states maps the state (with no fabric entries) to itself, so each step of the
+        later one is matched by the same step of the earlier one into a state of the same orbit, and
+        the orbit's representative is what the search keeps (monitors treat symmetric actors alike: a
+        ``when`` predicate may not read their rank).  Leaving the later one's steps out changes no
+        state the search reaches, only how many edges lead there."""
+        if monitors is not None:
+            slots, rank = self._monitor_set.rank_slots, self._actor_rank
+            parts = tuple((actors[i], tuple([monitors[s] for s in slots[rank[i]]])) for i in self.symmetric)
+        else:
+            span = self._sym_span
+            parts = actors[span[0]:span[1]] if span is not None else self._sym_get(actors)
         tw = self._twin_memo.get(parts)
         if tw is None:
             seen, later = set(), []
