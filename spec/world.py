@@ -27,8 +27,6 @@ explain.py; states are the typed tuples of state.py.
 from __future__ import annotations
 
 import operator
-from itertools import compress
-from operator import is_not
 import struct
 from collections import namedtuple
 from dataclasses import dataclass, field
@@ -133,7 +131,6 @@ class Protocol(Fabric, Reductions, Explanation):
         self._greps: list = []
         # (key, actors, shared, faults used, key fields) of the state keyed_successors expanded last
         self._kparent = None
-        self._actor_range = range(len(self.actors))
         # a key's fields as bytes: the actors' numbers, the shared variables' number, the faults used
         self._key_fields = struct.Struct(f"<{len(self.actors) + 2}I")
         self._prepare()
@@ -809,9 +806,8 @@ class Protocol(Fabric, Reductions, Explanation):
 
     # -- integer keys (model/features.py's ``keyed``) ----------------------------------------------
     def keyed(self) -> bool:
-        """Whether the explorer keys this search's states by numbers: states that carry no monitors.
-        A reduced search (ample sets, orbit representatives: they read whole states) builds its
-        successors as states and keys them by what changed from the state expanded."""
+        """Whether the explorer keys this search's states by numbers: the successors are the raw ones
+        (no ample sets nor orbit representatives, which read whole states) and carry no monitors."""
         return not self._por_on and not self._sym_on and self._monitor_set is None
 
     def state_key(self, state):
@@ -822,14 +818,12 @@ class Protocol(Fabric, Reductions, Explanation):
             return state
         actors = state[0]
         p = self._kparent
-        if p is not None:  # from the state expanded last (usually this one's parent): what changed
+        if p is not None and p[1] is not actors:  # a successor of the state expanded last: what changed
             key = p[0]
             nums = p[4]
-            aids = self._aids
-            for i in compress(self._actor_range, map(is_not, actors, p[1])):
-                a = actors[i]
-                n = aids[i].get(id(a))  # the object kept for a number: found without hashing it
-                key += ((self._actor_number(i, a) if n is None else n) - nums[i]) << (KEY_BITS * i)
+            for i, (a, b) in enumerate(zip(actors, p[1])):
+                if a is not b:
+                    key += (self._actor_number(i, a) - nums[i]) << (KEY_BITS * i)
             n = len(actors)
             if state[1] is not p[2]:
                 key += (self._shared_number(state[1]) - nums[n]) << (KEY_BITS * n)
