@@ -397,7 +397,8 @@ class Protocol(Fabric, Reductions, Explanation):
         world without monitors)."""
         if len(state) > 4:  # a monitored world: its monitors advance around the world's steps (monitor.py)
             if self._twin_steps and self._sym_on and not state[3]:
-                twins = self._twins(state[0], state[4])
+                ms = self._monitor_set  # (without per-rank instances on symmetric ranks, actor states alone)
+                twins = self._twins(state[0], state[4] if ms.moves_with_symmetry else None)
             return self._monitor_set.successors(state, self.raw_successors(WorldState(*state[:4]), twins=twins))
         actors, g, fu, fab = state
         keyed = key is not None and type(key) is int  # a state with fabric entries is its own key
