@@ -8,8 +8,8 @@ processes.  Safety only: liveness needs the whole edge list in one place (``chec
 How
 ---
 The parent builds the model once and forks the workers, which inherit it (and the hash seed, so
-``hash(state)`` agrees in every process).  Worker k owns the states with ``hash(state) % N == k``.
-Per BFS level:
+``hash`` agrees in every process).  Worker k owns the states with ``_route_hash(state) % N == k``
+(for a world state: its class plus the sum of its fields' hashes).  Per BFS level:
 
 1. *expand*: each worker expands its share of the frontier, in global frontier order, and routes
    every successor to its owner (states it owns itself stay in memory; the others are pickled, one
@@ -30,18 +30,24 @@ model in the parent (``Explorer.describe_path``), so it is byte-for-byte the ser
 ``timeout`` is checked by the workers while they expand (a level cut short counts only what the
 earlier levels found); timeouts are not deterministic in the serial explorer either.
 
-States travel as pickle protocol 5.  Role variables are namedtuple classes made at runtime (they
-cannot be pickled by reference), so every namedtuple class alive when the workers fork is
-registered under its ``id()`` — the same in every forked process — and pickled as (class id,
-fields).  A model whose states contain other unpicklable objects is not supported (error).
+States are stored, deduplicated and sent as keys (``_Numbering``): a world state becomes a short
+tuple of numbers, one per actor state and per other field, numbered by equality in each worker.  A
+successor keeps its parent's numbers for the fields it shares with it (the very same objects), so a
+step that changes one actor numbers one value; the visited set hashes tuples of small integers
+instead of walking whole states; a batch carries keys plus each value once per destination, and
+the receiver translates keys into its own numbers by list indexing.  Flat states (the pipeline's)
+and the Ray partitions (model/ray_search.py) keep the states themselves.  Batches are pickle
+protocol 5.  Role variables are namedtuple classes made at runtime (they cannot be pickled by
+reference), so every namedtuple class alive when the workers fork is registered under its
+``id()`` — the same in every forked process — and pickled as (class id, fields).  A model whose
+states contain other unpicklable objects is not supported (error).
 
-Costs, measured on pp1 mesh=3 (bench/bench_parallel.py): each worker spends CPU on routing
-(hashing every successor once more), pickling and unpickling about one state per state it owns, and
-deduplicating; the total CPU of a 2-worker run is ~1.4-1.8x the serial CPU, so the wall-clock
-speedup on 2 idle cores is at best ~1.2-1.5x for the protocol specs, and below 1x for a spec whose
-successor function is as cheap as a pickle round trip (pipeline: use the vectorized core).  Memory:
-states that crossed a process boundary share no substructure with their neighbours (serially
-generated successors do), so the sum of the workers' RSS is ~2-2.6x the serial RSS.
+Costs, measured on pp1 mesh=8 reduced (bench/bench_parallel.py, docs/scaling.md): each worker
+spends CPU on keying every successor, routing and sending the ones it does not own, rebuilding the
+new states it owns, and on its own copy of the model's memo tables (filled once per worker);
+the total CPU of an 8-worker run is ~2.2x the serial CPU (2.6x before keys).  A spec whose
+successor function is as cheap as a pickle round trip (pipeline) gains nothing: use the
+vectorized core.
 
 Requires the ``fork`` start method (Linux, macOS); elsewhere, and for ``workers <= 1``, this is
 the serial explorer.
@@ -62,6 +68,7 @@ import tempfile
 import time
 import traceback
 from multiprocessing.connection import wait as _wait_conns
+from itertools import repeat
 from typing import Any, Callable
 
 import numpy as np
@@ -149,8 +156,9 @@ _cpu = time.process_time
 # while a batch is pickled or unpickled).  "off": no collection at all (cycles leak).  Collections
 # over the unshared, freshly unpickled states cost pp1 workers ~30% CPU with the defaults.
 GC_MODE = "level"
-# How batches travel between forked workers: "compact" (``_Encoder``: values numbered per destination)
-# or "pickle" (the states pickled as they are; the earlier transport, kept for bench/bench_parallel.py)
+# How forked workers store and send states: "compact" (``_Numbering``: keys of numbered values, when the
+# states are structured) or "pickle" (the states as they are; the earlier transport, kept for
+# bench/bench_parallel.py)
 TRANSPORT = "compact"
 
 
@@ -165,24 +173,28 @@ def _shm_dir() -> str:
 # worker
 # ---------------------------------------------------------------------------------------------
 class _Worker:
-    def __init__(self, model, k: int, n: int, tmp: str, init: list, conn, counters):
+    def __init__(self, model, k: int, n: int, tmp: str, init: list, conn, counters, numbered: bool = False):
         self.model, self.k, self.n, self.tmp, self.conn, self.counters = model, k, n, tmp, conn, counters
+        # numbered (forked workers, structured states): states are stored, deduplicated and sent as
+        # ``_Numbering`` keys (tuples of small numbers); else (the Ray partitions, flat states) as they are
+        self.numbering = _Numbering(n) if numbered else None
         self.visited: dict[Any, int] = {}
-        self.states: list = []
+        self.keys: list = []  # local index -> the state's key (the state itself when not numbered)
         self.parent: list[int] = []  # global id (local index * n + owner) or -1
         self.via: list = []
         self.frontier: list[int] = []
         self.franks: list[int] = []
+        self.fresh: list = []  # the states added last level, as objects, in the order they were added
         for rank, s in init:
-            self.visited[s] = len(self.states)
-            self.frontier.append(len(self.states))
+            key = self.numbering.key(s) if numbered else s
+            self.visited[key] = len(self.keys)
+            self.frontier.append(len(self.keys))
             self.franks.append(rank)
-            self.states.append(s)
+            self.keys.append(key)
+            self.fresh.append(s)
             self.parent.append(-1)
             self.via.append(None)
         self.outs: list = []
-        self.encoders: list | None = None  # per destination (fork transport)
-        self.decoders: list | None = None  # per source
         self.cands: dict[tuple, tuple] = {}
         self.level_start = 0
         self.newkeys: list[int] = []
@@ -190,6 +202,16 @@ class _Worker:
         # merge phase (each phase ends at a barrier: the slowest worker sets the pace)
         self.timing = {"expand": 0.0, "dump": 0.0, "load": 0.0, "dedup": 0.0, "invariant": 0.0, "sent": 0, "kept": 0,
                        "level_expand": [], "level_merge": []}
+
+    @property
+    def states(self) -> list:
+        """Every state this worker owns, in local index order (rebuilt from the keys when numbered)."""
+        return [self.state(i) for i in range(len(self.keys))]
+
+    def state(self, i: int):
+        """The state with local index ``i``."""
+        key = self.keys[i]
+        return key if self.numbering is None else self.numbering.state(key)
 
     def serve(self) -> None:
         conn = self.conn
@@ -205,9 +227,10 @@ class _Worker:
                     reply = self.cands[msg[1]]
                 elif cmd == "node":
                     i = msg[1]
-                    reply = (self.states[i], self.parent[i], self.via[i])
+                    reply = (self.state(i), self.parent[i], self.via[i])
                 elif cmd == "stop":
                     ru = resource.getrusage(resource.RUSAGE_SELF)
+                    self.timing.update(user=ru.ru_utime, sys=ru.ru_stime, minflt=ru.ru_minflt)  # system time: page faults, mostly
                     conn.send_bytes(_dumps(("ok", (ru.ru_maxrss / 1024.0, ru.ru_utime + ru.ru_stime, self.timing,
                                                    self.fired()))))
                     return
@@ -224,15 +247,18 @@ class _Worker:
 
     def expand(self, depth: int, ranks, deadline: float | None):
         k, n = self.k, self.n
+        fresh = self.fresh
         if ranks is not None:  # the global order of the states this worker added last level
             order = np.argsort(ranks, kind="stable")
-            start = self.level_start
-            self.frontier = (order + start).tolist()
+            self.frontier = (order + self.level_start).tolist()
             self.franks = ranks[order].tolist()
+            fresh = [fresh[o] for o in order.tolist()]
+        self.fresh = []
         model = self.model
         successors, classify_end = model.successors, model.classify_end
-        states = self.states
-        out: dict = {}  # every successor, first occurrence (the smallest key) only
+        key_from = self.numbering.key_from if self.numbering is not None else None
+        keys = self.keys
+        out: dict = {}  # every successor's key, first occurrence (the smallest key) only
         frontier, franks = self.frontier, self.franks
         nf = len(frontier)
         trans = np.zeros(nf, dtype=np.int64)
@@ -243,11 +269,12 @@ class _Worker:
         t0 = _cpu()
         timed_out = False
         for pos in range(nf):
-            i = frontier[pos]
+            s = fresh[pos]
             r = franks[pos]
-            s = states[i]
             kb = r << _SH
+            i = frontier[pos]
             gid = i * n + k
+            skey = keys[i]
             j = 0
             for a, nx in successors(s):
                 if isinstance(nx, Violation):
@@ -256,6 +283,8 @@ class _Worker:
                     else:
                         cands[(depth + 1, r, j)] = (_EDGE, gid, a, nx)
                 else:
+                    if key_from is not None:
+                        nx = key_from(nx, s, skey)
                     out.setdefault(nx, (kb | j, gid, a))  # the merge drops states already visited
                 j += 1
             trans[pos] = j
@@ -276,6 +305,7 @@ class _Worker:
                     trans = trans[:pos + 1]
                     ends = ends[:pos + 1]
                     break
+        del fresh
         counters[k] = done_trans
         self.cands = cands
         outs: list = self._route(out) if not timed_out else [([], []) for _ in range(n)]
@@ -297,16 +327,16 @@ class _Worker:
 
     def merge(self, depth: int):
         k, n = self.k, self.n
-        visited, states, parent, via = self.visited, self.states, self.parent, self.via
-        start = self.level_start = len(states)
+        visited, keys, parent, via = self.visited, self.keys, self.parent, self.via
+        start = self.level_start = len(keys)
         newkeys: list[int] = []
 
         def take(items, metas):
             for nx, (key, pgid, a) in zip(items, metas):
-                new = len(states)
+                new = len(keys)
                 idx = visited.setdefault(nx, new)
                 if idx == new:
-                    states.append(nx)
+                    keys.append(nx)
                     parent.append(pgid)
                     via.append(a)
                     newkeys.append(key)
@@ -329,10 +359,12 @@ class _Worker:
                 take(items, metas)
         t1 = _cpu()
         tm["dedup"] += t1 - t0
+        numbering = self.numbering
+        fresh = self.fresh = keys[start:] if numbering is None else list(map(numbering.state, keys[start:]))
         invariant = self.model.invariant
         inv = []
         for off, key in enumerate(newkeys):
-            v = invariant(states[start + off])
+            v = invariant(fresh[off])
             if v is not None:
                 c = (depth + 1, key >> _SH, key & _MASK)
                 self.cands[c] = (_INV, (start + off) * n + k, None, v)
@@ -350,156 +382,233 @@ class _Worker:
 
     # -- transport (the Ray partitions, model/ray_search.py, override these three) ------------
     def _route(self, out: dict) -> list[tuple[list, list]]:
-        """Split this level's successors by owner, ``hash(state) % n`` (forked workers share the hash
-        seed), into (states, metas) lists per owner, in ``out``'s order."""
+        """Split this level's successors by owner (``_route_hash(state) % n``: forked workers share the
+        hash seed) into (keys, metas) lists per owner, in ``out``'s order."""
         n = self.n
         outs = [([], []) for _ in range(n)]
-        if n == 2:
-            (s0, m0), (s1, m1) = outs
-            for nx, meta in out.items():
-                if hash(nx) & 1:
-                    s1.append(nx)
-                    m1.append(meta)
-                else:
-                    s0.append(nx)
-                    m0.append(meta)
-        else:
-            for nx, meta in out.items():
-                sl, ml = outs[hash(nx) % n]
-                sl.append(nx)
-                ml.append(meta)
+        where = self.numbering.route if self.numbering is not None else _route_hash
+        for nx, meta in out.items():
+            sl, ml = outs[where(nx) % n]
+            sl.append(nx)
+            ml.append(meta)
         return outs
 
     def _send(self, depth: int, outs: list) -> None:
         """Ship ``outs[h]`` (h != k) to worker h: one batch per destination, a file under the run's tmp
-        dir, in the compact encoding of ``_Encoder``."""
+        dir (numbered keys with the values h has not had from us yet, or the states as they are)."""
         k, tm = self.k, self.timing
-        if self.encoders is None:
-            self.encoders = [_Encoder() for _ in range(self.n)]
         for h in range(self.n):
             if h != k:
                 items, metas = outs[h]
-                batch = self.encoders[h].batch(items, metas) if TRANSPORT == "compact" else ("raw", items, metas)
+                batch = ("raw", items, metas) if self.numbering is None else self.numbering.batch(h, items, metas)
                 with open(os.path.join(self.tmp, f"{depth}.{k}.{h}"), "wb") as f:
                     _dump(batch, f)
                 tm["sent"] += len(items)
                 outs[h] = None
 
     def _receive(self, depth: int, h: int):
-        """The batch worker h sent this worker at ``depth``: (states, metas)."""
+        """The batch worker h sent this worker at ``depth``: (keys in this worker's numbering, metas)."""
         path = os.path.join(self.tmp, f"{depth}.{h}.{self.k}")
         gc.disable()
         # batches written by a sibling worker of this search into the 0700 directory the parent
         # created (mkdtemp): our own states, never a user's file
         with open(path, "rb") as f:
             batch = safepickle.load(f, _REBUILDERS)
-        if self.decoders is None:
-            self.decoders = [_Decoder() for _ in range(self.n)]
-        out = self.decoders[h].unbatch(batch)
+        out = (batch[1], batch[2]) if batch[0] == "raw" else self.numbering.unbatch(h, batch)
         if GC_MODE not in ("off", "level"):
             gc.enable()
         os.unlink(path)
         return out
 
 
-class _Encoder:
-    """The compact form of the states one worker sends another (one encoder per destination, alive for
-    the whole search, mirrored by a ``_Decoder`` at the destination).
+def _numbered(t) -> bool:
+    """Whether states of type ``t`` are numbered field by field: plain tuples and namedtuples."""
+    return t is tuple or _REG.get(id(t)) is t
 
-    A state is a tuple (usually a namedtuple) whose fields are either values or plain tuples of
-    values (a world state: the tuple of actor states, the shared variables, ...).  Each such value is
-    sent once, the first time it crosses to that destination, and afterwards as its number in the
-    order of first sending; a state becomes (class id, number or tuple of numbers per field) — plain
-    ints and tuples of ints, which pickle without a Python call per object and come out about 2.5x
-    smaller.  Actions are numbered the same way.  The receiver rebuilds states from its table, so
-    states that crossed a process boundary share their actor states again (less memory, and the
-    model's memo tables compare them by identity).  Values are numbered by equality, exactly as the
-    visited set tells states apart.  A state that is not a tuple, or a batch with an unhashable
-    action, travels pickled as it is, and so do flat states (``structured``)."""
 
-    def __init__(self):
-        self.ids: dict = {}
-        self.sent = 0  # values already shipped (the destination's table length)
-        self.new: list = []
-        self.worth: bool | None = None  # decided on the first state: see ``structured``
+def structured(s) -> bool:
+    """Whether numbering pays for states like ``s``: some field holds tuples (a world state: actor
+    states, shared variables).  A flat state (integers, tuples of integers: the pipeline) is hashed,
+    stored and pickled faster as it is than numbered value by value."""
+    return isinstance(s, tuple) and any(
+        isinstance(f, tuple) and (type(f) is not tuple or any(isinstance(e, tuple) for e in f)) for f in s)
 
-    @staticmethod
-    def structured(s) -> bool:
-        """Whether numbering pays for states like ``s``: some field holds tuples (a world state: actor
-        states, shared variables).  A flat state (integers, tuples of integers: the pipeline) pickles
-        faster as it is than it is numbered value by value."""
-        return isinstance(s, tuple) and any(
-            isinstance(f, tuple) and (type(f) is not tuple or any(isinstance(e, tuple) for e in f)) for f in s)
 
-    def batch(self, items: list, metas: list):
-        if self.worth is None and items:
-            self.worth = self.structured(items[0])
-        if not self.worth:
-            return ("raw", items, metas)
-        ids, new = self.ids, self.new
-        get = ids.get
-        enc = []
+def _route_hash(s) -> int:
+    """The number a state's owner is chosen by (``% n``), the same in every forked process: for a
+    tuple or namedtuple, its class id plus the sum of its fields' hashes (of a plain tuple field: its
+    elements' hashes), which ``_Numbering.route`` computes from a key without touching the state."""
+    t = type(s)
+    if not _numbered(t):
+        return hash(s)
+    acc = id(t) if t is not tuple else 0
+    for f in s:
+        acc += sum(map(hash, f)) if type(f) is tuple else hash(f)
+    return acc
+
+
+PIN_LIMIT = 4_000_000  # objects a _Numbering keeps alive to find them by id (beyond the values it numbered)
+
+
+class _Numbering:
+    """One forked worker's numbers for the values its states are made of.
+
+    A state (a tuple or namedtuple) is keyed by a tuple: its class id (0 for a plain tuple), then per
+    field the number of its value, or for a plain tuple field (a world state's actor states, its
+    fabric entries) the tuple of its elements' numbers.  Values are numbered by equality, exactly as
+    the visited set tells states apart, so equal states have equal keys and ``state(key)`` gives back
+    a state equal to the one keyed.  A state of another type is keyed ``(-1, state)``.
+
+    What this saves: the visited set and the dedup of a level hash short tuples of small numbers
+    instead of whole states (a tuple's hash is not cached: every hash of a state walks it); a value
+    met again as an object seen before (the usual case: a successor shares its unchanged actor
+    states with its parent, and a changed one comes from the model's memo of effects) is found by
+    its ``id`` without hashing it (the object is kept alive, so its id cannot be reused, up to
+    ``PIN_LIMIT`` objects); the owner of a state (``route``) comes from the values' hashes, kept
+    beside them; and a batch carries keys plus each value once per destination (``batch``), which
+    the receiver numbers once (``unbatch``) and then translates every key of the batch into its own
+    numbers by list indexing.  States are rebuilt from the kept values, so the states a worker
+    expands share their actor states (less memory, and the model's memo tables meet the same objects
+    again)."""
+
+    def __init__(self, n: int):
+        self.num: dict = {}  # value -> number
+        self.vals: list = []  # number -> the value kept for it (the object states are rebuilt from)
+        self.hashes: list[int] = []  # number -> hash(value)
+        self.byid: dict[int, int] = {}  # id(object) -> number, for the kept values and the pinned objects
+        self.pins: list = []  # objects equal to a kept value, kept alive so that their ids stay theirs
+        self.known = [bytearray() for _ in range(n)]  # per destination: 1 where it has had that value
+        self.tr: list[list[int]] = [[] for _ in range(n)]  # per source: its number -> ours
+
+    def number(self, v) -> int:
+        n = self.byid.get(id(v))
+        if n is None:
+            n = self.num.get(v)
+            if n is None:
+                n = self.num[v] = len(self.vals)
+                self.vals.append(v)
+                self.hashes.append(hash(v))
+                self.byid[id(v)] = n
+            elif len(self.pins) < PIN_LIMIT:
+                self.pins.append(v)
+                self.byid[id(v)] = n
+        return n
+
+    def key(self, s) -> tuple:
+        t = type(s)
+        if not _numbered(t):
+            return (-1, s)
+        get, number = self.byid.get, self.number
+        out = [id(t) if t is not tuple else 0]
+        for f in s:
+            if type(f) is tuple:
+                ns = list(map(get, map(id, f)))
+                if None in ns:
+                    ns = [number(e) if x is None else x for x, e in zip(ns, f)]
+                out.append(tuple(ns))
+            else:
+                x = get(id(f))
+                out.append(number(f) if x is None else x)
+        return tuple(out)
+
+    def route(self, key: tuple) -> int:
+        """``_route_hash`` of the state keyed ``key``."""
+        if key[0] < 0:
+            return hash(key[1])
+        hg = self.hashes.__getitem__
+        acc = key[0]
+        for x in key[1:]:
+            acc += hg(x) if type(x) is int else sum(map(hg, x))
+        return acc
+
+    def key_from(self, s, p, pkey: tuple) -> tuple:
+        """``key(s)`` for a successor ``s`` of the state ``p`` keyed ``pkey``: a field that is the very
+        object it was in ``p`` keeps ``p``'s numbers for it (the usual case: a step changes one or two
+        fields), the others are numbered."""
+        if type(s) is not type(p) or pkey[0] < 0 or len(s) != len(p):
+            return self.key(s)
+        out = list(pkey)
+        get, number = self.byid.get, self.number
+        i = 0
+        for f, pf in zip(s, p):
+            i += 1
+            if f is not pf:
+                if type(f) is tuple:
+                    ns = tuple(map(get, map(id, f), repeat(-1)))
+                    if -1 in ns:
+                        ns = tuple([number(e) if x < 0 else x for x, e in zip(ns, f)])
+                    out[i] = ns
+                else:
+                    x = get(id(f))
+                    out[i] = number(f) if x is None else x
+        return tuple(out)
+
+    def state(self, key: tuple):
+        if key[0] < 0:
+            return key[1]
+        vals = self.vals
+        get = vals.__getitem__
+        cid = key[0]
+        return tuple.__new__(_REG[cid] if cid else tuple,
+                             [vals[x] if type(x) is int else tuple(map(get, x)) for x in key[1:]])
+
+    def _flat(self, key):
+        for x in key[1:]:
+            if type(x) is int:
+                yield x
+            else:
+                yield from x
+
+    def batch(self, h: int, keys: list, metas: list):
+        """The batch for destination ``h``: ("num", defs, keys, parent keys, parent ids, actions), where
+        defs is a flat list of (number, value) pairs for the values ``h`` has not had from us, and the
+        actions are numbers too (or travel as they are, ("num-raw", ...), when one is unhashable)."""
+        kn = self.known[h]
+        vals = self.vals
+        acts = [m[2] for m in metas]
+        tag = "num"
         try:
-            for s in items:
-                t = type(s)
-                if not isinstance(s, tuple) or (t is not tuple and _REG.get(id(t)) is not t):
-                    raise _Raw
-                parts = [0 if t is tuple else id(t)]
-                for f in s:
-                    if type(f) is tuple:
-                        fe = []
-                        for e in f:
-                            i = get(e)
-                            if i is None:
-                                i = ids[e] = len(ids)
-                                new.append(e)
-                            fe.append(i)
-                        parts.append(tuple(fe))
-                    else:
-                        i = get(f)
-                        if i is None:
-                            i = ids[f] = len(ids)
-                            new.append(f)
-                        parts.append(i)
-                enc.append(tuple(parts))
-            acts = []
-            for _, _, a in metas:
-                i = get(a)
-                if i is None:
-                    i = ids[a] = len(ids)
-                    new.append(a)
-                acts.append(i)
-        except (_Raw, TypeError):
-            new.clear()  # nothing of this batch is shipped encoded: forget what it numbered
-            for v in [v for v, i in ids.items() if i >= self.sent]:
-                del ids[v]
-            return ("raw", items, metas)
-        defs, self.new = new, []
-        self.sent = len(ids)
-        return ("enc", defs, enc, [m[0] for m in metas], [m[1] for m in metas], acts)
+            acts = [self.number(a) for a in acts]
+        except TypeError:
+            tag = "num-raw"
+        if len(kn) < len(vals):
+            kn.extend(bytes(len(vals) - len(kn)))
+        defs: list = []
+        have = kn.__getitem__
 
+        def ship(nums):
+            for x in nums:
+                if not kn[x]:
+                    kn[x] = 1
+                    defs.append(x)
+                    defs.append(vals[x])
 
-class _Raw(Exception):
-    pass
+        for key in keys:
+            if key[0] >= 0:
+                for x in key[1:]:
+                    if not (have(x) if type(x) is int else all(map(have, x))):
+                        ship(self._flat(key))
+                        break
+        if tag == "num" and not all(map(have, acts)):
+            ship(acts)
+        return (tag, defs, keys, [m[0] for m in metas], [m[1] for m in metas], acts)
 
-
-class _Decoder:
-    """The receiving side of one ``_Encoder``."""
-
-    def __init__(self):
-        self.table: list = []
-
-    def unbatch(self, batch):
-        if batch[0] == "raw":
-            return batch[1], batch[2]
-        _, defs, enc, keys, gids, acts = batch
-        tbl = self.table
-        tbl.extend(defs)
-        new, reg = tuple.__new__, _REG
-        items = [new(reg[p[0]] if p[0] else tuple, [tbl[x] if type(x) is int else tuple([tbl[i] for i in x]) for x in p[1:]])
-                 for p in enc]
-        metas = list(zip(keys, gids, [tbl[i] for i in acts]))
-        return items, metas
+    def unbatch(self, h: int, batch):
+        tag, defs, keys, pkeys, gids, acts = batch
+        tr = self.tr[h]
+        number = self.number
+        for i in range(0, len(defs), 2):
+            x = defs[i]
+            if x >= len(tr):
+                tr.extend([-1] * (x + 1 - len(tr)))
+            tr[x] = number(defs[i + 1])
+        g = tr.__getitem__
+        keys = [key if key[0] < 0 else
+                (key[0], *[g(x) if type(x) is int else tuple(map(g, x)) for x in key[1:]]) for key in keys]
+        if tag == "num":
+            vals = self.vals
+            acts = [vals[tr[a]] for a in acts]
+        return keys, list(zip(pkeys, gids, acts))
 
 
 def _error_payload(e: BaseException):
@@ -513,7 +622,7 @@ def _error_payload(e: BaseException):
     return ("other", f"{type(e).__name__}: {e}", traceback.format_exc())
 
 
-def _worker_main(model, k, n, tmp, init, conn, counters, pgid=0, parent=0):
+def _worker_main(model, k, n, tmp, init, conn, counters, pgid=0, parent=0, numbered=False):
     procs.join_group(pgid)  # the workers' own group (the parent ends it as a whole)
     if parent:
         procs.die_with_parent(parent)  # even a SIGKILLed parent leaves no worker behind
@@ -522,7 +631,7 @@ def _worker_main(model, k, n, tmp, init, conn, counters, pgid=0, parent=0):
     if GC_MODE in ("off", "level"):
         gc.disable()
     try:
-        _Worker(model, k, n, tmp, init, conn, counters).serve()
+        _Worker(model, k, n, tmp, init, conn, counters, numbered).serve()
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         pass
     finally:
@@ -545,7 +654,8 @@ class _Pool:
         _register_namedtuples()
         parts = [[] for _ in range(n)]
         for rank, s in enumerate(init):
-            parts[hash(s) % n].append((rank, s))
+            parts[_route_hash(s) % n].append((rank, s))
+        numbered = TRANSPORT == "compact" and bool(init) and structured(init[0])
         self.conns = []
         self.procs = []
         self.pgid = 0  # the workers' process group, led by worker 0
@@ -555,7 +665,7 @@ class _Pool:
             for k in range(n):
                 a, b = ctx.Pipe(duplex=True)
                 p = ctx.Process(target=_worker_main, args=(model, k, n, self.tmp, parts[k], b, self.counters,
-                                                           self.pgid, os.getpid()),
+                                                           self.pgid, os.getpid(), numbered),
                                 daemon=True, name=f"lockstep-worker-{k}")
                 p.start()
                 procs.place_child(p.pid, self.pgid)

@@ -123,45 +123,67 @@ def test_engine_keeps_liveness_and_packed_models_single_process():
     assert summary(r) == summary(Explorer(factory("tp", ranks=2, chunks=1)()).run())
 
 
-def test_compact_batches_round_trip_and_share_actor_states():
-    """The encoding workers send each other (parallel._Encoder): equal states come back, actor states
-    shared between the states of a batch and across batches, actions too; a batch that cannot be
-    encoded (unhashable action, non-tuple state) travels as it is."""
-    from lockstep.model import parallel as P
-
-    model = factory("tp", "fm04-throw-after-header", reduction=False)()
-    P._register_namedtuples()
-    states, metas = [], []
+def _two_step_states(model):
+    """States two steps from the initial ones, each with its parent and a (key, parent id, action) meta."""
+    out = []
     for s in model.init_states():
         for j, (a, n) in enumerate(model.successors(s)):
             if not hasattr(n, "verdict"):
                 for jj, (a2, n2) in enumerate(model.successors(n)):
                     if not hasattr(n2, "verdict"):
-                        states.append(n2)
-                        metas.append((j << 8 | jj, 7, a2))
-    assert len(states) > 3
-    enc, dec = P._Encoder(), P._Decoder()
+                        out.append((n, n2, (j << 8 | jj, 7, a2)))
+    return out
+
+
+def test_numbered_keys_batches_and_routes():
+    """How forked workers key, send and route structured states (parallel._Numbering): equal states
+    and only those get equal keys, a state comes back from its key, a successor keyed from its parent
+    gets the same key as keyed alone; a batch read by another worker gives that worker its own key of
+    each state (values sent once per destination), the actions back, and rebuilt states that share
+    their actor states; the owner of a state is the same from the state, the sender's key and the
+    receiver's key; an unhashable action or a non-tuple state travels as it is."""
+    from lockstep.model import parallel as P
+
+    model = factory("tp", "fm04-throw-after-header", reduction=False)()
+    P._register_namedtuples()
+    triples = _two_step_states(model)
+    assert len(triples) > 3
+    states = [s for _, s, _ in triples]
+    metas = [m for _, _, m in triples]
+    sender, receiver = P._Numbering(2), P._Numbering(2)
+    keys = [sender.key(s) for s in states]
+    for (p, s, _), key in zip(triples, keys):
+        assert sender.state(key) == s and type(sender.state(key)) is type(s)
+        assert sender.key_from(s, p, sender.key(p)) == key
+    for i, si in enumerate(states):
+        for j, sj in enumerate(states):
+            assert (keys[i] == keys[j]) == (si == sj)
+    assert all(P._route_hash(s) == sender.route(key) for s, key in zip(states, keys))
+
     half = len(states) // 2
-    got = []
+    got, sizes = [], []
     for lo, hi in ((0, half), (half, len(states))):
-        batch = enc.batch(states[lo:hi], metas[lo:hi])
-        assert batch[0] == "enc"
-        items, ms = dec.unbatch(P._loads(P._dumps(batch)))
-        got += list(zip(items, ms))
-    assert [s for s, _ in got] == states and [type(s) for s, _ in got] == [type(s) for s in states]
-    assert [m for _, m in got] == metas
+        batch = sender.batch(1, keys[lo:hi], metas[lo:hi])
+        assert batch[0] == "num"
+        sizes.append(len(batch[1]) // 2)
+        rkeys, rmetas = receiver.unbatch(0, P._loads(P._dumps(batch)))
+        got += list(zip(rkeys, rmetas))
+    assert sizes[1] < sizes[0]  # the second batch sends only values the receiver has not had
+    assert [receiver.state(k) for k, _ in got] == states and [m for _, m in got] == metas
+    assert all(receiver.key(s) == k and receiver.route(k) == P._route_hash(s) for s, (k, _) in zip(states, got))
     first = {}
-    for s, _ in got:  # equal actor states are one object again after decoding
-        for x in s.actors:
+    for k, _ in got:  # equal actor states are one object again after rebuilding
+        for x in receiver.state(k).actors:
             assert first.setdefault(x, x) is x
-    raw = enc.batch([states[0]], [(0, 1, ["unhashable"])])
-    assert raw[0] == "raw" and dec.unbatch(raw) == ([states[0]], [(0, 1, ["unhashable"])])
-    again = enc.batch(states[:2], metas[:2])  # the table is still in step after a raw batch
-    assert again[0] == "enc" and dec.unbatch(again)[0] == states[:2]
-    assert P._Encoder().batch([3, 4], [(0, 0, "a"), (1, 0, "b")])[0] == "raw"
-    flat = (0, 1, (2, 3), ())  # the pipeline's kind of state: pickled as it is
-    assert not P._Encoder.structured(flat) and P._Encoder().batch([flat], [(0, 0, "a")])[0] == "raw"
-    assert P._Encoder.structured(states[0])
+
+    raw = sender.batch(1, keys[:1], [(0, 1, ["unhashable"])])
+    assert raw[0] == "num-raw" and receiver.unbatch(0, raw) == (receiver_keys := [got[0][0]], [(0, 1, ["unhashable"])])
+    assert receiver.state(receiver_keys[0]) == states[0]
+    again = sender.batch(1, keys[:2], metas[:2])  # the tables are still in step
+    assert [receiver.state(k) for k in receiver.unbatch(0, again)[0]] == states[:2]
+    assert sender.key(3) == (-1, 3) and sender.state((-1, 3)) == 3 and sender.route((-1, 3)) == P._route_hash(3)
+    flat = (0, 1, (2, 3), ())  # the pipeline's kind of state: not numbered
+    assert not P.structured(flat) and P.structured(states[0])
 
 
 def test_search_batches_are_read_by_a_restricted_unpickler():

@@ -1,0 +1,104 @@
+"""How well this machine runs K CPU-bound Python processes at once, before any model checking.
+
+    python bench/machine_scaling.py [--procs 1,2,4,8,16] [--json PATH]
+
+A multi-core search cannot scale better than the machine does.  For each K this forks K copies of
+two pure-Python workloads at once and reports each copy's mean wall time against K = 1:
+
+- ``interp``: a small loop of integer arithmetic and lookups in a small dict (stays in the caches);
+- ``heap``: what a search worker does to memory: builds about 60 MB of nested tuples, hashes them into
+  a dict and looks them up again in a shuffled order (allocation, page faults, cache misses).
+
+``slowdown`` = mean wall at K / wall at 1: 1.0 means K cores run K copies as fast as one; 2.0 means
+each copy runs at half speed (for example two hyperthreads of one core, or a memory bus that is
+saturated).  ``eff`` = 1 / slowdown, the best parallel efficiency any K-process search can reach on
+this machine.  User and system CPU seconds per copy show where the time went (system time: page
+faults, which cost more in a virtual machine).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import time
+
+
+def interp(n: int = 12_000_000) -> int:
+    d = {i: i * 7 for i in range(64)}
+    acc = 0
+    for i in range(n):
+        acc = (acc + d[i & 63] * i) & 0xFFFFFFFF
+    return acc
+
+
+def heap(n: int = 300_000) -> int:
+    states = [(i & 7, (i, i >> 3, (i & 15, "x")), (i % 11, i % 13, i % 17)) for i in range(n)]
+    seen = {}
+    for i, s in enumerate(states):
+        seen[s] = i
+    order = list(range(n))
+    random.Random(1).shuffle(order)
+    hits = 0
+    for i in order:
+        hits += seen[states[i]] == i
+    return hits
+
+
+WORKLOADS = {"interp": interp, "heap": heap}
+
+
+def _child(fn, w) -> None:
+    t = time.perf_counter()
+    fn()
+    wall = time.perf_counter() - t
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    os.write(w, json.dumps([wall, ru.ru_utime, ru.ru_stime]).encode() + b"\n")
+    os._exit(0)
+
+
+def run(fn, k: int) -> list[list[float]]:
+    """Fork k copies of fn at once; each one's [wall, user, sys]."""
+    r, w = os.pipe()
+    pids = []
+    for _ in range(k):
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            _child(fn, w)
+        pids.append(pid)
+    os.close(w)
+    for pid in pids:
+        os.waitpid(pid, 0)
+    with os.fdopen(r) as f:
+        return [json.loads(line) for line in f.read().splitlines()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--procs", default="1,2,4,8,16")
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+    ks = [int(x) for x in a.procs.split(",")]
+    print(f"# {os.cpu_count()} CPUs, affinity {len(os.sched_getaffinity(0))}, load {os.getloadavg()[0]:.1f}")
+    print(f"{'workload':<8} {'K':>3} {'wall':>7} {'user':>7} {'sys':>6} {'slowdown':>9} {'eff':>5}")
+    rows = []
+    for name, fn in WORKLOADS.items():
+        base = None
+        for k in ks:
+            res = run(fn, k)
+            wall = sum(x[0] for x in res) / len(res)
+            user = sum(x[1] for x in res) / len(res)
+            sys_ = sum(x[2] for x in res) / len(res)
+            base = base or wall
+            rows.append({"workload": name, "procs": k, "wall_s": round(wall, 3), "user_s": round(user, 3),
+                         "sys_s": round(sys_, 3), "slowdown": round(wall / base, 3)})
+            print(f"{name:<8} {k:>3} {wall:7.2f} {user:7.2f} {sys_:6.2f} {wall / base:9.2f} {base / wall:5.2f}", flush=True)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
