@@ -156,10 +156,15 @@ _cpu = time.process_time
 # while a batch is pickled or unpickled).  "off": no collection at all (cycles leak).  Collections
 # over the unshared, freshly unpickled states cost pp1 workers ~30% CPU with the defaults.
 GC_MODE = "level"
-# How forked workers store and send states: "compact" (``_Numbering``: keys of numbered values, when the
-# states are structured) or "pickle" (the states as they are; the earlier transport, kept for
-# bench/bench_parallel.py)
+# How forked workers store and send states: "compact" (structured states: from NUMBERED_FROM workers on,
+# ``_Numbering`` keys; below, the states themselves, sent in the ``_Encoder`` encoding) or "pickle" (the
+# states as they are, pickled as they are; the earliest transport, kept for bench/bench_parallel.py)
 TRANSPORT = "compact"
+# Keys pay from this many workers on: the share of successors that cross to another worker, (N-1)/N,
+# is then large enough for cheaper sending and dedup to outweigh numbering every successor (measured
+# on pp1, bench/bench_parallel.py: 2 workers 10-16% more CPU with keys, 4 workers 3-8% less, 8 workers
+# 12-18% less).
+NUMBERED_FROM = 4
 
 
 def _shm_dir() -> str:
@@ -195,6 +200,8 @@ class _Worker:
             self.parent.append(-1)
             self.via.append(None)
         self.outs: list = []
+        self.encoders: list | None = None  # per destination (states sent as they are, compact transport)
+        self.decoders: list | None = None  # per source
         self.cands: dict[tuple, tuple] = {}
         self.level_start = 0
         self.newkeys: list[int] = []
@@ -400,7 +407,14 @@ class _Worker:
         for h in range(self.n):
             if h != k:
                 items, metas = outs[h]
-                batch = ("raw", items, metas) if self.numbering is None else self.numbering.batch(h, items, metas)
+                if self.numbering is not None:
+                    batch = self.numbering.batch(h, items, metas)
+                elif TRANSPORT == "compact":
+                    if self.encoders is None:
+                        self.encoders = [_Encoder() for _ in range(self.n)]
+                    batch = self.encoders[h].batch(items, metas)
+                else:
+                    batch = ("raw", items, metas)
                 with open(os.path.join(self.tmp, f"{depth}.{k}.{h}"), "wb") as f:
                     _dump(batch, f)
                 tm["sent"] += len(items)
@@ -414,7 +428,14 @@ class _Worker:
         # created (mkdtemp): our own states, never a user's file
         with open(path, "rb") as f:
             batch = safepickle.load(f, _REBUILDERS)
-        out = (batch[1], batch[2]) if batch[0] == "raw" else self.numbering.unbatch(h, batch)
+        if batch[0] == "raw":
+            out = batch[1], batch[2]
+        elif batch[0] == "enc":
+            if self.decoders is None:
+                self.decoders = [_Decoder() for _ in range(self.n)]
+            out = self.decoders[h].unbatch(batch)
+        else:
+            out = self.numbering.unbatch(h, batch)
         if GC_MODE not in ("off", "level"):
             gc.enable()
         os.unlink(path)
@@ -527,12 +548,14 @@ class _Numbering:
         fields), the others are numbered."""
         if type(s) is not type(p) or pkey[0] < 0 or len(s) != len(p):
             return self.key(s)
-        out = list(pkey)
+        out = None
         get, number = self.byid.get, self.number
         i = 0
         for f, pf in zip(s, p):
             i += 1
             if f is not pf:
+                if out is None:
+                    out = list(pkey)
                 if type(f) is tuple:
                     ns = tuple(map(get, map(id, f), repeat(-1)))
                     if -1 in ns:
@@ -541,7 +564,7 @@ class _Numbering:
                 else:
                     x = get(id(f))
                     out[i] = number(f) if x is None else x
-        return tuple(out)
+        return pkey if out is None else tuple(out)
 
     def state(self, key: tuple):
         if key[0] < 0:
@@ -611,6 +634,98 @@ class _Numbering:
         return keys, list(zip(pkeys, gids, acts))
 
 
+class _Encoder:
+    """The compact form of the states one worker sends another (one encoder per destination, alive for
+    the whole search, mirrored by a ``_Decoder`` at the destination).
+
+    A state is a tuple (usually a namedtuple) whose fields are either values or plain tuples of
+    values (a world state: the tuple of actor states, the shared variables, ...).  Each such value is
+    sent once, the first time it crosses to that destination, and afterwards as its number in the
+    order of first sending; a state becomes (class id, number or tuple of numbers per field) — plain
+    ints and tuples of ints, which pickle without a Python call per object and come out about 2.5x
+    smaller.  Actions are numbered the same way.  The receiver rebuilds states from its table, so
+    states that crossed a process boundary share their actor states again (less memory, and the
+    model's memo tables compare them by identity).  Values are numbered by equality, exactly as the
+    visited set tells states apart.  A state that is not a tuple, or a batch with an unhashable
+    action, travels pickled as it is, and so do flat states (``structured``)."""
+
+    def __init__(self):
+        self.ids: dict = {}
+        self.sent = 0  # values already shipped (the destination's table length)
+        self.new: list = []
+        self.worth: bool | None = None  # decided on the first state: see ``structured``
+
+    def batch(self, items: list, metas: list):
+        if self.worth is None and items:
+            self.worth = structured(items[0])
+        if not self.worth:
+            return ("raw", items, metas)
+        ids, new = self.ids, self.new
+        get = ids.get
+        enc = []
+        try:
+            for s in items:
+                t = type(s)
+                if not isinstance(s, tuple) or (t is not tuple and _REG.get(id(t)) is not t):
+                    raise _Raw
+                parts = [0 if t is tuple else id(t)]
+                for f in s:
+                    if type(f) is tuple:
+                        fe = []
+                        for e in f:
+                            i = get(e)
+                            if i is None:
+                                i = ids[e] = len(ids)
+                                new.append(e)
+                            fe.append(i)
+                        parts.append(tuple(fe))
+                    else:
+                        i = get(f)
+                        if i is None:
+                            i = ids[f] = len(ids)
+                            new.append(f)
+                        parts.append(i)
+                enc.append(tuple(parts))
+            acts = []
+            for _, _, a in metas:
+                i = get(a)
+                if i is None:
+                    i = ids[a] = len(ids)
+                    new.append(a)
+                acts.append(i)
+        except (_Raw, TypeError):
+            new.clear()  # nothing of this batch is shipped encoded: forget what it numbered
+            for v in [v for v, i in ids.items() if i >= self.sent]:
+                del ids[v]
+            return ("raw", items, metas)
+        defs, self.new = new, []
+        self.sent = len(ids)
+        return ("enc", defs, enc, [m[0] for m in metas], [m[1] for m in metas], acts)
+
+
+class _Raw(Exception):
+    pass
+
+
+class _Decoder:
+    """The receiving side of one ``_Encoder``."""
+
+    def __init__(self):
+        self.table: list = []
+
+    def unbatch(self, batch):
+        if batch[0] == "raw":
+            return batch[1], batch[2]
+        _, defs, enc, keys, gids, acts = batch
+        tbl = self.table
+        tbl.extend(defs)
+        new, reg = tuple.__new__, _REG
+        items = [new(reg[p[0]] if p[0] else tuple, [tbl[x] if type(x) is int else tuple([tbl[i] for i in x]) for x in p[1:]])
+                 for p in enc]
+        metas = list(zip(keys, gids, [tbl[i] for i in acts]))
+        return items, metas
+
+
 def _error_payload(e: BaseException):
     if isinstance(e, SpecError):
         cause = e.cause
@@ -655,7 +770,7 @@ class _Pool:
         parts = [[] for _ in range(n)]
         for rank, s in enumerate(init):
             parts[_route_hash(s) % n].append((rank, s))
-        numbered = TRANSPORT == "compact" and bool(init) and structured(init[0])
+        numbered = TRANSPORT == "compact" and n >= NUMBERED_FROM and bool(init) and structured(init[0])
         self.conns = []
         self.procs = []
         self.pgid = 0  # the workers' process group, led by worker 0

@@ -22,6 +22,16 @@ def factory(spec, variant=None, reduction=True, **raw):
     return make
 
 
+@pytest.fixture(autouse=True, params=["encoded", "numbered"])
+def transport(request, monkeypatch):
+    """Every test twice: forked workers sending states in the ``_Encoder`` encoding (fewer than
+    ``NUMBERED_FROM`` workers) and storing and sending ``_Numbering`` keys (from 2 workers on here)."""
+    from lockstep.model import parallel as P
+
+    monkeypatch.setattr(P, "NUMBERED_FROM", 99 if request.param == "encoded" else 2)
+    return request.param
+
+
 def summary(r):
     st = r.stats
     return (r.verdict, r.message, r.bound, st.states, st.transitions, st.depth, st.end_states, st.fail_fast_ends)
@@ -80,6 +90,16 @@ def test_three_workers():
     same_as_serial(factory("tp", "fm04-throw-after-header", reduction=False), workers=3)
 
 
+@pytest.mark.parametrize("workers", [4, 7])
+def test_more_workers_on_planted_bugs_and_hardened_specs(workers):
+    """From NUMBERED_FROM workers on (and in both transports, by the fixture), the same answers: an
+    unreduced STRANDED, a reduced stale emit, a symmetry-reduced hardened mesh."""
+    same_as_serial(factory("tp", "fm04-throw-after-header", reduction=False), workers=workers)
+    same_as_serial(factory("pp0", "om09-no-epoch-fence"), workers=workers)
+    r = same_as_serial(factory("pp1", mesh=2, chunks=2), workers=workers)
+    assert r.verdict == HOLDS
+
+
 def test_timeout_is_a_bound():
     r = check_parallel(factory("pp1", reduction=False, mesh=3), Bounds(timeout=0.5), 2)
     assert r.verdict == BOUND_REACHED and r.bound == "timeout 0.5s" and r.stats.transitions > 0
@@ -121,6 +141,47 @@ def test_engine_keeps_liveness_and_packed_models_single_process():
     assert plan(factory("pipeline")(), two) == "vectorized"
     r = check(tp, two)
     assert summary(r) == summary(Explorer(factory("tp", ranks=2, chunks=1)()).run())
+
+
+def test_compact_batches_round_trip_and_share_actor_states():
+    """The encoding fewer than NUMBERED_FROM workers send each other (parallel._Encoder): equal states come back, actor states
+    shared between the states of a batch and across batches, actions too; a batch that cannot be
+    encoded (unhashable action, non-tuple state) travels as it is."""
+    from lockstep.model import parallel as P
+
+    model = factory("tp", "fm04-throw-after-header", reduction=False)()
+    P._register_namedtuples()
+    states, metas = [], []
+    for s in model.init_states():
+        for j, (a, n) in enumerate(model.successors(s)):
+            if not hasattr(n, "verdict"):
+                for jj, (a2, n2) in enumerate(model.successors(n)):
+                    if not hasattr(n2, "verdict"):
+                        states.append(n2)
+                        metas.append((j << 8 | jj, 7, a2))
+    assert len(states) > 3
+    enc, dec = P._Encoder(), P._Decoder()
+    half = len(states) // 2
+    got = []
+    for lo, hi in ((0, half), (half, len(states))):
+        batch = enc.batch(states[lo:hi], metas[lo:hi])
+        assert batch[0] == "enc"
+        items, ms = dec.unbatch(P._loads(P._dumps(batch)))
+        got += list(zip(items, ms))
+    assert [s for s, _ in got] == states and [type(s) for s, _ in got] == [type(s) for s in states]
+    assert [m for _, m in got] == metas
+    first = {}
+    for s, _ in got:  # equal actor states are one object again after decoding
+        for x in s.actors:
+            assert first.setdefault(x, x) is x
+    raw = enc.batch([states[0]], [(0, 1, ["unhashable"])])
+    assert raw[0] == "raw" and dec.unbatch(raw) == ([states[0]], [(0, 1, ["unhashable"])])
+    again = enc.batch(states[:2], metas[:2])  # the table is still in step after a raw batch
+    assert again[0] == "enc" and dec.unbatch(again)[0] == states[:2]
+    assert P._Encoder().batch([3, 4], [(0, 0, "a"), (1, 0, "b")])[0] == "raw"
+    flat = (0, 1, (2, 3), ())  # the pipeline's kind of state: pickled as it is
+    assert not P.structured(flat) and P._Encoder().batch([flat], [(0, 0, "a")])[0] == "raw"
+    assert P.structured(states[0])
 
 
 def _two_step_states(model):
