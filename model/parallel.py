@@ -8,8 +8,9 @@ processes.  Safety only: liveness needs the whole edge list in one place (``chec
 How
 ---
 The parent builds the model once and forks the workers, which inherit it (and the hash seed, so
-``hash`` agrees in every process).  Worker k owns the states with ``_route_hash(state) % N == k``
-(for a world state: its class plus the sum of its fields' hashes).  Per BFS level:
+``hash`` agrees in every process).  Worker k owns the states with ``hash(state) % N == k`` (with
+numbered keys, ``_route_hash(state) % N == k``: for a world state, its class plus the sum of its
+fields' hashes, computed from the key).  Per BFS level:
 
 1. *expand*: each worker expands its share of the frontier, in global frontier order, and routes
    every successor to its owner (states it owns itself stay in memory; the others are pickled, one
@@ -389,11 +390,12 @@ class _Worker:
 
     # -- transport (the Ray partitions, model/ray_search.py, override these three) ------------
     def _route(self, out: dict) -> list[tuple[list, list]]:
-        """Split this level's successors by owner (``_route_hash(state) % n``: forked workers share the
-        hash seed) into (keys, metas) lists per owner, in ``out``'s order."""
+        """Split this level's successors by owner (``_route_hash(state) % n`` for keys, else
+        ``hash(state) % n``: forked workers share the hash seed) into (keys, metas) lists per owner, in
+        ``out``'s order."""
         n = self.n
         outs = [([], []) for _ in range(n)]
-        where = self.numbering.route if self.numbering is not None else _route_hash
+        where = self.numbering.route if self.numbering is not None else hash
         for nx, meta in out.items():
             sl, ml = outs[where(nx) % n]
             sl.append(nx)
@@ -767,10 +769,11 @@ class _Pool:
         self.tmp = _shm_dir()
         self.counters = ctx.Array("q", n, lock=False)
         _register_namedtuples()
+        numbered = TRANSPORT == "compact" and n >= NUMBERED_FROM and bool(init) and structured(init[0])
+        owner_hash = _route_hash if numbered else hash  # the workers route by the same function
         parts = [[] for _ in range(n)]
         for rank, s in enumerate(init):
-            parts[_route_hash(s) % n].append((rank, s))
-        numbered = TRANSPORT == "compact" and n >= NUMBERED_FROM and bool(init) and structured(init[0])
+            parts[owner_hash(s) % n].append((rank, s))
         self.conns = []
         self.procs = []
         self.pgid = 0  # the workers' process group, led by worker 0
