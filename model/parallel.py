@@ -31,22 +31,25 @@ model in the parent (``Explorer.describe_path``), so it is byte-for-byte the ser
 ``timeout`` is checked by the workers while they expand (a level cut short counts only what the
 earlier levels found); timeouts are not deterministic in the serial explorer either.
 
-States are stored, deduplicated and sent as keys (``_Numbering``): a world state becomes a short
-tuple of numbers, one per actor state and per other field, numbered by equality in each worker.  A
-successor keeps its parent's numbers for the fields it shares with it (the very same objects), so a
-step that changes one actor numbers one value; the visited set hashes tuples of small integers
-instead of walking whole states; a batch carries keys plus each value once per destination, and
-the receiver translates keys into its own numbers by list indexing.  Flat states (the pipeline's)
-and the Ray partitions (model/ray_search.py) keep the states themselves.  Batches are pickle
-protocol 5.  Role variables are namedtuple classes made at runtime (they cannot be pickled by
-reference), so every namedtuple class alive when the workers fork is registered under its
-``id()`` — the same in every forked process — and pickled as (class id, fields).  A model whose
-states contain other unpicklable objects is not supported (error).
+From ``NUMBERED_FROM`` (4) workers on, states are stored, deduplicated and sent as keys
+(``_Numbering``): a world state becomes a short tuple of numbers, one per actor state and per other
+field, numbered by equality in each worker. A successor keeps its parent's numbers for the fields it
+shares with it (the very same objects), so a step that changes one actor numbers one value; the
+visited set hashes tuples of small integers instead of walking whole states; a batch carries keys
+plus each value once per destination, and the receiver translates keys into its own numbers by list
+indexing. With fewer workers most successors stay with their worker and keying costs more than it
+saves: states are kept as they are and sent in the ``_Encoder`` encoding (each value once per
+destination, then its number). Flat states (the pipeline's) and the Ray partitions
+(model/ray_search.py) keep the states themselves. Batches are pickle protocol 5. Role variables are
+namedtuple classes made at runtime (they cannot be pickled by reference), so every namedtuple class
+alive when the workers fork is registered under its ``id()`` — the same in every forked process —
+and pickled as (class id, fields). A model whose states contain other unpicklable objects is not
+supported (error).
 
 Costs, measured on pp1 mesh=8 reduced (bench/bench_parallel.py, docs/scaling.md): each worker
 spends CPU on keying every successor, routing and sending the ones it does not own, rebuilding the
 new states it owns, and on its own copy of the model's memo tables (filled once per worker);
-the total CPU of an 8-worker run is ~2.2x the serial CPU (2.6x before keys).  A spec whose
+the total CPU of an 8-worker run is ~2.2-2.5x the serial CPU (2.6-3.2x before keys).  A spec whose
 successor function is as cheap as a pickle round trip (pipeline) gains nothing: use the
 vectorized core.
 
