@@ -473,9 +473,6 @@ def _route_hash(s) -> int:
     return acc
 
 
-PIN_LIMIT = 4_000_000  # objects a _Numbering keeps alive to find them by id (beyond the values it numbered)
-
-
 class _Numbering:
     """One forked worker's numbers for the values its states are made of.
 
@@ -486,12 +483,13 @@ class _Numbering:
     a state equal to the one keyed.  A state of another type is keyed ``(-1, state)``.
 
     What this saves: the visited set and the dedup of a level hash short tuples of small numbers
-    instead of whole states (a tuple's hash is not cached: every hash of a state walks it); a value
-    met again as an object seen before (the usual case: a successor shares its unchanged actor
-    states with its parent, and a changed one comes from the model's memo of effects) is found by
-    its ``id`` without hashing it (the object is kept alive, so its id cannot be reused, up to
-    ``PIN_LIMIT`` objects); the owner of a state (``route``) comes from the values' hashes, kept
-    beside them; and a batch carries keys plus each value once per destination (``batch``), which
+    instead of whole states (a tuple's hash is not cached: every hash of a state walks it); a field
+    a successor shares with its parent (the very same object: the usual case) keeps the parent's
+    numbers (``key_from``), and a value met again as the object that was numbered (states are
+    rebuilt from the kept values) is found by its ``id`` without hashing it (a kept value stays
+    alive, so its id cannot be reused; keeping other equal objects alive as well was measured and
+    gains nothing); the owner of a state (``route``) comes from the values' hashes, kept beside
+    them; and a batch carries keys plus each value once per destination (``batch``), which
     the receiver numbers once (``unbatch``) and then translates every key of the batch into its own
     numbers by list indexing.  States are rebuilt from the kept values, so the states a worker
     expands share their actor states (less memory, and the model's memo tables meet the same objects
@@ -501,8 +499,7 @@ class _Numbering:
         self.num: dict = {}  # value -> number
         self.vals: list = []  # number -> the value kept for it (the object states are rebuilt from)
         self.hashes: list[int] = []  # number -> hash(value)
-        self.byid: dict[int, int] = {}  # id(object) -> number, for the kept values and the pinned objects
-        self.pins: list = []  # objects equal to a kept value, kept alive so that their ids stay theirs
+        self.byid: dict[int, int] = {}  # id(kept value) -> number (kept values stay alive: ids stay theirs)
         self.known = [bytearray() for _ in range(n)]  # per destination: 1 where it has had that value
         self.tr: list[list[int]] = [[] for _ in range(n)]  # per source: its number -> ours
 
@@ -514,9 +511,6 @@ class _Numbering:
                 n = self.num[v] = len(self.vals)
                 self.vals.append(v)
                 self.hashes.append(hash(v))
-                self.byid[id(v)] = n
-            elif len(self.pins) < PIN_LIMIT:
-                self.pins.append(v)
                 self.byid[id(v)] = n
         return n
 
