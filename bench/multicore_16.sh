@@ -19,8 +19,8 @@ PY=${PYTHON:-python}
 OUT=${OUT:-$(mktemp -d)}
 export OMP_NUM_THREADS=1
 here=$(cd "$(dirname "$0")" && pwd)
-echo "# $(nproc) cores, $(uname -n), $(date -u), load $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)"
-if [ "$(nproc)" -lt 16 ]; then
+echo "# $(env -u OMP_NUM_THREADS nproc) cores, $(uname -n), $(date -u), load $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)"
+if [ "$(env -u OMP_NUM_THREADS nproc)" -lt 16 ]; then  # (nproc alone reports OMP_NUM_THREADS)
   echo "# note: fewer than 16 cores: rows with more workers than cores measure time sharing, not scaling"
 fi
 rc=0

@@ -22,7 +22,7 @@ run() {  # name, extra args...
   echo "$name rc=$rc wall=$(echo "$t1 - $t0" | bc) s" | tee -a "$out/summary"
   echo "$t1 - $t0" | bc > "$out/$name.wall"
 }
-echo "# $(nproc) cores, $(uname -n), $(date -u)"
+echo "# $(env -u OMP_NUM_THREADS nproc) cores, $(uname -n), $(date -u)"
 run serial
 run workers "--workers" "$N"
 run ray "--ray" "--workers" "$N"
