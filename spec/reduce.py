@@ -266,9 +266,9 @@ class Reductions:
         key = (i, state[0][i], state[1], state[2] >= self.max_faults)
         out = self._has_step_memo.get(key)
         if out is None:
-            out = self._has_step_memo[key] = self._find_step(state, i)
-            if len(self._has_step_memo) >= _MEMO_CAP:
-                self._has_step_memo.clear()
+            out = self._find_step(state, i)
+            if len(self._has_step_memo) < MEMO_LIMIT:
+                self._has_step_memo[key] = out
         return out
 
     def _find_step(self, state, i) -> bool:
@@ -414,7 +414,7 @@ class Reductions:
 
 
 _UNSET = object()
-_MEMO_CAP = 1_000_000  # entries of the _has_step memo before it starts again
+MEMO_LIMIT = 2_000_000  # distinct records kept by each memo (effects, local steps, property values, ...)
 
 
 def _sort_key(x):

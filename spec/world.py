@@ -37,7 +37,7 @@ from .explain import Explanation
 from .fabric import COLLECTIVES, ROOTED, Group, Op, Post, check_op, check_splits, parse_profile
 from ..model.por import ample
 from .lang import BUILTIN_TERMINAL, DEAD, DONE, EXITED, FAILED, HUNG, PRIVATE, SYMMETRIC, ActorDef, Ctx, Role, Transition
-from .reduce import Reductions
+from .reduce import MEMO_LIMIT, Reductions
 from .wire import Fabric
 from .monitor import MonitorSet
 from .state import ActorState, PendingOp, WorldState
@@ -47,7 +47,6 @@ _WORLD_FEATURES = frozenset({"reduction", "liveness-mode", "symmetry", "coverage
 _LIVE_FEATURES = frozenset({"liveness"})
 _FAST, _VIOLATION, _SLOW, _OP = 0, 1, 2, 3  # kinds of the records of Protocol._local_steps
 _new_world = tuple.__new__  # WorldState(...) (or ActorState(...)) without the namedtuple's Python-level __new__
-MEMO_LIMIT = 2_000_000  # distinct records kept by each memo (effects, local steps, property values, ...)
 
 
 @dataclass
