@@ -167,7 +167,9 @@ TRANSPORT = "compact"
 # Keys pay from this many workers on: the share of successors that cross to another worker, (N-1)/N,
 # is then large enough for cheaper sending and dedup to outweigh numbering every successor (measured
 # on pp1, bench/bench_parallel.py: 2 workers 10-16% more CPU with keys, 4 workers 3-8% less, 8 workers
-# 12-18% less).
+# 12-18% less).  Below it the ``_Encoder`` stays: sending states through ``_Numbering`` keys while storing
+# them as they are was measured at 2 workers and costs 9-22% more CPU than the encoder (every sent state
+# keyed from scratch, every received one rebuilt).
 NUMBERED_FROM = 4
 
 
@@ -518,18 +520,19 @@ class _Numbering:
         t = type(s)
         if not _numbered(t):
             return (-1, s)
-        get, number = self.byid.get, self.number
-        out = [id(t) if t is not tuple else 0]
-        for f in s:
-            if type(f) is tuple:
-                ns = list(map(get, map(id, f)))
-                if None in ns:
-                    ns = [number(e) if x is None else x for x, e in zip(ns, f)]
-                out.append(tuple(ns))
-            else:
-                x = get(id(f))
-                out.append(number(f) if x is None else x)
-        return tuple(out)
+        return (id(t) if t is not tuple else 0, *map(self._field, s))
+
+    def _field(self, f):
+        """A field's part of a key: the number of its value, or for a plain tuple its elements'."""
+        get = self.byid.get
+        if type(f) is tuple:
+            ns = tuple(map(get, map(id, f), repeat(-1)))
+            if -1 in ns:
+                number = self.number
+                ns = tuple([number(e) if x < 0 else x for x, e in zip(ns, f)])
+            return ns
+        x = get(id(f))
+        return self.number(f) if x is None else x
 
     def route(self, key: tuple) -> int:
         """``_route_hash`` of the state keyed ``key``."""
@@ -548,21 +551,13 @@ class _Numbering:
         if type(s) is not type(p) or pkey[0] < 0 or len(s) != len(p):
             return self.key(s)
         out = None
-        get, number = self.byid.get, self.number
         i = 0
         for f, pf in zip(s, p):
             i += 1
             if f is not pf:
                 if out is None:
                     out = list(pkey)
-                if type(f) is tuple:
-                    ns = tuple(map(get, map(id, f), repeat(-1)))
-                    if -1 in ns:
-                        ns = tuple([number(e) if x < 0 else x for x, e in zip(ns, f)])
-                    out[i] = ns
-                else:
-                    x = get(id(f))
-                    out[i] = number(f) if x is None else x
+                out[i] = self._field(f)
         return pkey if out is None else tuple(out)
 
     def state(self, key: tuple):
