@@ -9,7 +9,8 @@
 # Logs land in OUT_DIR: gpu.log, machine.log, multicore.log and the multicore JSON (few files, as the machine's
 # transfer back allows).  Each part has its own time limit (GPU_LIMIT, MC_LIMIT seconds).
 set -u
-OUT=${1:?usage: bench/device_all.sh OUT_DIR}
+[ $# -eq 1 ] || { echo "usage: bench/device_all.sh OUT_DIR" >&2; exit 2; }
+OUT=$1
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SHIM=$(mktemp -d)
 ln -s "$ROOT" "$SHIM/lockstep"

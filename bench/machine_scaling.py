@@ -22,6 +22,8 @@ import json
 import os
 import random
 import resource
+import signal
+import sys
 import time
 
 
@@ -65,22 +67,47 @@ def run(fn, k: int) -> list[list[float]]:
     for _ in range(k):
         pid = os.fork()
         if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.close(r)
             _child(fn, w)
         pids.append(pid)
     os.close(w)
-    for pid in pids:
-        os.waitpid(pid, 0)
+    try:
+        for pid in pids:
+            os.waitpid(pid, 0)
+    except BaseException:  # ^C or SIGTERM: no copy outlives the bench
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        raise
     with os.fdopen(r) as f:
-        return [json.loads(line) for line in f.read().splitlines()]
+        res = [json.loads(line) for line in f.read().splitlines()]
+    if len(res) < k:
+        sys.exit(f"machine_scaling: {k - len(res)} of {k} copies did not finish (interrupted?)")
+    return res
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        ks = [int(x) for x in text.split(",")]
+    except ValueError:
+        ks = []
+    if not ks or min(ks) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return ks
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--procs", default="1,2,4,8,16")
+    ap.add_argument("--procs", default="1,2,4,8,16", type=_counts, help="comma-separated process counts (default 1,2,4,8,16)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
-    ks = [int(x) for x in a.procs.split(",")]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the copies are killed on the way out (run)
+    ks = a.procs
     print(f"# {os.cpu_count()} CPUs, affinity {len(os.sched_getaffinity(0))}, load {os.getloadavg()[0]:.1f}")
     print(f"{'workload':<8} {'K':>3} {'wall':>7} {'user':>7} {'sys':>6} {'slowdown':>9} {'eff':>5}")
     rows = []
