@@ -94,9 +94,10 @@ def test_three_workers():
 def test_more_workers_on_planted_bugs_and_hardened_specs(workers):
     """From NUMBERED_FROM workers on (and in both transports, by the fixture), the same answers: an
     unreduced STRANDED, a reduced stale emit, a symmetry-reduced hardened mesh."""
-    same_as_serial(factory("tp", "fm04-throw-after-header", reduction=False), workers=workers)
-    same_as_serial(factory("pp0", "om09-no-epoch-fence"), workers=workers)
-    r = same_as_serial(factory("pp1", mesh=2, chunks=2), workers=workers)
+    deadline = Bounds(timeout=120)  # a bound far above the second or two each takes: no search runs on
+    same_as_serial(factory("tp", "fm04-throw-after-header", reduction=False), deadline, workers=workers)
+    same_as_serial(factory("pp0", "om09-no-epoch-fence"), deadline, workers=workers)
+    r = same_as_serial(factory("pp1", mesh=2, chunks=2), deadline, workers=workers)
     assert r.verdict == HOLDS
 
 
