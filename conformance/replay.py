@@ -263,6 +263,8 @@ class Replayer:
         consistent step, so a step costs the same whatever the number of ranks; otherwise every
         actor's steps are examined."""
         succ = self.model.raw_successors(node[0])
+        if succ and succ[0][0] is None:  # a stuck spec: the faults it still offers rescue no run, and no trace
+            succ = succ[:1]
         focus = self._focus(node, succ)
         if focus is not None:
             kids, viol, stk, own = self._children_of(node, refusals, succ, focus)

@@ -10,7 +10,9 @@ set, when the model confirms, for p's steps M in s:
   another process can enable a step of p;
 - C1 independent (``por_independent``): every step of M commutes with every step another process
   (faults included) can take before p moves, and disables none of them — including steps that the
-  model's own rules offer only while some process can move (a stuck state offers no faults);
+  model's own rules offer only in some global situations (the role worlds offer faults in every
+  state while the budget lasts, stuck states included, and timeouts only where no other step is
+  enabled, which no state before p moves is: see "Faults" below);
 - C2 invisible (``por_visible`` false, no edge violation): no step of M changes anything a property
   reads (every invariant and liveness obligation declares what it reads; the model checks the
   declaration at run time) or carries an edge check;
@@ -48,9 +50,9 @@ variable).  p's steps qualify when
   variables and disjoint actor states, so they commute and neither enables or disables the other
   through a shared variable.  What links actors otherwise is handled as for private roles: op posts
   (a thread sharing its rank takes no op step alone: a rank's ops are queued in posting order),
-  faults, the stuck rule, and a kill of p's rank (a crash or hang, or another thread of the rank
-  failing), which erases p's state whichever came first, but not what p wrote, nor a finished (DONE)
-  thread: while a kill can come, p's steps that write shared variables or end p are not taken alone;
+  faults (below), and a kill of p's rank (a crash or hang, or another thread of the rank failing),
+  which erases p's state whichever came first, but not what p wrote, nor a finished (DONE) thread:
+  while a kill can come, p's steps that write shared variables or end p are not taken alone;
 - C2: a step is visible when it changes what its role declares ``observed``, shared variables
   included, and a property read of a shared variable that a reduced role may write but does not
   declare observed is refused;
@@ -71,6 +73,25 @@ queue by another actor (a second putter or taker, a plain read or write).  C0 fo
 waiting for room, or a take for an item, could be enabled by the opposite end, so when another actor
 may use the opposite end, every transition of p at c on that end must be enabled.  This is the
 head/tail split of the hand-written pipeline, and SPIN's exclusive send/receive channels.
+
+Faults (role worlds).  While the run's fault budget lasts, a crash of rank r may strike in every state
+where a thread of r has not ended or waits on an op, and a hang where every thread of r is at one of its
+hang points or has ended.  Stuck states are no exception: a stuck state is reported as the violation it
+is and the search ends at its depth, but it keeps its fault successors (a rank can crash in a hung job
+too).  So which faults may strike reads the budget and r's control states, nothing else.  While a fault
+can still strike, p's steps are taken alone only when none is a named fault (it would spend the budget),
+c is not a hang point of p's rank (leaving it would disable the hang), and, while p's rank can be
+killed, no step writes a shared variable or ends p (DONE, or a control state with no transitions).
+Then, for a fault f that can strike before p moves: (i) f stays enabled after p's step, whose only
+effect is on p's state and the variables of its footprint, neither of which f's enabledness reads,
+except p's control state when f strikes p's own rank (a crash stays possible: p does not end; a hang
+was not possible before p moved, p not being at a hang point); (ii) f of another rank writes that
+rank's threads and the budget, which p's step neither reads nor writes, so the two commute and p's
+step stays enabled (p's guards read no fault budget: no named fault at c); (iii) f of p's own rank
+erases p's state whether p moved first or not, and p wrote nothing else, so both orders end in one
+state.  Timeouts (quiescent steps) are offered only where no other step is enabled, and p's step is
+enabled in every state before p moves, so no timeout fires before it.  None of this asks that p still
+have a step of its own after moving: a step of p that leads into a stuck state disables no fault.
 """
 from __future__ import annotations
 

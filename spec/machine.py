@@ -23,8 +23,11 @@ process groups and shared variables (per-world, e.g. the rank0 queues), and impl
 
 A state where no step but a fault can happen and some actor is still waiting is stuck: STRANDED when
 a waiter's partner is gone, wedged or idle for good, DEADLOCK when every partner is itself waiting.
-Faults never rescue a stuck state.  An end where every process finished or failed is clean or
-FAIL_FAST (crash beats hang).
+Faults never rescue a stuck state: it is reported as the violation it is, and the search ends at its
+depth.  The faults that may still strike there are offered as its successors all the same (a rank can
+crash in a hung job too); so a step that leads into a stuck state never disables a fault, which the
+partial-order reduction relies on (reduce.py, ``por_independent``).  An end where every process
+finished or failed is clean or FAIL_FAST (crash beats hang).
 
 The implementation is split by job: lang.py (the spec language: Role, Transition, Ctx, ActorDef),
 state.py (typed world states), world.py (Protocol: the semantics), reduce.py (partial-order and

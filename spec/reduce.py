@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ..model.api import SpecError, Violation
-from .lang import CONTROL_FIELDS, DEAD, DONE, FAILED, FOOTPRINT, Ctx
+from .lang import CONTROL_FIELDS, DEAD, FAILED, FOOTPRINT
 from .view import SHARED
 
 
@@ -221,32 +221,20 @@ class Reductions:
         if st is None:
             st = self._pi_static[i][ctl] = self._independent_static(i, ctl)
         writes, blocks_faults = st
-        if (writes or any(n[0][i][0] == DONE for _, n in moves)) and self._rank_may_die(state, i):
-            # killing p's rank erases p's state, but neither what p wrote nor a thread that is DONE:
-            # the kill before p's step and the kill after it would lead to different states
+        if (writes or any(self._terminal(i, n[0][i][0]) for _, n in moves)) and self._rank_may_die(state, i):
+            # killing p's rank erases p's state, but neither what p wrote nor a thread that is DONE: the
+            # kill before p's step and the kill after it would lead to different states; and a step that
+            # ends p (DONE, or a control state with no transitions) may leave nothing on its rank that a
+            # crash or hang could strike
             return False
         if state[2] >= self.max_faults or not self._faults_possible:
             return True  # no fault can be injected any more: nothing below applies
-        if blocks_faults:
-            return False
-        # The stuck rule offers no fault in a state where only faults could happen.  Before this actor
-        # moves, its step keeps every state the others reach non-stuck (it stays enabled: C0), so faults
-        # are offered there; after the move that holds only if the actor still has a step of its own
-        # that no other actor can disable (its guards read nothing another actor may write).
-        # So while a fault can still be injected, the step is reduced only when it leaves the actor
-        # with such a step (this also covers a step that ends the rank: a terminal rank is never
-        # crashed or hung).
-        o = None
-        for _, n in moves:
-            if not self._has_step(n, i):
-                return False
-            nfp = self._fp_ctl[i].get(n[0][i][0])
-            if nfp is not None and (nfp[0] or nfp[2] or nfp[3]):
-                if o is None:
-                    o = self._others(state, i)
-                if _conflict(nfp, o):
-                    return False
-        return True
+        # Every fault enabled before p moves stays enabled after p's step: which faults may strike reads
+        # the fault budget (p's step spends none unless it is a named fault: refused here), the control
+        # states of the fault's rank (p's step does not end p while its rank may be killed, checked
+        # above, and leaves no hang point: refused here) and nothing else, since a stuck state offers
+        # the faults too (world.py).  So whether p still has a step of its own afterwards does not matter.
+        return not blocks_faults
 
     def _independent_static(self, i, ctl) -> tuple:
         """What ``por_independent`` reads of actor i's control state alone: (its transitions there may
@@ -259,33 +247,6 @@ class Reductions:
         named = any(role.transitions[t].fault in self.faults for t in role.by_src.get(ctl, ()))
         hang_point = "hang" in self.faults and a.rank in self.hang_ranks and ctl in role.hang_points
         return bool(fp is not None and (fp[1] or fp[2] or fp[3])), named or hang_point
-
-    def _has_step(self, state, i) -> bool:
-        """Whether actor i (of a private role) has an enabled normal step in ``state`` (memoised on
-        what it reads: the actor's state, the shared variables, whether faults are spent)."""
-        key = (i, state[0][i], state[1], state[2] >= self.max_faults)
-        out = self._has_step_memo.get(key)
-        if out is None:
-            out = self._find_step(state, i)
-            if len(self._has_step_memo) < MEMO_LIMIT:
-                self._has_step_memo[key] = out
-        return out
-
-    def _find_step(self, state, i) -> bool:
-        ctl, v, pend = state[0][i]
-        if pend is not None or v is None:
-            return False
-        role = self.actors[i].role
-        for tidx in role.by_src.get(ctl, ()):
-            t = role.transitions[tidx]
-            if t.quiescent or (t.fault is not None and (t.fault not in self.faults or state[2] >= self.max_faults)):
-                continue
-            if t.guard is None:
-                return True
-            c = Ctx(v, state[1], self.params, self.actors[i].rank, t.dst[0], self, i, None, self._ctx_flags[i], t.name)
-            if self._call(f"{role.name}.{t.name} (guard)", t.guard, c):
-                return True
-        return False
 
     def por_no_ignoring(self, state, i, moves) -> bool:
         """C3.  Without a declared progress measure, ``por_complete`` already refused control states

@@ -17,8 +17,11 @@ checker's ``Model`` interface:
 
 A state where no step but a fault can happen and some actor is still waiting is stuck: STRANDED when
 a waiter's partner is gone, wedged or idle for good, DEADLOCK when every partner is itself waiting.
-Faults never rescue a stuck state.  An end where every process finished or failed is clean or
-FAIL_FAST (crash beats hang).
+Faults never rescue a stuck state: it is reported as the violation it is, and the search ends at its
+depth.  The faults that may still strike there are offered as its successors all the same (a rank can
+crash in a hung job too); so a step that leads into a stuck state never disables a fault, which the
+partial-order reduction relies on (reduce.py, ``por_independent``).  An end where every process
+finished or failed is clean or FAIL_FAST (crash beats hang).
 
 Matching, completion and failure of fabric ops (queues, buffered messages, posted ops and their waits)
 live in wire.py; reductions (partial order, symmetry) in reduce.py, explanations (describe, waiting) in
@@ -160,7 +163,6 @@ class Protocol(Fabric, Reductions, Explanation):
         self._canon_memo: dict = {}  # symmetric actors' states -> their sorted order, () when already sorted
         self._twin_memo: dict = {}  # symmetric actors' states -> the later of equal ones (_twins)
         self._vis_fns: dict = {}  # actor -> its compiled por_visible (Reductions._visibility)
-        self._has_step_memo: dict = {}  # Reductions._has_step
         self._pc_static: list = [{} for _ in self.actors]  # per actor, ctl -> Reductions._complete_static
         self._pi_static: list = [{} for _ in self.actors]  # per actor, ctl -> Reductions._independent_static
         self._sym_get = operator.itemgetter(*self.symmetric) if len(self.symmetric) > 1 else None
@@ -628,10 +630,10 @@ class Protocol(Fabric, Reductions, Explanation):
         faults = self._fault_steps(state, key if keyed else None, twins) if self._fault_kinds and not no_faults_left else []
         if not normal and not quiet:
             stuck = self._stuck(state)
-            if stuck is not None:
-                return [(None, stuck)]
+            if stuck is not None:  # the violation, then the faults that may still strike (module docstring)
+                return [(None, stuck)] + faults
         out = normal + quiet + faults
-        if self._por_on and len(normal) > 1 and not scanned:
+        if self._por_on and len(out) > 1 and not scanned:
             pa = self._por_actors
             if any(a[0] == "t" and a[1] in pa for a, _ in normal):
                 out = ample(self, state, out)
@@ -663,8 +665,8 @@ class Protocol(Fabric, Reductions, Explanation):
         model/por.py's rule takes the first qualifying process in the order its steps appear, and an
         actor's memoised local steps come in actor order before anything else: so the first actor
         here, in actor order, whose steps qualify is the one the rule would take from the full list,
-        provided the rule runs at all (two or more steps besides the stuck rule): the actor has two
-        steps, or another actor has a step too.  It stops at the first actor whose steps it cannot
+        provided the rule runs at all (two or more steps in the full list, faults included): the actor
+        has two steps, or another actor has a step too (else the full pass finds out).  It stops at the first actor whose steps it cannot
         read from the memo (not memoised yet, or a step that is not a plain local step or an op
         post), so a spec error in an actor before the chosen one is raised where the full pass
         raises it; the steps of the actors after it are not evaluated in this state, and like every

@@ -361,7 +361,7 @@ def end_states(model, reduction: bool):
     while q:
         s = q.popleft()
         succ = list(model.successors(s))
-        if not succ or (len(succ) == 1 and succ[0][0] is None):
+        if not succ or succ[0][0] is None:  # no step, or stuck (a stuck state still offers faults)
             ends.add(canon(s))
         for _, n in succ:
             if not isinstance(n, Violation) and n not in seen:
