@@ -666,12 +666,12 @@ class Protocol(Fabric, Reductions, Explanation):
         actor's memoised local steps come in actor order before anything else: so the first actor
         here, in actor order, whose steps qualify is the one the rule would take from the full list,
         provided the rule runs at all (two or more steps in the full list, faults included): the actor
-        has two steps, or another actor has a step too (else the full pass finds out).  It stops at the first actor whose steps it cannot
-        read from the memo (not memoised yet, or a step that is not a plain local step or an op
-        post), so a spec error in an actor before the chosen one is raised where the full pass
-        raises it; the steps of the actors after it are not evaluated in this state, and like every
-        step the reduction postpones they are evaluated where they are taken (C3), which is all the
-        footprint argument of model/por.py relies on.  The successors it built for actors whose steps
+        has two steps, or another actor has a step too (else the full pass finds out).  It stops at
+        the first actor whose steps it cannot read from the memo (not memoised yet, or a step that is
+        not a plain local step or an op post), so a spec error in an actor before the chosen one is
+        raised where the full pass raises it; the steps of the actors after it are not evaluated in
+        this state, and like every step the reduction postpones they are evaluated where they are
+        taken (C3), which is all the footprint argument of model/por.py relies on.  The successors it built for actors whose steps
         do not qualify are left in ``built`` for the full pass."""
         actors, g, fu, fab = state
         pa = self._por_actors
