@@ -18,10 +18,17 @@ import pytest
 from helpers import alive, kill_session, session_members, wait_until
 from lockstep.conformance import schema as S
 
+def _default_sigint():
+    # a test runner started in the background (`cmd &` in a script) passes SIGINT on as ignored, and
+    # Python keeps an ignored SIGINT ignored: the command under test gets the terminal's default
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "lockstep", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+                            preexec_fn=_default_sigint)
 
 
 def _rank_pids(run_dir, world):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from typing import Any, Iterable, Iterator
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+# the signals a rank turns into an exception (impl/rank.py): held off while a line is written and counted
+_INTERRUPTS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
 
 
 def rank_file_name(rank: int) -> str:
@@ -151,9 +154,18 @@ class TraceWriter:
             rec = {"ev": ev, "rank": self.rank, "i": self._i, "t": round(time.time(), 6)}
             rec.update(fields)
             line = json.dumps(rec, separators=(",", ":"), default=_json_default)
-            self._f.write(line + "\n")
-            self._f.flush()
-            self._i += 1
+            # An interrupt handler that raises (a rank's, on SIGTERM) must not run between the write and
+            # the count: the next line (the rank's interrupted exit) would repeat this one's index.  The
+            # signals are blocked for the write; one that came meanwhile is handled when they are
+            # unblocked (pthread_sigmask runs pending handlers), after the line is written and counted.
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS) if _CAN_HOLD else None
+            try:
+                self._f.write(line + "\n")
+                self._f.flush()
+                self._i += 1
+            finally:
+                if held is not None:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     def force(self, ev: str, **fields: Any) -> None:
         """Write even when recording is toggled off (exits and faults must never be lost)."""
@@ -168,6 +180,9 @@ class TraceWriter:
             if self._f is not None:
                 self._f.close()
                 self._f = None
+
+
+_CAN_HOLD = hasattr(signal, "pthread_sigmask")
 
 
 def _json_default(o: Any):

@@ -25,6 +25,48 @@ def test_writer_roundtrip_and_flush(tmp_path):
     assert tr.exit["how"] == "clean" and not tr.truncated
 
 
+def test_interrupt_during_a_write_comes_after_the_line_is_counted(tmp_path):
+    """A rank turns SIGTERM into an exception (impl/rank.py).  One that arrives while a line is being
+    written used to be raised after the write and before the count, so the rank's interrupted exit
+    repeated the line's index and the loader refused the run ("lines lost or reordered").  The
+    signal is raised here from inside the write itself: the exception comes once the line is counted."""
+    import signal
+
+    class Stop(BaseException):
+        pass
+
+    def on_term(signum, frame):
+        raise Stop()
+
+    w = S.TraceWriter(tmp_path / "rank0.jsonl", 0)
+    real = w._f
+
+    class Interrupting:  # the file, with SIGTERM arriving in the middle of a write
+        def write(self, text):
+            signal.raise_signal(signal.SIGTERM)
+            return real.write(text)
+
+        def flush(self):
+            real.flush()
+
+        def close(self):
+            real.close()
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        w.emit(S.RANK_START, role="tp_rank0", pid=1)
+        w._f = Interrupting()
+        with pytest.raises(Stop):
+            w.emit(S.HEADER_SENT, action="INFER", group="world", call_id=0, chunk_index=0, cache_epoch=0)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    w._f = real
+    w.emit(S.RANK_EXIT, how="interrupted", message="SIGTERM received")
+    w.close()
+    tr = S.load_rank_trace(tmp_path / "rank0.jsonl", 0)
+    assert [(e["ev"], e["i"]) for e in tr.events] == [(S.RANK_START, 0), (S.HEADER_SENT, 1), (S.RANK_EXIT, 2)]
+
+
 def test_unknown_kind_rejected_at_write(tmp_path):
     w = S.TraceWriter(tmp_path / "r.jsonl", 0)
     with pytest.raises(ValueError, match="unknown trace event kind"):
