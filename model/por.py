@@ -88,8 +88,9 @@ except p's control state when f strikes p's own rank (a crash stays possible: p 
 was not possible before p moved, p not being at a hang point); (ii) f of another rank writes that
 rank's threads and the budget, which p's step neither reads nor writes, so the two commute and p's
 step stays enabled (p's guards read no fault budget: no named fault at c); (iii) f of p's own rank
-erases p's state whether p moved first or not, and p wrote nothing else, so both orders end in one
-state.  Timeouts (quiescent steps) are offered only where no other step is enabled, and p's step is
+erases p's state whether p moved first or not, and p wrote nothing else (an op p posted without
+blocking leaves the fabric with its process: wire.py, ``_drop_gone_posts``), so both orders end in
+one state.  Timeouts (quiescent steps) are offered only where no other step is enabled, and p's step is
 enabled in every state before p moves, so no timeout fires before it.  None of this asks that p still
 have a step of its own after moving: a step of p that leads into a stuck state disables no fault.
 """

@@ -179,6 +179,27 @@ class Fabric:
             fab = self._insert(fab, e)
         return fab
 
+    def _drop_gone_posts(self, succs: list) -> list:
+        """``succs`` with the posted ops of a process that is gone (exited or crashed) left out of each
+        successor's fabric.  Nobody can wait on them or match them any more (``_live_entries`` already
+        skips them), so a state that holds them and one that does not behave alike; dropping them
+        makes them one state.  That matters for the reduction: a post and the crash of its own rank
+        commute only if the crash leaves no trace of the post (model/por.py, "Faults", (iii))."""
+        out = succs
+        for k, (a, n) in enumerate(succs):
+            if n.__class__ is not WorldState or not n[3]:
+                continue
+            gone = self._gone_ranks(n[0])
+            if not gone:
+                continue
+            arank = self._actor_rank
+            fab = tuple(e for e in n[3] if e[0] != "op" or arank[e[1]] not in gone)
+            if len(fab) != len(n[3]):
+                if out is succs:
+                    out = list(succs)
+                out[k] = (a, WorldState(n[0], n[1], n[2], fab))
+        return out
+
     def describe_fabric_step(self, state, action, nxt) -> dict | None:
         actors, fab = state[0], state[3]
         kind = action[0]

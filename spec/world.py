@@ -412,7 +412,7 @@ class Protocol(Fabric, Reductions, Explanation):
             built = {}
             first = self._ample_first(state, twins, built)
             if first:
-                return first
+                return self._drop_gone_posts(first)
             scanned = first is not None
         if keyed:
             klocal = self._klocal_memo[fu >= self.max_faults]
@@ -631,8 +631,8 @@ class Protocol(Fabric, Reductions, Explanation):
         if not normal and not quiet:
             stuck = self._stuck(state)
             if stuck is not None:  # the violation, then the faults that may still strike (module docstring)
-                return [(None, stuck)] + faults
-        out = normal + quiet + faults
+                return [(None, stuck)] + self._drop_gone_posts(faults)
+        out = self._drop_gone_posts(normal + quiet + faults)
         if self._por_on and len(out) > 1 and not scanned:
             pa = self._por_actors
             if any(a[0] == "t" and a[1] in pa for a, _ in normal):

@@ -5,7 +5,8 @@
 suite, ``random.Random`` in bench/bench_differential.py.  ``build(desc)`` turns it into a
 ``Protocol``: 2-3 ranks (rank 0 sometimes with a second thread), one role per actor or one shared
 role for symmetric workers, local steps with guards over local and shared variables, collectives on
-the world and on sub-groups, tagged point-to-point, named faults, crash and hang faults, watchdog
+the world and on sub-groups, tagged point-to-point (blocking, or posted without blocking under a
+handle and waited for in a state of its own), named faults, crash and hang faults, watchdog
 timeouts, invariants over control states and variables, a liveness obligation, and ``private`` /
 ``observed`` / ``symmetric`` declarations and footprints (a role's ``shares=`` or each transition's
 ``reads=``/``writes=`` over two shared variables, ``puts=``/``takes=`` on a FIFO queue) that are honest or
@@ -23,7 +24,7 @@ from typing import Any, Callable
 from lockstep.model.api import INVARIANT, SpecError
 from lockstep.model.checker import Bounds, check
 from lockstep.model.crosscheck import reachable_classes, verdict_class
-from lockstep.spec.fabric import Group, all_reduce, barrier, recv, send
+from lockstep.spec.fabric import Group, all_reduce, barrier, irecv, isend, recv, send, wait
 from lockstep.spec.machine import FAILED, ActorDef, Fifo, Protocol, Role
 
 Pick = Callable[[int, int], int]
@@ -85,11 +86,11 @@ def _ranks(pick, n, sym) -> list[int]:
 
 
 def _draw_transition(pick, src, dst, nstates, rank, n, sym, subgroups, thread, spine=False):
-    kinds = ["local", "local", "coll", "p2p", "fault", "quiet"]
+    kinds = ["local", "local", "coll", "p2p", "fault", "quiet", "nb"]
     kind = kinds[pick(0, len(kinds) - 1)]
     if spine and kind == "fault":
         kind = "local"  # a fault ends in FAILED: the spine must reach the next state
-    if kind == "p2p" and (sym or thread != "main"):
+    if kind in ("p2p", "nb") and (sym or thread != "main"):
         kind = "coll"  # symmetric ranks are never addressed by rank; a second thread stays off p2p
     if kind == "coll" and thread != "main":
         kind = "local"
@@ -109,13 +110,13 @@ def _draw_transition(pick, src, dst, nstates, rank, n, sym, subgroups, thread, s
         t["effect"], t["guard"] = ("put",), ("room", pick(1, 2))
     elif e == 6:  # a FIFO take, run only while the queue holds an item
         t["effect"], t["guard"] = ("take",), ("nonempty",)
-    if kind in ("coll", "p2p") and t["effect"][0] in ("put", "take"):
+    if kind in ("coll", "p2p", "nb") and t["effect"][0] in ("put", "take"):
         t["effect"] = ("none",)  # an op's effect runs at completion, when the guard's room or item may be gone
     if kind == "coll":
         groups = ["world"] + [f"sub{i}" for i, grp in enumerate(subgroups) if rank in grp and not sym]
         t["group"] = groups[pick(0, len(groups) - 1)]
         t["op"] = ("barrier", "all_reduce")[pick(0, 1)]
-    elif kind == "p2p":
+    elif kind in ("p2p", "nb"):  # nb: isend/irecv under a handle, then wait() in a state of its own
         peers = [r for r in range(n) if r != rank]
         t["peer"] = peers[pick(0, len(peers) - 1)]
         t["send"] = pick(0, 1) == 1
@@ -196,6 +197,13 @@ def _role(key: str, rd: dict, d: dict, inv, idx: int) -> Role:
             r.local(name, src, dsts, guard=guard, do=do, quiescent=True, **kw)
         elif t["kind"] == "fault":
             r.local(name, src, FAILED, fault="boom", guard=guard, **fkw)
+        elif t["kind"] == "nb":  # post without blocking, then wait in W<k> (the handle is waited before any new post)
+            eff = _effect(t["effect"])
+            after = (lambda c, data, eff=eff: eff(c)) if eff else None
+            r.op(name, src, f"W{k}", _post(t, f"h{k}"), guard=guard, **fkw)
+            wkw = {"reads": fkw["writes"], "writes": fkw["writes"]} if fkw else {}  # the wait runs the effect
+            r.op(f"{name}_wait", f"W{k}", dst, lambda c, h=f"h{k}": wait(h), after=after,
+                 timeout=FAILED if t["timeout"] else None, timeout_kind="recovers" if t["timeout"] else None, **wkw)
         else:
             op = _op(t)
             after = None
@@ -272,6 +280,13 @@ def _op(t):
     if t["send"]:
         return lambda c: send("world", peer, ("int",), None, tag)
     return lambda c: recv("world", peer, ("int",), tag)
+
+
+def _post(t, handle):
+    peer, tag = t["peer"], t["tag"]
+    if t["send"]:
+        return lambda c: isend(handle, "world", peer, ("int",), None, tag)
+    return lambda c: irecv(handle, "world", peer, ("int",), tag)
 
 
 def _invariant(inv, d):
