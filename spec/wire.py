@@ -22,7 +22,37 @@ from .state import ActorState, PendingOp, WorldState
 _new_state = tuple.__new__  # WorldState(...) without the namedtuple's Python-level __new__
 
 _SAME_FOR_ALL = frozenset({"broadcast", "all_reduce", "all_gather", "barrier", "monitored_barrier"})
-_OP_FAILED = ("error: partner process gone",)  # the result of a posted op whose partner is gone
+
+
+class _OpFailed:
+    """The result of a posted op whose partner's process is gone: one object, found by identity.  It
+    stays that object when a state crosses to another process (the parallel and Ray searches ship
+    states: unpickling calls the class, which returns the one instance), and it hashes alike in every
+    process (their visited sets are partitioned by state hash).  A plain tuple here was copied on the
+    way, and a wait on a failed op then returned as if the op had completed."""
+
+    __slots__ = ()
+    _one = None
+
+    def __new__(cls):
+        if cls._one is None:
+            cls._one = object.__new__(cls)
+        return cls._one
+
+    def __reduce__(self):
+        return (_OpFailed, ())
+
+    def __hash__(self):
+        return 0x0F417ED
+
+    def __eq__(self, other):
+        return other.__class__ is _OpFailed
+
+    def __repr__(self):
+        return "<op failed: partner process gone>"
+
+
+_OP_FAILED = _OpFailed()  # the result of a posted op whose partner is gone
 
 
 class Fabric:

@@ -144,6 +144,23 @@ def test_engine_keeps_liveness_and_packed_models_single_process():
     assert summary(r) == summary(Explorer(factory("tp", ranks=2, chunks=1)()).run())
 
 
+def test_a_failed_post_stays_failed_in_another_worker():
+    """The mark of a posted op whose partner is gone (wire._OP_FAILED) crosses a process boundary as
+    itself: found by identity and hashed alike there, so the wait on it still fails.  It used to be a
+    plain tuple, copied on the way; a worker that received the state let the wait return as if the op
+    had completed (a spurious DEADLOCK with 2 workers: tests/protogen_regressions.jsonl, seed 73)."""
+    import pickle
+
+    from lockstep.model import parallel as P
+    from lockstep.spec import wire
+
+    P._register_namedtuples()
+    entry = ("op", 0, "h0", 0, None, 0, True, wire._OP_FAILED)
+    for back in (P._loads(P._dumps(("raw", [entry], []))), pickle.loads(pickle.dumps(entry))):
+        got = back[1][0] if back[0] == "raw" else back
+        assert got[7] is wire._OP_FAILED and hash(got) == hash(entry) and got == entry
+
+
 def test_compact_batches_round_trip_and_share_actor_states():
     """The encoding fewer than NUMBERED_FROM workers send each other (parallel._Encoder): equal states come back, actor states
     shared between the states of a batch and across batches, actions too; a batch that cannot be
