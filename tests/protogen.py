@@ -5,8 +5,8 @@
 suite, ``random.Random`` in bench/bench_differential.py.  ``build(desc)`` turns it into a
 ``Protocol``: 2-3 ranks (rank 0 sometimes with a second thread), one role per actor or one shared
 role for symmetric workers, local steps with guards over local and shared variables, collectives on
-the world and on sub-groups, tagged point-to-point (blocking, or posted without blocking under a
-handle and waited for in a state of its own), named faults, crash and hang faults, watchdog
+the world and on sub-groups and tagged point-to-point (each blocking, or posted without blocking under
+a handle and waited for in a state of its own), named faults, crash and hang faults, watchdog
 timeouts, invariants over control states and variables, a liveness obligation, and ``private`` /
 ``observed`` / ``symmetric`` declarations and footprints (a role's ``shares=`` or each transition's
 ``reads=``/``writes=`` over two shared variables, ``puts=``/``takes=`` on a FIFO queue) that are honest or
@@ -24,7 +24,7 @@ from typing import Any, Callable
 from lockstep.model.api import INVARIANT, SpecError
 from lockstep.model.checker import Bounds, check
 from lockstep.model.crosscheck import reachable_classes, verdict_class
-from lockstep.spec.fabric import Group, all_reduce, barrier, irecv, isend, recv, send, wait
+from lockstep.spec.fabric import Group, all_reduce, barrier, irecv, isend, post, recv, send, wait
 from lockstep.spec.machine import FAILED, ActorDef, Fifo, Protocol, Role
 
 Pick = Callable[[int, int], int]
@@ -116,6 +116,7 @@ def _draw_transition(pick, src, dst, nstates, rank, n, sym, subgroups, thread, s
         groups = ["world"] + [f"sub{i}" for i, grp in enumerate(subgroups) if rank in grp and not sym]
         t["group"] = groups[pick(0, len(groups) - 1)]
         t["op"] = ("barrier", "all_reduce")[pick(0, 1)]
+        t["async"] = pick(0, 3) == 0  # posted with async_op=True and waited for in a state of its own
     elif kind in ("p2p", "nb"):  # nb: isend/irecv under a handle, then wait() in a state of its own
         peers = [r for r in range(n) if r != rank]
         t["peer"] = peers[pick(0, len(peers) - 1)]
@@ -197,7 +198,7 @@ def _role(key: str, rd: dict, d: dict, inv, idx: int) -> Role:
             r.local(name, src, dsts, guard=guard, do=do, quiescent=True, **kw)
         elif t["kind"] == "fault":
             r.local(name, src, FAILED, fault="boom", guard=guard, **fkw)
-        elif t["kind"] == "nb":  # post without blocking, then wait in W<k> (the handle is waited before any new post)
+        elif t["kind"] == "nb" or t.get("async"):  # post without blocking, wait in W<k> (waited before any new post)
             eff = _effect(t["effect"])
             after = (lambda c, data, eff=eff: eff(c)) if eff else None
             r.op(name, src, f"W{k}", _post(t, f"h{k}"), guard=guard, **fkw)
@@ -283,6 +284,9 @@ def _op(t):
 
 
 def _post(t, handle):
+    if t["kind"] == "coll":
+        op = _op(t)
+        return lambda c: post(handle, op(c))
     peer, tag = t["peer"], t["tag"]
     if t["send"]:
         return lambda c: isend(handle, "world", peer, ("int",), None, tag)
@@ -368,7 +372,7 @@ def end_states(model, reduction: bool):
 
     model.set_reduction(reduction)
     model.set_liveness(False)
-    canon = model.canonical if len(model.symmetric) > 1 else (lambda s: s)
+    canon = (lambda s: _orbit_key(model, s)) if len(model.symmetric) > 1 else (lambda s: s)
     seen, q, ends = set(), deque(), set()
     for s in model.init_states():
         seen.add(s)
@@ -385,6 +389,28 @@ def end_states(model, reduction: bool):
                 seen.add(n)
                 q.append(n)
     return frozenset(ends)
+
+
+def _orbit_key(model, s):
+    """One state per orbit under the symmetric actors' permutations, fabric entries included: the
+    world's own representative leaves a state with fabric entries as it is (they name actors), so two
+    images of one end state would otherwise count as two."""
+    from itertools import permutations
+
+    if not s[3]:
+        return model.canonical(s)
+    sym = list(model.symmetric)
+    best = None
+    for perm in permutations(sym):
+        where = dict(zip(sym, perm))  # actor i's state moves to position where[i]
+        actors = list(s[0])
+        for i, j in where.items():
+            actors[j] = s[0][i]
+        fab = sorted((e[:1] + (where.get(e[1], e[1]),) + e[2:] if e[0] == "op" else e for e in s[3]), key=lambda e: e[:4])
+        cand = (tuple(actors), s[1], s[2], tuple(fab))
+        if best is None or repr(cand) < repr(best):
+            best = cand
+    return best
 
 
 def hypothesis_pick(data) -> Pick:
