@@ -70,7 +70,8 @@ def describe(pick: Pick) -> dict[str, Any]:
     faults = [f for f, on in (("crash", pick(0, 3) > 0), ("hang", pick(0, 2) == 0), ("boom", pick(0, 1))) if on]
     return {
         "ranks": n, "actors": actors, "sym": sym, "roles": roles, "subgroups": subgroups,
-        "backend": ("gloo", "nccl", "nccl-async")[pick(0, 2)],
+        # mpi: a rank that returned lingers (its partners hang); eager: small sends complete at once (buffered)
+        "backend": ("gloo", "nccl", "nccl-async", "mpi", "nccl:eager_below=64")[pick(0, 4)],
         "faults": faults, "max_faults": min(1, pick(0, 4)),
         "crash_ranks": _ranks(pick, n, sym), "hang_ranks": _ranks(pick, n, sym),
         "inv": inv, "plant_observed": pick(0, 7) == 0, "plant_asym": sym and inv is not None and pick(0, 3) == 0,
@@ -279,8 +280,8 @@ def _op(t):
         return lambda c, grp=t["group"]: all_reduce(grp, ("int", 1), 1)
     peer, tag = t["peer"], t["tag"]
     if t["send"]:
-        return lambda c: send("world", peer, ("int",), None, tag)
-    return lambda c: recv("world", peer, ("int",), tag)
+        return lambda c: send("world", peer, ("int64", (1,)), None, tag)
+    return lambda c: recv("world", peer, ("int64", (1,)), tag)
 
 
 def _post(t, handle):
@@ -289,8 +290,8 @@ def _post(t, handle):
         return lambda c: post(handle, op(c))
     peer, tag = t["peer"], t["tag"]
     if t["send"]:
-        return lambda c: isend(handle, "world", peer, ("int",), None, tag)
-    return lambda c: irecv(handle, "world", peer, ("int",), tag)
+        return lambda c: isend(handle, "world", peer, ("int64", (1,)), None, tag)
+    return lambda c: irecv(handle, "world", peer, ("int64", (1,)), tag)
 
 
 def _invariant(inv, d):
