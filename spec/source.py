@@ -22,8 +22,10 @@ def module_tree(filename: str):
         return None
 
 
+@lru_cache(maxsize=4096)
 def node_of(fn: Callable):
-    """The ast node (Lambda or FunctionDef) of a function, or None."""
+    """The ast node (Lambda or FunctionDef) of a function, or None (memoised: a search that passes many
+    stuck states, a cross-check's, explains the same guards again and again)."""
     code = getattr(fn, "__code__", None)
     if code is None:
         return None
