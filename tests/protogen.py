@@ -7,7 +7,9 @@ suite, ``random.Random`` in bench/bench_differential.py.  ``build(desc)`` turns 
 role for symmetric workers, local steps with guards over local and shared variables, collectives on
 the world and on sub-groups and tagged point-to-point (each blocking, or posted without blocking under
 a handle and waited for in a state of its own), named faults, crash and hang faults, watchdog
-timeouts, invariants over control states and variables, a liveness obligation, and ``private`` /
+timeouts, invariants over control states and variables, a monitor over the transitions' events (per
+world or per rank, possibly rejecting, possibly with ``must_end``), a liveness obligation, the gloo,
+nccl, nccl-async and mpi backends and an eager profile, and ``private`` /
 ``observed`` / ``symmetric`` declarations and footprints (a role's ``shares=`` or each transition's
 ``reads=``/``writes=`` over two shared variables, ``puts=``/``takes=`` on a FIFO queue) that are honest or
 planted wrong, and progress
@@ -68,6 +70,13 @@ def describe(pick: Pick) -> dict[str, Any]:
         kind = pick(0, 3)
         inv = {"kind": ("ctl", "x", "pending", "g")[kind], "var": SHARED[pick(0, len(SHARED) - 1)], "a": a, "b": b, "sa": pick(0, 3), "sb": pick(0, 3), "val": pick(0, 2)}
     faults = [f for f, on in (("crash", pick(0, 3) > 0), ("hang", pick(0, 2) == 0), ("boom", pick(0, 1))) if on]
+    monitor = None
+    if pick(0, 3) == 0:  # a monitor over the transitions' events: moves between states M0..M2, one may reject
+        moves = [[f"M{pick(0, 2)}", f"ev{pick(0, 2)}", f"M{pick(0, 2)}"] for _ in range(pick(1, 4))]
+        if pick(0, 1):
+            moves[pick(0, len(moves) - 1)][2] = "REJECT"
+        monitor = {"per": ("world", "rank")[pick(0, 1)], "moves": moves,
+                   "must_end": [f"M{s}" for s in range(3) if pick(0, 2) > 0] if pick(0, 1) else None}
     return {
         "ranks": n, "actors": actors, "sym": sym, "roles": roles, "subgroups": subgroups,
         # mpi: a rank that returned lingers (its partners hang); eager: small sends complete at once (buffered)
@@ -76,6 +85,7 @@ def describe(pick: Pick) -> dict[str, Any]:
         "crash_ranks": _ranks(pick, n, sym), "hang_ranks": _ranks(pick, n, sym),
         "inv": inv, "plant_observed": pick(0, 7) == 0, "plant_asym": sym and inv is not None and pick(0, 3) == 0,
         "live": pick(0, 3) == 0 and not sym,
+        "monitor": monitor,
     }
 
 
@@ -96,7 +106,8 @@ def _draw_transition(pick, src, dst, nstates, rank, n, sym, subgroups, thread, s
     if kind == "coll" and thread != "main":
         kind = "local"
     t: dict[str, Any] = {"kind": kind, "src": src, "dst": dst, "guard": ("none",), "effect": ("none",),
-                         "timeout": pick(0, 3) == 0, "alt": pick(0, 5) == 0 and dst != nstates}
+                         "timeout": pick(0, 3) == 0, "alt": pick(0, 5) == 0 and dst != nstates,
+                         "event": f"ev{pick(0, 3)}" if kind in ("local", "coll", "p2p", "nb") else None}
     g = pick(0, 7)
     if g in (1, 2):
         t["guard"] = ("x", pick(0, 2))
@@ -152,7 +163,7 @@ def build(d: dict[str, Any]) -> Protocol:
     return Protocol(
         "gen", groups, actor_defs, shared={**{v: 0 for v in SHARED}, "f": Fifo()}, backend=d["backend"], faults=frozenset(d["faults"]),
         max_faults=d["max_faults"], crash_ranks=tuple(d["crash_ranks"]), hang_ranks=tuple(d["hang_ranks"]),
-        invariants=invariants, pending_fn=pending,
+        invariants=invariants, pending_fn=pending, monitors=_monitors(d),
         symmetric=tuple(i for i, (r, _) in enumerate(d["actors"]) if r > 0) if d["sym"] else ())
 
 
@@ -193,8 +204,9 @@ def _role(key: str, rd: dict, d: dict, inv, idx: int) -> Role:
                     base(c)
                 c.goto(alt_targets[c.choice])
         kw.update(fkw)
+        ekw = {"event": t["event"]} if t.get("event") and d.get("monitor") else {}
         if t["kind"] == "local":
-            r.local(name, src, dsts, guard=guard, do=do, **kw)
+            r.local(name, src, dsts, guard=guard, do=do, **kw, **ekw)
         elif t["kind"] == "quiet":
             r.local(name, src, dsts, guard=guard, do=do, quiescent=True, **kw)
         elif t["kind"] == "fault":
@@ -202,7 +214,7 @@ def _role(key: str, rd: dict, d: dict, inv, idx: int) -> Role:
         elif t["kind"] == "nb" or t.get("async"):  # post without blocking, wait in W<k> (waited before any new post)
             eff = _effect(t["effect"])
             after = (lambda c, data, eff=eff: eff(c)) if eff else None
-            r.op(name, src, f"W{k}", _post(t, f"h{k}"), guard=guard, **fkw)
+            r.op(name, src, f"W{k}", _post(t, f"h{k}"), guard=guard, **fkw, **ekw)
             wkw = {"reads": fkw["writes"], "writes": fkw["writes"]} if fkw else {}  # the wait runs the effect
             r.op(f"{name}_wait", f"W{k}", dst, lambda c, h=f"h{k}": wait(h), after=after,
                  timeout=FAILED if t["timeout"] else None, timeout_kind="recovers" if t["timeout"] else None, **wkw)
@@ -213,8 +225,28 @@ def _role(key: str, rd: dict, d: dict, inv, idx: int) -> Role:
                 eff = _effect(t["effect"])
                 after = (lambda c, data, eff=eff: eff(c)) if eff else None
             r.op(name, src, dst, op, guard=guard, after=after, timeout=FAILED if t["timeout"] else None,
-                 timeout_kind="recovers" if t["timeout"] else None, **fkw)
+                 timeout_kind="recovers" if t["timeout"] else None, **fkw, **ekw)
     return r
+
+
+def _monitors(d) -> list:
+    """The description's monitor, watching only events some transition declares (the world refuses
+    others), with ``must_end`` kept to the monitor's own states; none when no move is left."""
+    from lockstep.spec.monitor import Monitor, Reject
+
+    md = d.get("monitor")
+    if not md:
+        return []
+    declared = {t.get("event") for r in d["roles"].values() for t in r["trans"]}
+    on = {}
+    for src, ev, dst in md["moves"]:
+        if ev in declared:
+            on[(src, ev)] = Reject(f"{ev} in {src}") if dst == "REJECT" else dst
+    if not on:
+        return []
+    states = {"M0"} | {s for s, _ in on} | {x for x in on.values() if isinstance(x, str)}
+    must_end = [s for s in md["must_end"] if s in states] if md["must_end"] is not None else None
+    return [Monitor("mon", "MONITOR", "M0", on, per=md["per"], must_end=must_end)]
 
 
 def _footprints(rd) -> dict[int, tuple[set, set]]:
