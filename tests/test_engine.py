@@ -438,7 +438,11 @@ def test_reduced_search_shortcuts_change_no_reached_state(name, params, variant)
 def test_reduced_search_shortcuts_on_random_protocols():
     """Random protocols (tests/protogen.py; a third of the three-rank ones declare two symmetric
     workers), reduced with liveness: the shortcuts on and off give the same verdicts, state counts and
-    counterexamples; the ample shortcut alone changes nothing at all."""
+    counterexamples; the ample shortcut alone changes nothing at all.  One exception (docs/engine.md):
+    where symmetric workers post ops without blocking, a later twin's post leads to a state with
+    fabric entries, which the world keeps as it is instead of merging it into its orbit's
+    representative; leaving the twin's steps out then skips that symmetric image: the same verdict
+    and message, fewer states."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -458,7 +462,11 @@ def test_reduced_search_shortcuts_on_random_protocols():
                 continue
             out.append((res.verdict, res.message, res.stats.states, res.counterexample, res.stats.transitions, fired))
         assert out[1] == out[0], d
-        assert out[2][:4] == out[0][:4], d
+        sym_posts = d["sym"] and any(t.get("async") for t in d["roles"].get("w", {"trans": []})["trans"])
+        if sym_posts and out[0][0] != "spec error":
+            assert out[2][:2] == out[0][:2] and out[2][2] <= out[0][2], d
+        else:
+            assert out[2][:4] == out[0][:4], d
         if out[0][0] != "spec error":
             compared += 1
             assert out[2][4] <= out[0][4], d
