@@ -90,12 +90,18 @@ def test_overlap_bounds_hold(world):
 @pytest.mark.multirank
 def test_receiver_watchdog_beats_a_long_pg_timeout(world):
     """PG timeout 30 s, watchdog 1 s, rank0 silent for 3 s: the receivers leave on their watchdog,
-    logging their last header, long before the PG timeout."""
+    logging their last header, long before the PG timeout.  Both arm at about the same moment; on a
+    loaded machine one receiver's watchdog can fire first and its exit break the other's wait (gloo:
+    the peer is gone) before that one's watchdog fires: it then leaves on that error, as promptly."""
     s = world("pp1", 3, chunks=2, idle_s=3.0, heartbeat_s=0.0, dist_timeout_s=30.0, watchdog_s=1.0, deadline=25)
     assert s.wall_s < 12, s.render()
     run = S.load_run(s.run_dir)
+    fired = [r for r in (1, 2) if run.ranks[r].of(S.WATCHDOG_FIRED)]
+    assert fired, s.render()
     for r in (1, 2):
         ex = run.ranks[r].exit
-        assert ex["how"] == "timeout" and "watchdog" in ex["message"] and ex["last_header"]["action"] == "INFER"
-        assert run.ranks[r].of(S.WATCHDOG_FIRED)
+        if r in fired:
+            assert ex["how"] == "timeout" and "watchdog" in ex["message"] and ex["last_header"]["action"] == "INFER"
+        else:
+            assert ex["how"] == "exception", ex
     assert s.ranks[0].how == "exception"  # rank0 finds its peer gone when it resumes
