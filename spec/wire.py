@@ -188,6 +188,22 @@ class Fabric:
             return []
         return [peer]
 
+    def _waits_on_gone(self, actors, fab, gone: frozenset, ep) -> bool:
+        """Whether endpoint ``ep``'s op waits on a rank in ``gone`` (``_partners_of`` meets ``gone``),
+        decided from the op's group alone.  A gone rank has no posted op: its actors are DONE, FAILED
+        or DEAD, none blocked (a failure or a crash ends every actor of the rank), and
+        ``_live_entries`` leaves its fabric entries out.  Nor is ``ep``'s own rank gone.  So every gone
+        rank of a collective's group is a missing partner, and of a point-to-point op the peer is the
+        only candidate, a missing partner unless the op waits for nobody (an eager send, a recv whose
+        message is buffered)."""
+        op = ep[2]
+        grp = self.groups[op.group]
+        if op.kind in COLLECTIVES:
+            return not gone.isdisjoint(grp.ranks)
+        if grp.ranks[op.peer] not in gone:
+            return False
+        return bool(self._partners_of(actors, fab, ep[1], op))
+
     def _post(self, actors, fab, i, a: ActorDef, t: Transition, p: Post):
         """The fabric with p's ops outstanding, or the WRONG_GROUP violation of one of them."""
         bad = check_post(p)

@@ -86,6 +86,7 @@ class Protocol(Fabric, Reductions, Explanation):
         self.G = namedtuple("shared_vars", list(self.shared)) if self.shared else None
         self.ranks = sorted({a.rank for a in self.actors})
         self.actors_of_rank = {r: [i for i, a in enumerate(self.actors) if a.rank == r] for r in self.ranks}
+        self._rank_mates = [self.actors_of_rank[a.rank] for a in self.actors]  # per actor, its rank's actors
         self._actor_rank = [a.rank for a in self.actors]
         self.member_of = {g: frozenset(grp.ranks) for g, grp in self.groups.items()}
         if self.pending_fn is not None:
@@ -143,6 +144,8 @@ class Protocol(Fabric, Reductions, Explanation):
         self._status_memo.clear()
         self._gone_memo.clear()
         self._fault_memo.clear()
+        self._kfault_memo.clear()
+        self._err_memo.clear()
 
     def _prepare(self) -> None:
         """(Re)build the per-actor step tables and empty the memos; run again by ``init_states`` so a
@@ -156,10 +159,14 @@ class Protocol(Fabric, Reductions, Explanation):
         # the same, keyed by numbers (keyed_successors): actor state number (private role), or it
         # | shared variables' number << KEY_BITS -> _keyed_steps
         self._klocal_memo = {nfl: [{} for _ in self.actors] for nfl in (False, True)}
+        self._err_memo: dict = {}  # (actor, its rank's actors' state numbers) -> what its error step adds to the key
         self._private = [bool(f & PRIVATE) for f in self._ctx_flags]
+        # a role that issues ops blocks in them: keyed_successors' shortcut would mostly give up
+        self._issues_ops = any(t.op is not None for a in self.actors for t in a.role.transitions)
         self._status_memo: dict = {}
         self._gone_memo: dict = {}
         self._fault_memo: dict = {}
+        self._kfault_memo: dict = {}  # _fault_memo's keys -> the faults as _fault_steps' keyed form
         self._canon_memo: dict = {}  # symmetric actors' states -> their sorted order, () when already sorted
         self._twin_memo: dict = {}  # symmetric actors' states -> the later of equal ones (_twins)
         self._vis_fns: dict = {}  # actor -> its compiled por_visible (Reductions._visibility)
@@ -437,12 +444,15 @@ class Protocol(Fabric, Reductions, Explanation):
         arank = self._actor_rank
         exited = False
         track = len(self.fired) < self._pairs_total  # coverage still incomplete: note the pairs offered
+        eps: list = []  # (ref, rank, op, pos) of the actors' posted ops, as _endpoints lists them
         for i, st in enumerate(actors):
             pend = st[2]
             if pend is not None:
                 pend_any = True
                 op = pend[1]
                 kind = op.kind
+                if kind != "wait":
+                    eps.append((i, arank[i], op, pend[2]))
                 if kind in COLLECTIVES:
                     if pend[2] == 0:
                         by_group.setdefault(op.group, []).append((i, arank[i], op, 0))
@@ -586,24 +596,19 @@ class Protocol(Fabric, Reductions, Explanation):
         if exited and (pend_any or fab):  # no posted op: no endpoints
             gone = self._gone_ranks(actors)
             if gone:  # else no op waits on a gone process
-                posted = None
-                groups = self.groups
-                for ep in self._endpoints(actors, fab):
-                    op = ep[2]
-                    # the partners are ranks of the op's group; of a point-to-point op, its peer alone
-                    if op.kind in COLLECTIVES:
-                        if gone.isdisjoint(groups[op.group].ranks):
-                            continue
-                        if posted is None:
-                            posted = self._posted_collectives(actors, fab)
-                    elif groups[op.group].ranks[op.peer] not in gone:
-                        continue
-                    if not gone.isdisjoint(self._partners_of(actors, fab, ep[1], op, posted)):
-                        if not (twins and ep[0] in twins):
-                            gone_waits.append(ep[0])
-        if self.profile.gone_peer == "immediate":
-            for ref in gone_waits:
-                normal.append(self._error_step(state, ref))
+                if fab:
+                    eps = self._endpoints(actors, fab)
+                waits_on = self._waits_on_gone
+                for ep in eps:
+                    if waits_on(actors, fab, gone, ep) and not (twins and ep[0] in twins):
+                        gone_waits.append(ep[0])
+        if gone_waits and self.profile.gone_peer == "immediate":
+            if keyed:
+                for ref in gone_waits:
+                    normal.append(self._keyed_error_step(state, ref, key, nums))
+            else:
+                for ref in gone_waits:
+                    normal.append(self._error_step(state, ref))
         quiet: list = []
         # Deadlines are the designed recovery from faults: a run with no fault injected that can only
         # go on by letting a timeout fire is itself stuck (a protocol that always needs the PG timeout).
@@ -631,8 +636,10 @@ class Protocol(Fabric, Reductions, Explanation):
         if not normal and not quiet:
             stuck = self._stuck(state)
             if stuck is not None:  # the violation, then the faults that may still strike (module docstring)
-                return [(None, stuck)] + self._drop_gone_posts(faults)
-        out = self._drop_gone_posts(normal + quiet + faults)
+                return [(None, stuck)] + (self._drop_gone_posts(faults) if fab else faults)
+        out = normal + quiet + faults
+        if fab or slow:  # else no successor holds a posted op (only _fire posts; a fault keeps the fabric)
+            out = self._drop_gone_posts(out)
         if self._por_on and len(out) > 1 and not scanned:
             pa = self._por_actors
             if any(a[0] == "t" and a[1] in pa for a, _ in normal):
@@ -754,7 +761,7 @@ class Protocol(Fabric, Reductions, Explanation):
         memoised local steps and no crash or hang can strike: the successors are then the key plus
         each record's constant, in the same order.  Anything else goes through raw_successors."""
         actors, g, fu = state[0], state[1], state[2]
-        if type(key) is not int or (self._fault_kinds and fu < self.max_faults):
+        if type(key) is not int or self._issues_ops or (self._fault_kinds and fu < self.max_faults):
             return self.raw_successors(state, key)
         nums = self._key_fields.unpack(key.to_bytes(self._key_fields.size, "little"))
         gk = nums[-2] << KEY_BITS
@@ -781,6 +788,25 @@ class Protocol(Fabric, Reductions, Explanation):
         if used and len(self.fired) < self._pairs_total:
             self.fired.update(*used)
         return out
+
+    def _keyed_error_step(self, state, ref: int, key: int, nums) -> tuple:
+        """``_error_step`` of actor ``ref`` in a keyed search (no fabric), the successor as its key.
+        The step writes only the actors of ref's rank (ref goes to its op's ``on_error`` state; when
+        that ends the process, the rank's other actors end too) and what each gets depends only on
+        its own state and ref's: so what the step adds to the key is memoised on the numbers of
+        the rank's actors."""
+        mates = self._rank_mates[ref]
+        mk = (ref, nums[ref]) if len(mates) == 1 else (ref,) + tuple([nums[j] for j in mates])
+        d = self._err_memo.get(mk)
+        if d is None:
+            act, n = self._error_step(state, ref)
+            d = 0
+            for j in mates:
+                if n[0][j] is not state[0][j]:
+                    d += (self._actor_number(j, n[0][j]) - nums[j]) << (KEY_BITS * j)
+            if len(self._err_memo) < MEMO_LIMIT:
+                self._err_memo[mk] = d
+        return ("e", ref), key + d
 
     def _keyed_steps(self, i, st, g, no_faults_left, an: int, gn: int) -> tuple:
         """``_local_steps`` of actor ``i`` in actor state number ``an`` under shared variables number
@@ -1233,9 +1259,41 @@ class Protocol(Fabric, Reductions, Explanation):
             return []
         # which (kind, rank) may strike depends only on each actor's control state and whether it waits
         key = tuple([(st[0], st[2] is None) for st in actors])
+        if skey is not None:  # keyed_successors (no symmetry: no twins): the successors as their keys
+            kw = self._kfault_memo.get(key)
+            if kw is None:  # per fault, per actor it ends: (actor, its field's shift, the dead state's number there)
+                kw = tuple((act, tuple((j, KEY_BITS * j, self._actor_number(j, dead) << (KEY_BITS * j)) for j, dead in kills))
+                           for act, kills in self._which_faults(actors, key))
+                if len(self._kfault_memo) < MEMO_LIMIT:
+                    self._kfault_memo[key] = kw
+            nums = self._kparent[4]
+            base = skey + (1 << (KEY_BITS * (len(actors) + 1)))  # one more fault used
+            out = []
+            for act, kills in kw:
+                nk = base
+                for j, sh, dk in kills:
+                    nk += dk - (nums[j] << sh)
+                out.append((act, nk))
+            return out
+        which = self._which_faults(actors, key)
+        if twins:
+            arank = self._actor_rank
+            skip = {arank[j] for j in twins}
+            which = [w for w in which if w[0][1] not in skip]
+        out = []
+        for act, kills in which:
+            nl = list(actors)
+            for j, dead in kills:
+                nl[j] = dead
+            out.append((act, _new_world(WorldState, (tuple(nl), g, fu + 1, fab))))
+        return out
+
+    def _which_faults(self, actors, key) -> tuple:
+        """(fault action, ((actor, its dead state), ...)) of each fault that may strike, memoised on
+        ``key``: each actor's control state and whether it waits, all that decides them (and all that
+        ``_kill_rank`` reads)."""
         which = self._fault_memo.get(key)
         if which is None:
-            # with what ``_kill_rank`` writes: it too reads only the control states
             which = []
             for kind, r, ctl in self._faults_that_may_strike(actors):
                 dead = ActorState(ctl, None, None)
@@ -1244,27 +1302,7 @@ class Protocol(Fabric, Reductions, Explanation):
             which = tuple(which)
             if len(self._fault_memo) < MEMO_LIMIT:
                 self._fault_memo[key] = which
-        if twins:
-            arank = self._actor_rank
-            skip = {arank[j] for j in twins}
-            which = [w for w in which if w[0][1] not in skip]
-        out = []
-        if skey is not None:  # keyed_successors: the successors as their keys (state_key)
-            aids, nums = self._aids, self._kparent[4]
-            spent = 1 << (KEY_BITS * (len(actors) + 1))
-            for act, kills in which:
-                nk = skey + spent
-                for j, dead in kills:
-                    dn = aids[j].get(id(dead))
-                    nk += ((self._actor_number(j, dead) if dn is None else dn) - nums[j]) << (KEY_BITS * j)
-                out.append((act, nk))
-            return out
-        for act, kills in which:
-            nl = list(actors)
-            for j, dead in kills:
-                nl[j] = dead
-            out.append((act, _new_world(WorldState, (tuple(nl), g, fu + 1, fab))))
-        return out
+        return which
 
     def _faults_that_may_strike(self, actors) -> tuple:
         out = []
