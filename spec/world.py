@@ -760,8 +760,10 @@ class Protocol(Fabric, Reductions, Explanation):
         issues ops: no posted op, no fabric entry, no failure step) where every actor's steps are
         memoised local steps and no crash or hang can strike: the successors are then the key plus
         each record's constant, in the same order.  Anything else goes through raw_successors."""
+        if self._issues_ops or type(key) is not int:
+            return self.raw_successors(state, key)
         actors, g, fu = state[0], state[1], state[2]
-        if type(key) is not int or self._issues_ops or (self._fault_kinds and fu < self.max_faults):
+        if self._fault_kinds and fu < self.max_faults:
             return self.raw_successors(state, key)
         nums = self._key_fields.unpack(key.to_bytes(self._key_fields.size, "little"))
         gk = nums[-2] << KEY_BITS
