@@ -169,6 +169,7 @@ class Protocol(Fabric, Reductions, Explanation):
         self._kfault_memo: dict = {}  # _fault_memo's keys -> the faults as _fault_steps' keyed form
         self._canon_memo: dict = {}  # symmetric actors' states -> their sorted order, () when already sorted
         self._twin_memo: dict = {}  # symmetric actors' states -> the later of equal ones (_twins)
+        self._slice_memo: dict = {}  # a run of symmetric actors' states -> (_canon_perm, _twins) (successors)
         self._vis_fns: dict = {}  # actor -> its compiled por_visible (Reductions._visibility)
         self._pc_static: list = [{} for _ in self.actors]  # per actor, ctl -> Reductions._complete_static
         self._pi_static: list = [{} for _ in self.actors]  # per actor, ctl -> Reductions._independent_static
@@ -1002,18 +1003,33 @@ class Protocol(Fabric, Reductions, Explanation):
 
     def successors(self, state):
         """Reductions.successors, with ``canonical``'s memo hit inlined for a consecutive run of
-        symmetric actors."""
+        symmetric actors.  The run's states in ``state`` are looked up once (``_slice_memo``): their
+        sorted order and the twins ``raw_successors`` leaves out; a successor whose run is equal to
+        the parent's (a step of another actor, a fault elsewhere) takes the parent's sorted order
+        without hashing its run again."""
         span = self._sym_span
         if not self._sym_on or span is None:
             return Reductions.successors(self, state)
         lo, hi = span
         memo = self._canon_memo
         canon = self.canonical
+        twins = psl = pperm = None
+        if len(state) == 4 and not state[3]:
+            psl = state[0][lo:hi]
+            info = self._slice_memo.get(psl)
+            if info is None:
+                info = (self._canon_perm(psl), self._twins(state[0]))
+                if len(self._slice_memo) < MEMO_LIMIT:
+                    self._slice_memo[psl] = info
+            pperm = info[0]
+            if self._twin_steps and self._monitor_set is None:  # as raw_successors would find them
+                twins = info[1]
         out = []
-        for a, n in self.raw_successors(state):
+        for a, n in self.raw_successors(state, twins=twins):
             if n.__class__ is WorldState and not n[3]:
                 actors = n[0]
-                perm = memo.get(actors[lo:hi])
+                sl = actors[lo:hi]
+                perm = pperm if sl == psl else memo.get(sl)
                 if perm is not None:
                     if perm:
                         n = _new_world(WorldState, (actors[:lo] + perm + actors[hi:], n[1], n[2], n[3]))
@@ -1060,14 +1076,7 @@ class Protocol(Fabric, Reductions, Explanation):
         if len(state) > 4 and self._monitor_set.moves_with_symmetry:
             return self._monitor_set.canonical(self, state)  # per-rank monitors move with their ranks
         actors = state[0]
-        parts = self._sym_get(actors)
-        perm = self._canon_memo.get(parts)
-        if perm is None:
-            perm = tuple(sorted(parts, key=self._order_key))
-            if all(x is y for x, y in zip(parts, perm)):
-                perm = ()
-            if len(self._canon_memo) < MEMO_LIMIT:
-                self._canon_memo[parts] = perm
+        perm = self._canon_perm(self._sym_get(actors))
         if not perm:
             return state
         span = self._sym_span
@@ -1080,6 +1089,18 @@ class Protocol(Fabric, Reductions, Explanation):
         if len(state) > 4:  # a monitored world's state keeps its monitors
             return type(state)(tuple(nl), *state[1:])
         return _new_world(WorldState, (tuple(nl), state[1], state[2], state[3]))
+
+    def _canon_perm(self, parts):
+        """The symmetric actors' states ``parts`` sorted (the representative's), () when already
+        sorted; memoised."""
+        perm = self._canon_memo.get(parts)
+        if perm is None:
+            perm = tuple(sorted(parts, key=self._order_key))
+            if all(x is y for x, y in zip(parts, perm)):
+                perm = ()
+            if len(self._canon_memo) < MEMO_LIMIT:
+                self._canon_memo[parts] = perm
+        return perm
 
     def _fire(self, state, i, tidx, t: Transition, ctl, v, g, fu):
         """Offer transition ``tidx`` of actor ``i``.  What the spec's functions make of (local vars,
