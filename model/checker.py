@@ -255,10 +255,10 @@ class Explorer:
                             edge_actor.append(aid)
                             if j != nst:
                                 continue
-                        elif k in index:
-                            continue
-                        else:
+                        else:  # one hash of the successor: added, and new iff the set grew
                             index.add(k)
+                            if len(index) == nst:
+                                continue
                             j = nst
                         nst += 1
                         if n is None:
