@@ -27,6 +27,10 @@ feature                   what the model provides, and what the engine does with
                           ``state_key(state)``, ``state_of(key)`` and ``keyed_successors(state, key)``
                           (successors as states or as keys).  The serial explorer then keeps keys
                           (small integers per actor state) instead of nested state tuples
+``key-fields``            ``key_tables()`` and ``key_number(field, value)``: an ``int`` key is packed
+                          fields of 32 bits, each a number given to a value in order of first sight.
+                          The parallel search (model/parallel.py) routes and ships such keys between
+                          processes that number values differently
 ========================  =========================================================================
 
 A model without a ``features`` attribute (a quick hand-written model, a test double) gets the
@@ -46,6 +50,7 @@ LIVENESS_MODE = "liveness-mode"
 PACKED = "packed"
 SYMMETRY = "symmetry"
 COVERAGE = "coverage"
+KEY_FIELDS = "key-fields"
 KEYED = "keyed"
 
 
@@ -109,6 +114,19 @@ class Keyed(Protocol):
     def keyed_successors(self, state: Any, key: Any) -> Any: ...
 
 
+@runtime_checkable
+class KeyFields(Protocol):
+    """How an ``int`` key of a keyed model is made: ``len(key_tables())`` little-endian fields of 32 bits
+    (lowest first).  ``key_tables()[f]`` is the list of the values field f has numbered so far (number
+    -> value; the list grows in place as values are numbered), or None for a field whose number is its
+    value.  ``key_number(f, value)`` numbers a value for field f (the number it already has, or the next
+    one), so a key made in another process translates field by field into this one's numbers."""
+
+    def key_tables(self) -> list: ...
+
+    def key_number(self, field: int, value: Any) -> int: ...
+
+
 PROTOCOLS: dict[str, type] = {
     REDUCTION: Reducible,
     LIVENESS: LivenessChecked,
@@ -117,6 +135,7 @@ PROTOCOLS: dict[str, type] = {
     SYMMETRY: Symmetric,
     COVERAGE: CoverageReporting,
     KEYED: Keyed,
+    KEY_FIELDS: KeyFields,
 }
 KNOWN = frozenset(PROTOCOLS)
 _DECLARED = {REDUCTION: ReducibleWithStatus}  # where a declaration asks for more than inference does
@@ -130,6 +149,7 @@ _MEMBERS: dict[str, tuple[str, ...]] = {
     SYMMETRY: ("concretize",),
     COVERAGE: ("fired", "coverage", "vacuous_roles"),
     KEYED: ("keyed", "state_key", "state_of", "keyed_successors"),
+    KEY_FIELDS: ("key_tables", "key_number"),
 }
 
 

@@ -80,7 +80,8 @@ import numpy as np
 from .api import BOUND_REACHED, FAIL_FAST, HOLDS, Model, SpecError, Violation
 from . import procs, safepickle
 from .checker import Explorer
-from .features import COVERAGE, features_of
+from .features import COVERAGE, KEY_FIELDS, KEYED, features_of
+from .fieldkeys import FieldKeys
 from .result import Bounds, Result, Stats, peak_rss_mb
 
 # a routed successor's key: (global frontier position of its parent) << _SH | (successor index)
@@ -171,6 +172,9 @@ TRANSPORT = "compact"
 # them as they are was measured at 2 workers and costs 9-22% more CPU than the encoder (every sent state
 # keyed from scratch, every received one rebuilt).
 NUMBERED_FROM = 4
+# A keyed search (the model keys states by ints: the unreduced world specs) uses the model's own keys
+# in the workers (``_KeyedWorker``) whatever the number of workers, in the compact transport.
+KEYED_WORKERS = True
 
 
 def _shm_dir() -> str:
@@ -239,8 +243,7 @@ class _Worker:
                 elif cmd == "cand":
                     reply = self.cands[msg[1]]
                 elif cmd == "node":
-                    i = msg[1]
-                    reply = (self.state(i), self.parent[i], self.via[i])
+                    reply = self.node(msg[1])
                 elif cmd == "stop":
                     ru = resource.getrusage(resource.RUSAGE_SELF)
                     self.timing.update(user=ru.ru_utime, sys=ru.ru_stime, minflt=ru.ru_minflt)  # system time: page faults, mostly
@@ -253,6 +256,10 @@ class _Worker:
                 conn.send_bytes(_dumps(("error", _error_payload(e))))
                 continue
             conn.send_bytes(_dumps(("ok", reply)))
+
+    def node(self, i: int) -> tuple:
+        """(state, parent's global id, action) of the state with local index ``i``."""
+        return self.state(i), self.parent[i], self.via[i]
 
     def fired(self):
         """The transitions this worker's model saw fire (coverage), or None when the model reports none."""
@@ -447,6 +454,237 @@ class _Worker:
             gc.enable()
         os.unlink(path)
         return out
+
+
+class _NthSuccessor(int):
+    """The action of a state found by a keyed worker: the index of the successor of its parent that
+    reached it (the coordinator asks its own model for that successor's action)."""
+
+
+class _KeyedWorker(_Worker):
+    """A worker of a keyed search (the model keys states by ints: model/features.py's ``keyed`` and
+    ``key-fields``; the unreduced world specs): it expands states with the model's
+    ``keyed_successors``, as the serial explorer does, so a successor is usually its int key already,
+    and states are stored, deduplicated and sent as those keys.
+
+    The keys of a level's successors are routed and shipped as one uint32 matrix per destination
+    (``fieldkeys.FieldKeys``: the owner comes from the hashes of the values, the receiver translates
+    the numbers into its own).  A successor carries only its serial-order key (parent's frontier
+    position, successor index); the parent's global id is computed from it for the whole batch, and
+    no action travels: the state keeps the successor index, and the coordinator rebuilds the action
+    of a counterexample's step from the parent state (``_Coordinator._path_to``).  A successor that is
+    its own key (a state with fabric entries) is routed by ``hash`` and travels as it is."""
+
+    def __init__(self, model, k: int, n: int, tmp: str, init: list, conn, counters):
+        super().__init__(model, k, n, tmp, [], conn, counters)
+        self.fk = FieldKeys(model, n)
+        key_of = model.state_key
+        for rank, s in init:
+            key = key_of(s)
+            self.visited[key] = len(self.keys)
+            self.frontier.append(len(self.keys))
+            self.franks.append(rank)
+            self.keys.append(key)
+            self.fresh.append(s)
+            self.parent.append(-1)
+            self.via.append(-1)
+
+    def state(self, i: int):
+        return self.model.state_of(self.keys[i])
+
+    def node(self, i: int) -> tuple:
+        v = self.via[i]
+        return self.state(i), self.parent[i], None if v < 0 else _NthSuccessor(v & _MASK)
+
+    def expand(self, depth: int, ranks, deadline: float | None):
+        k, n = self.k, self.n
+        fresh = self.fresh
+        if ranks is not None:  # the global order of the states this worker added last level
+            order = np.argsort(ranks, kind="stable")
+            self.frontier = (order + self.level_start).tolist()
+            self.franks = ranks[order].tolist()
+            fresh = [fresh[o] for o in order.tolist()]
+        self.fresh = []
+        model = self.model
+        successors, classify_end, key_of = model.keyed_successors, model.classify_end, model.state_key
+        keys = self.keys
+        out: dict = {}  # int key -> serial-order key of its first occurrence (the smallest)
+        objs: dict = {}  # the same for successors that are their own keys
+        frontier, franks = self.frontier, self.franks
+        nf = len(frontier)
+        trans = np.zeros(nf, dtype=np.int64)
+        ends = np.zeros(nf, dtype=np.int8)  # 0 no end, 1 clean end, 2 fail-fast end, 3 violation
+        cands: dict[tuple, tuple] = {}
+        counters = self.counters
+        done_trans = 0
+        t0 = _cpu()
+        timed_out = False
+        done = nf
+        for pos in range(nf):
+            s = fresh[pos]
+            r = franks[pos]
+            kb = r << _SH
+            i = frontier[pos]
+            j = 0
+            for a, nx in successors(s, keys[i]):
+                if type(nx) is int:
+                    out.setdefault(nx, kb | j)
+                elif isinstance(nx, Violation):
+                    if a is None:
+                        cands[(depth, r, j)] = (_STUCK, i * n + k, None, nx)
+                    else:
+                        cands[(depth + 1, r, j)] = (_EDGE, i * n + k, a, nx)
+                else:
+                    nx = key_of(nx)
+                    (out if type(nx) is int else objs).setdefault(nx, kb | j)
+                j += 1
+            trans[pos] = j
+            done_trans += j
+            if j == 0:
+                kind = classify_end(s)
+                if kind == FAIL_FAST:
+                    ends[pos] = 2
+                elif isinstance(kind, Violation):
+                    ends[pos] = 3
+                    cands[(depth, r, _END)] = (_ENDV, i * n + k, None, kind)
+                else:
+                    ends[pos] = 1
+            if pos & 255 == 255:
+                counters[k] = done_trans
+                if deadline is not None and time.perf_counter() > deadline:
+                    timed_out = True
+                    done = pos + 1
+                    trans = trans[:done]
+                    ends = ends[:done]
+                    break
+        del fresh
+        counters[k] = done_trans
+        self.cands = cands
+        tm = self.timing
+        t1 = _cpu()
+        if timed_out:
+            self.outs = [None] * n
+        else:
+            gc.disable()  # the batches are acyclic: collecting while they are built is pure cost
+            self.outs = self._route_keys(out, objs, np.asarray(franks, dtype=np.int64),
+                                         np.asarray(frontier, dtype=np.int64) * n + k)
+            del out, objs
+            self._send_keys(depth)
+            if GC_MODE not in ("off", "level"):
+                gc.enable()
+        tm["expand"] += t1 - t0
+        tm["dump"] += _cpu() - t1
+        tm["level_expand"].append(_cpu() - t0)
+        ranks_done = np.asarray(franks[:done], dtype=np.int64)
+        return timed_out, ranks_done, trans, ends, list(cands)
+
+    def _route_keys(self, out: dict, objs: dict, franks: np.ndarray, gids: np.ndarray) -> list:
+        """Per owner: (key matrix or, for this worker, the keys themselves; serial-order keys; parents'
+        global ids; object keys; their serial-order keys; their parents' global ids)."""
+        n, k, fk = self.n, self.k, self.fk
+
+        def parents(okeys: np.ndarray) -> np.ndarray:
+            return gids[np.searchsorted(franks, okeys >> _SH)]
+
+        ks = list(out)
+        oks = np.fromiter(out.values(), dtype=np.int64, count=len(ks))
+        mat = fk.matrix(ks)
+        owner = fk.owners(mat, n)
+        pg = parents(oks)
+        outs = []
+        for h in range(n):
+            sel = np.flatnonzero(owner == h)
+            keys_h = [ks[x] for x in sel.tolist()] if h == k else mat[sel]
+            outs.append([keys_h, oks[sel], pg[sel], [], [], []])
+        self.timing["objects"] = self.timing.get("objects", 0) + len(objs)
+        for nx, ok in objs.items():
+            o = outs[hash(nx) % n]
+            o[3].append(nx)
+            o[4].append(ok)
+        for o in outs:
+            if o[3]:
+                o[5] = parents(np.asarray(o[4], dtype=np.int64)).tolist()
+        self.timing["kept"] += len(outs[k][0]) + len(outs[k][3])
+        return outs
+
+    def _send_keys(self, depth: int) -> None:
+        k, tm, fk = self.k, self.timing, self.fk
+        for h in range(self.n):
+            if h != k:
+                mat, oks, pg, objs, ooks, opg = self.outs[h]
+                batch = ("keys", fk.batch(h, mat), mat.tobytes(), oks.tobytes(), pg.tobytes(), objs, ooks, opg)
+                with open(os.path.join(self.tmp, f"{depth}.{k}.{h}"), "wb") as f:
+                    _dump(batch, f)
+                tm["sent"] += len(mat) + len(objs)
+                self.outs[h] = None
+
+    def _receive_keys(self, depth: int, h: int) -> tuple:
+        path = os.path.join(self.tmp, f"{depth}.{h}.{self.k}")
+        gc.disable()
+        with open(path, "rb") as f:  # written by a sibling worker into the run's 0700 directory
+            _, defs, mat, oks, pg, objs, ooks, opg = safepickle.load(f, _REBUILDERS)
+        if GC_MODE not in ("off", "level"):
+            gc.enable()
+        os.unlink(path)
+        mat = np.frombuffer(mat, dtype="<u4").reshape(-1, self.fk.nf)
+        return (self.fk.unbatch(h, defs, mat), np.frombuffer(oks, dtype=np.int64), np.frombuffer(pg, dtype=np.int64),
+                objs, ooks, opg)
+
+    def merge(self, depth: int):
+        k, n = self.k, self.n
+        visited, keys, parent, via = self.visited, self.keys, self.parent, self.via
+        start = self.level_start = len(keys)
+        newkeys: list[int] = []
+
+        def take(items, okeys, pgids):
+            for nx, key, pgid in zip(items, okeys, pgids):
+                new = len(keys)
+                idx = visited.setdefault(nx, new)
+                if idx == new:
+                    keys.append(nx)
+                    parent.append(pgid)
+                    via.append(key)
+                    newkeys.append(key)
+                elif idx >= start and key < newkeys[idx - start]:
+                    newkeys[idx - start] = key
+                    parent[idx] = pgid
+                    via[idx] = key
+
+        tm = self.timing
+        t0 = t_start = _cpu()
+        for h in range(n):
+            if h == k:
+                items, oks, pg, objs, ooks, opg = self.outs[k]
+            else:
+                t1 = _cpu()
+                items, oks, pg, objs, ooks, opg = self._receive_keys(depth, h)
+                t2 = _cpu()
+                tm["load"] += t2 - t1
+                t0 += t2 - t1
+            take(items, oks.tolist(), pg.tolist())
+            if objs:
+                take(objs, ooks, opg)
+        self.outs = []
+        t1 = _cpu()
+        tm["dedup"] += t1 - t0
+        fresh = self.fresh = list(map(self.model.state_of, keys[start:]))
+        invariant = self.model.invariant
+        inv = []
+        for off, key in enumerate(newkeys):
+            v = invariant(fresh[off])
+            if v is not None:
+                c = (depth + 1, key >> _SH, key & _MASK)
+                self.cands[c] = (_INV, (start + off) * n + k, None, v)
+                inv.append(c)
+        self.newkeys = newkeys
+        if GC_MODE == "freeze":
+            gc.freeze()
+        elif GC_MODE == "level":
+            gc.collect(1)
+            gc.freeze()
+        tm["invariant"] += _cpu() - t1
+        tm["level_merge"].append(_cpu() - t_start)
+        return np.asarray(newkeys, dtype=np.int64), inv
 
 
 def _numbered(t) -> bool:
@@ -731,7 +969,7 @@ def _error_payload(e: BaseException):
     return ("other", f"{type(e).__name__}: {e}", traceback.format_exc())
 
 
-def _worker_main(model, k, n, tmp, init, conn, counters, pgid=0, parent=0, numbered=False):
+def _worker_main(model, k, n, tmp, init, conn, counters, pgid=0, parent=0, kind="plain"):
     procs.join_group(pgid)  # the workers' own group (the parent ends it as a whole)
     if parent:
         procs.die_with_parent(parent)  # even a SIGKILLed parent leaves no worker behind
@@ -740,7 +978,10 @@ def _worker_main(model, k, n, tmp, init, conn, counters, pgid=0, parent=0, numbe
     if GC_MODE in ("off", "level"):
         gc.disable()
     try:
-        _Worker(model, k, n, tmp, init, conn, counters, numbered).serve()
+        if kind == "keyed":
+            _KeyedWorker(model, k, n, tmp, init, conn, counters).serve()
+        else:
+            _Worker(model, k, n, tmp, init, conn, counters, kind == "numbered").serve()
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         pass
     finally:
@@ -761,11 +1002,19 @@ class _Pool:
         self.tmp = _shm_dir()
         self.counters = ctx.Array("q", n, lock=False)
         _register_namedtuples()
-        numbered = TRANSPORT == "compact" and n >= NUMBERED_FROM and bool(init) and structured(init[0])
-        owner_hash = _route_hash if numbered else hash  # the workers route by the same function
+        feats = features_of(model)
+        keyed = KEYED_WORKERS and TRANSPORT == "compact" and KEYED in feats and KEY_FIELDS in feats and model.keyed()
+        numbered = not keyed and TRANSPORT == "compact" and n >= NUMBERED_FROM and bool(init) and structured(init[0])
+        kind = self.kind = "keyed" if keyed else "numbered" if numbered else "plain"
         parts = [[] for _ in range(n)]
-        for rank, s in enumerate(init):
-            parts[owner_hash(s) % n].append((rank, s))
+        for rank, s in enumerate(init):  # the owner as the workers compute it
+            if keyed:
+                key = model.state_key(s)
+                owner = FieldKeys(model, n).owners(FieldKeys(model, n).matrix([key]), n)[0] if type(key) is int \
+                    else hash(key)
+            else:
+                owner = _route_hash(s) if numbered else hash(s)
+            parts[owner % n].append((rank, s))
         self.conns = []
         self.procs = []
         self.pgid = 0  # the workers' process group, led by worker 0
@@ -775,7 +1024,7 @@ class _Pool:
             for k in range(n):
                 a, b = ctx.Pipe(duplex=True)
                 p = ctx.Process(target=_worker_main, args=(model, k, n, self.tmp, parts[k], b, self.counters,
-                                                           self.pgid, os.getpid(), numbered),
+                                                           self.pgid, os.getpid(), kind),
                                 daemon=True, name=f"lockstep-worker-{k}")
                 p.start()
                 procs.place_child(p.pid, self.pgid)
@@ -906,7 +1155,24 @@ class _Coordinator:
             chain.append((s, a))
             gid = pgid
         chain.reverse()
-        return [(chain[t - 1][0], chain[t][1], chain[t][0]) for t in range(1, len(chain))]
+        steps = []
+        for t in range(1, len(chain)):
+            s, (nx, a) = chain[t - 1][0], chain[t]
+            if type(a) is _NthSuccessor:
+                a = self._nth_action(s, a, nx)
+            steps.append((s, a, nx))
+        return steps
+
+    def _nth_action(self, s, j: int, nx):
+        """The action of successor ``j`` of ``s`` (a keyed worker keeps only the index), checked to
+        lead to ``nx``."""
+        model = self.model
+        a, n = list(model.keyed_successors(s, model.state_key(s)))[j]
+        if type(n) is int:
+            n = model.state_of(n)
+        if n != nx:
+            raise WorkerError(f"successor {j} of a state on the counterexample path is not the state a worker found")
+        return a
 
     def _result_for(self, key, owner: int) -> Result:
         kind, gid, a, v = self.pool.call(owner, ("cand", key))
@@ -957,7 +1223,7 @@ class _Coordinator:
             st.peak_rss_mb = peak_rss_mb() + sum(self.pool.worker_rss)
             ru = resource.getrusage(resource.RUSAGE_SELF)
             LAST_RUN.clear()
-            LAST_RUN.update(workers=self.n, worker_cpu_s=list(self.pool.worker_cpu), worker_rss_mb=list(self.pool.worker_rss),
+            LAST_RUN.update(workers=self.n, transport=self.pool.kind, worker_cpu_s=list(self.pool.worker_cpu), worker_rss_mb=list(self.pool.worker_rss),
                             worker_timing=list(self.pool.worker_timing), parent_cpu_s=ru.ru_utime + ru.ru_stime,
                             critical_path_cpu_s=critical_path(self.pool.worker_timing))
 

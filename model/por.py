@@ -206,13 +206,13 @@ class Reduced:
 
     @property
     def features(self) -> frozenset:
-        from .features import KEYED, PACKED, REDUCTION, features_of
+        from .features import KEY_FIELDS, KEYED, PACKED, REDUCTION, features_of
 
         # always reduced (keyed successors are the unreduced ones); the packed core is unreduced
-        return features_of(self.model) - {KEYED, PACKED, REDUCTION}
+        return features_of(self.model) - {KEYED, KEY_FIELDS, PACKED, REDUCTION}
 
     def __getattr__(self, name):
-        if name in ("packed", "set_reduction", "keyed"):  # the packed core and keyed successors are unreduced
+        if name in ("packed", "set_reduction", "keyed", "key_tables"):  # the packed core and keyed successors are unreduced
             raise AttributeError(name)
         return getattr(self.model, name)
 

@@ -46,7 +46,7 @@ from .monitor import MonitorSet
 from .state import ActorState, PendingOp, WorldState
 from .view import ALIVE, RAW, SHARED, WORLD, WorldView
 
-_WORLD_FEATURES = frozenset({"reduction", "liveness-mode", "symmetry", "coverage", "keyed"})  # model/features.py
+_WORLD_FEATURES = frozenset({"reduction", "liveness-mode", "symmetry", "coverage", "keyed", "key-fields"})  # model/features.py
 _LIVE_FEATURES = frozenset({"liveness"})
 _FAST, _VIOLATION, _SLOW, _OP = 0, 1, 2, 3  # kinds of the records of Protocol._local_steps
 _new_world = tuple.__new__  # WorldState(...) (or ActorState(...)) without the namedtuple's Python-level __new__
@@ -890,6 +890,20 @@ class Protocol(Fabric, Reductions, Explanation):
                 return _new_world(WorldState, (tuple(nl), g, key >> (KEY_BITS * (n + 1)), ()))
         nums = self._key_fields.unpack(key.to_bytes(self._key_fields.size, "little"))
         return _new_world(WorldState, (tuple(map(list.__getitem__, reps, nums)), self._greps[nums[-2]], nums[-1], ()))
+
+    def key_tables(self) -> list:
+        """The values each field of an int key numbers (model/features.py's ``key-fields``): per actor
+        its actor states, then the shared variables; the faults field is its own number."""
+        return [*self._areps, self._greps, None]
+
+    def key_number(self, field: int, value) -> int:
+        """The number of ``value`` in field ``field`` of an int key (given now if it has none)."""
+        n = len(self.actors)
+        if field < n:
+            return self._actor_number(field, value)
+        if field == n:
+            return self._shared_number(value)
+        return value
 
     def _actor_number(self, i: int, a) -> int:
         table = self._anum[i]

@@ -370,7 +370,7 @@ def compare(d: dict[str, Any], workers: bool = True) -> list[str]:
         for key, red in (("reduced", True), ("unreduced", False)):
             res = check(build(d), Bounds(max_states=MAX_STATES), liveness=d["live"], reduction=red)
             cls, _, complete = reachable_classes(build(d), red, MAX_STATES)
-            out[key] = (verdict_class(res.verdict), cls, complete, res.verdict, end_states(build(d), red))
+            out[key] = (verdict_class(res.verdict), cls, complete, res.verdict, end_states(build(d), red), res)
     except SpecError as e:
         if planted:
             return []  # refused: what a planted-wrong declaration must get
@@ -394,6 +394,14 @@ def compare(d: dict[str, Any], workers: bool = True) -> list[str]:
             diffs.append(f"verdict class: workers=2 {p.verdict}, reduced {r[3]}")
         elif p.verdict not in ("HOLDS", "BOUND_REACHED", "VACUOUS") and r[2] and p.verdict not in r[1]:
             diffs.append(f"workers=2 found {p.verdict}, not reachable in the reduced graph {sorted(r[1])}")
+        # unreduced with workers=2 (the workers keep the model's int keys): the serial search exactly
+        pu = echeck(build(d), CheckOptions(bounds=Bounds(max_states=MAX_STATES), liveness=False, reduction=False,
+                                           workers=2))
+        su = u[5]
+        if (pu.verdict, pu.stats.states, pu.stats.transitions, pu.stats.depth, pu.counterexample) != \
+                (su.verdict, su.stats.states, su.stats.transitions, su.stats.depth, su.counterexample):
+            diffs.append(f"unreduced workers=2 {pu.verdict} {pu.stats.states} states {pu.stats.transitions} transitions, "
+                         f"serial {su.verdict} {su.stats.states} states {su.stats.transitions} transitions")
     return diffs
 
 

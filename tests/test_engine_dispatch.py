@@ -74,7 +74,7 @@ class ClaimsLiveness(Plain):
 # -- features -------------------------------------------------------------------------------------
 def test_worlds_declare_their_features():
     tp = build("tp", ranks=2, chunks=1)
-    assert F.features_of(tp) == {F.REDUCTION, F.LIVENESS_MODE, F.SYMMETRY, F.COVERAGE, F.KEYED} | (
+    assert F.features_of(tp) == {F.REDUCTION, F.LIVENESS_MODE, F.SYMMETRY, F.COVERAGE, F.KEYED, F.KEY_FIELDS} | (
         {F.LIVENESS} if tp.pending_fn is not None else set())
     assert F.features_of(build("pipeline")) == {F.REDUCTION, F.PACKED}
 

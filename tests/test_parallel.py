@@ -22,12 +22,15 @@ def factory(spec, variant=None, reduction=True, **raw):
     return make
 
 
-@pytest.fixture(autouse=True, params=["encoded", "numbered"])
+@pytest.fixture(autouse=True, params=["keyed", "encoded", "numbered"])
 def transport(request, monkeypatch):
-    """Every test twice: forked workers sending states in the ``_Encoder`` encoding (fewer than
-    ``NUMBERED_FROM`` workers) and storing and sending ``_Numbering`` keys (from 2 workers on here)."""
+    """Every test three times: a keyed search (unreduced world specs) in ``_KeyedWorker``s, the
+    workers keeping the model's int keys, and without them (as every reduced search runs) forked
+    workers sending states in the ``_Encoder`` encoding (fewer than ``NUMBERED_FROM`` workers) and
+    storing and sending ``_Numbering`` keys (from 2 workers on here)."""
     from lockstep.model import parallel as P
 
+    monkeypatch.setattr(P, "KEYED_WORKERS", request.param == "keyed")
     monkeypatch.setattr(P, "NUMBERED_FROM", 99 if request.param == "encoded" else 2)
     return request.param
 
@@ -295,3 +298,94 @@ def test_search_batches_are_read_by_a_restricted_unpickler():
         for load in (parallel._loads, ray_search.loads, safepickle.loads):
             with pytest.raises(pickle.UnpicklingError, match="not allowed in a search batch"):
                 load(raw)
+
+
+@pytest.mark.parametrize("name,variant,params", [
+    ("pp0", "om09-no-epoch-fence", {}), ("pp0", "queue-no-drain", {}), ("pp1", "om07-leader-throws", {}),
+    ("pp1", "om08-wrong-group", {}), ("pp1", "nonmember-skips-new-group", {}), ("kv", "reset-drift", {}),
+    ("pp1", "retry-forever", {"mesh": 2})])
+def test_keyed_workers_on_shipped_variants(transport, name, variant, params):
+    """The unreduced shipped specs a keyed search covers (pp0, pp1, kv): with 2 and 3 keyed workers,
+    the serial search's verdict, counts and counterexample (its actions rebuilt by the coordinator
+    from the successor indexes the workers keep)."""
+    from lockstep.model import parallel as P
+
+    if transport != "keyed":
+        pytest.skip("the keyed workers only")
+    make = factory(name, variant, reduction=False, **params)
+    for workers in (2, 3):
+        same_as_serial(make, Bounds(max_states=30000), workers=workers)
+        assert P.LAST_RUN["transport"] == "keyed"
+
+
+def test_keyed_workers_agree_with_the_serial_search_on_random_protocols(transport):
+    """Unreduced random protocols (tests/protogen.py), half of them with eager sends (their states with
+    buffered messages are their own keys: routed by hash, shipped as they are), checked by 2 and 3
+    keyed workers: verdict, counts, depth and counterexample as the serial search's."""
+    import random
+    import sys
+    from pathlib import Path
+
+    from lockstep.model import parallel as P
+
+    if transport != "keyed":
+        pytest.skip("the keyed workers only")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import protogen
+
+    rng = random.Random(5)
+    keyed, objects, violations = 0, 0, 0
+    for k in range(24):
+        d = protogen.describe(protogen.random_pick(rng))
+        if k % 2:
+            d["backend"] = "gloo:eager_below=64"
+
+        def make(d=d):
+            model = protogen.build(d)
+            model.set_reduction(False)
+            return model
+        bounds = Bounds(max_states=3000)
+        try:
+            serial = Explorer(make(), bounds).run()
+        except SpecError:
+            continue
+        for workers in (2, 3):
+            par = check_parallel(make, bounds, workers)
+            assert summary(par) == summary(serial), (k, workers)
+            assert par.counterexample == serial.counterexample and par.waiting == serial.waiting, (k, workers)
+            keyed += P.LAST_RUN["transport"] == "keyed"  # (a spec with monitors is not keyed)
+            objects += sum(t.get("objects", 0) for t in P.LAST_RUN["worker_timing"])
+        violations += serial.verdict not in (HOLDS, BOUND_REACHED)
+    assert keyed > 20 and objects > 0 and violations > 3
+
+
+def test_field_keys_route_and_translate_between_numberings(transport):
+    """fieldkeys.FieldKeys between two models that numbered the same states in different orders: the
+    owner of a state is the same from either model's key, a batch gives the receiver its own key of
+    each state, and a value crosses to a destination once."""
+    from lockstep.model.fieldkeys import FieldKeys
+
+    if transport != "keyed":
+        pytest.skip("the keyed workers only")
+    make = factory("pp1", "om07-leader-throws", reduction=False, mesh=2)
+    a, b = make(), make()
+    states = list(dict.fromkeys(s for _, s, _ in _two_step_states(a)))
+    assert len(states) > 3
+    for s in reversed(states):  # b numbers them the other way round
+        b.state_key(s)
+    ka, kb = [a.state_key(s) for s in states], [b.state_key(s) for s in states]
+    assert all(type(k) is int for k in ka) and ka != kb
+    fa, fb = FieldKeys(a, 3), FieldKeys(b, 3)
+    ma = fa.matrix(ka)
+    assert fa.keys(ma) == ka
+    assert fa.owners(ma, 3).tolist() == fb.owners(fb.matrix(kb), 3).tolist()
+    fresh = FieldKeys(make(), 3)  # a third model that has numbered none of these states
+    half = len(states) // 2
+    got, shipped = [], []
+    for lo, hi in ((0, half), (half, len(states))):
+        defs = fa.batch(2, ma[lo:hi])
+        shipped.append(sum(len(v) for _, _, v in defs))
+        got += fresh.unbatch(0, defs, ma[lo:hi])
+    model = fresh.number.__self__
+    assert [model.state_of(k) for k in got] == states and [model.state_key(s) for s in states] == got
+    assert shipped[1] < shipped[0] and fa.batch(2, ma) == []

@@ -1,0 +1,118 @@
+"""A keyed model's ``int`` keys across the processes of a parallel search (model/features.py's
+``key-fields``).
+
+A keyed model packs a state into one int: little-endian fields of 32 bits, each the number the model
+gave a value (an actor's state, the shared variables) in its order of first sight.  Every worker of a
+parallel search numbers values in its own order, so one state has a different key in each worker.
+``FieldKeys`` works on whole batches of keys at once, as a (keys x fields) matrix of uint32:
+
+- ``owners``: the worker that owns each state, from the hashes of its fields' values (the same in every
+  process forked from one parent: they share the hash seed), so an owner is a function of the state
+  alone, whichever worker keyed it;
+- ``batch``: for one destination, the values behind the numbers it has not had from this worker yet
+  (each value crosses to each destination once);
+- ``unbatch``: a batch's rows translated into this worker's numbers (one array lookup per field), as
+  int keys.
+
+Per key, only ``int.to_bytes`` on the way out and ``int.from_bytes`` on the way in run in Python; the
+rest is numpy over the whole batch.
+"""
+from __future__ import annotations
+
+from itertools import repeat
+
+import numpy as np
+
+_GOLDEN = 0x9E3779B97F4A7C15  # the multipliers that mix each field's hash into the owner (odd, distinct)
+_MASK64 = (1 << 64) - 1
+
+
+def _grown(a: np.ndarray, size: int) -> np.ndarray:
+    """``a`` zero-extended to at least ``size`` entries (capacity doubled: amortised growth)."""
+    if len(a) >= size:
+        return a
+    out = np.zeros(max(size, 2 * len(a)), dtype=a.dtype)
+    out[:len(a)] = a
+    return out
+
+
+class FieldKeys:
+    """One worker's view of the key layout of its model, for ``n`` workers."""
+
+    def __init__(self, model, n: int):
+        self.tables = model.key_tables()
+        self.number = model.key_number
+        self.nf = len(self.tables)
+        self.size = 4 * self.nf  # bytes per key
+        self.numbered = [c for c, t in enumerate(self.tables) if t is not None]
+        self.mult = [np.uint64(((_GOLDEN * (2 * c + 1)) & _MASK64) | 1) for c in range(self.nf)]
+        self.hashes = [np.zeros(0, dtype=np.uint64) for _ in range(self.nf)]  # number -> hash(value)
+        self.nhashed = [0] * self.nf
+        self.known = [[np.zeros(0, dtype=bool) for _ in range(self.nf)] for _ in range(n)]  # per destination
+        self.tr = [[np.zeros(0, dtype=np.uint32) for _ in range(self.nf)] for _ in range(n)]  # per source
+
+    def matrix(self, keys: list) -> np.ndarray:
+        """The keys as a (len(keys) x fields) uint32 matrix."""
+        buf = b"".join(map(int.to_bytes, keys, repeat(self.size), repeat("little")))
+        return np.frombuffer(buf, dtype="<u4").reshape(len(keys), self.nf)
+
+    def keys(self, mat: np.ndarray) -> list:
+        """The rows of ``mat`` as int keys."""
+        rows = np.ascontiguousarray(mat, dtype="<u4").view(np.dtype((np.void, self.size))).ravel()
+        return list(map(int.from_bytes, rows.tolist(), repeat("little")))
+
+    def _hashed(self, c: int, top: int) -> np.ndarray:
+        """``hash`` of field c's values numbered below ``top``, as uint64."""
+        h = self.hashes[c]
+        done = self.nhashed[c]
+        if done < top:
+            h = self.hashes[c] = _grown(h, top)
+            t = self.tables[c]
+            h[done:top] = np.fromiter(map(hash, t[done:top]), dtype=np.int64, count=top - done).view(np.uint64)
+            self.nhashed[c] = top
+        return h
+
+    def owners(self, mat: np.ndarray, n: int) -> np.ndarray:
+        """The owner (0..n-1) of each row's state: its fields' value hashes, mixed."""
+        acc = np.zeros(len(mat), dtype=np.uint64)
+        if not len(mat):
+            return acc.astype(np.intp)
+        for c in range(self.nf):
+            col = mat[:, c]
+            if self.tables[c] is None:
+                v = col.astype(np.uint64)
+            else:
+                v = self._hashed(c, int(col.max()) + 1)[col]
+            acc += v * self.mult[c]
+        return ((acc >> np.uint64(29)) % np.uint64(n)).astype(np.intp)
+
+    def batch(self, h: int, mat: np.ndarray) -> list:
+        """The values destination ``h`` needs to read ``mat``: (field, numbers, values) per field with
+        numbers it has not had from this worker."""
+        defs = []
+        if not len(mat):
+            return defs
+        known = self.known[h]
+        for c in self.numbered:
+            u = np.unique(mat[:, c])
+            kn = known[c] = _grown(known[c], int(u[-1]) + 1)
+            new = u[~kn[u]]
+            if len(new):
+                kn[new] = True
+                t = self.tables[c]
+                defs.append((c, new, [t[x] for x in new.tolist()]))
+        return defs
+
+    def unbatch(self, h: int, defs: list, mat: np.ndarray) -> list:
+        """The keys of ``mat`` (sent by worker ``h`` with ``defs``) in this worker's numbers."""
+        tr = self.tr[h]
+        number = self.number
+        for c, nums, vals in defs:
+            t = tr[c] = _grown(tr[c], int(nums[-1]) + 1)
+            t[nums] = list(map(number, repeat(c), vals))
+        if not len(mat):
+            return []
+        mat = np.array(mat, dtype="<u4")
+        for c in self.numbered:
+            mat[:, c] = tr[c][mat[:, c]]
+        return self.keys(mat)
