@@ -9,10 +9,9 @@ parallel search numbers values in its own order, so one state has a different ke
 - ``owners``: the worker that owns each state, from the hashes of its fields' values (the same in every
   process forked from one parent: they share the hash seed), so an owner is a function of the state
   alone, whichever worker keyed it;
-- ``batch``: for one destination, the values behind the numbers it has not had from this worker yet
-  (each value crosses to each destination once);
-- ``unbatch``: a batch's rows translated into this worker's numbers (one array lookup per field), as
-  int keys.
+- ``news``/``learn``: the values a worker numbered since its last batch go to every other worker,
+  which numbers them itself (each value crosses to each worker once);
+- ``translate``: a batch's rows in this worker's numbers (one array lookup per field), as int keys.
 
 Per key, only ``int.to_bytes`` on the way out and ``int.from_bytes`` on the way in run in Python; the
 rest is numpy over the whole batch.
@@ -37,9 +36,11 @@ def _grown(a: np.ndarray, size: int) -> np.ndarray:
 
 
 class FieldKeys:
-    """One worker's view of the key layout of its model, for ``n`` workers."""
+    """One worker's view of the key layout of its model, for ``n`` workers.  The numbers the model
+    had given when the workers forked (``shared``: the tables' lengths then) are the same in every
+    worker; the others travel as ``news``."""
 
-    def __init__(self, model, n: int):
+    def __init__(self, model, n: int, shared: list | None = None):
         self.tables = model.key_tables()
         self.number = model.key_number
         self.nf = len(self.tables)
@@ -48,8 +49,11 @@ class FieldKeys:
         self.mult = [np.uint64(((_GOLDEN * (2 * c + 1)) & _MASK64) | 1) for c in range(self.nf)]
         self.hashes = [np.zeros(0, dtype=np.uint64) for _ in range(self.nf)]  # number -> hash(value)
         self.nhashed = [0] * self.nf
-        self.known = [[np.zeros(0, dtype=bool) for _ in range(self.nf)] for _ in range(n)]  # per destination
-        self.tr = [[np.zeros(0, dtype=np.uint32) for _ in range(self.nf)] for _ in range(n)]  # per source
+        if shared is None:
+            shared = [0 if t is None else len(t) for t in self.tables]
+        self.shipped = list(shared)  # per field: the numbers below are known to every other worker
+        # per source worker and field: its number -> ours (the shared numbers are the same)
+        self.tr = [[np.arange(b, dtype=np.uint32) for b in shared] for _ in range(n)]
 
     def matrix(self, keys: list) -> np.ndarray:
         """The keys as a (len(keys) x fields) uint32 matrix."""
@@ -86,32 +90,34 @@ class FieldKeys:
             acc += v * self.mult[c]
         return ((acc >> np.uint64(29)) % np.uint64(n)).astype(np.intp)
 
-    def batch(self, h: int, mat: np.ndarray) -> list:
-        """The values destination ``h`` needs to read ``mat``: (field, numbers, values) per field with
-        numbers it has not had from this worker."""
-        defs = []
-        if not len(mat):
-            return defs
-        known = self.known[h]
+    def news(self) -> list:
+        """The values numbered since the last call, to go to every other worker: (field, first
+        number, values) per field that has new ones.  Broadcasting them (a few thousand values over a
+        whole search) costs less than finding, per destination and per batch, which of its numbers a
+        destination lacks."""
+        out = []
         for c in self.numbered:
-            u = np.unique(mat[:, c])
-            kn = known[c] = _grown(known[c], int(u[-1]) + 1)
-            new = u[~kn[u]]
-            if len(new):
-                kn[new] = True
-                t = self.tables[c]
-                defs.append((c, new, [t[x] for x in new.tolist()]))
-        return defs
+            t = self.tables[c]
+            lo = self.shipped[c]
+            if len(t) > lo:
+                out.append((c, lo, t[lo:]))
+                self.shipped[c] = len(t)
+        return out
 
-    def unbatch(self, h: int, defs: list, mat: np.ndarray) -> list:
-        """The keys of ``mat`` (sent by worker ``h`` with ``defs``) in this worker's numbers."""
+    def learn(self, h: int, news: list) -> None:
+        """Worker ``h``'s ``news``: its numbers for those values, translated into ours."""
         tr = self.tr[h]
         number = self.number
-        for c, nums, vals in defs:
-            t = tr[c] = _grown(tr[c], int(nums[-1]) + 1)
-            t[nums] = list(map(number, repeat(c), vals))
+        for c, lo, vals in news:
+            hi = lo + len(vals)
+            t = tr[c] = _grown(tr[c], hi)
+            t[lo:hi] = list(map(number, repeat(c), vals))
+
+    def translate(self, h: int, mat: np.ndarray) -> list:
+        """The keys of ``mat`` (worker ``h``'s numbers) in this worker's numbers."""
         if not len(mat):
             return []
+        tr = self.tr[h]
         mat = np.array(mat, dtype="<u4")
         for c in self.numbered:
             mat[:, c] = tr[c][mat[:, c]]

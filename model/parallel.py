@@ -477,7 +477,8 @@ class _KeyedWorker(_Worker):
 
     def __init__(self, model, k: int, n: int, tmp: str, init: list, conn, counters):
         super().__init__(model, k, n, tmp, [], conn, counters)
-        self.fk = FieldKeys(model, n)
+        self.fk = FieldKeys(model, n)  # (made before this worker numbers anything: see ``shared``)
+        self.mine = self.level = None
         key_of = model.state_key
         for rank, s in init:
             key = key_of(s)
@@ -562,12 +563,9 @@ class _KeyedWorker(_Worker):
         self.cands = cands
         tm = self.timing
         t1 = _cpu()
-        if timed_out:
-            self.outs = [None] * n
-        else:
+        if not timed_out:
             gc.disable()  # the batches are acyclic: collecting while they are built is pure cost
-            self.outs = self._route_keys(out, objs, np.asarray(franks, dtype=np.int64),
-                                         np.asarray(frontier, dtype=np.int64) * n + k)
+            self._route_keys(out, objs, np.asarray(franks, dtype=np.int64), np.asarray(frontier, dtype=np.int64) * n + k)
             del out, objs
             self._send_keys(depth)
             if GC_MODE not in ("off", "level"):
@@ -578,9 +576,11 @@ class _KeyedWorker(_Worker):
         ranks_done = np.asarray(franks[:done], dtype=np.int64)
         return timed_out, ranks_done, trans, ends, list(cands)
 
-    def _route_keys(self, out: dict, objs: dict, franks: np.ndarray, gids: np.ndarray) -> list:
-        """Per owner: (key matrix or, for this worker, the keys themselves; serial-order keys; parents'
-        global ids; object keys; their serial-order keys; their parents' global ids)."""
+    def _route_keys(self, out: dict, objs: dict, franks: np.ndarray, gids: np.ndarray) -> None:
+        """Sort this level's successors by owner: ``self.mine`` (what this worker owns: keys, their
+        serial-order keys, their parents' global ids, then the same for object keys) and
+        ``self.level`` (every successor's key matrix, serial-order keys and parents' ids, in owner
+        order, the row bounds of each owner, and the object keys per owner)."""
         n, k, fk = self.n, self.k, self.fk
 
         def parents(okeys: np.ndarray) -> np.ndarray:
@@ -590,45 +590,73 @@ class _KeyedWorker(_Worker):
         oks = np.fromiter(out.values(), dtype=np.int64, count=len(ks))
         mat = fk.matrix(ks)
         owner = fk.owners(mat, n)
-        pg = parents(oks)
-        outs = []
-        for h in range(n):
-            sel = np.flatnonzero(owner == h)
-            keys_h = [ks[x] for x in sel.tolist()] if h == k else mat[sel]
-            outs.append([keys_h, oks[sel], pg[sel], [], [], []])
-        self.timing["objects"] = self.timing.get("objects", 0) + len(objs)
+        order = np.argsort(owner, kind="stable")
+        bounds = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(owner, minlength=n), out=bounds[1:])
+        mine = order[bounds[k]:bounds[k + 1]]
+        oks, pg = oks[order], parents(oks)[order]
+        per: list = [([], []) for _ in range(n)]  # object keys per owner: (keys, serial-order keys)
         for nx, ok in objs.items():
-            o = outs[hash(nx) % n]
-            o[3].append(nx)
-            o[4].append(ok)
-        for o in outs:
-            if o[3]:
-                o[5] = parents(np.asarray(o[4], dtype=np.int64)).tolist()
-        self.timing["kept"] += len(outs[k][0]) + len(outs[k][3])
-        return outs
+            o = per[hash(nx) % n]
+            o[0].append(nx)
+            o[1].append(ok)
+        objs_by = [(o[0], o[1], parents(np.asarray(o[1], dtype=np.int64)).tolist()) if o[0] else None for o in per]
+        lo, hi = int(bounds[k]), int(bounds[k + 1])
+        self.mine = ([ks[x] for x in mine.tolist()], oks[lo:hi], pg[lo:hi], objs_by[k])
+        objs_by[k] = None
+        self.level = (mat[order], oks, pg, bounds, objs_by)
+        tm = self.timing
+        tm["kept"] += hi - lo + (len(self.mine[3][0]) if self.mine[3] else 0)
+        tm["objects"] = tm.get("objects", 0) + len(objs)
 
+    # One file per worker and level holds what it sends every other worker: a header of n + 2 int64
+    # (the row bounds per owner, then the size of the trailing pickle), the key matrix, the
+    # serial-order keys and the parents' ids of every row (in owner order: each receiver reads its
+    # rows with three preads), then, when there is any, a pickle of (news, object keys per owner).
     def _send_keys(self, depth: int) -> None:
-        k, tm, fk = self.k, self.timing, self.fk
-        for h in range(self.n):
-            if h != k:
-                mat, oks, pg, objs, ooks, opg = self.outs[h]
-                batch = ("keys", fk.batch(h, mat), mat.tobytes(), oks.tobytes(), pg.tobytes(), objs, ooks, opg)
-                with open(os.path.join(self.tmp, f"{depth}.{k}.{h}"), "wb") as f:
-                    _dump(batch, f)
-                tm["sent"] += len(mat) + len(objs)
-                self.outs[h] = None
+        k, n, fk = self.k, self.n, self.fk
+        mat, oks, pg, bounds, objs_by = self.level
+        self.level = None
+        news = fk.news()
+        extra = _dumps((news, objs_by)) if news or any(objs_by) else b""
+        header = np.append(bounds, np.int64(len(extra)))
+        path = os.path.join(self.tmp, f"{depth}.{k}")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.writev(fd, [header.tobytes(), mat.tobytes(), oks.tobytes(), pg.tobytes(), extra])
+        finally:
+            os.close(fd)
+        old = os.path.join(self.tmp, f"{depth - 1}.{k}")  # last level's: every worker has read it
+        if depth and os.path.exists(old):
+            os.unlink(old)
+        self.timing["sent"] += int(bounds[n] - (bounds[k + 1] - bounds[k])) + sum(len(o[0]) for o in objs_by if o)
 
     def _receive_keys(self, depth: int, h: int) -> tuple:
-        path = os.path.join(self.tmp, f"{depth}.{h}.{self.k}")
-        gc.disable()
-        with open(path, "rb") as f:  # written by a sibling worker into the run's 0700 directory
-            _, defs, mat, oks, pg, objs, ooks, opg = safepickle.load(f, _REBUILDERS)
-        if GC_MODE not in ("off", "level"):
-            gc.enable()
-        os.unlink(path)
-        mat = np.frombuffer(mat, dtype="<u4").reshape(-1, self.fk.nf)
-        return (self.fk.unbatch(h, defs, mat), np.frombuffer(oks, dtype=np.int64), np.frombuffer(pg, dtype=np.int64),
-                objs, ooks, opg)
+        """What worker ``h`` sent this worker at ``depth``: (keys in our numbers, serial-order keys,
+        parents' ids, object keys and theirs, or None)."""
+        n, k, fk = self.n, self.k, self.fk
+        fd = os.open(os.path.join(self.tmp, f"{depth}.{h}"), os.O_RDONLY)
+        try:
+            hb = 8 * (n + 2)
+            header = np.frombuffer(os.pread(fd, hb, 0), dtype=np.int64)
+            total, lo, hi, nextra = int(header[n]), int(header[k]), int(header[k + 1]), int(header[n + 1])
+            m, sz = hi - lo, fk.size
+            mat = np.frombuffer(os.pread(fd, m * sz, hb + lo * sz), dtype="<u4").reshape(m, fk.nf)
+            base = hb + total * sz
+            oks = np.frombuffer(os.pread(fd, 8 * m, base + 8 * lo), dtype=np.int64)
+            pg = np.frombuffer(os.pread(fd, 8 * m, base + 8 * total + 8 * lo), dtype=np.int64)
+            objs = None
+            if nextra:
+                gc.disable()
+                # written by a sibling worker of this search into the 0700 directory the parent made
+                news, objs_by = _loads(os.pread(fd, nextra, base + 16 * total))
+                if GC_MODE not in ("off", "level"):
+                    gc.enable()
+                fk.learn(h, news)
+                objs = objs_by[k]
+        finally:
+            os.close(fd)
+        return fk.translate(h, mat), oks, pg, objs
 
     def merge(self, depth: int):
         k, n = self.k, self.n
@@ -654,17 +682,17 @@ class _KeyedWorker(_Worker):
         t0 = t_start = _cpu()
         for h in range(n):
             if h == k:
-                items, oks, pg, objs, ooks, opg = self.outs[k]
+                items, oks, pg, objs = self.mine
+                self.mine = None
             else:
                 t1 = _cpu()
-                items, oks, pg, objs, ooks, opg = self._receive_keys(depth, h)
+                items, oks, pg, objs = self._receive_keys(depth, h)
                 t2 = _cpu()
                 tm["load"] += t2 - t1
                 t0 += t2 - t1
             take(items, oks.tolist(), pg.tolist())
             if objs:
-                take(objs, ooks, opg)
-        self.outs = []
+                take(*objs)
         t1 = _cpu()
         tm["dedup"] += t1 - t0
         fresh = self.fresh = list(map(self.model.state_of, keys[start:]))

@@ -360,32 +360,35 @@ def test_keyed_workers_agree_with_the_serial_search_on_random_protocols(transpor
 
 
 def test_field_keys_route_and_translate_between_numberings(transport):
-    """fieldkeys.FieldKeys between two models that numbered the same states in different orders: the
-    owner of a state is the same from either model's key, a batch gives the receiver its own key of
-    each state, and a value crosses to a destination once."""
+    """fieldkeys.FieldKeys between models that numbered the same states in different orders: the owner
+    of a state is the same from either model's key; a worker that learns another's news reads that
+    worker's keys as its own; news carry each value once."""
     from lockstep.model.fieldkeys import FieldKeys
 
     if transport != "keyed":
         pytest.skip("the keyed workers only")
     make = factory("pp1", "om07-leader-throws", reduction=False, mesh=2)
-    a, b = make(), make()
+    a, b, c = make(), make(), make()
     states = list(dict.fromkeys(s for _, s, _ in _two_step_states(a)))
     assert len(states) > 3
+    nf = len(a.key_tables())
+    fa, fb, fc = (FieldKeys(m, 3, shared=[0] * nf) for m in (a, b, c))  # no number in common
     for s in reversed(states):  # b numbers them the other way round
         b.state_key(s)
     ka, kb = [a.state_key(s) for s in states], [b.state_key(s) for s in states]
     assert all(type(k) is int for k in ka) and ka != kb
-    fa, fb = FieldKeys(a, 3), FieldKeys(b, 3)
     ma = fa.matrix(ka)
     assert fa.keys(ma) == ka
     assert fa.owners(ma, 3).tolist() == fb.owners(fb.matrix(kb), 3).tolist()
-    fresh = FieldKeys(make(), 3)  # a third model that has numbered none of these states
     half = len(states) // 2
-    got, shipped = [], []
+    got, sizes = [], []
     for lo, hi in ((0, half), (half, len(states))):
-        defs = fa.batch(2, ma[lo:hi])
-        shipped.append(sum(len(v) for _, _, v in defs))
-        got += fresh.unbatch(0, defs, ma[lo:hi])
-    model = fresh.number.__self__
-    assert [model.state_of(k) for k in got] == states and [model.state_key(s) for s in states] == got
-    assert shipped[1] < shipped[0] and fa.batch(2, ma) == []
+        news = fa.news()  # all of a's values go with the first batch
+        sizes.append(sum(len(v) for _, _, v in news))
+        fc.learn(1, news)
+        got += fc.translate(1, ma[lo:hi])
+    assert sizes[0] > 0 and sizes[1] == 0 and fa.news() == []
+    assert [c.state_of(k) for k in got] == states and [c.state_key(s) for s in states] == got
+    # numbers given before the workers fork are the same in every worker: shared, never sent
+    fd = FieldKeys(a, 3)
+    assert fd.news() == [] and fd.translate(2, ma) == ka
