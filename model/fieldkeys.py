@@ -113,12 +113,21 @@ class FieldKeys:
             t = tr[c] = _grown(tr[c], hi)
             t[lo:hi] = list(map(number, repeat(c), vals))
 
-    def translate(self, h: int, mat: np.ndarray) -> list:
-        """The keys of ``mat`` (worker ``h``'s numbers) in this worker's numbers."""
-        if not len(mat):
+    def translate(self, parts: list) -> list:
+        """The keys of the matrices in ``parts``, (source worker, matrix in its numbers) pairs, in
+        this worker's numbers, in order: one lookup per field over all the rows at once (each
+        source's table placed after the previous ones)."""
+        parts = [(h, m) for h, m in parts if len(m)]
+        if not parts:
             return []
-        tr = self.tr[h]
-        mat = np.array(mat, dtype="<u4")
+        mat = np.concatenate([m for _, m in parts])  # a new array (the parts are read-only buffers)
+        sizes = [len(m) for _, m in parts]
         for c in self.numbered:
-            mat[:, c] = tr[c][mat[:, c]]
+            tabs = [self.tr[h][c] for h, _ in parts]
+            if len(tabs) == 1:
+                mat[:, c] = tabs[0][mat[:, c]]
+                continue
+            offs = np.zeros(len(tabs), dtype=np.int64)
+            np.cumsum([len(t) for t in tabs[:-1]], out=offs[1:])
+            mat[:, c] = np.concatenate(tabs)[mat[:, c] + np.repeat(offs, sizes)]
         return self.keys(mat)

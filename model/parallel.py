@@ -478,6 +478,7 @@ class _KeyedWorker(_Worker):
     def __init__(self, model, k: int, n: int, tmp: str, init: list, conn, counters):
         super().__init__(model, k, n, tmp, [], conn, counters)
         self.fk = FieldKeys(model, n)  # (made before this worker numbers anything: see ``shared``)
+        self.by_keys = model.keyed()  # expand with keyed_successors (else successors, keyed one by one)
         self.mine = self.level = None
         key_of = model.state_key
         for rank, s in init:
@@ -507,7 +508,12 @@ class _KeyedWorker(_Worker):
             fresh = [fresh[o] for o in order.tolist()]
         self.fresh = []
         model = self.model
-        successors, classify_end, key_of = model.keyed_successors, model.classify_end, model.state_key
+        classify_end, key_of = model.classify_end, model.state_key
+        if self.by_keys:
+            successors = model.keyed_successors
+        else:  # a reduced search: successors are states, keyed here
+            plain = model.successors
+            successors = lambda s, _key: plain(s)  # noqa: E731
         keys = self.keys
         out: dict = {}  # int key -> serial-order key of its first occurrence (the smallest)
         objs: dict = {}  # the same for successors that are their own keys
@@ -632,8 +638,8 @@ class _KeyedWorker(_Worker):
         self.timing["sent"] += int(bounds[n] - (bounds[k + 1] - bounds[k])) + sum(len(o[0]) for o in objs_by if o)
 
     def _receive_keys(self, depth: int, h: int) -> tuple:
-        """What worker ``h`` sent this worker at ``depth``: (keys in our numbers, serial-order keys,
-        parents' ids, object keys and theirs, or None)."""
+        """What worker ``h`` sent this worker at ``depth``: (key matrix in h's numbers, serial-order
+        keys, parents' ids, object keys and theirs or None); h's news are learnt on the way."""
         n, k, fk = self.n, self.k, self.fk
         fd = os.open(os.path.join(self.tmp, f"{depth}.{h}"), os.O_RDONLY)
         try:
@@ -656,7 +662,7 @@ class _KeyedWorker(_Worker):
                 objs = objs_by[k]
         finally:
             os.close(fd)
-        return fk.translate(h, mat), oks, pg, objs
+        return mat, oks, pg, objs
 
     def merge(self, depth: int):
         k, n = self.k, self.n
@@ -679,20 +685,20 @@ class _KeyedWorker(_Worker):
                     via[idx] = key
 
         tm = self.timing
-        t0 = t_start = _cpu()
-        for h in range(n):
-            if h == k:
-                items, oks, pg, objs = self.mine
-                self.mine = None
-            else:
-                t1 = _cpu()
-                items, oks, pg, objs = self._receive_keys(depth, h)
-                t2 = _cpu()
-                tm["load"] += t2 - t1
-                t0 += t2 - t1
-            take(items, oks.tolist(), pg.tolist())
-            if objs:
-                take(*objs)
+        t_start = _cpu()
+        items, oks, pg, objs = self.mine
+        self.mine = None
+        got = [self._receive_keys(depth, h) for h in range(n) if h != k]
+        srcs = [h for h in range(n) if h != k]
+        items = items + self.fk.translate(list(zip(srcs, (g[0] for g in got))))
+        oks = np.concatenate([oks] + [g[1] for g in got]).tolist()
+        pg = np.concatenate([pg] + [g[2] for g in got]).tolist()
+        t0 = _cpu()
+        tm["load"] += t0 - t_start
+        take(items, oks, pg)
+        for o in [objs] + [g[3] for g in got]:
+            if o:
+                take(*o)
         t1 = _cpu()
         tm["dedup"] += t1 - t0
         fresh = self.fresh = list(map(self.model.state_of, keys[start:]))
@@ -1031,7 +1037,9 @@ class _Pool:
         self.counters = ctx.Array("q", n, lock=False)
         _register_namedtuples()
         feats = features_of(model)
-        keyed = KEYED_WORKERS and TRANSPORT == "compact" and KEYED in feats and KEY_FIELDS in feats and model.keyed()
+        # keyed workers when the model's keys are ints (not for states with monitors: their own keys)
+        keyed = (KEYED_WORKERS and TRANSPORT == "compact" and KEYED in feats and KEY_FIELDS in feats and bool(init)
+                 and type(model.state_key(init[0])) is int)
         numbered = not keyed and TRANSPORT == "compact" and n >= NUMBERED_FROM and bool(init) and structured(init[0])
         kind = self.kind = "keyed" if keyed else "numbered" if numbered else "plain"
         parts = [[] for _ in range(n)]
@@ -1195,7 +1203,8 @@ class _Coordinator:
         """The action of successor ``j`` of ``s`` (a keyed worker keeps only the index), checked to
         lead to ``nx``."""
         model = self.model
-        a, n = list(model.keyed_successors(s, model.state_key(s)))[j]
+        succs = model.keyed_successors(s, model.state_key(s)) if model.keyed() else model.successors(s)
+        a, n = list(succs)[j]
         if type(n) is int:
             n = model.state_of(n)
         if n != nx:

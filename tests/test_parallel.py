@@ -386,9 +386,13 @@ def test_field_keys_route_and_translate_between_numberings(transport):
         news = fa.news()  # all of a's values go with the first batch
         sizes.append(sum(len(v) for _, _, v in news))
         fc.learn(1, news)
-        got += fc.translate(1, ma[lo:hi])
+        got += fc.translate([(1, ma[lo:hi])])
     assert sizes[0] > 0 and sizes[1] == 0 and fa.news() == []
     assert [c.state_of(k) for k in got] == states and [c.state_key(s) for s in states] == got
     # numbers given before the workers fork are the same in every worker: shared, never sent
     fd = FieldKeys(a, 3)
-    assert fd.news() == [] and fd.translate(2, ma) == ka
+    assert fd.news() == [] and fd.translate([(2, ma)]) == ka
+    everything = [(c, 0, a.key_tables()[c][:]) for c in fa.numbered]  # a's news since the start
+    fb.learn(0, everything)
+    fb.learn(2, everything)
+    assert fb.translate([(0, ma[:half]), (2, ma[half:])]) == kb  # two sources at once
