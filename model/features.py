@@ -27,7 +27,7 @@ feature                   what the model provides, and what the engine does with
                           ``state_key(state)``, ``state_of(key)`` and ``keyed_successors(state, key)``
                           (successors as states or as keys).  The serial explorer then keeps keys
                           (small integers per actor state) instead of nested state tuples
-``key-fields``            ``key_tables()`` and ``key_number(field, value)``: an ``int`` key is packed
+``key-fields``            ``key_tables()``, ``key_number(field, value)``, ``key_parent``: an ``int`` key is packed
                           fields of 32 bits, each a number given to a value in order of first sight.
                           The parallel search (model/parallel.py) routes and ships such keys between
                           processes that number values differently
@@ -120,11 +120,15 @@ class KeyFields(Protocol):
     (lowest first).  ``key_tables()[f]`` is the list of the values field f has numbered so far (number
     -> value; the list grows in place as values are numbered), or None for a field whose number is its
     value.  ``key_number(f, value)`` numbers a value for field f (the number it already has, or the next
-    one), so a key made in another process translates field by field into this one's numbers."""
+    one), so a key made in another process translates field by field into this one's numbers.
+    ``key_parent(state, key)``: the ``state_key`` calls that follow key successors of ``state`` (a hint:
+    they may reuse what they share with it; any state still gets its own key)."""
 
     def key_tables(self) -> list: ...
 
     def key_number(self, field: int, value: Any) -> int: ...
+
+    def key_parent(self, state: Any, key: Any) -> None: ...
 
 
 PROTOCOLS: dict[str, type] = {
@@ -149,7 +153,7 @@ _MEMBERS: dict[str, tuple[str, ...]] = {
     SYMMETRY: ("concretize",),
     COVERAGE: ("fired", "coverage", "vacuous_roles"),
     KEYED: ("keyed", "state_key", "state_of", "keyed_successors"),
-    KEY_FIELDS: ("key_tables", "key_number"),
+    KEY_FIELDS: ("key_tables", "key_number", "key_parent"),
 }
 
 

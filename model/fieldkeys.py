@@ -36,13 +36,20 @@ def _grown(a: np.ndarray, size: int) -> np.ndarray:
 
 
 class FieldKeys:
-    """One worker's view of the key layout of its model, for ``n`` workers.  The numbers the model
+    """Worker ``me``'s view of the key layout of its model, for ``n`` workers.  The numbers the model
     had given when the workers forked (``shared``: the tables' lengths then) are the same in every
-    worker; the others travel as ``news``."""
+    worker; the others travel as ``news``.
 
-    def __init__(self, model, n: int, shared: list | None = None):
+    A number's *origin* is the worker that found its value and that worker's number for it: our own
+    number for a value found here, the sender's for a value we learnt from its news.  Rows travel in
+    origin coordinates (``origins``: a matrix of origin workers beside the numbers), so a value
+    crosses once from each worker that found it to each other worker, and never again from a worker
+    that only learnt it."""
+
+    def __init__(self, model, n: int, me: int = 0, shared: list | None = None):
         self.tables = model.key_tables()
         self.number = model.key_number
+        self.n, self.me = n, me
         self.nf = len(self.tables)
         self.size = 4 * self.nf  # bytes per key
         self.numbered = [c for c, t in enumerate(self.tables) if t is not None]
@@ -51,9 +58,15 @@ class FieldKeys:
         self.nhashed = [0] * self.nf
         if shared is None:
             shared = [0 if t is None else len(t) for t in self.tables]
-        self.shipped = list(shared)  # per field: the numbers below are known to every other worker
-        # per source worker and field: its number -> ours (the shared numbers are the same)
-        self.tr = [[np.arange(b, dtype=np.uint32) for b in shared] for _ in range(n)]
+        self.shipped = list(shared)  # per field: the numbers below have gone out as news (or are shared)
+        self.wdtype = np.uint8 if n <= 256 else np.uint16
+        # per field: [origin worker, its number] -> ours.  Our own row is the identity, and the shared
+        # numbers are the same in every row.
+        self.tr = [np.tile(np.arange(b, dtype=np.uint32), (n, 1)) for b in shared]
+        # per field and our number: its origin (worker, number); filled up to ``norigin``
+        self.oworker = [np.full(b, me, dtype=self.wdtype) for b in shared]
+        self.onumber = [np.arange(b, dtype=np.uint32) for b in shared]
+        self.norigin = list(shared)
 
     def matrix(self, keys: list) -> np.ndarray:
         """The keys as a (len(keys) x fields) uint32 matrix."""
@@ -90,44 +103,87 @@ class FieldKeys:
             acc += v * self.mult[c]
         return ((acc >> np.uint64(29)) % np.uint64(n)).astype(np.intp)
 
+    def _origins(self, c: int, upto: int) -> tuple:
+        """Field c's origin arrays, covering our numbers below ``upto`` (a number not learnt from
+        another worker is ours: its origin is (me, itself))."""
+        have = self.norigin[c]
+        if have < upto:
+            ow = self.oworker[c] = _grown(self.oworker[c], upto)
+            on = self.onumber[c] = _grown(self.onumber[c], upto)
+            ow[have:upto] = self.me
+            on[have:upto] = np.arange(have, upto, dtype=np.uint32)
+            self.norigin[c] = upto
+        return self.oworker[c], self.onumber[c]
+
+    def _table(self, c: int, upto: int) -> np.ndarray:
+        """Field c's translation table, with room for numbers below ``upto`` (our row the identity)."""
+        tr = self.tr[c]
+        cap = tr.shape[1]
+        if cap < upto:
+            cap = max(upto, 2 * cap)
+            tr = self.tr[c] = np.concatenate([tr, np.zeros((self.n, cap - tr.shape[1]), dtype=np.uint32)], axis=1)
+            tr[self.me] = np.arange(cap, dtype=np.uint32)
+        return tr
+
+    def origins(self, mat: np.ndarray) -> tuple:
+        """``mat`` (our numbers) in origin coordinates: (origin workers, origin numbers) matrices."""
+        ow = np.zeros(mat.shape, dtype=self.wdtype)
+        on = np.array(mat, dtype="<u4")
+        for c in self.numbered:
+            w, num = self._origins(c, len(self.tables[c]))
+            col = mat[:, c]
+            ow[:, c] = w[col]
+            on[:, c] = num[col]
+        return ow, on
+
     def news(self) -> list:
-        """The values numbered since the last call, to go to every other worker: (field, first
-        number, values) per field that has new ones.  Broadcasting them (a few thousand values over a
-        whole search) costs less than finding, per destination and per batch, which of its numbers a
-        destination lacks."""
+        """The values found here since the last call, for every other worker: (field, our numbers,
+        the values) per field with new ones."""
         out = []
         for c in self.numbered:
             t = self.tables[c]
-            lo = self.shipped[c]
-            if len(t) > lo:
-                out.append((c, lo, t[lo:]))
-                self.shipped[c] = len(t)
+            lo, hi = self.shipped[c], len(t)
+            if hi <= lo:
+                continue
+            self.shipped[c] = hi
+            ow, _ = self._origins(c, hi)
+            xs = np.flatnonzero(ow[lo:hi] == self.me) + lo
+            if len(xs):
+                out.append((c, xs.astype(np.uint32), [t[x] for x in xs.tolist()]))
         return out
 
-    def learn(self, h: int, news: list) -> None:
-        """Worker ``h``'s ``news``: its numbers for those values, translated into ours."""
-        tr = self.tr[h]
+    def learn(self, batches: list) -> None:
+        """Other workers' ``news``, (worker, news) pairs: their numbers for the values they found,
+        translated into ours (per field, all workers' values at once)."""
+        per: dict = {}
+        for h, news in batches:
+            for c, xs, vals in news:
+                per.setdefault(c, []).append((h, xs, vals))
         number = self.number
-        for c, lo, vals in news:
-            hi = lo + len(vals)
-            t = tr[c] = _grown(tr[c], hi)
-            t[lo:hi] = list(map(number, repeat(c), vals))
+        for c, got in per.items():
+            t = self.tables[c]
+            before = len(t)
+            hs = np.concatenate([np.full(len(xs), h, dtype=np.intp) for h, xs, _ in got])
+            xs = np.concatenate([xs for _, xs, _ in got])
+            vals = [v for _, _, vs in got for v in vs]
+            ours = np.fromiter(map(number, repeat(c), vals), dtype=np.uint32, count=len(vals))
+            self._table(c, int(xs.max()) + 1)[hs, xs] = ours
+            fresh = ours >= before  # numbered now: their origin is the worker that sent them
+            if fresh.any():
+                ow, on = self._origins(c, len(t))
+                ow[ours[fresh]] = hs[fresh]
+                on[ours[fresh]] = xs[fresh]
 
     def translate(self, parts: list) -> list:
-        """The keys of the matrices in ``parts``, (source worker, matrix in its numbers) pairs, in
-        this worker's numbers, in order: one lookup per field over all the rows at once (each
-        source's table placed after the previous ones)."""
-        parts = [(h, m) for h, m in parts if len(m)]
+        """The keys of ``parts``, (origin workers, origin numbers) matrix pairs, in our numbers, in
+        order: one lookup per field over all the rows at once."""
+        parts = [p for p in parts if len(p[1])]
         if not parts:
             return []
-        mat = np.concatenate([m for _, m in parts])  # a new array (the parts are read-only buffers)
-        sizes = [len(m) for _, m in parts]
+        ow = np.concatenate([p[0] for p in parts])
+        mat = np.concatenate([p[1] for p in parts])  # a new array (the parts are read-only buffers)
         for c in self.numbered:
-            tabs = [self.tr[h][c] for h, _ in parts]
-            if len(tabs) == 1:
-                mat[:, c] = tabs[0][mat[:, c]]
-                continue
-            offs = np.zeros(len(tabs), dtype=np.int64)
-            np.cumsum([len(t) for t in tabs[:-1]], out=offs[1:])
-            mat[:, c] = np.concatenate(tabs)[mat[:, c] + np.repeat(offs, sizes)]
+            col = mat[:, c]
+            tr = self._table(c, int(col.max()) + 1)
+            mat[:, c] = tr[ow[:, c], col]
         return self.keys(mat)

@@ -477,7 +477,7 @@ class _KeyedWorker(_Worker):
 
     def __init__(self, model, k: int, n: int, tmp: str, init: list, conn, counters):
         super().__init__(model, k, n, tmp, [], conn, counters)
-        self.fk = FieldKeys(model, n)  # (made before this worker numbers anything: see ``shared``)
+        self.fk = FieldKeys(model, n, k)  # (made before this worker numbers anything: see ``shared``)
         self.by_keys = model.keyed()  # expand with keyed_successors (else successors, keyed one by one)
         self.mine = self.level = None
         key_of = model.state_key
@@ -509,11 +509,7 @@ class _KeyedWorker(_Worker):
         self.fresh = []
         model = self.model
         classify_end, key_of = model.classify_end, model.state_key
-        if self.by_keys:
-            successors = model.keyed_successors
-        else:  # a reduced search: successors are states, keyed here
-            plain = model.successors
-            successors = lambda s, _key: plain(s)  # noqa: E731
+        by_keys, successors, plain, key_parent = self.by_keys, model.keyed_successors, model.successors, model.key_parent
         keys = self.keys
         out: dict = {}  # int key -> serial-order key of its first occurrence (the smallest)
         objs: dict = {}  # the same for successors that are their own keys
@@ -533,7 +529,12 @@ class _KeyedWorker(_Worker):
             kb = r << _SH
             i = frontier[pos]
             j = 0
-            for a, nx in successors(s, keys[i]):
+            if by_keys:
+                succs = successors(s, keys[i])
+            else:  # a reduced search: the successors are states, keyed here by what they change
+                succs = plain(s)
+                key_parent(s, keys[i])
+            for a, nx in succs:
                 if type(nx) is int:
                     out.setdefault(nx, kb | j)
                 elif isinstance(nx, Violation):
@@ -616,20 +617,22 @@ class _KeyedWorker(_Worker):
         tm["objects"] = tm.get("objects", 0) + len(objs)
 
     # One file per worker and level holds what it sends every other worker: a header of n + 2 int64
-    # (the row bounds per owner, then the size of the trailing pickle), the key matrix, the
-    # serial-order keys and the parents' ids of every row (in owner order: each receiver reads its
-    # rows with three preads), then, when there is any, a pickle of (news, object keys per owner).
+    # (the row bounds per owner, then the size of the trailing pickle), the keys in origin
+    # coordinates (``FieldKeys.origins``: the numbers, then the origin workers), the serial-order
+    # keys and the parents' ids of every row (in owner order: each receiver reads its rows with four
+    # preads), then, when there is any, a pickle of (news, object keys per owner).
     def _send_keys(self, depth: int) -> None:
         k, n, fk = self.k, self.n, self.fk
         mat, oks, pg, bounds, objs_by = self.level
         self.level = None
+        ow, on = fk.origins(mat)
         news = fk.news()
         extra = _dumps((news, objs_by)) if news or any(objs_by) else b""
         header = np.append(bounds, np.int64(len(extra)))
         path = os.path.join(self.tmp, f"{depth}.{k}")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.writev(fd, [header.tobytes(), mat.tobytes(), oks.tobytes(), pg.tobytes(), extra])
+            os.writev(fd, [header.tobytes(), on.tobytes(), ow.tobytes(), oks.tobytes(), pg.tobytes(), extra])
         finally:
             os.close(fd)
         old = os.path.join(self.tmp, f"{depth - 1}.{k}")  # last level's: every worker has read it
@@ -638,31 +641,33 @@ class _KeyedWorker(_Worker):
         self.timing["sent"] += int(bounds[n] - (bounds[k + 1] - bounds[k])) + sum(len(o[0]) for o in objs_by if o)
 
     def _receive_keys(self, depth: int, h: int) -> tuple:
-        """What worker ``h`` sent this worker at ``depth``: (key matrix in h's numbers, serial-order
-        keys, parents' ids, object keys and theirs or None); h's news are learnt on the way."""
+        """What worker ``h`` sent this worker at ``depth``: ((origin workers, origin numbers) of the
+        keys, serial-order keys, parents' ids, object keys and theirs or None, (h, h's news) or
+        None)."""
         n, k, fk = self.n, self.k, self.fk
         fd = os.open(os.path.join(self.tmp, f"{depth}.{h}"), os.O_RDONLY)
         try:
             hb = 8 * (n + 2)
             header = np.frombuffer(os.pread(fd, hb, 0), dtype=np.int64)
             total, lo, hi, nextra = int(header[n]), int(header[k]), int(header[k + 1]), int(header[n + 1])
-            m, sz = hi - lo, fk.size
-            mat = np.frombuffer(os.pread(fd, m * sz, hb + lo * sz), dtype="<u4").reshape(m, fk.nf)
+            m, nf, sz, wz = hi - lo, fk.nf, fk.size, fk.nf * np.dtype(fk.wdtype).itemsize
+            on = np.frombuffer(os.pread(fd, m * sz, hb + lo * sz), dtype="<u4").reshape(m, nf)
             base = hb + total * sz
+            ow = np.frombuffer(os.pread(fd, m * wz, base + lo * wz), dtype=fk.wdtype).reshape(m, nf)
+            base += total * wz
             oks = np.frombuffer(os.pread(fd, 8 * m, base + 8 * lo), dtype=np.int64)
             pg = np.frombuffer(os.pread(fd, 8 * m, base + 8 * total + 8 * lo), dtype=np.int64)
-            objs = None
+            objs = news = None
             if nextra:
                 gc.disable()
                 # written by a sibling worker of this search into the 0700 directory the parent made
                 news, objs_by = _loads(os.pread(fd, nextra, base + 16 * total))
                 if GC_MODE not in ("off", "level"):
                     gc.enable()
-                fk.learn(h, news)
                 objs = objs_by[k]
         finally:
             os.close(fd)
-        return mat, oks, pg, objs
+        return (ow, on), oks, pg, objs, (h, news) if nextra else None
 
     def merge(self, depth: int):
         k, n = self.k, self.n
@@ -689,8 +694,8 @@ class _KeyedWorker(_Worker):
         items, oks, pg, objs = self.mine
         self.mine = None
         got = [self._receive_keys(depth, h) for h in range(n) if h != k]
-        srcs = [h for h in range(n) if h != k]
-        items = items + self.fk.translate(list(zip(srcs, (g[0] for g in got))))
+        self.fk.learn([g[4] for g in got if g[4]])  # (before any key is translated)
+        items = items + self.fk.translate([g[0] for g in got])
         oks = np.concatenate([oks] + [g[1] for g in got]).tolist()
         pg = np.concatenate([pg] + [g[2] for g in got]).tolist()
         t0 = _cpu()
@@ -1046,8 +1051,8 @@ class _Pool:
         for rank, s in enumerate(init):  # the owner as the workers compute it
             if keyed:
                 key = model.state_key(s)
-                owner = FieldKeys(model, n).owners(FieldKeys(model, n).matrix([key]), n)[0] if type(key) is int \
-                    else hash(key)
+                fk = FieldKeys(model, n)
+                owner = fk.owners(fk.matrix([key]), n)[0] if type(key) is int else hash(key)
             else:
                 owner = _route_hash(s) if numbered else hash(s)
             parts[owner % n].append((rank, s))

@@ -896,6 +896,14 @@ class Protocol(Fabric, Reductions, Explanation):
         its actor states, then the shared variables; the faults field is its own number."""
         return [*self._areps, self._greps, None]
 
+    def key_parent(self, state, key) -> None:
+        """Key the successors of ``state`` (keyed ``key``) that come next by what they change: an actor
+        state, the shared variables or the faults used that is the very object it is in ``state``
+        keeps its number from ``key`` (``state_key``'s successor case)."""
+        if type(key) is int:
+            nums = self._key_fields.unpack(key.to_bytes(self._key_fields.size, "little"))
+            self._kparent = (key, state[0], state[1], state[2], nums)
+
     def key_number(self, field: int, value) -> int:
         """The number of ``value`` in field ``field`` of an int key (given now if it has none)."""
         n = len(self.actors)

@@ -362,7 +362,8 @@ def test_keyed_workers_agree_with_the_serial_search_on_random_protocols(transpor
 def test_field_keys_route_and_translate_between_numberings(transport):
     """fieldkeys.FieldKeys between models that numbered the same states in different orders: the owner
     of a state is the same from either model's key; a worker that learns another's news reads that
-    worker's keys as its own; news carry each value once."""
+    worker's keys as its own; a value crosses once from the worker that found it, and rows from a
+    worker that only learnt it name the finder's number (origin coordinates)."""
     from lockstep.model.fieldkeys import FieldKeys
 
     if transport != "keyed":
@@ -372,7 +373,7 @@ def test_field_keys_route_and_translate_between_numberings(transport):
     states = list(dict.fromkeys(s for _, s, _ in _two_step_states(a)))
     assert len(states) > 3
     nf = len(a.key_tables())
-    fa, fb, fc = (FieldKeys(m, 3, shared=[0] * nf) for m in (a, b, c))  # no number in common
+    fa, fb, fc = (FieldKeys(m, 3, me, shared=[0] * nf) for me, m in enumerate((a, b, c)))  # no number in common
     for s in reversed(states):  # b numbers them the other way round
         b.state_key(s)
     ka, kb = [a.state_key(s) for s in states], [b.state_key(s) for s in states]
@@ -383,16 +384,18 @@ def test_field_keys_route_and_translate_between_numberings(transport):
     half = len(states) // 2
     got, sizes = [], []
     for lo, hi in ((0, half), (half, len(states))):
+        oa = fa.origins(ma[lo:hi])
         news = fa.news()  # all of a's values go with the first batch
-        sizes.append(sum(len(v) for _, _, v in news))
-        fc.learn(1, news)
-        got += fc.translate([(1, ma[lo:hi])])
+        sizes.append(sum(len(x[2]) for x in news))
+        fc.learn([(0, news)])
+        fb.learn([(0, news)])
+        got += fc.translate([oa])
     assert sizes[0] > 0 and sizes[1] == 0 and fa.news() == []
     assert [c.state_of(k) for k in got] == states and [c.state_key(s) for s in states] == got
+    oc = fc.origins(fc.matrix(got))  # c found none of these values: it names a's numbers
+    assert fc.news() == [] and (oc[0][:, fc.numbered] == 0).all() and (oc[1] == ma).all()
+    assert fb.translate([oc, fa.origins(ma)]) == kb + kb  # two sources at once
+    assert fa.translate([oc]) == ka  # (a's own numbers come back to a)
     # numbers given before the workers fork are the same in every worker: shared, never sent
     fd = FieldKeys(a, 3)
-    assert fd.news() == [] and fd.translate([(2, ma)]) == ka
-    everything = [(c, 0, a.key_tables()[c][:]) for c in fa.numbered]  # a's news since the start
-    fb.learn(0, everything)
-    fb.learn(2, everything)
-    assert fb.translate([(0, ma[:half]), (2, ma[half:])]) == kb  # two sources at once
+    assert fd.news() == [] and fd.translate([fd.origins(ma)]) == ka
