@@ -13,8 +13,10 @@ transitions and depth (``MISMATCH`` otherwise, exit 1).
 Columns: ``wall`` seconds; ``cpu`` seconds summed over every process; ``max w`` the busiest worker's CPU;
 ``crit`` the CPU critical path (per BFS level, the slowest worker's expand phase plus the slowest
 worker's merge phase: each phase ends at a barrier); ``eff wall`` = serial wall / (N x wall) and
-``eff crit`` = serial CPU / (N x crit).  On an idle machine with N free cores wall ~ crit and the two
-efficiencies agree; on a shared machine wall time also measures the other processes, and ``eff crit``
+``eff crit`` = serial CPU / (N x crit); after a configuration's rows the serial search runs again
+(``serial again``; ``--no-serial-after`` skips it) and one line gives every row's efficiencies against
+the mean of the two serial runs (JSON: ``efficiency_*_mean_serial``).  On an idle machine with N free
+cores wall ~ crit and the two efficiencies agree; on a shared machine wall time also measures the other processes, and ``eff crit``
 is the figure to read (it still includes every cost of the parallel search: routing, encoding, files,
 unpickling, the second deduplication, waiting for the slowest worker at each barrier).  ``load`` is
 the 1-minute load average at the end of the row.  RSS of a parallel run: the parent's plus every
@@ -59,6 +61,26 @@ def timed(fn):
     return time.perf_counter() - t, time.process_time() - c, r
 
 
+def serial_after(make, bounds, head, rows, ts, cs, config_rows) -> None:
+    """The serial search again, after the parallel rows, and every row's efficiencies against the
+    mean of the two serial runs (a machine whose speed drifts within minutes, as a shared or virtual
+    one does, moves a single serial baseline; the first row's figures stay as printed)."""
+    ts2, cs2, rs2 = timed(lambda: Explorer(make(), bounds).run())
+    print(f"{head}{'serial again':>13}{rs2.stats.states:>10,}{ts2:>8.2f}{cs2:>8.2f}{'':>7}{'':>7}{'':>9}{'':>9}"
+          f"{rs2.stats.peak_rss_mb:>8.0f}{os.getloadavg()[0]:>6.1f}", flush=True)
+    mw, mc = (ts + ts2) / 2, (cs + cs2) / 2
+    rows.append({**{k: rows[-len(config_rows) - 1][k] for k in ("spec", "params", "reduction")}, "run": "serial again",
+                 "workers": 1, "verdict": rs2.verdict, "states": rs2.stats.states, "transitions": rs2.stats.transitions,
+                 "wall_s": round(ts2, 3), "cpu_s": round(cs2, 3), "rss_mb": round(rs2.stats.peak_rss_mb)})
+    parts = []
+    for (n, name, tp, crit), row in zip(config_rows, rows[-len(config_rows) - 1:-1]):
+        row["efficiency_wall_mean_serial"] = round(mw / (n * tp), 3)
+        row["efficiency_critical_path_mean_serial"] = round(mc / (n * crit), 3) if crit else None
+        parts.append(f"{name} {mw / (n * tp):.2f}/{(f'{mc / (n * crit):.2f}' if crit else '-')}")
+    print(f"{head}  against the mean serial ({mw:.2f} s wall, {mc:.2f} s CPU), eff wall/crit: " + ", ".join(parts),
+          flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", default="2", help="comma-separated worker counts (default 2)")
@@ -67,6 +89,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=1, help="runs of each parallel configuration (the best wall is kept)")
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-serial-after", action="store_true",
+                    help="run the serial search only before the parallel rows (default: before and after)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     counts = [int(x) for x in a.workers.split(",")]
@@ -93,6 +117,7 @@ def main() -> int:
         rows.append({"spec": spec, "params": raw, "reduction": red, "run": "serial", "workers": 1, "verdict": rs.verdict,
                      "states": rs.stats.states, "transitions": rs.stats.transitions, "wall_s": round(ts, 3),
                      "cpu_s": round(cs, 3), "rss_mb": round(rs.stats.peak_rss_mb)})
+        config_rows: list = []
         for transport in transports:
             for n in counts:
                 parallel.TRANSPORT = transport
@@ -118,6 +143,7 @@ def main() -> int:
                       f"{(f'{maxw:.2f}' if maxw is not None else '-'):>7}{(f'{crit:.2f}' if crit else '-'):>7}"
                       f"{eff_wall:>9.2f}{(f'{eff_crit:.2f}' if eff_crit else '-'):>9}{rp.stats.peak_rss_mb:>8.0f}"
                       f"{os.getloadavg()[0]:>6.1f}" + ("" if same else "  MISMATCH"), flush=True)
+                config_rows.append((n, name, tp, crit))
                 rows.append({"spec": spec, "params": raw, "reduction": red, "run": name, "workers": n,
                              "transport": transport, "verdict": rp.verdict, "states": rp.stats.states,
                              "transitions": rp.stats.transitions, "wall_s": round(tp, 3), "cpu_s": round(cp, 3),
@@ -126,6 +152,8 @@ def main() -> int:
                              "rss_mb": round(rp.stats.peak_rss_mb), "same": same,
                              "worker_timing": [{k: v for k, v in t.items() if not k.startswith("level_")}
                                                for t in (last.get("worker_timing") or []) if t]})
+        if not a.no_serial_after:
+            serial_after(make, bounds, head, rows, ts, cs, config_rows)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -700,6 +700,7 @@ class _KeyedWorker(_Worker):
         pg = np.concatenate([pg] + [g[2] for g in got]).tolist()
         t0 = _cpu()
         tm["load"] += t0 - t_start
+        tm["rows"] = tm.get("rows", 0) + len(items)
         take(items, oks, pg)
         for o in [objs] + [g[3] for g in got]:
             if o:
