@@ -10,7 +10,8 @@ How
 The parent builds the model once and forks the workers, which inherit it (and the hash seed, so
 ``hash`` agrees in every process).  Worker k owns the states with ``hash(state) % N == k`` (with
 numbered keys, ``_route_hash(state) % N == k``: for a world state, its class plus the sum of its
-fields' hashes, computed from the key).  Per BFS level:
+fields' hashes, computed from the key; with the model's int keys, ``fieldkeys.FieldKeys.owners``:
+the values' hashes mixed field by field).  Per BFS level:
 
 1. *expand*: each worker expands its share of the frontier, in global frontier order, and routes
    every successor to its owner (states it owns itself stay in memory; the others are pickled, one
@@ -31,6 +32,17 @@ model in the parent (``Explorer.describe_path``), so it is byte-for-byte the ser
 ``timeout`` is checked by the workers while they expand (a level cut short counts only what the
 earlier levels found); timeouts are not deterministic in the serial explorer either.
 
+Which transport: a model whose keys are ints (model/features.py's ``keyed`` and ``key-fields``: the
+role worlds without monitors, reduced or not) gets ``_KeyedWorker``s whatever the number of
+workers.  They keep the model's own int keys, expand with ``keyed_successors`` when the search is
+unreduced (the serial explorer's path: a successor usually comes as its key), and ship a level's
+successors as one file per worker: uint32 matrices of numbers in *origin coordinates* (each number
+paired with the worker that found its value), read by every owner with a few ``pread``s and
+translated into its own numbers by one array lookup per field; each value crosses once from each
+worker that found it.  A successor carries only its serial-order key; the parent's global id is
+computed for the whole batch, and the coordinator rebuilds a counterexample step's action from the
+parent state and the successor index.  Otherwise (states with monitors, non-world models):
+
 From ``NUMBERED_FROM`` (4) workers on, states are stored, deduplicated and sent as keys
 (``_Numbering``): a world state becomes a short tuple of numbers, one per actor state and per other
 field, numbered by equality in each worker. A successor keeps its parent's numbers for the fields it
@@ -46,12 +58,12 @@ alive when the workers fork is registered under its ``id()`` — the same in eve
 and pickled as (class id, fields). A model whose states contain other unpicklable objects is not
 supported (error).
 
-Costs, measured on pp1 mesh=8 reduced (bench/bench_parallel.py, docs/scaling.md): each worker
-spends CPU on keying every successor, routing and sending the ones it does not own, rebuilding the
-new states it owns, and on its own copy of the model's memo tables (filled once per worker);
-the total CPU of an 8-worker run is ~2.2-2.5x the serial CPU (2.6-3.2x before keys).  A spec whose
-successor function is as cheap as a pickle round trip (pipeline) gains nothing: use the
-vectorized core.
+Costs (bench/bench_parallel.py, docs/scaling.md): one keyed worker alone spends 0.95x (unreduced)
+to 1.13x (reduced: every successor keyed) the serial CPU; 8 keyed workers on a 16-core machine
+spend 1.7x (pp1 mesh=4 unreduced) to 2.0x (pp1 mesh=8 reduced) of it in all, most of the growth the
+machine's own (8 concurrent Python processes ran 1.5x slower each there), the rest sending,
+receiving and the slowest worker at each level barrier.  A spec whose successor function is as
+cheap as a pickle round trip (pipeline) gains nothing: use the vectorized core.
 
 Requires the ``fork`` start method (Linux, macOS); elsewhere, and for ``workers <= 1``, this is
 the serial explorer.
