@@ -213,7 +213,7 @@ class _Worker:
         self.franks: list[int] = []
         self.fresh: list = []  # the states added last level, as objects, in the order they were added
         for rank, s in init:
-            key = self.numbering.key(s) if numbered else s
+            key = self._initial_key(s)
             self.visited[key] = len(self.keys)
             self.frontier.append(len(self.keys))
             self.franks.append(rank)
@@ -221,6 +221,7 @@ class _Worker:
             self.fresh.append(s)
             self.parent.append(-1)
             self.via.append(None)
+        self.out: dict | None = None  # this level's successors, until they are shipped (``_filer``)
         self.outs: list = []
         self.encoders: list | None = None  # per destination (states sent as they are, compact transport)
         self.decoders: list | None = None  # per source
@@ -231,6 +232,10 @@ class _Worker:
         # merge phase (each phase ends at a barrier: the slowest worker sets the pace)
         self.timing = {"expand": 0.0, "dump": 0.0, "load": 0.0, "dedup": 0.0, "invariant": 0.0, "sent": 0, "kept": 0,
                        "level_expand": [], "level_merge": []}
+
+    def _initial_key(self, s):
+        """An initial state's key in this worker."""
+        return s if self.numbering is None else self.numbering.key(s)
 
     @property
     def states(self) -> list:
@@ -278,7 +283,10 @@ class _Worker:
         return set(self.model.fired) if COVERAGE in features_of(self.model) else None
 
     def expand(self, depth: int, ranks, deadline: float | None):
-        k, n = self.k, self.n
+        """Expand this worker's share of the frontier in the global (serial) order ``ranks`` gives its
+        states, classify end states and violations where they are found, and ship every successor
+        to its owner (``_filer`` and ``_ship``, which the keyed workers override)."""
+        k = self.k
         fresh = self.fresh
         if ranks is not None:  # the global order of the states this worker added last level
             order = np.argsort(ranks, kind="stable")
@@ -286,27 +294,72 @@ class _Worker:
             self.franks = ranks[order].tolist()
             fresh = [fresh[o] for o in order.tolist()]
         self.fresh = []
-        model = self.model
-        successors, classify_end = model.successors, model.classify_end
-        key_from = self.numbering.key_from if self.numbering is not None else None
-        keys = self.keys
-        out: dict = {}  # every successor's key, first occurrence (the smallest key) only
+        classify_end = self.model.classify_end
         frontier, franks = self.frontier, self.franks
         nf = len(frontier)
         trans = np.zeros(nf, dtype=np.int64)
         ends = np.zeros(nf, dtype=np.int8)  # 0 no end, 1 clean end, 2 fail-fast end, 3 violation
         cands: dict[tuple, tuple] = {}
+        file = self._filer(depth, cands)
         counters = self.counters
         done_trans = 0
         t0 = _cpu()
         timed_out = False
+        done = nf
         for pos in range(nf):
             s = fresh[pos]
             r = franks[pos]
-            kb = r << _SH
             i = frontier[pos]
+            j = file(s, i, r)
+            trans[pos] = j
+            done_trans += j
+            if j == 0:
+                kind = classify_end(s)
+                if kind == FAIL_FAST:
+                    ends[pos] = 2
+                elif isinstance(kind, Violation):
+                    ends[pos] = 3
+                    cands[(depth, r, _END)] = (_ENDV, i * self.n + k, None, kind)
+                else:
+                    ends[pos] = 1
+            if pos & 255 == 255:
+                counters[k] = done_trans
+                if deadline is not None and time.perf_counter() > deadline:
+                    timed_out = True
+                    done = pos + 1
+                    trans = trans[:done]
+                    ends = ends[:done]
+                    break
+        del fresh
+        counters[k] = done_trans
+        self.cands = cands
+        tm = self.timing
+        t1 = _cpu()
+        if not timed_out:  # (a level cut short ships nothing: the search ends there)
+            gc.disable()  # the batches are acyclic: collecting while they are built is pure cost
+            self._ship(depth)
+            if GC_MODE not in ("off", "level"):
+                gc.enable()
+        tm["expand"] += t1 - t0
+        tm["dump"] += _cpu() - t1
+        tm["level_expand"].append(_cpu() - t0)
+        ranks_done = np.asarray(franks[:done], dtype=np.int64)
+        return timed_out, ranks_done, trans, ends, list(cands)
+
+    def _filer(self, depth: int, cands: dict):
+        """A function that files the successors of one frontier state (state, local index, global
+        rank) for shipping, and its violations in ``cands``, and returns how many successors it has.
+        This level's successors gather in ``self.out``: key -> (serial-order key, parent's global id,
+        action), the first occurrence (the smallest serial-order key) only."""
+        k, n = self.k, self.n
+        successors = self.model.successors
+        key_from = self.numbering.key_from if self.numbering is not None else None
+        keys = self.keys
+        out = self.out = {}
+
+        def file(s, i, r):
+            kb = r << _SH
             gid = i * n + k
-            skey = keys[i]
             j = 0
             for a, nx in successors(s):
                 if isinstance(nx, Violation):
@@ -316,55 +369,30 @@ class _Worker:
                         cands[(depth + 1, r, j)] = (_EDGE, gid, a, nx)
                 else:
                     if key_from is not None:
-                        nx = key_from(nx, s, skey)
+                        nx = key_from(nx, s, keys[i])
                     out.setdefault(nx, (kb | j, gid, a))  # the merge drops states already visited
                 j += 1
-            trans[pos] = j
-            done_trans += j
-            if j == 0:
-                kind = classify_end(s)
-                if kind == FAIL_FAST:
-                    ends[pos] = 2
-                elif isinstance(kind, Violation):
-                    ends[pos] = 3
-                    cands[(depth, r, _END)] = (_ENDV, gid, None, kind)
-                else:
-                    ends[pos] = 1
-            if pos & 255 == 255:
-                counters[k] = done_trans
-                if deadline is not None and time.perf_counter() > deadline:
-                    timed_out = True
-                    trans = trans[:pos + 1]
-                    ends = ends[:pos + 1]
-                    break
-        del fresh
-        counters[k] = done_trans
-        self.cands = cands
-        outs: list = self._route(out) if not timed_out else [([], []) for _ in range(n)]
-        del out
-        self.outs = outs
-        tm = self.timing
-        t1 = _cpu()
-        tm["expand"] += t1 - t0
-        tm["kept"] += len(outs[k][0])
-        if not timed_out:
-            gc.disable()  # the batches are acyclic: collecting while they are pickled is pure cost
-            self._send(depth, outs)
-            if GC_MODE not in ("off", "level"):
-                gc.enable()
-        tm["dump"] += _cpu() - t1
-        tm["level_expand"].append(_cpu() - t0)
-        ranks_done = np.asarray(franks[:len(trans)], dtype=np.int64)
-        return timed_out, ranks_done, trans, ends, list(cands)
+            return j
+        return file
+
+    def _ship(self, depth: int) -> None:
+        """Route this level's successors to their owners and send the others theirs."""
+        outs = self.outs = self._route(self.out)
+        self.out = None
+        self.timing["kept"] += len(outs[self.k][0])
+        self._send(depth, outs)
 
     def merge(self, depth: int):
+        """Deduplicate this level's successors for this worker (its own and the other workers') against
+        its visited set, a state reached by several parents keeping the first in serial order; check
+        the invariants of the new states; return their serial-order keys and the violations found."""
         k, n = self.k, self.n
         visited, keys, parent, via = self.visited, self.keys, self.parent, self.via
         start = self.level_start = len(keys)
         newkeys: list[int] = []
 
-        def take(items, metas):
-            for nx, (key, pgid, a) in zip(items, metas):
+        def take(items, okeys, pgids, vias):
+            for nx, key, pgid, a in zip(items, okeys, pgids, vias):
                 new = len(keys)
                 idx = visited.setdefault(nx, new)
                 if idx == new:
@@ -378,21 +406,16 @@ class _Worker:
                     via[idx] = a
 
         tm = self.timing
-        t0 = t_start = _cpu()
-        take(*self.outs[k])
-        self.outs = []
-        for h in range(n):
-            if h != k:
-                t1 = _cpu()
-                items, metas = self._receive(depth, h)
-                t2 = _cpu()
-                tm["load"] += t2 - t1
-                t0 += t2 - t1
-                take(items, metas)
+        t_start = _cpu()
+        batches = self._incoming(depth)
+        t0 = _cpu()
+        tm["load"] += t0 - t_start
+        for batch in batches:
+            tm["rows"] = tm.get("rows", 0) + len(batch[0])
+            take(*batch)
         t1 = _cpu()
         tm["dedup"] += t1 - t0
-        numbering = self.numbering
-        fresh = self.fresh = keys[start:] if numbering is None else list(map(numbering.state, keys[start:]))
+        fresh = self.fresh = self._states(keys[start:])
         invariant = self.model.invariant
         inv = []
         for off, key in enumerate(newkeys):
@@ -411,6 +434,21 @@ class _Worker:
         tm["level_merge"].append(_cpu() - t_start)
         return np.asarray(newkeys, dtype=np.int64), inv
 
+    def _incoming(self, depth: int) -> list:
+        """This level's successors for this worker, per source (its own first): (keys, serial-order
+        keys, parents' global ids, actions)."""
+        k = self.k
+        batches = [(self.outs[k][0], *_columns(self.outs[k][1]))]
+        self.outs = []
+        for h in range(self.n):
+            if h != k:
+                items, metas = self._receive(depth, h)
+                batches.append((items, *_columns(metas)))
+        return batches
+
+    def _states(self, keys: list) -> list:
+        """The states of ``keys`` (this worker's keys)."""
+        return keys if self.numbering is None else list(map(self.numbering.state, keys))
 
     # -- transport (the Ray partitions, model/ray_search.py, override these three) ------------
     def _route(self, out: dict) -> list[tuple[list, list]]:
@@ -488,64 +526,40 @@ class _KeyedWorker(_Worker):
     its own key (a state with fabric entries) is routed by ``hash`` and travels as it is."""
 
     def __init__(self, model, k: int, n: int, tmp: str, init: list, conn, counters):
-        super().__init__(model, k, n, tmp, [], conn, counters)
         self.fk = FieldKeys(model, n, k)  # (made before this worker numbers anything: see ``shared``)
         self.by_keys = model.keyed()  # expand with keyed_successors (else successors, keyed one by one)
-        self.mine = self.level = None
-        key_of = model.state_key
-        for rank, s in init:
-            key = key_of(s)
-            self.visited[key] = len(self.keys)
-            self.frontier.append(len(self.keys))
-            self.franks.append(rank)
-            self.keys.append(key)
-            self.fresh.append(s)
-            self.parent.append(-1)
-            self.via.append(-1)
+        self.mine = self.level = self.objs = None
+        super().__init__(model, k, n, tmp, init, conn, counters)
+
+    def _initial_key(self, s):
+        return self.model.state_key(s)
 
     def state(self, i: int):
         return self.model.state_of(self.keys[i])
 
     def node(self, i: int) -> tuple:
         v = self.via[i]
-        return self.state(i), self.parent[i], None if v < 0 else _NthSuccessor(v & _MASK)
+        return self.state(i), self.parent[i], None if v is None else _NthSuccessor(v & _MASK)
 
-    def expand(self, depth: int, ranks, deadline: float | None):
+    def _filer(self, depth: int, cands: dict):
+        """``_Worker._filer`` on keys: ``self.out`` maps int keys to their serial-order key, and
+        ``self.objs`` the successors that are their own keys."""
         k, n = self.k, self.n
-        fresh = self.fresh
-        if ranks is not None:  # the global order of the states this worker added last level
-            order = np.argsort(ranks, kind="stable")
-            self.frontier = (order + self.level_start).tolist()
-            self.franks = ranks[order].tolist()
-            fresh = [fresh[o] for o in order.tolist()]
-        self.fresh = []
         model = self.model
-        classify_end, key_of = model.classify_end, model.state_key
-        by_keys, successors, plain, key_parent = self.by_keys, model.keyed_successors, model.successors, model.key_parent
+        key_of, successors, plain, key_parent = model.state_key, model.keyed_successors, model.successors, model.key_parent
+        by_keys = self.by_keys
         keys = self.keys
-        out: dict = {}  # int key -> serial-order key of its first occurrence (the smallest)
-        objs: dict = {}  # the same for successors that are their own keys
-        frontier, franks = self.frontier, self.franks
-        nf = len(frontier)
-        trans = np.zeros(nf, dtype=np.int64)
-        ends = np.zeros(nf, dtype=np.int8)  # 0 no end, 1 clean end, 2 fail-fast end, 3 violation
-        cands: dict[tuple, tuple] = {}
-        counters = self.counters
-        done_trans = 0
-        t0 = _cpu()
-        timed_out = False
-        done = nf
-        for pos in range(nf):
-            s = fresh[pos]
-            r = franks[pos]
+        out = self.out = {}
+        objs = self.objs = {}
+
+        def file(s, i, r):
             kb = r << _SH
-            i = frontier[pos]
-            j = 0
             if by_keys:
                 succs = successors(s, keys[i])
             else:  # a reduced search: the successors are states, keyed here by what they change
                 succs = plain(s)
                 key_parent(s, keys[i])
+            j = 0
             for a, nx in succs:
                 if type(nx) is int:
                     out.setdefault(nx, kb | j)
@@ -558,42 +572,15 @@ class _KeyedWorker(_Worker):
                     nx = key_of(nx)
                     (out if type(nx) is int else objs).setdefault(nx, kb | j)
                 j += 1
-            trans[pos] = j
-            done_trans += j
-            if j == 0:
-                kind = classify_end(s)
-                if kind == FAIL_FAST:
-                    ends[pos] = 2
-                elif isinstance(kind, Violation):
-                    ends[pos] = 3
-                    cands[(depth, r, _END)] = (_ENDV, i * n + k, None, kind)
-                else:
-                    ends[pos] = 1
-            if pos & 255 == 255:
-                counters[k] = done_trans
-                if deadline is not None and time.perf_counter() > deadline:
-                    timed_out = True
-                    done = pos + 1
-                    trans = trans[:done]
-                    ends = ends[:done]
-                    break
-        del fresh
-        counters[k] = done_trans
-        self.cands = cands
-        tm = self.timing
-        t1 = _cpu()
-        if not timed_out:
-            gc.disable()  # the batches are acyclic: collecting while they are built is pure cost
-            self._route_keys(out, objs, np.asarray(franks, dtype=np.int64), np.asarray(frontier, dtype=np.int64) * n + k)
-            del out, objs
-            self._send_keys(depth)
-            if GC_MODE not in ("off", "level"):
-                gc.enable()
-        tm["expand"] += t1 - t0
-        tm["dump"] += _cpu() - t1
-        tm["level_expand"].append(_cpu() - t0)
-        ranks_done = np.asarray(franks[:done], dtype=np.int64)
-        return timed_out, ranks_done, trans, ends, list(cands)
+            return j
+        return file
+
+    def _ship(self, depth: int) -> None:
+        n = self.n
+        self._route_keys(self.out, self.objs, np.asarray(self.franks, dtype=np.int64),
+                         np.asarray(self.frontier, dtype=np.int64) * n + self.k)
+        self.out = self.objs = None
+        self._send_keys(depth)
 
     def _route_keys(self, out: dict, objs: dict, franks: np.ndarray, gids: np.ndarray) -> None:
         """Sort this level's successors by owner: ``self.mine`` (what this worker owns: keys, their
@@ -681,62 +668,25 @@ class _KeyedWorker(_Worker):
             os.close(fd)
         return (ow, on), oks, pg, objs, (h, news) if nextra else None
 
-    def merge(self, depth: int):
-        k, n = self.k, self.n
-        visited, keys, parent, via = self.visited, self.keys, self.parent, self.via
-        start = self.level_start = len(keys)
-        newkeys: list[int] = []
-
-        def take(items, okeys, pgids):
-            for nx, key, pgid in zip(items, okeys, pgids):
-                new = len(keys)
-                idx = visited.setdefault(nx, new)
-                if idx == new:
-                    keys.append(nx)
-                    parent.append(pgid)
-                    via.append(key)
-                    newkeys.append(key)
-                elif idx >= start and key < newkeys[idx - start]:
-                    newkeys[idx - start] = key
-                    parent[idx] = pgid
-                    via[idx] = key
-
-        tm = self.timing
-        t_start = _cpu()
+    def _incoming(self, depth: int) -> list:
+        k = self.k
         items, oks, pg, objs = self.mine
         self.mine = None
-        got = [self._receive_keys(depth, h) for h in range(n) if h != k]
+        got = [self._receive_keys(depth, h) for h in range(self.n) if h != k]
         self.fk.learn([g[4] for g in got if g[4]])  # (before any key is translated)
         items = items + self.fk.translate([g[0] for g in got])
         oks = np.concatenate([oks] + [g[1] for g in got]).tolist()
         pg = np.concatenate([pg] + [g[2] for g in got]).tolist()
-        t0 = _cpu()
-        tm["load"] += t0 - t_start
-        tm["rows"] = tm.get("rows", 0) + len(items)
-        take(items, oks, pg)
-        for o in [objs] + [g[3] for g in got]:
-            if o:
-                take(*o)
-        t1 = _cpu()
-        tm["dedup"] += t1 - t0
-        fresh = self.fresh = list(map(self.model.state_of, keys[start:]))
-        invariant = self.model.invariant
-        inv = []
-        for off, key in enumerate(newkeys):
-            v = invariant(fresh[off])
-            if v is not None:
-                c = (depth + 1, key >> _SH, key & _MASK)
-                self.cands[c] = (_INV, (start + off) * n + k, None, v)
-                inv.append(c)
-        self.newkeys = newkeys
-        if GC_MODE == "freeze":
-            gc.freeze()
-        elif GC_MODE == "level":
-            gc.collect(1)
-            gc.freeze()
-        tm["invariant"] += _cpu() - t1
-        tm["level_merge"].append(_cpu() - t_start)
-        return np.asarray(newkeys, dtype=np.int64), inv
+        # a state keeps its serial-order key where the others keep their action (``node``)
+        return [(items, oks, pg, oks)] + [(*o, o[1]) for o in [objs] + [g[3] for g in got] if o]
+
+    def _states(self, keys: list) -> list:
+        return list(map(self.model.state_of, keys))
+
+
+def _columns(metas: list) -> tuple:
+    """(serial-order keys, parents' ids, actions) of a batch's (key, parent id, action) metas."""
+    return tuple(zip(*metas)) if metas else ((), (), ())
 
 
 def _numbered(t) -> bool:
