@@ -74,6 +74,15 @@ def test_bounds_stop_where_the_serial_explorer_stops(bounds):
     assert r.verdict == BOUND_REACHED
 
 
+@pytest.mark.parametrize("bounds", [Bounds(max_states=1000), Bounds(max_depth=7)], ids=["max-states", "max-depth"])
+def test_bounds_stop_where_the_serial_explorer_stops_keyed(bounds):
+    """The same on a world whose states have int keys (keyed workers in the keyed transport), reduced
+    and unreduced."""
+    for reduction in (False, True):
+        r = same_as_serial(factory("pp1", "om09-no-epoch-fence", reduction=reduction, mesh=2), bounds, workers=3)
+        assert r.verdict == BOUND_REACHED
+
+
 def test_violation_found_right_at_the_state_bound():
     # bounds around the state count at which fm08's shortest violation is found: the parallel search
     # stops (or finds it) exactly where the serial one does
