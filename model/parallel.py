@@ -512,18 +512,20 @@ class _NthSuccessor(int):
 
 
 class _KeyedWorker(_Worker):
-    """A worker of a keyed search (the model keys states by ints: model/features.py's ``keyed`` and
-    ``key-fields``; the unreduced world specs): it expands states with the model's
-    ``keyed_successors``, as the serial explorer does, so a successor is usually its int key already,
-    and states are stored, deduplicated and sent as those keys.
+    """A worker of a search whose states have int keys (model/features.py's ``keyed`` and
+    ``key-fields``: the role worlds without monitors, reduced or not).  States are stored,
+    deduplicated and sent as the model's keys; unreduced, a worker expands with the model's
+    ``keyed_successors``, as the serial explorer does, so a successor usually comes as its key
+    already (reduced, successors are states, keyed after ``key_parent``).
 
-    The keys of a level's successors are routed and shipped as one uint32 matrix per destination
-    (``fieldkeys.FieldKeys``: the owner comes from the hashes of the values, the receiver translates
-    the numbers into its own).  A successor carries only its serial-order key (parent's frontier
-    position, successor index); the parent's global id is computed from it for the whole batch, and
-    no action travels: the state keeps the successor index, and the coordinator rebuilds the action
-    of a counterexample's step from the parent state (``_Coordinator._path_to``).  A successor that is
-    its own key (a state with fabric entries) is routed by ``hash`` and travels as it is."""
+    A level's successors leave the worker as one file (``_send_keys``): uint32 matrices of their keys
+    in origin coordinates (``fieldkeys.FieldKeys``: the owner comes from the values' hashes, the
+    receiver translates the numbers into its own), in owner order.  A successor carries only its
+    serial-order key (parent's frontier position, successor index); the parent's global id is
+    computed from it for the whole batch, and no action travels: the state keeps the successor
+    index, and the coordinator rebuilds the action of a counterexample's step from the parent state
+    (``_Coordinator._path_to``).  A successor that is its own key (a state with fabric entries) is
+    routed by ``hash`` and travels as it is."""
 
     def __init__(self, model, k: int, n: int, tmp: str, init: list, conn, counters):
         self.fk = FieldKeys(model, n, k)  # (made before this worker numbers anything: see ``shared``)
