@@ -9,9 +9,12 @@ parallel search numbers values in its own order, so one state has a different ke
 - ``owners``: the worker that owns each state, from the hashes of its fields' values (the same in every
   process forked from one parent: they share the hash seed), so an owner is a function of the state
   alone, whichever worker keyed it;
-- ``news``/``learn``: the values a worker numbered since its last batch go to every other worker,
-  which numbers them itself (each value crosses to each worker once);
-- ``translate``: a batch's rows in this worker's numbers (one array lookup per field), as int keys.
+- ``origins``: a batch's rows in origin coordinates (each number paired with the worker that found its
+  value, and that worker's number for it);
+- ``news``/``learn``: the values a worker found since its last batch go to every other worker, which
+  numbers them itself (each value crosses once from each worker that found it);
+- ``translate``: rows in origin coordinates in this worker's numbers (one array lookup per field), as
+  int keys.
 
 Per key, only ``int.to_bytes`` on the way out and ``int.from_bytes`` on the way in run in Python; the
 rest is numpy over the whole batch.
