@@ -6,8 +6,9 @@
 Each config (SPEC:NAME=VALUE,...:on|off for reduction; default pp1 mesh=3 unreduced and reduced, and the
 pipeline spec on its pure-Python path) runs ``Explorer(model).run()`` once (the reference) and then
 ``check_parallel(factory, workers=N)`` for every N in ``--workers`` (comma-separated) and every
-transport in ``--transport`` (``compact``: the numbered-values encoding; ``pickle``: the states pickled
-as they are, the earlier transport).  Every run must agree with the serial one on verdict, states,
+transport in ``--transport`` (``compact``: the model's int keys where its states have them, else the
+numbered-values encodings, and the run column says which: ``keyed``, ``numbered`` or ``encoded``;
+``pickle``: the states pickled as they are, the earliest transport).  Every run must agree with the serial one on verdict, states,
 transitions and depth (``MISMATCH`` otherwise, exit 1).
 
 Columns: ``wall`` seconds; ``cpu`` seconds summed over every process; ``max w`` the busiest worker's CPU;
@@ -138,14 +139,15 @@ def main() -> int:
                 maxw = max(last["worker_cpu_s"]) if last else None
                 eff_wall = ts / (n * tp)
                 eff_crit = cs / (n * crit) if crit else None
-                name = f"{n}w {transport}"
+                used = last.get("transport", transport) if last else transport  # keyed, numbered, encoded
+                name = f"{n}w {transport if transport != 'compact' else used}"
                 print(f"{head}{name:>13}{rp.stats.states:>10,}{tp:>8.2f}{cp:>8.2f}"
                       f"{(f'{maxw:.2f}' if maxw is not None else '-'):>7}{(f'{crit:.2f}' if crit else '-'):>7}"
                       f"{eff_wall:>9.2f}{(f'{eff_crit:.2f}' if eff_crit else '-'):>9}{rp.stats.peak_rss_mb:>8.0f}"
                       f"{os.getloadavg()[0]:>6.1f}" + ("" if same else "  MISMATCH"), flush=True)
                 config_rows.append((n, name, tp, crit))
                 rows.append({"spec": spec, "params": raw, "reduction": red, "run": name, "workers": n,
-                             "transport": transport, "verdict": rp.verdict, "states": rp.stats.states,
+                             "transport": transport, "workers_kind": used, "verdict": rp.verdict, "states": rp.stats.states,
                              "transitions": rp.stats.transitions, "wall_s": round(tp, 3), "cpu_s": round(cp, 3),
                              "max_worker_cpu_s": maxw, "critical_path_cpu_s": crit, "efficiency_wall": round(eff_wall, 3),
                              "efficiency_critical_path": round(eff_crit, 3) if eff_crit else None,

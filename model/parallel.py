@@ -973,7 +973,7 @@ def _error_payload(e: BaseException):
     return ("other", f"{type(e).__name__}: {e}", traceback.format_exc())
 
 
-def _worker_main(model, k, n, tmp, init, conn, counters, pgid=0, parent=0, kind="plain"):
+def _worker_main(model, k, n, tmp, init, conn, counters, pgid=0, parent=0, kind="encoded"):
     procs.join_group(pgid)  # the workers' own group (the parent ends it as a whole)
     if parent:
         procs.die_with_parent(parent)  # even a SIGKILLed parent leaves no worker behind
@@ -1011,7 +1011,7 @@ class _Pool:
         keyed = (KEYED_WORKERS and TRANSPORT == "compact" and KEYED in feats and KEY_FIELDS in feats and bool(init)
                  and type(model.state_key(init[0])) is int)
         numbered = not keyed and TRANSPORT == "compact" and n >= NUMBERED_FROM and bool(init) and structured(init[0])
-        kind = self.kind = "keyed" if keyed else "numbered" if numbered else "plain"
+        kind = self.kind = "keyed" if keyed else "numbered" if numbered else "encoded" if TRANSPORT == "compact" else "pickled"
         parts = [[] for _ in range(n)]
         for rank, s in enumerate(init):  # the owner as the workers compute it
             if keyed:

@@ -344,7 +344,7 @@ class _RayPool:
 
     def __init__(self, ray, model_factory, n: int, init: list, budget_mb: float | None, keep: bool = False):
         self.ray, self.n, self.budget = ray, n, budget_mb
-        self.kind = "plain"  # states as they are (parallel._Pool's transports are for forked workers)
+        self.kind = "pickled"  # states as they are (parallel._Pool's transports are for forked workers)
         self.counters = [0] * n
         self.worker_rss = [0.0] * n
         self.worker_cpu = [0.0] * n
