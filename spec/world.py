@@ -33,6 +33,7 @@ import operator
 import struct
 from collections import namedtuple
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import Any, Callable, Iterable
 
 from ..model.api import DEADLOCK, FAIL_FAST, STRANDED, WRONG_GROUP, SpecError, Violation
@@ -852,9 +853,11 @@ class Protocol(Fabric, Reductions, Explanation):
         if p is not None and p[1] is not actors:  # a successor of the state expanded last: what changed
             key = p[0]
             nums = p[4]
-            for i, (a, b) in enumerate(zip(actors, p[1])):
-                if a is not b:
-                    key += (self._actor_number(i, a) - nums[i]) << (KEY_BITS * i)
+            aids = self._aids
+            for i in compress(_POSITIONS, map(operator.is_not, actors, p[1])):
+                a = actors[i]
+                x = aids[i].get(id(a))  # the object kept for a number (memoised steps return it)
+                key += ((self._actor_number(i, a) if x is None else x) - nums[i]) << (KEY_BITS * i)
             n = len(actors)
             if state[1] is not p[2]:
                 key += (self._shared_number(state[1]) - nums[n]) << (KEY_BITS * n)
@@ -1468,6 +1471,7 @@ def _quiet(fn, world, state, memo=None, shadow=None):
 
 
 KEY_BITS = 32  # width of each field of a state key (state_key; packed as struct "I", 4 bytes)
+_POSITIONS = range(1 << 16)  # actor positions, for itertools.compress
 KEY_MASK = (1 << KEY_BITS) - 1
 
 
