@@ -58,8 +58,8 @@ alive when the workers fork is registered under its ``id()`` — the same in eve
 and pickled as (class id, fields). A model whose states contain other unpicklable objects is not
 supported (error).
 
-Costs (bench/bench_parallel.py, docs/scaling.md): one keyed worker alone spends 0.95x (unreduced)
-to 1.13x (reduced: every successor keyed) the serial CPU; 8 keyed workers on a 16-core machine
+Costs (bench/bench_parallel.py, docs/scaling.md): one keyed worker alone spends 0.90-0.99x
+(unreduced) to 1.00-1.03x (reduced: every successor keyed) the serial CPU; 8 keyed workers on a 16-core machine
 spend 1.7x (pp1 mesh=4 unreduced) to 2.0x (pp1 mesh=8 reduced) of it in all, most of the growth the
 machine's own (8 concurrent Python processes ran 1.5x slower each there), the rest sending,
 receiving and the slowest worker at each level barrier.  A spec whose successor function is as
