@@ -59,8 +59,9 @@ and pickled as (class id, fields). A model whose states contain other unpicklabl
 supported (error).
 
 Costs (bench/bench_parallel.py, docs/scaling.md): one keyed worker alone spends 0.90-0.99x
-(unreduced) to 1.00-1.03x (reduced: every successor keyed) the serial CPU; 8 keyed workers on a 16-core machine
-spend 1.7x (pp1 mesh=4 unreduced) to 2.0x (pp1 mesh=8 reduced) of it in all, most of the growth the
+(unreduced) to 1.00-1.03x (reduced: every successor keyed) the serial CPU; 8 keyed workers on a
+16-core machine spend 1.7x (pp1 mesh=4 unreduced) to 2.0x (pp1 mesh=8 reduced) of it in all, most
+of the growth the
 machine's own (8 concurrent Python processes ran 1.5x slower each there), the rest sending,
 receiving and the slowest worker at each level barrier.  A spec whose successor function is as
 cheap as a pickle round trip (pipeline) gains nothing: use the vectorized core.
@@ -184,8 +185,9 @@ TRANSPORT = "compact"
 # them as they are was measured at 2 workers and costs 9-22% more CPU than the encoder (every sent state
 # keyed from scratch, every received one rebuilt).
 NUMBERED_FROM = 4
-# A keyed search (the model keys states by ints: the unreduced world specs) uses the model's own keys
-# in the workers (``_KeyedWorker``) whatever the number of workers, in the compact transport.
+# A search whose states have int keys (the world specs without monitors, reduced or not) keeps the
+# model's own keys in the workers (``_KeyedWorker``) whatever the number of workers, in the compact
+# transport (False: the numbered or encoded transports, as before; tests compare all three).
 KEYED_WORKERS = True
 
 
