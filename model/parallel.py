@@ -1014,14 +1014,16 @@ class _Pool:
                  and type(model.state_key(init[0])) is int)
         numbered = not keyed and TRANSPORT == "compact" and n >= NUMBERED_FROM and bool(init) and structured(init[0])
         kind = self.kind = "keyed" if keyed else "numbered" if numbered else "encoded" if TRANSPORT == "compact" else "pickled"
+        # each initial state's owner, as the workers compute it
+        if keyed:
+            keys = [model.state_key(s) for s in init]
+            fk = FieldKeys(model, n)
+            by_fields = iter(fk.owners(fk.matrix([k for k in keys if type(k) is int]), n).tolist())
+            owners = [next(by_fields) if type(k) is int else hash(k) for k in keys]
+        else:
+            owners = [_route_hash(s) if numbered else hash(s) for s in init]
         parts = [[] for _ in range(n)]
-        for rank, s in enumerate(init):  # the owner as the workers compute it
-            if keyed:
-                key = model.state_key(s)
-                fk = FieldKeys(model, n)
-                owner = fk.owners(fk.matrix([key]), n)[0] if type(key) is int else hash(key)
-            else:
-                owner = _route_hash(s) if numbered else hash(s)
+        for rank, (s, owner) in enumerate(zip(init, owners)):
             parts[owner % n].append((rank, s))
         self.conns = []
         self.procs = []
