@@ -146,6 +146,8 @@ class Protocol(Fabric, Reductions, Explanation):
         self._gone_memo.clear()
         self._fault_memo.clear()
         self._kfault_memo.clear()
+        self._rank_fault_memo.clear()
+        self._rank_status_memo.clear()
         self._err_memo.clear()
 
     def _prepare(self) -> None:
@@ -168,6 +170,8 @@ class Protocol(Fabric, Reductions, Explanation):
         self._gone_memo: dict = {}
         self._fault_memo: dict = {}
         self._kfault_memo: dict = {}  # _fault_memo's keys -> the faults as _fault_steps' keyed form
+        self._rank_fault_memo: dict = {}  # (fault kind index, rank, keyed, its actors' key entries) -> _rank_fault
+        self._rank_status_memo: dict = {}  # (rank, its actors' key entries) -> its status
         self._canon_memo: dict = {}  # symmetric actors' states -> their sorted order, () when already sorted
         self._twin_memo: dict = {}  # symmetric actors' states -> the later of equal ones (_twins)
         self._slice_memo: dict = {}  # a run of symmetric actors' states -> (_canon_perm, _twins) (successors)
@@ -339,7 +343,7 @@ class Protocol(Fabric, Reductions, Explanation):
         key = tuple([(st[0], st[2] is None) for st in actors])
         out = self._status_memo.get(key)
         if out is None:
-            out = self._rank_status(actors)
+            out = self._rank_status(key)
             if len(self._status_memo) < MEMO_LIMIT:
                 self._status_memo[key] = out
         return out
@@ -355,23 +359,30 @@ class Protocol(Fabric, Reductions, Explanation):
                 self._gone_memo[key] = out
         return out
 
-    def _rank_status(self, actors) -> dict[int, str]:
+    def _rank_status(self, key: tuple) -> dict[int, str]:
+        """``rank_status`` of a state whose actors' (control state, whether it waits) are ``key``:
+        each rank's status depends on its own actors' entries alone, memoised per rank."""
+        memo = self._rank_status_memo
         out = {}
-        linger = self.profile.finished_peer == "alive"
         for r, idxs in self.actors_of_rank.items():
-            ctls = [actors[i][0] for i in idxs]
-            if any(c in (FAILED, DEAD) for c in ctls):
-                out[r] = "gone"
-            elif all(c == DONE for c in ctls):
-                out[r] = "finished" if linger else "gone"
-            elif any(c == HUNG for c in ctls):
-                out[r] = "hung"
-            elif all(actors[i][2] is None and (actors[i][0] in BUILTIN_TERMINAL or actors[i][0] not in self.actors[i].role.by_src)
-                     for i in idxs):
-                out[r] = "idle"
-            else:
-                out[r] = "alive"
+            sub = tuple([key[i] for i in idxs])
+            s = memo.get((r, sub))
+            if s is None:
+                s = memo[(r, sub)] = self._one_rank_status(idxs, sub)
+            out[r] = s
         return out
+
+    def _one_rank_status(self, idxs: list, sub: tuple) -> str:
+        ctls = [c for c, _ in sub]
+        if any(c in (FAILED, DEAD) for c in ctls):
+            return "gone"
+        if all(c == DONE for c in ctls):
+            return "finished" if self.profile.finished_peer == "alive" else "gone"
+        if any(c == HUNG for c in ctls):
+            return "hung"
+        if all(idle and (c in BUILTIN_TERMINAL or c not in self.actors[i].role.by_src) for i, (c, idle) in zip(idxs, sub)):
+            return "idle"
+        return "alive"
 
     def _terminal(self, i: int, ctl: str) -> bool:
         return ctl in BUILTIN_TERMINAL or ctl not in self.actors[i].role.by_src
@@ -1309,9 +1320,8 @@ class Protocol(Fabric, Reductions, Explanation):
         key = tuple([(st[0], st[2] is None) for st in actors])
         if skey is not None:  # keyed_successors (no symmetry: no twins): the successors as their keys
             kw = self._kfault_memo.get(key)
-            if kw is None:  # per fault, per actor it ends: (actor, its field's shift, the dead state's number there)
-                kw = tuple((act, tuple((j, KEY_BITS * j, self._actor_number(j, dead) << (KEY_BITS * j)) for j, dead in kills))
-                           for act, kills in self._which_faults(actors, key))
+            if kw is None:
+                kw = self._which_faults(key, True)
                 if len(self._kfault_memo) < MEMO_LIMIT:
                     self._kfault_memo[key] = kw
             nums = self._kparent[4]
@@ -1323,7 +1333,11 @@ class Protocol(Fabric, Reductions, Explanation):
                     nk += dk - (nums[j] << sh)
                 out.append((act, nk))
             return out
-        which = self._which_faults(actors, key)
+        which = self._fault_memo.get(key)
+        if which is None:
+            which = self._which_faults(key, False)
+            if len(self._fault_memo) < MEMO_LIMIT:
+                self._fault_memo[key] = which
         if twins:
             arank = self._actor_rank
             skip = {arank[j] for j in twins}
@@ -1336,34 +1350,40 @@ class Protocol(Fabric, Reductions, Explanation):
             out.append((act, _new_world(WorldState, (tuple(nl), g, fu + 1, fab))))
         return out
 
-    def _which_faults(self, actors, key) -> tuple:
-        """(fault action, ((actor, its dead state), ...)) of each fault that may strike, memoised on
-        ``key``: each actor's control state and whether it waits, all that decides them (and all that
-        ``_kill_rank`` reads)."""
-        which = self._fault_memo.get(key)
-        if which is None:
-            which = []
-            for kind, r, ctl in self._faults_that_may_strike(actors):
-                dead = ActorState(ctl, None, None)
-                which.append(((kind, r), tuple((j, dead) for j in self.actors_of_rank[r]
-                                               if actors[j][0] not in (DONE, FAILED, DEAD))))
-            which = tuple(which)
-            if len(self._fault_memo) < MEMO_LIMIT:
-                self._fault_memo[key] = which
-        return which
-
-    def _faults_that_may_strike(self, actors) -> tuple:
+    def _which_faults(self, key: tuple, keyed: bool) -> tuple:
+        """(fault action, kills) of each fault that may strike in a state whose actors' (control state,
+        whether it waits) are ``key``, all that decides them (and all that ``_kill_rank`` reads).  A
+        kill is (actor, its dead state), or keyed (actor, its field's shift, the dead state's number
+        there).  Whether a fault strikes a rank, and whom it kills, depends on that rank's actors'
+        entries alone: memoised per rank, so a state new to the memo costs a lookup per rank."""
         out = []
-        for kind, ranks, ctl in self._fault_kinds:
+        memo = self._rank_fault_memo
+        for f, (kind, ranks, ctl) in enumerate(self._fault_kinds):
             for r in ranks:
-                idxs = self.actors_of_rank[r]
-                if all(self._terminal(j, actors[j][0]) and actors[j][2] is None for j in idxs):
-                    continue
-                if kind == "hang" and not all(actors[j][0] in self.actors[j].role.hang_points or self._terminal(j, actors[j][0])
-                                              for j in idxs):
-                    continue
-                out.append((kind, r, ctl))
+                sub = tuple([key[j] for j in self.actors_of_rank[r]])
+                mk = (f, r, keyed, sub)
+                entry = memo.get(mk, _MISS)
+                if entry is _MISS:
+                    entry = memo[mk] = self._rank_fault(kind, r, ctl, sub, keyed)
+                if entry is not None:
+                    out.append(entry)
         return tuple(out)
+
+    def _rank_fault(self, kind: str, r: int, ctl: str, sub: tuple, keyed: bool):
+        """``_which_faults``' entry for fault ``kind`` on rank ``r`` whose actors' (control state,
+        whether it waits) are ``sub``, or None when it cannot strike: a rank whose every actor is
+        terminal and waits on nothing is past faults; a hang strikes only a rank whose every live
+        actor stands at one of its role's hang points."""
+        idxs = self.actors_of_rank[r]
+        if all(self._terminal(j, c) and idle for j, (c, idle) in zip(idxs, sub)):
+            return None
+        if kind == "hang" and not all(c in self.actors[j].role.hang_points or self._terminal(j, c) for j, (c, _) in zip(idxs, sub)):
+            return None
+        dead = ActorState(ctl, None, None)
+        victims = [j for j, (c, _) in zip(idxs, sub) if c not in (DONE, FAILED, DEAD)]
+        if keyed:  # per actor it ends: (actor, its field's shift, the dead state's number there)
+            return (kind, r), tuple((j, KEY_BITS * j, self._actor_number(j, dead) << (KEY_BITS * j)) for j in victims)
+        return (kind, r), tuple((j, dead) for j in victims)
 
     def _hang_timeout(self, state, w) -> str:
         """' until its timeout ... fires' when the waiter's op declares a timeout that hangs, else ''."""
