@@ -368,7 +368,9 @@ class Protocol(Fabric, Reductions, Explanation):
             sub = tuple([key[i] for i in idxs])
             s = memo.get((r, sub))
             if s is None:
-                s = memo[(r, sub)] = self._one_rank_status(idxs, sub)
+                s = self._one_rank_status(idxs, sub)
+                if len(memo) < MEMO_LIMIT:
+                    memo[(r, sub)] = s
             out[r] = s
         return out
 
@@ -1364,7 +1366,9 @@ class Protocol(Fabric, Reductions, Explanation):
                 mk = (f, r, keyed, sub)
                 entry = memo.get(mk, _MISS)
                 if entry is _MISS:
-                    entry = memo[mk] = self._rank_fault(kind, r, ctl, sub, keyed)
+                    entry = self._rank_fault(kind, r, ctl, sub, keyed)
+                    if len(memo) < MEMO_LIMIT:
+                        memo[mk] = entry
                 if entry is not None:
                     out.append(entry)
         return tuple(out)
