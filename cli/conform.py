@@ -42,6 +42,22 @@ def _bad_input(e, as_json: bool) -> None:
     sys.exit(2)
 
 
+def _refuse_mixed(trace_dir, fr_dir, **opts) -> None:
+    """A usage error (exit 2) for a mix of the two checks: a trace replay (TRACE_DIR) and a Flight Recorder
+    check (--flight-recorder) are separate commands, and an option of one is never silently ignored by
+    the other."""
+    if trace_dir is not None and fr_dir is not None:
+        raise click.UsageError("give TRACE_DIR or --flight-recorder DUMP_DIR, not both: they are two checks "
+                               "(run `lockstep conform` once for each)")
+    replay_only = {"no_checker": "--no-checker", "budget": "--budget", "time_limit": "--time-limit"}
+    if fr_dir is not None:
+        given = [flag for name, flag in replay_only.items() if opts[name] not in (None, False)]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} applies to a TRACE_DIR replay, not to --flight-recorder")
+    elif opts["allow_missing"]:
+        raise click.UsageError("--allow-missing applies to --flight-recorder DUMP_DIR only")
+
+
 @click.command("conform", context_settings={"help_option_names": ["-h", "--help"]},
                epilog="Exit codes: 0 conforms (dumps consistent), 1 does not conform (dumps mismatch), 2 bad input or "
                       "not checkable, 3 inconclusive (budget, interrupted run, empty dumps), 4 an --unsafe run that "
@@ -64,6 +80,8 @@ def conform(trace_dir, spec, fr_dir, allow_missing, no_checker, budget, time_lim
     from lockstep.conformance import loader
     from lockstep.conformance.report import render
 
+    _refuse_mixed(trace_dir, fr_dir, allow_missing=allow_missing, no_checker=no_checker, budget=budget,
+                  time_limit=time_limit)
     try:
         if fr_dir is not None:
             from lockstep.conformance import flight

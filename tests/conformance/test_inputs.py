@@ -190,3 +190,20 @@ def test_comm_enter_ids_checked(real_run, tmp_path):
     out = json.loads(_cli(d, "--json").output)
     assert out["verdict"] == "DOES_NOT_CONFORM"
     assert any(f["kind"] == "ids" and f["line"] == k + 1 for f in out["fabric_mismatches"]), out["fabric_mismatches"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["{run}", "--flight-recorder", "{fr}"], "not both"),
+    (["--flight-recorder", "{fr}", "--budget", "5"], "--budget applies to a TRACE_DIR replay"),
+    (["--flight-recorder", "{fr}", "--time-limit", "2", "--no-checker"], "--no-checker, --time-limit applies"),
+    (["{run}", "--allow-missing"], "--allow-missing applies to --flight-recorder"),
+])
+def test_options_of_the_other_check_refused(tp2, tmp_path, args, needle):
+    """A trace replay and a Flight Recorder check are two checks: mixing them, or giving one an option
+    of the other, is a usage error (exit 2), never an option silently ignored."""
+    fr = tmp_path / "fr"
+    fr.mkdir()
+    r = _cli(*[a.format(run=tp2, fr=fr) for a in args])
+    assert r.exit_code == 2, r.output
+    assert needle in r.output, r.output
+    assert "CONFORMS" not in r.output and "CONSISTENT" not in r.output
