@@ -1085,7 +1085,8 @@ class _Pool:
         return out
 
     def close(self, graceful: bool = True) -> None:
-        """Stop the workers (collecting their peak RSS and CPU time) or, after an error or ^C, kill them."""
+        """Stop the workers (collecting their peak RSS and CPU time) or, after an error or ^C, kill them
+        (their peak RSS read first from /proc, where there is one)."""
         for k, c in enumerate(self.conns):
             if not graceful:
                 break
@@ -1098,6 +1099,8 @@ class _Pool:
             except (OSError, EOFError):
                 pass
         if not graceful:
+            for k, p in enumerate(self.procs):  # their peak RSS, read before they go (a stop has none)
+                self.worker_rss[k] = self.worker_rss[k] or procs.peak_rss_mb_of(p.pid)
             procs.kill_group(self.pgid, signal.SIGKILL)
         for p in self.procs:
             if not graceful and p.is_alive():

@@ -48,3 +48,16 @@ def kill_group(pgid: int | None, sig: int) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def peak_rss_mb_of(pid: int) -> float:
+    """The peak resident set size of live process ``pid`` so far, in MB (Linux: ``VmHWM`` in
+    /proc/PID/status); 0.0 where it cannot be read (another OS, or the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0

@@ -17,6 +17,7 @@ import pytest
 
 from helpers import alive, kill_session, session_members, wait_until
 from lockstep.conformance import schema as S
+from lockstep.model.procs import peak_rss_mb_of
 
 def _default_sigint():
     # a test runner started in the background (`cmd &` in a script) passes SIGINT on as ignored, and
@@ -92,6 +93,7 @@ def test_sigterm_to_check_workers_leaves_no_worker(tmp_path):
         assert wait_until(lambda: len(session_members(proc.pid)) >= 3, 60), "the workers never started"
         workers = [p for p in session_members(proc.pid) if p != proc.pid]
         time.sleep(1.5)  # let the search run a little
+        workers_peak = sum(peak_rss_mb_of(p) for p in workers)  # (a peak only grows)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 130, err
@@ -100,6 +102,8 @@ def test_sigterm_to_check_workers_leaves_no_worker(tmp_path):
         res = json.loads(out)
         assert res["verdict"] == "INTERRUPTED" and "SIGTERM" in res["message"]
         assert res["states"] > 0 and res["seconds"] > 0
+        # the peak RSS counts the killed workers' too (read before they were killed), not the coordinator's alone
+        assert workers_peak > 0 and res["peak_rss_mb"] >= workers_peak, (res["peak_rss_mb"], workers_peak)
     finally:
         kill_session(proc.pid)
         proc.kill()
