@@ -189,6 +189,12 @@ NUMBERED_FROM = 4
 # model's own keys in the workers (``_KeyedWorker``) whatever the number of workers, in the compact
 # transport (False: the numbered or encoded transports, as before; tests compare all three).
 KEYED_WORKERS = True
+# Work stealing within a level (keyed workers, from depth 1 on; ``_KeyedWorker._own_ranges``): "auto"
+# (a worker publishes the back half of a frontier of at least 4 chunks, and one that has expanded its own
+# frontier takes chunks from the back of the others'), "off", or "force" (tests: every frontier is
+# published whole and every state is expanded by whichever worker claims its chunk first).
+STEAL = "auto"
+STEAL_CHUNK = 16  # frontier states per claim
 
 
 def _shm_dir() -> str:
@@ -307,33 +313,33 @@ class _Worker:
         done_trans = 0
         t0 = _cpu()
         timed_out = False
-        done = nf
-        for pos in range(nf):
-            s = fresh[pos]
-            r = franks[pos]
-            i = frontier[pos]
-            j = file(s, i, r)
-            trans[pos] = j
-            done_trans += j
-            if j == 0:
-                kind = classify_end(s)
-                if kind == FAIL_FAST:
-                    ends[pos] = 2
-                elif isinstance(kind, Violation):
-                    ends[pos] = 3
-                    cands[(depth, r, _END)] = (_ENDV, i * self.n + k, None, kind)
-                else:
-                    ends[pos] = 1
-            if pos & 255 == 255:
-                counters[k] = done_trans
-                if deadline is not None and time.perf_counter() > deadline:
-                    timed_out = True
-                    done = pos + 1
-                    trans = trans[:done]
-                    ends = ends[:done]
-                    break
+        pos = -1
+        for lo, hi in self._own_ranges(depth, nf):
+            for pos in range(lo, hi):
+                s = fresh[pos]
+                r = franks[pos]
+                i = frontier[pos]
+                j = file(s, i, r)
+                trans[pos] = j
+                done_trans += j
+                if j == 0:
+                    ends[pos] = _end_kind(classify_end(s), cands, depth, r, i * self.n + k)
+                if pos & 255 == 255:
+                    counters[k] = done_trans
+                    if deadline is not None and time.perf_counter() > deadline:
+                        timed_out = True
+                        break
+            if timed_out:
+                break
+        done = pos + 1  # the states expanded here are a prefix: others may have taken the rest (``_steal``)
+        trans, ends = trans[:done], ends[:done]
         del fresh
         counters[k] = done_trans
+        ranks_done = np.asarray(franks[:done], dtype=np.int64)
+        if not timed_out:
+            timed_out, stolen = self._steal(depth, deadline, cands, done_trans)
+            if stolen is not None:
+                ranks_done, trans, ends = (np.concatenate(x) for x in zip((ranks_done, trans, ends), stolen))
         self.cands = cands
         tm = self.timing
         t1 = _cpu()
@@ -345,8 +351,17 @@ class _Worker:
         tm["expand"] += t1 - t0
         tm["dump"] += _cpu() - t1
         tm["level_expand"].append(_cpu() - t0)
-        ranks_done = np.asarray(franks[:done], dtype=np.int64)
         return timed_out, ranks_done, trans, ends, list(cands)
+
+    def _own_ranges(self, depth: int, nf: int):
+        """The ranges of positions of this worker's frontier it expands itself, in order (all of
+        them; a keyed worker may leave a suffix to the others: ``_KeyedWorker._own_ranges``)."""
+        return ((0, nf),)
+
+    def _steal(self, depth: int, deadline, cands: dict, done_trans: int) -> tuple:
+        """Expand states of other workers' frontiers after this worker's own: (timed out, None or
+        the stolen states' (ranks, successor counts, end kinds)).  Only keyed workers steal."""
+        return False, None
 
     def _filer(self, depth: int, cands: dict):
         """A function that files the successors of one frontier state (state, local index, global
@@ -508,6 +523,17 @@ class _Worker:
         return out
 
 
+def _end_kind(kind, cands: dict, depth: int, r: int, gid: int) -> int:
+    """What ``classify_end`` said of a state without successors, for a worker's reply: 1 a clean
+    end, 2 a fail-fast end, 3 a violation (filed in ``cands`` under the state's global id ``gid``)."""
+    if kind == FAIL_FAST:
+        return 2
+    if isinstance(kind, Violation):
+        cands[(depth, r, _END)] = (_ENDV, gid, None, kind)
+        return 3
+    return 1
+
+
 class _NthSuccessor(int):
     """The action of a state found by a keyed worker: the index of the successor of its parent that
     reached it (the coordinator asks its own model for that successor's action)."""
@@ -529,10 +555,12 @@ class _KeyedWorker(_Worker):
     (``_Coordinator._path_to``).  A successor that is its own key (a state with fabric entries) is
     routed by ``hash`` and travels as it is."""
 
-    def __init__(self, model, k: int, n: int, tmp: str, init: list, conn, counters):
+    def __init__(self, model, k: int, n: int, tmp: str, init: list, conn, counters, steal: tuple | None = None):
         self.fk = FieldKeys(model, n, k)  # (made before this worker numbers anything: see ``shared``)
         self.by_keys = model.keyed()  # expand with keyed_successors (else successors, keyed one by one)
         self.mine = self.level = self.objs = None
+        self.claims, self.claim_lock = steal if steal is not None else (None, None)
+        self.stolen: list = []  # this level's stolen chunks: (serial ranks, global ids)
         super().__init__(model, k, n, tmp, init, conn, counters)
 
     def _initial_key(self, s):
@@ -545,16 +573,21 @@ class _KeyedWorker(_Worker):
         v = self.via[i]
         return self.state(i), self.parent[i], None if v is None else _NthSuccessor(v & _MASK)
 
-    def _filer(self, depth: int, cands: dict):
+    def _filer(self, depth: int, cands: dict, chunk: tuple | None = None):
         """``_Worker._filer`` on keys: ``self.out`` maps int keys to their serial-order key, and
-        ``self.objs`` the successors that are their own keys."""
+        ``self.objs`` the successors that are their own keys.  With ``chunk`` (keys, parents' global
+        ids, out, objs): a chunk of another worker's frontier (``_steal``), indexed by position in
+        the chunk, whose successors gather in the chunk's own two dicts."""
         k, n = self.k, self.n
         model = self.model
         key_of, successors, plain, key_parent = model.state_key, model.keyed_successors, model.successors, model.key_parent
         by_keys = self.by_keys
-        keys = self.keys
-        out = self.out = {}
-        objs = self.objs = {}
+        if chunk is None:
+            keys, gids = self.keys, None
+            out = self.out = {}
+            objs = self.objs = {}
+        else:
+            keys, gids, out, objs = chunk
 
         def file(s, i, r):
             kb = r << _SH
@@ -568,10 +601,11 @@ class _KeyedWorker(_Worker):
                 if type(nx) is int:
                     out.setdefault(nx, kb | j)
                 elif isinstance(nx, Violation):
+                    gid = i * n + k if gids is None else gids[i]
                     if a is None:
-                        cands[(depth, r, j)] = (_STUCK, i * n + k, None, nx)
+                        cands[(depth, r, j)] = (_STUCK, gid, None, nx)
                     else:
-                        cands[(depth + 1, r, j)] = (_EDGE, i * n + k, a, nx)
+                        cands[(depth + 1, r, j)] = (_EDGE, gid, a, nx)
                 else:
                     nx = key_of(nx)
                     (out if type(nx) is int else objs).setdefault(nx, kb | j)
@@ -579,10 +613,168 @@ class _KeyedWorker(_Worker):
             return j
         return file
 
+    # -- work stealing within a level ------------------------------------------------------------
+    # From depth 1 on, a worker with a frontier of at least 4 chunks publishes the back half of it (in
+    # serial order) in a file, ``s{depth}.{k}``: a header (first published position, frontier size),
+    # then the published states' keys in origin coordinates, their serial ranks and their global ids.
+    # Three shared int64 per worker, under one lock, say what is left of it: the level it is for, the
+    # next position the owner takes (from the front, a chunk at a time) and the end of what is left
+    # (a thief takes a chunk from the back).  A worker that has expanded its own frontier takes chunks
+    # from the worker with the most left until no published frontier of this level has any.  Every
+    # worker knows every value of a frontier state by then (each value found at the last level went
+    # to every worker as news), so a thief translates the keys into its own numbers.  Whoever expands
+    # a state, its successors carry the same serial-order key and its violations and end kind the
+    # owner's global id: the search is the serial one whichever worker expands what.
+    def _own_ranges(self, depth: int, nf: int):
+        claims = self.claims
+        if claims is None or depth == 0 or STEAL == "off":
+            return ((0, nf),)
+        old = os.path.join(self.tmp, f"s{depth - 1}.{self.k}")  # every thief is done with it
+        if os.path.exists(old):
+            os.unlink(old)
+        force = STEAL == "force"
+        first = 0 if force else nf // 2
+        if (force or nf - first >= 2 * STEAL_CHUNK) and self._publish(depth, first, nf):
+            return () if force else self._claimed(first)
+        if force:  # nothing published: the neighbour waiting for this level's frontier finds it empty
+            with self.claim_lock:
+                claims[3 * self.k], claims[3 * self.k + 1], claims[3 * self.k + 2] = depth, 0, 0
+        return ((0, nf),)
+
+    def _publish(self, depth: int, first: int, nf: int) -> bool:
+        """Offer positions ``first``..``nf`` of this level's frontier to the other workers (False when
+        one of them is a state that is its own key, which does not travel as numbers)."""
+        k, n, fk = self.k, self.n, self.fk
+        keys = self.keys
+        idx = self.frontier[first:nf]
+        ks = [keys[i] for i in idx]
+        if not ks or any(type(x) is not int for x in ks):
+            return False
+        ow, on = fk.origins(fk.matrix(ks))
+        ranks = np.asarray(self.franks[first:nf], dtype=np.int64)
+        gids = np.asarray(idx, dtype=np.int64) * n + k
+        path = os.path.join(self.tmp, f"s{depth}.{k}")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.writev(fd, [np.array([first, nf], dtype=np.int64).tobytes(), on.tobytes(), ow.tobytes(),
+                           ranks.tobytes(), gids.tobytes()])
+        finally:
+            os.close(fd)
+        claims = self.claims
+        with self.claim_lock:
+            claims[3 * k], claims[3 * k + 1], claims[3 * k + 2] = depth, first, nf
+        return True
+
+    def _claimed(self, first: int):
+        """This worker's own positions: the unpublished ones, then its published chunks from the
+        front as long as no thief has taken them."""
+        yield 0, first
+        claims, lock, c = self.claims, self.claim_lock, 3 * self.k
+        while True:
+            with lock:
+                lo = claims[c + 1]
+                hi = min(lo + STEAL_CHUNK, claims[c + 2])
+                claims[c + 1] = max(lo, hi)
+            if lo >= hi:
+                return
+            yield lo, hi
+
+    def _claim(self, depth: int):
+        """A chunk of another published frontier of this level (the one with the most left; in
+        "force" mode this worker's own too, when no other has any left): (owner, first position,
+        end), or None."""
+        claims, k = self.claims, self.k
+        with self.claim_lock:
+            best, left = -1, 0
+            for v in (*range(k + 1, self.n), *range(k + 1)):  # (our own last)
+                if claims[3 * v] == depth and claims[3 * v + 2] - claims[3 * v + 1] > left:
+                    best, left = v, claims[3 * v + 2] - claims[3 * v + 1]
+                    if v != k and STEAL == "force":
+                        break
+            if best < 0:
+                return None
+            hi = claims[3 * best + 2]
+            lo = max(claims[3 * best + 1], hi - STEAL_CHUNK)
+            claims[3 * best + 2] = lo
+        return best, lo, hi
+
+    def _read_chunk(self, depth: int, v: int, lo: int, hi: int) -> tuple:
+        """Positions lo..hi of worker v's published frontier: (keys in this worker's numbers, serial
+        ranks, global ids)."""
+        fk = self.fk
+        fd = os.open(os.path.join(self.tmp, f"s{depth}.{v}"), os.O_RDONLY)
+        try:
+            first, nf = np.frombuffer(os.pread(fd, 16, 0), dtype=np.int64).tolist()
+            total, m, a = nf - first, hi - lo, lo - first
+            sz, wz = fk.size, fk.nf * np.dtype(fk.wdtype).itemsize
+            on = np.frombuffer(os.pread(fd, m * sz, 16 + a * sz), dtype="<u4").reshape(m, fk.nf)
+            base = 16 + total * sz
+            ow = np.frombuffer(os.pread(fd, m * wz, base + a * wz), dtype=fk.wdtype).reshape(m, fk.nf)
+            base += total * wz
+            ranks = np.frombuffer(os.pread(fd, 8 * m, base + 8 * a), dtype=np.int64)
+            gids = np.frombuffer(os.pread(fd, 8 * m, base + 8 * total + 8 * a), dtype=np.int64)
+        finally:
+            os.close(fd)
+        return fk.translate([(ow, on)]), ranks, gids
+
+    def _steal(self, depth: int, deadline, cands: dict, done_trans: int) -> tuple:
+        self.stolen = []
+        if self.claims is None or depth == 0 or STEAL == "off":
+            return False, None
+        k, n = self.k, self.n
+        state_of, classify_end = self.model.state_of, self.model.classify_end
+        out, objs = self.out, self.objs
+        got = []
+        if STEAL == "force":  # the next worker's frontier first: wait until it has published it
+            while self.claims[3 * ((k + 1) % n)] != depth:
+                time.sleep(0)
+        while True:
+            chunk = self._claim(depth)
+            if chunk is None:
+                break
+            keys, ranks, gids = self._read_chunk(depth, *chunk)
+            rl, gl = ranks.tolist(), gids.tolist()
+            cout: dict = {}
+            cobjs: dict = {}
+            file = self._filer(depth, cands, (keys, gl, cout, cobjs))
+            m = len(keys)
+            trans = np.zeros(m, dtype=np.int64)
+            ends = np.zeros(m, dtype=np.int8)
+            for p in range(m):
+                s = state_of(keys[p])
+                j = trans[p] = file(s, p, rl[p])
+                if j == 0:
+                    ends[p] = _end_kind(classify_end(s), cands, depth, rl[p], gl[p])
+            for into, part in ((out, cout), (objs, cobjs)):  # the smallest serial-order key wins
+                for key, sk in part.items():
+                    old = into.get(key)
+                    if old is None or sk < old:
+                        into[key] = sk
+            done_trans += int(trans.sum())
+            self.counters[k] = done_trans
+            got.append((ranks, trans, ends))
+            self.stolen.append((ranks, gids))
+            if chunk[0] != k:
+                self.timing["foreign"] = self.timing.get("foreign", 0) + m  # states another worker owns
+            if deadline is not None and time.perf_counter() > deadline:
+                return True, None
+        tm = self.timing
+        tm["stolen"] = tm.get("stolen", 0) + sum(len(g[0]) for g in got)  # (in "force" mode, own chunks too)
+        if not got:
+            return False, None
+        return False, tuple(np.concatenate(x) for x in zip(*got))
+
     def _ship(self, depth: int) -> None:
         n = self.n
-        self._route_keys(self.out, self.objs, np.asarray(self.franks, dtype=np.int64),
-                         np.asarray(self.frontier, dtype=np.int64) * n + self.k)
+        franks = np.asarray(self.franks, dtype=np.int64)
+        gids = np.asarray(self.frontier, dtype=np.int64) * n + self.k
+        if self.stolen:  # the parents of successors of stolen states too, in serial order
+            franks = np.concatenate([franks] + [r for r, _ in self.stolen])
+            gids = np.concatenate([gids] + [g for _, g in self.stolen])
+            order = np.argsort(franks, kind="stable")
+            franks, gids = franks[order], gids[order]
+            self.stolen = []
+        self._route_keys(self.out, self.objs, franks, gids)
         self.out = self.objs = None
         self._send_keys(depth)
 
@@ -975,7 +1167,7 @@ def _error_payload(e: BaseException):
     return ("other", f"{type(e).__name__}: {e}", traceback.format_exc())
 
 
-def _worker_main(model, k, n, tmp, init, conn, counters, pgid=0, parent=0, kind="encoded"):
+def _worker_main(model, k, n, tmp, init, conn, counters, pgid=0, parent=0, kind="encoded", steal=None):
     procs.join_group(pgid)  # the workers' own group (the parent ends it as a whole)
     if parent:
         procs.die_with_parent(parent)  # even a SIGKILLed parent leaves no worker behind
@@ -985,7 +1177,7 @@ def _worker_main(model, k, n, tmp, init, conn, counters, pgid=0, parent=0, kind=
         gc.disable()
     try:
         if kind == "keyed":
-            _KeyedWorker(model, k, n, tmp, init, conn, counters).serve()
+            _KeyedWorker(model, k, n, tmp, init, conn, counters, steal).serve()
         else:
             _Worker(model, k, n, tmp, init, conn, counters, kind == "numbered").serve()
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
@@ -1025,6 +1217,10 @@ class _Pool:
         parts = [[] for _ in range(n)]
         for rank, (s, owner) in enumerate(zip(init, owners)):
             parts[owner % n].append((rank, s))
+        steal = None
+        if keyed and n > 1:  # what is left of each worker's published frontier (``_KeyedWorker._claim``)
+            claims = ctx.Array("q", [-1] * (3 * n), lock=False)
+            steal = (claims, ctx.Lock())
         self.conns = []
         self.procs = []
         self.pgid = 0  # the workers' process group, led by worker 0
@@ -1034,7 +1230,7 @@ class _Pool:
             for k in range(n):
                 a, b = ctx.Pipe(duplex=True)
                 p = ctx.Process(target=_worker_main, args=(model, k, n, self.tmp, parts[k], b, self.counters,
-                                                           self.pgid, os.getpid(), kind),
+                                                           self.pgid, os.getpid(), kind, steal),
                                 daemon=True, name=f"lockstep-worker-{k}")
                 p.start()
                 procs.place_child(p.pid, self.pgid)

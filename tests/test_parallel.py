@@ -22,16 +22,21 @@ def factory(spec, variant=None, reduction=True, **raw):
     return make
 
 
-@pytest.fixture(autouse=True, params=["keyed", "encoded", "numbered"])
+@pytest.fixture(autouse=True, params=["keyed", "stealing", "encoded", "numbered"])
 def transport(request, monkeypatch):
-    """Every test three times: a keyed search (unreduced world specs) in ``_KeyedWorker``s, the
-    workers keeping the model's int keys, and without them (as every reduced search runs) forked
-    workers sending states in the ``_Encoder`` encoding (fewer than ``NUMBERED_FROM`` workers) and
-    storing and sending ``_Numbering`` keys (from 2 workers on here)."""
+    """Every test four times: a keyed search (world specs without monitors) in ``_KeyedWorker``s, the
+    workers keeping the model's int keys; the same with every frontier from depth 1 on published
+    whole in chunks of 2 states, each expanded by whichever worker claims it first (``STEAL =
+    "force"``: most states are expanded by a worker that does not own them); and without keyed
+    workers, forked workers sending states in the ``_Encoder`` encoding (fewer than
+    ``NUMBERED_FROM`` workers) and storing and sending ``_Numbering`` keys (from 2 workers on here)."""
     from lockstep.model import parallel as P
 
-    monkeypatch.setattr(P, "KEYED_WORKERS", request.param == "keyed")
+    monkeypatch.setattr(P, "KEYED_WORKERS", request.param in ("keyed", "stealing"))
     monkeypatch.setattr(P, "NUMBERED_FROM", 99 if request.param == "encoded" else 2)
+    if request.param == "stealing":
+        monkeypatch.setattr(P, "STEAL", "force")
+        monkeypatch.setattr(P, "STEAL_CHUNK", 2)
     return request.param
 
 
@@ -319,12 +324,15 @@ def test_keyed_workers_on_shipped_variants(transport, name, variant, params):
     from the successor indexes the workers keep)."""
     from lockstep.model import parallel as P
 
-    if transport != "keyed":
+    if transport not in ("keyed", "stealing"):
         pytest.skip("the keyed workers only")
     make = factory(name, variant, reduction=False, **params)
     for workers in (2, 3):
-        same_as_serial(make, Bounds(max_states=30000), workers=workers)
+        par = same_as_serial(make, Bounds(max_states=30000), workers=workers)
         assert P.LAST_RUN["transport"] == "keyed"
+        if transport == "stealing" and par.stats.depth > 2:  # most states expanded by a worker that does not own them
+            foreign = sum(t.get("foreign", 0) for t in P.LAST_RUN["worker_timing"])
+            assert foreign > par.stats.states // 3, (foreign, par.stats.states)
 
 
 def test_keyed_workers_agree_with_the_serial_search_on_random_protocols(transport):
@@ -337,13 +345,13 @@ def test_keyed_workers_agree_with_the_serial_search_on_random_protocols(transpor
 
     from lockstep.model import parallel as P
 
-    if transport != "keyed":
+    if transport not in ("keyed", "stealing"):
         pytest.skip("the keyed workers only")
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import protogen
 
     rng = random.Random(5)
-    keyed, objects, violations = 0, 0, 0
+    keyed, objects, violations, foreign = 0, 0, 0, 0
     for k in range(24):
         d = protogen.describe(protogen.random_pick(rng))
         if k % 2:
@@ -364,8 +372,10 @@ def test_keyed_workers_agree_with_the_serial_search_on_random_protocols(transpor
             assert par.counterexample == serial.counterexample and par.waiting == serial.waiting, (k, workers)
             keyed += P.LAST_RUN["transport"] == "keyed"  # (a spec with monitors is not keyed)
             objects += sum(t.get("objects", 0) for t in P.LAST_RUN["worker_timing"])
+            foreign += sum(t.get("foreign", 0) for t in P.LAST_RUN["worker_timing"])
         violations += serial.verdict not in (HOLDS, BOUND_REACHED)
     assert keyed > 20 and objects > 0 and violations > 3
+    assert (foreign > 20) == (transport == "stealing"), foreign  # states expanded by a worker that does not own them
 
 
 def test_field_keys_route_and_translate_between_numberings(transport):
