@@ -190,11 +190,20 @@ NUMBERED_FROM = 4
 # transport (False: the numbered or encoded transports, as before; tests compare all three).
 KEYED_WORKERS = True
 # Work stealing within a level (keyed workers, from depth 1 on; ``_KeyedWorker._own_ranges``): "auto"
-# (a worker publishes the back half of a frontier of at least 4 chunks, and one that has expanded its own
-# frontier takes chunks from the back of the others'), "off", or "force" (tests: every frontier is
-# published whole and every state is expanded by whichever worker claims its chunk first).
+# (where the workers do not outnumber the usable cores, a worker publishes a frontier of at least 4
+# chunks and expands it a chunk at a time from the front; one that has no chunk of its own left takes
+# chunks from the back of the others'), "off", or "force" (tests: every frontier is published, and each
+# worker expands the next worker's chunks before anything else).
 STEAL = "auto"
 STEAL_CHUNK = 16  # frontier states per claim
+
+
+def _usable_cores() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # (macOS)
+        return os.cpu_count() or 1
 
 
 def _shm_dir() -> str:
@@ -614,17 +623,17 @@ class _KeyedWorker(_Worker):
         return file
 
     # -- work stealing within a level ------------------------------------------------------------
-    # From depth 1 on, a worker with a frontier of at least 4 chunks publishes the back half of it (in
-    # serial order) in a file, ``s{depth}.{k}``: a header (first published position, frontier size),
-    # then the published states' keys in origin coordinates, their serial ranks and their global ids.
-    # Three shared int64 per worker, under one lock, say what is left of it: the level it is for, the
-    # next position the owner takes (from the front, a chunk at a time) and the end of what is left
-    # (a thief takes a chunk from the back).  A worker that has expanded its own frontier takes chunks
-    # from the worker with the most left until no published frontier of this level has any.  Every
-    # worker knows every value of a frontier state by then (each value found at the last level went
-    # to every worker as news), so a thief translates the keys into its own numbers.  Whoever expands
-    # a state, its successors carry the same serial-order key and its violations and end kind the
-    # owner's global id: the search is the serial one whichever worker expands what.
+    # From depth 1 on, a worker with a frontier of at least 4 chunks publishes it (in serial order) in
+    # a file, ``s{depth}.{k}``: the states' keys in origin coordinates, their serial ranks and their
+    # global ids.  Four shared int64 per worker (``_Claims``), under one lock, say what is left of it:
+    # the level, the next position the owner takes (from the front, a chunk at a time), the end of
+    # what is left (a thief takes a chunk from the back) and the frontier's size.  A worker that has
+    # expanded what it could of its own frontier takes chunks from the worker with the most left,
+    # until no published frontier of this level has any.  Every worker knows every value of a
+    # frontier state by then (each value found at the last level went to every worker as news), so
+    # a thief translates the keys into its own numbers.  Whoever expands a state, its successors carry
+    # the same serial-order key, and its violations and end kind the owner's global id: the search is
+    # the serial one whichever worker expands what.
     def _own_ranges(self, depth: int, nf: int):
         claims = self.claims
         if claims is None or depth == 0 or STEAL == "off":
@@ -633,43 +642,40 @@ class _KeyedWorker(_Worker):
         if os.path.exists(old):
             os.unlink(old)
         force = STEAL == "force"
-        first = 0 if force else nf // 2
-        if (force or nf - first >= 2 * STEAL_CHUNK) and self._publish(depth, first, nf):
-            return () if force else self._claimed(first)
+        if (force or nf >= 4 * STEAL_CHUNK) and self._publish(depth, nf):
+            return () if force else self._claimed()
         if force:  # nothing published: the neighbour waiting for this level's frontier finds it empty
-            with self.claim_lock:
-                claims[3 * self.k], claims[3 * self.k + 1], claims[3 * self.k + 2] = depth, 0, 0
+            self._offer(depth, 0)
         return ((0, nf),)
 
-    def _publish(self, depth: int, first: int, nf: int) -> bool:
-        """Offer positions ``first``..``nf`` of this level's frontier to the other workers (False when
-        one of them is a state that is its own key, which does not travel as numbers)."""
+    def _offer(self, depth: int, nf: int) -> None:
+        c = 4 * self.k
+        with self.claim_lock:
+            self.claims[c:c + 4] = [depth, 0, nf, nf]
+
+    def _publish(self, depth: int, nf: int) -> bool:
+        """Offer this level's frontier to the other workers (False when one of its states is its own
+        key, which does not travel as numbers)."""
         k, n, fk = self.k, self.n, self.fk
         keys = self.keys
-        idx = self.frontier[first:nf]
-        ks = [keys[i] for i in idx]
+        ks = [keys[i] for i in self.frontier]
         if not ks or any(type(x) is not int for x in ks):
             return False
         ow, on = fk.origins(fk.matrix(ks))
-        ranks = np.asarray(self.franks[first:nf], dtype=np.int64)
-        gids = np.asarray(idx, dtype=np.int64) * n + k
-        path = os.path.join(self.tmp, f"s{depth}.{k}")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        ranks = np.asarray(self.franks, dtype=np.int64)
+        gids = np.asarray(self.frontier, dtype=np.int64) * n + k
+        fd = os.open(os.path.join(self.tmp, f"s{depth}.{k}"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.writev(fd, [np.array([first, nf], dtype=np.int64).tobytes(), on.tobytes(), ow.tobytes(),
-                           ranks.tobytes(), gids.tobytes()])
+            os.writev(fd, [on.tobytes(), ow.tobytes(), ranks.tobytes(), gids.tobytes()])
         finally:
             os.close(fd)
-        claims = self.claims
-        with self.claim_lock:
-            claims[3 * k], claims[3 * k + 1], claims[3 * k + 2] = depth, first, nf
+        self._offer(depth, nf)
         return True
 
-    def _claimed(self, first: int):
-        """This worker's own positions: the unpublished ones, then its published chunks from the
-        front as long as no thief has taken them."""
-        yield 0, first
-        claims, lock, c = self.claims, self.claim_lock, 3 * self.k
+    def _claimed(self):
+        """This worker's own positions: its published chunks from the front, as long as no thief has
+        taken them."""
+        claims, lock, c = self.claims, self.claim_lock, 4 * self.k
         while True:
             with lock:
                 lo = claims[c + 1]
@@ -680,39 +686,39 @@ class _KeyedWorker(_Worker):
             yield lo, hi
 
     def _claim(self, depth: int):
-        """A chunk of another published frontier of this level (the one with the most left; in
-        "force" mode this worker's own too, when no other has any left): (owner, first position,
-        end), or None."""
+        """A chunk of a published frontier of this level, from the back of the one with the most left
+        (this worker's own last; in "force" mode the first other with any): (owner, first position,
+        end, frontier size), or None."""
         claims, k = self.claims, self.k
         with self.claim_lock:
             best, left = -1, 0
-            for v in (*range(k + 1, self.n), *range(k + 1)):  # (our own last)
-                if claims[3 * v] == depth and claims[3 * v + 2] - claims[3 * v + 1] > left:
-                    best, left = v, claims[3 * v + 2] - claims[3 * v + 1]
+            for v in (*range(k + 1, self.n), *range(k + 1)):
+                c = 4 * v
+                if claims[c] == depth and claims[c + 2] - claims[c + 1] > left:
+                    best, left = v, claims[c + 2] - claims[c + 1]
                     if v != k and STEAL == "force":
                         break
             if best < 0:
                 return None
-            hi = claims[3 * best + 2]
-            lo = max(claims[3 * best + 1], hi - STEAL_CHUNK)
-            claims[3 * best + 2] = lo
-        return best, lo, hi
+            c = 4 * best
+            hi = claims[c + 2]
+            lo = claims[c + 2] = max(claims[c + 1], hi - STEAL_CHUNK)
+            return best, lo, hi, claims[c + 3]
 
-    def _read_chunk(self, depth: int, v: int, lo: int, hi: int) -> tuple:
-        """Positions lo..hi of worker v's published frontier: (keys in this worker's numbers, serial
-        ranks, global ids)."""
+    def _read_chunk(self, depth: int, v: int, lo: int, hi: int, total: int) -> tuple:
+        """Positions lo..hi of worker v's published frontier of ``total`` states: (keys in this
+        worker's numbers, serial ranks, global ids)."""
         fk = self.fk
         fd = os.open(os.path.join(self.tmp, f"s{depth}.{v}"), os.O_RDONLY)
         try:
-            first, nf = np.frombuffer(os.pread(fd, 16, 0), dtype=np.int64).tolist()
-            total, m, a = nf - first, hi - lo, lo - first
+            m = hi - lo
             sz, wz = fk.size, fk.nf * np.dtype(fk.wdtype).itemsize
-            on = np.frombuffer(os.pread(fd, m * sz, 16 + a * sz), dtype="<u4").reshape(m, fk.nf)
-            base = 16 + total * sz
-            ow = np.frombuffer(os.pread(fd, m * wz, base + a * wz), dtype=fk.wdtype).reshape(m, fk.nf)
+            on = np.frombuffer(os.pread(fd, m * sz, lo * sz), dtype="<u4").reshape(m, fk.nf)
+            base = total * sz
+            ow = np.frombuffer(os.pread(fd, m * wz, base + lo * wz), dtype=fk.wdtype).reshape(m, fk.nf)
             base += total * wz
-            ranks = np.frombuffer(os.pread(fd, 8 * m, base + 8 * a), dtype=np.int64)
-            gids = np.frombuffer(os.pread(fd, 8 * m, base + 8 * total + 8 * a), dtype=np.int64)
+            ranks = np.frombuffer(os.pread(fd, 8 * m, base + 8 * lo), dtype=np.int64)
+            gids = np.frombuffer(os.pread(fd, 8 * m, base + 8 * total + 8 * lo), dtype=np.int64)
         finally:
             os.close(fd)
         return fk.translate([(ow, on)]), ranks, gids
@@ -726,7 +732,7 @@ class _KeyedWorker(_Worker):
         out, objs = self.out, self.objs
         got = []
         if STEAL == "force":  # the next worker's frontier first: wait until it has published it
-            while self.claims[3 * ((k + 1) % n)] != depth:
+            while self.claims[4 * ((k + 1) % n)] != depth:
                 time.sleep(0)
         while True:
             chunk = self._claim(depth)
@@ -1218,8 +1224,11 @@ class _Pool:
         for rank, (s, owner) in enumerate(zip(init, owners)):
             parts[owner % n].append((rank, s))
         steal = None
-        if keyed and n > 1:  # what is left of each worker's published frontier (``_KeyedWorker._claim``)
-            claims = ctx.Array("q", [-1] * (3 * n), lock=False)
+        # what is left of each worker's published frontier (``_KeyedWorker._claim``); not where the
+        # workers outnumber the cores: there no core idles at a level's end, and a stolen state costs
+        # more than one's own (its thief translates and rebuilds it, and meets it first)
+        if keyed and n > 1 and (STEAL == "force" or (STEAL == "auto" and n <= _usable_cores())):
+            claims = ctx.Array("q", [-1] * (4 * n), lock=False)
             steal = (claims, ctx.Lock())
         self.conns = []
         self.procs = []
