@@ -41,7 +41,10 @@ paired with the worker that found its value), read by every owner with a few ``p
 translated into its own numbers by one array lookup per field; each value crosses once from each
 worker that found it.  A successor carries only its serial-order key; the parent's global id is
 computed for the whole batch, and the coordinator rebuilds a counterexample step's action from the
-parent state and the successor index.  Otherwise (states with monitors, non-world models):
+parent state and the successor index.  Where the workers do not outnumber the cores, keyed workers also
+share each level's frontier (``STEAL``): each expands its own a chunk at a time, and one with nothing
+left takes chunks from the back of the others' (the successors keep the owner's serial-order keys, so
+the search stays the serial one).  Otherwise (states with monitors, non-world models):
 
 From ``NUMBERED_FROM`` (4) workers on, states are stored, deduplicated and sent as keys
 (``_Numbering``): a world state becomes a short tuple of numbers, one per actor state and per other
