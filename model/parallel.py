@@ -628,7 +628,7 @@ class _KeyedWorker(_Worker):
     # -- work stealing within a level ------------------------------------------------------------
     # From depth 1 on, a worker with a frontier of at least 4 chunks publishes it (in serial order) in
     # a file, ``s{depth}.{k}``: the states' keys in origin coordinates, their serial ranks and their
-    # global ids.  Four shared int64 per worker (``_Claims``), under one lock, say what is left of it:
+    # global ids.  Four shared int64 per worker (``self.claims``), under one lock, say what is left of it:
     # the level, the next position the owner takes (from the front, a chunk at a time), the end of
     # what is left (a thief takes a chunk from the back) and the frontier's size.  A worker that has
     # expanded what it could of its own frontier takes chunks from the worker with the most left,
