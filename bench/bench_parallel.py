@@ -1,14 +1,16 @@
 """Serial explorer vs multi-core exploration (model/parallel.py) on the same models, side by side in one process.
 
-    python bench/bench_parallel.py [--workers 2] [--transport compact,pickle] [--repeat 1] [--timeout 600]
-                                   [--config pp1:mesh=3:off ...] [--quick] [--json PATH]
+    python bench/bench_parallel.py [--workers 2] [--transport compact,pickle] [--steal auto,off] [--repeat 1]
+                                   [--timeout 600] [--config pp1:mesh=3:off ...] [--quick] [--json PATH]
 
 Each config (SPEC:NAME=VALUE,...:on|off for reduction; default pp1 mesh=3 unreduced and reduced, and the
 pipeline spec on its pure-Python path) runs ``Explorer(model).run()`` once (the reference) and then
 ``check_parallel(factory, workers=N)`` for every N in ``--workers`` (comma-separated) and every
 transport in ``--transport`` (``compact``: the model's int keys where its states have them, else the
 numbered-values encodings, and the run column says which: ``keyed``, ``numbered`` or ``encoded``;
-``pickle``: the states pickled as they are, the earliest transport).  Every run must agree with the serial one on verdict, states,
+``pickle``: the states pickled as they are, the earliest transport) and every work-stealing mode in
+``--steal`` (keyed workers; ``auto`` steals where the workers do not outnumber the cores, a ``/off``
+row does not).  Every run must agree with the serial one on verdict, states,
 transitions and depth (``MISMATCH`` otherwise, exit 1).
 
 Columns: ``wall`` seconds; ``cpu`` seconds summed over every process; ``max w`` the busiest worker's CPU;
@@ -18,7 +20,7 @@ worker's merge phase: each phase ends at a barrier); ``eff wall`` = serial wall 
 (``serial again``; ``--no-serial-after`` skips it) and one line gives every row's efficiencies against
 the mean of the two serial runs (JSON: ``efficiency_*_mean_serial``).  On an idle machine with N free
 cores wall ~ crit and the two efficiencies agree; on a shared machine wall time also measures the other processes, and ``eff crit``
-is the figure to read (it still includes every cost of the parallel search: routing, encoding, files,
+is the figure to read, except with stealing on: a thief's CPU grows by what it takes (it still includes every cost of the parallel search: routing, encoding, files,
 unpickling, the second deduplication, waiting for the slowest worker at each barrier).  ``load`` is
 the 1-minute load average at the end of the row.  RSS of a parallel run: the parent's plus every
 worker's peak (an upper bound).  Liveness is off (the parallel core is safety only).
@@ -86,6 +88,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", default="2", help="comma-separated worker counts (default 2)")
     ap.add_argument("--transport", default="compact", help="comma-separated: compact, pickle")
+    ap.add_argument("--steal", default="auto", help="comma-separated work-stealing modes of keyed workers: auto, off "
+                    "(model/parallel.py STEAL; auto steals only where the workers do not outnumber the cores)")
     ap.add_argument("--config", action="append", default=None, metavar="SPEC:PARAMS:on|off")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each parallel configuration (the best wall is kept)")
     ap.add_argument("--timeout", type=float, default=600.0)
@@ -119,41 +123,40 @@ def main() -> int:
                      "states": rs.stats.states, "transitions": rs.stats.transitions, "wall_s": round(ts, 3),
                      "cpu_s": round(cs, 3), "rss_mb": round(rs.stats.peak_rss_mb)})
         config_rows: list = []
-        for transport in transports:
-            for n in counts:
-                parallel.TRANSPORT = transport
-                best = None
-                for _ in range(a.repeat):
-                    parallel.LAST_RUN.clear()
-                    tp, cp, rp = timed(lambda: parallel.check_parallel(make, bounds, n))
-                    last = dict(parallel.LAST_RUN)
-                    cp += sum(last.get("worker_cpu_s", [])) if last else 0.0
-                    if best is None or tp < best[0]:
-                        best = (tp, cp, rp, last)
-                tp, cp, rp, last = best
-                parallel.TRANSPORT = "compact"
-                same = (rs.verdict, rs.stats.states, rs.stats.transitions, rs.stats.depth) == \
-                       (rp.verdict, rp.stats.states, rp.stats.transitions, rp.stats.depth)
-                ok &= same
-                crit = last.get("critical_path_cpu_s") if last else None
-                maxw = max(last["worker_cpu_s"]) if last else None
-                eff_wall = ts / (n * tp)
-                eff_crit = cs / (n * crit) if crit else None
-                used = last.get("transport", transport) if last else transport  # keyed, numbered, encoded
-                name = f"{n}w {transport if transport != 'compact' else used}"
-                print(f"{head}{name:>13}{rp.stats.states:>10,}{tp:>8.2f}{cp:>8.2f}"
-                      f"{(f'{maxw:.2f}' if maxw is not None else '-'):>7}{(f'{crit:.2f}' if crit else '-'):>7}"
-                      f"{eff_wall:>9.2f}{(f'{eff_crit:.2f}' if eff_crit else '-'):>9}{rp.stats.peak_rss_mb:>8.0f}"
-                      f"{os.getloadavg()[0]:>6.1f}" + ("" if same else "  MISMATCH"), flush=True)
-                config_rows.append((n, name, tp, crit))
-                rows.append({"spec": spec, "params": raw, "reduction": red, "run": name, "workers": n,
-                             "transport": transport, "workers_kind": used, "verdict": rp.verdict, "states": rp.stats.states,
-                             "transitions": rp.stats.transitions, "wall_s": round(tp, 3), "cpu_s": round(cp, 3),
-                             "max_worker_cpu_s": maxw, "critical_path_cpu_s": crit, "efficiency_wall": round(eff_wall, 3),
-                             "efficiency_critical_path": round(eff_crit, 3) if eff_crit else None,
-                             "rss_mb": round(rp.stats.peak_rss_mb), "same": same,
-                             "worker_timing": [{k: v for k, v in t.items() if not k.startswith("level_")}
-                                               for t in (last.get("worker_timing") or []) if t]})
+        for transport, steal, n in [(t, m, n) for t in transports for m in a.steal.split(",") for n in counts]:
+            parallel.TRANSPORT, parallel.STEAL = transport, steal
+            best = None
+            for _ in range(a.repeat):
+                parallel.LAST_RUN.clear()
+                tp, cp, rp = timed(lambda: parallel.check_parallel(make, bounds, n))
+                last = dict(parallel.LAST_RUN)
+                cp += sum(last.get("worker_cpu_s", [])) if last else 0.0
+                if best is None or tp < best[0]:
+                    best = (tp, cp, rp, last)
+            tp, cp, rp, last = best
+            parallel.TRANSPORT, parallel.STEAL = "compact", "auto"
+            same = (rs.verdict, rs.stats.states, rs.stats.transitions, rs.stats.depth) == \
+                   (rp.verdict, rp.stats.states, rp.stats.transitions, rp.stats.depth)
+            ok &= same
+            crit = last.get("critical_path_cpu_s") if last else None
+            maxw = max(last["worker_cpu_s"]) if last else None
+            eff_wall = ts / (n * tp)
+            eff_crit = cs / (n * crit) if crit else None
+            used = last.get("transport", transport) if last else transport  # keyed, numbered, encoded
+            name = f"{n}w {transport if transport != 'compact' else used}" + ("/off" if steal == "off" else "")
+            print(f"{head}{name:>13}{rp.stats.states:>10,}{tp:>8.2f}{cp:>8.2f}"
+                  f"{(f'{maxw:.2f}' if maxw is not None else '-'):>7}{(f'{crit:.2f}' if crit else '-'):>7}"
+                  f"{eff_wall:>9.2f}{(f'{eff_crit:.2f}' if eff_crit else '-'):>9}{rp.stats.peak_rss_mb:>8.0f}"
+                  f"{os.getloadavg()[0]:>6.1f}" + ("" if same else "  MISMATCH"), flush=True)
+            config_rows.append((n, name, tp, crit))
+            rows.append({"spec": spec, "params": raw, "reduction": red, "run": name, "workers": n,
+                         "transport": transport, "workers_kind": used, "steal": steal, "verdict": rp.verdict, "states": rp.stats.states,
+                         "transitions": rp.stats.transitions, "wall_s": round(tp, 3), "cpu_s": round(cp, 3),
+                         "max_worker_cpu_s": maxw, "critical_path_cpu_s": crit, "efficiency_wall": round(eff_wall, 3),
+                         "efficiency_critical_path": round(eff_crit, 3) if eff_crit else None,
+                         "rss_mb": round(rp.stats.peak_rss_mb), "same": same,
+                         "worker_timing": [{k: v for k, v in t.items() if not k.startswith("level_")}
+                                           for t in (last.get("worker_timing") or []) if t]})
         if not a.no_serial_after:
             serial_after(make, bounds, head, rows, ts, cs, config_rows)
     if a.json:
