@@ -20,9 +20,10 @@ worker's merge phase: each phase ends at a barrier); ``eff wall`` = serial wall 
 (``serial again``; ``--no-serial-after`` skips it) and one line gives every row's efficiencies against
 the mean of the two serial runs (JSON: ``efficiency_*_mean_serial``).  On an idle machine with N free
 cores wall ~ crit and the two efficiencies agree; on a shared machine wall time also measures the other processes, and ``eff crit``
-is the figure to read, except with stealing on: a thief's CPU grows by what it takes (it still includes every cost of the parallel search: routing, encoding, files,
+is the figure to read (it still includes every cost of the parallel search: routing, encoding, files,
 unpickling, the second deduplication, waiting for the slowest worker at each barrier).  ``load`` is
-the 1-minute load average at the end of the row.  RSS of a parallel run: the parent's plus every
+the 1-minute load average at the end of the row.  With stealing on, a thief's CPU grows by what it takes:
+``crit`` then overstates the critical path, and ``eff wall`` on an idle machine is the figure to read.  RSS of a parallel run: the parent's plus every
 worker's peak (an upper bound).  Liveness is off (the parallel core is safety only).
 """
 from __future__ import annotations
