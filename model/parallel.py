@@ -193,12 +193,14 @@ NUMBERED_FROM = 4
 # transport (False: the numbered or encoded transports, as before; tests compare all three).
 KEYED_WORKERS = True
 # Work stealing within a level (keyed workers, from depth 1 on; ``_KeyedWorker._own_ranges``): "auto"
-# (where the workers do not outnumber the usable cores, a worker publishes a frontier of at least 4
-# chunks and expands it a chunk at a time from the front; one that has no chunk of its own left takes
-# chunks from the back of the others'), "off", or "force" (tests: every frontier is published, and each
-# worker expands the next worker's chunks before anything else).
+# (where the workers do not outnumber the usable cores, a worker with a frontier of at least 4 chunks
+# publishes its back half, expands the front half, then the published part a chunk at a time; one that
+# has nothing of its own left takes a share of what is left from the back of the others'), "off", or
+# "force" (tests: every frontier is published whole, and each worker expands the next worker's chunks,
+# one at a time, before anything else).
 STEAL = "auto"
 STEAL_CHUNK = 16  # frontier states per claim
+_CLAIM = 5  # shared int64 per worker: level, next own position, end of what is left, published from, to
 
 
 def _usable_cores() -> int:
@@ -626,13 +628,14 @@ class _KeyedWorker(_Worker):
         return file
 
     # -- work stealing within a level ------------------------------------------------------------
-    # From depth 1 on, a worker with a frontier of at least 4 chunks publishes it (in serial order) in
-    # a file, ``s{depth}.{k}``: the states' keys in origin coordinates, their serial ranks and their
-    # global ids.  Four shared int64 per worker (``self.claims``), under one lock, say what is left of it:
-    # the level, the next position the owner takes (from the front, a chunk at a time), the end of
-    # what is left (a thief takes a chunk from the back) and the frontier's size.  A worker that has
-    # expanded what it could of its own frontier takes chunks from the worker with the most left,
-    # until no published frontier of this level has any.  Every worker knows every value of a
+    # From depth 1 on, a worker with a frontier of at least 4 chunks publishes its back half (in serial
+    # order) in a file, ``s{depth}.{k}``: the states' keys in origin coordinates, their serial ranks and
+    # their global ids.  Five shared int64 per worker (``self.claims``), under one lock, say what is
+    # left of it: the level, the next position the owner takes (it expands the front half, then the
+    # published part a chunk at a time), the end of what is left (a thief takes from the back: a share
+    # of what is left, at least a chunk) and the published range.  A worker that has expanded what it
+    # could of its own frontier takes from the worker with the most left, until no published frontier
+    # of this level has any.  Every worker knows every value of a
     # frontier state by then (each value found at the last level went to every worker as news), so
     # a thief translates the keys into its own numbers.  Whoever expands a state, its successors carry
     # the same serial-order key, and its violations and end kind the owner's global id: the search is
@@ -645,40 +648,43 @@ class _KeyedWorker(_Worker):
         if os.path.exists(old):
             os.unlink(old)
         force = STEAL == "force"
-        if (force or nf >= 4 * STEAL_CHUNK) and self._publish(depth, nf):
-            return () if force else self._claimed()
+        first = 0 if force else nf // 2
+        if (force or nf - first >= 2 * STEAL_CHUNK) and self._publish(depth, first, nf):
+            return () if force else self._claimed(first)
         if force:  # nothing published: the neighbour waiting for this level's frontier finds it empty
-            self._offer(depth, 0)
+            self._offer(depth, 0, 0)
         return ((0, nf),)
 
-    def _offer(self, depth: int, nf: int) -> None:
-        c = 4 * self.k
+    def _offer(self, depth: int, first: int, nf: int) -> None:
+        c = _CLAIM * self.k
         with self.claim_lock:
-            self.claims[c:c + 4] = [depth, 0, nf, nf]
+            self.claims[c:c + _CLAIM] = [depth, first, nf, first, nf]
 
-    def _publish(self, depth: int, nf: int) -> bool:
-        """Offer this level's frontier to the other workers (False when one of its states is its own
-        key, which does not travel as numbers)."""
+    def _publish(self, depth: int, first: int, nf: int) -> bool:
+        """Offer positions ``first``..``nf`` of this level's frontier to the other workers (False
+        when one of those states is its own key, which does not travel as numbers)."""
         k, n, fk = self.k, self.n, self.fk
         keys = self.keys
-        ks = [keys[i] for i in self.frontier]
+        idx = self.frontier[first:]
+        ks = [keys[i] for i in idx]
         if not ks or any(type(x) is not int for x in ks):
             return False
         ow, on = fk.origins(fk.matrix(ks))
-        ranks = np.asarray(self.franks, dtype=np.int64)
-        gids = np.asarray(self.frontier, dtype=np.int64) * n + k
+        ranks = np.asarray(self.franks[first:], dtype=np.int64)
+        gids = np.asarray(idx, dtype=np.int64) * n + k
         fd = os.open(os.path.join(self.tmp, f"s{depth}.{k}"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.writev(fd, [on.tobytes(), ow.tobytes(), ranks.tobytes(), gids.tobytes()])
         finally:
             os.close(fd)
-        self._offer(depth, nf)
+        self._offer(depth, first, nf)
         return True
 
-    def _claimed(self):
-        """This worker's own positions: its published chunks from the front, as long as no thief has
-        taken them."""
-        claims, lock, c = self.claims, self.claim_lock, 4 * self.k
+    def _claimed(self, first: int):
+        """This worker's own positions: those it did not publish, then its published chunks from the
+        front, as long as no thief has taken them."""
+        yield 0, first
+        claims, lock, c = self.claims, self.claim_lock, _CLAIM * self.k
         while True:
             with lock:
                 lo = claims[c + 1]
@@ -689,32 +695,34 @@ class _KeyedWorker(_Worker):
             yield lo, hi
 
     def _claim(self, depth: int):
-        """A chunk of a published frontier of this level, from the back of the one with the most left
-        (this worker's own last; in "force" mode the first other with any): (owner, first position,
-        end, frontier size), or None."""
+        """Positions from the back of a published frontier of this level, the one with the most left
+        (this worker's own last; in "force" mode the first other with any, a chunk at a time): (owner,
+        first position, end, frontier size), or None."""
         claims, k = self.claims, self.k
         with self.claim_lock:
             best, left = -1, 0
             for v in (*range(k + 1, self.n), *range(k + 1)):
-                c = 4 * v
+                c = _CLAIM * v
                 if claims[c] == depth and claims[c + 2] - claims[c + 1] > left:
                     best, left = v, claims[c + 2] - claims[c + 1]
                     if v != k and STEAL == "force":
                         break
             if best < 0:
                 return None
-            c = 4 * best
+            c = _CLAIM * best
             hi = claims[c + 2]
-            lo = claims[c + 2] = max(claims[c + 1], hi - STEAL_CHUNK)
-            return best, lo, hi, claims[c + 3]
+            # a share of what is left, down to one chunk (each take costs a read and a translation)
+            size = STEAL_CHUNK if STEAL == "force" else max(STEAL_CHUNK, left // (2 * self.n))
+            lo = claims[c + 2] = max(claims[c + 1], hi - size)
+            return best, lo, hi, claims[c + 3], claims[c + 4]
 
-    def _read_chunk(self, depth: int, v: int, lo: int, hi: int, total: int) -> tuple:
-        """Positions lo..hi of worker v's published frontier of ``total`` states: (keys in this
-        worker's numbers, serial ranks, global ids)."""
+    def _read_chunk(self, depth: int, v: int, lo: int, hi: int, first: int, nf: int) -> tuple:
+        """Positions lo..hi of worker v's frontier, published from position ``first`` to ``nf``:
+        (keys in this worker's numbers, serial ranks, global ids)."""
         fk = self.fk
         fd = os.open(os.path.join(self.tmp, f"s{depth}.{v}"), os.O_RDONLY)
         try:
-            m = hi - lo
+            m, total, lo = hi - lo, nf - first, lo - first
             sz, wz = fk.size, fk.nf * np.dtype(fk.wdtype).itemsize
             on = np.frombuffer(os.pread(fd, m * sz, lo * sz), dtype="<u4").reshape(m, fk.nf)
             base = total * sz
@@ -735,7 +743,7 @@ class _KeyedWorker(_Worker):
         out, objs = self.out, self.objs
         got = []
         if STEAL == "force":  # the next worker's frontier first: wait until it has published it
-            while self.claims[4 * ((k + 1) % n)] != depth:
+            while self.claims[_CLAIM * ((k + 1) % n)] != depth:
                 time.sleep(0)
         while True:
             chunk = self._claim(depth)
@@ -1231,7 +1239,7 @@ class _Pool:
         # workers outnumber the cores: there no core idles at a level's end, and a stolen state costs
         # more than one's own (its thief translates and rebuilds it, and meets it first)
         if keyed and n > 1 and (STEAL == "force" or (STEAL == "auto" and n <= _usable_cores())):
-            claims = ctx.Array("q", [-1] * (4 * n), lock=False)
+            claims = ctx.Array("q", [-1] * (_CLAIM * n), lock=False)
             steal = (claims, ctx.Lock())
         self.conns = []
         self.procs = []
