@@ -418,3 +418,35 @@ def test_field_keys_route_and_translate_between_numberings(transport):
     # numbers given before the workers fork are the same in every worker: shared, never sent
     fd = FieldKeys(a, 3)
     assert fd.news() == [] and fd.translate([fd.origins(ma)]) == ka
+
+
+@pytest.mark.parametrize("name,variant,params,reduction", [
+    ("pp1", None, {"mesh": 2}, False), ("pp1", "om07-leader-throws", {"mesh": 3}, False), ("pp1", None, {"mesh": 3}, True)])
+def test_work_stealing_from_a_slow_worker(transport, monkeypatch, name, variant, params, reduction):
+    """STEAL = "auto" as a user gets it, with worker 0 made slow (a sleep per state it expands): the other
+    worker takes shares of its published frontiers (``_KeyedWorker._claim``), and the answer is the serial
+    search's: verdict, counts and counterexample."""
+    import time
+
+    from lockstep.model import parallel as P
+
+    if transport != "keyed":
+        pytest.skip("the keyed workers only")
+    if P._usable_cores() < 2:
+        pytest.skip("auto stealing needs as many cores as workers")
+    filer = P._KeyedWorker._filer
+
+    def slow_filer(self, depth, cands, chunk=None):
+        file = filer(self, depth, cands, chunk)
+        if self.k != 0:
+            return file
+
+        def slow(s, i, r):
+            time.sleep(0.0002)
+            return file(s, i, r)
+        return slow
+    monkeypatch.setattr(P._KeyedWorker, "_filer", slow_filer)
+    par = same_as_serial(factory(name, variant, reduction=reduction, **params), Bounds(max_states=12000), workers=2)
+    timing = P.LAST_RUN["worker_timing"]
+    assert P.LAST_RUN["transport"] == "keyed"
+    assert timing[1].get("foreign", 0) > par.stats.states // 10, (timing[1].get("foreign"), par.stats.states)
