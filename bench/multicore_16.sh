@@ -8,11 +8,14 @@
 #     bench/multicore_16.sh                 # the full table (tens of minutes on 16 cores)
 #     WORKERS=2,4 CONFIGS="pp1:mesh=2:off" bench/multicore_16.sh   # a smoke test of the script itself
 #
+# Every worker count runs with work stealing on (where workers <= cores) and then off (``/off`` rows).
+#
 # Prints one row per run (wall, CPU, busiest worker, CPU critical path, efficiency by wall and by
 # critical path: the goal is >= 0.6 at 8 workers) and writes JSON next to the log in OUT (default: a
 # new temporary directory).  Each spec has its own wall-clock limit (LIMIT seconds, default 3600).
 set -u
 WORKERS=${WORKERS:-2,4,8,16}
+STEAL=${STEAL:-auto,off}  # work stealing within a level on, then off (model/parallel.py STEAL)
 CONFIGS=${CONFIGS:-"pp1:mesh=4:off pp1:mesh=8:on"}
 LIMIT=${LIMIT:-3600}
 PY=${PYTHON:-python}
@@ -27,7 +30,7 @@ rc=0
 i=0
 for cfg in $CONFIGS; do
   i=$((i + 1))
-  timeout "$LIMIT" "$PY" "$here/bench_parallel.py" --config "$cfg" --workers "$WORKERS" --transport compact \
+  timeout "$LIMIT" "$PY" "$here/bench_parallel.py" --config "$cfg" --workers "$WORKERS" --transport compact --steal "$STEAL" \
     --json "$OUT/multicore_$i.json" 2>&1 | tee "$OUT/multicore_$i.log"
   r=${PIPESTATUS[0]}
   [ "$r" -ne 0 ] && { echo "# $cfg: exit $r"; rc=1; }
