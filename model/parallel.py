@@ -203,12 +203,24 @@ STEAL_CHUNK = 16  # frontier states per claim
 _CLAIM = 5  # shared int64 per worker: level, next own position, end of what is left, published from, to
 
 
+CPU_QUOTA_FILE = "/sys/fs/cgroup/cpu.max"  # cgroup v2: "QUOTA PERIOD" (microseconds) or "max PERIOD"
+
+
 def _usable_cores() -> int:
-    """The CPUs this process may run on."""
+    """The CPUs this process may run on, and no more than its cgroup's CPU quota (a container's
+    ``--cpus``) allows, rounded up."""
     try:
-        return len(os.sched_getaffinity(0))
+        n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # (macOS)
-        return os.cpu_count() or 1
+        n = os.cpu_count() or 1
+    try:
+        with open(CPU_QUOTA_FILE) as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):  # no cgroup v2 file, or one this does not read
+        pass
+    return n
 
 
 def _shm_dir() -> str:

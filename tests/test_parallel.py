@@ -450,3 +450,21 @@ def test_work_stealing_from_a_slow_worker(transport, monkeypatch, name, variant,
     timing = P.LAST_RUN["worker_timing"]
     assert P.LAST_RUN["transport"] == "keyed"
     assert timing[1].get("foreign", 0) > par.stats.states // 10, (timing[1].get("foreign"), par.stats.states)
+
+
+def test_usable_cores_follow_a_cgroup_quota(transport, tmp_path, monkeypatch):
+    """Work stealing is on only where the workers do not outnumber the cores: a container's CPU quota
+    (cgroup v2 cpu.max) counts, rounded up; no quota, or a file this does not read, leaves the
+    affinity's count."""
+    from lockstep.model import parallel as P
+
+    if transport != "keyed":
+        pytest.skip("once")
+    f = tmp_path / "cpu.max"
+    monkeypatch.setattr(P, "CPU_QUOTA_FILE", str(f))
+    monkeypatch.setattr(P.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert P._usable_cores() == 16  # no file
+    for text, cores in (("max 100000\n", 16), ("150000 100000\n", 2), ("400000 100000\n", 4),
+                        ("50000 100000\n", 1), ("3200000 100000\n", 16), ("garbage\n", 16)):
+        f.write_text(text)
+        assert P._usable_cores() == cores, text
