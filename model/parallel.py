@@ -647,11 +647,11 @@ class _KeyedWorker(_Worker):
     # published part a chunk at a time), the end of what is left (a thief takes from the back: a share
     # of what is left, at least a chunk) and the published range.  A worker that has expanded what it
     # could of its own frontier takes from the worker with the most left, until no published frontier
-    # of this level has any.  Every worker knows every value of a
-    # frontier state by then (each value found at the last level went to every worker as news), so
-    # a thief translates the keys into its own numbers.  Whoever expands a state, its successors carry
-    # the same serial-order key, and its violations and end kind the owner's global id: the search is
-    # the serial one whichever worker expands what.
+    # of this level has any.  Every worker knows every value of a frontier state by then (each value
+    # found at the last level went to every worker as news), so a thief translates the keys into its
+    # own numbers.  Whoever expands a state, its successors carry the same serial-order key, and its
+    # violations and end kind the owner's global id: the search is the serial one whichever worker
+    # expands what.
     def _own_ranges(self, depth: int, nf: int):
         claims = self.claims
         if claims is None or depth == 0 or STEAL == "off":
