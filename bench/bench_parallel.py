@@ -99,6 +99,9 @@ def main() -> int:
                     help="run the serial search only before the parallel rows (default: before and after)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
+    steals = a.steal.split(",")
+    if not set(steals) <= {"auto", "off"}:
+        ap.error(f"--steal: expected auto, off or auto,off, got {a.steal!r}")
     counts = [int(x) for x in a.workers.split(",")]
     transports = a.transport.split(",")
     if a.config:
@@ -124,7 +127,7 @@ def main() -> int:
                      "states": rs.stats.states, "transitions": rs.stats.transitions, "wall_s": round(ts, 3),
                      "cpu_s": round(cs, 3), "rss_mb": round(rs.stats.peak_rss_mb)})
         config_rows: list = []
-        for transport, steal, n in [(t, m, n) for t in transports for m in a.steal.split(",") for n in counts]:
+        for transport, steal, n in [(t, m, n) for t in transports for m in steals for n in counts]:
             parallel.TRANSPORT, parallel.STEAL = transport, steal
             best = None
             for _ in range(a.repeat):

@@ -787,8 +787,6 @@ class _KeyedWorker(_Worker):
                 self.timing["foreign"] = self.timing.get("foreign", 0) + m  # states another worker owns
             if deadline is not None and time.perf_counter() > deadline:
                 return True, None
-        tm = self.timing
-        tm["stolen"] = tm.get("stolen", 0) + sum(len(g[0]) for g in got)  # (in "force" mode, own chunks too)
         if not got:
             return False, None
         return False, tuple(np.concatenate(x) for x in zip(*got))
