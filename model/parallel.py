@@ -245,7 +245,10 @@ class _Worker:
         self.via: list = []
         self.frontier: list[int] = []
         self.franks: list[int] = []
-        self.fresh: list = []  # the states added last level, as objects, in the order they were added
+        self.fresh: list | None = []  # the initial states, as objects (later levels build theirs in ``expand``)
+        # whether the frontier's invariants are still to check: the merge that found its states left
+        # them to the level's expansion, where work stealing spreads them (``merge``, ``expand``)
+        self.inv_due = False
         for rank, s in init:
             key = self._initial_key(s)
             self.visited[key] = len(self.keys)
@@ -291,6 +294,8 @@ class _Worker:
                     reply = self.expand(*msg[1:])
                 elif cmd == "merge":
                     reply = self.merge(*msg[1:])
+                elif cmd == "inv":
+                    reply = self.check_invariants(*msg[1:])
                 elif cmd == "cand":
                     reply = self.cands[msg[1]]
                 elif cmd == "node":
@@ -319,21 +324,24 @@ class _Worker:
     def expand(self, depth: int, ranks, deadline: float | None):
         """Expand this worker's share of the frontier in the global (serial) order ``ranks`` gives its
         states, classify end states and violations where they are found, and ship every successor
-        to its owner (``_filer`` and ``_ship``, which the keyed workers override)."""
+        to its owner (``_filer`` and ``_ship``, which the keyed workers override).  When the merge
+        left the frontier's invariants to this phase, each state's invariant is checked first
+        (``_check_first``)."""
         k = self.k
-        fresh = self.fresh
+        fresh = self.fresh  # the initial states at depth 0; a later level builds each where it expands it
+        self.fresh = None
         if ranks is not None:  # the global order of the states this worker added last level
             order = np.argsort(ranks, kind="stable")
             self.frontier = (order + self.level_start).tolist()
             self.franks = ranks[order].tolist()
-            fresh = [fresh[o] for o in order.tolist()]
-        self.fresh = []
+            fresh = None
         classify_end = self.model.classify_end
         frontier, franks = self.frontier, self.franks
         nf = len(frontier)
         trans = np.zeros(nf, dtype=np.int64)
         ends = np.zeros(nf, dtype=np.int8)  # 0 no end, 1 clean end, 2 fail-fast end, 3 violation
         cands: dict[tuple, tuple] = {}
+        check = self._check_first(depth, cands)
         file = self._filer(depth, cands)
         counters = self.counters
         done_trans = 0
@@ -341,8 +349,14 @@ class _Worker:
         timed_out = False
         pos = -1
         for lo, hi in self._own_ranges(depth, nf):
+            # the states of a range are built (and their invariants checked) together: a batch keeps
+            # the decoding tables and the invariant's code in the caches, which one state at a time
+            # between two expansions does not (about 1.7 us a state on pp1 mesh 4)
+            states = fresh[lo:hi] if fresh is not None else self._states(frontier[lo:hi])
+            if check is not None and not check(states, franks[lo:hi], frontier[lo:hi]):
+                continue
             for pos in range(lo, hi):
-                s = fresh[pos]
+                s = states[pos - lo]
                 r = franks[pos]
                 i = frontier[pos]
                 j = file(s, i, r)
@@ -363,7 +377,7 @@ class _Worker:
         counters[k] = done_trans
         ranks_done = np.asarray(franks[:done], dtype=np.int64)
         if not timed_out:
-            timed_out, stolen = self._steal(depth, deadline, cands, done_trans)
+            timed_out, stolen = self._steal(depth, deadline, cands, done_trans, check)
             if stolen is not None:
                 ranks_done, trans, ends = (np.concatenate(x) for x in zip((ranks_done, trans, ends), stolen))
         self.cands = cands
@@ -379,14 +393,39 @@ class _Worker:
         tm["level_expand"].append(_cpu() - t0)
         return timed_out, ranks_done, trans, ends, list(cands)
 
+    def _check_first(self, depth: int, cands: dict):
+        """None when the frontier's invariants were checked at the last merge; else a function that
+        checks the invariants of some frontier states (the states, their serial ranks, and their
+        owner's local indexes, or their global ids when ``gids``) and says whether to expand them:
+        not once a violation was found at this level, since the search ends with it (the parent
+        merges nothing more).  A violation found here goes into ``cands`` under (depth, -1, rank):
+        before every stuck state and violating end state of this level (their keys have a rank >= 0
+        there) and every edge violation (depth + 1), and among themselves in serial discovery order
+        (the ranks are that order), as the serial search, which checks each state where it finds
+        it, reports them."""
+        if not self.inv_due:
+            return None
+        self.inv_due = False
+        invariant, n, k = self.model.invariant, self.n, self.k
+        hit = []
+
+        def check(states: list, ranks: list, ids: list, gids: bool = False) -> bool:
+            for x, v in enumerate(map(invariant, states)):
+                if v is not None:
+                    cands[(depth, -1, ranks[x])] = (_INV, ids[x] if gids else ids[x] * n + k, None, v)
+                    hit.append(x)
+            return not hit
+        return check
+
     def _own_ranges(self, depth: int, nf: int):
         """The ranges of positions of this worker's frontier it expands itself, in order (all of
         them; a keyed worker may leave a suffix to the others: ``_KeyedWorker._own_ranges``)."""
         return ((0, nf),)
 
-    def _steal(self, depth: int, deadline, cands: dict, done_trans: int) -> tuple:
-        """Expand states of other workers' frontiers after this worker's own: (timed out, None or
-        the stolen states' (ranks, successor counts, end kinds)).  Only keyed workers steal."""
+    def _steal(self, depth: int, deadline, cands: dict, done_trans: int, check) -> tuple:
+        """Expand states of other workers' frontiers after this worker's own (checking each state's
+        invariant first with ``check`` where it is not None): (timed out, None or the stolen
+        states' (ranks, successor counts, end kinds)).  Only keyed workers steal."""
         return False, None
 
     def _filer(self, depth: int, cands: dict):
@@ -425,11 +464,12 @@ class _Worker:
         self.timing["kept"] += len(outs[self.k][0])
         self._send(depth, outs)
 
-    def merge(self, depth: int):
+    def merge(self, depth: int, check: bool = True):
         """Deduplicate this level's successors for this worker (its own and the other workers') against
         its visited set, a state reached by several parents keeping the first in serial order; check
-        the invariants of the new states; return their serial-order keys and the violations found."""
-        k, n = self.k, self.n
+        the invariants of the new states (``check``; else the next expansion checks them, where work
+        stealing spreads them: ``_check_first``); return their serial-order keys and the violations
+        found."""
         visited, keys, parent, via = self.visited, self.keys, self.parent, self.via
         start = self.level_start = len(keys)
         newkeys: list[int] = []
@@ -458,16 +498,9 @@ class _Worker:
             take(*batch)
         t1 = _cpu()
         tm["dedup"] += t1 - t0
-        fresh = self.fresh = self._states(keys[start:])
-        invariant = self.model.invariant
-        inv = []
-        for off, key in enumerate(newkeys):
-            v = invariant(fresh[off])
-            if v is not None:
-                c = (depth + 1, key >> _SH, key & _MASK)
-                self.cands[c] = (_INV, (start + off) * n + k, None, v)
-                inv.append(c)
         self.newkeys = newkeys
+        self.inv_due = bool(newkeys)
+        inv = self.check_invariants(depth) if check else []
         if GC_MODE == "freeze":
             gc.freeze()  # the visited set lives until the worker exits: never scan it again
         elif GC_MODE == "level":
@@ -476,6 +509,28 @@ class _Worker:
         tm["invariant"] += _cpu() - t1
         tm["level_merge"].append(_cpu() - t_start)
         return np.asarray(newkeys, dtype=np.int64), inv
+
+    def _states(self, idx: list) -> list:
+        """The states with local indexes ``idx``."""
+        keys = self.keys
+        ks = [keys[i] for i in idx]
+        return ks if self.numbering is None else list(map(self.numbering.state, ks))
+
+    def check_invariants(self, depth: int, cut: int | None = None) -> list:
+        """Check the invariants of the states the merge at ``depth`` added (those a parent of rank at
+        most ``cut`` found, where the search stops at a max-states bound): the violations' keys,
+        (depth + 1, parent's rank, successor index), as a serial search would have found them.  For
+        a level the search ends with (a bound, a timeout, a violation) and at the merge itself."""
+        k, n, start, newkeys = self.k, self.n, self.level_start, self.newkeys
+        inv = []
+        for off, v in enumerate(map(self.model.invariant, self._states(range(start, start + len(newkeys))))):
+            key = newkeys[off]
+            if v is not None and (cut is None or key >> _SH <= cut):
+                c = (depth + 1, key >> _SH, key & _MASK)
+                self.cands[c] = (_INV, (start + off) * n + k, None, v)
+                inv.append(c)
+        self.inv_due = False
+        return inv
 
     def _incoming(self, depth: int) -> list:
         """This level's successors for this worker, per source (its own first): (keys, serial-order
@@ -488,10 +543,6 @@ class _Worker:
                 items, metas = self._receive(depth, h)
                 batches.append((items, *_columns(metas)))
         return batches
-
-    def _states(self, keys: list) -> list:
-        """The states of ``keys`` (this worker's keys)."""
-        return keys if self.numbering is None else list(map(self.numbering.state, keys))
 
     # -- transport (the Ray partitions, model/ray_search.py, override these three) ------------
     def _route(self, out: dict) -> list[tuple[list, list]]:
@@ -598,6 +649,10 @@ class _KeyedWorker(_Worker):
     def node(self, i: int) -> tuple:
         v = self.via[i]
         return self.state(i), self.parent[i], None if v is None else _NthSuccessor(v & _MASK)
+
+    def _states(self, idx: list) -> list:
+        keys = self.keys
+        return list(map(self.model.state_of, [keys[i] for i in idx]))
 
     def _filer(self, depth: int, cands: dict, chunk: tuple | None = None):
         """``_Worker._filer`` on keys: ``self.out`` maps int keys to their serial-order key, and
@@ -746,7 +801,7 @@ class _KeyedWorker(_Worker):
             os.close(fd)
         return fk.translate([(ow, on)]), ranks, gids
 
-    def _steal(self, depth: int, deadline, cands: dict, done_trans: int) -> tuple:
+    def _steal(self, depth: int, deadline, cands: dict, done_trans: int, check) -> tuple:
         self.stolen = []
         if self.claims is None or depth == 0 or STEAL == "off":
             return False, None
@@ -769,11 +824,13 @@ class _KeyedWorker(_Worker):
             m = len(keys)
             trans = np.zeros(m, dtype=np.int64)
             ends = np.zeros(m, dtype=np.int8)
-            for p in range(m):
-                s = state_of(keys[p])
-                j = trans[p] = file(s, p, rl[p])
-                if j == 0:
-                    ends[p] = _end_kind(classify_end(s), cands, depth, rl[p], gl[p])
+            states = list(map(state_of, keys))
+            if check is None or check(states, rl, gl, gids=True):
+                for p in range(m):
+                    s = states[p]
+                    j = trans[p] = file(s, p, rl[p])
+                    if j == 0:
+                        ends[p] = _end_kind(classify_end(s), cands, depth, rl[p], gl[p])
             for into, part in ((out, cout), (objs, cobjs)):  # the smallest serial-order key wins
                 for key, sk in part.items():
                     old = into.get(key)
@@ -902,9 +959,6 @@ class _KeyedWorker(_Worker):
         pg = np.concatenate([pg] + [g[2] for g in got]).tolist()
         # a state keeps its serial-order key where the others keep their action (``node``)
         return [(items, oks, pg, oks)] + [(*o, o[1]) for o in [objs] + [g[3] for g in got] if o]
-
-    def _states(self, keys: list) -> list:
-        return list(map(self.model.state_of, keys))
 
 
 def _columns(metas: list) -> tuple:
@@ -1484,6 +1538,10 @@ class _Coordinator:
         ranks_per_worker: list = [None] * n
         bound_hit = None
         best = None  # (key, owner)
+        # the depth of the merge whose new states' invariants are still to check (None: none are):
+        # the next expansion checks them (``_Worker._check_first``), or a round of their own where
+        # the search stops before it
+        due = None
         last_report = [t0]
         counters = pool.counters
 
@@ -1510,7 +1568,13 @@ class _Coordinator:
                 st.fail_fast_ends += int(sum(int((r[3] == 2).sum()) for r in replies))
                 bound_hit = f"timeout {b.timeout:g}s"
                 break
-            merged = pool.gather([("merge", depth)] * n, on_wait)
+            inv = [(c, k) for k, r in enumerate(replies) for c in r[4] if c[1] == -1]
+            if inv:  # an invariant of a frontier state fails: the serial search stopped at the last level
+                best = min(inv)
+                break
+            due = None
+            last = any(r[4] for r in replies)  # a violation: the search ends with this level's merge
+            merged = pool.gather([("merge", depth, last)] * n, on_wait)
             F = frontier_size
             keys = [m[0] for m in merged]
             all_keys = np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
@@ -1522,6 +1586,9 @@ class _Coordinator:
                 p = int(np.searchsorted(cum, b.max_states, side="left"))
                 if p < F:
                     cut = p
+                    if not last:  # the states found before the cut: their invariants now
+                        cands += [(c, k) for k, m in enumerate(pool.gather([("inv", depth, cut)] * n, on_wait))
+                                  for c in m]
             if cut is None:
                 st.transitions += int(sum(int(r[2].sum()) for r in replies))
                 st.end_states += int(sum(int((r[3] > 0).sum()) for r in replies))
@@ -1550,6 +1617,7 @@ class _Coordinator:
                 off += len(keys[k])
             frontier_size = len(all_keys)
             if frontier_size:
+                due = depth
                 depth += 1
             st.depth = depth
             now = time.perf_counter()
@@ -1560,6 +1628,10 @@ class _Coordinator:
             if self.progress and now - last_report[0] > 0.25:
                 last_report[0] = now
                 self.progress(st)
+        if best is None and due is not None:  # stopped (a bound, a timeout) before checking the frontier
+            inv = [(c, k) for k, m in enumerate(pool.gather([("inv", due)] * n, on_wait)) for c in m]
+            if inv:
+                best = min(inv)
         st.depth = depth
         st.seconds = time.perf_counter() - t0
         if best is not None:

@@ -301,15 +301,21 @@ class PartitionActor:
         w.outgoing = [None] * w.n
         return (reply, *out)
 
-    def merge(self, depth, *batches):
+    def merge(self, depth, check, *batches):
         w = self.w
         w.incoming = {h: b for h, b in enumerate(batches) if h != w.k}
         try:
-            keys, inv = w.merge(depth)
+            keys, inv = w.merge(depth, check)
         except SpecError as e:
             raise _carry(e) from None
         self.peak = max(self.peak, _rss_mb())
         return keys, inv
+
+    def inv(self, depth, cut=None):
+        try:
+            return self.w.check_invariants(depth, cut)
+        except SpecError as e:
+            raise _carry(e) from None
 
     def cand(self, key) -> bytes:
         return dumps(self.w.cands[key])
@@ -407,8 +413,10 @@ class _RayPool:
             self.batches = [r[1:] for r in refs]
             waiting = [r[0] for r in refs]
         elif cmd == "merge":
-            waiting = [a.merge.remote(msgs[h][1], *[self.batches[k][h] for k in range(n)])
+            waiting = [a.merge.remote(msgs[h][1], msgs[h][2], *[self.batches[k][h] for k in range(n)])
                        for h, a in enumerate(self.actors)]
+        elif cmd == "inv":
+            waiting = [a.inv.remote(*m[1:]) for a, m in zip(self.actors, msgs)]
         else:
             raise ValueError(cmd)
         pending = list(waiting)

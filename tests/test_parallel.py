@@ -4,7 +4,8 @@ import multiprocessing as mp
 
 import pytest
 
-from lockstep.model.api import BOUND_REACHED, HOLDS, STRANDED, SpecError
+from lockstep.model.api import (BOUND_REACHED, COLLECTIVE_MISMATCH, DEADLOCK, HOLDS, INVARIANT, STRANDED,
+                                SpecError, Violation)
 from lockstep.model.checker import Bounds, Explorer
 from lockstep.model.engine import CheckOptions, check, plan
 from lockstep.model.features import configure
@@ -97,6 +98,74 @@ def test_violation_found_right_at_the_state_bound():
     verdicts = {same_as_serial(make, Bounds(max_states=n)).verdict
                 for n in (found.stats.states - 1, found.stats.states, found.stats.states + 1)}
     assert found.verdict in verdicts
+
+
+@pytest.mark.parametrize("name,variant,reduction", [
+    ("kv", "reset-drift", False), ("pp0", "om09-no-epoch-fence", False), ("tp", "fm02-local-recompute", True)])
+def test_invariants_are_checked_where_a_bound_stops_the_search(name, variant, reduction):
+    """A level's merge leaves the invariants of the states it found to the next expansion (where work
+    stealing spreads them); a search that stops before that expansion (a depth bound, a state bound
+    falling inside the level, a timeout) checks them in a round of their own.  Bounds at the depth and
+    the state count of the serial search's violation, and one below: the same verdict, counts and
+    counterexample."""
+    make = factory(name, variant, reduction=reduction)
+    found = Explorer(make()).run()
+    assert found.verdict not in (HOLDS, BOUND_REACHED)
+    d, n = len(found.counterexample), found.stats.states
+    for bounds in (Bounds(max_depth=d), Bounds(max_depth=d - 1), Bounds(max_states=n), Bounds(max_states=n - 1)):
+        same_as_serial(make, bounds, workers=3)
+
+
+class _Race:
+    """A walk on a 4 x 4 grid by +1 steps in x or y, with an invariant violation at ``bad``, an edge
+    violation from ``edge`` and a stuck state at ``stuck``: which one a search reports depends on the
+    serial order alone."""
+
+    name = "race"
+
+    def __init__(self, bad, edge=None, stuck=None):
+        self.bad, self.edge, self.stuck = bad, edge, stuck
+
+    def init_states(self):
+        yield (0, 0)
+
+    def successors(self, s):
+        x, y = s
+        if s == self.stuck:
+            yield None, Violation(DEADLOCK, f"stuck at {s}")
+            return
+        if x < 3:
+            yield "x", (x + 1, y)
+        if y < 3:
+            yield "y", (x, y + 1)
+        if s == self.edge:
+            yield "boom", Violation(COLLECTIVE_MISMATCH, f"boom at {s}")
+
+    def invariant(self, s):
+        return Violation(INVARIANT, f"reached {s}") if s == self.bad else None
+
+    def classify_end(self, s):
+        return None
+
+    def describe(self, s, a, n):
+        return {"rank": 0, "role": "walker", "transition": a, "op": None, "group": None, "ids": {}}
+
+    def waiting(self, s):
+        return []
+
+
+@pytest.mark.parametrize("bad,edge,stuck,verdict", [
+    ((2, 0), (0, 1), None, INVARIANT),          # found at the same level, the invariant first in serial order
+    ((0, 2), (1, 0), None, COLLECTIVE_MISMATCH),  # the edge first
+    ((0, 1), None, (1, 0), INVARIANT),          # a stuck state and a bad state at the same depth
+])
+def test_invariants_left_to_the_next_level_keep_the_serial_order(bad, edge, stuck, verdict):
+    """A merge leaves its new states' invariants to the next level's expansion unless this level has a
+    violation (then it checks them itself): an invariant violation found at the next level still
+    comes before that level's stuck states, and one found with an edge violation of the same length
+    is ordered against it as the serial search orders them."""
+    r = same_as_serial(lambda: _Race(bad, edge, stuck))
+    assert r.verdict == verdict
 
 
 def test_symmetry_reduced_counterexample_is_concretized_the_same_way():
