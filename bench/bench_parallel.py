@@ -1,7 +1,7 @@
 """Serial explorer vs multi-core exploration (model/parallel.py) on the same models, side by side in one process.
 
     python bench/bench_parallel.py [--workers 2] [--transport compact,pickle] [--steal auto,off] [--repeat 1]
-                                   [--timeout 600] [--config pp1:mesh=3:off ...] [--quick] [--json PATH]
+                                   [--timeout 600] [--config pp1:mesh=3:off ...] [--quick] [--phases] [--json PATH]
 
 Each config (SPEC:NAME=VALUE,...:on|off for reduction; default pp1 mesh=3 unreduced and reduced, and the
 pipeline spec on its pure-Python path) runs ``Explorer(model).run()`` once (the reference) and then
@@ -23,7 +23,10 @@ cores wall ~ crit and the two efficiencies agree; on a shared machine wall time 
 is the figure to read (it still includes every cost of the parallel search: routing, encoding, files,
 unpickling, the second deduplication, waiting for the slowest worker at each barrier).  ``load`` is
 the 1-minute load average at the end of the row.  With stealing on, a thief's CPU grows by what it takes:
-``crit`` then overstates the critical path, and ``eff wall`` on an idle machine is the figure to read.  RSS of a parallel run: the parent's plus every
+``crit`` then overstates the critical path, and ``eff wall`` on an idle machine is the figure to read.
+``--phases`` adds a line per parallel row: for the levels' expand and merge phases, summed over the levels,
+the wall time the parent waited for the phase and the slowest and the mean worker's CPU in it (slowest over
+mean: what the barrier costs in imbalance; wall over slowest: the latency of a round through the parent).  RSS of a parallel run: the parent's plus every
 worker's peak (an upper bound).  Liveness is off (the parallel core is safety only).
 """
 from __future__ import annotations
@@ -97,6 +100,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-serial-after", action="store_true",
                     help="run the serial search only before the parallel rows (default: before and after)")
+    ap.add_argument("--phases", action="store_true",
+                    help="after each parallel row, the levels' expand and merge phases: the wall time the parent "
+                         "waited for each, the slowest and the mean worker's CPU (JSON: phases)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     steals = a.steal.split(",")
@@ -152,13 +158,18 @@ def main() -> int:
                   f"{(f'{maxw:.2f}' if maxw is not None else '-'):>7}{(f'{crit:.2f}' if crit else '-'):>7}"
                   f"{eff_wall:>9.2f}{(f'{eff_crit:.2f}' if eff_crit else '-'):>9}{rp.stats.peak_rss_mb:>8.0f}"
                   f"{os.getloadavg()[0]:>6.1f}" + ("" if same else "  MISMATCH"), flush=True)
+            phases = last.get("phases") if last else None
+            if a.phases and phases:
+                print(f"{'':>27}phases: " + "; ".join(
+                    f"{p} wall {v['wall_s']:.2f} s, CPU slowest {v['slowest_cpu_s']:.2f} mean {v['mean_cpu_s']:.2f}"
+                    for p, v in phases.items()), flush=True)
             config_rows.append((n, name, tp, crit))
             rows.append({"spec": spec, "params": raw, "reduction": red, "run": name, "workers": n,
                          "transport": transport, "workers_kind": used, "steal": steal, "verdict": rp.verdict, "states": rp.stats.states,
                          "transitions": rp.stats.transitions, "wall_s": round(tp, 3), "cpu_s": round(cp, 3),
                          "max_worker_cpu_s": maxw, "critical_path_cpu_s": crit, "efficiency_wall": round(eff_wall, 3),
                          "efficiency_critical_path": round(eff_crit, 3) if eff_crit else None,
-                         "rss_mb": round(rp.stats.peak_rss_mb), "same": same,
+                         "rss_mb": round(rp.stats.peak_rss_mb), "same": same, "phases": phases,
                          "worker_timing": [{k: v for k, v in t.items() if not k.startswith("level_")}
                                            for t in (last.get("worker_timing") or []) if t]})
         if not a.no_serial_after:

@@ -1409,6 +1409,24 @@ def critical_path(timings: list) -> float | None:
     return total
 
 
+def phase_balance(timings: list, level_wall: list) -> dict | None:
+    """Per phase of the levels (expand, merge), summed over the levels: the wall time the parent waited
+    for it, the slowest worker's CPU and the mean worker's CPU.  Slowest over mean is what the barrier
+    at the end of the phase costs in imbalance; wall over slowest, the latency of a round through the
+    parent (messages, wake-ups) and whatever else takes the slowest worker off its CPU.  None when a
+    worker's timings are missing."""
+    if not timings or any(t is None or "level_expand" not in t for t in timings) or not level_wall:
+        return None
+    out = {}
+    for p, key in enumerate(("expand", "merge")):
+        cpu = [t["level_" + key] for t in timings]
+        levels = min(min(len(c) for c in cpu), len(level_wall))
+        m = np.array([c[:levels] for c in cpu])
+        out[key] = {"levels": levels, "wall_s": round(sum(w[p] for w in level_wall[:levels]), 3),
+                    "slowest_cpu_s": round(float(m.max(0).sum()), 3), "mean_cpu_s": round(float(m.mean(0).sum()), 3)}
+    return out
+
+
 def _fork_available() -> bool:
     return "fork" in mp.get_all_start_methods()
 
@@ -1434,6 +1452,7 @@ class _Coordinator:
         self.st = Stats()
         self.ex = Explorer(model, bounds)  # for describe_path / waiting_at_end only
         self.pool: _Pool | None = None
+        self.level_wall: list = []  # per level, the wall seconds of its expand and its merge phase
 
     def _make_pool(self, init: list):
         return _Pool(self.model, self.n, init)
@@ -1519,7 +1538,8 @@ class _Coordinator:
             LAST_RUN.clear()
             LAST_RUN.update(workers=self.n, transport=self.pool.kind, worker_cpu_s=list(self.pool.worker_cpu), worker_rss_mb=list(self.pool.worker_rss),
                             worker_timing=list(self.pool.worker_timing), parent_cpu_s=ru.ru_utime + ru.ru_stime,
-                            critical_path_cpu_s=critical_path(self.pool.worker_timing))
+                            critical_path_cpu_s=critical_path(self.pool.worker_timing),
+                            phases=phase_balance(self.pool.worker_timing, self.level_wall))
 
     def _collect_coverage(self) -> None:
         """The workers' coverage (which transitions fired) into this process's model, so that the engine
@@ -1561,6 +1581,7 @@ class _Coordinator:
                 break
             for k in range(n):
                 counters[k] = 0
+            t_level = time.perf_counter()
             replies = pool.gather([("expand", depth, ranks_per_worker[k], deadline) for k in range(n)], on_wait)
             if any(r[0] for r in replies):  # timed out inside the level
                 st.transitions += int(sum(int(r[2].sum()) for r in replies))
@@ -1574,7 +1595,9 @@ class _Coordinator:
                 break
             due = None
             last = any(r[4] for r in replies)  # a violation: the search ends with this level's merge
+            t_merge = time.perf_counter()
             merged = pool.gather([("merge", depth, last)] * n, on_wait)
+            self.level_wall.append((t_merge - t_level, time.perf_counter() - t_merge))
             F = frontier_size
             keys = [m[0] for m in merged]
             all_keys = np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)

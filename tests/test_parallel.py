@@ -537,3 +537,16 @@ def test_usable_cores_follow_a_cgroup_quota(transport, tmp_path, monkeypatch):
                         ("50000 100000\n", 1), ("3200000 100000\n", 16), ("garbage\n", 16)):
         f.write_text(text)
         assert P._usable_cores() == cores, text
+
+
+def test_phase_balance_of_a_run(transport):
+    """``LAST_RUN["phases"]`` (bench/bench_parallel.py --phases): per phase of the levels, the wall time
+    the parent waited for it is at least the slowest worker's CPU in it, which is at least the mean's."""
+    from lockstep.model import parallel as P
+
+    r = check_parallel(factory("pp1", reduction=False, mesh=2), None, 2)
+    phases = P.LAST_RUN["phases"]
+    assert set(phases) == {"expand", "merge"}
+    for p in phases.values():
+        assert p["levels"] == r.stats.depth + 1  # (the last level's expansion finds nothing new)
+        assert p["wall_s"] >= p["slowest_cpu_s"] >= p["mean_cpu_s"] > 0, p
