@@ -499,7 +499,8 @@ class _Worker:
         t1 = _cpu()
         tm["dedup"] += t1 - t0
         self.newkeys = newkeys
-        self.inv_due = bool(newkeys)
+        # (due on every worker alike, new states or not: a worker with none of its own may steal others')
+        self.inv_due = True
         inv = self.check_invariants(depth) if check else []
         if GC_MODE == "freeze":
             gc.freeze()  # the visited set lives until the worker exits: never scan it again

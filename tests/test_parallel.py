@@ -550,3 +550,46 @@ def test_phase_balance_of_a_run(transport):
     for p in phases.values():
         assert p["levels"] == r.stats.depth + 1  # (the last level's expansion finds nothing new)
         assert p["wall_s"] >= p["slowest_cpu_s"] >= p["mean_cpu_s"] > 0, p
+
+
+def test_a_worker_without_new_states_checks_the_invariants_of_what_it_steals(transport, monkeypatch):
+    """tests/protogen_regressions.jsonl #511: 3 states at depth 1, one of them violating an invariant,
+    among 4 workers, so at least one worker finds no new state at that level.  Every frontier is
+    published whole (forced stealing) and every worker that has new states waits 0.2 s before it
+    takes any, so those without new states expand them all: they must check their invariants too."""
+    import json
+    import sys
+    import time
+    from pathlib import Path
+
+    from lockstep.model import parallel as P
+
+    if transport != "stealing":
+        pytest.skip("forced stealing only")
+    here = Path(__file__).resolve().parent
+    sys.path.insert(0, str(here))
+    import protogen
+
+    case = next(c for c in map(json.loads, (here / "protogen_regressions.jsonl").read_text().splitlines())
+                if c["index"] == 511)
+    d = case["spec"]
+    for r in d["roles"].values():
+        for t in r["trans"]:
+            t["guard"], t["effect"] = tuple(t["guard"]), tuple(t["effect"])
+    d["actors"] = [tuple(a) for a in d["actors"]]
+    d["subgroups"] = [tuple(g) for g in d["subgroups"]]
+    steal = P._KeyedWorker._steal
+
+    def owners_wait(self, depth, *a):
+        if self.newkeys:
+            time.sleep(0.2)
+        return steal(self, depth, *a)
+    monkeypatch.setattr(P._KeyedWorker, "_steal", owners_wait)
+
+    def make():
+        model = protogen.build(d)
+        model.set_reduction(False)
+        return model
+    r = same_as_serial(make, Bounds(max_states=3000), workers=4)
+    assert P.LAST_RUN["transport"] == "keyed" and r.stats.depth == 1
+    assert sum(t.get("foreign", 0) for t in P.LAST_RUN["worker_timing"]) >= 3

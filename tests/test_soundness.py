@@ -408,7 +408,11 @@ def test_differential_regressions(case):
     leave the fabric (``_drop_gone_posts``).  The tenth (also from non-blocking posts): with 2 workers a
     failed posted op, shipped to the other worker, lost its failure mark (compared by identity), so
     its wait returned as if it had completed and the run deadlocked; the mark is now one object in
-    every process (``_OpFailed``)."""
+    every process (``_OpFailed``).  The eleventh (found with forced work stealing, when the workers
+    came to check a level's invariants where they expand it): a worker that had found no new states
+    at the last merge took no invariant to be due, so the states it stole went unchecked and the
+    violation at depth 1 was reported a level later; every worker now knows the invariants are due
+    (``_Worker.merge``; tests/test_parallel.py replays it with the owners held back)."""
     import protogen
 
     d = case["spec"]
