@@ -16,9 +16,15 @@ the values' hashes mixed field by field).  Per BFS level:
 1. *expand*: each worker expands its share of the frontier, in global frontier order, and routes
    every successor to its owner (states it owns itself stay in memory; the others are pickled, one
    batch per destination, into a file under /dev/shm).  Edge violations, stuck states and end
-   states are classified where they are expanded, as in ``Explorer``;
+   states are classified where they are expanded, as in ``Explorer``.  The invariants of the
+   frontier's states are checked here too, each state's just before it is expanded (where work
+   stealing spreads them with the rest: ``_Worker._check_first``), filed so that they come first in
+   serial order;
 2. *merge*: each owner reads its batches and dedups against its visited set.  A state reached by
-   several parents in the level keeps the first one in serial order;
+   several parents in the level keeps the first one in serial order.  Where the level ends the
+   search (a violation found in it) the owner checks its new states' invariants here, and where
+   a bound or a timeout stops the search before the next expansion, a round of its own does
+   (``check_invariants``): no state is counted without its invariants checked;
 3. the parent puts the level's new states in the order the serial explorer would have discovered
    them: serial BFS numbers a new state by (position of its first parent in the frontier, index of
    the successor), so every routed successor carries that key and the parent sorts the keys.
