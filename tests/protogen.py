@@ -142,6 +142,17 @@ def _state(i: int, nstates: int) -> str:
     return "DONE" if i >= nstates else f"S{i}"
 
 
+def from_json(d: dict[str, Any]) -> dict[str, Any]:
+    """A description read back from JSON (tests/protogen_regressions.jsonl): its tuples, which JSON
+    turned into lists, made tuples again."""
+    for r in d["roles"].values():
+        for t in r["trans"]:
+            t["guard"], t["effect"] = tuple(t["guard"]), tuple(t["effect"])
+    d["actors"] = [tuple(a) for a in d["actors"]]
+    d["subgroups"] = [tuple(g) for g in d["subgroups"]]
+    return d
+
+
 def build(d: dict[str, Any]) -> Protocol:
     groups = {"world": Group("world", tuple(range(d["ranks"])))}
     for i, grp in enumerate(d["subgroups"]):

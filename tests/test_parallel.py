@@ -572,12 +572,7 @@ def test_a_worker_without_new_states_checks_the_invariants_of_what_it_steals(tra
 
     case = next(c for c in map(json.loads, (here / "protogen_regressions.jsonl").read_text().splitlines())
                 if c["index"] == 511)
-    d = case["spec"]
-    for r in d["roles"].values():
-        for t in r["trans"]:
-            t["guard"], t["effect"] = tuple(t["guard"]), tuple(t["effect"])
-    d["actors"] = [tuple(a) for a in d["actors"]]
-    d["subgroups"] = [tuple(g) for g in d["subgroups"]]
+    d = protogen.from_json(case["spec"])
     steal = P._KeyedWorker._steal
 
     def owners_wait(self, depth, *a):

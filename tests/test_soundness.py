@@ -415,12 +415,7 @@ def test_differential_regressions(case):
     (``_Worker.merge``; tests/test_parallel.py replays it with the owners held back)."""
     import protogen
 
-    d = case["spec"]
-    for r in d["roles"].values():
-        for t in r["trans"]:
-            t["guard"], t["effect"] = tuple(t["guard"]), tuple(t["effect"])
-    d["actors"] = [tuple(a) for a in d["actors"]]
-    d["subgroups"] = [tuple(g) for g in d["subgroups"]]
+    d = protogen.from_json(case["spec"])
     assert protogen.compare(d, workers=case.get("workers", False)) == []
 
 
