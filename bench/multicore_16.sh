@@ -11,8 +11,9 @@
 # Every worker count runs with work stealing on (where workers <= cores) and then off (``/off`` rows).
 #
 # Prints one row per run (wall, CPU, busiest worker, CPU critical path, efficiency by wall and by
-# critical path: the goal is >= 0.6 at 8 workers) and writes JSON next to the log in OUT (default: a
-# new temporary directory).  Each spec has its own wall-clock limit (LIMIT seconds, default 3600).
+# critical path: the goal is >= 0.6 at 8 workers), under each parallel row the levels' expand and merge
+# phases (the parent's wall wait, the slowest and the mean worker's CPU: --phases), and writes JSON next to
+# the log in OUT (default: a new temporary directory).  Each spec has its own wall-clock limit (LIMIT seconds, default 3600).
 set -u
 WORKERS=${WORKERS:-2,4,8,16}
 STEAL=${STEAL:-auto,off}  # work stealing within a level on, then off (model/parallel.py STEAL)
@@ -20,6 +21,7 @@ CONFIGS=${CONFIGS:-"pp1:mesh=4:off pp1:mesh=8:on"}
 LIMIT=${LIMIT:-3600}
 PY=${PYTHON:-python}
 OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
 export OMP_NUM_THREADS=1
 here=$(cd "$(dirname "$0")" && pwd)
 echo "# $(env -u OMP_NUM_THREADS nproc) cores, $(uname -n), $(date -u), load $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)"
@@ -30,7 +32,7 @@ rc=0
 i=0
 for cfg in $CONFIGS; do
   i=$((i + 1))
-  timeout "$LIMIT" "$PY" "$here/bench_parallel.py" --config "$cfg" --workers "$WORKERS" --transport compact --steal "$STEAL" \
+  timeout "$LIMIT" "$PY" "$here/bench_parallel.py" --config "$cfg" --workers "$WORKERS" --transport compact --steal "$STEAL" --phases \
     --json "$OUT/multicore_$i.json" 2>&1 | tee "$OUT/multicore_$i.log"
   r=${PIPESTATUS[0]}
   [ "$r" -ne 0 ] && { echo "# $cfg: exit $r"; rc=1; }
