@@ -11,9 +11,10 @@
 # Every worker count runs with work stealing on (where workers <= cores) and then off (``/off`` rows).
 #
 # Prints one row per run (wall, CPU, busiest worker, CPU critical path, efficiency by wall and by
-# critical path: the goal is >= 0.6 at 8 workers), under each parallel row the levels' expand and merge
-# phases (the parent's wall wait, the slowest and the mean worker's CPU: --phases), and writes JSON next to
-# the log in OUT (default: a new temporary directory).  Each spec has its own wall-clock limit (LIMIT seconds, default 3600).
+# critical path: the goal is >= 0.6 at 8 workers), under each parallel row the levels' expand and
+# merge phases (the parent's wall wait, the slowest and the mean worker's CPU: --phases), and writes
+# JSON next to the log in OUT (default: a new temporary directory).  Each spec has its own wall-clock
+# limit (LIMIT seconds, default 3600).
 set -u
 WORKERS=${WORKERS:-2,4,8,16}
 STEAL=${STEAL:-auto,off}  # work stealing within a level on, then off (model/parallel.py STEAL)
