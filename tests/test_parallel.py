@@ -585,6 +585,6 @@ def test_a_worker_without_new_states_checks_the_invariants_of_what_it_steals(tra
         model = protogen.build(d)
         model.set_reduction(False)
         return model
-    r = same_as_serial(make, Bounds(max_states=3000), workers=4)
+    r = same_as_serial(make, Bounds(max_states=3000, timeout=120), workers=4)  # (a deadline far above its second)
     assert P.LAST_RUN["transport"] == "keyed" and r.stats.depth == 1
     assert sum(t.get("foreign", 0) for t in P.LAST_RUN["worker_timing"]) >= 3
