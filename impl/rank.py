@@ -101,16 +101,17 @@ class Interrupted(BaseException):
     workers).  A BaseException so that no ``except Exception`` in the protocol code swallows it."""
 
 
-def _install_interrupt_handlers() -> None:
+def _install_interrupt_handlers(trace: S.TraceWriter) -> None:
     """The first interrupt signal raises :class:`Interrupted` in the main thread, which records an
-    interrupted ``rank_exit``; later ones are ignored (the launcher SIGKILLs after a grace period)."""
+    interrupted ``rank_exit``; later ones are ignored (the launcher SIGKILLs after a grace period).
+    The exception goes through *trace*, which holds it while the main thread writes a line."""
     if threading.current_thread() is not threading.main_thread():
         return
 
     def on_signal(signum, frame):
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
-        raise Interrupted(f"{signal.Signals(signum).name} received")
+        trace.interrupt(Interrupted(f"{signal.Signals(signum).name} received"))
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
@@ -191,10 +192,10 @@ def dump_flight_recorder(fr_dir: str, ctx: Ctx | None, rank: int, *, run_id: str
 def run_rank(cfg: RunConfig, rank: int, init_method: str, run_dir: str | None, *, local_rank: int = 0,
              fr_dir: str | None = None, trace_path: str | None = None) -> int:
     torch.set_num_threads(1)
-    _install_interrupt_handlers()
     ecfg = faults.effective_config(cfg, rank)
     path = trace_path or (os.path.join(run_dir, S.rank_file_name(rank)) if run_dir else None)
     trace = S.TraceWriter(path, rank)
+    _install_interrupt_handlers(trace)
     role = role_of(cfg, rank)
     run_id = _run_id(run_dir)
     trace.emit(S.RANK_START, role=role, pid=os.getpid(), world=cfg.world, topology=cfg.topology,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,8 +24,6 @@ from typing import Any, Iterable, Iterator
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-# the signals a rank turns into an exception (impl/rank.py): held off while a line is written and counted
-_INTERRUPTS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
 
 
 def rank_file_name(rank: int) -> str:
@@ -143,6 +140,8 @@ class TraceWriter:
         self._f = open(path, "a", encoding="utf-8") if path is not None else None
         self._lock = threading.Lock()
         self._i = 0
+        self._deferring = False  # the main thread is writing a line: interrupt() keeps its exception
+        self._deferred: BaseException | None = None
         self.enabled = True  # the bench toggles recording per chunk; nothing else should
 
     def emit(self, ev: str, **fields: Any) -> None:
@@ -150,22 +149,34 @@ class TraceWriter:
             raise ValueError(f"unknown trace event kind {ev!r}")
         if self._f is None or not self.enabled:
             return
+        main = threading.get_ident() == threading.main_thread().ident
         with self._lock:
             rec = {"ev": ev, "rank": self.rank, "i": self._i, "t": round(time.time(), 6)}
             rec.update(fields)
             line = json.dumps(rec, separators=(",", ":"), default=_json_default)
-            # An interrupt handler that raises (a rank's, on SIGTERM) must not run between the write and
-            # the count: the next line (the rank's interrupted exit) would repeat this one's index.  The
-            # signals are blocked for the write; one that came meanwhile is handled when they are
-            # unblocked (pthread_sigmask runs pending handlers), after the line is written and counted.
-            held = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS) if _CAN_HOLD else None
+            # A rank's interrupt handler raises in the main thread between any two bytecodes, whichever
+            # thread the kernel delivered the signal to.  Raised between the write and the count, the
+            # next line (the rank's interrupted exit) would repeat this one's index.  So while the main
+            # thread writes, :meth:`interrupt` keeps the exception and it is raised here, once the line
+            # is written and counted.
+            self._deferring = main
             try:
                 self._f.write(line + "\n")
                 self._f.flush()
                 self._i += 1
             finally:
-                if held is not None:
-                    signal.pthread_sigmask(signal.SIG_SETMASK, held)
+                self._deferring = False
+                exc, self._deferred = self._deferred, None
+                if exc is not None:
+                    raise exc
+
+    def interrupt(self, exc: BaseException) -> None:
+        """Raise *exc* from a signal handler (which Python runs in the main thread): now, or, when the
+        main thread is in the middle of writing a line, as soon as that line is written and counted."""
+        if self._deferring:
+            self._deferred = exc
+            return
+        raise exc
 
     def force(self, ev: str, **fields: Any) -> None:
         """Write even when recording is toggled off (exits and faults must never be lost)."""
@@ -180,9 +191,6 @@ class TraceWriter:
             if self._f is not None:
                 self._f.close()
                 self._f = None
-
-
-_CAN_HOLD = hasattr(signal, "pthread_sigmask")
 
 
 def _json_default(o: Any):

@@ -25,34 +25,35 @@ def test_writer_roundtrip_and_flush(tmp_path):
     assert tr.exit["how"] == "clean" and not tr.truncated
 
 
-def test_interrupt_during_a_write_comes_after_the_line_is_counted(tmp_path):
-    """A rank turns SIGTERM into an exception (impl/rank.py).  One that arrives while a line is being
-    written used to be raised after the write and before the count, so the rank's interrupted exit
-    repeated the line's index and the loader refused the run ("lines lost or reordered").  The
-    signal is raised here from inside the write itself: the exception comes once the line is counted."""
+@pytest.mark.parametrize("during", ["write", "flush"])
+def test_interrupt_during_a_write_comes_after_the_line_is_counted(tmp_path, during):
+    """A rank turns SIGTERM into an exception (impl/rank.py).  One raised after a line is written and
+    before it is counted makes the rank's interrupted exit repeat the line's index, and the loader
+    refuses the run ("lines lost or reordered").  The signal arrives here inside the write or the
+    flush; the handler goes through the writer, whose exception comes once the line is counted."""
     import signal
 
     class Stop(BaseException):
         pass
 
-    def on_term(signum, frame):
-        raise Stop()
-
     w = S.TraceWriter(tmp_path / "rank0.jsonl", 0)
     real = w._f
 
-    class Interrupting:  # the file, with SIGTERM arriving in the middle of a write
+    class Interrupting:  # the file, with SIGTERM arriving in the middle of a write or a flush
         def write(self, text):
-            signal.raise_signal(signal.SIGTERM)
+            if during == "write":
+                signal.raise_signal(signal.SIGTERM)
             return real.write(text)
 
         def flush(self):
             real.flush()
+            if during == "flush":
+                signal.raise_signal(signal.SIGTERM)
 
         def close(self):
             real.close()
 
-    old = signal.signal(signal.SIGTERM, on_term)
+    old = signal.signal(signal.SIGTERM, lambda signum, frame: w.interrupt(Stop()))
     try:
         w.emit(S.RANK_START, role="tp_rank0", pid=1)
         w._f = Interrupting()
@@ -65,6 +66,50 @@ def test_interrupt_during_a_write_comes_after_the_line_is_counted(tmp_path):
     w.close()
     tr = S.load_rank_trace(tmp_path / "rank0.jsonl", 0)
     assert [(e["ev"], e["i"]) for e in tr.events] == [(S.RANK_START, 0), (S.HEADER_SENT, 1), (S.RANK_EXIT, 2)]
+
+
+def test_interrupted_ranks_trace_loads_whichever_thread_takes_the_signal(tmp_path):
+    """The failure CI met (a 2-rank run, SIGTERM to the launcher: rank1.jsonl line 297 repeated index
+    295).  A rank has threads (gloo's, the watchdog); blocking the signal in the writing thread sent
+    it to another thread, and Python still ran the raising handler in the main thread between the
+    write and the count.  Here, with the rank's own handler and a second thread the kernel can pick, a
+    timer SIGTERMs the process while the main thread writes lines; every trace must load.  (Before
+    the fix about 4 in 5 of these traces were refused.)"""
+    import os
+    import random
+    import signal
+    import threading
+    import time
+
+    from lockstep.impl import rank as R
+
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    old = {sig: signal.getsignal(sig) for sig in sigs}
+    stop = threading.Event()
+    other = threading.Thread(target=lambda: stop.wait(60), daemon=True)
+    other.start()
+    rng = random.Random(7)
+    try:
+        for k in range(150):
+            p = tmp_path / f"rank0_{k}.jsonl"
+            w = S.TraceWriter(p, 0)
+            R._install_interrupt_handlers(w)
+            timer = threading.Timer(rng.uniform(0.0002, 0.003), os.kill, (os.getpid(), signal.SIGTERM))
+            timer.start()
+            deadline = time.monotonic() + 10
+            with pytest.raises(R.Interrupted):
+                w.emit(S.RANK_START, role="tp_rank0", pid=1)
+                while time.monotonic() < deadline:
+                    w.emit(S.MARK, note="x" * 50)
+            w.force(S.RANK_EXIT, how="interrupted", message="SIGTERM received")
+            w.close()
+            timer.join()
+            tr = S.load_rank_trace(p, 0)  # raises "lines lost or reordered" on a repeated index
+            assert tr.exit["how"] == "interrupted"
+    finally:
+        stop.set()
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 def test_unknown_kind_rejected_at_write(tmp_path):
