@@ -2,6 +2,7 @@
 
     python bench/bench_parallel.py [--workers 2] [--transport compact,pickle] [--steal auto,off] [--repeat 1]
                                    [--timeout 600] [--config pp1:mesh=3:off ...] [--quick] [--phases] [--json PATH]
+    python bench/bench_parallel.py --pairs 3 --config pp1:mesh=4:off --workers 8
 
 Each config (SPEC:NAME=VALUE,...:on|off for reduction; default pp1 mesh=3 unreduced and reduced, and the
 pipeline spec on its pure-Python path) runs ``Explorer(model).run()`` once (the reference) and then
@@ -26,7 +27,11 @@ the 1-minute load average at the end of the row.  With stealing on, a thief's CP
 ``crit`` then overstates the critical path, and ``eff wall`` on an idle machine is the figure to read.
 ``--phases`` adds a line per parallel row: for the levels' expand and merge phases, summed over the levels,
 the wall time the parent waited for the phase and the slowest and the mean worker's CPU in it (slowest over
-mean: what the barrier costs in imbalance; wall over slowest: the latency of a round through the parent).  RSS of a parallel run: the parent's plus every
+mean: what the barrier costs in imbalance; wall over slowest: the latency of a round through the parent).
+``--pairs K`` measures efficiency by wall on a machine whose speed drifts (shared or virtual): for each
+config and worker count, K rounds of (serial search, parallel search) and one more serial search; each
+parallel run's efficiency is against the mean of the serial runs just before and just after it, and
+the line ends with the median and the lowest (JSON: a ``pairs`` row).  RSS of a parallel run: the parent's plus every
 worker's peak (an upper bound).  Liveness is off (the parallel core is safety only).
 """
 from __future__ import annotations
@@ -36,6 +41,8 @@ import json
 import os
 import sys
 import time
+
+import numpy as np
 
 from lockstep.model import parallel
 from lockstep.model.checker import Explorer
@@ -88,6 +95,42 @@ def serial_after(make, bounds, head, rows, ts, cs, config_rows) -> None:
           flush=True)
 
 
+def bracketed(serial: list, par: list, n: int) -> list:
+    """Each parallel wall time's efficiency against the mean of the serial runs either side of it
+    (``serial`` has one more run than ``par``: s0 p0 s1 p1 ... sK)."""
+    return [(serial[i] + serial[i + 1]) / 2 / (n * par[i]) for i in range(len(par))]
+
+
+def run_pairs(make, bounds, head, n: int, k: int) -> tuple[dict, bool]:
+    """``k`` rounds of (serial, ``n`` workers), then a last serial run: (a JSON row, whether every run
+    agreed with the first serial one)."""
+    serial, par, ok, first = [], [], True, None
+
+    def one_serial():
+        ts, _, rs = timed(lambda: Explorer(make(), bounds).run())
+        serial.append(ts)
+        print(f"{head}{'serial':>13}{rs.stats.states:>10,}{ts:>8.2f}", flush=True)
+        return rs
+
+    first = one_serial()
+    want = (first.verdict, first.stats.states, first.stats.transitions, first.stats.depth)
+    for _ in range(k):
+        tp, _, rp = timed(lambda: parallel.check_parallel(make, bounds, n))
+        par.append(tp)
+        same = (rp.verdict, rp.stats.states, rp.stats.transitions, rp.stats.depth) == want
+        ok &= same
+        print(f"{head}{f'{n}w':>13}{rp.stats.states:>10,}{tp:>8.2f}" + ("" if same else "  MISMATCH"), flush=True)
+        rs = one_serial()
+        ok &= (rs.verdict, rs.stats.states, rs.stats.transitions, rs.stats.depth) == want
+    effs = bracketed(serial, par, n)
+    med = float(np.median(effs))
+    print(f"{head}  {n} workers, efficiency by wall against the serial runs either side: "
+          + ", ".join(f"{e:.2f}" for e in effs) + f"; median {med:.2f}, lowest {min(effs):.2f}", flush=True)
+    return {"run": "pairs", "workers": n, "serial_wall_s": [round(t, 3) for t in serial],
+            "parallel_wall_s": [round(t, 3) for t in par], "efficiency_wall": [round(e, 3) for e in effs],
+            "efficiency_wall_median": round(med, 3), "efficiency_wall_lowest": round(min(effs), 3)}, ok
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", default="2", help="comma-separated worker counts (default 2)")
@@ -103,8 +146,13 @@ def main() -> int:
     ap.add_argument("--phases", action="store_true",
                     help="after each parallel row, the levels' expand and merge phases: the wall time the parent "
                          "waited for each, the slowest and the mean worker's CPU (JSON: phases)")
+    ap.add_argument("--pairs", type=int, default=0, metavar="K",
+                    help="instead of the table: K rounds of (serial, parallel) per config and worker count, and a last "
+                         "serial run; each parallel run's efficiency against the serial runs either side of it")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
+    if a.pairs < 0:
+        ap.error(f"--pairs: expected a count >= 1, got {a.pairs}")
     steals = a.steal.split(",")
     if not set(steals) <= {"auto", "off"}:
         ap.error(f"--steal: expected auto, off or auto,off, got {a.steal!r}")
@@ -117,16 +165,22 @@ def main() -> int:
     else:
         configs = [("pp1", {"mesh": 3}, False), ("pp1", {"mesh": 3}, True), ("pipeline", {}, False)]
     print(f"cores: {os.cpu_count()}, workers: {counts}, transports: {transports}")
-    print(f"{'spec':<9}{'params':<14}{'red':>4}{'run':>13}{'states':>10}{'wall':>8}{'cpu':>8}{'max w':>7}{'crit':>7}"
-          f"{'eff wall':>9}{'eff crit':>9}{'RSS MB':>8}{'load':>6}")
+    print(f"{'spec':<9}{'params':<14}{'red':>4}{'run':>13}{'states':>10}{'wall':>8}" + ("" if a.pairs else
+          f"{'cpu':>8}{'max w':>7}{'crit':>7}{'eff wall':>9}{'eff crit':>9}{'RSS MB':>8}{'load':>6}"))
     rows = []
     ok = True
     for spec, raw, red in configs:
         make = factory(spec, raw, red)
         bounds = Bounds(timeout=a.timeout)
         ptxt = ",".join(f"{k}={v}" for k, v in raw.items()) or "-"
-        ts, cs, rs = timed(lambda: Explorer(make(), bounds).run())
         head = f"{spec:<9}{ptxt:<14}{'on' if red else 'off':>4}"
+        if a.pairs:
+            for n in counts:
+                row, same = run_pairs(make, bounds, head, n, a.pairs)
+                rows.append({"spec": spec, "params": raw, "reduction": red, **row})
+                ok &= same
+            continue
+        ts, cs, rs = timed(lambda: Explorer(make(), bounds).run())
         print(f"{head}{'serial':>13}{rs.stats.states:>10,}{ts:>8.2f}{cs:>8.2f}{'':>7}{'':>7}{'':>9}{'':>9}"
               f"{rs.stats.peak_rss_mb:>8.0f}{os.getloadavg()[0]:>6.1f}", flush=True)
         rows.append({"spec": spec, "params": raw, "reduction": red, "run": "serial", "workers": 1, "verdict": rs.verdict,
