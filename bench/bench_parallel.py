@@ -104,7 +104,7 @@ def bracketed(serial: list, par: list, n: int) -> list:
 def run_pairs(make, bounds, head, n: int, k: int) -> tuple[dict, bool]:
     """``k`` rounds of (serial, ``n`` workers), then a last serial run: (a JSON row, whether every run
     agreed with the first serial one)."""
-    serial, par, ok, first = [], [], True, None
+    serial, par, ok = [], [], True
 
     def one_serial():
         ts, _, rs = timed(lambda: Explorer(make(), bounds).run())
@@ -152,7 +152,7 @@ def main() -> int:
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     if a.pairs < 0:
-        ap.error(f"--pairs: expected a count >= 1, got {a.pairs}")
+        ap.error(f"--pairs: expected a count of rounds (0: the table), got {a.pairs}")
     steals = a.steal.split(",")
     if not set(steals) <= {"auto", "off"}:
         ap.error(f"--steal: expected auto, off or auto,off, got {a.steal!r}")
