@@ -41,6 +41,14 @@ class ModelConfig:
                 f"{self.context_frames + self.frames_per_chunk}: a recompute chunk would not fit the ring")
 
 
+def _heads_hint(model: ModelConfig, tp: int) -> str:
+    """The -p values that give ``tp`` ranks whole heads: the head count rounded up to a multiple of
+    ``tp``, with the head width kept (so the width, and the FFN width, split evenly too)."""
+    heads = -(-model.heads // tp) * tp
+    dim = model.dim if model.dim % heads == 0 else heads * model.head_dim
+    return f"try -p heads={heads}" + ("" if dim == model.dim else f" -p dim={dim}")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     topology: str = "tp"
@@ -176,7 +184,7 @@ def check_config(cfg: RunConfig) -> None:
     if cfg.model.heads % cfg.tp_degree:
         raise ValueError(
             f"TP degree {cfg.tp_degree} does not divide the head count {cfg.model.heads} "
-            f"(topology {cfg.topology}, world {cfg.world})")
+            f"(topology {cfg.topology}, world {cfg.world}); {_heads_hint(cfg.model, cfg.tp_degree)}")
     ffn = cfg.model.dim * cfg.model.ffn_mult
     if ffn % cfg.tp_degree:
         raise ValueError(f"TP degree {cfg.tp_degree} does not divide the FFN width {ffn}")

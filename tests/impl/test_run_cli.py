@@ -43,7 +43,10 @@ def test_run_fault_json_and_refuses_nonempty_dir(tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--topology", "tp", "-p", "world=3"], "TP degree 3 does not divide the head count 4"),
+    (["--topology", "tp", "-p", "world=3"], "TP degree 3 does not divide the head count 4 (topology tp, world 3); "
+                                            "try -p heads=6 -p dim=48"),
+    (["--topology", "pp1", "-p", "world=9"], "TP degree 8 does not divide the head count 4 (topology pp1, world 9); "
+                                             "try -p heads=8\n"),
     (["--topology", "tp", "-p", "nope=1"], "unknown parameter 'nope'"),
     (["--topology", "tp", "-p", "chunks"], "expected NAME=VALUE"),
     (["--topology", "tp", "--fault", "om-07"], "applies to topologies pp1"),

@@ -1,5 +1,7 @@
 """Single-process tests of the pieces: preflight order, strict meta decoding, config rejection,
 the KV ring, the planner's lifecycle bits, the fault/unsafe tables."""
+import re
+
 import pytest
 import torch
 
@@ -82,6 +84,20 @@ def test_tp_degree_not_dividing_heads_is_rejected_naming_both():
         check_config(RunConfig(topology="tp", world=3))
     with pytest.raises(ValueError, match=r"TP degree 3 .* head count 4"):
         Generator(RunConfig().model, tp_rank=0, tp_size=3)
+
+
+@pytest.mark.parametrize("topology,world", [("tp", w) for w in range(2, 17)] + [("pp1", w) for w in range(3, 18)])
+def test_the_head_count_hint_gives_a_configuration_that_runs(topology, world):
+    """The rejection names -p values; with them the same world is accepted (every TP degree to 16)."""
+    cfg = RunConfig(topology=topology, world=world)
+    try:
+        check_config(cfg)
+        return  # (the default head count already splits)
+    except ValueError as e:
+        hint = re.search(r"try (-p \S+(?: -p \S+)*)$", str(e))
+    assert hint, "no -p hint in the error"
+    params = dict(p.split("=") for p in hint.group(1).split(" ") if p != "-p")
+    check_config(apply_params(cfg, params))
 
 
 def test_params_and_unknown_names():
