@@ -28,12 +28,13 @@ def main() -> int:
     a = ap.parse_args()
     rng = random.Random(a.seed)
     t0 = time.perf_counter()
-    bad, parallel, declared, planted = [], 0, 0, 0
+    bad, parallel, declared, planted, unshared = [], 0, 0, 0, 0
     for i in range(a.specs):
         d = protogen.describe(protogen.random_pick(rng))
         roles = d["roles"].values()
         declared += any(r["footprint"] != "none" for r in roles)
         planted += any(r["planted_footprint"] for r in roles)
+        unshared += bool(d.get("no_shared"))
         par = a.parallel_every > 0 and i % a.parallel_every == 0
         parallel += par
         diffs = protogen.compare(d, workers=par)
@@ -42,10 +43,11 @@ def main() -> int:
             print(json.dumps(bad[-1]), file=sys.stderr)
     secs = time.perf_counter() - t0
     out = {"specs": a.specs, "seed": a.seed, "with_workers_2": parallel, "with_footprints": declared,
-           "with_planted_footprints": planted, "disagreements": len(bad), "seconds": round(secs, 1)}
+           "with_planted_footprints": planted, "without_shared_variables": unshared, "disagreements": len(bad), "seconds": round(secs, 1)}
     print(json.dumps(out) if a.json else
           f"{a.specs} generated specs (seed {a.seed}; {parallel} also with workers=2; {declared} with footprint "
-          f"declarations, {planted} of them planted wrong): {len(bad)} disagreements, {secs:.1f} s")
+          f"declarations, {planted} of them planted wrong; {unshared} without shared variables): {len(bad)} disagreements, "
+          f"{secs:.1f} s")
     return 1 if bad else 0
 
 

@@ -259,11 +259,16 @@ class Ctx:
         role = self.world.actors[self.actor].role.name
         raise SpecError(f"{role}.{self.trans or '?'}", PermissionError(what))
 
+    def _why_private(self) -> str:
+        if not self.world.shared:
+            return "a step reads or writes shared variables, but the protocol declares none (Protocol(shared={...}))"
+        return "a private role reads or writes shared variables (declare it private=False)"
+
     @property
     def g(self):
         fl = self.flags
         if fl & PRIVATE:
-            self._refuse("a private role reads or writes shared variables (declare it private=False)")
+            self._refuse(self._why_private())
         if fl & FOOTPRINT:
             return _Footprinted(self._g, self)
         return self._g
@@ -272,7 +277,7 @@ class Ctx:
     def g(self, value):
         fl = self.flags
         if fl & PRIVATE:
-            self._refuse("a private role reads or writes shared variables (declare it private=False)")
+            self._refuse(self._why_private())
         if fl & FOOTPRINT:
             if isinstance(value, _Footprinted):
                 value = value._g

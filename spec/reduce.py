@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ..model.api import SpecError, Violation
-from .lang import CONTROL_FIELDS, DEAD, FAILED, FOOTPRINT
+from .lang import CONTROL_FIELDS, DEAD, FAILED, FOOTPRINT, PRIVATE
 from .view import SHARED
 
 
@@ -37,13 +37,12 @@ class Reductions:
             self._fp_future.append(future)
             self._back.append(back)
             self._may_fail.append(exits)
-        self._fp_declared = any(c is not None and not a.role.private for a, c in zip(self.actors, self._fp_ctl))
 
     def _refresh_flags(self) -> None:
         """The footprint check runs while the reduction is on (it relies on the declarations only
         then); the memo of step effects is emptied when that changes."""
-        want = [bool(self._por_on and self._fp_ctl[i] is not None and not a.role.private and self._footprints[i])
-                for i, a in enumerate(self.actors)]
+        want = [bool(self._por_on and self._fp_ctl[i] is not None and not f & PRIVATE and self._footprints[i])
+                for i, f in enumerate(self._ctx_flags)]
         flags = [(f & ~FOOTPRINT) | (FOOTPRINT if w else 0) for f, w in zip(self._ctx_flags, want)]
         if flags != self._ctx_flags:
             self._ctx_flags = flags
@@ -404,14 +403,15 @@ def _conflict(fp: tuple, o: tuple) -> bool:
 def _role_tables(role, names: frozenset, everything: tuple):
     """(footprints by transition name, by control state, reachable from each control state, control
     states with a back edge, control states from which it may fail) of one role; None tables for a role that declares nothing."""
-    declared = role.private or role.shares is not None or any(t.reads is not None or t.writes is not None
-                                                             for t in role.transitions)
+    private = role.private or not names  # (a world without shared variables: nothing to share)
+    declared = private or role.shares is not None or any(t.reads is not None or t.writes is not None
+                                                         for t in role.transitions)
     fps: dict = {}
     if declared:
-        default = () if role.private else (role.shares or ())
+        default = () if private else (role.shares or ())
         for t in role.transitions:
             pu = ta = frozenset()
-            if role.private:
+            if private:
                 r = w = frozenset()
             elif t.reads is None and t.writes is None and t.puts is None and t.takes is None:
                 r = w = frozenset(default)

@@ -98,7 +98,9 @@ class Protocol(Fabric, Reductions, Explanation):
         self._sym_keys: dict = {}
         self._sym_checks = 0
         self._sym_ranks = frozenset(self.actors[i].rank for i in self.symmetric) if len(self.symmetric) > 1 else frozenset()
-        self._ctx_flags = [(PRIVATE if a.role.private else 0) | (SYMMETRIC if i in self._sym_ranks_idx() else 0)
+        # a role of a world without shared variables is private whether it says so or not: it has nothing
+        # to share (the Ctx refuses ``c.g`` to it as to a declared one, so the reduction relies on nothing unchecked)
+        self._ctx_flags = [(PRIVATE if a.role.private or not self.shared else 0) | (SYMMETRIC if i in self._sym_ranks_idx() else 0)
                            for i, a in enumerate(self.actors)]
         self._props = [(name, verdict, *_as_view_fn(fn)) for name, verdict, fn in self.invariants]
         self._pending_view = _as_view_fn(self.pending_fn) if self.pending_fn is not None else None

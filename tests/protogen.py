@@ -9,7 +9,8 @@ the world and on sub-groups and tagged point-to-point (each blocking, or posted 
 a handle and waited for in a state of its own), named faults, crash and hang faults, watchdog
 timeouts, invariants over control states and variables, a monitor over the transitions' events (per
 world or per rank, possibly rejecting, possibly with ``must_end``), a liveness obligation, the gloo,
-nccl, nccl-async and mpi backends, and ``private`` /
+nccl, nccl-async and mpi backends, protocols without shared variables (where every role is private,
+declared or not), and ``private`` /
 ``observed`` / ``symmetric`` declarations and footprints (a role's ``shares=`` or each transition's
 ``reads=``/``writes=`` over two shared variables, ``puts=``/``takes=`` on a FIFO queue) that are honest or
 planted wrong, and progress
@@ -53,7 +54,7 @@ def describe(pick: Pick) -> dict[str, Any]:
             src = pick(0, nstates - 1)
             dst = pick(0, nstates)  # nstates means DONE
             trans.append(_draw_transition(pick, src, dst, nstates, rank, n, sym, subgroups, thread))
-        uses_shared = any(t["guard"][0] in ("g", "room", "nonempty") or t["effect"][0] in ("g", "put", "take") for t in trans)
+        uses_shared = _uses_shared(trans)
         private = pick(0, 3) > 0 and not uses_shared
         plant_private = pick(0, 9) == 0 and uses_shared  # planted wrong: declared private, touches shared
         # footprints for a role that shares: undeclared, the role's ``shares``, or per transition;
@@ -77,7 +78,20 @@ def describe(pick: Pick) -> dict[str, Any]:
             moves[pick(0, len(moves) - 1)][2] = "REJECT"
         monitor = {"per": ("world", "rank")[pick(0, 1)], "moves": moves,
                    "must_end": [f"M{s}" for s in range(3) if pick(0, 2) > 0] if pick(0, 1) else None}
+    # no shared variables at all (drawn last, so the draws above are those of older descriptions): the
+    # guards and effects on shared variables become none, and the roles are private whether they say so
+    # or not (some do not say so)
+    no_shared = (inv is None or inv["kind"] != "g") and pick(0, 3) == 0
+    if no_shared:
+        for r in roles.values():
+            for t in r["trans"]:
+                if t["guard"][0] in ("g", "room", "nonempty"):
+                    t["guard"] = ("none",)
+                if t["effect"][0] in ("g", "put", "take"):
+                    t["effect"] = ("none",)
+            r.update(private=pick(0, 1) == 1, planted_private=False, footprint="none", planted_footprint=False)
     return {
+        "no_shared": no_shared,
         "ranks": n, "actors": actors, "sym": sym, "roles": roles, "subgroups": subgroups,
         # mpi: a rank that returned lingers (its partners hang).  No eager profile: a loop of eager sends
         # buffers without bound, and some users of the generator search without a state bound
@@ -88,6 +102,10 @@ def describe(pick: Pick) -> dict[str, Any]:
         "live": pick(0, 3) == 0 and not sym,
         "monitor": monitor,
     }
+
+
+def _uses_shared(trans: list) -> bool:
+    return any(t["guard"][0] in ("g", "room", "nonempty") or t["effect"][0] in ("g", "put", "take") for t in trans)
 
 
 def _ranks(pick, n, sym) -> list[int]:
@@ -173,7 +191,8 @@ def build(d: dict[str, Any]) -> Protocol:
         return a.state not in ("DONE", FAILED, "DEAD", "HUNG") and a.state != "S0"
     pending = obligation if d["live"] else None
     return Protocol(
-        "gen", groups, actor_defs, shared={**{v: 0 for v in SHARED}, "f": Fifo()}, backend=d["backend"], faults=frozenset(d["faults"]),
+        "gen", groups, actor_defs, shared={} if d.get("no_shared") else {**{v: 0 for v in SHARED}, "f": Fifo()},
+        backend=d["backend"], faults=frozenset(d["faults"]),
         max_faults=d["max_faults"], crash_ranks=tuple(d["crash_ranks"]), hang_ranks=tuple(d["hang_ranks"]),
         invariants=invariants, pending_fn=pending, monitors=_monitors(d),
         symmetric=tuple(i for i, (r, _) in enumerate(d["actors"]) if r > 0) if d["sym"] else ())

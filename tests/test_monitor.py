@@ -48,10 +48,12 @@ NO_HEADER_AFTER_SHUTDOWN = Monitor.never_after("no_header_after_shutdown", LATE,
 
 
 def test_monitor_holds_on_the_correct_server_and_adds_no_states():
-    plain = check(_server())
-    mon = check(_server(monitors=[NO_HEADER_AFTER_SHUTDOWN]))
+    assert check(_server()).verdict == check(_server(monitors=[NO_HEADER_AFTER_SHUTDOWN])).verdict == HOLDS
+    # the monitor's state is a function of rank 0's control state (before/after the shutdown).  (Reduced,
+    # the counts differ: the events it watches make rank 0's steps visible to the partial-order reduction.)
+    plain = check(_server(), reduction=False)
+    mon = check(_server(monitors=[NO_HEADER_AFTER_SHUTDOWN]), reduction=False)
     assert plain.verdict == mon.verdict == HOLDS
-    # the monitor's state is a function of rank 0's control state (before/after the shutdown)
     assert mon.stats.states == plain.stats.states
 
 
@@ -125,7 +127,9 @@ def test_per_rank_monitor_under_symmetry_agrees_with_the_full_graph():
     w = _server(monitors=[once], workers=3, symmetric=True)
     sym, full = check(w, reduction=True), check(w, reduction=False)
     assert sym.verdict == full.verdict == "TWICE"
-    assert len(sym.counterexample) == len(full.counterexample)
+    # the unreduced counterexample is the shortest; the partial-order reduction (every role of this world
+    # without shared variables is private) may lengthen it
+    assert 0 < len(full.counterexample) <= len(sym.counterexample)
     # a holding per-rank monitor: the symmetric graph is smaller and both agree
     atmost2 = Monitor("work_twice", "THRICE", "z", {("z", "worked"): "o", ("o", "worked"): "t", ("t", "worked"): Reject("3")},
                       per="rank", roles=("worker",))
