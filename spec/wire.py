@@ -337,7 +337,7 @@ class Fabric:
         differ = any(o.signature() != sig0 for o in ops[1:])
         why = None if differ else splits_mismatch(ops)
         if differ or why is not None:
-            calls = "; ".join(f"rank {ep[1]}: {ep[2].short()}" for ep in ordered)
+            calls = _calls_text(ordered)
             return act, Violation(COLLECTIVE_MISMATCH, f"matched calls on {gname} differ: {calls}" + (f" ({why})" if why else ""),
                                   {"group": gname, "calls": {str(ep[1]): ep[2].short() for ep in ordered}})
         kind = ops[0].kind
@@ -456,3 +456,25 @@ class Fabric:
         nl = list(actors)
         self._finish(nl, ref, t.on_error, v)
         return ("e", ref), _new_state(WorldState, (tuple(nl), g, fu, fab))
+
+
+def _ranks_text(ranks: list) -> str:
+    """``rank 3``, or ``ranks 1-4,7``: runs of consecutive ranks as ranges."""
+    if len(ranks) == 1:
+        return f"rank {ranks[0]}"
+    runs: list = []
+    for r in ranks:
+        if runs and r == runs[-1][1] + 1:
+            runs[-1][1] = r
+        else:
+            runs.append([r, r])
+    return "ranks " + ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def _calls_text(ordered) -> str:
+    """The calls of a mismatched collective, one entry per distinct call with the ranks that made it
+    (``rank 0: X; ranks 1-15: Y``), so that a 16-rank mismatch reads as what differs."""
+    by_call: dict = {}
+    for ep in ordered:
+        by_call.setdefault(ep[2].short(), []).append(ep[1])
+    return "; ".join(f"{_ranks_text(rs)}: {call}" for call, rs in by_call.items())

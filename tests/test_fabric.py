@@ -475,3 +475,25 @@ def test_deadlock_behind_a_timeout_that_hangs_is_stranded(backend):
     r = check(world((0, "main", side(0)), (1, "main", side(1)), backend=backend))
     assert r.verdict == STRANDED and "until its send timeout (7200 s) fires" in r.message
     assert r.detail["timeout"].startswith("until its send timeout")
+
+
+def test_a_mismatch_names_each_distinct_call_once_with_its_ranks():
+    """16 ranks, 15 of them calling with another dtype: the message says what differs in two entries
+    (the per-rank calls stay in the detail); ranks with one call that are not consecutive read as runs."""
+    from lockstep.spec.wire import _ranks_text
+
+    def world(n, odd):
+        roles = []
+        for r in range(n):
+            ro = Role(f"r{r}", "GO", {}, private=True)
+            ro.op("reduce", "GO", DONE, lambda c, dt=("int32" if r in odd else "int64"): F.all_reduce("world", (dt, (1,)), 1))
+            roles.append(ActorDef(r, "main", ro))
+        return Protocol("mm", {"world": Group("world", tuple(range(n)))}, roles)
+
+    res = check(world(16, set(range(1, 16))))
+    assert res.verdict == COLLECTIVE_MISMATCH
+    assert res.message.endswith("rank 0: all_reduce group=world sig=int64,(1,) op=sum; "
+                                "ranks 1-15: all_reduce group=world sig=int32,(1,) op=sum")
+    assert res.detail["calls"]["7"] == "all_reduce group=world sig=int32,(1,) op=sum"
+    assert "ranks 0-2,4-5: all_reduce group=world sig=int64" in check(world(6, {3})).message
+    assert [_ranks_text(x) for x in ([3], [1, 2], [0, 2, 3, 4, 9])] == ["rank 3", "ranks 1-2", "ranks 0,2-4,9"]
