@@ -196,22 +196,31 @@ class Explorer:
             if i is not None:
                 frontier.append(i)
                 fstates.append(s)
-        found: list[tuple[int, Result]] = []  # (length, result) candidates in this level
+        # (length, a function that builds the Result) of each violation found in this level: only the
+        # one reported is described (a level can hold thousands, each a whole counterexample to describe)
+        found: list[tuple[int, Callable[[], Result]]] = []
         depth = 0
         bound_hit = None
         successors, invariant, classify_end = model.successors, model.invariant, model.classify_end
         if keyed:
             successors = model.keyed_successors
 
-        def violation_result(v: Violation, steps, length_state_idx=None) -> Result:
-            cex = self.describe_path(steps)
-            return Result(v.verdict, v.message, st, cex, detail=dict(v.detail))
+        def violation_result(v: Violation, i: int, step: tuple | None = None, stuck=None) -> Callable[[], Result]:
+            """The Result of violation ``v`` at state ``i`` (after ``step`` when an edge violates; with who
+            waits on whom when ``stuck``, the stuck state), built when called."""
+            def build() -> Result:
+                steps = self.path_to(i) + ([step] if step else [])
+                r = Result(v.verdict, v.message, st, self.describe_path(steps), detail=dict(v.detail))
+                if stuck is not None:
+                    r.waiting = self.waiting_at_end(steps, stuck)
+                return r
+            return build
 
         # invariants of initial states
-        for s in fstates:
+        for i, s in zip(frontier, fstates):
             v = invariant(s)
             if v is not None:
-                found.append((0, violation_result(v, [])))
+                found.append((0, violation_result(v, i)))
         while frontier and not found:
             if b.max_depth is not None and depth >= b.max_depth:
                 bound_hit = f"max-depth {b.max_depth}"
@@ -233,11 +242,9 @@ class Explorer:
                             k, n = n, None
                         elif isinstance(n, Violation):
                             if a is None:  # the state itself is the violation (stuck): no extra step
-                                r = violation_result(n, self.path_to(i))
-                                r.waiting = self.waiting_at_end(self.path_to(i), s)
-                                found.append((depth, r))
+                                found.append((depth, violation_result(n, i, stuck=s)))
                             else:
-                                found.append((depth + 1, violation_result(n, self.path_to(i) + [(s, a, n)])))
+                                found.append((depth + 1, violation_result(n, i, (s, a, n))))
                             continue
                         else:
                             k = key_of(n) if keyed else n
@@ -276,7 +283,7 @@ class Explorer:
                             flags.append(bool(pending(n)))
                         v = invariant(n)
                         if v is not None:
-                            found.append((depth + 1, violation_result(v, self.path_to(j))))
+                            found.append((depth + 1, violation_result(v, j)))
                 except SpecError:
                     raise
                 finally:
@@ -296,9 +303,7 @@ class Explorer:
                     if kind == FAIL_FAST:
                         st.fail_fast_ends += 1
                     elif isinstance(kind, Violation):
-                        r = violation_result(kind, self.path_to(i))
-                        r.waiting = self.waiting_at_end(self.path_to(i), s)
-                        found.append((depth, r))
+                        found.append((depth, violation_result(kind, i, stuck=s)))
                 if b.max_states is not None and len(parent) >= b.max_states:
                     bound_hit = f"max-states {b.max_states}"
                     break
@@ -319,8 +324,8 @@ class Explorer:
         st.states, st.depth, st.seconds = len(states), depth, time.perf_counter() - t0
         st.peak_rss_mb = peak_rss_mb()
         if found:
-            found.sort(key=lambda x: x[0])
-            return found[0][1]
+            found.sort(key=lambda x: x[0])  # (stable: the first found of the shortest)
+            return found[0][1]()
         if bound_hit:
             return Result(BOUND_REACHED, f"bound reached ({bound_hit}) before the state space was exhausted; "
                                          f"no violation in the {st.states} states explored", st, bound=bound_hit)
