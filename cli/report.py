@@ -5,6 +5,7 @@ import json
 from typing import Any
 
 from ..model.api import BOUND_REACHED, HOLDS, VACUOUS
+from ..spec.fabric import rank_runs
 
 JSON_SCHEMA_VERSION = 1
 INTERRUPTED = "INTERRUPTED"  # a signal ended the check: not a verdict about the spec
@@ -159,9 +160,10 @@ def text(spec: str, variant: str | None, params: dict, backend: str, result, sho
             if s.get("shared"):
                 changed = {**changed, "shared": s["shared"]}
             mark = "@" if s.get("in_cycle") else " "
-            rows.append((f"{mark}{s['step']}", _fmt(s.get("rank")), who, tr, _choice(s.get("choice")), s.get("op") or "",
+            rank = s.get("rank")
+            rows.append((f"{mark}{s['step']}", rank_runs(rank) if isinstance(rank, list) else _fmt(rank), who, tr, _choice(s.get("choice")), s.get("op") or "",
                          _fmt(s.get("ids")), _fmt(changed)))
-        # rank lists and choices are never cut (a 6-rank collective lists all six); wide free-text
+        # rank lists (as runs: 0-15) and choices are never cut; wide free-text
         # columns are, with the full text in --json
         widths = [min(max(len(r[i]) for r in rows), w) for i, w in enumerate((6, 10_000, 14, 40, 10_000, 60, 40, 80))]
         if all(not r[4] for r in rows[1:]):  # no step chose anything: drop the empty column

@@ -21,6 +21,7 @@ import json
 import re
 from pathlib import Path
 
+from ..spec.fabric import rank_runs, ranks_text
 from ..tracefmt.plain import PlainUnpickler, loads_plain  # noqa: F401 - loads_plain is re-exported
 from .loader import BadInput
 
@@ -321,8 +322,8 @@ def check_dumps(dumps: dict[int, dict], groups: dict[str, list[int]], meta: dict
             else:
                 gone = [r for r in first["missing"]]
                 verdicts.append({"verdict": "STRANDED", "group": g,
-                                 "message": f"ranks {first['present']} entered {first['op']} #{first['seq']} on {g}; ranks {gone} "
-                                            f"never did (they stopped at "
+                                 "message": f"{ranks_text(first['present'])} entered {first['op']} #{first['seq']} on {g}; "
+                                            f"{ranks_text(gone)} never did (stopped at "
                                             f"{', '.join(str(reached[str(r)]) for r in gone)}): the ranks that entered wait "
                                             f"for partners that moved on, exited or wedged (STRANDED; DEADLOCK if those "
                                             f"partners are themselves blocked in an op Flight Recorder does not see, e.g. p2p)"})
@@ -501,15 +502,18 @@ def check_dir(dump_dir: str | Path, spec: str = "auto", allow_missing: bool = Fa
 
 
 def render(rep: dict) -> str:
-    lines = [f"lockstep conform --flight-recorder {rep['dump_dir']}: ranks {rep['ranks']}, versions {', '.join(rep['versions'])}"
+    lines = [f"lockstep conform --flight-recorder {rep['dump_dir']}: {ranks_text(rep['ranks'])}, versions {', '.join(rep['versions'])}"
              + (f", run {rep['run_id']}" if rep.get("run_id") else "")]
     for g, info in rep["groups"].items():
-        lines.append(f"  group {g} {info['members']}: reached seq " + ", ".join(
-            f"rank {r}: {'? (ring buffer wrapped)' if s is None else s}" for r, s in info["reached"].items()))
+        by_seq: dict = {}  # ranks that reached the same seq together (in rank order)
+        for r, s in info["reached"].items():
+            by_seq.setdefault(s, []).append(int(r))
+        lines.append(f"  group {g} [{rank_runs(info['members'])}]: reached seq " + ", ".join(
+            f"{ranks_text(rs)}: {'? (ring buffer wrapped)' if s is None else s}" for s, rs in by_seq.items()))
         fm = info["first_mismatch"]
         if fm:
             lines.append(f"    first mismatch at #{fm['seq']}: {fm['kind']} " +
-                         (f"(missing ranks {fm['missing']})" if fm["kind"] == "missing_ranks" else json.dumps(fm["ranks"])))
+                         (f"(missing {ranks_text(fm['missing'])})" if fm["kind"] == "missing_ranks" else json.dumps(fm["ranks"])))
     for v in rep["verdicts"]:
         lines.append(f"  {v['verdict']}: {v['message']}")
     if "spec_check" in rep:
@@ -526,8 +530,11 @@ def render(rep: dict) -> str:
         lines.append(f"  rank {x['rank']} stuck in {x['op']} {'to' if x['op'] == 'send' else 'from'} rank {x['peer']} on "
                      f"{x['group']} (p2p seq {x['p2p_seq']}, {x['state']}, {x['why']}; {x['dtype']}{x['size']}{what})")
     if rep.get("pending"):
+        same: dict = {}  # ranks with the same op still pending, together
         for r, x in rep["pending"].items():
-            lines.append(f"  rank {r} at dump time: {x['op']} #{x['seq']} on {x['group']} still {x['state']}")
+            same.setdefault((x["op"], x["seq"], x["group"], x["state"]), []).append(int(r))
+        for (op, seq, g, state), rs in same.items():
+            lines.append(f"  {ranks_text(rs)} at dump time: {op} #{seq} on {g} still {state}")
     if rep.get("missing_ranks"):
         lines.append(f"  note: no dump of rank(s) {rep['missing_ranks']} (--allow-missing): what they did is unknown")
     if rep.get("empty"):

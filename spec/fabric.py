@@ -407,3 +407,22 @@ class Group:
 
     def local(self, global_rank: int) -> int:
         return self.ranks.index(global_rank)
+
+
+def rank_runs(ranks) -> str:
+    """Ranks as runs of consecutive ones, in the order given: ``1-4,7`` (``0-15`` for a 16-rank group; a
+    run of two stays ``0,1``)."""
+    runs: list = []
+    for r in ranks:
+        if runs and r == runs[-1][1] + 1:
+            runs[-1][1] = r
+        else:
+            runs.append([r, r])
+    return ",".join(str(a) if a == b else f"{a},{b}" if b == a + 1 else f"{a}-{b}" for a, b in runs)
+
+
+def ranks_text(ranks) -> str:
+    """``rank 3``, or ``ranks 1-4,7`` (``rank_runs``)."""
+    ranks = list(ranks)
+    return f"rank {ranks[0]}" if len(ranks) == 1 else f"ranks {rank_runs(ranks)}"
+

@@ -15,7 +15,7 @@ Queues: collectives per group; p2p per (group, peer) on peer-fifo profiles, none
 from __future__ import annotations
 
 from ..model.api import COLLECTIVE_MISMATCH, SpecError, Violation
-from .fabric import COLLECTIVES, P2P, Op, Post, check_post, combine, splits_mismatch
+from .fabric import COLLECTIVES, P2P, Op, Post, check_post, combine, ranks_text, splits_mismatch
 from .lang import EXITED, ActorDef, Transition
 from .state import ActorState, PendingOp, WorldState
 
@@ -458,23 +458,10 @@ class Fabric:
         return ("e", ref), _new_state(WorldState, (tuple(nl), g, fu, fab))
 
 
-def _ranks_text(ranks: list) -> str:
-    """``rank 3``, or ``ranks 1-4,7``: runs of consecutive ranks as ranges."""
-    if len(ranks) == 1:
-        return f"rank {ranks[0]}"
-    runs: list = []
-    for r in ranks:
-        if runs and r == runs[-1][1] + 1:
-            runs[-1][1] = r
-        else:
-            runs.append([r, r])
-    return "ranks " + ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
-
-
 def _calls_text(ordered) -> str:
     """The calls of a mismatched collective, one entry per distinct call with the ranks that made it
     (``rank 0: X; ranks 1-15: Y``), so that a 16-rank mismatch reads as what differs."""
     by_call: dict = {}
     for ep in ordered:
         by_call.setdefault(ep[2].short(), []).append(ep[1])
-    return "; ".join(f"{_ranks_text(rs)}: {call}" for call, rs in by_call.items())
+    return "; ".join(f"{ranks_text(rs)}: {call}" for call, rs in by_call.items())

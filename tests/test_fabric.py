@@ -480,7 +480,6 @@ def test_deadlock_behind_a_timeout_that_hangs_is_stranded(backend):
 def test_a_mismatch_names_each_distinct_call_once_with_its_ranks():
     """16 ranks, 15 of them calling with another dtype: the message says what differs in two entries
     (the per-rank calls stay in the detail); ranks with one call that are not consecutive read as runs."""
-    from lockstep.spec.wire import _ranks_text
 
     def world(n, odd):
         roles = []
@@ -495,5 +494,6 @@ def test_a_mismatch_names_each_distinct_call_once_with_its_ranks():
     assert res.message.endswith("rank 0: all_reduce group=world sig=int64,(1,) op=sum; "
                                 "ranks 1-15: all_reduce group=world sig=int32,(1,) op=sum")
     assert res.detail["calls"]["7"] == "all_reduce group=world sig=int32,(1,) op=sum"
-    assert "ranks 0-2,4-5: all_reduce group=world sig=int64" in check(world(6, {3})).message
-    assert [_ranks_text(x) for x in ([3], [1, 2], [0, 2, 3, 4, 9])] == ["rank 3", "ranks 1-2", "ranks 0,2-4,9"]
+    assert "ranks 0-2,4,5: all_reduce group=world sig=int64" in check(world(6, {3})).message
+    assert [F.ranks_text(x) for x in ([3], [1, 2], [0, 2, 3, 4, 9])] == ["rank 3", "ranks 1,2", "ranks 0,2-4,9"]
+    assert F.rank_runs(range(16)) == "0-15" and F.rank_runs([5, 1, 2, 3]) == "5,1-3"
