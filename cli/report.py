@@ -5,7 +5,7 @@ import json
 from typing import Any
 
 from ..model.api import BOUND_REACHED, HOLDS, VACUOUS
-from ..spec.fabric import rank_runs
+from ..spec.fabric import rank_runs, ranks_text
 
 JSON_SCHEMA_VERSION = 1
 INTERRUPTED = "INTERRUPTED"  # a signal ended the check: not a verdict about the spec
@@ -184,10 +184,14 @@ def text(spec: str, variant: str | None, params: dict, backend: str, result, sho
         lines.append("")
         lines.append("who waits on whom:")
         queues = _p2p_queues(result.waiting, cex or [])
+        same: dict = {}  # ranks that wait alike (a 16-rank mesh stranded in one broadcast), on one line
         for w in result.waiting:
             if w.get("op"):
                 who = ", ".join(f"rank {r} ({s})" for r, s in w.get("partner_status", {}).items()) or _queued(w, queues)
-                lines.append(f"  rank {w['rank']} {w['role']} in {w['state']}: {w['op']}  -> waits for {who}")
+                text = f"{w['role']} in {w['state']}: {w['op']}  -> waits for {who}"
             else:
-                lines.append(f"  rank {w['rank']} {w['role']} in {w['state']}: {w.get('condition', '')}")
+                text = f"{w['role']} in {w['state']}: {w.get('condition', '')}"
+            same.setdefault(text, []).append(w["rank"])
+        for text, ranks in same.items():
+            lines.append(f"  {ranks_text(ranks)} {text}")
     return "\n".join(lines)

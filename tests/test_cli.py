@@ -36,6 +36,17 @@ def test_text_output_shows_counterexample_and_waits():
     assert "verdict: STRANDED" in p.stdout and "who waits on whom" in p.stdout and "[commit]" in p.stdout
 
 
+def test_text_output_reads_at_scale():
+    """A 9-rank pp1 whose leader throws inside an envelope: the seven stranded workers wait on one line, and
+    the fabric step of the 8-rank mesh broadcast names its ranks as a run (--json keeps one entry a rank)."""
+    p = lockstep("check", "pp1", "-v", "om07-leader-throws", "-p", "mesh=8")
+    assert p.returncode == 1
+    assert "\n  ranks 2-8 worker in MESH_META: broadcast group=mesh src=0 sig=uint8,meta  -> waits for rank 1 (gone)\n" in p.stdout
+    assert re.search(r"\n +\d+ +1-8 +fabric +broadcast completes", p.stdout)
+    d = json.loads(lockstep("check", "pp1", "-v", "om07-leader-throws", "-p", "mesh=8", "--json").stdout)
+    assert [w["rank"] for w in d["waiting"]] == list(range(2, 9))
+
+
 def test_bound_reached_exit_3():
     p = lockstep("check", "tp", "--max-states", "50", "--json")
     assert p.returncode == 3
