@@ -20,6 +20,7 @@ from typing import Any
 
 import graphviz
 
+from ..spec.fabric import ranks_text
 from .conditions import Condition, condition
 from .dot import FONT
 
@@ -64,10 +65,17 @@ class WaitFor:
         if self.cycle:
             return "wait-for cycle: " + " → ".join(self.nodes[n].label for n in self.cycle + self.cycle[:1])
         if self.chains:
-            out = []
+            by_tail: dict = {}  # chains that differ only in the thread that waits, on one entry
             for ch in self.chains:
-                end = self.nodes[ch[-1]]
-                out.append(" → ".join(self.nodes[n].label for n in ch) + f" ({end.status})")
+                by_tail.setdefault(tuple(ch[1:]), []).append(self.nodes[ch[0]])
+            out = []
+            for tail, heads in by_tail.items():
+                end = self.nodes[tail[-1]] if tail else heads[0]
+                if len(heads) > 1 and all(h.label == f"rank{h.rank}" for h in heads):
+                    head = ranks_text(sorted(h.rank for h in heads))  # main threads: ranks 2-15
+                else:
+                    head = ", ".join(h.label for h in heads)
+                out.append(" → ".join([head] + [self.nodes[n].label for n in tail]) + f" ({end.status})")
             return "wait-for chain: " + "; ".join(out)
         return ""
 

@@ -80,6 +80,18 @@ def test_waitfor_edges_for_every_blocked_thread(spec, variant, verdict, shape):
         assert {"0", "1"} <= dead  # both gone lanes are greyed
 
 
+def test_chain_summary_names_the_waiting_ranks_once():
+    """pp1 with a mesh of 8 whose leader throws inside an envelope: seven workers wait on the gone leader.
+    The summary (figure, report, swimlane header) reads as one chain, not seven."""
+    info, params = resolve("pp1", "om07-leader-throws", {"mesh": "8"}, None)
+    m = info.build(params, "om07-leader-throws", pick_backend(info, "om07-leader-throws", None))
+    res = check(m, Bounds(max_states=100_000), liveness=False)
+    m.set_reduction(False)
+    wf = WF.from_spec(m, res.waiting, res.counterexample, res.verdict)
+    assert sorted(wf.chains) == [[f"rank{r}", "rank1"] for r in range(2, 9)]
+    assert wf.summary() == "wait-for chain: ranks 2-8 → rank1 (gone: exited with an error)"
+
+
 def test_condition_names_the_guard_and_the_full_queue():
     info, params = resolve("pp0", "queue-no-drain", {}, None)
     m = info.build(params, "queue-no-drain", "gloo")
