@@ -30,7 +30,7 @@ class Reductions:
         for a in self.actors:
             role = a.role
             if role.name not in per_role:
-                per_role[role.name] = _role_tables(role, names, everything)
+                per_role[role.name] = _role_tables(role, names, everything, self._implied_private)
             fps, ctl, future, back, exits = per_role[role.name]
             self._footprints.append(fps)
             self._fp_ctl.append(ctl)
@@ -400,10 +400,10 @@ def _conflict(fp: tuple, o: tuple) -> bool:
     return bool(W & (Ro | Wo | Po | To) or R & (Wo | Po | To) or P & (Ro | Wo | Po) or T & (Ro | Wo | To))
 
 
-def _role_tables(role, names: frozenset, everything: tuple):
+def _role_tables(role, names: frozenset, everything: tuple, implied_private: bool = False):
     """(footprints by transition name, by control state, reachable from each control state, control
     states with a back edge, control states from which it may fail) of one role; None tables for a role that declares nothing."""
-    private = role.private or not names  # (a world without shared variables: nothing to share)
+    private = role.private or implied_private  # (``Protocol._implied_private``: nothing to share)
     declared = private or role.shares is not None or any(t.reads is not None or t.writes is not None
                                                          for t in role.transitions)
     fps: dict = {}

@@ -99,8 +99,11 @@ class Protocol(Fabric, Reductions, Explanation):
         self._sym_checks = 0
         self._sym_ranks = frozenset(self.actors[i].rank for i in self.symmetric) if len(self.symmetric) > 1 else frozenset()
         # a role of a world without shared variables is private whether it says so or not: it has nothing
-        # to share (the Ctx refuses ``c.g`` to it as to a declared one, so the reduction relies on nothing unchecked)
-        self._ctx_flags = [(PRIVATE if a.role.private or not self.shared else 0) | (SYMMETRIC if i in self._sym_ranks_idx() else 0)
+        # to share (the Ctx refuses ``c.g`` to it as to a declared one, so the reduction relies on nothing
+        # unchecked).  Only where no invariant or obligation reads roles: a private role's variables that a
+        # property reads must be declared ``observed``, which a spec that declared nothing did not promise
+        self._implied_private = not self.shared and not self.invariants and self.pending_fn is None
+        self._ctx_flags = [(PRIVATE if a.role.private or self._implied_private else 0) | (SYMMETRIC if i in self._sym_ranks_idx() else 0)
                            for i, a in enumerate(self.actors)]
         self._props = [(name, verdict, *_as_view_fn(fn)) for name, verdict, fn in self.invariants]
         self._pending_view = _as_view_fn(self.pending_fn) if self.pending_fn is not None else None

@@ -10,7 +10,7 @@ a handle and waited for in a state of its own), named faults, crash and hang fau
 timeouts, invariants over control states and variables, a monitor over the transitions' events (per
 world or per rank, possibly rejecting, possibly with ``must_end``), a liveness obligation, the gloo,
 nccl, nccl-async and mpi backends, protocols without shared variables (where every role is private,
-declared or not), and ``private`` /
+declared or not, unless an invariant or obligation reads roles), and ``private`` /
 ``observed`` / ``symmetric`` declarations and footprints (a role's ``shares=`` or each transition's
 ``reads=``/``writes=`` over two shared variables, ``puts=``/``takes=`` on a FIFO queue) that are honest or
 planted wrong, and progress
@@ -79,8 +79,8 @@ def describe(pick: Pick) -> dict[str, Any]:
         monitor = {"per": ("world", "rank")[pick(0, 1)], "moves": moves,
                    "must_end": [f"M{s}" for s in range(3) if pick(0, 2) > 0] if pick(0, 1) else None}
     # no shared variables at all (drawn last, so the draws above are those of older descriptions): the
-    # guards and effects on shared variables become none, and the roles are private whether they say so
-    # or not (some do not say so)
+    # guards and effects on shared variables become none, and the roles (some of which do not say so)
+    # are private whether they say so or not where no invariant or obligation reads them
     no_shared = (inv is None or inv["kind"] != "g") and pick(0, 3) == 0
     if no_shared:
         for r in roles.values():

@@ -237,7 +237,7 @@ def test_private_role_reading_shared_state_is_refused():
         check(_pair(w2, shared={"flag": True}))
 
 
-def _loop_world(n: int, bug: bool = False):
+def _loop_world(n: int, bug: bool = False, invariants=()):
     """Rank 0 broadcasts go twice, then stop; every other rank all-reduces after each go.  No shared
     variables, and no role says private=True."""
     from lockstep.spec.fabric import all_reduce, broadcast
@@ -251,12 +251,12 @@ def _loop_world(n: int, bug: bool = False):
     w.op("recv", "WAIT", ("REDUCE", "DONE"), lambda c: broadcast("world", 0, sig), after=lambda c, d: c.goto("REDUCE" if d else "DONE"))
     w.op("reduce", "REDUCE", "WAIT", lambda c: all_reduce("world", ("int32", (1,)) if bug else sig, data=1))
     return Protocol("loop", {"world": Group("world", tuple(range(n)))},
-                    [ActorDef(0, "main", lead)] + [ActorDef(r, "main", w) for r in range(1, n)])
+                    [ActorDef(0, "main", lead)] + [ActorDef(r, "main", w) for r in range(1, n)], invariants=list(invariants))
 
 
 def test_roles_of_a_world_without_shared_variables_are_private():
-    """A world with no shared variables: every role is private whether it says so or not (it has nothing
-    to share), so the partial-order reduction takes its steps alone.  Old: an undeclared role was never
+    """A world with no shared variables (and no invariant or obligation reading roles): every role is private
+    whether it says so or not (it has nothing to share), so the partial-order reduction takes its steps alone.  Old: an undeclared role was never
     reduced (6 ranks: 417 states reduced, as many as unreduced; now 39).  The answer is the unreduced one, and
     ``c.g`` is refused there as in a declared private role."""
     from lockstep.model.api import COLLECTIVE_MISMATCH
@@ -271,6 +271,13 @@ def test_roles_of_a_world_without_shared_variables_are_private():
     w.op("sync", "MID", "DONE", lambda c: barrier("world"))
     with pytest.raises(SpecError, match=r"worker\.peek.*declares none"):
         check(_pair(w))
+    # an invariant that reads a role's variables: the spec promised no ``observed=``, so nothing is implied
+    # (no refusal either); the reduction leaves the roles whole, as before
+    def negative(world):
+        return "left < 0" if world.actor(0).vars.left < 0 else None
+    inv = [("NONNEG", INVARIANT, negative)]
+    reduced, full = check(_loop_world(6, invariants=inv), reduction=True), check(_loop_world(6, invariants=inv), reduction=False)
+    assert reduced.verdict == full.verdict == HOLDS and reduced.stats.states == full.stats.states == 417
 
 
 def test_invariant_reading_unobserved_private_state_is_refused():
