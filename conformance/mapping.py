@@ -296,10 +296,22 @@ def _next_event(events: EventWindow, i: int, kinds: tuple, stop_at_comm: bool = 
         j += 1
 
 
+def kv_units(manifest: dict) -> tuple[int, int] | None:
+    """(latent frames per chunk, tokens per frame) of a run, from its manifest's model config: what turns
+    the impl's frame and token positions into the specs' chunks (None where the manifest lacks them)."""
+    m = (manifest.get("config") or {}).get("model")
+    try:
+        units = (int(m["frames_per_chunk"]), int(m["tokens_per_frame"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return units if min(units) > 0 else None
+
+
 class _Builder:
     def __init__(self, family: str, rank: int, events: EventWindow, truncated: bool, trip_anchor: int | None = None,
-                 sink=None, anchor_known: bool = False):
+                 sink=None, anchor_known: bool = False, units: tuple[int, int] | None = None):
         self.family, self.rank, self.events = family, rank, events
+        self.units = units  # kv_units: the KV-cache records are checked where it is known
         self.out: dict[str, list[Obs]] = {}
         self.truncated = truncated
         # the rank's runtime-tripwire point (_tripwire_anchor): given when it is not a tripwire record
@@ -428,9 +440,10 @@ def _tripwire_anchor(events: list[dict]) -> int | None:
 
 
 def map_rank_events(adapter, family: str, rank: int, role: str, events: EventWindow, truncated: bool,
-                    trip_anchor: int | None = None, sink=None, anchor_known: bool = False):
+                    trip_anchor: int | None = None, sink=None, anchor_known: bool = False,
+                    units: tuple[int, int] | None = None):
     """A generator mapping one rank's events (one step per event); its builder's ``out`` fills as it goes."""
-    b = _Builder(family, rank, events, truncated, trip_anchor, sink, anchor_known)
+    b = _Builder(family, rank, events, truncated, trip_anchor, sink, anchor_known, units)
     return b, adapter.map_rank(b, role)
 
 
@@ -447,7 +460,7 @@ def map_run(run: S.RunTrace) -> Mapped:
         role = run.manifest["roles"].get(str(r), "")
         anchor = _tripwire_anchor(tr.events)
         b, steps = map_rank_events(ad, family, r, role, EventWindow.of_list(tr.events), tr.truncated, anchor,
-                                   anchor_known=True)
+                                   anchor_known=True, units=kv_units(run.manifest))
         for _ in steps:
             pass
         for thread, obs in b.out.items():

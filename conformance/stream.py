@@ -222,7 +222,7 @@ def scan(src: Source, validate: bool, deferred: loader.BadInput | None = None, f
 
             counts: dict[str, mapping.ActorFacts] = {}
             if eager is None:
-                _map_counts(ad, family, r, role, it, tap, counts, None, facts)
+                _map_counts(ad, family, r, role, it, tap, counts, None, facts, mapping.kv_units(src.manifest))
             else:
                 # held in memory and mapped already: the checks only
                 send = fan.send
@@ -246,7 +246,7 @@ def scan(src: Source, validate: bool, deferred: loader.BadInput | None = None, f
                 # the rank's tripwire point is only known at its end: map it again knowing it
                 sc.anchors[r] = late
                 counts = {}
-                _map_counts(ad, family, r, role, src.events(r), None, counts, late, facts)
+                _map_counts(ad, family, r, role, src.events(r), None, counts, late, facts, mapping.kv_units(src.manifest))
             for thread, f in counts.items():
                 mapped.facts[(r, thread)] = f
             res = fan.finish()
@@ -276,7 +276,7 @@ def scan(src: Source, validate: bool, deferred: loader.BadInput | None = None, f
     return sc
 
 
-def _map_counts(ad, family, r, role, events, tap, counts: dict, anchor, facts) -> None:
+def _map_counts(ad, family, r, role, events, tap, counts: dict, anchor, facts, units=None) -> None:
     """Run rank r's map over its events, counting what it makes per thread (observables dropped)."""
     def sink(thread, o):
         q = b.out[thread]
@@ -286,7 +286,7 @@ def _map_counts(ad, family, r, role, events, tap, counts: dict, anchor, facts) -
                 f.add(x)
             del q[:LAG]
     win = mapping.EventWindow(events, None, tap)
-    b, steps = mapping.map_rank_events(ad, family, r, role, win, facts.truncated, anchor, sink)
+    b, steps = mapping.map_rank_events(ad, family, r, role, win, facts.truncated, anchor, sink, units=units)
     for _ in steps:
         pass
     for thread, q in b.out.items():
@@ -323,10 +323,11 @@ def scan_fabric(src: Source, sc: Scan | None = None) -> list[dict]:
 class RankMap:
     """One rank's map, run as far as its actors' observables are asked for."""
 
-    def __init__(self, ad, family, r, role, events, facts, anchor, keep: set, tap=None, sink=None):
+    def __init__(self, ad, family, r, role, events, facts, anchor, keep: set, tap=None, sink=None, units=None):
         win = self.window = mapping.EventWindow(events, facts.pending, tap)
         self.b, self.steps = mapping.map_rank_events(ad, family, r, role, win, facts.truncated, anchor,
-                                                     sink=(lambda th, o, r=r: sink(r, th, o)) if sink else None)
+                                                     sink=(lambda th, o, r=r: sink(r, th, o)) if sink else None,
+                                                     units=units)
         self.done = False
         self.base: dict[str, int] = {}
         self.keep = keep   # threads whose observables the replay reads (others: the first one only)
@@ -416,7 +417,7 @@ def lazy_mapped(src: Source, sc: Scan, actors, matcher: fabric_check.Matcher | N
     for r in src.ranks():
         tap = _feeder(matcher.feed, r) if matcher is not None else None
         maps[r] = RankMap(ad, mapped.family, r, m["roles"].get(str(r), ""), src.events(r), sc.facts[r],
-                          sc.anchors.get(r), keep_of.get(r, set()), tap, sink)
+                          sc.anchors.get(r), keep_of.get(r, set()), tap, sink, mapping.kv_units(m))
     for (r, th), f in sorted(mapped.facts.items()):
         if th in keep_of.get(r, set()):
             mapped.per_actor[(r, th)] = LazyObs(maps[r], th, f.count)
@@ -447,7 +448,7 @@ def observables(src: Source, sc: Scan):
     for r in src.ranks():
         threads = {th for (rr, th) in mapped.facts if rr == r}
         rm = RankMap(ad, mapped.family, r, m["roles"].get(str(r), ""), src.events(r), sc.facts[r],
-                     sc.anchors.get(r), threads)
+                     sc.anchors.get(r), threads, units=mapping.kv_units(m))
         while True:
             rm.step()
             for th, q in rm.b.out.items():

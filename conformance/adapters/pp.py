@@ -5,7 +5,7 @@ PP's spec transitions."""
 from __future__ import annotations
 
 from ...tracefmt import schema as S
-from ..mapping import GEN_PURPOSES, Adapter, Obs, _Builder, _next_event
+from ..mapping import GEN_PURPOSES, Adapter, Obs, _Builder, _next_event, kv_units
 
 # header action -> the sender's spec transition (rank 0's comms thread; the mesh leader's broadcast)
 HEADER_NAMES = {
@@ -72,6 +72,14 @@ class PPAdapter(Adapter):
             return {"chunk_index": v.env.chunk_index, "cache_epoch": v.env.cache_epoch}
         if role == "worker" and tname == "recv_mesh_header":
             return None
+        if tname == "call_count_check" and getattr(v, "kv", None) is not None:
+            # the KV lifecycle state this rank's Phase B left (apply_lifecycle), against its cache_advance:
+            # the epoch and the positions in the chunk timeline, what mesh ranks must agree on.  (Not the
+            # position inside the ring: the impl's recompute re-encodes its context frames there, which the
+            # spec abstracts to the identity of the call's inputs)
+            kv = v.kv
+            return {"chunk_index": v.chunk_index, "cache_epoch": v.cache_epoch, "kv_epoch": kv.cache_epoch,
+                    "kv_appended_at": kv.start_frame - 1, "kv_start_frame": kv.start_frame, "kv_global_end": kv.global_end}
         return {"chunk_index": v.chunk_index, "cache_epoch": v.cache_epoch}
 
     def plan_hint(self, role: str, tname: str, seq: list, cursor: int, v, mapped):
@@ -109,6 +117,7 @@ def _map_pp(b: _Builder, role: str) -> None:
     fold: Obs | None = None      # tensors of one message
     gen: Obs | None = None       # generator calls of one Phase B (denoise calls fold into one)
     gen_kind = None
+    kv_ids: dict | None = None   # this Phase B's cache_advance, in the spec's units (checked at phase_b_end)
     for e in ev:
         yield
         k = e["ev"]
@@ -200,6 +209,7 @@ def _map_pp(b: _Builder, role: str) -> None:
                     for c in parts:
                         b.op_obs("main", gen.names, c, fold_into=gen)
                 continue
+            kv_ids = None  # (a new Phase B: its own cache_advance comes after its calls)
             if parts:
                 gen = b.op_obs("main", "generator_all_reduce", parts[0])
                 for c in parts[1:]:
@@ -209,9 +219,12 @@ def _map_pp(b: _Builder, role: str) -> None:
                 gen = b.add("main", "generator_call", e)
             gen.ids, gen_kind = {x: e[x] for x in ("chunk_index", "cache_epoch")}, kind
             gen.label = f"generator_call {kind}"
+        elif k == S.CACHE_ADVANCE and not r0:
+            kv_ids = _kv_ids(e, b.units)
         elif k == S.PHASE_B_END:
             gen = None
-            b.add("main", "call_count_check", e, ids={x: e[x] for x in ("chunk_index", "cache_epoch")})
+            b.add("main", "call_count_check", e, ids={**{x: e[x] for x in ("chunk_index", "cache_epoch")}, **(kv_ids or {})})
+            kv_ids = None
         elif k == S.PREFLIGHT_OK:
             gen = None
             what = e.get("what")
@@ -232,4 +245,20 @@ def _map_pp(b: _Builder, role: str) -> None:
             o.effect = "accepted" if k == S.RESULT_ACCEPTED else "dropped"
         elif k == S.RANK_EXIT:
             b.exit_obs("main", e)
+
+
+def _kv_ids(e: dict, units: tuple[int, int] | None) -> dict | None:
+    """A ``cache_advance`` record as the spec's KV state after the chunk (kv.KV): the spec counts
+    chunks where the impl counts latent frames (start frames) and tokens (the global end index).  A
+    position that is not a whole number of chunks stays as it is, and cannot match."""
+    if units is None:
+        return None
+    fpc, tpf = units
+    per_chunk = fpc * tpf
+
+    def chunks(x, unit):
+        return x // unit if isinstance(x, int) and x % unit == 0 else x
+    return {"kv_epoch": e.get("cache_epoch"), "kv_appended_at": chunks(e.get("start_frame"), fpc),
+            "kv_start_frame": chunks(e.get("next_start_frame"), fpc),
+            "kv_global_end": chunks(e.get("end_index_global"), per_chunk)}
 
