@@ -307,6 +307,24 @@ def kv_units(manifest: dict) -> tuple[int, int] | None:
     return units if min(units) > 0 else None
 
 
+def kv_record_ids(e: dict, units: tuple[int, int] | None) -> dict | None:
+    """A ``cache_advance`` record as the spec's KV state after the chunk, for the IDs check of the
+    rank's ``call_count_check`` (None without ``units``): its cache epoch, the chunk position it appended
+    at, its start frame and global end index after the chunk.  The specs count chunks where the impl
+    counts latent frames (start frames) and tokens (the global end index).  A position that is not a
+    whole number of chunks stays as it is, and cannot match.  Each family's ``bind_ids`` names the ones
+    its spec models (the replay compares those only)."""
+    if units is None:
+        return None
+    fpc, tpf = units
+
+    def chunks(x, unit):
+        return x // unit if isinstance(x, int) and x % unit == 0 else x
+    return {"kv_epoch": e.get("cache_epoch"), "kv_appended_at": chunks(e.get("start_frame"), fpc),
+            "kv_start_frame": chunks(e.get("next_start_frame"), fpc),
+            "kv_global_end": chunks(e.get("end_index_global"), fpc * tpf)}
+
+
 class _Builder:
     def __init__(self, family: str, rank: int, events: EventWindow, truncated: bool, trip_anchor: int | None = None,
                  sink=None, anchor_known: bool = False, units: tuple[int, int] | None = None):

@@ -5,7 +5,7 @@ PP's spec transitions."""
 from __future__ import annotations
 
 from ...tracefmt import schema as S
-from ..mapping import GEN_PURPOSES, Adapter, Obs, _Builder, _next_event, kv_units
+from ..mapping import GEN_PURPOSES, Adapter, Obs, _Builder, _next_event, kv_record_ids, kv_units
 
 # header action -> the sender's spec transition (rank 0's comms thread; the mesh leader's broadcast)
 HEADER_NAMES = {
@@ -220,7 +220,7 @@ def _map_pp(b: _Builder, role: str) -> None:
             gen.ids, gen_kind = {x: e[x] for x in ("chunk_index", "cache_epoch")}, kind
             gen.label = f"generator_call {kind}"
         elif k == S.CACHE_ADVANCE and not r0:
-            kv_ids = _kv_ids(e, b.units)
+            kv_ids = kv_record_ids(e, b.units)
         elif k == S.PHASE_B_END:
             gen = None
             b.add("main", "call_count_check", e, ids={**{x: e[x] for x in ("chunk_index", "cache_epoch")}, **(kv_ids or {})})
@@ -245,20 +245,3 @@ def _map_pp(b: _Builder, role: str) -> None:
             o.effect = "accepted" if k == S.RESULT_ACCEPTED else "dropped"
         elif k == S.RANK_EXIT:
             b.exit_obs("main", e)
-
-
-def _kv_ids(e: dict, units: tuple[int, int] | None) -> dict | None:
-    """A ``cache_advance`` record as the spec's KV state after the chunk (kv.KV): the spec counts
-    chunks where the impl counts latent frames (start frames) and tokens (the global end index).  A
-    position that is not a whole number of chunks stays as it is, and cannot match."""
-    if units is None:
-        return None
-    fpc, tpf = units
-    per_chunk = fpc * tpf
-
-    def chunks(x, unit):
-        return x // unit if isinstance(x, int) and x % unit == 0 else x
-    return {"kv_epoch": e.get("cache_epoch"), "kv_appended_at": chunks(e.get("start_frame"), fpc),
-            "kv_start_frame": chunks(e.get("next_start_frame"), fpc),
-            "kv_global_end": chunks(e.get("end_index_global"), per_chunk)}
-

@@ -4,7 +4,7 @@ for the rules every family follows; this module holds everything that names TP's
 from __future__ import annotations
 
 from ...tracefmt import schema as S
-from ..mapping import GEN_PURPOSES, Adapter, Obs, _Builder, _ids, _next_event
+from ..mapping import GEN_PURPOSES, Adapter, Obs, _Builder, _ids, _next_event, kv_record_ids
 
 # impl preflight step -> TP spec preflight step (fault raise@<step>)
 TP_PREFLIGHT = {"validate": "validate", "serialize_meta": "pickle", "tensor_specs": "specs", "dtype_map": "dtype",
@@ -50,6 +50,9 @@ class TPAdapter(Adapter):
             return None
         if tname in ("preflight_ok", "phase_a@cut"):  # the spec bumps cache_epoch at the commitment point, the impl in Phase A
             return {"chunk_index": v.chunk_index} if tname == "preflight_ok" else None
+        if tname == "call_count_check":  # the chunk's place in the cache timeline, against the rank's cache_advance
+            return {"chunk_index": v.chunk_index, "cache_epoch": v.cache_epoch, "kv_epoch": v.cache_epoch,
+                    "kv_appended_at": v.start_frame}
         return {"chunk_index": v.chunk_index, "cache_epoch": v.cache_epoch}
 
     def plan_hint(self, role: str, tname: str, seq: list, cursor: int, v, mapped):
@@ -89,6 +92,7 @@ def _map_tp(b: _Builder, role: str) -> None:
     lead = role == "tp_rank0"
     ev = b.events
     gen: Obs | None = None
+    kv_ids: dict | None = None  # this Phase B's cache_advance (checked at its phase_b_end)
     for e in ev:
         yield
         k = e["ev"]
@@ -98,6 +102,7 @@ def _map_tp(b: _Builder, role: str) -> None:
             p = e.get("purpose", "")
             if p in GEN_PURPOSES:
                 gen = b.op_obs("main", "generator_all_reduce", e, fold_into=gen)
+                kv_ids = None  # (a Phase B's calls: its own cache_advance comes after them)
                 continue
             gen = None
             if p in ("parity_size", "load_ok", "plan", "input_digest") or p.startswith("digest") or p.startswith("fingerprint"):
@@ -138,8 +143,11 @@ def _map_tp(b: _Builder, role: str) -> None:
                 b.add("main", "meta_pickle_fails|tensor_dtype_fails", e)
             else:
                 b.add("main", f"preflight_fail@{TP_PREFLIGHT.get(e['step'], e['step'])}", e, ids=None)
+        elif k == S.CACHE_ADVANCE:
+            kv_ids = kv_record_ids(e, b.units)
         elif k == S.PHASE_B_END:
-            b.add("main", "call_count_check", e, ids=_ids(e))
+            b.add("main", "call_count_check", e, ids={**_ids(e), **(kv_ids or {})})
+            kv_ids = None
         elif k == S.CHUNK_EMITTED:
             b.add("main", "emit", e, ids=_ids(e))
         elif k == S.RANK_EXIT:

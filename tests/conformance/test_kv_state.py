@@ -67,3 +67,19 @@ def test_a_clean_run_with_another_cache_geometry_conforms(real_run):
     recs = [json.loads(ln) for ln in (Path(path) / "rank2.jsonl").read_text().splitlines() if '"cache_advance"' in ln]
     assert [e["end_index_global"] for e in recs] == [8, 16, 24, 32, 40]
     assert [e["end_index_local"] for e in recs] == [8, 16, 16, 24, 16]
+
+
+@pytest.mark.multirank
+def test_a_tp_rank_that_missed_the_hard_cut_does_not_conform(real_run, tmp_path):
+    """TP: the spec tracks each rank's start frame (the chunk it appends at) and cache epoch; a worker
+    whose first chunk after the hard cut is appended where the old epoch left off does not conform."""
+    path = real_run("tp", 2, chunks=4, hard_cut_at=2)
+    assert _cli(path).exit_code == 0
+
+    def missed_cut(e):
+        fpc = e["next_start_frame"] - e["start_frame"]
+        e.update(start_frame=e["start_frame"] + 2 * fpc, next_start_frame=e["next_start_frame"] + 2 * fpc)
+
+    _with_rank_cache_advance(path, tmp_path / "missed", 1, 3, missed_cut)
+    r = _cli(tmp_path / "missed")
+    assert r.exit_code == 1 and "call_count_check: ids: kv_appended_at trace=2 spec=0" in r.output, r.output
