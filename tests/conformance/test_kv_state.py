@@ -50,6 +50,10 @@ def test_a_mesh_rank_whose_cache_diverged_does_not_conform(real_run, tmp_path):
     assert "call_count_check: ids: kv_appended_at trace=2 spec=1, kv_start_frame trace=3 spec=2, kv_global_end trace=3 spec=2" \
         in r.output, r.output
 
+    # the streamed check (long traces) reads the same records the same way
+    from lockstep.conformance.check import conform_dir
+    assert [conform_dir(d, stream=True).verdict for d in (path, tmp_path / "franken")] == ["CONFORMS", "DOES_NOT_CONFORM"]
+
     _with_rank_cache_advance(path, tmp_path / "epoch", 1, 1, lambda e: e.update(cache_epoch=e["cache_epoch"] + 1))
     r = _cli(tmp_path / "epoch")
     assert r.exit_code == 1 and "kv_epoch trace=1 spec=0" in r.output, r.output
