@@ -194,7 +194,31 @@ def check(spec, variant, params, backend, max_states, max_depth, timeout, no_red
         click.echo(dumps(to_json(spec, variant, p, backend, result, not no_reduction)))
     else:
         click.echo(text(spec, variant, p, backend, result, shortest_known=result.reduced is False))
+        if not no_reduction:
+            for line in symmetry_hints(model, result):
+                click.echo(line)
     sys.exit(exit_code(result.verdict) if code is None else code)
+
+
+HINT_STATES = 20_000  # a search this large may be worth a declaration
+
+
+def symmetry_hints(model, result) -> list[str]:
+    """Hint lines after a large search: actors that ``symmetric=`` could name and does not."""
+    find = getattr(model, "symmetry_candidates", None)
+    if find is None or result.stats.states < HINT_STATES:
+        return []
+    from ..spec.fabric import ranks_text
+
+    out = []
+    for ix in find():
+        a = model.actors[ix[0]]
+        consecutive = list(ix) == list(range(ix[0], ix[-1] + 1))
+        decl = f"tuple(range({ix[0]}, {ix[-1] + 1}))" if consecutive and len(ix) > 3 else repr(tuple(ix))
+        out.append(f"hint: {ranks_text(sorted(model.actors[i].rank for i in ix))} run role {a.role.name} alike and are not declared "
+                   f"symmetric; if nothing depends on which is which, Protocol(symmetric={decl}) explores each "
+                   f"permutation of them once (the checker refuses the declaration where something does)")
+    return out
 
 
 def _spec_error(e) -> None:

@@ -251,6 +251,21 @@ class Protocol(Fabric, Reductions, Explanation):
                         raise SpecError(f"{self.name} symmetric", ValueError(
                             f"symmetric ranks {srank} are not treated alike by {what} {tuple(rr)}"))
 
+    def symmetry_candidates(self) -> list[tuple[int, ...]]:
+        """Sets of actors (indices) that ``symmetric=`` could name and does not: two or more actors of one
+        role on one thread name, each alone on its rank, in the same groups and treated alike by the
+        crash and hang ranks (what ``validate`` asks of a declared set).  Whether anything else tells
+        them apart (a step reading ``c.rank``, an op addressing one of them, a property) only the
+        search finds out, and then refuses the declaration: a hint for the user, not a reduction."""
+        declared = set(self.symmetric) if len(self.symmetric) > 1 else set()
+        sets = [grp.ranks for grp in self.groups.values()] + [self.crash_ranks, self.hang_ranks]
+        alike: dict = {}
+        for i, a in enumerate(self.actors):
+            if i in declared or len(self.actors_of_rank[a.rank]) != 1:
+                continue
+            alike.setdefault((id(a.role), a.thread, tuple(a.rank in rr for rr in sets)), []).append(i)
+        return [tuple(ix) for ix in alike.values() if len(ix) > 1]
+
     def _timeout_recovers(self, role: str, t: Transition) -> bool:
         r = self._recovers.get(id(t))
         if r is None:

@@ -47,6 +47,41 @@ def test_text_output_reads_at_scale():
     assert [w["rank"] for w in d["waiting"]] == list(range(2, 9))
 
 
+def test_a_large_search_of_undeclared_alike_ranks_hints_at_symmetry():
+    """Actors of one role, alone on their ranks and in the same groups, not declared symmetric: after a
+    large search the text output says which, and how to declare them; following it explores each
+    permutation once.  Ranks set apart by a group, a second thread, or a declaration get no hint."""
+    from lockstep.cli.main import HINT_STATES, symmetry_hints
+    from lockstep.model.checker import check
+    from lockstep.model.result import Result, Stats
+    from lockstep.spec.fabric import Group, broadcast
+    from lockstep.spec.machine import DONE, ActorDef, Protocol, Role
+
+    sig = ("int64", (1,))
+    lead = Role("leader", "GO", {})
+    lead.op("go", "GO", DONE, lambda c: broadcast("world", 0, sig, data=1))
+    w = Role("worker", "WAIT", {}, private=True)
+    w.op("recv", "WAIT", DONE, lambda c: broadcast("world", 0, sig))
+    helper = Role("helper", "S", {}, private=True)
+    helper.local("idle", "S", DONE)
+
+    def world(symmetric=()):
+        actors = [ActorDef(0, "main", lead), ActorDef(0, "aux", helper)] + [ActorDef(r, "main", w) for r in range(1, 7)]
+        groups = {"world": Group("world", tuple(range(7))), "pair": Group("pair", (0, 6))}
+        return Protocol("alike", groups, actors, symmetric=symmetric)
+
+    big = Result("HOLDS", "", Stats(states=HINT_STATES))
+    assert world().symmetry_candidates() == [(2, 3, 4, 5, 6)]  # rank 6 is in "pair" too; rank 0 has two threads
+    [hint] = symmetry_hints(world(), big)
+    assert hint.startswith("hint: ranks 1-5 run role worker alike and are not declared symmetric") and \
+        "Protocol(symmetric=tuple(range(2, 7)))" in hint
+    assert symmetry_hints(world(), Result("HOLDS", "", Stats(states=HINT_STATES - 1))) == []
+    assert symmetry_hints(world(symmetric=(2, 3, 4, 5, 6)), big) == []
+    assert check(world(symmetric=(2, 3, 4, 5, 6))).verdict == check(world()).verdict == "HOLDS"
+    p = lockstep("check", "tp", "-p", "ranks=4")  # 31,456 states; its workers are declared symmetric
+    assert p.returncode == 0 and "hint:" not in p.stdout
+
+
 def test_bound_reached_exit_3():
     p = lockstep("check", "tp", "--max-states", "50", "--json")
     assert p.returncode == 3
