@@ -49,16 +49,7 @@ def render(rep) -> str:
             lines.append("  furthest point reached (not a verdict):")
         elif verdict == "CONFORMS_TO_VARIANT":
             lines.append("  where the hardened spec rejects the run (the guard the --unsafe switch removes):")
-        for u in r.unexplained:
-            lines.append(f"  rank {u.rank} ({u.actor}) line {u.line}: {u.event}")
-            lines.append(f"      explained by: {', '.join(u.expected)}")
-            pend = f", waiting in {u.waiting_op}" if u.waiting_op else ""
-            lines.append(f"      spec state: {u.spec_state}{pend}; ids {u.ids}")
-            lines.append(f"      enabled there: {', '.join(u.enabled) or '(nothing)'}")
-            for g in u.guards:
-                lines.append(f"      guard false: {g['transition']}: {g['guard']}")
-            for why in u.reasons[:3]:
-                lines.append(f"      refused: {why}")
+        lines.extend(_unexplained(r.unexplained))
         if r.stuck is not None:
             lines.append(f"  the spec is stuck there ({r.stuck['verdict']}): {r.stuck['message']}")
         if r.violation is not None:
@@ -72,3 +63,31 @@ def render(rep) -> str:
             lines.append(f"  model checker on the variant ({c.get('backend', 'gloo')}): {c['verdict']} (documented: {'/'.join(c['expected'])}) - {c['message']}")
         lines.append(f"  {u['message']}")
     return "\n".join(lines)
+
+
+def _unexplained(unexplained) -> list[str]:
+    """The first unexplained event of each actor; actors of one thread name whose entries say the same
+    (a 16-rank mesh waiting in one broadcast behind the rank that diverged) are one entry, their
+    ranks as runs."""
+    from ..spec.fabric import ranks_text
+
+    same: dict = {}
+    for u in unexplained:
+        body = [f"line {u.line}: {u.event}", f"      explained by: {', '.join(u.expected)}"]
+        pend = f", waiting in {u.waiting_op}" if u.waiting_op else ""
+        body.append(f"      spec state: {u.spec_state}{pend}; ids {u.ids}")
+        body.append(f"      enabled there: {', '.join(u.enabled) or '(nothing)'}")
+        body += [f"      guard false: {g['transition']}: {g['guard']}" for g in u.guards]
+        body += [f"      refused: {why}" for why in u.reasons[:3]]
+        thread = u.actor.partition(".")[2]
+        same.setdefault((thread, tuple(body)), []).append(u)
+    lines = []
+    for (thread, body), us in same.items():
+        if len(us) == 1:
+            who = f"rank {us[0].rank} ({us[0].actor})"
+        else:
+            who = ranks_text([u.rank for u in us]) + (f" ({thread} threads)" if thread else "")
+        lines.append(f"  {who} {body[0]}")
+        lines.extend(body[1:])
+    return lines
+

@@ -71,3 +71,28 @@ def test_replay_uses_the_manifest_backend(real_run, monkeypatch):
     run.manifest["backend"] = "nccl"
     check.conform_run(run, check_variant=False)
     assert seen == ["nccl"]
+
+
+def test_unexplained_events_that_say_the_same_are_one_entry():
+    """16 ranks, 14 of them waiting in one broadcast behind the rank whose event the spec refused: the
+    report lists the refusal and one entry for the 14 (ranks as runs), not 15 entries."""
+    from types import SimpleNamespace
+
+    from lockstep.conformance.report import _unexplained
+
+    def u(rank, line, event, reasons=(), actor=None):
+        return SimpleNamespace(rank=rank, actor=actor or f"rank{rank}", line=line, event=event, expected=["recv_mesh_meta"],
+                               waiting_op="broadcast group=mesh", spec_state="WAIT_HEADER", ids={"call_id": 2},
+                               enabled=[], guards=[], reasons=list(reasons))
+    entries = [u(0, 73, "comm_enter recv meta_size", actor="rank0.comms")] + \
+        [u(r, 218, "comm_enter broadcast meta_size") for r in range(2, 16) if r != 7] + \
+        [u(7, 214, "phase_b_end", ["line 214: call_count_check: ids: kv_appended_at trace=2 spec=1"])]
+    lines = _unexplained(entries)
+    heads = [ln for ln in lines if not ln.startswith("      ")]
+    assert heads == ["  rank 0 (rank0.comms) line 73: comm_enter recv meta_size",
+                     "  ranks 2-6,8-15 line 218: comm_enter broadcast meta_size",
+                     "  rank 7 (rank7) line 214: phase_b_end"]
+    assert lines[-1] == "      refused: line 214: call_count_check: ids: kv_appended_at trace=2 spec=1"
+    # two comms threads alike are named as such
+    two = _unexplained([u(r, 9, "x", actor=f"rank{r}.comms") for r in (3, 4)])
+    assert two[0] == "  ranks 3,4 (comms threads) line 9: x"
