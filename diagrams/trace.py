@@ -281,7 +281,8 @@ def render_trace(run, name: str) -> tuple[dict[str, bytes], str]:
         links.append(R.link("#divergence", f"→ jump to the first non-conforming event (step {sw.steps[hl].get('step')})"))
     errs = [k for k, s in enumerate(sw.steps) if s.get("kind") == "error" or s.get("fault") or k == hl]
     if errs:
-        links.append(R.link("#errors", f"→ the {len(errs)} errors and faults in full"))
+        what = "the error or fault" if len(errs) == 1 else f"the {len(errs)} errors and faults"
+        links.append(R.link("#errors", f"→ {what} in full"))
     if wf is not None:
         links.append(R.link("#waitfor", "→ who waits on whom at the end"))
     body.append(f'<div class="summary {box}"><p>{R.escape(line)}</p><p>{" · ".join(links)}</p></div>')
