@@ -232,7 +232,7 @@ def load_dir(dump_dir: str | Path, allow_missing: bool = False) -> tuple[dict[in
         raise BadInput(f"{where[stray[0]]}: rank {stray[0]} is outside the world of {world} ranks", str(where[stray[0]]), None, "rank")
     missing = sorted(set(range(world)) - set(dumps))
     if missing and not allow_missing:
-        raise BadInput(f"{d}: no dump of rank(s) {', '.join(map(str, missing))} (world of {world}): a missing dump hides "
+        raise BadInput(f"{d}: no dump of {ranks_text(missing)} (world of {world}): a missing dump hides "
                        f"what that rank did; pass --allow-missing to check the others anyway", str(d), None, "rank")
     return dumps, groups, {"world": world, "missing": missing,
                            "topology": manifest.get("topology") if manifest is not None else None}
@@ -536,7 +536,7 @@ def render(rep: dict) -> str:
         for (op, seq, g, state), rs in same.items():
             lines.append(f"  {ranks_text(rs)} at dump time: {op} #{seq} on {g} still {state}")
     if rep.get("missing_ranks"):
-        lines.append(f"  note: no dump of rank(s) {rep['missing_ranks']} (--allow-missing): what they did is unknown")
+        lines.append(f"  note: no dump of {ranks_text(rep['missing_ranks'])} (--allow-missing): what they did is unknown")
     if rep.get("empty"):
         lines.append("INCONCLUSIVE: the dumps hold no entries (on NCCL, dumps taken with _dump_fr_trace are empty; "
                      "lockstep dumps NCCL worlds with _dump_nccl_trace)")

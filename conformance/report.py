@@ -1,6 +1,8 @@
 """Text rendering of a conformance report (for people; --json is for CI)."""
 from __future__ import annotations
 
+from ..spec.fabric import ranks_text
+
 
 def render(rep) -> str:
     r = rep.replay
@@ -12,11 +14,11 @@ def render(rep) -> str:
     for n in rep.notes:
         lines.append(f"  note: {n}")
     if rep.truncated:
-        lines.append(f"  note: the last line of rank(s) {', '.join(map(str, rep.truncated))} was cut off (a crashed rank); "
+        lines.append(f"  note: the last line of {ranks_text(rep.truncated)} was cut off (a crashed rank); "
                      f"its trace ends at the line before")
     verdict = rep.verdict
     if rep.was_interrupted:
-        who = f"rank(s) {', '.join(map(str, rep.interrupted))} exited interrupted" if rep.interrupted else "the launcher says so"
+        who = f"{ranks_text(rep.interrupted)} exited interrupted" if rep.interrupted else "the launcher says so"
         lines.append(f"  note: the run was interrupted ({who}): its trace is a prefix of a run; the prefix is what is checked")
     if verdict == "CONFORMS":
         lines.append(f"CONFORMS  ({r.observables} observables, {r.nodes} search nodes, {r.seconds:.2f}s)")
@@ -69,7 +71,6 @@ def _unexplained(unexplained) -> list[str]:
     """The first unexplained event of each actor; actors of one thread name whose entries say the same
     (a 16-rank mesh waiting in one broadcast behind the rank that diverged) are one entry, their
     ranks as runs."""
-    from ..spec.fabric import ranks_text
 
     same: dict = {}
     for u in unexplained:

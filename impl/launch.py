@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lockstep.model import procs
+from lockstep.spec.fabric import ranks_text
 from lockstep.tracefmt import schema as S
 
 from .config import RunConfig, check_config
@@ -465,7 +466,7 @@ def arrive_together(d: Path, rank: int, world: int, token: str, limit_s: float) 
         if not missing:
             return
         if time.monotonic() - t0 > limit_s:
-            raise RunDirError(f"rank(s) {', '.join(map(str, missing))} of the torchrun world did not start within {limit_s:g} s")
+            raise RunDirError(f"{ranks_text(missing)} of the torchrun world did not start within {limit_s:g} s")
         time.sleep(0.05)
 
 
@@ -631,7 +632,7 @@ def launch_torchrun(cfg: RunConfig, run_dir: str | os.PathLike, *, force: bool =
                            f"no exit event; torchrun exited {p.returncode}",
                            signal=int(signal.SIGKILL) if deadline_hit else 0, by="launcher" if deadline_hit else "unknown")
     if never:
-        raise RunDirError(f"rank(s) {', '.join(map(str, never))} never started their trace (torchrun exited {p.returncode}"
+        raise RunDirError(f"{ranks_text(never)} never started their trace (torchrun exited {p.returncode}"
                           + (", deadline hit: every process was killed" if deadline_hit else "") + "):\n" + text[-2000:])
     summary = summarize(d, cfg, codes, wall, deadline_hit)
     (d / "summary.json").write_text(json.dumps(summary.to_dict(), indent=1))

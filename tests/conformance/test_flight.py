@@ -183,7 +183,7 @@ def test_missing_dump_refused_naming_the_rank(tmp_path):
     for r in (1, 2):
         _put(tmp_path, r, _meta([_nccl_entry(1)], r))
     r = _cli("--flight-recorder", tmp_path)
-    assert r.exit_code == 2 and "no dump of rank(s) 0" in r.output and r.output.count("\n") == 1, r.output
+    assert r.exit_code == 2 and "no dump of rank 0 " in r.output and r.output.count("\n") == 1, r.output
     r = _cli("--flight-recorder", tmp_path, "--allow-missing", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["missing_ranks"] == [0]

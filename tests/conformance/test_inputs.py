@@ -167,6 +167,7 @@ def test_interrupted_run_is_inconclusive(real_run, tmp_path):
     r = _cli(d)
     assert r.exit_code == 3, r.output
     assert "INCONCLUSIVE: the run was interrupted" in r.output
+    assert "(ranks 0-2 exited interrupted)" in r.output  # as runs of ranks (was: rank(s) 0, 1, 2)
 
 
 def test_summary_with_wrong_type_is_bad_input(tp2, tmp_path):
