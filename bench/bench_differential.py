@@ -1,7 +1,10 @@
 """The nightly-size differential run: random protocols (tests/protogen.py) checked reduced,
 unreduced and with workers=2 (every ``--parallel-every``-th spec); every disagreement is printed
-with its description (a JSON line to turn into a regression test).  The summary counts the specs
-with footprint declarations (reads=/writes=/shares=/puts=/takes=) and those with one planted wrong.
+with its description (a JSON line to turn into a regression test).  Every ``--wide-every``-th spec
+is a wide one: 4-6 ranks, most with a symmetric orbit of 2-5 ranks and drawn sub-groups
+(``--wide-every 0`` draws the 2-3-rank specs alone, as runs before wide specs did for a seed).
+The summary counts the specs with footprint declarations (reads=/writes=/shares=/puts=/takes=)
+and those with one planted wrong.
 
     PYTHONPATH=... python bench/bench_differential.py --specs 2000 --seed 1
 """
@@ -24,13 +27,17 @@ def main() -> int:
     ap.add_argument("--specs", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--parallel-every", type=int, default=10, help="run workers=2 on every N-th spec (0: never)")
+    ap.add_argument("--wide-every", type=int, default=4, help="draw every N-th spec wide: 4-6 ranks (0: never)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     rng = random.Random(a.seed)
     t0 = time.perf_counter()
-    bad, parallel, declared, planted, unshared = [], 0, 0, 0, 0
+    bad, parallel, declared, planted, unshared, wide, orbits = [], 0, 0, 0, 0, 0, 0
     for i in range(a.specs):
-        d = protogen.describe(protogen.random_pick(rng))
+        is_wide = a.wide_every > 0 and i % a.wide_every == a.wide_every - 1
+        d = protogen.describe(protogen.random_pick(rng), wide=is_wide)
+        wide += is_wide
+        orbits += is_wide and d["sym"]
         roles = d["roles"].values()
         declared += any(r["footprint"] != "none" for r in roles)
         planted += any(r["planted_footprint"] for r in roles)
@@ -43,10 +50,12 @@ def main() -> int:
             print(json.dumps(bad[-1]), file=sys.stderr)
     secs = time.perf_counter() - t0
     out = {"specs": a.specs, "seed": a.seed, "with_workers_2": parallel, "with_footprints": declared,
-           "with_planted_footprints": planted, "without_shared_variables": unshared, "disagreements": len(bad), "seconds": round(secs, 1)}
+           "with_planted_footprints": planted, "without_shared_variables": unshared, "wide": wide, "wide_symmetric": orbits,
+           "disagreements": len(bad), "seconds": round(secs, 1)}
     print(json.dumps(out) if a.json else
           f"{a.specs} generated specs (seed {a.seed}; {parallel} also with workers=2; {declared} with footprint "
-          f"declarations, {planted} of them planted wrong; {unshared} without shared variables): {len(bad)} disagreements, "
+          f"declarations, {planted} of them planted wrong; {unshared} without shared variables; {wide} wide, "
+          f"{orbits} of them with a symmetric orbit of 2-5 ranks): {len(bad)} disagreements, "
           f"{secs:.1f} s")
     return 1 if bad else 0
 

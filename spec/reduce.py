@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..model.api import SpecError, Violation
 from .lang import CONTROL_FIELDS, DEAD, FAILED, FOOTPRINT, PRIVATE
-from .view import SHARED
+from .view import ALIVE, SHARED
 
 
 class Reductions:
@@ -287,28 +287,90 @@ class Reductions:
                 f"reads the {kind} of {a.label} (role {a.role.name}), which the role does not declare in "
                 f"observed=...; the partial-order reduction would hide changes to it (add {f!r} to observed)"))
 
-    def _check_symmetric(self, what: str, fn, state, verdict) -> None:
-        """A property of a world with symmetric actors must not tell them apart: compare its verdict
-        on the state with two permutations that generate all others (a swap and a rotation)."""
+    def _check_symmetric(self, what: str, probe, state, verdict, reads) -> None:
+        """A property of a world with symmetric actors must not tell them apart: its verdict must be
+        the same on every permutation of their states.  ``probe(state)`` gives the property's verdict
+        there and what it read (the (actor, field) pairs; None when it took the raw state); ``reads``:
+        what it read on ``state``, where it gave ``verdict``.
+
+        A deterministic property returns the same on every arrangement that agrees with one it was
+        evaluated on at the fields it read there.  So the arrangements are split, as a decision tree,
+        into classes with one evaluation each: for the reads (k, f) of an evaluated arrangement, in
+        order, the arrangements that agree at the earlier reads and put another value at (k, f) form
+        the next classes, each evaluated on an arrangement found by matching parts to positions.  That
+        covers every permutation of the symmetric actors, and so a property that singles out some of
+        them (``world.actor(1)``, a comparison of ranks 1 and 3) is caught wherever the states the
+        search checks hold what tells them apart, however many symmetric actors there are.  A
+        property that reads every symmetric actor (an aggregate, e.g. "all agree") would need one
+        evaluation per arrangement: such a tree, one that grows beyond ``SYM_CHECK_BUDGET``
+        evaluations, and a property that reads the raw state get the two permutations that generate
+        the others (a swap and a rotation) instead."""
         actors = state[0]
         sym = list(self.symmetric)
+        m = len(sym)
         ms = self._monitor_set if len(state) > 4 and self._monitor_set.moves_with_symmetry else None
         parts = [actors[i] if ms is None else (actors[i], tuple(state[4][s] for s in ms.rank_slots[self._actor_rank[i]]))
                  for i in sym]
         if all(p == parts[0] for p in parts[1:]):
             return
-        for order in (sym[1:2] + sym[0:1] + sym[2:], sym[1:] + sym[:1]):
+        pos_of = {i: k for k, i in enumerate(sym)}
+        values: dict = {}
+
+        def value(j, f):  # field f (as the view records it) of symmetric actor j's state
+            v = values.get((j, f), _UNSET)
+            if v is _UNSET:
+                v = values[(j, f)] = _field(parts[j][0] if ms is not None else parts[j], f)
+            return v
+
+        def arranged(order):  # order[k]: the symmetric actor whose state goes to position k
             if ms is not None:  # per-rank monitor instances move with their actors (monitor.py)
-                other = fn(ms.permute(self, state, order))
-            else:
-                nl = list(actors)
-                for i, j in zip(sym, order):
-                    nl[i] = actors[j]
-                other = fn(type(state)(tuple(nl), *state[1:]))
-            if bool(other) != bool(verdict):
+                return ms.permute(self, state, [sym[j] for j in order])
+            nl = list(actors)
+            for i, j in zip(sym, order):
+                nl[i] = actors[sym[j]]
+            return type(state)(tuple(nl), *state[1:])
+
+        def agrees(order):
+            out, reads = probe(arranged(order))
+            if bool(out) != bool(verdict):
                 raise SpecError(what, ValueError(
                     f"tells the symmetric actors {', '.join(self.actors[i].label for i in sym)} apart (it gives a "
                     f"different verdict once their states are permuted); drop them from symmetric=... or make it symmetric"))
+            return reads
+
+        identity = list(range(m))
+        todo = [({}, identity)]  # (constraints {position: {field: value}}, an arrangement meeting them)
+        evaluations = 0
+        while todo:
+            if evaluations == SYM_CHECK_BUDGET:
+                break
+            cons, order = todo.pop()
+            if evaluations:
+                reads = agrees(order)
+            evaluations += 1
+            if reads is None:
+                break  # the raw state: the generators below
+            at = sorted([(pos_of[i], f) for i, f in reads if i in pos_of])  # (fields are strings)
+            if evaluations == 1 and len({k for k, _ in at}) == m:
+                break  # an aggregate over every symmetric actor: the generators below
+            cur = dict(cons)
+            for k, f in at:
+                ck = cur.get(k, {})
+                if f in ck:
+                    continue  # fixed in this class
+                have = value(order[k], f)
+                # the other values a part that meets this position's constraints has there
+                for v in dict.fromkeys(value(j, f) for j in range(m) if all(value(j, g) == w for g, w in ck.items())):
+                    if v != have:
+                        c2 = {**cur, k: {**ck, f: v}}
+                        o2 = _arrangement(c2, value, m)
+                        if o2 is not None:
+                            todo.append((c2, o2))
+                cur[k] = {**ck, f: have}
+        else:
+            return  # every arrangement agrees
+        for order in ([1, 0] + identity[2:], identity[1:] + identity[:1]):
+            agrees(order)
 
     # -- symmetry reduction ------------------------------------------------------------------
     def set_reduction(self, on: bool) -> None:
@@ -374,6 +436,44 @@ class Reductions:
 
 
 _UNSET = object()
+SYM_CHECK_BUDGET = 64  # evaluations of a property on one state's permutations (Reductions._check_symmetric)
+
+
+def _field(a, f) -> object:
+    """The value of field ``f`` (as the view records it) of actor state ``a``."""
+    if f == ALIVE:
+        return a[1] is None
+    if f == "ctl":
+        return a[0]
+    if f == "pending":
+        return a[2]
+    return getattr(a[1], f, _UNSET)
+
+
+def _arrangement(cons: dict, value, m: int) -> list | None:
+    """An arrangement of the symmetric actors' states (order[k]: whose state goes to position k)
+    meeting ``cons`` ({position: {field: value}}; ``value(j, f)``: actor j's), found by augmenting
+    paths; the unconstrained positions take the rest in order."""
+    fits = {k: [j for j in range(m) if all(value(j, f) == v for f, v in c.items())] for k, c in cons.items()}
+    owner: dict = {}  # actor -> the constrained position it goes to
+
+    def place(k, seen) -> bool:
+        for j in fits[k]:
+            if j not in seen:
+                seen.add(j)
+                if j not in owner or place(owner[j], seen):
+                    owner[j] = k
+                    return True
+        return False
+
+    for k in sorted(cons, key=lambda k: len(fits[k])):
+        if not place(k, set()):
+            return None
+    order = [None] * m
+    for j, k in owner.items():
+        order[k] = j
+    rest = iter(j for j in range(m) if j not in owner)
+    return [o if o is not None else next(rest) for o in order]
 MEMO_LIMIT = 2_000_000  # distinct records kept by each memo (effects, local steps, property values, ...)
 
 

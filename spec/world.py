@@ -307,7 +307,11 @@ class Protocol(Fabric, Reductions, Explanation):
         same fields with the same values takes the same path and returns the same result.  A hit
         whose result is a violation is evaluated again, so its message is the one this state gives."""
         memo = self._prop_memo.get(fn)
-        out = _MISS if memo is None else memo.lookup(state)
+        out, reads = _MISS, None  # reads: what it read here (None: the raw state)
+        if memo is not None:
+            hit = memo.lookup_reads(state)
+            if hit is not _MISS:
+                out, reads = hit
         if out is _MISS or (out and not memo.is_pending):
             rec = set() if memo is not None or self._por_on else None
             try:
@@ -322,12 +326,13 @@ class Protocol(Fabric, Reductions, Explanation):
                 self._check_reads(what, [r for r in rec if (r[0] >= 0 and r[1] != ALIVE) or r[0] == SHARED])
             if memo is not None:
                 memo.store(rec, state, out)
+                reads = None if (WORLD, RAW) in rec else rec
         if self._sym_on:
-            # every state while the search is young, then one in eight: a detector, bounded in cost
+            # every state while the search is young, then one in eight: bounded in cost
             self._sym_checks += 1
             if self._sym_checks <= 5000 or not self._sym_checks & 7:
                 shadow = self._sym_memo.get(fn)
-                self._check_symmetric(what, lambda st: _quiet(fn, self, st, memo, shadow), state, out)
+                self._check_symmetric(what, lambda st: _probe(fn, self, st, memo, shadow), state, out, reads)
         return out
 
     @property
@@ -1493,25 +1498,29 @@ def _as_view_fn(fn):
     return (lambda world, state, rec: fn(world, state)), False
 
 
-def _quiet(fn, world, state, memo=None, shadow=None):
-    """The property on a permuted state, or None when it cannot read it; looked up in the property's
-    memo, then in ``shadow``, where what it gives on permuted states is memoised."""
-    if memo is not None:
-        out = memo.lookup(state)
-        if out is not _MISS:
-            return out
-    if shadow is not None:
-        out = shadow.lookup(state)
-        if out is not _MISS:
-            return out
-    rec = set() if shadow is not None else None
+def _probe(fn, world, state, memo=None, shadow=None):
+    """(the property on a permuted state, what it read there): looked up in the property's memo, then
+    in ``shadow``, where what it gives on permuted states is memoised.  The reads are None for a
+    property over the raw state (``memo`` None) or one that took it; the verdict is None where the
+    property cannot read the permuted state."""
+    if memo is None:
+        try:
+            return fn(world, state, None), None
+        except Exception:  # noqa: BLE001 - a permuted state the property cannot read: no verdict
+            return None, None
+    for m in (memo, shadow):
+        if m is not None:
+            hit = m.lookup_reads(state)
+            if hit is not _MISS:
+                return hit
+    rec = set()
     try:
         out = fn(world, state, rec)
     except Exception:  # noqa: BLE001 - a permuted state the property cannot read: no verdict
-        return None
+        return None, None
     if shadow is not None:
         shadow.store(rec, state, out)
-    return out
+    return out, (None if (WORLD, RAW) in rec else rec)
 
 
 KEY_BITS = 32  # width of each field of a state key (state_key; packed as struct "I", 4 bytes)
@@ -1555,16 +1564,31 @@ class _PropertyMemo:
         try:
             cands = self.index.get(self.common_key(state))
         except TypeError:  # an unhashable value read: try every shape
-            cands = [(s[0], s[1]) for s in self.shapes]
+            cands = [(s[0], s[1], s[2]) for s in self.shapes]
         if cands is None:
             return _MISS
-        for key, table in cands:
+        for key, table, _ in cands:
             try:
                 out = table.get(key(state), _MISS)
             except TypeError:  # an unhashable value read
                 continue
             if out is not _MISS:
                 return out
+        return _MISS
+
+    def lookup_reads(self, state):
+        """(result, the fields it read) of a stored evaluation ``state`` matches, or _MISS."""
+        try:
+            cands = self.index.get(self.common_key(state))
+        except TypeError:  # an unhashable value read: try every shape
+            cands = [(s[0], s[1], s[2]) for s in self.shapes]
+        for key, table, reads in cands or ():
+            try:
+                out = table.get(key(state), _MISS)
+            except TypeError:  # an unhashable value read
+                continue
+            if out is not _MISS:
+                return out, reads
         return _MISS
 
     def store(self, rec, state, out) -> None:
@@ -1592,7 +1616,7 @@ class _PropertyMemo:
         ck = tuple([k[p] for p in shape[3]])
         if (ck, n) not in self.seen:
             self.seen.add((ck, n))
-            self.index[ck] = self.index.get(ck, ()) + ((shape[0], shape[1]),)
+            self.index[ck] = self.index.get(ck, ()) + ((shape[0], shape[1], shape[2]),)
 
     def _reindex(self) -> None:
         """A shape was added: the common fields may have shrunk; index every stored entry again."""

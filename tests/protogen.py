@@ -35,25 +35,44 @@ MAX_STATES = 20_000
 SHARED = ("s", "u")  # shared variables; descriptions from before footprints name only "s"
 
 
-def describe(pick: Pick) -> dict[str, Any]:
-    n = pick(2, 3)
-    sym = n == 3 and pick(0, 3) == 0  # ranks 1 and 2 share one role, declared symmetric
-    two_threads = not sym and pick(0, 4) == 0
+def describe(pick: Pick, wide: bool = False) -> dict[str, Any]:
+    """A description drawn from ``pick``.  ``wide``: 4-6 ranks, two thirds of them with a symmetric
+    orbit of 2-5 ranks (from rank 1 or rank 2 on: rank 1 then has a role of its own and may talk to
+    rank 0 point-to-point), and 1-2 drawn sub-groups (a sub-group holds all the symmetric ranks or
+    none), where the default draws 2-3 ranks as the generator always did."""
+    if wide:
+        n = pick(4, 6)
+        sym_from = (0, 1, 2)[pick(0, 2)]  # 0: no symmetric ranks
+        sym = sym_from > 0
+        two_threads = pick(0, 4) == 0
+    else:
+        n = pick(2, 3)
+        sym = n == 3 and pick(0, 3) == 0  # ranks 1 and 2 share one role, declared symmetric
+        sym_from = 1 if sym else 0
+        two_threads = not sym and pick(0, 4) == 0
     actors = [(0, "main")] + ([(0, "aux")] if two_threads else []) + [(r, "main") for r in range(1, n)]
-    subgroups = [] if sym else [(0, 1)] + ([(1, 2)] if n == 3 else [])  # symmetric ranks: all or none
+    symset = set(range(sym_from, n)) if sym else set()
+    if wide:
+        subgroups = _wide_subgroups(pick, n, symset)
+    else:
+        subgroups = [] if sym else [(0, 1)] + ([(1, 2)] if n == 3 else [])  # symmetric ranks: all or none
     roles = {}
     for idx, (rank, thread) in enumerate(actors):
-        key = "w" if sym and rank > 0 else f"r{idx}"
+        key = _key(sym_from, idx, rank) if sym else f"r{idx}"
         if key in roles:
             continue
+        in_orbit = rank in symset
+        peers = [] if in_orbit else [r for r in range(n) if r != rank and r not in symset]
+        groups = ["world"] + [f"sub{i}" for i, grp in enumerate(subgroups)
+                              if rank in grp and (not in_orbit or symset <= set(grp))]
         nstates = pick(2, 4)
         trans = []
         for s in range(nstates - 1):  # a spine S0 -> S1 -> ... so every state is reachable
-            trans.append(_draw_transition(pick, s, s + 1, nstates, rank, n, sym, subgroups, thread, spine=True))
+            trans.append(_draw_transition(pick, s, s + 1, nstates, peers, groups, thread, spine=True))
         for _ in range(pick(0, 3)):
             src = pick(0, nstates - 1)
             dst = pick(0, nstates)  # nstates means DONE
-            trans.append(_draw_transition(pick, src, dst, nstates, rank, n, sym, subgroups, thread))
+            trans.append(_draw_transition(pick, src, dst, nstates, peers, groups, thread))
         uses_shared = _uses_shared(trans)
         private = pick(0, 3) > 0 and not uses_shared
         plant_private = pick(0, 9) == 0 and uses_shared  # planted wrong: declared private, touches shared
@@ -72,11 +91,13 @@ def describe(pick: Pick) -> dict[str, Any]:
         inv = {"kind": ("ctl", "x", "pending", "g")[kind], "var": SHARED[pick(0, len(SHARED) - 1)], "a": a, "b": b, "sa": pick(0, 3), "sb": pick(0, 3), "val": pick(0, 2)}
     faults = [f for f, on in (("crash", pick(0, 3) > 0), ("hang", pick(0, 2) == 0), ("boom", pick(0, 1))) if on]
     monitor = None
-    if pick(0, 3) == 0:  # a monitor over the transitions' events: moves between states M0..M2, one may reject
+    # a monitor over the transitions' events: moves between states M0..M2, one may reject.  A wide
+    # world draws one more often, per rank more often: per-rank monitors move with their symmetric ranks
+    if pick(0, 1 if wide else 3) == 0:
         moves = [[f"M{pick(0, 2)}", f"ev{pick(0, 2)}", f"M{pick(0, 2)}"] for _ in range(pick(1, 4))]
         if pick(0, 1):
             moves[pick(0, len(moves) - 1)][2] = "REJECT"
-        monitor = {"per": ("world", "rank")[pick(0, 1)], "moves": moves,
+        monitor = {"per": ("world", "rank", "rank")[pick(0, 2 if wide else 1)], "moves": moves,
                    "must_end": [f"M{s}" for s in range(3) if pick(0, 2) > 0] if pick(0, 1) else None}
     # no shared variables at all (drawn last, so the draws above are those of older descriptions): the
     # guards and effects on shared variables become none, and the roles (some of which do not say so)
@@ -92,12 +113,12 @@ def describe(pick: Pick) -> dict[str, Any]:
             r.update(private=pick(0, 1) == 1, planted_private=False, footprint="none", planted_footprint=False)
     return {
         "no_shared": no_shared,
-        "ranks": n, "actors": actors, "sym": sym, "roles": roles, "subgroups": subgroups,
+        "ranks": n, "actors": actors, "sym": sym, "sym_from": sym_from, "roles": roles, "subgroups": subgroups,
         # mpi: a rank that returned lingers (its partners hang).  No eager profile: a loop of eager sends
         # buffers without bound, and some users of the generator search without a state bound
         "backend": ("gloo", "nccl", "nccl-async", "mpi")[pick(0, 3)],
         "faults": faults, "max_faults": min(1, pick(0, 4)),
-        "crash_ranks": _ranks(pick, n, sym), "hang_ranks": _ranks(pick, n, sym),
+        "crash_ranks": _ranks(pick, n, symset), "hang_ranks": _ranks(pick, n, symset),
         "inv": inv, "plant_observed": pick(0, 7) == 0, "plant_asym": sym and inv is not None and pick(0, 3) == 0,
         "live": pick(0, 3) == 0 and not sym,
         "monitor": monitor,
@@ -108,19 +129,38 @@ def _uses_shared(trans: list) -> bool:
     return any(t["guard"][0] in ("g", "room", "nonempty") or t["effect"][0] in ("g", "put", "take") for t in trans)
 
 
-def _ranks(pick, n, sym) -> list[int]:
+def _ranks(pick, n, symset) -> list[int]:
     """A subset of the ranks; symmetric ranks all or none."""
-    if sym:
-        return ([0] if pick(0, 1) else []) + ([1, 2] if pick(0, 1) else [])
+    if symset:
+        return [r for r in range(n) if r not in symset and pick(0, 1)] + (sorted(symset) if pick(0, 1) else [])
     return [r for r in range(n) if pick(0, 3) > 0]
 
 
-def _draw_transition(pick, src, dst, nstates, rank, n, sym, subgroups, thread, spine=False):
+def _wide_subgroups(pick, n, symset) -> list[tuple[int, ...]]:
+    """1-2 sub-groups of a wide world, each of 2+ ranks and not the world; one holds all the
+    symmetric ranks or none of them."""
+    out = []
+    for _ in range(pick(1, 2)):
+        free = [r for r in range(n) if r not in symset]
+        grp = {r for r in free if pick(0, 1)} | (symset if symset and pick(0, 1) else set())
+        if 2 <= len(grp) < n and tuple(sorted(grp)) not in out:
+            out.append(tuple(sorted(grp)))
+    return out
+
+
+def _key(sym_from: int, idx: int, rank: int) -> str:
+    """The role key of actor ``idx`` on ``rank``: ``w`` for the symmetric ranks' one role."""
+    return "w" if sym_from and rank >= sym_from else f"r{idx}"
+
+
+def _draw_transition(pick, src, dst, nstates, peers, groups, thread, spine=False):
+    """One transition; ``peers``: the ranks it may address point-to-point (never a symmetric rank),
+    ``groups``: those it may run a collective on."""
     kinds = ["local", "local", "coll", "p2p", "fault", "quiet", "nb"]
     kind = kinds[pick(0, len(kinds) - 1)]
     if spine and kind == "fault":
         kind = "local"  # a fault ends in FAILED: the spine must reach the next state
-    if kind in ("p2p", "nb") and (sym or thread != "main"):
+    if kind in ("p2p", "nb") and (not peers or thread != "main"):
         kind = "coll"  # symmetric ranks are never addressed by rank; a second thread stays off p2p
     if kind == "coll" and thread != "main":
         kind = "local"
@@ -144,12 +184,10 @@ def _draw_transition(pick, src, dst, nstates, rank, n, sym, subgroups, thread, s
     if kind in ("coll", "p2p", "nb") and t["effect"][0] in ("put", "take"):
         t["effect"] = ("none",)  # an op's effect runs at completion, when the guard's room or item may be gone
     if kind == "coll":
-        groups = ["world"] + [f"sub{i}" for i, grp in enumerate(subgroups) if rank in grp and not sym]
         t["group"] = groups[pick(0, len(groups) - 1)]
         t["op"] = ("barrier", "all_reduce")[pick(0, 1)]
         t["async"] = pick(0, 3) == 0  # posted with async_op=True and waited for in a state of its own
     elif kind in ("p2p", "nb"):  # nb: isend/irecv under a handle, then wait() in a state of its own
-        peers = [r for r in range(n) if r != rank]
         t["peer"] = peers[pick(0, len(peers) - 1)]
         t["send"] = pick(0, 1) == 1
         t["tag"] = pick(0, 1)
@@ -179,7 +217,7 @@ def build(d: dict[str, Any]) -> Protocol:
     actor_defs = []
     inv = d["inv"]
     for idx, (rank, thread) in enumerate(d["actors"]):
-        key = "w" if d["sym"] and rank > 0 else f"r{idx}"
+        key = _key(d.get("sym_from", 1), idx, rank) if d["sym"] else f"r{idx}"
         if key not in built:
             built[key] = _role(key, d["roles"][key], d, inv, idx)
         actor_defs.append(ActorDef(rank, thread, built[key]))
@@ -195,7 +233,7 @@ def build(d: dict[str, Any]) -> Protocol:
         backend=d["backend"], faults=frozenset(d["faults"]),
         max_faults=d["max_faults"], crash_ranks=tuple(d["crash_ranks"]), hang_ranks=tuple(d["hang_ranks"]),
         invariants=invariants, pending_fn=pending, monitors=_monitors(d),
-        symmetric=tuple(i for i, (r, _) in enumerate(d["actors"]) if r > 0) if d["sym"] else ())
+        symmetric=tuple(i for i, (r, _) in enumerate(d["actors"]) if r >= d.get("sym_from", 1)) if d["sym"] else ())
 
 
 def _role(key: str, rd: dict, d: dict, inv, idx: int) -> Role:
@@ -362,11 +400,12 @@ def _invariant(inv, d):
     sa, sb, val = f"S{inv['sa']}", f"S{inv['sb']}", inv["val"]
     kind = inv["kind"]
     asym = d["plant_asym"]
+    sym_from = d.get("sym_from", 1)
 
     def fn(world):
         actors = list(world.actors())
         A, B = actors[a], actors[b]
-        if asym and A.rank > 0 and A.state == sa:  # planted: singles out one symmetric rank
+        if asym and A.rank >= sym_from and A.state == sa:  # planted: singles out one symmetric rank
             return f"{A.label} in {sa}"
         if kind == "ctl":
             return f"{A.label} in {sa} while {B.label} in {sb}" if A.state == sa and B.state == sb and a != b else None
@@ -379,7 +418,7 @@ def _invariant(inv, d):
         return f"{A.label} waits in {sa}" if p is not None and A.state == sa and sa == "S1" and val == 0 else None
 
     def sym_fn(world):
-        ws = [x for x in world.actors() if x.rank > 0]
+        ws = [x for x in world.actors() if x.rank >= sym_from]
         if kind == "ctl":
             return "both workers in " + sa if all(w.state == sa for w in ws) else None
         if kind == "x":

@@ -329,6 +329,78 @@ def test_symmetric_actors_must_be_alike():
         check(_pair(_worker(observed=("ctl",)), invariants=[("ASYM", INVARIANT, asym)], symmetric=(1, 2)), reduction=True)
 
 
+def _orbit(n, inv, lead_inv=False):
+    """rank 0 idles; ranks 1..n run S0 -> S1 -> S2 -> DONE, declared symmetric, with invariant ``inv``."""
+    lead = Role("lead", "IDLE", {"k": 0})
+    lead.local("rest", "IDLE", "DONE")
+    w = Role("worker", "S0", {"k": 0})
+    for a, b in (("S0", "S1"), ("S1", "S2"), ("S2", "DONE")):
+        w.local(f"to_{b}", a, b, do=lambda c: c.set(k=c.v.k + 1))
+    actors = [ActorDef(0, "main", lead)] + [ActorDef(r, "main", w) for r in range(1, n + 1)]
+    return Protocol("orbit", {"world": Group("world", tuple(range(n + 1)))}, actors,
+                    invariants=[("INV", INVARIANT, inv)], symmetric=tuple(range(1, n + 1)))
+
+
+@pytest.mark.parametrize("n", [3, 4, 8])
+def test_symmetry_check_covers_every_permutation_of_a_wide_orbit(n):
+    """Planted: an invariant that compares symmetric ranks 1 and 3 (rank 1 in S2 while rank 3 is in
+    S0).  Old: the check tried a swap of the first two symmetric actors and a rotation on each
+    explored state; the search only visits sorted orbit representatives, where rank 1 never holds a
+    later state than rank 3, so neither permutation ever showed it: HOLDS at 4 ranks (70 states) where
+    the unreduced search finds the violation at depth 3.  Now the check splits the permutations by
+    what the invariant read and tries one of each class: SpecError."""
+    def ranks_1_and_3(world):
+        if world.actor(1).state == "S2" and world.actor(3).state == "S0":
+            return "rank 1 in S2 while rank 3 is in S0"
+        return None
+
+    assert check(_orbit(n, ranks_1_and_3), reduction=False).verdict == INVARIANT
+    with pytest.raises(SpecError, match="apart"):
+        check(_orbit(n, ranks_1_and_3), reduction=True)
+
+
+def test_symmetry_check_accepts_symmetric_invariants_and_stays_within_budget():
+    """Symmetric invariants over 8 symmetric ranks (one that reads some of them, one that reads them
+    all, one that reads a variable) stay accepted and give the unreduced verdicts; the number of
+    evaluations one state's check makes stays within SYM_CHECK_BUDGET."""
+    from lockstep.spec import reduce as R
+
+    def one_done_before_any_start(world):  # reads until it finds a worker in S0 or DONE
+        ws = list(world.actors(role="worker"))
+        if any(a.state == "DONE" for a in ws) and any(a.state == "S0" for a in ws):
+            return "a worker done while another has not started"
+        return None
+
+    def all_in_s2(world):
+        return "all in S2" if all(a.state == "S2" for a in world.actors(role="worker")) else None
+
+    def spread(world):
+        ks = [a.vars.k for a in world.actors(role="worker") if a.vars is not None]
+        return "k spread by 3" if ks and max(ks) - min(ks) >= 3 else None
+
+    calls = []
+    orig = R.Reductions._check_symmetric
+
+    def counting(self, what, probe, state, verdict, reads):
+        n = [0]
+
+        def p(st):
+            n[0] += 1
+            return probe(st)
+        orig(self, what, p, state, verdict, reads)
+        calls.append(n[0])
+
+    R.Reductions._check_symmetric = counting
+    try:
+        for inv in (one_done_before_any_start, all_in_s2, spread):
+            full = check(_orbit(8, inv), reduction=False, liveness=False)
+            reduced = check(_orbit(8, inv), reduction=True, liveness=False)
+            assert reduced.verdict == full.verdict == INVARIANT, inv
+    finally:
+        R.Reductions._check_symmetric = orig
+    assert calls and max(calls) <= R.SYM_CHECK_BUDGET + 2  # the budget, then the two generators
+
+
 def test_validate_refuses_unknown_groups_and_unreachable_states():
     """Planted: a phase rule naming an unknown group, and a role state no transition reaches.  Old:
     accepted (the phase rule silently never applied; the dead state silently never explored)."""
@@ -425,6 +497,57 @@ def test_differential_reduced_unreduced_parallel():
         assert not diffs, (diffs, d)
 
     run()
+
+
+WIDE_SEED, WIDE_SPECS = 104, 80
+
+
+def _wide_specs():
+    import random
+
+    import protogen
+
+    rng = random.Random(WIDE_SEED)
+    return [protogen.describe(protogen.random_pick(rng), wide=True) for _ in range(WIDE_SPECS)]
+
+
+@pytest.mark.slow
+def test_differential_wide_worlds():
+    """The same differential on wide random protocols (``describe(wide=True)``): 4-6 ranks, two
+    thirds of them with one role declared symmetric over an orbit of 2-5 ranks (from rank 1 or rank 2
+    on), drawn sub-groups, per-rank monitors more often.  The 2-3-rank worlds above permute at most two
+    ranks; here the symmetry reduction's canonical form meets orbits of up to 5 ranks."""
+    import protogen
+
+    specs = _wide_specs()
+    assert sum(d["sym"] and d["ranks"] - d["sym_from"] >= 3 for d in specs) >= 20  # orbits of 3+ ranks
+    for i, d in enumerate(specs):
+        diffs = protogen.compare(d, workers=i % 10 == 0)
+        assert not diffs, (i, diffs, d)
+
+
+@pytest.mark.slow
+def test_wide_differential_finds_a_bug_no_narrow_world_can_show(monkeypatch):
+    """The wide differential has teeth where the 2-3-rank one has none: plant a symmetry bug that moves
+    the per-rank monitors by the inverse of the permutation that moves their actors.  On an orbit of
+    two ranks every permutation is its own inverse, so no 2-3-rank world can tell; on the wide specs
+    of the test above it is found (here at the 20th, with end states the reduced graph gets wrong)."""
+    import protogen
+    from lockstep.spec.monitor import MonitorSet, MonitoredState
+
+    def permute_by_inverse(self, world, state, order):
+        actors, mon = state[0], state[4]
+        slots, rank = self.rank_slots, world._actor_rank
+        nl, nm = list(actors), list(mon)
+        for i_new, i_old in zip(world.symmetric, order):
+            nl[i_new] = actors[i_old]
+            for s_new, s_old in zip(slots[rank[i_old]], slots[rank[i_new]]):  # planted: swapped
+                nm[s_new] = mon[s_old]
+        return MonitoredState(tuple(nl), state[1], state[2], state[3], tuple(nm))
+
+    monkeypatch.setattr(MonitorSet, "permute", permute_by_inverse)
+    found = next((i, diffs) for i, d in enumerate(_wide_specs()) if (diffs := protogen.compare(d, workers=False)))
+    assert found[0] < WIDE_SPECS and found[1], found
 
 
 def _regressions():
