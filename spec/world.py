@@ -1561,20 +1561,9 @@ class _PropertyMemo:
         self.seen: set = set()  # (values at the common fields, shape number) in ``index``
 
     def lookup(self, state):
-        try:
-            cands = self.index.get(self.common_key(state))
-        except TypeError:  # an unhashable value read: try every shape
-            cands = [(s[0], s[1], s[2]) for s in self.shapes]
-        if cands is None:
-            return _MISS
-        for key, table, _ in cands:
-            try:
-                out = table.get(key(state), _MISS)
-            except TypeError:  # an unhashable value read
-                continue
-            if out is not _MISS:
-                return out
-        return _MISS
+        """The result of a stored evaluation ``state`` matches, or _MISS."""
+        hit = self.lookup_reads(state)
+        return hit if hit is _MISS else hit[0]
 
     def lookup_reads(self, state):
         """(result, the fields it read) of a stored evaluation ``state`` matches, or _MISS."""
