@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ..model.api import SpecError, Violation
 from .lang import CONTROL_FIELDS, DEAD, FAILED, FOOTPRINT, PRIVATE
+from .fabric import ranks_text
 from .view import ALIVE, SHARED
 
 
@@ -331,11 +332,19 @@ class Reductions:
             return type(state)(tuple(nl), *state[1:])
 
         def agrees(order):
-            out, reads = probe(arranged(order))
+            other = arranged(order)
+            out, reads = probe(other)
             if bool(out) != bool(verdict):
+                who = [self.actors[i] for i in sym]
+                names = ranks_text(a.rank for a in who) if all(a.thread == "main" for a in who) else \
+                    ", ".join(a.label for a in who)
+                here, there = (", ".join(str(st[0][i][0]) for i in sym) for st in (state, other))
+                how = (f"where they are in {here} and {_said(out)} where they are in {there}, the same states permuted"
+                       if here != there else f"where they are in {here} and {_said(out)} once their variables are "
+                                             f"permuted among them")
                 raise SpecError(what, ValueError(
-                    f"tells the symmetric actors {', '.join(self.actors[i].label for i in sym)} apart (it gives a "
-                    f"different verdict once their states are permuted); drop them from symmetric=... or make it symmetric"))
+                    f"tells the symmetric actors ({names}) apart: it gives {_said(verdict)} {how}; drop them from "
+                    f"symmetric=... or make it symmetric"))
             return reads
 
         identity = list(range(m))
@@ -437,6 +446,13 @@ class Reductions:
 
 _UNSET = object()
 SYM_CHECK_BUDGET = 64  # evaluations of a property on one state's permutations (Reductions._check_symmetric)
+
+
+def _said(verdict) -> str:
+    """What a property gave, in a sentence."""
+    if not verdict:
+        return "nothing"
+    return repr(verdict) if isinstance(verdict, str) else "true"
 
 
 def _field(a, f) -> object:
