@@ -305,7 +305,7 @@ class Reductions:
         property that reads every symmetric actor (an aggregate, e.g. "all agree") would need one
         evaluation per arrangement: such a tree, one that grows beyond ``SYM_CHECK_BUDGET``
         evaluations, and a property that reads the raw state get the two permutations that generate
-        the others (a swap and a rotation) instead."""
+        the others (a swap and a rotation) and the reversal instead."""
         actors = state[0]
         sym = list(self.symmetric)
         m = len(sym)
@@ -378,8 +378,10 @@ class Reductions:
                 cur[k] = {**ck, f: have}
         else:
             return  # every arrangement agrees
-        for order in ([1, 0] + identity[2:], identity[1:] + identity[:1]):
-            agrees(order)
+        # the generators of every permutation, and the reversal: representatives are sorted, so the
+        # reversal shows a property's low positions the states it never sees there otherwise
+        for order in dict.fromkeys(map(tuple, ([1, 0] + identity[2:], identity[1:] + identity[:1], identity[::-1]))):
+            agrees(list(order))
 
     # -- symmetry reduction ------------------------------------------------------------------
     def set_reduction(self, on: bool) -> None:

@@ -361,6 +361,20 @@ def test_symmetry_check_covers_every_permutation_of_a_wide_orbit(n):
         check(_orbit(n, ranks_1_and_3), reduction=True)
 
 
+def test_symmetry_check_of_an_aggregate_tries_the_reversal():
+    """Planted: an invariant that reads every symmetric rank's state, then compares the first with
+    the third.  It reads every symmetric actor, so the check falls back to fixed permutations; a swap
+    of the first two and a rotation of the sorted representatives never put a later state first
+    (HOLDS, the old check); the reversal does: SpecError."""
+    def first_vs_third(world):
+        states = [a.state for a in world.actors(role="worker")]
+        return "first in S2 while third in S0" if states[0] == "S2" and states[2] == "S0" else None
+
+    assert check(_orbit(4, first_vs_third), reduction=False).verdict == INVARIANT
+    with pytest.raises(SpecError, match="apart"):
+        check(_orbit(4, first_vs_third), reduction=True)
+
+
 def test_symmetry_check_accepts_symmetric_invariants_and_stays_within_budget():
     """Symmetric invariants over 8 symmetric ranks (one that reads some of them, one that reads them
     all, one that reads a variable) stay accepted and give the unreduced verdicts; the number of
@@ -400,7 +414,7 @@ def test_symmetry_check_accepts_symmetric_invariants_and_stays_within_budget():
             assert reduced.verdict == full.verdict == INVARIANT, inv
     finally:
         R.Reductions._check_symmetric = orig
-    assert calls and max(calls) <= R.SYM_CHECK_BUDGET + 2  # the budget, then the two generators
+    assert calls and max(calls) <= R.SYM_CHECK_BUDGET + 3  # the budget, then the generators and the reversal
 
 
 def test_validate_refuses_unknown_groups_and_unreachable_states():
