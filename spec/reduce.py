@@ -336,12 +336,21 @@ class Reductions:
             out, reads = probe(other)
             if bool(out) != bool(verdict):
                 who = [self.actors[i] for i in sym]
-                names = ranks_text(a.rank for a in who) if all(a.thread == "main" for a in who) else \
-                    ", ".join(a.label for a in who)
-                here, there = (", ".join(str(st[0][i][0]) for i in sym) for st in (state, other))
-                how = (f"where they are in {here} and {_said(out)} where they are in {there}, the same states permuted"
-                       if here != there else f"where they are in {here} and {_said(out)} once their variables are "
-                                             f"permuted among them")
+                main = all(a.thread == "main" for a in who)
+                names = ranks_text(a.rank for a in who) if main else ", ".join(a.label for a in who)
+
+                def placed(st):  # "ranks 1-14 in APPLY, rank 15 in SYNC"
+                    runs: list = []
+                    for a, i in zip(who, sym):
+                        ctl = st[0][i][0]
+                        if main and runs and runs[-1][0] == ctl:
+                            runs[-1][1].append(a.rank)
+                        else:
+                            runs.append((ctl, [a.rank] if main else a.label))
+                    return ", ".join(f"{ranks_text(x) if main else x} in {ctl}" for ctl, x in runs)
+                here, there = placed(state), placed(other)
+                how = (f"with {here}, and {_said(out)} with {there} (the same states, permuted)" if here != there else
+                       f"with {here}, and {_said(out)} once their variables are permuted among them")
                 raise SpecError(what, ValueError(
                     f"tells the symmetric actors ({names}) apart: it gives {_said(verdict)} {how}; drop them from "
                     f"symmetric=... or make it symmetric"))

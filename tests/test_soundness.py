@@ -356,9 +356,30 @@ def test_symmetry_check_covers_every_permutation_of_a_wide_orbit(n):
 
     assert check(_orbit(n, ranks_1_and_3), reduction=False).verdict == INVARIANT
     # the message names the orbit as a run of ranks and shows a permutation that gives another verdict
-    with pytest.raises(SpecError, match=rf"\(ranks 1-{n}\) apart: it gives nothing where they are in S.*"
-                                        rf"and 'rank 1 in S2 while rank 3 is in S0' where they are in S2, "):
+    with pytest.raises(SpecError, match=rf"\(ranks 1-{n}\) apart: it gives nothing with ranks? .* in S.*, "
+                                        rf"and 'rank 1 in S2 while rank 3 is in S0' with rank 1 in S2, "):
         check(_orbit(n, ranks_1_and_3), reduction=True)
+
+
+def test_symmetry_check_names_variables_when_control_states_agree():
+    """Symmetric workers that each pick k = 0 or 1, and an invariant that, once all have picked, wants
+    rank 1's k above rank 2's: the permutation that shows it moves variables only, and the refusal
+    says so."""
+    lead = Role("lead", "IDLE", {"k": 0})
+    lead.local("rest", "IDLE", "DONE")
+    w = Role("worker", "S0", {"k": 0})
+    w.local("pick", "S0", "S1", choose=lambda c: (0, 1), do=lambda c: c.set(k=c.choice))
+
+    def k_order(world):
+        if not all(x.state == "S1" for x in world.actors(role="worker")):
+            return None
+        return "rank 1 picked 1, rank 2 picked 0" if world.actor(1).vars.k > world.actor(2).vars.k else None
+    world = Protocol("picks", {"world": Group("world", (0, 1, 2, 3))},
+                     [ActorDef(0, "main", lead)] + [ActorDef(r, "main", w) for r in (1, 2, 3)],
+                     invariants=[("ORDER", INVARIANT, k_order)], symmetric=(1, 2, 3))
+    with pytest.raises(SpecError, match=r"\(ranks 1-3\) apart: it gives nothing with ranks 1-3 in S1, and "
+                                        r"'rank 1 picked 1, rank 2 picked 0' once their variables are permuted"):
+        check(world, reduction=True)
 
 
 def test_symmetry_check_of_an_aggregate_tries_the_reversal():
