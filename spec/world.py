@@ -1508,7 +1508,7 @@ def _probe(fn, world, state, memo=None, shadow=None):
             return fn(world, state, None), None
         except Exception:  # noqa: BLE001 - a permuted state the property cannot read: no verdict
             return None, None
-    for m in (memo, shadow):
+    for m in (shadow, memo):  # (permuted states are rarely representatives: the shadow first)
         if m is not None:
             hit = m.lookup_reads(state)
             if hit is not _MISS:
