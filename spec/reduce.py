@@ -456,6 +456,7 @@ class Reductions:
 
 
 _UNSET = object()
+MEMO_LIMIT = 2_000_000  # distinct records kept by each memo (effects, local steps, property values, ...)
 SYM_CHECK_BUDGET = 64  # evaluations of a property on one state's permutations (Reductions._check_symmetric)
 
 
@@ -480,7 +481,8 @@ def _field(a, f) -> object:
 def _arrangement(cons: dict, value, m: int) -> list | None:
     """An arrangement of the symmetric actors' states (order[k]: whose state goes to position k)
     meeting ``cons`` ({position: {field: value}}; ``value(j, f)``: actor j's), found by augmenting
-    paths; the unconstrained positions take the rest in order."""
+    paths (a few positions per call, on the search's hot path: networkx's matching costs more than
+    the property); the unconstrained positions take the rest in order."""
     fits = {k: [j for j in range(m) if all(value(j, f) == v for f, v in c.items())] for k, c in cons.items()}
     owner: dict = {}  # actor -> the constrained position it goes to
 
@@ -501,7 +503,6 @@ def _arrangement(cons: dict, value, m: int) -> list | None:
         order[k] = j
     rest = iter(j for j in range(m) if j not in owner)
     return [o if o is not None else next(rest) for o in order]
-MEMO_LIMIT = 2_000_000  # distinct records kept by each memo (effects, local steps, property values, ...)
 
 
 def _sort_key(x):

@@ -1499,8 +1499,8 @@ def _as_view_fn(fn):
 
 
 def _probe(fn, world, state, memo=None, shadow=None):
-    """(the property on a permuted state, what it read there): looked up in the property's memo, then
-    in ``shadow``, where what it gives on permuted states is memoised.  The reads are None for a
+    """(the property on a permuted state, what it read there): looked up in ``shadow``, where what it
+    gives on permuted states is memoised, then in the property's memo.  The reads are None for a
     property over the raw state (``memo`` None) or one that took it; the verdict is None where the
     property cannot read the permuted state."""
     if memo is None:
