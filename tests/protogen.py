@@ -3,8 +3,9 @@
 ``describe(pick)`` draws a protocol *description* (plain data: printable, reproducible) from
 ``pick(lo, hi)``, any source of integers in [lo, hi]: hypothesis (``hypothesis_pick``) in the test
 suite, ``random.Random`` in bench/bench_differential.py.  ``build(desc)`` turns it into a
-``Protocol``: 2-3 ranks (rank 0 sometimes with a second thread), one role per actor or one shared
-role for symmetric workers, local steps with guards over local and shared variables, collectives on
+``Protocol``: 2-3 ranks, or 4-6 with ``describe(pick, wide=True)`` (rank 0 sometimes with a second
+thread), one role per actor or one shared role for symmetric workers (an orbit of up to 5 ranks in a
+wide world), local steps with guards over local and shared variables, collectives on
 the world and on sub-groups and tagged point-to-point (each blocking, or posted without blocking under
 a handle and waited for in a state of its own), named faults, crash and hang faults, watchdog
 timeouts, invariants over control states and variables, a monitor over the transitions' events (per
