@@ -329,7 +329,7 @@ def test_symmetric_actors_must_be_alike():
         check(_pair(_worker(observed=("ctl",)), invariants=[("ASYM", INVARIANT, asym)], symmetric=(1, 2)), reduction=True)
 
 
-def _orbit(n, inv, lead_inv=False):
+def _orbit(n, inv):
     """rank 0 idles; ranks 1..n run S0 -> S1 -> S2 -> DONE, declared symmetric, with invariant ``inv``."""
     lead = Role("lead", "IDLE", {"k": 0})
     lead.local("rest", "IDLE", "DONE")
