@@ -681,7 +681,11 @@ def test_differential_regressions(case):
     came to check a level's invariants where they expand it): a worker that had found no new states
     at the last merge took no invariant to be due, so the states it stole went unchecked and the
     violation at depth 1 was reported a level later; every worker now knows the invariants are due
-    (``_Worker.merge``; tests/test_parallel.py replays it with the owners held back)."""
+    (``_Worker.merge``; tests/test_parallel.py replays it with the owners held back).  The twelfth (the
+    first run of wide worlds, 4-6 ranks): an invariant planted to single out symmetric rank 1 of ranks
+    1-5 was not refused, and the reduced search missed its violation; the symmetry check tried a swap
+    and a rotation of the sorted representatives only, and now covers every permutation by a decision
+    tree over what the invariant read (``Reductions._check_symmetric``)."""
     import protogen
 
     d = protogen.from_json(case["spec"])
