@@ -468,7 +468,8 @@ def _said(verdict) -> str:
 
 
 def _field(a, f) -> object:
-    """The value of field ``f`` (as the view records it) of actor state ``a``."""
+    """The value of field ``f`` (as the view records it) of actor state ``a``: the value world.py's
+    ``_key_function`` keys the property memo on (it compiles the same mapping into code)."""
     if f == ALIVE:
         return a[1] is None
     if f == "ctl":

@@ -1621,7 +1621,8 @@ class _PropertyMemo:
 
 
 def _key_function(reads):
-    """state -> the tuple of the values at ``reads`` (compiled once per shape)."""
+    """state -> the tuple of the values at ``reads`` (compiled once per shape); an actor field's value
+    is the one reduce.py's ``_field`` gives, which the symmetry check matches on."""
     parts = []
     for i, f in reads:
         if i == WORLD:
