@@ -288,7 +288,7 @@ class Reductions:
                 f"reads the {kind} of {a.label} (role {a.role.name}), which the role does not declare in "
                 f"observed=...; the partial-order reduction would hide changes to it (add {f!r} to observed)"))
 
-    def _check_symmetric(self, what: str, probe, state, verdict, reads) -> None:
+    def _check_symmetric(self, what: str, probe, state, verdict, reads, tree: bool = True):
         """A property of a world with symmetric actors must not tell them apart: its verdict must be
         the same on every permutation of their states.  ``probe(state)`` gives the property's verdict
         there and what it read (the (actor, field) pairs; None when it took the raw state); ``reads``:
@@ -305,7 +305,13 @@ class Reductions:
         property that reads every symmetric actor (an aggregate, e.g. "all agree") would need one
         evaluation per arrangement: such a tree, one that grows beyond ``SYM_CHECK_BUDGET``
         evaluations, and a property that reads the raw state get the two permutations that generate
-        the others (a swap and a rotation) and the reversal instead."""
+        the others (a swap and a rotation) and the reversal instead.
+
+        Returns (whether the tree covered every permutation, what its evaluations read: their
+        (actor, field) pairs, None where one took the raw state); ``tree`` False goes straight to the
+        generators.  A state that agrees with this one at those reads outside the symmetric actors,
+        and whose symmetric actors hold the same values at the fields read, as a multiset, gets the
+        same tree and the same outcome (world.py's ``_SymmetryMemo``)."""
         actors = state[0]
         sym = list(self.symmetric)
         m = len(sym)
@@ -313,15 +319,25 @@ class Reductions:
         parts = [actors[i] if ms is None else (actors[i], tuple(state[4][s] for s in ms.rank_slots[self._actor_rank[i]]))
                  for i in sym]
         if all(p == parts[0] for p in parts[1:]):
-            return
+            return True, reads  # every permutation is this state
         pos_of = {i: k for k, i in enumerate(sym)}
-        values: dict = {}
+        index: dict = {}  # field -> {value: bit mask of the symmetric actors holding it there}
+        full = (1 << m) - 1
 
-        def value(j, f):  # field f (as the view records it) of symmetric actor j's state
-            v = values.get((j, f), _UNSET)
-            if v is _UNSET:
-                v = values[(j, f)] = _field(parts[j][0] if ms is not None else parts[j], f)
-            return v
+        def holding(f) -> dict:
+            g = index.get(f)
+            if g is None:
+                g = index[f] = {}
+                for j, p in enumerate(parts):
+                    v = _field(p[0] if ms is not None else p, f)  # field f as the view records it
+                    g[v] = g.get(v, 0) | 1 << j
+            return g
+
+        def meeting(c) -> int:  # the symmetric actors whose states meet constraints c ({field: value})
+            mask = full
+            for f, v in c.items():
+                mask &= holding(f).get(v, 0)
+            return mask
 
         def arranged(order):  # order[k]: the symmetric actor whose state goes to position k
             if ms is not None:  # per-rank monitor instances move with their actors (monitor.py)
@@ -357,8 +373,9 @@ class Reductions:
             return reads
 
         identity = list(range(m))
-        todo = [({}, identity)]  # (constraints {position: {field: value}}, an arrangement meeting them)
+        todo = [({}, identity)] if tree else []  # (constraints {position: {field: value}}, an arrangement meeting them)
         evaluations = 0
+        read = set()  # what every evaluation read
         while todo:
             if evaluations == SYM_CHECK_BUDGET:
                 break
@@ -367,7 +384,9 @@ class Reductions:
                 reads = agrees(order)
             evaluations += 1
             if reads is None:
+                read = None
                 break  # the raw state: the generators below
+            read.update(reads)
             at = sorted([(pos_of[i], f) for i, f in reads if i in pos_of])  # (fields are strings)
             if evaluations == 1 and len({k for k, _ in at}) == m:
                 break  # an aggregate over every symmetric actor: the generators below
@@ -376,21 +395,25 @@ class Reductions:
                 ck = cur.get(k, {})
                 if f in ck:
                     continue  # fixed in this class
-                have = value(order[k], f)
-                # the other values a part that meets this position's constraints has there
-                for v in dict.fromkeys(value(j, f) for j in range(m) if all(value(j, g) == w for g, w in ck.items())):
-                    if v != have:
+                at_f = holding(f)
+                have = next(v for v, mask in at_f.items() if mask >> order[k] & 1)
+                # the other values an actor that meets this position's constraints has there
+                fits = meeting(ck)
+                for v, mask in at_f.items():
+                    if v != have and mask & fits:
                         c2 = {**cur, k: {**ck, f: v}}
-                        o2 = _arrangement(c2, value, m)
+                        o2 = _arrangement(c2, meeting, m)
                         if o2 is not None:
                             todo.append((c2, o2))
                 cur[k] = {**ck, f: have}
         else:
-            return  # every arrangement agrees
+            if tree:
+                return True, read  # every arrangement agrees
         # the generators of every permutation, and the reversal: representatives are sorted, so the
         # reversal shows a property's low positions the states it never sees there otherwise
         for order in dict.fromkeys(map(tuple, ([1, 0] + identity[2:], identity[1:] + identity[:1], identity[::-1]))):
             agrees(list(order))
+        return False, read
 
     # -- symmetry reduction ------------------------------------------------------------------
     def set_reduction(self, on: bool) -> None:
@@ -479,12 +502,13 @@ def _field(a, f) -> object:
     return getattr(a[1], f, _UNSET)
 
 
-def _arrangement(cons: dict, value, m: int) -> list | None:
+def _arrangement(cons: dict, meeting, m: int) -> list | None:
     """An arrangement of the symmetric actors' states (order[k]: whose state goes to position k)
-    meeting ``cons`` ({position: {field: value}}; ``value(j, f)``: actor j's), found by augmenting
-    paths (a few positions per call, on the search's hot path: networkx's matching costs more than
-    the property); the unconstrained positions take the rest in order."""
-    fits = {k: [j for j in range(m) if all(value(j, f) == v for f, v in c.items())] for k, c in cons.items()}
+    meeting ``cons`` ({position: {field: value}}; ``meeting(c)``: the bit mask of the actors whose
+    states meet constraints c), found by augmenting paths (a few positions per call, on the
+    search's hot path: networkx's matching costs more than the property); the unconstrained
+    positions take the rest in order."""
+    fits = {k: [j for j in range(m) if mask >> j & 1] for k, mask in ((k, meeting(c)) for k, c in cons.items())}
     owner: dict = {}  # actor -> the constrained position it goes to
 
     def place(k, seen) -> bool:

@@ -193,6 +193,8 @@ class Protocol(Fabric, Reductions, Explanation):
         # the same, for the permuted states the symmetry check evaluates (kept apart: a hit in
         # ``_prop_memo`` skips the read checks, which permuted states never went through)
         self._sym_memo = {fn: _PropertyMemo() for fn in self._prop_memo}
+        # the classes of states on which a property's symmetry tree finished, or did not (_symmetry_proof)
+        self._sym_proofs = {fn: _SymmetryMemo(self.symmetric) for fn in self._prop_memo} if len(self.symmetric) > 1 else {}
         self._fault_kinds = tuple((kind, ranks, ctl) for kind, ranks, ctl in
                                   (("crash", self.crash_ranks, DEAD), ("hang", self.hang_ranks, HUNG))
                                   if kind in self.faults and ranks)
@@ -328,12 +330,32 @@ class Protocol(Fabric, Reductions, Explanation):
                 memo.store(rec, state, out)
                 reads = None if (WORLD, RAW) in rec else rec
         if self._sym_on:
-            # every state while the search is young, then one in eight: bounded in cost
-            self._sym_checks += 1
-            if self._sym_checks <= 5000 or not self._sym_checks & 7:
-                shadow = self._sym_memo.get(fn)
-                self._check_symmetric(what, lambda st: _probe(fn, self, st, memo, shadow), state, out, reads)
+            self._symmetry_proof(what, fn, memo, state, out, reads)
         return out
+
+    def _symmetry_proof(self, what, fn, memo, state, out, reads) -> None:
+        """Check that the property ``fn``, which gave ``out`` reading ``reads`` (None: the raw state),
+        gives it on every permutation of the symmetric actors of ``state``: the whole decision tree
+        of ``Reductions._check_symmetric``, once per class of states ``_SymmetryMemo`` shows to get
+        the same tree.  Where the tree cannot finish (the property reads the raw state, or the tree
+        outgrew its budget on this class) a swap, a rotation and the reversal are tried instead, on
+        every such state while the search is young, then on one in eight: a detector, bounded in cost."""
+        shadow = self._sym_memo.get(fn)
+        probe = lambda st: _probe(fn, self, st, memo, shadow)  # noqa: E731
+        proofs = self._sym_proofs.get(fn) if reads is not None else None
+        if proofs is not None and proofs.aggregate(reads):
+            proofs = None  # an aggregate over every symmetric actor: the generators (a class per state)
+        key = proofs.key(state) if proofs is not None else None
+        known = proofs.known.get(key) if key is not None else None
+        if known is None and key is not None:  # a class not met before: the whole tree
+            finished, read = self._check_symmetric(what, probe, state, out, reads)
+            proofs.learn(read, state, finished)
+            return
+        if known:
+            return  # proved for every state of this class
+        self._sym_checks += 1
+        if self._sym_checks <= 5000 or not self._sym_checks & 7:
+            self._check_symmetric(what, probe, state, out, reads, tree=known is None)
 
     @property
     def features(self) -> frozenset:
@@ -1620,27 +1642,101 @@ class _PropertyMemo:
                 self._add(shape, k)
 
 
-def _key_function(reads):
-    """state -> the tuple of the values at ``reads`` (compiled once per shape); an actor field's value
+def _read_source(i, f) -> str:
+    """Python source for the value at read (i, f) of state S (A: its actors); an actor field's value
     is the one reduce.py's ``_field`` gives, which the symmetry check matches on."""
-    parts = []
-    for i, f in reads:
-        if i == WORLD:
-            parts.append("S[2]" if f == "faults_used" else "None")
-        elif i == SHARED:
-            parts.append(f"getattr(S[1], {f!r}, M)")
-        elif f == ALIVE:
-            parts.append(f"A[{i}][1] is None")
-        elif f == "ctl":
-            parts.append(f"A[{i}][0]")
-        elif f == "pending":
-            parts.append(f"A[{i}][2]")
-        else:
-            parts.append(f"getattr(A[{i}][1], {f!r}, M)")
-    src = "def key(S):\n    A = S[0]\n    return (" + "".join(p + ", " for p in parts) + ")\n"
-    ns = {"M": _ABSENT}
-    exec(src, ns)  # noqa: S102 - generated from field names the view recorded
+    if i == WORLD:
+        return "S[2]" if f == "faults_used" else "None"
+    if i == SHARED:
+        return f"getattr(S[1], {f!r}, M)"
+    if f == ALIVE:
+        return f"A[{i}][1] is None"
+    if f == "ctl":
+        return f"A[{i}][0]"
+    if f == "pending":
+        return f"A[{i}][2]"
+    return f"getattr(A[{i}][1], {f!r}, M)"
+
+
+def _compile_key(expr: str):
+    """state -> ``expr``, compiled once (``expr`` built from ``_read_source`` parts)."""
+    ns = {"M": _ABSENT, "H": hash}
+    exec(f"def key(S):\n    A = S[0]\n    return {expr}\n", ns)  # noqa: S102 - from field names the view recorded
     return ns["key"]
+
+
+def _key_function(reads):
+    """state -> the tuple of the values at ``reads`` (compiled once per shape)."""
+    return _compile_key("(" + "".join(_read_source(i, f) + ", " for i, f in reads) + ")")
+
+
+PROVEN = True  # _SymmetryMemo.known: the symmetry tree finished on this class of states
+
+
+class _SymmetryMemo:
+    """The classes of states on which one property's symmetry tree (``Reductions._check_symmetric``)
+    finished, or outgrew its budget.  A state's class is its values at every read that property's
+    trees made so far outside the symmetric actors, and the multiset of its symmetric actors' values
+    at every field the trees read there.
+
+    Why a finished tree proves the whole class: take a state r whose tree finished and r' in r's
+    class.  The multisets are equal, so every arrangement a' of r' matches an arrangement a of r
+    position by position at the fields read, and holds r's values at the reads outside.  The tree
+    evaluated some arrangement b that a agrees with at everything b read (the leaves of the tree
+    cover every arrangement), and b read only what the class key covers; so a' agrees with b there
+    too, and a deterministic property gives a' what it gave b: the state's own verdict.  When a tree
+    reads something new the key covers it from then on, and the classes learnt before are
+    forgotten (they were keyed on less)."""
+
+    __slots__ = ("sym", "outside", "fields", "key", "known", "shapes")
+
+    def __init__(self, symmetric):
+        self.sym = frozenset(symmetric)
+        self.outside: frozenset = frozenset()  # reads outside the symmetric actors
+        self.fields: frozenset = frozenset()  # fields read at symmetric actors
+        self.known: dict = {}  # class key -> PROVEN, or False where the tree outgrew its budget
+        self.shapes: dict = {}  # id of a read set the property memo keeps -> (it, whether aggregate)
+        self._compile()
+
+    def aggregate(self, reads) -> bool:
+        """Whether ``reads`` (what the property read on a state) covers every symmetric actor: its
+        tree would have a leaf per distinct arrangement, so such states get the generators."""
+        hit = self.shapes.get(id(reads))
+        if hit is not None and hit[0] is reads:
+            return hit[1]
+        out = len({i for i, _ in reads if i in self.sym}) == len(self.sym)
+        if type(reads) is tuple and len(self.shapes) < MEMO_SHAPES:  # a memo's shape: kept alive there
+            self.shapes[id(reads)] = (reads, out)
+        return out
+
+    def _compile(self) -> None:
+        out = "".join(_read_source(i, f) + ", " for i, f in sorted(self.outside, key=_read_order))
+        fields = sorted(self.fields)
+        proj = "".join("(" + "".join(_read_source(i, f) + ", " for f in fields) + "), " for i in sorted(self.sym))
+        key = _compile_key(f"(({out}), tuple(sorted(({proj}), key=H)))")
+
+        def guarded(state):  # an unhashable value read: no class
+            try:
+                return key(state)
+            except TypeError:
+                return None
+        self.key = guarded
+
+    def learn(self, read, state, finished: bool) -> None:
+        """Remember the class of ``state``, whose tree read ``read`` (None: the raw state) and
+        ``finished`` or not."""
+        if read is None:
+            return
+        outside = frozenset(r for r in read if r[0] not in self.sym)
+        fields = frozenset(f for i, f in read if i in self.sym)
+        if not (outside <= self.outside and fields <= self.fields):
+            self.outside |= outside
+            self.fields |= fields
+            self.known = {}
+            self._compile()
+        k = self.key(state)
+        if k is not None and len(self.known) < MEMO_LIMIT:
+            self.known[k] = PROVEN if finished else False
 
 
 def _validate_role(role: Role) -> None:

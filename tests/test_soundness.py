@@ -361,6 +361,72 @@ def test_symmetry_check_covers_every_permutation_of_a_wide_orbit(n):
         check(_orbit(n, ranks_1_and_3), reduction=True)
 
 
+def _counters(n, top, inv):
+    """rank 0 idles; ranks 1..n, declared symmetric, each count k up to ``top`` and then finish."""
+    lead = Role("lead", "IDLE", {"k": 0})
+    lead.local("rest", "IDLE", "DONE")
+    w = Role("worker", "S0", {"k": 0})
+    w.local("tick", "S0", "S0", guard=lambda c: c.v.k < top, do=lambda c: c.set(k=c.v.k + 1))
+    w.local("finish", "S0", "DONE", guard=lambda c: c.v.k == top)
+    actors = [ActorDef(0, "main", lead)] + [ActorDef(r, "main", w) for r in range(1, n + 1)]
+    return Protocol("counters", {"world": Group("world", tuple(range(n + 1)))}, actors,
+                    invariants=[("INV", INVARIANT, inv)], symmetric=tuple(range(1, n + 1)))
+
+
+@pytest.mark.parametrize("n, top", [(3, 25), (8, 6)])
+def test_symmetry_check_covers_every_state_not_a_sample(n, top):
+    """Planted: an invariant that tells ranks 1 and 2 apart on one orbit only (every other worker
+    done, rank 2 never counted), deep in the search.  Old: the check ran on every state of the first
+    5,000 and then on one in eight, and that orbit's one representative was not among them: HOLDS
+    (7,308 states at 3 ranks, 12,870 at 8) where the unreduced search finds the violation.  Now every
+    state is covered (its own tree, or a class of states whose tree finished): SpecError."""
+    def rank_1_done_rank_2_idle(world):
+        ws = list(world.actors(role="worker"))
+        if ws[0].state == "DONE" and ws[1].vars.k == 0 and all(a.state == "DONE" for a in ws[2:]):
+            return "rank 1 done while rank 2 never counted"
+        return None
+
+    if n == 3:  # (the unreduced search at 8 ranks is 8^8 states)
+        assert check(_counters(n, top, rank_1_done_rank_2_idle), reduction=False, liveness=False).verdict == INVARIANT
+    with pytest.raises(SpecError, match=rf"\(ranks 1-{n}\) apart"):
+        check(_counters(n, top, rank_1_done_rank_2_idle), reduction=True, liveness=False)
+
+
+def test_symmetry_classes_hold_the_reads_outside_the_orbit(monkeypatch):
+    """A state's class (``_SymmetryMemo``) holds its values at what the trees read outside the
+    symmetric actors.  Planted: a class key without them.  Then the states where rank 0 has not yet
+    set its flag (the invariant reads only the flag there: every permutation agrees) stand for the
+    states where it has, and the permutation that puts rank 1 in S2 and rank 3 in S0 after the flag
+    is never tried: HOLDS where the unreduced search finds INVARIANT.  With them: SpecError."""
+    from lockstep.spec import world as W
+
+    def make():
+        lead = Role("lead", "IDLE", {"flag": 0})
+        lead.local("set", "IDLE", "DONE", do=lambda c: c.set(flag=1))
+        w = Role("worker", "S0", {"k": 0})
+        for a, b in (("S0", "S1"), ("S1", "S2"), ("S2", "DONE")):
+            w.local(f"to_{b}", a, b)
+        actors = [ActorDef(0, "main", lead)] + [ActorDef(r, "main", w) for r in range(1, 5)]
+
+        def flagged(world):
+            if world.actor(0).vars.flag and world.actor(1).state == "S2" and world.actor(3).state == "S0":
+                return "rank 1 in S2 while rank 3 is in S0, after the flag"
+            return None
+        return Protocol("flagged", {"world": Group("world", tuple(range(5)))}, actors,
+                        invariants=[("INV", INVARIANT, flagged)], symmetric=(1, 2, 3, 4))
+
+    assert check(make(), reduction=False, liveness=False).verdict == INVARIANT
+    with pytest.raises(SpecError, match="apart"):
+        check(make(), reduction=True, liveness=False)
+    compile_ = W._SymmetryMemo._compile
+
+    def without_outside(self):
+        self.outside = frozenset()
+        compile_(self)
+    monkeypatch.setattr(W._SymmetryMemo, "_compile", without_outside)
+    assert check(make(), reduction=True, liveness=False).verdict == HOLDS
+
+
 def test_symmetry_check_names_variables_when_control_states_agree():
     """Symmetric workers that each pick k = 0 or 1, and an invariant that, once all have picked, wants
     rank 1's k above rank 2's: the permutation that shows it moves variables only, and the refusal
@@ -439,7 +505,9 @@ def test_symmetry_check_arrangement_matches_brute_force():
 
         def meets(order):
             return all(vals[order[k]][f] == v for k, c in cons.items() for f, v in c.items())
-        got = _arrangement(cons, lambda j, f: vals[j][f], m)
+        def meeting(c):
+            return sum(1 << j for j in range(m) if all(vals[j][f] == v for f, v in c.items()))
+        got = _arrangement(cons, meeting, m)
         exists = any(meets(p) for p in permutations(range(m)))
         assert (got is not None) == exists, (vals, cons, got)
         if got is not None:
@@ -484,14 +552,15 @@ def test_symmetry_check_accepts_symmetric_invariants_and_stays_within_budget():
     calls = []
     orig = R.Reductions._check_symmetric
 
-    def counting(self, what, probe, state, verdict, reads):
+    def counting(self, what, probe, state, verdict, reads, tree=True):
         n = [0]
 
         def p(st):
             n[0] += 1
             return probe(st)
-        orig(self, what, p, state, verdict, reads)
+        out = orig(self, what, p, state, verdict, reads, tree)
         calls.append(n[0])
+        return out
 
     R.Reductions._check_symmetric = counting
     try:
