@@ -28,6 +28,15 @@ def _out_dir(out: Path | None, what: str) -> Path:
     return out
 
 
+class _OutDir(click.Path):
+    """A directory path; an empty one (an unset shell variable, say) is a mistake, not the current directory."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("expected a directory, got an empty string", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def check_out(out: Path) -> None:
     """Refuse an --out that cannot hold a render, before any work is done: one line, exit 2."""
     if out.exists() and not out.is_dir():
@@ -45,6 +54,13 @@ def check_out(out: Path) -> None:
               "choose another directory")
     if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
         _fail(f"--out {out}: {probe} is not writable (permission denied); choose another directory")
+    if out.is_dir():
+        from ..diagrams.output import OutputError, previous_files
+
+        try:
+            previous_files(out)
+        except OutputError as e:
+            _fail(str(e))
 
 
 def _fail(msg: str) -> None:
@@ -69,7 +85,7 @@ def _write(out: Path, files: dict, extra: dict | None = None) -> None:
 @click.option("-p", "params", multiple=True, metavar="NAME=VALUE", shell_complete=complete_param, help="spec parameter (repeatable)")
 @click.option("--backend", default=None, help="backend profile: " + ", ".join(BACKENDS)
               + " (default: the variant's documented backend, else gloo; the same rule as `lockstep check`)")
-@click.option("--out", "-o", "out", type=click.Path(path_type=Path), default=None,
+@click.option("--out", "-o", "out", type=_OutDir(path_type=Path), default=None,
               help="output directory (created; files of yours in it are never overwritten)")
 @click.option("--max-states", type=click.IntRange(min=1), default=None,
               help="state bound for the check and the state-space exploration [default: 100000]")

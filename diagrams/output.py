@@ -24,13 +24,28 @@ def manifest_bytes(files: dict[str, bytes], extra: dict | None = None) -> bytes:
 
 
 def previous_files(out: Path) -> set[str]:
+    """The files the manifest in ``out`` says a previous render wrote.  Only relative paths inside
+    ``out`` are accepted: a manifest is a file in the user's directory, and what it lists is removed
+    when the next render no longer produces it, so a manifest that names anything else (an absolute
+    path, a ``..``, a string instead of a list) is refused, not trusted."""
     m = out / MANIFEST
     if not m.is_file():
         return set()
+    bad = f"--out {out}: {m.name} is not a manifest lockstep render wrote"
     try:
-        return set(json.loads(m.read_text()).get("files", []))
-    except (ValueError, AttributeError):
-        return set()
+        doc = json.loads(m.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise OutputError(f"{bad} ({e}); remove it, or choose another directory") from e
+    files = doc.get("files") if isinstance(doc, dict) else None
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise OutputError(f"{bad} (field files: expected a list of paths); remove it, or choose another directory")
+    root = out.resolve()
+    for f in files:
+        p = Path(f)
+        if not f or p.is_absolute() or ".." in p.parts or f.startswith("~") or root not in (out / p).resolve().parents:
+            raise OutputError(f"{bad} (field files: {f!r} is not a path inside the directory); remove it, or choose "
+                              f"another directory")
+    return set(files)
 
 
 def write_tree(out: Path, files: dict[str, bytes], extra: dict | None = None) -> list[Path]:
@@ -38,14 +53,17 @@ def write_tree(out: Path, files: dict[str, bytes], extra: dict | None = None) ->
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is a file; expected a directory (new or one a previous render wrote)")
     before = previous_files(out) if out.is_dir() else set()
+    # a file of the user's where the render would write, or where it needs a directory
     clashes = [rel for rel in sorted(files) if (out / rel).exists() and rel not in before]
+    clashes += sorted({str(q.relative_to(out)) for rel in files for q in (out / rel).parents
+                       if out in q.parents and q.exists() and not q.is_dir()})
     if clashes:
         shown = ", ".join(clashes[:5]) + (" …" if len(clashes) > 5 else "")
         raise OutputError(f"--out {out} already holds files lockstep render did not write ({shown}); refusing to "
                           f"overwrite them: choose an empty or new directory")
     for rel in sorted(before - set(files)):
         p = out / rel
-        if p.is_file() and ".." not in Path(rel).parts:
+        if p.is_file():
             p.unlink()
             _prune(out, p.parent)
     written = []

@@ -172,3 +172,41 @@ def test_render_out_errors_one_line(tmp_path, where, mode):
 def test_render_help_states_exit_codes():
     r = CliRunner().invoke(render_cmd, ["--help"])
     assert r.exit_code == 0 and "Exit status" in r.output and "2  bad usage" in r.output
+
+
+@pytest.mark.parametrize("files", [["/ABS/victim.txt"], ["../victim.txt"], "notes", [3]])
+def test_render_refuses_a_manifest_that_names_files_outside_out(tmp_path, files):
+    """The manifest a render leaves in --out lists what the next render may remove.  Planted: a
+    manifest edited to name a file outside --out (absolute, or through ..), or not a list of paths.
+    Old: the next render deleted /ABS/victim.txt, and read "notes" as the files n, o, t, e, s.  Now:
+    one line, exit 2, nothing removed."""
+    out = tmp_path / "out"
+    assert CliRunner().invoke(render_cmd, ["tp", "--max-states", "50", "--out", str(out)]).exit_code == 0
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    (out / "n").write_text("mine too")
+    m = out / ".lockstep-render.json"
+    doc = json.loads(m.read_text())
+    doc["files"] = ([str(victim) if f == "/ABS/victim.txt" else f for f in files] + doc["files"]
+                    if isinstance(files, list) else files)
+    m.write_text(json.dumps(doc))
+    r = CliRunner().invoke(render_cmd, ["tp", "--max-states", "50", "--out", str(out)])
+    assert r.exit_code == 2 and "is not a manifest lockstep render wrote" in r.output, r.output
+    assert victim.read_text() == "mine" and (out / "n").read_text() == "mine too"
+
+
+def test_render_refuses_a_file_where_it_needs_a_directory_before_writing(tmp_path):
+    """Planted: a file of the user's named `roles` in --out, where the render puts a directory.  Old:
+    index.html and kv/ were written, then the render failed (exit 2) and left them without a
+    manifest, so every later render there was refused.  Now it is refused first; nothing written."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "roles").write_text("mine")
+    r = CliRunner().invoke(render_cmd, ["tp", "--max-states", "50", "--out", str(out)])
+    assert r.exit_code == 2 and "(roles)" in r.output, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["roles"]
+
+
+def test_render_refuses_an_empty_out():
+    r = CliRunner().invoke(render_cmd, ["tp", "--max-states", "50", "--out", ""])
+    assert r.exit_code == 2 and "empty string" in r.output, r.output

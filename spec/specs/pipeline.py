@@ -156,8 +156,12 @@ class PipelineModel(FootprintHooks):
             partner_name = _name(partner)
             reason = (f"{partner_name} has finished and will never provide {side}" if fin
                       else f"{partner_name} is blocked too")
-            out.append({"rank": rank, "role": role, "at": at, "waits_on": f"q{queue} {want}",
-                        "partner": partner, "partner_finished": fin, "reason": reason})
+            # the documented fields (docs/json.md) and the pipeline's own: a queue, not a group op
+            out.append({"rank": rank, "role": role, "actor": _name(rank), "state": at, "op": f"q{queue} {want}",
+                        "group": None, "waits_for": [partner],
+                        "partner_status": {str(partner): "finished" if fin else "alive"},
+                        "at": at, "waits_on": f"q{queue} {want}", "partner": partner, "partner_finished": fin,
+                        "reason": reason})
 
         if s[0] < M and len(s[q0]) >= C:
             entry("source", "source", "put", 0, "not full", 0 if S else "sink")
