@@ -17,6 +17,8 @@ import sys
 
 import click
 
+from .params import Seconds
+
 
 def _spec_ref(v):  # one resolver for every command (spec/loading.py)
     from lockstep.spec.loading import spec_for_conformance
@@ -71,7 +73,7 @@ def _refuse_mixed(trace_dir, fr_dir, **opts) -> None:
 @click.option("--no-checker", is_flag=True, help="for --unsafe runs: do not run the model checker on the variant")
 @click.option("--budget", type=click.IntRange(min=1), default=None,
               help="search-node budget of the replay (default: proportional to the trace); reaching it is INCONCLUSIVE")
-@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--time-limit", type=Seconds(), default=None,
               help="seconds the replay may search; reaching it is INCONCLUSIVE")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output (docs/conformance.md)")
 def conform(trace_dir, spec, fr_dir, allow_missing, no_checker, budget, time_limit, as_json):

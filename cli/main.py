@@ -7,6 +7,7 @@ that need heavy dependencies (torch for ``run``) import them only when invoked.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import time
 
@@ -14,7 +15,7 @@ import click
 
 from ..spec.loading import SpecLoadError, build_model
 from ..spec.registry import BACKENDS, UsageError, load, pick_backend, resolve
-from .params import complete_param, complete_spec, complete_variant, parse_params
+from .params import Seconds, complete_param, complete_spec, complete_variant, parse_params
 
 
 def _load_failed(e: SpecLoadError):
@@ -129,7 +130,7 @@ def _progress(seen: dict):
               + " (default: the variant's documented backend, else gloo)")
 @click.option("--max-states", type=click.IntRange(min=1), default=None, help="stop with BOUND_REACHED after this many states")
 @click.option("--max-depth", type=click.IntRange(min=0), default=None, help="stop with BOUND_REACHED beyond this depth")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="seconds before BOUND_REACHED")
+@click.option("--timeout", type=Seconds(), default=None, help="seconds before BOUND_REACHED")
 @click.option("--no-reduction", is_flag=True, help="explore without partial-order or symmetry reduction")
 @click.option("--no-liveness", is_flag=True, help="skip the liveness (lasso) check")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
@@ -157,6 +158,8 @@ def check(spec, variant, params, backend, max_states, max_depth, timeout, no_red
     from ..model.result import Bounds
     from .report import dumps, exit_code, text, to_json
 
+    if as_json:  # what a spec prints (a debugging print in a guard, say) must not corrupt the JSON on stdout
+        _JSON_OUT[0], sys.stdout = sys.stdout, sys.stderr
     try:
         info, p = resolve(spec, variant, parse_params(params), backend)
         backend = pick_backend(info, variant, backend)
@@ -170,6 +173,9 @@ def check(spec, variant, params, backend, max_states, max_depth, timeout, no_red
         sys.exit(2)
     if actor_memory is not None and ray_address is None:
         raise click.UsageError("--actor-memory applies to --ray only")
+    if ray_address is None and workers > (most := max(16, 4 * (os.cpu_count() or 1))):
+        raise click.UsageError(f"--workers {workers}: this machine has {os.cpu_count()} CPUs; more than {most} worker "
+                               f"processes only add processes (--ray spreads a search over other machines)")
     if cross and ray_address is not None:
         raise click.UsageError("--cross-check runs both searches in this process: drop --ray")
     budget = None
@@ -191,7 +197,7 @@ def check(spec, variant, params, backend, max_states, max_depth, timeout, no_red
     else:
         result, code = _check_here(model, options)
     if as_json:
-        click.echo(dumps(to_json(spec, variant, p, backend, result, not no_reduction)))
+        click.echo(dumps(to_json(spec, variant, p, backend, result, not no_reduction)), file=_JSON_OUT[0])
     else:
         click.echo(text(spec, variant, p, backend, result, shortest_known=result.reduced is False))
         if not no_reduction:
@@ -292,7 +298,7 @@ def _cross_check(spec, variant, p, backend, info, model, options, as_json):
     if as_json:
         out = to_json(spec, variant, p, backend, result, True)
         out["cross_check"] = summary
-        click.echo(dumps(out))
+        click.echo(dumps(out), file=_JSON_OUT[0])
     else:
         click.echo(text(spec, variant, p, backend, result))
         r, u = summary["reduced"], summary["unreduced"]
@@ -305,6 +311,9 @@ def _cross_check(spec, variant, p, backend, info, model, options, as_json):
         click.echo(f"lockstep: cross-check failed: {'; '.join(summary['differences'])}", err=True)
         sys.exit(2)
     sys.exit(exit_code(result.verdict))
+
+
+_JSON_OUT: list = [None]  # the standard output --json writes to (check --json sends what specs print to stderr)
 
 
 def main():

@@ -2,6 +2,7 @@
 names (and ``.py`` paths), ``--variant`` values and ``-p`` names for every command that takes a spec."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -13,8 +14,26 @@ def parse_params(raw: tuple[str, ...]) -> dict[str, str]:
         if "=" not in item:
             raise click.UsageError(f"-p {item!r}: expected NAME=VALUE")
         k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
+        k = k.strip()
+        if k in out:
+            raise click.UsageError(f"-p {k} given twice ({k}={out[k]} and {k}={v.strip()}); give it once")
+        out[k] = v.strip()
     return out
+
+
+class Seconds(click.FloatRange):
+    """A positive, finite number of seconds (``nan`` passes a plain range check, and disables a bound)."""
+
+    name = "seconds"
+
+    def __init__(self):
+        super().__init__(min=0, min_open=True)
+
+    def convert(self, value, param, ctx):
+        v = super().convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return v
 
 
 def complete_spec(ctx, param, incomplete: str):

@@ -18,7 +18,7 @@ import sys
 
 import click
 
-from .params import parse_params
+from .params import Seconds, parse_params
 from .paths import writable_dir
 
 _FAULTS = ("om-01", "om-02", "om-03", "om-04", "om-05", "om-06", "om-07", "om-08", "om-09", "om-10", "om-11",
@@ -54,7 +54,7 @@ NO_TORCH = ("lockstep run needs PyTorch, which is not installed: pip install 'lo
               help="run the generator under torch.compile (default backend aot_eager)")
 @click.option("--flight-recorder", "fr_dir", type=click.Path(file_okay=False), default=None,
               help="dump each rank's Flight Recorder trace (pickle) here at exit")
-@click.option("--deadline", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--deadline", type=Seconds(), default=None,
               help="hard wall-clock limit for the whole world (seconds, > 0)")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON (schema: docs/json.md)")
 def run(topology, params, fault, unsafe, backend, launcher, trace_dir, force, compile_backend, fr_dir, deadline, as_json):

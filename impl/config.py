@@ -2,6 +2,8 @@
 compares), with the ``-p key=value`` parameter table the CLI exposes.  No torch here."""
 from __future__ import annotations
 
+import math
+
 import hashlib
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -11,6 +13,10 @@ from lockstep.tracefmt.schema import canonical_json
 TOPOLOGIES = ("tp", "pp0", "pp1")
 BACKENDS = ("gloo", "nccl")
 COMPILE_BACKENDS = ("aot_eager", "inductor", "eager")
+
+
+MAX_WORLD = 64  # ranks of one run: all start on this machine (the fork launcher, or torchrun --standalone)
+MAX_MODEL_BYTES = 256 << 20  # the tiny generator's weights per rank
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,11 @@ class ModelConfig:
         return self.dim // self.heads
 
     def check(self) -> None:
+        weights = 4 * self.blocks * (4 + 2 * self.ffn_mult) * self.dim * self.dim  # bytes of the blocks' float32 weights
+        if weights > MAX_MODEL_BYTES:
+            raise ValueError(f"dim={self.dim}, blocks={self.blocks}, ffn_mult={self.ffn_mult} make {weights / 2**30:,.1f} GiB "
+                             f"of weights per rank; the generator is a protocol harness, kept under "
+                             f"{MAX_MODEL_BYTES >> 20} MiB (dim={self.dim} is the usual culprit)")
         if self.dim % self.heads:
             raise ValueError(f"dim={self.dim} is not divisible by heads={self.heads}")
         if self.cache_frames < self.context_frames + self.frames_per_chunk:
@@ -142,9 +153,12 @@ def _coerce(name: str, raw: str, like: Any) -> Any:
             raise ValueError(f"parameter {name}={raw!r}: expected an integer") from None
     if isinstance(like, float):
         try:
-            return float(raw)
+            val = float(raw)
         except ValueError:
             raise ValueError(f"parameter {name}={raw!r}: expected a number") from None
+        if not math.isfinite(val):
+            raise ValueError(f"parameter {name}={raw!r}: expected a finite number")
+        return val
     return raw
 
 
@@ -180,6 +194,14 @@ def check_config(cfg: RunConfig) -> None:
         raise ValueError(f"pp0 runs rank0 plus exactly one stage-1 rank: world must be 2, got {cfg.world}")
     if cfg.world < need:
         raise ValueError(f"topology {cfg.topology} needs world >= {need}, got {cfg.world}")
+    if cfg.world > MAX_WORLD:
+        raise ValueError(f"world {cfg.world} is above {MAX_WORLD}: every rank runs on this machine, as a process of its "
+                         f"own that imports torch (about 250 MB each)")
+    if not -1 <= cfg.fault_rank < cfg.world:
+        raise ValueError(f"fault_rank {cfg.fault_rank} is not a rank of this world (0..{cfg.world - 1}, or -1 for the last)")
+    if not -1 <= cfg.hard_cut_at < max(cfg.chunks, 0):
+        raise ValueError(f"hard_cut_at {cfg.hard_cut_at} is not a chunk of this run (chunks={cfg.chunks}: "
+                         + (f"0..{cfg.chunks - 1}, or " if cfg.chunks > 0 else "") + "-1 for none)")
     cfg.model.check()
     if cfg.model.heads % cfg.tp_degree:
         raise ValueError(

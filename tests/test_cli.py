@@ -157,3 +157,57 @@ def test_every_shipped_variant_prints_its_counterexample(spec, variant):
     if "who waits on whom:" in r.output:
         waits = r.output.split("who waits on whom:\n", 1)[1].splitlines()
         assert waits and all(re.match(r"  \S.* in \S+: .+", line) for line in waits), waits
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["tp", "--timeout", "nan"], "'nan' is not a finite number of seconds"),
+    (["tp", "--workers", "100000"], "--workers 100000: this machine has"),
+    (["tp", "-p", "ranks=3", "-p", "ranks=4"], "-p ranks given twice"),
+    (["tp", "-p", "ranks=99999999999999999999999"], "ranks"),
+])
+def test_check_refuses_bounds_that_are_not_bounds(args, needle):
+    """Old: `--timeout nan` passed the range check and disabled the bound; `--workers 300` forked 300
+    processes for a 100-state search; a repeated -p silently took the last; `-p ranks=10^22` built
+    until the machine ran out of memory (the timeout covers only the search).  Now: exit 2, one line."""
+    from click.testing import CliRunner
+
+    from lockstep.cli.main import cli
+
+    r = CliRunner().invoke(cli, ["check", *args])
+    assert r.exit_code == 2 and needle in r.output, r.output
+    assert "Traceback" not in r.output
+
+
+def test_check_json_stays_json_when_the_spec_prints(tmp_path):
+    """A spec that prints (a debugging print in an invariant): `check --json` still gives one JSON
+    object on stdout, and the print goes to stderr.  Old: the print came first, and stdout was not JSON."""
+    f = tmp_path / "noisy_spec.py"
+    f.write_text(HELLO_NOISY)
+    p = lockstep("check", str(f), "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["verdict"] == "HOLDS"
+    assert "debug: checking" in p.stderr
+
+
+HELLO_NOISY = """
+from lockstep.spec.fabric import Group
+from lockstep.spec.machine import DONE, ActorDef, Protocol, Role
+from lockstep.spec.registry import SpecInfo
+
+print("debug: loading")
+
+
+def inv(world):
+    print("debug: checking")
+    return None
+
+
+def build(params, variant, backend):
+    r = Role("r", "A", {})
+    r.local("go", "A", DONE)
+    return Protocol("noisy", {"world": Group("world", (0, 1))}, [ActorDef(0, "main", r), ActorDef(1, "main", r)],
+                    invariants=[("INV", "INVARIANT", inv)])
+
+
+SPEC = SpecInfo(name="noisy", description="prints while it is checked", params={}, variants={}, build=build)
+"""

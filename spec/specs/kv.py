@@ -276,7 +276,7 @@ SPEC = SpecInfo(
     name="kv",
     description="the KV-cache lifecycle as a lockstep state machine on every mesh rank, driven only by the envelope",
     params={
-        "mesh": Param(2, "mesh ranks applying the lifecycle", min=1),
+        "mesh": Param(2, "mesh ranks applying the lifecycle", min=1, max=64),
         "chunks": Param(3, "chunks planned", min=1),
         "ring": Param(2, "ring buffer size in frames (evict/roll beyond it)", min=1),
         "hard_cuts": Param(1, "hard cuts after the first chunk", min=0),

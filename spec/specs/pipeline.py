@@ -461,7 +461,7 @@ SPEC = SpecInfo(
     description="generic benchmark: S stages pass M microbatches through S+1 bounded FIFO queues; the sink "
                 "asserts in-order arrival (646,157 states / 3,441,072 transitions at the defaults, unreduced)",
     params={
-        "stages": Param(6, "number of stages S (there are S+1 queues)", min=1),
+        "stages": Param(6, "number of stages S (there are S+1 queues)", min=1, max=64),
         "microbatches": Param(4, "microbatches M the source puts", min=0),
         "capacity": Param(2, "capacity C of every queue", min=0),
     },

@@ -602,7 +602,7 @@ def nonmember_skips_new_group(draft: Draft) -> None:
 def pp_params(mesh_default: int | None) -> dict[str, Param]:
     p = {}
     if mesh_default is not None:
-        p["mesh"] = Param(mesh_default, "mesh size (leader + mesh-1 workers); world = mesh + 1", min=1)
+        p["mesh"] = Param(mesh_default, "mesh size (leader + mesh-1 workers); world = mesh + 1", min=1, max=63)
     p.update({
         "chunks": Param(3, "chunks rank0 serves before SHUTDOWN", min=1),
         "depth": Param(2, "D: capacity of D_in and D_out (1..3)", min=1, max=3),

@@ -384,7 +384,7 @@ SPEC = SpecInfo(
     name="tp",
     description="TP v1.1 broadcast envelopes: rank0 leads, N-1 workers run Phase B in lockstep",
     params={
-        "ranks": Param(2, "world size (rank0 + ranks-1 workers)", min=2),
+        "ranks": Param(2, "world size (rank0 + ranks-1 workers)", min=2, max=64),
         "chunks": Param(2, "chunks rank0 serves before SHUTDOWN", min=1),
         "steps": Param(2, "maximum denoise steps a plan may choose (1..steps)", min=1),
         "reduces": Param(1, "all_reduces per generator call", min=1),

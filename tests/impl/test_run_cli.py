@@ -54,6 +54,14 @@ def test_run_fault_json_and_refuses_nonempty_dir(tmp_path):
     (["--topology", "tp", "--unsafe", "om09-no-epoch-fence"], "applies to topologies pp0, pp1"),
     (["--topology", "tp", "--backend", "nccl"], "nccl"),
     (["--topology", "tp", "--fault", "om-99"], "om-99"),
+    # sizes that would fork a process per rank, or allocate the weights, until the machine runs out of memory
+    (["--topology", "tp", "-p", "world=100000"], "world 100000 is above 64"),
+    (["--topology", "tp", "-p", "dim=100000", "-p", "heads=4"], "GiB of weights per rank"),
+    (["--topology", "tp", "-p", "fault_rank=7"], "fault_rank 7 is not a rank of this world (0..1"),
+    (["--topology", "tp", "-p", "chunks=3", "-p", "hard_cut_at=99"], "hard_cut_at 99 is not a chunk of this run"),
+    (["--topology", "tp", "-p", "timeout=nan"], "expected a finite number"),
+    (["--topology", "tp", "--deadline", "nan"], "not a finite number of seconds"),
+    (["--topology", "tp", "-p", "chunks=2", "-p", "chunks=3"], "-p chunks given twice"),
 ])
 def test_usage_errors_exit_2(tmp_path, args, needle):
     r = _invoke(*args, "--trace-dir", str(tmp_path / "t"))
