@@ -317,7 +317,32 @@ _JSON_OUT: list = [None]  # the standard output --json writes to (check --json s
 
 
 def main():
-    cli(prog_name="lockstep")
+    try:
+        cli(prog_name="lockstep")
+    except Exception as e:  # noqa: BLE001 - never a traceback that exits 1, which check means as "a violation"
+        _unexpected(e)
+
+
+def _unexpected(e: BaseException) -> None:
+    """An exception no command turned into a message: a spec mistake lockstep does not check yet
+    (blamed on the innermost line of the user's code it passed through), or a bug in lockstep (the
+    traceback, to report).  Exit 2 either way: 1 would read as a verdict."""
+    import traceback
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the lockstep package
+    libs = {os.path.dirname(os.__file__), sys.prefix, sys.base_prefix}
+    frames = traceback.extract_tb(e.__traceback__)
+    mine = [f for f in frames if not os.path.abspath(f.filename).startswith(here)
+            and not any(os.path.abspath(f.filename).startswith(x) for x in libs) and not f.filename.startswith("<")]
+    what = f"{type(e).__name__}: {e}"
+    if mine:
+        f = mine[-1]
+        click.echo(f"lockstep: spec error at {f.filename}:{f.lineno} (in {f.name}): {what}", err=True)
+    else:
+        traceback.print_exception(e, file=sys.stderr)
+        click.echo(f"lockstep: unexpected error ({what}): a spec mistake lockstep does not check yet, or a bug in "
+                   f"lockstep; the traceback above says where", err=True)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

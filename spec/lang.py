@@ -84,6 +84,13 @@ class Role:
         self.init = init
         self.V = namedtuple(f"{name.replace('-', '_')}_vars", list(vars))
         self.init_vars = self.V(**vars)
+        for k, x in vars.items():
+            try:
+                hash(x)
+            except TypeError:
+                raise SpecError(f"role {name}", TypeError(
+                    f"variable {k} starts as {x!r:.60} (a {type(x).__name__}), which cannot be hashed (states are); "
+                    f"use a tuple, a frozenset or a frozen dataclass")) from None
         self.ids = tuple(i for i in ids if i in vars)
         self.transitions: list[Transition] = []
         self.by_src: dict[str, list[int]] = {}

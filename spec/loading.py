@@ -88,6 +88,23 @@ def spec_names() -> list[str]:
 def _check(obj, where: str, attr: str) -> SpecInfo:
     if not isinstance(obj, SpecInfo):
         raise SpecLoadError(f"{where}: {attr} is a {type(obj).__name__}, expected a lockstep.spec.registry.SpecInfo")
+    from .registry import Param, Variant
+
+    for field, want, typ in (("params", "Param", Param), ("variants", "Variant", Variant)):
+        d = getattr(obj, field)
+        if not isinstance(d, dict) or not all(isinstance(k, str) and isinstance(v, typ) for k, v in d.items()):
+            bad = next((f"{k!r}: {type(v).__name__}" for k, v in d.items() if not isinstance(v, typ)), None) \
+                if isinstance(d, dict) else type(d).__name__
+            raise SpecLoadError(f"{where}: {attr}.{field}: expected a dict of name -> lockstep.spec.registry.{want}, "
+                                f"got {bad}")
+    for name, v in obj.variants.items():  # (a spec's monitors may name verdicts of their own)
+        if not isinstance(v.expected, tuple) or not all(isinstance(x, str) for x in v.expected):
+            raise SpecLoadError(f"{where}: {attr}.variants[{name!r}].expected: expected a tuple of verdict names "
+                                f"(e.g. ('DEADLOCK',)), got {v.expected!r}")
+    for name, p in obj.params.items():
+        if p.choices and p.default not in p.choices:
+            raise SpecLoadError(f"{where}: {attr}.params[{name!r}]: the default {p.default!r} is not one of its "
+                                f"choices ({', '.join(map(str, p.choices))})")
     return obj
 
 
@@ -208,13 +225,18 @@ def build_model(info: SpecInfo, params: dict, variant: str | None, backend: str)
     from ..model.api import SpecError
 
     try:
-        return info.build(params, variant, backend)
+        model = info.build(params, variant, backend)
     except (UsageError, SpecError):
         raise
     except Exception as e:  # noqa: BLE001
         tb = traceback.extract_tb(e.__traceback__)
         where = f" at {tb[-1].filename}:{tb[-1].lineno}" if tb else ""
         raise SpecError(f"{info.name} build{where}", e) from e
+    if not all(callable(getattr(model, m, None)) for m in ("init_states", "successors")):
+        raise SpecError(f"{info.name} build", TypeError(
+            f"returned {type(model).__name__}{' (did build forget to return the Protocol?)' if model is None else ''}; "
+            f"expected a model: a Protocol, or an object with init_states() and successors(state)"))
+    return model
 
 
 # -- conformance: a user spec that describes one of the recorded topologies ----------------------

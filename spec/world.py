@@ -1315,6 +1315,11 @@ class Protocol(Fabric, Reductions, Explanation):
                     t.check(c)
                 except Exception as e:  # noqa: BLE001 - raised by _fire in order
                     check_err = e
+            bad = _unhashable(c.v) or (not private and _unhashable(c._g))
+            if bad:  # the variables it sets become part of states, which are hashed
+                e = TypeError(f"sets {bad}, which cannot be hashed (states are); use a tuple, a frozenset or a frozen dataclass")
+                out.append((ch, SpecError(f"{self.actors[i].role.name}.{t.name}", e), stage, None, None, None, None, None, None))
+                continue
             out.append((ch, None, stage, c.dst, c.v, None if private else c._g, op, check_err, c.violation))
         return tuple(out)
 
@@ -1640,6 +1645,23 @@ class _PropertyMemo:
             shape[3] = tuple(pos[r] for r in order)
             for k in shape[1]:
                 self._add(shape, k)
+
+
+def _unhashable(vs) -> str | None:
+    """'variable NAME to VALUE (a TYPE)' for the first variable of ``vs`` (a vars namedtuple, or None)
+    whose value cannot be hashed."""
+    if vs is None:
+        return None
+    try:
+        hash(vs)
+        return None
+    except TypeError:
+        for name, val in zip(vs._fields, vs):
+            try:
+                hash(val)
+            except TypeError:
+                return f"variable {name} to {val!r:.60} (a {type(val).__name__})"
+        return "a variable to a value"
 
 
 def _read_source(i, f) -> str:

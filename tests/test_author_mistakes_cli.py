@@ -60,3 +60,80 @@ def test_the_same_file_without_the_mistake_holds(tmp_path):
     p = subprocess.run([sys.executable, "-m", "lockstep", "check", str(f)], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, (p.stdout, p.stderr)
     assert "HOLDS" in p.stdout
+
+
+HELLO = textwrap.dedent('''
+    from lockstep.spec.fabric import Group, broadcast
+    from lockstep.spec.machine import DONE, ActorDef, Protocol, Role
+    from lockstep.spec.registry import Param, SpecInfo, Variant
+
+    SIG = ("int64", (1,))
+
+    def build(params, variant, backend):
+        leader = Role("leader", "SEND", {"config": START})
+        leader.op("broadcast_config", "SEND", "SENT", lambda c: broadcast("world", 0, SIG, data=7))
+        leader.local("note", "SENT", DONE, do=NOTE)
+        worker = Role("worker", "RECV", {"config": None})
+        worker.op("receive_config", "RECV", DONE, lambda c: broadcast("world", 0, SIG), after=AFTER)
+        p = Protocol("hello", groups={"world": Group("world", (0, 1))}, backend=backend,
+                     actors=[ActorDef(0, "main", leader), ActorDef(1, "main", worker)])
+        return RETURN
+
+    SPEC = SpecInfo(name="hello", description="one broadcast", build=build, params=PARAMS, variants=VARIANTS)
+''')
+OK = dict(START="7", NOTE="lambda c: c.set(config=8)", AFTER="lambda c, data: c.set(config=data)", RETURN="p",
+          PARAMS="{}", VARIANTS="{}")
+
+SPEC_MISTAKES = {
+    # build forgot its return
+    "build-returns-none": (dict(RETURN="None"), "hello build", "returned NoneType (did build forget to return the Protocol?)"),
+    # params given as plain values, variants as a description
+    "params-not-param": (dict(PARAMS="{'n': 5}"), "SPEC.params", "expected a dict of name -> lockstep.spec.registry.Param, got 'n': int"),
+    "variant-not-variant": (dict(VARIANTS="{'v': 'a bug'}"), "SPEC.variants", "got 'v': str"),
+    "variant-expected-a-string": (dict(VARIANTS="{'v': Variant('a bug', 'DEADLOCK')}"), "SPEC.variants['v'].expected",
+                                  "expected a tuple of verdict names"),
+    "param-default-not-a-choice": (dict(PARAMS="{'m': Param('R9', 'mode', choices=('R0', 'R1'))}"), "SPEC.params['m']",
+                                   "the default 'R9' is not one of its choices"),
+    # a list where states need hashable values: at the start, and set by a step
+    "unhashable-start": (dict(START="[7]"), "role leader", "variable config starts as [7] (a list)"),
+    "unhashable-set": (dict(NOTE="lambda c: c.set(config=[8])"), "leader.note", "sets variable config to [8] (a list)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SPEC_MISTAKES))
+def test_spec_mistake_is_one_line_exit_2(tmp_path, case):
+    """Old: each of these ended in a Python traceback with exit 1, which `check` documents as "a violation"."""
+    subs, where, what = SPEC_MISTAKES[case]
+    src = HELLO
+    for k, v in {**OK, **subs}.items():
+        src = src.replace(k, v)
+    f = tmp_path / "hello_spec.py"
+    f.write_text(src)
+    p = subprocess.run([sys.executable, "-m", "lockstep", "check", str(f)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    err = p.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert where in err and what in err, err
+
+
+def test_a_spec_mistake_nothing_checks_yet_exits_2_not_1(tmp_path):
+    """A mistake lockstep has no check for (a dict set when an op completes: the state cannot be
+    hashed) still ends with exit 2 and says what happened, never exit 1, which means a violation."""
+    src = HELLO
+    for k, v in {**OK, "AFTER": "lambda c, data: c.set(config={1: data})"}.items():
+        src = src.replace(k, v)
+    f = tmp_path / "hello_spec.py"
+    f.write_text(src)
+    p = subprocess.run([sys.executable, "-m", "lockstep", "check", str(f)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert "lockstep: unexpected error (TypeError: unhashable type: 'dict')" in p.stderr, p.stderr
+
+
+def test_the_hello_template_holds(tmp_path):
+    src = HELLO
+    for k, v in OK.items():
+        src = src.replace(k, v)
+    f = tmp_path / "hello_spec.py"
+    f.write_text(src)
+    p = subprocess.run([sys.executable, "-m", "lockstep", "check", str(f)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, (p.stdout, p.stderr)
