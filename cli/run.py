@@ -96,7 +96,7 @@ def run(topology, params, fault, unsafe, backend, launcher, trace_dir, force, co
         resolve_config(cfg)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    if fr_dir is not None:
+    if fr_dir is not None and under_torchrun:
         writable_dir(fr_dir, "--flight-recorder")
     if under_torchrun:
         try:
@@ -111,12 +111,18 @@ def run(topology, params, fault, unsafe, backend, launcher, trace_dir, force, co
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+    # refuse early, before any fork, and leave nothing behind when refusing: the Flight Recorder
+    # folder first (it may be inside the trace folder, which then holds only it)
+    made_fr = fr_dir is not None and not os.path.exists(fr_dir)
     try:
-        prepare_run_dir(trace_dir, force)  # refuse early, before any fork
         if fr_dir is not None:
             from lockstep.impl.launch import prepare_fr_dir
+            writable_dir(fr_dir, "--flight-recorder")
             prepare_fr_dir(fr_dir, force)
-    except RunDirError as e:
+        prepare_run_dir(trace_dir, force, keep=fr_dir)
+    except (RunDirError, click.UsageError) as e:
+        if made_fr:
+            _remove_empty(fr_dir, trace_dir)
         raise click.UsageError(str(e)) from None
     except OSError:
         pass  # writable_dir below names the problem
@@ -143,6 +149,19 @@ def run(topology, params, fault, unsafe, backend, launcher, trace_dir, force, co
     if summary.interrupted:
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(0 if summary.ok else 1)
+
+
+def _remove_empty(fr_dir: str, trace_dir: str) -> None:
+    """Remove the Flight Recorder folder this command made (and the empty folders above it up to the
+    trace folder's parent) after a refusal: the user's tree is left as it was."""
+    p = os.path.abspath(fr_dir)
+    stop = os.path.dirname(os.path.abspath(trace_dir))
+    while p != stop and p != os.path.dirname(p):
+        try:
+            os.rmdir(p)
+        except OSError:
+            return
+        p = os.path.dirname(p)
 
 
 def torchrun_line(trace_dir: str, rank: int, code: int) -> str:

@@ -31,13 +31,15 @@ class RunDirError(ValueError):
     pass
 
 
-def prepare_run_dir(path: str | os.PathLike, force: bool) -> Path:
+def prepare_run_dir(path: str | os.PathLike, force: bool, keep: str | os.PathLike | None = None) -> Path:
     """Refuse an existing non-empty directory unless ``force``; with ``force`` only files this tool
-    writes (manifest, rank traces, outputs, logs) are replaced, nothing else is touched."""
+    writes (manifest, rank traces, outputs, logs) are replaced, nothing else is touched.  ``keep``:
+    this run's Flight Recorder folder, which may be inside the trace folder and does not count."""
     d = Path(path)
     if d.exists() and not d.is_dir():
         raise RunDirError(f"trace dir {d} exists and is not a directory")
-    if d.exists() and any(d.iterdir()):
+    mine = Path(keep).resolve() if keep is not None else None
+    if d.exists() and any(p for p in d.iterdir() if mine is None or not (p.resolve() == mine or p.resolve() in mine.parents)):
         if not force:
             raise RunDirError(f"trace dir {d} exists and is not empty; pass --force to write into it "
                               f"(only lockstep's own files would be replaced)")

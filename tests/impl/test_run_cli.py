@@ -84,6 +84,31 @@ def test_flight_recorder_dump(tmp_path):
             assert dump["entries"], "the mesh ranks ran collectives"
 
 
+@pytest.mark.multirank
+def test_flight_recorder_inside_the_trace_dir(tmp_path):
+    """`--trace-dir D --flight-recorder D/fr` on a fresh D.  Old: the dump folder was made first, and
+    then D was refused as "exists and is not empty" (exit 2), leaving D/fr behind."""
+    d = tmp_path / "t"
+    r = _invoke("--topology", "tp", "-p", "chunks=1", "--trace-dir", str(d), "--flight-recorder", str(d / "fr"))
+    assert r.exit_code == 0, r.output
+    assert (d / "rank0.jsonl").is_file() and len(list((d / "fr").iterdir())) == 2
+
+
+@pytest.mark.parametrize("which", ["fr", "trace"])
+def test_a_refused_run_leaves_no_folder_behind(tmp_path, which):
+    """A non-empty folder of the user's refuses the run; the other folder, which did not exist, is not
+    made.  Old: `--trace-dir new --flight-recorder busy` left an empty `new` behind."""
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "mine").write_text("x")
+    new = tmp_path / "new"
+    args = ["--trace-dir", str(new), "--flight-recorder", str(busy)] if which == "fr" else \
+        ["--trace-dir", str(busy), "--flight-recorder", str(new)]
+    r = _invoke("--topology", "tp", *args)
+    assert r.exit_code == 2 and "exists and is not empty" in r.output, r.output
+    assert not new.exists() and (busy / "mine").read_text() == "x"
+
+
 def _a_file(tmp_path):
     f = tmp_path / "plain-file"
     f.write_text("not a directory")
