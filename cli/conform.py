@@ -89,7 +89,7 @@ def conform(trace_dir, spec, fr_dir, allow_missing, no_checker, budget, time_lim
             from lockstep.conformance import flight
             rep = flight.check_dir(fr_dir, spec=spec, allow_missing=allow_missing)
             click.echo(json.dumps(rep, indent=1, sort_keys=True, default=str) if as_json else flight.render(rep))
-            sys.exit(3 if rep["empty"] else (0 if rep["ok"] else 1))
+            sys.exit(3 if rep["verdict"] == "INCONCLUSIVE" else (0 if rep["ok"] else 1))
         if trace_dir is None:
             raise click.UsageError("give TRACE_DIR or --flight-recorder DUMP_DIR")
         from lockstep.conformance.check import conform_dir

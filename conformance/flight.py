@@ -172,6 +172,18 @@ def _manifest_beside(d: Path) -> dict | None:
     return None
 
 
+def _summary_beside(d: Path) -> dict:
+    """The run's summary.json in the dump folder or the folder above it ({} when none is readable)."""
+    for m in (d / "summary.json", d.parent / "summary.json"):
+        if m.is_file():
+            try:
+                obj = json.loads(m.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError):
+                return {}
+            return obj if isinstance(obj, dict) else {}
+    return {}
+
+
 def load_dir(dump_dir: str | Path, allow_missing: bool = False) -> tuple[dict[int, dict], dict[str, list[int]], dict]:
     """The dumps of one run, by rank, the groups (name -> global ranks) and ``{world, missing}``.  Refused (BadInput): dumps
     of different runs (their run ids differ), two dumps of one rank, a rank outside the world, and --
@@ -492,7 +504,11 @@ def check_dir(dump_dir: str | Path, spec: str = "auto", allow_missing: bool = Fa
     rep = check_dumps(dumps, groups, meta)
     rep["schema"] = 1
     rep["dump_dir"] = str(dump_dir)
-    rep["verdict"] = "INCONCLUSIVE" if rep["empty"] else ("CONSISTENT" if rep["ok"] else "MISMATCH")
+    stopped = sorted(r for r, dd in dumps.items() if (dd.get("lockstep") or {}).get("interrupted") is True)
+    summary = _summary_beside(Path(dump_dir))
+    if stopped or summary.get("interrupted") is True:
+        rep["interrupted"] = stopped or True
+    rep["verdict"] = "INCONCLUSIVE" if rep["empty"] or rep.get("interrupted") else ("CONSISTENT" if rep["ok"] else "MISMATCH")
     try:
         rep["spec_check"] = flight_spec.match(rep, spec)
     except (ValueError, LookupError) as e:  # a world the spec cannot be built for (e.g. tp with 1 rank)
@@ -537,7 +553,11 @@ def render(rep: dict) -> str:
             lines.append(f"  {ranks_text(rs)} at dump time: {op} #{seq} on {g} still {state}")
     if rep.get("missing_ranks"):
         lines.append(f"  note: no dump of {ranks_text(rep['missing_ranks'])} (--allow-missing): what they did is unknown")
-    if rep.get("empty"):
+    if rep.get("interrupted"):
+        who = f"{ranks_text(rep['interrupted'])} dumped" if isinstance(rep["interrupted"], list) else "summary.json beside the dumps says so"
+        lines.append(f"INCONCLUSIVE: the run was interrupted ({who}): what the dumps show pending is where it was "
+                     "stopped, not a hang or a mismatch")
+    elif rep.get("empty"):
         lines.append("INCONCLUSIVE: the dumps hold no entries (on NCCL, dumps taken with _dump_fr_trace are empty; "
                      "lockstep dumps NCCL worlds with _dump_nccl_trace)")
     else:

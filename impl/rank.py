@@ -140,7 +140,8 @@ def _run_id(run_dir: str | None) -> str | None:
 
 
 def dump_flight_recorder(fr_dir: str, ctx: Ctx | None, rank: int, *, run_id: str | None = None,
-                         backend: str = "gloo", world: int | None = None, trace_path: str | None = None) -> None:
+                         backend: str = "gloo", world: int | None = None, trace_path: str | None = None,
+                         interrupted: bool = False) -> None:
     """Flight Recorder dump (pickle, our own process's bytes) named ``lockstep_fr_rank_<N>`` (the
     <prefix><rank> form PyTorch's fr_trace analyzer reads), carrying the run id, rank and world size,
     with pg_config rebuilt from dist.get_process_group_ranks (gloo leaves it empty or partial).  On
@@ -176,6 +177,8 @@ def dump_flight_recorder(fr_dir: str, ctx: Ctx | None, rank: int, *, run_id: str
             obj["pg_config"] = cfgs
         obj["rank"] = rank
         obj["lockstep"] = {"run_id": run_id, "rank": rank, "world_size": world, "backend": backend}
+        if interrupted:  # dumped because the run was stopped: pending ops are where it stopped, not a hang
+            obj["lockstep"]["interrupted"] = True
         if trace_path and not any(e.get("is_p2p") for e in obj.get("entries") or []):
             from .launch import fr_p2p_entries  # gloo's recorder has no p2p: the trace's, beside torch's entries
             try:
@@ -246,7 +249,7 @@ def run_rank(cfg: RunConfig, rank: int, init_method: str, run_dir: str | None, *
     finally:
         if fr_dir:
             dump_flight_recorder(fr_dir, ctx, rank, run_id=run_id, backend=cfg.backend, world=cfg.world,
-                                 trace_path=path)
+                                 trace_path=path, interrupted=code == EXIT_INTERRUPTED)
         trace.close()
     return code
 

@@ -125,3 +125,30 @@ def test_sigint_to_check_prints_partial_statistics(tmp_path):
         kill_session(proc.pid)
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.multirank
+@pytest.mark.slow
+def test_flight_recorder_dumps_of_an_interrupted_run_are_inconclusive(tmp_path):
+    """Dumps written as an interrupted run ended hold the ops it was stopped in.  Old: `conform
+    --flight-recorder` read those as a hang or a mismatch (exit 1), or as CONSISTENT (exit 0).  Now
+    each dump says the rank was interrupted, and the summary beside says the run was: INCONCLUSIVE (3),
+    with the dump folder on its own too."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    proc = _start(["run", "--topology", "tp", "-p", "chunks=20000", "--trace-dir", str(run_dir),
+                   "--flight-recorder", str(run_dir / "fr")])
+    try:
+        assert wait_until(lambda: _emitting(run_dir), 90), "the run never emitted a chunk"
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+        assert proc.returncode == 130
+        alone = shutil.copytree(run_dir / "fr", tmp_path / "fr-alone")  # no summary.json beside it
+        for d, why in ((run_dir / "fr", "ranks 0,1 dumped"), (alone, "ranks 0,1 dumped")):
+            p = subprocess.run([sys.executable, "-m", "lockstep", "conform", "--flight-recorder", str(d)],
+                               capture_output=True, text=True, timeout=120)
+            assert p.returncode == 3, (p.stdout, p.stderr)
+            assert f"INCONCLUSIVE: the run was interrupted ({why})" in p.stdout, p.stdout
+    finally:
+        kill_session(proc)
