@@ -18,6 +18,7 @@ partner reported).
 from __future__ import annotations
 
 import json
+import reprlib
 import re
 from pathlib import Path
 
@@ -106,11 +107,11 @@ def _check_entry(p: Path, k: int, e, field: str = "entries") -> None:
             raise BadInput(f"{where}: field {f!r}: required field is missing", str(p), k, f)
 
     def bad(f, want):
-        raise BadInput(f"{where}: field {f!r}: expected {want}, got {type(e[f]).__name__} {str(e[f])[:40]!r}", str(p), k, f)
+        raise BadInput(f"{where}: field {f!r}: expected {want}, got {type(e[f]).__name__} {_shown(e[f])}", str(p), k, f)
 
     for f in ("collective_seq_id", "p2p_seq_id", "record_id", "op_id"):
-        if f in e and e[f] is not None and not (_int(e[f]) and e[f] >= 0):
-            bad(f, "an int >= 0")
+        if f in e and e[f] is not None and not (_int(e[f]) and 0 <= e[f] < 1 << 63):
+            bad(f, "an int >= 0 (an int64)")
     if not isinstance(e["profiling_name"], str):
         bad("profiling_name", "a string")
     pg = e["process_group"]
@@ -170,6 +171,15 @@ def _manifest_beside(d: Path) -> dict | None:
                 raise BadInput(f"{m}: expected a JSON object", str(m))
             return obj
     return None
+
+
+def _shown(v) -> str:
+    """A short repr of a value read from a dump, whatever it holds (an int of thousands of digits, or
+    lists nested deeper than Python's stack, have no repr)."""
+    try:
+        return repr(reprlib.repr(v))
+    except (ValueError, RecursionError):
+        return "(a value too large to show)"
 
 
 def _summary_beside(d: Path) -> dict:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -331,6 +332,9 @@ class StreamInfo:
         self.path, self.truncated, self.count, self.last = path, False, 0, None
 
 
+MAX_LINE_BYTES = 64 << 20  # one event line; the longest real ones (a manifest-sized event) are kilobytes
+
+
 def iter_rank_events(path: str | os.PathLike, rank: int | None = None, info: StreamInfo | None = None,
                      validate: bool = True, compact: "_Compactor | None" = None, small: bool = False) -> Iterator[dict]:
     """Stream one rank file: its events, validated, in order, holding one block of lines at a time.
@@ -346,6 +350,8 @@ def iter_rank_events(path: str | os.PathLike, rank: int | None = None, info: Str
     if info is None:
         info = StreamInfo(str(p))
     with open(p, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # /dev/zero, a pipe: no end to wait for
+            raise TraceSchemaError(p, None, None, "not a regular file (a device or a pipe); expected a rank trace")
         offset = 0      # bytes before ``pending``
         lineno = 0      # lines before ``pending``
         pending = b""
@@ -356,6 +362,9 @@ def iter_rank_events(path: str | os.PathLike, rank: int | None = None, info: Str
                 pending += data
                 cut = pending.rfind(b"\n")
                 if cut < 0:
+                    if len(pending) > MAX_LINE_BYTES:
+                        raise TraceSchemaError(p, lineno + 1, None, f"a line of more than {MAX_LINE_BYTES >> 20} MiB "
+                                                                    "(no event is that long; is this a trace?)")
                     continue
                 chunk, pending = pending[:cut + 1], pending[cut + 1:]
                 last_chunk = False
@@ -382,7 +391,7 @@ def iter_rank_events(path: str | os.PathLike, rank: int | None = None, info: Str
                         fast = json.loads("[" + ",".join(block) + "]")
                         if len(fast) != len(block):
                             fast = None
-                    except (json.JSONDecodeError, RecursionError):
+                    except (ValueError, RecursionError):  # (JSONDecodeError is a ValueError; so is a huge int)
                         fast = None
                     for k, text_ in enumerate(block):
                         n = lineno + start + k + 1
@@ -393,6 +402,8 @@ def iter_rank_events(path: str | os.PathLike, rank: int | None = None, info: Str
                                 info.truncated = True
                                 break
                             raise TraceSchemaError(p, n, None, f"not valid JSON ({e.msg} at column {e.colno})") from None
+                        except (ValueError, RecursionError) as e:  # an integer of thousands of digits, nesting beyond Python's stack
+                            raise TraceSchemaError(p, n, None, f"not readable JSON ({str(e).split(';')[0][:120]})") from None
                         if validate:
                             validate_event(rec, str(p), n)
                             if rank is not None and rec["rank"] != rank:

@@ -2,6 +2,7 @@
 hand-built NCCL-format dumps for the fields gloo leaves empty, and the restricted unpickler."""
 import json
 import pickle
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -260,11 +261,32 @@ def test_stuck_op_signature_picks_the_variant(tmp_path):
     assert [m["variant"] for m in rep["spec_check"]["matches"]] == ["fm04-throw-after-header"], rep["spec_check"]
 
 
+def _deep(n):
+    v = [1]
+    for _ in range(n):
+        v = [v]
+    return v
+
+
 @pytest.mark.parametrize("field,value", [("collective_seq_id", "one"), ("input_sizes", "not a list"), ("process_group", 42),
-                                         ("input_dtypes", [1]), ("state", "exploded"), ("record_id", -3)])
+                                         ("input_dtypes", [1]), ("state", "exploded"), ("record_id", -3),
+                                         # old: a traceback (an int of 5,000 digits has no str; nesting beyond
+                                         # Python's stack has no repr)
+                                         pytest.param("collective_seq_id", 10 ** 5000, id="collective_seq_id-huge"),
+                                         pytest.param("input_sizes", _deep(5000), id="input_sizes-deep")])
 @pytest.mark.parametrize("fmt", ["pkl", "json"])
 def test_wrong_types_are_one_line_bad_input(tmp_path, field, value, fmt):
-    _put(tmp_path, 0, _meta([dict(_world_entry(1), **{field: value})], 0, world=1), fmt)
+    if isinstance(value, int) and value > 1 << 63 or field == "input_sizes" and isinstance(value, list):
+        if fmt == "json":
+            pytest.skip("not JSON-encodable")
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(50_000)  # to pickle it (a hostile dump is made by other means)
+        try:
+            _put(tmp_path, 0, _meta([dict(_world_entry(1), **{field: value})], 0, world=1), fmt)
+        finally:
+            sys.setrecursionlimit(limit)
+    else:
+        _put(tmp_path, 0, _meta([dict(_world_entry(1), **{field: value})], 0, world=1), fmt)
     r = _cli("--flight-recorder", tmp_path)
     assert r.exit_code == 2 and r.output.count("\n") == 1, r.output
     assert "entries[0]" in r.output and repr(field) in r.output and "lockstep_fr_rank_0" in r.output

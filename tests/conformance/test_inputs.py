@@ -208,3 +208,18 @@ def test_options_of_the_other_check_refused(tp2, tmp_path, args, needle):
     assert r.exit_code == 2, r.output
     assert needle in r.output, r.output
     assert "CONFORMS" not in r.output and "CONSISTENT" not in r.output
+
+
+def test_hostile_trace_lines_are_bad_input(tp2, tmp_path):
+    """Old: an event with an integer of 5,000 digits ended in a traceback (Python's int-to-str limit);
+    a rank file that is a link to /dev/zero was read for ever, its memory growing.  Now: one line,
+    exit 2, naming the file (and the line)."""
+    d = _copy(tp2, tmp_path / "huge")
+    evs = (d / "rank0.jsonl").read_text().splitlines()
+    evs[3] = evs[3].replace('"i": 3', '"i": ' + "9" * 5000, 1) if '"i": 3' in evs[3] else evs[3][:-1] + ', "x": ' + "9" * 5000 + "}"
+    (d / "rank0.jsonl").write_text("\n".join(evs) + "\n")
+    _one_line_exit2(_cli(d), "rank0.jsonl:4", "not readable JSON")
+    z = _copy(tp2, tmp_path / "zero")
+    (z / "rank1.jsonl").unlink()
+    (z / "rank1.jsonl").symlink_to("/dev/zero")
+    _one_line_exit2(_cli(z), "rank1.jsonl", "not a regular file")
