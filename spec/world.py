@@ -212,11 +212,21 @@ class Protocol(Fabric, Reductions, Explanation):
     def validate(self) -> None:
         """Refuse a world whose declarations cannot be right (SpecError, one line): unknown groups,
         ranks outside the world, states no transition reaches, symmetric actors that differ."""
+        if not isinstance(self.max_faults, int) or isinstance(self.max_faults, bool) or self.max_faults < 0:
+            raise SpecError(f"{self.name} max_faults", ValueError(f"expected an int >= 0, got {self.max_faults!r}"))
         ranks = {a.rank for a in self.actors}
+        neg = sorted({a.rank for a in self.actors if not isinstance(a.rank, int) or a.rank < 0}, key=str)
+        if neg:
+            raise SpecError(f"{self.name} actors", ValueError(f"ranks {neg}: expected ranks 0, 1, 2, ..."))
         for gname, grp in self.groups.items():
             bad = [r for r in grp.ranks if r not in ranks]
             if bad:
                 raise SpecError(f"{self.name} group {gname}", ValueError(f"ranks {bad} run no actor"))
+            if len(set(grp.ranks)) != len(grp.ranks):
+                raise SpecError(f"{self.name} group {gname}", ValueError(f"a rank appears twice in {tuple(grp.ranks)}"))
+            if grp.name != gname:
+                raise SpecError(f"{self.name} group {gname}", ValueError(
+                    f"declared under the name {gname!r} but named {grp.name!r}: ops name groups by one name"))
         for ph, gs in self.phase_groups.items():
             bad = sorted(x for x in gs if x not in self.groups)
             if bad:
@@ -234,7 +244,8 @@ class Protocol(Fabric, Reductions, Explanation):
         sym = self.symmetric
         if len(sym) > 1:
             if len(set(sym)) != len(sym) or any(not 0 <= i < len(self.actors) for i in sym):
-                raise SpecError(f"{self.name} symmetric", ValueError(f"expected distinct actor indices, got {sym}"))
+                raise SpecError(f"{self.name} symmetric", ValueError(
+                    f"expected distinct indices into actors (0..{len(self.actors) - 1}), got {tuple(sym)}"))
             first = self.actors[sym[0]]
             for i in sym:
                 a = self.actors[i]
@@ -1776,3 +1787,10 @@ def _validate_role(role: Role) -> None:
     if dead:
         raise SpecError(f"role {role.name}", ValueError(
             f"states {', '.join(dead)} have transitions but no transition reaches them from {role.init}"))
+    named: set = set()
+    for t in role.transitions:
+        if (t.src, t.name) in named:
+            raise SpecError(f"role {role.name}", ValueError(
+                f"two transitions named {t.name!r} leave {t.src}: traces, coverage and counterexamples name a step "
+                f"by its transition"))
+        named.add((t.src, t.name))

@@ -586,6 +586,33 @@ def test_validate_refuses_unknown_groups_and_unreachable_states():
         _pair(r)
 
 
+@pytest.mark.parametrize("case", ["rank-twice-in-group", "negative-rank", "group-key-not-its-name", "symmetric-out-of-range",
+                                  "two-transitions-one-name", "negative-max-faults"])
+def test_validate_refuses_declarations_that_cannot_be_right(case):
+    """Old: each was accepted and gave a verdict about a world the author did not mean (a hang on the
+    rank listed twice; WRONG_GROUP on "rank -1"; ops on the group's name finding no group), or was
+    refused with a misleading reason ("expected distinct actor indices" for (0, 5))."""
+    def world(**kw):
+        r = Role("worker", "START", {"k": 0})
+        r.op("sync", "START", "DONE", lambda c: barrier("world"))
+        if case == "two-transitions-one-name":
+            r.local("sync", "START", "DONE")
+        ranks = (-1, 1) if case == "negative-rank" else (0, 1)
+        groups = {"world": Group("world", (0, 1, 1) if case == "rank-twice-in-group" else ranks)}
+        if case == "group-key-not-its-name":
+            groups = {"world": Group("everyone", (0, 1))}
+        return Protocol("w", groups, [ActorDef(ranks[0], "main", r), ActorDef(ranks[1], "main", r)],
+                        symmetric=(0, 5) if case == "symmetric-out-of-range" else (),
+                        max_faults=-3 if case == "negative-max-faults" else 1)
+    needle = {"rank-twice-in-group": r"a rank appears twice in \(0, 1, 1\)", "negative-rank": r"ranks \[-1\]",
+              "group-key-not-its-name": "declared under the name 'world' but named 'everyone'",
+              "symmetric-out-of-range": r"indices into actors \(0..1\), got \(0, 5\)",
+              "two-transitions-one-name": "two transitions named 'sync' leave START",
+              "negative-max-faults": "expected an int >= 0, got -3"}[case]
+    with pytest.raises(SpecError, match=needle):
+        world()
+
+
 def test_spec_mistake_is_one_line_exit_2(tmp_path):
     """Planted: a spec module whose world refuses its declarations, run the way a user runs a check.
     Old: a traceback from inside the checker.  Now: one line on stderr, exit 2."""
