@@ -86,6 +86,7 @@ import warnings
 import io
 import multiprocessing as mp
 import os
+import re
 import pickle
 import resource
 import shutil
@@ -230,10 +231,33 @@ def _usable_cores() -> int:
 
 
 def _shm_dir() -> str:
-    for d in ("/dev/shm",):
+    """A scratch folder for the workers' files, named after this process; the folders of earlier
+    searches that were killed outright (SIGKILL: nothing of theirs ran to remove them) go first."""
+    prefix = f"lockstep-par-{os.getpid()}-"
+    for d in ("/dev/shm", tempfile.gettempdir()):
         if os.path.isdir(d) and os.access(d, os.W_OK):
-            return tempfile.mkdtemp(prefix="lockstep-par-", dir=d)
-    return tempfile.mkdtemp(prefix="lockstep-par-")
+            _sweep(d)
+            if d == "/dev/shm":
+                return tempfile.mkdtemp(prefix=prefix, dir=d)
+    return tempfile.mkdtemp(prefix=prefix)
+
+
+def _sweep(d: str) -> None:
+    """Remove ``lockstep-par-<pid>-*`` folders in ``d`` whose process no longer exists."""
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return
+    for name in names:
+        m = re.fullmatch(r"lockstep-par-(\d+)-\w+", name)
+        if m is None or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(d, name), ignore_errors=True)
+        except OSError:  # alive (another user's): not ours to remove
+            pass
 
 
 # ---------------------------------------------------------------------------------------------
