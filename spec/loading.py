@@ -168,7 +168,7 @@ def _from_file(path: Path, attr: str, ref: str) -> SpecInfo:
             spec.loader.exec_module(mod)
         except SyntaxError as e:
             sys.modules.pop(modname, None)
-            raise SpecLoadError(_syntax(e)) from None
+            raise SpecLoadError(_syntax(e, path)) from None
         except SpecLoadError:
             sys.modules.pop(modname, None)
             raise
@@ -203,8 +203,11 @@ def _package_module(path: Path) -> str | None:
     return None
 
 
-def _syntax(e: SyntaxError) -> str:
-    return f"{e.filename}:{e.lineno}: syntax error: {e.msg}"
+def _syntax(e: SyntaxError, path: Path | None = None) -> str:
+    """FILE:LINE: syntax error: WHAT (a file Python cannot even tokenize, e.g. one with NUL bytes,
+    comes with no line: the file alone is named)."""
+    where = e.filename or (str(path) if path is not None else "the spec")
+    return f"{where}{f':{e.lineno}' if e.lineno else ''}: syntax error: {e.msg}"
 
 
 def _why(e: BaseException, path: Path | None) -> str:
@@ -230,7 +233,10 @@ def build_model(info: SpecInfo, params: dict, variant: str | None, backend: str)
         raise
     except Exception as e:  # noqa: BLE001
         tb = traceback.extract_tb(e.__traceback__)
-        where = f" at {tb[-1].filename}:{tb[-1].lineno}" if tb else ""
+        here = str(Path(__file__).resolve().parents[1])  # the lockstep package
+        theirs = [f for f in tb if not f.filename.startswith("<") and not str(Path(f.filename).resolve()).startswith(here)]
+        f = (theirs or tb)[-1] if tb else None  # the spec's own line that called into lockstep, where it did
+        where = f" at {f.filename}:{f.lineno}" if f is not None else ""
         raise SpecError(f"{info.name} build{where}", e) from e
     if not all(callable(getattr(model, m, None)) for m in ("init_states", "successors")):
         raise SpecError(f"{info.name} build", TypeError(

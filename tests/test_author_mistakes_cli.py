@@ -137,3 +137,25 @@ def test_the_hello_template_holds(tmp_path):
     f.write_text(src)
     p = subprocess.run([sys.executable, "-m", "lockstep", "check", str(f)], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, (p.stdout, p.stderr)
+
+
+def test_a_build_error_names_the_spec_line_not_lockstep(tmp_path):
+    """An invariant given as a pair where the world wants (name, verdict, fn): the error is raised
+    inside lockstep, but the line to fix is the spec's.  Old: `build at .../spec/world.py:108`."""
+    src = HELLO
+    for k, v in OK.items():
+        src = src.replace(k, v)
+    src = src.replace("actors=[ActorDef(0, \"main\", leader), ActorDef(1, \"main\", worker)])",
+                      "actors=[ActorDef(0, \"main\", leader), ActorDef(1, \"main\", worker)], invariants=[('x', None)])")
+    f = tmp_path / "hello_spec.py"
+    f.write_text(src)
+    p = subprocess.run([sys.executable, "-m", "lockstep", "check", str(f)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert f"build at {f}:" in p.stderr and "world.py" not in p.stderr, p.stderr
+
+
+def test_a_file_with_nul_bytes_is_named(tmp_path):
+    f = tmp_path / "nul_spec.py"
+    f.write_bytes(b"SPEC = 1\x00\n")
+    p = subprocess.run([sys.executable, "-m", "lockstep", "check", str(f)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and f"{f}: syntax error" in p.stderr and "None:None" not in p.stderr, p.stderr
