@@ -351,22 +351,30 @@ class Protocol(Fabric, Reductions, Explanation):
         the same tree.  Where the tree cannot finish (the property reads the raw state, or the tree
         outgrew its budget on this class) a swap, a rotation and the reversal are tried instead, on
         every such state while the search is young, then on one in eight: a detector, bounded in cost."""
-        shadow = self._sym_memo.get(fn)
-        probe = lambda st: _probe(fn, self, st, memo, shadow)  # noqa: E731
+        tree = True
         proofs = self._sym_proofs.get(fn) if reads is not None else None
-        if proofs is not None and proofs.aggregate(reads):
-            proofs = None  # an aggregate over every symmetric actor: the generators (a class per state)
-        key = proofs.key(state) if proofs is not None else None
-        known = proofs.known.get(key) if key is not None else None
-        if known is None and key is not None:  # a class not met before: the whole tree
-            finished, read = self._check_symmetric(what, probe, state, out, reads)
-            proofs.learn(read, state, finished)
-            return
-        if known:
-            return  # proved for every state of this class
+        if proofs is not None:
+            hit = proofs.shapes.get(id(reads))
+            if not (hit[1] if hit is not None and hit[0] is reads else proofs.aggregate(reads)):
+                # (an aggregate over every symmetric actor has a class per state: the generators)
+                key = proofs.key(state)
+                if key is not None:
+                    known = proofs.known.get(key)
+                    if known:
+                        return  # proved for every state of this class
+                    if known is None:  # a class not met before: the whole tree
+                        finished, read = self._check_symmetric(what, self._prober(fn, memo), state, out, reads)
+                        proofs.learn(read, state, finished)
+                        return
+                    tree = False  # the tree outgrew its budget on this class before
         self._sym_checks += 1
         if self._sym_checks <= 5000 or not self._sym_checks & 7:
-            self._check_symmetric(what, probe, state, out, reads, tree=known is None)
+            self._check_symmetric(what, self._prober(fn, memo), state, out, reads, tree=tree)
+
+    def _prober(self, fn, memo):
+        """state -> (the property ``fn`` there, what it read): ``_probe`` with the shadow memo."""
+        shadow = self._sym_memo.get(fn)
+        return lambda st: _probe(fn, self, st, memo, shadow)
 
     @property
     def features(self) -> frozenset:
