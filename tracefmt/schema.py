@@ -277,6 +277,8 @@ def validate_event(rec: Any, path: str = "<event>", line: int | None = None) -> 
             raise TraceSchemaError(path, line, name, "required field is missing")
         if type(rec[name]) not in ok_types:
             _check_type(path, line, name, rec[name], typ)
+    if not -1e15 < rec["t"] < 1e15:  # (JSON readers take NaN and Infinity; a time must be a number)
+        raise TraceSchemaError(path, line, "t", f"expected a time in seconds, got {rec['t']!r}")
     ev = rec["ev"]
     fields = _EVENT_FAST.get(ev)
     if fields is None:
@@ -485,6 +487,12 @@ def validate_manifest(m: Any, path: str = MANIFEST_NAME) -> None:
         _check_type(path, None, name, m[name], typ)
     if m["schema"] != SCHEMA_VERSION:
         raise TraceSchemaError(path, None, "schema", f"version {m['schema']} is not supported (this reader knows {SCHEMA_VERSION})")
+    ts = m["versions"].get("trace_schema", SCHEMA_VERSION)
+    if ts != SCHEMA_VERSION:
+        raise TraceSchemaError(path, None, "versions.trace_schema", f"version {ts!r} is not supported (this reader knows "
+                                                                    f"{SCHEMA_VERSION})")
+    if m["world_size"] < 1:
+        raise TraceSchemaError(path, None, "world_size", f"expected a world of 1 rank or more, got {m['world_size']}")
     for g, ranks in m["groups"].items():
         if not isinstance(ranks, list) or not all(isinstance(r, int) and 0 <= r < m["world_size"] for r in ranks):
             raise TraceSchemaError(path, None, f"groups.{g}", f"expected a list of global ranks < {m['world_size']}, got {ranks!r}")

@@ -223,3 +223,24 @@ def test_hostile_trace_lines_are_bad_input(tp2, tmp_path):
     (z / "rank1.jsonl").unlink()
     (z / "rank1.jsonl").symlink_to("/dev/zero")
     _one_line_exit2(_cli(z), "rank1.jsonl", "not a regular file")
+
+
+@pytest.mark.parametrize("what", ["t-nan", "t-infinity", "trace-schema-99", "world-size-negative"])
+def test_values_a_json_reader_takes_but_a_trace_cannot_hold(tp2, tmp_path, what):
+    """Old: accepted (a NaN time; a manifest whose versions say trace schema 99) or misnamed (a world
+    of -1 ranks reported as field groups.world).  Now: one line, exit 2, naming the field."""
+    d = _copy(tp2, tmp_path / "run")
+    if what.startswith("t-"):
+        lines = (d / "rank0.jsonl").read_text().splitlines()
+        e = json.loads(lines[5])
+        lines[5] = json.dumps(e).replace(json.dumps(e["t"]), "NaN" if what == "t-nan" else "Infinity", 1)
+        (d / "rank0.jsonl").write_text("\n".join(lines) + "\n")
+        _one_line_exit2(_cli(d), "rank0.jsonl:6", "field 't'")
+        return
+    m = json.loads((d / "manifest.json").read_text())
+    if what == "trace-schema-99":
+        m["versions"]["trace_schema"] = 99
+    else:
+        m["world_size"] = -1
+    (d / "manifest.json").write_text(json.dumps(m))
+    _one_line_exit2(_cli(d), "manifest.json", "versions.trace_schema" if what == "trace-schema-99" else "world_size")
