@@ -17,6 +17,7 @@ import sys
 
 import click
 
+from ..model.api import SpecError
 from .params import Seconds
 
 
@@ -96,6 +97,9 @@ def conform(trace_dir, spec, fr_dir, allow_missing, no_checker, budget, time_lim
         rep = conform_dir(trace_dir, spec=spec, check_variant=not no_checker, budget=budget, seconds=time_limit)
     except loader.BadInput as e:
         _bad_input(e, as_json)
+    except SpecError as e:  # the spec (--spec FILE) is at fault, not the trace
+        click.echo(f"lockstep conform: {e}", err=True)
+        sys.exit(2)
     if as_json:
         click.echo(json.dumps(rep.to_dict(), indent=1, sort_keys=True, default=str))
     else:

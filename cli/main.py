@@ -329,6 +329,11 @@ def _unexpected(e: BaseException) -> None:
     traceback, to report).  Exit 2 either way: 1 would read as a verdict."""
     import traceback
 
+    from ..model.api import SpecError
+
+    if isinstance(e, SpecError):  # raised where no command expected one (conform --spec FILE, say)
+        click.echo(f"lockstep: {e}", err=True)
+        sys.exit(2)
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the lockstep package
     libs = {os.path.dirname(os.__file__), sys.prefix, sys.base_prefix}
     frames = traceback.extract_tb(e.__traceback__)

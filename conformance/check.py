@@ -83,7 +83,9 @@ def build_model(spec: str, variant: str | None, params: dict, backend: str = "gl
     info = registry.load(spec)
     raw = {k: str(v) for k, v in params.items() if k in info.params}
     _, p = registry.resolve(spec, variant, raw, backend)
-    return info.build(p, variant, backend), p
+    from ..spec.loading import build_model as build  # a spec's mistakes as one-line SpecErrors
+
+    return build(info, p, variant, backend), p
 
 
 def _size(p) -> int:

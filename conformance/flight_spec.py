@@ -47,11 +47,13 @@ def _params(spec: str, world: int) -> dict[str, str]:
 def _variant_shapes(spec: str, world: int) -> tuple:
     """(variant, verdict, message, collective shape or None, p2p shapes) for every variant whose
     counterexample ends in a collective or a p2p op."""
+    from ..spec.loading import build_model
+
     info = load(spec)
     out = []
     for variant in info.variants:
         _, params = resolve(spec, variant, _params(spec, world))
-        model = info.build(params, variant, pick_backend(info, variant, None))
+        model = build_model(info, params, variant, pick_backend(info, variant, None))
         res = check(model, liveness=False)
         shape = _shape_of(res)
         p2p = _p2p_shapes_of(res, spec)
