@@ -246,9 +246,12 @@ def test_values_a_json_reader_takes_but_a_trace_cannot_hold(tp2, tmp_path, what)
     _one_line_exit2(_cli(d), "manifest.json", "versions.trace_schema" if what == "trace-schema-99" else "world_size")
 
 
-def test_a_spec_mistake_under_conform_is_one_line(tp2, tmp_path):
+def test_a_spec_mistake_under_conform_is_one_line(tp2, tmp_path, monkeypatch):
     """`conform --spec FILE` with a spec whose build returns nothing.  Old: a traceback, exit 1 (which
     conform means as DOES NOT CONFORM).  Now: the spec error, one line, exit 2."""
+    from lockstep.spec import registry
+
+    monkeypatch.setattr(registry, "OVERRIDES", {})  # the file stands in for tp in this process: not beyond this test
     f = tmp_path / "tp_spec.py"
     f.write_text("from dataclasses import replace\nfrom lockstep.spec.specs.tp import SPEC as TP\n"
                  "SPEC = replace(TP, build=lambda params, variant, backend: None)\n")
