@@ -290,10 +290,28 @@ def _cross_check(spec, variant, p, backend, info, model, options, as_json):
     from ..model.engine import check as run_check
     from .report import dumps, exit_code, text, to_json
 
+    from .interrupt import EXIT_INTERRUPTED, signals_as_interrupt
+    from .report import interrupted_result
+
+    seen: dict = {}
+    update, close = _progress(seen)
+    t0 = time.perf_counter()
     try:
-        result = run_check(model, options, build=lambda: build_model(info, p, variant, backend))
+        with signals_as_interrupt():  # Ctrl-C, SIGTERM, SIGHUP: the statistics so far, exit 130, as for check
+            result = run_check(model, options.replace(progress=update), build=lambda: build_model(info, p, variant, backend))
     except SpecError as e:
+        close()
         _spec_error(e)
+    except KeyboardInterrupt as e:
+        close()
+        result = interrupted_result(seen.get("stats"), time.perf_counter() - t0, str(e) or "SIGINT")
+        if as_json:
+            click.echo(dumps(to_json(spec, variant, p, backend, result, True)), file=_JSON_OUT[0])
+        else:
+            click.echo(text(spec, variant, p, backend, result))
+            click.echo("cross-check: interrupted before both searches ended; nothing was compared")
+        sys.exit(EXIT_INTERRUPTED)
+    close()
     summary = result.cross_check
     if as_json:
         out = to_json(spec, variant, p, backend, result, True)

@@ -127,6 +127,30 @@ def test_sigint_to_check_prints_partial_statistics(tmp_path):
         proc.wait()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("as_json", [False, True])
+def test_sigterm_to_a_cross_check_prints_partial_statistics(tmp_path, as_json):
+    """Old: `check --cross-check` installed no handler, so SIGTERM ended it at once with exit 143 and
+    nothing printed (`timeout 300 lockstep check ... --cross-check` left an empty file).  Now: exit 130
+    with the statistics so far, as a plain check."""
+    proc = _start(["check", "pp1", "-p", "mesh=4", "--no-liveness", "--cross-check"] + (["--json"] if as_json else []))
+    try:
+        time.sleep(4.0)  # the reduced search is done, the unreduced one under way
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, (out, err)
+        if as_json:
+            res = json.loads(out)
+            assert res["verdict"] == "INTERRUPTED" and res["states"] > 0
+        else:
+            assert "verdict: INTERRUPTED" in out and "nothing was compared" in out, out
+        assert wait_until(lambda: not session_members(proc.pid), 5), session_members(proc.pid)
+    finally:
+        kill_session(proc.pid)
+        proc.kill()
+        proc.wait()
+
+
 @pytest.mark.multirank
 @pytest.mark.slow
 def test_flight_recorder_dumps_of_an_interrupted_run_are_inconclusive(tmp_path):
@@ -151,7 +175,7 @@ def test_flight_recorder_dumps_of_an_interrupted_run_are_inconclusive(tmp_path):
             assert p.returncode == 3, (p.stdout, p.stderr)
             assert f"INCONCLUSIVE: the run was interrupted ({why})" in p.stdout, p.stdout
     finally:
-        kill_session(proc)
+        kill_session(proc.pid)
 
 
 def test_a_parallel_check_removes_the_scratch_of_a_killed_one():
