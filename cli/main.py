@@ -210,13 +210,21 @@ HINT_STATES = 20_000  # a search this large may be worth a declaration
 
 
 def symmetry_hints(model, result) -> list[str]:
-    """Hint lines after a large search: actors that ``symmetric=`` could name and does not."""
-    find = getattr(model, "symmetry_candidates", None)
-    if find is None or result.stats.states < HINT_STATES:
-        return []
+    """Note lines after a HOLDS whose symmetry check was only a detector for some property, and hint
+    lines after a large search: actors that ``symmetric=`` could name and does not."""
     from ..spec.fabric import ranks_text
 
     out = []
+    detected = getattr(model, "sym_detected", None) or {}
+    if detected and result.verdict in ("HOLDS", "VACUOUS"):
+        ranks = ranks_text(sorted(model.actors[i].rank for i in model.symmetric))
+        for what, read in sorted(detected.items()):
+            out.append(f"note: {what} read {read} on some states; there the symmetry check tried a swap, a rotation and "
+                       f"the reversal of {ranks}, not every permutation: this HOLDS assumes it treats those ranks alike "
+                       f"(--cross-check proves it at this size)")
+    find = getattr(model, "symmetry_candidates", None)
+    if find is None or result.stats.states < HINT_STATES:
+        return out
     for ix in find():
         a = model.actors[ix[0]]
         consecutive = list(ix) == list(range(ix[0], ix[-1] + 1))

@@ -333,6 +333,8 @@ class _Worker:
                 elif cmd == "stop":
                     ru = resource.getrusage(resource.RUSAGE_SELF)
                     self.timing.update(user=ru.ru_utime, sys=ru.ru_stime, minflt=ru.ru_minflt)  # system time: page faults, mostly
+                    # properties the symmetry check could only test with a few permutations (spec/world.py)
+                    self.timing["sym_detected"] = dict(getattr(self.model, "sym_detected", None) or {})
                     conn.send_bytes(_dumps(("ok", (ru.ru_maxrss / 1024.0, ru.ru_utime + ru.ru_stime, self.timing,
                                                    self.fired()))))
                     return
@@ -1308,7 +1310,7 @@ class WorkerError(RuntimeError):
 class _Pool:
     def __init__(self, model, n: int, init: list):
         ctx = mp.get_context("fork")
-        self.n = n
+        self.model, self.n = model, n
         self.tmp = _shm_dir()
         self.counters = ctx.Array("q", n, lock=False)
         _register_namedtuples()
@@ -1407,6 +1409,8 @@ class _Pool:
                     status, payload = _loads(c.recv_bytes())
                     if status == "ok":
                         self.worker_rss[k], self.worker_cpu[k], self.worker_timing[k], self.worker_fired[k] = payload
+                        if self.worker_timing[k].get("sym_detected") and isinstance(getattr(self.model, "sym_detected", None), dict):
+                            self.model.sym_detected.update(self.worker_timing[k]["sym_detected"])
             except (OSError, EOFError):
                 pass
         if not graceful:

@@ -388,7 +388,7 @@ class Reductions:
                 break  # the raw state: the generators below
             read.update(reads)
             at = sorted([(pos_of[i], f) for i, f in reads if i in pos_of])  # (fields are strings)
-            if evaluations == 1 and len({k for k, _ in at}) == m:
+            if evaluations == 1 and m > AGGREGATE_FROM and len({k for k, _ in at}) == m:
                 break  # an aggregate over every symmetric actor: the generators below
             cur = dict(cons)
             for k, f in at:
@@ -481,6 +481,7 @@ class Reductions:
 _UNSET = object()
 MEMO_LIMIT = 2_000_000  # distinct records kept by each memo (effects, local steps, property values, ...)
 SYM_CHECK_BUDGET = 64  # evaluations of a property on one state's permutations (Reductions._check_symmetric)
+AGGREGATE_FROM = 2  # a property reading every one of more symmetric actors than this is an aggregate (the generators)
 
 
 def _said(verdict) -> str:

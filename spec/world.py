@@ -41,7 +41,7 @@ from .explain import Explanation
 from .fabric import COLLECTIVES, ROOTED, Group, Op, Post, check_op, check_splits, parse_profile
 from ..model.por import ample
 from .lang import BUILTIN_TERMINAL, DEAD, DONE, EXITED, FAILED, HUNG, PRIVATE, SYMMETRIC, ActorDef, Ctx, Role, Transition
-from .reduce import MEMO_LIMIT, Reductions
+from .reduce import AGGREGATE_FROM, MEMO_LIMIT, Reductions
 from .wire import Fabric
 from .monitor import MonitorSet
 from .state import ActorState, PendingOp, WorldState
@@ -195,6 +195,9 @@ class Protocol(Fabric, Reductions, Explanation):
         self._sym_memo = {fn: _PropertyMemo() for fn in self._prop_memo}
         # the classes of states on which a property's symmetry tree finished, or did not (_symmetry_proof)
         self._sym_proofs = {fn: _SymmetryMemo(self.symmetric) for fn in self._prop_memo} if len(self.symmetric) > 1 else {}
+        # properties the symmetry check could only test with a few permutations on some state (the
+        # CLI's note after a HOLDS): property -> what it read there
+        self.sym_detected: dict = {}
         self._fault_kinds = tuple((kind, ranks, ctl) for kind, ranks, ctl in
                                   (("crash", self.crash_ranks, DEAD), ("hang", self.hang_ranks, HUNG))
                                   if kind in self.faults and ranks)
@@ -367,6 +370,8 @@ class Protocol(Fabric, Reductions, Explanation):
                         proofs.learn(read, state, finished)
                         return
                     tree = False  # the tree outgrew its budget on this class before
+        if what not in self.sym_detected:  # what reads every symmetric actor, the raw state, or too much
+            self.sym_detected[what] = "the raw state" if reads is None else "every symmetric actor at once"
         self._sym_checks += 1
         if self._sym_checks <= 5000 or not self._sym_checks & 7:
             self._check_symmetric(what, self._prober(fn, memo), state, out, reads, tree=tree)
@@ -1741,11 +1746,12 @@ class _SymmetryMemo:
 
     def aggregate(self, reads) -> bool:
         """Whether ``reads`` (what the property read on a state) covers every symmetric actor: its
-        tree would have a leaf per distinct arrangement, so such states get the generators."""
+        tree would have a leaf per distinct arrangement, so such states get the generators.  Over two
+        symmetric actors the tree has at most two leaves: never an aggregate."""
         hit = self.shapes.get(id(reads))
         if hit is not None and hit[0] is reads:
             return hit[1]
-        out = len({i for i, _ in reads if i in self.sym}) == len(self.sym)
+        out = len(self.sym) > AGGREGATE_FROM and len({i for i, _ in reads if i in self.sym}) == len(self.sym)
         if type(reads) is tuple and len(self.shapes) < MEMO_SHAPES:  # a memo's shape: kept alive there
             self.shapes[id(reads)] = (reads, out)
         return out

@@ -211,3 +211,53 @@ def build(params, variant, backend):
 
 SPEC = SpecInfo(name="noisy", description="prints while it is checked", params={}, variants={}, build=build)
 """
+
+
+ONLY_RANK_2 = """
+from lockstep.spec.fabric import Group
+from lockstep.spec.machine import DONE, ActorDef, Protocol, Role
+from lockstep.spec.registry import Param, SpecInfo
+
+
+def only_rank_2_missed(world):
+    ws = list(world.actors(role="worker"))
+    if not all(a.state == DONE for a in ws):
+        return None
+    missed = [a.rank for a in ws if a.vars.missed]
+    return "only rank 2 missed" if missed == [2] else None
+
+
+def build(params, variant, backend):
+    n = params["workers"]
+    lead = Role("lead", "IDLE", {"k": 0})
+    lead.local("rest", "IDLE", DONE)
+    w = Role("worker", "WORK", {"missed": False})
+    w.local("hit", "WORK", DONE)
+    w.local("miss", "WORK", DONE, do=lambda c: c.set(missed=True))
+    return Protocol("only2", {"world": Group("world", tuple(range(n + 1)))},
+                    [ActorDef(0, "main", lead)] + [ActorDef(r, "main", w) for r in range(1, n + 1)],
+                    invariants=[("only-rank-2", "INVARIANT", only_rank_2_missed)], symmetric=tuple(range(1, n + 1)))
+
+
+SPEC = SpecInfo(name="only2", description="workers hit or miss", params={"workers": Param(5, "workers", min=2)},
+                variants={}, build=build)
+"""
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_holds_the_symmetry_detector_could_not_prove_says_so(tmp_path, workers):
+    """An invariant that reads every symmetric worker at once and singles out rank 2 ("only rank 2
+    missed").  The symmetry check gives such aggregates a swap, a rotation and the reversal, which never
+    move the one worker that missed into rank 2's place: HOLDS, where the unreduced search finds the
+    violation.  Old: that HOLDS came without a word.  Now a note names the property and says that only
+    --cross-check proves it; --cross-check then fails (exit 2).  With --workers 2 the note comes from
+    the workers."""
+    f = tmp_path / "only2_spec.py"
+    f.write_text(ONLY_RANK_2)
+    p = lockstep("check", str(f), "--workers", workers, "--no-liveness")
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    assert "note: only2 invariant only-rank-2 read every symmetric actor at once" in p.stdout, p.stdout
+    assert "--cross-check proves it" in p.stdout
+    assert lockstep("check", str(f), "--no-reduction").returncode == 1
+    x = lockstep("check", str(f), "--cross-check")
+    assert x.returncode == 2 and "cross-check failed" in x.stderr, (x.stdout, x.stderr)
