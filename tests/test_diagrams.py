@@ -302,3 +302,14 @@ def test_index_html_loads_in_headless_chromium(tmp_path):
     (out / "waitfor.svg").unlink()
     dom, _err = _dump_dom(out / "index.html")
     assert 'data-images="broken"' in dom and "missing images: waitfor.svg" in dom
+
+
+def test_a_user_spec_page_is_about_that_spec(tmp_path):
+    """Old: a user spec's page ended "from spec/specs/<file>.py.py" and carried the KV-cache lifecycle
+    drawn from lockstep's own `kv` spec, which has nothing to do with it."""
+    spec = Path(__file__).resolve().parents[1] / "examples" / "hello_spec.py"
+    r = CliRunner().invoke(render_cmd, [str(spec), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    html = (tmp_path / "o" / "index.html").read_text()
+    assert f"from {spec}." in html and "spec/specs/" not in html
+    assert "KV-cache lifecycle" not in html and not (tmp_path / "o" / "kv").exists()
