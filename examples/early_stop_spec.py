@@ -53,10 +53,10 @@ def trainer(params, variant) -> Role:
     return r
 
 
-def same_stop_epoch(world, state):
+def same_stop_epoch(world):
     """A property: ranks that finished training finished at the same epoch (the model they save is the
-    same).  ``state[0]`` holds one (control state, variables, pending op) triple per actor."""
-    epochs = {a.rank: v.epoch for a, (ctl, v, pend) in zip(world.actors, state[0]) if ctl == DONE and v is not None}
+    same), read through the view (what it reads is recorded: the reductions and the symmetry check see it)."""
+    epochs = {a.rank: a.vars.epoch for a in world.actors() if a.state == DONE and a.alive}
     if len(set(epochs.values())) > 1:
         return "ranks stopped at different epochs: " + ", ".join(f"rank {r}: {e}" for r, e in sorted(epochs.items()))
     return None

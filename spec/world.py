@@ -370,6 +370,9 @@ class Protocol(Fabric, Reductions, Explanation):
                         proofs.learn(read, state, finished)
                         return
                     tree = False  # the tree outgrew its budget on this class before
+        if len(self.symmetric) == 2:  # the swap is the one other permutation: a proof, on every state
+            self._check_symmetric(what, self._prober(fn, memo), state, out, reads, tree=tree)
+            return
         if what not in self.sym_detected:  # what reads every symmetric actor, the raw state, or too much
             self.sym_detected[what] = "the raw state" if reads is None else "every symmetric actor at once"
         self._sym_checks += 1
