@@ -328,7 +328,7 @@ class Explorer:
             return found[0][1]()
         if bound_hit:
             return Result(BOUND_REACHED, f"bound reached ({bound_hit}) before the state space was exhausted; "
-                                         f"no violation in the {st.states} states explored", st, bound=bound_hit)
+                                         f"no violation in the {st.states:,} states explored", st, bound=bound_hit)
         return Result(HOLDS, "all properties hold within the bounds", st)
 
 

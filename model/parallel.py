@@ -1696,5 +1696,5 @@ class _Coordinator:
             return self._result_for(*best)
         if bound_hit:
             return Result(BOUND_REACHED, f"bound reached ({bound_hit}) before the state space was exhausted; "
-                                         f"no violation in the {st.states} states explored", st, bound=bound_hit)
+                                         f"no violation in the {st.states:,} states explored", st, bound=bound_hit)
         return Result(HOLDS, "all properties hold within the bounds", st)

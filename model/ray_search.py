@@ -519,7 +519,7 @@ class _RayCoordinator(_par._Coordinator):
             st = self.st
             bound = f"memory budget {e.budget_mb:g} MB per actor"
             return Result(BOUND_REACHED, f"bound reached ({bound}: actor {e.actor} at {e.rss_mb:.0f} MB) before the "
-                                         f"state space was exhausted; no violation in the {st.states} states explored",
+                                         f"state space was exhausted; no violation in the {st.states:,} states explored",
                           st, bound=bound)
         finally:
             pool = self.pool
