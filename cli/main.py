@@ -296,10 +296,8 @@ def _cross_check(spec, variant, p, backend, info, model, options, as_json):
     """``check --cross-check``: the reduced result is reported when both searches agree."""
     from ..model.api import SpecError
     from ..model.engine import check as run_check
-    from .report import dumps, exit_code, text, to_json
-
     from .interrupt import EXIT_INTERRUPTED, signals_as_interrupt
-    from .report import interrupted_result
+    from .report import dumps, exit_code, interrupted_result, text, to_json
 
     seen: dict = {}
     update, close = _progress(seen)

@@ -186,17 +186,15 @@ def text(spec: str, variant: str | None, params: dict, backend: str, result, sho
         queues = _p2p_queues(result.waiting, cex or [])
         same: dict = {}  # ranks that wait alike (a 16-rank mesh stranded in one broadcast), on one line
         for w in result.waiting:
-            if w.get("op"):
-                who = ", ".join(f"{'rank ' if str(r).isdigit() else ''}{r} ({s})"
-                                for r, s in w.get("partner_status", {}).items()) or _queued(w, queues)
-                text = f"{w['role']} in {w.get('state')}: {w['op']}  -> waits for {who}"
-            else:
-                text = f"{w['role']} in {w.get('state')}: {w.get('condition', '')}"
             if "waits_on" in w:  # the pipeline spec's processes (source, stage i, sink) wait on queues
                 who = ", ".join(f"{'stage ' if str(t).isdigit() else ''}{t} ({s})" for t, s in w["partner_status"].items())
-                text = f"{w['actor']} in {w['state']}: {w['op']}  -> waits for {who}"
-                same.setdefault(text, [])
+                same.setdefault(f"{w['actor']} in {w['state']}: {w['op']}  -> waits for {who}", [])
                 continue
+            if w.get("op"):
+                who = ", ".join(f"rank {r} ({s})" for r, s in w.get("partner_status", {}).items()) or _queued(w, queues)
+                text = f"{w['role']} in {w['state']}: {w['op']}  -> waits for {who}"
+            else:
+                text = f"{w['role']} in {w['state']}: {w.get('condition', '')}"
             same.setdefault(text, []).append(w["rank"])
         for text, ranks in same.items():
             lines.append(f"  {ranks_text(ranks)} {text}" if ranks else f"  {text}")

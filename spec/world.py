@@ -357,9 +357,7 @@ class Protocol(Fabric, Reductions, Explanation):
         tree = True
         proofs = self._sym_proofs.get(fn) if reads is not None else None
         if proofs is not None:
-            hit = proofs.shapes.get(id(reads))
-            if not (hit[1] if hit is not None and hit[0] is reads else proofs.aggregate(reads)):
-                # (an aggregate over every symmetric actor has a class per state: the generators)
+            if not proofs.aggregate(reads):  # (an aggregate has a class per state: the generators)
                 key = proofs.key(state)
                 if key is not None:
                     known = proofs.known.get(key)
