@@ -3,6 +3,8 @@ unreduced and with workers=2 (every ``--parallel-every``-th spec); every disagre
 with its description (a JSON line to turn into a regression test).  Every ``--wide-every``-th spec
 is a wide one: 4-6 ranks, most with a symmetric orbit of 2-5 ranks and drawn sub-groups
 (``--wide-every 0`` draws the 2-3-rank specs alone, as runs before wide specs did for a seed).
+``--aux-ops`` keeps only specs whose rank 0 has a second thread that posts ops of its own (drawing
+until one comes): the case of C1's posting-order condition for threads that share a rank.
 The summary counts the specs with footprint declarations (reads=/writes=/shares=/puts=/takes=)
 and those with one planted wrong.
 
@@ -28,14 +30,18 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--parallel-every", type=int, default=10, help="run workers=2 on every N-th spec (0: never)")
     ap.add_argument("--wide-every", type=int, default=4, help="draw every N-th spec wide: 4-6 ranks (0: never)")
+    ap.add_argument("--aux-ops", action="store_true", help="only specs where a second thread of rank 0 posts ops")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     rng = random.Random(a.seed)
     t0 = time.perf_counter()
-    bad, parallel, declared, planted, unshared, wide, orbits = [], 0, 0, 0, 0, 0, 0
+    bad, parallel, declared, planted, unshared, wide, orbits, aux = [], 0, 0, 0, 0, 0, 0, 0
     for i in range(a.specs):
         is_wide = a.wide_every > 0 and i % a.wide_every == a.wide_every - 1
         d = protogen.describe(protogen.random_pick(rng), wide=is_wide)
+        while a.aux_ops and not d["aux_ops"]:
+            d = protogen.describe(protogen.random_pick(rng), wide=is_wide)
+        aux += d["aux_ops"]
         wide += is_wide
         orbits += is_wide and d["sym"]
         roles = d["roles"].values()
@@ -51,11 +57,13 @@ def main() -> int:
     secs = time.perf_counter() - t0
     out = {"specs": a.specs, "seed": a.seed, "with_workers_2": parallel, "with_footprints": declared,
            "with_planted_footprints": planted, "without_shared_variables": unshared, "wide": wide, "wide_symmetric": orbits,
+           "second_thread_ops": aux,
            "disagreements": len(bad), "seconds": round(secs, 1)}
     print(json.dumps(out) if a.json else
           f"{a.specs} generated specs (seed {a.seed}; {parallel} also with workers=2; {declared} with footprint "
           f"declarations, {planted} of them planted wrong; {unshared} without shared variables; {wide} wide, "
-          f"{orbits} of them with a symmetric orbit of 2-5 ranks): {len(bad)} disagreements, "
+          f"{orbits} of them with a symmetric orbit of 2-5 ranks; {aux} with ops on a second thread): "
+          f"{len(bad)} disagreements, "
           f"{secs:.1f} s")
     return 1 if bad else 0
 

@@ -49,8 +49,8 @@ variable).  p's steps qualify when
 - C1: W ∩ (R' ∪ W') = ∅ besides (FIFO ends below): a step of p and a step of another actor touch disjoint shared
   variables and disjoint actor states, so they commute and neither enables or disables the other
   through a shared variable.  What links actors otherwise is handled as for private roles: op posts
-  (a thread sharing its rank takes no op step alone: a rank's ops are queued in posting order),
-  faults (below), and a kill of p's rank (a crash or hang, or another thread of the rank failing),
+  (a thread sharing its rank takes no op step alone while another thread of the rank may still post
+  one, below), faults (below), and a kill of p's rank (a crash or hang, or another thread of the rank failing),
   which erases p's state whichever came first, but not what p wrote, nor a finished (DONE) thread:
   while a kill can come, p's steps that write shared variables or end p are not taken alone;
 - C2: a step is visible when it changes what its role declares ``observed``, shared variables
@@ -61,6 +61,20 @@ variable).  p's steps qualify when
   state, raises.  On a cycle of steps taken alone every actor that moves returns to its state; its
   steps close a cycle of its local transitions (op steps end only in fabric steps, never taken
   alone), which holds a back edge: a contradiction either way.
+Threads sharing a rank.  A rank's ops are queued per group (and peer) in posting order: an op step
+records how many of its rank's ops are still ahead of it in its queue (``PendingOp.pos``, counted over
+every thread of the rank), so two threads of one rank that post on one queue do not commute, and the
+queue an op uses is known only once its thread posts it.  So an op step of p (a post, blocking or
+not, or a wait: any transition with ``op=``) is taken alone only when no other live thread of p's
+rank may still post one: its control state reaches no transition with an op, or, while it waits on
+an op it posted, no target of that transition does (both from the role's transition graph, closed
+backwards).  Then every step another thread can take before p moves is a local step (which reads
+no actor state but its own and the shared variables), the completion of an op posted earlier, a
+failure or a kill.  A completion lowers the ``pos`` of the ops behind it in its queue, p's among them
+when p has posted: p's post and the completion give one state in either order (p counts the
+completed op or not, and is lowered or not, by one).  A completion's enabledness reads the queue's
+ops at position 0, which p's post, landing behind them, does not change; that p's post may enable
+another fabric step is no dependence.  Failures and kills are covered below.
 Independence is per variable, with one refinement: FIFO ends.  A shared variable holding a ``Fifo``
 may be declared, per transition, ``puts=`` (the step sees only ``has_room(capacity)`` and ``put``)
 or ``takes=`` (only ``nonempty()``, ``head`` and ``take()``; the rest of the queue is not readable),

@@ -188,10 +188,13 @@ class Role:
         return t
 
     def remove(self, *keys) -> None:
-        """Drop transitions (each a name or ``(name, src)``); every name must exist."""
+        """Drop transitions (each a name or ``(name, src)``); every name must exist.  A hang point
+        whose state goes with them goes too (the world refuses hang points that name no state)."""
         drop = {self.index(key) for key in keys}
+        before = set(self.states())
         self.transitions = [t for k, t in enumerate(self.transitions) if k not in drop]
         self._reindex()
+        self.hang_points = self.hang_points - (before - set(self.states()))
 
     @contextmanager
     def insert_after(self, key):

@@ -23,21 +23,31 @@ class Reductions:
         enforcement; reads include writes), ``_fp_ctl`` (control state -> (reads, writes) of every
         transition leaving it; None for a role that declares nothing), ``_fp_future`` (control state ->
         (reads, writes) of every transition reachable from it: what the actor may still touch) and
-        ``_back`` (control states left by a back edge of the role's local transitions: C3)."""
+        ``_back`` (control states left by a back edge of the role's local transitions: C3),
+        ``_may_fail`` (control states from which it may still end in FAILED or DEAD), ``_may_post``
+        (control states from which it may still post an op, and per transition whether one of its
+        targets is such a state) and ``_posting`` (its control states with
+        an op step, where its rank has another thread: C1 asks there what the other threads may post)."""
         names = frozenset(self.shared)
         everything = (names, names, frozenset(), frozenset())
         self._footprints, self._fp_ctl, self._fp_future, self._back, self._may_fail = [], [], [], [], []
+        self._may_post, self._posting = [], []
         per_role: dict = {}
         for a in self.actors:
             role = a.role
             if role.name not in per_role:
                 per_role[role.name] = _role_tables(role, names, everything, self._implied_private)
-            fps, ctl, future, back, exits = per_role[role.name]
+            fps, ctl, future, back, exits, posts = per_role[role.name]
             self._footprints.append(fps)
             self._fp_ctl.append(ctl)
             self._fp_future.append(future)
             self._back.append(back)
             self._may_fail.append(exits)
+            # per transition: whether the thread may post again once its op completes (from its targets)
+            self._may_post.append((posts, tuple(any(d in posts for d in t.targets) for t in role.transitions)))
+            shared_rank = len(self.actors_of_rank[a.rank]) > 1
+            self._posting.append(frozenset(c for c, tids in role.by_src.items()
+                                           if shared_rank and any(role.transitions[t].op is not None for t in tids)))
 
     def _refresh_flags(self) -> None:
         """The footprint check runs while the reduction is on (it relies on the declarations only
@@ -66,8 +76,10 @@ class Reductions:
     # - C1: no other actor may still (from its current control state on) write what p's transitions at
     #   c read, or read or write what they write, so steps commute and none disables another; p's
     #   steps touch otherwise only p's own actor state, which another process reads only once an op is
-    #   posted (a fabric step, which needs the post first); when p shares its rank with another thread,
-    #   p takes no op steps at c (a rank's ops are queued in posting order); the fault exceptions are
+    #   posted (a fabric step, which needs the post first); when p shares its rank with another thread
+    #   that may still post an op (from its control state on, or once its pending op completes), p
+    #   takes no op steps at c (a rank's ops are queued in posting order: model/por.py, "Threads
+    #   sharing a rank"); the fault exceptions are
     #   in ``por_independent``.  A step another thread takes that kills p's rank (FAILED, DEAD) or a
     #   crash/hang of p's rank erases p's state whether p moved first or not, but not what p wrote
     #   nor p's state once p is DONE: while that can happen, p's steps that write a shared variable
@@ -101,6 +113,8 @@ class Reductions:
 
     def por_complete(self, state, i, moves) -> bool:
         ctl = state[0][i][0]
+        if ctl in self._posting[i] and self._thread_may_post(state, i):
+            return False  # C1: another thread of p's rank may still post an op (posting order)
         fp = self._pc_static[i].get(ctl, _UNSET)
         if fp is _UNSET:
             fp = self._pc_static[i][ctl] = self._complete_static(i, ctl)
@@ -122,18 +136,26 @@ class Reductions:
 
     def _complete_static(self, i, ctl):
         """What ``por_complete`` decides from actor i's control state alone: False (C3 without a
-        progress measure, or an op step of a thread sharing its rank), True (nothing shared is
+        progress measure), True (nothing shared is
         read, put or taken), or the footprint whose conflicts with the others decide."""
         role = self.actors[i].role
         if ctl in self._back[i] and role.progress is None:  # C3 (por_no_ignoring)
             return False
-        if len(self.actors_of_rank[self._actor_rank[i]]) > 1:
-            if any(role.transitions[t].op is not None for t in role.by_src.get(ctl, ())):
-                return False
         fp = self._fp_ctl[i].get(ctl)
         if fp is None or not (fp[0] or fp[2] or fp[3]):
             return True
         return fp
+
+    def _thread_may_post(self, state, i) -> bool:
+        """Whether another live thread of p's rank may still post an op: from its control state on,
+        or, while it waits on an op it posted, once that op completes (from the transition's targets)."""
+        actors = state[0]
+        for j in self.actors_of_rank[self._actor_rank[i]]:
+            if j != i:
+                ctl, v, pend = actors[j]
+                if v is not None and (ctl in self._may_post[j][0] if pend is None else self._may_post[j][1][pend[0]]):
+                    return True
+        return False
 
     def _others(self, state, i) -> tuple:
         """(reads, writes, puts, takes): what every other actor may still touch."""
@@ -556,7 +578,8 @@ def _conflict(fp: tuple, o: tuple) -> bool:
 
 def _role_tables(role, names: frozenset, everything: tuple, implied_private: bool = False):
     """(footprints by transition name, by control state, reachable from each control state, control
-    states with a back edge, control states from which it may fail) of one role; None tables for a role that declares nothing."""
+    states with a back edge, control states from which it may fail, control states from which it may
+    post an op) of one role; None tables for a role that declares nothing."""
     private = role.private or implied_private  # (``Protocol._implied_private``: nothing to share)
     declared = private or role.shares is not None or any(t.reads is not None or t.writes is not None
                                                          for t in role.transitions)
@@ -613,15 +636,24 @@ def _role_tables(role, names: frozenset, everything: tuple, implied_private: boo
         future[ctl] = acc
     back = _back_edge_sources(local, role.init)
     # control states from which the role may still end in FAILED or DEAD (a failed op, a fault)
-    fails = {c for c in role.by_src if any(d in (FAILED, DEAD) for k in role.by_src[c] for d in role.transitions[k].targets)}
+    fails = _reaching(role, edges, lambda t: any(d in (FAILED, DEAD) for d in t.targets))
+    # control states from which the role may still post an op (blocking or not)
+    posts = _reaching(role, edges, lambda t: t.op is not None)
+    return (fps if declared else {}), (by_ctl if declared else None), future, back, fails, posts
+
+
+def _reaching(role, edges: dict, leaves) -> frozenset:
+    """The control states from which a transition that ``leaves`` accepts is reachable (taken there
+    or later) along the role's transitions ``edges``."""
+    out = {c for c in role.by_src if any(leaves(role.transitions[k]) for k in role.by_src[c])}
     changed = True
     while changed:
         changed = False
         for c in role.by_src:
-            if c not in fails and any(d in fails for d in edges.get(c, ())):
-                fails.add(c)
+            if c not in out and any(d in out for d in edges.get(c, ())):
+                out.add(c)
                 changed = True
-    return (fps if declared else {}), (by_ctl if declared else None), future, back, frozenset(fails)
+    return frozenset(out)
 
 
 def _back_edge_sources(edges: dict, init) -> frozenset:

@@ -29,6 +29,8 @@ explain.py; states are the typed tuples of state.py.
 """
 from __future__ import annotations
 
+import difflib
+
 import operator
 import struct
 from collections import namedtuple
@@ -238,6 +240,15 @@ class Protocol(Fabric, Reductions, Explanation):
             bad = [r for r in rs if r not in ranks]
             if bad:
                 raise SpecError(f"{self.name} {what}", ValueError(f"ranks {bad} run no actor"))
+        # a fault no transition declares is never injected: refused where it looks like a misspelling of
+        # one that is (a spec's list of faults may name ones that only some configurations declare)
+        known = sorted({"crash", "hang"} | {t.fault for a in self.actors for t in a.role.transitions if t.fault})
+        for f in sorted(set(self.faults) - set(known), key=str):
+            near = difflib.get_close_matches(str(f), known, n=1, cutoff=0.6)
+            if near:
+                raise SpecError(f"{self.name} faults", ValueError(
+                    f"{f!r}: no such fault here; did you mean {near[0]!r}? (a misspelt fault is never injected; "
+                    f"known: {', '.join(known)})"))
         seen_roles = {}
         for a in self.actors:
             if seen_roles.setdefault(a.role.name, a.role) is not a.role:
@@ -1798,6 +1809,11 @@ def _validate_role(role: Role) -> None:
             if d not in seen:
                 seen.add(d)
                 todo.append(d)
+    unknown = sorted(role.hang_points - set(role.states()))
+    if unknown:
+        raise SpecError(f"role {role.name} hang_points", ValueError(
+            f"{', '.join(map(repr, unknown))} {'is' if len(unknown) == 1 else 'are'} not a state of the role "
+            f"(a misspelt hang point would leave that hang unexplored); states: {', '.join(role.states())}"))
     dead = [s for s in role.by_src if s not in seen]
     if dead:
         raise SpecError(f"role {role.name}", ValueError(

@@ -4,7 +4,7 @@
 ``pick(lo, hi)``, any source of integers in [lo, hi]: hypothesis (``hypothesis_pick``) in the test
 suite, ``random.Random`` in bench/bench_differential.py.  ``build(desc)`` turns it into a
 ``Protocol``: 2-3 ranks, or 4-6 with ``describe(pick, wide=True)`` (rank 0 sometimes with a second
-thread), one role per actor or one shared role for symmetric workers (an orbit of up to 5 ranks in a
+thread, which may post ops of its own), one role per actor or one shared role for symmetric workers (an orbit of up to 5 ranks in a
 wide world), local steps with guards over local and shared variables, collectives on
 the world and on sub-groups and tagged point-to-point (each blocking, or posted without blocking under
 a handle and waited for in a state of its own), named faults, crash and hang faults, watchdog
@@ -112,8 +112,19 @@ def describe(pick: Pick, wide: bool = False) -> dict[str, Any]:
                 if t["effect"][0] in ("g", "put", "take"):
                     t["effect"] = ("none",)
             r.update(private=pick(0, 1) == 1, planted_private=False, footprint="none", planted_footprint=False)
+    # a second thread that posts ops too (drawn last, so the draws above are those of older
+    # descriptions): some of its local steps become collectives or point-to-point calls, which queue
+    # behind the main thread's in posting order (spec/reduce.py: C1 for threads sharing a rank)
+    aux_ops = two_threads and pick(0, 1) == 1
+    if aux_ops:
+        aux = roles[_key(sym_from, 1, 0) if sym else "r1"]
+        groups0 = ["world"] + [f"sub{i}" for i, grp in enumerate(subgroups) if 0 in grp]
+        peers0 = [r for r in range(1, n) if r not in symset]
+        for t in aux["trans"]:
+            if t["kind"] == "local" and pick(0, 2) > 0:
+                _aux_op(pick, t, groups0, peers0)
     return {
-        "no_shared": no_shared,
+        "no_shared": no_shared, "aux_ops": aux_ops,
         "ranks": n, "actors": actors, "sym": sym, "sym_from": sym_from, "roles": roles, "subgroups": subgroups,
         # mpi: a rank that returned lingers (its partners hang).  No eager profile: a loop of eager sends
         # buffers without bound, and some users of the generator search without a state bound
@@ -124,6 +135,25 @@ def describe(pick: Pick, wide: bool = False) -> dict[str, Any]:
         "live": pick(0, 3) == 0 and not sym,
         "monitor": monitor,
     }
+
+
+def _aux_op(pick, t: dict, groups: list, peers: list) -> None:
+    """Turn the second thread's local step ``t`` into an op: a collective on a group of rank 0, or a
+    point-to-point call to a rank outside the symmetric orbit, blocking or posted without blocking."""
+    kind = "p2p" if peers and pick(0, 2) == 0 else "coll"
+    t["kind"] = kind
+    if t["effect"][0] in ("put", "take"):
+        t["effect"] = ("none",)  # an op's effect runs at completion, when the guard's room or item may be gone
+    if kind == "coll":
+        t["group"] = groups[pick(0, len(groups) - 1)]
+        t["op"] = ("barrier", "all_reduce")[pick(0, 1)]
+        t["async"] = pick(0, 3) == 0
+    else:
+        t["peer"] = peers[pick(0, len(peers) - 1)]
+        t["send"] = pick(0, 1) == 1
+        t["tag"] = pick(0, 1)
+        if pick(0, 3) == 0:
+            t["kind"] = "nb"
 
 
 def _uses_shared(trans: list) -> bool:
@@ -231,10 +261,16 @@ def build(d: dict[str, Any]) -> Protocol:
     pending = obligation if d["live"] else None
     return Protocol(
         "gen", groups, actor_defs, shared={} if d.get("no_shared") else {**{v: 0 for v in SHARED}, "f": Fifo()},
-        backend=d["backend"], faults=frozenset(d["faults"]),
+        backend=d["backend"], faults=frozenset(f for f in d["faults"] if f != "boom" or _declares_boom(d)),
         max_faults=d["max_faults"], crash_ranks=tuple(d["crash_ranks"]), hang_ranks=tuple(d["hang_ranks"]),
         invariants=invariants, pending_fn=pending, monitors=_monitors(d),
         symmetric=tuple(i for i, (r, _) in enumerate(d["actors"]) if r >= d.get("sym_from", 1)) if d["sym"] else ())
+
+
+def _declares_boom(d) -> bool:
+    """Whether a transition declares the named fault ``boom`` (a world refuses a fault nothing declares,
+    which descriptions without a fault transition list: it never struck)."""
+    return any(t["kind"] == "fault" for r in d["roles"].values() for t in r["trans"])
 
 
 def _role(key: str, rd: dict, d: dict, inv, idx: int) -> Role:

@@ -587,13 +587,14 @@ def test_validate_refuses_unknown_groups_and_unreachable_states():
 
 
 @pytest.mark.parametrize("case", ["rank-twice-in-group", "negative-rank", "group-key-not-its-name", "symmetric-out-of-range",
-                                  "two-transitions-one-name", "negative-max-faults"])
+                                  "two-transitions-one-name", "negative-max-faults", "misspelt-fault", "misspelt-hang-point"])
 def test_validate_refuses_declarations_that_cannot_be_right(case):
     """Old: each was accepted and gave a verdict about a world the author did not mean (a hang on the
-    rank listed twice; WRONG_GROUP on "rank -1"; ops on the group's name finding no group), or was
-    refused with a misleading reason ("expected distinct actor indices" for (0, 5))."""
+    rank listed twice; WRONG_GROUP on "rank -1"; ops on the group's name finding no group; HOLDS for
+    a world where the misspelt crash or hang point was never injected), or was refused with a
+    misleading reason ("expected distinct actor indices" for (0, 5))."""
     def world(**kw):
-        r = Role("worker", "START", {"k": 0})
+        r = Role("worker", "START", {"k": 0}, hang_points=("START", "SATRT") if case == "misspelt-hang-point" else ("START",))
         r.op("sync", "START", "DONE", lambda c: barrier("world"))
         if case == "two-transitions-one-name":
             r.local("sync", "START", "DONE")
@@ -603,14 +604,40 @@ def test_validate_refuses_declarations_that_cannot_be_right(case):
             groups = {"world": Group("everyone", (0, 1))}
         return Protocol("w", groups, [ActorDef(ranks[0], "main", r), ActorDef(ranks[1], "main", r)],
                         symmetric=(0, 5) if case == "symmetric-out-of-range" else (),
-                        max_faults=-3 if case == "negative-max-faults" else 1)
-    needle = {"rank-twice-in-group": r"a rank appears twice in \(0, 1, 1\)", "negative-rank": r"ranks \[-1\]",
+                        max_faults=-3 if case == "negative-max-faults" else 1,
+                        faults=frozenset({"crsh" if case == "misspelt-fault" else "crash", "hang"}), crash_ranks=(0,), hang_ranks=(0,))
+    needle = {"misspelt-fault": r"'crsh': no such fault here; did you mean 'crash'\? .*known: crash, hang",
+              "misspelt-hang-point": r"role worker hang_points.*'SATRT' is not a state of the role.*states: START, DONE",
+              "rank-twice-in-group": r"a rank appears twice in \(0, 1, 1\)", "negative-rank": r"ranks \[-1\]",
               "group-key-not-its-name": "declared under the name 'world' but named 'everyone'",
               "symmetric-out-of-range": r"indices into actors \(0..1\), got \(0, 5\)",
               "two-transitions-one-name": "two transitions named 'sync' leave START",
               "negative-max-faults": "expected an int >= 0, got -3"}[case]
     with pytest.raises(SpecError, match=needle):
         world()
+
+
+def test_a_patch_that_removes_a_hang_point_state_takes_the_hang_point_with_it():
+    """Removing the transitions of a hang point's state (a planted-bug patch dropping a watchdog's
+    poll loop) drops the hang point too, where a misspelt one is refused; the shipped variant that
+    does this still builds and finds its hang."""
+    from lockstep.model.api import STRANDED
+
+    r = Role("worker", "START", {"k": 0}, hang_points=("START", "POLL"))
+    r.op("sync", "START", "POLL", lambda c: barrier("world"))
+    r.local("poll", "POLL", "DONE")
+    r.remove("poll")
+    assert r.hang_points == frozenset({"START", "POLL"})  # POLL is still a target of sync
+    r.remove("sync")
+    assert r.hang_points == frozenset({"START"})
+    assert check(_load("pp1", "om13-no-watchdog"), liveness=False).verdict == STRANDED
+
+
+def _load(name, variant):
+    from lockstep.spec.registry import resolve
+
+    info, params = resolve(name, variant, {})
+    return info.build(params, variant, "gloo")
 
 
 def test_spec_mistake_is_one_line_exit_2(tmp_path):
@@ -897,6 +924,94 @@ def test_threads_sharing_a_rank_and_variables_reduce_soundly():
         assert protogen.end_states(world(crash), True) == protogen.end_states(world(crash), False)
         assert classes(world(crash), True) == classes(world(crash), False)
     assert _states(world(False), True) < _states(world(False), False)
+
+
+def _two_posting_threads(aux_posts: bool):
+    """Rank 0's main thread all-reduces on the world, its aux thread joins a barrier on the world
+    (or, without ``aux_posts``, only tidies up); rank 1 all-reduces, then joins the barrier.  Which
+    of rank 0's threads posts first decides its queue: aux first is a collective mismatch."""
+    from lockstep.spec.fabric import all_reduce
+
+    main = Role("main", "PREP", {"k": 0}, private=True)
+    main.local("prep", "PREP", "SYNC", do=lambda c: c.set(k=1))
+    main.op("reduce", "SYNC", "DONE", lambda c: all_reduce("world", ("f32", (4,))))
+    aux = Role("aux", "IDLE", {"k": 0}, private=True)
+    if aux_posts:
+        aux.op("join", "IDLE", "DONE", lambda c: barrier("world"))
+    else:
+        aux.local("tidy", "IDLE", "TIDIED", do=lambda c: c.set(k=1))
+    peer = Role("peer", "SYNC", {"k": 0}, private=True)
+    peer.op("reduce", "SYNC", "JOIN", lambda c: all_reduce("world", ("f32", (4,))))
+    if aux_posts:
+        peer.op("join", "JOIN", "DONE", lambda c: barrier("world"))
+    else:
+        peer.local("end", "JOIN", "DONE")
+    return Protocol("posting", {"world": Group("world", (0, 1))},
+                    [ActorDef(0, "main", main), ActorDef(0, "aux", aux), ActorDef(1, "main", peer)])
+
+
+def test_an_op_step_waits_while_another_thread_of_its_rank_may_post(monkeypatch):
+    """C1 for threads sharing a rank (spec/reduce.py): a rank's ops queue in posting order, so the
+    main thread's all-reduce is not taken alone while the aux thread may still post its barrier.
+    The reduced search finds the mismatch the unreduced one does.  Planted: a rule that lets op
+    steps of threads sharing a rank go alone regardless posts the main thread's all-reduce first and
+    misses it.  Once no other thread can post, the op step is taken alone (the old rule refused it
+    whenever the rank had a second thread, idle or finished)."""
+    from lockstep.model.api import COLLECTIVE_MISMATCH
+    from lockstep.spec.reduce import Reductions
+
+    full = classes(_two_posting_threads(True), False)
+    assert COLLECTIVE_MISMATCH in full
+    assert classes(_two_posting_threads(True), True) == full
+    assert protogen_end_states(_two_posting_threads(True), True) == protogen_end_states(_two_posting_threads(True), False)
+    with monkeypatch.context() as m:
+        m.setattr(Reductions, "_thread_may_post", lambda self, state, i: False)
+        assert COLLECTIVE_MISMATCH not in classes(_two_posting_threads(True), True)
+    # the aux thread posts nothing: rank 0's all-reduce goes alone, and nothing is lost
+    quiet = _two_posting_threads(False)
+    assert classes(quiet, True) == classes(_two_posting_threads(False), False)
+    assert _states(_two_posting_threads(False), True) < _states(_two_posting_threads(False), False)
+
+
+def protogen_end_states(model, reduction):
+    import protogen
+
+    return protogen.end_states(model, reduction)
+
+
+def _ranks_with_a_second_thread(n: int, second: str):
+    """n ranks, each a main thread that prepares and all-reduces twice; ``second``: "none" (one
+    thread per rank), "idle" (a second thread that has nothing to do) or "posts" (a second thread
+    that joins one barrier first)."""
+    from lockstep.spec.fabric import all_reduce
+
+    main = Role("main", "PREP", {"x": 0}, private=True)
+    main.local("prep", "PREP", "SYNC1", do=lambda c: c.set(x=1))
+    main.op("sync1", "SYNC1", "WORK", lambda c: all_reduce("world", ("f32", (4,))))
+    main.local("work", "WORK", "SYNC2")
+    main.op("sync2", "SYNC2", "DONE", lambda c: all_reduce("world", ("f32", (4,))))
+    aux = Role("aux", "IDLE", {}, private=True)
+    if second == "posts":
+        aux.op("join", "IDLE", "DONE", lambda c: barrier("aux"))
+    actors = [ActorDef(r, "main", main) for r in range(n)]
+    groups = {"world": Group("world", tuple(range(n)))}
+    if second != "none":
+        actors += [ActorDef(r, "aux", aux) for r in range(n)]
+        groups["aux"] = Group("aux", tuple(range(n)))
+    return Protocol("threads", groups, actors)
+
+
+def test_a_second_thread_that_cannot_post_costs_the_reduction_nothing_at_eight_ranks():
+    """Eight ranks, each with an idle second thread: the reduced search is the one-thread world's
+    (35 states; the rule before refused every op step of a rank with two threads: 529).  A second
+    thread that joins a barrier keeps the main thread's op steps from going alone until it has
+    posted (its barrier is on another group, but what a thread will post is not known before it
+    posts).  At four ranks, reduced and unreduced agree on every end state and class."""
+    assert _states(_ranks_with_a_second_thread(8, "idle"), True) == _states(_ranks_with_a_second_thread(8, "none"), True) == 35
+    for second in ("idle", "posts"):
+        assert protogen_end_states(_ranks_with_a_second_thread(4, second), True) == \
+            protogen_end_states(_ranks_with_a_second_thread(4, second), False)
+        assert classes(_ranks_with_a_second_thread(4, second), True) == classes(_ranks_with_a_second_thread(4, second), False)
 
 
 def test_user_pipeline_reduces_and_finds_a_planted_reorder():
