@@ -261,16 +261,10 @@ def build(d: dict[str, Any]) -> Protocol:
     pending = obligation if d["live"] else None
     return Protocol(
         "gen", groups, actor_defs, shared={} if d.get("no_shared") else {**{v: 0 for v in SHARED}, "f": Fifo()},
-        backend=d["backend"], faults=frozenset(f for f in d["faults"] if f != "boom" or _declares_boom(d)),
+        backend=d["backend"], faults=frozenset(d["faults"]),
         max_faults=d["max_faults"], crash_ranks=tuple(d["crash_ranks"]), hang_ranks=tuple(d["hang_ranks"]),
         invariants=invariants, pending_fn=pending, monitors=_monitors(d),
         symmetric=tuple(i for i, (r, _) in enumerate(d["actors"]) if r >= d.get("sym_from", 1)) if d["sym"] else ())
-
-
-def _declares_boom(d) -> bool:
-    """Whether a transition declares the named fault ``boom`` (a world refuses a fault nothing declares,
-    which descriptions without a fault transition list: it never struck)."""
-    return any(t["kind"] == "fault" for r in d["roles"].values() for t in r["trans"])
 
 
 def _role(key: str, rd: dict, d: dict, inv, idx: int) -> Role:
