@@ -395,8 +395,9 @@ def render(sw: Swimlane) -> str:
                     last_y[r] = y0 + ROW_H
                 w = x1 - x0 - 12
                 if red:
-                    cv.text(x0 + 6, y0 + 16, f"✗ mismatch on {s.get('group')}: {s.get('transition')}", weight="bold",
-                            fill="#b00020", maxw=w)
+                    tr = str(s.get("transition") or "")
+                    head = f"✗ {tr} on {s.get('group')}" if tr.endswith(" mismatch") else f"✗ mismatch on {s.get('group')}: {tr}"
+                    cv.text(x0 + 6, y0 + 16, head, weight="bold", fill="#b00020", maxw=w)
                     calls = s.get("calls") or {}
                     for r in members:
                         call = calls.get(str(r), "")

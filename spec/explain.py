@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model.api import Violation
+from ..model.api import COLLECTIVE_MISMATCH, Violation
 from .lang import BUILTIN_TERMINAL, Ctx
 from .source import guard_text
 
@@ -132,6 +132,8 @@ class Explanation:
                      op=op.short(), group=gname, ids=self._ids(idxs[0], actors[idxs[0]][1]))
             if isinstance(nxt, Violation):
                 d["calls"] = {str(self.actors[i].rank): actors[i][2][1].short() for i in idxs}
+                if nxt.verdict == COLLECTIVE_MISMATCH:  # the calls met and differ (``calls``): nothing completes
+                    d["transition"] = f"{op.kind} mismatch"
             elif nactors is not None:
                 d["completes"] = {self.actors[i].label: self.actors[i].role.transitions[actors[i][2][0]].name for i in idxs}
                 ch = {self.actors[i].label: self._diff(actors[i][1], nactors[i][1]) for i in idxs}
@@ -139,8 +141,10 @@ class Explanation:
         elif kind == "p":
             _, gname, (si, ri) = action
             sop, rop = actors[si][2][1], actors[ri][2][1]
-            d.update(rank=[self.actors[si].rank, self.actors[ri].rank], role="fabric", transition="send/recv completes",
-                     op=f"{sop.short()} -> {rop.short()}", group=gname, ids=self._ids(si, actors[si][1]))
+            d.update(rank=[self.actors[si].rank, self.actors[ri].rank], role="fabric",
+                     transition="send/recv mismatch" if isinstance(nxt, Violation) and nxt.verdict == COLLECTIVE_MISMATCH
+                     else "send/recv completes", op=f"{sop.short()} -> {rop.short()}", group=gname,
+                     ids=self._ids(si, actors[si][1]))
             if nactors is not None:
                 ch = {self.actors[i].label: self._diff(actors[i][1], nactors[i][1]) for i in (si, ri)}
                 d["changed"] = {k: v for k, v in ch.items() if v}

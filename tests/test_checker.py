@@ -142,6 +142,24 @@ def test_only_the_reported_violation_is_described(monkeypatch):
     res = check(world, liveness=False)
     assert res.verdict == COLLECTIVE_MISMATCH
     assert calls == [len(res.counterexample)]
-    assert [s["transition"] for s in res.counterexample[-3:]] == ["reduce", "wrong", "all_reduce completes"]
+    assert [s["transition"] for s in res.counterexample[-3:]] == ["reduce", "wrong", "all_reduce mismatch"]
+    last = res.counterexample[-1]  # the calls met and differ: the row says so, and JSON has every rank's call
+    assert last["calls"]["0"].startswith("all_reduce") and last["calls"]["7"].startswith("broadcast")
     assert res.message.endswith("ranks 0-6: all_reduce group=world sig=int64,(1,) op=sum; "
                                 "rank 7: broadcast group=world src=0 sig=int64,(1,)")
+
+
+def test_a_point_to_point_mismatch_is_not_a_completion():
+    """The last step of a p2p mismatch's counterexample says ``send/recv mismatch`` (it said ``send/recv
+    completes``: the step where the calls met and differed completed nothing)."""
+    from lockstep.model.api import COLLECTIVE_MISMATCH
+    from lockstep.spec.fabric import Group, recv, send
+    from lockstep.spec.machine import DONE, ActorDef, Protocol, Role
+
+    a = Role("a", "S", {})
+    a.op("tx", "S", DONE, lambda c: send("world", 1, ("f32", (4,))))
+    b = Role("b", "R", {})
+    b.op("rx", "R", DONE, lambda c: recv("world", 0, ("f32", (8,))))
+    r = check(Protocol("p", {"world": Group("world", (0, 1))}, [ActorDef(0, "main", a), ActorDef(1, "main", b)]), liveness=False)
+    assert r.verdict == COLLECTIVE_MISMATCH
+    assert [s["transition"] for s in r.counterexample] == ["tx", "rx", "send/recv mismatch"]

@@ -126,7 +126,7 @@ def test_swimlane_shows_every_step(spec, variant):
     if variant == "fm04-throw-after-header":
         assert "⚡ raise@pickle" in text and "★ commit" in text and "BLOCKED" in text and "waits for rank 0 (idle)" in text
     if variant == "fm02-local-recompute":
-        assert "✗ mismatch on world" in text
+        assert "✗ broadcast mismatch on world" in text
 
 
 def test_swimlane_marks_a_liveness_cycle_and_a_highlight():
