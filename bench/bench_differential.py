@@ -4,7 +4,8 @@ with its description (a JSON line to turn into a regression test).  Every ``--wi
 is a wide one: 4-6 ranks, most with a symmetric orbit of 2-5 ranks and drawn sub-groups
 (``--wide-every 0`` draws the 2-3-rank specs alone, as runs before wide specs did for a seed).
 ``--aux-ops`` keeps only specs whose rank 0 has a second thread that posts ops of its own (drawing
-until one comes): the case of C1's posting-order condition for threads that share a rank.
+until one comes): the case of C1's posting-order condition for threads that share a rank;
+``--three-threads`` only those where rank 0 runs three threads (a rank's threads taken together).
 The summary counts the specs with footprint declarations (reads=/writes=/shares=/puts=/takes=)
 and those with one planted wrong.
 
@@ -31,6 +32,7 @@ def main() -> int:
     ap.add_argument("--parallel-every", type=int, default=10, help="run workers=2 on every N-th spec (0: never)")
     ap.add_argument("--wide-every", type=int, default=4, help="draw every N-th spec wide: 4-6 ranks (0: never)")
     ap.add_argument("--aux-ops", action="store_true", help="only specs where a second thread of rank 0 posts ops")
+    ap.add_argument("--three-threads", action="store_true", help="only specs where rank 0 runs three threads")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     rng = random.Random(a.seed)
@@ -39,7 +41,7 @@ def main() -> int:
     for i in range(a.specs):
         is_wide = a.wide_every > 0 and i % a.wide_every == a.wide_every - 1
         d = protogen.describe(protogen.random_pick(rng), wide=is_wide)
-        while a.aux_ops and not d["aux_ops"]:
+        while (a.aux_ops and not d["aux_ops"]) or (a.three_threads and len([x for x in d["actors"] if x[0] == 0]) < 3):
             d = protogen.describe(protogen.random_pick(rng), wide=is_wide)
         aux += d["aux_ops"]
         wide += is_wide

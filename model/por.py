@@ -75,6 +75,16 @@ when p has posted: p's post and the completion give one state in either order (p
 completed op or not, and is lowered or not, by one).  A completion's enabledness reads the queue's
 ops at position 0, which p's post, landing behind them, does not change; that p's post may enable
 another fabric step is no dependence.  Failures and kills are covered below.
+Where two threads of a rank both still post, neither goes alone; the rank's threads may then go
+together (``por_sets``): when every thread of the rank that has not ended has steps now (none is
+blocked in an op or waiting on a guard), their steps together are the ample set if each thread
+passes C0-C3 as above, with the other members' footprints left out of what "other actors may still
+touch" and no posting-order condition.  Every step of the rank that can come before one of the set's
+is then one of the set's (a thread with no step now is not waiting for anyone outside: it has
+ended), so what remains outside is other ranks' steps, fabric completions, faults and kills, which
+the members' C1 checks cover one by one exactly as for a process alone; dependences among the
+members do not matter, since every member's steps are explored.  C3's argument is unchanged: every
+step of the set leaves a state that is not a back-edge source, or raises its thread's measure.
 Independence is per variable, with one refinement: FIFO ends.  A shared variable holding a ``Fifo``
 may be declared, per transition, ``puts=`` (the step sees only ``has_room(capacity)`` and ``put``)
 or ``takes=`` (only ``nonempty()``, ``head`` and ``take()``; the rest of the queue is not readable),
@@ -122,9 +132,11 @@ def supports(model) -> bool:
     return all(hasattr(model, h) for h in HOOKS) or all(hasattr(model, h) for h in FOOTPRINT_HOOKS)
 
 
-def ample(model, s, succs: list) -> list:
+def ample(model, s, succs: list, sets_only: bool = False) -> list:
     """The ample subset of ``succs`` (the model's full successor list of ``s``): one qualifying
-    process's steps, or all of ``succs`` when no process qualifies."""
+    process's steps, or the steps of a set of processes the model proposes (``por_sets``: the
+    threads of one rank) that qualify together, or all of ``succs`` when none qualifies.
+    ``sets_only``: the caller already found that no single process qualifies."""
     if len(succs) <= 1:
         return succs
     h = model if hasattr(model, "por_actor") else _footprint_view(model)
@@ -132,7 +144,7 @@ def ample(model, s, succs: list) -> list:
     if len(by_actor) == 1:
         return succs
     for p, moves in by_actor.items():
-        if p is None:
+        if p is None or sets_only:
             continue
         if not h.por_complete(s, p, moves):  # C0
             continue
@@ -143,6 +155,15 @@ def ample(model, s, succs: list) -> list:
         if not h.por_no_ignoring(s, p, moves):  # C3
             continue
         return moves
+    sets = getattr(h, "por_sets", None)  # several processes together: the threads of one rank
+    if sets is not None:
+        for members in sets(s, by_actor):
+            inside = frozenset(members)
+            if all(h.por_complete(s, p, by_actor[p], inside)
+                   and not any(isinstance(n, Violation) or h.por_visible(s, a, n) for a, n in by_actor[p])
+                   and h.por_independent(s, p, by_actor[p], succs) and h.por_no_ignoring(s, p, by_actor[p])
+                   for p in members):
+                return [x for x in succs if x[0] is not None and h.por_actor(x[0]) in inside]
     return succs
 
 

@@ -111,16 +111,37 @@ class Reductions:
                 g.append((a, n))
         return by_actor
 
-    def por_complete(self, state, i, moves) -> bool:
+    def por_sets(self, state, by_actor: dict):
+        """Candidate ample sets of several actors (model/por.py, "Threads sharing a rank"): every
+        thread of a rank that runs two or more, where each thread that has not ended has steps now
+        (none is blocked in an op or waiting on a guard).  Yields each set's actors."""
+        actors = state[0]
+        for r in self._thread_ranks:
+            members = []
+            for j in self.actors_of_rank[r]:
+                ctl, v, pend = actors[j]
+                if v is None or (pend is None and self._terminal(j, ctl)):
+                    continue  # gone, or ended: it takes no step again
+                if j not in by_actor:
+                    break
+                members.append(j)
+            else:
+                if len(members) > 1:
+                    yield members
+
+    def por_complete(self, state, i, moves, inside=None) -> bool:
+        """C0 and C1's footprint part for actor i's ``moves``; ``inside``: the actors of a set that is
+        taken together (``por_sets``), whose own conflicts with i do not count, and which hold every
+        thread of i's rank that can still step."""
         ctl = state[0][i][0]
-        if ctl in self._posting[i] and self._thread_may_post(state, i):
+        if inside is None and ctl in self._posting[i] and self._thread_may_post(state, i):
             return False  # C1: another thread of p's rank may still post an op (posting order)
         fp = self._pc_static[i].get(ctl, _UNSET)
         if fp is _UNSET:
             fp = self._pc_static[i][ctl] = self._complete_static(i, ctl)
         if fp.__class__ is bool:
             return fp
-        o = self._others(state, i)
+        o = self._others(state, i, inside)
         if _conflict(fp, o):  # C0 and C1: nothing p reads changes, nothing p writes is touched by another
             return False
         P, T = fp[2] & o[3], fp[3] & o[2]
@@ -157,12 +178,12 @@ class Reductions:
                     return True
         return False
 
-    def _others(self, state, i) -> tuple:
-        """(reads, writes, puts, takes): what every other actor may still touch."""
+    def _others(self, state, i, inside=None) -> tuple:
+        """(reads, writes, puts, takes): what every other actor (outside ``inside``) may still touch."""
         R = W = P = T = frozenset()
         fut = self._fp_future
         for j, st in enumerate(state[0]):
-            if j != i and st[1] is not None:
+            if j != i and st[1] is not None and (inside is None or j not in inside):
                 f = fut[j].get(st[0])
                 if f is not None:
                     R, W, P, T = R | f[0], W | f[1], P | f[2], T | f[3]

@@ -89,6 +89,8 @@ class Protocol(Fabric, Reductions, Explanation):
         self.G = namedtuple("shared_vars", list(self.shared)) if self.shared else None
         self.ranks = sorted({a.rank for a in self.actors})
         self.actors_of_rank = {r: [i for i, a in enumerate(self.actors) if a.rank == r] for r in self.ranks}
+        # ranks running two or more threads (their threads' steps may form one ample set: Reductions.por_sets)
+        self._thread_ranks = tuple(r for r in self.ranks if len(self.actors_of_rank[r]) > 1)
         self._rank_mates = [self.actors_of_rank[a.rank] for a in self.actors]  # per actor, its rank's actors
         self._actor_rank = [a.rank for a in self.actors]
         self.member_of = {g: frozenset(grp.ranks) for g, grp in self.groups.items()}
@@ -738,10 +740,10 @@ class Protocol(Fabric, Reductions, Explanation):
         out = normal + quiet + faults
         if fab or slow:  # else no successor holds a posted op (only _fire posts; a fault keeps the fabric)
             out = self._drop_gone_posts(out)
-        if self._por_on and len(out) > 1 and not scanned:
+        if self._por_on and len(out) > 1 and (not scanned or (self._thread_ranks and self._rank_set_possible(state))):
             pa = self._por_actors
             if any(a[0] == "t" and a[1] in pa for a, _ in normal):
-                out = ample(self, state, out)
+                out = ample(self, state, out, sets_only=scanned)  # (scanned: no actor qualifies alone)
                 slow = True
         if len(self.fired) >= self._pairs_total:  # every transition of every actor has fired already
             return out
@@ -765,8 +767,9 @@ class Protocol(Fabric, Reductions, Explanation):
 
     def _ample_first(self, state, twins, built: dict):
         """The ample set ``raw_successors`` would pick, found without building the other actors'
-        successors; () when no actor's steps qualify (the rule would reduce nothing); None when this
-        shortcut cannot tell (then the full list is built and reduced).
+        successors; () when no actor's steps qualify alone (the rule would reduce nothing, unless
+        the threads of a rank qualify together: ``por_sets``, which the full pass tries); None when
+        this shortcut cannot tell (then the full list is built and reduced).
         model/por.py's rule takes the first qualifying process in the order its steps appear, and an
         actor's memoised local steps come in actor order before anything else: so the first actor
         here, in actor order, whose steps qualify is the one the rule would take from the full list,
@@ -827,6 +830,26 @@ class Protocol(Fabric, Reductions, Explanation):
                     return moves
             other = True
         return ()
+
+    def _rank_set_possible(self, state) -> bool:
+        """Whether some rank has two or more threads that have not ended, none blocked in an op and
+        none refused whatever its steps are (``por_sets`` may then find its threads' steps a set to
+        take together)."""
+        actors, pa, static = state[0], self._por_actors, self._pc_static
+        for r in self._thread_ranks:
+            n = 0
+            for j in self.actors_of_rank[r]:
+                ctl, v, pend = actors[j]
+                if pend is not None:
+                    break
+                if v is not None and not self._terminal(j, ctl):
+                    if j not in pa or static[j].get(ctl) is False or self._refused_alone(state, j, ctl):
+                        break
+                    n += 1
+            else:
+                if n > 1:
+                    return True
+        return False
 
     def _refused_alone(self, state, i, ctl) -> bool:
         """Whether ``por_independent`` refuses actor i's steps at ``ctl`` before looking at them: a

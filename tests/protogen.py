@@ -4,7 +4,7 @@
 ``pick(lo, hi)``, any source of integers in [lo, hi]: hypothesis (``hypothesis_pick``) in the test
 suite, ``random.Random`` in bench/bench_differential.py.  ``build(desc)`` turns it into a
 ``Protocol``: 2-3 ranks, or 4-6 with ``describe(pick, wide=True)`` (rank 0 sometimes with a second
-thread, which may post ops of its own), one role per actor or one shared role for symmetric workers (an orbit of up to 5 ranks in a
+thread, which may post ops of its own, and sometimes a third one), one role per actor or one shared role for symmetric workers (an orbit of up to 5 ranks in a
 wide world), local steps with guards over local and shared variables, collectives on
 the world and on sub-groups and tagged point-to-point (each blocking, or posted without blocking under
 a handle and waited for in a state of its own), named faults, crash and hang faults, watchdog
@@ -60,31 +60,8 @@ def describe(pick: Pick, wide: bool = False) -> dict[str, Any]:
     roles = {}
     for idx, (rank, thread) in enumerate(actors):
         key = _key(sym_from, idx, rank) if sym else f"r{idx}"
-        if key in roles:
-            continue
-        in_orbit = rank in symset
-        peers = [] if in_orbit else [r for r in range(n) if r != rank and r not in symset]
-        groups = ["world"] + [f"sub{i}" for i, grp in enumerate(subgroups)
-                              if rank in grp and (not in_orbit or symset <= set(grp))]
-        nstates = pick(2, 4)
-        trans = []
-        for s in range(nstates - 1):  # a spine S0 -> S1 -> ... so every state is reachable
-            trans.append(_draw_transition(pick, s, s + 1, nstates, peers, groups, thread, spine=True))
-        for _ in range(pick(0, 3)):
-            src = pick(0, nstates - 1)
-            dst = pick(0, nstates)  # nstates means DONE
-            trans.append(_draw_transition(pick, src, dst, nstates, peers, groups, thread))
-        uses_shared = _uses_shared(trans)
-        private = pick(0, 3) > 0 and not uses_shared
-        plant_private = pick(0, 9) == 0 and uses_shared  # planted wrong: declared private, touches shared
-        # footprints for a role that shares: undeclared, the role's ``shares``, or per transition;
-        # honest, or planted wrong (one variable a transition touches left out)
-        fp = ("none", "role", "trans", "trans")[pick(0, 3)] if uses_shared and not plant_private else "none"
-        plant_fp = fp != "none" and pick(0, 5) == 0
-        progress = ("none", "x", "negx")[pick(0, 2)] if fp != "none" or private else "none"
-        roles[key] = {"nstates": nstates, "trans": trans, "private": private or plant_private,
-                      "planted_private": plant_private, "hang_points": [s for s in range(nstates) if pick(0, 2) == 0],
-                      "footprint": fp, "planted_footprint": plant_fp, "plant_pick": pick(0, 7), "progress": progress}
+        if key not in roles:
+            roles[key] = _draw_role(pick, n, rank, thread, symset, subgroups)
     inv = None
     if pick(0, 2) > 0:
         a, b = pick(0, len(actors) - 1), pick(0, len(actors) - 1)
@@ -106,12 +83,7 @@ def describe(pick: Pick, wide: bool = False) -> dict[str, Any]:
     no_shared = (inv is None or inv["kind"] != "g") and pick(0, 3) == 0
     if no_shared:
         for r in roles.values():
-            for t in r["trans"]:
-                if t["guard"][0] in ("g", "room", "nonempty"):
-                    t["guard"] = ("none",)
-                if t["effect"][0] in ("g", "put", "take"):
-                    t["effect"] = ("none",)
-            r.update(private=pick(0, 1) == 1, planted_private=False, footprint="none", planted_footprint=False)
+            _unshare(pick, r)
     # a second thread that posts ops too (drawn last, so the draws above are those of older
     # descriptions): some of its local steps become collectives or point-to-point calls, which queue
     # behind the main thread's in posting order (spec/reduce.py: C1 for threads sharing a rank)
@@ -123,6 +95,16 @@ def describe(pick: Pick, wide: bool = False) -> dict[str, Any]:
         for t in aux["trans"]:
             if t["kind"] == "local" and pick(0, 2) > 0:
                 _aux_op(pick, t, groups0, peers0)
+        # sometimes a third thread on rank 0 (appended: the actor indices drawn above stay), posting too
+        if pick(0, 2) == 0:
+            idx = len(actors)
+            actors.append((0, "aux2"))
+            third = roles[f"r{idx}"] = _draw_role(pick, n, 0, "aux2", symset, subgroups)
+            if no_shared:
+                _unshare(pick, third)
+            for t in third["trans"]:
+                if t["kind"] == "local" and pick(0, 1) == 1:
+                    _aux_op(pick, t, groups0, peers0)
     return {
         "no_shared": no_shared, "aux_ops": aux_ops,
         "ranks": n, "actors": actors, "sym": sym, "sym_from": sym_from, "roles": roles, "subgroups": subgroups,
@@ -135,6 +117,44 @@ def describe(pick: Pick, wide: bool = False) -> dict[str, Any]:
         "live": pick(0, 3) == 0 and not sym,
         "monitor": monitor,
     }
+
+
+def _draw_role(pick, n, rank, thread, symset, subgroups) -> dict[str, Any]:
+    """One role's description: its states, transitions and declarations."""
+    in_orbit = rank in symset
+    peers = [] if in_orbit else [r for r in range(n) if r != rank and r not in symset]
+    groups = ["world"] + [f"sub{i}" for i, grp in enumerate(subgroups)
+                          if rank in grp and (not in_orbit or symset <= set(grp))]
+    nstates = pick(2, 4)
+    trans = []
+    for s in range(nstates - 1):  # a spine S0 -> S1 -> ... so every state is reachable
+        trans.append(_draw_transition(pick, s, s + 1, nstates, peers, groups, thread, spine=True))
+    for _ in range(pick(0, 3)):
+        src = pick(0, nstates - 1)
+        dst = pick(0, nstates)  # nstates means DONE
+        trans.append(_draw_transition(pick, src, dst, nstates, peers, groups, thread))
+    uses_shared = _uses_shared(trans)
+    private = pick(0, 3) > 0 and not uses_shared
+    plant_private = pick(0, 9) == 0 and uses_shared  # planted wrong: declared private, touches shared
+    # footprints for a role that shares: undeclared, the role's ``shares``, or per transition;
+    # honest, or planted wrong (one variable a transition touches left out)
+    fp = ("none", "role", "trans", "trans")[pick(0, 3)] if uses_shared and not plant_private else "none"
+    plant_fp = fp != "none" and pick(0, 5) == 0
+    progress = ("none", "x", "negx")[pick(0, 2)] if fp != "none" or private else "none"
+    return {"nstates": nstates, "trans": trans, "private": private or plant_private,
+            "planted_private": plant_private, "hang_points": [s for s in range(nstates) if pick(0, 2) == 0],
+            "footprint": fp, "planted_footprint": plant_fp, "plant_pick": pick(0, 7), "progress": progress}
+
+
+def _unshare(pick, r: dict) -> None:
+    """A role of a protocol without shared variables: its guards and effects on them become none,
+    and it is private whether it says so or not."""
+    for t in r["trans"]:
+        if t["guard"][0] in ("g", "room", "nonempty"):
+            t["guard"] = ("none",)
+        if t["effect"][0] in ("g", "put", "take"):
+            t["effect"] = ("none",)
+    r.update(private=pick(0, 1) == 1, planted_private=False, footprint="none", planted_footprint=False)
 
 
 def _aux_op(pick, t: dict, groups: list, peers: list) -> None:

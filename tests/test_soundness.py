@@ -1006,8 +1006,11 @@ def test_a_second_thread_that_cannot_post_costs_the_reduction_nothing_at_eight_r
     (35 states; the rule before refused every op step of a rank with two threads: 529).  A second
     thread that joins a barrier keeps the main thread's op steps from going alone until it has
     posted (its barrier is on another group, but what a thread will post is not known before it
-    posts).  At four ranks, reduced and unreduced agree on every end state and class."""
+    posts); while both can step, the rank's two threads go together (``por_sets``): 133,905 states
+    with neither, 29,333 with the first, 4,631 with both.  At four ranks, reduced and unreduced agree
+    on every end state and class."""
     assert _states(_ranks_with_a_second_thread(8, "idle"), True) == _states(_ranks_with_a_second_thread(8, "none"), True) == 35
+    assert _states(_ranks_with_a_second_thread(8, "posts"), True) < 5_000
     for second in ("idle", "posts"):
         assert protogen_end_states(_ranks_with_a_second_thread(4, second), True) == \
             protogen_end_states(_ranks_with_a_second_thread(4, second), False)
