@@ -725,7 +725,7 @@ def test_differential_reduced_unreduced_parallel():
     run()
 
 
-WIDE_SEED, WIDE_SPECS = 104, 80
+WIDE_SEED, WIDE_SPECS = 106, 80  # (104 until the generator drew threads that post: its draws moved)
 
 
 def _wide_specs():
@@ -757,7 +757,7 @@ def test_wide_differential_finds_a_bug_no_narrow_world_can_show(monkeypatch):
     """The wide differential has teeth where the 2-3-rank one has none: plant a symmetry bug that moves
     the per-rank monitors by the inverse of the permutation that moves their actors.  On an orbit of
     two ranks every permutation is its own inverse, so no 2-3-rank world can tell; on the wide specs
-    of the test above it is found (here at the 20th, with end states the reduced graph gets wrong)."""
+    of the test above it is found (here at the 13th, with end states the reduced graph gets wrong)."""
     import protogen
     from lockstep.spec.monitor import MonitorSet, MonitoredState
 
