@@ -30,7 +30,6 @@ explain.py; states are the typed tuples of state.py.
 from __future__ import annotations
 
 import difflib
-
 import operator
 import struct
 from collections import namedtuple

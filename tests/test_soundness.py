@@ -963,7 +963,7 @@ def test_an_op_step_waits_while_another_thread_of_its_rank_may_post(monkeypatch)
     full = classes(_two_posting_threads(True), False)
     assert COLLECTIVE_MISMATCH in full
     assert classes(_two_posting_threads(True), True) == full
-    assert protogen_end_states(_two_posting_threads(True), True) == protogen_end_states(_two_posting_threads(True), False)
+    assert _end_states(_two_posting_threads(True), True) == _end_states(_two_posting_threads(True), False)
     with monkeypatch.context() as m:
         m.setattr(Reductions, "_thread_may_post", lambda self, state, i: False)
         assert COLLECTIVE_MISMATCH not in classes(_two_posting_threads(True), True)
@@ -973,7 +973,7 @@ def test_an_op_step_waits_while_another_thread_of_its_rank_may_post(monkeypatch)
     assert _states(_two_posting_threads(False), True) < _states(_two_posting_threads(False), False)
 
 
-def protogen_end_states(model, reduction):
+def _end_states(model, reduction):
     import protogen
 
     return protogen.end_states(model, reduction)
@@ -1012,8 +1012,8 @@ def test_a_second_thread_that_cannot_post_costs_the_reduction_nothing_at_eight_r
     assert _states(_ranks_with_a_second_thread(8, "idle"), True) == _states(_ranks_with_a_second_thread(8, "none"), True) == 35
     assert _states(_ranks_with_a_second_thread(8, "posts"), True) < 5_000
     for second in ("idle", "posts"):
-        assert protogen_end_states(_ranks_with_a_second_thread(4, second), True) == \
-            protogen_end_states(_ranks_with_a_second_thread(4, second), False)
+        assert _end_states(_ranks_with_a_second_thread(4, second), True) == \
+            _end_states(_ranks_with_a_second_thread(4, second), False)
         assert classes(_ranks_with_a_second_thread(4, second), True) == classes(_ranks_with_a_second_thread(4, second), False)
 
 
