@@ -225,15 +225,22 @@ class Fabric:
             fab = self._insert(fab, e)
         return fab
 
-    def _drop_gone_posts(self, succs: list) -> list:
+    def _drop_gone_posts(self, succs: list, parent=None) -> list:
         """``succs`` with the posted ops of a process that is gone (exited or crashed) left out of each
         successor's fabric.  Nobody can wait on them or match them any more (``_live_entries`` already
         skips them), so a state that holds them and one that does not behave alike; dropping them
         makes them one state.  That matters for the reduction: a post and the crash of its own rank
-        commute only if the crash leaves no trace of the post (model/por.py, "Faults", (iii))."""
+        commute only if the crash leaves no trace of the post (model/por.py, "Faults", (iii)).
+        ``parent``: the state ``succs`` leave; where no rank of it is gone, a successor by one actor's
+        step that does not end it (DONE, FAILED, DEAD) has none gone either (a rank is gone once a
+        thread of it failed or died, or every thread is DONE, and such a step changes that actor
+        alone), and is not looked at: on a wide world that lookup is a pass over every actor."""
         out = succs
+        quiet = parent is not None and not self._gone_ranks(parent[0])
         for k, (a, n) in enumerate(succs):
             if n.__class__ is not WorldState or not n[3]:
+                continue
+            if quiet and a is not None and a[0] == "t" and n[0][a[1]][0] not in EXITED:
                 continue
             gone = self._gone_ranks(n[0])
             if not gone:

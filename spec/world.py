@@ -518,7 +518,7 @@ class Protocol(Fabric, Reductions, Explanation):
             built = {}
             first = self._ample_first(state, twins, built)
             if first:
-                return self._drop_gone_posts(first)
+                return self._drop_gone_posts(first, state)
             scanned = first is not None
         if keyed:
             klocal = self._klocal_memo[fu >= self.max_faults]
@@ -738,7 +738,7 @@ class Protocol(Fabric, Reductions, Explanation):
                 return [(None, stuck)] + (self._drop_gone_posts(faults) if fab else faults)
         out = normal + quiet + faults
         if fab or slow:  # else no successor holds a posted op (only _fire posts; a fault keeps the fabric)
-            out = self._drop_gone_posts(out)
+            out = self._drop_gone_posts(out, state)
         if self._por_on and len(out) > 1 and (not scanned or (self._thread_ranks and self._rank_set_possible(state))):
             pa = self._por_actors
             if any(a[0] == "t" and a[1] in pa for a, _ in normal):

@@ -497,3 +497,30 @@ def test_a_mismatch_names_each_distinct_call_once_with_its_ranks():
     assert "ranks 0-2,4,5: all_reduce group=world sig=int64" in check(world(6, {3})).message
     assert [F.ranks_text(x) for x in ([3], [1, 2], [0, 2, 3, 4, 9])] == ["rank 3", "ranks 1,2", "ranks 0,2-4,9"]
     assert F.rank_runs(range(16)) == "0-15" and F.rank_runs([5, 1, 2, 3]) == "5,1-3"
+
+
+def test_a_wide_non_blocking_ring_asks_for_gone_ranks_once_a_state_not_once_a_successor(monkeypatch):
+    """64 ranks, each posting an isend to the next and an irecv from the previous one, then waiting:
+    every successor holds fabric entries, and asking each one which ranks are gone (a pass over every
+    actor, mostly a miss of its memo) made a state cost O(ranks²): 4,160 rank-status computations for
+    257 states.  A successor by one actor's step that does not end it, from a state with no gone rank,
+    has none either (``Fabric._drop_gone_posts``)."""
+    from lockstep.model.checker import Bounds
+    from lockstep.spec.fabric import irecv, isend, wait
+    from lockstep.spec.world import Protocol as World
+
+    n, sig = 64, ("f32", (4,))
+    actors = []
+    for r in range(n):
+        role = Role(f"rank{r}", "SEND", {}, private=True)
+        role.op("post_send", "SEND", "RECV", lambda c, r=r: isend("s", "world", (r + 1) % n, sig))
+        role.op("post_recv", "RECV", "WAIT", lambda c, r=r: irecv("r", "world", (r - 1) % n, sig))
+        role.op("wait_send", "WAIT", "WAIT2", lambda c: wait("s"))
+        role.op("wait_recv", "WAIT2", DONE, lambda c: wait("r"))
+        actors.append(ActorDef(r, "main", role))
+    calls = []
+    real = World._rank_status
+    monkeypatch.setattr(World, "_rank_status", lambda self, key: calls.append(1) or real(self, key))
+    res = check(Protocol("ring", {"world": Group("world", tuple(range(n)))}, actors), liveness=False,
+                bounds=Bounds(max_states=200))
+    assert res.stats.states >= 200 and len(calls) < res.stats.states
