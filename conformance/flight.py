@@ -228,12 +228,14 @@ def load_dir(dump_dir: str | Path, allow_missing: bool = False) -> tuple[dict[in
     # pg_config: desc -> ranks; gloo leaves ranks empty: rebuild from the run manifest when there is
     # one beside the dumps, else from which ranks' dumps mention the group
     groups: dict[str, list[int]] = {}
+    said: list[tuple[str, list[int], Path, str]] = []  # every pg_config's group: (name, ranks, dump, key)
     for r, dd in dumps.items():
         for key, cfg in (dd.get("pg_config") or {}).items():
             name = (cfg.get("desc") or cfg.get("name") or key) if isinstance(cfg, dict) else key
             rk = _ranks(cfg.get("ranks")) if isinstance(cfg, dict) else None
             if rk:
                 groups[_gname(name)] = rk
+                said.append((_gname(name), rk, where[r], key))
     if manifest is not None and isinstance(manifest.get("groups"), dict):
         for g, rk in manifest["groups"].items():
             if isinstance(rk, list) and all(_int(x) for x in rk):
@@ -248,7 +250,15 @@ def load_dir(dump_dir: str | Path, allow_missing: bool = False) -> tuple[dict[in
         worlds.add(manifest["world_size"])
     if len(worlds) > 1:
         raise BadInput(f"{d}: the dumps disagree on the world size ({sorted(worlds)})", str(d), None, "world_size")
-    world = next(iter(worlds)) if worlds else max([len(m) for m in groups.values()] + [max(dumps) + 1])
+    # (without a world size, the largest rank a dump or a group names sets it: a rank no dump covers is
+    # then a missing dump)
+    world = next(iter(worlds)) if worlds else max([len(m) for m in groups.values()] + [max(dumps) + 1]
+                                                  + [max(rk) + 1 for _, rk, _, _ in said])
+    for g, rk, p, key in said:  # a member outside the world: a group no rank of this run can be in
+        bad = [x for x in rk if not 0 <= x < world]
+        if bad:
+            raise BadInput(f"{p}: pg_config[{key!r}] (group {g}) names rank {bad[0]}, outside the world of {world} ranks "
+                           f"(expected global ranks 0..{world - 1})", str(p), None, "pg_config")
     stray = sorted(r for r in dumps if r >= world)
     if stray:
         raise BadInput(f"{where[stray[0]]}: rank {stray[0]} is outside the world of {world} ranks", str(where[stray[0]]), None, "rank")

@@ -197,6 +197,29 @@ def test_dumps_of_two_runs_refused(tmp_path):
     assert r.exit_code == 2 and "different runs" in r.output, r.output
 
 
+@pytest.mark.parametrize("ranks", ["[1, 7]", [1, -1]])
+def test_pg_config_rank_outside_the_world_refused(tmp_path, ranks):
+    """A group whose pg_config names a rank the world does not have: exit 2, one line naming the dump,
+    the pg_config key and the rank (not a verdict about a group no rank could be in)."""
+    for r in (0, 1, 2):
+        d = _meta([_world_entry(1)], r)
+        if r == 1:
+            d["pg_config"]["1"]["ranks"] = ranks
+        _put(tmp_path, r, d)
+    r = _cli("--flight-recorder", tmp_path)
+    bad = 7 if isinstance(ranks, str) else -1
+    assert r.exit_code == 2 and r.output.count("\n") == 1, r.output
+    assert "lockstep_fr_rank_1: pg_config['1'] (group mesh) names rank " + str(bad) in r.output, r.output
+    assert "outside the world of 3 ranks" in r.output, r.output
+    if bad == 7:  # no world size anywhere: rank 7 makes a world of 8, and ranks 3-7 left no dump
+        for r in (0, 1, 2):
+            d = flight.load_dump(tmp_path / f"lockstep_fr_rank_{r}")
+            del d["lockstep"]
+            _put(tmp_path, r, d)
+        r = _cli("--flight-recorder", tmp_path)
+        assert r.exit_code == 2 and "no dump of ranks 3-7 (world of 8)" in r.output, r.output
+
+
 def test_wrapped_ring_buffer_aligned_not_stranded(tmp_path):
     """Rank 1's ring buffer wrapped (it holds seq 50..60 only, record ids from 900); rank 2 holds 1..60:
     compared from seq 50, the dumps agree (lowest-seq alignment called this STRANDED)."""
