@@ -1,6 +1,6 @@
 """Serial explorer vs multi-core exploration (model/parallel.py) on the same models, side by side in one process.
 
-    python bench/bench_parallel.py [--workers 2] [--transport compact,pickle] [--steal auto,off] [--repeat 1]
+    python bench/bench_parallel.py [--workers 2] [--transport compact,pickle] [--steal auto,halves,off] [--repeat 1]
                                    [--timeout 600] [--config pp1:mesh=3:off ...] [--quick] [--phases] [--json PATH]
     python bench/bench_parallel.py --pairs 3 --config pp1:mesh=4:off --workers 8
 
@@ -10,7 +10,9 @@ pipeline spec on its pure-Python path) runs ``Explorer(model).run()`` once (the 
 transport in ``--transport`` (``compact``: the model's int keys where its states have them, else the
 numbered-values encodings, and the run column says which: ``keyed``, ``numbered`` or ``encoded``;
 ``pickle``: the states pickled as they are, the earliest transport) and every work-stealing mode in
-``--steal`` (keyed workers; ``auto`` steals where the workers do not outnumber the cores, a ``/off``
+``--steal`` (keyed workers; ``auto`` shares each level where the workers do not outnumber the cores: each
+worker expands a consecutive range of its serial order, and takes chunks of the others' once done;
+``halves`` is the earlier sharing, each worker expanding its own states and publishing half; a ``/off``
 row does not).  Every run must agree with the serial one on verdict, states,
 transitions and depth (``MISMATCH`` otherwise, exit 1).
 
@@ -135,8 +137,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", default="2", help="comma-separated worker counts (default 2)")
     ap.add_argument("--transport", default="compact", help="comma-separated: compact, pickle")
-    ap.add_argument("--steal", default="auto", help="comma-separated work-stealing modes of keyed workers: auto, off "
-                    "(model/parallel.py STEAL; auto steals only where the workers do not outnumber the cores)")
+    ap.add_argument("--steal", default="auto", help="comma-separated frontier-sharing modes of keyed workers: auto, "
+                    "halves, off (model/parallel.py STEAL; auto and halves share only where the workers do not "
+                    "outnumber the cores)")
     ap.add_argument("--config", action="append", default=None, metavar="SPEC:PARAMS:on|off")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each parallel configuration (the best wall is kept)")
     ap.add_argument("--timeout", type=float, default=600.0)
@@ -154,8 +157,8 @@ def main() -> int:
     if a.pairs < 0:
         ap.error(f"--pairs: expected a count of rounds (0: the table), got {a.pairs}")
     steals = a.steal.split(",")
-    if not set(steals) <= {"auto", "off"}:
-        ap.error(f"--steal: expected auto, off or auto,off, got {a.steal!r}")
+    if not set(steals) <= {"auto", "halves", "off"}:
+        ap.error(f"--steal: expected a comma-separated list of auto, halves, off; got {a.steal!r}")
     counts = [int(x) for x in a.workers.split(",")]
     transports = a.transport.split(",")
     if a.config:
@@ -207,7 +210,7 @@ def main() -> int:
             eff_wall = ts / (n * tp)
             eff_crit = cs / (n * crit) if crit else None
             used = last.get("transport", transport) if last else transport  # keyed, numbered, encoded
-            name = f"{n}w {transport if transport != 'compact' else used}" + ("/off" if steal == "off" else "")
+            name = f"{n}w {transport if transport != 'compact' else used}" + ("" if steal == "auto" else f"/{steal}")
             print(f"{head}{name:>13}{rp.stats.states:>10,}{tp:>8.2f}{cp:>8.2f}"
                   f"{(f'{maxw:.2f}' if maxw is not None else '-'):>7}{(f'{crit:.2f}' if crit else '-'):>7}"
                   f"{eff_wall:>9.2f}{(f'{eff_crit:.2f}' if eff_crit else '-'):>9}{rp.stats.peak_rss_mb:>8.0f}"

@@ -199,14 +199,19 @@ NUMBERED_FROM = 4
 # model's own keys in the workers (``_KeyedWorker``) whatever the number of workers, in the compact
 # transport (False: the numbered or encoded transports, as before; tests compare all three).
 KEYED_WORKERS = True
-# Work stealing within a level (keyed workers, from depth 1 on; ``_KeyedWorker._own_ranges``): "auto"
-# (where the workers do not outnumber the usable cores, a worker with a frontier of at least 4 chunks
-# publishes its back half, expands the front half, then the published part a chunk at a time; one that
-# has nothing of its own left takes a share of what is left from the back of the others'), "off", or
-# "force" (tests: every frontier is published whole, and each worker expands the next worker's chunks,
-# one at a time, before anything else).
+# Sharing a level's frontier (keyed workers, from depth 1 on; ``_KeyedWorker._own_ranges``), where the
+# workers do not outnumber the usable cores: "auto" is "ranges" (every worker publishes its whole
+# frontier, and worker k expands the k-th of n consecutive ranges of the level's serial order, then
+# takes chunks from the back of the others' ranges: ``_ranges``); "halves" (the earlier sharing: a worker
+# with a frontier of at least 4 chunks publishes its back half, expands the front half, then the
+# published part a chunk at a time; one that has nothing of its own left takes a share of what is left
+# from the back of the others'); "off" (each worker expands its own frontier); "force" (tests: "halves"
+# with every frontier published whole, each worker expanding the next worker's chunks, one at a time,
+# before anything else; also where the workers outnumber the cores).
 STEAL = "auto"
+_RANGES = {"auto": True, "ranges": True, "halves": False, "force": False, "off": False}  # serial ranges or own shares
 STEAL_CHUNK = 16  # frontier states per claim
+RANGE_CHUNK = 128  # frontier states per claim with STEAL = "ranges" (each reads every owner's file)
 _CLAIM = 5  # shared int64 per worker: level, next own position, end of what is left, published from, to
 
 
@@ -671,6 +676,7 @@ class _KeyedWorker(_Worker):
         self.mine = self.level = self.objs = None
         self.claims, self.claim_lock = steal if steal is not None else (None, None)
         self.stolen: list = []  # this level's stolen chunks: (serial ranks, global ids)
+        self.level_sizes: list | None = None  # STEAL = "ranges": every worker's published frontier size
         super().__init__(model, k, n, tmp, init, conn, counters)
 
     def _initial_key(self, s):
@@ -747,6 +753,22 @@ class _KeyedWorker(_Worker):
         old = os.path.join(self.tmp, f"s{depth - 1}.{self.k}")  # every thief is done with it
         if os.path.exists(old):
             os.unlink(old)
+        if _RANGES[STEAL]:  # publish it all; each worker expands one serial range of the level (``_ranges``)
+            if not self._publish(depth, 0, nf):  # none, or states that are their own keys (size -1)
+                with self.claim_lock:
+                    self.claims[_CLAIM * self.k:_CLAIM * (self.k + 1)] = [depth, 0, 0, 0, -1 if nf else 0]
+            claims, n = self.claims, self.n
+            while True:  # (under the lock: an offer writes its five slots under it, level first)
+                with self.claim_lock:
+                    if all(claims[_CLAIM * v] == depth for v in range(n)):
+                        sizes = [int(claims[_CLAIM * v + 4]) for v in range(n)]
+                        break
+                time.sleep(0)
+            if min(sizes) < 0:  # a frontier that cannot travel as numbers: each expands its own this level
+                self.level_sizes = None
+                return ((0, nf),)
+            self.level_sizes = sizes
+            return ()
         force = STEAL == "force"
         first = 0 if force else nf // 2
         if (force or nf - first >= 2 * STEAL_CHUNK) and self._publish(depth, first, nf):
@@ -816,6 +838,75 @@ class _KeyedWorker(_Worker):
             lo = claims[c + 2] = max(claims[c + 1], hi - size)
             return best, lo, hi, claims[c + 3], claims[c + 4]
 
+    def _ranges(self, depth: int, sizes: list):
+        """STEAL = "ranges": once every worker has published its whole frontier, worker k expands the
+        k-th of n consecutive ranges of the level's serial ranks (the serial search's neighbourhoods:
+        states next to each other in serial order share successors, which the level's first
+        deduplication then merges before they travel), a chunk at a time from its front; then it takes
+        chunks from the back of the range with the most left, as work stealing does.  Its cursor is
+        (next rank, end rank) in its claims, marked ready by -1 in the "published from" slot."""
+        k, n, claims, lock = self.k, self.n, self.claims, self.claim_lock
+        total = sum(sizes)
+        c = _CLAIM * k
+        lo, hi = k * total // n, (k + 1) * total // n
+        chunk = max(STEAL_CHUNK, min(RANGE_CHUNK, (hi - lo) // 4))  # (a small level: still a few claims)
+        with lock:
+            claims[c + 1:c + 4] = [lo, hi, -1]
+        files: dict = {}  # owner -> (its published frontier's fd, its serial ranks), opened once a level
+        try:
+            while True:
+                with lock:
+                    lo = claims[c + 1]
+                    hi = min(lo + chunk, claims[c + 2])
+                    claims[c + 1] = max(lo, hi)
+                if lo >= hi:
+                    break
+                yield self._read_ranks(depth, sizes, files, lo, hi)
+            while True:
+                with lock:
+                    best, left = -1, 0
+                    for v in (*range(k + 1, n), *range(k)):
+                        cv = _CLAIM * v
+                        if claims[cv] == depth and claims[cv + 3] == -1 and claims[cv + 2] - claims[cv + 1] > left:
+                            best, left = v, claims[cv + 2] - claims[cv + 1]
+                    if best < 0:
+                        return
+                    cv = _CLAIM * best
+                    hi = claims[cv + 2]
+                    lo = claims[cv + 2] = max(claims[cv + 1], hi - max(chunk, left // (2 * n)))
+                yield self._read_ranks(depth, sizes, files, lo, hi)
+        finally:
+            for fd, _ in files.values():
+                os.close(fd)
+
+    def _read_ranks(self, depth: int, sizes: list, files: dict, lo: int, hi: int) -> tuple:
+        """The frontier states of serial ranks lo..hi, read from every owner's published frontier
+        (``files``: owner -> (fd, serial ranks), filled on first use): (keys in this worker's numbers,
+        serial ranks, global ids), in serial order."""
+        fk = self.fk
+        sz, wz = fk.size, fk.nf * np.dtype(fk.wdtype).itemsize
+        parts = []
+        for v, nf in enumerate(sizes):
+            if not nf:
+                continue
+            base = nf * (sz + wz)
+            got = files.get(v)
+            if got is None:
+                fd = os.open(os.path.join(self.tmp, f"s{depth}.{v}"), os.O_RDONLY)
+                got = files[v] = (fd, np.frombuffer(os.pread(fd, 8 * nf, base), dtype=np.int64))
+            fd, rv = got
+            a, b = (int(x) for x in np.searchsorted(rv, [lo, hi]))
+            if a < b:
+                m = b - a
+                on = np.frombuffer(os.pread(fd, m * sz, a * sz), dtype="<u4").reshape(m, fk.nf)
+                ow = np.frombuffer(os.pread(fd, m * wz, nf * sz + a * wz), dtype=fk.wdtype).reshape(m, fk.nf)
+                gids = np.frombuffer(os.pread(fd, 8 * m, base + 8 * nf + 8 * a), dtype=np.int64)
+                parts.append((ow, on, rv[a:b], gids))
+        rk = np.concatenate([p[2] for p in parts])
+        order = np.argsort(rk, kind="stable")
+        keys = fk.translate([(p[0], p[1]) for p in parts])
+        return [keys[i] for i in order.tolist()], rk[order], np.concatenate([p[3] for p in parts])[order]
+
     def _read_chunk(self, depth: int, v: int, lo: int, hi: int, first: int, nf: int) -> tuple:
         """Positions lo..hi of worker v's frontier, published from position ``first`` to ``nf``:
         (keys in this worker's numbers, serial ranks, global ids)."""
@@ -845,11 +936,11 @@ class _KeyedWorker(_Worker):
         if STEAL == "force":  # the next worker's frontier first: wait until it has published it
             while self.claims[_CLAIM * ((k + 1) % n)] != depth:
                 time.sleep(0)
-        while True:
-            chunk = self._claim(depth)
-            if chunk is None:
-                break
-            keys, ranks, gids = self._read_chunk(depth, *chunk)
+        if _RANGES[STEAL] and self.level_sizes is None:
+            return False, None
+        chunks = self._ranges(depth, self.level_sizes) if _RANGES[STEAL] else iter(lambda: self._claim(depth), None)
+        for chunk in chunks:
+            keys, ranks, gids = chunk if _RANGES[STEAL] else self._read_chunk(depth, *chunk)
             rl, gl = ranks.tolist(), gids.tolist()
             cout: dict = {}
             cobjs: dict = {}
@@ -873,7 +964,9 @@ class _KeyedWorker(_Worker):
             self.counters[k] = done_trans
             got.append((ranks, trans, ends))
             self.stolen.append((ranks, gids))
-            if chunk[0] != k:
+            if _RANGES[STEAL]:
+                self.timing["foreign"] = self.timing.get("foreign", 0) + int((gids % n != k).sum())
+            elif chunk[0] != k:
                 self.timing["foreign"] = self.timing.get("foreign", 0) + m  # states another worker owns
             if deadline is not None and time.perf_counter() > deadline:
                 return True, None
@@ -1335,7 +1428,7 @@ class _Pool:
         # what is left of each worker's published frontier (``_KeyedWorker._claim``); not where the
         # workers outnumber the cores: there no core idles at a level's end, and a stolen state costs
         # more than one's own (its thief translates and rebuilds it, and meets it first)
-        if keyed and n > 1 and (STEAL == "force" or (STEAL == "auto" and n <= _usable_cores())):
+        if keyed and n > 1 and (STEAL in ("force", "ranges") or (STEAL in ("auto", "halves") and n <= _usable_cores())):
             claims = ctx.Array("q", [-1] * (_CLAIM * n), lock=False)
             steal = (claims, ctx.Lock())
         self.conns = []
