@@ -48,9 +48,13 @@ translated into its own numbers by one array lookup per field; each value crosse
 worker that found it.  A successor carries only its serial-order key; the parent's global id is
 computed for the whole batch, and the coordinator rebuilds a counterexample step's action from the
 parent state and the successor index.  Where the workers do not outnumber the cores, keyed workers also
-share each level's frontier (``STEAL``): each expands its own a chunk at a time, and one with nothing
-left takes chunks from the back of the others' (the successors keep the owner's serial-order keys, so
-the search stays the serial one).  Otherwise (states with monitors, non-world models):
+share each level's frontier (``STEAL``): every worker publishes its own, worker k expands the k-th of n
+consecutive ranges of the level's serial order a chunk at a time, and one with nothing left takes
+chunks from the back of the others' ranges (``_ranges``).  States next to each other in serial order
+are mostly siblings with successors in common, which one worker's first deduplication then merges
+before they travel: on ``pp1`` mesh 4 at 8 workers, 1.74 million rows cross instead of 3.67 million.
+Whoever expands a state, its successors keep the serial-order keys its owner would have given them,
+so the search stays the serial one.  Otherwise (states with monitors, non-world models):
 
 From ``NUMBERED_FROM`` (4) workers on, states are stored, deduplicated and sent as keys
 (``_Numbering``): a world state becomes a short tuple of numbers, one per actor state and per other
