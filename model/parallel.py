@@ -810,15 +810,21 @@ class _KeyedWorker(_Worker):
         """This worker's own positions: those it did not publish, then its published chunks from the
         front, as long as no thief has taken them."""
         yield 0, first
-        claims, lock, c = self.claims, self.claim_lock, _CLAIM * self.k
         while True:
-            with lock:
-                lo = claims[c + 1]
-                hi = min(lo + STEAL_CHUNK, claims[c + 2])
-                claims[c + 1] = max(lo, hi)
+            lo, hi = self._front(STEAL_CHUNK)
             if lo >= hi:
                 return
             yield lo, hi
+
+    def _front(self, chunk: int) -> tuple[int, int]:
+        """The next ``chunk`` positions at the front of what is left of this worker's own (lo, hi):
+        empty once a thief has taken the rest."""
+        claims, c = self.claims, _CLAIM * self.k
+        with self.claim_lock:
+            lo = claims[c + 1]
+            hi = min(lo + chunk, claims[c + 2])
+            claims[c + 1] = max(lo, hi)
+        return lo, hi
 
     def _claim(self, depth: int):
         """Positions from the back of a published frontier of this level, the one with the most left
@@ -859,10 +865,7 @@ class _KeyedWorker(_Worker):
         files: dict = {}  # owner -> (its published frontier's fd, its serial ranks), opened once a level
         try:
             while True:
-                with lock:
-                    lo = claims[c + 1]
-                    hi = min(lo + chunk, claims[c + 2])
-                    claims[c + 1] = max(lo, hi)
+                lo, hi = self._front(chunk)
                 if lo >= hi:
                     break
                 yield self._read_ranks(depth, sizes, files, lo, hi)
