@@ -31,7 +31,8 @@ the 1-minute load average at the end of the row.  With stealing on, a thief's CP
 the wall time the parent waited for the phase and the slowest and the mean worker's CPU in it (slowest over
 mean: what the barrier costs in imbalance; wall over slowest: the latency of a round through the parent).
 ``--pairs K`` measures efficiency by wall on a machine whose speed drifts (shared or virtual): for each
-config and worker count, K rounds of (serial search, parallel search) and one more serial search; each
+config and worker count, K rounds of (serial search, then a parallel search in each ``--steal`` mode with a
+serial search after each) and one more serial search; each
 parallel run's efficiency is against the mean of the serial runs just before and just after it, and
 the line ends with the median and the lowest (JSON: a ``pairs`` row).  RSS of a parallel run: the parent's plus every
 worker's peak (an upper bound).  Liveness is off (the parallel core is safety only).
@@ -97,16 +98,12 @@ def serial_after(make, bounds, head, rows, ts, cs, config_rows) -> None:
           flush=True)
 
 
-def bracketed(serial: list, par: list, n: int) -> list:
-    """Each parallel wall time's efficiency against the mean of the serial runs either side of it
-    (``serial`` has one more run than ``par``: s0 p0 s1 p1 ... sK)."""
-    return [(serial[i] + serial[i + 1]) / 2 / (n * par[i]) for i in range(len(par))]
-
-
-def run_pairs(make, bounds, head, n: int, k: int) -> tuple[dict, bool]:
-    """``k`` rounds of (serial, ``n`` workers), then a last serial run: (a JSON row, whether every run
-    agreed with the first serial one)."""
-    serial, par, ok = [], [], True
+def run_pairs(make, bounds, head, n: int, k: int, steals: list) -> tuple[list, bool]:
+    """``k`` rounds of (a serial run, then ``n`` workers in each sharing mode of ``steals`` with a serial
+    run after each), so every parallel run has a serial run on either side: (a JSON row per mode,
+    whether every run agreed with the first serial one)."""
+    serial, par, ok = [], {m: [] for m in steals}, True
+    sides: dict = {m: [] for m in steals}  # per mode: the indexes of the serial runs either side of each run
 
     def one_serial():
         ts, _, rs = timed(lambda: Explorer(make(), bounds).run())
@@ -117,20 +114,29 @@ def run_pairs(make, bounds, head, n: int, k: int) -> tuple[dict, bool]:
     first = one_serial()
     want = (first.verdict, first.stats.states, first.stats.transitions, first.stats.depth)
     for _ in range(k):
-        tp, _, rp = timed(lambda: parallel.check_parallel(make, bounds, n))
-        par.append(tp)
-        same = (rp.verdict, rp.stats.states, rp.stats.transitions, rp.stats.depth) == want
-        ok &= same
-        print(f"{head}{f'{n}w':>13}{rp.stats.states:>10,}{tp:>8.2f}" + ("" if same else "  MISMATCH"), flush=True)
-        rs = one_serial()
-        ok &= (rs.verdict, rs.stats.states, rs.stats.transitions, rs.stats.depth) == want
-    effs = bracketed(serial, par, n)
-    med = float(np.median(effs))
-    print(f"{head}  {n} workers, efficiency by wall against the serial runs either side: "
-          + ", ".join(f"{e:.2f}" for e in effs) + f"; median {med:.2f}, lowest {min(effs):.2f}", flush=True)
-    return {"run": "pairs", "workers": n, "serial_wall_s": [round(t, 3) for t in serial],
-            "parallel_wall_s": [round(t, 3) for t in par], "efficiency_wall": [round(e, 3) for e in effs],
-            "efficiency_wall_median": round(med, 3), "efficiency_wall_lowest": round(min(effs), 3)}, ok
+        for m in steals:
+            parallel.STEAL = m
+            tp, _, rp = timed(lambda: parallel.check_parallel(make, bounds, n))
+            par[m].append(tp)
+            same = (rp.verdict, rp.stats.states, rp.stats.transitions, rp.stats.depth) == want
+            ok &= same
+            name = f"{n}w" + ("" if m == "auto" else f"/{m}")
+            print(f"{head}{name:>13}{rp.stats.states:>10,}{tp:>8.2f}" + ("" if same else "  MISMATCH"), flush=True)
+            sides[m].append(len(serial) - 1)
+            rs = one_serial()
+            ok &= (rs.verdict, rs.stats.states, rs.stats.transitions, rs.stats.depth) == want
+    parallel.STEAL = "auto"
+    rows = []
+    for m in steals:
+        effs = [(serial[i] + serial[i + 1]) / 2 / (n * t) for i, t in zip(sides[m], par[m])]
+        med = float(np.median(effs))
+        print(f"{head}  {n} workers{'' if m == 'auto' else f' ({m})'}, efficiency by wall against the serial runs "
+              f"either side: " + ", ".join(f"{e:.2f}" for e in effs) + f"; median {med:.2f}, lowest {min(effs):.2f}",
+              flush=True)
+        rows.append({"run": "pairs", "workers": n, "steal": m, "serial_wall_s": [round(t, 3) for t in serial],
+                     "parallel_wall_s": [round(t, 3) for t in par[m]], "efficiency_wall": [round(e, 3) for e in effs],
+                     "efficiency_wall_median": round(med, 3), "efficiency_wall_lowest": round(min(effs), 3)})
+    return rows, ok
 
 
 def main() -> int:
@@ -179,8 +185,8 @@ def main() -> int:
         head = f"{spec:<9}{ptxt:<14}{'on' if red else 'off':>4}"
         if a.pairs:
             for n in counts:
-                row, same = run_pairs(make, bounds, head, n, a.pairs)
-                rows.append({"spec": spec, "params": raw, "reduction": red, **row})
+                got, same = run_pairs(make, bounds, head, n, a.pairs, steals)
+                rows += [{"spec": spec, "params": raw, "reduction": red, **row} for row in got]
                 ok &= same
             continue
         ts, cs, rs = timed(lambda: Explorer(make(), bounds).run())

@@ -8,10 +8,13 @@
 #     bench/multicore_16.sh                 # the full table (tens of minutes on 16 cores)
 #     WORKERS=2,4 CONFIGS="pp1:mesh=2:off" bench/multicore_16.sh   # a smoke test of the script itself
 #     PAIRS=3 WORKERS=8 CONFIGS="pp1:mesh=4:off" bench/multicore_16.sh  # the 8-worker efficiency alone
+#     PAIRS=3 WORKERS=8 STEAL=auto,halves CONFIGS="pp1:mesh=4:off" bench/multicore_16.sh  # serial ranges against
+#                                                                  # the earlier sharing, alternating
 #
-# With PAIRS=K, each config and worker count runs K rounds of (serial, parallel) and a last serial run
-# instead of the table, and each parallel run's efficiency is against the serial runs either side of
-# it (bench_parallel.py --pairs): the figure to trust on a machine whose speed drifts within minutes.
+# With PAIRS=K, each config and worker count runs K rounds of (serial, then each STEAL mode's parallel run
+# followed by a serial run) and a last serial run instead of the table, and each parallel run's efficiency
+# is against the serial runs either side of it (bench_parallel.py --pairs): the figure to trust on a
+# machine whose speed drifts within minutes.
 #
 # Every worker count runs with work stealing on (where workers <= cores) and then off (``/off`` rows).
 #
@@ -22,7 +25,7 @@
 # limit (LIMIT seconds, default 3600).
 set -u
 WORKERS=${WORKERS:-2,4,8,16}
-STEAL=${STEAL:-auto,off}  # work stealing within a level on, then off (model/parallel.py STEAL)
+STEAL=${STEAL:-auto,off}  # sharing a level's frontier (serial ranges), then off (model/parallel.py STEAL)
 CONFIGS=${CONFIGS:-"pp1:mesh=4:off pp1:mesh=8:on"}
 LIMIT=${LIMIT:-3600}
 PAIRS=${PAIRS:-0}
@@ -39,7 +42,7 @@ rc=0
 i=0
 for cfg in $CONFIGS; do
   i=$((i + 1))
-  if [ "$PAIRS" -gt 0 ]; then mode=(--pairs "$PAIRS"); else mode=(--transport compact --steal "$STEAL" --phases); fi
+  if [ "$PAIRS" -gt 0 ]; then mode=(--pairs "$PAIRS" --steal "$STEAL"); else mode=(--transport compact --steal "$STEAL" --phases); fi
   timeout "$LIMIT" "$PY" "$here/bench_parallel.py" --config "$cfg" --workers "$WORKERS" "${mode[@]}" \
     --json "$OUT/multicore_$i.json" 2>&1 | tee "$OUT/multicore_$i.log"
   r=${PIPESTATUS[0]}
