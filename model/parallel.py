@@ -460,7 +460,8 @@ class _Worker:
 
     def _own_ranges(self, depth: int, nf: int):
         """The ranges of positions of this worker's frontier it expands itself, in order (all of
-        them; a keyed worker may leave a suffix to the others: ``_KeyedWorker._own_ranges``)."""
+        them; a keyed worker may leave a suffix to the others, or all of it, each worker then
+        expanding a serial range of the level: ``_KeyedWorker._own_ranges``)."""
         return ((0, nf),)
 
     def _steal(self, depth: int, deadline, cands: dict, done_trans: int, check) -> tuple:
@@ -1432,7 +1433,8 @@ class _Pool:
         for rank, (s, owner) in enumerate(zip(init, owners)):
             parts[owner % n].append((rank, s))
         steal = None
-        # what is left of each worker's published frontier (``_KeyedWorker._claim``); not where the
+        # what is left of each worker's published frontier or serial range (``_KeyedWorker._claim``,
+        # ``_ranges``); not where the
         # workers outnumber the cores: there no core idles at a level's end, and a stolen state costs
         # more than one's own (its thief translates and rebuilds it, and meets it first)
         if keyed and n > 1 and (STEAL in ("force", "ranges") or (STEAL in ("auto", "halves") and n <= _usable_cores())):
