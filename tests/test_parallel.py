@@ -25,10 +25,11 @@ def factory(spec, variant=None, reduction=True, **raw):
 
 @pytest.fixture(autouse=True, params=["keyed", "stealing", "ranges", "encoded", "numbered"])
 def transport(request, monkeypatch):
-    """Every test four times: a keyed search (world specs without monitors) in ``_KeyedWorker``s, the
+    """Every test five times: a keyed search (world specs without monitors) in ``_KeyedWorker``s, the
     workers keeping the model's int keys; the same with every frontier from depth 1 on published
     whole in chunks of 2 states, each expanded by whichever worker claims it first (``STEAL =
-    "force"``: most states are expanded by a worker that does not own them); and without keyed
+    "force"``: most states are expanded by a worker that does not own them); the same with each
+    worker expanding a serial range of each level, 2-3 states a claim (``STEAL = "ranges"``); and without keyed
     workers, forked workers sending states in the ``_Encoder`` encoding (fewer than
     ``NUMBERED_FROM`` workers) and storing and sending ``_Numbering`` keys (from 2 workers on here)."""
     from lockstep.model import parallel as P
