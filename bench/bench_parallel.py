@@ -98,11 +98,20 @@ def serial_after(make, bounds, head, rows, ts, cs, config_rows) -> None:
           flush=True)
 
 
-def run_pairs(make, bounds, head, n: int, k: int, steals: list) -> tuple[list, bool]:
+def print_phases(phases) -> None:
+    """One line under a parallel run: its levels' expand and merge phases (wall waited, slowest and mean CPU)."""
+    if phases:
+        print(f"{'':>27}phases: " + "; ".join(
+            f"{p} wall {v['wall_s']:.2f} s, CPU slowest {v['slowest_cpu_s']:.2f} mean {v['mean_cpu_s']:.2f}"
+            for p, v in phases.items()), flush=True)
+
+
+def run_pairs(make, bounds, head, n: int, k: int, steals: list, phases: bool) -> tuple[list, bool]:
     """``k`` rounds of (a serial run, then ``n`` workers in each sharing mode of ``steals`` with a serial
     run after each), so every parallel run has a serial run on either side: (a JSON row per mode,
-    whether every run agreed with the first serial one)."""
+    whether every run agreed with the first serial one).  ``phases``: print each parallel run's phases."""
     serial, par, ok = [], {m: [] for m in steals}, True
+    lasts: dict = {m: [] for m in steals}  # per mode: each run's CPU over the workers and its phases
     sides: dict = {m: [] for m in steals}  # per mode: the indexes of the serial runs either side of each run
 
     def one_serial():
@@ -116,12 +125,19 @@ def run_pairs(make, bounds, head, n: int, k: int, steals: list) -> tuple[list, b
     for _ in range(k):
         for m in steals:
             parallel.STEAL = m
+            parallel.LAST_RUN.clear()
             tp, _, rp = timed(lambda: parallel.check_parallel(make, bounds, n))
             par[m].append(tp)
+            last = dict(parallel.LAST_RUN)
+            timing = [t for t in last.get("worker_timing") or [] if t]
+            lasts[m].append({"worker_cpu_s": round(sum(last.get("worker_cpu_s", [])), 3), "phases": last.get("phases"),
+                             **{k: round(sum(t.get(k, 0) for t in timing), 3) for k in ("user", "sys", "minflt")}})
             same = (rp.verdict, rp.stats.states, rp.stats.transitions, rp.stats.depth) == want
             ok &= same
             name = f"{n}w" + ("" if m == "auto" else f"/{m}")
             print(f"{head}{name:>13}{rp.stats.states:>10,}{tp:>8.2f}" + ("" if same else "  MISMATCH"), flush=True)
+            if phases:
+                print_phases(last.get("phases"))
             sides[m].append(len(serial) - 1)
             rs = one_serial()
             ok &= (rs.verdict, rs.stats.states, rs.stats.transitions, rs.stats.depth) == want
@@ -135,7 +151,8 @@ def run_pairs(make, bounds, head, n: int, k: int, steals: list) -> tuple[list, b
               flush=True)
         rows.append({"run": "pairs", "workers": n, "steal": m, "serial_wall_s": [round(t, 3) for t in serial],
                      "parallel_wall_s": [round(t, 3) for t in par[m]], "efficiency_wall": [round(e, 3) for e in effs],
-                     "efficiency_wall_median": round(med, 3), "efficiency_wall_lowest": round(min(effs), 3)})
+                     "efficiency_wall_median": round(med, 3), "efficiency_wall_lowest": round(min(effs), 3),
+                     "parallel_runs": lasts[m]})
     return rows, ok
 
 
@@ -163,8 +180,8 @@ def main() -> int:
     if a.pairs < 0:
         ap.error(f"--pairs: expected a count of rounds (0: the table), got {a.pairs}")
     steals = a.steal.split(",")
-    if not set(steals) <= {"auto", "halves", "off"}:
-        ap.error(f"--steal: expected a comma-separated list of auto, halves, off; got {a.steal!r}")
+    if not set(steals) <= set(parallel._RANGES):  # the sharing modes model/parallel.py knows
+        ap.error(f"--steal: expected a comma-separated list of {', '.join(parallel._RANGES)}; got {a.steal!r}")
     counts = [int(x) for x in a.workers.split(",")]
     transports = a.transport.split(",")
     if a.config:
@@ -185,7 +202,7 @@ def main() -> int:
         head = f"{spec:<9}{ptxt:<14}{'on' if red else 'off':>4}"
         if a.pairs:
             for n in counts:
-                got, same = run_pairs(make, bounds, head, n, a.pairs, steals)
+                got, same = run_pairs(make, bounds, head, n, a.pairs, steals, a.phases)
                 rows += [{"spec": spec, "params": raw, "reduction": red, **row} for row in got]
                 ok &= same
             continue
@@ -222,10 +239,8 @@ def main() -> int:
                   f"{eff_wall:>9.2f}{(f'{eff_crit:.2f}' if eff_crit else '-'):>9}{rp.stats.peak_rss_mb:>8.0f}"
                   f"{os.getloadavg()[0]:>6.1f}" + ("" if same else "  MISMATCH"), flush=True)
             phases = last.get("phases") if last else None
-            if a.phases and phases:
-                print(f"{'':>27}phases: " + "; ".join(
-                    f"{p} wall {v['wall_s']:.2f} s, CPU slowest {v['slowest_cpu_s']:.2f} mean {v['mean_cpu_s']:.2f}"
-                    for p, v in phases.items()), flush=True)
+            if a.phases:
+                print_phases(phases)
             config_rows.append((n, name, tp, crit))
             rows.append({"spec": spec, "params": raw, "reduction": red, "run": name, "workers": n,
                          "transport": transport, "workers_kind": used, "steal": steal, "verdict": rp.verdict, "states": rp.stats.states,

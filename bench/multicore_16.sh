@@ -42,7 +42,7 @@ rc=0
 i=0
 for cfg in $CONFIGS; do
   i=$((i + 1))
-  if [ "$PAIRS" -gt 0 ]; then mode=(--pairs "$PAIRS" --steal "$STEAL"); else mode=(--transport compact --steal "$STEAL" --phases); fi
+  if [ "$PAIRS" -gt 0 ]; then mode=(--pairs "$PAIRS" --steal "$STEAL" --phases); else mode=(--transport compact --steal "$STEAL" --phases); fi
   timeout "$LIMIT" "$PY" "$here/bench_parallel.py" --config "$cfg" --workers "$WORKERS" "${mode[@]}" \
     --json "$OUT/multicore_$i.json" 2>&1 | tee "$OUT/multicore_$i.log"
   r=${PIPESTATUS[0]}
