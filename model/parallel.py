@@ -817,12 +817,15 @@ class _KeyedWorker(_Worker):
                 return
             yield lo, hi
 
-    def _front(self, chunk: int) -> tuple[int, int]:
+    def _front(self, chunk: int, guided: bool = False) -> tuple[int, int]:
         """The next ``chunk`` positions at the front of what is left of this worker's own (lo, hi):
-        empty once a thief has taken the rest."""
+        empty once a thief has taken the rest.  ``guided``: fewer (half of what is left, at least
+        ``STEAL_CHUNK``) near the end, so that the level's last claims are short."""
         claims, c = self.claims, _CLAIM * self.k
         with self.claim_lock:
             lo = claims[c + 1]
+            if guided:
+                chunk = min(chunk, max(STEAL_CHUNK, (claims[c + 2] - lo) // 2))
             hi = min(lo + chunk, claims[c + 2])
             claims[c + 1] = max(lo, hi)
         return lo, hi
@@ -863,57 +866,69 @@ class _KeyedWorker(_Worker):
         chunk = max(STEAL_CHUNK, min(RANGE_CHUNK, (hi - lo) // 4))  # (a small level: still a few claims)
         with lock:
             claims[c + 1:c + 4] = [lo, hi, -1]
-        files: dict = {}  # owner -> (its published frontier's fd, its serial ranks), opened once a level
-        try:
-            while True:
-                lo, hi = self._front(chunk)
-                if lo >= hi:
-                    break
-                yield self._read_ranks(depth, sizes, files, lo, hi)
-            while True:
-                with lock:
-                    best, left = -1, 0
-                    for v in (*range(k + 1, n), *range(k)):
-                        cv = _CLAIM * v
-                        if claims[cv] == depth and claims[cv + 3] == -1 and claims[cv + 2] - claims[cv + 1] > left:
-                            best, left = v, claims[cv + 2] - claims[cv + 1]
-                    if best < 0:
-                        return
-                    cv = _CLAIM * best
-                    hi = claims[cv + 2]
-                    lo = claims[cv + 2] = max(claims[cv + 1], hi - max(chunk, left // (2 * n)))
-                yield self._read_ranks(depth, sizes, files, lo, hi)
-        finally:
-            for fd, _ in files.values():
-                os.close(fd)
+        files: dict = {}  # owner -> its published frontier (``_published``), read once a level
+        while True:
+            lo, hi = self._front(chunk, guided=True)
+            if lo >= hi:
+                break
+            yield self._read_ranks(depth, sizes, files, lo, hi)
+        while True:
+            with lock:
+                best, left = -1, 0
+                for v in (*range(k + 1, n), *range(k)):
+                    cv = _CLAIM * v
+                    if claims[cv] == depth and claims[cv + 3] == -1 and claims[cv + 2] - claims[cv + 1] > left:
+                        best, left = v, claims[cv + 2] - claims[cv + 1]
+                if best < 0:
+                    return
+                cv = _CLAIM * best
+                hi = claims[cv + 2]
+                # a share of what is left while there is much; near the end, half of it, at least a small
+                # chunk (the level's last claims are short, so the workers finish it close together)
+                take = max(left // (2 * n), min(chunk, max(STEAL_CHUNK, left // 2)))
+                lo = claims[cv + 2] = max(claims[cv + 1], hi - take)
+            yield self._read_ranks(depth, sizes, files, lo, hi)
 
     def _read_ranks(self, depth: int, sizes: list, files: dict, lo: int, hi: int) -> tuple:
         """The frontier states of serial ranks lo..hi, read from every owner's published frontier
-        (``files``: owner -> (fd, serial ranks), filled on first use): (keys in this worker's numbers,
-        serial ranks, global ids), in serial order."""
+        (``files``: owner -> its file's (origin numbers, origin workers, serial ranks, global ids),
+        read whole on first use: one read a level, not three per chunk): (keys in this worker's
+        numbers, serial ranks, global ids), in serial order."""
         fk = self.fk
-        sz, wz = fk.size, fk.nf * np.dtype(fk.wdtype).itemsize
         parts = []
         for v, nf in enumerate(sizes):
             if not nf:
                 continue
-            base = nf * (sz + wz)
             got = files.get(v)
             if got is None:
-                fd = os.open(os.path.join(self.tmp, f"s{depth}.{v}"), os.O_RDONLY)
-                got = files[v] = (fd, np.frombuffer(os.pread(fd, 8 * nf, base), dtype=np.int64))
-            fd, rv = got
+                got = files[v] = self._published(depth, v, nf)
+            on, ow, rv, gids = got
             a, b = (int(x) for x in np.searchsorted(rv, [lo, hi]))
             if a < b:
-                m = b - a
-                on = np.frombuffer(os.pread(fd, m * sz, a * sz), dtype="<u4").reshape(m, fk.nf)
-                ow = np.frombuffer(os.pread(fd, m * wz, nf * sz + a * wz), dtype=fk.wdtype).reshape(m, fk.nf)
-                gids = np.frombuffer(os.pread(fd, 8 * m, base + 8 * nf + 8 * a), dtype=np.int64)
-                parts.append((ow, on, rv[a:b], gids))
+                parts.append((ow[a:b], on[a:b], rv[a:b], gids[a:b]))
         rk = np.concatenate([p[2] for p in parts])
         order = np.argsort(rk, kind="stable")
         keys = fk.translate([(p[0], p[1]) for p in parts])
         return [keys[i] for i in order.tolist()], rk[order], np.concatenate([p[3] for p in parts])[order]
+
+    def _published(self, depth: int, v: int, nf: int) -> tuple:
+        """Worker v's whole published frontier of this level (``_publish``, ``nf`` states): (origin
+        numbers, origin workers, serial ranks, global ids), views of one read."""
+        fk = self.fk
+        sz, wz = fk.size, fk.nf * np.dtype(fk.wdtype).itemsize
+        want = nf * (sz + wz + 16)
+        fd = os.open(os.path.join(self.tmp, f"s{depth}.{v}"), os.O_RDONLY)
+        try:
+            buf = os.pread(fd, want, 0)
+        finally:
+            os.close(fd)
+        if len(buf) != want:
+            raise RuntimeError(f"worker {v}'s frontier file of level {depth}: {len(buf)} bytes, expected {want}")
+        on = np.frombuffer(buf, dtype="<u4", count=nf * fk.nf).reshape(nf, fk.nf)
+        ow = np.frombuffer(buf, dtype=fk.wdtype, count=nf * fk.nf, offset=nf * sz).reshape(nf, fk.nf)
+        rv = np.frombuffer(buf, dtype=np.int64, count=nf, offset=nf * (sz + wz))
+        gids = np.frombuffer(buf, dtype=np.int64, count=nf, offset=nf * (sz + wz + 8))
+        return on, ow, rv, gids
 
     def _read_chunk(self, depth: int, v: int, lo: int, hi: int, first: int, nf: int) -> tuple:
         """Positions lo..hi of worker v's frontier, published from position ``first`` to ``nf``:
