@@ -1375,8 +1375,8 @@ class Protocol(Fabric, Reductions, Explanation):
                     check_err = e
             bad = _unhashable(c.v) or (not private and _unhashable(c._g))
             if bad:  # the variables it sets become part of states, which are hashed
-                e = TypeError(f"sets {bad}, which cannot be hashed (states are); use a tuple, a frozenset or a frozen dataclass")
-                out.append((ch, SpecError(f"{self.actors[i].role.name}.{t.name}", e), stage, None, None, None, None, None, None))
+                out.append((ch, _unhashable_error(f"{self.actors[i].role.name}.{t.name}", bad), stage, None, None, None, None,
+                            None, None))
                 continue
             out.append((ch, None, stage, c.dst, c.v, None if private else c._g, op, check_err, c.violation))
         return tuple(out)
@@ -1413,6 +1413,9 @@ class Protocol(Fabric, Reductions, Explanation):
             self._call(f"{a.role.name}.{t.name} after", t.after, c, data)
             if c._qneg is not None:
                 c.queue_check()
+            bad = _unhashable(c.v) or (c._g is not g and _unhashable(c._g))
+            if bad:  # what it sets becomes part of the state, which is hashed
+                raise _unhashable_error(f"{a.role.name}.{t.name} after", bad)
         if c.dst not in t.dst:
             raise SpecError(f"{a.role.name}.{t.name}", ValueError(f"goto({c.dst!r}) is not one of the declared destinations {t.dst}"))
         self._finish(nl, i, c.dst, c.v)
@@ -1703,6 +1706,12 @@ class _PropertyMemo:
             shape[3] = tuple(pos[r] for r in order)
             for k in shape[1]:
                 self._add(shape, k)
+
+
+def _unhashable_error(where: str, bad: str) -> SpecError:
+    """The spec error for a transition that set a value states cannot hold (``_unhashable``'s ``bad``)."""
+    return SpecError(where, TypeError(f"sets {bad}, which cannot be hashed (states are); use a tuple, a frozenset "
+                                      "or a frozen dataclass"))
 
 
 def _unhashable(vs) -> str | None:

@@ -97,6 +97,9 @@ SPEC_MISTAKES = {
     # a list where states need hashable values: at the start, and set by a step
     "unhashable-start": (dict(START="[7]"), "role leader", "variable config starts as [7] (a list)"),
     "unhashable-set": (dict(NOTE="lambda c: c.set(config=[8])"), "leader.note", "sets variable config to [8] (a list)"),
+    # ... and set when an op completes (it used to end as "unexpected error: unhashable type")
+    "unhashable-after": (dict(AFTER="lambda c, data: c.set(config={1: data})"), "worker.receive_config after",
+                         "sets variable config to {1: 7} (a dict)"),
 }
 
 
@@ -117,16 +120,20 @@ def test_spec_mistake_is_one_line_exit_2(tmp_path, case):
 
 
 def test_a_spec_mistake_nothing_checks_yet_exits_2_not_1(tmp_path):
-    """A mistake lockstep has no check for (a dict set when an op completes: the state cannot be
-    hashed) still ends with exit 2 and says what happened, never exit 1, which means a violation."""
+    """A mistake lockstep has no check of its own for (a value whose hash raises, set when an op
+    completes) still ends with exit 2, one line naming the spec's line and what happened, never
+    exit 1, which means a violation."""
     src = HELLO
-    for k, v in {**OK, "AFTER": "lambda c, data: c.set(config={1: data})"}.items():
+    weird = "type('Weird', (), {'__hash__': lambda self: 1 // 0})()"
+    for k, v in {**OK, "AFTER": f"lambda c, data: c.set(config={weird})"}.items():
         src = src.replace(k, v)
     f = tmp_path / "hello_spec.py"
     f.write_text(src)
     p = subprocess.run([sys.executable, "-m", "lockstep", "check", str(f)], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2, (p.stdout, p.stderr)
-    assert "lockstep: unexpected error (TypeError: unhashable type: 'dict')" in p.stderr, p.stderr
+    err = p.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert f"lockstep: spec error at {f}:" in err and "ZeroDivisionError" in err, err
 
 
 def test_the_hello_template_holds(tmp_path):
