@@ -1829,8 +1829,23 @@ class _SymmetryMemo:
             self.known[k] = PROVEN if finished else False
 
 
+def _one_edit(a: str, b: str) -> bool:
+    """Whether ``a`` is ``b`` or one edit from it (a letter added, dropped, changed, or two neighbours swapped)."""
+    if a == b:
+        return True
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]]
+                                  and a[diff[1]] == b[diff[0]])
+    if abs(len(a) - len(b)) != 1:
+        return False
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
+
+
 def _validate_role(role: Role) -> None:
-    """Every state is reachable from the initial one, and every destination is a declared state."""
+    """Every state with transitions is reachable from the initial one, and no end state is DONE or FAILED
+    misspelt."""
     edges: dict[str, set] = {}
     for t in role.transitions:
         edges.setdefault(t.src, set()).update(t.targets)
@@ -1849,6 +1864,12 @@ def _validate_role(role: Role) -> None:
     if dead:
         raise SpecError(f"role {role.name}", ValueError(
             f"states {', '.join(dead)} have transitions but no transition reaches them from {role.init}"))
+    for st in sorted(role.terminal_states() - BUILTIN_TERMINAL, key=str):
+        near = next((b for b in (DONE, FAILED) if _one_edit(str(st).casefold(), b.casefold())), None)
+        if near is not None:  # a misspelt end: the rank would stop there and every check still pass
+            raise SpecError(f"role {role.name}", ValueError(
+                f"state {st!r} has no transitions, so the role ends there, and it looks like {near} misspelt; use "
+                f"{near} (lockstep.spec.machine.{near}), or a name of its own if the role is meant to end in another state"))
     named: set = set()
     for t in role.transitions:
         if (t.src, t.name) in named:

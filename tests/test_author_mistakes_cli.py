@@ -72,7 +72,7 @@ HELLO = textwrap.dedent('''
     def build(params, variant, backend):
         leader = Role("leader", "SEND", {"config": START})
         leader.op("broadcast_config", "SEND", "SENT", lambda c: broadcast("world", 0, SIG, data=7))
-        leader.local("note", "SENT", DONE, do=NOTE)
+        leader.local("note", "SENT", LAST_STATE, do=NOTE)
         worker = Role("worker", "RECV", {"config": None})
         worker.op("receive_config", "RECV", DONE, lambda c: broadcast("world", 0, SIG), after=AFTER)
         p = Protocol("hello", groups={"world": Group("world", (0, 1))}, backend=backend,
@@ -81,7 +81,7 @@ HELLO = textwrap.dedent('''
 
     SPEC = SpecInfo(name="hello", description="one broadcast", build=build, params=PARAMS, variants=VARIANTS)
 ''')
-OK = dict(START="7", NOTE="lambda c: c.set(config=8)", AFTER="lambda c, data: c.set(config=data)", RETURN="p",
+OK = dict(START="7", LAST_STATE="DONE", NOTE="lambda c: c.set(config=8)", AFTER="lambda c, data: c.set(config=data)", RETURN="p",
           PARAMS="{}", VARIANTS="{}")
 
 SPEC_MISTAKES = {
@@ -97,6 +97,10 @@ SPEC_MISTAKES = {
     # a list where states need hashable values: at the start, and set by a step
     "unhashable-start": (dict(START="[7]"), "role leader", "variable config starts as [7] (a list)"),
     "unhashable-set": (dict(NOTE="lambda c: c.set(config=[8])"), "leader.note", "sets variable config to [8] (a list)"),
+    # DONE misspelt as a destination: the role would end there and every check pass
+    "misspelt-done": (dict(LAST_STATE="'DONEE'"), "role leader",
+                      "state 'DONEE' has no transitions, so the role ends there, and it looks like DONE misspelt"),
+    "misspelt-failed": (dict(LAST_STATE="'Failed'"), "role leader", "it looks like FAILED misspelt"),
     # ... and set when an op completes (it used to end as "unexpected error: unhashable type")
     "unhashable-after": (dict(AFTER="lambda c, data: c.set(config={1: data})"), "worker.receive_config after",
                          "sets variable config to {1: 7} (a dict)"),
@@ -166,3 +170,15 @@ def test_a_file_with_nul_bytes_is_named(tmp_path):
     f.write_bytes(b"SPEC = 1\x00\n")
     p = subprocess.run([sys.executable, "-m", "lockstep", "check", str(f)], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and f"{f}: syntax error" in p.stderr and "None:None" not in p.stderr, p.stderr
+
+
+def test_a_role_may_end_in_a_state_of_its_own(tmp_path):
+    """A state with no transitions ends the role; one that is not DONE or FAILED misspelt is no mistake."""
+    src = HELLO
+    for k, v in {**OK, "LAST_STATE": "'FINISHED'"}.items():
+        src = src.replace(k, v)
+    f = tmp_path / "hello_spec.py"
+    f.write_text(src)
+    p = subprocess.run([sys.executable, "-m", "lockstep", "check", str(f)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    assert "HOLDS" in p.stdout
