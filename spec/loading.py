@@ -23,7 +23,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from .registry import SPEC_MODULES, SpecInfo, UsageError
+from .registry import SPEC_MODULES, SpecInfo, UsageError, did_you_mean
 
 ENTRY_POINT_GROUP = "lockstep.specs"
 DEFAULT_ATTR = "SPEC"
@@ -74,7 +74,7 @@ def load_spec(ref: str) -> SpecInfo:
         return _from_entry_point(eps[target])
     if "." in target or attr is not None:
         return _from_dotted(target, attr or DEFAULT_ATTR, ref)
-    raise SpecLoadError(f"unknown spec {ref!r}; valid specs: {', '.join(spec_names())} "
+    raise SpecLoadError(f"unknown spec {ref!r}{did_you_mean(ref, spec_names())}; valid specs: {', '.join(spec_names())} "
                         f"(or a spec file PATH.py[:NAME], or package.module[:NAME])")
 
 

@@ -5,6 +5,7 @@ Each spec module under ``spec/specs/`` defines ``SPEC = SpecInfo(...)``.  The CL
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -91,9 +92,18 @@ def load(name: str) -> SpecInfo:
         mod = importlib.import_module(f"lockstep.spec.specs.{name}")
     except ModuleNotFoundError as e:
         if e.name == f"lockstep.spec.specs.{name}":
-            raise UsageError(f"unknown spec {name!r}; valid specs: {', '.join(available())}") from None
+            raise UsageError(f"unknown spec {name!r}{did_you_mean(name, available())}; valid specs: "
+                             f"{', '.join(available())}") from None
         raise
     return mod.SPEC
+
+
+def did_you_mean(word: str, choices) -> str:
+    """" (did you mean 'x'?)" for the choice ``word`` most likely misspells or abbreviates, or ""."""
+    choices = [str(c) for c in choices]
+    starts = [c for c in choices if c.startswith(str(word))]
+    near = starts if len(starts) == 1 else difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+    return f" (did you mean {near[0]!r}?)" if near else ""
 
 
 def available() -> list[str]:
@@ -120,7 +130,8 @@ def resolve(name, variant: str | None, raw_params: dict[str, str], backend: str 
     info = name if isinstance(name, SpecInfo) else load(name)
     name = info.name if isinstance(name, SpecInfo) else name
     if variant is not None and variant not in info.variants:
-        raise UsageError(f"unknown variant {variant!r} of spec {name}; valid variants: {', '.join(info.variants) or '(none)'}")
+        raise UsageError(f"unknown variant {variant!r} of spec {name}{did_you_mean(variant, info.variants)}; valid variants: "
+                         f"{', '.join(info.variants) or '(none)'}")
     if backend is not None:
         try:
             parse_profile(backend)
@@ -131,6 +142,7 @@ def resolve(name, variant: str | None, raw_params: dict[str, str], backend: str 
         params.update(info.variants[variant].params)
     for k, raw in raw_params.items():
         if k not in info.params:
-            raise UsageError(f"unknown parameter {k!r} for spec {name}; valid parameters: {', '.join(info.params)}")
+            raise UsageError(f"unknown parameter {k!r} for spec {name}{did_you_mean(k, info.params)}; valid parameters: "
+                             f"{', '.join(info.params)}")
         params[k] = info.params[k].parse(k, raw)
     return info, params

@@ -178,6 +178,19 @@ def test_check_refuses_bounds_that_are_not_bounds(args, needle):
     assert "Traceback" not in r.output
 
 
+@pytest.mark.parametrize("args, needle", [
+    (["tp", "-p", "rank=3"], "unknown parameter 'rank' for spec tp (did you mean 'ranks'?); valid parameters: ranks,"),
+    (["tp", "--variant", "fm01"], "(did you mean 'fm01-plan-mismatch'?); valid variants:"),
+    (["tpp"], "unknown spec 'tpp' (did you mean 'tp'?); valid specs: tp,"),
+    (["tp", "-p", "zzz=1"], "unknown parameter 'zzz' for spec tp; valid parameters:"),
+])
+def test_an_unknown_name_suggests_the_nearest(args, needle):
+    """A misspelt or shortened spec, variant or parameter name: exit 2, the nearest valid name (a unique
+    prefix match, else a close one; none when nothing is close), then every valid name."""
+    p = lockstep("check", *args)
+    assert p.returncode == 2 and needle in p.stderr, p.stderr
+
+
 def test_check_json_stays_json_when_the_spec_prints(tmp_path):
     """A spec that prints (a debugging print in an invariant): `check --json` still gives one JSON
     object on stdout, and the print goes to stderr.  Old: the print came first, and stdout was not JSON."""
