@@ -131,7 +131,7 @@ def run_pairs(make, bounds, head, n: int, k: int, steals: list, phases: bool) ->
             last = dict(parallel.LAST_RUN)
             timing = [t for t in last.get("worker_timing") or [] if t]
             lasts[m].append({"worker_cpu_s": round(sum(last.get("worker_cpu_s", [])), 3), "phases": last.get("phases"),
-                             **{k: round(sum(t.get(k, 0) for t in timing), 3) for k in ("user", "sys", "minflt")}})
+                             **{f: round(sum(t.get(f, 0) for t in timing), 3) for f in ("user", "sys", "minflt")}})
             same = (rp.verdict, rp.stats.states, rp.stats.transitions, rp.stats.depth) == want
             ok &= same
             name = f"{n}w" + ("" if m == "auto" else f"/{m}")
