@@ -34,7 +34,8 @@ mean: what the barrier costs in imbalance; wall over slowest: the latency of a r
 config and worker count, K rounds of (serial search, then a parallel search in each ``--steal`` mode with a
 serial search after each) and one more serial search; each
 parallel run's efficiency is against the mean of the serial runs just before and just after it, and
-the line ends with the median and the lowest (JSON: a ``pairs`` row).  RSS of a parallel run: the parent's plus every
+the line ends with the median and the lowest (JSON: a ``pairs`` row; its ``parallel_runs`` give each parallel
+run's CPU over the workers, their user and system time, page faults and phases; ``--phases`` prints the phases).  RSS of a parallel run: the parent's plus every
 worker's peak (an upper bound).  Liveness is off (the parallel core is safety only).
 """
 from __future__ import annotations
