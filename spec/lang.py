@@ -511,7 +511,7 @@ class ActorDef:
 
 def parse_faults(raw: str, known: Sequence[str]) -> frozenset:
     """``all``, ``none`` or a comma list of fault names; unknown names are a usage error."""
-    from .registry import UsageError
+    from .registry import UsageError, did_you_mean
 
     if raw in ("all", "*"):
         return frozenset(known)
@@ -520,5 +520,6 @@ def parse_faults(raw: str, known: Sequence[str]) -> frozenset:
     names = [x.strip() for x in raw.split(",") if x.strip()]
     bad = [n for n in names if n not in known]
     if bad:
-        raise UsageError(f"unknown fault(s) {', '.join(bad)}; valid faults: all, none, {', '.join(known)}")
+        raise UsageError(f"unknown fault(s) {', '.join(bad)}{did_you_mean(bad[0], known)}; valid faults: all, none, "
+                         f"{', '.join(known)}")
     return frozenset(names)

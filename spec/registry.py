@@ -38,7 +38,8 @@ class Param:
     def parse(self, name: str, raw: str):
         if self.choices is not None:
             if raw not in [str(c) for c in self.choices]:
-                raise UsageError(f"parameter {name}={raw!r}: expected one of {', '.join(map(str, self.choices))}")
+                raise UsageError(f"parameter {name}={raw!r}{did_you_mean(raw, self.choices)}: expected one of "
+                                 f"{', '.join(map(str, self.choices))}")
             return type(self.default)(raw) if not isinstance(self.default, str) else raw
         if isinstance(self.default, bool):
             if raw.lower() in ("1", "true", "yes", "on"):

@@ -183,10 +183,12 @@ def test_check_refuses_bounds_that_are_not_bounds(args, needle):
     (["tp", "--variant", "fm01"], "(did you mean 'fm01-plan-mismatch'?); valid variants:"),
     (["tpp"], "unknown spec 'tpp' (did you mean 'tp'?); valid specs: tp,"),
     (["tp", "-p", "zzz=1"], "unknown parameter 'zzz' for spec tp; valid parameters:"),
+    (["pp1", "-p", "recompute=r0a"], "parameter recompute='r0a' (did you mean 'R0a'?): expected one of R1, R0a, R0"),
+    (["tp", "-p", "faults=crash,tripwyre"], "unknown fault(s) tripwyre (did you mean 'tripwire'?); valid faults: all,"),
 ])
 def test_an_unknown_name_suggests_the_nearest(args, needle):
-    """A misspelt or shortened spec, variant or parameter name: exit 2, the nearest valid name (a unique
-    prefix match, else a close one; none when nothing is close), then every valid name."""
+    """A misspelt or shortened spec, variant, parameter, choice or fault name: exit 2, the nearest valid
+    name (a unique prefix match, else a close one; none when nothing is close), then every valid name."""
     p = lockstep("check", *args)
     assert p.returncode == 2 and needle in p.stderr, p.stderr
 
