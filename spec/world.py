@@ -1865,7 +1865,9 @@ def _validate_role(role: Role) -> None:
         raise SpecError(f"role {role.name}", ValueError(
             f"states {', '.join(dead)} have transitions but no transition reaches them from {role.init}"))
     for st in sorted(role.terminal_states() - BUILTIN_TERMINAL, key=str):
-        near = next((b for b in (DONE, FAILED) if _one_edit(str(st).casefold(), b.casefold())), None)
+        # (the first letter right: GONE, NONE or MAILED are names of their own)
+        near = next((b for b in (DONE, FAILED) if str(st)[:1].casefold() == b[:1].casefold()
+                     and _one_edit(str(st).casefold(), b.casefold())), None)
         if near is not None:  # a misspelt end: the rank would stop there and every check still pass
             raise SpecError(f"role {role.name}", ValueError(
                 f"state {st!r} has no transitions, so the role ends there, and it looks like {near} misspelt; use "

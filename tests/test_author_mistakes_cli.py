@@ -101,6 +101,7 @@ SPEC_MISTAKES = {
     "misspelt-done": (dict(LAST_STATE="'DONEE'"), "role leader",
                       "state 'DONEE' has no transitions, so the role ends there, and it looks like DONE misspelt"),
     "misspelt-failed": (dict(LAST_STATE="'Failed'"), "role leader", "it looks like FAILED misspelt"),
+    "misspelt-done-swapped": (dict(LAST_STATE="'DNOE'"), "role leader", "it looks like DONE misspelt"),
     # ... and set when an op completes (it used to end as "unexpected error: unhashable type")
     "unhashable-after": (dict(AFTER="lambda c, data: c.set(config={1: data})"), "worker.receive_config after",
                          "sets variable config to {1: 7} (a dict)"),
@@ -172,10 +173,12 @@ def test_a_file_with_nul_bytes_is_named(tmp_path):
     assert p.returncode == 2 and f"{f}: syntax error" in p.stderr and "None:None" not in p.stderr, p.stderr
 
 
-def test_a_role_may_end_in_a_state_of_its_own(tmp_path):
-    """A state with no transitions ends the role; one that is not DONE or FAILED misspelt is no mistake."""
+@pytest.mark.parametrize("end", ["FINISHED", "GONE", "DONE_EARLY"])
+def test_a_role_may_end_in_a_state_of_its_own(tmp_path, end):
+    """A state with no transitions ends the role; one that is not DONE or FAILED misspelt is no mistake
+    (GONE is one letter from DONE, but not its first letter)."""
     src = HELLO
-    for k, v in {**OK, "LAST_STATE": "'FINISHED'"}.items():
+    for k, v in {**OK, "LAST_STATE": repr(end)}.items():
         src = src.replace(k, v)
     f = tmp_path / "hello_spec.py"
     f.write_text(src)
