@@ -11,7 +11,7 @@
 #
 # CONFIG (default pp1:mesh=4:off), WORKERS (default 8), BUDGET_S (default 300); the serial runs use OLD.
 # Writes runs.jsonl (a line per search) into OUT (default: a new temporary directory).
-set -u
+set -u -o pipefail
 : "${OLD:?OLD=<git revision or folder holding lockstep/>}" "${NEW:?NEW=<git revision or folder holding lockstep/>}"
 CONFIG=${CONFIG:-pp1:mesh=4:off}
 WORKERS=${WORKERS:-8}
@@ -32,9 +32,9 @@ new=$(pkg "$NEW" new) || exit 2
 echo "# $(env -u OMP_NUM_THREADS nproc) cores, $(uname -n), $(date -u), load $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null); $CONFIG, $WORKERS workers; old $OLD, new $NEW"
 one() { PYTHONPATH="$1" "$PY" "$here/parallel_once.py" "$2" --config "$CONFIG" --tag "$3" | tee -a "$OUT/runs.jsonl" | cut -c1-160; }
 start=$SECONDS
-one "$old" serial serial || exit 1
+one "$old" serial serial || exit $?
 while :; do
-  one "$old" "$WORKERS" old && one "$old" serial serial && one "$new" "$WORKERS" new && one "$old" serial serial || exit 1
+  one "$old" "$WORKERS" old && one "$old" serial serial && one "$new" "$WORKERS" new && one "$old" serial serial || exit $?
   # another round only if it fits: a round took (now - start) / rounds so far
   rounds=$(( $(grep -c '"tag": "new"' "$OUT/runs.jsonl") ))
   [ $(( (SECONDS - start) * (rounds + 1) / rounds )) -le "$BUDGET_S" ] || break

@@ -52,7 +52,7 @@ from lockstep.model import parallel
 from lockstep.model.checker import Explorer
 from lockstep.model.features import configure
 from lockstep.model.result import Bounds
-from lockstep.spec.registry import resolve
+from lockstep.spec.registry import UsageError, resolve
 
 
 def factory(spec: str, raw: dict, reduction: bool):
@@ -63,12 +63,18 @@ def factory(spec: str, raw: dict, reduction: bool):
 
 
 def parse_config(text: str):
-    """``pp1:mesh=3:off`` -> ("pp1", {"mesh": "3"}, False)."""
+    """``pp1:mesh=3:off`` -> ("pp1", {"mesh": "3"}, False); an argparse type (a bad one: exit 2, one line)."""
     parts = text.split(":")
-    spec = parts[0]
-    raw = dict(kv.split("=", 1) for kv in parts[1].split(",") if kv) if len(parts) > 1 else {}
-    red = (parts[2] if len(parts) > 2 else "off") == "on"
-    return spec, raw, red
+    pairs = [kv for kv in parts[1].split(",") if kv] if len(parts) > 1 else []
+    red = parts[2] if len(parts) > 2 else "off"
+    if not parts[0] or len(parts) > 3 or any("=" not in kv for kv in pairs) or red not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected SPEC[:NAME=VALUE,...[:on|off]], e.g. pp1:mesh=4:off")
+    raw = dict(kv.split("=", 1) for kv in pairs)
+    try:
+        resolve(parts[0], None, raw)  # an unknown spec or parameter, or a bad value: refused here
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
+    return parts[0], raw, red == "on"
 
 
 def timed(fn):
@@ -164,7 +170,7 @@ def main() -> int:
     ap.add_argument("--steal", default="auto", help="comma-separated frontier-sharing modes of keyed workers: auto, "
                     "halves, off (model/parallel.py STEAL; auto and halves share only where the workers do not "
                     "outnumber the cores)")
-    ap.add_argument("--config", action="append", default=None, metavar="SPEC:PARAMS:on|off")
+    ap.add_argument("--config", action="append", default=None, type=parse_config, metavar="SPEC:PARAMS:on|off")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each parallel configuration (the best wall is kept)")
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--quick", action="store_true")
@@ -186,7 +192,7 @@ def main() -> int:
     counts = [int(x) for x in a.workers.split(",")]
     transports = a.transport.split(",")
     if a.config:
-        configs = [parse_config(c) for c in a.config]
+        configs = a.config
     elif a.quick:
         configs = [("pp1", {"mesh": 2}, False), ("pp1", {"mesh": 2}, True), ("pipeline", {"stages": 3, "microbatches": 3}, False)]
     else:

@@ -72,14 +72,14 @@ def copies(make, n: int) -> list[dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="pp1:mesh=4:off", metavar="SPEC:PARAMS:on|off")
+    ap.add_argument("--config", default="pp1:mesh=4:off", type=parse_config, metavar="SPEC:PARAMS:on|off")
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     if a.workers < 1 or a.rounds < 1:
         ap.error("--workers and --rounds must be at least 1")
-    spec, raw, reduction = parse_config(a.config)
+    spec, raw, reduction = a.config
     make = factory(spec, raw, reduction)
     rows = []
 

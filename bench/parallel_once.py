@@ -27,12 +27,12 @@ from lockstep.model.result import Bounds  # noqa: E402
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("mode", help="serial, or a number of workers")
-    ap.add_argument("--config", default="pp1:mesh=4:off", help="SPEC:NAME=VALUE,...:on|off (reduction)")
+    ap.add_argument("--config", default="pp1:mesh=4:off", type=parse_config, help="SPEC:NAME=VALUE,...:on|off (reduction)")
     ap.add_argument("--tag", default="", help="a label copied into the line")
     a = ap.parse_args()
     if a.mode != "serial" and not (a.mode.isdigit() and int(a.mode) >= 2):
         ap.error(f"mode: expected serial or a number of workers >= 2, got {a.mode!r}")
-    spec, raw, red = parse_config(a.config)
+    spec, raw, red = a.config
     make = factory(spec, raw, red)
     out: dict = {}
     t0 = time.perf_counter()
@@ -49,7 +49,8 @@ def main() -> int:
         out = {"cpu_s": round(sum(last["worker_cpu_s"]), 3), "critical_path_cpu_s": last["critical_path_cpu_s"],
                "phases": last["phases"], "timing": timing}
     wall = time.perf_counter() - t0
-    print(json.dumps({"tag": a.tag, "mode": a.mode, "config": a.config, "verdict": r.verdict, "states": r.stats.states,
+    print(json.dumps({"tag": a.tag, "mode": a.mode, "config": f"{spec}:{','.join(f'{k}={v}' for k, v in raw.items())}:"
+                                                                  f"{'on' if red else 'off'}", "verdict": r.verdict, "states": r.stats.states,
                       "wall_s": round(wall, 3), **out}), flush=True)
     return 0
 
