@@ -5,9 +5,11 @@ is a wide one: 4-6 ranks, most with a symmetric orbit of 2-5 ranks and drawn sub
 (``--wide-every 0`` draws the 2-3-rank specs alone, as runs before wide specs did for a seed).
 ``--aux-ops`` keeps only specs whose rank 0 has a second thread that posts ops of its own (drawing
 until one comes): the case of C1's posting-order condition for threads that share a rank;
-``--three-threads`` only those where rank 0 runs three threads (a rank's threads taken together).
+``--three-threads`` only those where rank 0 runs three threads (a rank's threads taken together);
+``--observed-when`` only those whose invariant reads a control state where a variable has a value,
+declared ``observed_when`` (honest or planted wrong).
 The summary counts the specs with footprint declarations (reads=/writes=/shares=/puts=/takes=)
-and those with one planted wrong.
+and those with one planted wrong, and those with ``observed_when`` and those planted wrong.
 
     PYTHONPATH=... python bench/bench_differential.py --specs 2000 --seed 1
 """
@@ -33,17 +35,22 @@ def main() -> int:
     ap.add_argument("--wide-every", type=int, default=4, help="draw every N-th spec wide: 4-6 ranks (0: never)")
     ap.add_argument("--aux-ops", action="store_true", help="only specs where a second thread of rank 0 posts ops")
     ap.add_argument("--three-threads", action="store_true", help="only specs where rank 0 runs three threads")
+    ap.add_argument("--observed-when", action="store_true", help="only specs whose invariant is declared observed_when")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     rng = random.Random(a.seed)
     t0 = time.perf_counter()
-    bad, parallel, declared, planted, unshared, wide, orbits, aux = [], 0, 0, 0, 0, 0, 0, 0
+    bad, parallel, declared, planted, unshared, wide, orbits, aux, when, when_planted = [], 0, 0, 0, 0, 0, 0, 0, 0, 0
     for i in range(a.specs):
         is_wide = a.wide_every > 0 and i % a.wide_every == a.wide_every - 1
         d = protogen.describe(protogen.random_pick(rng), wide=is_wide)
-        while (a.aux_ops and not d["aux_ops"]) or (a.three_threads and len([x for x in d["actors"] if x[0] == 0]) < 3):
+        while (a.aux_ops and not d["aux_ops"]) or (a.three_threads and len([x for x in d["actors"] if x[0] == 0]) < 3) \
+                or (a.observed_when and not (d["inv"] or {}).get("when")):
             d = protogen.describe(protogen.random_pick(rng), wide=is_wide)
         aux += d["aux_ops"]
+        w = (d["inv"] or {}).get("when")
+        when += bool(w)
+        when_planted += bool(w and w["plant"])
         wide += is_wide
         orbits += is_wide and d["sym"]
         roles = d["roles"].values()
@@ -59,12 +66,13 @@ def main() -> int:
     secs = time.perf_counter() - t0
     out = {"specs": a.specs, "seed": a.seed, "with_workers_2": parallel, "with_footprints": declared,
            "with_planted_footprints": planted, "without_shared_variables": unshared, "wide": wide, "wide_symmetric": orbits,
-           "second_thread_ops": aux,
+           "second_thread_ops": aux, "observed_when": when, "observed_when_planted": when_planted,
            "disagreements": len(bad), "seconds": round(secs, 1)}
     print(json.dumps(out) if a.json else
           f"{a.specs} generated specs (seed {a.seed}; {parallel} also with workers=2; {declared} with footprint "
           f"declarations, {planted} of them planted wrong; {unshared} without shared variables; {wide} wide, "
-          f"{orbits} of them with a symmetric orbit of 2-5 ranks; {aux} with ops on a second thread): "
+          f"{orbits} of them with a symmetric orbit of 2-5 ranks; {aux} with ops on a second thread; {when} with "
+          f"observed_when, {when_planted} of them planted wrong): "
           f"{len(bad)} disagreements, "
           f"{secs:.1f} s")
     return 1 if bad else 0

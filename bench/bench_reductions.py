@@ -1,18 +1,18 @@
 """State counts with and without reductions, and how cost grows with the mesh size.
 
     python bench/bench_reductions.py [--timeout 120] [--max-mesh 8] [--json PATH] [--markdown PATH]
-    python bench/bench_reductions.py --before /path/to/old/shim [--json PATH]
+    python bench/bench_reductions.py --before /path/to/old/shim [--json PATH] [--kv-mesh 2,4,8,16]
 
 ``--markdown`` writes the rows as a table with the date, machine and command that produced them (the
 README's state-count table is pasted from it).
 
 ``--before SHIM`` compares two trees side by side: SHIM is a directory whose ``lockstep`` is an
 older checkout (e.g. ``git worktree add OLD dc6e413`` and ``SHIM/lockstep -> OLD``).  For tp ranks
-3..5 and pp1 mesh 2..8 (reductions on, safety only) each exploration runs in its own process, old
+3..5, pp1 mesh 2..8 and kv at each ``--kv-mesh`` size (reductions on, safety only) each exploration runs in its own process, old
 then new, and the table gives both state counts and CPU seconds of the search (process time: wall time
 on a shared machine measures the neighbours).
 
-For tp (ranks 2..), pp1 (mesh 2..--max-mesh) and pipeline: safety only (liveness off), every fault
+For tp (ranks 2..), pp1 (mesh 2..--max-mesh), kv (each ``--kv-mesh`` size) and pipeline: safety only (liveness off), every fault
 enabled, default parameters otherwise.  Each row is one exploration with the model's reductions on
 (symmetry over interchangeable workers for the protocol specs, partial-order reduction for the
 pipeline) and one with ``--no-reduction``.  A run that hits --timeout prints BOUND_REACHED with the
@@ -60,12 +60,13 @@ print(json.dumps({"verdict": r.verdict, "states": r.stats.states, "transitions":
 """
 
 
-def before_after(shim: str, timeout: float, max_mesh: int, json_path: str | None) -> int:
+def before_after(shim: str, timeout: float, max_mesh: int, kv_mesh: list[int], json_path: str | None) -> int:
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     import lockstep
 
     new_shim = os.path.dirname(os.path.dirname(os.path.abspath(lockstep.__file__)))
     configs = [("tp", {"ranks": n}) for n in (3, 4, 5)] + [("pp1", {"mesh": m}) for m in range(2, max_mesh + 1)]
+    configs += [("kv", {"mesh": m}) for m in kv_mesh]
     rows = []
     print(f"{'spec':<6}{'params':<9}{'old verdict':>14}{'old states':>12}{'old cpu s':>10}{'new verdict':>14}{'new states':>12}{'new cpu s':>10}{'cpu new/old':>12}")
     for spec, raw in configs:
@@ -88,18 +89,30 @@ def before_after(shim: str, timeout: float, max_mesh: int, json_path: str | None
     return 0
 
 
+def _sizes(text: str) -> list[int]:
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated mesh sizes such as 2,4,8; got {text!r}") from None
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"expected mesh sizes of at least 1; got {text!r}")
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per exploration")
     ap.add_argument("--max-mesh", type=int, default=8)
+    ap.add_argument("--kv-mesh", type=_sizes, default=[2, 4, 8], help="kv mesh sizes, comma-separated (default 2,4,8)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--markdown", default=None, help="write a dated markdown table here")
     ap.add_argument("--before", default=None, metavar="SHIM", help="compare with the lockstep found on this PYTHONPATH")
     a = ap.parse_args()
     if a.before:
-        return before_after(a.before, a.timeout, a.max_mesh, a.json)
+        return before_after(a.before, a.timeout, a.max_mesh, a.kv_mesh, a.json)
     configs = [("tp", {"ranks": n}) for n in (2, 3, 4)]
     configs += [("pp1", {"mesh": m}) for m in range(2, a.max_mesh + 1)]
+    configs += [("kv", {"mesh": m}) for m in a.kv_mesh]
     configs += [("pipeline", {})]
     rows = []
     print(f"{'spec':<10}{'params':<12}{'reduction':>10}{'verdict':>15}{'states':>12}{'transitions':>14}{'s':>9}{'states/s':>10}{'RSS MB':>8}")

@@ -55,7 +55,15 @@ variable).  p's steps qualify when
   while a kill can come, p's steps that write shared variables or end p are not taken alone;
 - C2: a step is visible when it changes what its role declares ``observed``, shared variables
   included, and a property read of a shared variable that a reduced role may write but does not
-  declare observed is refused;
+  declare observed is refused.  A role may also observe a field f (a variable, the control state
+  or the pending op) only where a condition on its own variables holds (``observed_when``): what
+  properties see of actor p is then the projection proj(p) = (p's observed fields, cond(p), f if
+  cond(p) else nothing), and a step is visible when it changes proj(p): the condition, or f where
+  the condition holds before the step.  A property read of f where cond(p) is false is refused,
+  so every property is a function of the projections (on the states it is evaluated on; the
+  argument for checked accesses below carries over).  proj(p) depends on p's local state alone,
+  which no other actor's step changes and which p's step changes the same way wherever C1 lets it
+  commute, so a step found invisible in s is invisible in every state it is moved through;
 - C3: c is left by no back edge of a depth-first search of the role's local transitions, or the role
   declares a ``progress`` measure that the step, taken alone, does not lower and, from a back-edge
   state, raises.  On a cycle of steps taken alone every actor that moves returns to its state; its

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import namedtuple
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..model.api import SpecError, Violation
 
@@ -79,7 +79,8 @@ class Role:
 
     def __init__(self, name: str, init: str, vars: dict[str, Any], ids: Sequence[str] = ("call_id", "chunk_index", "cache_epoch"),
                  doc: str = "", hang_points: Sequence[str] = (), private: bool = False, observed: Sequence[str] = (),
-                 shares: Sequence[str] | None = None, progress: Callable | None = None):
+                 shares: Sequence[str] | None = None, progress: Callable | None = None,
+                 observed_when: Mapping[str, Callable] | None = None):
         self.name = name
         self.init = init
         self.V = namedtuple(f"{name.replace('-', '_')}_vars", list(vars))
@@ -117,11 +118,26 @@ class Role:
             raise SpecError(f"role {name}", ValueError(
                 f"observed names {', '.join(map(repr, bad))} are not variables of the role; valid: "
                 f"{', '.join(list(vars) + list(CONTROL_FIELDS))}"))
+        # fields properties read only where a condition on the actor's own variables holds (``kv``
+        # only between envelopes: {"kv": lambda v: not v.busy}); a step is visible when it changes
+        # the condition, or the field while the condition holds (spec/reduce.py)
+        self.observed_when = dict(observed_when or {})
+        for f, cond in self.observed_when.items():
+            if f not in vars and f not in CONTROL_FIELDS:
+                raise SpecError(f"role {name}", ValueError(
+                    f"observed_when names {f!r}, which is not a variable of the role (a shared variable is observed "
+                    f"unconditionally, with observed=...); valid: {', '.join(list(vars) + list(CONTROL_FIELDS))}"))
+            if f in self.observed:
+                raise SpecError(f"role {name}", ValueError(
+                    f"{f!r} is in both observed= and observed_when=: name it in one (observed= observes it everywhere)"))
+            if not callable(cond):
+                raise SpecError(f"role {name}", TypeError(
+                    f"observed_when[{f!r}] is {cond!r:.60}, not a function of the role's variables (e.g. lambda v: not v.busy)"))
         clash = [f for f in CONTROL_FIELDS if f in vars]
         if clash:
             raise SpecError(f"role {name}", ValueError(f"variable names {', '.join(clash)} are reserved (control state, pending op)"))
         # what a property may read of this role's actors without making their steps visible
-        self.visible = frozenset(self.observed)
+        self.visible = frozenset(self.observed) | frozenset(self.observed_when)
         self._cursor: int | None = None  # where local/op insert inside an insert_after/insert_before block
 
     def _add(self, t: Transition) -> Transition:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..model.api import SpecError, Violation
 from .lang import CONTROL_FIELDS, DEAD, FAILED, FOOTPRINT, PRIVATE
 from .fabric import ranks_text
-from .view import ALIVE, SHARED
+from .view import ALIVE, SHARED, RecordedVars
 
 
 class Reductions:
@@ -85,8 +85,10 @@ class Reductions:
     #   nor p's state once p is DONE: while that can happen, p's steps that write a shared variable
     #   or end p are not taken alone;
     # - C2: a step is visible when it changes a variable, the control state, the pending op or a
-    #   shared variable that its role declares ``observed``, ends the process, or carries a check
-    #   (the world checks at run time that properties read nothing else of a reduced actor);
+    #   shared variable that its role declares ``observed``, changes the condition of a field its
+    #   role declares ``observed_when`` or the field where the condition held, ends the process,
+    #   or carries a check (the world checks at run time that properties read nothing else of a
+    #   reduced actor, and an ``observed_when`` field only where its condition holds);
     # - C3: c is left by no back edge of the role's local transitions (a depth-first search from the
     #   initial state): a cycle of the reduced graph returns every actor that moves on it to its
     #   state, so some actor's local steps close a cycle of its role's local graph, which holds a
@@ -214,12 +216,12 @@ class Reductions:
         hot = {k for k, t in enumerate(role.transitions) if t.check is not None}
         if self._monitor_set is not None:
             hot |= set(self._monitor_set.reach[i])
-        vis = role.visible
+        vis = set(role.observed)
         lines = ["def visible(state, action, nxt):",
                  "    if action[2] in HOT: return True",
                  f"    st = state[0][{i}]; nst = nxt[0][{i}]",
                  "    if nst[1] is None: return True"]
-        if not vis:
+        if not vis and not role.observed_when:
             lines.append("    return False")
         else:
             if "ctl" in vis:
@@ -229,9 +231,11 @@ class Reductions:
             fields = role.V._fields
             tests = [f"st[1].{f} != nst[1].{f}" if f in fields else f"state[1].{f} != nxt[1].{f}"
                      for f in role.observed if f != "ctl" and f != "pending"]
+            if role.observed_when:
+                tests.append("when(st, nst)")
             lines.append("    if st[1].__class__ is not V: return slow(state, action, nxt)")
             lines.append(f"    return bool({' or '.join(tests)})" if tests else "    return False")
-        ns = {"HOT": frozenset(hot), "V": role.V, "slow": self._por_visible}
+        ns = {"HOT": frozenset(hot), "V": role.V, "slow": self._por_visible, "when": self._when_visible(role)}
         exec("\n".join(lines), ns)  # noqa: S102 - generated from the role's declared field names
         return ns["visible"]
 
@@ -246,8 +250,8 @@ class Reductions:
         nctl, nv, npend = nxt[0][i]
         if nv is None:  # the process exits: other ranks' ops now fail
             return True
-        vis = role.visible
-        if not vis:
+        vis = role.observed
+        if not vis and not role.observed_when:
             return False
         if "ctl" in vis and nctl != ctl:
             return True
@@ -256,7 +260,33 @@ class Reductions:
         fields = v._fields
         g, ng = state[1], nxt[1]
         return any(getattr(v, f) != getattr(nv, f) if f in fields else getattr(g, f) != getattr(ng, f)
-                   for f in role.observed if f != "ctl" and f != "pending")
+                   for f in role.observed if f != "ctl" and f != "pending") \
+            or (bool(role.observed_when) and self._when_visible(role)(state[0][i], nxt[0][i]))
+
+    def _when_visible(self, role):
+        """(actor state before, after) -> whether the step is visible through ``observed_when``: a
+        field observed where a condition on the actor's own variables holds is part of what properties
+        see of the actor exactly there, so the step is visible when it changes the condition, or the
+        field where the condition holds.  Both depend on the actor's local state alone, which the
+        steps of others do not change: the same step is invisible in every state C1 lets it commute
+        through (model/por.py, C2)."""
+        fields = role.V._fields
+        where = f"{role.name} observed_when"
+        def getter(f):
+            if f in fields:
+                k = fields.index(f)
+                return lambda a: a[1][k]
+            k = 0 if f == "ctl" else 2  # ActorState (ctl, vars, pending)
+            return lambda a: a[k]
+        pairs = [(getter(f), cond) for f, cond in role.observed_when.items()]
+
+        def when(st, nst):
+            for get, cond in pairs:
+                before = bool(self._call(where, cond, st[1]))
+                if before != bool(self._call(where, cond, nst[1])) or (before and get(st) != get(nst)):
+                    return True
+            return False
+        return when
 
     def por_independent(self, state, i, moves, succs) -> bool:
         ctl = state[0][i][0]
@@ -309,12 +339,26 @@ class Reductions:
                 return False
         return True
 
-    def _check_reads(self, what: str, reads) -> None:
+    def _check_reads(self, what: str, reads, state=None, rec=None) -> None:
         """A property read of a reduced actor must be of something its role declares observed; a
         property read of a shared variable (recorded as actor SHARED) must be declared observed by every
-        reduced role that may write it."""
+        reduced role that may write it; a read of a field the role observes only where a condition
+        holds (``observed_when``) must come where it holds in ``state``.  The condition's own reads go
+        into ``rec``, the property's record, so a memoised verdict is reused only where the condition
+        has the same value."""
         pa = self._por_actors
         bad = [(i, f) for i, f in reads if i in pa and f not in self.actors[i].role.visible]
+        if state is not None:
+            for i, f in reads:
+                role = self.actors[i].role if i >= 0 else None
+                cond = role.observed_when.get(f) if role is not None and i in pa else None
+                v = state[0][i][1] if cond is not None else None
+                if v is not None and not self._call(f"{role.name} observed_when", cond, RecordedVars(v, rec, i)):
+                    a = self.actors[i]
+                    raise SpecError(what, PermissionError(
+                        f"reads {f!r} of {a.label} (role {role.name}) in a state where the role's observed_when "
+                        f"condition for {f!r} is false; the partial-order reduction treats changes to it there as "
+                        f"invisible (read it only where the condition holds, or declare it in observed=...)"))
         for j, f in reads:
             if j == SHARED:
                 bad += [(i, f) for i in pa if f not in self.actors[i].role.visible

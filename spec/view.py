@@ -24,7 +24,7 @@ WORLD = -1  # actor index of a record entry for the world itself (faults used, r
 RAW = ":raw"
 
 
-class _Vars:
+class RecordedVars:
     """A role's variables; every attribute read is recorded."""
 
     __slots__ = ("_v", "_rec", "_i")
@@ -48,7 +48,7 @@ class _Vars:
         return self._all()._asdict()
 
     def __eq__(self, other):
-        return self._all() == (other._all() if isinstance(other, _Vars) else other)
+        return self._all() == (other._all() if isinstance(other, RecordedVars) else other)
 
     def __hash__(self):
         return hash(self._all())
@@ -124,7 +124,7 @@ class ActorView:
         self._rec.add((self._i, ALIVE))
         if v is None:
             return v
-        return _Vars(v, self._rec, self._i)
+        return RecordedVars(v, self._rec, self._i)
 
 
 class WorldView:
@@ -147,7 +147,7 @@ class WorldView:
         g = self._state[1]
         if self._rec is None or not hasattr(g, "_fields"):
             return g
-        return _Vars(g, self._rec, SHARED)  # the world checks which reduced roles may write them
+        return RecordedVars(g, self._rec, SHARED)  # the world checks which reduced roles may write them
 
     @property
     def faults_used(self) -> int:

@@ -351,7 +351,7 @@ class Protocol(Fabric, Reductions, Explanation):
             if rec and self._por_on:
                 # what the reduction must see: actors' fields (not whether they are alive, which no
                 # reduced step changes unseen) and shared variables
-                self._check_reads(what, [r for r in rec if (r[0] >= 0 and r[1] != ALIVE) or r[0] == SHARED])
+                self._check_reads(what, [r for r in rec if (r[0] >= 0 and r[1] != ALIVE) or r[0] == SHARED], state, rec)
             if memo is not None:
                 memo.store(rec, state, out)
                 reads = None if (WORLD, RAW) in rec else rec

@@ -67,6 +67,12 @@ def describe(pick: Pick, wide: bool = False) -> dict[str, Any]:
         a, b = pick(0, len(actors) - 1), pick(0, len(actors) - 1)
         kind = pick(0, 3)
         inv = {"kind": ("ctl", "x", "pending", "g")[kind], "var": SHARED[pick(0, len(SHARED) - 1)], "a": a, "b": b, "sa": pick(0, 3), "sb": pick(0, 3), "val": pick(0, 2)}
+        if kind == 0 and inv["val"] == 0:
+            # a third of the control-state invariants read the state only where the actor's x has a
+            # value, declared ``observed_when``; a quarter of those planted wrong (the state read
+            # everywhere).  From draws a control-state invariant does not use (val, var), so the draws
+            # of every description stay those of the generator before this form
+            inv["when"] = {"x": (a + b) % 3, "plant": inv["var"] == SHARED[1] and inv["sa"] % 2 == 0}
     faults = [f for f, on in (("crash", pick(0, 3) > 0), ("hang", pick(0, 2) == 0), ("boom", pick(0, 1))) if on]
     monitor = None
     # a monitor over the transitions' events: moves between states M0..M2, one may reject.  A wide
@@ -287,21 +293,33 @@ def build(d: dict[str, Any]) -> Protocol:
         symmetric=tuple(i for i, (r, _) in enumerate(d["actors"]) if r >= d.get("sym_from", 1)) if d["sym"] else ())
 
 
+def planted(d: dict[str, Any]) -> bool:
+    """Whether the description plants a wrong declaration (the checker must refuse it, or the
+    reduced and unreduced answers must agree)."""
+    when = (d["inv"] or {}).get("when")
+    return bool(d["plant_observed"] or d["plant_asym"] or (when and when["plant"])
+                or any(r["planted_private"] or r.get("planted_footprint") for r in d["roles"].values()))
+
+
 def _role(key: str, rd: dict, d: dict, inv, idx: int) -> Role:
     observed = ()
+    when = {}
     if inv is not None and not d["plant_observed"]:
         observed = {"ctl": ("ctl",), "x": ("x",), "pending": ("ctl", "pending"), "g": ()}[inv["kind"]]
         if inv["kind"] == "g" and not rd["private"]:
             observed = (inv["var"],)  # the invariant reads a shared variable: every role that may write it
+        if inv.get("when"):  # the control state only where x has the drawn value; x everywhere
+            observed, when = ("x",), {"ctl": lambda v, k=inv["when"]["x"]: v.x == k}
     if d["live"] and idx == 0 and "ctl" not in observed:
         observed += ("ctl",)  # the liveness obligation reads the first actor's control state
+        when = {}
     fp = rd.get("footprint", "none")
     fps = _footprints(rd) if fp != "none" else {}
     shares = None
     if fp == "role":  # the role's shares: plain reads and writes (a FIFO end used as a plain variable)
         shares = tuple(sorted(set().union(*(set().union(*f) for f in fps.values()))))
     progress = {"none": None, "x": lambda v: v.x, "negx": lambda v: -v.x}[rd.get("progress", "none")]
-    r = Role(key, "S0", {"x": 0}, private=rd["private"], observed=observed,
+    r = Role(key, "S0", {"x": 0}, private=rd["private"], observed=observed, observed_when=when,
              hang_points=[_state(s, rd["nstates"]) for s in rd["hang_points"]], shares=shares, progress=progress)
     for k, t in enumerate(rd["trans"]):
         src, dst = _state(t["src"], rd["nstates"]), _state(t["dst"], rd["nstates"])
@@ -453,11 +471,23 @@ def _invariant(inv, d):
     asym = d["plant_asym"]
     sym_from = d.get("sym_from", 1)
 
+    when = inv.get("when")
+
+    def in_state_when(x, s):
+        """Actor x is in control state s with x at the drawn value: honest, the state is read only
+        there (``observed_when``); planted, it is read first."""
+        if when["plant"]:
+            return x.state == s and x.vars is not None and x.vars.x == when["x"]
+        return x.vars is not None and x.vars.x == when["x"] and x.state == s
+
     def fn(world):
         actors = list(world.actors())
         A, B = actors[a], actors[b]
         if asym and A.rank >= sym_from and A.state == sa:  # planted: singles out one symmetric rank
             return f"{A.label} in {sa}"
+        if when:
+            return (f"{A.label} in {sa} while {B.label} in {sb}, both at x={when['x']}"
+                    if a != b and in_state_when(A, sa) and in_state_when(B, sb) else None)
         if kind == "ctl":
             return f"{A.label} in {sa} while {B.label} in {sb}" if A.state == sa and B.state == sb and a != b else None
         if kind == "x":
@@ -470,6 +500,8 @@ def _invariant(inv, d):
 
     def sym_fn(world):
         ws = [x for x in world.actors() if x.rank >= sym_from]
+        if when:
+            return f"every worker in {sa} at x={when['x']}" if all(in_state_when(w, sa) for w in ws) else None
         if kind == "ctl":
             return "both workers in " + sa if all(w.state == sa for w in ws) else None
         if kind == "x":
@@ -483,8 +515,7 @@ def _invariant(inv, d):
 
 def compare(d: dict[str, Any], workers: bool = True) -> list[str]:
     """Disagreements between reduced, unreduced and parallel checks of one description."""
-    planted = d["plant_observed"] or d["plant_asym"] or any(r["planted_private"] or r.get("planted_footprint")
-                                                            for r in d["roles"].values())
+    planted_wrong = planted(d)
     out = {}
     try:
         for key, red in (("reduced", True), ("unreduced", False)):
@@ -492,7 +523,7 @@ def compare(d: dict[str, Any], workers: bool = True) -> list[str]:
             cls, _, complete = reachable_classes(build(d), red, MAX_STATES)
             out[key] = (verdict_class(res.verdict), cls, complete, res.verdict, end_states(build(d), red), res)
     except SpecError as e:
-        if planted:
+        if planted_wrong:
             return []  # refused: what a planted-wrong declaration must get
         return [f"SpecError on an honest spec: {e}"]
     r, u = out["reduced"], out["unreduced"]
@@ -509,7 +540,7 @@ def compare(d: dict[str, Any], workers: bool = True) -> list[str]:
         try:
             p = echeck(build(d), CheckOptions(bounds=Bounds(max_states=MAX_STATES), liveness=False, workers=2))
         except SpecError as e:
-            return diffs + ([] if planted else [f"SpecError with workers=2 only: {e}"])
+            return diffs + ([] if planted_wrong else [f"SpecError with workers=2 only: {e}"])
         if verdict_class(p.verdict) != r[0] and "BOUND_REACHED" not in (r[0], verdict_class(p.verdict)):
             diffs.append(f"verdict class: workers=2 {p.verdict}, reduced {r[3]}")
         elif p.verdict not in ("HOLDS", "BOUND_REACHED", "VACUOUS") and r[2] and p.verdict not in r[1]:

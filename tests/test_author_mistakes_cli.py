@@ -17,7 +17,7 @@ SPEC = textwrap.dedent('''
     def build(params, variant, backend):
         leader = Role("leader", "SEND", {"config": 7})
         leader.op("broadcast_config", "SEND", DONE, lambda c: broadcast("world", 0, SIG, data=c.v.config))
-        worker = Role("worker", "RECV", {"config": None}, private=True, observed=OBSERVED)
+        worker = Role("worker", "RECV", {"config": None}, private=True, observed=OBSERVED, observed_when=WHEN)
         worker.op("receive_config", "RECV", DONE, lambda c: broadcast("world", 0, SIG), guard=GUARD,
                   after=lambda c, data: c.set(config=data))
         return Protocol("mistake", groups={"world": Group("world", (0, 1))}, backend=backend,
@@ -29,15 +29,23 @@ SPEC = textwrap.dedent('''
 
 CASES = {
     # a private role whose guard reads a shared variable: the reduction would treat its steps as independent
-    "private-reads-shared": ("OBSERVED = ()\nGUARD = lambda c: c.g.ready\nINVARIANTS = []",
+    "private-reads-shared": ("OBSERVED = ()\nWHEN = None\nGUARD = lambda c: c.g.ready\nINVARIANTS = []",
                              "worker.receive_config", "private role reads or writes shared variables"),
     # a typo in observed: the property it should protect would read an unobserved variable
-    "observed-typo": ("OBSERVED = ('confg',)\nGUARD = None\nINVARIANTS = []", "role worker", "'confg'"),
+    "observed-typo": ("OBSERVED = ('confg',)\nWHEN = None\nGUARD = None\nINVARIANTS = []", "role worker", "'confg'"),
     # an invariant reading a private role's control state that the role does not declare observed
     "invariant-reads-unobserved": (
-        "OBSERVED = ('config',)\nGUARD = None\n"
+        "OBSERVED = ('config',)\nWHEN = None\nGUARD = None\n"
         "INVARIANTS = [('worker-state', 'INVARIANT', lambda w: None if w.actor(1).state else 'x')]",
         "invariant worker-state", "control state"),
+    # observed only once the config arrived, but the invariant reads it before too
+    "observed-when-read-outside": (
+        "OBSERVED = ()\nWHEN = {'config': lambda v: v.config is not None}\nGUARD = None\n"
+        "INVARIANTS = [('config-set', 'INVARIANT', lambda w: None if w.actor(1).vars.config in (None, 7) else 'x')]",
+        "invariant config-set", "observed_when condition for 'config' is false"),
+    # a typo in observed_when
+    "observed-when-typo": ("OBSERVED = ()\nWHEN = {'confg': lambda v: True}\nGUARD = None\nINVARIANTS = []",
+                           "role worker", "observed_when names 'confg'"),
 }
 
 
@@ -56,7 +64,7 @@ def test_planted_author_mistake_is_refused(tmp_path, case):
 
 def test_the_same_file_without_the_mistake_holds(tmp_path):
     f = tmp_path / "ok_spec.py"
-    f.write_text("OBSERVED = ('config',)\nGUARD = None\nINVARIANTS = []\n" + SPEC)
+    f.write_text("OBSERVED = ('config',)\nWHEN = None\nGUARD = None\nINVARIANTS = []\n" + SPEC)
     p = subprocess.run([sys.executable, "-m", "lockstep", "check", str(f)], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, (p.stdout, p.stderr)
     assert "HOLDS" in p.stdout

@@ -302,7 +302,7 @@ def _monitored_random_world(seed: int):
     import protogen
 
     d = protogen.describe(protogen.random_pick(random.Random(seed)))
-    if d["plant_observed"] or d["plant_asym"] or any(r["planted_private"] for r in d["roles"].values()) or d["live"]:
+    if protogen.planted(d) or d["live"]:
         return None
     rng = random.Random(seed * 7919 + 1)
     w = protogen.build(d)

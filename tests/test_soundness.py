@@ -55,14 +55,16 @@ def _tp_with_drift(ranks=3):
     W = next(a.role for a in w.actors if a.role.name == "worker")
     k = next(i for i, t in enumerate(W.transitions) if t.name == "advance")
     # planted: after a hard cut a worker advances its start frame by two
-    W.transitions[k] = replace(W.transitions[k], do=lambda c: c.set(start_frame=c.v.start_frame + (2 if c.v.plan[2] else 1)))
+    W.transitions[k] = replace(W.transitions[k], do=lambda c: c.set(start_frame=c.v.start_frame + (2 if c.v.plan[2] else 1),
+                                                                    between=True))
     return w
 
 
 def test_tp_franken_reads_control_state_and_reduction_keeps_boundaries():
     """Planted: a one-line drift in the worker's ``advance`` after a hard cut (tp, ranks=3).  FRANKEN
-    reads the workers' control state; the old reduction treated it as invisible and skipped the
-    chunk boundary after a hard cut: HOLDS by default (14,795 states), FRANKEN only unreduced."""
+    reads the workers' control state (now: whether they are between chunks); the old reduction treated
+    it as invisible and skipped the chunk boundary after a hard cut: HOLDS by default (14,795 states),
+    FRANKEN only unreduced."""
     r = check(_tp_with_drift(), liveness=False)
     assert r.verdict == FRANKEN, r.message
     assert check(_tp_with_drift(), liveness=False, reduction=False).verdict == FRANKEN

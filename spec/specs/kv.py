@@ -188,7 +188,8 @@ def build(params: dict, variant: str | None, backend: str) -> Protocol:
 def kv_role(ring: int) -> Role:
     """A mesh rank's cache lifecycle, one named event per transition: the lifecycle diagram."""
     K = Role("kv", UNINIT, dict(kv=KV(), env=None, call_id=-1, drifted=False, busy=False),
-             ids=("call_id",), doc="a mesh rank's KV-cache lifecycle", private=True, observed=("ctl", "kv", "busy"))
+             ids=("call_id",), doc="a mesh rank's KV-cache lifecycle", private=True, observed=("busy",),
+             observed_when={"kv": lambda v: not v.busy})  # FRANKEN compares caches between envelopes only
 
     def on_env(c, msg):
         action, env = msg
@@ -267,8 +268,7 @@ def start_frame_drift(draft: Draft) -> None:
 
 
 def _franken(world: WorldView) -> str | None:
-    kvs = {a.rank: a.vars.kv for a in world.actors(role="kv")
-           if a.state in LIFECYCLE_STATES + ("DONE",) and not a.vars.busy}  # between envelopes
+    kvs = {a.rank: a.vars.kv for a in world.actors(role="kv") if a.alive and not a.vars.busy}  # between envelopes
     return franken_check(kvs)
 
 

@@ -120,9 +120,10 @@ def build(params: dict, variant: str | None, backend: str) -> Protocol:
 
     # ---------------- workers ----------------
     W = Role("worker", "START", dict(env=ENV_OK, call_id=-1, chunk_index=-1, cache_epoch=0, start_frame=0, plan=None,
-                                     got=0, calls=0, red=0, adhoc=False),
+                                     got=0, calls=0, red=0, adhoc=False, between=False),
              doc="ranks 1..N-1: receive the envelope, run Phase B", private=True,
-             observed=("ctl", "cache_epoch", "start_frame", "call_id"))
+             # FRANKEN compares ranks between chunks only: a worker's steps inside a chunk are invisible
+             observed=("between",), observed_when={"cache_epoch": _between, "start_frame": _between})
     W.local("load_env", "START", "ENV", event="env", doc="read the per-rank environment")
     W.local("env_drift", "START", "ENV", fault="env-drift", do=drift_to(("v0", 1, 0)),
             doc="a per-rank knob differs from rank0's")
@@ -134,7 +135,7 @@ def build(params: dict, variant: str | None, backend: str) -> Protocol:
         if call_id <= c.v.call_id or epoch < c.v.cache_epoch:
             c.goto(FAILED)  # ID monotonicity tripwire
             return
-        c.set(call_id=call_id)
+        c.set(call_id=call_id, between=action == Action.NOOP)  # a heartbeat keeps the worker between chunks
         if action == Action.SHUTDOWN:
             c.goto("DONE")
         elif action == Action.INFER:
@@ -157,7 +158,7 @@ def build(params: dict, variant: str | None, backend: str) -> Protocol:
          why="tensors left to receive", guard=lambda c: c.v.got < len(tensor_keys(c.v.plan)), after=lambda c, d: c.set(got=c.v.got + 1))
     W.local("envelope_received", "TENSORS", "PHASE_B", why="every tensor received", guard=lambda c: c.v.got == len(tensor_keys(c.v.plan)))
     phase_b(W, "PHASE_B", "ADVANCE", planned_calls, params["reduces"])
-    W.local("advance", "ADVANCE", "WAIT_HEADER", do=lambda c: c.set(start_frame=c.v.start_frame + 1),
+    W.local("advance", "ADVANCE", "WAIT_HEADER", do=lambda c: c.set(start_frame=c.v.start_frame + 1, between=True),
             event="cache_advance")
 
     # ---------------- rank0's stop-request thread ----------------
@@ -362,16 +363,20 @@ EMIT_AFTER_COUNT_CHECK = Monitor(
     per="rank", roles=("leader",), doc="emit only what the call-count check passed")
 
 
+def _between(v) -> bool:
+    """A worker is between chunks: waiting for its next header after a header (``between``)."""
+    return v.between
+
+
 def franken(world: WorldView) -> str | None:
     """At a chunk boundary (every rank between chunks) all ranks agree on cache_epoch and
-    current_start_frame.  A worker waiting for its next header is at a boundary whether or not its
-    receive is posted yet (its variables are the same either way)."""
+    current_start_frame.  A worker is between chunks from its ``advance`` (or a heartbeat) until its
+    next header starts a chunk or ends the run, whether or not its receive is posted yet (its
+    variables are the same either way); the worker role observes its cache fields only there."""
     seen = {}
     for a in world.actors(thread="main"):
-        boundary = (a.role == "leader" and a.state == "IDLE") or (a.role == "worker" and a.state == "WAIT_HEADER")
+        boundary = (a.role == "leader" and a.state == "IDLE") or (a.role == "worker" and a.alive and a.vars.between)
         if not boundary:
-            return None
-        if a.role == "worker" and a.vars.call_id < 0:
             return None
         seen[a.rank] = (a.vars.cache_epoch, a.vars.start_frame)
     if len(set(seen.values())) > 1:
