@@ -174,3 +174,22 @@ def test_the_random_differential_catches_a_reduction_that_ignores_the_field(monk
         return lambda st, nst: any(bool(c(st[1])) != bool(c(nst[1])) for c in conds)
     monkeypatch.setattr(Reductions, "_when_visible", condition_only)
     assert any("INVARIANT" in x for x in protogen.compare(d, workers=False))
+
+
+def test_the_loss_scaler_example_at_eight_ranks():
+    """examples/loss_scaler_spec.py, a user's file: HOLDS at 8 ranks, and its ``observed_when`` is what
+    keeps the state count down (the same role observing its scaler everywhere explores over 6x more)."""
+    from pathlib import Path
+
+    from lockstep.spec.loading import load_spec
+
+    info = load_spec(str(Path(__file__).resolve().parent.parent / "examples" / "loss_scaler_spec.py"))
+    params = {k: p.default for k, p in info.params.items()} | {"ranks": 8}
+    when = check(info.build(params, None, "gloo"), liveness=False)
+    plain_model = info.build(params, None, "gloo")
+    role = plain_model.actors[0].role
+    role.observed, role.observed_when = role.observed + tuple(role.observed_when), {}
+    role.visible = frozenset(role.observed)
+    plain = check(plain_model, liveness=False)
+    assert when.verdict == plain.verdict == HOLDS
+    assert 6 * when.stats.states < plain.stats.states, (when.stats.states, plain.stats.states)
