@@ -37,6 +37,21 @@ def test_pp1_nine_ranks_hard_cut_conforms(real_run):
 
 
 @pytest.mark.multirank
+@pytest.mark.slow
+def test_tp_eight_ranks_hard_cut_conforms(real_run):
+    """A real 8-rank tp world (heads=8) with a hard cut and heartbeats conforms against the spec whose
+    workers observe their cache fields between chunks only (``observed_when``)."""
+    path = real_run("tp", 8, **{"model.heads": 8}, chunks=6, hard_cut_at=3, dist_timeout_s=30.0, watchdog_s=45.0,
+                    heartbeat_s=1.0)
+    summary = json.loads((Path(path) / "summary.json").read_text())
+    assert summary["ok"] and all(x["how"] == "clean" for x in summary["ranks"]), summary["problems"]
+    r = _cli(path, "--json")
+    out = json.loads(r.output)
+    assert r.exit_code == 0 and out["verdict"] == "CONFORMS", out["replay"]["unexplained"][:2]
+    assert out["params"]["ranks"] == 8 and out["replay"]["explained"] == out["replay"]["observables"]
+
+
+@pytest.mark.multirank
 def test_budget_is_inconclusive_not_a_verdict(real_run):
     path = real_run("pp1", 3, chunks=3, hard_cut_at=2)
     r = _cli(path, "--budget", "20", "--json")
