@@ -339,7 +339,7 @@ class Reductions:
                 return False
         return True
 
-    def _check_reads(self, what: str, reads, state=None, rec=None) -> None:
+    def _check_reads(self, what: str, reads, state, rec) -> None:
         """A property read of a reduced actor must be of something its role declares observed; a
         property read of a shared variable (recorded as actor SHARED) must be declared observed by every
         reduced role that may write it; a read of a field the role observes only where a condition
@@ -348,17 +348,15 @@ class Reductions:
         has the same value."""
         pa = self._por_actors
         bad = [(i, f) for i, f in reads if i in pa and f not in self.actors[i].role.visible]
-        if state is not None:
-            for i, f in reads:
-                role = self.actors[i].role if i >= 0 else None
-                cond = role.observed_when.get(f) if role is not None and i in pa else None
-                v = state[0][i][1] if cond is not None else None
-                if v is not None and not self._call(f"{role.name} observed_when", cond, RecordedVars(v, rec, i)):
-                    a = self.actors[i]
-                    raise SpecError(what, PermissionError(
-                        f"reads {f!r} of {a.label} (role {role.name}) in a state where the role's observed_when "
-                        f"condition for {f!r} is false; the partial-order reduction treats changes to it there as "
-                        f"invisible (read it only where the condition holds, or declare it in observed=...)"))
+        for i, f in reads:
+            cond = self.actors[i].role.observed_when.get(f) if i in pa else None
+            v = state[0][i][1] if cond is not None else None
+            if v is not None and not self._call(f"{self.actors[i].role.name} observed_when", cond, RecordedVars(v, rec, i)):
+                a = self.actors[i]
+                raise SpecError(what, PermissionError(
+                    f"reads {f!r} of {a.label} (role {a.role.name}) in a state where the role's observed_when "
+                    f"condition for {f!r} is false; the partial-order reduction treats changes to it there as "
+                    f"invisible (read it only where the condition holds, or declare it in observed=...)"))
         for j, f in reads:
             if j == SHARED:
                 bad += [(i, f) for i in pa if f not in self.actors[i].role.visible
