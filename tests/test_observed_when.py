@@ -193,3 +193,20 @@ def test_the_loss_scaler_example_at_eight_ranks():
     plain = check(plain_model, liveness=False)
     assert when.verdict == plain.verdict == HOLDS
     assert 6 * when.stats.states < plain.stats.states, (when.stats.states, plain.stats.states)
+
+
+@pytest.mark.parametrize("variant", ["om10-missing-override", "reset-drift", "start-frame-drift"])
+def test_pp1_compares_settled_caches_and_still_finds_every_divergence(variant):
+    """pp1's mesh ranks observe their cache once it has settled for the chunk (from the chunk's first
+    generator all_reduce to the next header): the apply and the count check are invisible.  Each
+    planted divergence is still found at 4 mesh ranks."""
+    info, params = resolve("pp1", variant, {"mesh": "4"})
+    assert check(info.build(params, variant, "gloo"), liveness=False).verdict == FRANKEN
+
+
+def test_pp1_at_six_mesh_ranks_explores_fewer_states():
+    """The hardened pp1 holds at 6 mesh ranks with fewer states than when every apply was visible
+    (157,413 states)."""
+    info, params = resolve("pp1", None, {"mesh": "6"})
+    res = check(info.build(params, None, "gloo"), liveness=False)
+    assert res.verdict == HOLDS and res.stats.states < 0.8 * 157_413, res.stats.states

@@ -254,9 +254,10 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
     C.local("discard_on_abort", "PUT", "DONE", why="rank0 aborts", guard=lambda c: c.g.abort, do=stop, reads=("abort",), writes=("comms_done",))
 
     # ---------------------------------------------------------------- the leader (mesh group-rank 0)
-    Ld = Role("leader", "START", dict(knob=0, env=None, kv=KVL.KV(), call_id=-1, chunk_index=-1, cache_epoch=-1, calls=0, tensors=None),
+    Ld = Role("leader", "START", dict(knob=0, env=None, kv=KVL.KV(), call_id=-1, chunk_index=-1, cache_epoch=-1, calls=0, tensors=None,
+                                      settled=False),
               doc="global rank 1, mesh group-rank 0: receives and validates the envelope, broadcasts it on mesh_pg",
-              hang_points=("WAIT_HEADER", "RESULT_PREFLIGHT"), private=True, observed=("kv",))
+              hang_points=("WAIT_HEADER", "RESULT_PREFLIGHT"), private=True, **OBSERVED_KV)
     startup(Ld, "START", "WAIT_HEADER")
     watchdog = "WATCHDOG"
     guard_exit = "WATCHDOG" if pp1 else FAILED  # a wait at a message start under the leader's watchdog
@@ -270,7 +271,8 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
             if env.call_id <= c.v.call_id or env.cache_epoch < c.v.cache_epoch:
                 c.goto(FAILED)  # ID monotonicity tripwire
                 return
-            c.set(env=env, call_id=env.call_id, chunk_index=env.chunk_index, cache_epoch=env.cache_epoch, calls=0)
+            c.set(env=env, call_id=env.call_id, chunk_index=env.chunk_index, cache_epoch=env.cache_epoch, calls=0,
+                  settled=False)
             c.goto("RECV_META")
     Ld.op("recv_header", "WAIT_HEADER", ("RECV_META", "RELAY_NOOP", "RELAY_SHUTDOWN", "DONE", "WAIT_HEADER", FAILED),
           lambda c: recv("world", 0, HEADER_SIG, TAG_HEADER), after=on_header, timeout_kind="recovers", timeout=watchdog, event="header_recv",
@@ -322,7 +324,7 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
         fns = counting(planned_calls)
         if pp1:
             role.op("generator_all_reduce", "GENERATE", "GENERATE", lambda c: all_reduce("mesh", HIDDEN_SIG),
-                    **fns["generator"], after=lambda c, d: c.set(calls=c.v.calls + 1), phase="phaseB",
+                    **fns["generator"], after=lambda c, d: c.set(calls=c.v.calls + 1, settled=True), phase="phaseB",
                     event="generator_call", doc="each generator call all_reduces on mesh_pg")
         else:
             role.local("generator_call", "GENERATE", "GENERATE", **fns["generator"],
@@ -347,8 +349,9 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
     Ld.op("send_latents", "SEND_LATENTS", "WAIT_HEADER", lambda c: send("world", 0, LATENTS_SIG, None, TAG_LATENTS))
 
     # ---------------------------------------------------------------- mesh workers
-    W = Role("worker", "START", dict(knob=0, env=None, kv=KVL.KV(), call_id=-1, chunk_index=-1, cache_epoch=-1, calls=0, oob=False),
-             doc="mesh ranks 2..: receive the leader's broadcast, run Phase B on mesh_pg", private=True, observed=("kv",))
+    W = Role("worker", "START", dict(knob=0, env=None, kv=KVL.KV(), call_id=-1, chunk_index=-1, cache_epoch=-1, calls=0, oob=False,
+                                     settled=False),
+             doc="mesh ranks 2..: receive the leader's broadcast, run Phase B on mesh_pg", private=True, **OBSERVED_KV)
     startup(W, "START", "WAIT_HEADER")
 
     def w_header(c, msg):
@@ -356,6 +359,7 @@ def build_pp(params: dict, variant: str | None, backend: str, mesh: int, name: s
         if action in (Action.SHUTDOWN, Action.ERROR):
             c.goto("DONE")
         elif action == Action.INFER:
+            c.set(settled=False)
             c.goto("MESH_META")
     W.op("recv_mesh_header", "WAIT_HEADER", ("WAIT_HEADER", "MESH_META", "DONE"),
          lambda c: broadcast("mesh", 0, MESH_HEADER_SIG), after=w_header,
@@ -458,8 +462,16 @@ def _emit_properties(c):
                               f"the envelope planned {head.expected_calls}")
 
 
+# FRANKEN compares a mesh rank's cache once it has settled for the chunk: from the chunk's first
+# generator all_reduce (its apply is done, and every mesh rank's, in a run without faults) until its
+# next header starts another chunk.  The rank's steps inside a chunk (the apply, the count check)
+# are then invisible to the partial-order reduction: a settled cache changes only through a planted
+# bug, and that change is seen.
+OBSERVED_KV = dict(observed=("settled",), observed_when={"kv": lambda v: v.settled})
+
+
 def _franken(world: WorldView) -> str | None:
-    kvs = {a.rank: a.vars.kv for a in world.actors(role=("leader", "worker")) if a.alive}
+    kvs = {a.rank: a.vars.kv for a in world.actors(role=("leader", "worker")) if a.alive and a.vars.settled}
     return KVL.franken_check(kvs)
 
 
