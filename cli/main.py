@@ -201,7 +201,7 @@ def check(spec, variant, params, backend, max_states, max_depth, timeout, no_red
     else:
         click.echo(text(spec, variant, p, backend, result, shortest_known=result.reduced is False))
         if not no_reduction:
-            for line in symmetry_hints(model, result):
+            for line in symmetry_hints(model, result) + observed_when_hints(model, result):
                 click.echo(line)
     sys.exit(exit_code(result.verdict) if code is None else code)
 
@@ -232,6 +232,27 @@ def symmetry_hints(model, result) -> list[str]:
         out.append(f"hint: {ranks_text(sorted(model.actors[i].rank for i in ix))} run role {a.role.name} alike and are not declared "
                    f"symmetric; if nothing depends on which is which, Protocol(symmetric={decl}) explores each "
                    f"permutation of them once (the checker refuses the declaration where something does)")
+    return out
+
+
+def observed_when_hints(model, result) -> list[str]:
+    """Hint lines after a large search: observed variables that the properties read only where a
+    boolean observed variable of the role had one value (``gated_fields``), which ``observed_when=``
+    could declare."""
+    find = getattr(model, "gated_fields", None)
+    if find is None or result.stats.states < HINT_STATES:
+        return []
+    by_gate: dict = {}
+    for role, f, flag, value in find():
+        by_gate.setdefault((role, flag, value), []).append(f)
+    out = []
+    for (role, flag, value), fields in sorted(by_gate.items()):
+        cond = f"v.{flag}" if value else f"not v.{flag}"
+        decl = ", ".join(f"{f!r}: lambda v: {cond}" for f in fields)
+        out.append(f"hint: the properties read {', '.join(fields)} of role {role} only where {flag} is {value}; "
+                   f"Role({role!r}, ..., observed_when={{{decl}}}) in place of observed= for "
+                   f"{'them' if len(fields) > 1 else 'it'} makes the steps that change {'them' if len(fields) > 1 else 'it'} "
+                   f"elsewhere invisible (the checker refuses the declaration where a property reads one elsewhere)")
     return out
 
 

@@ -201,6 +201,11 @@ class Protocol(Fabric, Reductions, Explanation):
         # properties the symmetry check could only test with a few permutations on some state (the
         # CLI's note after a HOLDS): property -> what it read there
         self.sym_detected: dict = {}
+        # what the properties read of reduced actors' observed variables, and the boolean observed
+        # variables beside them at those reads (the CLI's observed_when hint: ``gated_fields``)
+        self._gates: dict = {}  # (role, field, flag) -> values the flag had where the field was read
+        self._flags: dict = {}  # (role, flag) -> values the flag had where properties read it
+        self._gate_budget = GATE_EVALUATIONS
         self._fault_kinds = tuple((kind, ranks, ctl) for kind, ranks, ctl in
                                   (("crash", self.crash_ranks, DEAD), ("hang", self.hang_ranks, HUNG))
                                   if kind in self.faults and ranks)
@@ -279,6 +284,37 @@ class Protocol(Fabric, Reductions, Explanation):
                         raise SpecError(f"{self.name} symmetric", ValueError(
                             f"symmetric ranks {srank} are not treated alike by {what} {tuple(rr)}"))
 
+    def _note_gates(self, state, rec) -> None:
+        """Record, for each observed variable of a reduced actor that a property read, the values of
+        the role's boolean observed variables there (on the first ``GATE_EVALUATIONS`` evaluations)."""
+        self._gate_budget -= 1
+        pa, actors = self._por_actors, state[0]
+        for i, f in rec:
+            if i not in pa:
+                continue
+            role, v = self.actors[i].role, actors[i][1]
+            if v is None or f not in role.observed or f not in v._fields:
+                continue
+            x = getattr(v, f)
+            if isinstance(x, bool):
+                self._flags.setdefault((role.name, f), set()).add(x)
+            for b in role.observed:
+                y = getattr(v, b, None) if b != f else None
+                if isinstance(y, bool):
+                    self._gates.setdefault((role.name, f, b), set()).add(y)
+
+    def gated_fields(self) -> list[tuple[str, str, str, bool]]:
+        """(role, field, flag, value): an observed variable the properties read only where a boolean
+        observed variable of its role had one value, while that flag took both values where read.  The
+        role could declare the field ``observed_when={field: lambda v: v.flag is value}``, and its steps
+        that change the field elsewhere would become invisible: a hint for the user (the checker
+        refuses the declaration where a property reads the field elsewhere after all)."""
+        out = []
+        for (role, f, b), seen in sorted(self._gates.items()):
+            if len(seen) == 1 and self._flags.get((role, b)) == {False, True}:
+                out.append((role, f, b, next(iter(seen))))
+        return out
+
     def symmetry_candidates(self) -> list[tuple[int, ...]]:
         """Sets of actors (indices) that ``symmetric=`` could name and does not: two or more actors of one
         role on one thread name, each alone on its rank, in the same groups and treated alike by the
@@ -352,6 +388,8 @@ class Protocol(Fabric, Reductions, Explanation):
                 # what the reduction must see: actors' fields (not whether they are alive, which no
                 # reduced step changes unseen) and shared variables
                 self._check_reads(what, [r for r in rec if (r[0] >= 0 and r[1] != ALIVE) or r[0] == SHARED], state, rec)
+                if self._gate_budget > 0:
+                    self._note_gates(state, rec)
             if memo is not None:
                 memo.store(rec, state, out)
                 reads = None if (WORLD, RAW) in rec else rec
@@ -1623,6 +1661,9 @@ MEMO_SHAPES = 256  # distinct read sets a property memo keeps
 
 def _read_order(r):
     return (r[0], str(r[1]))
+
+
+GATE_EVALUATIONS = 20_000  # property evaluations whose reads feed ``gated_fields``
 
 
 class _PropertyMemo:

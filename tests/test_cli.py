@@ -82,6 +82,28 @@ def test_a_large_search_of_undeclared_alike_ranks_hints_at_symmetry():
     assert p.returncode == 0 and "hint:" not in p.stdout
 
 
+def test_a_large_search_whose_property_reads_fields_behind_a_flag_hints_at_observed_when(tmp_path):
+    """The loss-scaler example with its scaler and applied-step count observed everywhere: the
+    property reads them only between steps (``busy`` false), and a search past the hint size says
+    so, with the declaration to write; the example as shipped (declared) stays under the hint size."""
+    from pathlib import Path
+
+    src = (Path(__file__).resolve().parent.parent / "examples" / "loss_scaler_spec.py").read_text()
+    plain = src.replace('observed=("busy", "step"),', 'observed=("busy", "step", "scaler", "applied"),').replace(
+        'observed_when={"scaler": lambda v: not v.busy, "applied": lambda v: not v.busy})', ')')
+    assert plain != src
+    f = tmp_path / "plain_loss_spec.py"
+    f.write_text(plain)
+    p = lockstep("check", str(f), "-p", "ranks=8")
+    assert p.returncode == 0, p.stderr
+    [hint] = [ln for ln in p.stdout.splitlines() if ln.startswith("hint:")]
+    assert "the properties read applied, scaler, step of role trainer only where busy is False" in hint
+    assert "observed_when={'applied': lambda v: not v.busy, 'scaler': lambda v: not v.busy" in hint
+    shipped = lockstep("check", str(Path(__file__).resolve().parent.parent / "examples" / "loss_scaler_spec.py"),
+                       "-p", "ranks=8")
+    assert shipped.returncode == 0 and "hint:" not in shipped.stdout
+
+
 def test_bound_reached_exit_3():
     p = lockstep("check", "tp", "--max-states", "50", "--json")
     assert p.returncode == 3
