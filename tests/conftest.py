@@ -10,6 +10,12 @@ import pytest  # noqa: E402
 # such test can be left unmarked.
 REAL_WORLD_FIXTURES = {"world", "real_run", "fast_config", "fr_dumps"}
 
+# Tests that start process trees of their own and hold them to deadlines (real worlds, torchrun, a Ray
+# instance, signals sent to a running command): marked `serial`, they run one at a time.  .ci/run runs the
+# other tests on two pytest-xdist workers and these afterwards, alone, so that no rank of a real world shares
+# the machine's two cores with another test.
+SERIAL_MODULES = {"tests/test_signals.py", "tests/test_testing_run.py", "tests/test_ray.py"}
+
 
 # Tests over 5 s on an idle 2-core machine, in modules whose authors did not mark them (measured with
 # LOCKSTEP_TEST_COST below, 2026-11-26: CPU seconds >= 3, or wall seconds >= 15 at load average ~12). Tests in
@@ -28,6 +34,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if REAL_WORLD_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.multirank)
+        if item.get_closest_marker("multirank") or item.nodeid.split("::")[0] in SERIAL_MODULES:
+            item.add_marker(pytest.mark.serial)
         if item.nodeid in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
 
