@@ -73,3 +73,27 @@ def pytest_runtest_makereport(item, call):
     rep = (yield).get_result()
     if _COST and rep.failed:
         item._lockstep_failed = True
+
+
+# LOCKSTEP_MUTANT=NAME: the whole run with one known bug planted in the reductions (tests/mutants.py),
+# to see which tests catch it: `LOCKSTEP_MUTANT=c0-fifo python -m pytest tests/test_soundness.py` must fail.
+_MUTANT = os.environ.get("LOCKSTEP_MUTANT")
+
+
+def pytest_configure(config):
+    if _MUTANT:
+        import contextlib
+
+        from mutants import MUTANTS, planted
+
+        by_name = {m.name: m for m in MUTANTS}
+        if _MUTANT not in by_name:
+            raise pytest.UsageError(f"LOCKSTEP_MUTANT={_MUTANT!r}: not a mutant of tests/mutants.py ({', '.join(by_name)})")
+        config._lockstep_mutant = contextlib.ExitStack()
+        config._lockstep_mutant.enter_context(planted(by_name[_MUTANT]))
+
+
+def pytest_unconfigure(config):
+    stack = getattr(config, "_lockstep_mutant", None)
+    if stack is not None:
+        stack.close()

@@ -279,18 +279,74 @@ def build(d: dict[str, Any]) -> Protocol:
             built[key] = _role(key, d["roles"][key], d, inv, idx)
         actor_defs.append(ActorDef(rank, thread, built[key]))
     invariants = []
+    observing = None
     if inv is not None:
-        invariants.append(("INV", INVARIANT, _invariant(inv, d)))
+        observing = _Observing(_invariant(inv, d))
+        invariants.append(("INV", INVARIANT, observing))
     def obligation(world):
         a = next(world.actors(thread="main"))
         return a.state not in ("DONE", FAILED, "DEAD", "HUNG") and a.state != "S0"
     pending = obligation if d["live"] else None
-    return Protocol(
+    p = Protocol(
         "gen", groups, actor_defs, shared={} if d.get("no_shared") else {**{v: 0 for v in SHARED}, "f": Fifo()},
         backend=d["backend"], faults=frozenset(d["faults"]),
         max_faults=d["max_faults"], crash_ranks=tuple(d["crash_ranks"]), hang_ranks=tuple(d["hang_ranks"]),
         invariants=invariants, pending_fn=pending, monitors=_monitors(d),
         symmetric=tuple(i for i, (r, _) in enumerate(d["actors"]) if r >= d.get("sym_from", 1)) if d["sym"] else ())
+    p.protogen_observations = observing.observations if observing is not None else None
+    return p
+
+
+class _Observing:
+    """The invariant, keeping what each evaluation read (in order: actor position, attribute, value)
+    with its result: its *observations*.  A property the checker accepts reads only what the
+    declarations let it, so the reduced graph must yield every observation of the full one, whether
+    or not the invariant ever fails.  (A memoised verdict skips the call, but only where the values
+    read are those of an evaluation already kept.)"""
+
+    def __init__(self, fn):
+        self.fn, self.observations = fn, set()
+
+    def __call__(self, world):
+        log: list = []
+        out = self.fn(_LogWorld(world, log))
+        self.observations.add((tuple(log), out))
+        return out
+
+
+class _LogWorld:
+    def __init__(self, world, log):
+        self._w, self._log = world, log
+
+    def actors(self, *a, **k):
+        return [_LogActor(x, self._log, i) for i, x in enumerate(self._w.actors(*a, **k))]
+
+    @property
+    def shared(self):
+        return _LogVars(self._w.shared, self._log, "shared")
+
+
+class _LogActor:
+    def __init__(self, actor, log, i):
+        self._a, self._log, self._i = actor, log, i
+
+    def __getattr__(self, name):
+        v = getattr(self._a, name)
+        if name == "vars":
+            self._log.append((self._i, "vars", v is None))
+            return None if v is None else _LogVars(v, self._log, self._i)
+        self._log.append((self._i, name, v))
+        return v
+
+
+class _LogVars:
+    def __init__(self, vs, log, who):
+        self._v, self._log, self._who = vs, log, who
+
+    def __getattr__(self, name):
+        v = getattr(self._v, name)
+        self._log.append((self._who, name, v))
+        return v
 
 
 def planted(d: dict[str, Any]) -> bool:
@@ -475,9 +531,11 @@ def _invariant(inv, d):
 
     def in_state_when(x, s):
         """Actor x is in control state s with x at the drawn value: honest, the state is read only
-        there (``observed_when``); planted, it is read first."""
+        there (``observed_when``); planted, the state is read and decides at any x (a property the
+        declaration does not cover, which the checker must refuse: reading the state first but
+        deciding only at the drawn x would be harmless whatever the checker did)."""
         if when["plant"]:
-            return x.state == s and x.vars is not None and x.vars.x == when["x"]
+            return x.state == s and x.vars is not None
         return x.vars is not None and x.vars.x == when["x"] and x.state == s
 
     def fn(world):
@@ -521,7 +579,8 @@ def compare(d: dict[str, Any], workers: bool = True) -> list[str]:
         for key, red in (("reduced", True), ("unreduced", False)):
             res = check(build(d), Bounds(max_states=MAX_STATES), liveness=d["live"], reduction=red)
             cls, _, complete = reachable_classes(build(d), red, MAX_STATES)
-            out[key] = (verdict_class(res.verdict), cls, complete, res.verdict, end_states(build(d), red), res)
+            ex = explore(build(d), red)
+            out[key] = (verdict_class(res.verdict), cls, complete, res.verdict, ex[0], res, *ex[1:])
     except SpecError as e:
         if planted_wrong:
             return []  # refused: what a planted-wrong declaration must get
@@ -534,6 +593,17 @@ def compare(d: dict[str, Any], workers: bool = True) -> list[str]:
         diffs.append(f"reachable violation classes: reduced {sorted(r[1])}, unreduced {sorted(u[1])}")
     if r[4] is not None and u[4] is not None and r[4] != u[4]:
         diffs.append(f"end states: {len(u[4] - r[4])} only unreduced, {len(r[4] - u[4])} only reduced")
+    # Each property reads only what the declarations let it (or the spec is refused), so the reduced
+    # graph must reach every view of the full one, every report of its invariant and everything the
+    # invariant saw.  A symmetric world's reduced graph holds one arrangement of each orbit, where
+    # reports and observations name positions: those two are compared where no actor is symmetric.
+    if r[6] is not None and u[6] is not None and r[6] != u[6]:
+        diffs.append(f"observed views: {len(u[6] - r[6])} only unreduced, {len(r[6] - u[6])} only reduced")
+    if not d["sym"] and r[7] is not None and u[7] is not None and r[7] != u[7]:
+        diffs.append(f"invariant reports: only unreduced {sorted(u[7] - r[7])[:2]}, only reduced {sorted(r[7] - u[7])[:2]}")
+    if not d["sym"] and r[8] is not None and u[8] is not None and r[8] != u[8]:
+        diffs.append(f"invariant observations: {len(u[8] - r[8])} only unreduced, {len(r[8] - u[8])} only reduced, "
+                     f"e.g. {sorted(u[8] - r[8], key=repr)[:1]}")
     if workers and not d["live"]:
         from lockstep.model.engine import CheckOptions, check as echeck
 
@@ -559,6 +629,15 @@ def compare(d: dict[str, Any], workers: bool = True) -> list[str]:
 def end_states(model, reduction: bool):
     """Every end state (no step, or stuck), as orbit representatives: the partial-order reduction
     keeps every one of them (not only their classes).  None when MAX_STATES cut the search."""
+    return explore(model, reduction)[0]
+
+
+def explore(model, reduction: bool):
+    """(end states, observed views, invariant reports, invariant observations) of the reachable graph,
+    reduced or not; four Nones when MAX_STATES cut the search.  End states as orbit representatives; the views as
+    ``observed_view`` gives them (None for a world it does not cover); the reports as the (verdict,
+    message) pairs the invariants gave in the states reached; the observations as ``_Observing`` keeps
+    them (None without an invariant)."""
     from collections import deque
 
     from lockstep.model.api import Violation
@@ -566,22 +645,90 @@ def end_states(model, reduction: bool):
     model.set_reduction(reduction)
     model.set_liveness(False)
     canon = (lambda s: _orbit_key(model, s)) if len(model.symmetric) > 1 else (lambda s: s)
-    seen, q, ends = set(), deque(), set()
+    view = observed_view(model)
+    seen, q, ends, views, said = set(), deque(), set(), set(), set()
     for s in model.init_states():
         seen.add(s)
         q.append(s)
     while q:
         s = q.popleft()
+        if view is not None:
+            views.add(view(s))
+        v = model.invariant(s)
+        if v is not None:
+            said.add((v.verdict, v.message))
         succ = list(model.successors(s))
         if not succ or succ[0][0] is None:  # no step, or stuck (a stuck state still offers faults)
             ends.add(canon(s))
         for _, n in succ:
             if not isinstance(n, Violation) and n not in seen:
                 if len(seen) >= MAX_STATES:
-                    return None
+                    return None, None, None, None
                 seen.add(n)
                 q.append(n)
-    return frozenset(ends)
+    obs = getattr(model, "protogen_observations", None)
+    return frozenset(ends), (frozenset(views) if view is not None else None), frozenset(said), \
+        (frozenset(obs) if obs is not None else None)
+
+
+def observed_view(model):
+    """``state -> what properties may see of it``, as the reductions promise to keep it: of an actor
+    the reduction may take alone, what its role observes (``observed``; a field ``observed_when`` as
+    the condition's value and, where it holds, the field; nothing but its absence once its process
+    is gone); of every other actor its whole local state; the shared variables that no such actor
+    writes without observing them; a monitor's state.  The partial-order reduction keeps a run
+    stutter-equivalent to each run of the full graph in this view, and the symmetry reduction one
+    permutation of it, so the reduced and the full graph reach the same views (sorted over the
+    symmetric actors): this compares every property the declarations allow at once, whether or not
+    the spec states one.  None for a world whose per-rank monitors move with its symmetric ranks
+    (their states would have to move with the views; the other comparisons still run)."""
+
+    pa = model._por_actors
+    ms = getattr(model, "_monitor_set", None)
+    sym = tuple(model.symmetric) if len(model.symmetric) > 1 else ()
+    if sym and ms is not None and ms.moves_with_symmetry:
+        return None
+    per_actor = []
+    for i, a in enumerate(model.actors):
+        role = a.role
+        if i not in pa:
+            per_actor.append(None)
+            continue
+        fields = role.V._fields
+        plain = tuple(fields.index(f) for f in role.observed if f in fields)
+        ctl, pend = "ctl" in role.observed, "pending" in role.observed
+        when = tuple((fields.index(f) if f in fields else f, cond) for f, cond in role.observed_when.items())
+        per_actor.append((plain, ctl, pend, when))
+    shared = tuple(model.shared)
+    kept = tuple(k for k, f in enumerate(shared)
+                 if not any(f not in model.actors[i].role.visible
+                            and any(f in w or f in pu or f in ta for _, w, pu, ta in model._fp_ctl[i].values())
+                            for i in pa))
+
+    def actor_view(spec, st):
+        ctl, v, pend = st
+        if spec is None or v is None:
+            return st if spec is None else None
+        plain, with_ctl, with_pend, when = spec
+        out = [v[k] for k in plain]
+        if with_ctl:
+            out.append(ctl)
+        if with_pend:
+            out.append(pend)
+        for f, cond in when:
+            holds = bool(cond(v))
+            out.append((holds, (v[f] if isinstance(f, int) else (ctl if f == "ctl" else pend)) if holds else None))
+        return tuple(out)
+
+    def view(s):
+        actors = [actor_view(spec, st) for spec, st in zip(per_actor, s[0])]
+        if sym:
+            part = sorted((actors[i] for i in sym), key=repr)
+            for i, p in zip(sym, part):
+                actors[i] = p
+        g = s[1]
+        return tuple(actors), tuple(g[k] for k in kept), (s[4] if len(s) > 4 else None)
+    return view
 
 
 def _orbit_key(model, s):
