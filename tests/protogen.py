@@ -682,7 +682,6 @@ def observed_view(model):
     symmetric actors): this compares every property the declarations allow at once, whether or not
     the spec states one.  None for a world whose per-rank monitors move with its symmetric ranks
     (their states would have to move with the views; the other comparisons still run)."""
-
     pa = model._por_actors
     ms = getattr(model, "_monitor_set", None)
     sym = tuple(model.symmetric) if len(model.symmetric) > 1 else ()
