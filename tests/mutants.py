@@ -25,7 +25,8 @@ class Mutant:
     module: str
     qualname: str  # Class.method
     edits: tuple  # (old, new) text pairs, each old occurring exactly once in the method's source
-    draw: str = "any"  # which generated specs: any, wide, when (observed_when invariants), aux (ops on a second thread)
+    draw: str = "any"  # which generated specs: any, wide, when (observed_when invariants), aux (ops on a second
+    # thread), fifo (one role takes from the FIFO, another puts, each declared per transition)
 
 
 R, W, L = "lockstep.spec.reduce", "lockstep.spec.world", "lockstep.spec.lang"
@@ -51,7 +52,7 @@ MUTANTS = (
     Mutant("c0-conflicts", "C0/C1: an actor taken alone reads nothing another may write, writes nothing another touches",
            R, "Reductions.por_complete", (("if _conflict(fp, o):", "if False:"),)),
     Mutant("c0-fifo", "C0 for FIFO ends: a put waiting for room or a take waiting for an item could be enabled",
-           R, "Reductions.por_complete", (("if P or T:", "if False:"),)),
+           R, "Reductions.por_complete", (("if P or T:", "if False:"),), draw="fifo"),
     Mutant("c1-posting-order", "C1 for threads of a rank: no other thread of the rank may still post an op",
            R, "Reductions.por_complete", (("if inside is None and ctl in self._posting[i] and self._thread_may_post(state, i):",
                                            "if False:"),), draw="aux"),
@@ -111,6 +112,8 @@ def draw(rng: random.Random, i: int, kind: str) -> dict:
         if kind == "when" and not (d["inv"] or {}).get("when"):
             continue
         if kind == "aux" and not d["aux_ops"]:
+            continue
+        if kind == "fifo" and not protogen.fifo_ends(d):
             continue
         return d
 

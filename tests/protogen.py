@@ -349,6 +349,16 @@ class _LogVars:
         return v
 
 
+def fifo_ends(d: dict[str, Any]) -> bool:
+    """Whether one role's transitions declare a take from the FIFO and another's a put to it (each in
+    its own footprint: the case of C0 for FIFO ends, where a take waits for another actor's put)."""
+    def ends(effect):
+        return {k for k, r in d["roles"].items() if r["footprint"] == "trans" and not d.get("no_shared")
+                and any(t["effect"][0] == effect for t in r["trans"])}
+    takers, putters = ends("take"), ends("put")
+    return bool(takers and putters and (len(takers | putters) > 1))
+
+
 def planted(d: dict[str, Any]) -> bool:
     """Whether the description plants a wrong declaration (the checker must refuse it, or the
     reduced and unreduced answers must agree)."""

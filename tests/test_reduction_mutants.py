@@ -21,6 +21,7 @@ KILLS = {
     "c2-monitored": (1, 120),  # 70
     "when-field": (1, 50),  # 17
     "c0-conflicts": (1, 150),  # 98
+    "c0-fifo": (1, 100),  # 58 (FIFO specs only)
     "c1-posting-order": (1, 30),  # 10
     "c3-back-edges": (1, 350),  # 255
     "c3-progress": (1, 350),  # 262
