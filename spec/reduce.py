@@ -235,7 +235,7 @@ class Reductions:
                 tests.append("when(st, nst)")
             lines.append("    if st[1].__class__ is not V: return slow(state, action, nxt)")
             lines.append(f"    return bool({' or '.join(tests)})" if tests else "    return False")
-        ns = {"HOT": frozenset(hot), "V": role.V, "slow": self._por_visible, "when": self._when_visible(role)}
+        ns = {"HOT": frozenset(hot), "V": role.V, "slow": self._por_visible, "when": self._when_test(role)}
         exec("\n".join(lines), ns)  # noqa: S102 - generated from the role's declared field names
         return ns["visible"]
 
@@ -261,7 +261,14 @@ class Reductions:
         g, ng = state[1], nxt[1]
         return any(getattr(v, f) != getattr(nv, f) if f in fields else getattr(g, f) != getattr(ng, f)
                    for f in role.observed if f != "ctl" and f != "pending") \
-            or (bool(role.observed_when) and self._when_visible(role)(state[0][i], nxt[0][i]))
+            or (bool(role.observed_when) and self._when_test(role)(state[0][i], nxt[0][i]))
+
+    def _when_test(self, role):
+        """``_when_visible(role)``, built once per role."""
+        fn = self._when_fns.get(role.name)
+        if fn is None:
+            fn = self._when_fns[role.name] = self._when_visible(role)
+        return fn
 
     def _when_visible(self, role):
         """(actor state before, after) -> whether the step is visible through ``observed_when``: a

@@ -184,6 +184,7 @@ class Protocol(Fabric, Reductions, Explanation):
         self._twin_memo: dict = {}  # symmetric actors' states -> the later of equal ones (_twins)
         self._slice_memo: dict = {}  # a run of symmetric actors' states -> (_canon_perm, _twins) (successors)
         self._vis_fns: dict = {}  # actor -> its compiled por_visible (Reductions._visibility)
+        self._when_fns: dict = {}  # role name -> its observed_when visibility test (Reductions._when_visible)
         self._pc_static: list = [{} for _ in self.actors]  # per actor, ctl -> Reductions._complete_static
         self._pi_static: list = [{} for _ in self.actors]  # per actor, ctl -> Reductions._independent_static
         self._sym_get = operator.itemgetter(*self.symmetric) if len(self.symmetric) > 1 else None
