@@ -76,7 +76,7 @@ def pytest_runtest_makereport(item, call):
 
 
 # LOCKSTEP_MUTANT=NAME: the whole run with one known bug planted in the reductions (tests/mutants.py),
-# to see which tests catch it: `LOCKSTEP_MUTANT=c0-fifo python -m pytest tests/test_soundness.py` must fail.
+# to see which tests catch it: `LOCKSTEP_MUTANT=c0-fifo python -m pytest tests/test_reduction_mutants.py` must fail.
 _MUTANT = os.environ.get("LOCKSTEP_MUTANT")
 
 
