@@ -8,7 +8,9 @@ until one comes): the case of C1's posting-order condition for threads that shar
 ``--three-threads`` only those where rank 0 runs three threads (a rank's threads taken together);
 ``--observed-when`` only those whose invariant reads a control state where a variable has a value,
 declared ``observed_when`` (honest or planted wrong); ``--fifo`` only those where one role takes from the
-FIFO and another puts to it, each declared per transition (C0 for FIFO ends).
+FIFO and another puts to it, each declared per transition (C0 for FIFO ends); ``--unobserved`` only those
+whose invariant reads a field of an actor the reduction may take alone, its ``observed`` planted wrong
+(the read check must refuse them, or they must be harmless).
 The summary counts the specs with footprint declarations (reads=/writes=/shares=/puts=/takes=)
 and those with one planted wrong, and those with ``observed_when`` and those planted wrong.
 
@@ -38,6 +40,8 @@ def main() -> int:
     ap.add_argument("--three-threads", action="store_true", help="only specs where rank 0 runs three threads")
     ap.add_argument("--observed-when", action="store_true", help="only specs whose invariant is declared observed_when")
     ap.add_argument("--fifo", action="store_true", help="only specs where one role takes from the FIFO and another puts")
+    ap.add_argument("--unobserved", action="store_true",
+                    help="only specs whose invariant reads a reducible actor's field with observed= planted wrong")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     rng = random.Random(a.seed)
@@ -47,7 +51,8 @@ def main() -> int:
         is_wide = a.wide_every > 0 and i % a.wide_every == a.wide_every - 1
         d = protogen.describe(protogen.random_pick(rng), wide=is_wide)
         while (a.aux_ops and not d["aux_ops"]) or (a.three_threads and len([x for x in d["actors"] if x[0] == 0]) < 3) \
-                or (a.observed_when and not (d["inv"] or {}).get("when")) or (a.fifo and not protogen.fifo_ends(d)):
+                or (a.observed_when and not (d["inv"] or {}).get("when")) or (a.fifo and not protogen.fifo_ends(d)) \
+                or (a.unobserved and not protogen.unobserved_reads(d)):
             d = protogen.describe(protogen.random_pick(rng), wide=is_wide)
         aux += d["aux_ops"]
         w = (d["inv"] or {}).get("when")

@@ -26,7 +26,8 @@ class Mutant:
     qualname: str  # Class.method
     edits: tuple  # (old, new) text pairs, each old occurring exactly once in the method's source
     draw: str = "any"  # which generated specs: any, wide, when (observed_when invariants), aux (ops on a second
-    # thread), fifo (one role takes from the FIFO, another puts, each declared per transition)
+    # thread), fifo (one role takes from the FIFO, another puts, each declared per transition), unobserved
+    # (the invariant reads a reducible actor's field, its observed= planted wrong)
 
 
 R, W, L = "lockstep.spec.reduce", "lockstep.spec.world", "lockstep.spec.lang"
@@ -65,7 +66,7 @@ MUTANTS = (
     Mutant("faults-named", "C1 with faults: a named fault or a step off a hang point is not taken alone",
            R, "Reductions.por_independent", (("return not blocks_faults", "return True"),)),
     Mutant("observed-check", "declarations: a property read of something a reduced role does not observe is refused",
-           R, "Reductions._check_reads", (("    if bad:\n", "    if False:\n"),)),
+           R, "Reductions._check_reads", (("    if bad:\n", "    if False:\n"),), draw="unobserved"),
     Mutant("footprint-check", "declarations: a write outside a transition's footprint is refused",
            L, "Ctx._outside", (("    reads, writes, puts, takes = self.footprint()\n", "    return\n"),)),
     Mutant("symmetry-check", "symmetry: a property that tells symmetric actors apart is refused",
@@ -114,6 +115,8 @@ def draw(rng: random.Random, i: int, kind: str) -> dict:
         if kind == "aux" and not d["aux_ops"]:
             continue
         if kind == "fifo" and not protogen.fifo_ends(d):
+            continue
+        if kind == "unobserved" and not protogen.unobserved_reads(d):
             continue
         return d
 

@@ -359,6 +359,18 @@ def fifo_ends(d: dict[str, Any]) -> bool:
     return bool(takers and putters and (len(takers | putters) > 1))
 
 
+def unobserved_reads(d: dict[str, Any]) -> bool:
+    """Whether the invariant reads a local field of an actor the reduction may take alone, with the
+    ``observed`` declarations planted wrong (left out): the case the read check must refuse."""
+    inv = d["inv"]
+    if not d["plant_observed"] or inv is None or inv["kind"] not in ("ctl", "x", "pending"):
+        return False
+    try:
+        return inv["a"] in build(d)._por_actors
+    except SpecError:
+        return False
+
+
 def planted(d: dict[str, Any]) -> bool:
     """Whether the description plants a wrong declaration (the checker must refuse it, or the
     reduced and unreduced answers must agree)."""

@@ -28,6 +28,7 @@ KILLS = {
     "faults-kill": (1, 30),  # 5
     "faults-named": (1, 200),  # 140
     "footprint-check": (1, 30),  # 10
+    "observed-check": (1, 60),  # 31 (unobserved reads only)
     "ample-first-c2": (1, 30),  # 8
 }
 
