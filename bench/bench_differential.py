@@ -10,7 +10,9 @@ until one comes): the case of C1's posting-order condition for threads that shar
 declared ``observed_when`` (honest or planted wrong); ``--fifo`` only those where one role takes from the
 FIFO and another puts to it, each declared per transition (C0 for FIFO ends); ``--unobserved`` only those
 whose invariant reads a field of an actor the reduction may take alone, its ``observed`` planted wrong
-(the read check must refuse them, or they must be harmless).
+(the read check must refuse them, or they must be harmless); ``--detach`` only those with symmetric ranks,
+drawn so that roles may also post a collective and never wait for it (two symmetric actors in one local
+state, one with an op outstanding in the fabric: the twins shortcut must not apply there).
 The summary counts the specs with footprint declarations (reads=/writes=/shares=/puts=/takes=)
 and those with one planted wrong, and those with ``observed_when`` and those planted wrong.
 
@@ -42,6 +44,8 @@ def main() -> int:
     ap.add_argument("--fifo", action="store_true", help="only specs where one role takes from the FIFO and another puts")
     ap.add_argument("--unobserved", action="store_true",
                     help="only specs whose invariant reads a reducible actor's field with observed= planted wrong")
+    ap.add_argument("--detach", action="store_true",
+                    help="only specs with symmetric ranks, whose roles may also post a collective and never wait for it")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     rng = random.Random(a.seed)
@@ -49,11 +53,11 @@ def main() -> int:
     bad, parallel, declared, planted, unshared, wide, orbits, aux, when, when_planted = [], 0, 0, 0, 0, 0, 0, 0, 0, 0
     for i in range(a.specs):
         is_wide = a.wide_every > 0 and i % a.wide_every == a.wide_every - 1
-        d = protogen.describe(protogen.random_pick(rng), wide=is_wide)
-        while (a.aux_ops and not d["aux_ops"]) or (a.three_threads and len([x for x in d["actors"] if x[0] == 0]) < 3) \
+        d = protogen.describe(protogen.random_pick(rng), wide=is_wide, detach=a.detach)
+        while (a.detach and not d["sym"]) or (a.aux_ops and not d["aux_ops"]) or (a.three_threads and len([x for x in d["actors"] if x[0] == 0]) < 3) \
                 or (a.observed_when and not (d["inv"] or {}).get("when")) or (a.fifo and not protogen.fifo_ends(d)) \
                 or (a.unobserved and not protogen.unobserved_reads(d)):
-            d = protogen.describe(protogen.random_pick(rng), wide=is_wide)
+            d = protogen.describe(protogen.random_pick(rng), wide=is_wide, detach=a.detach)
         aux += d["aux_ops"]
         w = (d["inv"] or {}).get("when")
         when += bool(w)

@@ -80,7 +80,10 @@ class Reductions:
     #   that may still post an op (from its control state on, or once its pending op completes), p
     #   takes no op steps at c (a rank's ops are queued in posting order: model/por.py, "Threads
     #   sharing a rank"); the fault exceptions are
-    #   in ``por_independent``.  A step another thread takes that kills p's rank (FAILED, DEAD) or a
+    #   in ``por_independent``.  A step of p that ends p while an op of p's rank posted without
+    #   blocking is outstanding is not taken alone: the op is void once the process is gone, so the
+    #   step disables the completion another rank's later op would have with it.  A step another
+    #   thread takes that kills p's rank (FAILED, DEAD) or a
     #   crash/hang of p's rank erases p's state whether p moved first or not, but not what p wrote
     #   nor p's state once p is DONE: while that can happen, p's steps that write a shared variable
     #   or end p are not taken alone;
@@ -301,6 +304,8 @@ class Reductions:
         if st is None:
             st = self._pi_static[i][ctl] = self._independent_static(i, ctl)
         writes, blocks_faults = st
+        if state[3] and self._voids_posts(state, i, moves):
+            return False
         if (writes or any(self._terminal(i, n[0][i][0]) for _, n in moves)) and self._rank_may_die(state, i):
             # killing p's rank erases p's state, but neither what p wrote nor a thread that is DONE: the
             # kill before p's step and the kill after it would lead to different states; and a step that
@@ -315,6 +320,15 @@ class Reductions:
         # above, and leaves no hang point: refused here) and nothing else, since a stuck state offers
         # the faults too (world.py).  So whether p still has a step of its own afterwards does not matter.
         return not blocks_faults
+
+    def _voids_posts(self, state, i, moves) -> bool:
+        """Whether a step of p may end p's process while an op its rank posted without blocking is
+        still outstanding: the op is void once the process is gone (wire.py, ``_drop_gone_posts``),
+        so the step disables the completion another rank's later op would have had with it."""
+        if not any(self._terminal(i, n[0][i][0]) for _, n in moves):
+            return False
+        rank, arank = self._actor_rank[i], self._actor_rank
+        return any(e[0] == "op" and not e[6] and arank[e[1]] == rank for e in state[3])
 
     def _independent_static(self, i, ctl) -> tuple:
         """What ``por_independent`` reads of actor i's control state alone: (its transitions there may

@@ -63,17 +63,18 @@ class Fabric:
             return None
         return (op.group, op.peer)
 
-    def _dequeue(self, actors: list, fl, rank: int, key):
+    def _dequeue(self, actors: list, fl, rank: int, key, at: int = 0):
+        """The op at position ``at`` of ``rank``'s queue ``key`` left it: the ops behind it move up."""
         if key is None:
             return
         for j in self.actors_of_rank[rank]:
             pend = actors[j][2]
-            if pend is not None and pend[2] > 0 and self._queue(pend[1]) == key:
+            if pend is not None and pend[2] > at and self._queue(pend[1]) == key:
                 c, v, _ = actors[j]
                 actors[j] = ActorState(c, v, PendingOp(pend[0], pend[1], pend[2] - 1))
         if fl:
             for j, e in enumerate(fl):
-                if e[0] == "op" and not e[6] and e[5] > 0 and self.actors[e[1]].rank == rank and self._queue(e[4]) == key:
+                if e[0] == "op" and not e[6] and e[5] > at and self.actors[e[1]].rank == rank and self._queue(e[4]) == key:
                     fl[j] = e[:5] + (e[5] - 1,) + e[6:]
 
     def _queue_pos(self, actors, fab, rank: int, op: Op) -> int:
@@ -452,17 +453,25 @@ class Fabric:
         return act, _new_state(WorldState, (tuple(nl), c._g, fu, fl))
 
     def _error_step(self, state, ref):
+        """The op of endpoint ``ref`` fails (its partner's process is gone) and leaves its queue, as a
+        completed op does, from wherever it stands in it: the rank's ops behind it move up (``_dequeue``).  So a post and
+        an earlier op's failure lead to the same state in either order (the later op's position does
+        not depend on which came first), which the partial-order reduction relies on."""
         actors, g, fu, fab = state
-        if ref < 0:  # a posted op fails; its wait() will raise
-            fl = list(fab)
-            j = -1 - ref
-            fl[j] = fl[j][:6] + (True, _OP_FAILED)
-            return ("e", ref), _new_state(WorldState, (actors, g, fu, tuple(fl)))
-        ctl, v, pend = actors[ref]
-        t = self.actors[ref].role.transitions[pend[0]]
         nl = list(actors)
-        self._finish(nl, ref, t.on_error, v)
-        return ("e", ref), _new_state(WorldState, (tuple(nl), g, fu, fab))
+        fl = list(fab) if fab else None
+        if ref < 0:  # a posted op fails; its wait() will raise
+            j = -1 - ref
+            e = fl[j]
+            fl[j] = e[:5] + (0, True, _OP_FAILED)  # out of the queue: position 0, as a completed op
+            rank, op, pos = self._actor_rank[e[1]], e[4], e[5]
+        else:
+            ctl, v, pend = actors[ref]
+            t = self.actors[ref].role.transitions[pend[0]]
+            self._finish(nl, ref, t.on_error, v)
+            rank, op, pos = self._actor_rank[ref], pend[1], pend[2]
+        self._dequeue(nl, fl, rank, self._queue(op), pos)
+        return ("e", ref), _new_state(WorldState, (tuple(nl), g, fu, tuple(fl) if fl is not None else fab))
 
 
 def _calls_text(ordered) -> str:

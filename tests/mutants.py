@@ -27,7 +27,8 @@ class Mutant:
     edits: tuple  # (old, new) text pairs, each old occurring exactly once in the method's source
     draw: str = "any"  # which generated specs: any, wide, when (observed_when invariants), aux (ops on a second
     # thread), fifo (one role takes from the FIFO, another puts, each declared per transition), unobserved
-    # (the invariant reads a reducible actor's field, its observed= planted wrong)
+    # (the invariant reads a reducible actor's field, its observed= planted wrong), detach (symmetric ranks whose
+    # roles may post a collective and never wait for it)
 
 
 R, W, L = "lockstep.spec.reduce", "lockstep.spec.world", "lockstep.spec.lang"
@@ -63,6 +64,9 @@ MUTANTS = (
            R, "Reductions.por_no_ignoring", (("(strict and not after > before)", "False"),)),
     Mutant("faults-kill", "C1 with faults: a writing or ending step is not taken alone while its rank may be killed",
            R, "Reductions.por_independent", (("and self._rank_may_die(state, i):", "and False:"),)),
+    Mutant("c1-posts-exit", "C1: a step that ends the actor while its rank has ops posted without blocking outstanding",
+           R, "Reductions.por_independent", (("if state[3] and self._voids_posts(state, i, moves):", "if False:"),),
+           draw="detach"),
     Mutant("faults-named", "C1 with faults: a named fault or a step off a hang point is not taken alone",
            R, "Reductions.por_independent", (("return not blocks_faults", "return True"),)),
     Mutant("observed-check", "declarations: a property read of something a reduced role does not observe is refused",
@@ -74,7 +78,7 @@ MUTANTS = (
            draw="wide"),
     Mutant("twins-fabric", "twins shortcut: not taken in a state with fabric entries (they name actors)",
            W, "Protocol.raw_successors", (("and self._sym_on and not fab and self._monitor_set is None",
-                                           "and self._sym_on and self._monitor_set is None"),), draw="wide"),
+                                           "and self._sym_on and self._monitor_set is None"),), draw="detach"),
     Mutant("ample-first-c2", "ample-first shortcut: C2, the chosen actor's steps are invisible",
            W, "Protocol._ample_first", (("and not any(self.por_visible(state, a, n) for a, n in moves) \\\n", "\\\n"),)),
 )
@@ -109,7 +113,9 @@ def draw(rng: random.Random, i: int, kind: str) -> dict:
     """The i-th spec of a run, as bench_differential.py draws it (every 4th wide), filtered by kind."""
     wide = kind == "wide" or i % 4 == 3
     while True:
-        d = protogen.describe(protogen.random_pick(rng), wide=wide)
+        d = protogen.describe(protogen.random_pick(rng), wide=wide, detach=kind == "detach")
+        if kind == "detach" and not d["sym"]:
+            continue
         if kind == "when" and not (d["inv"] or {}).get("when"):
             continue
         if kind == "aux" and not d["aux_ops"]:

@@ -36,11 +36,13 @@ MAX_STATES = 20_000
 SHARED = ("s", "u")  # shared variables; descriptions from before footprints name only "s"
 
 
-def describe(pick: Pick, wide: bool = False) -> dict[str, Any]:
+def describe(pick: Pick, wide: bool = False, detach: bool = False) -> dict[str, Any]:
     """A description drawn from ``pick``.  ``wide``: 4-6 ranks, two thirds of them with a symmetric
     orbit of 2-5 ranks (from rank 1 or rank 2 on: rank 1 then has a role of its own and may talk to
     rank 0 point-to-point), and 1-2 drawn sub-groups (a sub-group holds all the symmetric ranks or
-    none), where the default draws 2-3 ranks as the generator always did."""
+    none), where the default draws 2-3 ranks as the generator always did.  ``detach``: main-thread
+    roles may also post a collective and never wait for it (``_detach``), so that two actors can reach
+    one local state, one with an op outstanding in the fabric and one without."""
     if wide:
         n = pick(4, 6)
         sym_from = (0, 1, 2)[pick(0, 2)]  # 0: no symmetric ranks
@@ -111,6 +113,10 @@ def describe(pick: Pick, wide: bool = False) -> dict[str, Any]:
             for t in third["trans"]:
                 if t["kind"] == "local" and pick(0, 1) == 1:
                     _aux_op(pick, t, groups0, peers0)
+    if detach:  # drawn after everything else, so the draws above are those of the default mix
+        for key in {(_key(sym_from, idx, rank) if sym else f"r{idx}") for idx, (rank, thread) in enumerate(actors)
+                    if thread == "main"}:
+            _detach(pick, roles[key])
     return {
         "no_shared": no_shared, "aux_ops": aux_ops,
         "ranks": n, "actors": actors, "sym": sym, "sym_from": sym_from, "roles": roles, "subgroups": subgroups,
@@ -180,6 +186,23 @@ def _aux_op(pick, t: dict, groups: list, peers: list) -> None:
         t["tag"] = pick(0, 1)
         if pick(0, 3) == 0:
             t["kind"] = "nb"
+
+
+def _detach(pick, r: dict) -> None:
+    """Beside some spine steps S<s> -> S<s+1> that an actor takes at most once, a pair of steps to the
+    same state: a collective on the world posted and never waited for (fire and forget: the handle is
+    dropped, the op still runs), and a local step that does nothing.  Only where no step re-enters a
+    state up to S<s> from itself or a later state, so no loop posts without bound."""
+    targets = [(t["src"], d) for t in r["trans"] for d in ((t["dst"], t["dst"] + 1) if t["alt"] else (t["dst"],))]
+    for s in range(r["nstates"] - 1):
+        if any(d <= s and src >= d for src, d in targets):
+            break  # a loop through a state up to S<s>: it and every later spine step may run again
+        if pick(0, 1):
+            r["trans"].append({"kind": "coll", "src": s, "dst": s + 1, "guard": ("none",), "effect": ("none",),
+                               "timeout": False, "alt": False, "event": None, "group": "world",
+                               "op": ("barrier", "all_reduce")[pick(0, 1)], "async": "detach"})
+            r["trans"].append({"kind": "local", "src": s, "dst": s + 1, "guard": ("none",), "effect": ("none",),
+                               "timeout": False, "alt": False, "event": None})
 
 
 def _uses_shared(trans: list) -> bool:
@@ -427,6 +450,8 @@ def _role(key: str, rd: dict, d: dict, inv, idx: int) -> Role:
             r.local(name, src, dsts, guard=guard, do=do, quiescent=True, **kw)
         elif t["kind"] == "fault":
             r.local(name, src, FAILED, fault="boom", guard=guard, **fkw)
+        elif t.get("async") == "detach":  # posted, never waited for
+            r.op(name, src, dst, _post(t, f"h{k}"), guard=guard, **fkw, **ekw)
         elif t["kind"] == "nb" or t.get("async"):  # post without blocking, wait in W<k> (waited before any new post)
             eff = _effect(t["effect"])
             after = (lambda c, data, eff=eff: eff(c)) if eff else None

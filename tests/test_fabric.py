@@ -444,6 +444,54 @@ def test_async_collective_of_a_crashed_rank_is_void(backend, want):
         assert "rank 0 (gone)" in r.message
 
 
+def _exits_with_posted_ops():
+    """Rank 0 posts a barrier and an all_reduce without waiting, then exits; rank 1 runs a barrier, then
+    an all_gather."""
+    r0 = Role("sender", "S0", {})
+    r0.op("post_barrier", "S0", "S1", lambda c: F.post("b", F.barrier("world")))
+    r0.op("post_reduce", "S1", "S2", lambda c: F.post("r", F.all_reduce("world", F32, 1)))
+    r0.local("exit", "S2", DONE)
+    r1 = program("peer", [F.barrier("world"), F.all_gather("world", F32, 1)])
+    return world((0, "main", r0), (1, "main", r1))
+
+
+def test_a_rank_exiting_with_posted_ops_is_not_reduced_alone():
+    """Ops posted without blocking are void once their process is gone, so rank 0's exit disables what
+    rank 1's later calls would have met.  Where rank 1's barrier meets the posted one before rank 0 exits,
+    its all_gather meets the posted all_reduce: a COLLECTIVE_MISMATCH.  The reduced search used to take
+    rank 0's steps alone up to its exit, after which rank 1's barrier can only fail, and said HOLDS."""
+    for reduction in (False, True):
+        r = check(_exits_with_posted_ops(), reduction=reduction)
+        assert r.verdict == COLLECTIVE_MISMATCH and "all_gather" in r.message, (reduction, r.message)
+
+
+def test_a_failed_op_leaves_its_queue_from_any_position():
+    """Rank 0 posts three barriers, waits for none and stays alive; rank 1 may crash first.  The failures
+    may come in any order, and a failed op leaves the queue like a completed one: the ops behind it move
+    up, those ahead stay (two ops of one rank at the head of a queue would be matched as two ranks'
+    calls), and it keeps position 0, as a completed op does.  So a
+    post and an earlier op's failure lead to one state in either order, and the reduced search reaches
+    the end states the full one does (a differential with posted-and-dropped handles found one it
+    missed: the later op's queue position differed by the order alone)."""
+    import protogen
+
+    r0 = Role("r0", "S0", {})
+    for k in range(3):
+        r0.op(f"post{k}", f"S{k}", f"S{k + 1}", lambda c, k=k: F.post(f"h{k}", F.barrier("world")))
+    r0.local("idle", "S3", "IDLE")  # alive, its posted ops outstanding or failed
+    r1 = program("r1", [F.barrier("world")])
+
+    def m():
+        return world((0, "main", r0), (1, "main", r1), faults=frozenset({"crash"}), crash_ranks=(1,))
+
+    full = protogen.end_states(m(), False)
+    assert protogen.end_states(m(), True) == full
+    failed = [s for s in full if s[0][1].ctl == "DEAD" and len(s[3]) == 3]
+    assert failed and all(e[6] for s in failed for e in s[3])
+    # every failed op ends at the position it would have had with the ops ahead of it gone
+    assert {tuple(e[5] for e in s[3]) for s in failed} == {(0, 0, 0)}
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_isend_irecv_with_mismatched_shapes(backend):
     """Unbatched isend/irecv whose shapes differ: on gloo the pair matches and mismatches; on NCCL the queue
