@@ -80,9 +80,21 @@ backwards).  Then every step another thread can take before p moves is a local s
 no actor state but its own and the shared variables), the completion of an op posted earlier, a
 failure or a kill.  A completion lowers the ``pos`` of the ops behind it in its queue, p's among them
 when p has posted: p's post and the completion give one state in either order (p counts the
-completed op or not, and is lowered or not, by one).  A completion's enabledness reads the queue's
-ops at position 0, which p's post, landing behind them, does not change; that p's post may enable
-another fabric step is no dependence.  Failures and kills are covered below.
+completed op or not, and is lowered or not, by one).  A failure (an op whose partner's process is gone)
+takes the op out of its queue the same way, from whatever position it holds: the ops behind it move
+up and the failed op keeps position 0, as a completed one does; so p's post and a failure commute too
+(before this, a failed op stayed in the queue and the two orders left p's op at different positions:
+states that behave alike but differ, which the differential's end-state comparison showed).  A
+completion's enabledness reads the queue's ops at position 0, which p's post, landing behind them,
+does not change; that p's post may enable another fabric step is no dependence.
+One step of p does disable fabric steps: ending p's process while an op of its rank posted without
+blocking is outstanding.  The op is void once the process is gone (wire.py, ``_drop_gone_posts``), so
+another rank's later op can no longer complete with it: DONE before that rank's call and DONE after
+the completion lead to different runs (a rank that posts a barrier and an all_reduce, never waits and
+exits, against a rank that runs a barrier and then an all_gather: the mismatch is reachable only where
+the barrier completes first, and the reduced search, taking rank 0 alone up to its exit, said HOLDS).
+So while p's rank has a posted op outstanding, a step that ends p (DONE, or a control state with no
+transitions) is not taken alone (``Reductions._voids_posts``).  Failures and kills are covered below.
 Where two threads of a rank both still post, neither goes alone; the rank's threads may then go
 together (``por_sets``): when every thread of the rank that has not ended has steps now (none is
 blocked in an op or waiting on a guard), their steps together are the ample set if each thread

@@ -7,7 +7,8 @@ suite, ``random.Random`` in bench/bench_differential.py.  ``build(desc)`` turns 
 thread, which may post ops of its own, and sometimes a third one), one role per actor or one shared role for symmetric workers (an orbit of up to 5 ranks in a
 wide world), local steps with guards over local and shared variables, collectives on
 the world and on sub-groups and tagged point-to-point (each blocking, or posted without blocking under
-a handle and waited for in a state of its own), named faults, crash and hang faults, watchdog
+a handle and waited for in a state of its own; with ``describe(pick, detach=True)`` also posted and
+never waited for), named faults, crash and hang faults, watchdog
 timeouts, invariants over control states and variables, a monitor over the transitions' events (per
 world or per rank, possibly rejecting, possibly with ``must_end``), a liveness obligation, the gloo,
 nccl, nccl-async and mpi backends, protocols without shared variables (where every role is private,
@@ -114,8 +115,8 @@ def describe(pick: Pick, wide: bool = False, detach: bool = False) -> dict[str, 
                 if t["kind"] == "local" and pick(0, 1) == 1:
                     _aux_op(pick, t, groups0, peers0)
     if detach:  # drawn after everything else, so the draws above are those of the default mix
-        for key in {(_key(sym_from, idx, rank) if sym else f"r{idx}") for idx, (rank, thread) in enumerate(actors)
-                    if thread == "main"}:
+        for key in dict.fromkeys(_key(sym_from, idx, rank) if sym else f"r{idx}" for idx, (rank, thread) in enumerate(actors)
+                                 if thread == "main"):  # in actor order: the draws must not follow string hashes
             _detach(pick, roles[key])
     return {
         "no_shared": no_shared, "aux_ops": aux_ops,
@@ -192,7 +193,8 @@ def _detach(pick, r: dict) -> None:
     """Beside some spine steps S<s> -> S<s+1> that an actor takes at most once, a pair of steps to the
     same state: a collective on the world posted and never waited for (fire and forget: the handle is
     dropped, the op still runs), and a local step that does nothing.  Only where no step re-enters a
-    state up to S<s> from itself or a later state, so no loop posts without bound."""
+    state up to S<s> from itself or a later state, so no loop posts without bound.  Sometimes the last
+    state is also left for DONE: a process that exits with its posted ops outstanding voids them."""
     targets = [(t["src"], d) for t in r["trans"] for d in ((t["dst"], t["dst"] + 1) if t["alt"] else (t["dst"],))]
     for s in range(r["nstates"] - 1):
         if any(d <= s and src >= d for src, d in targets):
@@ -203,6 +205,9 @@ def _detach(pick, r: dict) -> None:
                                "op": ("barrier", "all_reduce")[pick(0, 1)], "async": "detach"})
             r["trans"].append({"kind": "local", "src": s, "dst": s + 1, "guard": ("none",), "effect": ("none",),
                                "timeout": False, "alt": False, "event": None})
+    if pick(0, 1):
+        r["trans"].append({"kind": "local", "src": r["nstates"] - 1, "dst": r["nstates"], "guard": ("none",),
+                           "effect": ("none",), "timeout": False, "alt": False, "event": None})
 
 
 def _uses_shared(trans: list) -> bool:

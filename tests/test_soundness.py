@@ -754,6 +754,31 @@ def test_differential_wide_worlds():
         assert not diffs, (i, diffs, d)
 
 
+DETACH_SEED, DETACH_SPECS = 2, 40  # on the code before the two fixes, the reduced search of spec 12 misses a COLLECTIVE_MISMATCH
+
+
+@pytest.mark.slow
+def test_differential_fire_and_forget_posts():
+    """The same differential on worlds with symmetric ranks whose roles may post a collective and never
+    wait for it, and may exit with it outstanding (``describe(detach=True)``, bench_differential.py
+    --detach): the draw that found a failed op left in its queue and a rank's exit reduced alone while its
+    posted ops were outstanding (a HOLDS hiding a COLLECTIVE_MISMATCH; docs/engine.md)."""
+    import random
+
+    import protogen
+
+    rng = random.Random(DETACH_SEED)
+    specs = []
+    while len(specs) < DETACH_SPECS:
+        d = protogen.describe(protogen.random_pick(rng), wide=len(specs) % 4 == 3, detach=True)
+        if d["sym"]:
+            specs.append(d)
+    assert sum(any(t.get("async") == "detach" for r in d["roles"].values() for t in r["trans"]) for d in specs) >= 20
+    for i, d in enumerate(specs):
+        diffs = protogen.compare(d, workers=i % 10 == 0)
+        assert not diffs, (i, diffs, d)
+
+
 @pytest.mark.slow
 def test_wide_differential_finds_a_bug_no_narrow_world_can_show(monkeypatch):
     """The wide differential has teeth where the 2-3-rank one has none: plant a symmetry bug that moves
