@@ -10,9 +10,12 @@ until one comes): the case of C1's posting-order condition for threads that shar
 declared ``observed_when`` (honest or planted wrong); ``--fifo`` only those where one role takes from the
 FIFO and another puts to it, each declared per transition (C0 for FIFO ends); ``--unobserved`` only those
 whose invariant reads a field of an actor the reduction may take alone, its ``observed`` planted wrong
-(the read check must refuse them, or they must be harmless); ``--detach`` only those with symmetric ranks,
-drawn so that roles may also post a collective and never wait for it (two symmetric actors in one local
-state, one with an op outstanding in the fabric: the twins shortcut must not apply there).
+(the read check must refuse them, or they must be harmless); ``--detach`` draws specs whose main-thread
+roles may also post an op (a collective, or an isend or irecv towards a rank outside the symmetric orbit)
+and never wait for it, and may exit with it outstanding: a rank's exit voids its posted ops, and two
+symmetric actors may share one local state while only one has an op outstanding; ``--recover`` lets some
+ops that fail (their partner's process gone) send their thread on to a later state (``on_error=``) instead
+of ``FAILED``, so a thread outlives a failed op and goes on posting (with ``--detach`` too, both).
 The summary counts the specs with footprint declarations (reads=/writes=/shares=/puts=/takes=)
 and those with one planted wrong, and those with ``observed_when`` and those planted wrong.
 
@@ -45,7 +48,9 @@ def main() -> int:
     ap.add_argument("--unobserved", action="store_true",
                     help="only specs whose invariant reads a reducible actor's field with observed= planted wrong")
     ap.add_argument("--detach", action="store_true",
-                    help="only specs with symmetric ranks, whose roles may also post a collective and never wait for it")
+                    help="specs whose roles may also post an op and never wait for it, and exit with it outstanding")
+    ap.add_argument("--recover", action="store_true",
+                    help="specs where some failed ops send their thread on to a later state (on_error=) instead of FAILED")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     rng = random.Random(a.seed)
@@ -53,11 +58,11 @@ def main() -> int:
     bad, parallel, declared, planted, unshared, wide, orbits, aux, when, when_planted = [], 0, 0, 0, 0, 0, 0, 0, 0, 0
     for i in range(a.specs):
         is_wide = a.wide_every > 0 and i % a.wide_every == a.wide_every - 1
-        d = protogen.describe(protogen.random_pick(rng), wide=is_wide, detach=a.detach)
-        while (a.detach and not d["sym"]) or (a.aux_ops and not d["aux_ops"]) or (a.three_threads and len([x for x in d["actors"] if x[0] == 0]) < 3) \
+        d = protogen.describe(protogen.random_pick(rng), wide=is_wide, detach=a.detach, recover=a.recover)
+        while (a.aux_ops and not d["aux_ops"]) or (a.three_threads and len([x for x in d["actors"] if x[0] == 0]) < 3) \
                 or (a.observed_when and not (d["inv"] or {}).get("when")) or (a.fifo and not protogen.fifo_ends(d)) \
                 or (a.unobserved and not protogen.unobserved_reads(d)):
-            d = protogen.describe(protogen.random_pick(rng), wide=is_wide, detach=a.detach)
+            d = protogen.describe(protogen.random_pick(rng), wide=is_wide, detach=a.detach, recover=a.recover)
         aux += d["aux_ops"]
         w = (d["inv"] or {}).get("when")
         when += bool(w)

@@ -37,13 +37,15 @@ MAX_STATES = 20_000
 SHARED = ("s", "u")  # shared variables; descriptions from before footprints name only "s"
 
 
-def describe(pick: Pick, wide: bool = False, detach: bool = False) -> dict[str, Any]:
+def describe(pick: Pick, wide: bool = False, detach: bool = False, recover: bool = False) -> dict[str, Any]:
     """A description drawn from ``pick``.  ``wide``: 4-6 ranks, two thirds of them with a symmetric
     orbit of 2-5 ranks (from rank 1 or rank 2 on: rank 1 then has a role of its own and may talk to
     rank 0 point-to-point), and 1-2 drawn sub-groups (a sub-group holds all the symmetric ranks or
     none), where the default draws 2-3 ranks as the generator always did.  ``detach``: main-thread
     roles may also post a collective and never wait for it (``_detach``), so that two actors can reach
-    one local state, one with an op outstanding in the fabric and one without."""
+    one local state, one with an op outstanding in the fabric and one without.  ``recover``: some ops
+    that fail (their partner's process gone) send their thread on to a later state of its role instead
+    of ``FAILED`` (``on_error=``), so a thread outlives a failed op and goes on posting."""
     if wide:
         n = pick(4, 6)
         sym_from = (0, 1, 2)[pick(0, 2)]  # 0: no symmetric ranks
@@ -115,9 +117,18 @@ def describe(pick: Pick, wide: bool = False, detach: bool = False) -> dict[str, 
                 if t["kind"] == "local" and pick(0, 1) == 1:
                     _aux_op(pick, t, groups0, peers0)
     if detach:  # drawn after everything else, so the draws above are those of the default mix
-        for key in dict.fromkeys(_key(sym_from, idx, rank) if sym else f"r{idx}" for idx, (rank, thread) in enumerate(actors)
-                                 if thread == "main"):  # in actor order: the draws must not follow string hashes
-            _detach(pick, roles[key])
+        first = {}  # main-thread role -> the rank of its first actor, in actor order (not string-hash order)
+        for idx, (rank, thread) in enumerate(actors):
+            if thread == "main":
+                first.setdefault(_key(sym_from, idx, rank) if sym else f"r{idx}", rank)
+        for key, rank in first.items():
+            _detach(pick, roles[key], [] if rank in symset else [x for x in range(n) if x != rank and x not in symset])
+    if recover:  # drawn after everything else, as detach
+        for r in roles.values():
+            for t in r["trans"]:
+                if t["kind"] in ("coll", "p2p", "nb") and t.get("async") != "detach" and t["src"] + 1 < r["nstates"] \
+                        and pick(0, 1):
+                    t["on_error"] = pick(t["src"] + 1, r["nstates"] - 1)  # forward only: no loop re-posts a handle
     return {
         "no_shared": no_shared, "aux_ops": aux_ops,
         "ranks": n, "actors": actors, "sym": sym, "sym_from": sym_from, "roles": roles, "subgroups": subgroups,
@@ -189,10 +200,11 @@ def _aux_op(pick, t: dict, groups: list, peers: list) -> None:
             t["kind"] = "nb"
 
 
-def _detach(pick, r: dict) -> None:
+def _detach(pick, r: dict, peers: list) -> None:
     """Beside some spine steps S<s> -> S<s+1> that an actor takes at most once, a pair of steps to the
-    same state: a collective on the world posted and never waited for (fire and forget: the handle is
-    dropped, the op still runs), and a local step that does nothing.  Only where no step re-enters a
+    same state: an op posted and never waited for (fire and forget: the handle is dropped, the op still
+    runs), a collective on the world or, towards one of ``peers``, an isend or an irecv, and a local step
+    that does nothing.  Only where no step re-enters a
     state up to S<s> from itself or a later state, so no loop posts without bound.  Sometimes the last
     state is also left for DONE: a process that exits with its posted ops outstanding voids them."""
     targets = [(t["src"], d) for t in r["trans"] for d in ((t["dst"], t["dst"] + 1) if t["alt"] else (t["dst"],))]
@@ -200,9 +212,12 @@ def _detach(pick, r: dict) -> None:
         if any(d <= s and src >= d for src, d in targets):
             break  # a loop through a state up to S<s>: it and every later spine step may run again
         if pick(0, 1):
-            r["trans"].append({"kind": "coll", "src": s, "dst": s + 1, "guard": ("none",), "effect": ("none",),
-                               "timeout": False, "alt": False, "event": None, "group": "world",
-                               "op": ("barrier", "all_reduce")[pick(0, 1)], "async": "detach"})
+            t = {"kind": "coll", "src": s, "dst": s + 1, "guard": ("none",), "effect": ("none",), "timeout": False,
+                 "alt": False, "event": None, "group": "world", "op": ("barrier", "all_reduce")[pick(0, 1)],
+                 "async": "detach"}
+            if peers and pick(0, 1):
+                t.update(kind="nb", peer=peers[pick(0, len(peers) - 1)], send=pick(0, 1) == 1, tag=pick(0, 1))
+            r["trans"].append(t)
             r["trans"].append({"kind": "local", "src": s, "dst": s + 1, "guard": ("none",), "effect": ("none",),
                                "timeout": False, "alt": False, "event": None})
     if pick(0, 1):
@@ -449,6 +464,7 @@ def _role(key: str, rd: dict, d: dict, inv, idx: int) -> Role:
                 c.goto(alt_targets[c.choice])
         kw.update(fkw)
         ekw = {"event": t["event"]} if t.get("event") and d.get("monitor") else {}
+        okw = {"on_error": _state(t["on_error"], rd["nstates"])} if "on_error" in t else {}
         if t["kind"] == "local":
             r.local(name, src, dsts, guard=guard, do=do, **kw, **ekw)
         elif t["kind"] == "quiet":
@@ -463,7 +479,7 @@ def _role(key: str, rd: dict, d: dict, inv, idx: int) -> Role:
             r.op(name, src, f"W{k}", _post(t, f"h{k}"), guard=guard, **fkw, **ekw)
             wkw = {"reads": fkw["writes"], "writes": fkw["writes"]} if fkw else {}  # the wait runs the effect
             r.op(f"{name}_wait", f"W{k}", dst, lambda c, h=f"h{k}": wait(h), after=after,
-                 timeout=FAILED if t["timeout"] else None, timeout_kind="recovers" if t["timeout"] else None, **wkw)
+                 timeout=FAILED if t["timeout"] else None, timeout_kind="recovers" if t["timeout"] else None, **wkw, **okw)
         else:
             op = _op(t)
             after = None
@@ -471,7 +487,7 @@ def _role(key: str, rd: dict, d: dict, inv, idx: int) -> Role:
                 eff = _effect(t["effect"])
                 after = (lambda c, data, eff=eff: eff(c)) if eff else None
             r.op(name, src, dst, op, guard=guard, after=after, timeout=FAILED if t["timeout"] else None,
-                 timeout_kind="recovers" if t["timeout"] else None, **fkw, **ekw)
+                 timeout_kind="recovers" if t["timeout"] else None, **fkw, **ekw, **okw)
     return r
 
 
