@@ -41,9 +41,10 @@ def describe(pick: Pick, wide: bool = False, detach: bool = False, recover: bool
     """A description drawn from ``pick``.  ``wide``: 4-6 ranks, two thirds of them with a symmetric
     orbit of 2-5 ranks (from rank 1 or rank 2 on: rank 1 then has a role of its own and may talk to
     rank 0 point-to-point), and 1-2 drawn sub-groups (a sub-group holds all the symmetric ranks or
-    none), where the default draws 2-3 ranks as the generator always did.  ``detach``: main-thread
-    roles may also post a collective and never wait for it (``_detach``), so that two actors can reach
-    one local state, one with an op outstanding in the fabric and one without.  ``recover``: some ops
+    none), where the default draws 2-3 ranks as the generator always did.  ``detach``: roles (of the
+    main threads, and of rank 0's other threads where they post ops) may also post an op and never wait
+    for it (``_detach``), so that two actors can reach one local state, one with an op outstanding in the
+    fabric and one without, and a process can exit with ops outstanding.  ``recover``: some ops
     that fail (their partner's process gone) send their thread on to a later state of its role instead
     of ``FAILED`` (``on_error=``), so a thread outlives a failed op and goes on posting."""
     if wide:
@@ -117,12 +118,13 @@ def describe(pick: Pick, wide: bool = False, detach: bool = False, recover: bool
                 if t["kind"] == "local" and pick(0, 1) == 1:
                     _aux_op(pick, t, groups0, peers0)
     if detach:  # drawn after everything else, so the draws above are those of the default mix
-        first = {}  # main-thread role -> the rank of its first actor, in actor order (not string-hash order)
+        first = {}  # role -> the rank of its first actor, in actor order (not string-hash order)
         for idx, (rank, thread) in enumerate(actors):
-            if thread == "main":
+            if thread == "main" or aux_ops:  # a second or third thread of rank 0 posts only where aux_ops
                 first.setdefault(_key(sym_from, idx, rank) if sym else f"r{idx}", rank)
         for key, rank in first.items():
-            _detach(pick, roles[key], [] if rank in symset else [x for x in range(n) if x != rank and x not in symset])
+            _detach(pick, roles[key], [] if rank in symset else [x for x in range(n) if x != rank and x not in symset],
+                    first=rank in symset)
     if recover:  # drawn after everything else, as detach
         for r in roles.values():
             for t in r["trans"]:
@@ -200,18 +202,20 @@ def _aux_op(pick, t: dict, groups: list, peers: list) -> None:
             t["kind"] = "nb"
 
 
-def _detach(pick, r: dict, peers: list) -> None:
+def _detach(pick, r: dict, peers: list, first: bool = False) -> None:
     """Beside some spine steps S<s> -> S<s+1> that an actor takes at most once, a pair of steps to the
     same state: an op posted and never waited for (fire and forget: the handle is dropped, the op still
     runs), a collective on the world or, towards one of ``peers``, an isend or an irecv, and a local step
     that does nothing.  Only where no step re-enters a
     state up to S<s> from itself or a later state, so no loop posts without bound.  Sometimes the last
-    state is also left for DONE: a process that exits with its posted ops outstanding voids them."""
+    state is also left for DONE: a process that exits with its posted ops outstanding voids them.
+    ``first`` (the symmetric ranks' role): always beside the first spine step, where the ranks start as
+    twins, so that one may post and one not and both go on as twins told apart by the fabric alone."""
     targets = [(t["src"], d) for t in r["trans"] for d in ((t["dst"], t["dst"] + 1) if t["alt"] else (t["dst"],))]
     for s in range(r["nstates"] - 1):
         if any(d <= s and src >= d for src, d in targets):
             break  # a loop through a state up to S<s>: it and every later spine step may run again
-        if pick(0, 1):
+        if (first and s == 0) or pick(0, 1):
             t = {"kind": "coll", "src": s, "dst": s + 1, "guard": ("none",), "effect": ("none",), "timeout": False,
                  "alt": False, "event": None, "group": "world", "op": ("barrier", "all_reduce")[pick(0, 1)],
                  "async": "detach"}

@@ -25,12 +25,12 @@ KILLS = {
     "c1-posting-order": (1, 30),  # 10
     "c3-back-edges": (1, 350),  # 255
     "c3-progress": (1, 350),  # 262
-    "c1-posts-exit": (1, 200),  # 101 (detach: specs with fire-and-forget posts only)
+    "c1-posts-exit": (1, 60),  # 12 (detach: specs with fire-and-forget posts only)
     "faults-kill": (1, 30),  # 5
     "faults-named": (1, 200),  # 140
     "footprint-check": (1, 30),  # 10
     "observed-check": (1, 60),  # 31 (unobserved reads only)
-    "twins-fabric": (1, 200),  # 101 (detach)
+    "twins-fabric": (1, 200),  # 117 (detach)
     "ample-first-c2": (1, 30),  # 8
 }
 
