@@ -454,9 +454,10 @@ class Fabric:
 
     def _error_step(self, state, ref):
         """The op of endpoint ``ref`` fails (its partner's process is gone) and leaves its queue, as a
-        completed op does, from wherever it stands in it: the rank's ops behind it move up (``_dequeue``).  So a post and
-        an earlier op's failure lead to the same state in either order (the later op's position does
-        not depend on which came first), which the partial-order reduction relies on."""
+        completed op does, from wherever it stands in it: the rank's ops behind it move up
+        (``_dequeue``).  So a post and an earlier op's failure lead to the same state in either order
+        (the later op's position does not depend on which came first), which the partial-order
+        reduction relies on (model/por.py)."""
         actors, g, fu, fab = state
         nl = list(actors)
         fl = list(fab) if fab else None

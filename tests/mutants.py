@@ -27,8 +27,8 @@ class Mutant:
     edits: tuple  # (old, new) text pairs, each old occurring exactly once in the method's source
     draw: str = "any"  # which generated specs: any, wide, when (observed_when invariants), aux (ops on a second
     # thread), fifo (one role takes from the FIFO, another puts, each declared per transition), unobserved
-    # (the invariant reads a reducible actor's field, its observed= planted wrong), detach (symmetric ranks whose
-    # roles may post a collective and never wait for it)
+    # (the invariant reads a reducible actor's field, its observed= planted wrong), detach (worlds with symmetric ranks,
+    # whose roles may post an op and never wait for it)
 
 
 R, W, L = "lockstep.spec.reduce", "lockstep.spec.world", "lockstep.spec.lang"

@@ -206,9 +206,9 @@ def _detach(pick, r: dict, peers: list, first: bool = False) -> None:
     """Beside some spine steps S<s> -> S<s+1> that an actor takes at most once, a pair of steps to the
     same state: an op posted and never waited for (fire and forget: the handle is dropped, the op still
     runs), a collective on the world or, towards one of ``peers``, an isend or an irecv, and a local step
-    that does nothing.  Only where no step re-enters a
-    state up to S<s> from itself or a later state, so no loop posts without bound.  Sometimes the last
-    state is also left for DONE: a process that exits with its posted ops outstanding voids them.
+    that does nothing.  Only where no step re-enters a state up to S<s> from itself or a later state, so
+    no loop posts without bound.  Sometimes the last state is also left for DONE: a process that exits
+    with its posted ops outstanding voids them.
     ``first`` (the symmetric ranks' role): always beside the first spine step, where the ranks start as
     twins, so that one may post and one not and both go on as twins told apart by the fabric alone."""
     targets = [(t["src"], d) for t in r["trans"] for d in ((t["dst"], t["dst"] + 1) if t["alt"] else (t["dst"],))]
