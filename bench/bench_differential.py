@@ -15,7 +15,9 @@ roles may also post an op (a collective, or an isend or irecv towards a rank out
 and never wait for it, and may exit with it outstanding: a rank's exit voids its posted ops, and two
 symmetric actors may share one local state while only one has an op outstanding; ``--recover`` lets some
 ops that fail (their partner's process gone) send their thread on to a later state (``on_error=``) instead
-of ``FAILED``, so a thread outlives a failed op and goes on posting (with ``--detach`` too, both).
+of ``FAILED``, so a thread outlives a failed op and goes on posting (with ``--detach`` too, both);
+``--rich`` draws more op kinds (all_gather, all_reduce with max, broadcast from rank 0, batch_isend_irecv)
+and a fault budget of two.  The three combine.
 The summary counts the specs with footprint declarations (reads=/writes=/shares=/puts=/takes=)
 and those with one planted wrong, and those with ``observed_when`` and those planted wrong.
 
@@ -51,6 +53,8 @@ def main() -> int:
                     help="specs whose roles may also post an op and never wait for it, and exit with it outstanding")
     ap.add_argument("--recover", action="store_true",
                     help="specs where some failed ops send their thread on to a later state (on_error=) instead of FAILED")
+    ap.add_argument("--rich", action="store_true",
+                    help="more op kinds (all_gather, max, broadcast, batch_isend_irecv) and two faults a run")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     rng = random.Random(a.seed)
@@ -58,11 +62,11 @@ def main() -> int:
     bad, parallel, declared, planted, unshared, wide, orbits, aux, when, when_planted = [], 0, 0, 0, 0, 0, 0, 0, 0, 0
     for i in range(a.specs):
         is_wide = a.wide_every > 0 and i % a.wide_every == a.wide_every - 1
-        d = protogen.describe(protogen.random_pick(rng), wide=is_wide, detach=a.detach, recover=a.recover)
+        d = protogen.describe(protogen.random_pick(rng), wide=is_wide, detach=a.detach, recover=a.recover, rich=a.rich)
         while (a.aux_ops and not d["aux_ops"]) or (a.three_threads and len([x for x in d["actors"] if x[0] == 0]) < 3) \
                 or (a.observed_when and not (d["inv"] or {}).get("when")) or (a.fifo and not protogen.fifo_ends(d)) \
                 or (a.unobserved and not protogen.unobserved_reads(d)):
-            d = protogen.describe(protogen.random_pick(rng), wide=is_wide, detach=a.detach, recover=a.recover)
+            d = protogen.describe(protogen.random_pick(rng), wide=is_wide, detach=a.detach, recover=a.recover, rich=a.rich)
         aux += d["aux_ops"]
         w = (d["inv"] or {}).get("when")
         when += bool(w)

@@ -29,7 +29,8 @@ from typing import Any, Callable
 from lockstep.model.api import INVARIANT, SpecError
 from lockstep.model.checker import Bounds, check
 from lockstep.model.crosscheck import reachable_classes, verdict_class
-from lockstep.spec.fabric import Group, all_reduce, barrier, irecv, isend, post, recv, send, wait
+from lockstep.spec.fabric import (Group, all_gather, all_reduce, barrier, batch_isend_irecv, broadcast, irecv, isend,
+                                  post, recv, send, wait)
 from lockstep.spec.machine import FAILED, ActorDef, Fifo, Protocol, Role
 
 Pick = Callable[[int, int], int]
@@ -37,7 +38,8 @@ MAX_STATES = 20_000
 SHARED = ("s", "u")  # shared variables; descriptions from before footprints name only "s"
 
 
-def describe(pick: Pick, wide: bool = False, detach: bool = False, recover: bool = False) -> dict[str, Any]:
+def describe(pick: Pick, wide: bool = False, detach: bool = False, recover: bool = False,
+             rich: bool = False) -> dict[str, Any]:
     """A description drawn from ``pick``.  ``wide``: 4-6 ranks, two thirds of them with a symmetric
     orbit of 2-5 ranks (from rank 1 or rank 2 on: rank 1 then has a role of its own and may talk to
     rank 0 point-to-point), and 1-2 drawn sub-groups (a sub-group holds all the symmetric ranks or
@@ -46,7 +48,9 @@ def describe(pick: Pick, wide: bool = False, detach: bool = False, recover: bool
     for it (``_detach``), so that two actors can reach one local state, one with an op outstanding in the
     fabric and one without, and a process can exit with ops outstanding.  ``recover``: some ops
     that fail (their partner's process gone) send their thread on to a later state of its role instead
-    of ``FAILED`` (``on_error=``), so a thread outlives a failed op and goes on posting."""
+    of ``FAILED`` (``on_error=``), so a thread outlives a failed op and goes on posting.  ``rich``: more
+    op kinds (all_gather, all_reduce with max, broadcast from rank 0 of the world, batch_isend_irecv of a
+    send and a recv) and a fault budget of two where faults are drawn."""
     if wide:
         n = pick(4, 6)
         sym_from = (0, 1, 2)[pick(0, 2)]  # 0: no symmetric ranks
@@ -131,7 +135,16 @@ def describe(pick: Pick, wide: bool = False, detach: bool = False, recover: bool
                 if t["kind"] in ("coll", "p2p", "nb") and t.get("async") != "detach" and t["src"] + 1 < r["nstates"] \
                         and pick(0, 1):
                     t["on_error"] = pick(t["src"] + 1, r["nstates"] - 1)  # forward only: no loop re-posts a handle
-    return {
+    if rich:  # drawn after everything else, as detach
+        for r in roles.values():
+            for t in r["trans"]:
+                if t["kind"] == "coll" and pick(0, 1):
+                    # a broadcast from the world's rank 0 only: a sub-group's first rank may be a symmetric one
+                    kinds = ("all_gather", "max") + (("broadcast",) if t["group"] == "world" else ())
+                    t["op"] = kinds[pick(0, len(kinds) - 1)]
+                elif t["kind"] == "nb" and pick(0, 1):
+                    t["batch"] = True
+    d = {
         "no_shared": no_shared, "aux_ops": aux_ops,
         "ranks": n, "actors": actors, "sym": sym, "sym_from": sym_from, "roles": roles, "subgroups": subgroups,
         # mpi: a rank that returned lingers (its partners hang).  No eager profile: a loop of eager sends
@@ -143,6 +156,9 @@ def describe(pick: Pick, wide: bool = False, detach: bool = False, recover: bool
         "live": pick(0, 3) == 0 and not sym,
         "monitor": monitor,
     }
+    if rich and d["faults"] and pick(0, 1):
+        d["max_faults"] = 2
+    return d
 
 
 def _draw_role(pick, n, rank, thread, symset, subgroups) -> dict[str, Any]:
@@ -575,7 +591,11 @@ def _op(t):
     if t["kind"] == "coll":
         if t["op"] == "barrier":
             return lambda c, grp=t["group"]: barrier(grp)
-        return lambda c, grp=t["group"]: all_reduce(grp, ("int", 1), 1)
+        if t["op"] == "all_gather":
+            return lambda c, grp=t["group"]: all_gather(grp, ("int", 1), 1)
+        if t["op"] == "broadcast":
+            return lambda c, grp=t["group"]: broadcast(grp, 0, ("int", 1), 1)
+        return lambda c, grp=t["group"], red="max" if t["op"] == "max" else "sum": all_reduce(grp, ("int", 1), 1, red)
     peer, tag = t["peer"], t["tag"]
     if t["send"]:
         return lambda c: send("world", peer, ("int64", (1,)), None, tag)
@@ -587,6 +607,9 @@ def _post(t, handle):
         op = _op(t)
         return lambda c: post(handle, op(c))
     peer, tag = t["peer"], t["tag"]
+    if t.get("batch"):
+        return lambda c: batch_isend_irecv(handle, [send("world", peer, ("int64", (1,)), None, tag),
+                                                    recv("world", peer, ("int64", (1,)), tag)])
     if t["send"]:
         return lambda c: isend(handle, "world", peer, ("int64", (1,)), None, tag)
     return lambda c: irecv(handle, "world", peer, ("int64", (1,)), tag)

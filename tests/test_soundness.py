@@ -780,6 +780,23 @@ def test_differential_fire_and_forget_posts():
 
 
 @pytest.mark.slow
+def test_differential_rich_ops_and_two_faults():
+    """The differential on the ``rich`` draw (all_gather, all_reduce with max, broadcast from rank 0,
+    batch_isend_irecv, two faults a run), which the default mix never draws, with fire-and-forget posts
+    and recovering failures (``detach``, ``recover``) on every other spec."""
+    import random
+
+    import protogen
+
+    rng = random.Random(42)
+    for i in range(60):
+        d = protogen.describe(protogen.random_pick(rng), wide=i % 4 == 3, detach=i % 2 == 1, recover=i % 2 == 1,
+                              rich=True)
+        diffs = protogen.compare(d, workers=i % 10 == 0)
+        assert not diffs, (i, diffs, d)
+
+
+@pytest.mark.slow
 def test_wide_differential_finds_a_bug_no_narrow_world_can_show(monkeypatch):
     """The wide differential has teeth where the 2-3-rank one has none: plant a symmetry bug that moves
     the per-rank monitors by the inverse of the permutation that moves their actors.  On an orbit of
