@@ -17,7 +17,12 @@ symmetric actors may share one local state while only one has an op outstanding;
 ops that fail (their partner's process gone) send their thread on to a later state (``on_error=``) instead
 of ``FAILED``, so a thread outlives a failed op and goes on posting (with ``--detach`` too, both);
 ``--rich`` draws more op kinds (all_gather, all_reduce with max, broadcast from rank 0, batch_isend_irecv)
-and a fault budget of two.  The three combine.
+and a fault budget of two; ``--threads`` gives ranks other than 0 (outside the symmetric orbit) a second
+thread that posts ops too (drawing until one has); ``--rooted`` draws the rest of the collective kinds:
+reduce, gather, scatter and broadcast with a drawn root on the world and on sub-groups, reduce_scatter,
+all_to_all, monitored_barrier and all_gather with uneven sizes; ``--profiles`` draws the backend's
+profile fields (p2p matching, what a gone or a finished peer does) each on its own, where the default
+draws one of the four presets.  These six combine.
 The summary counts the specs with footprint declarations (reads=/writes=/shares=/puts=/takes=)
 and those with one planted wrong, and those with ``observed_when`` and those planted wrong.
 
@@ -55,6 +60,13 @@ def main() -> int:
                     help="specs where some failed ops send their thread on to a later state (on_error=) instead of FAILED")
     ap.add_argument("--rich", action="store_true",
                     help="more op kinds (all_gather, max, broadcast, batch_isend_irecv) and two faults a run")
+    ap.add_argument("--threads", action="store_true",
+                    help="only specs where a rank other than 0 runs a second thread that posts ops")
+    ap.add_argument("--rooted", action="store_true",
+                    help="rooted collectives (reduce, gather, scatter, broadcast), reduce_scatter, all_to_all, "
+                         "monitored_barrier, uneven all_gather")
+    ap.add_argument("--profiles", action="store_true",
+                    help="backend profile fields drawn each on its own (p2p_match, gone_peer, finished_peer)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     rng = random.Random(a.seed)
@@ -62,11 +74,14 @@ def main() -> int:
     bad, parallel, declared, planted, unshared, wide, orbits, aux, when, when_planted = [], 0, 0, 0, 0, 0, 0, 0, 0, 0
     for i in range(a.specs):
         is_wide = a.wide_every > 0 and i % a.wide_every == a.wide_every - 1
-        d = protogen.describe(protogen.random_pick(rng), wide=is_wide, detach=a.detach, recover=a.recover, rich=a.rich)
-        while (a.aux_ops and not d["aux_ops"]) or (a.three_threads and len([x for x in d["actors"] if x[0] == 0]) < 3) \
+        draws = {"wide": is_wide, "detach": a.detach, "recover": a.recover, "rich": a.rich, "threads": a.threads,
+                 "rooted": a.rooted, "profiles": a.profiles}
+        d = protogen.describe(protogen.random_pick(rng), **draws)
+        while (a.threads and not any(r > 0 and t != "main" for r, t in d["actors"])) or (a.aux_ops and not d["aux_ops"]) \
+                or (a.three_threads and len([x for x in d["actors"] if x[0] == 0]) < 3) \
                 or (a.observed_when and not (d["inv"] or {}).get("when")) or (a.fifo and not protogen.fifo_ends(d)) \
                 or (a.unobserved and not protogen.unobserved_reads(d)):
-            d = protogen.describe(protogen.random_pick(rng), wide=is_wide, detach=a.detach, recover=a.recover, rich=a.rich)
+            d = protogen.describe(protogen.random_pick(rng), **draws)
         aux += d["aux_ops"]
         w = (d["inv"] or {}).get("when")
         when += bool(w)

@@ -29,8 +29,9 @@ from typing import Any, Callable
 from lockstep.model.api import INVARIANT, SpecError
 from lockstep.model.checker import Bounds, check
 from lockstep.model.crosscheck import reachable_classes, verdict_class
-from lockstep.spec.fabric import (Group, all_gather, all_reduce, barrier, batch_isend_irecv, broadcast, irecv, isend,
-                                  post, recv, send, wait)
+from lockstep.spec.fabric import (Group, all_gather, all_reduce, all_to_all, barrier, batch_isend_irecv, broadcast,
+                                  gather, irecv, isend, monitored_barrier, post, recv, reduce, reduce_scatter, scatter,
+                                  send, wait)
 from lockstep.spec.machine import FAILED, ActorDef, Fifo, Protocol, Role
 
 Pick = Callable[[int, int], int]
@@ -39,7 +40,7 @@ SHARED = ("s", "u")  # shared variables; descriptions from before footprints nam
 
 
 def describe(pick: Pick, wide: bool = False, detach: bool = False, recover: bool = False,
-             rich: bool = False) -> dict[str, Any]:
+             rich: bool = False, threads: bool = False, rooted: bool = False, profiles: bool = False) -> dict[str, Any]:
     """A description drawn from ``pick``.  ``wide``: 4-6 ranks, two thirds of them with a symmetric
     orbit of 2-5 ranks (from rank 1 or rank 2 on: rank 1 then has a role of its own and may talk to
     rank 0 point-to-point), and 1-2 drawn sub-groups (a sub-group holds all the symmetric ranks or
@@ -50,7 +51,13 @@ def describe(pick: Pick, wide: bool = False, detach: bool = False, recover: bool
     that fail (their partner's process gone) send their thread on to a later state of its role instead
     of ``FAILED`` (``on_error=``), so a thread outlives a failed op and goes on posting.  ``rich``: more
     op kinds (all_gather, all_reduce with max, broadcast from rank 0 of the world, batch_isend_irecv of a
-    send and a recv) and a fault budget of two where faults are drawn."""
+    send and a recv) and a fault budget of two where faults are drawn.  ``threads``: ranks other than 0
+    (outside the symmetric orbit: a symmetric actor is alone on its rank) get a second thread that posts
+    ops as rank 0's does (``_more_threads``).  ``rooted``: the collectives rank 0's draws never had
+    (``_rooted``): reduce, gather, scatter and broadcast with a drawn root (on sub-groups too),
+    reduce_scatter, all_to_all, monitored_barrier and all_gather with uneven sizes, some of which
+    disagree.  ``profiles``: the backend's profile fields drawn each on its own (``gloo:p2p_match=...,
+    gone_peer=...,finished_peer=...``), where the default draws one of the four presets."""
     if wide:
         n = pick(4, 6)
         sym_from = (0, 1, 2)[pick(0, 2)]  # 0: no symmetric ranks
@@ -121,10 +128,12 @@ def describe(pick: Pick, wide: bool = False, detach: bool = False, recover: bool
             for t in third["trans"]:
                 if t["kind"] == "local" and pick(0, 1) == 1:
                     _aux_op(pick, t, groups0, peers0)
+    if threads:  # drawn after everything above, so those draws are the default mix's
+        _more_threads(pick, n, actors, roles, symset, subgroups, no_shared)
     if detach:  # drawn after everything else, so the draws above are those of the default mix
         first = {}  # role -> the rank of its first actor, in actor order (not string-hash order)
         for idx, (rank, thread) in enumerate(actors):
-            if thread == "main" or aux_ops:  # a second or third thread of rank 0 posts only where aux_ops
+            if thread == "main" or aux_ops or rank > 0:  # other threads of rank 0 post only where aux_ops  # a second or third thread of rank 0 posts only where aux_ops
                 first.setdefault(_key(sym_from, idx, rank) if sym else f"r{idx}", rank)
         for key, rank in first.items():
             _detach(pick, roles[key], [] if rank in symset else [x for x in range(n) if x != rank and x not in symset],
@@ -144,6 +153,8 @@ def describe(pick: Pick, wide: bool = False, detach: bool = False, recover: bool
                     t["op"] = kinds[pick(0, len(kinds) - 1)]
                 elif t["kind"] == "nb" and pick(0, 1):
                     t["batch"] = True
+    if rooted:  # drawn after everything else, as detach
+        _rooted(pick, n, actors, roles, symset, subgroups, sym_from if sym else 0)
     d = {
         "no_shared": no_shared, "aux_ops": aux_ops,
         "ranks": n, "actors": actors, "sym": sym, "sym_from": sym_from, "roles": roles, "subgroups": subgroups,
@@ -158,6 +169,10 @@ def describe(pick: Pick, wide: bool = False, detach: bool = False, recover: bool
     }
     if rich and d["faults"] and pick(0, 1):
         d["max_faults"] = 2
+    if profiles:  # every combination of the fields a preset fixes (eager sends switch the reductions off)
+        d["backend"] = (f"gloo:p2p_match={('tag', 'peer-fifo')[pick(0, 1)]},"
+                        f"gone_peer={('immediate', 'timeout', 'never')[pick(0, 2)]},"
+                        f"finished_peer={('gone', 'alive')[pick(0, 1)]}")
     return d
 
 
@@ -216,6 +231,64 @@ def _aux_op(pick, t: dict, groups: list, peers: list) -> None:
         t["tag"] = pick(0, 1)
         if pick(0, 3) == 0:
             t["kind"] = "nb"
+
+
+def _more_threads(pick, n, actors, roles, symset, subgroups, no_shared) -> None:
+    """A second thread (appended to ``actors``: the indices drawn before stay) on the first rank other
+    than 0 outside the symmetric orbit, and on each later one by a coin; its local steps become ops, as
+    on rank 0's second thread (``_aux_op``): they queue behind the rank's main thread's in posting order,
+    and a failure of either ends the rank."""
+    free = [r for r in range(1, n) if r not in symset]
+    for k, r in enumerate(free):
+        if k and not pick(0, 1):
+            continue
+        idx = len(actors)
+        actors.append((r, "aux"))
+        role = roles[f"r{idx}"] = _draw_role(pick, n, r, "aux", symset, subgroups)
+        if no_shared:
+            _unshare(pick, role)
+        groups = ["world"] + [f"sub{i}" for i, grp in enumerate(subgroups) if r in grp]
+        peers = [x for x in range(n) if x != r and x not in symset]
+        for t in role["trans"]:
+            if t["kind"] == "local" and pick(0, 2) > 0:
+                _aux_op(pick, t, groups, peers)
+
+
+ROOTED_KINDS = ("reduce", "gather", "scatter", "broadcast")
+
+
+def _rooted(pick, n, actors, roles, symset, subgroups, sym_from) -> None:
+    """Half the collectives become a kind drawn from the rest of torch.distributed's: a rooted one with
+    a root drawn among the group's members outside the symmetric orbit (a symmetric role may not name one
+    of its own ranks), reduce_scatter and all_to_all (one chunk per member), monitored_barrier, or an
+    all_gather with uneven sizes (each rank's drawn size, where a quarter of the calls expect one member's
+    wrongly: a mismatch).  Roles are drawn each on its own, so ranks may disagree on the kind or the root."""
+    members = {"world": tuple(range(n)), **{f"sub{i}": grp for i, grp in enumerate(subgroups)}}
+    vsize = [pick(1, 2) for _ in range(n)]
+    for r in symset:
+        vsize[r] = vsize[sym_from]
+    seen = set()
+    for idx, (rank, _) in enumerate(actors):  # each role once, in actor order, on its first actor's rank
+        key = _key(sym_from, idx, rank) if symset else f"r{idx}"
+        if key in seen:
+            continue
+        seen.add(key)
+        for t in roles[key]["trans"]:
+            if t["kind"] != "coll" or not pick(0, 1):
+                continue
+            grp = members[t["group"]]
+            roots = [k for k, x in enumerate(grp) if x not in symset]
+            kinds = ("reduce_scatter", "all_to_all", "monitored_barrier", "all_gather_v") + (ROOTED_KINDS if roots else ())
+            t["op"] = kinds[pick(0, len(kinds) - 1)]
+            t["size"] = len(grp)
+            if t["op"] in ROOTED_KINDS:
+                t["root"] = roots[pick(0, len(roots) - 1)]
+            elif t["op"] == "all_gather_v":
+                sizes = [vsize[x] for x in grp]
+                if pick(0, 3) == 0:
+                    k = pick(0, len(sizes) - 1)
+                    sizes[k] = 3 - sizes[k]
+                t["split"] = (vsize[rank], tuple(sizes))
 
 
 def _detach(pick, r: dict, peers: list, first: bool = False) -> None:
@@ -589,13 +662,17 @@ def _effect(e):
 
 def _op(t):
     if t["kind"] == "coll":
-        if t["op"] == "barrier":
-            return lambda c, grp=t["group"]: barrier(grp)
-        if t["op"] == "all_gather":
-            return lambda c, grp=t["group"]: all_gather(grp, ("int", 1), 1)
-        if t["op"] == "broadcast":
-            return lambda c, grp=t["group"]: broadcast(grp, 0, ("int", 1), 1)
-        return lambda c, grp=t["group"], red="max" if t["op"] == "max" else "sum": all_reduce(grp, ("int", 1), 1, red)
+        grp, kind, sig = t["group"], t["op"], ("int", 1)
+        size, root = t.get("size", 0), t.get("root", 0)  # broadcast without a drawn root: from rank 0 (rich)
+        op = {"barrier": lambda: barrier(grp), "monitored_barrier": lambda: monitored_barrier(grp),
+              "all_gather": lambda: all_gather(grp, sig, 1),
+              "all_gather_v": lambda: all_gather(grp, sig, 1, t["split"][0], t["split"][1]),
+              "broadcast": lambda: broadcast(grp, root, sig, 1), "reduce": lambda: reduce(grp, root, sig, 1),
+              "gather": lambda: gather(grp, root, sig, 1), "scatter": lambda: scatter(grp, root, sig, tuple(range(size))),
+              "reduce_scatter": lambda: reduce_scatter(grp, sig, (1,) * size),
+              "all_to_all": lambda: all_to_all(grp, sig, tuple(range(size))),
+              "max": lambda: all_reduce(grp, sig, 1, "max"), "all_reduce": lambda: all_reduce(grp, sig, 1)}[kind]()
+        return lambda c, op=op: op  # an op is a value: built once
     peer, tag = t["peer"], t["tag"]
     if t["send"]:
         return lambda c: send("world", peer, ("int64", (1,)), None, tag)
@@ -697,6 +774,9 @@ def compare(d: dict[str, Any], workers: bool = True) -> list[str]:
         diffs.append(f"observed views: {len(u[6] - r[6])} only unreduced, {len(r[6] - u[6])} only reduced")
     if r[7] is not None and u[7] is not None and r[7] != u[7]:
         diffs.append(f"invariant reports: only unreduced {sorted(u[7] - r[7])[:2]}, only reduced {sorted(r[7] - u[7])[:2]}")
+    if u[9]:  # the checker accepted the spec, so its properties must say the same on every arrangement
+        diffs.append(f"an accepted invariant tells symmetric actors apart: {sorted(u[9], key=repr)[0]} "
+                     f"(a state, then its symmetric actors sorted)")
     if not d["sym"] and r[8] is not None and u[8] is not None and r[8] != u[8]:
         diffs.append(f"invariant observations: {len(u[8] - r[8])} only unreduced, {len(r[8] - u[8])} only reduced, "
                      f"e.g. {sorted(u[8] - r[8], key=repr)[:1]}")
@@ -729,11 +809,16 @@ def end_states(model, reduction: bool):
 
 
 def explore(model, reduction: bool):
-    """(end states, observed views, invariant reports, invariant observations) of the reachable graph,
-    reduced or not; four Nones when MAX_STATES cut the search.  End states as orbit representatives; the views as
-    ``observed_view`` gives them (None for a world it does not cover); the reports as the (verdict,
-    message) pairs the invariants gave in the states reached; the observations as ``_Observing`` keeps
-    them (None without an invariant)."""
+    """(end states, observed views, invariant reports, invariant observations, arrangements told apart)
+    of the reachable graph, reduced or not; five Nones when MAX_STATES cut the search.  End states as orbit
+    representatives; the views as ``observed_view`` gives them (None for a world it does not cover); the
+    reports as the (verdict, message) pairs the invariants gave in the states reached; the observations
+    as ``_Observing`` keeps them (None without an invariant).  Unreduced, in a world with symmetric
+    actors: the reports that differ between a state without fabric entries and its symmetric actors
+    sorted (the orbit's representative, which the reduced search evaluates in its place), which the
+    symmetry check must have refused: the full graph holds every arrangement, so this tests the check
+    where the comparison of reports cannot (the planted property may report the same message on the
+    arrangements the reduced graph keeps)."""
     from collections import deque
 
     from lockstep.model.api import Violation
@@ -742,7 +827,10 @@ def explore(model, reduction: bool):
     model.set_liveness(False)
     canon = (lambda s: _orbit_key(model, s)) if len(model.symmetric) > 1 else (lambda s: s)
     view = observed_view(model)
-    seen, q, ends, views, said = set(), deque(), set(), set(), set()
+    seen, q, ends, views, said, apart = set(), deque(), set(), set(), set(), set()
+    ms = getattr(model, "_monitor_set", None)
+    sym = () if reduction or len(model.symmetric) < 2 or (ms is not None and ms.moves_with_symmetry) \
+        else tuple(model.symmetric)
     for s in model.init_states():
         seen.add(s)
         q.append(s)
@@ -753,18 +841,27 @@ def explore(model, reduction: bool):
         v = model.invariant(s)
         if v is not None:
             said.add((v.verdict, v.message))
+        if sym and not s[3]:
+            part = sorted((s[0][i] for i in sym), key=model._order_key)
+            actors = list(s[0])
+            for i, p in zip(sym, part):
+                actors[i] = p
+            if tuple(actors) != s[0]:
+                w = model.invariant(type(s)(tuple(actors), *s[1:]))
+                if (v and (v.verdict, v.message)) != (w and (w.verdict, w.message)):
+                    apart.add(((v and v.message), (w and w.message)))
         succ = list(model.successors(s))
         if not succ or succ[0][0] is None:  # no step, or stuck (a stuck state still offers faults)
             ends.add(canon(s))
         for _, n in succ:
             if not isinstance(n, Violation) and n not in seen:
                 if len(seen) >= MAX_STATES:
-                    return None, None, None, None
+                    return None, None, None, None, None
                 seen.add(n)
                 q.append(n)
     obs = getattr(model, "protogen_observations", None)
     return frozenset(ends), (frozenset(views) if view is not None else None), frozenset(said), \
-        (frozenset(obs) if obs is not None else None)
+        (frozenset(obs) if obs is not None else None), frozenset(apart)
 
 
 def observed_view(model):

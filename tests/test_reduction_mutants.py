@@ -32,6 +32,7 @@ KILLS = {
     "observed-check": (1, 60),  # 31 (unobserved reads only)
     "twins-fabric": (2, 200),  # 98 at seed 2 (detach; 117 at seed 1, four times slower)
     "ample-first-c2": (1, 30),  # 8
+    "symmetry-check": (1, 150),  # 83 (wide: an accepted invariant that tells symmetric actors apart)
 }
 
 
@@ -128,3 +129,26 @@ def test_twins_told_apart_by_fabric_entries_keep_their_steps():
         assert check(_fire_and_forget_race(), reduction=reduction).verdict == "INVARIANT"
     with planted(BY_NAME["twins-fabric"]):
         assert check(_fire_and_forget_race(), reduction=True).verdict == "HOLDS"
+
+
+def test_an_invariant_that_tells_symmetric_actors_apart_is_refused_or_found():
+    """The symmetry check, checked: the differential evaluates the invariant on each unreduced state
+    without fabric entries and on the same state with its symmetric actors sorted (the representative the
+    reduced search evaluates instead).  The clean checker refuses the planted property of the spec that
+    finds the symmetry-check mutant (the 83rd wide spec of seed 1); with the check switched off, the
+    comparison finds the two arrangements the property tells apart."""
+    import random
+
+    import protogen
+    from lockstep.model.api import SpecError
+    from mutants import draw
+
+    rng = random.Random(1)
+    d = [draw(rng, i, "wide") for i in range(83)][-1]
+    assert d["sym"] and d["plant_asym"]
+    assert protogen.compare(d, workers=False) == []  # refused (a SpecError), as a planted declaration must be
+    with pytest.raises(SpecError, match="symmetric"):
+        protogen.explore(protogen.build(d), True)
+    with planted(BY_NAME["symmetry-check"]):
+        diffs = protogen.compare(d, workers=False)
+    assert any("tells symmetric actors apart" in x for x in diffs), diffs

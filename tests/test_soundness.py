@@ -796,6 +796,61 @@ def test_differential_rich_ops_and_two_faults():
         assert not diffs, (i, diffs, d)
 
 
+def _other_draws(seed, n):
+    import random
+
+    import protogen
+
+    rng = random.Random(seed)
+    return [protogen.describe(protogen.random_pick(rng), wide=i % 4 == 3, threads=True, rooted=True, profiles=i % 2 == 0,
+                              detach=i % 3 == 1, recover=i % 3 == 1) for i in range(n)]
+
+
+def test_the_generator_draws_threads_on_other_ranks_the_other_collectives_and_profile_fields():
+    """What ``threads``, ``rooted`` and ``profiles`` promise, drawn: second threads on ranks other than 0
+    whose steps post ops, every collective kind with roots on sub-groups too, and backend strings the
+    checker parses; the protocols build (or are refused for a declaration planted wrong)."""
+    import collections
+
+    import protogen
+    from lockstep.model.api import SpecError
+    from lockstep.spec.fabric import parse_profile
+
+    specs = _other_draws(5, 80)
+    others = [(d, i) for d in specs for i, (r, t) in enumerate(d["actors"]) if r > 0 and t != "main"]
+    assert len({id(d) for d, _ in others}) >= 40
+    assert sum(any(t["kind"] != "local" for t in d["roles"][f"r{i}"]["trans"]) for d, i in others) >= 30
+    kinds = collections.Counter(t["op"] for d in specs for r in d["roles"].values() for t in r["trans"] if t["kind"] == "coll")
+    assert set(kinds) >= {"reduce", "gather", "scatter", "broadcast", "reduce_scatter", "all_to_all", "monitored_barrier",
+                          "all_gather_v", "barrier", "all_reduce"}, kinds
+    assert any(t.get("root") is not None and t["group"] != "world"
+               for d in specs for r in d["roles"].values() for t in r["trans"])
+    assert len({d["backend"] for d in specs if ":" in d["backend"]}) >= 8
+    built = 0
+    for d in specs:
+        parse_profile(d["backend"])
+        try:
+            protogen.build(d)
+            built += 1
+        except SpecError:
+            assert protogen.planted(d), d
+    assert built >= 40
+
+
+@pytest.mark.slow
+def test_differential_other_threads_other_collectives_and_profile_fields():
+    """The differential on the ``threads``, ``rooted`` and ``profiles`` draws, which the default mix never
+    draws: a second thread posting ops on ranks other than 0, rooted collectives (reduce, gather,
+    scatter, broadcast) with drawn roots, reduce_scatter, all_to_all, monitored_barrier and uneven
+    all_gather, and every combination of the backend profile's fields; with fire-and-forget posts and
+    recovering failures on every third spec."""
+    import protogen
+
+    for i, d in enumerate(_other_draws(7, 60)):
+        diffs = protogen.compare(d, workers=i % 10 == 0)
+        assert not diffs, (i, diffs, d)
+
+
 @pytest.mark.slow
 def test_wide_differential_finds_a_bug_no_narrow_world_can_show(monkeypatch):
     """The wide differential has teeth where the 2-3-rank one has none: plant a symmetry bug that moves
