@@ -22,7 +22,9 @@ thread that posts ops too (drawing until one has); ``--rooted`` draws the rest o
 reduce, gather, scatter and broadcast with a drawn root on the world and on sub-groups, reduce_scatter,
 all_to_all, monitored_barrier and all_gather with uneven sizes; ``--profiles`` draws the backend's
 profile fields (p2p matching, what a gone or a finished peer does) each on its own, where the default
-draws one of the four presets.  These six combine.
+draws one of the four presets.  These six combine.  ``--big 8,12`` draws every spec as a world of 8-12
+ranks with a symmetric orbit (the sizes users run; about half of them finish unreduced within the
+60,000 states the comparison allows, and only those are compared in full).
 The summary counts the specs with footprint declarations (reads=/writes=/shares=/puts=/takes=)
 and those with one planted wrong, and those with ``observed_when`` and those planted wrong.
 
@@ -40,6 +42,17 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 import protogen  # noqa: E402
+
+
+def _span(text: str) -> tuple[int, int]:
+    lo, _, hi = text.partition(",")
+    try:
+        span = int(lo), int(hi or lo)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (two numbers of ranks, e.g. 8,12), got {text!r}") from None
+    if not 7 <= span[0] <= span[1] <= 16:
+        raise argparse.ArgumentTypeError(f"expected 7 <= LO <= HI <= 16, got {text!r}")
+    return span
 
 
 def main() -> int:
@@ -67,14 +80,17 @@ def main() -> int:
                          "monitored_barrier, uneven all_gather")
     ap.add_argument("--profiles", action="store_true",
                     help="backend profile fields drawn each on its own (p2p_match, gone_peer, finished_peer)")
+    ap.add_argument("--big", metavar="LO,HI", type=_span,
+                    help="every spec a world of LO-HI ranks with a symmetric orbit (e.g. 8,12)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     rng = random.Random(a.seed)
     t0 = time.perf_counter()
     bad, parallel, declared, planted, unshared, wide, orbits, aux, when, when_planted = [], 0, 0, 0, 0, 0, 0, 0, 0, 0
+    full = 0
     for i in range(a.specs):
-        is_wide = a.wide_every > 0 and i % a.wide_every == a.wide_every - 1
-        draws = {"wide": is_wide, "detach": a.detach, "recover": a.recover, "rich": a.rich, "threads": a.threads,
+        is_wide = bool(a.big) or (a.wide_every > 0 and i % a.wide_every == a.wide_every - 1)
+        draws = {"wide": is_wide, "big": a.big, "detach": a.detach, "recover": a.recover, "rich": a.rich, "threads": a.threads,
                  "rooted": a.rooted, "profiles": a.profiles}
         d = protogen.describe(protogen.random_pick(rng), **draws)
         while (a.threads and not any(r > 0 and t != "main" for r, t in d["actors"])) or (a.aux_ops and not d["aux_ops"]) \
@@ -94,19 +110,21 @@ def main() -> int:
         unshared += bool(d.get("no_shared"))
         par = a.parallel_every > 0 and i % a.parallel_every == 0
         parallel += par
-        diffs = protogen.compare(d, workers=par)
+        seen: dict = {}
+        diffs = protogen.compare(d, workers=par, seen=seen)
+        full += seen.get("complete", False)
         if diffs:
             bad.append({"index": i, "differences": diffs, "spec": d})
             print(json.dumps(bad[-1]), file=sys.stderr)
     secs = time.perf_counter() - t0
     out = {"specs": a.specs, "seed": a.seed, "with_workers_2": parallel, "with_footprints": declared,
-           "with_planted_footprints": planted, "without_shared_variables": unshared, "wide": wide, "wide_symmetric": orbits,
+           "with_planted_footprints": planted, "without_shared_variables": unshared, "wide": wide, "wide_symmetric": orbits, "compared_in_full": full,
            "second_thread_ops": aux, "observed_when": when, "observed_when_planted": when_planted,
            "disagreements": len(bad), "seconds": round(secs, 1)}
     print(json.dumps(out) if a.json else
           f"{a.specs} generated specs (seed {a.seed}; {parallel} also with workers=2; {declared} with footprint "
           f"declarations, {planted} of them planted wrong; {unshared} without shared variables; {wide} wide, "
-          f"{orbits} of them with a symmetric orbit of 2-5 ranks; {aux} with ops on a second thread; {when} with "
+          f"{orbits} of them with a symmetric orbit; {full} compared in full, both searches within the bound; {aux} with ops on a second thread; {when} with "
           f"observed_when, {when_planted} of them planted wrong): "
           f"{len(bad)} disagreements, "
           f"{secs:.1f} s")

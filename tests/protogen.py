@@ -3,7 +3,7 @@
 ``describe(pick)`` draws a protocol *description* (plain data: printable, reproducible) from
 ``pick(lo, hi)``, any source of integers in [lo, hi]: hypothesis (``hypothesis_pick``) in the test
 suite, ``random.Random`` in bench/bench_differential.py.  ``build(desc)`` turns it into a
-``Protocol``: 2-3 ranks, or 4-6 with ``describe(pick, wide=True)`` (rank 0 sometimes with a second
+``Protocol``: 2-3 ranks, or 4-6 with ``describe(pick, wide=True)``, or 8-16 with ``big`` (rank 0 sometimes with a second
 thread, which may post ops of its own, and sometimes a third one), one role per actor or one shared role for symmetric workers (an orbit of up to 5 ranks in a
 wide world), local steps with guards over local and shared variables, collectives on
 the world and on sub-groups and tagged point-to-point (each blocking, or posted without blocking under
@@ -36,11 +36,13 @@ from lockstep.spec.machine import FAILED, ActorDef, Fifo, Protocol, Role
 
 Pick = Callable[[int, int], int]
 MAX_STATES = 20_000
+BIG_MAX_STATES = 60_000  # a world of more than 6 ranks (``big``): its unreduced graph is compared up to this
 SHARED = ("s", "u")  # shared variables; descriptions from before footprints name only "s"
 
 
 def describe(pick: Pick, wide: bool = False, detach: bool = False, recover: bool = False,
-             rich: bool = False, threads: bool = False, rooted: bool = False, profiles: bool = False) -> dict[str, Any]:
+             rich: bool = False, threads: bool = False, rooted: bool = False, profiles: bool = False,
+             big: tuple[int, int] | None = None) -> dict[str, Any]:
     """A description drawn from ``pick``.  ``wide``: 4-6 ranks, two thirds of them with a symmetric
     orbit of 2-5 ranks (from rank 1 or rank 2 on: rank 1 then has a role of its own and may talk to
     rank 0 point-to-point), and 1-2 drawn sub-groups (a sub-group holds all the symmetric ranks or
@@ -57,10 +59,14 @@ def describe(pick: Pick, wide: bool = False, detach: bool = False, recover: bool
     (``_rooted``): reduce, gather, scatter and broadcast with a drawn root (on sub-groups too),
     reduce_scatter, all_to_all, monitored_barrier and all_gather with uneven sizes, some of which
     disagree.  ``profiles``: the backend's profile fields drawn each on its own (``gloo:p2p_match=...,
-    gone_peer=...,finished_peer=...``), where the default draws one of the four presets."""
+    gone_peer=...,finished_peer=...``, a third of them with eager sends), where the default draws one of
+    the four presets.  ``big=(lo, hi)``:
+    a wide world of lo-hi ranks, always with a symmetric orbit (from rank 1 or 2 on): the sizes users run,
+    where only the orbit keeps the unreduced graph small enough to compare (``BIG_MAX_STATES``)."""
+    wide = wide or big is not None
     if wide:
-        n = pick(4, 6)
-        sym_from = (0, 1, 2)[pick(0, 2)]  # 0: no symmetric ranks
+        n = pick(4, 6) if big is None else pick(*big)
+        sym_from = (0, 1, 2)[pick(0, 2)] if big is None else pick(1, 2)  # 0: no symmetric ranks
         sym = sym_from > 0
         two_threads = pick(0, 4) == 0
     else:
@@ -169,10 +175,14 @@ def describe(pick: Pick, wide: bool = False, detach: bool = False, recover: bool
     }
     if rich and d["faults"] and pick(0, 1):
         d["max_faults"] = 2
-    if profiles:  # every combination of the fields a preset fixes (eager sends switch the reductions off)
+    if profiles:  # every combination of the fields a preset fixes
         d["backend"] = (f"gloo:p2p_match={('tag', 'peer-fifo')[pick(0, 1)]},"
                         f"gone_peer={('immediate', 'timeout', 'never')[pick(0, 2)]},"
                         f"finished_peer={('gone', 'alive')[pick(0, 1)]}")
+        if pick(0, 2) == 0:
+            # eager sends (each message here is 8 bytes): buffered messages switch the reductions off, so
+            # only the parallel search is compared with the serial one; a loop of sends is cut by the bound
+            d["backend"] += ",eager_below=16"
     return d
 
 
@@ -743,21 +753,25 @@ def _invariant(inv, d):
     return sym_fn if d["sym"] and not asym else fn
 
 
-def compare(d: dict[str, Any], workers: bool = True) -> list[str]:
-    """Disagreements between reduced, unreduced and parallel checks of one description."""
+def compare(d: dict[str, Any], workers: bool = True, seen: dict | None = None) -> list[str]:
+    """Disagreements between reduced, unreduced and parallel checks of one description.  ``seen``, where
+    given, gets ``complete``: whether both searches finished within the bound (everything was compared)."""
     planted_wrong = planted(d)
+    cap = BIG_MAX_STATES if d["ranks"] > 6 else MAX_STATES
     out = {}
     try:
         for key, red in (("reduced", True), ("unreduced", False)):
-            res = check(build(d), Bounds(max_states=MAX_STATES), liveness=d["live"], reduction=red)
-            cls, _, complete = reachable_classes(build(d), red, MAX_STATES)
-            ex = explore(build(d), red)
+            res = check(build(d), Bounds(max_states=cap), liveness=d["live"], reduction=red)
+            cls, _, complete = reachable_classes(build(d), red, cap)
+            ex = explore(build(d), red, cap)
             out[key] = (verdict_class(res.verdict), cls, complete, res.verdict, ex[0], res, *ex[1:])
     except SpecError as e:
         if planted_wrong:
             return []  # refused: what a planted-wrong declaration must get
         return [f"SpecError on an honest spec: {e}"]
     r, u = out["reduced"], out["unreduced"]
+    if seen is not None:
+        seen["complete"] = r[4] is not None and u[4] is not None
     diffs = []
     if r[0] != u[0] and "BOUND_REACHED" not in (r[0], u[0]):
         diffs.append(f"verdict class: reduced {r[3]}, unreduced {u[3]}")
@@ -784,7 +798,7 @@ def compare(d: dict[str, Any], workers: bool = True) -> list[str]:
         from lockstep.model.engine import CheckOptions, check as echeck
 
         try:
-            p = echeck(build(d), CheckOptions(bounds=Bounds(max_states=MAX_STATES), liveness=False, workers=2))
+            p = echeck(build(d), CheckOptions(bounds=Bounds(max_states=cap), liveness=False, workers=2))
         except SpecError as e:
             return diffs + ([] if planted_wrong else [f"SpecError with workers=2 only: {e}"])
         if verdict_class(p.verdict) != r[0] and "BOUND_REACHED" not in (r[0], verdict_class(p.verdict)):
@@ -792,7 +806,7 @@ def compare(d: dict[str, Any], workers: bool = True) -> list[str]:
         elif p.verdict not in ("HOLDS", "BOUND_REACHED", "VACUOUS") and r[2] and p.verdict not in r[1]:
             diffs.append(f"workers=2 found {p.verdict}, not reachable in the reduced graph {sorted(r[1])}")
         # unreduced with workers=2 (the workers keep the model's int keys): the serial search exactly
-        pu = echeck(build(d), CheckOptions(bounds=Bounds(max_states=MAX_STATES), liveness=False, reduction=False,
+        pu = echeck(build(d), CheckOptions(bounds=Bounds(max_states=cap), liveness=False, reduction=False,
                                            workers=2))
         su = u[5]
         if (pu.verdict, pu.stats.states, pu.stats.transitions, pu.stats.depth, pu.counterexample) != \
@@ -808,9 +822,9 @@ def end_states(model, reduction: bool):
     return explore(model, reduction)[0]
 
 
-def explore(model, reduction: bool):
+def explore(model, reduction: bool, cap: int = MAX_STATES):
     """(end states, observed views, invariant reports, invariant observations, arrangements told apart)
-    of the reachable graph, reduced or not; five Nones when MAX_STATES cut the search.  End states as orbit
+    of the reachable graph, reduced or not; five Nones when ``cap`` states cut the search.  End states as orbit
     representatives; the views as ``observed_view`` gives them (None for a world it does not cover); the
     reports as the (verdict, message) pairs the invariants gave in the states reached; the observations
     as ``_Observing`` keeps them (None without an invariant).  Unreduced, in a world with symmetric
@@ -855,7 +869,7 @@ def explore(model, reduction: bool):
             ends.add(canon(s))
         for _, n in succ:
             if not isinstance(n, Violation) and n not in seen:
-                if len(seen) >= MAX_STATES:
+                if len(seen) >= cap:
                     return None, None, None, None, None
                 seen.add(n)
                 q.append(n)
