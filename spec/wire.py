@@ -205,6 +205,16 @@ class Fabric:
             return False
         return bool(self._partners_of(actors, fab, ep[1], op))
 
+    def _refuse_symmetric_peer(self, a: ActorDef, t: Transition, op: Op) -> None:
+        """A SpecError where ``op`` names one of the symmetric ranks as its peer or root, blocking or
+        posted: the symmetry reduction keeps one arrangement of the symmetric actors' states, so an op
+        addressed to one of them would meet whichever actor the arrangement put at that rank."""
+        if op.peer >= 0 and op.group in self.groups and op.peer < len(self.groups[op.group].ranks) \
+                and self.groups[op.group].ranks[op.peer] in self._sym_ranks:
+            raise SpecError(f"{a.role.name}.{t.name}", ValueError(
+                f"{op.kind} addresses rank {self.groups[op.group].ranks[op.peer]}, one of the symmetric "
+                f"ranks {sorted(self._sym_ranks)}: symmetric actors must not be told apart"))
+
     def _post(self, actors, fab, i, a: ActorDef, t: Transition, p: Post):
         """The fabric with p's ops outstanding, or the WRONG_GROUP violation of one of them."""
         bad = check_post(p)
@@ -214,6 +224,8 @@ class Fabric:
             raise SpecError(f"{a.role.name}.{t.name}", ValueError(f"handle {p.handle!r} is still outstanding: wait on it first"))
         entries = []
         for k, op in enumerate(p.ops):
+            if self._sym_ranks:
+                self._refuse_symmetric_peer(a, t, op)
             v = self._group_rule(a, t, op)
             if v is not None:
                 return v

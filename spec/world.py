@@ -1335,12 +1335,8 @@ class Protocol(Fabric, Reductions, Explanation):
                                 raise SpecError(f"{a.role.name}.{t.name}",
                                                 ValueError(f"wait({op.data!r}): no op is outstanding under that handle"))
                         else:
-                            if self._sym_ranks and op.peer >= 0 and op.group in self.groups \
-                                    and op.peer < len(self.groups[op.group].ranks) \
-                                    and self.groups[op.group].ranks[op.peer] in self._sym_ranks:
-                                raise SpecError(f"{a.role.name}.{t.name}", ValueError(
-                                    f"{op.kind} addresses rank {self.groups[op.group].ranks[op.peer]}, one of the symmetric "
-                                    f"ranks {sorted(self._sym_ranks)}: symmetric actors must not be told apart"))
+                            if self._sym_ranks:
+                                self._refuse_symmetric_peer(a, t, op)
                             bad = self._group_rule(a, t, op)
                             if bad is not None:
                                 out.append((act, bad))
