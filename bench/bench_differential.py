@@ -116,6 +116,9 @@ def main() -> int:
         if diffs:
             bad.append({"index": i, "differences": diffs, "spec": d})
             print(json.dumps(bad[-1]), file=sys.stderr)
+        if (i + 1) % 25 == 0 and i + 1 < a.specs:  # progress, on stderr (stdout keeps the summary alone)
+            print(f"{i + 1}/{a.specs} specs, {len(bad)} disagreements, {time.perf_counter() - t0:.0f} s",
+                  file=sys.stderr, flush=True)
     secs = time.perf_counter() - t0
     out = {"specs": a.specs, "seed": a.seed, "with_workers_2": parallel, "with_footprints": declared,
            "with_planted_footprints": planted, "without_shared_variables": unshared, "wide": wide, "wide_symmetric": orbits, "compared_in_full": full,

@@ -22,6 +22,43 @@ from .state import ActorState, PendingOp, WorldState
 _new_state = tuple.__new__  # WorldState(...) without the namedtuple's Python-level __new__
 
 _SAME_FOR_ALL = frozenset({"broadcast", "all_reduce", "all_gather", "barrier", "monitored_barrier"})
+# kinds whose results list the members' contributions or chunks by group rank (``_told_apart``)
+_BY_POSITION = frozenset({"gather", "all_gather", "all_to_all", "scatter", "reduce_scatter"})
+
+
+def _told_apart(kind: str, ops: list, at: list) -> str | None:
+    """Why a matched call of a kind whose results go by group rank (gather, all_gather, all_to_all,
+    scatter, reduce_scatter) would change if the members at positions ``at`` (symmetric ranks) swapped
+    their states, or None.  Sound under permutation only where the contributions at ``at`` are equal,
+    the chunks every contribution or split table holds for them are equal, and (reduce_scatter, whose
+    reductions are commutative) what each of them gets is equal."""
+    def alike(xs) -> bool:
+        return all(x == xs[0] for x in xs[1:])
+
+    def chunks(table) -> list:
+        try:
+            return [table[m] for m in at]
+        except (TypeError, IndexError, KeyError):
+            return [table]  # not one entry per member: the combine step reports the spec's mistake
+    if kind in ("gather", "all_gather", "all_to_all") and not alike([ops[m].data for m in at]):
+        return f"ranks at group positions {at} contribute {', '.join(repr(ops[m].data) for m in at)}"
+    tables = {"all_to_all": [o.data for o in ops], "scatter": [ops[ops[0].peer].data],
+              "reduce_scatter": [o.data for o in ops]}.get(kind, [])
+    for t in tables:
+        if t is not None and kind != "reduce_scatter" and not alike(chunks(t)):
+            return f"the chunks for group positions {at} differ: {t!r}"
+    if kind == "reduce_scatter":
+        got = [combine(kind, ops[0].reduce, [o.data for o in ops], -1, m) for m in at]
+        if not alike(got):
+            return f"group positions {at} get {', '.join(map(repr, got))}"
+    if any(o.splits for o in ops):
+        if not alike([ops[m].splits for m in at]):
+            return f"ranks at group positions {at} declare split sizes {', '.join(repr(ops[m].splits) for m in at)}"
+        for o in ops:
+            for t in ((o.splits[1],) if kind == "all_gather" else o.splits):
+                if not alike(chunks(t)):
+                    return f"a split table gives group positions {at} different sizes: {t!r}"
+    return None
 
 
 class _OpFailed:
@@ -362,6 +399,14 @@ class Fabric:
                                   {"group": gname, "calls": {str(ep[1]): ep[2].short() for ep in ordered}})
         kind = ops[0].kind
         contributions = [o.data for o in ops]
+        sym_at = [m for m, r in enumerate(grp.ranks) if r in self._sym_ranks] if kind in _BY_POSITION else ()
+        if len(sym_at) > 1:
+            why = _told_apart(kind, ops, sym_at)
+            if why is not None:
+                raise SpecError(f"{self._ref_name(actors, fab, refs[sym_at[0]])} ({kind} on {gname})", ValueError(
+                    f"{why}: its results list the members by group rank, so it tells the symmetric "
+                    f"{ranks_text([grp.ranks[m] for m in sym_at])} apart (the symmetry reduction keeps one arrangement "
+                    f"of them); make what they pass alike, or drop them from symmetric=..."))
         nl = list(actors)
         fl = list(fab)
         ng = g

@@ -159,8 +159,7 @@ def describe(pick: Pick, wide: bool = False, detach: bool = False, recover: bool
                     t["op"] = kinds[pick(0, len(kinds) - 1)]
                 elif t["kind"] == "nb" and pick(0, 1):
                     t["batch"] = True
-    if rooted:  # drawn after everything else, as detach
-        _rooted(pick, n, actors, roles, symset, subgroups, sym_from if sym else 0)
+    plant_rank = rooted and _rooted(pick, n, actors, roles, symset, subgroups, sym_from if sym else 0)
     d = {
         "no_shared": no_shared, "aux_ops": aux_ops,
         "ranks": n, "actors": actors, "sym": sym, "sym_from": sym_from, "roles": roles, "subgroups": subgroups,
@@ -170,7 +169,7 @@ def describe(pick: Pick, wide: bool = False, detach: bool = False, recover: bool
         "faults": faults, "max_faults": min(1, pick(0, 4)),
         "crash_ranks": _ranks(pick, n, symset), "hang_ranks": _ranks(pick, n, symset),
         "inv": inv, "plant_observed": pick(0, 7) == 0, "plant_asym": sym and inv is not None and pick(0, 3) == 0,
-        "live": pick(0, 3) == 0 and not sym,
+        "live": pick(0, 3) == 0 and not sym, "plant_rank": plant_rank,
         "monitor": monitor,
     }
     if rich and d["faults"] and pick(0, 1):
@@ -265,41 +264,104 @@ def _more_threads(pick, n, actors, roles, symset, subgroups, no_shared) -> None:
 
 
 ROOTED_KINDS = ("reduce", "gather", "scatter", "broadcast")
+_BY_POSITION = ("gather", "all_gather", "all_to_all", "scatter", "reduce_scatter")  # results go by group rank
 
 
-def _rooted(pick, n, actors, roles, symset, subgroups, sym_from) -> None:
+def _rooted(pick, n, actors, roles, symset, subgroups, sym_from) -> bool:
     """Half the collectives become a kind drawn from the rest of torch.distributed's: a rooted one with
     a root drawn among the group's members outside the symmetric orbit (a symmetric role may not name one
     of its own ranks), reduce_scatter and all_to_all (one chunk per member), monitored_barrier, or an
     all_gather with uneven sizes (each rank's drawn size, where a quarter of the calls expect one member's
-    wrongly: a mismatch).  Roles are drawn each on its own, so ranks may disagree on the kind or the root."""
+    wrongly: a mismatch).  What a (group, kind) becomes is drawn once, so that calls which matched still
+    match; an eighth of the calls draw on their own, so ranks also disagree on the kind or the root.
+    A gather, all_gather or all_to_all may contribute the actor's ``x`` (``data``); a scatter's or
+    all_to_all's chunks are alike for the symmetric members, or in a quarter of the calls one per member
+    (``chunks``); and half the calls whose results go by group rank read one position of the result into
+    ``x`` (``read``).  In a world with symmetric ranks, a contribution of ``x`` from the symmetric role and
+    chunks that differ between symmetric members are planted wrong: they tell the symmetric ranks apart,
+    which the checker refuses once a call shows it (spec/wire.py, ``_told_apart``).  So is, on a
+    quarter of those worlds, an op of a role outside the orbit addressed to a symmetric rank, with the
+    symmetric role's spine calling rank 0 (``_plant_sym_peer``).  Returns whether it planted any."""
     members = {"world": tuple(range(n)), **{f"sub{i}": grp for i, grp in enumerate(subgroups)}}
+    plant = False
     vsize = [pick(1, 2) for _ in range(n)]
     for r in symset:
         vsize[r] = vsize[sym_from]
-    seen = set()
+    seen, conv = set(), {}
     for idx, (rank, _) in enumerate(actors):  # each role once, in actor order, on its first actor's rank
         key = _key(sym_from, idx, rank) if symset else f"r{idx}"
         if key in seen:
             continue
         seen.add(key)
+        coins = []
         for t in roles[key]["trans"]:
-            if t["kind"] != "coll" or not pick(0, 1):
+            if t["kind"] != "coll":
                 continue
             grp = members[t["group"]]
-            roots = [k for k, x in enumerate(grp) if x not in symset]
-            kinds = ("reduce_scatter", "all_to_all", "monitored_barrier", "all_gather_v") + (ROOTED_KINDS if roots else ())
-            t["op"] = kinds[pick(0, len(kinds) - 1)]
-            t["size"] = len(grp)
-            if t["op"] in ROOTED_KINDS:
-                t["root"] = roots[pick(0, len(roots) - 1)]
-            elif t["op"] == "all_gather_v":
+            was = (t["group"], t["op"])
+            if was in conv and pick(0, 7):
+                new = conv[was]
+            else:  # the first call of a (group, kind) draws what it becomes; an eighth of the later ones too
+                new = conv.setdefault(was, _convert(pick, grp, symset))
+            if new is None:
+                continue
+            t["op"], t["size"] = new[0], len(grp)
+            if new[1] is not None:
+                t["root"] = new[1]
+            if t["op"] == "all_gather_v":
                 sizes = [vsize[x] for x in grp]
                 if pick(0, 3) == 0:
                     k = pick(0, len(sizes) - 1)
                     sizes[k] = 3 - sizes[k]
                 t["split"] = (vsize[rank], tuple(sizes))
+            orbit = len(symset & set(grp)) > 1
+            if t["op"] in ("gather", "all_gather", "all_to_all") and pick(0, 1):
+                t["data"] = "x"
+                plant |= orbit and key == "w"
+                if key == "w" and t["src"] > 0:  # a coin on the way in, so the symmetric ranks' x may differ
+                    coins.append({"kind": "local", "src": t["src"] - 1, "dst": t["src"], "guard": ("none",),
+                                  "effect": ("x",), "timeout": False, "alt": False, "event": None})
+            if t["op"] in ("scatter", "all_to_all"):
+                distinct = pick(0, 3) == 0
+                t["chunks"] = [m if distinct or x not in symset else 0 for m, x in enumerate(grp)]
+                plant |= orbit and distinct
+            if t["op"] in _BY_POSITION and pick(0, 1):
+                t["read"] = pick(0, len(grp) - 1)
+        roles[key]["trans"] += coins
+    if symset and pick(0, 3) == 0:
+        plant |= _plant_sym_peer(pick, actors, roles, symset, sym_from)
+    return plant
 
+
+def _convert(pick, grp, symset):
+    """What a collective on ``grp`` becomes: None (half the time: it stays), or (kind, root or None)."""
+    if not pick(0, 1):
+        return None
+    roots = [k for k, x in enumerate(grp) if x not in symset]
+    kinds = ("reduce_scatter", "all_to_all", "monitored_barrier", "all_gather_v") + (ROOTED_KINDS if roots else ())
+    kind = kinds[pick(0, len(kinds) - 1)]
+    return kind, (roots[pick(0, len(roots) - 1)] if kind in ROOTED_KINDS else None)
+
+
+def _plant_sym_peer(pick, actors, roles, symset, sym_from) -> bool:
+    """Planted wrong: rank 0's main role addresses one symmetric rank (a send or recv, blocking or
+    posted), and the symmetric role's first spine step becomes the matching call to rank 0, so that the
+    symmetric ranks are told apart by who can complete it."""
+    spine0 = [t for t in roles[_key(sym_from, 0, 0)]["trans"] if t["kind"] in ("local", "coll") and t.get("async") != "detach"]
+    spine_w = [t for t in roles["w"]["trans"] if t["src"] == 0 and t["kind"] in ("local", "coll")
+               and t.get("async") != "detach"]
+    if not spine0 or not spine_w:
+        return False
+    send = pick(0, 1) == 1
+    t0 = spine0[pick(0, len(spine0) - 1)]
+    t0.update(kind=("p2p", "nb")[pick(0, 1)], peer=sorted(symset)[pick(0, len(symset) - 1)], send=send, tag=0)
+    tw = spine_w[0]
+    tw.update(kind=("p2p", "nb")[pick(0, 1)], peer=0, send=not send, tag=0)
+    for t in (t0, tw):
+        t.pop("async", None)
+        if t["effect"][0] in ("put", "take"):
+            t["effect"] = ("none",)
+    return True
 
 def _detach(pick, r: dict, peers: list, first: bool = False) -> None:
     """Beside some spine steps S<s> -> S<s+1> that an actor takes at most once, a pair of steps to the
@@ -521,7 +583,7 @@ def planted(d: dict[str, Any]) -> bool:
     """Whether the description plants a wrong declaration (the checker must refuse it, or the
     reduced and unreduced answers must agree)."""
     when = (d["inv"] or {}).get("when")
-    return bool(d["plant_observed"] or d["plant_asym"] or (when and when["plant"])
+    return bool(d["plant_observed"] or d["plant_asym"] or (when and when["plant"]) or d.get("plant_rank")
                 or any(r["planted_private"] or r.get("planted_footprint") for r in d["roles"].values()))
 
 
@@ -577,18 +639,14 @@ def _role(key: str, rd: dict, d: dict, inv, idx: int) -> Role:
         elif t.get("async") == "detach":  # posted, never waited for
             r.op(name, src, dst, _post(t, f"h{k}"), guard=guard, **fkw, **ekw)
         elif t["kind"] == "nb" or t.get("async"):  # post without blocking, wait in W<k> (waited before any new post)
-            eff = _effect(t["effect"])
-            after = (lambda c, data, eff=eff: eff(c)) if eff else None
+            after = _after(t)
             r.op(name, src, f"W{k}", _post(t, f"h{k}"), guard=guard, **fkw, **ekw)
             wkw = {"reads": fkw["writes"], "writes": fkw["writes"]} if fkw else {}  # the wait runs the effect
             r.op(f"{name}_wait", f"W{k}", dst, lambda c, h=f"h{k}": wait(h), after=after,
                  timeout=FAILED if t["timeout"] else None, timeout_kind="recovers" if t["timeout"] else None, **wkw, **okw)
         else:
             op = _op(t)
-            after = None
-            if do is not None:
-                eff = _effect(t["effect"])
-                after = (lambda c, data, eff=eff: eff(c)) if eff else None
+            after = _after(t)
             r.op(name, src, dst, op, guard=guard, after=after, timeout=FAILED if t["timeout"] else None,
                  timeout_kind="recovers" if t["timeout"] else None, **fkw, **ekw, **okw)
     return r
@@ -670,17 +728,38 @@ def _effect(e):
     return None
 
 
+def _after(t):
+    """An op's ``after``: the transition's effect, then, where the call reads its result (``read``), the
+    result's entry at that group position (or the result itself, not a tuple) into ``x``."""
+    eff, k = _effect(t["effect"]), t.get("read")
+    if k is None:
+        return (lambda c, data, eff=eff: eff(c)) if eff else None
+
+    def after(c, data, eff=eff, k=k):
+        if eff:
+            eff(c)
+        v = data[k] if isinstance(data, tuple) else data
+        if isinstance(v, int):
+            c.set(x=v % 3)
+    return after
+
+
 def _op(t):
     if t["kind"] == "coll":
         grp, kind, sig = t["group"], t["op"], ("int", 1)
         size, root = t.get("size", 0), t.get("root", 0)  # broadcast without a drawn root: from rank 0 (rich)
+        chunks = tuple(t.get("chunks") or range(size))
+        if t.get("data") == "x":  # the actor's x as its contribution
+            make = {"gather": lambda c: gather(grp, root, sig, c.v.x), "all_gather": lambda c: all_gather(grp, sig, c.v.x),
+                    "all_to_all": lambda c: all_to_all(grp, sig, tuple(c.v.x for _ in range(size)))}[kind]
+            return make
         op = {"barrier": lambda: barrier(grp), "monitored_barrier": lambda: monitored_barrier(grp),
               "all_gather": lambda: all_gather(grp, sig, 1),
               "all_gather_v": lambda: all_gather(grp, sig, 1, t["split"][0], t["split"][1]),
               "broadcast": lambda: broadcast(grp, root, sig, 1), "reduce": lambda: reduce(grp, root, sig, 1),
-              "gather": lambda: gather(grp, root, sig, 1), "scatter": lambda: scatter(grp, root, sig, tuple(range(size))),
+              "gather": lambda: gather(grp, root, sig, 1), "scatter": lambda: scatter(grp, root, sig, chunks),
               "reduce_scatter": lambda: reduce_scatter(grp, sig, (1,) * size),
-              "all_to_all": lambda: all_to_all(grp, sig, tuple(range(size))),
+              "all_to_all": lambda: all_to_all(grp, sig, chunks),
               "max": lambda: all_reduce(grp, sig, 1, "max"), "all_reduce": lambda: all_reduce(grp, sig, 1)}[kind]()
         return lambda c, op=op: op  # an op is a value: built once
     peer, tag = t["peer"], t["tag"]
