@@ -368,6 +368,54 @@ def test_an_op_posted_to_one_symmetric_rank_is_refused(backend):
             check(_posts_to_one_worker((1, 2), backend, rooted), reduction=True)
 
 
+def _gather_of_coins(kind, alike=False):
+    """Ranks 1 and 2 (one role) each pick x=1 or stay at 0, then call ``kind`` on the world with x (or
+    with 0, ``alike``); rank 0 keeps what it gets, and the invariant says rank 1 picked and rank 2 not.
+    For scatter, rank 0 hands out the chunks (0, 1, 0), or (0, 0, 0) ``alike``; reduce_scatter, each rank
+    passes one chunk per member, x for rank 1's and 0 for the others, so rank 1 gets the sum of the x."""
+    from lockstep.spec.fabric import all_gather, all_to_all, gather, reduce_scatter, scatter
+
+    sig = ("int", 1)
+    make = {"gather": lambda x: gather("world", 0, sig, x), "all_gather": lambda x: all_gather("world", sig, x),
+            "all_to_all": lambda x: all_to_all("world", sig, (x, x, x)),
+            "reduce_scatter": lambda x: reduce_scatter("world", sig, (0, x, 0)),
+            "scatter": lambda x: scatter("world", 0, sig, (0, 0, 0) if alike else (0, 1, 0))}[kind]
+    lead = Role("lead", "G", {"r": None})
+    lead.op("collect", "G", "DONE", lambda c: make(0), after=lambda c, d: c.set(r=d))
+    w = Role("worker", "S0", {"x": 0, "r": None})
+    w.local("pick", "S0", "G", do=lambda c: c.set(x=1))
+    w.local("skip", "S0", "G")
+    w.op("give", "G", "DONE", lambda c: make(0 if alike else c.v.x), after=lambda c, d: c.set(r=d))
+
+    def inv(world):
+        r = world.actor(0).vars.r
+        if kind == "scatter" or kind == "reduce_scatter":
+            r = (None, world.actor(1).vars.r, world.actor(2).vars.r)
+        elif kind == "all_to_all":
+            r = r and (None,) + r[1:]
+        return f"told apart: {r}" if r is not None and r[1] == 1 and r[2] == 0 else None
+    return Protocol("coins", {"world": Group("world", (0, 1, 2))},
+                    [ActorDef(0, "main", lead), ActorDef(1, "main", w), ActorDef(2, "main", w)],
+                    invariants=[("INV", INVARIANT, inv)], symmetric=(1, 2))
+
+
+@pytest.mark.parametrize("kind", ["gather", "all_gather", "all_to_all", "scatter", "reduce_scatter"])
+def test_a_call_whose_results_tell_symmetric_ranks_apart_is_refused(kind):
+    """A call whose results list the members by group rank (gather, all_gather, all_to_all) or hand each
+    member its own chunk (scatter, reduce_scatter) is refused where the symmetric ranks' contributions,
+    chunks or results differ.  Old: the symmetry reduction kept the arrangement with the symmetric ranks'
+    states sorted, so rank 0 only ever met (0, 0, 1) and never (0, 1, 0): gather said HOLDS (33 states)
+    where the full graph reaches the INVARIANT.  Alike contributions are accepted and the reduced and full
+    graphs agree."""
+    for reduction in (True, False):
+        with pytest.raises(SpecError, match=rf"worker\.give \({kind} on world\).*symmetric ranks 1,2 apart"):
+            check(_gather_of_coins(kind), reduction=reduction)
+    for reduction in (True, False):  # declared asymmetric: the violation, reduced and not
+        assert check(replace(_gather_of_coins(kind), symmetric=()), reduction=reduction).verdict == INVARIANT
+    alike = [check(_gather_of_coins(kind, alike=True), reduction=r).verdict for r in (True, False)]
+    assert alike[0] == alike[1] == HOLDS
+
+
 def _orbit(n, inv):
     """rank 0 idles; ranks 1..n run S0 -> S1 -> S2 -> DONE, declared symmetric, with invariant ``inv``."""
     lead = Role("lead", "IDLE", {"k": 0})
