@@ -22,7 +22,9 @@ thread that posts ops too (drawing until one has); ``--rooted`` draws the rest o
 reduce, gather, scatter and broadcast with a drawn root on the world and on sub-groups, reduce_scatter,
 all_to_all, monitored_barrier and all_gather with uneven sizes; ``--profiles`` draws the backend's
 profile fields (p2p matching, what a gone or a finished peer does) each on its own, where the default
-draws one of the four presets.  These six combine.  ``--big 8,12`` draws every spec as a world of 8-12
+draws one of the four presets.  These six combine.  ``--positions`` keeps the ``--rooted`` specs whose
+symmetric role contributes its x to a gather, all_gather or all_to_all (the check that refuses results
+that tell symmetric ranks apart).  ``--big 8,12`` draws every spec as a world of 8-12
 ranks with a symmetric orbit (the sizes users run; about half of them finish unreduced within the
 60,000 states the comparison allows, and only those are compared in full).
 The summary counts the specs with footprint declarations (reads=/writes=/shares=/puts=/takes=)
@@ -80,6 +82,8 @@ def main() -> int:
                          "monitored_barrier, uneven all_gather")
     ap.add_argument("--profiles", action="store_true",
                     help="backend profile fields drawn each on its own (p2p_match, gone_peer, finished_peer)")
+    ap.add_argument("--positions", action="store_true",
+                    help="only --rooted specs whose symmetric role contributes its x to a call whose results go by group rank")
     ap.add_argument("--big", metavar="LO,HI", type=_span,
                     help="every spec a world of LO-HI ranks with a symmetric orbit (e.g. 8,12)")
     ap.add_argument("--json", action="store_true")
@@ -91,12 +95,12 @@ def main() -> int:
     for i in range(a.specs):
         is_wide = bool(a.big) or (a.wide_every > 0 and i % a.wide_every == a.wide_every - 1)
         draws = {"wide": is_wide, "big": a.big, "detach": a.detach, "recover": a.recover, "rich": a.rich, "threads": a.threads,
-                 "rooted": a.rooted, "profiles": a.profiles}
+                 "rooted": a.rooted or a.positions, "profiles": a.profiles}
         d = protogen.describe(protogen.random_pick(rng), **draws)
         while (a.threads and not any(r > 0 and t != "main" for r, t in d["actors"])) or (a.aux_ops and not d["aux_ops"]) \
                 or (a.three_threads and len([x for x in d["actors"] if x[0] == 0]) < 3) \
                 or (a.observed_when and not (d["inv"] or {}).get("when")) or (a.fifo and not protogen.fifo_ends(d)) \
-                or (a.unobserved and not protogen.unobserved_reads(d)):
+                or (a.unobserved and not protogen.unobserved_reads(d)) or (a.positions and not protogen.by_position(d)):
             d = protogen.describe(protogen.random_pick(rng), **draws)
         aux += d["aux_ops"]
         w = (d["inv"] or {}).get("when")

@@ -29,7 +29,8 @@ class Mutant:
     # thread), fifo (one role takes from the FIFO, another puts, each declared per transition), unobserved
     # (the invariant reads a reducible actor's field, its observed= planted wrong), detach (worlds with symmetric ranks,
     # whose roles may post an op and never wait for it), rooted (worlds with symmetric ranks, with the rest of the
-    # collective kinds, data that may differ by group rank, and ops that may address a symmetric rank)
+    # collective kinds, data that may differ by group rank, and ops that may address a symmetric rank), positions
+    # (those of them whose symmetric role contributes its x to a call whose results go by group rank)
 
 
 R, W, L, F = "lockstep.spec.reduce", "lockstep.spec.world", "lockstep.spec.lang", "lockstep.spec.wire"
@@ -80,7 +81,7 @@ MUTANTS = (
     Mutant("symmetry-peer", "symmetry: an op addressed to one symmetric rank, blocking or posted, is refused",
            F, "Fabric._refuse_symmetric_peer", (("if op.peer >= 0 and", "if False and"),), draw="rooted"),
     Mutant("symmetry-positions", "symmetry: a call whose results go by group rank and differ between symmetric ranks is refused",
-           F, "Fabric._complete_collective", (("if len(sym_at) > 1:", "if False:"),), draw="rooted"),
+           F, "Fabric._complete_collective", (("if len(sym_at) > 1:", "if False:"),), draw="positions"),
     Mutant("twins-fabric", "twins shortcut: not taken in a state with fabric entries (they name actors)",
            W, "Protocol.raw_successors", (("and self._sym_on and not fab and self._monitor_set is None",
                                            "and self._sym_on and self._monitor_set is None"),), draw="detach"),
@@ -118,8 +119,11 @@ def draw(rng: random.Random, i: int, kind: str) -> dict:
     """The i-th spec of a run, as bench_differential.py draws it (every 4th wide), filtered by kind."""
     wide = kind == "wide" or i % 4 == 3
     while True:
-        d = protogen.describe(protogen.random_pick(rng), wide=wide, detach=kind == "detach", rooted=kind == "rooted")
+        d = protogen.describe(protogen.random_pick(rng), wide=wide, detach=kind == "detach",
+                              rooted=kind in ("rooted", "positions"))
         if kind in ("detach", "rooted") and not d["sym"]:
+            continue
+        if kind == "positions" and not protogen.by_position(d):
             continue
         if kind == "when" and not (d["inv"] or {}).get("when"):
             continue

@@ -579,6 +579,12 @@ def unobserved_reads(d: dict[str, Any]) -> bool:
         return False
 
 
+def by_position(d: dict[str, Any]) -> bool:
+    """Whether the symmetric role contributes its ``x`` to a call whose results go by group rank (the
+    case the check of ``_told_apart`` must refuse wherever the symmetric ranks' x differ there)."""
+    return bool(d["sym"]) and any(t.get("data") == "x" for t in d["roles"]["w"]["trans"])
+
+
 def planted(d: dict[str, Any]) -> bool:
     """Whether the description plants a wrong declaration (the checker must refuse it, or the
     reduced and unreduced answers must agree)."""

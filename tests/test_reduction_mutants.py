@@ -33,6 +33,8 @@ KILLS = {
     "twins-fabric": (2, 200),  # 98 at seed 2 (detach; 117 at seed 1, four times slower)
     "ample-first-c2": (1, 30),  # 8
     "symmetry-check": (1, 150),  # 83 (wide: an accepted invariant that tells symmetric actors apart)
+    "symmetry-peer": (1, 60),  # 27 (rooted, with symmetric ranks)
+    "symmetry-positions": (2, 60),  # 17 at seed 2 (positions: the symmetric role contributes x; 159 at seed 1)
 }
 
 
