@@ -3,9 +3,9 @@
 ``describe(pick)`` draws a protocol *description* (plain data: printable, reproducible) from
 ``pick(lo, hi)``, any source of integers in [lo, hi]: hypothesis (``hypothesis_pick``) in the test
 suite, ``random.Random`` in bench/bench_differential.py.  ``build(desc)`` turns it into a
-``Protocol``: 2-3 ranks, or 4-6 with ``describe(pick, wide=True)``, or 8-16 with ``big`` (rank 0 sometimes with a second
-thread, which may post ops of its own, and sometimes a third one), one role per actor or one shared role for symmetric workers (an orbit of up to 5 ranks in a
-wide world), local steps with guards over local and shared variables, collectives on
+``Protocol``: 2-3 ranks, or 4-6 with ``describe(pick, wide=True)``, or 8-16 with ``big`` (rank 0
+sometimes with a second thread, which may post ops of its own, and sometimes a third one), one role per
+actor or one shared role for symmetric workers (an orbit of up to 5 ranks in a wide world), local steps with guards over local and shared variables, collectives on
 the world and on sub-groups and tagged point-to-point (each blocking, or posted without blocking under
 a handle and waited for in a state of its own; with ``describe(pick, detach=True)`` also posted and
 never waited for), named faults, crash and hang faults, watchdog
@@ -16,10 +16,14 @@ declared or not, unless an invariant or obligation reads roles), and ``private``
 ``observed`` / ``symmetric`` declarations and footprints (a role's ``shares=`` or each transition's
 ``reads=``/``writes=`` over two shared variables, ``puts=``/``takes=`` on a FIFO queue) that are honest or
 planted wrong, and progress
-measures (any function: the reduction checks what it relies on).
+measures (any function: the reduction checks what it relies on).  The keyword draws of ``describe`` add
+what the default mix leaves out (fire-and-forget posts, recovering failures, more op kinds, threads on
+other ranks, every collective kind with data that may tell symmetric ranks apart, profile fields, 8-16
+ranks); bench/bench_differential.py names them as flags.
 
 ``compare(desc)`` checks one description reduced, unreduced and with ``workers=2`` and returns the
-list of disagreements (empty when all agree).  A planted-wrong declaration must be refused with a
+list of disagreements (empty when all agree), among them an invariant the checker accepted that reports
+differently on a state and on its symmetric actors sorted (the symmetry check, checked).  A planted-wrong declaration must be refused with a
 SpecError — or be harmless (the reduced and unreduced answers agree).
 """
 from __future__ import annotations
