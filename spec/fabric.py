@@ -285,6 +285,11 @@ def splits_mismatch(ops: list[Op]) -> str | None:
 
 
 def _reduce(reduce: str, xs: list[Any]) -> Any:
+    """The members' contributions reduced.  Floats are summed and multiplied in sorted order, so that the
+    result does not depend on which member passed which value (float addition is not associative): the
+    symmetry reduction permutes symmetric members' contributions and relies on that."""
+    if any(x.__class__ is float for x in xs) and all(x.__class__ in (float, int) for x in xs):
+        xs = sorted(xs)
     if reduce == "max":
         return max(xs)
     if reduce == "min":

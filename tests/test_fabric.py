@@ -572,3 +572,17 @@ def test_a_wide_non_blocking_ring_asks_for_gone_ranks_once_a_state_not_once_a_su
     res = check(Protocol("ring", {"world": Group("world", tuple(range(n)))}, actors), liveness=False,
                 bounds=Bounds(max_states=200))
     assert res.stats.states >= 200 and len(calls) < res.stats.states
+
+
+def test_a_float_reduction_does_not_depend_on_who_passed_which_value():
+    """Float addition is not associative: 0.1 + 1e16 - 1e16 is 0.0, 1e16 - 1e16 + 0.1 is 0.1.  Summed in group order,
+    swapping two symmetric members' contributions changed an all_reduce's result in the last bit, which
+    the symmetry reduction (which keeps one arrangement of them) assumes it does not."""
+    import itertools
+
+    xs = [0.1, 0.2, 0.3, 1e16, -1e16]
+    for kind in ("sum", "avg", "prod"):
+        got = {F.combine("all_reduce", kind, list(p)) for p in itertools.permutations(xs)}
+        assert len(got) == 1, (kind, got)
+    assert len({sum(p) for p in itertools.permutations(xs)}) > 1  # the premise: group order alone differs
+    assert F.combine("all_reduce", "sum", [1, 2, 3]) == 6 and F.combine("all_reduce", "max", [1, 5, 3]) == 5
