@@ -25,8 +25,8 @@ profile fields (p2p matching, what a gone or a finished peer does) each on its o
 draws one of the four presets.  These six combine.  ``--positions`` keeps the ``--rooted`` specs whose
 symmetric role contributes its x to a gather, all_gather or all_to_all (the check that refuses results
 that tell symmetric ranks apart).  ``--big 8,12`` draws every spec as a world of 8-12
-ranks with a symmetric orbit (the sizes users run; about half of them finish unreduced within the
-60,000 states the comparison allows, and only those are compared in full).
+ranks with a symmetric orbit (the sizes users run; a fifth to a half of them finish unreduced within
+the 60,000 states the comparison allows, and only those are compared in full).
 The summary counts the specs with footprint declarations (reads=/writes=/shares=/puts=/takes=)
 and those with one planted wrong, and those with ``observed_when`` and those planted wrong.
 

@@ -383,10 +383,82 @@ class Fabric:
         return f"{self.actors[e[1]].role.name} (posted {e[2]!r})"
 
     def _complete_collective(self, state, gname, members):
-        actors, g, fu, fab = state
         grp = self.groups[gname]
         by_rank = {ep[1]: ep for ep in members}
         ordered = [by_rank[r] for r in grp.ranks]
+        act, out = self._collective_outcome(state, gname, ordered)
+        if self._sym_ranks and ordered[0][2].kind in _BY_POSITION \
+                and not (out.__class__ is Violation and out.verdict == COLLECTIVE_MISMATCH):
+            self._check_swaps(state, gname, ordered, out)
+        return act, out
+
+    def _check_swaps(self, state, gname, ordered, out) -> None:
+        """The symmetry reduction's premise for a call whose results go by group rank (gather,
+        all_gather, all_to_all, scatter, reduce_scatter): swapping two symmetric members' states before
+        the call must swap them after it, and change nothing else.  The call is completed again with
+        each of a few swaps (between one member of each class of members alike in state and in the chunks
+        the call hands their position, and the first class's), and the outcome, swapped back, compared
+        with ``out``.  A member's result tuple it keeps, or another rank keeps, fails the comparison; a
+        result every member only summarises (``len(set(envs))``) passes.  Where a member's op was posted
+        (its fabric entry names it), the check is the stricter ``_told_apart``."""
+        actors, g, fu, fab = state
+        grp = self.groups[gname]
+        at = [m for m, r in enumerate(grp.ranks) if r in self._sym_ranks]
+        if len(at) < 2:
+            return
+        ops = [ep[2] for ep in ordered]
+        refs = [ep[0] for ep in ordered]
+        kind = ops[0].kind
+        mine = {refs[m] for m in at}
+        if any(refs[m] < 0 for m in at) or any(e[0] != "op" or e[1] in mine for e in fab):
+            why = _told_apart(kind, ops, at)
+            if why is not None:
+                raise self._told_apart_error(state, gname, ordered, at, f"{why}: its results list the members by group rank")
+            return
+        tables = {"scatter": [ops[ops[0].peer].data], "all_to_all": [o.data for o in ops],
+                  "reduce_scatter": [o.data for o in ops]}.get(kind, [])
+        classes: dict = {}
+        for m in at:
+            try:
+                given = tuple(t[m] if t is not None else None for t in tables)
+            except (TypeError, IndexError, KeyError):
+                given = tuple(tables)
+            classes.setdefault((actors[refs[m]], given), m)
+        reps = list(classes.values())
+        swaps = [(reps[0], x) for x in reps[1:]] + list(zip(reps[1:], reps[2:]))
+        for mi, mj in swaps:
+            ai, aj = refs[mi], refs[mj]
+            nl = list(actors)
+            nl[ai], nl[aj] = actors[aj], actors[ai]
+            swapped = list(ordered)
+            swapped[mi] = (ai, ordered[mi][1]) + ordered[mj][2:]
+            swapped[mj] = (aj, ordered[mj][1]) + ordered[mi][2:]
+            _, other = self._collective_outcome(_new_state(WorldState, (tuple(nl), g, fu, fab)), gname, swapped)
+            if out.__class__ is Violation or other.__class__ is Violation:
+                same = out.__class__ is other.__class__ and (out.__class__ is not Violation or out.verdict == other.verdict)
+                diff = "" if same else f"{out.verdict if out.__class__ is Violation else 'no violation'} against " \
+                                        f"{other.verdict if other.__class__ is Violation else 'no violation'}"
+            else:
+                back = list(other[0])
+                back[ai], back[aj] = other[0][aj], other[0][ai]
+                diff = next((f"{self.actors[k].label}: {out[0][k][:2]} against {back[k][:2]}"
+                             for k in range(len(back)) if back[k] != out[0][k]), "")
+                if not diff and (other[1], other[3]) != (out[1], out[3]):
+                    diff = "the shared variables" if other[1] != out[1] else "the fabric"
+            if diff:
+                raise self._told_apart_error(state, gname, ordered, [mi, mj], (
+                    f"its results go by group rank, and with ranks {grp.ranks[mi]} and {grp.ranks[mj]} in each "
+                    f"other's states it leads elsewhere ({diff}, swapped back)"))
+
+    def _told_apart_error(self, state, gname, ordered, at, why) -> SpecError:
+        grp = self.groups[gname]
+        return SpecError(f"{self._ref_name(state[0], state[3], ordered[at[0]][0])} ({ordered[0][2].kind} on {gname})", ValueError(
+            f"{why}, so it tells the symmetric {ranks_text(sorted(self._sym_ranks & set(grp.ranks)))} apart (the symmetry "
+            f"reduction keeps one arrangement of them); make what they pass and keep alike, or drop them from symmetric=..."))
+
+    def _collective_outcome(self, state, gname, ordered):
+        """(action, the successor or a violation) of the matched call ``ordered`` (group order)."""
+        actors, g, fu, fab = state
         ops = [ep[2] for ep in ordered]
         refs = tuple(ep[0] for ep in ordered)
         act = ("m" if all(r >= 0 for r in refs) else "M", gname, refs)
@@ -399,14 +471,6 @@ class Fabric:
                                   {"group": gname, "calls": {str(ep[1]): ep[2].short() for ep in ordered}})
         kind = ops[0].kind
         contributions = [o.data for o in ops]
-        sym_at = [m for m, r in enumerate(grp.ranks) if r in self._sym_ranks] if kind in _BY_POSITION else ()
-        if len(sym_at) > 1:
-            why = _told_apart(kind, ops, sym_at)
-            if why is not None:
-                raise SpecError(f"{self._ref_name(actors, fab, refs[sym_at[0]])} ({kind} on {gname})", ValueError(
-                    f"{why}: its results list the members by group rank, so it tells the symmetric "
-                    f"{ranks_text([grp.ranks[m] for m in sym_at])} apart (the symmetry reduction keeps one arrangement "
-                    f"of them); make what they pass alike, or drop them from symmetric=..."))
         nl = list(actors)
         fl = list(fab)
         ng = g

@@ -402,11 +402,11 @@ def _gather_of_coins(kind, alike=False):
 @pytest.mark.parametrize("kind", ["gather", "all_gather", "all_to_all", "scatter", "reduce_scatter"])
 def test_a_call_whose_results_tell_symmetric_ranks_apart_is_refused(kind):
     """A call whose results list the members by group rank (gather, all_gather, all_to_all) or hand each
-    member its own chunk (scatter, reduce_scatter) is refused where the symmetric ranks' contributions,
-    chunks or results differ.  Old: the symmetry reduction kept the arrangement with the symmetric ranks'
-    states sorted, so rank 0 only ever met (0, 0, 1) and never (0, 1, 0): gather said HOLDS (33 states)
-    where the full graph reaches the INVARIANT.  Alike contributions are accepted and the reduced and full
-    graphs agree."""
+    member its own chunk (scatter, reduce_scatter) is refused where it leads elsewhere once two symmetric
+    ranks swap states (here: rank 0 keeps the tuple, or each worker its chunk).  Old: the symmetry reduction
+    kept the arrangement with the symmetric ranks' states sorted, so rank 0 only ever met (0, 0, 1) and never
+    (0, 1, 0): gather said HOLDS (33 states) where the full graph reaches the INVARIANT.  Alike
+    contributions are accepted and the reduced and full graphs agree."""
     for reduction in (True, False):
         with pytest.raises(SpecError, match=rf"worker\.give \({kind} on world\).*symmetric ranks 1,2 apart"):
             check(_gather_of_coins(kind), reduction=reduction)
@@ -414,6 +414,30 @@ def test_a_call_whose_results_tell_symmetric_ranks_apart_is_refused(kind):
         assert check(replace(_gather_of_coins(kind), symmetric=()), reduction=reduction).verdict == INVARIANT
     alike = [check(_gather_of_coins(kind, alike=True), reduction=r).verdict for r in (True, False)]
     assert alike[0] == alike[1] == HOLDS
+
+
+def test_a_call_whose_results_the_symmetric_ranks_only_summarise_is_accepted():
+    """Symmetric workers that gather differing knobs and only compare them (``len(set(knobs))``, as pp's
+    parity handshake does) do not tell themselves apart: the call passes the swap check, and the reduced
+    and the full graph agree (a worker FAILED where the knobs differ)."""
+    from lockstep.spec.fabric import all_gather
+
+    sig = ("int", 1)
+
+    def build(symmetric):
+        w = Role("worker", "S0", {"knob": 0})
+        w.local("drift", "S0", "G", do=lambda c: c.set(knob=1))
+        w.local("load", "S0", "G")
+        w.op("parity", "G", ("DONE", "FAILED"), lambda c: all_gather("world", sig, c.v.knob),
+             after=lambda c, knobs: c.goto("FAILED" if len(set(knobs)) != 1 else "DONE"))
+
+        def inv(world):
+            return "a worker failed" if any(a.state == "FAILED" for a in world.actors()) else None
+        return Protocol("parity", {"world": Group("world", (0, 1, 2))}, [ActorDef(r, "main", w) for r in range(3)],
+                        invariants=[("INV", INVARIANT, inv)], symmetric=symmetric)
+    got = {(sym, r): check(build(sym), reduction=r) for sym in ((0, 1, 2), ()) for r in (True, False)}
+    assert {x.verdict for x in got.values()} == {INVARIANT}
+    assert got[((0, 1, 2), True)].stats.states < got[((), False)].stats.states
 
 
 def _orbit(n, inv):
