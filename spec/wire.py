@@ -242,12 +242,16 @@ class Fabric:
             return False
         return bool(self._partners_of(actors, fab, ep[1], op))
 
+    def _names_symmetric_rank(self, op: Op) -> bool:
+        """Whether ``op`` names one of the symmetric ranks as its peer or root."""
+        return op.peer >= 0 and op.group in self.groups and op.peer < len(self.groups[op.group].ranks) \
+            and self.groups[op.group].ranks[op.peer] in self._sym_ranks
+
     def _refuse_symmetric_peer(self, a: ActorDef, t: Transition, op: Op) -> None:
         """A SpecError where ``op`` names one of the symmetric ranks as its peer or root, blocking or
         posted: the symmetry reduction keeps one arrangement of the symmetric actors' states, so an op
         addressed to one of them would meet whichever actor the arrangement put at that rank."""
-        if op.peer >= 0 and op.group in self.groups and op.peer < len(self.groups[op.group].ranks) \
-                and self.groups[op.group].ranks[op.peer] in self._sym_ranks:
+        if self._names_symmetric_rank(op):
             raise SpecError(f"{a.role.name}.{t.name}", ValueError(
                 f"{op.kind} addresses rank {self.groups[op.group].ranks[op.peer]}, one of the symmetric "
                 f"ranks {sorted(self._sym_ranks)}: symmetric actors must not be told apart"))

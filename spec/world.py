@@ -1166,9 +1166,7 @@ class Protocol(Fabric, Reductions, Explanation):
                     return None
             except Exception:  # noqa: BLE001 - _fire reports it
                 return None
-            if self._sym_ranks and op.peer >= 0 and op.group in self.groups \
-                    and op.peer < len(self.groups[op.group].ranks) \
-                    and self.groups[op.group].ranks[op.peer] in self._sym_ranks:
+            if self._sym_ranks and self._names_symmetric_rank(op):
                 return None
             act = ("t", i, tidx, ch)
             bad = self._group_rule(a, t, op)

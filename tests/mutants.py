@@ -79,7 +79,7 @@ MUTANTS = (
            R, "Reductions._check_symmetric", (('''    """A property of''', '''    return True, reads  # every permutation checked, it says\n    """A property of'''),),
            draw="wide"),
     Mutant("symmetry-peer", "symmetry: an op addressed to one symmetric rank, blocking or posted, is refused",
-           F, "Fabric._refuse_symmetric_peer", (("if op.peer >= 0 and", "if False and"),), draw="rooted"),
+           F, "Fabric._refuse_symmetric_peer", (("if self._names_symmetric_rank(op):", "if False:"),), draw="rooted"),
     Mutant("symmetry-positions", "symmetry: a call whose results go by group rank, leading elsewhere when symmetric ranks swap states, is refused",
            F, "Fabric._complete_collective", (("if self._sym_ranks and ordered[0][2].kind in _BY_POSITION",
                                                "if False"),), draw="positions"),

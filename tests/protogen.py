@@ -36,6 +36,7 @@ from lockstep.model.crosscheck import reachable_classes, verdict_class
 from lockstep.spec.fabric import (Group, all_gather, all_reduce, all_to_all, barrier, batch_isend_irecv, broadcast,
                                   gather, irecv, isend, monitored_barrier, post, recv, reduce, reduce_scatter, scatter,
                                   send, wait)
+from lockstep.spec import wire
 from lockstep.spec.machine import FAILED, ActorDef, Fifo, Protocol, Role
 
 Pick = Callable[[int, int], int]
@@ -268,7 +269,7 @@ def _more_threads(pick, n, actors, roles, symset, subgroups, no_shared) -> None:
 
 
 ROOTED_KINDS = ("reduce", "gather", "scatter", "broadcast")
-_BY_POSITION = ("gather", "all_gather", "all_to_all", "scatter", "reduce_scatter")  # results go by group rank
+_BY_POSITION = wire._BY_POSITION  # kinds whose results go by group rank
 
 
 def _rooted(pick, n, actors, roles, symset, subgroups, sym_from) -> bool:
