@@ -5,11 +5,11 @@
 suite, ``random.Random`` in bench/bench_differential.py.  ``build(desc)`` turns it into a
 ``Protocol``: 2-3 ranks, or 4-6 with ``describe(pick, wide=True)``, or 8-16 with ``big`` (rank 0
 sometimes with a second thread, which may post ops of its own, and sometimes a third one), one role per
-actor or one shared role for symmetric workers (an orbit of up to 5 ranks in a wide world), local steps with guards over local and shared variables, collectives on
-the world and on sub-groups and tagged point-to-point (each blocking, or posted without blocking under
-a handle and waited for in a state of its own; with ``describe(pick, detach=True)`` also posted and
-never waited for), named faults, crash and hang faults, watchdog
-timeouts, invariants over control states and variables, a monitor over the transitions' events (per
+actor or one shared role for symmetric workers (an orbit of up to 5 ranks in a wide world), local steps
+with guards over local and shared variables, collectives on the world and on sub-groups and tagged
+point-to-point (each blocking, or posted without blocking under a handle and waited for in a state of its
+own; with ``describe(pick, detach=True)`` also posted and never waited for), named faults, crash and hang
+faults, watchdog timeouts, invariants over control states and variables, a monitor over the transitions' events (per
 world or per rank, possibly rejecting, possibly with ``must_end``), a liveness obligation, the gloo,
 nccl, nccl-async and mpi backends, protocols without shared variables (where every role is private,
 declared or not, unless an invariant or obligation reads roles), and ``private`` /
@@ -23,8 +23,9 @@ ranks); bench/bench_differential.py names them as flags.
 
 ``compare(desc)`` checks one description reduced, unreduced and with ``workers=2`` and returns the
 list of disagreements (empty when all agree), among them an invariant the checker accepted that reports
-differently on a state and on its symmetric actors sorted (the symmetry check, checked).  A planted-wrong declaration must be refused with a
-SpecError — or be harmless (the reduced and unreduced answers agree).
+differently on a state and on its symmetric actors sorted (the symmetry check, checked).  A
+planted-wrong declaration must be refused with a SpecError — or be harmless (the reduced and unreduced
+answers agree).
 """
 from __future__ import annotations
 
@@ -65,8 +66,7 @@ def describe(pick: Pick, wide: bool = False, detach: bool = False, recover: bool
     reduce_scatter, all_to_all, monitored_barrier and all_gather with uneven sizes, some of which
     disagree.  ``profiles``: the backend's profile fields drawn each on its own (``gloo:p2p_match=...,
     gone_peer=...,finished_peer=...``, a third of them with eager sends), where the default draws one of
-    the four presets.  ``big=(lo, hi)``:
-    a wide world of lo-hi ranks, always with a symmetric orbit (from rank 1 or 2 on): the sizes users run,
+    the four presets.  ``big=(lo, hi)``: a wide world of lo-hi ranks, always with a symmetric orbit (from rank 1 or 2 on): the sizes users run,
     where only the orbit keeps the unreduced graph small enough to compare (``BIG_MAX_STATES``)."""
     wide = wide or big is not None
     if wide:
@@ -144,7 +144,7 @@ def describe(pick: Pick, wide: bool = False, detach: bool = False, recover: bool
     if detach:  # drawn after everything else, so the draws above are those of the default mix
         first = {}  # role -> the rank of its first actor, in actor order (not string-hash order)
         for idx, (rank, thread) in enumerate(actors):
-            if thread == "main" or aux_ops or rank > 0:  # other threads of rank 0 post only where aux_ops  # a second or third thread of rank 0 posts only where aux_ops
+            if thread == "main" or aux_ops or rank > 0:  # other threads of rank 0 post only where aux_ops
                 first.setdefault(_key(sym_from, idx, rank) if sym else f"r{idx}", rank)
         for key, rank in first.items():
             _detach(pick, roles[key], [] if rank in symset else [x for x in range(n) if x != rank and x not in symset],
@@ -284,7 +284,7 @@ def _rooted(pick, n, actors, roles, symset, subgroups, sym_from) -> bool:
     (``chunks``); and half the calls whose results go by group rank read one position of the result into
     ``x`` (``read``).  In a world with symmetric ranks, a contribution of ``x`` from the symmetric role and
     chunks that differ between symmetric members are planted wrong: they tell the symmetric ranks apart,
-    which the checker refuses once a call shows it (spec/wire.py, ``_told_apart``).  So is, on a
+    which the checker refuses where a call shows it (spec/wire.py, ``_check_swaps``).  So is, on a
     quarter of those worlds, an op of a role outside the orbit addressed to a symmetric rank, with the
     symmetric role's spine calling rank 0 (``_plant_sym_peer``).  Returns whether it planted any."""
     members = {"world": tuple(range(n)), **{f"sub{i}": grp for i, grp in enumerate(subgroups)}}
@@ -586,7 +586,8 @@ def unobserved_reads(d: dict[str, Any]) -> bool:
 
 def by_position(d: dict[str, Any]) -> bool:
     """Whether the symmetric role contributes its ``x`` to a call whose results go by group rank (the
-    case the check of ``_told_apart`` must refuse wherever the symmetric ranks' x differ there)."""
+    case spec/wire.py's ``_check_swaps`` must refuse wherever the call keeps a result that differs with the
+    symmetric ranks' arrangement)."""
     return bool(d["sym"]) and any(t.get("data") == "x" for t in d["roles"]["w"]["trans"])
 
 
