@@ -391,15 +391,18 @@ class Fabric:
         by_rank = {ep[1]: ep for ep in members}
         ordered = [by_rank[r] for r in grp.ranks]
         act, out = self._collective_outcome(state, gname, ordered)
-        if self._sym_ranks and ordered[0][2].kind in _BY_POSITION \
+        # the members' afters run in group order: one that writes shared variables may tell them apart too
+        if self._sym_ranks and (ordered[0][2].kind in _BY_POSITION if out.__class__ is Violation else
+                                (ordered[0][2].kind in _BY_POSITION or out[1] != state[1])) \
                 and not (out.__class__ is Violation and out.verdict == COLLECTIVE_MISMATCH):
             self._check_swaps(state, gname, ordered, out)
         return act, out
 
     def _check_swaps(self, state, gname, ordered, out) -> None:
         """The symmetry reduction's premise for a call whose results go by group rank (gather,
-        all_gather, all_to_all, scatter, reduce_scatter): swapping two symmetric members' states before
-        the call must swap them after it, and change nothing else.  The call is completed again with
+        all_gather, all_to_all, scatter, reduce_scatter), or whose members' afters (run in group order)
+        wrote shared variables: swapping two symmetric members' states before the call must swap them
+        after it, and change nothing else.  The call is completed again with
         each of a few swaps (between one member of each class of members alike in state and in the chunks
         the call hands their position, and the first class's), and the outcome, swapped back, compared
         with ``out``.  A member's result tuple it keeps, or another rank keeps, fails the comparison; a
@@ -447,11 +450,15 @@ class Fabric:
                 back[ai], back[aj] = other[0][aj], other[0][ai]
                 diff = next((f"{self.actors[k].label}: {out[0][k][:2]} against {back[k][:2]}"
                              for k in range(len(back)) if back[k] != out[0][k]), "")
-                if not diff and (other[1], other[3]) != (out[1], out[3]):
-                    diff = "the shared variables" if other[1] != out[1] else "the fabric"
+                if not diff and other[1] != out[1]:
+                    diff = f"shared {out[1]} against {other[1]}"
+                elif not diff and other[3] != out[3]:
+                    diff = "the fabric"
             if diff:
+                how = "its results go by group rank" if kind in _BY_POSITION else \
+                    "its members' afters run in group order and write shared variables"
                 raise self._told_apart_error(state, gname, ordered, [mi, mj], (
-                    f"its results go by group rank, and with ranks {grp.ranks[mi]} and {grp.ranks[mj]} in each "
+                    f"{how}, and with ranks {grp.ranks[mi]} and {grp.ranks[mj]} in each "
                     f"other's states it leads elsewhere ({diff}, swapped back)"))
 
     def _told_apart_error(self, state, gname, ordered, at, why) -> SpecError:

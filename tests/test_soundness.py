@@ -440,6 +440,41 @@ def test_a_call_whose_results_the_symmetric_ranks_only_summarise_is_accepted():
     assert got[((0, 1, 2), True)].stats.states < got[((), False)].stats.states
 
 
+def _logged_sync(do):
+    """Ranks 1 and 2 (one role) each pick x=1 or stay at 0, then all_reduce with rank 0; each one's
+    ``after`` runs ``do`` on the shared variables; the invariant reads the shared ``log`` alone."""
+    from lockstep.spec.fabric import all_reduce
+
+    sig = ("int", 1)
+    lead = Role("lead", "G", {"k": 0})
+    lead.op("sync", "G", "DONE", lambda c: all_reduce("world", sig, 0))
+    w = Role("worker", "S0", {"x": 0})
+    w.local("pick", "S0", "G", do=lambda c: c.set(x=1))
+    w.local("skip", "S0", "G")
+    w.op("sync", "G", "DONE", lambda c: all_reduce("world", sig, 0), after=lambda c, d: do(c))
+
+    def inv(world):
+        return f"log {world.shared.log}" if world.shared.log in ((1, 0), 1) else None
+    return Protocol("log", {"world": Group("world", (0, 1, 2))},
+                    [ActorDef(0, "main", lead), ActorDef(1, "main", w), ActorDef(2, "main", w)],
+                    shared={"log": ()}, invariants=[("INV", INVARIANT, inv)], symmetric=(1, 2))
+
+
+def test_a_collective_whose_afters_write_shared_variables_in_group_order_is_checked_by_swaps():
+    """The members' ``after`` functions run in group order, so a symmetric rank that appends its x to a
+    shared log writes rank 1's first.  Old: the reduced search met only the sorted arrangement, log (0, 1),
+    and said HOLDS (33 states) where the full graph reaches log (1, 0), the INVARIANT.  Now a spec error
+    that shows the two logs; an order-free write (a count) passes, and the reduced and full graphs agree."""
+    appended = _logged_sync(lambda c: c.gset(log=c.g.log + (c.v.x,)))
+    for reduction in (True, False):
+        with pytest.raises(SpecError, match=r"worker\.sync \(all_reduce on world\).*afters run in group order.*"
+                                            r"log=\(\d, \d\)\) against .*symmetric ranks 1,2 apart"):
+            check(appended, reduction=reduction)
+    assert check(replace(appended, symmetric=()), reduction=True).verdict == INVARIANT
+    counted = [check(_logged_sync(lambda c: c.gset(log=(c.g.log or 0) + c.v.x)), reduction=r) for r in (True, False)]
+    assert [r.verdict for r in counted] == [INVARIANT, INVARIANT]  # log == 1: exactly one worker picked
+
+
 def _orbit(n, inv):
     """rank 0 idles; ranks 1..n run S0 -> S1 -> S2 -> DONE, declared symmetric, with invariant ``inv``."""
     lead = Role("lead", "IDLE", {"k": 0})
