@@ -80,9 +80,9 @@ MUTANTS = (
            draw="wide"),
     Mutant("symmetry-peer", "symmetry: an op addressed to one symmetric rank, blocking or posted, is refused",
            F, "Fabric._refuse_symmetric_peer", (("if self._names_symmetric_rank(op):", "if False:"),), draw="rooted"),
-    Mutant("symmetry-positions", "symmetry: a call whose results go by group rank, leading elsewhere when symmetric ranks swap states, is refused",
-           F, "Fabric._complete_collective", (("if self._sym_ranks and ordered[0][2].kind in _BY_POSITION",
-                                               "if False"),), draw="positions"),
+    Mutant("symmetry-positions", "symmetry: a call whose results go by group rank (or whose afters write shared variables), "
+           "leading elsewhere when symmetric ranks swap states, is refused",
+           F, "Fabric._complete_collective", (("if self._sym_ranks and (", "if False and ("),), draw="positions"),
     Mutant("twins-fabric", "twins shortcut: not taken in a state with fabric entries (they name actors)",
            W, "Protocol.raw_successors", (("and self._sym_on and not fab and self._monitor_set is None",
                                            "and self._sym_on and self._monitor_set is None"),), draw="detach"),
