@@ -164,7 +164,7 @@ def describe(pick: Pick, wide: bool = False, detach: bool = False, recover: bool
                     t["op"] = kinds[pick(0, len(kinds) - 1)]
                 elif t["kind"] == "nb" and pick(0, 1):
                     t["batch"] = True
-    plant_rank = rooted and _rooted(pick, n, actors, roles, symset, subgroups, sym_from if sym else 0)
+    plant_rank = rooted and _rooted(pick, n, actors, roles, symset, subgroups, sym_from if sym else 0, no_shared)
     d = {
         "no_shared": no_shared, "aux_ops": aux_ops,
         "ranks": n, "actors": actors, "sym": sym, "sym_from": sym_from, "roles": roles, "subgroups": subgroups,
@@ -223,7 +223,7 @@ def _unshare(pick, r: dict) -> None:
     for t in r["trans"]:
         if t["guard"][0] in ("g", "room", "nonempty"):
             t["guard"] = ("none",)
-        if t["effect"][0] in ("g", "put", "take"):
+        if t["effect"][0] in ("g", "put", "take", "set"):
             t["effect"] = ("none",)
     r.update(private=pick(0, 1) == 1, planted_private=False, footprint="none", planted_footprint=False)
 
@@ -272,7 +272,7 @@ ROOTED_KINDS = ("reduce", "gather", "scatter", "broadcast")
 _BY_POSITION = wire._BY_POSITION  # kinds whose results go by group rank
 
 
-def _rooted(pick, n, actors, roles, symset, subgroups, sym_from) -> bool:
+def _rooted(pick, n, actors, roles, symset, subgroups, sym_from, no_shared) -> bool:
     """Half the collectives become a kind drawn from the rest of torch.distributed's: a rooted one with
     a root drawn among the group's members outside the symmetric orbit (a symmetric role may not name one
     of its own ranks), reduce_scatter and all_to_all (one chunk per member), monitored_barrier, or an
@@ -282,8 +282,10 @@ def _rooted(pick, n, actors, roles, symset, subgroups, sym_from) -> bool:
     A gather, all_gather or all_to_all may contribute the actor's ``x`` (``data``); a scatter's or
     all_to_all's chunks are alike for the symmetric members, or in a quarter of the calls one per member
     (``chunks``); and half the calls whose results go by group rank read one position of the result into
-    ``x`` (``read``).  In a world with symmetric ranks, a contribution of ``x`` from the symmetric role and
-    chunks that differ between symmetric members are planted wrong: they tell the symmetric ranks apart,
+    ``x`` (``read``).  A quarter of the calls without an effect set the shared ``s`` to ``x`` at completion,
+    where the members' afters run in group order, so the last member's ``x`` wins.  In a world with
+    symmetric ranks, such a write from the symmetric role, a contribution of ``x`` from it and chunks that
+    differ between symmetric members are planted wrong: they tell the symmetric ranks apart,
     which the checker refuses where a call shows it (spec/wire.py, ``_check_swaps``).  So is, on a
     quarter of those worlds, an op of a role outside the orbit addressed to a symmetric rank, with the
     symmetric role's spine calling rank 0 (``_plant_sym_peer``).  Returns whether it planted any."""
@@ -332,6 +334,9 @@ def _rooted(pick, n, actors, roles, symset, subgroups, sym_from) -> bool:
                 plant |= orbit and distinct
             if t["op"] in _BY_POSITION and pick(0, 1):
                 t["read"] = pick(0, len(grp) - 1)
+            if not no_shared and not roles[key]["private"] and t["effect"][0] == "none" and pick(0, 3) == 0:
+                t["effect"] = ("set", SHARED[0])  # at completion, in group order: the last member's x wins
+                plant |= orbit and key == "w"
         roles[key]["trans"] += coins
     if symset and pick(0, 3) == 0:
         plant |= _plant_sym_peer(pick, actors, roles, symset, sym_from)
@@ -396,7 +401,7 @@ def _detach(pick, r: dict, peers: list, first: bool = False) -> None:
 
 
 def _uses_shared(trans: list) -> bool:
-    return any(t["guard"][0] in ("g", "room", "nonempty") or t["effect"][0] in ("g", "put", "take") for t in trans)
+    return any(t["guard"][0] in ("g", "room", "nonempty") or t["effect"][0] in ("g", "put", "take", "set") for t in trans)
 
 
 def _ranks(pick, n, symset) -> list[int]:
@@ -693,7 +698,7 @@ def _footprints(rd) -> dict[int, tuple[set, set]]:
         g, e = t["guard"][0], t["effect"][0] if t["kind"] != "fault" else "none"  # a fault runs no effect
         if g == "g":
             reads.add(_var(t["guard"], 2))
-        if e == "g":
+        if e in ("g", "set"):
             writes.add(_var(t["effect"], 1))
         if g == "room" or e == "put":
             puts.add("f")
@@ -729,6 +734,8 @@ def _effect(e):
         return lambda c: c.set(x=(c.v.x + 1) % 3)
     if e[0] == "g":
         return lambda c, f=_var(e, 1): c.gset(**{f: (getattr(c.g, f) + 1) % 3})
+    if e[0] == "set":  # the last writer wins: an order-dependent write
+        return lambda c, f=_var(e, 1): c.gset(**{f: c.v.x})
     if e[0] == "put":
         return lambda c: c.gset(f=c.g.f.put(c.v.x))
     if e[0] == "take":
