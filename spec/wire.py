@@ -406,8 +406,10 @@ class Fabric:
         each of a few swaps (between one member of each class of members alike in state and in the chunks
         the call hands their position, and the first class's), and the outcome, swapped back, compared
         with ``out``.  A member's result tuple it keeps, or another rank keeps, fails the comparison; a
-        result every member only summarises (``len(set(envs))``) passes.  Where a member's op was posted
-        (its fabric entry names it), the check is the stricter ``_told_apart``."""
+        result every member only summarises (``len(set(envs))``) passes.  Fabric entries of posted ops
+        that name the two actors are swapped with them.  Where the fabric holds buffered eager messages
+        (which name ranks; eager profiles run without the symmetry reduction), the check is the stricter
+        ``_told_apart``."""
         actors, g, fu, fab = state
         grp = self.groups[gname]
         at = [m for m, r in enumerate(grp.ranks) if r in self._sym_ranks]
@@ -416,31 +418,35 @@ class Fabric:
         ops = [ep[2] for ep in ordered]
         refs = [ep[0] for ep in ordered]
         kind = ops[0].kind
-        mine = {refs[m] for m in at}
-        if any(refs[m] < 0 for m in at) or any(e[0] != "op" or e[1] in mine for e in fab):
+        if any(e[0] != "op" for e in fab):
             why = _told_apart(kind, ops, at)
             if why is not None:
                 raise self._told_apart_error(state, gname, ordered, at, f"{why}: its results list the members by group rank")
             return
         tables = {"scatter": [ops[ops[0].peer].data], "all_to_all": [o.data for o in ops],
                   "reduce_scatter": [o.data for o in ops]}.get(kind, [])
+        owner = [r if r >= 0 else fab[-1 - r][1] for r in refs]  # the actor of each member's call
         classes: dict = {}
         for m in at:
             try:
                 given = tuple(t[m] if t is not None else None for t in tables)
             except (TypeError, IndexError, KeyError):
                 given = tuple(tables)
-            classes.setdefault((actors[refs[m]], given), m)
+            own = tuple(e for e in fab if e[1] == owner[m])
+            classes.setdefault((actors[owner[m]], tuple(e[2:] for e in own), given), m)
         reps = list(classes.values())
         swaps = [(reps[0], x) for x in reps[1:]] + list(zip(reps[1:], reps[2:]))
         for mi, mj in swaps:
-            ai, aj = refs[mi], refs[mj]
+            ai, aj = owner[mi], owner[mj]
             nl = list(actors)
             nl[ai], nl[aj] = actors[aj], actors[ai]
-            swapped = list(ordered)
-            swapped[mi] = (ai, ordered[mi][1]) + ordered[mj][2:]
-            swapped[mj] = (aj, ordered[mj][1]) + ordered[mi][2:]
-            _, other = self._collective_outcome(_new_state(WorldState, (tuple(nl), g, fu, fab)), gname, swapped)
+
+            def moved(entries, ai=ai, aj=aj):  # posted ops' entries go with their actors' states
+                return tuple(e[:1] + ({ai: aj, aj: ai}.get(e[1], e[1]),) + e[2:] for e in entries)
+            swapped = list(ordered)  # a blocked member's endpoint is its actor; a posted one's, its entry
+            swapped[mi] = (ai if refs[mj] >= 0 else refs[mj], ordered[mi][1]) + ordered[mj][2:]
+            swapped[mj] = (aj if refs[mi] >= 0 else refs[mi], ordered[mj][1]) + ordered[mi][2:]
+            _, other = self._collective_outcome(_new_state(WorldState, (tuple(nl), g, fu, moved(fab))), gname, swapped)
             if out.__class__ is Violation or other.__class__ is Violation:
                 same = out.__class__ is other.__class__ and (out.__class__ is not Violation or out.verdict == other.verdict)
                 diff = "" if same else f"{out.verdict if out.__class__ is Violation else 'no violation'} against " \
@@ -452,8 +458,8 @@ class Fabric:
                              for k in range(len(back)) if back[k] != out[0][k]), "")
                 if not diff and other[1] != out[1]:
                     diff = f"shared {out[1]} against {other[1]}"
-                elif not diff and other[3] != out[3]:
-                    diff = "the fabric"
+                elif not diff and moved(other[3]) != out[3]:
+                    diff = "the results its posted ops hold"
             if diff:
                 how = "its results go by group rank" if kind in _BY_POSITION else \
                     "its members' afters run in group order and write shared variables"
