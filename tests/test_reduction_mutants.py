@@ -33,7 +33,7 @@ KILLS = {
     "twins-fabric": (2, 200),  # 98 at seed 2 (detach; 117 at seed 1, four times slower)
     "ample-first-c2": (1, 30),  # 8
     "symmetry-check": (1, 150),  # 83 (wide: an accepted invariant that tells symmetric actors apart)
-    "symmetry-peer": (1, 60),  # 27 (rooted, with symmetric ranks)
+    "symmetry-peer": (1, 60),  # 1 (rooted, with symmetric ranks; 27 before the draw set shared variables)
     "symmetry-positions": (1, 60),  # 17 (positions: the symmetric role contributes x; 37 at seed 2)
 }
 
