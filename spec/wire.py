@@ -22,43 +22,8 @@ from .state import ActorState, PendingOp, WorldState
 _new_state = tuple.__new__  # WorldState(...) without the namedtuple's Python-level __new__
 
 _SAME_FOR_ALL = frozenset({"broadcast", "all_reduce", "all_gather", "barrier", "monitored_barrier"})
-# kinds whose results list the members' contributions or chunks by group rank (``_told_apart``)
+# kinds whose results list the members' contributions or chunks by group rank (``_check_swaps``)
 _BY_POSITION = frozenset({"gather", "all_gather", "all_to_all", "scatter", "reduce_scatter"})
-
-
-def _told_apart(kind: str, ops: list, at: list) -> str | None:
-    """Why a matched call of a kind whose results go by group rank (gather, all_gather, all_to_all,
-    scatter, reduce_scatter) would change if the members at positions ``at`` (symmetric ranks) swapped
-    their states, or None.  Sound under permutation only where the contributions at ``at`` are equal,
-    the chunks every contribution or split table holds for them are equal, and (reduce_scatter, whose
-    reductions are commutative) what each of them gets is equal."""
-    def alike(xs) -> bool:
-        return all(x == xs[0] for x in xs[1:])
-
-    def chunks(table) -> list:
-        try:
-            return [table[m] for m in at]
-        except (TypeError, IndexError, KeyError):
-            return [table]  # not one entry per member: the combine step reports the spec's mistake
-    if kind in ("gather", "all_gather", "all_to_all") and not alike([ops[m].data for m in at]):
-        return f"ranks at group positions {at} contribute {', '.join(repr(ops[m].data) for m in at)}"
-    tables = {"all_to_all": [o.data for o in ops], "scatter": [ops[ops[0].peer].data],
-              "reduce_scatter": [o.data for o in ops]}.get(kind, [])
-    for t in tables:
-        if t is not None and kind != "reduce_scatter" and not alike(chunks(t)):
-            return f"the chunks for group positions {at} differ: {t!r}"
-    if kind == "reduce_scatter":
-        got = [combine(kind, ops[0].reduce, [o.data for o in ops], -1, m) for m in at]
-        if not alike(got):
-            return f"group positions {at} get {', '.join(map(repr, got))}"
-    if any(o.splits for o in ops):
-        if not alike([ops[m].splits for m in at]):
-            return f"ranks at group positions {at} declare split sizes {', '.join(repr(ops[m].splits) for m in at)}"
-        for o in ops:
-            for t in ((o.splits[1],) if kind == "all_gather" else o.splits):
-                if not alike(chunks(t)):
-                    return f"a split table gives group positions {at} different sizes: {t!r}"
-    return None
 
 
 class _OpFailed:
@@ -392,8 +357,8 @@ class Fabric:
         ordered = [by_rank[r] for r in grp.ranks]
         act, out = self._collective_outcome(state, gname, ordered)
         # the members' afters run in group order: one that writes shared variables may tell them apart too
-        if self._sym_ranks and (ordered[0][2].kind in _BY_POSITION if out.__class__ is Violation else
-                                (ordered[0][2].kind in _BY_POSITION or out[1] != state[1])) \
+        if self._sym_ranks and (ordered[0][2].kind in _BY_POSITION
+                                or (out.__class__ is not Violation and out[1] is not state[1] and out[1] != state[1])) \
                 and not (out.__class__ is Violation and out.verdict == COLLECTIVE_MISMATCH):
             self._check_swaps(state, gname, ordered, out)
         return act, out
@@ -407,22 +372,16 @@ class Fabric:
         the call hands their position, and the first class's), and the outcome, swapped back, compared
         with ``out``.  A member's result tuple it keeps, or another rank keeps, fails the comparison; a
         result every member only summarises (``len(set(envs))``) passes.  Fabric entries of posted ops
-        that name the two actors are swapped with them.  Where the fabric holds buffered eager messages
-        (which name ranks; eager profiles run without the symmetry reduction), the check is the stricter
-        ``_told_apart``."""
+        that name the two actors are swapped with them.  Buffered eager messages (which name ranks) exist
+        only under eager profiles, which run without the symmetry reduction: nothing to check there."""
         actors, g, fu, fab = state
         grp = self.groups[gname]
         at = [m for m, r in enumerate(grp.ranks) if r in self._sym_ranks]
-        if len(at) < 2:
+        if len(at) < 2 or any(e[0] != "op" for e in fab):
             return
         ops = [ep[2] for ep in ordered]
         refs = [ep[0] for ep in ordered]
         kind = ops[0].kind
-        if any(e[0] != "op" for e in fab):
-            why = _told_apart(kind, ops, at)
-            if why is not None:
-                raise self._told_apart_error(state, gname, ordered, at, f"{why}: its results list the members by group rank")
-            return
         tables = {"scatter": [ops[ops[0].peer].data], "all_to_all": [o.data for o in ops],
                   "reduce_scatter": [o.data for o in ops]}.get(kind, [])
         owner = [r if r >= 0 else fab[-1 - r][1] for r in refs]  # the actor of each member's call
@@ -463,15 +422,11 @@ class Fabric:
             if diff:
                 how = "its results go by group rank" if kind in _BY_POSITION else \
                     "its members' afters run in group order and write shared variables"
-                raise self._told_apart_error(state, gname, ordered, [mi, mj], (
-                    f"{how}, and with ranks {grp.ranks[mi]} and {grp.ranks[mj]} in each "
-                    f"other's states it leads elsewhere ({diff}, swapped back)"))
-
-    def _told_apart_error(self, state, gname, ordered, at, why) -> SpecError:
-        grp = self.groups[gname]
-        return SpecError(f"{self._ref_name(state[0], state[3], ordered[at[0]][0])} ({ordered[0][2].kind} on {gname})", ValueError(
-            f"{why}, so it tells the symmetric {ranks_text(sorted(self._sym_ranks & set(grp.ranks)))} apart (the symmetry "
-            f"reduction keeps one arrangement of them); make what they pass and keep alike, or drop them from symmetric=..."))
+                raise SpecError(f"{self._ref_name(actors, fab, refs[mi])} ({kind} on {gname})", ValueError(
+                    f"{how}, and with ranks {grp.ranks[mi]} and {grp.ranks[mj]} in each other's states it leads "
+                    f"elsewhere ({diff}, swapped back), so it tells the symmetric "
+                    f"{ranks_text(sorted(self._sym_ranks & set(grp.ranks)))} apart (the symmetry reduction keeps one "
+                    f"arrangement of them); make what they pass and keep alike, or drop them from symmetric=..."))
 
     def _collective_outcome(self, state, gname, ordered):
         """(action, the successor or a violation) of the matched call ``ordered`` (group order)."""
