@@ -196,10 +196,11 @@ def check(spec, variant, params, backend, max_states, max_depth, timeout, no_red
         result, code = _check_on_ray(spec, variant, params, backend, model, options, as_json)
     else:
         result, code = _check_here(model, options)
+    expected = documented(info, variant)
     if as_json:
-        click.echo(dumps(to_json(spec, variant, p, backend, result, not no_reduction)), file=_JSON_OUT[0])
+        click.echo(dumps(to_json(spec, variant, p, backend, result, not no_reduction, expected)), file=_JSON_OUT[0])
     else:
-        click.echo(text(spec, variant, p, backend, result, shortest_known=result.reduced is False))
+        click.echo(text(spec, variant, p, backend, result, shortest_known=result.reduced is False, expected=expected))
         if not no_reduction:
             for line in symmetry_hints(model, result) + observed_when_hints(model, result):
                 click.echo(line)
@@ -207,6 +208,11 @@ def check(spec, variant, params, backend, max_states, max_depth, timeout, no_red
 
 
 HINT_STATES = 20_000  # a search this large may be worth a declaration
+
+
+def documented(info, variant) -> tuple:
+    """The verdicts the spec documents: the variant's planted bug, or its hardened protocol's."""
+    return tuple(info.variants[variant].expected) if variant else tuple(info.hardened_expected)
 
 
 def symmetry_hints(model, result) -> list[str]:
@@ -333,19 +339,19 @@ def _cross_check(spec, variant, p, backend, info, model, options, as_json):
         close()
         result = interrupted_result(seen.get("stats"), time.perf_counter() - t0, str(e) or "SIGINT")
         if as_json:
-            click.echo(dumps(to_json(spec, variant, p, backend, result, True)), file=_JSON_OUT[0])
+            click.echo(dumps(to_json(spec, variant, p, backend, result, True, documented(info, variant))), file=_JSON_OUT[0])
         else:
-            click.echo(text(spec, variant, p, backend, result))
+            click.echo(text(spec, variant, p, backend, result, expected=documented(info, variant)))
             click.echo("cross-check: interrupted before both searches ended; nothing was compared")
         sys.exit(EXIT_INTERRUPTED)
     close()
     summary = result.cross_check
     if as_json:
-        out = to_json(spec, variant, p, backend, result, True)
+        out = to_json(spec, variant, p, backend, result, True, documented(info, variant))
         out["cross_check"] = summary
         click.echo(dumps(out), file=_JSON_OUT[0])
     else:
-        click.echo(text(spec, variant, p, backend, result))
+        click.echo(text(spec, variant, p, backend, result, expected=documented(info, variant)))
         r, u = summary["reduced"], summary["unreduced"]
         click.echo("")
         cls = lambda x: ", ".join(x["reachable_violation_classes"]) or "none"  # noqa: E731

@@ -28,7 +28,8 @@ def interrupted_result(stats, seconds: float, signame: str):
                                f"reached so far, nothing is proved", st, bound=None)
 
 
-def to_json(spec: str, variant: str | None, params: dict, backend: str, result, reduction: bool) -> dict[str, Any]:
+def to_json(spec: str, variant: str | None, params: dict, backend: str, result, reduction: bool,
+            expected: tuple | None = None) -> dict[str, Any]:
     st = result.stats
     steps = []
     for s in result.counterexample:
@@ -60,6 +61,9 @@ def to_json(spec: str, variant: str | None, params: dict, backend: str, result, 
         "coverage": result.detail.get("coverage"),
         # a monitor's rejection (spec/monitor.py): {monitor, rank, actor, event, transition, monitor_state}
         "monitor": ({k: v for k, v in result.detail.items() if k != "coverage"} if "monitor" in result.detail else None),
+        # the verdicts the spec documents for this variant (or for its hardened protocol), and whether this is one
+        "expected": list(expected) if expected is not None else None,
+        "as_expected": as_expected(expected, result.verdict),
     }
 
 
@@ -130,14 +134,39 @@ def _queued(w: dict, queues: dict) -> str:
     return "(matching peer)"
 
 
-def text(spec: str, variant: str | None, params: dict, backend: str, result, shortest_known: bool = False) -> str:
+def as_expected(expected: tuple | None, verdict: str) -> bool | None:
+    """Whether ``verdict`` is one the spec documents (a variant's ``expected``, or the hardened protocol's
+    ``hardened_expected``); None where nothing was decided (a bound, an interruption) or nothing is documented."""
+    if expected is None or verdict in (BOUND_REACHED, INTERRUPTED):
+        return None
+    return verdict in expected
+
+
+def expectation(variant: str, expected: tuple, verdict: str) -> str:
+    """The line under a variant's verdict: whether the check found what the planted bug is documented to give."""
+    doc = " or ".join(expected)
+    ok = as_expected(expected, verdict)
+    if ok is None:
+        return f"documented: variant {variant} gives {doc}; this search stopped before it decided"
+    if ok:
+        return f"as documented: variant {variant} gives {doc}"
+    return (f"not as documented: variant {variant} is documented to give {doc}, and this check gave {verdict} "
+            f"(at these parameters, backend and bounds)")
+
+
+def text(spec: str, variant: str | None, params: dict, backend: str, result, shortest_known: bool = False,
+         expected: tuple | None = None) -> str:
     """``shortest_known``: the search ran without any reduction, so breadth-first order makes the
-    counterexample a shortest one (the caller knows whether reductions applied)."""
+    counterexample a shortest one (the caller knows whether reductions applied).  ``expected``: the
+    verdicts the spec documents for ``variant`` (a line under the verdict says whether this is one)."""
     st = result.stats
     lines = []
     ptxt = " ".join(f"{k}={v}" for k, v in params.items())
-    lines.append(f"lockstep check {spec}{' --variant ' + variant if variant else ''}  [{ptxt}] backend={backend}")
+    lines.append(f"lockstep check {spec}{' --variant ' + variant if variant else ''}  {f'[{ptxt}] ' if ptxt else ''}"
+                 f"backend={backend}")
     lines.append(f"verdict: {result.verdict}  {result.message}")
+    if variant and expected is not None:
+        lines.append(expectation(variant, expected, result.verdict))
     lines.append(f"explored {st.states:,} states, {st.transitions:,} transitions, depth {st.depth}, "
                  f"{st.seconds:.2f} s ({st.states_per_second:,.0f} states/s), peak RSS {st.peak_rss_mb:.0f} MB"
                  + (f"; {st.fail_fast_ends:,} fail-fast end states (crash beats hang)" if st.fail_fast_ends else ""))
@@ -145,7 +174,7 @@ def text(spec: str, variant: str | None, params: dict, backend: str, result, sho
     if cex:
         kind = search_order(result, shortest_known)
         lines.append("")
-        lines.append(f"counterexample ({len(cex)} steps, {kind}):")
+        lines.append(f"counterexample ({len(cex)} step{'' if len(cex) == 1 else 's'}, {kind}):")
         rows = [("#", "rank", "actor/role", "transition", "choice", "op", "ids", "changed")]
         for s in cex:
             who = s.get("actor") or s.get("role") or ""

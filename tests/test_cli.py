@@ -176,9 +176,39 @@ def test_every_shipped_variant_prints_its_counterexample(spec, variant):
     r = CliRunner().invoke(cli, ["check", spec, "--variant", variant])
     assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
     assert r.exit_code == 1 and "verdict: " in r.output and "counterexample" in r.output, r.output[-2000:]
+    assert f"\nas documented: variant {variant} gives " in r.output, r.output[:600]
     if "who waits on whom:" in r.output:
         waits = r.output.split("who waits on whom:\n", 1)[1].splitlines()
         assert waits and all(re.match(r"  \S.* in \S+: .+", line) for line in waits), waits
+
+
+def test_check_says_whether_a_variant_gave_its_documented_verdict():
+    """A variant checked where its planted bug cannot show (tp's fm04 needs the pickle fault, which
+    `-p faults=none` disables) HOLDS: the report says that this is not what the variant documents, in
+    text and in --json (`expected`, `as_expected`), with the exit code of the verdict; a bound decides
+    nothing; without --variant the hardened protocol's documented verdicts are reported."""
+    import json
+
+    from click.testing import CliRunner
+
+    from lockstep.cli.main import cli
+
+    run = lambda *a: CliRunner().invoke(cli, ["check", "tp", *a])  # noqa: E731
+    r = run("--variant", "fm04-throw-after-header", "-p", "faults=none")
+    assert r.exit_code == 0 and "verdict: HOLDS" in r.output
+    assert ("not as documented: variant fm04-throw-after-header is documented to give STRANDED, and this check "
+            "gave HOLDS") in r.output, r.output
+    j = json.loads(run("--variant", "fm04-throw-after-header", "-p", "faults=none", "--json").output)
+    assert (j["verdict"], j["expected"], j["as_expected"]) == ("HOLDS", ["STRANDED"], False)
+    j = json.loads(run("--variant", "fm04-throw-after-header", "--json").output)
+    assert (j["verdict"], j["expected"], j["as_expected"]) == ("STRANDED", ["STRANDED"], True)
+    r = run("--variant", "fm04-throw-after-header", "--max-states", "20")
+    assert r.exit_code == 3 and "this search stopped before it decided" in r.output, r.output
+    j = json.loads(run("--max-states", "20", "--json").output)
+    assert (j["verdict"], j["expected"], j["as_expected"]) == ("BOUND_REACHED", ["HOLDS"], None)
+    r = run("-p", "chunks=1")
+    assert r.exit_code == 0 and "documented" not in r.output  # the hardened protocol: no line in text
+    assert json.loads(run("-p", "chunks=1", "--json").output)["as_expected"] is True
 
 
 @pytest.mark.parametrize("args, needle", [
