@@ -50,6 +50,16 @@ class Transition:
     puts: tuple[str, ...] | None = None
     takes: tuple[str, ...] | None = None
 
+    def __post_init__(self):
+        # a value where a function of c belongs (choose=[0, 1], guard=True) would fail only when the step
+        # first runs, as "'list' object is not callable": say what was meant where the role is built
+        for f in _FUNCTIONS:
+            x = getattr(self, f)
+            if x is not None and not callable(x):
+                shape = _FUNCTIONS[f]
+                raise TypeError(f"transition {self.name!r}: {f}= takes a function, {shape}, and got "
+                                f"{type(x).__name__} {x!r:.60}; write {f}=lambda c: ...")
+
     @property
     def essential(self) -> bool:
         """A commitment or emission: a HOLDS where one never fired is vacuous."""
@@ -72,6 +82,11 @@ class Transition:
     def targets(self) -> tuple[str, ...]:
         extra = tuple(x for x in (self.on_error if self.op else None, self.timeout) if x)
         return tuple(dict.fromkeys(self.dst + extra))
+
+
+_FUNCTIONS = {"guard": "c -> bool", "choose": "c -> the values to choose among (c.choice in do= and op=)",
+              "do": "c -> None (c.set, c.gset, c.goto)", "op": "c -> the op (broadcast(...), send(...), post(...))",
+              "after": "(c, data) -> None", "check": "c -> None (c.violate)"}
 
 
 class Role:

@@ -79,7 +79,7 @@ HELLO = textwrap.dedent('''
 
     def build(params, variant, backend):
         leader = Role("leader", "SEND", {"config": START})
-        leader.op("broadcast_config", "SEND", "SENT", lambda c: broadcast("world", 0, SIG, data=7))
+        leader.op("broadcast_config", "SEND", "SENT", OP)
         leader.local("note", "SENT", LAST_STATE, do=NOTE)
         worker = Role("worker", "RECV", {"config": None})
         worker.op("receive_config", "RECV", DONE, lambda c: broadcast("world", 0, SIG), after=AFTER)
@@ -89,7 +89,7 @@ HELLO = textwrap.dedent('''
 
     SPEC = SpecInfo(name="hello", description="one broadcast", build=build, params=PARAMS, variants=VARIANTS)
 ''')
-OK = dict(START="7", LAST_STATE="DONE", NOTE="lambda c: c.set(config=8)", AFTER="lambda c, data: c.set(config=data)", RETURN="p",
+OK = dict(OP='lambda c: broadcast("world", 0, SIG, data=7)', START="7", LAST_STATE="DONE", NOTE="lambda c: c.set(config=8)", AFTER="lambda c, data: c.set(config=data)", RETURN="p",
           PARAMS="{}", VARIANTS="{}")
 
 SPEC_MISTAKES = {
@@ -110,6 +110,11 @@ SPEC_MISTAKES = {
                       "state 'DONEE' has no transitions, so the role ends there, and it looks like DONE misspelt"),
     "misspelt-failed": (dict(LAST_STATE="'Failed'"), "role leader", "it looks like FAILED misspelt"),
     "misspelt-done-swapped": (dict(LAST_STATE="'DNOE'"), "role leader", "it looks like DONE misspelt"),
+    # a value where a function of c belongs: it used to fail when the step first ran ("'Op' object is not callable")
+    "op-not-a-function": (dict(OP='broadcast("world", 0, SIG, data=7)'), "hello build at",
+                          "transition 'broadcast_config': op= takes a function, c -> the op"),
+    "do-not-a-function": (dict(NOTE="{'config': 8}"), "hello build at", "transition 'note': do= takes a function, "
+                                                                         "c -> None (c.set, c.gset, c.goto), and got dict"),
     # ... and set when an op completes (it used to end as "unexpected error: unhashable type")
     "unhashable-after": (dict(AFTER="lambda c, data: c.set(config={1: data})"), "worker.receive_config after",
                          "sets variable config to {1: 7} (a dict)"),
