@@ -84,6 +84,8 @@ def main() -> int:
                     help="backend profile fields drawn each on its own (p2p_match, gone_peer, finished_peer)")
     ap.add_argument("--positions", action="store_true",
                     help="only --rooted specs whose symmetric role contributes its x to a call whose results go by group rank")
+    ap.add_argument("--ranked", action="store_true",
+                    help="guards and effects that read c.rank, on the symmetric role too (some of them telling its ranks apart)")
     ap.add_argument("--big", metavar="LO,HI", type=_span,
                     help="every spec a world of LO-HI ranks with a symmetric orbit (e.g. 8,12)")
     ap.add_argument("--json", action="store_true")
@@ -95,7 +97,7 @@ def main() -> int:
     for i in range(a.specs):
         is_wide = bool(a.big) or (a.wide_every > 0 and i % a.wide_every == a.wide_every - 1)
         draws = {"wide": is_wide, "big": a.big, "detach": a.detach, "recover": a.recover, "rich": a.rich, "threads": a.threads,
-                 "rooted": a.rooted or a.positions, "profiles": a.profiles}
+                 "rooted": a.rooted or a.positions, "profiles": a.profiles, "ranked": a.ranked}
         d = protogen.describe(protogen.random_pick(rng), **draws)
         while (a.threads and not any(r > 0 and t != "main" for r, t in d["actors"])) or (a.aux_ops and not d["aux_ops"]) \
                 or (a.three_threads and len([x for x in d["actors"] if x[0] == 0]) < 3) \

@@ -12,7 +12,10 @@ Incidents:
   a rank that raises must exit (or reach the barrier) rather than swallow the error and stay alive.
 
 The model: rank 0 downloads (the ``download-error`` fault makes it raise), every rank meets at the
-barrier, then rank 0 broadcasts the weights.
+barrier, then rank 0 broadcasts the weights.  One role runs on every rank and branches on ``c.rank == 0``,
+as the script does; ranks 1 to N-1 take the same branches, so they are declared symmetric (the checker
+runs each step that reads the rank again at every symmetric rank and refuses the declaration where
+anything differs).  At 16 ranks that is 247 states; without the declaration, 688,144.
 
 Each planted bug is a named patch on the hardened role (``PATCHES`` below): here each one only moves
 a transition's destination (``Role.replace(name, dst=...)``).
@@ -71,7 +74,7 @@ def build(params, variant, backend):
     PATCHES.apply(variant, Draft({"loader": role}, params))
     return Protocol("main-first", groups={"world": Group("world", tuple(range(n)))}, backend=backend, params=params,
                     variant=variant, actors=[ActorDef(r, "main", role) for r in range(n)],
-                    faults=parse_faults(params["faults"], FAULTS))
+                    faults=parse_faults(params["faults"], FAULTS), symmetric=tuple(range(1, n)))
 
 
 SPEC = SpecInfo(

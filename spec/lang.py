@@ -284,14 +284,17 @@ class Ctx:
 
     Declarations are enforced here: a ``private`` role's step that touches ``g``, a step that reads or
     writes a shared variable outside its footprint (``reads=``/``writes=``/``shares=``, checked while
-    the partial-order reduction is on) and a symmetric actor's step that reads ``rank`` raise a
-    SpecError naming the role and transition."""
+    the partial-order reduction is on) raise a SpecError naming the role and transition; a symmetric
+    actor's step that reads ``rank`` is noted (``rank_read``), and the world refuses it where its
+    outcome differs at another symmetric rank."""
 
-    __slots__ = ("v", "_g", "p", "_rank", "choice", "dst", "violation", "world", "actor", "scratch", "flags", "trans", "_qneg")
+    __slots__ = ("v", "_g", "p", "_rank", "choice", "dst", "violation", "world", "actor", "scratch", "flags", "trans", "_qneg",
+                 "rank_read")
 
     def __init__(self, v, g, p, rank, dst, world, actor, choice=None, flags=0, trans=None):
         self.v, self._g, self.p, self._rank, self.dst, self.world, self.actor, self.choice = v, g, p, rank, dst, world, actor, choice
         self.violation = None
+        self.rank_read = False  # a symmetric actor's step read its rank: the world checks it is the same at every symmetric rank
         self.scratch = None  # what a step hands to its observer check; never part of the state
         self.flags, self.trans = flags, trans
         self._qneg = None  # a FIFO end found full or empty while the step ran (checked by queue_check)
@@ -364,8 +367,9 @@ class Ctx:
     @property
     def rank(self):
         if self.flags & SYMMETRIC:
-            self._refuse("a symmetric actor reads its rank (symmetric actors must be interchangeable; "
-                         "drop it from Protocol(symmetric=...))")
+            # allowed where it tells the symmetric ranks nothing (``rank != 0`` on ranks 1-7): the world
+            # runs the step again at every other symmetric rank and refuses it where anything differs
+            self.rank_read = True
         return self._rank
 
     def set(self, **kw) -> None:

@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterable
 
 from ..model.api import DEADLOCK, FAIL_FAST, STRANDED, WRONG_GROUP, SpecError, Violation
 from .explain import Explanation
-from .fabric import COLLECTIVES, ROOTED, Group, Op, Post, check_op, check_splits, parse_profile
+from .fabric import COLLECTIVES, ROOTED, Group, Op, Post, check_op, check_splits, parse_profile, ranks_text
 from ..model.por import ample
 from .lang import BUILTIN_TERMINAL, DEAD, DONE, EXITED, FAILED, HUNG, PRIVATE, SYMMETRIC, ActorDef, Ctx, Role, Transition
 from .reduce import AGGREGATE_FROM, MEMO_LIMIT, Reductions
@@ -162,6 +162,7 @@ class Protocol(Fabric, Reductions, Explanation):
         """(Re)build the per-actor step tables and empty the memos; run again by ``init_states`` so a
         role changed after the world was built (tests plant bugs that way) is explored as it is now."""
         self._memo: dict = {}  # (actor, transition, vars[, shared]) -> _effects record
+        self._blind: set = set()  # (role, transition, vars, shared[, op result]) found the same at every symmetric rank
         # per whether faults are spent, per actor: actor state (private role) or (actor state, shared
         # variables' number in _gids) -> _local_steps
         self._local_memo = {nfl: [{} for _ in self.actors] for nfl in (False, True)}
@@ -1367,15 +1368,50 @@ class Protocol(Fabric, Reductions, Explanation):
         is false, else one record per choice: (choice, error, stage, dst, vars, shared or None when
         untouched by a private role, op, check error, violation).  An error in the guard or ``choose``
         is raised here; one in a choice's ``do``/``op``/``check`` is recorded and raised by ``_fire``
-        where the unmemoised evaluation would have raised it."""
+        where the unmemoised evaluation would have raised it.  A symmetric actor's step that read its
+        rank is run again at every other symmetric rank (``_rank_blind``)."""
+        out, read = self._effects_at(i, tidx, t, v, g, self.actors[i].rank)
+        if read:
+            self._rank_blind(i, tidx, t, v, g, out)
+        return out
+
+    def _rank_blind(self, i, tidx, t: Transition, v, g, out) -> None:
+        """A symmetric actor's step that read ``c.rank`` (or ``c.local_rank``) must give the same at
+        every symmetric rank: the symmetry reduction keeps one arrangement of the symmetric actors'
+        states and moves a state from one of them to another, so what a step makes of (its variables,
+        the shared ones) must not depend on which symmetric rank runs it.  ``rank != 0`` on ranks 1-7
+        is fine; ``rank == 2`` is refused, naming two ranks where the step differs.  Every input
+        (transition, variables, shared variables) the search meets is checked once per role."""
+        a = self.actors[i]
+        key = (id(a.role), tidx, v, g)
+        if key in self._blind:
+            return
+        mine = _outcome(out)
+        for r in sorted(self._sym_ranks):
+            if r == a.rank:
+                continue
+            try:
+                theirs = _outcome(self._effects_at(i, tidx, t, v, g, r)[0])
+            except SpecError as e:
+                theirs = ("raises", f"{type(e.__cause__ or e).__name__}: {e.__cause__ or e}")
+            if theirs != mine:
+                raise SpecError(f"{a.role.name}.{t.name}", PermissionError(
+                    f"reads its rank, and what it does tells the symmetric {ranks_text(sorted(self._sym_ranks))} apart: at rank "
+                    f"{a.rank} it {_told(mine)}, at rank {r} it {_told(theirs)} (from {_short(v)}); drop the ranks where it "
+                    f"differs from Protocol(symmetric=...), or make the step the same at each of them"))
+        if len(self._blind) < MEMO_LIMIT:
+            self._blind.add(key)
+
+    def _effects_at(self, i, tidx, t: Transition, v, g, rank) -> tuple[tuple, bool]:
+        """``_effects`` of the actor placed at ``rank``, and whether the step read its rank."""
         a = self.actors[i]
         fl = self._ctx_flags[i]
         private = fl & PRIVATE
         stage = "guard"
         try:
-            ctx = Ctx(v, g, self.params, a.rank, t.dst[0], self, i, None, fl, t.name)
+            ctx = Ctx(v, g, self.params, rank, t.dst[0], self, i, None, fl, t.name)
             if t.guard is not None and not t.guard(ctx):
-                return ()
+                return (), ctx.rank_read
             stage = "choose"
             choices = t.choose(ctx) if t.choose is not None else None
             if ctx._qneg is not None:  # a FIFO end found full/empty by a step that runs (guard, choose)
@@ -1385,8 +1421,9 @@ class Protocol(Fabric, Reductions, Explanation):
         except Exception as e:  # noqa: BLE001 - a bug in the spec, reported with its role and transition
             raise SpecError(f"{a.role.name}.{t.name} ({stage})", e) from e
         out = []
+        read = ctx.rank_read
         for ch in (choices if choices is not None else (None,)):
-            c = ctx if choices is None else Ctx(v, g, self.params, a.rank, t.dst[0], self, i, ch, fl, t.name)
+            c = ctx if choices is None else Ctx(v, g, self.params, rank, t.dst[0], self, i, ch, fl, t.name)
             op = None
             try:
                 if t.do is not None:
@@ -1399,6 +1436,7 @@ class Protocol(Fabric, Reductions, Explanation):
                     c.queue_check()
             except Exception as e:  # noqa: BLE001 - raised by _fire in order
                 out.append((ch, e, stage, None, None, None, None, None, None))
+                read = read or c.rank_read
                 break
             check_err = None
             if t.check is not None:
@@ -1406,13 +1444,14 @@ class Protocol(Fabric, Reductions, Explanation):
                     t.check(c)
                 except Exception as e:  # noqa: BLE001 - raised by _fire in order
                     check_err = e
+            read = read or c.rank_read
             bad = _unhashable(c.v) or (not private and _unhashable(c._g))
             if bad:  # the variables it sets become part of states, which are hashed
                 out.append((ch, _unhashable_error(f"{self.actors[i].role.name}.{t.name}", bad), stage, None, None, None, None,
                             None, None))
                 continue
             out.append((ch, None, stage, c.dst, c.v, None if private else c._g, op, check_err, c.violation))
-        return tuple(out)
+        return tuple(out), read
 
     def _group_rule(self, a: ActorDef, t: Transition, op: Op):
         if op.group not in self.groups:
@@ -1449,11 +1488,42 @@ class Protocol(Fabric, Reductions, Explanation):
             bad = _unhashable(c.v) or (c._g is not g and _unhashable(c._g))
             if bad:  # what it sets becomes part of the state, which is hashed
                 raise _unhashable_error(f"{a.role.name}.{t.name} after", bad)
+            if c.rank_read:
+                self._after_blind(i, pend[0], t, v, g, data, c)
         if c.dst not in t.dst:
             raise SpecError(f"{a.role.name}.{t.name}", ValueError(f"goto({c.dst!r}) is not one of the declared destinations {t.dst}"))
         self._finish(nl, i, c.dst, c.v)
         return c
 
+
+    def _after_blind(self, i, tidx, t: Transition, v, g, data, c) -> None:
+        """``_rank_blind`` for an op's ``after``: what it makes of (variables, shared variables, the op's
+        result) at every other symmetric rank."""
+        a = self.actors[i]
+        key = (id(a.role), tidx, v, g, data)
+        try:
+            if key in self._blind:
+                return
+        except TypeError:  # a result that is not hashable: checked every time
+            key = None
+        mine = (c.dst, c.v, c._g)
+        for r in sorted(self._sym_ranks):
+            if r == a.rank:
+                continue
+            o = Ctx(v, g, self.params, r, t.dst[0], self, i, None, self._ctx_flags[i], t.name)
+            try:
+                t.after(o, data)
+                theirs = (o.dst, o.v, o._g)
+            except Exception as e:  # noqa: BLE001 - it differs: the rank told them apart
+                theirs = ("raises", f"{type(e).__name__}: {e}")
+            if theirs != mine:
+                told = lambda x: x[1] if x[0] == "raises" else f"goes to {x[0]} with {_short(x[1])}"  # noqa: E731
+                raise SpecError(f"{a.role.name}.{t.name} after", PermissionError(
+                    f"reads its rank, and what it does tells the symmetric {ranks_text(sorted(self._sym_ranks))} apart: given "
+                    f"{_short(data)}, at rank {a.rank} it {told(mine)}, at rank {r} it {told(theirs)}; drop the ranks where it "
+                    f"differs from Protocol(symmetric=...), or make the step the same at each of them"))
+        if key is not None and len(self._blind) < MEMO_LIMIT:
+            self._blind.add(key)
 
     def _fault_steps(self, state, skey=None, twins=None):
         """The crash and hang steps that may strike now; with ``skey`` (the state's key, from
@@ -1748,6 +1818,39 @@ def _unhashable_error(where: str, bad: str) -> SpecError:
     """The spec error for a transition that set a value states cannot hold (``_unhashable``'s ``bad``)."""
     return SpecError(where, TypeError(f"sets {bad}, which cannot be hashed (states are); use a tuple, a frozenset "
                                       "or a frozen dataclass"))
+
+
+
+def _outcome(records) -> tuple:
+    """What ``_effects`` records say a step does, as compared across symmetric ranks: per choice, the
+    destination, variables, shared variables, op, errors (type and text) and a violation's verdict."""
+    def err(e):
+        return None if e is None else (type(e).__name__, str(e))
+    return tuple((ch, err(e), stage, dst, nv, ng, op, err(ce), viol and viol.verdict)
+                 for ch, e, stage, dst, nv, ng, op, ce, viol in records)
+
+
+def _told(outcome) -> str:
+    """An ``_outcome`` in words, for the refusal of a step that tells symmetric ranks apart."""
+    if not outcome:
+        return "is not enabled"
+    if outcome[0] == "raises":
+        return f"raises {outcome[1]}"
+    parts = []
+    for ch, e, stage, dst, nv, ng, op, ce, verdict in outcome:
+        if e is not None:
+            parts.append(f"raises {e[0]}: {e[1]} in {stage}")
+            continue
+        issued = (op.short() + (f" data={_short(op.data, 40)}" if op.data is not None else "") if isinstance(op, Op)
+                  else f"posts {', '.join(o.short() for o in op.ops)} under {op.handle!r}" if isinstance(op, Post) else _short(op))
+        what = f"goes to {dst} with {_short(nv)}" + (f" and issues {issued}" if op is not None else "")
+        parts.append((f"choosing {ch!r} " if ch is not None else "") + what + (f", finding {verdict}" if verdict else ""))
+    return "; ".join(parts)
+
+
+def _short(x, n: int = 120) -> str:
+    s = repr(x)
+    return s if len(s) <= n else s[:n - 3] + "..."
 
 
 def _unhashable(vs) -> str | None:

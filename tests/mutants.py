@@ -30,7 +30,8 @@ class Mutant:
     # (the invariant reads a reducible actor's field, its observed= planted wrong), detach (worlds with symmetric ranks,
     # whose roles may post an op and never wait for it), rooted (worlds with symmetric ranks, with the rest of the
     # collective kinds, data that may differ by group rank, and ops that may address a symmetric rank), positions
-    # (those of them whose symmetric role contributes its x to a call whose results go by group rank)
+    # (those of them whose symmetric role contributes its x to a call whose results go by group rank), ranked
+    # (worlds with symmetric ranks whose guards and effects may read c.rank)
 
 
 R, W, L, F = "lockstep.spec.reduce", "lockstep.spec.world", "lockstep.spec.lang", "lockstep.spec.wire"
@@ -83,6 +84,8 @@ MUTANTS = (
     Mutant("symmetry-positions", "symmetry: a call whose results go by group rank (or whose afters write shared variables), "
            "leading elsewhere when symmetric ranks swap states, is refused",
            F, "Fabric._complete_collective", (("if self._sym_ranks and (", "if False and ("),), draw="positions"),
+    Mutant("symmetry-rank-read", "symmetry: a symmetric actor's step that reads its rank must do the same at every symmetric rank",
+           W, "Protocol._effects", (("if read:", "if False:"),), draw="ranked"),
     Mutant("twins-fabric", "twins shortcut: not taken in a state with fabric entries (they name actors)",
            W, "Protocol.raw_successors", (("and self._sym_on and not fab and self._monitor_set is None",
                                            "and self._sym_on and self._monitor_set is None"),), draw="detach"),
@@ -121,8 +124,8 @@ def draw(rng: random.Random, i: int, kind: str) -> dict:
     wide = kind == "wide" or i % 4 == 3
     while True:
         d = protogen.describe(protogen.random_pick(rng), wide=wide, detach=kind == "detach",
-                              rooted=kind in ("rooted", "positions"))
-        if kind in ("detach", "rooted") and not d["sym"]:
+                              rooted=kind in ("rooted", "positions"), ranked=kind == "ranked")
+        if kind in ("detach", "rooted", "ranked") and not d["sym"]:
             continue
         if kind == "positions" and not protogen.by_position(d):
             continue

@@ -48,7 +48,7 @@ SHARED = ("s", "u")  # shared variables; descriptions from before footprints nam
 
 def describe(pick: Pick, wide: bool = False, detach: bool = False, recover: bool = False,
              rich: bool = False, threads: bool = False, rooted: bool = False, profiles: bool = False,
-             big: tuple[int, int] | None = None) -> dict[str, Any]:
+             big: tuple[int, int] | None = None, ranked: bool = False) -> dict[str, Any]:
     """A description drawn from ``pick``.  ``wide``: 4-6 ranks, two thirds of them with a symmetric
     orbit of 2-5 ranks (from rank 1 or rank 2 on: rank 1 then has a role of its own and may talk to
     rank 0 point-to-point), and 1-2 drawn sub-groups (a sub-group holds all the symmetric ranks or
@@ -67,7 +67,10 @@ def describe(pick: Pick, wide: bool = False, detach: bool = False, recover: bool
     disagree.  ``profiles``: the backend's profile fields drawn each on its own (``gloo:p2p_match=...,
     gone_peer=...,finished_peer=...``, a third of them with eager sends), where the default draws one of
     the four presets.  ``big=(lo, hi)``: a wide world of lo-hi ranks, always with a symmetric orbit (from rank 1 or 2 on): the sizes users run,
-    where only the orbit keeps the unreduced graph small enough to compare (``BIG_MAX_STATES``)."""
+    where only the orbit keeps the unreduced graph small enough to compare (``BIG_MAX_STATES``).
+    ``ranked``: guards and effects that read ``c.rank`` (``_ranked``), on the symmetric role too, where
+    most of them give the same at every symmetric rank (``rank != 0``) and the others tell the ranks
+    apart (``rank == 2``: planted, which the checker must refuse, or which must be harmless)."""
     wide = wide or big is not None
     if wide:
         n = pick(4, 6) if big is None else pick(*big)
@@ -165,6 +168,7 @@ def describe(pick: Pick, wide: bool = False, detach: bool = False, recover: bool
                 elif t["kind"] == "nb" and pick(0, 1):
                     t["batch"] = True
     plant_rank = rooted and _rooted(pick, n, actors, roles, symset, subgroups, sym_from if sym else 0, no_shared)
+    plant_read = ranked and _ranked(pick, n, roles, symset)
     d = {
         "no_shared": no_shared, "aux_ops": aux_ops,
         "ranks": n, "actors": actors, "sym": sym, "sym_from": sym_from, "roles": roles, "subgroups": subgroups,
@@ -174,7 +178,7 @@ def describe(pick: Pick, wide: bool = False, detach: bool = False, recover: bool
         "faults": faults, "max_faults": min(1, pick(0, 4)),
         "crash_ranks": _ranks(pick, n, symset), "hang_ranks": _ranks(pick, n, symset),
         "inv": inv, "plant_observed": pick(0, 7) == 0, "plant_asym": sym and inv is not None and pick(0, 3) == 0,
-        "live": pick(0, 3) == 0 and not sym, "plant_rank": plant_rank,
+        "live": pick(0, 3) == 0 and not sym, "plant_rank": plant_rank, "plant_read": plant_read,
         "monitor": monitor,
     }
     if rich and d["faults"] and pick(0, 1):
@@ -341,6 +345,30 @@ def _rooted(pick, n, actors, roles, symset, subgroups, sym_from, no_shared) -> b
     if symset and pick(0, 3) == 0:
         plant |= _plant_sym_peer(pick, actors, roles, symset, sym_from)
     return plant
+
+
+def _ranked(pick, n, roles, symset) -> bool:
+    """Guards and effects that read the rank: ``("rank", cmp, k)`` compares ``c.rank`` with k, the effect
+    ``("rankx", k)`` adds ``rank >= k`` to x.  Drawn on every role (the symmetric one included); returns
+    whether one of the symmetric role's tells its ranks apart (k inside the orbit), which the checker must
+    refuse where the search evaluates it, or which must change nothing."""
+    lo, hi = (min(symset), max(symset)) if symset else (0, -1)
+    apart = False
+    for key in sorted(roles):
+        for t in roles[key]["trans"]:
+            if t["effect"][0] in ("put", "take"):
+                continue  # their guards test the queue
+            if pick(0, 2) == 0:
+                cmp = ("ne", "ge", "eq", "lt")[pick(0, 3)]
+                k = pick(0, n - 1) if pick(0, 1) else (0, lo)[pick(0, 1)]  # half of them at 0 or the orbit's start
+                t["guard"] = ("rank", cmp, k)
+                blind = k not in symset if cmp in ("ne", "eq") else (k <= lo or k > hi)
+                apart = apart or (key == "w" and not blind)
+            if t["kind"] == "local" and pick(0, 3) == 0:
+                k = pick(0, n - 1) if pick(0, 1) else lo
+                t["effect"] = ("rankx", k)
+                apart = apart or (key == "w" and lo < k <= hi)
+    return apart
 
 
 def _convert(pick, grp, symset):
@@ -600,7 +628,7 @@ def planted(d: dict[str, Any]) -> bool:
     """Whether the description plants a wrong declaration (the checker must refuse it, or the
     reduced and unreduced answers must agree)."""
     when = (d["inv"] or {}).get("when")
-    return bool(d["plant_observed"] or d["plant_asym"] or (when and when["plant"]) or d.get("plant_rank")
+    return bool(d["plant_observed"] or d["plant_asym"] or (when and when["plant"]) or d.get("plant_rank") or d.get("plant_read")
                 or any(r["planted_private"] or r.get("planted_footprint") for r in d["roles"].values()))
 
 
@@ -726,6 +754,9 @@ def _guard(g):
         return lambda c, cap=g[1]: c.g.f.has_room(cap)
     if g[0] == "nonempty":
         return lambda c: c.g.f.nonempty()
+    if g[0] == "rank":
+        return {"ne": lambda c, k=g[2]: c.rank != k, "ge": lambda c, k=g[2]: c.rank >= k,
+                "eq": lambda c, k=g[2]: c.rank == k, "lt": lambda c, k=g[2]: c.rank < k}[g[1]]
     return None
 
 
@@ -734,6 +765,8 @@ def _effect(e):
         return lambda c: c.set(x=(c.v.x + 1) % 3)
     if e[0] == "g":
         return lambda c, f=_var(e, 1): c.gset(**{f: (getattr(c.g, f) + 1) % 3})
+    if e[0] == "rankx":
+        return lambda c, k=e[1]: c.set(x=(c.v.x + (c.rank >= k)) % 3)
     if e[0] == "set":  # the last writer wins: an order-dependent write
         return lambda c, f=_var(e, 1): c.gset(**{f: c.v.x})
     if e[0] == "put":
