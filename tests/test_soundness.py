@@ -1002,6 +1002,36 @@ def test_differential_other_threads_other_collectives_and_profile_fields():
 
 
 @pytest.mark.slow
+def test_differential_guards_and_effects_that_read_the_rank():
+    """The differential on the ``ranked`` draw: guards and effects that read ``c.rank`` on every role, the
+    symmetric one included.  Those the same on the whole orbit (``rank != 0``) must be accepted and agree
+    with the unreduced search; those that tell the orbit apart are refused where the search meets them,
+    or change nothing.  Both kinds are drawn, and the symmetric ones are compared in full (60 wide
+    worlds, ~10 s)."""
+    import random
+
+    import protogen
+    from lockstep.model.api import SpecError
+
+    rng = random.Random(17)
+    blind = refused = 0
+    for i in range(60):
+        d = protogen.describe(protogen.random_pick(rng), wide=True, ranked=True)
+        seen: dict = {}
+        diffs = protogen.compare(d, workers=i % 10 == 0, seen=seen)
+        assert not diffs, (i, diffs, d)
+        w = d["roles"].get("w")
+        reads = w is not None and any(t["guard"][0] == "rank" or t["effect"][0] == "rankx" for t in w["trans"])
+        blind += reads and not protogen.planted(d) and bool(seen.get("complete"))
+        if d["plant_read"]:
+            try:
+                check(protogen.build(d), liveness=False)
+            except SpecError as e:
+                refused += "reads its rank" in str(e)
+    assert blind >= 5 and refused >= 8, (blind, refused)  # 6 and 11 at seed 17
+
+
+@pytest.mark.slow
 def test_differential_eight_and_nine_ranks():
     """The differential at the sizes users run: worlds of 8-9 ranks with a symmetric orbit of 6-7
     (``describe(big=(8, 9))``, bench_differential.py --big), compared in full up to 60,000 unreduced
