@@ -1380,27 +1380,45 @@ class Protocol(Fabric, Reductions, Explanation):
         every symmetric rank: the symmetry reduction keeps one arrangement of the symmetric actors'
         states and moves a state from one of them to another, so what a step makes of (its variables,
         the shared ones) must not depend on which symmetric rank runs it.  ``rank != 0`` on ranks 1-7
-        is fine; ``rank == 2`` is refused, naming two ranks where the step differs.  Every input
+        is fine; ``rank == 2`` is refused (``_refuse_told_apart``).  Every input
         (transition, variables, shared variables) the search meets is checked once per role."""
         a = self.actors[i]
         key = (id(a.role), tidx, v, g)
         if key in self._blind:
             return
         mine = _outcome(out)
+        apart = False
+        by_rank = {a.rank: mine}
         for r in sorted(self._sym_ranks):
             if r == a.rank:
                 continue
             try:
-                theirs = _outcome(self._effects_at(i, tidx, t, v, g, r)[0])
+                by_rank[r] = _outcome(self._effects_at(i, tidx, t, v, g, r)[0])
             except SpecError as e:
-                theirs = ("raises", f"{type(e.__cause__ or e).__name__}: {e.__cause__ or e}")
-            if theirs != mine:
-                raise SpecError(f"{a.role.name}.{t.name}", PermissionError(
-                    f"reads its rank, and what it does tells the symmetric {ranks_text(sorted(self._sym_ranks))} apart: at rank "
-                    f"{a.rank} it {_told(mine)}, at rank {r} it {_told(theirs)} (from {_short(v)}); drop the ranks where it "
-                    f"differs from Protocol(symmetric=...), or make the step the same at each of them"))
+                by_rank[r] = ("raises", f"{type(e.__cause__ or e).__name__}: {e.__cause__ or e}")
+            apart = apart or by_rank[r] != mine
+        if apart:
+            self._refuse_told_apart(f"{a.role.name}.{t.name}", by_rank, _told, f" (from {_short(v)})")
         if len(self._blind) < MEMO_LIMIT:
             self._blind.add(key)
+
+    def _refuse_told_apart(self, where: str, by_rank: dict, told, given: str = ""):
+        """The spec error of a step that does something else at another symmetric rank: the symmetric
+        ranks grouped by what the step does there, and the declaration of the largest group."""
+        groups: dict = {}
+        for r in sorted(by_rank):
+            groups.setdefault(by_rank[r], []).append(r)
+        parts = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[1][0]))
+        said = "; ".join(f"at {ranks_text(rs)} it {told(o)}" for o, rs in parts[:3]) + ("; ..." if len(parts) > 3 else "")
+        best = parts[0][1]
+        idx = [k for k in self.symmetric if self.actors[k].rank in best]
+        decl = f"tuple(range({idx[0]}, {idx[-1] + 1}))" if idx == list(range(idx[0], idx[-1] + 1)) and len(idx) > 3 \
+            else repr(tuple(idx))
+        fix = (f"declare only ranks that do the same (symmetric={decl}: {ranks_text(best)})" if len(best) > 1 else
+               "drop the ranks where it differs from Protocol(symmetric=...)")
+        raise SpecError(where, PermissionError(
+            f"reads its rank, and what it does tells the symmetric {ranks_text(sorted(self._sym_ranks))} apart{given}: "
+            f"{said}; {fix}, or make the step the same at each of them"))
 
     def _effects_at(self, i, tidx, t: Transition, v, g, rank) -> tuple[tuple, bool]:
         """``_effects`` of the actor placed at ``rank``, and whether the step read its rank."""
@@ -1507,21 +1525,21 @@ class Protocol(Fabric, Reductions, Explanation):
         except TypeError:  # a result that is not hashable: checked every time
             key = None
         mine = (c.dst, c.v, c._g)
+        apart = False
+        by_rank = {a.rank: mine}
         for r in sorted(self._sym_ranks):
             if r == a.rank:
                 continue
             o = Ctx(v, g, self.params, r, t.dst[0], self, i, None, self._ctx_flags[i], t.name)
             try:
                 t.after(o, data)
-                theirs = (o.dst, o.v, o._g)
+                by_rank[r] = (o.dst, o.v, o._g)
             except Exception as e:  # noqa: BLE001 - it differs: the rank told them apart
-                theirs = ("raises", f"{type(e).__name__}: {e}")
-            if theirs != mine:
-                told = lambda x: x[1] if x[0] == "raises" else f"goes to {x[0]} with {_short(x[1])}"  # noqa: E731
-                raise SpecError(f"{a.role.name}.{t.name} after", PermissionError(
-                    f"reads its rank, and what it does tells the symmetric {ranks_text(sorted(self._sym_ranks))} apart: given "
-                    f"{_short(data)}, at rank {a.rank} it {told(mine)}, at rank {r} it {told(theirs)}; drop the ranks where it "
-                    f"differs from Protocol(symmetric=...), or make the step the same at each of them"))
+                by_rank[r] = ("raises", f"{type(e).__name__}: {e}")
+            apart = apart or by_rank[r] != mine
+        if apart:
+            told = lambda x: f"raises {x[1]}" if x[0] == "raises" else f"goes to {x[0]} with {_short(x[1])}"  # noqa: E731
+            self._refuse_told_apart(f"{a.role.name}.{t.name} after", by_rank, told, f" (given {_short(data)})")
         if key is not None and len(self._blind) < MEMO_LIMIT:
             self._blind.add(key)
 

@@ -1442,7 +1442,7 @@ def test_a_step_whose_outcome_depends_on_which_symmetric_rank_runs_it_is_refused
     """A symmetric role's step that reads its rank and does something else at another symmetric rank:
     the reduction would keep one arrangement of the ranks' states and move a state between them, so a
     rank 2 that skips the barrier (``rank != 2``) could be any of ranks 1-3.  Refused, naming the step and
-    two ranks where it differs, whether the rank decides the guard, a ``do``, a ``choose`` or an ``after``."""
+    the ranks grouped by what it does there, whether the rank decides the guard, a ``do``, a ``choose`` or an ``after``."""
     n, sym = 4, (1, 2, 3)
     guard, kw = (lambda c: c.rank != 0), {}
     if how == "guard":
@@ -1456,8 +1456,18 @@ def test_a_step_whose_outcome_depends_on_which_symmetric_rank_runs_it_is_refused
     else:
         kw["after"] = lambda c, data: c.set(ckpt=data + (c.rank == 1))
     where = r"loader\.load after" if how == "after" else r"loader\.go_on"
-    with pytest.raises(SpecError, match=where + r".*reads its rank.*tells the symmetric ranks 1-3 apart: .*at rank \d it .*at rank \d it"):
+    with pytest.raises(SpecError, match=where + r".*reads its rank.*tells the symmetric ranks 1-3 apart .*: at ranks? [\d,-]+ it .*; "
+                                             r"at ranks? [\d,-]+ it"):
         check(_spmd(n, guard, sym, **kw))
     with pytest.raises(SpecError, match=where):  # the same spec error without the reduction: one answer either way
         check(_spmd(n, guard, sym, **kw), reduction=False)
     assert check(_spmd(n, guard, (), **kw)).verdict in (HOLDS, "STRANDED", DEADLOCK, "COLLECTIVE_MISMATCH")
+
+
+def test_a_refused_rank_read_names_the_ranks_that_do_the_same():
+    """Every rank declared symmetric, rank 0 included, where only rank 0 prepares: the refusal groups the
+    ranks by what the step does there and names the declaration that would hold (ranks 1-5)."""
+    with pytest.raises(SpecError, match=r"loader\.prepare: .*tells the symmetric ranks 0-5 apart .*: at ranks 1-5 it is not "
+                                        r"enabled; at rank 0 it goes to SYNC .*declare only ranks that do the same "
+                                        r"\(symmetric=tuple\(range\(1, 6\)\): ranks 1-5\)"):
+        check(_spmd(6, lambda c: c.rank != 0, tuple(range(6))))
