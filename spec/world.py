@@ -163,6 +163,7 @@ class Protocol(Fabric, Reductions, Explanation):
         role changed after the world was built (tests plant bugs that way) is explored as it is now."""
         self._memo: dict = {}  # (actor, transition, vars[, shared]) -> _effects record
         self._blind: set = set()  # (role, transition, vars, shared[, op result]) found the same at every symmetric rank
+        self.concretize_missed = 0  # counterexamples left as paths of orbit representatives (Reductions.concretize)
         # per whether faults are spent, per actor: actor state (private role) or (actor state, shared
         # variables' number in _gids) -> _local_steps
         self._local_memo = {nfl: [{} for _ in self.actors] for nfl in (False, True)}

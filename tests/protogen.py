@@ -23,7 +23,8 @@ ranks); bench/bench_differential.py names them as flags.
 
 ``compare(desc)`` checks one description reduced, unreduced and with ``workers=2`` and returns the
 list of disagreements (empty when all agree), among them an invariant the checker accepted that reports
-differently on a state and on its symmetric actors sorted (the symmetry check, checked).  A
+differently on a state and on its symmetric actors sorted (the symmetry check, checked), and a reduced
+counterexample that is not a run of the unreduced world (``replays``).  A
 planted-wrong declaration must be refused with a SpecError — or be harmless (the reduced and unreduced
 answers agree).
 """
@@ -890,9 +891,15 @@ def compare(d: dict[str, Any], workers: bool = True, seen: dict | None = None) -
     planted_wrong = planted(d)
     cap = BIG_MAX_STATES if d["ranks"] > 6 else MAX_STATES
     out = {}
+    missed = None
     try:
         for key, red in (("reduced", True), ("unreduced", False)):
-            res = check(build(d), Bounds(max_states=cap), liveness=d["live"], reduction=red)
+            model = build(d)
+            res = check(model, Bounds(max_states=cap), liveness=d["live"], reduction=red)
+            if model.concretize_missed:  # a counterexample printed as representatives, not as a run
+                missed = f"{key}: a counterexample left as a path of orbit representatives ({res.verdict})"
+            elif red and res.counterexample and (at := replays(build(d), res.counterexample)) is not None:
+                missed = f"{key}: step {at} of the {res.verdict} counterexample is no step of the unreduced world"
             cls, _, complete = reachable_classes(build(d), red, cap)
             ex = explore(build(d), red, cap)
             out[key] = (verdict_class(res.verdict), cls, complete, res.verdict, ex[0], res, *ex[1:])
@@ -901,6 +908,8 @@ def compare(d: dict[str, Any], workers: bool = True, seen: dict | None = None) -
             return []  # refused: what a planted-wrong declaration must get
         return [f"SpecError on an honest spec: {e}"]
     r, u = out["reduced"], out["unreduced"]
+    if missed:
+        return [missed]
     if seen is not None:
         seen["complete"] = r[4] is not None and u[4] is not None
     diffs = []
@@ -945,6 +954,25 @@ def compare(d: dict[str, Any], workers: bool = True, seen: dict | None = None) -
             diffs.append(f"unreduced workers=2 {pu.verdict} {pu.stats.states} states {pu.stats.transitions} transitions, "
                          f"serial {su.verdict} {su.stats.states} states {su.stats.transitions} transitions")
     return diffs
+
+
+def replays(model, cex) -> int | None:
+    """Whether counterexample ``cex`` (check's described steps) is a run of ``model`` without any
+    reduction: from the initial state, each step must be a successor whose description names the same
+    rank, actor, transition, op and choice.  None when it is; else the first step (1-based) that is not."""
+    model.set_reduction(False)
+    model.set_liveness(False)
+    cur = next(iter(model.init_states()))
+    keys = ("rank", "actor", "transition", "op", "choice")
+    for k, step in enumerate(cex):
+        for a, n in model.successors(cur):
+            d = model.describe(cur, a, n)
+            if all(d.get(x) == step.get(x) for x in keys):
+                cur = n
+                break
+        else:
+            return k + 1
+    return None
 
 
 def end_states(model, reduction: bool):
