@@ -945,6 +945,8 @@ def compare(d: dict[str, Any], workers: bool = True, seen: dict | None = None) -
             diffs.append(f"verdict class: workers=2 {p.verdict}, reduced {r[3]}")
         elif p.verdict not in ("HOLDS", "BOUND_REACHED", "VACUOUS") and r[2] and p.verdict not in r[1]:
             diffs.append(f"workers=2 found {p.verdict}, not reachable in the reduced graph {sorted(r[1])}")
+        if p.counterexample and (at := replays(build(d), p.counterexample)) is not None:
+            diffs.append(f"workers=2: step {at} of the {p.verdict} counterexample is no step of the unreduced world")
         # unreduced with workers=2 (the workers keep the model's int keys): the serial search exactly
         pu = echeck(build(d), CheckOptions(bounds=Bounds(max_states=cap), liveness=False, reduction=False,
                                            workers=2))
