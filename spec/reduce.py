@@ -565,12 +565,13 @@ class Reductions:
         of the concrete state whose representative is the next state on the path.
 
         Every step of the concrete state is looked at, not an ample set of them nor the twins shortcut's:
-        which actor's steps the partial-order reduction takes alone in a permuted state need not be the one
-        the representative's path took.  A state with fabric entries is its own representative (entries name actors), so
-        there the concrete state is the path's state with its symmetric actors placed as the concrete run
-        has them: ``place`` (representative's actor -> concrete actor) is kept from the last state without
-        entries, where it is read off by matching actor states.  (Before, tp fm01 at 4 ranks printed rank
-        1 loading its environment three times: the path of representatives, not a run.)"""
+        which actor's steps the partial-order reduction takes alone in a permuted state need not be the
+        one the representative's path took.  A state with fabric entries is its own representative
+        (entries name actors), so there the concrete state is the path's state with its symmetric actors
+        placed as the concrete run has them: ``place`` (representative's actor -> concrete actor) is kept
+        from the last state without entries, where it is read off by matching actor states.  (Before, tp
+        fm01 at 4 ranks printed rank 1 loading its environment three times: the path of
+        representatives, not a run.)"""
         if not self._sym_on or not steps:
             return steps
         out = []
@@ -595,14 +596,15 @@ class Reductions:
     def _concrete_step(self, cur, a, n, place):
         """The step of concrete state ``cur`` that leads into ``n``'s orbit (or, where ``n`` is a
         violation, one of the same verdict), or None."""
+        placed = None if isinstance(n, Violation) or not n[3] else self._placed(n, place)
         for a2, n2 in self.raw_successors(cur):
             if isinstance(n, Violation):
                 if isinstance(n2, Violation) and n2.verdict == n.verdict and (a is None) == (a2 is None):
                     return a2, n2
             elif isinstance(n2, Violation):
                 continue
-            elif n[3] or n2[3]:
-                if self._placed(n, place) == n2:
+            elif placed is not None or n2[3]:
+                if placed == n2:
                     return a2, n2
             elif self.canonical(n2) == n:
                 return a2, n2

@@ -1514,7 +1514,6 @@ class Protocol(Fabric, Reductions, Explanation):
         self._finish(nl, i, c.dst, c.v)
         return c
 
-
     def _after_blind(self, i, tidx, t: Transition, v, g, data, c) -> None:
         """``_rank_blind`` for an op's ``after``: what it makes of (variables, shared variables, the op's
         result) at every other symmetric rank."""
@@ -1543,6 +1542,7 @@ class Protocol(Fabric, Reductions, Explanation):
             self._refuse_told_apart(f"{a.role.name}.{t.name} after", by_rank, told, f" (given {_short(data)})")
         if key is not None and len(self._blind) < MEMO_LIMIT:
             self._blind.add(key)
+
 
     def _fault_steps(self, state, skey=None, twins=None):
         """The crash and hang steps that may strike now; with ``skey`` (the state's key, from
@@ -1837,7 +1837,6 @@ def _unhashable_error(where: str, bad: str) -> SpecError:
     """The spec error for a transition that set a value states cannot hold (``_unhashable``'s ``bad``)."""
     return SpecError(where, TypeError(f"sets {bad}, which cannot be hashed (states are); use a tuple, a frozenset "
                                       "or a frozen dataclass"))
-
 
 
 def _outcome(records) -> tuple:
