@@ -21,7 +21,8 @@ variables do: it is neither advanced nor judged at the end any more.  So a per-r
 state is a function of its rank's control state adds no states to the search.  Soundness with the
 reductions: a step whose event some monitor watches is visible to partial-order reduction
 (``Reductions.por_visible``); symmetry permutes the per-rank instances with their ranks, and a
-``when`` predicate that reads the rank of a symmetric actor is refused (SpecError).
+``when`` predicate that reads the rank of a symmetric actor must keep or drop the event alike at every
+symmetric rank (``MonitorSet._when_blind``; a SpecError otherwise).
 """
 from __future__ import annotations
 
@@ -108,18 +109,16 @@ class Monitor:
 class Event:
     """What a ``when`` predicate sees: the event and its firing actor (after the step)."""
 
-    __slots__ = ("event", "_rank", "vars", "role", "thread", "_symmetric", "_where")
+    __slots__ = ("event", "_rank", "vars", "role", "thread", "_symmetric", "rank_read")
 
-    def __init__(self, event, rank, vars, role, thread, symmetric=False, where=""):
+    def __init__(self, event, rank, vars, role, thread, symmetric=False):
         self.event, self._rank, self.vars, self.role, self.thread = event, rank, vars, role, thread
-        self._symmetric, self._where = symmetric, where
+        self._symmetric, self.rank_read = symmetric, False
 
     @property
     def rank(self) -> int:
-        if self._symmetric:
-            raise SpecError(self._where, PermissionError(
-                "reads the rank of a symmetric actor (symmetric actors must be interchangeable; drop it from "
-                "Protocol(symmetric=...))"))
+        if self._symmetric:  # the monitor set checks that every symmetric rank gets the same from ``when``
+            self.rank_read = True
         return self._rank
 
 
@@ -143,6 +142,7 @@ class MonitorSet:
                 raise SpecError(f"monitor {m.name}", ValueError(
                     f"watches events {bad} that no transition declares (event=...); declared: {sorted(known)}"))
         self.world = world
+        self._blind: set = set()  # (monitor, event, vars, role, thread) whose when() every symmetric rank gets alike
         self.monitors = list(monitors)
         self.events = frozenset().union(*(m.events for m in monitors))
         # slot layout: a world monitor has one slot, a per-rank monitor one per rank (world.ranks order)
@@ -223,13 +223,16 @@ class MonitorSet:
                 if ev is None:
                     v = n[0][i][1]
                     ev = Event(t.event, a.rank, v if v is not None else state[0][i][1], a.role.name, a.thread,
-                               i in world._sym_ranks_idx(), f"monitor {m.name} (when)")
+                               i in world._sym_ranks_idx())
+                ev.rank_read = False
                 try:
                     keep = m.when(ev)
                 except SpecError:
                     raise
                 except Exception as e:  # noqa: BLE001 - a bug in the spec, reported with the monitor
                     raise SpecError(f"monitor {m.name} (when)", e) from e
+                if ev.rank_read:
+                    self._when_blind(m, ev, bool(keep))
                 if not keep:
                     continue
             nxt = m.move(cur, t.event)
@@ -240,6 +243,25 @@ class MonitorSet:
                                   "transition": t.name, "monitor_state": cur})
             nm[s] = nxt
         return tuple(nm)
+
+    def _when_blind(self, m, ev, keep: bool) -> None:
+        """A ``when`` that read a symmetric actor's rank must keep or drop the event alike at every
+        symmetric rank (as a step that reads its rank: world.py's ``_rank_blind``)."""
+        key = (m.name, ev.event, ev.vars, ev.role, ev.thread)
+        if key in self._blind:
+            return
+        world = self.world
+        by_rank = {ev._rank: keep}
+        for r in sorted(world._sym_ranks):
+            if r != ev._rank:
+                try:
+                    by_rank[r] = bool(m.when(Event(ev.event, r, ev.vars, ev.role, ev.thread, True)))
+                except Exception as e:  # noqa: BLE001 - it differs: the rank told them apart
+                    by_rank[r] = f"{type(e).__name__}: {e}"
+        if any(x != keep for x in by_rank.values()):
+            told = lambda x: ("keeps the event" if x else "drops the event") if isinstance(x, bool) else f"raises {x}"  # noqa: E731
+            world._refuse_told_apart(f"monitor {m.name} (when)", by_rank, told, f" on {ev.event} (from {ev.vars!r:.100})")
+        self._blind.add(key)
 
     def _stop_gone(self, n, nm):
         actors = n[0]

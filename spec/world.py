@@ -1419,7 +1419,7 @@ class Protocol(Fabric, Reductions, Explanation):
                "drop the ranks where it differs from Protocol(symmetric=...)")
         raise SpecError(where, PermissionError(
             f"reads its rank, and what it does tells the symmetric {ranks_text(sorted(self._sym_ranks))} apart{given}: "
-            f"{said}; {fix}, or make the step the same at each of them"))
+            f"{said}; {fix}, or make it the same at each of them"))
 
     def _effects_at(self, i, tidx, t: Transition, v, g, rank) -> tuple[tuple, bool]:
         """``_effects`` of the actor placed at ``rank``, and whether the step read its rank."""

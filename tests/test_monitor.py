@@ -140,14 +140,23 @@ def test_per_rank_monitor_under_symmetry_agrees_with_the_full_graph():
 
 
 def test_when_predicate_filters_events_and_may_not_tell_symmetric_actors_apart():
+    """Old: a ``when`` that read a symmetric actor's rank at all was refused; now only one that keeps an
+    event at one symmetric rank and drops it at another."""
     first_rank_only = Monitor("rank1_once", "R1", "z", {("z", "worked"): "o", ("o", "worked"): Reject("rank 1 worked twice")},
                               when=lambda ev: ev.rank == 1)
     assert check(_server(monitors=[first_rank_only])).verdict == "R1"
     by_vars = Monitor("second_header", "V", "z", {("z", "worked"): Reject("worked on a second header")},
                       when=lambda ev: ev.vars.got >= 2)
     assert check(_server(monitors=[by_vars])).verdict == "V"
-    with pytest.raises(SpecError, match="rank of a symmetric actor"):
+    # under symmetry a ``when`` may read the rank only where every symmetric rank gets the same from it
+    with pytest.raises(SpecError, match=r"monitor rank1_once \(when\): PermissionError: reads its rank, and what it does tells the "
+                                        r"symmetric ranks 1,2 apart on worked .*: at rank 1 it keeps the event; at rank 2 "
+                                        r"it drops the event"):
         check(_server(monitors=[first_rank_only], symmetric=True))
+    workers_only = Monitor("worker_once", "W1", "z", {("z", "worked"): "o", ("o", "worked"): Reject("worked twice")},
+                           per="rank", when=lambda ev: ev.rank > 0)
+    sym, full = check(_server(monitors=[workers_only], symmetric=True)), check(_server(monitors=[workers_only]), reduction=False)
+    assert sym.verdict == full.verdict == "W1" and sym.stats.states < full.stats.states
 
 
 def test_bad_monitor_declarations_are_spec_errors():
