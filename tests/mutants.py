@@ -86,6 +86,9 @@ MUTANTS = (
            F, "Fabric._complete_collective", (("if self._sym_ranks and (", "if False and ("),), draw="positions"),
     Mutant("symmetry-rank-read", "symmetry: a symmetric actor's step that reads its rank must do the same at every symmetric rank",
            W, "Protocol._effects", (("if read:", "if False:"),), draw="ranked"),
+    Mutant("symmetry-when-rank", "symmetry: a monitor's when() that reads a symmetric actor's rank must keep or drop the event alike "
+           "at every symmetric rank", "lockstep.spec.monitor", "MonitorSet._advance", (("if ev.rank_read:", "if False:"),),
+           draw="ranked"),
     Mutant("concretize-ample", "counterexamples: a path of orbit representatives is made concrete over every step, not an ample set",
            R, "Reductions.concretize", (("self._por_on = self._ample_shortcut = self._twin_steps = False", "pass"),), draw="wide"),
     Mutant("twins-fabric", "twins shortcut: not taken in a state with fabric entries (they name actors)",

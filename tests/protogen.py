@@ -170,6 +170,11 @@ def describe(pick: Pick, wide: bool = False, detach: bool = False, recover: bool
                     t["batch"] = True
     plant_rank = rooted and _rooted(pick, n, actors, roles, symset, subgroups, sym_from if sym else 0, no_shared)
     plant_read = ranked and _ranked(pick, n, roles, symset)
+    if ranked and monitor is not None and pick(0, 1):  # the monitor sees only the events of some ranks
+        cmp, k = ("ne", "ge", "eq", "lt")[pick(0, 3)], pick(0, n - 1)
+        monitor["when"] = (cmp, k)
+        lo, hi = (min(symset), max(symset)) if symset else (0, -1)
+        plant_read = plant_read or bool(symset) and not (k not in symset if cmp in ("ne", "eq") else (k <= lo or k > hi))
     d = {
         "no_shared": no_shared, "aux_ops": aux_ops,
         "ranks": n, "actors": actors, "sym": sym, "sym_from": sym_from, "roles": roles, "subgroups": subgroups,
@@ -715,7 +720,11 @@ def _monitors(d) -> list:
         return []
     states = {"M0"} | {s for s, _ in on} | {x for x in on.values() if isinstance(x, str)}
     must_end = [s for s in md["must_end"] if s in states] if md["must_end"] is not None else None
-    return [Monitor("mon", "MONITOR", "M0", on, per=md["per"], must_end=must_end)]
+    when = None
+    if md.get("when"):
+        when = _guard(("rank", *md["when"]))
+        when = (lambda ev, f=when: f(ev))  # an Event has .rank as a Ctx does
+    return [Monitor("mon", "MONITOR", "M0", on, per=md["per"], must_end=must_end, when=when)]
 
 
 def _footprints(rd) -> dict[int, tuple[set, set]]:

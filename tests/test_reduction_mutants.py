@@ -35,7 +35,8 @@ KILLS = {
     "symmetry-check": (1, 150),  # 83 (wide: an accepted invariant that tells symmetric actors apart)
     "symmetry-peer": (1, 60),  # 1 (rooted, with symmetric ranks; 27 before the draw set shared variables)
     "symmetry-positions": (1, 60),  # 17 (positions: the symmetric role contributes x; 37 at seed 2)
-    "symmetry-rank-read": (1, 30),  # 5 (ranked: guards and effects that read c.rank; 6 at seed 2)
+    "symmetry-rank-read": (1, 30),  # 2 (ranked: guards and effects that read c.rank)
+    "symmetry-when-rank": (1, 200),  # 117 (ranked: a monitor's when() on the rank)
     "concretize-ample": (1, 250),  # 158 (wide: a counterexample left as a path of orbit representatives)
 }
 
