@@ -331,7 +331,32 @@ class Protocol(Fabric, Reductions, Explanation):
             if i in declared or len(self.actors_of_rank[a.rank]) != 1:
                 continue
             alike.setdefault((id(a.role), a.thread, tuple(a.rank in rr for rr in sets)), []).append(i)
-        return [tuple(ix) for ix in alike.values() if len(ix) > 1]
+        return [part for ix in alike.values() if len(ix) > 1 for part in self._alike_on_steps(ix) if len(part) > 1]
+
+    def _alike_on_steps(self, ix, sample: int = 300) -> list[tuple[int, ...]]:
+        """``ix`` (actors of one role) split by what their steps do on inputs the search met (up to
+        ``sample`` of the memoised (transition, variables, shared variables)): an SPMD role that branches
+        on ``c.rank == 0`` splits into rank 0 and the rest, which may be declared symmetric."""
+        inputs = []
+        seen = set()
+        g0 = self.G(**self.shared) if self.G else ()
+        for key in self._memo:
+            if key[0] in ix and key[1:] not in seen:
+                seen.add(key[1:])
+                inputs.append((key[1], key[2], key[3] if len(key) > 3 else g0))
+                if len(inputs) >= sample:
+                    break
+        by_sig: dict = {}
+        for j in ix:
+            role, rank = self.actors[j].role, self.actors[j].rank
+            sig = []
+            for tidx, v, g in inputs:
+                try:
+                    sig.append(_outcome(self._effects_at(j, tidx, role.transitions[tidx], v, g, rank)[0]))
+                except SpecError as e:
+                    sig.append(("raises", str(e)))
+            by_sig.setdefault(tuple(sig), []).append(j)
+        return [tuple(p) for p in by_sig.values()]
 
     def _timeout_recovers(self, role: str, t: Transition) -> bool:
         r = self._recovers.get(id(t))

@@ -82,6 +82,27 @@ def test_a_large_search_of_undeclared_alike_ranks_hints_at_symmetry():
     assert p.returncode == 0 and "hint:" not in p.stdout
 
 
+def test_an_spmd_role_that_branches_on_rank_zero_hints_at_the_other_ranks(tmp_path):
+    """The main-first example without its ``symmetric=``: one role on every rank, branching on ``c.rank ==
+    0``.  After a large search the hint names ranks 1-11 (the ranks whose steps did the same on every
+    input the search met), not 0-11, which the checker would refuse; following it gives the same verdict
+    from a fraction of the states."""
+    from pathlib import Path
+
+    src = (Path(__file__).resolve().parent.parent / "examples" / "main_first_spec.py").read_text()
+    plain = src.replace(", symmetric=tuple(range(1, n)))", ")")
+    assert plain != src
+    f = tmp_path / "plain_main_first_spec.py"
+    f.write_text(plain)
+    p = lockstep("check", str(f), "-p", "ranks=12")
+    assert p.returncode == 0, p.stderr
+    [hint] = [ln for ln in p.stdout.splitlines() if ln.startswith("hint:")]
+    assert hint.startswith("hint: ranks 1-11 run role loader alike") and "Protocol(symmetric=tuple(range(1, 12)))" in hint
+    d = json.loads(lockstep("check", str(Path(__file__).resolve().parent.parent / "examples" / "main_first_spec.py"),
+                            "-p", "ranks=12", "--json").stdout)
+    assert d["verdict"] == "HOLDS" and d["states"] * 100 < int(re.search(r"explored ([\d,]+) states", p.stdout)[1].replace(",", ""))
+
+
 def test_a_large_search_whose_property_reads_fields_behind_a_flag_hints_at_observed_when(tmp_path):
     """The loss-scaler example with its scaler and applied-step count observed everywhere: the
     property reads them only between steps (``busy`` false), and a search past the hint size says
