@@ -971,8 +971,9 @@ def replays(model, cex) -> int | None:
     """Whether counterexample ``cex`` (check's described steps) is a run of ``model`` without any
     reduction: from the initial state, each step must be a successor whose description names the same
     rank, actor, transition, op and choice.  None when it is; else the first step (1-based) that is not."""
-    model.set_reduction(False)
-    model.set_liveness(False)
+    from lockstep.model.features import configure
+
+    configure(model, False, liveness=False)
     cur = next(iter(model.init_states()))
     keys = ("rank", "actor", "transition", "op", "choice")
     for k, step in enumerate(cex):
