@@ -589,6 +589,9 @@ class Reductions:
                 cur = pick[1]
                 if not isinstance(cur, Violation) and not cur[3]:
                     place = self._placement(n, cur)
+                    if place is None:  # cannot happen either: cur is in n's orbit
+                        self.concretize_missed += 1
+                        return steps
         finally:
             self._por_on, self._ample_shortcut, self._twin_steps = was
         return out
@@ -618,13 +621,19 @@ class Reductions:
             return state[0][i]
         return state[0][i], tuple(state[4][k] for k in ms.rank_slots[self._actor_rank[i]])
 
-    def _placement(self, rep, state) -> dict:
+    def _placement(self, rep, state) -> dict | None:
         """representative's symmetric actor -> the actor of ``state`` holding its part (``state`` is in
-        ``rep``'s orbit; equal parts are matched in order)."""
-        free = {}
+        ``rep``'s orbit; equal parts are matched in order); None where the parts differ."""
+        free: dict = {}
         for j in self.symmetric:
             free.setdefault(self._sym_part(state, j), []).append(j)
-        return {i: free[self._sym_part(rep, i)].pop(0) for i in self.symmetric}
+        place = {}
+        for i in self.symmetric:
+            left = free.get(self._sym_part(rep, i))
+            if not left:
+                return None
+            place[i] = left.pop(0)
+        return place
 
     def _placed(self, state, place):
         """``state`` with its symmetric actors moved as ``place`` says: their states, their rank's per-rank
