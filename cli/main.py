@@ -326,6 +326,7 @@ def _cross_check(spec, variant, p, backend, info, model, options, as_json):
     from .interrupt import EXIT_INTERRUPTED, signals_as_interrupt
     from .report import dumps, exit_code, interrupted_result, text, to_json
 
+    expected = documented(info, variant)
     seen: dict = {}
     update, close = _progress(seen)
     t0 = time.perf_counter()
@@ -339,19 +340,19 @@ def _cross_check(spec, variant, p, backend, info, model, options, as_json):
         close()
         result = interrupted_result(seen.get("stats"), time.perf_counter() - t0, str(e) or "SIGINT")
         if as_json:
-            click.echo(dumps(to_json(spec, variant, p, backend, result, True, documented(info, variant))), file=_JSON_OUT[0])
+            click.echo(dumps(to_json(spec, variant, p, backend, result, True, expected)), file=_JSON_OUT[0])
         else:
-            click.echo(text(spec, variant, p, backend, result, expected=documented(info, variant)))
+            click.echo(text(spec, variant, p, backend, result, expected=expected))
             click.echo("cross-check: interrupted before both searches ended; nothing was compared")
         sys.exit(EXIT_INTERRUPTED)
     close()
     summary = result.cross_check
     if as_json:
-        out = to_json(spec, variant, p, backend, result, True, documented(info, variant))
+        out = to_json(spec, variant, p, backend, result, True, expected)
         out["cross_check"] = summary
         click.echo(dumps(out), file=_JSON_OUT[0])
     else:
-        click.echo(text(spec, variant, p, backend, result, expected=documented(info, variant)))
+        click.echo(text(spec, variant, p, backend, result, expected=expected))
         r, u = summary["reduced"], summary["unreduced"]
         click.echo("")
         cls = lambda x: ", ".join(x["reachable_violation_classes"]) or "none"  # noqa: E731

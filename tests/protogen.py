@@ -720,10 +720,7 @@ def _monitors(d) -> list:
         return []
     states = {"M0"} | {s for s, _ in on} | {x for x in on.values() if isinstance(x, str)}
     must_end = [s for s in md["must_end"] if s in states] if md["must_end"] is not None else None
-    when = None
-    if md.get("when"):
-        when = _guard(("rank", *md["when"]))
-        when = (lambda ev, f=when: f(ev))  # an Event has .rank as a Ctx does
+    when = _guard(("rank", *md["when"])) if md.get("when") else None  # (an Event has .rank, as a Ctx does)
     return [Monitor("mon", "MONITOR", "M0", on, per=md["per"], must_end=must_end, when=when)]
 
 
