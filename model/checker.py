@@ -118,20 +118,39 @@ class Explorer:
         """A path of orbit representatives (symmetry reduction) made into a concrete run."""
         return self.model.concretize(steps) if SYMMETRY in features_of(self.model) else steps
 
-    def waiting_at_end(self, steps, state):
-        """Who waits on whom at the end of the concrete run (``state`` when the path is empty)."""
-        steps = self.concrete(steps)
+    def waiting_at_end(self, steps, state, concrete: bool = False):
+        """Who waits on whom at the end of the concrete run (``state`` when the path is empty);
+        ``concrete``: ``steps`` is that run already."""
+        steps = steps if concrete else self.concrete(steps)
         return self.model.waiting(steps[-1][2] if steps and not isinstance(steps[-1][2], Violation) else
                                   (steps[-1][0] if steps else state))
 
-    def describe_path(self, steps) -> list[dict[str, Any]]:
-        steps = self.concrete(steps)
+    def describe_path(self, steps, concrete: bool = False) -> list[dict[str, Any]]:
+        steps = steps if concrete else self.concrete(steps)
         out = []
         for i, (s, a, n) in enumerate(steps, 1):
             d = dict(self.model.describe(s, a, n))
             d["step"] = i
             out.append(d)
         return out
+
+    def violation_result(self, v: Violation, steps, stats, stuck=None) -> Result:
+        """The Result of violation ``v`` at the end of ``steps``, told on the concrete run.  Under symmetry
+        the path is one of orbit representatives and ``v`` was found on the last of them, so a message
+        that names ranks ("ranks 2 and 3 are both in CRIT", "rank 1 is blocked in send ...") named them
+        as the representative has them: the message and detail are taken again from the concrete run's
+        end (its violating step, or the invariant on its last state), where they have ``v``'s verdict.
+        With ``stuck`` (the stuck state), who waits on whom too."""
+        conc = self.concrete(steps)
+        if conc is not steps and conc:
+            end = conc[-1][2]
+            w = end if isinstance(end, Violation) else self.model.invariant(end)
+            if w is not None and w.verdict == v.verdict:
+                v = w
+        r = Result(v.verdict, v.message, stats, self.describe_path(conc, concrete=True), detail=dict(v.detail))
+        if stuck is not None:
+            r.waiting = self.waiting_at_end(conc, stuck, concrete=True)
+        return r
 
     # -- exploration ---------------------------------------------------------------------
     def run(self) -> Result:
@@ -209,11 +228,7 @@ class Explorer:
             """The Result of violation ``v`` at state ``i`` (after ``step`` when an edge violates; with who
             waits on whom when ``stuck``, the stuck state), built when called."""
             def build() -> Result:
-                steps = self.path_to(i) + ([step] if step else [])
-                r = Result(v.verdict, v.message, st, self.describe_path(steps), detail=dict(v.detail))
-                if stuck is not None:
-                    r.waiting = self.waiting_at_end(steps, stuck)
-                return r
+                return self.violation_result(v, self.path_to(i) + ([step] if step else []), st, stuck)
             return build
 
         # invariants of initial states

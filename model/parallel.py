@@ -1646,13 +1646,11 @@ class _Coordinator:
         st = self.st
         if kind == _EDGE:
             s = steps[-1][2] if steps else self._node_state(gid)
-            steps = steps + [(s, a, v)]
-            return Result(v.verdict, v.message, st, self.ex.describe_path(steps), detail=dict(v.detail))
-        r = Result(v.verdict, v.message, st, self.ex.describe_path(steps), detail=dict(v.detail))
+            return self.ex.violation_result(v, steps + [(s, a, v)], st)
+        stuck = None
         if kind in (_STUCK, _ENDV):
-            s = steps[-1][2] if steps else self._node_state(gid)
-            r.waiting = self.ex.waiting_at_end(steps, s)
-        return r
+            stuck = steps[-1][2] if steps else self._node_state(gid)
+        return self.ex.violation_result(v, steps, st, stuck)
 
     def _node_state(self, gid: int):
         return self.pool.call(gid % self.n, ("node", gid // self.n))[0]

@@ -91,6 +91,8 @@ MUTANTS = (
            draw="ranked"),
     Mutant("concretize-ample", "counterexamples: a path of orbit representatives is made concrete over every step, not an ample set",
            R, "Reductions.concretize", (("self._por_on = self._ample_shortcut = self._twin_steps = False", "pass"),), draw="wide"),
+    Mutant("concretize-message", "counterexamples: the violation's message is taken again at the concrete run's end",
+           "lockstep.model.checker", "Explorer.violation_result", (("w.verdict == v.verdict:", "w.verdict == v.verdict and False:"),), draw="wide"),
     Mutant("twins-fabric", "twins shortcut: not taken in a state with fabric entries (they name actors)",
            W, "Protocol.raw_successors", (("and self._sym_on and not fab and self._monitor_set is None",
                                            "and self._sym_on and self._monitor_set is None"),), draw="detach"),

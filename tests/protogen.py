@@ -904,8 +904,8 @@ def compare(d: dict[str, Any], workers: bool = True, seen: dict | None = None) -
             res = check(model, Bounds(max_states=cap), liveness=d["live"], reduction=red)
             if model.concretize_missed:  # a counterexample printed as representatives, not as a run
                 missed = f"{key}: a counterexample left as a path of orbit representatives ({res.verdict})"
-            elif red and res.counterexample and (at := replays(build(d), res.counterexample)) is not None:
-                missed = f"{key}: step {at} of the {res.verdict} counterexample is no step of the unreduced world"
+            elif red and res.counterexample and (said := told_at_end(build(d), res)) is not None:
+                missed = f"{key}: {said}"
             cls, _, complete = reachable_classes(build(d), red, cap)
             ex = explore(build(d), red, cap)
             out[key] = (verdict_class(res.verdict), cls, complete, res.verdict, ex[0], res, *ex[1:])
@@ -951,8 +951,8 @@ def compare(d: dict[str, Any], workers: bool = True, seen: dict | None = None) -
             diffs.append(f"verdict class: workers=2 {p.verdict}, reduced {r[3]}")
         elif p.verdict not in ("HOLDS", "BOUND_REACHED", "VACUOUS") and r[2] and p.verdict not in r[1]:
             diffs.append(f"workers=2 found {p.verdict}, not reachable in the reduced graph {sorted(r[1])}")
-        if p.counterexample and (at := replays(build(d), p.counterexample)) is not None:
-            diffs.append(f"workers=2: step {at} of the {p.verdict} counterexample is no step of the unreduced world")
+        if p.counterexample and (said := told_at_end(build(d), p)) is not None:
+            diffs.append(f"workers=2: {said}")
         # unreduced with workers=2 (the workers keep the model's int keys): the serial search exactly
         pu = echeck(build(d), CheckOptions(bounds=Bounds(max_states=cap), liveness=False, reduction=False,
                                            workers=2))
@@ -968,6 +968,11 @@ def replays(model, cex) -> int | None:
     """Whether counterexample ``cex`` (check's described steps) is a run of ``model`` without any
     reduction: from the initial state, each step must be a successor whose description names the same
     rank, actor, transition, op and choice.  None when it is; else the first step (1-based) that is not."""
+    return replay(model, cex)[0]
+
+
+def replay(model, cex) -> tuple[int | None, Any]:
+    """``replays``, and where the run ends: the last state, or the violation its last step gives."""
     from lockstep.model.features import configure
 
     configure(model, False, liveness=False)
@@ -980,7 +985,22 @@ def replays(model, cex) -> int | None:
                 cur = n
                 break
         else:
-            return k + 1
+            return k + 1, None
+    return None, cur
+
+
+def told_at_end(model, res) -> str | None:
+    """Where ``res`` (a violation with a counterexample) says something its own run's end does not: the
+    violation of the last step, or the invariant on the last state, of the replayed run must carry
+    ``res``'s message (it may name ranks, which the run must have where it says).  None when it does."""
+    from lockstep.model.api import Violation
+
+    at, end = replay(model, res.counterexample)
+    if at is not None:
+        return f"step {at} of the {res.verdict} counterexample is no step of the unreduced world"
+    w = end if isinstance(end, Violation) else model.invariant(end)
+    if w is not None and w.verdict == res.verdict and w.message != res.message:
+        return f"the {res.verdict} message {res.message!r} is not what the run's end says: {w.message!r}"
     return None
 
 

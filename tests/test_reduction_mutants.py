@@ -38,6 +38,7 @@ KILLS = {
     "symmetry-rank-read": (1, 30),  # 2 (ranked: guards and effects that read c.rank)
     "symmetry-when-rank": (1, 200),  # 117 (ranked: a monitor's when() on the rank)
     "concretize-ample": (1, 250),  # 158 (wide: a counterexample left as a path of orbit representatives)
+    "concretize-message": (1, 400),  # 296 (wide: a mismatch message naming the representative's ranks)
 }
 
 
