@@ -138,7 +138,7 @@ def test_only_the_reported_violation_is_described(monkeypatch):
                      [ActorDef(0, "main", lead)] + [ActorDef(r, "main", w) for r in range(1, 8)])
     calls = []
     real = Explorer.describe_path
-    monkeypatch.setattr(Explorer, "describe_path", lambda self, steps: calls.append(len(steps)) or real(self, steps))
+    monkeypatch.setattr(Explorer, "describe_path", lambda self, steps, **kw: calls.append(len(steps)) or real(self, steps, **kw))
     res = check(world, liveness=False)
     assert res.verdict == COLLECTIVE_MISMATCH
     assert calls == [len(res.counterexample)]
