@@ -3,6 +3,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -82,24 +83,33 @@ def test_a_large_search_of_undeclared_alike_ranks_hints_at_symmetry():
     assert p.returncode == 0 and "hint:" not in p.stdout
 
 
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _undeclared_example_hint(tmp_path, name: str, edits, params: str):
+    """Check a shipped example with its declarations edited out (each ``edits`` pair must apply), at
+    ``-p params``: the finished process (it must hold) and its one ``hint:`` line."""
+    plain = (EXAMPLES / name).read_text()
+    for old, new in edits:
+        assert old in plain, old
+        plain = plain.replace(old, new)
+    f = tmp_path / f"plain_{name}"
+    f.write_text(plain)
+    p = lockstep("check", str(f), "-p", params)
+    assert p.returncode == 0, p.stderr
+    [hint] = [ln for ln in p.stdout.splitlines() if ln.startswith("hint:")]
+    return p, hint
+
+
 def test_an_spmd_role_that_branches_on_rank_zero_hints_at_the_other_ranks(tmp_path):
     """The main-first example without its ``symmetric=``: one role on every rank, branching on ``c.rank ==
     0``.  After a large search the hint names ranks 1-11 (the ranks whose steps did the same on every
     input the search met), not 0-11, which the checker would refuse; following it gives the same verdict
     from a fraction of the states."""
-    from pathlib import Path
-
-    src = (Path(__file__).resolve().parent.parent / "examples" / "main_first_spec.py").read_text()
-    plain = src.replace(", symmetric=tuple(range(1, n)))", ")")
-    assert plain != src
-    f = tmp_path / "plain_main_first_spec.py"
-    f.write_text(plain)
-    p = lockstep("check", str(f), "-p", "ranks=12")
-    assert p.returncode == 0, p.stderr
-    [hint] = [ln for ln in p.stdout.splitlines() if ln.startswith("hint:")]
+    p, hint = _undeclared_example_hint(tmp_path, "main_first_spec.py", [(", symmetric=tuple(range(1, n)))", ")")],
+                                       "ranks=12")
     assert hint.startswith("hint: ranks 1-11 run role loader alike") and "Protocol(symmetric=tuple(range(1, 12)))" in hint
-    d = json.loads(lockstep("check", str(Path(__file__).resolve().parent.parent / "examples" / "main_first_spec.py"),
-                            "-p", "ranks=12", "--json").stdout)
+    d = json.loads(lockstep("check", str(EXAMPLES / "main_first_spec.py"), "-p", "ranks=12", "--json").stdout)
     assert d["verdict"] == "HOLDS" and d["states"] * 100 < int(re.search(r"explored ([\d,]+) states", p.stdout)[1].replace(",", ""))
 
 
@@ -107,21 +117,12 @@ def test_a_large_search_whose_property_reads_fields_behind_a_flag_hints_at_obser
     """The loss-scaler example with its scaler and applied-step count observed everywhere: the
     property reads them only between steps (``busy`` false), and a search past the hint size says
     so, with the declaration to write; the example as shipped (declared) stays under the hint size."""
-    from pathlib import Path
-
-    src = (Path(__file__).resolve().parent.parent / "examples" / "loss_scaler_spec.py").read_text()
-    plain = src.replace('observed=("busy", "step"),', 'observed=("busy", "step", "scaler", "applied"),').replace(
-        'observed_when={"scaler": lambda v: not v.busy, "applied": lambda v: not v.busy})', ')')
-    assert plain != src
-    f = tmp_path / "plain_loss_spec.py"
-    f.write_text(plain)
-    p = lockstep("check", str(f), "-p", "ranks=8")
-    assert p.returncode == 0, p.stderr
-    [hint] = [ln for ln in p.stdout.splitlines() if ln.startswith("hint:")]
+    _, hint = _undeclared_example_hint(tmp_path, "loss_scaler_spec.py", [
+        ('observed=("busy", "step"),', 'observed=("busy", "step", "scaler", "applied"),'),
+        ('observed_when={"scaler": lambda v: not v.busy, "applied": lambda v: not v.busy})', ')')], "ranks=8")
     assert "the properties read applied, scaler, step of role trainer only where busy is False" in hint
     assert "observed_when={'applied': lambda v: not v.busy, 'scaler': lambda v: not v.busy" in hint
-    shipped = lockstep("check", str(Path(__file__).resolve().parent.parent / "examples" / "loss_scaler_spec.py"),
-                       "-p", "ranks=8")
+    shipped = lockstep("check", str(EXAMPLES / "loss_scaler_spec.py"), "-p", "ranks=8")
     assert shipped.returncode == 0 and "hint:" not in shipped.stdout
 
 
