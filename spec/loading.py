@@ -97,10 +97,12 @@ def _check(obj, where: str, attr: str) -> SpecInfo:
                 if isinstance(d, dict) else type(d).__name__
             raise SpecLoadError(f"{where}: {attr}.{field}: expected a dict of name -> lockstep.spec.registry.{want}, "
                                 f"got {bad}")
-    for name, v in obj.variants.items():  # (a spec's monitors may name verdicts of their own)
-        if not isinstance(v.expected, tuple) or not all(isinstance(x, str) for x in v.expected):
-            raise SpecLoadError(f"{where}: {attr}.variants[{name!r}].expected: expected a tuple of verdict names "
-                                f"(e.g. ('DEADLOCK',)), got {v.expected!r}")
+    # (a spec's monitors may name verdicts of their own; an empty tuple would document nothing to compare with)
+    documented = [(f"variants[{name!r}].expected", v.expected) for name, v in obj.variants.items()]
+    for field, expected in documented + [("hardened_expected", obj.hardened_expected)]:
+        if not isinstance(expected, tuple) or not expected or not all(isinstance(x, str) and x for x in expected):
+            raise SpecLoadError(f"{where}: {attr}.{field}: expected a non-empty tuple of verdict names "
+                                f"(e.g. ('DEADLOCK',), or ('HOLDS',) where it should hold), got {expected!r}")
     for name, p in obj.params.items():
         if p.choices and p.default not in p.choices:
             raise SpecLoadError(f"{where}: {attr}.params[{name!r}]: the default {p.default!r} is not one of its "

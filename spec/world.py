@@ -1424,7 +1424,7 @@ class Protocol(Fabric, Reductions, Explanation):
                 by_rank[r] = ("raises", f"{type(e.__cause__ or e).__name__}: {e.__cause__ or e}")
             apart = apart or by_rank[r] != mine
         if apart:
-            self._refuse_told_apart(f"{a.role.name}.{t.name}", by_rank, _told, f" (from {_short(v)})")
+            self._refuse_told_apart(f"{a.role.name}.{t.name}", by_rank, lambda o: _told(o, g), f" (from {_short(v)})")
         if len(self._blind) < MEMO_LIMIT:
             self._blind.add(key)
 
@@ -1563,7 +1563,8 @@ class Protocol(Fabric, Reductions, Explanation):
                 by_rank[r] = ("raises", f"{type(e).__name__}: {e}")
             apart = apart or by_rank[r] != mine
         if apart:
-            told = lambda x: f"raises {x[1]}" if x[0] == "raises" else f"goes to {x[0]} with {_short(x[1])}"  # noqa: E731
+            told = lambda x: f"raises {x[1]}" if x[0] == "raises" else \
+                f"goes to {x[0]} with {_short(x[1])}{_shared_writes(g, x[2])}"  # noqa: E731
             self._refuse_told_apart(f"{a.role.name}.{t.name} after", by_rank, told, f" (given {_short(data)})")
         if key is not None and len(self._blind) < MEMO_LIMIT:
             self._blind.add(key)
@@ -1873,8 +1874,9 @@ def _outcome(records) -> tuple:
                  for ch, e, stage, dst, nv, ng, op, ce, viol in records)
 
 
-def _told(outcome) -> str:
-    """An ``_outcome`` in words, for the refusal of a step that tells symmetric ranks apart."""
+def _told(outcome, g=None) -> str:
+    """An ``_outcome`` in words, for the refusal of a step that tells symmetric ranks apart; with the
+    shared variables ``g`` it started from, the ones it writes."""
     if not outcome:
         return "is not enabled"
     if outcome[0] == "raises":
@@ -1886,9 +1888,17 @@ def _told(outcome) -> str:
             continue
         issued = (op.short() + (f" data={_short(op.data, 40)}" if op.data is not None else "") if isinstance(op, Op)
                   else f"posts {', '.join(o.short() for o in op.ops)} under {op.handle!r}" if isinstance(op, Post) else _short(op))
-        what = f"goes to {dst} with {_short(nv)}" + (f" and issues {issued}" if op is not None else "")
+        what = f"goes to {dst} with {_short(nv)}" + _shared_writes(g, ng) + (f" and issues {issued}" if op is not None else "")
         parts.append((f"choosing {ch!r} " if ch is not None else "") + what + (f", finding {verdict}" if verdict else ""))
     return "; ".join(parts)
+
+
+def _shared_writes(g, ng) -> str:
+    """' and sets shared NAME=VALUE, ...' for the shared variables a step changed (``g`` before, ``ng`` after)."""
+    if g is None or ng is None or ng == g:
+        return ""
+    return " and sets shared " + ", ".join(f"{k}={_short(getattr(ng, k), 60)}" for k in g._fields
+                                           if getattr(ng, k) != getattr(g, k))
 
 
 def _short(x, n: int = 120) -> str:

@@ -99,7 +99,10 @@ SPEC_MISTAKES = {
     "params-not-param": (dict(PARAMS="{'n': 5}"), "SPEC.params", "expected a dict of name -> lockstep.spec.registry.Param, got 'n': int"),
     "variant-not-variant": (dict(VARIANTS="{'v': 'a bug'}"), "SPEC.variants", "got 'v': str"),
     "variant-expected-a-string": (dict(VARIANTS="{'v': Variant('a bug', 'DEADLOCK')}"), "SPEC.variants['v'].expected",
-                                  "expected a tuple of verdict names"),
+                                  "expected a non-empty tuple of verdict names"),
+    # an empty tuple documents nothing: `check --variant` used to print "documented to give , and this check gave HOLDS"
+    "variant-expected-empty": (dict(VARIANTS="{'v': Variant('not a bug', ())}"), "SPEC.variants['v'].expected",
+                               "or ('HOLDS',) where it should hold), got ()"),
     "param-default-not-a-choice": (dict(PARAMS="{'m': Param('R9', 'mode', choices=('R0', 'R1'))}"), "SPEC.params['m']",
                                    "the default 'R9' is not one of its choices"),
     # a list where states need hashable values: at the start, and set by a step

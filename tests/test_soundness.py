@@ -1402,7 +1402,7 @@ def test_fifo_end_misuse_is_refused(guard, do, decl, match):
         check(_fifo_world(guard, do, decl), liveness=False)
 
 
-def _spmd(n: int, guard, symmetric, after=None, do=None, choose=None, fault=True, swallow=False):
+def _spmd(n: int, guard, symmetric, after=None, do=None, choose=None, fault=True, swallow=False, shared=None):
     """One role on every rank, as an SPMD script is written: rank 0 prepares (a fault may fail it),
     the others go straight on; every rank meets at a barrier, then rank 0 broadcasts.  ``guard``: the
     others' way on (it reads the rank); ``after``/``do``/``choose`` of that step or of the broadcast."""
@@ -1417,7 +1417,7 @@ def _spmd(n: int, guard, symmetric, after=None, do=None, choose=None, fault=True
     r.op("load", "LOAD", "DONE", lambda c: broadcast("world", 0, ("w",), data=c.v.ckpt),
          after=after or (lambda c, data: c.set(ckpt=data)))
     return Protocol("spmd", {"world": Group("world", tuple(range(n)))}, [ActorDef(k, "main", r) for k in range(n)],
-                    symmetric=symmetric, faults=frozenset({"boom"}) if fault else frozenset())
+                    symmetric=symmetric, faults=frozenset({"boom"}) if fault else frozenset(), shared=shared or {})
 
 
 def test_a_symmetric_role_may_read_its_rank_where_every_symmetric_rank_gives_the_same():
@@ -1471,6 +1471,20 @@ def test_a_refused_rank_read_names_the_ranks_that_do_the_same():
                                         r"enabled; at rank 0 it goes to SYNC .*declare only ranks that do the same "
                                         r"\(symmetric=tuple\(range\(1, 6\)\): ranks 1-5\)"):
         check(_spmd(6, lambda c: c.rank != 0, tuple(range(6))))
+
+
+def test_a_refused_rank_read_shows_the_shared_variables_it_writes():
+    """Symmetric ranks that each record their rank in a shared set differ only in what they write there.
+    Old: the refusal listed the same destination and variables at every rank ("at rank 1 it goes to SYNC
+    with loader_vars(ckpt=0); at rank 2 it goes to SYNC with loader_vars(ckpt=0)"), hiding the difference."""
+    with pytest.raises(SpecError, match=r"loader\.go_on: .*at rank 1 it goes to SYNC with loader_vars\(ckpt=0\) and sets "
+                                        r"shared seen=frozenset\(\{1\}\); at rank 2 .* and sets shared seen=frozenset\(\{2\}\)"):
+        check(_spmd(4, lambda c: c.rank != 0, (1, 2, 3), do=lambda c: c.gset(seen=c.g.seen | {c.rank}),
+                    shared={"seen": frozenset()}))
+    # and in an op's after: the refusal names the write there too
+    with pytest.raises(SpecError, match=r"loader\.load after: .*at rank 1 .*and sets shared seen=frozenset\(\{0, 1\}\)"):
+        check(_spmd(4, lambda c: c.rank != 0, (1, 2, 3), after=lambda c, data: c.gset(seen=c.g.seen | {c.rank}),
+                    shared={"seen": frozenset()}))
 
 
 @pytest.mark.parametrize("spec, variant, params", [
