@@ -77,11 +77,25 @@ def _run_dir(path) -> Path:
     return d
 
 
+_FLIGHT_NAME = re.compile(r"rank_?\d+(\.pkl|\.pickle|\.json)?$")
+
+
+def _flight_dumps(d: Path) -> list[str]:
+    """Names of files in ``d`` that look like per-rank Flight Recorder dumps (``lockstep_fr_rank_0``,
+    ``nccl_trace_rank_3``, ``rank1.pkl``): a directory given as a trace run that is a dump directory."""
+    try:
+        return sorted(p.name for p in d.iterdir() if p.is_file() and _FLIGHT_NAME.search(p.name))
+    except OSError:
+        return []
+
+
 def read_manifest(d: Path) -> dict:
     """The run's manifest, schema-checked (its problems come before any rank file's)."""
     mp = d / S.MANIFEST_NAME
     if not mp.exists():
-        raise BadInput(f"{mp}: manifest.json is missing", str(mp))
+        hint = (f"; {d} holds Flight Recorder dumps ({', '.join(_flight_dumps(d)[:2])}, ...): "
+                f"lockstep conform --flight-recorder {d}") if _flight_dumps(d) else ""
+        raise BadInput(f"{mp}: manifest.json is missing{hint}", str(mp))
     try:
         m = json.loads(mp.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as e:

@@ -190,6 +190,16 @@ def test_missing_dump_refused_naming_the_rank(tmp_path):
     assert json.loads(r.output)["missing_ranks"] == [0]
 
 
+def test_dump_dir_given_as_a_trace_run_points_at_the_flight_recorder_option(tmp_path):
+    """`lockstep conform DUMP_DIR` (the option forgotten) used to say only "manifest.json is missing"."""
+    for r in (0, 1, 2):
+        _put(tmp_path, r, _meta([_world_entry(1)], r))
+    r = _cli(tmp_path)
+    assert r.exit_code == 2 and r.output.count("\n") == 1, r.output
+    assert f"manifest.json is missing; {tmp_path} holds Flight Recorder dumps (" in r.output
+    assert r.output.strip().endswith(f"lockstep conform --flight-recorder {tmp_path}"), r.output
+
+
 def test_dumps_of_two_runs_refused(tmp_path):
     for r in (0, 1, 2):
         _put(tmp_path, r, _meta([_world_entry(1)], r, run_id="run-a" if r else "run-b"))
