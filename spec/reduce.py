@@ -383,16 +383,39 @@ class Reductions:
                 bad += [(i, f) for i in pa if f not in self.actors[i].role.visible
                         and any(f in w or f in pu or f in ta for _, w, pu, ta in self._fp_ctl[i].values())]
         if bad:
-            i, f = min(bad)  # the same report whatever order the set iterates in (string hashes vary by process)
+            self._refuse_unobserved(what, sorted(set(bad)))  # sorted: one report whatever order the set iterates in
+
+    def _refuse_unobserved(self, what: str, bad: list) -> None:
+        """The spec error of a property read that ``observed=`` does not declare: every such read the
+        property made on this state, with what to add to each role's ``observed=``."""
+        def said(i, f):
             a = self.actors[i]
+            if f not in a.role.V._fields and f not in CONTROL_FIELDS:
+                return f"shared variable {f!r}, which {a.label} (role {a.role.name}) may write"
             kind = {"ctl": "control state", "pending": "pending op"}.get(f, f"variable {f!r}")
+            return f"the {kind} of {a.label} (role {a.role.name})"
+        first: dict = {}  # one entry per (role, field): the first actor that shows it
+        for i, f in bad:
+            first.setdefault((self.actors[i].role.name, f), i)
+        if len(first) == 1:
+            ((_, f), i), = first.items()
+            a = self.actors[i]
             if f not in a.role.V._fields and f not in CONTROL_FIELDS:
                 raise SpecError(what, PermissionError(
-                    f"reads shared variable {f!r}, which {a.label} (role {a.role.name}) may write, and the role does not "
-                    f"declare it in observed=...; the partial-order reduction would hide changes to it (add {f!r} to observed)"))
+                    f"reads {said(i, f)}, and the role does not declare it in observed=...; the partial-order reduction "
+                    f"would hide changes to it (add {f!r} to observed)"))
             raise SpecError(what, PermissionError(
-                f"reads the {kind} of {a.label} (role {a.role.name}), which the role does not declare in "
-                f"observed=...; the partial-order reduction would hide changes to it (add {f!r} to observed)"))
+                f"reads {said(i, f)}, which the role does not declare in observed=...; the partial-order reduction "
+                f"would hide changes to it (add {f!r} to observed)"))
+        roles: dict = {}
+        for (role, f) in first:
+            roles.setdefault(role, []).append(f)
+        shown = [said(i, f) for (role, f), i in first.items()]
+        fixes = "; ".join(f"Role({role!r}, ..., observed=(..., {', '.join(map(repr, sorted(fs)))}))"
+                          for role, fs in sorted(roles.items()))
+        raise SpecError(what, PermissionError(
+            f"reads what its roles do not declare in observed=...: {', '.join(shown[:6])}{', ...' if len(shown) > 6 else ''}; "
+            f"the partial-order reduction would hide changes to them (add them: {fixes})"))
 
     def _check_symmetric(self, what: str, probe, state, verdict, reads, tree: bool = True):
         """A property of a world with symmetric actors must not tell them apart: its verdict must be

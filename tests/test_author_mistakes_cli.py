@@ -38,6 +38,14 @@ CASES = {
         "OBSERVED = ('config',)\nWHEN = None\nGUARD = None\n"
         "INVARIANTS = [('worker-state', 'INVARIANT', lambda w: None if w.actor(1).state else 'x')]",
         "invariant worker-state", "control state"),
+    # ... and one that reads two such fields: both named at once, with the declaration that covers them (old: one
+    # per run, so a property reading five fields took five runs to declare)
+    "invariant-reads-two-unobserved": (
+        "OBSERVED = ()\nWHEN = None\nGUARD = None\n"
+        "INVARIANTS = [('worker-state', 'INVARIANT', lambda w: None if (w.actor(1).state, w.actor(1).vars.config) else 'x')]",
+        "invariant worker-state", "the variable 'config' of rank1 (role worker), the control state of rank1 (role worker); "
+                                  "the partial-order reduction would hide changes to them (add them: "
+                                  "Role('worker', ..., observed=(..., 'config', 'ctl')))"),
     # observed only once the config arrived, but the invariant reads it before too
     "observed-when-read-outside": (
         "OBSERVED = ()\nWHEN = {'config': lambda v: v.config is not None}\nGUARD = None\n"
