@@ -224,10 +224,12 @@ def symmetry_hints(model, result) -> list[str]:
     detected = getattr(model, "sym_detected", None) or {}
     if detected and result.verdict in ("HOLDS", "VACUOUS"):
         ranks = ranks_text(sorted(model.actors[i].rank for i in model.symmetric))
+        unproved = getattr(model, "sym_unproved", None) or {}
         for what, read in sorted(detected.items()):
-            out.append(f"note: {what} read {read} on some states; there the symmetry check tried a swap, a rotation and "
-                       f"the reversal of {ranks}, not every permutation: this HOLDS assumes it treats those ranks alike "
-                       f"(--cross-check proves it at this size)")
+            where = f"on {unproved[what]:,} of the {result.stats.states:,} states" if unproved.get(what) else "on some states"
+            out.append(f"note: {what} read {read} {where}, where the symmetry check tried a swap, a rotation and the "
+                       f"reversal of {ranks} (too many arrangements to try each; elsewhere it tried every one): this HOLDS "
+                       f"assumes it treats those ranks alike (--cross-check proves it at this size)")
     find = getattr(model, "symmetry_candidates", None)
     if find is None or result.stats.states < HINT_STATES:
         return out

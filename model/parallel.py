@@ -345,6 +345,7 @@ class _Worker:
                     self.timing.update(user=ru.ru_utime, sys=ru.ru_stime, minflt=ru.ru_minflt)  # system time: page faults, mostly
                     # properties the symmetry check could only test with a few permutations (spec/world.py)
                     self.timing["sym_detected"] = dict(getattr(self.model, "sym_detected", None) or {})
+                    self.timing["sym_unproved"] = dict(getattr(self.model, "sym_unproved", None) or {})
                     conn.send_bytes(_dumps(("ok", (ru.ru_maxrss / 1024.0, ru.ru_utime + ru.ru_stime, self.timing,
                                                    self.fired()))))
                     return
@@ -1529,6 +1530,8 @@ class _Pool:
                         self.worker_rss[k], self.worker_cpu[k], self.worker_timing[k], self.worker_fired[k] = payload
                         if self.worker_timing[k].get("sym_detected") and isinstance(getattr(self.model, "sym_detected", None), dict):
                             self.model.sym_detected.update(self.worker_timing[k]["sym_detected"])
+                            for what, n in (self.worker_timing[k].get("sym_unproved") or {}).items():
+                                self.model.sym_unproved[what] = self.model.sym_unproved.get(what, 0) + n
             except (OSError, EOFError):
                 pass
         if not graceful:

@@ -3,6 +3,8 @@
 """
 from __future__ import annotations
 
+import math
+
 from ..model.api import SpecError, Violation
 from .lang import CONTROL_FIELDS, DEAD, FAILED, FOOTPRINT, PRIVATE
 from .fabric import ranks_text
@@ -445,8 +447,7 @@ class Reductions:
         sym = list(self.symmetric)
         m = len(sym)
         ms = self._monitor_set if len(state) > 4 and self._monitor_set.moves_with_symmetry else None
-        parts = [actors[i] if ms is None else (actors[i], tuple(state[4][s] for s in ms.rank_slots[self._actor_rank[i]]))
-                 for i in sym]
+        parts = self._sym_parts(state)
         if all(p == parts[0] for p in parts[1:]):
             return True, reads  # every permutation is this state
         pos_of = {i: k for k, i in enumerate(sym)}
@@ -517,8 +518,9 @@ class Reductions:
                 break  # the raw state: the generators below
             read.update(reads)
             at = sorted([(pos_of[i], f) for i, f in reads if i in pos_of])  # (fields are strings)
-            if evaluations == 1 and m > AGGREGATE_FROM and len({k for k, _ in at}) == m:
-                break  # an aggregate over every symmetric actor: the generators below
+            if evaluations == 1 and m > AGGREGATE_FROM and len({k for k, _ in at}) == m and \
+                    arrangements(parts) > SYM_CHECK_BUDGET:
+                break  # an aggregate over every symmetric actor, with more leaves than the budget: the generators below
             cur = dict(cons)
             for k, f in at:
                 ck = cur.get(k, {})
@@ -543,6 +545,14 @@ class Reductions:
         for order in dict.fromkeys(map(tuple, ([1, 0] + identity[2:], identity[1:] + identity[:1], identity[::-1]))):
             agrees(list(order))
         return False, read
+
+    def _sym_parts(self, state) -> list:
+        """What moves with each symmetric actor in a permutation: its state, and in a monitored world
+        its per-rank monitor instances."""
+        actors = state[0]
+        ms = self._monitor_set if len(state) > 4 and self._monitor_set.moves_with_symmetry else None
+        return [actors[i] if ms is None else (actors[i], tuple(state[4][s] for s in ms.rank_slots[self._actor_rank[i]]))
+                for i in self.symmetric]
 
     # -- symmetry reduction ------------------------------------------------------------------
     def set_reduction(self, on: bool) -> None:
@@ -703,6 +713,19 @@ def _field(a, f) -> object:
     if f == "pending":
         return a[2]
     return getattr(a[1], f, _UNSET)
+
+
+def arrangements(parts: list) -> int:
+    """How many distinct states permuting ``parts`` among their positions gives: m! over the product of
+    the factorials of the multiplicities of equal parts.  A decision tree of ``_check_symmetric`` has at
+    most that many leaves, whatever the property reads."""
+    counts: dict = {}
+    for p in parts:
+        counts[p] = counts.get(p, 0) + 1
+    out = math.factorial(len(parts))
+    for c in counts.values():
+        out //= math.factorial(c)
+    return out
 
 
 def _arrangement(cons: dict, meeting, m: int) -> list | None:

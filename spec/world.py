@@ -42,7 +42,7 @@ from .explain import Explanation
 from .fabric import COLLECTIVES, ROOTED, Group, Op, Post, check_op, check_splits, parse_profile, ranks_text
 from ..model.por import ample
 from .lang import BUILTIN_TERMINAL, DEAD, DONE, EXITED, FAILED, HUNG, PRIVATE, SYMMETRIC, ActorDef, Ctx, Role, Transition
-from .reduce import AGGREGATE_FROM, MEMO_LIMIT, Reductions
+from .reduce import AGGREGATE_FROM, MEMO_LIMIT, SYM_CHECK_BUDGET, Reductions, arrangements
 from .wire import Fabric
 from .monitor import MonitorSet
 from .state import ActorState, PendingOp, WorldState
@@ -202,8 +202,10 @@ class Protocol(Fabric, Reductions, Explanation):
         # the classes of states on which a property's symmetry tree finished, or did not (_symmetry_proof)
         self._sym_proofs = {fn: _SymmetryMemo(self.symmetric) for fn in self._prop_memo} if len(self.symmetric) > 1 else {}
         # properties the symmetry check could only test with a few permutations on some state (the
-        # CLI's note after a HOLDS): property -> what it read there
+        # CLI's note after a HOLDS): property -> what it read there, and how many states it was so on
         self.sym_detected: dict = {}
+        self.sym_unproved: dict = {}
+        self._sym_given_up: set = set()  # properties whose aggregates met a state with too many arrangements
         # what the properties read of reduced actors' observed variables, and the boolean observed
         # variables beside them at those reads (the CLI's observed_when hint: ``gated_fields``)
         self._gates: dict = {}  # (role, field, flag) -> values the flag had where the field was read
@@ -435,22 +437,28 @@ class Protocol(Fabric, Reductions, Explanation):
         tree = True
         proofs = self._sym_proofs.get(fn) if reads is not None else None
         if proofs is not None:
-            if not proofs.aggregate(reads):  # (an aggregate has a class per state: the generators)
-                key = proofs.key(state)
-                if key is not None:
-                    known = proofs.known.get(key)
-                    if known:
-                        return  # proved for every state of this class
-                    if known is None:  # a class not met before: the whole tree
+            key = proofs.key(state)
+            if key is not None:
+                known = proofs.known.get(key)
+                if known:
+                    return  # proved for every state of this class
+                if known is None:  # a class not met before: the whole tree
+                    # An aggregate (it read every symmetric actor) has a leaf per distinct arrangement of
+                    # them: the tree where there are few enough, until a state has too many; from then
+                    # on the property's aggregates get the generators (the note says so).
+                    if not proofs.aggregate(reads) or (
+                            fn not in self._sym_given_up and arrangements(self._sym_parts(state)) <= SYM_CHECK_BUDGET):
                         finished, read = self._check_symmetric(what, self._prober(fn, memo), state, out, reads)
                         proofs.learn(read, state, finished)
                         return
-                    tree = False  # the tree outgrew its budget on this class before
+                    self._sym_given_up.add(fn)
+                tree = False  # the tree outgrew its budget on this class before, or gave up on aggregates
         if len(self.symmetric) == 2:  # the swap is the one other permutation: a proof, on every state
             self._check_symmetric(what, self._prober(fn, memo), state, out, reads, tree=tree)
             return
         if what not in self.sym_detected:  # what reads every symmetric actor, the raw state, or too much
             self.sym_detected[what] = "the raw state" if reads is None else "every symmetric actor at once"
+        self.sym_unproved[what] = self.sym_unproved.get(what, 0) + 1
         self._sym_checks += 1
         if self._sym_checks <= 5000 or not self._sym_checks & 7:
             self._check_symmetric(what, self._prober(fn, memo), state, out, reads, tree=tree)

@@ -335,18 +335,36 @@ SPEC = SpecInfo(name="only2", description="workers hit or miss", params={"worker
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_holds_the_symmetry_detector_could_not_prove_says_so(tmp_path, workers):
-    """An invariant that reads every symmetric worker at once and singles out rank 2 ("only rank 2
-    missed").  The symmetry check gives such aggregates a swap, a rotation and the reversal, which never
-    move the one worker that missed into rank 2's place: HOLDS, where the unreduced search finds the
-    violation.  Old: that HOLDS came without a word.  Now a note names the property and says that only
+    """An invariant that reads every symmetric worker at once and singles out ranks 3-6 of 9 ("only ranks
+    3-6 missed").  Where the 9 workers' states have more than 64 arrangements, the symmetry check gives
+    such aggregates a swap, a rotation and the reversal, which never move the four workers that missed
+    into ranks 3-6: HOLDS, where the unreduced search finds the violation.  Old: that HOLDS came without
+    a word.  Now a note names the property, says on how many states it was only tested, and that only
     --cross-check proves it; --cross-check then fails (exit 2).  With --workers 2 the note comes from
     the workers."""
     f = tmp_path / "only2_spec.py"
-    f.write_text(ONLY_RANK_2)
+    f.write_text(ONLY_RANK_2.replace("missed == [2]", "missed == [3, 4, 5, 6]").replace("Param(5,", "Param(9,"))
     p = lockstep("check", str(f), "--workers", workers, "--no-liveness")
     assert p.returncode == 0, (p.stdout, p.stderr)
-    assert "note: only2 invariant only-rank-2 read every symmetric actor at once" in p.stdout, p.stdout
+    assert re.search(r"note: only2 invariant only-rank-2 read every symmetric actor at once on \d+ of the 110 states, where "
+                     r"the symmetry check tried a swap, a rotation and the reversal of ranks 1-9", p.stdout), p.stdout
     assert "--cross-check proves it" in p.stdout
     assert lockstep("check", str(f), "--no-reduction").returncode == 1
     x = lockstep("check", str(f), "--cross-check")
     assert x.returncode == 2 and "cross-check failed" in x.stderr, (x.stdout, x.stderr)
+
+
+def test_an_aggregate_over_few_arrangements_is_proved_not_sampled(tmp_path):
+    """The same kind of invariant over 5 workers singling out rank 2: the workers' states never have more
+    than 30 arrangements, so the symmetry check tries every one of them on every state (one per class
+    of arrangements that agree on what it read) and finds the one with rank 2 alone missing.  Old: a swap,
+    a rotation and the reversal only, which never put the one worker that missed at rank 2: HOLDS with
+    a note.  Now a spec error (exit 2) naming the property; the shipped kv spec at 4 mesh ranks, whose
+    FRANKEN invariant reads every rank at once, is proved on every state (no note)."""
+    f = tmp_path / "only2_spec.py"
+    f.write_text(ONLY_RANK_2)
+    p = lockstep("check", str(f), "--no-liveness")
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert "spec error in only2 invariant only-rank-2: ValueError: tells the symmetric actors (ranks 1-5) apart" in p.stderr
+    p = lockstep("check", "kv", "-p", "mesh=4")
+    assert p.returncode == 0 and "verdict: HOLDS" in p.stdout and "note:" not in p.stdout, p.stdout
