@@ -197,13 +197,13 @@ def check(spec, variant, params, backend, max_states, max_depth, timeout, no_red
     else:
         result, code = _check_here(model, options)
     expected = documented(info, variant)
+    notes = [] if no_reduction else symmetry_hints(model, result) + observed_when_hints(model, result)
     if as_json:
-        click.echo(dumps(to_json(spec, variant, p, backend, result, not no_reduction, expected)), file=_JSON_OUT[0])
+        click.echo(dumps(to_json(spec, variant, p, backend, result, not no_reduction, expected, notes)), file=_JSON_OUT[0])
     else:
         click.echo(text(spec, variant, p, backend, result, shortest_known=result.reduced is False, expected=expected))
-        if not no_reduction:
-            for line in symmetry_hints(model, result) + observed_when_hints(model, result):
-                click.echo(line)
+        for line in notes:
+            click.echo(line)
     sys.exit(exit_code(result.verdict) if code is None else code)
 
 

@@ -29,7 +29,7 @@ def interrupted_result(stats, seconds: float, signame: str):
 
 
 def to_json(spec: str, variant: str | None, params: dict, backend: str, result, reduction: bool,
-            expected: tuple | None = None) -> dict[str, Any]:
+            expected: tuple | None = None, notes: tuple | list = ()) -> dict[str, Any]:
     st = result.stats
     steps = []
     for s in result.counterexample:
@@ -64,6 +64,8 @@ def to_json(spec: str, variant: str | None, params: dict, backend: str, result, 
         # the verdicts the spec documents for this variant (or for its hardened protocol), and whether this is one
         "expected": list(expected) if expected is not None else None,
         "as_expected": as_expected(expected, result.verdict),
+        # the note: and hint: lines the text output prints after the verdict
+        "notes": list(notes),
     }
 
 

@@ -349,6 +349,11 @@ def test_a_holds_the_symmetry_detector_could_not_prove_says_so(tmp_path, workers
     assert re.search(r"note: only2 invariant only-rank-2 read every symmetric actor at once on \d+ of the 110 states, where "
                      r"the symmetry check tried a swap, a rotation and the reversal of ranks 1-9", p.stdout), p.stdout
     assert "--cross-check proves it" in p.stdout
+    # --json carries the same lines (old: a pipeline reading --json never saw that this HOLDS was only tested)
+    j = json.loads(lockstep("check", str(f), "--workers", workers, "--no-liveness", "--json").stdout)
+    notes = [n for n in j["notes"] if n.startswith("note: only2")]
+    assert j["verdict"] == "HOLDS" and len(notes) == 1 and re.match(r"note: only2 invariant only-rank-2 read every symmetric "
+                                                                    r"actor at once on \d+ of the 110 states, where", notes[0])
     assert lockstep("check", str(f), "--no-reduction").returncode == 1
     x = lockstep("check", str(f), "--cross-check")
     assert x.returncode == 2 and "cross-check failed" in x.stderr, (x.stdout, x.stderr)
