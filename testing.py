@@ -65,6 +65,7 @@ class Result:
     expected: tuple = ()          # the documented verdict classes of this configuration
     shortest: bool = False        # the counterexample is a shortest one (no reduction applied)
     cross_checked: str | None = None  # the unreduced verdict, when cross-checked
+    notes: list = field(default_factory=list)  # the note: and hint: lines ``lockstep check`` prints after the verdict
     raw: Any = field(default=None, repr=False)  # the checker's own result object
 
     @property
@@ -85,7 +86,8 @@ class Result:
         """The object ``lockstep check --json`` prints."""
         from .cli.report import to_json
 
-        return to_json(self.spec, self.variant, self.params, self.backend, self.raw, self.reduction)
+        return to_json(self.spec, self.variant, self.params, self.backend, self.raw, self.reduction, self.expected,
+                       self.notes)
 
 
 def load(spec) -> tuple[SpecInfo, str]:
@@ -132,13 +134,16 @@ def check(spec, variant: str | None = None, *, backend: str | None = None, reduc
     options = CheckOptions(bounds=Bounds(max_states, max_depth, timeout), reduction=reduction, liveness=liveness,
                            workers=workers)
     raw = run_check(model, options)
+    from .cli.main import observed_when_hints, symmetry_hints
+
     st = raw.stats
     res = Result(spec=label, variant=variant, params=p, backend=backend, reduction=reduction, verdict=raw.verdict,
                  message=raw.message, states=st.states, transitions=st.transitions, depth=st.depth,
                  seconds=st.seconds, counterexample=list(raw.counterexample), waiting=list(raw.waiting or []),
                  cycle_start=raw.cycle_start,
                  expected=tuple(info.variants[variant].expected if variant else info.hardened_expected),
-                 shortest=raw.reduced is False, raw=raw)
+                 shortest=raw.reduced is False, raw=raw,
+                 notes=symmetry_hints(model, raw) + observed_when_hints(model, raw) if reduction else [])
     if cross_check:
         full = run_check(build_model(info, p, variant, backend), options.replace(liveness=False, reduction=False))
         res.cross_checked = full.verdict

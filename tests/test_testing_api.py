@@ -24,6 +24,16 @@ def test_result_is_plain_attributes():
     assert r.to_json()["verdict"] == "DEADLOCK"
 
 
+def test_notes_say_where_a_holds_is_only_tested():
+    """A test can insist on a proof: ``notes`` holds the lines ``lockstep check`` prints after the verdict.
+    kv's FRANKEN reads every mesh rank at once: at 4 ranks the symmetry check tries every arrangement on
+    every state (no note); at 8 it only tests it on most states, and the note says so."""
+    assert T.assert_holds("kv", mesh=4).notes == []
+    r = T.assert_holds("kv", mesh=8)
+    assert len(r.notes) == 1 and r.notes[0].startswith("note: kv invariant FRANKEN read every symmetric actor at once on ")
+    assert r.to_json()["notes"] == r.notes and T.check("kv", mesh=3, reduction=False).notes == []
+
+
 @pytest.mark.parametrize("form", ["path", "str", "spec_info", "module", "shipped"])
 def test_every_spec_form(form):
     spec = {"path": PP, "str": str(PP), "spec_info": T.load(str(PP))[0],
