@@ -54,10 +54,10 @@ def saver() -> Role:
     r.op("agree", "AGREE", "DECIDE", lambda c: all_reduce("world", FLAG, data=int(c.v.failed), reduce="max"),
          after=lambda c, anyone: c.set(anyone_failed=bool(anyone)), doc="did any rank's write fail?")
     r.local("publish", "DECIDE", "ANNOUNCE", guard=lambda c: c.rank == 0 and not c.v.anyone_failed,
-            event="published", doc="rank 0 writes the metadata: the checkpoint is complete")
+            why="rank 0, no write failed", event="published", doc="rank 0 writes the metadata: the checkpoint is complete")
     r.local("abandon", "DECIDE", "ANNOUNCE", guard=lambda c: c.rank == 0 and c.v.anyone_failed,
-            event="aborted", doc="rank 0 leaves the checkpoint unpublished")
-    r.local("await_outcome", "DECIDE", "ANNOUNCE", guard=lambda c: c.rank != 0)
+            why="rank 0, a write failed", event="aborted", doc="rank 0 leaves the checkpoint unpublished")
+    r.local("await_outcome", "DECIDE", "ANNOUNCE", guard=lambda c: c.rank != 0, why="not rank 0")
     r.op("announce", "ANNOUNCE", "RETURN", lambda c: broadcast("world", 0, FLAG, data=int(not c.v.anyone_failed)),
          doc="rank 0 tells every rank how the save ended")
     r.local("return", "RETURN", DONE, event="save_returned")
@@ -71,8 +71,8 @@ PATCHES = Patches()
 def publish_on_local_ok(draft: Draft) -> None:
     """rank 0 publishes when its own write succeeded."""
     role = draft["saver"]
-    role.replace("publish", guard=lambda c: c.rank == 0 and not c.v.failed)
-    role.replace("abandon", guard=lambda c: c.rank == 0 and c.v.failed)
+    role.replace("publish", guard=lambda c: c.rank == 0 and not c.v.failed, why="rank 0, its own write landed")
+    role.replace("abandon", guard=lambda c: c.rank == 0 and c.v.failed, why="rank 0, its own write failed")
 
 
 @PATCHES("cleanup-barrier-first")
