@@ -343,9 +343,7 @@ class _Worker:
                 elif cmd == "stop":
                     ru = resource.getrusage(resource.RUSAGE_SELF)
                     self.timing.update(user=ru.ru_utime, sys=ru.ru_stime, minflt=ru.ru_minflt)  # system time: page faults, mostly
-                    # properties the symmetry check could only test with a few permutations (spec/world.py)
-                    self.timing["sym_detected"] = dict(getattr(self.model, "sym_detected", None) or {})
-                    self.timing["sym_unproved"] = dict(getattr(self.model, "sym_unproved", None) or {})
+                    self.timing.update(symmetry_report(self.model))
                     conn.send_bytes(_dumps(("ok", (ru.ru_maxrss / 1024.0, ru.ru_utime + ru.ru_stime, self.timing,
                                                    self.fired()))))
                     return
@@ -1528,10 +1526,6 @@ class _Pool:
                     status, payload = _loads(c.recv_bytes())
                     if status == "ok":
                         self.worker_rss[k], self.worker_cpu[k], self.worker_timing[k], self.worker_fired[k] = payload
-                        if self.worker_timing[k].get("sym_detected") and isinstance(getattr(self.model, "sym_detected", None), dict):
-                            self.model.sym_detected.update(self.worker_timing[k]["sym_detected"])
-                            for what, n in (self.worker_timing[k].get("sym_unproved") or {}).items():
-                                self.model.sym_unproved[what] = self.model.sym_unproved.get(what, 0) + n
             except (OSError, EOFError):
                 pass
         if not graceful:
@@ -1548,6 +1542,24 @@ class _Pool:
         for c in self.conns:
             c.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def symmetry_report(model) -> dict:
+    """What a worker's copy of the model learnt about the properties the symmetry check could only
+    test with a few permutations (spec/world.py ``sym_detected``, ``sym_unproved``): sent home with
+    its timing, so that the HOLDS a worker helped prove carries the same note as a serial one."""
+    return {"sym_detected": dict(getattr(model, "sym_detected", None) or {}),
+            "sym_unproved": dict(getattr(model, "sym_unproved", None) or {})}
+
+
+def merge_symmetry_report(model, timing: dict | None) -> None:
+    """One worker's ``symmetry_report`` into the driver's model (the counts add up: each state is
+    owned by one worker)."""
+    if not timing or not timing.get("sym_detected") or not isinstance(getattr(model, "sym_detected", None), dict):
+        return
+    model.sym_detected.update(timing["sym_detected"])
+    for what, n in (timing.get("sym_unproved") or {}).items():
+        model.sym_unproved[what] = model.sym_unproved.get(what, 0) + n
 
 
 def critical_path(timings: list) -> float | None:
@@ -1686,6 +1698,8 @@ class _Coordinator:
         finally:
             self.pool.close(graceful=ok)
             self._collect_coverage()
+            for timing in self.pool.worker_timing:
+                merge_symmetry_report(self.model, timing)
             st.seconds = time.perf_counter() - t0
             st.peak_rss_mb = peak_rss_mb() + sum(self.pool.worker_rss)
             ru = resource.getrusage(resource.RUSAGE_SELF)

@@ -334,6 +334,7 @@ class PartitionActor:
         import resource
 
         ru = resource.getrusage(resource.RUSAGE_SELF)
+        self.w.timing.update(_par.symmetry_report(self.w.model))
         out = (max(_rss_mb(), self.peak), ru.ru_utime + ru.ru_stime - self.cpu0, self.w.timing, len(self.w.states),
                self.w.fired())
         self.w = None

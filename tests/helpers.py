@@ -88,3 +88,36 @@ def kill_session(sid: int) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+# a user spec: 1 lead and N symmetric workers that hit or miss; its invariant ("only rank 2 missed") reads
+# every symmetric worker at once, and singles one rank out (test_cli.py, test_ray.py)
+ONLY_RANK_2 = """
+from lockstep.spec.fabric import Group
+from lockstep.spec.machine import DONE, ActorDef, Protocol, Role
+from lockstep.spec.registry import Param, SpecInfo
+
+
+def only_rank_2_missed(world):
+    ws = list(world.actors(role="worker"))
+    if not all(a.state == DONE for a in ws):
+        return None
+    missed = [a.rank for a in ws if a.vars.missed]
+    return "only rank 2 missed" if missed == [2] else None
+
+
+def build(params, variant, backend):
+    n = params["workers"]
+    lead = Role("lead", "IDLE", {"k": 0})
+    lead.local("rest", "IDLE", DONE)
+    w = Role("worker", "WORK", {"missed": False})
+    w.local("hit", "WORK", DONE)
+    w.local("miss", "WORK", DONE, do=lambda c: c.set(missed=True))
+    return Protocol("only2", {"world": Group("world", tuple(range(n + 1)))},
+                    [ActorDef(0, "main", lead)] + [ActorDef(r, "main", w) for r in range(1, n + 1)],
+                    invariants=[("only-rank-2", "INVARIANT", only_rank_2_missed)], symmetric=tuple(range(1, n + 1)))
+
+
+SPEC = SpecInfo(name="only2", description="workers hit or miss", params={"workers": Param(5, "workers", min=2)},
+                variants={}, build=build)
+"""
