@@ -21,9 +21,13 @@ def verdict_class(verdict: str) -> str:
     return verdict if verdict in (HOLDS, BOUND_REACHED, VACUOUS) else "VIOLATION"
 
 
-def reachable_classes(model, reduction: bool, max_states: int | None = None) -> tuple[frozenset, int, bool]:
+def reachable_classes(model, reduction: bool, max_states: int | None = None,
+                      visit: Callable[[object, object, list], None] | None = None) -> tuple[frozenset, int, bool]:
     """(violation classes reachable, states explored, complete) on the reduced or full graph.
-    ``complete`` is False when ``max_states`` stopped the search first."""
+    ``complete`` is False when ``max_states`` stopped the search first.  ``visit(state, what its
+    invariant said (a Violation or None), its successors [(action, next state or Violation)])`` is
+    called on every state explored, in breadth-first order (the differential's other comparisons
+    ride on this one pass over the graph)."""
     configure(model, reduction, liveness=False)
     seen = set()
     q = deque()
@@ -37,9 +41,10 @@ def reachable_classes(model, reduction: bool, max_states: int | None = None) -> 
         v = model.invariant(s)
         if v is not None:
             classes.add(v.verdict)
-        any_succ = False
-        for a, n in model.successors(s):
-            any_succ = True
+        succ = list(model.successors(s))
+        if visit is not None:
+            visit(s, v, succ)
+        for a, n in succ:
             if isinstance(n, Violation):
                 classes.add(n.verdict)
                 continue
@@ -48,7 +53,7 @@ def reachable_classes(model, reduction: bool, max_states: int | None = None) -> 
                     return frozenset(classes), len(seen), False
                 seen.add(n)
                 q.append(n)
-        if not any_succ:
+        if not succ:
             end = model.classify_end(s)
             if isinstance(end, Violation):
                 classes.add(end.verdict)

@@ -35,6 +35,7 @@ from typing import Any, Callable
 from lockstep.model.api import INVARIANT, SpecError
 from lockstep.model.checker import Bounds, check
 from lockstep.model.crosscheck import reachable_classes, verdict_class
+from lockstep.model.features import configure
 from lockstep.spec.fabric import (Group, all_gather, all_reduce, all_to_all, barrier, batch_isend_irecv, broadcast,
                                   gather, irecv, isend, monitored_barrier, post, recv, reduce, reduce_scatter, scatter,
                                   send, wait)
@@ -906,9 +907,8 @@ def compare(d: dict[str, Any], workers: bool = True, seen: dict | None = None) -
                 missed = f"{key}: a counterexample left as a path of orbit representatives ({res.verdict})"
             elif red and res.counterexample and (said := told_at_end(build(d), res)) is not None:
                 missed = f"{key}: {said}"
-            cls, _, complete = reachable_classes(build(d), red, cap)
             ex = explore(build(d), red, cap)
-            out[key] = (verdict_class(res.verdict), cls, complete, res.verdict, ex[0], res, *ex[1:])
+            out[key] = (verdict_class(res.verdict), ex[5], ex[5] is not None, res.verdict, ex[0], res, *ex[1:5])
     except SpecError as e:
         if planted_wrong:
             return []  # refused: what a planted-wrong declaration must get
@@ -1011,8 +1011,9 @@ def end_states(model, reduction: bool):
 
 
 def explore(model, reduction: bool, cap: int = MAX_STATES):
-    """(end states, observed views, invariant reports, invariant observations, arrangements told apart)
-    of the reachable graph, reduced or not; five Nones when ``cap`` states cut the search.  End states as orbit
+    """(end states, observed views, invariant reports, invariant observations, arrangements told apart,
+    reachable violation classes) of the reachable graph, reduced or not; six Nones when ``cap`` states
+    cut the search.  End states as orbit
     representatives; the views as ``observed_view`` gives them (None for a world it does not cover); the
     reports as the (verdict, message) pairs the invariants gave in the states reached; the observations
     as ``_Observing`` keeps them (None without an invariant).  Unreduced, in a world with symmetric
@@ -1020,27 +1021,19 @@ def explore(model, reduction: bool, cap: int = MAX_STATES):
     sorted (the orbit's representative, which the reduced search evaluates in its place), which the
     symmetry check must have refused: the full graph holds every arrangement, so this tests the check
     where the comparison of reports cannot (the planted property may report the same message on the
-    arrangements the reduced graph keeps)."""
-    from collections import deque
-
-    from lockstep.model.api import Violation
-
-    model.set_reduction(reduction)
-    model.set_liveness(False)
+    arrangements the reduced graph keeps).  The classes are ``crosscheck.reachable_classes``'s (what
+    ``check --cross-check`` compares): the other five ride on its one pass over the graph."""
+    configure(model, reduction, liveness=False)
     canon = (lambda s: _orbit_key(model, s)) if len(model.symmetric) > 1 else (lambda s: s)
     view = observed_view(model)
-    seen, q, ends, views, said, apart = set(), deque(), set(), set(), set(), set()
+    ends, views, said, apart = set(), set(), set(), set()
     ms = getattr(model, "_monitor_set", None)
     sym = () if reduction or len(model.symmetric) < 2 or (ms is not None and ms.moves_with_symmetry) \
         else tuple(model.symmetric)
-    for s in model.init_states():
-        seen.add(s)
-        q.append(s)
-    while q:
-        s = q.popleft()
+
+    def visit(s, v, succ):
         if view is not None:
             views.add(view(s))
-        v = model.invariant(s)
         if v is not None:
             said.add((v.verdict, v.message))
         if sym and not s[3]:
@@ -1052,18 +1045,15 @@ def explore(model, reduction: bool, cap: int = MAX_STATES):
                 w = model.invariant(type(s)(tuple(actors), *s[1:]))
                 if (v and (v.verdict, v.message)) != (w and (w.verdict, w.message)):
                     apart.add(((v and v.message), (w and w.message)))
-        succ = list(model.successors(s))
         if not succ or succ[0][0] is None:  # no step, or stuck (a stuck state still offers faults)
             ends.add(canon(s))
-        for _, n in succ:
-            if not isinstance(n, Violation) and n not in seen:
-                if len(seen) >= cap:
-                    return None, None, None, None, None
-                seen.add(n)
-                q.append(n)
+
+    classes, _, complete = reachable_classes(model, reduction, cap, visit=visit)
+    if not complete:
+        return None, None, None, None, None, None
     obs = getattr(model, "protogen_observations", None)
     return frozenset(ends), (frozenset(views) if view is not None else None), frozenset(said), \
-        (frozenset(obs) if obs is not None else None), frozenset(apart)
+        (frozenset(obs) if obs is not None else None), frozenset(apart), classes
 
 
 def observed_view(model):
