@@ -30,6 +30,30 @@ def _spec_ref(v):  # one resolver for every command (spec/loading.py)
         raise click.BadParameter(str(e), param_hint="--spec") from None
 
 
+def _user_spec(ref: str, params: tuple):
+    """(SpecInfo, raw parameters) where ``--spec`` names a user spec that is none of lockstep's own
+    topologies (its Flight Recorder dumps are compared by conformance/flight_user.py); else None."""
+    from lockstep.spec.loading import CONFORM_TOPOLOGIES, load_spec
+    from lockstep.spec.registry import SPEC_MODULES, UsageError, resolve
+
+    from .params import parse_params
+
+    if ref in (None, "auto") or ref in SPEC_MODULES:
+        return None
+    try:
+        info = load_spec(ref)
+    except UsageError as e:
+        raise click.BadParameter(str(e), param_hint="--spec") from None
+    if info.name in CONFORM_TOPOLOGIES:
+        return None
+    raw = parse_params(params)
+    try:
+        resolve(info, None, raw)  # an unknown parameter or a bad value: a usage error before any dump is read
+    except UsageError as e:
+        raise click.UsageError(str(e)) from None
+    return info, raw
+
+
 def _complete(ctx, param, incomplete):
     from lockstep.cli.params import complete_spec
     return [c for c in complete_spec(ctx, param, incomplete) if c.value in ("tp", "pp0", "pp1") or c.type != "plain"
@@ -66,8 +90,10 @@ def _refuse_mixed(trace_dir, fr_dir, **opts) -> None:
                       "not checkable, 3 inconclusive (budget, interrupted run, empty dumps), 4 an --unsafe run that "
                       "conforms to its spec variant.")
 @click.argument("trace_dir", required=False, type=click.Path())
-@click.option("--spec", "spec", default="auto", show_default=True, callback=lambda c, p, v: _spec_ref(v), shell_complete=_complete,
-              help="the spec to check against (auto: the manifest's topology; tp, pp0, pp1, or a user spec PATH.py[:NAME] / module[:NAME] whose SpecInfo.name is one of them)")
+@click.option("--spec", "spec", default="auto", show_default=True, shell_complete=_complete,
+              help="the spec to check against (auto: the manifest's topology; tp, pp0, pp1, or a user spec PATH.py[:NAME] / module[:NAME] whose SpecInfo.name is one of them; with --flight-recorder, any user spec)")
+@click.option("-p", "params", multiple=True, metavar="NAME=VALUE",
+              help="with --flight-recorder and a user spec: a parameter of that spec (repeatable); the spec's world must be the dumps'")
 @click.option("--flight-recorder", "fr_dir", type=click.Path(), default=None,
               help="check Flight Recorder dumps (pickle or JSON, versions 2.x) in this directory instead")
 @click.option("--allow-missing", is_flag=True, help="with --flight-recorder: check the dumps there although some ranks left none")
@@ -77,18 +103,26 @@ def _refuse_mixed(trace_dir, fr_dir, **opts) -> None:
 @click.option("--time-limit", type=Seconds(), default=None,
               help="seconds the replay may search; reaching it is INCONCLUSIVE")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output (docs/conformance.md)")
-def conform(trace_dir, spec, fr_dir, allow_missing, no_checker, budget, time_limit, as_json):
+def conform(trace_dir, spec, params, fr_dir, allow_missing, no_checker, budget, time_limit, as_json):
     """Replay TRACE_DIR (manifest.json + rank*.jsonl from `lockstep run`) against the spec: CONFORMS,
-    or per rank the first event the spec cannot explain, the spec state there and what was enabled."""
+    or per rank the first event the spec cannot explain, the spec state there and what was enabled.
+    With --flight-recorder DUMP_DIR: check the dumps against c10d matching, and name the spec's
+    planted bug a recorded hang is an instance of."""
     from lockstep.conformance import loader
     from lockstep.conformance.report import render
 
     _refuse_mixed(trace_dir, fr_dir, allow_missing=allow_missing, no_checker=no_checker, budget=budget,
                   time_limit=time_limit)
+    user = _user_spec(spec, params) if fr_dir is not None else None
+    if user is None:
+        if params:
+            raise click.UsageError("-p applies to --flight-recorder with a user spec (a spec of lockstep's own "
+                                   "topologies takes its parameters from the run)")
+        spec = _spec_ref(spec)
     try:
         if fr_dir is not None:
             from lockstep.conformance import flight
-            rep = flight.check_dir(fr_dir, spec=spec, allow_missing=allow_missing)
+            rep = flight.check_dir(fr_dir, spec=spec if user is None else "auto", allow_missing=allow_missing, user=user)
             click.echo(json.dumps(rep, indent=1, sort_keys=True, default=str) if as_json else flight.render(rep))
             sys.exit(3 if rep["verdict"] == "INCONCLUSIVE" else (0 if rep["ok"] else 1))
         if trace_dir is None:

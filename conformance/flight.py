@@ -517,8 +517,10 @@ def _wrapped(dd: dict) -> bool:
     return bool(ids) and min(ids) > 0
 
 
-def check_dir(dump_dir: str | Path, spec: str = "auto", allow_missing: bool = False) -> dict:
-    from . import flight_spec
+def check_dir(dump_dir: str | Path, spec: str = "auto", allow_missing: bool = False, user=None) -> dict:
+    """``spec``: auto or a topology (tp, pp0, pp1); ``user``: (SpecInfo, raw parameters) of a user's own
+    spec instead, whose variants are compared by ``flight_user``."""
+    from . import flight_spec, flight_user
 
     dumps, groups, meta = load_dir(dump_dir, allow_missing=allow_missing)
     rep = check_dumps(dumps, groups, meta)
@@ -529,6 +531,9 @@ def check_dir(dump_dir: str | Path, spec: str = "auto", allow_missing: bool = Fa
     if stopped or summary.get("interrupted") is True:
         rep["interrupted"] = stopped or True
     rep["verdict"] = "INCONCLUSIVE" if rep["empty"] or rep.get("interrupted") else ("CONSISTENT" if rep["ok"] else "MISMATCH")
+    if user is not None:  # a user's own spec: a world it cannot be built for is the user's -p (BadInput, exit 2)
+        rep["spec_check"] = flight_user.match(rep, *user)
+        return rep
     try:
         rep["spec_check"] = flight_spec.match(rep, spec)
     except (ValueError, LookupError) as e:  # a world the spec cannot be built for (e.g. tp with 1 rank)
@@ -553,9 +558,10 @@ def render(rep: dict) -> str:
     for v in rep["verdicts"]:
         lines.append(f"  {v['verdict']}: {v['message']}")
     if "spec_check" in rep:
-        from . import flight_spec
+        from . import flight_spec, flight_user
 
-        lines.extend(flight_spec.render(rep["spec_check"]))
+        m = rep["spec_check"]
+        lines.extend(flight_user.render(m) if "params" in m else flight_spec.render(m))
     for k, x in (rep.get("p2p_pairs") or {}).items():
         if not x["judged"]:
             lines.append(f"  p2p {k}: {x['sends']} sends, {x['recvs']} recvs, not paired (a ring buffer wrapped or a dump is missing)")

@@ -1,0 +1,158 @@
+"""Flight Recorder dumps of a user's own protocol against the user's own spec (conformance/flight_user.py).
+
+The worlds are real: 3 forked gloo ranks running the early-stopping training loop of
+examples/early_stop_spec.py with plain torch.distributed calls (not lockstep's impl), each dumping its
+Flight Recorder buffer as a user's job would.  With the planted bug one rank's own criterion fires
+after the first epoch and it leaves the loop; the other two enter the next epoch's all_reduce and time
+out.  ``lockstep conform --flight-recorder DUMPS --spec examples/early_stop_spec.py -p ranks=3`` must
+name the spec's two local-decision variants and say that the hardened protocol never ends that way."""
+import json
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.multirank  # real gloo worlds: serial (tests/conftest.py)
+
+ROOT = Path(__file__).resolve().parents[2]
+EARLY_STOP = str(ROOT / "examples" / "early_stop_spec.py")
+WORLD, EPOCHS, DEADLINE = 3, 3, 40.0
+
+
+def _rank(rank: int, port: int, out: str, stop_rank: int | None) -> None:
+    """One rank of the training loop: per epoch an all_reduce of the gradients, then the rank's own
+    early-stop criterion (the planted bug: it fires on ``stop_rank`` alone, after epoch 0)."""
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    from lockstep.tracefmt.plain import loads_plain
+
+    code = 0
+    try:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
+                                timeout=datetime.timedelta(seconds=2))
+        grads = torch.ones(4)
+        try:
+            for epoch in range(EPOCHS):
+                dist.all_reduce(grads)
+                if rank == stop_rank and epoch == 0:
+                    break
+        except RuntimeError:  # the all_reduce its partners never joined timed out
+            pass
+        obj = loads_plain(torch._C._distributed_c10d._dump_fr_trace())
+        obj["rank"] = rank
+        with open(os.path.join(out, f"fr_rank_{rank}"), "wb") as f:
+            pickle.dump(obj, f)
+    except BaseException:  # noqa: BLE001 - the test sees a missing dump
+        code = 1
+    os._exit(code)
+
+
+def _world(out: Path, stop_rank: int | None) -> Path:
+    """Fork the world, wait for it under DEADLINE, kill what is left by pid."""
+    import multiprocessing as mp
+
+    import torch.distributed  # noqa: F401 - imported once here, not in every forked rank
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out.mkdir()
+    was = os.environ.get("TORCH_FR_BUFFER_SIZE")
+    os.environ["TORCH_FR_BUFFER_SIZE"] = "2000"  # read by each rank's process group when it starts
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_rank, args=(r, port, str(out), stop_rank)) for r in range(WORLD)]
+    try:
+        for p in procs:
+            p.start()
+    finally:
+        if was is None:
+            del os.environ["TORCH_FR_BUFFER_SIZE"]
+        else:
+            os.environ["TORCH_FR_BUFFER_SIZE"] = was
+    end = time.monotonic() + DEADLINE
+    for p in procs:
+        p.join(max(0.0, end - time.monotonic()))
+    left = [p.pid for p in procs if p.is_alive()]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"ranks {left} outlived the {DEADLINE} s deadline"
+    assert sorted(os.listdir(out)) == [f"fr_rank_{r}" for r in range(WORLD)], os.listdir(out)
+    return out
+
+
+def conform(*args):
+    return subprocess.run([sys.executable, "-m", "lockstep", "conform", *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.fixture(scope="module")
+def hung(tmp_path_factory):
+    return _world(tmp_path_factory.mktemp("user-fr") / "hung", stop_rank=WORLD - 1)
+
+
+def test_a_hang_of_a_users_protocol_is_an_instance_of_its_planted_bug(hung):
+    """Rank 2 left after epoch 0; ranks 0 and 1 entered all_reduce #2 and waited.  The spec's shortest
+    counterexample ends otherwise (two ranks stop, one waits): the variants are searched for an end
+    like the dumps', up to the symmetric ranks, so both local-decision variants explain it; the
+    hardened protocol (the decision all_reduced) has no such end."""
+    p = conform("--flight-recorder", str(hung), "--spec", EARLY_STOP, "-p", "ranks=3")
+    assert p.returncode == 1, p.stdout + p.stderr  # MISMATCH: the dumps' collectives do not all match
+    assert "ranks 0,1 entered all_reduce #2 on world; rank 2 never did" in p.stdout, p.stdout
+    assert "against spec early-stop at ranks=3, epochs=3, patience=1 (world 3): 2 planted bug(s) can end this way" in p.stdout
+    assert "consistent with local-decision: STRANDED" in p.stdout
+    assert "consistent with local-decision-teardown: STRANDED" in p.stdout
+    assert "the hardened early-stop never ends this way" in p.stdout
+    j = json.loads(conform("--flight-recorder", str(hung), "--spec", EARLY_STOP, "-p", "ranks=3", "--json").stdout)
+    m = j["spec_check"]
+    assert j["verdict"] == "MISMATCH" and m["spec"] == "early-stop" and m["params"]["ranks"] == 3
+    assert m["projection"] == [{"kind": "missing_ranks", "group": "world", "op": ["all_reduce"], "present": [0, 1],
+                                "missing": [2]}]
+    assert sorted(x["variant"] for x in m["matches"]) == ["local-decision", "local-decision-teardown"]
+    assert m["hardened"]["ends_this_way"] is False and m["hardened"]["complete"] is True
+    assert m["symmetric_ranks"] == [0, 1, 2]
+
+
+def test_the_spec_must_have_the_dumps_world(hung):
+    """The spec's default is 2 ranks; the dumps come from 3: one line naming -p, exit 2.  An unknown
+    parameter is a usage error before any dump is read; -p without a user spec too."""
+    p = conform("--flight-recorder", str(hung), "--spec", EARLY_STOP)
+    assert p.returncode == 2 and "has 2 ranks, the dumps come from a world of 3: give -p NAME=VALUE" in p.stderr, p.stderr
+    p = conform("--flight-recorder", str(hung), "--spec", EARLY_STOP, "-p", "rank=3")
+    assert p.returncode == 2 and "unknown parameter 'rank'" in p.stderr and "ranks" in p.stderr
+    p = conform("--flight-recorder", str(hung), "-p", "ranks=3")
+    assert p.returncode == 2 and "-p applies to --flight-recorder with a user spec" in p.stderr
+
+
+def test_a_clean_run_of_a_users_protocol_has_nothing_to_explain(tmp_path):
+    d = _world(tmp_path / "clean", stop_rank=None)
+    p = conform("--flight-recorder", str(d), "--spec", EARLY_STOP, "-p", "ranks=3")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "CONSISTENT" in p.stdout and "(world 3): no failure to explain" in p.stdout
+
+
+def test_ranks_outside_the_symmetry_are_compared_as_they_are():
+    """Without symmetric ranks the dumps' ranks must be the end's own: hello_spec's worker-skips ends
+    with rank 0 in the broadcast and rank 1 never in it; dumps with rank 1 waiting for rank 0 are
+    not that end."""
+    from lockstep.conformance import flight_user
+    from lockstep.spec.loading import load_spec
+
+    info = load_spec(str(ROOT / "examples" / "hello_spec.py"))
+
+    def rep(present, missing):
+        return {"world": 2, "ranks": [0, 1], "groups": {"world": {"members": [0, 1], "first_mismatch": {
+            "kind": "missing_ranks", "op": "broadcast", "present": present, "missing": missing}}}}
+
+    m = flight_user.match(rep([0], [1]), info, {})
+    assert [x["variant"] for x in m["matches"]] == ["worker-skips"] and m["symmetric_ranks"] == []
+    assert m["hardened"]["ends_this_way"] is False
+    assert flight_user.match(rep([1], [0]), info, {})["matches"] == []
