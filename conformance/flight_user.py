@@ -65,29 +65,42 @@ def _mismatch_shape(detail: dict, groups: dict) -> tuple | None:
     return ("mismatch", groups[detail["group"]], frozenset(c.split()[0] for c in detail.get("calls", {}).values()))
 
 
-def reachable_ends(model, groups: dict, max_states: int) -> tuple[set, int, bool]:
-    """(the projections of every end the spec can reach: its stuck states and its collective
-    mismatches, states explored, whether the search finished).  On the reduced graph: the
-    partial-order reduction keeps every end state, the symmetry reduction one of each orbit (compared
-    up to the symmetric ranks' identities, ``_up_to_symmetry``)."""
+class _AllFound(Exception):
+    pass
+
+
+def ends_like(model, groups: dict, shapes: list, sym: frozenset, max_states: int) -> tuple[bool, int, bool]:
+    """(whether the spec can end as each of ``shapes`` says, states explored, whether the search
+    finished): its ends are its stuck states (whose blocked ranks ``model.waiting`` gives) and its
+    collective mismatches, on the reduced graph: the partial-order reduction keeps every end state,
+    the symmetry reduction one of each orbit (compared up to the symmetric ranks' identities,
+    ``_up_to_symmetry``).  The search stops once every shape has been met; invariants are not
+    evaluated (only the ends matter)."""
     from ..model.api import COLLECTIVE_MISMATCH, Violation
     from ..model.crosscheck import reachable_classes
 
-    ends: set = set()
+    todo = list(shapes)
+    seen = [0]
+
+    def meet(shape) -> None:
+        if shape is not None:
+            todo[:] = [d for d in todo if not _same(d, shape, sym)]
+            if not todo:
+                raise _AllFound
 
     def visit(s, v, succ):
+        seen[0] += 1
         if not succ or succ[0][0] is None:  # no step, or stuck (a stuck state still offers faults)
-            shape = _blocked_shape(model.waiting(s), groups)
-            if shape is not None:
-                ends.add(shape)
+            meet(_blocked_shape(model.waiting(s), groups))
         for _, n in succ:
             if isinstance(n, Violation) and n.verdict == COLLECTIVE_MISMATCH:
-                shape = _mismatch_shape(n.detail, groups)
-                if shape is not None:
-                    ends.add(shape)
+                meet(_mismatch_shape(n.detail, groups))
 
-    _, states, complete = reachable_classes(model, True, max_states, visit=visit)
-    return ends, states, complete
+    try:
+        _, states, complete = reachable_classes(model, True, max_states, visit=visit, invariants=False)
+    except _AllFound:
+        return True, seen[0], False
+    return False, states, complete
 
 
 def _up_to_symmetry(shape: tuple, sym: frozenset) -> tuple:
@@ -145,12 +158,12 @@ def match(rep: dict, info: SpecInfo, raw_params: dict[str, str], max_states: int
         return out
     if not shapes:
         return out
+
     def explains(variant) -> dict:
         _, vp = resolve(info, variant, raw_params)
-        ends, states, complete = reachable_ends(build_model(info, vp, variant, pick_backend(info, variant, None)),
-                                                groups, max_states)
-        hit = [d for d in shapes if any(_same(d, e, sym) for e in ends)]
-        return {"ends_this_way": len(hit) == len(shapes), "states": states, "complete": complete}
+        found, states, complete = ends_like(build_model(info, vp, variant, pick_backend(info, variant, None)),
+                                            groups, shapes, sym, max_states)
+        return {"ends_this_way": found, "states": states, "complete": complete}
 
     h = explains(None)
     out["hardened"] = h

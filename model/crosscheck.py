@@ -22,12 +22,15 @@ def verdict_class(verdict: str) -> str:
 
 
 def reachable_classes(model, reduction: bool, max_states: int | None = None,
-                      visit: Callable[[object, object, list], None] | None = None) -> tuple[frozenset, int, bool]:
+                      visit: Callable[[object, object, list], None] | None = None,
+                      invariants: bool = True) -> tuple[frozenset, int, bool]:
     """(violation classes reachable, states explored, complete) on the reduced or full graph.
     ``complete`` is False when ``max_states`` stopped the search first.  ``visit(state, what its
     invariant said (a Violation or None), its successors [(action, next state or Violation)])`` is
     called on every state explored, in breadth-first order (the differential's other comparisons
-    ride on this one pass over the graph)."""
+    ride on this one pass over the graph).  ``invariants=False``: the states' invariants are not
+    evaluated (their classes are left out; ``visit`` gets None), for a caller that wants the graph's
+    ends alone."""
     configure(model, reduction, liveness=False)
     seen = set()
     q = deque()
@@ -38,7 +41,7 @@ def reachable_classes(model, reduction: bool, max_states: int | None = None,
     classes: set = set()
     while q:
         s = q.popleft()
-        v = model.invariant(s)
+        v = model.invariant(s) if invariants else None
         if v is not None:
             classes.add(v.verdict)
         succ = list(model.successors(s))

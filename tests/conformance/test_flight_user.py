@@ -23,11 +23,42 @@ pytestmark = pytest.mark.multirank  # real gloo worlds: serial (tests/conftest.p
 ROOT = Path(__file__).resolve().parents[2]
 EARLY_STOP = str(ROOT / "examples" / "early_stop_spec.py")
 WORLD, EPOCHS, DEADLINE = 3, 3, 40.0
+CHECKPOINT = str(ROOT / "examples" / "checkpoint_commit_spec.py")
 
 
-def _rank(rank: int, port: int, out: str, stop_rank: int | None) -> None:
-    """One rank of the training loop: per epoch an all_reduce of the gradients, then the rank's own
-    early-stop criterion (the planted bug: it fires on ``stop_rank`` alone, after epoch 0)."""
+def _early_stop(rank: int, bad: int | None) -> None:
+    """The training loop: per epoch an all_reduce of the gradients, then the rank's own early-stop
+    criterion (the planted bug: it fires on rank ``bad`` alone, after epoch 0)."""
+    import torch
+    import torch.distributed as dist
+
+    grads = torch.ones(4)
+    for epoch in range(EPOCHS):
+        dist.all_reduce(grads)
+        if rank == bad and epoch == 0:
+            break
+
+
+def _checkpoint(rank: int, bad: int | None) -> None:
+    """examples/checkpoint_commit_spec.py's save: agree on the write flags (all_reduce max), rank 0
+    broadcasts the outcome; with the planted bug the rank whose write failed (``bad``) goes to the
+    cleanup barrier first."""
+    import torch
+    import torch.distributed as dist
+
+    if rank == bad:
+        dist.barrier()
+        return
+    flag = torch.zeros(1, dtype=torch.int64)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    dist.broadcast(flag, 0)
+
+
+PROGRAMS = {"early_stop": _early_stop, "checkpoint": _checkpoint}
+
+
+def _rank(rank: int, world: int, port: int, out: str, program: str, bad: int | None) -> None:
+    """One rank: the program, then its Flight Recorder buffer dumped as a user's job would."""
     import datetime
 
     import torch
@@ -37,15 +68,11 @@ def _rank(rank: int, port: int, out: str, stop_rank: int | None) -> None:
 
     code = 0
     try:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
                                 timeout=datetime.timedelta(seconds=2))
-        grads = torch.ones(4)
         try:
-            for epoch in range(EPOCHS):
-                dist.all_reduce(grads)
-                if rank == stop_rank and epoch == 0:
-                    break
-        except RuntimeError:  # the all_reduce its partners never joined timed out
+            PROGRAMS[program](rank, bad)
+        except RuntimeError:  # a collective its partners never joined (or joined with another) timed out
             pass
         obj = loads_plain(torch._C._distributed_c10d._dump_fr_trace())
         obj["rank"] = rank
@@ -56,7 +83,7 @@ def _rank(rank: int, port: int, out: str, stop_rank: int | None) -> None:
     os._exit(code)
 
 
-def _world(out: Path, stop_rank: int | None) -> Path:
+def _world(out: Path, bad: int | None, program: str = "early_stop", world: int = WORLD) -> Path:
     """Fork the world, wait for it under DEADLINE, kill what is left by pid."""
     import multiprocessing as mp
 
@@ -69,7 +96,7 @@ def _world(out: Path, stop_rank: int | None) -> Path:
     was = os.environ.get("TORCH_FR_BUFFER_SIZE")
     os.environ["TORCH_FR_BUFFER_SIZE"] = "2000"  # read by each rank's process group when it starts
     ctx = mp.get_context("fork")
-    procs = [ctx.Process(target=_rank, args=(r, port, str(out), stop_rank)) for r in range(WORLD)]
+    procs = [ctx.Process(target=_rank, args=(r, world, port, str(out), program, bad)) for r in range(world)]
     try:
         for p in procs:
             p.start()
@@ -85,7 +112,8 @@ def _world(out: Path, stop_rank: int | None) -> Path:
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert not left, f"ranks {left} outlived the {DEADLINE} s deadline"
-    assert sorted(os.listdir(out)) == [f"fr_rank_{r}" for r in range(WORLD)], os.listdir(out)
+    assert sorted(os.listdir(out), key=lambda f: int(f.rsplit("_", 1)[1])) == [f"fr_rank_{r}" for r in range(world)], \
+        os.listdir(out)
     return out
 
 
@@ -96,7 +124,7 @@ def conform(*args):
 
 @pytest.fixture(scope="module")
 def hung(tmp_path_factory):
-    return _world(tmp_path_factory.mktemp("user-fr") / "hung", stop_rank=WORLD - 1)
+    return _world(tmp_path_factory.mktemp("user-fr") / "hung", bad=WORLD - 1)
 
 
 def test_a_hang_of_a_users_protocol_is_an_instance_of_its_planted_bug(hung):
@@ -121,6 +149,18 @@ def test_a_hang_of_a_users_protocol_is_an_instance_of_its_planted_bug(hung):
     assert m["symmetric_ranks"] == [0, 1, 2]
 
 
+@pytest.mark.slow  # 9 forked ranks, then every variant searched at 9 ranks
+def test_a_nine_rank_hang_of_a_users_protocol(tmp_path):
+    """At a size users run: 9 ranks, rank 8 stops early, ranks 0-7 wait in all_reduce #2."""
+    d = _world(tmp_path / "nine", bad=8, world=9)
+    j = json.loads(conform("--flight-recorder", str(d), "--spec", EARLY_STOP, "-p", "ranks=9", "--json").stdout)
+    m = j["spec_check"]
+    assert m["projection"] == [{"kind": "missing_ranks", "group": "world", "op": ["all_reduce"],
+                                "present": list(range(8)), "missing": [8]}]
+    assert sorted(x["variant"] for x in m["matches"]) == ["local-decision", "local-decision-teardown"]
+    assert m["hardened"] == {"ends_this_way": False, "complete": True, "states": m["hardened"]["states"]}
+
+
 def test_the_spec_must_have_the_dumps_world(hung):
     """The spec's default is 2 ranks; the dumps come from 3: one line naming -p, exit 2.  An unknown
     parameter is a usage error before any dump is read; -p without a user spec too."""
@@ -133,10 +173,24 @@ def test_the_spec_must_have_the_dumps_world(hung):
 
 
 def test_a_clean_run_of_a_users_protocol_has_nothing_to_explain(tmp_path):
-    d = _world(tmp_path / "clean", stop_rank=None)
+    d = _world(tmp_path / "clean", bad=None)
     p = conform("--flight-recorder", str(d), "--spec", EARLY_STOP, "-p", "ranks=3")
     assert p.returncode == 0, p.stdout + p.stderr
     assert "CONSISTENT" in p.stdout and "(world 3): no failure to explain" in p.stdout
+
+
+def test_a_collective_mismatch_of_a_users_protocol_is_its_variant(tmp_path):
+    """A 4-rank checkpoint save whose rank 2 write failed: rank 2 enters the cleanup barrier while the
+    others all_reduce their write flags (collective #1 of the world differs in type).  Only
+    cleanup-barrier-first of the checkpoint spec's three planted bugs ends in that mismatch; the
+    hardened save never does."""
+    d = _world(tmp_path / "ckpt", bad=2, program="checkpoint", world=4)
+    p = conform("--flight-recorder", str(d), "--spec", CHECKPOINT, "-p", "ranks=4")
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert 'first mismatch at #1: type {"0": "all_reduce", "2": "barrier"}' in p.stdout, p.stdout
+    assert "1 planted bug(s) can end this way (the collective projection; symmetric ranks 1-3 compared by count)" in p.stdout
+    assert "this hang is an instance of cleanup-barrier-first: COLLECTIVE_MISMATCH" in p.stdout
+    assert "the hardened checkpoint-commit never ends this way" in p.stdout
 
 
 def test_ranks_outside_the_symmetry_are_compared_as_they_are():
