@@ -49,14 +49,15 @@ def _dump_shapes(rep: dict) -> list[tuple]:
     return out
 
 
-def _blocked_shape(waiting: list, groups: dict) -> tuple | None:
-    """The projection of a stuck state from who waits on whom there (``model.waiting``), or None
-    where no rank is blocked in a collective (of one group)."""
-    blocked = [w for w in waiting or [] if w.get("op") and w["op"].split()[0] in BLOCKING and w.get("group") in groups]
-    if not blocked or len({w["group"] for w in blocked}) != 1:
-        return None
-    return ("missing", groups[blocked[0]["group"]], frozenset(w["op"].split()[0] for w in blocked),
-            frozenset(w["rank"] for w in blocked), frozenset(r for w in blocked for r in w["waits_for"]))
+def _blocked_shapes(waiting: list, groups: dict) -> list[tuple]:
+    """The projection of a stuck state from who waits on whom there (``model.waiting``): one shape per
+    group some rank is blocked in a collective of."""
+    by_group: dict = {}
+    for w in waiting or []:
+        if w.get("op") and w["op"].split()[0] in BLOCKING and w.get("group") in groups:
+            by_group.setdefault(w["group"], []).append(w)
+    return [("missing", groups[g], frozenset(w["op"].split()[0] for w in ws), frozenset(w["rank"] for w in ws),
+             frozenset(r for w in ws for r in w["waits_for"])) for g, ws in by_group.items()]
 
 
 def _mismatch_shape(detail: dict, groups: dict) -> tuple | None:
@@ -70,31 +71,28 @@ class _AllFound(Exception):
 
 
 def ends_like(model, groups: dict, shapes: list, sym: frozenset, max_states: int) -> tuple[bool, int, bool]:
-    """(whether the spec can end as each of ``shapes`` says, states explored, whether the search
-    finished): its ends are its stuck states (whose blocked ranks ``model.waiting`` gives) and its
+    """(whether the spec can end as ``shapes`` say, every group of them in one end, states explored,
+    whether the search finished): its ends are its stuck states (whose blocked ranks ``model.waiting`` gives) and its
     collective mismatches, on the reduced graph: the partial-order reduction keeps every end state,
     the symmetry reduction one of each orbit (compared up to the symmetric ranks' identities,
-    ``_up_to_symmetry``).  The search stops once every shape has been met; invariants are not
-    evaluated (only the ends matter)."""
+    ``_up_to_symmetry``).  The search stops at the first such end; invariants are not evaluated (only
+    the ends matter)."""
     from ..model.api import COLLECTIVE_MISMATCH, Violation
     from ..model.crosscheck import reachable_classes
 
-    todo = list(shapes)
     seen = [0]
 
-    def meet(shape) -> None:
-        if shape is not None:
-            todo[:] = [d for d in todo if not _same(d, shape, sym)]
-            if not todo:
-                raise _AllFound
+    def meet(end: list) -> None:  # one end's shapes: it must show every group the dumps do, as they do
+        if end and all(any(_same(d, e, sym) for e in end) for d in shapes):
+            raise _AllFound
 
     def visit(s, v, succ):
         seen[0] += 1
         if not succ or succ[0][0] is None:  # no step, or stuck (a stuck state still offers faults)
-            meet(_blocked_shape(model.waiting(s), groups))
+            meet(_blocked_shapes(model.waiting(s), groups))
         for _, n in succ:
             if isinstance(n, Violation) and n.verdict == COLLECTIVE_MISMATCH:
-                meet(_mismatch_shape(n.detail, groups))
+                meet([x for x in [_mismatch_shape(n.detail, groups)] if x is not None])
 
     try:
         _, states, complete = reachable_classes(model, True, max_states, visit=visit, invariants=False)
