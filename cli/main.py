@@ -229,7 +229,8 @@ def symmetry_hints(model, result) -> list[str]:
             where = f"on {unproved[what]:,} of the {result.stats.states:,} states" if unproved.get(what) else "on some states"
             out.append(f"note: {what} read {read} {where}, where the symmetry check tried a swap, a rotation and the "
                        f"reversal of {ranks} (too many arrangements to try each; elsewhere it tried every one): this HOLDS "
-                       f"assumes it treats those ranks alike (--cross-check proves it at this size)")
+                       f"assumes it treats those ranks alike (--cross-check proves it at this size, by a search of every "
+                       f"arrangement: its cost grows factorially with the ranks)")
     find = getattr(model, "symmetry_candidates", None)
     if find is None or result.stats.states < HINT_STATES:
         return out
