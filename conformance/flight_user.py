@@ -32,8 +32,8 @@ BLOCKING = ("broadcast", "all_reduce", "all_gather", "barrier", "monitored_barri
 
 
 def _dump_shapes(rep: dict) -> list[tuple]:
-    """("missing", members, op kinds, present, missing) or ("mismatch", members, op kinds) per group
-    whose collectives stopped matching."""
+    """("missing", members, op kinds, present, missing) or ("mismatch", members, op kinds, "type" |
+    "signature") per group whose collectives stopped matching."""
     out = []
     for g, info in rep["groups"].items():
         fm = info.get("first_mismatch")
@@ -43,9 +43,10 @@ def _dump_shapes(rep: dict) -> list[tuple]:
         if fm["kind"] == "missing_ranks":
             out.append(("missing", members, frozenset({fm["op"]}), frozenset(fm["present"]), frozenset(fm["missing"])))
         elif fm["kind"] == "type":
-            out.append(("mismatch", members, frozenset(str(v).split(":")[-1].split()[0] for v in fm["ranks"].values())))
-        else:
-            out.append(("mismatch", members, frozenset({fm["op"]})))
+            out.append(("mismatch", members, frozenset(str(v).split(":")[-1].split()[0] for v in fm["ranks"].values()),
+                        "type"))
+        else:  # the same op kind with another dtype, size, root or reduce op
+            out.append(("mismatch", members, frozenset({fm["op"]}), "signature"))
     return out
 
 
@@ -63,7 +64,8 @@ def _blocked_shapes(waiting: list, groups: dict) -> list[tuple]:
 def _mismatch_shape(detail: dict, groups: dict) -> tuple | None:
     if detail.get("group") not in groups:
         return None
-    return ("mismatch", groups[detail["group"]], frozenset(c.split()[0] for c in detail.get("calls", {}).values()))
+    kinds = frozenset(c.split()[0] for c in detail.get("calls", {}).values())
+    return ("mismatch", groups[detail["group"]], kinds, "type" if len(kinds) > 1 else "signature")
 
 
 class _AllFound(Exception):
@@ -113,8 +115,8 @@ def _up_to_symmetry(shape: tuple, sym: frozenset) -> tuple:
 def _same(dump: tuple, spec: tuple, sym: frozenset) -> bool:
     if dump[:2] != spec[:2]:
         return False
-    if dump[0] == "mismatch":
-        return dump[2] <= spec[2]
+    if dump[0] == "mismatch":  # calls of different kinds met, or calls of one kind that differ otherwise
+        return dump[3] == spec[3] and dump[2] <= spec[2]
     return dump[2] <= spec[2] and _up_to_symmetry(dump, sym)[3:] == _up_to_symmetry(spec, sym)[3:]
 
 
@@ -123,7 +125,7 @@ def _jsonable(shape: tuple, names: dict) -> dict:
     if shape[0] == "missing":
         return {"kind": "missing_ranks", "group": group, "op": sorted(shape[2]), "present": sorted(shape[3]),
                 "missing": sorted(shape[4])}
-    return {"kind": "mismatch", "group": group, "ops": sorted(shape[2])}
+    return {"kind": "mismatch", "group": group, "ops": sorted(shape[2]), "differs_in": shape[3]}
 
 
 def match(rep: dict, info: SpecInfo, raw_params: dict[str, str], max_states: int = MAX_STATES) -> dict:

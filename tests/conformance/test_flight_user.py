@@ -210,3 +210,22 @@ def test_ranks_outside_the_symmetry_are_compared_as_they_are():
     assert [x["variant"] for x in m["matches"]] == ["worker-skips"] and m["symmetric_ranks"] == []
     assert m["hardened"]["ends_this_way"] is False
     assert flight_user.match(rep([1], [0]), info, {})["matches"] == []
+
+
+def test_a_mismatch_in_signature_is_not_one_in_type():
+    """The checkpoint spec's cleanup-barrier-first ends where a barrier meets an all_reduce (calls of
+    different kinds).  Dumps where every rank called all_reduce, with different sizes, are another
+    failure: no variant; dumps where a barrier met an all_reduce are that variant."""
+    from lockstep.conformance import flight_user
+    from lockstep.spec.loading import load_spec
+
+    info = load_spec(CHECKPOINT)
+
+    def rep(fm):
+        return {"world": 4, "ranks": [0, 1, 2, 3], "groups": {"world": {"members": [0, 1, 2, 3], "first_mismatch": fm}}}
+
+    sizes = flight_user.match(rep({"kind": "size", "op": "all_reduce", "ranks": {"0": [[1]], "2": [[2]]}}), info,
+                              {"ranks": "4"})
+    assert sizes["matches"] == [] and sizes["projection"][0]["differs_in"] == "signature"
+    kinds = flight_user.match(rep({"kind": "type", "ranks": {"0": "all_reduce", "2": "barrier"}}), info, {"ranks": "4"})
+    assert [x["variant"] for x in kinds["matches"]] == ["cleanup-barrier-first"]
