@@ -229,3 +229,48 @@ def test_a_mismatch_in_signature_is_not_one_in_type():
     assert sizes["matches"] == [] and sizes["projection"][0]["differs_in"] == "signature"
     kinds = flight_user.match(rep({"kind": "type", "ranks": {"0": "all_reduce", "2": "barrier"}}), info, {"ranks": "4"})
     assert [x["variant"] for x in kinds["matches"]] == ["cleanup-barrier-first"]
+
+
+@pytest.mark.parametrize("example", ["hello_spec", "early_stop_spec", "loss_scaler_spec", "generate_spec",
+                                     "main_first_spec", "checkpoint_commit_spec"])
+def test_every_variant_explains_dumps_of_its_own_counterexample(example):
+    """Self-consistency over the shipped examples: each variant's counterexample that ends in a stuck
+    collective or a collective mismatch, written as the dumps of that end would show it (per stuck
+    group: who entered the collective and who never did; or the kinds that met), is explained by that
+    variant, at its parameters, and the hardened protocol (which HOLDS) never ends that way."""
+    from lockstep.conformance import flight_user
+    from lockstep.model.checker import check
+    from lockstep.spec.loading import build_model, load_spec
+    from lockstep.spec.registry import pick_backend, resolve
+
+    info = load_spec(str(ROOT / "examples" / f"{example}.py"))
+    raw = {"ranks": "5"} if "ranks" in info.params else {}
+    tried = 0
+    for variant in info.variants:
+        _, params = resolve(info, variant, raw)
+        model = build_model(info, params, variant, pick_backend(info, variant, None))
+        res = check(model, liveness=False)
+        groups = {name: frozenset(g.ranks) for name, g in model.groups.items()}
+        names = {m: n for n, m in groups.items()}
+        if res.verdict == "COLLECTIVE_MISMATCH" and res.detail.get("group") in groups:
+            members = groups[res.detail["group"]]
+            dumps = {names[members]: {"members": sorted(members), "first_mismatch": {
+                "kind": "type" if len({c.split()[0] for c in res.detail["calls"].values()}) > 1 else "size",
+                "op": next(iter(res.detail["calls"].values())).split()[0],
+                "ranks": {str(r): c.split()[0] for r, c in res.detail["calls"].items()}}}}
+        else:
+            shapes = flight_user._blocked_shapes(res.waiting, groups)
+            if not shapes:
+                continue
+            dumps = {names[s[1]]: {"members": sorted(s[1]), "first_mismatch": {
+                "kind": "missing_ranks", "op": sorted(s[2])[0], "present": sorted(s[3]),
+                "missing": sorted(s[1] - s[3])}} for s in shapes}
+        world = len({a.rank for a in model.actors})
+        m = flight_user.match({"world": world, "ranks": list(range(world)), "groups": dumps}, info, raw)
+        assert variant in [x["variant"] for x in m["matches"]], (variant, res.waiting, res.detail, m)
+        hardened = check(build_model(info, resolve(info, None, raw)[1], None, pick_backend(info, None, None)),
+                         liveness=False)
+        if hardened.verdict == "HOLDS":
+            assert m["hardened"]["ends_this_way"] is False, (variant, m)
+        tried += 1
+    assert tried, f"{example}: no variant ends in a collective"
