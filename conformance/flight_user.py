@@ -74,8 +74,8 @@ class _AllFound(Exception):
 
 def ends_like(model, groups: dict, shapes: list, sym: frozenset, max_states: int) -> tuple[bool, int, bool]:
     """(whether the spec can end as ``shapes`` say, every group of them in one end, states explored,
-    whether the search finished): its ends are its stuck states (whose blocked ranks ``model.waiting`` gives) and its
-    collective mismatches, on the reduced graph: the partial-order reduction keeps every end state,
+    whether the search finished): its ends are its stuck states (whose blocked ranks ``model.waiting``
+    gives) and its collective mismatches, on the reduced graph: the partial-order reduction keeps every end state,
     the symmetry reduction one of each orbit (compared up to the symmetric ranks' identities,
     ``_up_to_symmetry``).  The search stops at the first such end; invariants are not evaluated (only
     the ends matter)."""
@@ -145,8 +145,9 @@ def match(rep: dict, info: SpecInfo, raw_params: dict[str, str], max_states: int
     groups = {name: frozenset(g.ranks) for name, g in model.groups.items()}
     names = {members: name for name, members in groups.items()}
     by_rank: dict = {}
+    symmetric = set(model.symmetric)
     for i, a in enumerate(model.actors):
-        by_rank.setdefault(a.rank, []).append(i in set(model.symmetric))
+        by_rank.setdefault(a.rank, []).append(i in symmetric)
     sym = frozenset(r for r, flags in by_rank.items() if all(flags) and len(model.symmetric) > 1)
     shapes = _dump_shapes(rep)
     out = {"spec": info.name, "world": world, "params": params, "projection": [_jsonable(s, names) for s in shapes],
