@@ -134,7 +134,7 @@ def check(spec, variant: str | None = None, *, backend: str | None = None, reduc
     options = CheckOptions(bounds=Bounds(max_states, max_depth, timeout), reduction=reduction, liveness=liveness,
                            workers=workers)
     raw = run_check(model, options)
-    from .cli.main import observed_when_hints, symmetry_hints
+    from .spec.notes import check_notes
 
     st = raw.stats
     res = Result(spec=label, variant=variant, params=p, backend=backend, reduction=reduction, verdict=raw.verdict,
@@ -143,7 +143,7 @@ def check(spec, variant: str | None = None, *, backend: str | None = None, reduc
                  cycle_start=raw.cycle_start,
                  expected=tuple(info.variants[variant].expected if variant else info.hardened_expected),
                  shortest=raw.reduced is False, raw=raw,
-                 notes=symmetry_hints(model, raw) + observed_when_hints(model, raw) if reduction else [])
+                 notes=check_notes(model, raw, reduction))
     if cross_check:
         full = run_check(build_model(info, p, variant, backend), options.replace(liveness=False, reduction=False))
         res.cross_checked = full.verdict

@@ -160,13 +160,14 @@ def match(rep: dict, info: SpecInfo, raw_params: dict[str, str], max_states: int
     if not shapes:
         return out
 
-    def explains(variant) -> dict:
-        _, vp = resolve(info, variant, raw_params)
-        found, states, complete = ends_like(build_model(info, vp, variant, pick_backend(info, variant, None)),
-                                            groups, shapes, sym, max_states)
+    def explains(variant, built=None) -> dict:
+        if built is None:
+            _, vp = resolve(info, variant, raw_params)
+            built = build_model(info, vp, variant, pick_backend(info, variant, None))
+        found, states, complete = ends_like(built, groups, shapes, sym, max_states)
         return {"ends_this_way": found, "states": states, "complete": complete}
 
-    h = explains(None)
+    h = explains(None, model)  # the hardened protocol: the model built above
     out["hardened"] = h
     for variant in info.variants:
         x = explains(variant)

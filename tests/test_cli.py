@@ -53,7 +53,7 @@ def test_a_large_search_of_undeclared_alike_ranks_hints_at_symmetry():
     """Actors of one role, alone on their ranks and in the same groups, not declared symmetric: after a
     large search the text output says which, and how to declare them; following it explores each
     permutation once.  Ranks set apart by a group, a second thread, or a declaration get no hint."""
-    from lockstep.cli.main import HINT_STATES, symmetry_hints
+    from lockstep.spec.notes import HINT_STATES, symmetry_hints
     from lockstep.model.checker import check
     from lockstep.model.result import Result, Stats
     from lockstep.spec.fabric import Group, broadcast
