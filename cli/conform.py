@@ -2,10 +2,12 @@
 
 Exit codes (docs/conformance.md):
   0  CONFORMS: the spec explains every recorded event (Flight Recorder: the dumps are CONSISTENT)
-  1  DOES NOT CONFORM: the first event the spec cannot explain is named (Flight Recorder: MISMATCH)
+  1  DOES NOT CONFORM: the first event the spec cannot explain is named (Flight Recorder: MISMATCH, or
+     DOES_NOT_CONFORM: a clean run's collectives a user spec does not follow)
   2  bad input, or a run the spec cannot model ("not checkable: ..."); one line naming file, line, field
   3  INCONCLUSIVE: a search budget ended the replay (how far it got is printed), the run was
-     interrupted (its recorded prefix was checked), or the Flight Recorder dumps hold no entries
+     interrupted (its recorded prefix was checked), the Flight Recorder dumps hold no entries, or a
+     user spec's search reached its bound before it followed them
   4  CONFORMS TO VARIANT: an ``--unsafe`` run the hardened spec rejects behaves exactly as its spec
      variant predicts (the planted bug's counterexample class)
 ``--json`` prints the stable schema documented in docs/conformance.md.
@@ -97,17 +99,20 @@ def _refuse_mixed(trace_dir, fr_dir, **opts) -> None:
 @click.option("--flight-recorder", "fr_dir", type=click.Path(), default=None,
               help="check Flight Recorder dumps (pickle or JSON, versions 2.x) in this directory instead")
 @click.option("--allow-missing", is_flag=True, help="with --flight-recorder: check the dumps there although some ranks left none")
+@click.option("--mid-run", is_flag=True,
+              help="with --flight-recorder and a user spec: the dumps were taken while the run went on (its collectives need only be a prefix of a spec run)")
 @click.option("--no-checker", is_flag=True, help="for --unsafe runs: do not run the model checker on the variant")
 @click.option("--budget", type=click.IntRange(min=1), default=None,
               help="search-node budget of the replay (default: proportional to the trace); reaching it is INCONCLUSIVE")
 @click.option("--time-limit", type=Seconds(), default=None,
               help="seconds the replay may search; reaching it is INCONCLUSIVE")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output (docs/conformance.md)")
-def conform(trace_dir, spec, params, fr_dir, allow_missing, no_checker, budget, time_limit, as_json):
+def conform(trace_dir, spec, params, fr_dir, allow_missing, mid_run, no_checker, budget, time_limit, as_json):
     """Replay TRACE_DIR (manifest.json + rank*.jsonl from `lockstep run`) against the spec: CONFORMS,
     or per rank the first event the spec cannot explain, the spec state there and what was enabled.
     With --flight-recorder DUMP_DIR: check the dumps against c10d matching, and name the spec's
-    planted bug a recorded hang is an instance of."""
+    planted bug a recorded hang is an instance of; with a user spec, also whether the spec can run
+    the recorded collectives and end as the run did."""
     from lockstep.conformance import loader
     from lockstep.conformance.report import render
 
@@ -115,14 +120,16 @@ def conform(trace_dir, spec, params, fr_dir, allow_missing, no_checker, budget, 
                   time_limit=time_limit)
     user = _user_spec(spec, params) if fr_dir is not None else None
     if user is None:
-        if params:
-            raise click.UsageError("-p applies to --flight-recorder with a user spec (a spec of lockstep's own "
-                                   "topologies takes its parameters from the run)")
+        for given, flag in ((params, "-p"), (mid_run, "--mid-run")):
+            if given:
+                raise click.UsageError(f"{flag} applies to --flight-recorder with a user spec (a spec of lockstep's own "
+                                       "topologies takes its parameters from the run)")
         spec = _spec_ref(spec)
     try:
         if fr_dir is not None:
             from lockstep.conformance import flight
-            rep = flight.check_dir(fr_dir, spec=spec if user is None else "auto", allow_missing=allow_missing, user=user)
+            rep = flight.check_dir(fr_dir, spec=spec if user is None else "auto", allow_missing=allow_missing, user=user,
+                                   mid_run=mid_run)
             click.echo(json.dumps(rep, indent=1, sort_keys=True, default=str) if as_json else flight.render(rep))
             sys.exit(3 if rep["verdict"] == "INCONCLUSIVE" else (0 if rep["ok"] else 1))
         if trace_dir is None:

@@ -511,15 +511,48 @@ def stuck_p2p(dumps: dict[int, dict], groups: dict[str, list[int]], pairs: dict)
     return sorted(out.values(), key=lambda x: (x["rank"], x["group"], x["op"], x["peer"]))
 
 
+def collective_sequences(dumps: dict[int, dict], rep: dict) -> dict[str, dict]:
+    """Per group with collectives: ``{"members", "ops", "from", "wrapped"}``: the op names
+    (``profiling_name`` without its backend) of the collectives every member entered, in seq order from
+    ``from`` (``check_dumps``' ``compared_from``) up to the group's first mismatch (the one some members
+    never entered, or entered with another op); a coalesced seq is a tuple of its ops.  ``wrapped``: a
+    member's ring buffer lost the group's first collectives (``from`` > 1, or it holds none of them)."""
+    out = {}
+    for g, info in rep["groups"].items():
+        seqs: dict[int, list] = {}
+        ref = None
+        for r in info["members"]:
+            dd = dumps.get(r)
+            if dd is None:
+                continue
+            mine = [e for e in dd["entries"] if not e.get("is_p2p") and _entry_group(dd, e) == g]
+            if mine and ref is None:
+                ref = r
+                for e in mine:
+                    seqs.setdefault(e["collective_seq_id"], []).append(_op(e))
+        if ref is None:
+            continue
+        fm = info["first_mismatch"]
+        stop = fm["seq"] if fm else max(seqs) + 1
+        start = info["compared_from"]
+        ops = [x[0] if len(x) == 1 else tuple(x) for n, x in sorted(seqs.items()) if start <= n < stop]
+        wrapped = start > 1 or bool(info.get("unjudged")) or any(v is None for v in info["reached"].values())
+        out[g] = {"members": list(info["members"]), "ops": ops, "from": start, "wrapped": wrapped}
+    return out
+
+
 def _wrapped(dd: dict) -> bool:
     """The ring buffer overwrote its oldest entries (its first record id is not 0)."""
     ids = [e.get("record_id") for e in dd["entries"] if e.get("record_id") is not None]
     return bool(ids) and min(ids) > 0
 
 
-def check_dir(dump_dir: str | Path, spec: str = "auto", allow_missing: bool = False, user=None) -> dict:
+def check_dir(dump_dir: str | Path, spec: str = "auto", allow_missing: bool = False, user=None,
+              mid_run: bool = False) -> dict:
     """``spec``: auto or a topology (tp, pp0, pp1); ``user``: (SpecInfo, raw parameters) of a user's own
-    spec instead, whose variants are compared by ``flight_user``."""
+    spec instead, which must run the recorded collectives and end as the run did (``flight_user``; a
+    clean run it does not follow DOES_NOT_CONFORM, one it follows only within a bound INCONCLUSIVE;
+    ``mid_run``: the dumps were taken while the run went on, their collectives a prefix)."""
     from . import flight_spec, flight_user
 
     dumps, groups, meta = load_dir(dump_dir, allow_missing=allow_missing)
@@ -532,7 +565,17 @@ def check_dir(dump_dir: str | Path, spec: str = "auto", allow_missing: bool = Fa
         rep["interrupted"] = stopped or True
     rep["verdict"] = "INCONCLUSIVE" if rep["empty"] or rep.get("interrupted") else ("CONSISTENT" if rep["ok"] else "MISMATCH")
     if user is not None:  # a user's own spec: a world it cannot be built for is the user's -p (BadInput, exit 2)
-        rep["spec_check"] = flight_user.match(rep, *user)
+        m = rep["spec_check"] = flight_user.match(rep, *user, sequences=collective_sequences(dumps, rep), mid_run=mid_run,
+                                                  gloo=not any(_is_nccl(dd) for dd in dumps.values()))
+        h = m.get("hardened")
+        if rep["verdict"] == "CONSISTENT" and (m.get("error") or (h is not None and not h["follows"])):
+            rep["ok"] = False
+            if m.get("error") or h["complete"]:
+                rep["verdict"] = "DOES_NOT_CONFORM"
+                rep["verdicts"].append({"verdict": "DOES_NOT_CONFORM", "group": None, "message": m.get("error") or (
+                    f"the run's collectives do not follow the hardened {m['spec']} (below)")})
+            else:
+                rep["verdict"] = "INCONCLUSIVE"
         return rep
     try:
         rep["spec_check"] = flight_spec.match(rep, spec)
@@ -586,6 +629,8 @@ def render(rep: dict) -> str:
     elif rep.get("empty"):
         lines.append("INCONCLUSIVE: the dumps hold no entries (on NCCL, dumps taken with _dump_fr_trace are empty; "
                      "lockstep dumps NCCL worlds with _dump_nccl_trace)")
+    elif rep["verdict"] == "INCONCLUSIVE":
+        lines.append("INCONCLUSIVE: the spec's search reached its bound before it followed the run")
     else:
-        lines.append("CONSISTENT" if rep["ok"] else "MISMATCH")
+        lines.append(rep["verdict"])
     return "\n".join(lines)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from ..spec.loading import build_model
 from ..spec.registry import SpecInfo, pick_backend, resolve
+from .flight_follow import follow, spec_kind
 
 MAX_STATES = 500_000  # per variant: its reachable ends are searched for the dumps'
 
@@ -41,12 +42,12 @@ def _dump_shapes(rep: dict) -> list[tuple]:
             continue
         members = frozenset(info["members"])
         if fm["kind"] == "missing_ranks":
-            out.append(("missing", members, frozenset({fm["op"]}), frozenset(fm["present"]), frozenset(fm["missing"])))
+            out.append(("missing", members, frozenset({spec_kind(fm["op"])}), frozenset(fm["present"]), frozenset(fm["missing"])))
         elif fm["kind"] == "type":
-            out.append(("mismatch", members, frozenset(str(v).split(":")[-1].split()[0] for v in fm["ranks"].values()),
+            out.append(("mismatch", members, frozenset(spec_kind(str(v).split(":")[-1].split()[0]) for v in fm["ranks"].values()),
                         "type"))
         else:  # the same op kind with another dtype, size, root or reduce op
-            out.append(("mismatch", members, frozenset({fm["op"]}), "signature"))
+            out.append(("mismatch", members, frozenset({spec_kind(fm["op"])}), "signature"))
     return out
 
 
@@ -128,10 +129,47 @@ def _jsonable(shape: tuple, names: dict) -> dict:
     return {"kind": "mismatch", "group": group, "ops": sorted(shape[2]), "differs_in": shape[3]}
 
 
-def match(rep: dict, info: SpecInfo, raw_params: dict[str, str], max_states: int = MAX_STATES) -> dict:
-    """The dumps' collective projection against every variant of ``info`` (and its hardened protocol)
-    at ``raw_params``.  Raises loader.BadInput (exit 2) when the spec's world at those parameters is not
-    the dumps'."""
+def _end_check(model, groups: dict, shapes: list, sym: frozenset):
+    """``end_ok(state, succ)`` for flight_follow: whether a stuck state (its blocked ranks) or a
+    collective mismatch (``succ`` = [(step, the Violation)]) ends as ``shapes`` say, every group of
+    them in that one end."""
+    def meets(end: list) -> bool:
+        return bool(end) and all(any(_same(d, e, sym) for e in end) for d in shapes)
+
+    def end_ok(s, succ) -> bool:
+        if succ and succ[0][0] is not None:
+            n = succ[0][1]
+            return meets([x for x in [_mismatch_shape(n.detail, groups)] if x is not None])
+        return meets(_blocked_shapes(model.waiting(s), groups))
+    return end_ok
+
+
+def _spec_groups(seqs: dict, groups: dict) -> tuple[dict, str | None]:
+    """(dump group -> spec group, an error): by name where the dump's group has a spec group's name
+    and members, else by members where one spec group has them."""
+    out = {}
+    for g, x in seqs.items():
+        members = frozenset(x["members"])
+        if groups.get(g) == members:
+            out[g] = g
+            continue
+        same = [n for n, m in groups.items() if m == members]
+        if len(same) != 1:
+            what = (f"no group of the spec has its ranks {sorted(members)}" if not same else
+                    f"the spec's groups {', '.join(same)} all have its ranks: name the run's groups as the spec "
+                    f"does (new_group(..., group_desc=NAME))")
+            return out, f"the run's group {g} ran {len(x['ops'])} collective(s); {what}"
+        out[g] = same[0]
+    return out, None
+
+
+def match(rep: dict, info: SpecInfo, raw_params: dict[str, str], max_states: int = MAX_STATES,
+          sequences: dict | None = None, mid_run: bool = False, gloo: bool = False) -> dict:
+    """The dumps against every variant of ``info`` (and its hardened protocol) at ``raw_params``.
+    With ``sequences`` (flight.collective_sequences, no ring buffer wrapped): which of them can run
+    the recorded collectives and end as the run did (flight_follow); otherwise which can end as the
+    dumps' collective projection says.  Raises loader.BadInput (exit 2) when the spec's world at
+    those parameters is not the dumps'."""
     _, params = resolve(info, None, raw_params)
     model = build_model(info, params, None, pick_backend(info, None, None))
     ranks = sorted({a.rank for a in model.actors})
@@ -157,26 +195,69 @@ def match(rep: dict, info: SpecInfo, raw_params: dict[str, str], max_states: int
         out["error"] = (f"the dumps' group of ranks {sorted(unknown[0][1])} is no group of the spec "
                         f"(its groups: {', '.join(f'{n} {sorted(m)}' for n, m in groups.items())})")
         return out
-    if not shapes:
+    plan = None
+    if sequences is not None:
+        wrapped = sorted(g for g, x in sequences.items() if x["wrapped"])
+        if wrapped:
+            out["followed"] = {"skipped": f"a ring buffer lost the first collectives of {', '.join(wrapped)}: the run "
+                                          f"is not followed from its start, only its end compared"}
+        else:
+            to_spec, err = _spec_groups(sequences, groups)
+            if err:
+                out["error"] = err
+                return out
+            plan = {g: [] for g in groups}
+            for g, x in sequences.items():
+                plan[to_spec[g]] = [spec_kind(op) for op in x["ops"]]
+            out["followed"] = {"collectives": {g: len(ops) for g, ops in plan.items() if ops}, "mid_run": mid_run}
+    if not shapes and plan is None:
         return out
 
-    def explains(variant, built=None) -> dict:
-        if built is None:
-            _, vp = resolve(info, variant, raw_params)
-            built = build_model(info, vp, variant, pick_backend(info, variant, None))
-        found, states, complete = ends_like(built, groups, shapes, sym, max_states)
-        return {"ends_this_way": found, "states": states, "complete": complete}
+    def built(variant):
+        if variant is None:
+            return model  # the hardened protocol: the model built above
+        _, vp = resolve(info, variant, raw_params)
+        return build_model(info, vp, variant, pick_backend(info, variant, None))
 
-    h = explains(None, model)  # the hardened protocol: the model built above
+    def explains(variant) -> dict:
+        m = built(variant)
+        if plan is None:
+            found, states, complete = ends_like(m, groups, shapes, sym, max_states)
+            return {"ends_this_way": found, "states": states, "complete": complete}
+        x = follow(m, plan, _end_check(m, groups, shapes, sym) if shapes else None, mid_run, gloo, max_states)
+        if shapes:
+            x["ends_this_way"] = x["follows"]
+        return x
+
+    h = explains(None)
     out["hardened"] = h
+    if not shapes and h["follows"]:
+        return out
+    found = out["matches"] if shapes else out.setdefault("followed_by", [])  # a failure explained, or a clean run
     for variant in info.variants:
         x = explains(variant)
-        if x["ends_this_way"]:
+        if x.get("follows", x.get("ends_this_way")):
             v = info.variants[variant]
-            out["matches"].append({"variant": variant, "verdict": "/".join(v.expected), "message": v.description})
+            found.append({"variant": variant, "verdict": "/".join(v.expected), "message": v.description})
         elif not x["complete"]:
             out.setdefault("bound_reached", []).append(variant)
     return out
+
+
+def _left_at(x: dict, clean: bool) -> list[str]:
+    """Where a search that did not follow the run got furthest (flight_follow's ``left_at``)."""
+    at = x.get("left_at")
+    if at is None:
+        return []
+    offered = ", ".join(at["offered"]) or "no collective"
+    if not at["end"]:
+        return [f"    it runs {x['done']} recorded collective(s), then not collective #{at['index'] + 1} on {at['group']} "
+                f"({at['op']}): it offers {offered} there"]
+    line = f"    it runs all {x['done']} recorded collective(s), then does not end as the run did"
+    if clean:
+        line += (f": it still runs {offered}" if at["offered"] else ": a rank still waits or moves") + \
+            " (dumps taken before the run ended? --mid-run follows them as a prefix)"
+    return [line]
 
 
 def render(m: dict) -> list[str]:
@@ -184,25 +265,45 @@ def render(m: dict) -> list[str]:
 
     at = ", ".join(f"{k}={v}" for k, v in m.get("params", {}).items()) or "its defaults"
     sym = f"; symmetric {ranks_text(m['symmetric_ranks'])} compared by count" if m.get("symmetric_ranks") else ""
-    lines = [f"  against spec {m['spec']} at {at} (world {m['world']}): "
-             + ("no failure to explain" if not m["projection"] else
-                f"{len(m['matches'])} planted bug(s) can end this way (the collective projection{sym})")]
+    head = f"  against spec {m['spec']} at {at} (world {m['world']}): "
     if m.get("error"):
-        lines.append(f"    {m['error']}")
+        return [head + "not compared", f"    {m['error']}"]
+    fol = m.get("followed") or {}
+    h = m.get("hardened")
+    if not m["projection"]:
+        if h is None:
+            return [head + "no failure to explain" + (f" ({fol['skipped']})" if fol.get("skipped") else "")]
+        n = sum(fol["collectives"].values())
+        how = "as a prefix (--mid-run)" if fol.get("mid_run") else "and its end"
+        if h["follows"]:
+            return [head + f"the run follows the hardened {m['spec']}: its {n} collective(s) {how}"]
+        if not h["complete"]:
+            return [head + f"the hardened {m['spec']} did not follow the run in the {h['states']:,} states searched "
+                           f"(a bound, not a proof)"]
+        lines = [head + f"the run does not follow the hardened {m['spec']} ({n} collective(s) {how}; none of its "
+                        f"{h['states']:,} states)"] + _left_at(h, True)
+        for x in m.get("followed_by", []):
+            lines.append(f"    it follows {x['variant']} instead, a planted bug: {x['verdict']} ({x['message']})")
         return lines
+    what = ("run the recorded collectives and end this way" if "collectives" in fol else
+            f"can end this way (the collective projection{sym})")
+    lines = [head + f"{len(m['matches'])} planted bug(s) {what}"]
+    if fol.get("skipped"):
+        lines.append(f"    {fol['skipped']}")
     how = "is an instance of" if len(m["matches"]) == 1 else "is consistent with"
     for x in m["matches"]:
         lines.append(f"    this hang {how} {x['variant']}: {x['verdict']} ({x['message']})")
-    if m["projection"] and not m["matches"]:
-        lines.append("    no variant of the spec ends this way: a failure the spec's planted bugs do not explain")
+    if not m["matches"]:
+        lines.append("    no variant of the spec " + ("runs them and ends this way" if "collectives" in fol else "ends this way")
+                     + ": a failure the spec's planted bugs do not explain")
     for v in m.get("bound_reached", []):
-        lines.append(f"    variant {v}: no such end within the {MAX_STATES:,} states searched (a bound, not a proof)")
-    h = m.get("hardened")
+        lines.append(f"    variant {v}: no such run within the {MAX_STATES:,} states searched (a bound, not a proof)")
     if h is not None and h["ends_this_way"]:
         lines.append(f"    the hardened {m['spec']} can end this way too")
     elif h is not None and h["complete"]:
-        lines.append(f"    the hardened {m['spec']} never ends this way (none of its {h['states']:,} states): "
-                     f"the run did not follow it")
+        lines.append(f"    the hardened {m['spec']} never {'runs them and ' if 'collectives' in fol else ''}ends this way "
+                     f"(none of its {h['states']:,} states): the run did not follow it")
+        lines.extend(_left_at(h, False) if "collectives" in fol and h.get("left_at", {}).get("end") is False else [])
     elif h is not None:
         lines.append(f"    the hardened {m['spec']} did not end this way in the {h['states']:,} states searched "
                      f"(a bound, not a proof)")

@@ -272,6 +272,21 @@ class Fabric:
                 out[k] = (a, WorldState(n[0], n[1], n[2], fab))
         return out
 
+    def collective_step(self, state, action) -> tuple[str, str] | None:
+        """(group, op kind) where ``action`` is the fabric matching a collective's calls (blocking ``m``
+        or posted ``M``: it completes, or its calls mismatch); None for every other step.  What a
+        Flight Recorder dump records once per group member (conformance/flight_follow.py)."""
+        if action is None or action[0] not in ("m", "M"):
+            return None
+        ref = action[2][0]
+        op = state[0][ref][2][1] if ref >= 0 else state[3][-1 - ref][4]
+        return (action[1], op.kind) if op.kind in COLLECTIVES else None
+
+    @staticmethod
+    def rank_fault(action) -> bool:
+        """Whether ``action`` is a crash or hang striking a rank (not a step any rank takes)."""
+        return action is not None and action[0] in ("crash", "hang")
+
     def describe_fabric_step(self, state, action, nxt) -> dict | None:
         actors, fab = state[0], state[3]
         kind = action[0]

@@ -1,0 +1,181 @@
+"""conformance/flight_follow.py: a run's recorded collectives followed on a spec's reduced graph.
+
+The reduced graph must follow every run of the full graph (its soundness argument is in the module's
+docstring), and answer every plan as the full graph does: random runs of random protocols
+(tests/followgen.py) and of the shipped specs.  Each shipped example's planted bug follows the
+collectives and the end of its own counterexample; the hardened protocol, which HOLDS, never does."""
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+from lockstep.model.api import SpecError
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+
+import followgen  # noqa: E402
+import protogen  # noqa: E402
+
+
+@pytest.mark.parametrize("seed,kw", [(1, {}), (3, {"threads": True, "rooted": True, "detach": True, "recover": True}),
+                                     (5, {"wide": True, "ranked": True, "rich": True})])
+def test_reduced_and_full_graphs_follow_random_runs_alike(seed, kw):
+    rng = random.Random(seed)
+    compared, bad = 0, []
+    for _ in range(25):
+        d = protogen.describe(protogen.random_pick(rng), **kw)
+        try:
+            out, n = followgen.disagreements(d, rng)
+        except SpecError:
+            continue  # a planted-wrong declaration, refused
+        compared += n
+        bad += out
+    assert not bad, bad[:3]
+    assert compared > 40
+
+
+def _model(info, variant, raw):
+    from lockstep.spec.loading import build_model
+    from lockstep.spec.registry import pick_backend, resolve
+
+    return build_model(info, resolve(info, variant, raw)[1], variant, pick_backend(info, variant, None))
+
+
+@pytest.mark.parametrize("ref,raw", [("tp", {"ranks": "3"}), ("pp1", {"mesh": "2"}), ("kv", {}),
+                                     ("examples/checkpoint_commit_spec.py", {"ranks": "4"}),
+                                     ("examples/loss_scaler_spec.py", {})])
+def test_shipped_specs_follow_random_runs_alike_reduced_and_full(ref, raw):
+    """Runs rich in collectives (the shipped specs and their variants): every run of the full graph is
+    followed reduced, and each plan changed by one collective gets the same answer both ways."""
+    from lockstep.conformance import flight_follow, flight_user
+    from lockstep.spec.loading import load_spec
+
+    info = load_spec(ref if "/" not in ref else str(ROOT / ref))
+    rng = random.Random(11)
+    compared, bad, collectives = 0, [], 0
+    for variant in [None, *info.variants]:
+        m0 = _model(info, variant, raw)
+        groups = {n: frozenset(g.ranks) for n, g in m0.groups.items()}
+        sym = frozenset(m0.actors[i].rank for i in m0.symmetric) if len(m0.symmetric) > 1 else frozenset()
+        for _ in range(2):
+            plan, shapes, mid = followgen.walk(_model(info, variant, raw), rng)
+            collectives += sum(map(len, plan.values()))
+            for which, p in (("run", plan), ("changed", followgen.changed(plan, rng))):
+                if p is None:
+                    continue
+                r, u = (flight_follow.follow(m, p, flight_user._end_check(m, groups, shapes, sym) if shapes else None,
+                                             mid, reduction=red)
+                        for red, m in ((True, _model(info, variant, raw)), (False, _model(info, variant, raw))))
+                if which == "run" and not r["follows"]:
+                    bad.append((variant, "run not followed", p, shapes, r))
+                if r["complete"] and u["complete"]:
+                    compared += 1
+                    if r["follows"] != u["follows"]:
+                        bad.append((variant, which, p, shapes, r["follows"], u["follows"]))
+    assert not bad, bad[:2]
+    assert compared >= 2 * (1 + len(info.variants)) and collectives > 0
+
+
+def _cex_plan(res, groups) -> dict:
+    """Per group, the collectives a counterexample's run makes (its fabric steps that complete one)."""
+    from lockstep.spec.fabric import COLLECTIVES
+
+    plan = {g: [] for g in groups}
+    for step in res.counterexample:
+        kind = (step.get("transition") or "").removesuffix(" completes")
+        if step.get("role") == "fabric" and kind in COLLECTIVES and kind != "monitored_barrier":
+            plan[step["group"]].append(kind)
+    return plan
+
+
+@pytest.mark.parametrize("example", ["hello_spec", "early_stop_spec", "loss_scaler_spec", "generate_spec",
+                                     "main_first_spec", "checkpoint_commit_spec"])
+def test_every_variant_follows_its_own_counterexample_to_its_end(example):
+    """Each shipped example variant whose counterexample ends in a stuck collective or a collective
+    mismatch, written as dumps of that run would show it (per group the collectives it made, then who
+    entered the last one and who never did, or the kinds that met), is followed by that variant at 5
+    ranks; the hardened protocol, which HOLDS, never runs it to that end."""
+    from lockstep.conformance import flight_user
+    from lockstep.model.checker import check
+    from lockstep.spec.loading import load_spec
+
+    info = load_spec(str(ROOT / "examples" / f"{example}.py"))
+    raw = {"ranks": "5"} if "ranks" in info.params else {}
+    tried = 0
+    for variant in info.variants:
+        model = _model(info, variant, raw)
+        res = check(model, liveness=False)
+        groups = {name: frozenset(g.ranks) for name, g in model.groups.items()}
+        names = {m: n for n, m in groups.items()}
+        if res.verdict == "COLLECTIVE_MISMATCH" and res.detail.get("group") in groups:
+            members = groups[res.detail["group"]]
+            ends = {names[members]: {"members": sorted(members), "first_mismatch": {
+                "kind": "type" if len({c.split()[0] for c in res.detail["calls"].values()}) > 1 else "size",
+                "op": next(iter(res.detail["calls"].values())).split()[0],
+                "ranks": {str(r): c.split()[0] for r, c in res.detail["calls"].items()}}}}
+        else:
+            shapes = flight_user._blocked_shapes(res.waiting, groups)
+            if not shapes:
+                continue
+            ends = {names[s[1]]: {"members": sorted(s[1]), "first_mismatch": {
+                "kind": "missing_ranks", "op": sorted(s[2])[0], "present": sorted(s[3]),
+                "missing": sorted(s[1] - s[3])}} for s in shapes}
+        plan = _cex_plan(res, groups)
+        world = len({a.rank for a in model.actors})
+        seqs = {g: {"members": sorted(groups[g]), "ops": ops, "from": 1, "wrapped": False} for g, ops in plan.items()}
+        m = flight_user.match({"world": world, "ranks": list(range(world)), "groups": ends}, info, raw, sequences=seqs)
+        assert variant in [x["variant"] for x in m["matches"]], (variant, plan, res.waiting, res.detail, m)
+        if check(_model(info, None, raw), liveness=False).verdict == "HOLDS":
+            assert m["hardened"]["follows"] is False, (variant, m)
+        tried += 1
+    assert tried, f"{example}: no variant ends in a collective"
+
+
+def _shown_alike(d) -> bool | None:
+    """Whether the reduced and the full graph of description ``d`` show the same (followgen.observations);
+    None where a bound cut either search."""
+    r = followgen.observations(protogen.build(d), True)
+    u = followgen.observations(protogen.build(d), False)
+    return None if r is None or u is None else r == u
+
+
+@pytest.mark.parametrize("seed,kw,n", [(1, {}, 30), (2, {"wide": True}, 30), (4, {"threads": True, "detach": True}, 16)])
+def test_a_dump_shows_the_same_of_the_reduced_and_the_full_graph(seed, kw, n):
+    """Every run's collectives, with how it ended (finished, stuck with its blocked ranks, a mismatch),
+    and every run's prefix: the same set on both graphs of random protocols."""
+    rng = random.Random(seed)
+    compared = 0
+    for _ in range(n):
+        d = protogen.describe(protogen.random_pick(rng), **kw)
+        try:
+            same = _shown_alike(d)
+        except SpecError:
+            continue
+        assert same is not False, d
+        compared += same is not None
+    assert compared > n // 2
+
+
+@pytest.mark.parametrize("name,seed,within", [("c0-conflicts", 7, 3), ("c0-fifo", 1, 57), ("c1-posting-order", 3, 19),
+                                              ("faults-kill", 1, 4), ("c1-posts-exit", 4, 0)])
+def test_a_reduction_that_loses_an_end_changes_what_a_dump_shows(name, seed, within):
+    """The planted reduction bugs of tests/mutants.py that lose a stuck or ended state, or a run's
+    collectives: ``observations`` differs reduced and unreduced on the spec the mutant's draw gives at
+    ``within`` (the first such spec of the seed), and on none before it does it say otherwise."""
+    import mutants
+
+    m = next(x for x in mutants.MUTANTS if x.name == name)
+    rng = random.Random(seed)
+    for i in range(within + 1):
+        d = mutants.draw(rng, i, m.draw)
+        with mutants.planted(m):
+            try:
+                same = _shown_alike(d)
+            except SpecError:
+                continue
+        if same is False:
+            assert i == within
+            return
+    pytest.fail(f"mutant {name} not caught within {within + 1} specs of seed {seed}")
