@@ -240,11 +240,13 @@ def load_dir(dump_dir: str | Path, allow_missing: bool = False) -> tuple[dict[in
         for g, rk in manifest["groups"].items():
             if isinstance(rk, list) and all(_int(x) for x in rk):
                 groups.setdefault(g, rk)
+    guessed = []  # groups whose members no pg_config or manifest lists: the ranks whose dumps hold its entries
     for r, dd in dumps.items():
         for e in dd["entries"]:
             g = _entry_group(dd, e)
             if g not in groups:
                 groups[g] = sorted(rr for rr, d2 in dumps.items() if any(_entry_group(d2, x) == g for x in d2["entries"]))
+                guessed.append(g)
     worlds = {w for w in ((dd.get("lockstep") or {}).get("world_size") for dd in dumps.values()) if w is not None}
     if manifest is not None and _int(manifest.get("world_size")):
         worlds.add(manifest["world_size"])
@@ -266,7 +268,7 @@ def load_dir(dump_dir: str | Path, allow_missing: bool = False) -> tuple[dict[in
     if missing and not allow_missing:
         raise BadInput(f"{d}: no dump of {ranks_text(missing)} (world of {world}): a missing dump hides "
                        f"what that rank did; pass --allow-missing to check the others anyway", str(d), None, "rank")
-    return dumps, groups, {"world": world, "missing": missing,
+    return dumps, groups, {"world": world, "missing": missing, "guessed_groups": guessed,
                            "topology": manifest.get("topology") if manifest is not None else None}
 
 
@@ -359,6 +361,7 @@ def check_dumps(dumps: dict[int, dict], groups: dict[str, list[int]], meta: dict
                                             f"{', '.join(str(reached[str(r)]) for r in gone)}): the ranks that entered wait "
                                             f"for partners that moved on, exited or wedged (STRANDED; DEADLOCK if those "
                                             f"partners are themselves blocked in an op Flight Recorder does not see, e.g. p2p)"})
+    verdicts = _circular_waits(dumps, per_group, verdicts)
     pairs, p2p_verdicts = pair_p2p(dumps, groups)
     verdicts += p2p_verdicts
     pending = {}
@@ -383,8 +386,45 @@ def check_dumps(dumps: dict[int, dict], groups: dict[str, list[int]], meta: dict
     empty = all(not dd["entries"] and not p2p_entries(dd) for dd in dumps.values())
     return {"groups": per_group, "verdicts": verdicts, "ok": not verdicts and not empty, "empty": empty,
             "pending": pending, "p2p": p2p, "p2p_pairs": pairs, "p2p_stuck": stuck_p2p(dumps, groups, pairs), "world": meta.get("world", len(dumps)), "missing_ranks": meta.get("missing", []),
+            "guessed_groups": [g for g in meta.get("guessed_groups", []) if len(groups[g]) < meta.get("world", len(dumps))],
             "topology": meta.get("topology"), "run_id": next((x for x in ((dd.get("lockstep") or {}).get("run_id") for dd in dumps.values()) if x), None),
             "versions": sorted({str(d["version"]) for d in dumps.values()}), "ranks": sorted(dumps)}
+
+
+def _circular_waits(dumps: dict[int, dict], per_group: dict, verdicts: list) -> list:
+    """``verdicts`` with the STRANDED groups whose waits form a cycle made one DEADLOCK: a rank that
+    entered a group's stuck collective (its last collective entry: it is blocked there) waits for the
+    members that never did; where one of those is itself blocked so in another group, and so on back
+    to the first, no rank of the cycle can move (two process groups used in different orders)."""
+    import networkx as nx
+
+    last = {}
+    for r, dd in dumps.items():
+        mine = [e for e in dd["entries"] if not e.get("is_p2p")]
+        if mine:
+            e = max(mine, key=lambda x: (x.get("record_id") or 0, x.get("time_created_ns") or 0))
+            last[r] = (_entry_group(dd, e), e["collective_seq_id"])
+    waits = nx.DiGraph()
+    for g, info in per_group.items():
+        fm = info["first_mismatch"]
+        if fm and fm["kind"] == "missing_ranks":
+            for p in fm["present"]:
+                if last.get(p) == (g, fm["seq"]):
+                    waits.add_edges_from((p, m, {"group": g, "op": fm["op"], "seq": fm["seq"]}) for m in fm["missing"])
+    knots = [c for c in nx.strongly_connected_components(waits) if len(c) > 1]
+    if not knots:
+        return verdicts
+    on = {d["group"] for a, b, d in waits.edges(data=True) if any(a in k and b in k for k in knots)}
+    out = [v for v in verdicts if not (v["verdict"] == "STRANDED" and v["group"] in on)]
+    for k in sorted(knots, key=min):
+        hops = "; ".join(f"rank {a} in {waits.edges[a, b]['op']} #{waits.edges[a, b]['seq']} on {waits.edges[a, b]['group']} "
+                         f"waits for rank {b}" for a, b in nx.find_cycle(waits.subgraph(k), source=min(k)))
+        groups = sorted({d["group"] for a, b, d in waits.subgraph(k).edges(data=True)})
+        out.append({"verdict": "DEADLOCK", "group": None, "groups": groups, "ranks": sorted(k),
+                    "message": f"{ranks_text(sorted(k))} wait for each other across groups {', '.join(groups)} ({hops}): "
+                               f"none of them can move (collectives on different groups in different orders, or one on "
+                               f"the wrong group)"})
+    return out
 
 
 _P2P_NAME = re.compile(r"(send) (\d+)->(\d+)|(recv) (\d+)<-(\d+)")
@@ -556,6 +596,12 @@ def check_dir(dump_dir: str | Path, spec: str = "auto", allow_missing: bool = Fa
     from . import flight_spec, flight_user
 
     dumps, groups, meta = load_dir(dump_dir, allow_missing=allow_missing)
+    if user is not None:  # a group the spec names: its members are the spec's (gloo's dumps do not say them)
+        known = flight_user.spec_groups(*user)
+        for g, rk in groups.items():
+            if g in known and set(rk) <= known[g]:
+                groups[g] = sorted(known[g])
+                meta["guessed_groups"] = [x for x in meta["guessed_groups"] if x != g]
     rep = check_dumps(dumps, groups, meta)
     rep["schema"] = 1
     rep["dump_dir"] = str(dump_dir)
@@ -570,12 +616,15 @@ def check_dir(dump_dir: str | Path, spec: str = "auto", allow_missing: bool = Fa
         h = m.get("hardened")
         if rep["verdict"] == "CONSISTENT" and (m.get("error") or (h is not None and not h["follows"])):
             rep["ok"] = False
-            if m.get("error") or h["complete"]:
+            if (m.get("error") and not m.get("unknown_members")) or (h is not None and h["complete"]):
                 rep["verdict"] = "DOES_NOT_CONFORM"
                 rep["verdicts"].append({"verdict": "DOES_NOT_CONFORM", "group": None, "message": m.get("error") or (
                     f"the run's collectives do not follow the hardened {m['spec']} (below)")})
             else:
                 rep["verdict"] = "INCONCLUSIVE"
+                rep["inconclusive"] = ("the dumps do not say which ranks are in a group the spec must be matched with"
+                                       if m.get("unknown_members") else
+                                       "the spec's search reached its bound before it followed the run")
         return rep
     try:
         rep["spec_check"] = flight_spec.match(rep, spec)
@@ -620,6 +669,10 @@ def render(rep: dict) -> str:
             same.setdefault((x["op"], x["seq"], x["group"], x["state"]), []).append(int(r))
         for (op, seq, g, state), rs in same.items():
             lines.append(f"  {ranks_text(rs)} at dump time: {op} #{seq} on {g} still {state}")
+    if rep.get("guessed_groups"):
+        lines.append(f"  note: the dumps do not list the members of group(s) {', '.join(sorted(rep['guessed_groups']))} (gloo's "
+                     f"never do): taken as the ranks whose dumps hold their collectives, so a member that never entered "
+                     f"one is not seen (give --spec with a spec that names the groups, created with group_desc=NAME)")
     if rep.get("missing_ranks"):
         lines.append(f"  note: no dump of {ranks_text(rep['missing_ranks'])} (--allow-missing): what they did is unknown")
     if rep.get("interrupted"):
@@ -630,7 +683,7 @@ def render(rep: dict) -> str:
         lines.append("INCONCLUSIVE: the dumps hold no entries (on NCCL, dumps taken with _dump_fr_trace are empty; "
                      "lockstep dumps NCCL worlds with _dump_nccl_trace)")
     elif rep["verdict"] == "INCONCLUSIVE":
-        lines.append("INCONCLUSIVE: the spec's search reached its bound before it followed the run")
+        lines.append(f"INCONCLUSIVE: {rep['inconclusive']}")
     else:
         lines.append(rep["verdict"])
     return "\n".join(lines)

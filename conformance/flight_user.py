@@ -144,6 +144,16 @@ def _end_check(model, groups: dict, shapes: list, sym: frozenset):
     return end_ok
 
 
+NAME_YOUR_GROUPS = "name the run's groups as the spec does (new_group(ranks, group_desc=NAME))"
+
+
+def spec_groups(info: SpecInfo, raw_params: dict[str, str]) -> dict[str, frozenset]:
+    """The groups (name -> ranks) of ``info``'s hardened protocol at ``raw_params``."""
+    _, params = resolve(info, None, raw_params)
+    model = build_model(info, params, None, pick_backend(info, None, None))
+    return {name: frozenset(g.ranks) for name, g in model.groups.items()}
+
+
 def _spec_groups(seqs: dict, groups: dict) -> tuple[dict, str | None]:
     """(dump group -> spec group, an error): by name where the dump's group has a spec group's name
     and members, else by members where one spec group has them."""
@@ -155,9 +165,9 @@ def _spec_groups(seqs: dict, groups: dict) -> tuple[dict, str | None]:
             continue
         same = [n for n, m in groups.items() if m == members]
         if len(same) != 1:
-            what = (f"no group of the spec has its ranks {sorted(members)}" if not same else
-                    f"the spec's groups {', '.join(same)} all have its ranks: name the run's groups as the spec "
-                    f"does (new_group(..., group_desc=NAME))")
+            what = (f"no group of the spec has its ranks {sorted(members)} (gloo's dumps name a group's members "
+                    f"only by the dumps that hold its collectives: {NAME_YOUR_GROUPS})" if not same else
+                    f"the spec's groups {', '.join(same)} all have its ranks: {NAME_YOUR_GROUPS}")
             return out, f"the run's group {g} ran {len(x['ops'])} collective(s); {what}"
         out[g] = same[0]
     return out, None
@@ -205,6 +215,8 @@ def match(rep: dict, info: SpecInfo, raw_params: dict[str, str], max_states: int
             to_spec, err = _spec_groups(sequences, groups)
             if err:
                 out["error"] = err
+                if set(sequences) - set(to_spec) & set(rep.get("guessed_groups", [])):
+                    out["unknown_members"] = True  # not a group the spec lacks: one whose members the dumps hide
                 return out
             plan = {g: [] for g in groups}
             for g, x in sequences.items():

@@ -6,6 +6,7 @@ Flight Recorder buffer as a user's job would.  With the planted bug one rank's o
 after the first epoch and it leaves the loop; the other two enter the next epoch's all_reduce and time
 out.  ``lockstep conform --flight-recorder DUMPS --spec examples/early_stop_spec.py -p ranks=3`` must
 name the spec's two local-decision variants and say that the hardened protocol never ends that way."""
+import functools
 import json
 import os
 import pickle
@@ -75,7 +76,35 @@ def _checkpoint(rank: int, bad: int | None, dump) -> None:
     dist.broadcast(flag, 0)
 
 
-PROGRAMS = {"early_stop": _early_stop, "agreed_stop": _agreed_stop, "checkpoint": _checkpoint}
+def _mesh(rank: int, bad: int | None, dump, named: bool = True) -> None:
+    """examples/mesh_2d_spec.py at tp=2, dp=2, steps=2: every rank creates the four subgroups (in one
+    order, as c10d requires; ``named``: with the spec's names as ``group_desc``), then per step
+    all-reduces activations in its TP group and gradients in its DP group (with the planted crossed
+    order on ranks 1 and 2: ``bad`` = 1), or rank 0's gradients on the default group (``bad`` = 2: no
+    ``group=``)."""
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    def group(ranks, name):
+        return dist.new_group(ranks, timeout=datetime.timedelta(seconds=2), group_desc=name if named else None)
+
+    tp_groups = [group([0, 1], "tp0"), group([2, 3], "tp1")]
+    dp_groups = [group([0, 2], "dp0"), group([1, 3], "dp1")]
+    tp, dp = tp_groups[rank // 2], dp_groups[rank % 2]
+    x = torch.ones(4)
+    for _step in range(2):
+        if bad == 1 and rank in (1, 2):
+            dist.all_reduce(x, group=dp)
+            dist.all_reduce(x, group=tp)
+            continue
+        dist.all_reduce(x, group=tp)
+        dist.all_reduce(x, group=None if bad == 2 and rank == 0 else dp)
+
+
+PROGRAMS = {"early_stop": _early_stop, "agreed_stop": _agreed_stop, "checkpoint": _checkpoint, "mesh": _mesh,
+            "mesh_unnamed": functools.partial(_mesh, named=False)}
 
 
 def _rank(rank: int, world: int, port: int, out: str, program: str, bad: int | None) -> None:
@@ -289,6 +318,55 @@ def test_a_wrapped_ring_buffer_is_compared_by_its_end_only(tmp_path):
     assert "2 planted bug(s) can end this way (the collective projection; symmetric ranks 0-2 compared by count)" \
         in p.stdout, p.stdout
     assert "the run is not followed from its start, only its end compared" in p.stdout
+
+
+MESH = str(ROOT / "examples" / "mesh_2d_spec.py")
+
+
+@pytest.mark.parametrize("bad,variant,verdict", [(None, None, None), (1, "crossed-order", "DEADLOCK"),
+                                                 (2, "default-group", "DEADLOCK")])
+def test_a_two_dimensional_mesh_on_five_process_groups(tmp_path, bad, variant, verdict):
+    """A 2x2 TP x DP mesh on four subgroups named as the spec names them (``group_desc``: gloo's dumps do
+    not list a group's members, the spec's are taken for the groups it names).  A clean run follows the hardened mesh through its 8
+    collectives; the crossed order (ranks 1 and 2 reduce gradients first) hangs in a cycle of four
+    waits, one per group; a gradient all_reduce without ``group=`` hangs rank 0 in the world group and
+    its peers in their subgroups.  Each hang is an instance of its variant alone, after the collectives
+    the run made."""
+    d = _world(tmp_path / "mesh", bad=bad, program="mesh", world=4)
+    j = json.loads(conform("--flight-recorder", str(d), "--spec", MESH, "--json").stdout)
+    m = j["spec_check"]
+    if variant is None:
+        assert j["verdict"] == "CONSISTENT", j
+        assert m["hardened"]["follows"] is True
+        assert m["followed"]["collectives"] == {"tp0": 2, "tp1": 2, "dp0": 2, "dp1": 2}
+        return
+    assert j["verdict"] == "MISMATCH" and [x["variant"] for x in m["matches"]] == [variant], m
+    assert m["matches"][0]["verdict"] == verdict and m["hardened"]["follows"] is False
+    # the dumps alone show the cycle of waits: every rank waits for one that waits in another group
+    assert [(v["verdict"], v["ranks"]) for v in j["verdicts"]] == [("DEADLOCK", [0, 1, 2, 3])], j["verdicts"]
+    if variant == "crossed-order":  # the cycle: each group has one rank in and one out
+        assert sorted((x["group"], x["present"], x["missing"]) for x in m["projection"]) == [
+            ("dp0", [2], [0]), ("dp1", [1], [3]), ("tp0", [0], [1]), ("tp1", [3], [2])]
+    else:
+        assert {"kind": "missing_ranks", "group": "world", "op": ["all_reduce"], "present": [0], "missing": [1, 2, 3]} \
+            in m["projection"], m["projection"]
+
+
+def test_unnamed_gloo_subgroups_hide_their_members(tmp_path):
+    """The crossed-order hang with subgroups created without ``group_desc``: gloo's dumps name them "1"
+    to "4" and list no members, and each holds the one collective its one waiting rank entered.  Alone,
+    the dumps look consistent, and the report says why that proves nothing; against the spec the
+    groups cannot be matched: INCONCLUSIVE (exit 3), naming the fix."""
+    d = _world(tmp_path / "mesh", bad=1, program="mesh_unnamed", world=4)
+    p = conform("--flight-recorder", str(d))
+    assert p.returncode == 0 and "note: the dumps do not list the members of group(s) 1, 2, 3, 4 (gloo's never do)" \
+        in p.stdout, p.stdout
+    p = conform("--flight-recorder", str(d), "--spec", MESH)
+    assert p.returncode == 3, p.stdout + p.stderr
+    assert "no group of the spec has its ranks [0] (gloo's dumps name a group's members only by the dumps that hold its " \
+           "collectives: name the run's groups as the spec does (new_group(ranks, group_desc=NAME)))" in p.stdout, p.stdout
+    assert p.stdout.rstrip().endswith("INCONCLUSIVE: the dumps do not say which ranks are in a group the spec must be "
+                                      "matched with")
 
 
 def test_a_collective_mismatch_of_a_users_protocol_is_its_variant(tmp_path):
