@@ -153,7 +153,8 @@ def follow(model, plan: dict[str, list], end_ok=None, mid_run: bool = False, glo
     if best[2] is not None:
         cur = best[2]
         left = [i for i in range(len(names)) if cur[i] < lengths[i]]
-        i = left[0] if left else None
+        on = {g for g, _ in best[1]}  # a group where the spec offered another collective comes first
+        i = min(left, key=lambda i: names[i] not in on) if left else None
         out["left_at"] = {"group": None if i is None else names[i], "index": None if i is None else cur[i],
                           "op": None if i is None else seqs[i][cur[i]], "end": i is None,
                           "offered": sorted(f"{k} on {g}" for g, k in best[1])}

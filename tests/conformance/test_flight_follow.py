@@ -179,3 +179,17 @@ def test_a_reduction_that_loses_an_end_changes_what_a_dump_shows(name, seed, wit
             assert i == within
             return
     pytest.fail(f"mutant {name} not caught within {within + 1} specs of seed {seed}")
+
+
+def test_the_follow_bench_runs():
+    """bench/bench_flight_follow.py at a small size: a row followed, and refused once its last collective
+    is changed."""
+    import json
+    import os
+    import subprocess
+
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_flight_follow.py"), "--rows", "mesh_2d:2x2:3"],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr
+    rows = [json.loads(x) for x in p.stdout.splitlines()]
+    assert [(r["run"], r["collectives"], r["complete"]) for r in rows] == [("conforms", 12, True), ("refused", 12, True)]
