@@ -13,6 +13,7 @@ import pytest
 from lockstep.model.api import SpecError
 
 ROOT = Path(__file__).resolve().parents[2]
+CHECKPOINT = str(ROOT / "examples" / "checkpoint_commit_spec.py")
 sys.path.insert(0, str(ROOT / "tests"))
 
 import followgen  # noqa: E402
@@ -91,18 +92,21 @@ def _cex_plan(res, groups) -> dict:
 
 
 @pytest.mark.parametrize("example", ["hello_spec", "early_stop_spec", "loss_scaler_spec", "generate_spec",
-                                     "main_first_spec", "checkpoint_commit_spec"])
-def test_every_variant_follows_its_own_counterexample_to_its_end(example):
-    """Each shipped example variant whose counterexample ends in a stuck collective or a collective
-    mismatch, written as dumps of that run would show it (per group the collectives it made, then who
-    entered the last one and who never did, or the kinds that met), is followed by that variant at 5
-    ranks; the hardened protocol, which HOLDS, never runs it to that end."""
+                                     "main_first_spec", "checkpoint_commit_spec", "mesh_2d_spec"])
+def test_every_variant_explains_dumps_of_its_own_counterexample(example):
+    """Self-consistency over the shipped examples at 5 ranks (the mesh at 2 x 2): each variant's
+    counterexample that ends in a stuck collective or a collective mismatch, written as dumps of that
+    run would show it (per group the collectives it made; then per stuck group who entered the last
+    one and who never did, or the kinds that met), is explained by that variant: followed from its
+    start to that end, and, as where a ring buffer wrapped, by its end alone.  The hardened protocol,
+    which HOLDS, does neither."""
     from lockstep.conformance import flight_user
     from lockstep.model.checker import check
     from lockstep.spec.loading import load_spec
 
     info = load_spec(str(ROOT / "examples" / f"{example}.py"))
     raw = {"ranks": "5"} if "ranks" in info.params else {}
+    holds = check(_model(info, None, raw), liveness=False).verdict == "HOLDS"
     tried = 0
     for variant in info.variants:
         model = _model(info, variant, raw)
@@ -122,15 +126,55 @@ def test_every_variant_follows_its_own_counterexample_to_its_end(example):
             ends = {names[s[1]]: {"members": sorted(s[1]), "first_mismatch": {
                 "kind": "missing_ranks", "op": sorted(s[2])[0], "present": sorted(s[3]),
                 "missing": sorted(s[1] - s[3])}} for s in shapes}
-        plan = _cex_plan(res, groups)
         world = len({a.rank for a in model.actors})
-        seqs = {g: {"members": sorted(groups[g]), "ops": ops, "from": 1, "wrapped": False} for g, ops in plan.items()}
-        m = flight_user.match({"world": world, "ranks": list(range(world)), "groups": ends}, info, raw, sequences=seqs)
-        assert variant in [x["variant"] for x in m["matches"]], (variant, plan, res.waiting, res.detail, m)
-        if check(_model(info, None, raw), liveness=False).verdict == "HOLDS":
-            assert m["hardened"]["follows"] is False, (variant, m)
+        rep = {"world": world, "ranks": list(range(world)), "groups": ends}
+        seqs = {g: {"members": sorted(groups[g]), "ops": ops, "from": 1, "wrapped": False}
+                for g, ops in _cex_plan(res, groups).items()}
+        for m, said in ((flight_user.match(rep, info, raw, sequences=seqs), "follows"),
+                        (flight_user.match(rep, info, raw), "ends_this_way")):
+            assert variant in [x["variant"] for x in m["matches"]], (variant, said, seqs, res.waiting, res.detail, m)
+            if holds:
+                assert m["hardened"][said] is False, (variant, m)
         tried += 1
     assert tried, f"{example}: no variant ends in a collective"
+
+
+def test_ranks_outside_the_symmetry_are_compared_as_they_are():
+    """Without symmetric ranks the dumps' ranks must be the end's own: hello_spec's worker-skips ends
+    with rank 0 in the broadcast and rank 1 never in it; dumps with rank 1 waiting for rank 0 are
+    not that end."""
+    from lockstep.conformance import flight_user
+    from lockstep.spec.loading import load_spec
+
+    info = load_spec(str(ROOT / "examples" / "hello_spec.py"))
+
+    def rep(present, missing):
+        return {"world": 2, "ranks": [0, 1], "groups": {"world": {"members": [0, 1], "first_mismatch": {
+            "kind": "missing_ranks", "op": "broadcast", "present": present, "missing": missing}}}}
+
+    m = flight_user.match(rep([0], [1]), info, {})
+    assert [x["variant"] for x in m["matches"]] == ["worker-skips"] and m["symmetric_ranks"] == []
+    assert m["hardened"]["ends_this_way"] is False
+    assert flight_user.match(rep([1], [0]), info, {})["matches"] == []
+
+
+def test_a_mismatch_in_signature_is_not_one_in_type():
+    """The checkpoint spec's cleanup-barrier-first ends where a barrier meets an all_reduce (calls of
+    different kinds).  Dumps where every rank called all_reduce, with different sizes, are another
+    failure: no variant; dumps where a barrier met an all_reduce are that variant."""
+    from lockstep.conformance import flight_user
+    from lockstep.spec.loading import load_spec
+
+    info = load_spec(CHECKPOINT)
+
+    def rep(fm):
+        return {"world": 4, "ranks": [0, 1, 2, 3], "groups": {"world": {"members": [0, 1, 2, 3], "first_mismatch": fm}}}
+
+    sizes = flight_user.match(rep({"kind": "size", "op": "all_reduce", "ranks": {"0": [[1]], "2": [[2]]}}), info,
+                              {"ranks": "4"})
+    assert sizes["matches"] == [] and sizes["projection"][0]["differs_in"] == "signature"
+    kinds = flight_user.match(rep({"kind": "type", "ranks": {"0": "all_reduce", "2": "barrier"}}), info, {"ranks": "4"})
+    assert [x["variant"] for x in kinds["matches"]] == ["cleanup-barrier-first"]
 
 
 def _shown_alike(d) -> bool | None:
