@@ -74,10 +74,6 @@ def _same_kind(recorded: str, spec: str, gloo: bool) -> bool:
     return recorded == spec or (gloo and spec == "reduce_scatter" and recorded == "all_reduce")
 
 
-class _Accepted(Exception):
-    pass
-
-
 def follow(model, plan: dict[str, list], end_ok=None, mid_run: bool = False, gloo: bool = False,
            max_states: int = MAX_STATES, reduction: bool = True) -> dict:
     """Whether ``model`` can run ``plan`` (spec group -> the spec op kinds of its recorded collectives,
@@ -109,46 +105,46 @@ def follow(model, plan: dict[str, list], end_ok=None, mid_run: bool = False, glo
         if progress == best[0]:
             best[1].update(offered)
 
-    complete = True
-    try:
-        while stack:
-            s, cur = stack.pop()
-            succ = list(model.successors(s))
-            done = cur == lengths
-            if done and _accepts(model, s, succ, end_ok, mid_run):
-                raise _Accepted
-            progress = sum(cur)
-            kids, advancing, offered = [], [], []
-            for a, n in succ:
-                if a is None:
-                    continue
-                step = model.collective_step(s, a)
-                if step is not None and isinstance(n, Violation):  # the calls met and mismatch: an end
-                    if done and end_ok is not None and n.verdict == COLLECTIVE_MISMATCH and end_ok(s, [(a, n)]):
-                        raise _Accepted
-                    offered.append(step)
-                    continue
-                if step is None or step[1] in UNRECORDED:
-                    if not isinstance(n, Violation):
-                        kids.append((n, cur))
-                    continue
-                g, kind = step
-                i = index.get(g)
-                if i is not None and cur[i] < lengths[i] and _same_kind(seqs[i][cur[i]], kind, gloo):
-                    advancing.append((n, cur[:i] + (cur[i] + 1,) + cur[i + 1:]))
-                else:
-                    offered.append((g, kind))
-            frontier(progress, cur, offered)
-            for node in kids + advancing:  # the advancing ones are popped first: the search follows the run
-                if node not in seen:
-                    if len(seen) >= max_states:
-                        complete = False
-                        stack.clear()
-                        break
-                    seen.add(node)
-                    stack.append(node)
-    except _Accepted:
+    def accepted() -> dict:
         return {"follows": True, "states": len(seen), "complete": True, "done": total}
+
+    complete = True
+    while stack:
+        s, cur = stack.pop()
+        succ = list(model.successors(s))
+        done = cur == lengths
+        if done and _accepts(model, s, succ, end_ok, mid_run):
+            return accepted()
+        progress = sum(cur)
+        kids, advancing, offered = [], [], []
+        for a, n in succ:
+            if a is None:
+                continue
+            step = model.collective_step(s, a)
+            if step is not None and isinstance(n, Violation):  # the calls met and mismatch: an end
+                if done and end_ok is not None and n.verdict == COLLECTIVE_MISMATCH and end_ok(s, [(a, n)]):
+                    return accepted()
+                offered.append(step)
+                continue
+            if step is None or step[1] in UNRECORDED:
+                if not isinstance(n, Violation):
+                    kids.append((n, cur))
+                continue
+            g, kind = step
+            i = index.get(g)
+            if i is not None and cur[i] < lengths[i] and _same_kind(seqs[i][cur[i]], kind, gloo):
+                advancing.append((n, cur[:i] + (cur[i] + 1,) + cur[i + 1:]))
+            else:
+                offered.append((g, kind))
+        frontier(progress, cur, offered)
+        for node in kids + advancing:  # the advancing ones are popped first: the search follows the run
+            if node not in seen:
+                if len(seen) >= max_states:
+                    complete = False
+                    stack.clear()
+                    break
+                seen.add(node)
+                stack.append(node)
     out = {"follows": False, "states": len(seen), "complete": complete, "done": max(best[0], 0)}
     if best[2] is not None:
         cur = best[2]
