@@ -626,6 +626,11 @@ def check_dir(dump_dir: str | Path, spec: str = "auto", allow_missing: bool = Fa
                                        if m.get("unknown_members") else
                                        "the spec's search reached its bound before it followed the run")
         return rep
+    if spec == "auto" and rep.get("topology") is None and not any(dd.get("lockstep") for dd in dumps.values()):
+        rep["spec_check"] = {"spec": None, "world": rep["world"], "projection": [], "matches": [],
+                             "skipped": "the dumps carry no lockstep run and no manifest lies beside them: a job of "
+                                        "your own; give --spec PATH.py -p NAME=VALUE to hold it against your protocol"}
+        return rep
     try:
         rep["spec_check"] = flight_spec.match(rep, spec)
     except (ValueError, LookupError) as e:  # a world the spec cannot be built for (e.g. tp with 1 rank)

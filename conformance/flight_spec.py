@@ -275,6 +275,8 @@ def _jsonable(shape: tuple) -> dict:
 
 
 def render(m: dict) -> list[str]:
+    if m.get("skipped"):
+        return [f"  no spec: {m['skipped']}"]
     lines = [f"  against spec {m['spec']} (world {m['world']}): "
              + ("no failure to explain" if not m["projection"] else
                 f"{len(m['matches'])} planted bug(s) end the same way on the collective and p2p projection")]

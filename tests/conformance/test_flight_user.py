@@ -355,12 +355,16 @@ def test_a_two_dimensional_mesh_on_five_process_groups(tmp_path, bad, variant, v
 def test_unnamed_gloo_subgroups_hide_their_members(tmp_path):
     """The crossed-order hang with subgroups created without ``group_desc``: gloo's dumps name them "1"
     to "4" and list no members, and each holds the one collective its one waiting rank entered.  Alone,
-    the dumps look consistent, and the report says why that proves nothing; against the spec the
-    groups cannot be matched: INCONCLUSIVE (exit 3), naming the fix."""
+    the dumps look consistent, and the report says why that proves nothing (and guesses no lockstep
+    topology for a job of the user's own); against the spec the groups cannot be matched:
+    INCONCLUSIVE (exit 3), naming the fix."""
     d = _world(tmp_path / "mesh", bad=1, program="mesh_unnamed", world=4)
     p = conform("--flight-recorder", str(d))
     assert p.returncode == 0 and "note: the dumps do not list the members of group(s) 1, 2, 3, 4 (gloo's never do)" \
         in p.stdout, p.stdout
+    # a job of the user's own: no lockstep topology is guessed for it
+    assert "no spec: the dumps carry no lockstep run and no manifest lies beside them: a job of your own; give " \
+           "--spec PATH.py -p NAME=VALUE to hold it against your protocol" in p.stdout, p.stdout
     p = conform("--flight-recorder", str(d), "--spec", MESH)
     assert p.returncode == 3, p.stdout + p.stderr
     assert "no group of the spec has its ranks [0] (gloo's dumps name a group's members only by the dumps that hold its " \
