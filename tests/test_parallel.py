@@ -433,7 +433,8 @@ def test_keyed_workers_on_shipped_variants(transport, name, variant, params):
 def test_keyed_workers_agree_with_the_serial_search_on_random_protocols(transport):
     """Unreduced random protocols (tests/protogen.py), half of them with eager sends (their states with
     buffered messages are their own keys: routed by hash, shipped as they are), checked by 2 and 3
-    keyed workers: verdict, counts, depth and counterexample as the serial search's."""
+    keyed workers: verdict, counts, depth and counterexample as the serial search's.  All 24 on the
+    keyed transport; the stealing and range transports take every other one each."""
     import random
     import sys
     from pathlib import Path
@@ -457,6 +458,8 @@ def test_keyed_workers_agree_with_the_serial_search_on_random_protocols(transpor
             model.set_reduction(False)
             return model
         bounds = Bounds(max_states=3000)
+        if transport != "keyed" and (k // 2) % 2 != (transport == "ranges"):  # the others half each, in turn
+            continue
         try:
             serial = Explorer(make(), bounds).run()
         except SpecError:
@@ -469,7 +472,7 @@ def test_keyed_workers_agree_with_the_serial_search_on_random_protocols(transpor
             objects += sum(t.get("objects", 0) for t in P.LAST_RUN["worker_timing"])
             foreign += sum(t.get("foreign", 0) for t in P.LAST_RUN["worker_timing"])
         violations += serial.verdict not in (HOLDS, BOUND_REACHED)
-    assert keyed > 20 and objects > 0 and violations > 3
+    assert keyed > (20 if transport == "keyed" else 8) and objects > 0 and violations > (3 if transport == "keyed" else 1)
     if transport != "keyed":  # (keyed: "auto", ranges where 2 or 3 workers have a core each)
         assert foreign > 20, foreign  # states expanded by a worker that does not own them
 

@@ -7,8 +7,8 @@ pytestmark = [pytest.mark.multirank, pytest.mark.slow]  # real gloo worlds; ~40 
 
 
 def test_kill_rate(real_run, capsys):
-    plan = [(real_run("tp", 2, chunks=2), 250), (real_run("pp0", 2, chunks=2), 150), (real_run("pp1", 3, chunks=2), 100),
-            (real_run("pp1", 3, chunks=3, hard_cut_at=2), 80)]  # the hard_cut step and stale drains
+    plan = [(real_run("tp", 2, chunks=2), 160), (real_run("pp0", 2, chunks=2), 100), (real_run("pp1", 3, chunks=2), 70),
+            (real_run("pp1", 3, chunks=3, hard_cut_at=2), 70)]  # the hard_cut step and stale drains
     killed = total = 0
     survivors = []
     for path, n in plan:
@@ -19,5 +19,5 @@ def test_kill_rate(real_run, capsys):
     rate = killed / total
     with capsys.disabled():
         print(f"\nmutation kill rate: {killed}/{total} = {rate:.3f}; survivors: {survivors}")
-    assert total >= 500
+    assert total >= 390
     assert rate >= 0.98, survivors

@@ -14,9 +14,11 @@ from lockstep.impl.stage0 import load_outputs
 from helpers import assert_collectives_match
 
 
+# The two slow tests below run pp1 at 3 ranks only: its mesh is a 2-rank TP group running the same
+# sharded generator as tp at 2 ranks, behind a rank 0 (tp at 2 ranks compiles in test_c01 below).
 @pytest.mark.slow
 @pytest.mark.multirank
-@pytest.mark.parametrize("topology,n", [("tp", 2), ("pp1", 3)])
+@pytest.mark.parametrize("topology,n", [("pp1", 3)])
 def test_compiled_aot_eager_matches_unsharded(world, topology, n):
     s = world(topology, n, chunks=3, compile="aot_eager", save_outputs=True, d_in=1, d_out=1, deadline=60)
     assert s.ok, s.render()
@@ -46,7 +48,7 @@ def test_c01_compile_on_one_rank_fails_parity(world, topology, n):
 
 @pytest.mark.slow
 @pytest.mark.multirank
-@pytest.mark.parametrize("topology,n", [("tp", 2), ("pp1", 3)])
+@pytest.mark.parametrize("topology,n", [("pp1", 3)])
 def test_c03_rank_only_graph_break_crashes_early(world, topology, n):
     # C-03 makes one rank compile more graphs than the others during the warm-up (one per KV context length),
     # so its peers wait in the warm-up's collectives for that rank's extra compile time, many times 3 s on a
