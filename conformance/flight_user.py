@@ -1,24 +1,28 @@
-"""Flight Recorder dumps against a user's own spec: which of its planted-bug variants a recorded hang
-is an instance of, and whether its hardened protocol can end that way at all.
+"""Flight Recorder dumps against a user's own spec: whether its hardened protocol can run the recorded
+collectives and end as the run did, and which of its planted-bug variants a recorded hang (or a clean
+run the hardened protocol does not follow) is a run of.
 
 ``flight_spec`` does this for lockstep's own topologies (tp, pp0, pp1), comparing by their roles and
-message parts.  A user spec has neither, so this compares what every spec has: the collective
-projection of how the run ended.  Per process group, named by its member ranks (a dump's group and a
-spec's ``Group`` are the same group when they hold the same ranks): the op kind of the first collective
-some members entered and the others never did, which ranks entered it and which never did; or, for a
-mismatch, the op kinds that met.  The graph of every variant of the spec, at the parameters given
-(``-p``, the spec's defaults otherwise; they must give the dumps' world size), is searched for an end
-with the dumps' projection: a stuck state whose blocked ranks (``model.waiting``) are the dumps', or a
-collective mismatch on the same group.  A variant that can end that way explains the hang (not only
-its shortest counterexample's end: a planted bug that lets any rank stop early ends in many ways).
+message parts.  A user spec has neither, so this compares what every spec has: the collectives.
+Process groups are matched by name and members (a dump's group and a spec's ``Group`` are the same
+group when they have the same name and ranks, else when one spec group has the dump group's ranks).
 
-Ranks are compared as they are, except the spec's symmetric ranks (``Protocol(symmetric=...)``): the
-checker prints one counterexample for every permutation of them, so there only how many of them
-entered, and how many never did, is compared (within a group that holds all of them or none).
+How the run ended is its collective projection, per process group: the op kind of the first
+collective some members entered and the others never did, which ranks entered it and which never
+did; or, for a mismatch, the op kinds that met.  A spec ends that way in a stuck state whose blocked
+ranks (``model.waiting``) are the dumps', or in a collective mismatch on the same group.  Ranks are
+compared as they are, except the spec's symmetric ranks (``Protocol(symmetric=...)``): the checker
+explores one arrangement of them, so there only how many of them entered, and how many never did, is
+compared (within a group that holds all of them or none).
 
-The hardened protocol is searched the same way: where none of its ends has the dumps' projection, the
-recorded run did not follow it.  Point-to-point ops are not compared (a user spec's p2p ends
-have no roles or message parts to compare by): a dump stuck only in p2p ops gets no match.
+Where every ring buffer holds the run from its start, ``flight_follow`` searches each variant (and
+the hardened protocol) for a run that makes the recorded collectives, group by group in order, and
+then ends as the run did (a clean run: ends, or anywhere with ``mid_run``).  Where a buffer wrapped,
+only the end is compared: every variant's graph, at the parameters given (``-p``, the spec's
+defaults otherwise; they must give the dumps' world size), is searched for an end with the dumps'
+projection (``ends_like``), not only its shortest counterexample's end: a planted bug that lets any
+rank stop early ends in many ways.  Point-to-point ops are not compared (a user spec's p2p ends have
+no roles or message parts to compare by): a dump stuck only in p2p ops gets no match.
 """
 from __future__ import annotations
 
