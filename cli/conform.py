@@ -88,9 +88,9 @@ def _refuse_mixed(trace_dir, fr_dir, **opts) -> None:
 
 
 @click.command("conform", context_settings={"help_option_names": ["-h", "--help"]},
-               epilog="Exit codes: 0 conforms (dumps consistent), 1 does not conform (dumps mismatch), 2 bad input or "
-                      "not checkable, 3 inconclusive (budget, interrupted run, empty dumps), 4 an --unsafe run that "
-                      "conforms to its spec variant.")
+               epilog="Exit codes: 0 conforms (dumps consistent), 1 does not conform (dumps mismatch, or a user spec that "
+                      "does not follow a clean run), 2 bad input or not checkable, 3 inconclusive (budget, interrupted "
+                      "run, empty dumps, a user spec's search bound), 4 an --unsafe run that conforms to its spec variant.")
 @click.argument("trace_dir", required=False, type=click.Path())
 @click.option("--spec", "spec", default="auto", show_default=True, shell_complete=_complete,
               help="the spec to check against (auto: the manifest's topology; tp, pp0, pp1, or a user spec PATH.py[:NAME] / module[:NAME] whose SpecInfo.name is one of them; with --flight-recorder, any user spec)")
