@@ -10,7 +10,10 @@ until one comes): the case of C1's posting-order condition for threads that shar
 declared ``observed_when`` (honest or planted wrong); ``--fifo`` only those where one role takes from the
 FIFO and another puts to it, each declared per transition (C0 for FIFO ends); ``--unobserved`` only those
 whose invariant reads a field of an actor the reduction may take alone, its ``observed`` planted wrong
-(the read check must refuse them, or they must be harmless); ``--detach`` draws specs whose main-thread
+(the read check must refuse them, or they must be harmless); ``--dumps`` also compares what a Flight
+Recorder dump could show of each spec's runs (tests/followgen.py ``observations``: each run prefix's
+collectives per group, each end with them and how it ended), the soundness of ``conform
+--flight-recorder --spec``'s search on the reduced graph; ``--detach`` draws specs whose main-thread
 roles may also post an op (a collective, or an isend or irecv towards a rank outside the symmetric orbit)
 and never wait for it, and may exit with it outstanding: a rank's exit voids its posted ops, and two
 symmetric actors may share one local state while only one has an op outstanding; ``--recover`` lets some
@@ -43,7 +46,9 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
+import followgen  # noqa: E402
 import protogen  # noqa: E402
+from lockstep.model.api import SpecError  # noqa: E402
 
 
 def _span(text: str) -> tuple[int, int]:
@@ -88,12 +93,15 @@ def main() -> int:
                     help="guards and effects that read c.rank, on the symmetric role too (some of them telling its ranks apart)")
     ap.add_argument("--big", metavar="LO,HI", type=_span,
                     help="every spec a world of LO-HI ranks with a symmetric orbit (e.g. 8,12)")
+    ap.add_argument("--dumps", action="store_true",
+                    help="also compare what a Flight Recorder dump could show of the spec's runs, reduced and unreduced "
+                         "(tests/followgen.py observations: the soundness of conform --flight-recorder --spec)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     rng = random.Random(a.seed)
     t0 = time.perf_counter()
     bad, parallel, declared, planted, unshared, wide, orbits, aux, when, when_planted = [], 0, 0, 0, 0, 0, 0, 0, 0, 0
-    full = 0
+    full = dumps_compared = 0
     for i in range(a.specs):
         is_wide = bool(a.big) or (a.wide_every > 0 and i % a.wide_every == a.wide_every - 1)
         draws = {"wide": is_wide, "big": a.big, "detach": a.detach, "recover": a.recover, "rich": a.rich, "threads": a.threads,
@@ -119,6 +127,16 @@ def main() -> int:
         seen: dict = {}
         diffs = protogen.compare(d, workers=par, seen=seen)
         full += seen.get("complete", False)
+        if a.dumps and not diffs:
+            try:
+                r, u = (followgen.observations(protogen.build(d), red) for red in (True, False))
+            except SpecError:
+                r = u = None  # refused: what a planted-wrong declaration gets (compare said so already)
+            if r is not None and u is not None:
+                dumps_compared += 1
+                if r != u:
+                    diffs = [f"what a dump shows: {len(u - r)} only unreduced, {len(r - u)} only reduced, "
+                             f"e.g. {sorted(u - r, key=repr)[:1]}"]
         if diffs:
             bad.append({"index": i, "differences": diffs, "spec": d})
             print(json.dumps(bad[-1]), file=sys.stderr)
@@ -129,12 +147,13 @@ def main() -> int:
     out = {"specs": a.specs, "seed": a.seed, "with_workers_2": parallel, "with_footprints": declared,
            "with_planted_footprints": planted, "without_shared_variables": unshared, "wide": wide, "wide_symmetric": orbits, "compared_in_full": full,
            "second_thread_ops": aux, "observed_when": when, "observed_when_planted": when_planted,
-           "disagreements": len(bad), "seconds": round(secs, 1)}
+           "dumps_compared": dumps_compared if a.dumps else None, "disagreements": len(bad), "seconds": round(secs, 1)}
     print(json.dumps(out) if a.json else
           f"{a.specs} generated specs (seed {a.seed}; {parallel} also with workers=2; {declared} with footprint "
           f"declarations, {planted} of them planted wrong; {unshared} without shared variables; {wide} wide, "
           f"{orbits} of them with a symmetric orbit; {full} compared in full, both searches within the bound; {aux} with ops on a second thread; {when} with "
-          f"observed_when, {when_planted} of them planted wrong): "
+          f"observed_when, {when_planted} of them planted wrong"
+          + (f"; what a dump shows compared on {dumps_compared}" if a.dumps else "") + "): "
           f"{len(bad)} disagreements, "
           f"{secs:.1f} s")
     return 1 if bad else 0
