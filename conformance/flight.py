@@ -231,7 +231,10 @@ def load_dir(dump_dir: str | Path, allow_missing: bool = False) -> tuple[dict[in
     said: list[tuple[str, list[int], Path, str]] = []  # every pg_config's group: (name, ranks, dump, key)
     for r, dd in dumps.items():
         for key, cfg in (dd.get("pg_config") or {}).items():
-            name = (cfg.get("desc") or cfg.get("name") or key) if isinstance(cfg, dict) else key
+            # named as _entry_group names an entry's group: its desc, or its pg name where the desc is "undefined"
+            # (a subgroup created without group_desc=)
+            desc = cfg.get("desc") if isinstance(cfg, dict) else None
+            name = (desc if desc not in (None, "", "undefined") else (cfg.get("name") or key)) if isinstance(cfg, dict) else key
             rk = _ranks(cfg.get("ranks")) if isinstance(cfg, dict) else None
             if rk:
                 groups[_gname(name)] = rk

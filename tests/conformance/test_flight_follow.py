@@ -237,3 +237,68 @@ def test_the_follow_bench_runs():
     assert p.returncode == 0, p.stderr
     rows = [json.loads(x) for x in p.stdout.splitlines()]
     assert [(r["run"], r["collectives"], r["complete"]) for r in rows] == [("conforms", 12, True), ("refused", 12, True)]
+
+
+def test_nccl_names_are_the_spec_kinds():
+    from lockstep.conformance.flight_follow import spec_kind
+
+    assert [spec_kind(x) for x in ("_allgather_base", "all_gather_into_tensor_coalesced", "_reduce_scatter_base",
+                                   "allreduce_coalesced", "all_reduce_barrier", "_broadcast_oop", "alltoall_base",
+                                   "all_reduce")] == ["all_gather", "all_gather", "reduce_scatter", "all_reduce", "barrier",
+                                                      "broadcast", "all_to_all", "all_reduce"]
+    assert spec_kind(("_allgather_base", "all_gather")) == "all_gather"  # a coalesced seq of one kind
+
+
+MESH_GROUPS = {"1": [0, 1], "2": [2, 3], "3": [0, 2], "4": [1, 3]}  # tp0, tp1, dp0, dp1 as the mesh spec builds them
+
+
+def _nccl_mesh(tmp_path, crossed: bool) -> Path:
+    """Hand-built NCCL dumps (pg_config lists every group's ranks, entries carry their state) of the 2 x 2
+    mesh, its subgroups created without group_desc: a clean run of 2 steps, or the crossed order's hang
+    (every rank stuck in its first collective, ``started``)."""
+    import pickle
+
+    cfg = {"0": {"name": "0", "desc": "default_pg", "ranks": "[0, 1, 2, 3]"},
+           **{k: {"name": k, "desc": "undefined", "ranks": str(v)} for k, v in MESH_GROUPS.items()}}
+    for r in range(4):
+        tp, dp = str(1 + r // 2), str(3 + r % 2)
+        order = [dp, tp] if crossed and r in (1, 2) else [tp, dp]
+        seq, entries = {}, []
+        for _step in range(1 if crossed else 2):
+            for g in order:
+                seq[g] = seq.get(g, 0) + 1
+                entries.append({"record_id": len(entries), "pg_id": int(g), "process_group": [g, "undefined"],
+                                "collective_seq_id": seq[g], "p2p_seq_id": 0, "op_id": len(entries), "is_p2p": False,
+                                "profiling_name": "nccl:all_reduce", "input_sizes": [[4]], "output_sizes": [[4]],
+                                "input_dtypes": ["Float"], "output_dtypes": ["Float"],
+                                "state": "started" if crossed and len(entries) == 0 else "completed",
+                                "time_created_ns": len(entries) + 1, "frames": []})
+                if crossed:
+                    break
+            if crossed:
+                break
+        d = {"version": "2.4", "comm_lib_version": "2.21.5", "pg_config": cfg, "pg_status": {}, "entries": entries,
+             "rank": r}
+        (tmp_path / f"rank{r}.pkl").write_bytes(pickle.dumps(d))
+    return tmp_path
+
+
+@pytest.mark.parametrize("crossed", [False, True])
+def test_nccl_dumps_of_the_mesh_name_their_groups_by_ranks(tmp_path, crossed):
+    """On NCCL the dumps list each group's ranks, so unnamed subgroups ("1" to "4", desc "undefined")
+    are the spec's by their members: the clean run follows the hardened mesh; the crossed order's hang
+    is one DEADLOCK across the four groups and an instance of crossed-order alone."""
+    from lockstep.conformance import flight
+    from lockstep.spec.loading import load_spec
+
+    user = (load_spec(str(ROOT / "examples" / "mesh_2d_spec.py")), {})
+    rep = flight.check_dir(_nccl_mesh(tmp_path, crossed), user=user)
+    assert {g: rep["groups"][g]["members"] for g in MESH_GROUPS} == MESH_GROUPS and rep["guessed_groups"] == []
+    m = rep["spec_check"]
+    if not crossed:
+        assert rep["verdict"] == "CONSISTENT" and m["hardened"]["follows"] is True, m
+        assert m["followed"]["collectives"] == {"tp0": 2, "tp1": 2, "dp0": 2, "dp1": 2}
+        return
+    assert [(v["verdict"], v["ranks"], v["groups"]) for v in rep["verdicts"]] == [
+        ("DEADLOCK", [0, 1, 2, 3], ["1", "2", "3", "4"])], rep["verdicts"]
+    assert [x["variant"] for x in m["matches"]] == ["crossed-order"] and m["hardened"]["follows"] is False
